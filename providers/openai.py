@@ -1,0 +1,207 @@
+"""OpenAI-compatible upstreams (OpenAI, Groq, Together, Mistral, OpenRouter, vLLM, Ollama,
+llama.cpp): the body passes through with only `model` rewritten."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from gateway.types import Endpoint
+from providers.base import (
+    BinaryReply,
+    Call,
+    Chunk,
+    ChunkStream,
+    Provider,
+    ProviderError,
+    Reply,
+    Usage,
+    classify_status,
+)
+from providers.sse import iter_events
+from providers.transport import Transport, TransportError, UpstreamStream
+
+__all__ = ["OpenAIProvider"]
+
+_PATHS = {
+    Endpoint.CHAT: "/chat/completions",
+    Endpoint.COMPLETIONS: "/completions",
+    Endpoint.EMBEDDINGS: "/embeddings",
+    Endpoint.IMAGES: "/images/generations",
+    Endpoint.SPEECH: "/audio/speech",
+    Endpoint.VIDEOS: "/videos",
+    Endpoint.VIDEO_STATUS: "/videos",
+    Endpoint.RESPONSES: "/responses",
+}
+_USAGE_STREAMS = (Endpoint.CHAT, Endpoint.COMPLETIONS)
+
+
+class OpenAIProvider(Provider):
+    endpoints = frozenset(_PATHS)
+
+    def __init__(
+        self,
+        name: str,
+        base_url: str,
+        transport: Transport,
+        api_key: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(name)
+        self._base = base_url.rstrip("/")
+        self._transport = transport
+        self._secrets = (api_key,) if api_key else ()
+        self._headers = {"content-type": "application/json", **(headers or {})}
+        if api_key:
+            self._headers["authorization"] = f"Bearer {api_key}"
+        self._get_headers = {k: v for k, v in self._headers.items() if k != "content-type"}
+
+    async def send(self, call: Call) -> Reply:
+        if call.endpoint is Endpoint.VIDEO_STATUS:
+            url = f"{self._base}/videos/{call.resource_id}"
+            resp = await self._request("GET", url, self._get_headers, None)
+        else:
+            body = orjson.dumps({**call.body, "model": call.upstream_model})
+            resp = await self._request("POST", self._url(call), self._headers, body)
+        if resp.status >= 400:
+            raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
+        data = self._json(resp.body)
+        return Reply(data, _usage(call.endpoint, data))
+
+    async def stream(self, call: Call) -> ChunkStream:
+        body = {**call.body, "model": call.upstream_model, "stream": True}
+        hide_usage = False
+        if call.endpoint in _USAGE_STREAMS:
+            options = body.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage")):
+                body["stream_options"] = {
+                    **(options if isinstance(options, dict) else {}),
+                    "include_usage": True,
+                }
+                hide_usage = True
+        upstream = await self._open(self._url(call), orjson.dumps(body))
+        return _OpenAIChunks(upstream, self.name, hide_usage)
+
+    async def binary(self, call: Call) -> BinaryReply:
+        body = orjson.dumps({**call.body, "model": call.upstream_model})
+        upstream = await self._open(self._url(call), body)
+        return _Passthrough(upstream)
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+    def _url(self, call: Call) -> str:
+        if call.endpoint not in _PATHS:
+            raise self.unsupported(call.endpoint)
+        return self._base + _PATHS[call.endpoint]
+
+    async def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
+        try:
+            return await self._transport.request(method, url, headers, body)
+        except TransportError as exc:
+            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
+
+    async def _open(self, url: str, body: bytes) -> UpstreamStream:
+        try:
+            upstream = await self._transport.stream("POST", url, self._headers, body)
+        except TransportError as exc:
+            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
+        if upstream.status >= 400:
+            try:
+                content = await upstream.aread()
+            except TransportError:
+                content = b""
+            finally:
+                await upstream.aclose()
+            raise classify_status(
+                upstream.status, content, upstream.headers, self.name, self._secrets
+            )
+        return upstream
+
+    def _json(self, body: bytes) -> dict[str, Any]:
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ProviderError(
+                "invalid_body", f"{self.name} returned a body that is not JSON"
+            ) from None
+        if not isinstance(data, dict):
+            raise ProviderError("invalid_body", f"{self.name} returned JSON that is not an object")
+        return data
+
+
+def _usage(endpoint: Endpoint, data: dict[str, Any]) -> Usage | None:
+    if endpoint is Endpoint.IMAGES:
+        images = data.get("data")
+        return Usage(images=len(images) if isinstance(images, list) else 0)
+    if endpoint is Endpoint.VIDEOS:
+        try:
+            return Usage(seconds=float(data.get("seconds") or 0))
+        except (TypeError, ValueError):
+            return None
+    return Usage.from_openai(data.get("usage"))
+
+
+class _OpenAIChunks(ChunkStream):
+    def __init__(self, upstream: UpstreamStream, provider: str, hide_usage: bool) -> None:
+        self._upstream = upstream
+        self._provider = provider
+        self._hide_usage = hide_usage
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        async for event, data in iter_events(self._upstream.aiter_bytes()):
+            if data == b"[DONE]":
+                return
+            try:
+                chunk = orjson.loads(data)
+            except orjson.JSONDecodeError:
+                raise ProviderError(
+                    "invalid_body", f"{self._provider} sent a stream event that is not JSON"
+                ) from None
+            if not isinstance(chunk, dict):
+                raise ProviderError("invalid_body", f"{self._provider} sent a malformed event")
+            if "error" in chunk and "choices" not in chunk and event is None:
+                err = chunk["error"]
+                detail = err.get("message", "") if isinstance(err, dict) else str(err)
+                raise ProviderError(
+                    "server_error", f"{self._provider} stream error: {detail}"[:300]
+                )
+            if not self._track(event, chunk):
+                yield event, chunk
+
+    def _track(self, event: str | None, chunk: dict[str, Any]) -> bool:
+        """Record usage and finish reason; True when the chunk is for the gateway only."""
+        if event is not None:
+            if event == "response.completed" and isinstance(chunk.get("response"), dict):
+                self.usage = Usage.from_openai(chunk["response"].get("usage"))
+            return False
+        choices = chunk.get("choices")
+        if choices and isinstance(choices, list) and isinstance(choices[0], dict):
+            reason = choices[0].get("finish_reason")
+            if reason:
+                self.finish_reason = reason
+        usage = chunk.get("usage")
+        if usage:
+            self.usage = Usage.from_openai(usage)
+            if self._hide_usage and not choices:
+                return True
+        if self._hide_usage and "usage" in chunk:
+            del chunk["usage"]
+        return False
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()
+
+
+class _Passthrough(BinaryReply):
+    def __init__(self, upstream: UpstreamStream) -> None:
+        self._upstream = upstream
+        self.media_type = upstream.headers.get("content-type", "application/octet-stream")
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._upstream.aiter_bytes()
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()

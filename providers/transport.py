@@ -1,0 +1,221 @@
+"""The one small interface between provider code and the network.
+
+Providers speak bytes in, bytes out through a `Transport`. Production uses a
+pooled aiohttp session (measured ~2x faster than httpx over the aiohttp transport
+and >10x faster than httpx's default pool); tests use `HttpxTransport`, which respx
+can intercept. Provider code never imports aiohttp or httpx.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+__all__ = [
+    "AiohttpTransport",
+    "HttpxTransport",
+    "Timeout",
+    "Transport",
+    "TransportError",
+    "UpstreamResponse",
+    "UpstreamStream",
+    "create_transport",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Timeout:
+    total: float = 60.0
+    connect: float = 10.0
+
+
+class TransportError(Exception):
+    """The upstream could not be reached or did not answer in time."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind  # "timeout" or "connection"
+
+
+@dataclass(slots=True)
+class UpstreamResponse:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class UpstreamStream(ABC):
+    """An upstream response whose body is read as it arrives; always `aclose()` it."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    @abstractmethod
+    def aiter_bytes(self) -> AsyncIterator[bytes]: ...
+
+    @abstractmethod
+    async def aread(self) -> bytes: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
+
+
+class Transport(ABC):
+    @abstractmethod
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> UpstreamResponse: ...
+
+    @abstractmethod
+    async def stream(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> UpstreamStream: ...
+
+    async def aclose(self) -> None:  # noqa: B027 - optional for transports without a pool
+        pass
+
+
+class AiohttpTransport(Transport):
+    def __init__(self, timeout: Timeout, max_connections: int = 256) -> None:
+        import aiohttp
+
+        self._aiohttp = aiohttp
+        self._timeout = aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect)
+        self._limit = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self):  # created lazily: aiohttp wants a running loop
+        if self._session is None:
+            aiohttp = self._aiohttp
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def request(self, method, url, headers, body=None) -> UpstreamResponse:
+        try:
+            async with self._client().request(method, url, headers=headers, data=body) as resp:
+                data = await resp.read()
+                return UpstreamResponse(resp.status, resp.headers, data)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def stream(self, method, url, headers, body=None) -> UpstreamStream:
+        try:
+            resp = await self._client().request(method, url, headers=headers, data=body)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return _AiohttpStream(resp, self._translate)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, asyncio.TimeoutError):
+            return TransportError("timeout", "upstream timed out")
+        if isinstance(exc, self._aiohttp.ClientError):
+            return TransportError("connection", f"upstream connection failed: {type(exc).__name__}")
+        return exc
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+class _AiohttpStream(UpstreamStream):
+    def __init__(self, resp, translate) -> None:
+        self._resp = resp
+        self._translate = translate
+        self.status = resp.status
+        self.headers = resp.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.content.iter_any():
+                yield chunk
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def aread(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def aclose(self) -> None:
+        # close() rather than release(): an unfinished stream must drop the
+        # connection so the upstream stops generating for a client that left.
+        if self._resp.content.at_eof():
+            self._resp.release()
+        else:
+            self._resp.close()
+
+
+class HttpxTransport(Transport):
+    def __init__(self, timeout: Timeout = Timeout(), max_connections: int = 256, client=None):
+        import httpx
+
+        self._httpx = httpx
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout.total, connect=timeout.connect),
+            limits=httpx.Limits(max_connections=max_connections),
+        )
+
+    async def request(self, method, url, headers, body=None) -> UpstreamResponse:
+        try:
+            resp = await self._client.request(method, url, headers=headers, content=body)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return UpstreamResponse(resp.status_code, resp.headers, resp.content)
+
+    async def stream(self, method, url, headers, body=None) -> UpstreamStream:
+        request = self._client.build_request(method, url, headers=headers, content=body)
+        try:
+            resp = await self._client.send(request, stream=True)
+        except Exception as exc:
+            raise self._translate(exc) from exc
+        return _HttpxStream(resp, self._translate)
+
+    def _translate(self, exc: BaseException) -> BaseException:
+        if isinstance(exc, self._httpx.TimeoutException):
+            return TransportError("timeout", "upstream timed out")
+        if isinstance(exc, self._httpx.TransportError):
+            return TransportError("connection", f"upstream connection failed: {type(exc).__name__}")
+        return exc
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class _HttpxStream(UpstreamStream):
+    def __init__(self, resp, translate) -> None:
+        self._resp = resp
+        self._translate = translate
+        self.status = resp.status_code
+        self.headers = resp.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.aiter_bytes():
+                yield chunk
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def aread(self) -> bytes:
+        try:
+            return await self._resp.aread()
+        except Exception as exc:
+            raise self._translate(exc) from exc
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()
+
+
+def create_transport(kind: str, timeout: Timeout, max_connections: int) -> Transport:
+    if kind == "httpx":
+        return HttpxTransport(timeout, max_connections)
+    return AiohttpTransport(timeout, max_connections)
