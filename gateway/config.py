@@ -86,7 +86,7 @@ class ProviderConfig(_Strict):
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:
-        if self.type != "mock" and not self.base_url:
+        if self.type != "mock" and not self.base_url and not self.missing_env:
             raise ValueError(f"provider of type '{self.type}' needs a base_url")
         return self
 
@@ -175,6 +175,15 @@ class Config(_Strict):
                     f"models[{i}].provider: unknown provider '{model.provider}'"
                     f" (expected one of: {', '.join(sorted(providers)) or 'none defined'})"
                 )
+            if model.mock:
+                try:
+                    MockConfig.model_validate(
+                        {**self.provider(model.provider).mock.model_dump(), **model.mock}
+                    )
+                except ValidationError as exc:
+                    first = exc.errors(include_url=False)[0]
+                    where = _location(first["loc"])
+                    raise ValueError(f"models[{i}].mock.{where}: {first['msg']}") from None
             for j, name in enumerate(model.fallbacks):
                 if name not in models:
                     raise ValueError(f"models[{i}].fallbacks[{j}]: unknown model '{name}'")

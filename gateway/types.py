@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal
 
@@ -9,6 +10,7 @@ __all__ = [
     "CONVERSATION_TYPES",
     "ENDPOINT_TYPES",
     "OPTIMIZATIONS",
+    "Attempt",
     "ConversationType",
     "Endpoint",
     "Optimization",
@@ -52,3 +54,31 @@ ENDPOINT_TYPES: dict[Endpoint, ConversationType] = {
     Endpoint.VIDEOS: "text-to-video",
     Endpoint.VIDEO_STATUS: "text-to-video",
 }
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try of one model for one request: what the tracker records and the store keeps."""
+
+    request_id: str
+    response_id: str | None
+    attempt: int
+    model: str
+    provider: str
+    conversation_type: ConversationType
+    route: str | None
+    optimization: str | None
+    ok: bool
+    error_class: str | None = None
+    http_status: int | None = None
+    latency_ms: float = 0.0
+    ttft_ms: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: float = 0.0
+    timestamp: float = 0.0
+    stream: bool = False
+    error_message: str | None = None
+    retry_after: float | None = None
+    counts_as_failure: bool = field(default=False)
+    conversation_id: str | None = None

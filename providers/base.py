@@ -167,6 +167,7 @@ _CONTEXT_HINTS = (
     "context window",
     "prompt is too long",
     "too many tokens",
+    "exceed context limit",
 )
 _SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9_\-.]{6,})")
 

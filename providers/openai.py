@@ -36,6 +36,7 @@ _PATHS = {
     Endpoint.RESPONSES: "/responses",
 }
 _USAGE_STREAMS = (Endpoint.CHAT, Endpoint.COMPLETIONS)
+_FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class OpenAIProvider(Provider):
@@ -174,7 +175,7 @@ class _OpenAIChunks(ChunkStream):
     def _track(self, event: str | None, chunk: dict[str, Any]) -> bool:
         """Record usage and finish reason; True when the chunk is for the gateway only."""
         if event is not None:
-            if event == "response.completed" and isinstance(chunk.get("response"), dict):
+            if event in _FINAL_EVENTS and isinstance(chunk.get("response"), dict):
                 self.usage = Usage.from_openai(chunk["response"].get("usage"))
             return False
         choices = chunk.get("choices")

@@ -1,0 +1,221 @@
+"""The OpenAI-compatible HTTP surface. HTTP concerns live here and nowhere else."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from gateway.body import check_body, read_json
+from gateway.dispatch import Job, Served
+from gateway.errors import GatewayError, error_body, error_response
+from gateway.ids import request_id_from
+from gateway.types import ENDPOINT_TYPES, OPTIMIZATIONS, Endpoint
+from providers.base import Call, ChunkStream, ProviderError
+
+if TYPE_CHECKING:
+    from gateway.app import Gateway
+
+__all__ = ["proxy_routes"]
+
+_STREAMABLE = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES})
+_HAS_ID = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.VIDEOS})
+_JSON = "application/json"
+
+
+class _VideoJobs:
+    """Which model and upstream job answer a gateway video id (bounded, newest kept)."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._jobs: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._size = size
+
+    def add(self, video_id: str, model: str, upstream_id: str) -> None:
+        self._jobs[video_id] = (model, upstream_id)
+        if len(self._jobs) > self._size:
+            self._jobs.popitem(last=False)
+
+    def get(self, video_id: str) -> tuple[str, str] | None:
+        return self._jobs.get(video_id)
+
+
+def proxy_routes(gateway: Gateway) -> list[Route]:
+    videos = _VideoJobs()
+
+    def served_headers(job: Job, served: Served[Any]) -> dict[str, str]:
+        return {
+            "x-request-id": job.request_id,
+            "x-gatewise-model": served.model.name,
+            "x-gatewise-provider": served.provider,
+            "x-gatewise-attempts": str(served.attempts),
+            "x-gatewise-response-id": job.response_id,
+        }
+
+    async def prepare(request: Request, endpoint: Endpoint, request_id: str) -> Job:
+        body = await read_json(request, gateway.config.server.max_body_bytes)
+        check_body(endpoint, body)
+        optimization = request.headers.get("x-gatewise-optimize")
+        if optimization is not None and optimization not in OPTIMIZATIONS:
+            raise GatewayError(
+                400,
+                f"Invalid x-gatewise-optimize header '{optimization}': expected one of "
+                f"{', '.join(OPTIMIZATIONS)}.",
+                param="x-gatewise-optimize",
+            )
+        ctype = ENDPOINT_TYPES[endpoint]
+        target = gateway.catalog.resolve(body["model"], ctype)
+        conversation = request.headers.get("x-gatewise-conversation") or body.get("user")
+        return gateway.dispatcher.job(
+            request_id,
+            endpoint,
+            target,
+            body,
+            ctype,
+            optimization=optimization,
+            conversation_id=conversation if isinstance(conversation, str) else None,
+        )
+
+    def handler(endpoint: Endpoint) -> Callable[[Request], Any]:
+        async def handle(request: Request) -> Response:
+            request_id = request_id_from(request.headers.get("x-request-id"))
+            try:
+                job = await prepare(request, endpoint, request_id)
+                if endpoint is Endpoint.SPEECH:
+                    return await binary(job)
+                if job.body.get("stream") is True and endpoint in _STREAMABLE:
+                    return await stream(job)
+                served = await gateway.dispatcher.send(job)
+            except GatewayError as exc:
+                return error_response(exc, {"x-request-id": request_id})
+            out = served.result.body
+            if endpoint is Endpoint.VIDEOS and isinstance(out.get("id"), str):
+                videos.add(job.response_id, served.model.name, out["id"])
+            if endpoint in _HAS_ID:
+                out["id"] = job.response_id
+            if "model" in out or endpoint is not Endpoint.IMAGES:
+                out["model"] = served.model.name
+            return Response(
+                orjson.dumps(out), served.result.status, served_headers(job, served), _JSON
+            )
+
+        return handle
+
+    async def stream(job: Job) -> Response:
+        served = await gateway.dispatcher.stream(job)
+        headers = served_headers(job, served)
+        headers["cache-control"] = "no-cache"
+        return StreamingResponse(sse(job, served), headers=headers, media_type="text/event-stream")
+
+    async def sse(job: Job, served: Served[ChunkStream]) -> AsyncIterator[bytes]:
+        upstream = served.result
+        error: ProviderError | None = None
+        name, rid = served.model.name, job.response_id
+        named = job.endpoint is Endpoint.RESPONSES
+        try:
+            if served.first is not None:
+                yield _encode(served.first, rid, name)
+            async for chunk in served.extra["chunks"]:
+                yield _encode(chunk, rid, name)
+            if not named:
+                yield b"data: [DONE]\n\n"
+        except ProviderError as exc:
+            error = exc
+            body = error_body(exc.message, "server_error", exc.kind)
+            yield b"data: " + orjson.dumps(body) + b"\n\n"
+        finally:
+            with anyio.CancelScope(shield=True):
+                await upstream.aclose()
+            gateway.dispatcher.finish(job, served, upstream.usage, error, served.extra["ttft"])
+
+    async def binary(job: Job) -> Response:
+        served = await gateway.dispatcher.binary(job)
+        reply = served.result
+
+        async def body() -> AsyncIterator[bytes]:
+            try:
+                if served.first:
+                    yield served.first
+                async for piece in served.extra["chunks"]:
+                    yield piece
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await reply.aclose()
+                gateway.dispatcher.finish(job, served, reply.usage)
+
+        return StreamingResponse(
+            body(), headers=served_headers(job, served), media_type=reply.media_type
+        )
+
+    async def video_status(request: Request) -> Response:
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        video_id = request.path_params["video_id"]
+        found = videos.get(video_id)
+        if found is None:
+            exc = GatewayError(404, f"No video job with id '{video_id}'.", code="not_found")
+            return error_response(exc, {"x-request-id": request_id})
+        model_name, upstream_id = found
+        model = gateway.catalog.models[model_name]
+        call = Call(Endpoint.VIDEO_STATUS, {}, model.upstream, resource_id=upstream_id)
+        try:
+            reply = await gateway.catalog.provider_for(model).send(call)
+        except ProviderError as exc:
+            status = exc.status if exc.status and exc.status < 500 else 502
+            return error_response(
+                GatewayError(status, exc.message, type="server_error", code=exc.kind),
+                {"x-request-id": request_id},
+            )
+        out = {**reply.body, "id": video_id, "model": model_name}
+        headers = {
+            "x-request-id": request_id,
+            "x-gatewise-model": model_name,
+            "x-gatewise-provider": model.provider,
+        }
+        return Response(orjson.dumps(out), 200, headers, _JSON)
+
+    async def list_models(request: Request) -> Response:
+        body = {"object": "list", "data": gateway.catalog.listing()}
+        return Response(orjson.dumps(body), 200, media_type=_JSON)
+
+    async def retrieve_model(request: Request) -> Response:
+        name = request.path_params["model"]
+        for entry in gateway.catalog.listing():
+            if entry["id"] == name:
+                return Response(orjson.dumps(entry), 200, media_type=_JSON)
+        return error_response(
+            GatewayError(
+                404, f"The model '{name}' does not exist.", code="model_not_found", param="model"
+            )
+        )
+
+    post = ["POST"]
+    return [
+        Route("/v1/chat/completions", handler(Endpoint.CHAT), methods=post),
+        Route("/v1/completions", handler(Endpoint.COMPLETIONS), methods=post),
+        Route("/v1/embeddings", handler(Endpoint.EMBEDDINGS), methods=post),
+        Route("/v1/images/generations", handler(Endpoint.IMAGES), methods=post),
+        Route("/v1/audio/speech", handler(Endpoint.SPEECH), methods=post),
+        Route("/v1/videos", handler(Endpoint.VIDEOS), methods=post),
+        Route("/v1/videos/{video_id}", video_status, methods=["GET"]),
+        Route("/v1/responses", handler(Endpoint.RESPONSES), methods=post),
+        Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
+    ]
+
+
+def _encode(chunk: tuple[str | None, dict[str, Any]], response_id: str, model: str) -> bytes:
+    event, data = chunk
+    if event is None:
+        data["id"] = response_id
+        data["model"] = model
+        return b"data: " + orjson.dumps(data) + b"\n\n"
+    inner = data.get("response")
+    if isinstance(inner, dict):
+        inner["id"] = response_id
+        inner["model"] = model
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"

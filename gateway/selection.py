@@ -1,0 +1,224 @@
+"""Ranks the models that may serve a request, by the caller's optimization.
+
+One scoring function serves routing and the admin rankings. Each score blends the
+YAML prior with live data, the live share growing with the number of observations
+(weight n / (n + prior_weight)), and is discounted by the recent success rate.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from gateway.blacklist import Blacklist
+from gateway.config import ModelConfig, SelectionConfig
+from gateway.errors import GatewayError
+from gateway.tracker import Stats, Tracker
+
+__all__ = ["Score", "Selector"]
+
+_ACCURACY_DIMS = ("accuracy", "overall", "relevance", "helpfulness")
+_CREATIVITY_DIMS = ("creativity",)
+_AUTO_WEIGHT = 0.25  # one automatic judgement counts a quarter of a human rating
+_LATENCY_SCALE_MS = 500.0  # a model this slow scores 0.5 on speed
+_PRIOR_TOKENS = (500.0, 200.0)  # assumed prompt/completion tokens before data
+_PRIOR_SUCCESS = 0.95
+
+
+@dataclass(slots=True)
+class Score:
+    model: str
+    optimization: str
+    total: float
+    parts: dict[str, float | None] = field(default_factory=dict)
+    blacklisted: bool = False
+
+
+class Selector:
+    def __init__(
+        self,
+        tracker: Tracker,
+        blacklist: Blacklist,
+        config: SelectionConfig,
+        *,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        refresh_seconds: float = 0.05,
+    ) -> None:
+        self.tracker = tracker
+        self.blacklist = blacklist
+        self.config = config
+        self.rng = rng or random.Random(config.seed)
+        self.clock = clock
+        self.refresh_seconds = refresh_seconds
+        self._cache: dict[tuple, tuple[int, float, list[Score]]] = {}
+
+    # -- scoring -----------------------------------------------------------------
+    def score(
+        self,
+        model: ModelConfig,
+        ctype: str,
+        optimization: str,
+        peers: Sequence[ModelConfig],
+        stream: bool = False,
+    ) -> Score:
+        stats = self.tracker.stats(model.name, ctype)
+        k = self.config.prior_weight
+        success = _success(stats)
+        if optimization == "speed":
+            prior = model.priors.speed / 10
+            latency = None
+            n = 0
+            if stats is not None:
+                latency = stats.ttft_ewma if stream and stats.ttft_ewma else stats.latency_ewma
+                n = stats.successes
+            live = None if latency is None else 1 / (1 + latency / _LATENCY_SCALE_MS)
+            quality, weight = _blend(prior, live, n, k)
+            parts = {"prior": prior, "latency_ms": latency, "live": live}
+        elif optimization == "cost":
+            cost = self.expected_cost(model, stats)
+            cheapest = (
+                min(self.expected_cost(p, self.tracker.stats(p.name, ctype)) for p in peers)
+                if peers
+                else cost
+            )
+            quality = 1.0 if cost <= 0 else (cheapest / cost if cheapest > 0 else 0.0)
+            weight = None
+            parts = {"expected_cost": cost, "cheapest_peer_cost": cheapest}
+        else:
+            dims, prior_value = (
+                (_CREATIVITY_DIMS, model.priors.creativity)
+                if optimization == "creativity"
+                else (_ACCURACY_DIMS, model.priors.accuracy)
+            )
+            prior = prior_value / 10
+            live, n = _evidence(stats, dims)
+            quality, weight = _blend(prior, live, n, k)
+            parts = {"prior": prior, "live": live, "evidence": n}
+        parts.update({"weight_live": weight, "success_rate": success, "value": quality})
+        return Score(
+            model.name,
+            optimization,
+            quality * success,
+            parts,
+            self.blacklist.is_blacklisted(model.name),
+        )
+
+    def expected_cost(self, model: ModelConfig, stats: Stats | None) -> float:
+        p = model.pricing
+        prompt, completion = _PRIOR_TOKENS
+        if stats is not None and stats.usage_count:
+            w = stats.usage_count / (stats.usage_count + self.config.prior_weight)
+            prompt = w * stats.prompt_tokens / stats.usage_count + (1 - w) * prompt
+            completion = w * stats.completion_tokens / stats.usage_count + (1 - w) * completion
+        token_cost = (prompt * p.input_per_million + completion * p.output_per_million) / 1e6
+        return token_cost + p.per_image + p.per_second
+
+    def rankings(
+        self, models: Sequence[ModelConfig], ctype: str, optimization: str, stream: bool = False
+    ) -> list[Score]:
+        scores = [self.score(m, ctype, optimization, models, stream) for m in models]
+        scores.sort(key=lambda s: s.total, reverse=True)
+        return scores
+
+    # -- routing -------------------------------------------------------------------
+    def rank(self, job) -> list[ModelConfig]:  # job: gateway.dispatch.Job
+        target = job.target
+        optimization = job.optimization or "accuracy"
+        stream = job.body.get("stream") is True
+        by_name = {m.name: m for m in target.candidates}
+        healthy = [m for m in target.candidates if not self.blacklist.is_blacklisted(m.name)]
+        if not healthy:
+            return self._all_blacklisted(target.candidates)
+        first: list[ModelConfig] = []
+        if target.route is None:  # a concrete model is tried first
+            requested = by_name.get(target.name)
+            if requested in healthy:
+                first.append(requested)
+        if optimization == "continuity":
+            optimization = "accuracy"
+            last = self.tracker.last_model(job.conversation_id) if job.conversation_id else None
+            if last in by_name and by_name[last] in healthy and by_name[last] not in first:
+                first.append(by_name[last])
+        rest = [m for m in healthy if m not in first]
+        if len(rest) > 1:
+            scores = self._scores(target.name, rest, job.ctype, optimization, stream)
+            if self.config.exploration_rate and self.rng.random() < self.config.exploration_rate:
+                scores = self._explore(scores, job.ctype)
+            rest = [by_name[s.model] for s in scores]
+        return first + rest
+
+    def _scores(
+        self, key: str, models: list[ModelConfig], ctype: str, optimization: str, stream: bool
+    ) -> list[Score]:
+        cache_key = (key, tuple(m.name for m in models), ctype, optimization, stream)
+        now = self.clock()
+        cached = self._cache.get(cache_key)
+        if cached is not None:
+            version, at, scores = cached
+            if version == self.tracker.version or now - at < self.refresh_seconds:
+                return scores
+        scores = self.rankings(models, ctype, optimization, stream)
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[cache_key] = (self.tracker.version, now, scores)
+        return scores
+
+    def _explore(self, scores: list[Score], ctype: str) -> list[Score]:
+        """Thompson-style: sample each score with noise that shrinks as data grows."""
+
+        def sample(score: Score) -> float:
+            stats = self.tracker.stats(score.model, ctype)
+            n = stats.requests if stats else 0
+            return score.total + self.rng.gauss(0.0, 0.3 / math.sqrt(1 + n))
+
+        return sorted(scores, key=sample, reverse=True)
+
+    def _all_blacklisted(self, candidates: Sequence[ModelConfig]) -> list[ModelConfig]:
+        returns = sorted(candidates, key=lambda m: self.blacklist.until(m.name) or 0.0)
+        if self.config.when_all_blacklisted == "probe":
+            return returns[:1]
+        soonest = self.blacklist.until(returns[0].name) or self.blacklist.clock()
+        wait = max(1, math.ceil(soonest - self.blacklist.clock()))
+        names = ", ".join(m.name for m in candidates)
+        raise GatewayError(
+            503,
+            f"Every model that can serve this request is blacklisted after repeated "
+            f"failures ({names}); '{returns[0].name}' returns in {wait} s.",
+            type="server_error",
+            code="all_models_blacklisted",
+            headers={"retry-after": str(wait)},
+        )
+
+
+def _success(stats: Stats | None) -> float:
+    if stats is None:
+        return _PRIOR_SUCCESS
+    return (stats.recent_ok + 2 * _PRIOR_SUCCESS) / (stats.recent_n + 2)
+
+
+def _blend(prior: float, live: float | None, n: float, k: float) -> tuple[float, float]:
+    if live is None or n <= 0:
+        return prior, 0.0
+    weight = n / (n + k)
+    return weight * live + (1 - weight) * prior, weight
+
+
+def _evidence(stats: Stats | None, dims: Sequence[str]) -> tuple[float | None, float]:
+    """Human ratings (1-5 mapped to 0-1) and automatic scores, pooled."""
+    if stats is None:
+        return None, 0.0
+    total = 0.0
+    n = 0.0
+    for dim in dims:
+        pair = stats.feedback.get(dim)
+        if pair and pair[1]:
+            total += (pair[0] - pair[1]) / 4
+            n += pair[1]
+    if stats.auto_score_count:
+        total += _AUTO_WEIGHT * stats.auto_score_sum
+        n += _AUTO_WEIGHT * stats.auto_score_count
+    return (total / n if n else None), n

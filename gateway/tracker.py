@@ -1,0 +1,236 @@
+"""Live performance of every model per conversation type, kept in memory.
+
+`record()` runs on the request path: O(1), no I/O, no locks (one event loop owns
+it). Durable copies go to the store through the background writer.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.blacklist import Blacklist
+from gateway.histogram import WindowedHistogram
+from gateway.types import Attempt
+
+__all__ = ["FEEDBACK_DIMENSIONS", "Stats", "Tracker"]
+
+log = logging.getLogger("gatewise.tracker")
+
+FEEDBACK_DIMENSIONS = ("relevance", "accuracy", "helpfulness", "creativity", "overall")
+_DECAY = 0.97  # recent success rate: an effective memory of ~33 attempts
+_EWMA = 0.1
+
+
+@dataclass(slots=True)
+class Stats:
+    """One model serving one conversation type."""
+
+    requests: int = 0
+    successes: int = 0
+    failures: int = 0
+    client_errors: int = 0
+    latency: WindowedHistogram = field(default_factory=WindowedHistogram)
+    ttft: WindowedHistogram = field(default_factory=WindowedHistogram)
+    latency_ewma: float | None = None
+    ttft_ewma: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    usage_count: int = 0
+    cost: float = 0.0
+    recent_ok: float = 0.0
+    recent_n: float = 0.0
+    feedback: dict[str, list[float]] = field(default_factory=dict)  # dim -> [sum, count]
+    auto_score_sum: float = 0.0
+    auto_score_count: int = 0
+    last_error: str | None = None
+    last_error_class: str | None = None
+    last_error_at: float | None = None
+    last_success_at: float | None = None
+
+    @property
+    def success_rate(self) -> float | None:
+        judged = self.successes + self.failures
+        return self.successes / judged if judged else None
+
+    @property
+    def recent_success_rate(self) -> float | None:
+        return self.recent_ok / self.recent_n if self.recent_n else None
+
+    @property
+    def mean_prompt_tokens(self) -> float | None:
+        return self.prompt_tokens / self.usage_count if self.usage_count else None
+
+    @property
+    def mean_completion_tokens(self) -> float | None:
+        return self.completion_tokens / self.usage_count if self.usage_count else None
+
+    def feedback_mean(self, dimension: str) -> float | None:
+        pair = self.feedback.get(dimension)
+        return pair[0] / pair[1] if pair and pair[1] else None
+
+    @property
+    def auto_score(self) -> float | None:
+        return self.auto_score_sum / self.auto_score_count if self.auto_score_count else None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {name: getattr(self, name) for name in self.__slots__}
+        out["latency"] = self.latency.to_dict()
+        out["ttft"] = self.ttft.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], clock: Callable[[], float]) -> Stats:
+        fields = {k: v for k, v in data.items() if k in cls.__slots__}
+        fields["latency"] = WindowedHistogram.from_dict(data["latency"], clock=clock)
+        fields["ttft"] = WindowedHistogram.from_dict(data["ttft"], clock=clock)
+        return cls(**fields)
+
+
+class Tracker:
+    def __init__(
+        self,
+        blacklist: Blacklist,
+        *,
+        clock: Callable[[], float] = time.time,
+        sink: Callable[[Attempt], None] | None = None,
+        conversations: int = 100_000,
+    ) -> None:
+        self.blacklist = blacklist
+        self.clock = clock
+        self.sink = sink
+        self.version = 0  # bumps on every change, so scores know when to refresh
+        self._stats: dict[tuple[str, str], Stats] = {}
+        self._conversations: OrderedDict[str, str] = OrderedDict()
+        self._conversation_limit = conversations
+
+    def stats(self, model: str, ctype: str) -> Stats | None:
+        return self._stats.get((model, ctype))
+
+    def items(self) -> Iterator[tuple[tuple[str, str], Stats]]:
+        return iter(self._stats.items())
+
+    def _get(self, model: str, ctype: str) -> Stats:
+        stats = self._stats.get((model, ctype))
+        if stats is None:
+            stats = self._stats[(model, ctype)] = Stats(
+                latency=WindowedHistogram(clock=self.clock),
+                ttft=WindowedHistogram(clock=self.clock),
+            )
+        return stats
+
+    def record(self, attempt: Attempt) -> None:
+        stats = self._get(attempt.model, attempt.conversation_type)
+        stats.requests += 1
+        if attempt.ok:
+            self._success(stats, attempt)
+        elif attempt.counts_as_failure:
+            stats.failures += 1
+            stats.recent_ok *= _DECAY
+            stats.recent_n = stats.recent_n * _DECAY + 1
+            stats.last_error = attempt.error_message
+            stats.last_error_class = attempt.error_class
+            stats.last_error_at = attempt.timestamp
+            benched = self.blacklist.failure(attempt.model, attempt.error_message)
+            if benched is not None:
+                log.warning(
+                    "model blacklisted",
+                    extra={
+                        "fields": {
+                            "event": "blacklisted",
+                            "model": attempt.model,
+                            "until": benched.until,
+                            "consecutive_failures": benched.consecutive_failures,
+                            "error": attempt.error_message,
+                        }
+                    },
+                )
+        else:
+            stats.client_errors += 1
+        self.version += 1
+        if self.sink is not None:
+            self.sink(attempt)
+
+    def _success(self, stats: Stats, attempt: Attempt) -> None:
+        stats.successes += 1
+        stats.recent_ok = stats.recent_ok * _DECAY + 1
+        stats.recent_n = stats.recent_n * _DECAY + 1
+        stats.last_success_at = attempt.timestamp
+        latency = attempt.latency_ms
+        stats.latency.record(latency)
+        stats.latency_ewma = (
+            latency
+            if stats.latency_ewma is None
+            else (stats.latency_ewma + _EWMA * (latency - stats.latency_ewma))
+        )
+        if attempt.ttft_ms is not None:
+            ttft = attempt.ttft_ms
+            stats.ttft.record(ttft)
+            stats.ttft_ewma = (
+                ttft
+                if stats.ttft_ewma is None
+                else (stats.ttft_ewma + _EWMA * (ttft - stats.ttft_ewma))
+            )
+        if attempt.prompt_tokens or attempt.completion_tokens:
+            stats.prompt_tokens += attempt.prompt_tokens
+            stats.completion_tokens += attempt.completion_tokens
+            stats.usage_count += 1
+        stats.cost += attempt.cost
+        self.blacklist.success(attempt.model)
+        if attempt.conversation_id:
+            self.remember(attempt.conversation_id, attempt.model)
+
+    def remember(self, conversation: str, model: str) -> None:
+        conversations = self._conversations
+        conversations[conversation] = model
+        conversations.move_to_end(conversation)
+        if len(conversations) > self._conversation_limit:
+            conversations.popitem(last=False)
+
+    def last_model(self, conversation: str) -> str | None:
+        return self._conversations.get(conversation)
+
+    def add_feedback(
+        self,
+        model: str,
+        ctype: str,
+        scores: dict[str, float],
+        previous: dict[str, float] | None = None,
+    ) -> None:
+        """Fold 1-5 ratings into the aggregates; a re-rating replaces its earlier scores."""
+        stats = self._get(model, ctype)
+        for dimension, value in (previous or {}).items():
+            pair = stats.feedback.get(dimension)
+            if pair and pair[1] > 0:
+                pair[0] -= value
+                pair[1] -= 1
+        for dimension, value in scores.items():
+            pair = stats.feedback.setdefault(dimension, [0.0, 0])
+            pair[0] += value
+            pair[1] += 1
+        self.version += 1
+
+    def add_auto_score(self, model: str, ctype: str, score: float) -> None:
+        stats = self._get(model, ctype)
+        stats.auto_score_sum += score
+        stats.auto_score_count += 1
+        self.version += 1
+
+    def snapshot(self) -> list[tuple[str, str, dict[str, Any]]]:
+        items = [("stats", f"{m}\x1f{t}", s.to_dict()) for (m, t), s in self._stats.items()]
+        items += [("blacklist", m, e) for m, e in self.blacklist.snapshot().items()]
+        return items
+
+    def restore(self, stats: dict[str, dict], blacklist: dict[str, dict]) -> None:
+        for key, data in stats.items():
+            model, _, ctype = key.partition("\x1f")
+            try:
+                self._stats[(model, ctype)] = Stats.from_dict(data, self.clock)
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring unreadable stored stats", extra={"fields": {"key": key}})
+        self.blacklist.restore(blacklist)
+        self.version += 1

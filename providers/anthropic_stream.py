@@ -1,0 +1,177 @@
+"""Anthropic's Messages event stream, re-emitted as OpenAI `chat.completion.chunk` dicts.
+
+Kept apart from `providers.anthropic` so the request/response translation and the
+event-by-event state machine can each be read on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+
+from providers.base import Chunk, ChunkStream, ProviderError, Usage, redact
+from providers.sse import iter_events
+from providers.transport import UpstreamStream
+
+__all__ = ["FINISH_REASONS", "AnthropicChunks", "finish_reason", "prompt_tokens"]
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def finish_reason(stop_reason: Any) -> str:
+    return FINISH_REASONS.get(stop_reason, "stop") if isinstance(stop_reason, str) else "stop"
+
+
+def prompt_tokens(usage: dict[str, Any]) -> int:
+    """Anthropic counts cached prompt tokens apart; OpenAI's prompt_tokens includes them."""
+    total = 0
+    for key in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens"):
+        value = usage.get(key)
+        if isinstance(value, int):
+            total += value
+    return total
+
+
+class AnthropicChunks(ChunkStream):
+    """Translates one upstream Messages stream; iterate it once."""
+
+    def __init__(
+        self,
+        upstream: UpstreamStream,
+        provider: str,
+        model: str,
+        include_usage: bool,
+        secrets: tuple[str, ...] = (),
+    ) -> None:
+        self._upstream = upstream
+        self._provider = provider
+        self._model = model
+        self._include_usage = include_usage
+        self._secrets = secrets
+        self._id = ""
+        self._created = int(time.time())
+        self._prompt = 0
+        self._completion = 0
+        self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        async for _name, data in iter_events(self._upstream.aiter_bytes()):
+            event = self._load(data)
+            kind = event.get("type")
+            if kind == "message_stop":
+                if self._include_usage:
+                    yield None, self._usage_chunk()
+                return
+            chunk = self._translate(kind, event)
+            if chunk is not None:
+                yield None, chunk
+        raise ProviderError("invalid_body", f"{self._provider} stream ended before message_stop")
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()
+
+    def _load(self, data: bytes) -> dict[str, Any]:
+        try:
+            event = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            raise ProviderError(
+                "invalid_body", f"{self._provider} sent a stream event that is not JSON"
+            ) from None
+        if not isinstance(event, dict):
+            raise ProviderError("invalid_body", f"{self._provider} sent a malformed event")
+        return event
+
+    def _translate(self, kind: Any, event: dict[str, Any]) -> dict[str, Any] | None:
+        """Update state from one event; return the chunk to emit, if any."""
+        if kind == "message_start":
+            message = event.get("message")
+            if not isinstance(message, dict):
+                raise ProviderError("invalid_body", f"{self._provider} sent a bad message_start")
+            self._id = str(message.get("id") or "")
+            self._record(message.get("usage"))
+            return self._chunk({"role": "assistant", "content": ""})
+        if kind == "content_block_start":
+            block = event.get("content_block")
+            if not isinstance(block, dict):
+                return None
+            if block.get("type") == "tool_use":
+                position = len(self._tools)
+                self._tools[event.get("index", position)] = position
+                call = {
+                    "index": position,
+                    "id": block.get("id"),
+                    "type": "function",
+                    "function": {"name": block.get("name"), "arguments": ""},
+                }
+                return self._chunk({"tool_calls": [call]})
+            if block.get("type") == "text" and block.get("text"):
+                return self._chunk({"content": block["text"]})
+            return None
+        if kind == "content_block_delta":
+            delta = event.get("delta")
+            if not isinstance(delta, dict):
+                return None
+            if delta.get("type") == "text_delta" and isinstance(delta.get("text"), str):
+                return self._chunk({"content": delta["text"]})
+            if delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                position = self._tools.get(event.get("index", -1), max(len(self._tools) - 1, 0))
+                args = {"index": position, "function": {"arguments": delta["partial_json"]}}
+                return self._chunk({"tool_calls": [args]})
+            return None  # thinking, signature and citation deltas have no OpenAI chunk
+        if kind == "message_delta":
+            self._record(event.get("usage"))
+            delta = event.get("delta")
+            stop = delta.get("stop_reason") if isinstance(delta, dict) else None
+            self.finish_reason = finish_reason(stop)
+            return self._chunk({}, self.finish_reason)
+        if kind == "error":
+            err = event.get("error")
+            detail = err.get("message", "") if isinstance(err, dict) else str(err or "")
+            detail = redact(str(detail), self._secrets)
+            raise ProviderError("server_error", f"{self._provider} stream error: {detail}")
+        return None  # ping, content_block_stop and event types added later
+
+    def _record(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        if any(key in usage for key in ("input_tokens", "cache_read_input_tokens")):
+            self._prompt = prompt_tokens(usage)
+        if isinstance(usage.get("output_tokens"), int):
+            self._completion = usage["output_tokens"]
+        self.usage = Usage(self._prompt, self._completion)
+
+    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        chunk: dict[str, Any] = {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}],
+        }
+        if self._include_usage:
+            chunk["usage"] = None
+        return chunk
+
+    def _usage_chunk(self) -> dict[str, Any]:
+        return {
+            "id": self._id,
+            "object": "chat.completion.chunk",
+            "created": self._created,
+            "model": self._model,
+            "choices": [],
+            "usage": {
+                "prompt_tokens": self._prompt,
+                "completion_tokens": self._completion,
+                "total_tokens": self._prompt + self._completion,
+            },
+        }

@@ -1,0 +1,64 @@
+"""Shared fixtures: real fake upstreams and real gateway processes on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
+
+
+@pytest.fixture
+def upstream() -> Iterator[FakeUpstream]:
+    server = FakeUpstream().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
+    started: list[GatewayProcess] = []
+
+    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> GatewayProcess:
+        workdir = tmp_path / f"gw{len(started)}"
+        workdir.mkdir()
+        config.setdefault("storage", {"url": f"sqlite:///{tmp_path / 'gatewise.db'}"})
+        process = GatewayProcess(config, workdir, env)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+def upstream_config(upstream: FakeUpstream, **overrides: Any) -> dict[str, Any]:
+    """A gateway configuration whose models all live on the fake upstream."""
+    config: dict[str, Any] = {
+        "server": {"api_keys": ["test-key"], "max_body_bytes": 4096},
+        "providers": [
+            {"name": "up", "type": "openai", "base_url": upstream.url,
+             "api_key": "sk-upstream-secret-123456", "timeout": 5},
+        ],
+        "models": [
+            {"name": "alpha", "provider": "up", "upstream_model": "alpha-up",
+             "context_window": 1000, "pricing": {"input_per_million": 1, "output_per_million": 2}},
+            {"name": "beta", "provider": "up", "upstream_model": "beta-up", "context_window": 8000},
+            {"name": "gamma", "provider": "up", "upstream_model": "gamma-up",
+             "context_window": 32000},
+            {"name": "embedder", "provider": "up", "conversation_types": ["embedding"]},
+            {"name": "painter", "provider": "up", "conversation_types": ["text-to-image"]},
+            {"name": "speaker", "provider": "up", "conversation_types": ["text-to-audio"]},
+            {"name": "filmmaker", "provider": "up", "conversation_types": ["text-to-video"]},
+        ],
+        "routes": [{"name": "auto", "models": ["alpha", "beta", "gamma"],
+                    "optimization": "accuracy"}],
+    }
+    config.update(overrides)
+    return config
