@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from admin_ui.auth import AdminAuthMiddleware
+from admin_ui.performance import performance_routes
+from admin_ui.services import AdminServices
+from gateway.errors import http_error
+
 __all__ = ["create_admin_app"]
 
 
-def create_admin_app() -> Starlette:
+def create_admin_app(services: AdminServices, admin_token: str | None) -> Starlette:
     async def index(request: Request) -> JSONResponse:
-        return JSONResponse({"service": "gatewise-admin", "endpoints": []})
+        return JSONResponse({"service": "gatewise-admin"})
 
-    return Starlette(routes=[Route("/admin", index, methods=["GET"])])
+    return Starlette(
+        routes=[Route("/admin", index, methods=["GET"]), *performance_routes(services)],
+        middleware=[Middleware(AdminAuthMiddleware, token=admin_token)],
+        exception_handlers={HTTPException: http_error},
+    )

@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 from starlette.applications import Starlette
@@ -22,13 +23,17 @@ from starlette.routing import Mount, Route
 
 from admin_ui import create_admin_app
 from gateway.auth import ApiKeyMiddleware
+from gateway.blacklist import Blacklist
 from gateway.catalog import Catalog, build_provider
 from gateway.config import Config, config_path, load_config
 from gateway.dispatch import Dispatcher
-from gateway.errors import GatewayError, error_response
+from gateway.errors import GatewayError, error_response, http_error
 from gateway.logs import configure_logging
 from gateway.routes import proxy_routes
-from gateway.types import Attempt
+from gateway.selection import Selector
+from gateway.store import Store, create_store
+from gateway.tracker import Tracker
+from gateway.writer import StoreWriter
 from providers.base import Provider
 
 __all__ = ["Gateway", "app_factory", "create_app"]
@@ -37,17 +42,57 @@ log = logging.getLogger("gatewise")
 
 
 class Gateway:
-    """Everything one gateway process owns: providers and their pools, catalog, dispatcher."""
+    """Everything one gateway process owns: pools, catalog, tracker, blacklist, store."""
 
-    def __init__(self, config: Config) -> None:
+    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
         self.config = config
+        self.clock = clock
+        sel = config.selection
+        self.blacklist = Blacklist(
+            sel.blacklist_threshold,
+            sel.blacklist_base_seconds,
+            sel.blacklist_max_seconds,
+            clock=clock,
+        )
+        self.tracker = Tracker(self.blacklist, clock=clock)
+        self.selector = Selector(
+            self.tracker, self.blacklist, sel, refresh_seconds=sel.score_refresh_seconds
+        )
         self.providers: dict[str, Provider] = {}
         self.catalog = Catalog(config, {})
-        self.dispatcher = Dispatcher(self.catalog, self._rank, self._record)
+        self.dispatcher = self._dispatcher()
+        self.store: Store | None = None
+        self.writer: StoreWriter | None = None
         self.ready = False
+
+    def _dispatcher(self) -> Dispatcher:
+        sel = self.config.selection
+        return Dispatcher(
+            self.catalog,
+            self.selector.rank,
+            self.tracker.record,
+            max_attempts=sel.max_attempts,
+            deadline=sel.deadline_seconds,
+            wall=self.clock,
+        )
 
     async def start(self) -> None:
         config = self.config
+        self.store = create_store(config.storage.url)
+        await self.store.open()
+        self.tracker.restore(
+            await self.store.load_states("stats"), await self.store.load_states("blacklist")
+        )
+        storage = config.storage
+        self.writer = StoreWriter(
+            self.store,
+            self.tracker,
+            flush_interval=storage.flush_interval,
+            queue_size=storage.queue_size,
+            retention_seconds=storage.retention_days * 86400,
+            clock=self.clock,
+        )
+        self.tracker.sink = self.writer.enqueue
         for provider in config.providers:
             if provider.enabled:
                 models = [m for m in config.models if m.provider == provider.name]
@@ -59,19 +104,16 @@ class Gateway:
                     ", ".join(provider.missing_env),
                 )
         self.catalog = Catalog(config, self.providers)
-        self.dispatcher = Dispatcher(
-            self.catalog,
-            self._rank,
-            self._record,
-            max_attempts=config.selection.max_attempts,
-            deadline=config.selection.deadline_seconds,
-        )
+        self.dispatcher = self._dispatcher()
+        self.writer.start()
         if not config.server.api_keys:
             log.warning(
                 "NO CLIENT API KEYS CONFIGURED: the gateway is open to anyone who can reach it "
                 "(set server.api_keys in %s)",
                 config.source,
             )
+        if not config.server.admin_token:
+            log.warning("no admin token configured: the admin API is open on loopback only")
         self.ready = True
         log.info(
             "gatewise ready: %d models, %d routes from %s",
@@ -82,18 +124,16 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
+        if self.writer is not None:
+            await self.writer.close()
+        if self.store is not None:
+            await self.store.close()
         for provider in self.providers.values():
             await provider.aclose()
 
-    def _rank(self, job):  # replaced by selection in the selection module
-        return list(job.target.candidates)
 
-    def _record(self, attempt: Attempt) -> None:
-        pass
-
-
-def create_app(config: Config) -> Starlette:
-    gateway = Gateway(config)
+def create_app(config: Config, clock: Callable[[], float] = time.time) -> Starlette:
+    gateway = Gateway(config, clock)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -136,31 +176,16 @@ def create_app(config: Config) -> Starlette:
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *proxy_routes(gateway),
-        Mount("", app=create_admin_app()),
+        Mount("", app=create_admin_app(gateway, config.server.admin_token)),
     ]
     app = Starlette(
         routes=routes,
         middleware=middleware,
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error, Exception: _internal_error},
+        exception_handlers={HTTPException: http_error, Exception: _internal_error},
     )
     app.state.gateway = gateway
     return app
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    if exc.status_code == 404:
-        message = f"Unknown path: {request.method} {request.url.path}"
-        code = "not_found"
-    elif exc.status_code == 405:
-        message = f"Method {request.method} is not allowed on {request.url.path}"
-        code = "method_not_allowed"
-    else:
-        message, code = str(exc.detail), None
-    return error_response(
-        GatewayError(exc.status_code, message, code=code), dict(exc.headers or {})
-    )
 
 
 async def _internal_error(request: Request, exc: Exception) -> Response:

@@ -142,6 +142,7 @@ class SelectionConfig(_Strict):
     when_all_blacklisted: Literal["reject", "probe"] = "reject"
     deadline_seconds: float = Field(300.0, gt=0)
     prior_weight: float = Field(20.0, gt=0)
+    score_refresh_seconds: float = Field(0.05, ge=0)
     seed: int | None = None
 
 

@@ -1,0 +1,21 @@
+"""What the admin UI may read: the tracker, blacklist, selector, catalog and store."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from gateway.blacklist import Blacklist
+from gateway.catalog import Catalog
+from gateway.selection import Selector
+from gateway.store import Store
+from gateway.tracker import Tracker
+
+__all__ = ["AdminServices"]
+
+
+class AdminServices(Protocol):
+    tracker: Tracker
+    blacklist: Blacklist
+    selector: Selector
+    catalog: Catalog
+    store: Store | None

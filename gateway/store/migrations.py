@@ -1,0 +1,77 @@
+"""The SQLite schema, as an ordered list of migrations.
+
+HOW TO ADD A MIGRATION: append a new SQL script to the END of ``MIGRATIONS``. Never edit,
+reorder or remove a script that has shipped: databases in the field have already applied
+it. Script ``MIGRATIONS[i]`` brings the schema from version ``i`` to version ``i + 1``;
+the store runs each pending script in its own transaction together with the version bump,
+so a script either applies completely or not at all. Scripts may hold several statements
+separated by ``;`` (triggers with ``BEGIN ... END`` blocks are fine). Do not put
+``BEGIN``/``COMMIT`` or ``PRAGMA``s that cannot run inside a transaction in a script.
+
+The PostgreSQL store will keep its own list in its own dialect; version N must mean the
+same logical schema in both, so append the PostgreSQL counterpart in the same change.
+
+Conventions: timestamps are REAL unix seconds; booleans are INTEGER 0/1; JSON blobs are
+TEXT (written with orjson).
+"""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS"]
+
+MIGRATIONS: list[str] = [
+    # 1: upstream attempts, their hourly rollups, and durable component state.
+    """
+    CREATE TABLE attempts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL,
+        response_id TEXT,
+        attempt INTEGER NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        conversation_type TEXT NOT NULL,
+        route TEXT,
+        optimization TEXT,
+        ok INTEGER NOT NULL,
+        error_class TEXT,
+        http_status INTEGER,
+        latency_ms REAL NOT NULL DEFAULT 0,
+        ttft_ms REAL,
+        prompt_tokens INTEGER NOT NULL DEFAULT 0,
+        completion_tokens INTEGER NOT NULL DEFAULT 0,
+        cost REAL NOT NULL DEFAULT 0,
+        ts REAL NOT NULL,
+        stream INTEGER NOT NULL DEFAULT 0,
+        error_message TEXT,
+        counts_as_failure INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE INDEX attempts_ts ON attempts (ts);
+    CREATE INDEX attempts_model_ts ON attempts (model, ts);
+    CREATE INDEX attempts_response_id ON attempts (response_id);
+
+    CREATE TABLE attempt_hourly (
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        conversation_type TEXT NOT NULL,
+        hour INTEGER NOT NULL,
+        requests INTEGER NOT NULL,
+        successes INTEGER NOT NULL,
+        failures INTEGER NOT NULL,
+        latency_sum REAL NOT NULL,
+        cost_sum REAL NOT NULL,
+        prompt_tokens INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        PRIMARY KEY (model, provider, conversation_type, hour)
+    );
+    CREATE INDEX attempt_hourly_hour ON attempt_hourly (hour);
+
+    CREATE TABLE state (
+        kind TEXT NOT NULL,
+        key TEXT NOT NULL,
+        data TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (kind, key)
+    );
+    """,
+    # Append the next migration (version 2) here, above the closing bracket.
+]
