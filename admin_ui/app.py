@@ -6,11 +6,13 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from admin_ui.auth import AdminAuthMiddleware
-from admin_ui.performance import performance_routes
+from admin_ui.evaluations import evaluation_routes
+from admin_ui.openapi import openapi
+from admin_ui.performance import json_response, performance_routes
 from admin_ui.services import AdminServices
 from gateway.errors import http_error
 
@@ -18,11 +20,19 @@ __all__ = ["create_admin_app"]
 
 
 def create_admin_app(services: AdminServices, admin_token: str | None) -> Starlette:
-    async def index(request: Request) -> JSONResponse:
-        return JSONResponse({"service": "gatewise-admin"})
+    async def index(request: Request) -> Response:
+        return json_response({"service": "gatewise-admin", "openapi": "/admin/openapi.json"})
+
+    async def spec(request: Request) -> Response:
+        return json_response(openapi())
 
     return Starlette(
-        routes=[Route("/admin", index, methods=["GET"]), *performance_routes(services)],
+        routes=[
+            Route("/admin", index, methods=["GET"]),
+            Route("/admin/openapi.json", spec, methods=["GET"]),
+            *performance_routes(services),
+            *evaluation_routes(services),
+        ],
         middleware=[Middleware(AdminAuthMiddleware, token=admin_token)],
         exception_handlers={HTTPException: http_error},
     )

@@ -13,6 +13,7 @@ __all__ = ["AdminAuthMiddleware"]
 
 _LOOPBACK = ("127.0.0.1", "::1", "localhost")
 PROTECTED = ("/performance", "/evaluations", "/admin")
+PUBLIC = frozenset({"/admin/openapi.json"})
 
 
 class AdminAuthMiddleware:
@@ -21,7 +22,8 @@ class AdminAuthMiddleware:
         self.token = token.encode() if token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(PROTECTED):
+        path = scope["path"]
+        if scope["type"] != "http" or not path.startswith(PROTECTED) or path in PUBLIC:
             await self.app(scope, receive, send)
             return
         if self.token is None:

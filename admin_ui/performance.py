@@ -1,48 +1,177 @@
-"""Performance endpoints of the admin API."""
+"""Performance endpoints of the admin API: live metrics, rankings, series, blacklist."""
 
 from __future__ import annotations
+
+import time
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from admin_ui.metrics import rows
+from admin_ui.params import filters
 from admin_ui.services import AdminServices
 from gateway.errors import GatewayError, error_response
+from gateway.types import CONVERSATION_TYPES, OPTIMIZATIONS
 
-__all__ = ["performance_routes"]
+__all__ = ["guarded", "json_response", "performance_routes", "rankings", "unknown_model"]
 
 
-def _json(data: object, status: int = 200) -> Response:
+def json_response(data: object, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 
 
-def performance_routes(services: AdminServices) -> list[Route]:
-    def known(name: str) -> bool:
-        return name in services.catalog.models
+def guarded(handler):
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except GatewayError as exc:
+            return error_response(exc)
 
-    def not_found(name: str) -> Response:
-        return error_response(GatewayError(404, f"Unknown model '{name}'.", code="model_not_found"))
+    return run
+
+
+def unknown_model(name: str) -> GatewayError:
+    return GatewayError(404, f"Unknown model '{name}'.", param="modelName", code="model_not_found")
+
+
+def rankings(services: AdminServices, ctype: str, optimization: str) -> list[dict[str, Any]]:
+    """The scores that route requests, with their parts, for every model serving `ctype`."""
+    catalog = services.catalog
+    models = [
+        m
+        for m in catalog.config.models
+        if m.name in catalog.enabled and ctype in m.conversation_types
+    ]
+    scores = services.selector.rankings(models, ctype, optimization)
+    return [
+        {
+            "rank": i + 1,
+            "model": s.model,
+            "score": round(s.total, 6),
+            "blacklisted": s.blacklisted,
+            "parts": s.parts,
+        }
+        for i, s in enumerate(scores)
+    ]
+
+
+def performance_routes(services: AdminServices) -> list[Route]:
+    async def performance(request: Request) -> Response:
+        f = filters(request)
+        data = rows(services, f.conversation_type)
+        total = len(data)
+        return json_response(
+            {
+                "object": "list",
+                "total": total,
+                "generated_at": time.time(),
+                "data": data[f.offset : f.offset + f.limit],
+            }
+        )
+
+    async def ranking(request: Request) -> Response:
+        f = filters(request)
+        ctype = f.conversation_type or "text-to-text"
+        wanted = [f.optimization] if f.optimization else list(OPTIMIZATIONS)
+        return json_response(
+            {
+                "conversation_type": ctype,
+                "rankings": {opt: rankings(services, ctype, opt) for opt in wanted},
+            }
+        )
+
+    async def metrics(request: Request) -> Response:
+        name = request.path_params["model"]
+        if name not in services.catalog.models:
+            raise unknown_model(name)
+        f = filters(request)
+        now = time.time()
+        since = f.since if f.since is not None else now - 86400
+        until = f.until if f.until is not None else now
+        bucket = f.bucket or (60 if until - since <= 6 * 3600 else 3600)
+        series = []
+        if services.store is not None:
+            series = await services.store.timeseries(
+                model=name,
+                conversation_type=f.conversation_type,
+                since=since,
+                until=until,
+                bucket_seconds=bucket,
+            )
+        return json_response(
+            {
+                "model": name,
+                "provider": services.catalog.models[name].provider,
+                "metrics": rows(services, f.conversation_type, name),
+                "timeseries": {
+                    "bucket_seconds": bucket,
+                    "since": since,
+                    "until": until,
+                    "data": series,
+                },
+            }
+        )
 
     async def blacklisted(request: Request) -> Response:
+        now = services.blacklist.clock()
         entries = [
-            {
-                **entry.to_dict(),
-                "seconds_left": max(0.0, (entry.until or 0) - services.blacklist.clock()),
-            }
+            {**entry.to_dict(), "seconds_left": max(0.0, (entry.until or 0) - now)}
             for entry in services.blacklist.active()
         ]
-        return _json({"object": "list", "data": entries})
+        return json_response({"object": "list", "data": entries})
 
     async def clear(request: Request) -> Response:
         name = request.path_params["model"]
-        if not known(name):
-            return not_found(name)
+        if name not in services.catalog.models:
+            raise unknown_model(name)
         was = services.blacklist.clear(name)
         services.tracker.version += 1
-        return _json({"model": name, "cleared": was})
+        return json_response({"model": name, "cleared": was})
+
+    async def summary(request: Request) -> Response:
+        f = filters(request)
+        data = rows(services, f.conversation_type)
+        requests = sum(r["requests"] for r in data)
+        successes = sum(r["successes"] for r in data)
+        failures = sum(r["failures"] for r in data)
+        per_type = {}
+        for ctype in CONVERSATION_TYPES:
+            typed = [r for r in data if r["conversation_type"] == ctype]
+            if not typed:
+                continue
+            busiest = max(typed, key=lambda r: r["requests"])
+            per_type[ctype] = {
+                "requests": sum(r["requests"] for r in typed),
+                "cost": round(sum(r["cost"]["total"] or 0 for r in typed), 6),
+                "busiest_model": busiest["model"] if busiest["requests"] else None,
+                "best_models": {
+                    opt: (rankings(services, ctype, opt) or [{}])[0].get("model")
+                    for opt in ("cost", "accuracy", "creativity", "speed")
+                },
+            }
+        return json_response(
+            {
+                "requests": requests,
+                "successes": successes,
+                "failures": failures,
+                "success_rate": round(successes / (successes + failures), 4)
+                if successes + failures
+                else None,
+                "cost": round(sum(r["cost"]["total"] or 0 for r in data), 6),
+                "blacklisted": [e.model for e in services.blacklist.active()],
+                "by_conversation_type": per_type,
+                "generated_at": time.time(),
+            }
+        )
 
     return [
-        Route("/performance/blacklisted", blacklisted, methods=["GET"]),
-        Route("/performance/blacklisted/{model:path}", clear, methods=["DELETE"]),
+        Route("/performance", guarded(performance), methods=["GET"]),
+        Route("/performance/rankings", guarded(ranking), methods=["GET"]),
+        Route("/performance/summary", guarded(summary), methods=["GET"]),
+        Route("/performance/blacklisted", guarded(blacklisted), methods=["GET"]),
+        Route("/performance/blacklisted/{model:path}", guarded(clear), methods=["DELETE"]),
+        Route("/performance/metrics/{model:path}", guarded(metrics), methods=["GET"]),
     ]

@@ -6,6 +6,8 @@ from typing import Protocol
 
 from gateway.blacklist import Blacklist
 from gateway.catalog import Catalog
+from gateway.feedback import FeedbackService
+from gateway.responses import ResponseIndex
 from gateway.selection import Selector
 from gateway.store import Store
 from gateway.tracker import Tracker
@@ -19,3 +21,5 @@ class AdminServices(Protocol):
     selector: Selector
     catalog: Catalog
     store: Store | None
+    index: ResponseIndex
+    feedback: FeedbackService | None

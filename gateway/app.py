@@ -28,7 +28,10 @@ from gateway.catalog import Catalog, build_provider
 from gateway.config import Config, config_path, load_config
 from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, error_response, http_error
+from gateway.evaluator import Evaluator
+from gateway.feedback import FeedbackService
 from gateway.logs import configure_logging
+from gateway.responses import ResponseIndex, ResponseRecord
 from gateway.routes import proxy_routes
 from gateway.selection import Selector
 from gateway.store import Store, create_store
@@ -58,6 +61,11 @@ class Gateway:
         self.selector = Selector(
             self.tracker, self.blacklist, sel, refresh_seconds=sel.score_refresh_seconds
         )
+        self.index = ResponseIndex()
+        self.evaluator = Evaluator(
+            self.tracker, self.index, self._keep, log_payloads=config.storage.log_payloads
+        )
+        self.feedback: FeedbackService | None = None
         self.providers: dict[str, Provider] = {}
         self.catalog = Catalog(config, {})
         self.dispatcher = self._dispatcher()
@@ -76,6 +84,10 @@ class Gateway:
             wall=self.clock,
         )
 
+    def _keep(self, record: ResponseRecord) -> None:
+        if self.writer is not None:
+            self.writer.enqueue_response(record)
+
     async def start(self) -> None:
         config = self.config
         self.store = create_store(config.storage.url)
@@ -93,6 +105,7 @@ class Gateway:
             clock=self.clock,
         )
         self.tracker.sink = self.writer.enqueue
+        self.feedback = FeedbackService(self.index, self.store, self.tracker, self.clock)
         for provider in config.providers:
             if provider.enabled:
                 models = [m for m in config.models if m.provider == provider.name]
@@ -106,6 +119,7 @@ class Gateway:
         self.catalog = Catalog(config, self.providers)
         self.dispatcher = self._dispatcher()
         self.writer.start()
+        self.evaluator.start()
         if not config.server.api_keys:
             log.warning(
                 "NO CLIENT API KEYS CONFIGURED: the gateway is open to anyone who can reach it "
@@ -124,6 +138,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.evaluator.close()
         if self.writer is not None:
             await self.writer.close()
         if self.store is not None:

@@ -96,7 +96,7 @@ _OPTIONAL = {
     "response_format": (dict,),
     "dimensions": _INT,
     "encoding_format": _STRING,
-    "voice": _STRING,
+    "voice": (str, dict),
     "size": _STRING,
     "seconds": _STRING + _INT,
 }
@@ -145,7 +145,11 @@ def _expect(name: str, value: Any, types: tuple[type, ...]) -> None:
     else:
         ok = isinstance(value, types) or (float in types and isinstance(value, int))
     if not ok:
-        wanted = " or ".join(_NAMES.get(t, "a number") for t in types if t is not float)
+        wanted = (
+            "a number"
+            if float in types and len(types) == 2
+            else " or ".join(_NAMES.get(t, "a number") for t in types)
+        )
         raise GatewayError(
             400,
             f"Invalid type for '{name}': expected {wanted}, but got {_json_kind(value)}.",

@@ -113,7 +113,7 @@ class Dispatcher:
             return Served(model, model.provider, 0, reply)
 
         served = await self._run(job, attempt)
-        self.finish(job, served, served.result.usage)
+        served.extra["attempt"] = self.finish(job, served, served.result.usage)
         return served
 
     async def stream(self, job: Job) -> Served[ChunkStream]:
@@ -155,9 +155,9 @@ class Dispatcher:
         usage: Usage | None,
         error: ProviderError | None = None,
         ttft: float | None = None,
-    ) -> None:
+    ) -> Attempt:
         """Record the attempt that answered, once its answer is complete (or broke)."""
-        self._record(
+        return self._record(
             job, served.model, served.attempts, served.started, usage=usage, error=error, ttft=ttft
         )
 
@@ -222,7 +222,7 @@ class Dispatcher:
         usage: Usage | None = None,
         error: ProviderError | None = None,
         ttft: float | None = None,
-    ) -> None:
+    ) -> Attempt:
         elapsed = (self._clock() - started) * 1000
         attempt = Attempt(
             request_id=job.request_id,
@@ -263,6 +263,7 @@ class Dispatcher:
                 "error": attempt.error_message,
             }
             log.log(level, "attempt", extra={"fields": fields})
+        return attempt
 
 
 def _worth_another_model(exc: BaseException) -> bool:

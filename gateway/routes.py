@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from gateway.answers import StreamAnswer, answer_from_body
 from gateway.body import check_body, read_json
 from gateway.dispatch import Job, Served
 from gateway.errors import GatewayError, error_body, error_response
@@ -94,6 +95,9 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
             except GatewayError as exc:
                 return error_response(exc, {"x-request-id": request_id})
             out = served.result.body
+            gateway.evaluator.answered(
+                job, served.extra["attempt"], answer_from_body(endpoint, out)
+            )
             if endpoint is Endpoint.VIDEOS and isinstance(out.get("id"), str):
                 videos.add(job.response_id, served.model.name, out["id"])
             if endpoint in _HAS_ID:
@@ -117,10 +121,13 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
         error: ProviderError | None = None
         name, rid = served.model.name, job.response_id
         named = job.endpoint is Endpoint.RESPONSES
+        answer = StreamAnswer()
         try:
             if served.first is not None:
+                answer.add(*served.first)
                 yield _encode(served.first, rid, name)
             async for chunk in served.extra["chunks"]:
+                answer.add(*chunk)
                 yield _encode(chunk, rid, name)
             if not named:
                 yield b"data: [DONE]\n\n"
@@ -131,7 +138,11 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
         finally:
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()
-            gateway.dispatcher.finish(job, served, upstream.usage, error, served.extra["ttft"])
+            attempt = gateway.dispatcher.finish(
+                job, served, upstream.usage, error, served.extra["ttft"]
+            )
+            if error is None:
+                gateway.evaluator.answered(job, attempt, answer.result())
 
     async def binary(job: Job) -> Response:
         served = await gateway.dispatcher.binary(job)
@@ -146,7 +157,8 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
             finally:
                 with anyio.CancelScope(shield=True):
                     await reply.aclose()
-                gateway.dispatcher.finish(job, served, reply.usage)
+                attempt = gateway.dispatcher.finish(job, served, reply.usage)
+                gateway.evaluator.answered(job, attempt, None)
 
         return StreamingResponse(
             body(), headers=served_headers(job, served), media_type=reply.media_type
@@ -178,6 +190,16 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
         }
         return Response(orjson.dumps(out), 200, headers, _JSON)
 
+    async def feedback(request: Request) -> Response:
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        try:
+            body = await read_json(request, gateway.config.server.max_body_bytes)
+            assert gateway.feedback is not None
+            result = await gateway.feedback.submit(body)
+        except GatewayError as exc:
+            return error_response(exc, {"x-request-id": request_id})
+        return Response(orjson.dumps(result), 200, {"x-request-id": request_id}, _JSON)
+
     async def list_models(request: Request) -> Response:
         body = {"object": "list", "data": gateway.catalog.listing()}
         return Response(orjson.dumps(body), 200, media_type=_JSON)
@@ -203,6 +225,7 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
         Route("/v1/videos", handler(Endpoint.VIDEOS), methods=post),
         Route("/v1/videos/{video_id}", video_status, methods=["GET"]),
         Route("/v1/responses", handler(Endpoint.RESPONSES), methods=post),
+        Route("/v1/feedback", feedback, methods=post),
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
     ]

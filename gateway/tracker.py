@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +47,7 @@ class Stats:
     feedback: dict[str, list[float]] = field(default_factory=dict)  # dim -> [sum, count]
     auto_score_sum: float = 0.0
     auto_score_count: int = 0
+    flags: dict[str, int] = field(default_factory=dict)  # evaluator flag -> answers flagged
     last_error: str | None = None
     last_error_class: str | None = None
     last_error_at: float | None = None
@@ -214,10 +215,14 @@ class Tracker:
             pair[1] += 1
         self.version += 1
 
-    def add_auto_score(self, model: str, ctype: str, score: float) -> None:
+    def add_auto_score(
+        self, model: str, ctype: str, score: float, flags: Iterable[str] = ()
+    ) -> None:
         stats = self._get(model, ctype)
         stats.auto_score_sum += score
         stats.auto_score_count += 1
+        for flag in flags:
+            stats.flags[flag] = stats.flags.get(flag, 0) + 1
         self.version += 1
 
     def snapshot(self) -> list[tuple[str, str, dict[str, Any]]]:

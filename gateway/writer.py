@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from gateway.responses import ResponseRecord
 from gateway.store import Store
 from gateway.tracker import Tracker
 from gateway.types import Attempt
@@ -47,6 +48,7 @@ class StoreWriter:
         self.dropped = 0
         self.written = 0
         self._pending: list[Attempt] = []
+        self._responses: list[ResponseRecord] = []
         self._task: asyncio.Task[None] | None = None
         self._snapshot_version = -1
         self._last_snapshot = 0.0
@@ -57,6 +59,12 @@ class StoreWriter:
             self.dropped += 1
             return
         self._pending.append(attempt)
+
+    def enqueue_response(self, record: ResponseRecord) -> None:
+        if len(self._responses) >= self.queue_size:
+            self.dropped += 1
+            return
+        self._responses.append(record)
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gatewise-store-writer")
@@ -75,6 +83,22 @@ class StoreWriter:
                 log.exception("store write failed; will retry")
 
     async def flush(self) -> None:
+        await self._flush_attempts()
+        await self._flush_responses()
+
+    async def _flush_responses(self) -> None:
+        if not self._responses:
+            return
+        batch, self._responses = self._responses, []
+        try:
+            await self.store.write_responses([r.to_row() for r in batch])
+        except Exception:
+            self._responses[:0] = batch[: self.queue_size - len(self._responses)]
+            raise
+        for record in batch:
+            record.stored = True
+
+    async def _flush_attempts(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, []

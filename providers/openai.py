@@ -19,6 +19,7 @@ from providers.base import (
     Reply,
     Usage,
     classify_status,
+    redact,
 )
 from providers.sse import iter_events
 from providers.transport import Transport, TransportError, UpstreamStream
@@ -83,7 +84,7 @@ class OpenAIProvider(Provider):
                 }
                 hide_usage = True
         upstream = await self._open(self._url(call), orjson.dumps(body))
-        return _OpenAIChunks(upstream, self.name, hide_usage)
+        return _OpenAIChunks(upstream, self.name, hide_usage, self._secrets)
 
     async def binary(self, call: Call) -> BinaryReply:
         body = orjson.dumps({**call.body, "model": call.upstream_model})
@@ -146,7 +147,10 @@ def _usage(endpoint: Endpoint, data: dict[str, Any]) -> Usage | None:
 
 
 class _OpenAIChunks(ChunkStream):
-    def __init__(self, upstream: UpstreamStream, provider: str, hide_usage: bool) -> None:
+    def __init__(
+        self, upstream: UpstreamStream, provider: str, hide_usage: bool, secrets: tuple[str, ...]
+    ) -> None:
+        self._secrets = secrets
         self._upstream = upstream
         self._provider = provider
         self._hide_usage = hide_usage
@@ -166,9 +170,8 @@ class _OpenAIChunks(ChunkStream):
             if "error" in chunk and "choices" not in chunk and event is None:
                 err = chunk["error"]
                 detail = err.get("message", "") if isinstance(err, dict) else str(err)
-                raise ProviderError(
-                    "server_error", f"{self._provider} stream error: {detail}"[:300]
-                )
+                detail = redact(str(detail), self._secrets)
+                raise ProviderError("server_error", f"{self._provider} stream error: {detail}")
             if not self._track(event, chunk):
                 yield event, chunk
 

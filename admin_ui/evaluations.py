@@ -1,0 +1,157 @@
+"""Evaluation endpoints of the admin API, the feedback form's endpoints, and the
+improvement suggestions."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from admin_ui.metrics import rows
+from admin_ui.params import Filters, filters
+from admin_ui.performance import guarded, json_response, unknown_model
+from admin_ui.services import AdminServices
+from admin_ui.suggestions import suggestions
+from gateway.errors import GatewayError
+from gateway.tracker import FEEDBACK_DIMENSIONS
+
+__all__ = ["evaluation_routes"]
+
+
+def _rates(aggregate: dict[str, Any]) -> dict[str, float]:
+    count = aggregate["count"] or 0
+    return {f: round(n / count, 4) for f, n in aggregate["flags"].items()} if count else {}
+
+
+def _range(f: Filters, store_kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {**store_kwargs, "since": f.since, "until": f.until}
+
+
+def evaluation_routes(services: AdminServices) -> list[Route]:
+    def store():
+        if services.store is None:
+            raise GatewayError(503, "The store is not open yet.", type="server_error")
+        return services.store
+
+    async def evaluations(request: Request) -> Response:
+        f = filters(request)
+        data = await store().responses(
+            conversation_type=f.conversation_type,
+            since=f.since,
+            until=f.until,
+            limit=f.limit,
+            offset=f.offset,
+        )
+        return json_response({"object": "list", "data": data, "limit": f.limit, "offset": f.offset})
+
+    async def for_model(request: Request) -> Response:
+        name = request.path_params["model"]
+        if name not in services.catalog.models:
+            raise unknown_model(name)
+        f = filters(request)
+        scope = _range(f, {"model": name, "conversation_type": f.conversation_type})
+        evaluation = await store().evaluation_aggregates(**scope)
+        feedback = await store().feedback_aggregates(**scope)
+        answers = await store().responses(**scope, limit=f.limit, offset=f.offset)
+        history = await store().feedback(**scope, limit=f.limit, offset=f.offset)
+        return json_response(
+            {
+                "model": name,
+                "evaluation": [{**a, "flag_rates": _rates(a)} for a in evaluation],
+                "feedback": feedback,
+                "responses": answers,
+                "feedback_history": history,
+            }
+        )
+
+    async def summary(request: Request) -> Response:
+        f = filters(request)
+        scope = _range(f, {"conversation_type": f.conversation_type})
+        evaluation = await store().evaluation_aggregates(**scope)
+        feedback = await store().feedback_aggregates(**scope)
+        now = time.time()
+        trend = await store().evaluation_trend(
+            **{**scope, "since": f.since if f.since is not None else now - 86400},
+            bucket_seconds=f.bucket or 3600,
+        )
+        count = sum(a["count"] for a in evaluation)
+        scored = sum(a["scored"] for a in evaluation)
+        flags: dict[str, int] = {}
+        for a in evaluation:
+            for flag, n in a["flags"].items():
+                flags[flag] = flags.get(flag, 0) + n
+        rated = sum(a["count"] for a in feedback)
+        means: dict[str, float | None] = {}
+        for dim in FEEDBACK_DIMENSIONS:
+            samples = [(a[dim], a["samples"].get(dim, 0)) for a in feedback if a.get(dim)]
+            n = sum(s for _, s in samples)
+            means[dim] = round(sum(m * s for m, s in samples) / n, 3) if n else None
+        mean_auto = (
+            sum((a["auto_score"] or 0) * a["scored"] for a in evaluation) / scored
+            if scored
+            else None
+        )
+        levels = {e.model: e.level for e in services.blacklist.active()}
+        for model in services.catalog.models:
+            entry = services.blacklist.entry(model)
+            if entry is not None and entry.level:
+                levels[model] = entry.level
+        return json_response(
+            {
+                "overall": {
+                    "responses": count,
+                    "evaluated": scored,
+                    "mean_auto_score": round(mean_auto, 4) if mean_auto is not None else None,
+                    "flag_counts": flags,
+                    "flag_rates": {k: round(v / count, 4) for k, v in flags.items()}
+                    if count
+                    else {},
+                    "rated_responses": rated,
+                    "feedback_means": means,
+                },
+                "models": [{**a, "flag_rates": _rates(a)} for a in evaluation],
+                "feedback": feedback,
+                "trend": trend,
+                "suggestions": suggestions(rows(services, f.conversation_type), levels),
+                "generated_at": now,
+            }
+        )
+
+    async def recent(request: Request) -> Response:
+        f = filters(request)
+        data = [r.to_row() for r in services.index.recent(f.limit)]
+        if not data:
+            data = await store().responses(limit=f.limit)
+        return json_response({"object": "list", "data": data})
+
+    async def one(request: Request) -> Response:
+        response_id = request.path_params["response_id"]
+        record = await services.feedback.lookup(response_id)
+        if record is None:
+            raise GatewayError(
+                404,
+                f"No answer with response id '{response_id}' is known.",
+                param="response_id",
+                code="response_not_found",
+            )
+        return json_response(record.to_row())
+
+    async def feedback(request: Request) -> Response:
+        try:
+            payload = orjson.loads(await request.body())
+        except orjson.JSONDecodeError:
+            raise GatewayError(400, "The feedback body is not valid JSON.") from None
+        return json_response(await services.feedback.submit(payload))
+
+    return [
+        Route("/evaluations", guarded(evaluations), methods=["GET"]),
+        Route("/evaluations/summary", guarded(summary), methods=["GET"]),
+        Route("/evaluations/model/{model:path}", guarded(for_model), methods=["GET"]),
+        Route("/admin/responses", guarded(recent), methods=["GET"]),
+        Route("/admin/responses/{response_id}", guarded(one), methods=["GET"]),
+        Route("/admin/feedback", guarded(feedback), methods=["POST"]),
+    ]

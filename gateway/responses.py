@@ -1,0 +1,57 @@
+"""What the gateway remembers about each answer it returned, by response id.
+
+Feedback arrives by id, sometimes before the store has the record, so recent
+records stay in a bounded in-memory index; older ones are read from the store.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+
+__all__ = ["ResponseIndex", "ResponseRecord"]
+
+
+@dataclass(slots=True)
+class ResponseRecord:
+    response_id: str
+    request_id: str
+    model: str
+    provider: str
+    conversation_type: str
+    route: str | None
+    optimization: str | None
+    ts: float
+    latency_ms: float
+    flags: list[str] = field(default_factory=list)
+    auto_score: float | None = None
+    prompt: str | None = None
+    answer: str | None = None
+    stored: bool = False
+
+    def to_row(self) -> dict:
+        row = asdict(self)
+        del row["stored"]
+        return row
+
+
+class ResponseIndex:
+    def __init__(self, size: int = 50_000) -> None:
+        self._records: OrderedDict[str, ResponseRecord] = OrderedDict()
+        self._size = size
+
+    def add(self, record: ResponseRecord) -> None:
+        self._records[record.response_id] = record
+        if len(self._records) > self._size:
+            self._records.popitem(last=False)
+
+    def get(self, response_id: str) -> ResponseRecord | None:
+        return self._records.get(response_id)
+
+    def recent(self, limit: int = 20) -> list[ResponseRecord]:
+        out: list[ResponseRecord] = []
+        for record in reversed(self._records.values()):
+            out.append(record)
+            if len(out) >= limit:
+                break
+        return out
