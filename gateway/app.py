@@ -19,7 +19,8 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import Match, Mount, Route
+from starlette.types import Scope
 
 from admin_ui import create_admin_app
 from gateway.auth import ApiKeyMiddleware
@@ -147,6 +148,16 @@ class Gateway:
             await provider.aclose()
 
 
+class _AdminMount(Mount):
+    """The admin app takes every path except the OpenAI surface, so that a wrong method
+    on /v1/* still gets its 405 instead of the admin app's 404."""
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if scope.get("path", "").startswith("/v1/"):
+            return Match.NONE, {}
+        return super().matches(scope)
+
+
 def create_app(config: Config, clock: Callable[[], float] = time.time) -> Starlette:
     gateway = Gateway(config, clock)
 
@@ -191,7 +202,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Starle
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),
         *proxy_routes(gateway),
-        Mount("", app=create_admin_app(gateway, config.server.admin_token)),
+        _AdminMount("", app=create_admin_app(gateway, config.server.admin_token)),
     ]
     app = Starlette(
         routes=routes,

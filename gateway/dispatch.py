@@ -7,6 +7,7 @@ one JSON line. Nothing here touches HTTP or a database.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -172,11 +173,13 @@ class Dispatcher:
             while state["index"] < len(order):
                 model = order[state["index"]]
                 state["index"] += 1
-                if (model.context_window or 0) > state["min_context"] or not state["min_context"]:
+                window = model.context_window
+                if not state["min_context"] or window is None or window > state["min_context"]:
                     return model
             raise _Exhausted(tried[-1][1] if tried else None)
 
         retrying = AsyncRetrying(
+            sleep=_no_wait,
             stop=stop_after_attempt(self._max_attempts) | stop_after_delay(self._deadline),
             retry=retry_if_exception(_worth_another_model),
             reraise=True,
@@ -266,6 +269,10 @@ class Dispatcher:
         return attempt
 
 
+async def _no_wait(seconds: float) -> None:
+    """Move on to the next model at once: not even a yield to the loop."""
+
+
 def _worth_another_model(exc: BaseException) -> bool:
     return isinstance(exc, ProviderError) and (exc.retryable or exc.kind == "context_length")
 
@@ -297,7 +304,7 @@ def _failure(
         return GatewayError(504, message, type="server_error", code="upstream_timeout")
     if kinds == {"rate_limited"}:
         waits = [e.retry_after for e in failures if e.retry_after is not None]
-        headers = {"retry-after": str(int(min(waits)) or 1)} if waits else {}
+        headers = {"retry-after": str(max(1, math.ceil(min(waits))))} if waits else {}
         return GatewayError(
             503, message, type="server_error", code="upstream_rate_limited", headers=headers
         )

@@ -131,9 +131,15 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
                 yield _encode(chunk, rid, name)
             if not named:
                 yield b"data: [DONE]\n\n"
-        except ProviderError as exc:
-            error = exc
-            body = error_body(exc.message, "server_error", exc.kind)
+        except Exception as exc:  # after the first byte, the stream is all we can report on
+            error = (
+                exc
+                if isinstance(exc, ProviderError)
+                else ProviderError(
+                    "server_error", f"{served.provider}: the stream failed ({type(exc).__name__})"
+                )
+            )
+            body = error_body(error.message, "server_error", error.kind)
             yield b"data: " + orjson.dumps(body) + b"\n\n"
         finally:
             with anyio.CancelScope(shield=True):

@@ -156,8 +156,25 @@ class _OpenAIChunks(ChunkStream):
         self._hide_usage = hide_usage
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
+        finished = False
+        try:
+            async for chunk in self._chunks():
+                if chunk is None:
+                    finished = True
+                    break
+                yield chunk
+        except TransportError as exc:
+            raise ProviderError(exc.kind, f"{self._provider}: stream broke: {exc}") from None
+        if not finished:
+            raise ProviderError(
+                "invalid_body", f"{self._provider}: the stream ended before it was complete"
+            )
+
+    async def _chunks(self) -> AsyncIterator[Chunk | None]:
+        """Parsed chunks; None marks a proper end ([DONE] or a final Responses event)."""
         async for event, data in iter_events(self._upstream.aiter_bytes()):
             if data == b"[DONE]":
+                yield None
                 return
             try:
                 chunk = orjson.loads(data)
@@ -174,6 +191,9 @@ class _OpenAIChunks(ChunkStream):
                 raise ProviderError("server_error", f"{self._provider} stream error: {detail}")
             if not self._track(event, chunk):
                 yield event, chunk
+            if event in _FINAL_EVENTS:
+                yield None
+                return
 
     def _track(self, event: str | None, chunk: dict[str, Any]) -> bool:
         """Record usage and finish reason; True when the chunk is for the gateway only."""

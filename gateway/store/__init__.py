@@ -11,7 +11,8 @@
 
 from __future__ import annotations
 
-from gateway.store.base import MemoryStore, Store, StoreError
+from gateway.store.base import Store, StoreError
+from gateway.store.memory import MemoryStore
 from gateway.store.sqlite import SQLiteStore
 
 __all__ = ["MemoryStore", "SQLiteStore", "Store", "StoreError", "create_store"]

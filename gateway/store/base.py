@@ -19,24 +19,36 @@ every implementation shares:
   ``latency_ms`` is the mean over every attempt in the bucket, failures included.
   ``failures`` counts attempts with ``counts_as_failure``; ``requests`` counts attempts.
 * State is opaque JSON per (kind, key); ``save_states`` upserts, last write wins.
-* A batch write (``write_attempts``, ``save_states``) lands completely or not at all.
+* A batch write (``write_attempts``, ``save_states``, ``write_responses``) lands completely
+  or not at all.
+* ``responses`` holds one row per answer, keyed by ``response_id``; writing the same id
+  again replaces every column (last write wins). ``flags`` is a list of strings.
+  Listings are newest first (``ts`` then ``response_id`` descending) and each row carries
+  ``feedback``: the latest rating of that response (``FEEDBACK_SCORES`` + ``comment`` +
+  ``ts``) or ``None``.
+* ``feedback`` keeps every rating. The *latest* rating of a response is the one inserted
+  last (highest ``id``), whatever the ``ts`` given; aggregates and trends count only the
+  latest rating of each response, so a re-rating replaces the first one there.
+  ``add_feedback`` reads the previous latest rating and inserts the new one atomically.
+  Feedback listings are newest first (``ts`` then ``id`` descending).
+* Filters (``model``, ``conversation_type``, ``since``, ``until``) apply to the rows
+  being counted: for feedback aggregates and trends that is the latest rating of each
+  response (its ``ts`` decides the window and the bucket).
+* ``prune()`` never deletes responses or feedback; ``prune_payloads()`` clears the stored
+  ``prompt``/``answer`` text of responses older than the cut-off.
 """
 
 from __future__ import annotations
 
-import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
-
-import orjson
 
 from gateway.types import Attempt
 
 __all__ = [
     "ATTEMPT_COLUMNS",
     "HOUR",
-    "MemoryStore",
     "Store",
     "StoreError",
     "attempt_row",
@@ -151,7 +163,9 @@ class Store(ABC):
 
     @abstractmethod
     async def prune(self, older_than: float) -> int:
-        """Roll raw attempts with ts < older_than into hourly rows; return rows removed."""
+        """Roll raw attempts with ts < older_than into hourly rows; return rows removed.
+
+        Responses and feedback are kept (see ``prune_payloads``)."""
 
     @abstractmethod
     async def attempts(
@@ -178,83 +192,24 @@ class Store(ABC):
 
     @abstractmethod
     async def counts(self) -> dict[str, int]:
-        """Rows per table, e.g. {"attempts": N, "attempt_hourly": M, "state": K}."""
+        """Rows per table: attempts, attempt_hourly, state, responses, feedback."""
 
     @abstractmethod
     async def schema_version(self) -> int: ...
 
+    # ---- answers and their ratings (schema version 2) ----
 
-def _selected(
-    row: Mapping[str, Any],
-    ts: float,
-    model: str | None,
-    conversation_type: str | None,
-    since: float | None,
-    until: float | None,
-) -> bool:
-    return (
-        (model is None or row["model"] == model)
-        and (conversation_type is None or row["conversation_type"] == conversation_type)
-        and (since is None or ts >= since)
-        and (until is None or ts < until)
-    )
+    @abstractmethod
+    async def write_responses(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert response records (``RESPONSE_COLUMNS``) by response_id, in one transaction;
+        a later write of an id replaces all of its columns."""
 
+    @abstractmethod
+    async def get_response(self, response_id: str) -> dict | None:
+        """The stored response (``RESPONSE_COLUMNS``, flags as a list) or ``None``."""
 
-class MemoryStore(Store):
-    """Everything in process memory, for tests of the components above the store.
-
-    Data lives as long as the object (close/open keep it); state goes through a JSON round
-    trip like a real store. It has no schema, so ``schema_version()`` is 0.
-    """
-
-    def __init__(self) -> None:
-        self._attempts: list[dict] = []
-        self._hourly: dict[tuple[str, str, str, int], list[float]] = {}
-        self._state: dict[tuple[str, str], tuple[bytes, float]] = {}
-        self._next_id = 1
-
-    async def open(self) -> None:
-        pass
-
-    async def close(self) -> None:
-        pass
-
-    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
-        rows = [dict(zip(ATTEMPT_COLUMNS, attempt_row(a), strict=True)) for a in attempts]
-        for row in rows:
-            row["id"] = self._next_id
-            self._next_id += 1
-        self._attempts.extend(rows)
-
-    async def save_states(self, items: Sequence[tuple[str, str, dict]]) -> None:
-        now = time.time()
-        encoded = [((kind, key), (orjson.dumps(data), now)) for kind, key, data in items]
-        self._state.update(encoded)
-
-    async def load_states(self, kind: str) -> dict[str, dict]:
-        return {key: orjson.loads(blob) for (k, key), (blob, _) in self._state.items() if k == kind}
-
-    async def delete_state(self, kind: str, key: str) -> None:
-        self._state.pop((kind, key), None)
-
-    async def prune(self, older_than: float) -> int:
-        old = [row for row in self._attempts if row["ts"] < older_than]
-        for row in old:
-            key = (
-                row["model"],
-                row["provider"],
-                row["conversation_type"],
-                truncate(row["ts"], HOUR),
-            )
-            acc = self._hourly.setdefault(key, [0] * 7)
-            values = (1, row["ok"], row["counts_as_failure"], row["latency_ms"], row["cost"],
-                      row["prompt_tokens"], row["completion_tokens"])  # fmt: skip
-            for i, value in enumerate(values):
-                acc[i] += value
-        self._attempts = [row for row in self._attempts if row["ts"] >= older_than]
-        return len(old)
-
-    async def attempts(
+    @abstractmethod
+    async def responses(
         self,
         *,
         model: str | None = None,
@@ -264,43 +219,78 @@ class MemoryStore(Store):
         limit: int = 100,
         offset: int = 0,
     ) -> list[dict]:
-        check_query(limit, offset)
-        rows = [
-            row
-            for row in self._attempts
-            if _selected(row, row["ts"], model, conversation_type, since, until)
-        ]
-        rows.sort(key=lambda row: (row["ts"], row["id"]), reverse=True)
-        return [public_row(row) for row in rows[offset : offset + limit]]
+        """Responses newest first, each with ``feedback``: its latest rating or ``None``."""
 
-    async def timeseries(
+    @abstractmethod
+    async def add_feedback(
+        self,
+        response_id: str,
+        scores: Mapping[str, int],
+        comment: str | None,
+        ts: float,
+        model: str,
+        provider: str,
+        conversation_type: str,
+    ) -> dict[str, int] | None:
+        """Record a rating; return the previous latest rating's scores (its non-null
+        dimensions) or ``None`` when this is the first. Read and insert are one atomic step,
+        so concurrent ratings of one response each see exactly one predecessor."""
+
+    @abstractmethod
+    async def feedback(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        response_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict]:
+        """Every rating (``id`` + ``FEEDBACK_COLUMNS``), newest first."""
+
+    @abstractmethod
+    async def feedback_aggregates(
         self,
         *,
         model: str | None = None,
         conversation_type: str | None = None,
         since: float | None = None,
         until: float | None = None,
-        bucket_seconds: int = 60,
     ) -> list[dict]:
-        check_query(bucket_seconds=bucket_seconds)
-        parts: list[tuple] = [
-            (truncate(r["ts"], bucket_seconds), 1, r["ok"], r["counts_as_failure"],
-             r["latency_ms"], r["cost"], r["prompt_tokens"], r["completion_tokens"])
-            for r in self._attempts
-            if _selected(r, r["ts"], model, conversation_type, since, until)
-        ]  # fmt: skip
-        for (m, _, ctype, hour), acc in self._hourly.items():
-            key = {"model": m, "conversation_type": ctype}
-            if _selected(key, hour, model, conversation_type, since, until):
-                parts.append((truncate(hour, bucket_seconds), *acc))
-        return merge_buckets(parts)
+        """Per (model, conversation_type), over the latest rating of each response:
+        ``count`` of rated responses, the mean of each dimension (``None`` when no rating
+        has it) and ``samples`` {dimension: ratings with a value}."""
 
-    async def counts(self) -> dict[str, int]:
-        return {
-            "attempts": len(self._attempts),
-            "attempt_hourly": len(self._hourly),
-            "state": len(self._state),
-        }
+    @abstractmethod
+    async def evaluation_aggregates(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict]:
+        """Per (model, conversation_type) over responses: ``count``, ``scored`` (with an
+        auto score), mean ``auto_score`` (or ``None``), ``flagged`` (with any flag) and
+        ``flags`` {flag: responses having it}."""
 
-    async def schema_version(self) -> int:
-        return 0
+    @abstractmethod
+    async def evaluation_trend(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        bucket_seconds: int = 3600,
+    ) -> list[dict]:
+        """Epoch-aligned buckets, ascending: ``ts`` (bucket start), ``responses``, mean
+        ``auto_score``, ``flagged``, and ``feedback``/mean ``overall`` over the latest
+        rating of each response, bucketed by that rating's ``ts``."""
+
+    @abstractmethod
+    async def prune_payloads(self, older_than: float) -> int:
+        """Null ``prompt``/``answer`` of responses with ts < older_than; return rows changed
+        (those that still had a payload)."""

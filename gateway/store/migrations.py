@@ -73,5 +73,46 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (kind, key)
     );
     """,
-    # Append the next migration (version 2) here, above the closing bracket.
+    # 2: one row per answer returned (for attribution, auto-evaluation and ratings), and
+    # the human ratings of those answers. feedback.response_id refers to responses but is
+    # not a declared foreign key: a rating may be written before its response row lands.
+    # flags is a JSON array of strings (jsonb in PostgreSQL).
+    """
+    CREATE TABLE responses (
+        response_id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        conversation_type TEXT NOT NULL,
+        route TEXT,
+        optimization TEXT,
+        ts REAL NOT NULL,
+        latency_ms REAL NOT NULL DEFAULT 0,
+        flags TEXT NOT NULL DEFAULT '[]',
+        auto_score REAL,
+        prompt TEXT,
+        answer TEXT
+    );
+    CREATE INDEX responses_model_ts ON responses (model, ts);
+    CREATE INDEX responses_ts ON responses (ts);
+
+    CREATE TABLE feedback (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        response_id TEXT NOT NULL,
+        model TEXT NOT NULL,
+        provider TEXT NOT NULL,
+        conversation_type TEXT NOT NULL,
+        relevance INTEGER,
+        accuracy INTEGER,
+        helpfulness INTEGER,
+        creativity INTEGER,
+        overall INTEGER,
+        comment TEXT,
+        ts REAL NOT NULL
+    );
+    CREATE INDEX feedback_response_id ON feedback (response_id);
+    CREATE INDEX feedback_model_ts ON feedback (model, ts);
+    CREATE INDEX feedback_ts ON feedback (ts);
+    """,
+    # Append the next migration (version 3) here, above the closing bracket.
 ]

@@ -24,6 +24,7 @@ from gateway.store.base import (
     public_row,
 )
 from gateway.store.migrations import MIGRATIONS
+from gateway.store.sqlite_feedback import SQLiteFeedback
 from gateway.types import Attempt
 
 __all__ = ["SQLiteStore"]
@@ -35,7 +36,7 @@ PRAGMAS = (
     "PRAGMA foreign_keys=ON",
 )
 # Tables reported by counts(); add new tables here when a migration creates them.
-COUNTED_TABLES = ("attempts", "attempt_hourly", "state")
+COUNTED_TABLES = ("attempts", "attempt_hourly", "state", "responses", "feedback")
 
 _INSERT_ATTEMPT = (
     f"INSERT INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) "
@@ -108,8 +109,11 @@ def _where(
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
-class SQLiteStore(Store):
-    """A store in one SQLite file (or ``":memory:"``), brought up to date on open."""
+class SQLiteStore(SQLiteFeedback, Store):
+    """A store in one SQLite file (or ``":memory:"``), brought up to date on open.
+
+    Responses and feedback live in ``SQLiteFeedback`` (gateway/store/sqlite_feedback.py).
+    """
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
         self.path = os.fspath(path)

@@ -1,0 +1,114 @@
+"""Routes and fallback end to end. Each test gets its own gateway: failures change rankings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import openai
+import orjson
+import pytest
+
+from tests.conftest import upstream_config
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
+
+SECRET = "sk-upstream-secret-123456"
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.fixture
+def gw(upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]) -> GatewayProcess:
+    return start_gateway(upstream_config(upstream, selection={"exploration_rate": 0}))
+
+
+@pytest.fixture
+def client(gw: GatewayProcess) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as c:
+        yield c
+
+
+def test_route_is_served_by_its_first_member(client: openai.OpenAI, upstream: FakeUpstream) -> None:
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
+    reply = raw.parse()
+    assert reply.model == "alpha"
+    assert raw.headers["x-gatewise-model"] == "alpha"
+    assert raw.headers["x-gatewise-attempts"] == "1"
+    assert upstream.models_called() == ["alpha-up"]
+
+
+def test_upstream_500_falls_back_to_the_next_member(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    upstream.behave("alpha-up", status=500)
+    raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
+    reply = raw.parse()
+    assert reply.model == "beta"
+    assert reply.choices[0].message.content == "Hello from the fake upstream."
+    assert raw.headers["x-gatewise-model"] == "beta"
+    assert raw.headers["x-gatewise-attempts"] == "2"
+    assert upstream.models_called() == ["alpha-up", "beta-up"]
+
+
+def test_streaming_request_falls_back_before_the_first_chunk(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    upstream.behave("alpha-up", status=500)
+    chunks = list(client.chat.completions.create(model="auto", messages=HI, stream=True))
+    assert {c.model for c in chunks} == {"beta"}
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello from the fake upstream."
+    assert upstream.models_called() == ["alpha-up", "beta-up"]
+
+
+def test_every_member_failing_is_a_502_that_names_the_models(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    for name in ("alpha-up", "beta-up", "gamma-up"):
+        upstream.behave(name, status=500)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="auto", messages=HI)
+    error = caught.value
+    assert error.status_code == 502
+    for name in ("alpha", "beta", "gamma"):
+        assert name in error.message
+    assert error.code == "upstream_error"
+    body = error.response.json()
+    assert set(body["error"]) == {"message", "type", "param", "code"}
+    assert sorted(upstream.models_called()) == ["alpha-up", "beta-up", "gamma-up"]
+
+
+def test_upstream_400_is_the_clients_fault_and_not_retried(
+    client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    upstream.behave(
+        "alpha-up",
+        status=400,
+        body=orjson.dumps(
+            {"error": {"message": "Unsupported value: 'logit_bias'", "type": "invalid_request"}}
+        ),
+    )
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.chat.completions.create(model="auto", messages=HI)
+    assert caught.value.status_code == 400
+    assert "logit_bias" in caught.value.message
+    assert upstream.models_called() == ["alpha-up"]
+
+
+def test_upstream_secret_echoed_in_an_error_never_reaches_logs_or_client(
+    client: openai.OpenAI, gw: GatewayProcess, upstream: FakeUpstream
+) -> None:
+    echo = orjson.dumps(
+        {"error": {"message": f"Invalid key {SECRET} (Bearer {SECRET})", "type": "server_error"}}
+    )
+    for name in ("alpha-up", "beta-up", "gamma-up"):
+        upstream.behave(name, status=500, body=echo)
+    with pytest.raises(openai.APIStatusError) as caught:
+        client.chat.completions.create(model="auto", messages=HI)
+    assert caught.value.status_code == 502
+    assert SECRET not in caught.value.response.text
+    assert "Traceback" not in caught.value.response.text
+    assert len(upstream.seen) == 3
+    assert all(s.headers["authorization"] == f"Bearer {SECRET}" for s in upstream.seen)
+    logs = gw.logs()
+    assert '"status":500' in logs  # the failed attempts were logged...
+    assert SECRET not in logs  # ...without the key they echoed

@@ -1,0 +1,266 @@
+"""The tracker: per (model, conversation type) aggregates, blame, feedback and persistence."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.blacklist import Blacklist
+from gateway.histogram import Histogram
+from gateway.tracker import Tracker
+from gateway.types import Attempt
+
+T0 = 1_700_000_000.0
+TT = "text-to-text"
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def attempt(model: str = "alpha", **fields) -> Attempt:
+    values = {
+        "request_id": "req",
+        "response_id": "resp",
+        "attempt": 1,
+        "model": model,
+        "provider": "up",
+        "conversation_type": TT,
+        "route": None,
+        "optimization": None,
+        "ok": True,
+        "timestamp": T0,
+    }
+    values.update(fields)
+    return Attempt(**values)
+
+
+def failure(model: str = "alpha", kind: str = "server_error", **fields) -> Attempt:
+    return attempt(
+        model,
+        ok=False,
+        counts_as_failure=True,
+        error_class=kind,
+        http_status=502,
+        error_message=f"{kind} happened",
+        **fields,
+    )
+
+
+def client_error(model: str = "alpha") -> Attempt:
+    return attempt(
+        model,
+        ok=False,
+        counts_as_failure=False,
+        error_class="bad_request",
+        http_status=400,
+        error_message="bad input",
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def tracker(clock: Clock) -> Tracker:
+    return Tracker(Blacklist(clock=clock), clock=clock)
+
+
+def fill(tracker: Tracker) -> None:
+    """100 successes (latency 1..100 ms, TTFT a tenth of it) and 2 failures of alpha."""
+    for i in range(1, 101):
+        tracker.record(
+            attempt(
+                latency_ms=float(i),
+                ttft_ms=i / 10,
+                prompt_tokens=10,
+                completion_tokens=i,
+                cost=0.01,
+            )
+        )
+        if i in (30, 60):
+            tracker.record(failure())
+
+
+def test_counts_rates_latency_tokens_and_cost(tracker: Tracker) -> None:
+    fill(tracker)
+    stats = tracker.stats("alpha", TT)
+    assert stats is not None
+    assert (stats.requests, stats.successes, stats.failures, stats.client_errors) == (
+        102,
+        100,
+        2,
+        0,
+    )
+    assert stats.success_rate == pytest.approx(100 / 102)
+    assert 0.9 < stats.recent_success_rate < 1.0
+    assert stats.latency.count == 100  # failures have no latency sample
+    assert stats.latency.mean == pytest.approx(50.5)
+    assert stats.latency.quantile(0.5) == pytest.approx(50, rel=0.06)
+    assert stats.latency.quantile(0.99) == pytest.approx(99, rel=0.06)
+    assert stats.ttft.quantile(0.5) == pytest.approx(5.0, rel=0.06)
+    assert stats.latency_ewma is not None and 50 < stats.latency_ewma < 100  # leans recent
+    assert stats.ttft_ewma == pytest.approx(stats.latency_ewma / 10)
+    assert stats.mean_prompt_tokens == 10
+    assert stats.mean_completion_tokens == pytest.approx(50.5)
+    assert stats.cost == pytest.approx(1.0)
+    assert stats.last_error_class == "server_error"
+    assert tracker.stats("alpha", "embedding") is None
+    assert tracker.stats("beta", TT) is None
+
+
+def test_stats_are_kept_per_conversation_type(tracker: Tracker) -> None:
+    tracker.record(attempt(latency_ms=10))
+    tracker.record(attempt(conversation_type="embedding", latency_ms=20))
+    assert tracker.stats("alpha", TT).requests == 1
+    assert tracker.stats("alpha", "embedding").latency.mean == 20
+
+
+def test_client_errors_are_not_failures(tracker: Tracker) -> None:
+    for _ in range(5):
+        tracker.record(client_error())
+    stats = tracker.stats("alpha", TT)
+    assert (stats.requests, stats.failures, stats.client_errors) == (5, 0, 5)
+    assert stats.success_rate is None
+    assert stats.recent_success_rate is None
+    assert tracker.blacklist.consecutive_failures("alpha") == 0
+    assert not tracker.blacklist.is_blacklisted("alpha")
+
+
+def test_client_error_does_not_break_a_failure_streak(tracker: Tracker) -> None:
+    tracker.record(failure())
+    tracker.record(failure())
+    tracker.record(client_error())
+    assert tracker.blacklist.consecutive_failures("alpha") == 2
+
+
+def test_three_retryable_failures_bench_the_model(tracker: Tracker) -> None:
+    version = tracker.version
+    for _ in range(2):
+        tracker.record(failure(kind="timeout"))
+    assert not tracker.blacklist.is_blacklisted("alpha")
+    tracker.record(failure(kind="timeout"))
+    assert tracker.blacklist.is_blacklisted("alpha")
+    assert tracker.blacklist.entry("alpha").last_error == "timeout happened"
+    assert tracker.version == version + 3
+    tracker.record(attempt())  # a success ends the streak and the bench
+    assert not tracker.blacklist.is_blacklisted("alpha")
+
+
+def test_sink_receives_every_attempt(clock: Clock) -> None:
+    seen: list[Attempt] = []
+    tracker = Tracker(Blacklist(clock=clock), clock=clock, sink=seen.append)
+    sent = [attempt(), failure(), client_error(), attempt("beta")]
+    for a in sent:
+        tracker.record(a)
+    assert seen == sent
+    assert all(a is b for a, b in zip(seen, sent, strict=True))
+
+
+def test_successful_attempts_remember_the_conversation(tracker: Tracker) -> None:
+    tracker.record(attempt("alpha", conversation_id="c1"))
+    tracker.record(failure("beta", conversation_id="c1"))
+    assert tracker.last_model("c1") == "alpha"
+    tracker.record(attempt("beta", conversation_id="c1"))
+    assert tracker.last_model("c1") == "beta"
+    assert tracker.last_model("other") is None
+
+
+def test_remembered_conversations_are_bounded(clock: Clock) -> None:
+    tracker = Tracker(Blacklist(clock=clock), clock=clock, conversations=10)
+    for i in range(25):
+        tracker.remember(f"c{i}", "alpha")
+    assert tracker.last_model("c0") is None
+    assert tracker.last_model("c14") is None
+    assert tracker.last_model("c15") == "alpha"
+    assert tracker.last_model("c24") == "alpha"
+
+
+def test_feedback_accumulates_and_replacement_replaces(tracker: Tracker) -> None:
+    tracker.add_feedback("alpha", TT, {"accuracy": 5, "overall": 4})
+    tracker.add_feedback("alpha", TT, {"accuracy": 3})
+    stats = tracker.stats("alpha", TT)
+    assert stats.feedback_mean("accuracy") == 4
+    assert stats.feedback["accuracy"][1] == 2
+    # The first rater changes their mind: 5/4 becomes 1/2.
+    tracker.add_feedback(
+        "alpha", TT, {"accuracy": 1, "overall": 2}, previous={"accuracy": 5, "overall": 4}
+    )
+    assert stats.feedback["accuracy"] == [4.0, 2]
+    assert stats.feedback_mean("accuracy") == 2
+    assert stats.feedback["overall"] == [2.0, 1]
+    assert stats.feedback_mean("creativity") is None
+
+
+def test_auto_scores_average(tracker: Tracker) -> None:
+    tracker.add_auto_score("alpha", TT, 0.5)
+    tracker.add_auto_score("alpha", TT, 1.0)
+    assert tracker.stats("alpha", TT).auto_score == pytest.approx(0.75)
+
+
+def test_snapshot_restore_round_trip(clock: Clock, tracker: Tracker) -> None:
+    fill(tracker)
+    tracker.record(attempt("beta", conversation_type="embedding", latency_ms=7.0))
+    for _ in range(3):
+        tracker.record(failure("gamma"))
+    tracker.add_feedback("alpha", TT, {"accuracy": 5})
+    items = orjson.loads(orjson.dumps(tracker.snapshot()))
+    assert {kind for kind, _, _ in items} == {"stats", "blacklist"}
+    stats_data = {key: data for kind, key, data in items if kind == "stats"}
+    blacklist_data = {key: data for kind, key, data in items if kind == "blacklist"}
+
+    fresh = Tracker(Blacklist(clock=clock), clock=clock)
+    version = fresh.version
+    fresh.restore(stats_data, blacklist_data)
+    assert fresh.version > version
+    before, after = tracker.stats("alpha", TT), fresh.stats("alpha", TT)
+    assert after is not None
+    for name in ("requests", "successes", "failures", "usage_count", "completion_tokens"):
+        assert getattr(after, name) == getattr(before, name), name
+    assert after.cost == pytest.approx(before.cost)
+    assert after.latency_ewma == pytest.approx(before.latency_ewma)
+    assert after.recent_success_rate == pytest.approx(before.recent_success_rate)
+    assert after.latency.count == 100
+    for q in (0.5, 0.9, 0.99):
+        assert after.latency.quantile(q) == pytest.approx(before.latency.quantile(q))
+        assert after.ttft.quantile(q) == pytest.approx(before.ttft.quantile(q))
+    assert after.feedback_mean("accuracy") == 5
+    assert fresh.stats("beta", "embedding").latency.mean == 7.0
+    assert fresh.blacklist.is_blacklisted("gamma")
+    # Restored histograms keep recording.
+    fresh.record(attempt(latency_ms=1000.0))
+    assert fresh.stats("alpha", TT).latency.count == 101
+
+
+def test_restore_skips_unreadable_stats(clock: Clock) -> None:
+    tracker = Tracker(Blacklist(clock=clock), clock=clock)
+    tracker.restore({"alpha\x1ftext-to-text": {"requests": 3}}, {})
+    assert tracker.stats("alpha", TT) is None
+
+
+def test_memory_stays_bounded_over_100k_attempts(clock: Clock, tracker: Tracker) -> None:
+    buckets = Histogram().buckets
+    for i in range(100_000):
+        clock.now = T0 + i * 0.5  # 50 000 s: the one-hour window rotates many times
+        tracker.record(
+            attempt(latency_ms=1.0 + (i * 7919) % 60_000, ttft_ms=0.5 + i % 977, cost=1e-6)
+        )
+    assert len(list(tracker.items())) == 1
+    stats = tracker.stats("alpha", TT)
+    assert stats.requests == 100_000
+    for hist in (stats.latency, stats.ttft):
+        data = hist.to_dict()
+        assert len(data["windows"]) <= hist.slots
+        for _, window in data["windows"]:
+            assert len(window["buckets"]) <= buckets
+        assert hist.count <= 100_000
+        assert hist.snapshot().buckets == buckets
+    # Only the last hour (7200 attempts at two a second, give or take a slot) is kept.
+    assert stats.latency.count <= 7200 + 1200
+    assert len(orjson.dumps(stats.to_dict())) < 2 * 6 * buckets * 20
