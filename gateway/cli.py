@@ -32,7 +32,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     check.add_argument("--config")
 
+    demo = commands.add_parser("demo", help="run on simulated models with synthetic traffic")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--rate", type=float, default=12.0, help="synthetic requests per second")
+    demo.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
+
     args = parser.parse_args(argv)
+    if args.command == "demo":
+        from gateway.demo import run_demo
+
+        return run_demo(args.host, args.port, args.duration, args.rate, args.db)
     path = config_path(args.config)
     try:
         config = load_config(path)

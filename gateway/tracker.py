@@ -34,6 +34,7 @@ class Stats:
     successes: int = 0
     failures: int = 0
     client_errors: int = 0
+    fallbacks: int = 0  # answers this model gave after another model had failed
     latency: WindowedHistogram = field(default_factory=WindowedHistogram)
     ttft: WindowedHistogram = field(default_factory=WindowedHistogram)
     latency_ewma: float | None = None
@@ -158,6 +159,8 @@ class Tracker:
 
     def _success(self, stats: Stats, attempt: Attempt) -> None:
         stats.successes += 1
+        if attempt.attempt > 1:
+            stats.fallbacks += 1
         stats.recent_ok = stats.recent_ok * _DECAY + 1
         stats.recent_n = stats.recent_n * _DECAY + 1
         stats.last_success_at = attempt.timestamp

@@ -45,11 +45,13 @@ class StoreWriter:
         self.retention_seconds = retention_seconds
         self.prune_interval = prune_interval
         self.clock = clock
+        self.close_timeout = 30.0
         self.dropped = 0
         self.written = 0
         self._pending: list[Attempt] = []
         self._responses: list[ResponseRecord] = []
         self._task: asyncio.Task[None] | None = None
+        self._stopping = asyncio.Event()
         self._snapshot_version = -1
         self._last_snapshot = 0.0
         self._last_prune = 0.0
@@ -70,8 +72,9 @@ class StoreWriter:
         self._task = asyncio.create_task(self._run(), name="gatewise-store-writer")
 
     async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.flush_interval)
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self.flush_interval)
             try:
                 await self.flush()
                 now = self.clock()
@@ -127,11 +130,13 @@ class StoreWriter:
             log.info("pruned attempts", extra={"fields": {"rolled_up": removed}})
 
     async def close(self) -> None:
-        """Stop the loop and write everything that is left."""
+        """Stop the loop (letting a write in progress finish) and write what is left."""
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._stopping.set()
+            try:
+                await asyncio.wait_for(self._task, self.close_timeout)
+            except TimeoutError:
+                log.error("store writer did not finish within %.0f s", self.close_timeout)
             self._task = None
         await self.flush()
         await self.snapshot()
