@@ -60,6 +60,7 @@ def _arguments(call: dict[str, Any]) -> str:
 
 def _responses_answer(body: dict[str, Any]) -> Answer:
     parts: list[str] = []
+    refusals: list[str] = []
     arguments: list[str] = []
     for item in body.get("output") or []:
         if not isinstance(item, dict):
@@ -67,11 +68,25 @@ def _responses_answer(body: dict[str, Any]) -> Answer:
         if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
             arguments.append(item["arguments"])
         for content in item.get("content") or []:
-            if isinstance(content, dict) and isinstance(content.get("text"), str):
+            if not isinstance(content, dict):
+                continue
+            if isinstance(content.get("text"), str):
                 parts.append(content["text"])
+            elif content.get("type") == "refusal" and isinstance(content.get("refusal"), str):
+                refusals.append(content["refusal"])
+    return Answer("".join(parts), _responses_finish(body), "".join(refusals) or None, arguments)
+
+
+def _responses_finish(body: dict[str, Any]) -> str | None:
+    """The Responses API status as a chat finish_reason."""
     status = body.get("status")
-    reason = "length" if status == "incomplete" else ("stop" if status == "completed" else None)
-    return Answer("".join(parts), reason, None, arguments)
+    if status == "completed":
+        return "stop"
+    if status == "incomplete":
+        details = body.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        return "content_filter" if reason == "content_filter" else "length"
+    return None
 
 
 class StreamAnswer:
@@ -90,8 +105,15 @@ class StreamAnswer:
         if event is not None:
             if event == "response.output_text.delta":
                 self._text(data.get("delta"))
+            elif event == "response.refusal.delta" and isinstance(data.get("delta"), str):
+                self.refusal = (self.refusal or "") + data["delta"]
+            elif event == "response.function_call_arguments.done":
+                self._args.setdefault(len(self._args), []).append(str(data.get("arguments", "")))
             elif event in ("response.completed", "response.incomplete"):
-                self.finish_reason = "stop" if event == "response.completed" else "length"
+                response = data.get("response")
+                self.finish_reason = _responses_finish(
+                    response if isinstance(response, dict) else {"status": event[9:]}
+                )
             return
         choice = _first_choice(data)
         if choice is None:

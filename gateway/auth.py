@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.errors import GatewayError, error_response
@@ -27,9 +28,16 @@ class ApiKeyMiddleware:
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not self.keys or not scope["path"].startswith(self.prefix):
+        rejection = self.rejection(scope) if scope["type"] == "http" else None
+        if rejection is None:
             await self.app(scope, receive, send)
-            return
+        else:
+            await rejection(scope, receive, send)
+
+    def rejection(self, scope: Scope) -> Response | None:
+        """The 401 to send, or None when the request may pass."""
+        if not self.keys or not scope["path"].startswith(self.prefix):
+            return None
         header = None
         for name, value in scope["headers"]:
             if name == b"authorization":
@@ -39,12 +47,10 @@ class ApiKeyMiddleware:
         if token is None:
             message = "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
         elif self._valid(token.encode()):
-            await self.app(scope, receive, send)
-            return
+            return None
         else:
             message = "Incorrect API key provided."
-        response = error_response(GatewayError(401, message, code="invalid_api_key"))
-        await response(scope, receive, send)
+        return error_response(GatewayError(401, message, code="invalid_api_key"))
 
     def _valid(self, token: bytes) -> bool:
         ok = False

@@ -130,9 +130,9 @@ def check_body(endpoint: Endpoint, body: dict[str, Any]) -> None:
                 code="missing_required_parameter",
             )
         _expect(name, value, types)
-    for name, types in _OPTIONAL.items():
-        value = body.get(name)
-        if value is not None:
+    for name, value in body.items():  # bodies carry a handful of keys: walk those
+        types = _OPTIONAL.get(name)
+        if types is not None and value is not None:
             _expect(name, value, types)
     if endpoint is Endpoint.CHAT:
         _check_messages(body["messages"])

@@ -168,6 +168,7 @@ class Dispatcher:
         order = self._rank(job)
         tried: list[tuple[ModelConfig, ProviderError]] = []
         state = {"index": 0, "min_context": 0}
+        began = self._clock()
 
         def next_model() -> ModelConfig:
             while state["index"] < len(order):
@@ -178,37 +179,46 @@ class Dispatcher:
                     return model
             raise _Exhausted(tried[-1][1] if tried else None)
 
-        retrying = AsyncRetrying(
-            sleep=_no_wait,
-            stop=stop_after_attempt(self._max_attempts) | stop_after_delay(self._deadline),
-            retry=retry_if_exception(_worth_another_model),
-            reraise=True,
-        )
+        async def one(number: int) -> Served[T]:
+            model = next_model()
+            call = Call(
+                job.endpoint,
+                job.body,
+                model.upstream,
+                bool(job.body.get("stream")),
+                job.resource_id,
+            )
+            started = self._clock()
+            try:
+                served = await attempt(model, call)
+            except ProviderError as exc:
+                tried.append((model, exc))
+                self._record(job, model, number, started, error=exc)
+                if exc.kind == "context_length":
+                    state["min_context"] = model.context_window or 1
+                raise
+            served.attempts = number
+            served.started = started
+            served.extra.setdefault("ttft", self._clock() - started)
+            return served
+
         try:
+            # The common case, one healthy model, skips the retry machinery entirely.
+            try:
+                return await one(1)
+            except ProviderError as exc:
+                if not _worth_another_model(exc) or self._max_attempts < 2:
+                    raise
+            left = self._deadline - (self._clock() - began)
+            retrying = AsyncRetrying(
+                sleep=_no_wait,
+                stop=stop_after_attempt(self._max_attempts - 1) | stop_after_delay(max(0, left)),
+                retry=retry_if_exception(_worth_another_model),
+                reraise=True,
+            )
             async for try_ in retrying:
                 with try_:
-                    model = next_model()
-                    number = try_.retry_state.attempt_number
-                    call = Call(
-                        job.endpoint,
-                        job.body,
-                        model.upstream,
-                        bool(job.body.get("stream")),
-                        job.resource_id,
-                    )
-                    started = self._clock()
-                    try:
-                        served = await attempt(model, call)
-                    except ProviderError as exc:
-                        tried.append((model, exc))
-                        self._record(job, model, number, started, error=exc)
-                        if exc.kind == "context_length":
-                            state["min_context"] = model.context_window or 1
-                        raise
-                    served.attempts = number
-                    served.started = started
-                    served.extra.setdefault("ttft", self._clock() - started)
-                    return served
+                    return await one(try_.retry_state.attempt_number + 1)
         except _Exhausted as exc:
             raise _failure(tried, exc.last) from None
         except ProviderError as exc:

@@ -48,8 +48,9 @@ _PENALTY = {
     "slow": 0.1,
 }
 _REFUSAL = re.compile(
-    r"^\s*(i'?m sorry,? but i (can(?:no|')t|am unable|won'?t)|i can(?:no|')t (help|assist|comply)"
-    r"|i (am|'m) (not able|unable) to (help|assist|comply)|as an ai\b)",
+    r"^\s*(i(?:'|\u2019)?m sorry|i am sorry|i apologi[sz]e)?[,.]?\s*(but\s+)?"
+    r"(i\s+(can(?:no|'|\u2019)?t|am unable to|am not able to|won(?:'|\u2019)?t|will not)\s+"
+    r"(help|assist|comply|provide|do that|fulfil)|as an ai\b)",
     re.IGNORECASE,
 )
 _SLOW_FACTOR = 3.0  # latency this many times the model's own p95 is flagged
@@ -164,13 +165,15 @@ class Evaluator:
 
     def drain(self) -> None:
         batch, self._pending = self._pending, []
+        p95s: dict[tuple[str, str], float | None] = {}  # one quantile per model per batch
         for record, request, answer in batch:
             if answer is not None:
-                stats = self.tracker.stats(record.model, record.conversation_type)
-                p95 = None
-                if stats is not None and stats.latency.count >= _SLOW_MIN_SAMPLES:
-                    p95 = stats.latency.quantile(0.95)
-                result = evaluate(request, answer, record.latency_ms, p95)
+                key = (record.model, record.conversation_type)
+                if key not in p95s:
+                    stats = self.tracker.stats(*key)
+                    enough = stats is not None and stats.latency.count >= _SLOW_MIN_SAMPLES
+                    p95s[key] = stats.latency.quantile(0.95) if enough else None
+                result = evaluate(request, answer, record.latency_ms, p95s[key])
                 record.flags = result.flags
                 record.auto_score = result.score
                 self.tracker.add_auto_score(

@@ -7,7 +7,7 @@ records stay in a bounded in-memory index; older ones are read from the store.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 __all__ = ["ResponseIndex", "ResponseRecord"]
 
@@ -30,9 +30,10 @@ class ResponseRecord:
     stored: bool = False
 
     def to_row(self) -> dict:
-        row = asdict(self)
-        del row["stored"]
-        return row
+        return {name: getattr(self, name) for name in _COLUMNS}
+
+
+_COLUMNS = tuple(name for name in ResponseRecord.__slots__ if name != "stored")
 
 
 class ResponseIndex:

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -11,19 +12,23 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.answers import StreamAnswer, answer_from_body
 from gateway.body import check_body, read_json
 from gateway.dispatch import Job, Served
 from gateway.errors import GatewayError, error_body, error_response
 from gateway.ids import request_id_from
+from gateway.inbound import Inbound, send_json
 from gateway.types import ENDPOINT_TYPES, OPTIMIZATIONS, Endpoint
 from providers.base import Call, ChunkStream, ProviderError
 
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-__all__ = ["proxy_routes"]
+__all__ = ["FastRoutes", "proxy_routes"]
+
+log = logging.getLogger("gatewise")
 
 _STREAMABLE = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES})
 _HAS_ID = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.VIDEOS})
@@ -58,7 +63,7 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
             "x-gatewise-response-id": job.response_id,
         }
 
-    async def prepare(request: Request, endpoint: Endpoint, request_id: str) -> Job:
+    async def prepare(request: Inbound, endpoint: Endpoint, request_id: str) -> Job:
         body = await read_json(request, gateway.config.server.max_body_bytes)
         check_body(endpoint, body)
         optimization = request.headers.get("x-gatewise-optimize")
@@ -82,18 +87,22 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
             conversation_id=conversation if isinstance(conversation, str) else None,
         )
 
-    def handler(endpoint: Endpoint) -> Callable[[Request], Any]:
-        async def handle(request: Request) -> Response:
+    def handler(endpoint: Endpoint) -> _Endpoint:
+        async def handle(scope: Scope, receive: Receive, send: Send) -> None:
+            request = Inbound(scope, receive)
             request_id = request_id_from(request.headers.get("x-request-id"))
             try:
                 job = await prepare(request, endpoint, request_id)
                 if endpoint is Endpoint.SPEECH:
-                    return await binary(job)
+                    response = await binary(job)
+                    return await response(scope, receive, send)
                 if job.body.get("stream") is True and endpoint in _STREAMABLE:
-                    return await stream(job)
+                    response = await stream(job)
+                    return await response(scope, receive, send)
                 served = await gateway.dispatcher.send(job)
             except GatewayError as exc:
-                return error_response(exc, {"x-request-id": request_id})
+                response = error_response(exc, {"x-request-id": request_id})
+                return await response(scope, receive, send)
             out = served.result.body
             gateway.evaluator.answered(
                 job, served.extra["attempt"], answer_from_body(endpoint, out)
@@ -104,11 +113,10 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
                 out["id"] = job.response_id
             if "model" in out or endpoint is not Endpoint.IMAGES:
                 out["model"] = served.model.name
-            return Response(
-                orjson.dumps(out), served.result.status, served_headers(job, served), _JSON
-            )
+            headers = [(k.encode(), v.encode()) for k, v in served_headers(job, served).items()]
+            await send_json(send, served.result.status, orjson.dumps(out), headers)
 
-        return handle
+        return _Endpoint(handle)
 
     async def stream(job: Job) -> Response:
         served = await gateway.dispatcher.stream(job)
@@ -222,7 +230,7 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
         )
 
     post = ["POST"]
-    return [
+    routes = [
         Route("/v1/chat/completions", handler(Endpoint.CHAT), methods=post),
         Route("/v1/completions", handler(Endpoint.COMPLETIONS), methods=post),
         Route("/v1/embeddings", handler(Endpoint.EMBEDDINGS), methods=post),
@@ -235,6 +243,51 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
     ]
+    return routes
+
+
+class _Endpoint:
+    """An ASGI endpoint; Starlette routes call it as an app, FastRoutes directly."""
+
+    def __init__(self, handle: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.handle = handle
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.handle(scope, receive, send)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = error_response(
+                GatewayError(
+                    500,
+                    "The gateway hit an internal error.",
+                    type="server_error",
+                    code="internal_error",
+                )
+            )
+            await response(scope, receive, send)
+
+
+class FastRoutes:
+    """Serves the OpenAI POST endpoints straight from a dict, ahead of Starlette's router.
+
+    The proxy's own cost is the product: this skips route regexes, the exception
+    middleware and per-request wrappers for the hot paths. Everything else (other
+    methods, other paths, lifespan) goes on to the app as usual.
+    """
+
+    def __init__(self, app: ASGIApp, routes: list[Route]) -> None:
+        self.app = app
+        self.handlers: dict[str, _Endpoint] = {
+            route.path: route.endpoint for route in routes if isinstance(route.endpoint, _Endpoint)
+        }
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
+        if handler is None or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        await handler(scope, receive, send)
 
 
 def _encode(chunk: tuple[str | None, dict[str, Any]], response_id: str, model: str) -> bytes:

@@ -23,7 +23,7 @@ MIGRATIONS: list[str] = [
     # 1: upstream attempts, their hourly rollups, and durable component state.
     """
     CREATE TABLE attempts (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id INTEGER PRIMARY KEY,
         request_id TEXT NOT NULL,
         response_id TEXT,
         attempt INTEGER NOT NULL,
@@ -47,7 +47,6 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX attempts_ts ON attempts (ts);
     CREATE INDEX attempts_model_ts ON attempts (model, ts);
-    CREATE INDEX attempts_response_id ON attempts (response_id);
 
     CREATE TABLE attempt_hourly (
         model TEXT NOT NULL,

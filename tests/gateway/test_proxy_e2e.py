@@ -135,7 +135,7 @@ def test_unsafe_client_request_id_is_replaced(client: openai.OpenAI, unsafe: str
     )
     echoed = raw.headers["x-request-id"]
     assert echoed != unsafe
-    assert re.fullmatch(r"req_[0-9a-f]{32}", echoed)
+    assert re.fullmatch(r"req_[0-9a-f]{43}", echoed)  # 11 hex of ms, 32 random
 
 
 def test_response_ids_are_unguessable_and_not_the_upstreams(client: openai.OpenAI) -> None:

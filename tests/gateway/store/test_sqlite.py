@@ -289,7 +289,7 @@ async def test_migrations_applied_and_idempotent(tmp_path: Path) -> None:
     with sqlite3.connect(path) as db:
         assert db.execute("SELECT COUNT(*) FROM schema_version").fetchone() == (1,)
         indexes = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"attempts_ts", "attempts_model_ts", "attempts_response_id"} <= indexes
+    assert {"attempts_ts", "attempts_model_ts"} <= indexes
 
 
 async def test_appended_migration_is_applied_on_open(tmp_path: Path, monkeypatch) -> None:
