@@ -1,0 +1,400 @@
+"""The admin API against a real gateway process seeded with SDK traffic: shapes, filters,
+auth, errors, the OpenAPI description, and rankings that agree with routing."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import openai
+import pytest
+from starlette.applications import Starlette
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from admin_ui.auth import AdminAuthMiddleware
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
+
+TOKEN = "admin-secret-token-42"
+ADMIN = {"authorization": f"Bearer {TOKEN}"}
+HI = [{"role": "user", "content": "hi"}]
+TEXT = ("alpha", "beta", "gamma")
+
+
+def config(upstream: FakeUpstream, db: Path, **server: Any) -> dict[str, Any]:
+    def model(name: str, speed: float, accuracy: float, price: float) -> dict[str, Any]:
+        priors = {"speed": speed, "accuracy": accuracy, "creativity": 10 - accuracy}
+        pricing = {"input_per_million": price, "output_per_million": 2 * price}
+        return {"name": name, "provider": "up", "upstream_model": f"{name}-up",
+                "priors": priors, "pricing": pricing}  # fmt: skip
+
+    return {
+        "server": {"api_keys": ["test-key"], "admin_token": "${ADMIN_TOKEN_X}", **server},
+        "providers": [
+            {
+                "name": "up",
+                "type": "openai",
+                "base_url": upstream.url,
+                "api_key": "sk-upstream-secret-123456",
+                "timeout": 5,
+            }
+        ],
+        "models": [
+            model("alpha", 3, 9, 1.0),
+            model("beta", 9, 5, 5.0),
+            model("gamma", 6, 7, 0.1),
+            {"name": "embedder", "provider": "up", "conversation_types": ["embedding"]},
+        ],
+        "routes": [{"name": "auto", "models": list(TEXT)}],
+        "selection": {"exploration_rate": 0, "score_refresh_seconds": 0},
+        "storage": {"url": f"sqlite:///{db}", "flush_interval": 0.1},
+    }
+
+
+def wait_for(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 5.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while not ok(value := fetch()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout}s: {value!r}")
+        time.sleep(0.02)
+    return value
+
+
+class Seeded:
+    def __init__(self, gw: GatewayProcess) -> None:
+        self.gw = gw
+        self.http = httpx.Client(base_url=gw.url, headers=ADMIN, timeout=10)
+        self.sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0)
+        self.first: list[str] = []
+        self.second: list[str] = []
+        self.between = 0.0
+
+    def get(self, path: str, status: int = 200, **params: Any) -> Any:
+        reply = self.http.get(path, params=params)
+        assert reply.status_code == status, reply.text
+        return reply.json()
+
+    def chat(self, model: str, optimize: str | None = None) -> Any:
+        headers = {"x-gatewise-optimize": optimize} if optimize else {}
+        return self.sdk.chat.completions.create(model=model, messages=HI, extra_headers=headers)
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    upstream = FakeUpstream().start()
+    tmp = tmp_path_factory.mktemp("admin")
+    gw = GatewayProcess(config(upstream, tmp / "admin.db"), tmp, {"ADMIN_TOKEN_X": TOKEN})
+    s = Seeded(gw.start())
+    try:
+        s.first = [s.chat(m).id for m in TEXT] + [s.chat("auto").id]
+        s.between = time.time()
+        s.second = [s.chat(m).id for m in TEXT]
+        s.sdk.embeddings.create(model="embedder", input=["a", "b"])
+        s.http.post("/admin/feedback", json={"response_id": s.first[0], "overall": 5})
+        wait_for(lambda: s.get("/evaluations")["data"], lambda rows: len(rows) == 8)
+        yield s
+    finally:
+        s.sdk.close()
+        s.http.close()
+        gw.stop()
+        upstream.stop()
+
+
+# ---- auth ----------------------------------------------------------------------------------
+
+ADMIN_GETS = ["/performance", "/performance/rankings", "/performance/metrics/alpha",
+              "/performance/summary", "/performance/blacklisted", "/evaluations",
+              "/evaluations/model/alpha", "/evaluations/summary", "/admin/responses",
+              "/admin"]  # fmt: skip
+
+
+@pytest.mark.parametrize("path", ADMIN_GETS)
+def test_admin_token_is_required(seeded: Seeded, path: str) -> None:
+    for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": TOKEN}):
+        reply = httpx.get(seeded.gw.url + path, headers=headers)
+        assert reply.status_code == 401, (path, headers)
+        assert reply.json()["error"]["code"] == "invalid_admin_token"
+    assert httpx.get(seeded.gw.url + path, headers=ADMIN).status_code == 200
+    client_key = {"authorization": "Bearer test-key"}  # a client key is not an admin token
+    assert httpx.get(seeded.gw.url + path, headers=client_key).status_code == 401
+
+
+def test_token_protects_writes_too_and_openapi_is_public(seeded: Seeded) -> None:
+    url = seeded.gw.url
+    assert httpx.delete(url + "/performance/blacklisted/alpha").status_code == 401
+    feedback = {"response_id": seeded.first[1], "overall": 1}
+    assert httpx.post(url + "/admin/feedback", json=feedback).status_code == 401
+    assert httpx.get(url + "/admin/openapi.json").status_code == 200
+
+
+def test_without_a_token_the_admin_api_is_loopback_only() -> None:
+    async def ok(request: Any) -> PlainTextResponse:
+        return PlainTextResponse("ok")
+
+    app = Starlette(routes=[Route("/performance", ok), Route("/admin/openapi.json", ok)])
+    guarded = AdminAuthMiddleware(app, token=None)
+    remote = TestClient(guarded, client=("10.1.2.3", 5555))
+    assert remote.get("/performance").status_code == 403
+    assert remote.get("/performance").json()["error"]["code"] == "admin_loopback_only"
+    assert remote.get("/admin/openapi.json").status_code == 200
+    for host in ("127.0.0.1", "::1", "127.0.0.9"):
+        assert TestClient(guarded, client=(host, 5555)).get("/performance").status_code == 200
+
+
+def test_no_token_configured_serves_loopback_clients(
+    upstream: FakeUpstream, tmp_path: Path, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    gw = start_gateway(config(upstream, tmp_path / "open.db"))  # ${ADMIN_TOKEN_X} unset
+    assert httpx.get(gw.url + "/performance").status_code == 200
+
+
+# ---- shapes -------------------------------------------------------------------------------
+
+
+def test_performance_rows(seeded: Seeded) -> None:
+    body = seeded.get("/performance")
+    assert body["object"] == "list" and isinstance(body["generated_at"], float)
+    assert body["total"] == len(body["data"]) == 4
+    rows = {(r["model"], r["conversation_type"]): r for r in body["data"]}
+    assert set(rows) == {(m, "text-to-text") for m in TEXT} | {("embedder", "embedding")}
+    alpha = rows[("alpha", "text-to-text")]
+    assert alpha["requests"] >= 2 and alpha["successes"] >= 2 and alpha["failures"] == 0
+    assert alpha["success_rate"] == 1.0
+    assert set(alpha["latency_ms"]) == {"mean", "p50", "p95", "p99", "count"}
+    assert alpha["latency_ms"]["count"] == alpha["successes"]
+    assert alpha["cost"]["total"] > 0 and alpha["cost"]["per_request"] > 0
+    assert alpha["priors"] == {"accuracy": 9, "creativity": 1, "speed": 3}
+    assert alpha["evaluated"] >= 2 and alpha["auto_score"] == 1.0
+    assert alpha["feedback"]["overall"] == {"mean": 5.0, "count": 1}
+    for key in ("blacklisted", "consecutive_failures", "flag_rates", "pricing", "ttft_ms"):
+        assert key in alpha
+
+
+def test_performance_filters_and_paging(seeded: Seeded) -> None:
+    typed = seeded.get("/performance", conversationType="embedding")["data"]
+    assert [r["model"] for r in typed] == ["embedder"]
+    page = seeded.get("/performance", limit=2, offset=1)
+    assert page["total"] == 4
+    everything = seeded.get("/performance")["data"]
+    assert [r["model"] for r in page["data"]] == [r["model"] for r in everything[1:3]]
+
+
+def test_metrics_of_one_model_with_buckets(seeded: Seeded) -> None:
+    body = seeded.get("/performance/metrics/alpha", bucket="minute")
+    assert (body["model"], body["provider"]) == ("alpha", "up")
+    [row] = body["metrics"]
+    assert row["model"] == "alpha"
+    series = body["timeseries"]
+    assert series["bucket_seconds"] == 60 and series["until"] > series["since"]
+    assert series["data"] and all(p["ts"] % 60 == 0 for p in series["data"])
+    assert sum(p["requests"] for p in series["data"]) == row["requests"]
+    assert (
+        seeded.get("/performance/metrics/alpha", bucket="day")["timeseries"]["bucket_seconds"]
+        == 86400
+    )
+    assert (
+        seeded.get("/performance/metrics/embedder", conversationType="text-to-text")["metrics"]
+        == []
+    )
+
+
+def test_evaluations_listing_and_filters(seeded: Seeded) -> None:
+    body = seeded.get("/evaluations")
+    assert (body["object"], body["limit"], body["offset"]) == ("list", 100, 0)
+    rows = body["data"]
+    assert [r["ts"] for r in rows] == sorted((r["ts"] for r in rows), reverse=True)
+    for key in ("response_id", "model", "flags", "auto_score", "latency_ms", "feedback"):
+        assert key in rows[0]
+    rated = {r["response_id"]: r["feedback"] for r in rows}
+    assert rated[seeded.first[0]]["overall"] == 5
+    embedding = seeded.get("/evaluations", conversationType="embedding")["data"]
+    assert [r["model"] for r in embedding] == ["embedder"]
+    text = seeded.get("/evaluations", conversationType="text-to-text")["data"]
+    assert {r["model"] for r in text} == set(TEXT)
+
+    since = seeded.get("/evaluations", since=seeded.between)["data"]
+    assert {r["response_id"] for r in since} >= set(seeded.second[:3])
+    assert not {r["response_id"] for r in since} & set(seeded.first)
+    until = seeded.get("/evaluations", until=seeded.between)["data"]
+    assert {r["response_id"] for r in until} == set(seeded.first)
+    iso = datetime.fromtimestamp(seeded.between, UTC).isoformat()
+    assert seeded.get("/evaluations", until=iso)["data"] == until
+
+    limited = seeded.get("/evaluations", limit=3, offset=2)
+    assert (limited["limit"], limited["offset"]) == (3, 2)
+    assert limited["data"] == rows[2:5]
+
+
+def test_evaluations_of_one_model_and_summary(seeded: Seeded) -> None:
+    one = seeded.get("/evaluations/model/alpha")
+    assert one["model"] == "alpha"
+    [evaluation] = one["evaluation"]
+    assert evaluation["count"] >= 2 and evaluation["scored"] == evaluation["count"]
+    assert evaluation["flag_rates"] == {}
+    assert one["feedback"][0]["overall"] == 5.0
+    assert {r["model"] for r in one["responses"]} == {"alpha"}
+    assert [h["response_id"] for h in one["feedback_history"]] == [seeded.first[0]]
+
+    summary = seeded.get("/evaluations/summary", bucket="hour")
+    overall = summary["overall"]
+    assert overall["responses"] >= 8
+    assert overall["evaluated"] == overall["responses"] - 1  # embeddings are not judged
+    assert overall["mean_auto_score"] == 1.0
+    assert overall["rated_responses"] == 1
+    assert overall["feedback_means"]["overall"] == 5.0
+    assert isinstance(summary["suggestions"], list)
+    assert summary["trend"] and all(b["ts"] % 3600 == 0 for b in summary["trend"])
+    assert {m["model"] for m in summary["models"]} == {*TEXT, "embedder"}
+
+
+def test_recent_responses_and_one_response(seeded: Seeded) -> None:
+    recent = seeded.get("/admin/responses", limit=2)
+    assert recent["object"] == "list" and len(recent["data"]) == 2
+    rid = seeded.first[1]
+    one = seeded.get(f"/admin/responses/{rid}")
+    assert (one["response_id"], one["model"]) == (rid, "beta")
+    missing = seeded.get("/admin/responses/chatcmpl-nope", status=404)
+    assert missing["error"]["code"] == "response_not_found"
+
+
+def test_blacklist_listing_and_release(
+    upstream: FakeUpstream, tmp_path: Path, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    gw = start_gateway(config(upstream, tmp_path / "bl.db"), {"ADMIN_TOKEN_X": TOKEN})
+    upstream.behave("alpha-up", status=500)
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as sdk:
+        for _ in range(3):
+            assert sdk.chat.completions.create(model="alpha", messages=HI).model != "alpha"
+    with httpx.Client(base_url=gw.url, headers=ADMIN) as http:
+        [entry] = http.get("/performance/blacklisted").json()["data"]
+        assert entry["model"] == "alpha" and entry["consecutive_failures"] == 3
+        assert 0 < entry["seconds_left"] <= 3600
+        assert http.get("/performance/summary").json()["blacklisted"] == ["alpha"]
+        assert http.delete("/performance/blacklisted/alpha").json() == {
+            "model": "alpha",
+            "cleared": True,
+        }
+        assert http.get("/performance/blacklisted").json()["data"] == []
+        assert http.delete("/performance/blacklisted/alpha").json()["cleared"] is False
+    assert gw.stop() in (0, -signal.SIGTERM)
+
+
+# ---- errors ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [("GET", "/performance/metrics/nope"), ("GET", "/evaluations/model/nope"),
+     ("DELETE", "/performance/blacklisted/nope")],
+)  # fmt: skip
+def test_unknown_model_is_404(seeded: Seeded, method: str, path: str) -> None:
+    reply = seeded.http.request(method, path)
+    assert reply.status_code == 404
+    assert reply.json()["error"]["code"] == "model_not_found"
+    assert "nope" in reply.json()["error"]["message"]
+
+
+@pytest.mark.parametrize(
+    ("path", "params", "param"),
+    [
+        ("/performance", {"conversationType": "text-to-smell"}, "conversationType"),
+        ("/performance/rankings", {"optimization": "vibes"}, "optimization"),
+        ("/evaluations", {"since": "yesterday-ish"}, "since"),
+        ("/evaluations", {"limit": "0"}, "limit"),
+        ("/evaluations", {"limit": "abc"}, "limit"),
+        ("/evaluations", {"offset": "-1"}, "offset"),
+        ("/evaluations", {"since": "200", "until": "100"}, "until"),
+        ("/performance/metrics/alpha", {"bucket": "fortnight"}, "bucket"),
+        ("/evaluations/summary", {"bucket": "week"}, "bucket"),
+    ],
+)
+def test_bad_filters_are_422(seeded: Seeded, path: str, params: dict[str, str], param: str) -> None:
+    error = seeded.get(path, status=422, **params)["error"]
+    assert error["param"] == param
+    assert error["code"] == "invalid_filter"
+    assert param in error["message"]
+
+
+# ---- OpenAPI ----------------------------------------------------------------------------------
+
+
+def test_openapi_describes_every_admin_path(seeded: Seeded) -> None:
+    spec = seeded.get("/admin/openapi.json")
+    assert spec["openapi"].startswith("3.1")
+    assert spec["info"]["title"] and spec["info"]["version"]
+    assert spec["components"]["securitySchemes"]["admin"]["scheme"] == "bearer"
+    expected = {
+        "/performance": "get", "/performance/rankings": "get",
+        "/performance/metrics/{modelName}": "get", "/performance/summary": "get",
+        "/performance/blacklisted": "get", "/performance/blacklisted/{modelName}": "delete",
+        "/evaluations": "get", "/evaluations/model/{modelName}": "get",
+        "/evaluations/summary": "get", "/admin/responses": "get", "/admin/feedback": "post",
+    }  # fmt: skip
+    for path, method in expected.items():
+        operation = spec["paths"][path][method]
+        assert operation["summary"] and "200" in operation["responses"]
+        for param in operation.get("parameters", []):
+            assert param["in"] in ("query", "path") and "schema" in param
+            if param["in"] == "path":
+                assert param["required"] is True and "{" + param["name"] + "}" in path
+
+
+# ---- rankings and routing ------------------------------------------------------------------
+
+
+def test_rankings_start_from_the_priors(seeded: Seeded) -> None:
+    rankings = seeded.get("/performance/rankings")["rankings"]
+    assert set(rankings) == {"cost", "accuracy", "creativity", "speed", "continuity"}
+    assert rankings["speed"][0]["model"] == "beta"  # speed prior 9
+    assert rankings["accuracy"][0]["model"] == "alpha"  # accuracy prior 9
+    assert rankings["creativity"][0]["model"] == "beta"  # creativity prior 5
+    assert rankings["cost"][0]["model"] == "gamma"  # the cheapest pricing
+    assert rankings["speed"][0]["parts"]["prior"] == 0.9
+
+
+@pytest.mark.parametrize("optimization", ["speed", "accuracy", "creativity", "cost"])
+def test_rankings_agree_with_routing(seeded: Seeded, optimization: str) -> None:
+    body = seeded.get("/performance/rankings", optimization=optimization)
+    assert body["conversation_type"] == "text-to-text"
+    ranking = body["rankings"][optimization]
+    assert [r["rank"] for r in ranking] == [1, 2, 3]
+    assert {r["model"] for r in ranking} == set(TEXT)
+    scores = [r["score"] for r in ranking]
+    assert scores == sorted(scores, reverse=True)
+    for entry in ranking:
+        parts = entry["parts"]
+        assert {"weight_live", "success_rate", "value"} <= set(parts)
+        if optimization != "cost":  # cost has no prior: it is computed from pricing
+            assert {"prior", "live"} <= set(parts)
+        assert entry["score"] == pytest.approx(parts["value"] * parts["success_rate"], abs=1e-5)
+    assert seeded.chat("auto", optimization).model == ranking[0]["model"]
+
+
+def test_summary_totals_equal_the_performance_rows(seeded: Seeded) -> None:
+    summary = seeded.get("/performance/summary")
+    rows = seeded.get("/performance")["data"]
+    assert summary["requests"] == sum(r["requests"] for r in rows)
+    assert summary["successes"] == sum(r["successes"] for r in rows)
+    assert summary["failures"] == sum(r["failures"] for r in rows)
+    assert summary["cost"] == pytest.approx(sum(r["cost"]["total"] for r in rows), abs=1e-6)
+    assert summary["success_rate"] == 1.0 and summary["blacklisted"] == []
+    by_type = summary["by_conversation_type"]
+    assert set(by_type) == {"text-to-text", "embedding"}
+    text_rows = [r for r in rows if r["conversation_type"] == "text-to-text"]
+    assert by_type["text-to-text"]["requests"] == sum(r["requests"] for r in text_rows)
+    assert by_type["embedding"]["busiest_model"] == "embedder"
+    assert (
+        by_type["text-to-text"]["best_models"]["speed"]
+        == (
+            seeded.get("/performance/rankings", optimization="speed")["rankings"]["speed"][0][
+                "model"
+            ]
+        )
+    )
