@@ -12,6 +12,7 @@ from starlette.routing import Route
 from admin_ui.auth import AdminAuthMiddleware
 from admin_ui.evaluations import evaluation_routes
 from admin_ui.openapi import openapi
+from admin_ui.pages import page_routes
 from admin_ui.performance import json_response, performance_routes
 from admin_ui.services import AdminServices
 from gateway.errors import http_error
@@ -32,6 +33,7 @@ def create_admin_app(services: AdminServices, admin_token: str | None) -> Starle
             Route("/admin/openapi.json", spec, methods=["GET"]),
             *performance_routes(services),
             *evaluation_routes(services),
+            *page_routes(),
         ],
         middleware=[Middleware(AdminAuthMiddleware, token=admin_token)],
         exception_handlers={HTTPException: http_error},

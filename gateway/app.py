@@ -28,6 +28,7 @@ from gateway.blacklist import Blacklist
 from gateway.catalog import Catalog, build_provider
 from gateway.config import Config, config_path, load_config
 from gateway.dispatch import Dispatcher
+from gateway.dispatch import log as attempt_log
 from gateway.errors import GatewayError, error_response, http_error
 from gateway.evaluator import Evaluator
 from gateway.feedback import FeedbackService
@@ -146,6 +147,7 @@ class Gateway:
             await self.store.close()
         for provider in self.providers.values():
             await provider.aclose()
+        attempt_log.flush()
 
 
 class _GatewayApp(Starlette):

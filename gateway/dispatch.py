@@ -20,12 +20,13 @@ from gateway.config import ModelConfig
 from gateway.cost import cost_of
 from gateway.errors import GatewayError
 from gateway.ids import new_id
+from gateway.logs import EventLog
 from gateway.types import Attempt, ConversationType, Endpoint
 from providers.base import BinaryReply, Call, ChunkStream, ProviderError, Reply, Usage
 
 __all__ = ["Dispatcher", "Job", "Served"]
 
-log = logging.getLogger("gatewise.attempts")
+log = EventLog("gatewise.attempts")
 T = TypeVar("T")
 
 _ID_PREFIX = {
@@ -263,7 +264,7 @@ class Dispatcher:
         )
         self._on_attempt(attempt)
         level = logging.WARNING if error else logging.INFO
-        if log.isEnabledFor(level):
+        if log.enabled(level):
             fields = {
                 "request_id": attempt.request_id,
                 "attempt": number,
@@ -275,7 +276,7 @@ class Dispatcher:
                 "elapsed_ms": round(elapsed, 2),
                 "error": attempt.error_message,
             }
-            log.log(level, "attempt", extra={"fields": fields})
+            log.emit(level, "attempt", fields)
         return attempt
 
 

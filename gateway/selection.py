@@ -64,6 +64,7 @@ class Selector:
         optimization: str,
         peers: Sequence[ModelConfig],
         stream: bool = False,
+        reference: float | None = None,
     ) -> Score:
         stats = self.tracker.stats(model.name, ctype)
         k = self.config.prior_weight
@@ -80,14 +81,13 @@ class Selector:
             parts = {"prior": prior, "latency_ms": latency, "live": live}
         elif optimization == "cost":
             cost = self.expected_cost(model, stats)
-            cheapest = (
-                min(self.expected_cost(p, self.tracker.stats(p.name, ctype)) for p in peers)
-                if peers
-                else cost
-            )
-            quality = 1.0 if cost <= 0 else (cheapest / cost if cheapest > 0 else 0.0)
+            if reference is None:
+                reference = self.reference_cost(peers, ctype)
+            # reference / (reference + cost): free scores 1, the peers' mean 0.5; smooth,
+            # so one free model does not flatten everyone else to zero.
+            quality = 1.0 if cost <= 0 else reference / (reference + cost)
             weight = None
-            parts = {"expected_cost": cost, "cheapest_peer_cost": cheapest}
+            parts = {"expected_cost": cost, "reference_cost": reference}
         else:
             dims, prior_value = (
                 (_CREATIVITY_DIMS, model.priors.creativity)
@@ -120,9 +120,16 @@ class Selector:
     def rankings(
         self, models: Sequence[ModelConfig], ctype: str, optimization: str, stream: bool = False
     ) -> list[Score]:
-        scores = [self.score(m, ctype, optimization, models, stream) for m in models]
-        scores.sort(key=lambda s: s.total, reverse=True)
+        reference = self.reference_cost(models, ctype) if optimization == "cost" else None
+        scores = [self.score(m, ctype, optimization, models, stream, reference) for m in models]
+        scores.sort(key=lambda s: (s.blacklisted, -s.total))  # benched models cannot serve
         return scores
+
+    def reference_cost(self, models: Sequence[ModelConfig], ctype: str) -> float:
+        """The mean expected cost of the paid models among `models` (1.0 if none is paid)."""
+        costs = [self.expected_cost(m, self.tracker.stats(m.name, ctype)) for m in models]
+        paid = [c for c in costs if c > 0]
+        return sum(paid) / len(paid) if paid else 1.0
 
     # -- routing -------------------------------------------------------------------
     def rank(self, job) -> list[ModelConfig]:  # job: gateway.dispatch.Job

@@ -311,9 +311,17 @@ def test_each_attempt_is_one_json_log_line_without_the_upstream_secret(
     upstream.behave("alpha-up", status=500, body=orjson.dumps(echo))
     raw = chat(client)
     request_id = raw.headers["x-request-id"]
-    lines = [
-        e for e in json_lines(gw) if e.get("message") == "attempt" and e["request_id"] == request_id
-    ]
+
+    def attempt_lines() -> list[dict[str, Any]]:
+        return [
+            e
+            for e in json_lines(gw)
+            if e.get("message") == "attempt" and e["request_id"] == request_id
+        ]
+
+    deadline = time.monotonic() + 5  # success lines are written in batches within 0.2 s
+    while len(lines := attempt_lines()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
     keys = {"request_id", "attempt", "model", "provider", "status", "error_class", "elapsed_ms"}
     assert all(keys <= set(e) for e in lines)
     assert [

@@ -130,7 +130,21 @@ def test_cost_picks_the_cheapest_expected_cost() -> None:
     assert w.rank("cost") == ["beta", "gamma", "alpha"]
     cost = w.rankings("cost")
     assert cost["beta"].parts["expected_cost"] == pytest.approx((500 * 1 + 200 * 2) / 1e6)
-    assert cost["alpha"].parts["cheapest_peer_cost"] == cost["beta"].parts["expected_cost"]
+    expected = [cost[m].parts["expected_cost"] for m in ("alpha", "beta", "gamma")]
+    assert cost["alpha"].parts["reference_cost"] == pytest.approx(sum(expected) / 3)
+
+
+def test_a_free_model_does_not_flatten_the_other_cost_scores() -> None:
+    w = World(
+        {
+            "local": {},  # no pricing: free
+            "beta": {"pricing": {"input_per_million": 1, "output_per_million": 2}},
+            "gamma": {"pricing": {"input_per_million": 3, "output_per_million": 6}},
+        }
+    )
+    cost = w.rankings("cost")
+    assert list(cost) == ["local", "beta", "gamma"]
+    assert cost["beta"].total > cost["gamma"].total > 0.2  # still told apart, not zeroed
 
 
 def test_observed_token_counts_change_the_cost_choice() -> None:
