@@ -42,6 +42,7 @@ class Blacklist:
         self.clock = clock
         self._entries: dict[str, Entry] = {}
         self._benched: dict[str, float] = {}  # model -> until, for the hot path
+        self.on_return: Callable[[str], None] | None = None
 
     def failure(self, model: str, error: str | None = None) -> Entry | None:
         """Count a failure; returns the entry when this failure benched the model."""
@@ -61,13 +62,20 @@ class Blacklist:
         self._benched[model] = entry.until
         return entry
 
-    def success(self, model: str) -> None:
+    def success(self, model: str, started: float | None = None) -> None:
+        """End the failure streak, unless this request began before the streak's last
+        failure: answers already in flight when a model goes down say nothing about
+        whether it is back, and letting them reset the count wasted attempts."""
         entry = self._entries.get(model)
-        if entry is not None and (entry.consecutive_failures or entry.level):
-            entry.consecutive_failures = 0
-            entry.level = 0
-            entry.since = entry.until = None
-            self._benched.pop(model, None)
+        if entry is None or not (entry.consecutive_failures or entry.level):
+            return
+        last_failure = entry.last_error_at
+        if started is not None and last_failure is not None and started < last_failure:
+            return
+        entry.consecutive_failures = 0
+        entry.level = 0
+        entry.since = entry.until = None
+        self._benched.pop(model, None)
 
     def is_blacklisted(self, model: str) -> bool:
         return bool(self._benched) and self._active(model, self.clock())
@@ -79,6 +87,8 @@ class Blacklist:
         if now < until:
             return True
         del self._benched[model]  # back by itself
+        if self.on_return is not None:
+            self.on_return(model)
         return False
 
     def until(self, model: str) -> float | None:

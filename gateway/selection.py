@@ -22,8 +22,12 @@ __all__ = ["Score", "Selector"]
 
 _ACCURACY_DIMS = ("accuracy", "overall", "relevance", "helpfulness")
 _CREATIVITY_DIMS = ("creativity",)
-_AUTO_WEIGHT = 0.25  # one automatic judgement counts a quarter of a human rating
-_LATENCY_SCALE_MS = 500.0  # a model this slow scores 0.5 on speed
+_AUTO_PENALTY = 0.5  # a model whose every answer is flagged keeps half its quality
+# Optimism for models with little evidence, c / sqrt(1 + n) (UCB-style), so new and
+# (c = selection.exploration_bonus times these weights)
+# returning models get tried; it fades as their evidence grows.
+_BONUS = {"speed": 1.0, "cost": 0.5, "accuracy": 1.0, "creativity": 1.0, "continuity": 1.0}
+_MEASURED = frozenset({"speed", "cost"})  # measured on every answer, not rated now and then
 _PRIOR_TOKENS = (500.0, 200.0)  # assumed prompt/completion tokens before data
 _PRIOR_SUCCESS = 0.95
 
@@ -71,14 +75,15 @@ class Selector:
         success = _success(stats)
         if optimization == "speed":
             prior = model.priors.speed / 10
-            latency = None
-            n = 0
-            if stats is not None:
-                latency = stats.ttft_ewma if stream and stats.ttft_ewma else stats.latency_ewma
-                n = stats.successes
-            live = None if latency is None else 1 / (1 + latency / _LATENCY_SCALE_MS)
+            latency = _latency(stats, stream)
+            if reference is None:
+                reference = self.reference_latency(peers, ctype, stream)
+            # Relative to the peers' mean, like cost: the mean scores 0.5, as does a
+            # neutral prior, so measured and unmeasured models stay comparable.
+            live = None if latency is None else reference / (reference + latency)
+            n = stats.successes if stats is not None else 0
             quality, weight = _blend(prior, live, n, k)
-            parts = {"prior": prior, "latency_ms": latency, "live": live}
+            parts = {"prior": prior, "latency_ms": latency, "reference_ms": reference, "live": live}
         elif optimization == "cost":
             cost = self.expected_cost(model, stats)
             if reference is None:
@@ -86,6 +91,7 @@ class Selector:
             # reference / (reference + cost): free scores 1, the peers' mean 0.5; smooth,
             # so one free model does not flatten everyone else to zero.
             quality = 1.0 if cost <= 0 else reference / (reference + cost)
+            n = stats.usage_count if stats is not None else 0
             weight = None
             parts = {"expected_cost": cost, "reference_cost": reference}
         else:
@@ -95,17 +101,41 @@ class Selector:
                 else (_ACCURACY_DIMS, model.priors.accuracy)
             )
             prior = prior_value / 10
-            live, n = _evidence(stats, dims)
+            live, n = _feedback(stats, dims)
             quality, weight = _blend(prior, live, n, k)
-            parts = {"prior": prior, "live": live, "evidence": n}
-        parts.update({"weight_live": weight, "success_rate": success, "value": quality})
+            auto = stats.auto_score if stats is not None else None
+            if auto is not None:  # automatic checks only ever discount: clean is the norm
+                quality *= 1 - _AUTO_PENALTY * (1 - auto)
+            parts = {"prior": prior, "live": live, "evidence": n, "auto_score": auto}
+        # Ratings are sparse, so the quality bonus fades with requests served, not ratings:
+        # a new model is tried a bounded number of times, then its evidence decides.
+        served = stats.requests if stats is not None else 0
+        c = self.config.exploration_bonus * _BONUS[optimization]
+        bonus = c / math.sqrt(1 + (n if optimization in _MEASURED else served))
+        parts.update(
+            {
+                "weight_live": weight,
+                "success_rate": success,
+                "value": quality,
+                "exploration_bonus": bonus,
+            }
+        )
         return Score(
             model.name,
             optimization,
-            quality * success,
+            (quality + bonus) * success,
             parts,
             self.blacklist.is_blacklisted(model.name),
         )
+
+    def reference_latency(self, models: Sequence[ModelConfig], ctype: str, stream: bool) -> float:
+        """The mean observed latency of `models` that have data (1 s if none has)."""
+        seen = [
+            latency
+            for m in models
+            if (latency := _latency(self.tracker.stats(m.name, ctype), stream)) is not None
+        ]
+        return sum(seen) / len(seen) if seen else 1000.0
 
     def expected_cost(self, model: ModelConfig, stats: Stats | None) -> float:
         p = model.pricing
@@ -120,7 +150,13 @@ class Selector:
     def rankings(
         self, models: Sequence[ModelConfig], ctype: str, optimization: str, stream: bool = False
     ) -> list[Score]:
-        reference = self.reference_cost(models, ctype) if optimization == "cost" else None
+        reference = (
+            self.reference_cost(models, ctype)
+            if optimization == "cost"
+            else self.reference_latency(models, ctype, stream)
+            if optimization == "speed"
+            else None
+        )
         scores = [self.score(m, ctype, optimization, models, stream, reference) for m in models]
         scores.sort(key=lambda s: (s.blacklisted, -s.total))  # benched models cannot serve
         return scores
@@ -214,18 +250,24 @@ def _blend(prior: float, live: float | None, n: float, k: float) -> tuple[float,
     return weight * live + (1 - weight) * prior, weight
 
 
-def _evidence(stats: Stats | None, dims: Sequence[str]) -> tuple[float | None, float]:
-    """Human ratings (1-5 mapped to 0-1) and automatic scores, pooled."""
+def _feedback(stats: Stats | None, dims: Sequence[str]) -> tuple[float | None, float]:
+    """Human ratings (1-5 mapped to 0-1), pooled over the dimensions that apply: the
+    value from recent ratings (older ones fade), the evidence from all of them."""
     if stats is None:
         return None, 0.0
-    total = 0.0
-    n = 0.0
+    total = weight = n = 0.0
     for dim in dims:
         pair = stats.feedback.get(dim)
         if pair and pair[1]:
-            total += (pair[0] - pair[1]) / 4
             n += pair[1]
-    if stats.auto_score_count:
-        total += _AUTO_WEIGHT * stats.auto_score_sum
-        n += _AUTO_WEIGHT * stats.auto_score_count
-    return (total / n if n else None), n
+            recent = stats.feedback_recent.get(dim) or pair
+            if recent[1] > 0:
+                total += (recent[0] - recent[1]) / 4
+                weight += recent[1]
+    return (total / weight if weight else None), n
+
+
+def _latency(stats: Stats | None, stream: bool) -> float | None:
+    if stats is None:
+        return None
+    return stats.ttft_ewma if stream and stats.ttft_ewma else stats.latency_ewma

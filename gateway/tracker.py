@@ -24,6 +24,7 @@ log = logging.getLogger("gatewise.tracker")
 FEEDBACK_DIMENSIONS = ("relevance", "accuracy", "helpfulness", "creativity", "overall")
 _DECAY = 0.97  # recent success rate: an effective memory of ~33 attempts
 _EWMA = 0.1
+_FEEDBACK_DECAY = 0.97  # recent feedback: an effective memory of ~33 ratings per dimension
 
 
 @dataclass(slots=True)
@@ -46,6 +47,8 @@ class Stats:
     recent_ok: float = 0.0
     recent_n: float = 0.0
     feedback: dict[str, list[float]] = field(default_factory=dict)  # dim -> [sum, count]
+    # The same ratings with older ones fading, so a model that changes is noticed.
+    feedback_recent: dict[str, list[float]] = field(default_factory=dict)
     auto_score_sum: float = 0.0
     auto_score_count: int = 0
     flags: dict[str, int] = field(default_factory=dict)  # evaluator flag -> answers flagged
@@ -109,6 +112,15 @@ class Tracker:
         self._stats: dict[tuple[str, str], Stats] = {}
         self._conversations: OrderedDict[str, str] = OrderedDict()
         self._conversation_limit = conversations
+        blacklist.on_return = self._returned
+
+    def _returned(self, model: str) -> None:
+        """A model back from the blacklist starts with a clean recent record, so the
+        failures that benched it do not keep it from being tried again."""
+        for (name, _), stats in self._stats.items():
+            if name == model:
+                stats.recent_ok = stats.recent_n = 0.0
+        self.version += 1
 
     def stats(self, model: str, ctype: str) -> Stats | None:
         return self._stats.get((model, ctype))
@@ -184,7 +196,7 @@ class Tracker:
             stats.completion_tokens += attempt.completion_tokens
             stats.usage_count += 1
         stats.cost += attempt.cost
-        self.blacklist.success(attempt.model)
+        self.blacklist.success(attempt.model, attempt.timestamp - attempt.latency_ms / 1000)
         if attempt.conversation_id:
             self.remember(attempt.conversation_id, attempt.model)
 
@@ -212,10 +224,17 @@ class Tracker:
             if pair and pair[1] > 0:
                 pair[0] -= value
                 pair[1] -= 1
+            recent = stats.feedback_recent.get(dimension)
+            if recent and recent[1] >= 1:
+                recent[0] -= value
+                recent[1] -= 1
         for dimension, value in scores.items():
             pair = stats.feedback.setdefault(dimension, [0.0, 0])
             pair[0] += value
             pair[1] += 1
+            recent = stats.feedback_recent.setdefault(dimension, [0.0, 0.0])
+            recent[0] = recent[0] * _FEEDBACK_DECAY + value
+            recent[1] = recent[1] * _FEEDBACK_DECAY + 1
         self.version += 1
 
     def add_auto_score(

@@ -370,10 +370,11 @@ def test_rankings_agree_with_routing(seeded: Seeded, optimization: str) -> None:
     assert scores == sorted(scores, reverse=True)
     for entry in ranking:
         parts = entry["parts"]
-        assert {"weight_live", "success_rate", "value"} <= set(parts)
+        assert {"weight_live", "success_rate", "value", "exploration_bonus"} <= set(parts)
         if optimization != "cost":  # cost has no prior: it is computed from pricing
             assert {"prior", "live"} <= set(parts)
-        assert entry["score"] == pytest.approx(parts["value"] * parts["success_rate"], abs=1e-5)
+        expected = (parts["value"] + parts["exploration_bonus"]) * parts["success_rate"]
+        assert entry["score"] == pytest.approx(expected, abs=1e-5)
     assert seeded.chat("auto", optimization).model == ranking[0]["model"]
 
 

@@ -34,7 +34,12 @@ def config(upstream: FakeUpstream, **selection: Any) -> dict[str, Any]:
     for model in cfg["models"]:
         if model["name"] in priors:
             model["priors"] = {"accuracy": priors[model["name"]]}
-    cfg["selection"] = {"exploration_rate": 0, "score_refresh_seconds": 0, **selection}
+    cfg["selection"] = {
+        "exploration_rate": 0,
+        "exploration_bonus": 0,
+        "score_refresh_seconds": 0,
+        **selection,
+    }
     return cfg
 
 

@@ -18,7 +18,9 @@ HI = [{"role": "user", "content": "hi"}]
 
 @pytest.fixture
 def gw(upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]) -> GatewayProcess:
-    return start_gateway(upstream_config(upstream, selection={"exploration_rate": 0}))
+    return start_gateway(
+        upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    )
 
 
 @pytest.fixture

@@ -38,7 +38,7 @@ def e2e_config(upstream: FakeUpstream) -> dict[str, Any]:
     for model in cfg["models"]:
         if model["name"] in priors:
             model["priors"] = {"accuracy": priors[model["name"]]}
-    cfg["selection"] = {"exploration_rate": 0, "score_refresh_seconds": 0}
+    cfg["selection"] = {"exploration_rate": 0, "exploration_bonus": 0, "score_refresh_seconds": 0}
     return cfg
 
 

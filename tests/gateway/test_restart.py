@@ -52,7 +52,11 @@ def config(db: Path, *, flaky_fails: bool) -> Any:
                 },
             ],
             "routes": [{"name": "auto", "models": ["flaky", "steady"]}],
-            "selection": {"exploration_rate": 0, "score_refresh_seconds": 0},
+            "selection": {
+                "exploration_rate": 0,
+                "exploration_bonus": 0,
+                "score_refresh_seconds": 0,
+            },
             "storage": {"url": f"sqlite:///{db}"},
         }
     )

@@ -166,8 +166,19 @@ def test_accuracy_follows_priors_without_data_then_feedback() -> None:
     assert w.rank("accuracy") == ["alpha", "beta"]
     w.rate("beta", 3, "accuracy", 5)
     assert w.rank("accuracy") == ["alpha", "beta"]  # three ratings do not beat a strong prior
+    w.record("alpha", 100)  # alpha served (and went unrated): no longer a newcomer
     w.rate("beta", 200, "accuracy", 5)
     assert w.rank("accuracy") == ["beta", "alpha"]
+
+
+def test_a_model_that_never_served_is_tried_before_the_rated_one() -> None:
+    w = World(priors(alpha={"accuracy": 6}, beta={"accuracy": 6}))
+    w.record("alpha", 50)
+    w.rate("alpha", 15, "accuracy", 4)
+    assert w.rank("accuracy") == ["beta", "alpha"]  # exploration bonus: beta gets data
+    w.record("beta", 50)
+    w.rate("beta", 15, "accuracy", 2)
+    assert w.rank("accuracy") == ["alpha", "beta"]  # then the evidence decides
 
 
 def test_three_lucky_ratings_do_not_outrank_three_thousand() -> None:
@@ -177,12 +188,16 @@ def test_three_lucky_ratings_do_not_outrank_three_thousand() -> None:
     assert w.rank("accuracy") == ["alpha", "beta"]
 
 
-def test_automatic_scores_count_as_accuracy_evidence() -> None:
-    w = World(priors(alpha={"accuracy": 6}, beta={"accuracy": 5}))
+def test_automatic_scores_only_discount_flagged_models() -> None:
+    w = World(priors(alpha={"accuracy": 6}, beta={"accuracy": 7}))
     for _ in range(400):
-        w.tracker.add_auto_score("beta", TT, 1.0)
+        w.tracker.add_auto_score("alpha", TT, 1.0)  # clean answers are the norm: no lift
     assert w.rank("accuracy") == ["beta", "alpha"]
-    assert w.rankings("accuracy")["beta"].parts["evidence"] == pytest.approx(100.0)
+    for _ in range(400):
+        w.tracker.add_auto_score("beta", TT, 0.2)  # mostly flagged answers: discounted
+    assert w.rank("accuracy") == ["alpha", "beta"]
+    assert w.rankings("accuracy")["beta"].parts["auto_score"] == pytest.approx(0.2)
+    assert w.rankings("accuracy")["beta"].parts["evidence"] == 0  # not human evidence
 
 
 def test_creativity_uses_the_creativity_dimension() -> None:
@@ -192,6 +207,7 @@ def test_creativity_uses_the_creativity_dimension() -> None:
     w.rate("beta", 500, "accuracy", 1)  # accuracy ratings leave creativity alone
     assert w.rank("creativity") == ["beta", "alpha"]
     w.rate("alpha", 500, "creativity", 5)
+    w.rate("beta", 500, "creativity", 3)
     assert w.rank("creativity") == ["alpha", "beta"]
 
 
@@ -228,8 +244,11 @@ def test_blacklisted_models_are_excluded() -> None:
     w.bench("alpha")
     assert w.rank("accuracy") == ["beta", "gamma"]
     assert w.rankings("accuracy")["alpha"].blacklisted
-    w.clock.now = w.blacklist.until("alpha")  # back by itself, behind: its failures discount it
-    assert w.rank("accuracy") == ["beta", "gamma", "alpha"]
+    w.clock.now = w.blacklist.until("alpha")  # back by itself, with a clean recent record
+    assert w.rank("accuracy") == ["alpha", "beta", "gamma"]
+    w.record("alpha", ok=False)  # still failing: benched again at once, for longer
+    assert w.rank("accuracy") == ["beta", "gamma"]
+    assert w.blacklist.until("alpha") == w.clock.now + 7200
 
 
 def bench_all_staggered(w: World) -> None:
@@ -290,7 +309,8 @@ def test_rankings_expose_the_parts() -> None:
     assert alpha.parts["weight_live"] == pytest.approx(0.5)  # n / (n + prior_weight)
     assert alpha.parts["success_rate"] == pytest.approx(0.95)  # the prior, before requests
     assert alpha.parts["value"] == pytest.approx(0.9)
-    assert alpha.total == pytest.approx(0.9 * 0.95)
+    assert alpha.parts["exploration_bonus"] == pytest.approx(0.2)  # rated, but never served
+    assert alpha.total == pytest.approx((0.9 + 0.2) * 0.95)
     assert beta.parts["live"] is None
     assert beta.parts["weight_live"] == 0.0
     assert 0.95 < beta.parts["success_rate"] <= 1.0  # ten successes lift it

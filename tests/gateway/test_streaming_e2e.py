@@ -29,7 +29,7 @@ def up() -> Iterator[FakeUpstream]:
 @pytest.fixture(scope="module")
 def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("streaming-e2e")
-    config = upstream_config(up, selection={"exploration_rate": 0})
+    config = upstream_config(up, selection={"exploration_rate": 0, "exploration_bonus": 0})
     config["storage"] = {"url": f"sqlite:///{workdir / 'gatewise.db'}"}
     process = GatewayProcess(config, workdir)
     process.start()
