@@ -77,6 +77,10 @@ class Blacklist:
         entry.since = entry.until = None
         self._benched.pop(model, None)
 
+    def any_benched(self) -> bool:
+        """Cheap check for the common case: nothing is benched, nothing to filter."""
+        return bool(self._benched)
+
     def is_blacklisted(self, model: str) -> bool:
         return bool(self._benched) and self._active(model, self.clock())
 
