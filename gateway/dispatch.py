@@ -167,6 +167,17 @@ class Dispatcher:
         self, job: Job, attempt: Callable[[ModelConfig, Call], Awaitable[Served[T]]]
     ) -> Served[T]:
         order = self._rank(job)
+        able = [m for m in order if self.catalog.provider_for(m).supports(job.endpoint)]
+        if len(able) < len(order):  # e.g. /v1/responses on a route with Anthropic models
+            if not able:
+                provider = self.catalog.provider_for(order[0])
+                raise GatewayError(
+                    400,
+                    provider.unsupported(job.endpoint).message,
+                    code="unsupported_endpoint",
+                    param="model",
+                )
+            order = able
         tried: list[tuple[ModelConfig, ProviderError]] = []
         state = {"index": 0, "min_context": 0}
         began = self._clock()

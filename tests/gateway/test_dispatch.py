@@ -272,3 +272,43 @@ async def test_the_client_body_is_passed_through_untouched() -> None:
     assert seen[0].body is body
     assert seen[0].upstream_model == "a"
     assert seen[0].stream is False
+
+
+async def test_models_whose_provider_cannot_serve_the_endpoint_are_skipped() -> None:
+    """/v1/responses on a route that mixes Anthropic (no Responses API) and OpenAI."""
+
+    class Chat(Provider):
+        endpoints = frozenset({Endpoint.CHAT})
+
+    class Both(Provider):
+        endpoints = frozenset({Endpoint.CHAT, Endpoint.RESPONSES})
+
+        async def send(self, call):
+            return Reply({"id": "r", "object": "response", "output": []})
+
+    config = parse_config(
+        {
+            "providers": [{"name": "a", "type": "mock"}, {"name": "b", "type": "mock"}],
+            "models": [{"name": "claude", "provider": "a"}, {"name": "gpt", "provider": "b"}],
+            "routes": [{"name": "auto", "models": ["claude", "gpt"]}],
+        }
+    )
+    catalog = Catalog(config, {"a": Chat("a"), "b": Both("b")})
+    seen = []
+    dispatcher = Dispatcher(catalog, lambda job: list(job.target.candidates), seen.append)
+    target = catalog.resolve("auto", "text-to-text")
+    job = dispatcher.job(
+        "req", Endpoint.RESPONSES, target, {"model": "auto", "input": "hi"}, "text-to-text"
+    )
+    served = await dispatcher.send(job)
+    assert served.model.name == "gpt" and [a.model for a in seen] == ["gpt"]
+
+    only = catalog.resolve("claude", "text-to-text")
+    job = dispatcher.job(
+        "req", Endpoint.RESPONSES, only, {"model": "claude", "input": "hi"}, "text-to-text"
+    )
+    only_claude = Catalog(config, {"a": Chat("a"), "b": Chat("b")})
+    dispatcher = Dispatcher(only_claude, lambda job: list(job.target.candidates), seen.append)
+    with pytest.raises(GatewayError) as caught:
+        await dispatcher.send(job)
+    assert caught.value.status == 400 and "cannot serve responses" in caught.value.message
