@@ -37,7 +37,7 @@ _COLUMNS = tuple(name for name in ResponseRecord.__slots__ if name != "stored")
 
 
 class ResponseIndex:
-    def __init__(self, size: int = 50_000) -> None:
+    def __init__(self, size: int = 20_000) -> None:
         self._records: OrderedDict[str, ResponseRecord] = OrderedDict()
         self._size = size
 

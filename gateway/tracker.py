@@ -103,7 +103,7 @@ class Tracker:
         *,
         clock: Callable[[], float] = time.time,
         sink: Callable[[Attempt], None] | None = None,
-        conversations: int = 100_000,
+        conversations: int = 50_000,
     ) -> None:
         self.blacklist = blacklist
         self.clock = clock
