@@ -43,22 +43,37 @@ def upstream_config(upstream: FakeUpstream, **overrides: Any) -> dict[str, Any]:
     config: dict[str, Any] = {
         "server": {"api_keys": ["test-key"], "max_body_bytes": 4096},
         "providers": [
-            {"name": "up", "type": "openai", "base_url": upstream.url,
-             "api_key": "sk-upstream-secret-123456", "timeout": 5},
+            {
+                "name": "up",
+                "type": "openai",
+                "base_url": upstream.url,
+                "api_key": "sk-upstream-secret-123456",
+                "timeout": 5,
+            },
         ],
         "models": [
-            {"name": "alpha", "provider": "up", "upstream_model": "alpha-up",
-             "context_window": 1000, "pricing": {"input_per_million": 1, "output_per_million": 2}},
+            {
+                "name": "alpha",
+                "provider": "up",
+                "upstream_model": "alpha-up",
+                "context_window": 1000,
+                "pricing": {"input_per_million": 1, "output_per_million": 2},
+            },
             {"name": "beta", "provider": "up", "upstream_model": "beta-up", "context_window": 8000},
-            {"name": "gamma", "provider": "up", "upstream_model": "gamma-up",
-             "context_window": 32000},
+            {
+                "name": "gamma",
+                "provider": "up",
+                "upstream_model": "gamma-up",
+                "context_window": 32000,
+            },
             {"name": "embedder", "provider": "up", "conversation_types": ["embedding"]},
             {"name": "painter", "provider": "up", "conversation_types": ["text-to-image"]},
             {"name": "speaker", "provider": "up", "conversation_types": ["text-to-audio"]},
             {"name": "filmmaker", "provider": "up", "conversation_types": ["text-to-video"]},
         ],
-        "routes": [{"name": "auto", "models": ["alpha", "beta", "gamma"],
-                    "optimization": "accuracy"}],
+        "routes": [
+            {"name": "auto", "models": ["alpha", "beta", "gamma"], "optimization": "accuracy"}
+        ],
     }
     config.update(overrides)
     return config

@@ -1,0 +1,317 @@
+"""Overhead and throughput of Gatewise against the floor, the stack's best and LiteLLM.
+
+    python bench/overhead.py [--duration 10] [--repetitions 3] [--targets ...] [--quick]
+
+One nginx mock upstream (bench/upstream/nginx.conf) serves every target in the run.
+Targets run pinned to the first CPU; nginx, wrk, the streaming client and this script
+to the second. Rounds are interleaved (direct, passthrough, gatewise, gatewise-2w,
+litellm, direct, ...); each target starts fresh in every round. See bench/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import json
+import os
+import platform
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make `bench.*` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench import harness, litellm_proxy, report
+from bench.harness import Child
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+TARGETS = ("direct", "passthrough", "gatewise", "gatewise-2w", "litellm")
+CHAT = "/v1/chat/completions"
+SSE = "/stream/v1/chat/completions"
+
+
+class Bench:
+    def __init__(self, args: argparse.Namespace, tmp: Path, cores: list[int]) -> None:
+        self.args = args
+        self.tmp = tmp
+        self.target_cpus = str(cores[0])
+        self.load_cpus = str(cores[1] if len(cores) > 1 else cores[0])
+        self.both_cpus = ",".join(dict.fromkeys((self.target_cpus, self.load_cpus)))
+        self.cores = [int(c) for c in self.both_cpus.split(",")]
+        self.nginx: Child | None = None
+        self.upstream = ""
+        self.nginx_startup_ms = 0.0
+        self.litellm_exe: Path | None = None
+        self.unavailable: dict[str, str] = {}
+        self.children: list[Child] = []
+
+    # -- processes -------------------------------------------------------------------
+    def start_upstream(self) -> None:
+        port = harness.free_port()
+        work = self.tmp / "nginx"
+        work.mkdir()
+        conf = (BENCH / "upstream" / "nginx.conf").read_text()
+        conf = conf.replace("@PORT@", str(port)).replace("@TMP@", str(work))
+        (work / "nginx.conf").write_text(conf)
+        cmd = ["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-e", str(work / "e.log")]
+        self.nginx = Child("nginx", cmd, self.load_cpus, log=work / "stdout.log").start()
+        self.children.append(self.nginx)
+        self.nginx_startup_ms = harness.wait_ready(self.nginx, port, "/healthz", 10) * 1000
+        self.upstream = f"http://127.0.0.1:{port}"
+        self.nginx_port = port
+
+    def launch(self, name: str, rnd: int) -> tuple[Child | None, int, str, str, str]:
+        """Start one target: (child, port, client key, model, streaming path)."""
+        if name == "direct":
+            return None, self.nginx_port, "none", "auto", SSE
+        port = harness.free_port()
+        work = self.tmp / f"{name}-{rnd}"
+        work.mkdir()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "PYTHONUNBUFFERED": "1"}
+        key, path, cpus, ready = "bench-key", CHAT, self.target_cpus, "/readyz"
+        if name == "passthrough":
+            cmd = [sys.executable, str(BENCH / "passthrough.py"), self.upstream, str(port)]
+            path, ready = SSE, "/healthz"
+        elif name.startswith("gatewise"):
+            workers = "2" if name == "gatewise-2w" else "1"
+            cpus = self.both_cpus if workers == "2" else cpus
+            key = "gw-" + secrets.token_hex(12)
+            env.update(BENCH_UPSTREAM=self.upstream, BENCH_API_KEY=key,
+                       BENCH_ADMIN_TOKEN=secrets.token_hex(12))  # fmt: skip
+            config = str(BENCH / "gatewise.yaml")
+            cmd = [sys.executable, "-m", "gateway", "serve", "--config", config,
+                   "--port", str(port), "--workers", workers]  # fmt: skip
+        else:
+            assert self.litellm_exe is not None
+            cmd, env, key = litellm_proxy.prepare(self.litellm_exe, work, self.upstream, port)
+            ready = litellm_proxy.HEALTH_PATH
+        child = Child(name, cmd, cpus, env=env, cwd=work, log=work / "output.log").start()
+        self.children.append(child)
+        timeout = 180 if name == "litellm" else 60
+        try:
+            child.startup_ms = harness.wait_ready(child, port, ready, timeout) * 1000
+        except RuntimeError:
+            child.stop()
+            raise
+        return child, port, key, "auto", path
+
+    # -- one measurement -----------------------------------------------------------
+    def measure(self, name: str, rnd: int) -> dict:
+        a = self.args
+        child, port, key, model, stream_path = self.launch(name, rnd)
+        proc = child or self.nginx
+        assert proc is not None
+        load = self.load_cpus
+        url = f"http://127.0.0.1:{port}{CHAT}"
+        stream_url = f"http://127.0.0.1:{port}{stream_path}"
+        stream_model = "auto" if stream_path == SSE else "auto-stream"
+        half = max(1, a.duration // 2)
+        out: dict = {"round": rnd, "target": name, "port": port}
+        out["startup_ms"] = child.startup_ms if child else self.nginx_startup_ms
+        try:
+            out["warmup"] = harness.wrk(url, 50, a.warmup, model, key, load)
+            before = self._counters(proc)
+            out["c50"] = harness.wrk(url, 50, a.duration, model, key, load)
+            out.update(self._cpu_shares(proc, before, self._counters(proc), out["c50"]))
+            if name != "gatewise-2w":
+                out["c1"] = harness.wrk(url, 1, half, model, key, load)
+                out["stream_c1"] = asyncio.run(harness.stream_requests(
+                    port, stream_path, stream_model, key, a.stream_requests, 30))  # fmt: skip
+                out["stream_load"], out["stream_load_client"] = asyncio.run(
+                    self._stream_under_load(stream_url, port, stream_path, stream_model, key, half)
+                )
+            rss = proc.peak_rss_mb()
+            out["rss_mb_per_process"] = {str(k): round(v, 1) for k, v in rss.items()}
+            # The busiest process is "one worker" (uvicorn's supervisor is the small one).
+            out["rss_worker_mb"] = max(rss.values()) if rss else None
+            out["rss_total_mb"] = sum(rss.values()) if rss else None
+        finally:
+            if child is not None:
+                child.stop()
+        out["errors"] = sum(
+            (out.get(k) or {}).get("errors", 0)
+            for k in ("warmup", "c50", "c1", "stream_c1", "stream_load", "stream_load_client")
+        )
+        return out
+
+    def _counters(self, proc: Child) -> dict[str, float]:
+        assert self.nginx is not None
+        out = {"target": proc.cpu_ticks(), "own": harness.own_ticks()}
+        out["nginx"] = self.nginx.cpu_ticks() if proc is not self.nginx else 0
+        for core, (busy, total) in harness.cpu_jiffies(self.cores).items():
+            out[f"busy{core}"], out[f"total{core}"] = busy, total
+        return out
+
+    def _cpu_shares(self, proc: Child, before: dict, after: dict, run: dict) -> dict:
+        """CPU per request, the target's share of its CPU, and what other processes took.
+
+        foreign_*_pct: CPU time that processes outside this benchmark used on the target's
+        CPU and on the load CPU during the c=50 run (the machine should be quiet).
+        """
+        d = {k: after[k] - before[k] for k in before}
+        tc, lc = int(self.target_cpus), int(self.load_cpus)
+        out = {"cpu_us_per_req": d["target"] * harness.TICK_US / max(1, run["requests"])}
+        out["cpu_target_pct"] = 100 * d["target"] / max(1, d[f"total{tc}"])
+        load_ours = d["nginx"] + d["own"] + (d["target"] if proc is self.nginx else 0)
+        target_foreign = None
+        if proc is self.nginx:  # direct: nothing of ours runs on the target CPU
+            out["cpu_target_pct"] = 100 * d["target"] / max(1, d[f"total{lc}"])
+        elif len(self.cores) == 1 or proc.cpus != self.target_cpus:  # shares every CPU
+            both = sum(d[f"busy{c}"] for c in self.cores) - d["target"] - load_ours
+            total = sum(d[f"total{c}"] for c in self.cores)
+            out["foreign_target_cpu_pct"] = out["foreign_load_cpu_pct"] = 100 * max(0, both) / total
+            return out
+        else:
+            target_foreign = d[f"busy{tc}"] - d["target"]
+        out["foreign_target_cpu_pct"] = (
+            None if target_foreign is None else 100 * max(0, target_foreign) / d[f"total{tc}"]
+        )
+        load_foreign = d[f"busy{lc}"] - load_ours
+        out["foreign_load_cpu_pct"] = 100 * max(0, load_foreign) / max(1, d[f"total{lc}"])
+        return out
+
+    async def _stream_under_load(self, url, port, path, model, key, seconds) -> tuple[dict, dict]:
+        async def client() -> dict:
+            await asyncio.sleep(0.3)
+            return await harness.stream_requests(port, path, model, key, 100_000, seconds - 0.6)
+
+        load = harness.wrk_async(url, 49, seconds, model, key, self.load_cpus, stream=True)
+        return tuple(await asyncio.gather(load, client()))  # type: ignore[return-value]
+
+    # -- the run ------------------------------------------------------------------------
+    def run(self) -> dict:
+        a = self.args
+        targets = [t for t in a.targets if t in TARGETS]
+        if "litellm" in targets:
+            self.litellm_exe, why = litellm_proxy.ensure()
+            if why:
+                self.unavailable["litellm"] = why
+                targets.remove("litellm")
+        self.start_upstream()
+        rounds: list[dict] = []
+        deadline = time.monotonic() + a.time_limit
+        truncated = False
+        for rnd in range(1, a.repetitions + 1):
+            for name in targets:
+                if time.monotonic() > deadline:
+                    truncated = True
+                    break
+                print(f"round {rnd}/{a.repetitions}: {name} ...", file=sys.stderr, flush=True)
+                try:
+                    m = self.measure(name, rnd)
+                except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                    m = {"round": rnd, "target": name, "errors": 1, "failed": str(exc)[-2000:]}
+                    print(f"  {name} failed: {exc}", file=sys.stderr)
+                rounds.append(m)
+                if "c50" in m:
+                    print(f"  {m['c50']['rps']:.0f} req/s, errors {m['errors']}", file=sys.stderr)
+        ok = [m for m in rounds if "c50" in m]
+        summary = report.summarize(ok)
+        ratios = report.ratios(ok, summary)
+        errors = sum(m["errors"] for m in rounds)
+        return {
+            "meta": self.meta(),
+            "rounds": rounds,
+            "summary": summary,
+            "ratios": ratios,
+            "checks": report.checks(ratios),
+            "unavailable": self.unavailable,
+            "errors": errors,
+            "valid": errors == 0 and bool(ok) and len(ok) == len(rounds),
+            "truncated": truncated,
+        }
+
+    def meta(self) -> dict:
+        a = self.args
+
+        def version(cmd: list[str]) -> str:
+            with contextlib.suppress(OSError, subprocess.SubprocessError):
+                out = subprocess.run(cmd, capture_output=True, text=True, timeout=10)
+                return (out.stdout + out.stderr).strip().splitlines()[0]
+            return "unknown"
+
+        return {
+            "date": datetime.datetime.now().isoformat(timespec="seconds"),
+            "duration_s": a.duration,
+            "warmup_s": a.warmup,
+            "repetitions": a.repetitions,
+            "stream_requests": a.stream_requests,
+            "quick": a.quick,
+            "targets": a.targets,
+            "target_cpus": self.target_cpus,
+            "load_cpus": self.load_cpus,
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "nginx": version(["nginx", "-v"]),
+            "wrk": version(["wrk", "-v"]),
+            "litellm": litellm_proxy.VERSION if self.litellm_exe else None,
+            "litellm_server": litellm_proxy.server_stack() if self.litellm_exe else None,
+            "commit": version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+            "nginx_startup_ms": self.nginx_startup_ms,
+            "note": "gatewise-2w shares both CPUs with nginx and wrk",
+        }
+
+    def close(self) -> None:
+        for child in reversed(self.children):
+            with contextlib.suppress(Exception):
+                child.stop()
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--duration", type=int, default=10, help="seconds per c=50 run (default 10)")
+    p.add_argument("--repetitions", type=int, default=3, help="interleaved rounds (default 3)")
+    p.add_argument("--targets", default=",".join(TARGETS), help="comma-separated subset")
+    p.add_argument("--skip-litellm", action="store_true")
+    p.add_argument("--quick", action="store_true", help="2 s, 1 round: a smoke run")
+    p.add_argument("--warmup", type=int, default=1, help="seconds of warm-up load")
+    p.add_argument("--stream-requests", type=int, default=300)
+    p.add_argument("--time-limit", type=float, default=720, help="stop starting rounds after")
+    p.add_argument("--json", type=Path, default=None, help="where to write the JSON results")
+    args = p.parse_args(argv)
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    unknown = set(args.targets) - set(TARGETS)
+    if unknown:
+        p.error(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(TARGETS)})")
+    if args.skip_litellm and "litellm" in args.targets:
+        args.targets.remove("litellm")
+    if args.quick:
+        args.duration, args.repetitions, args.stream_requests = 2, 1, 50
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for tool in ("nginx", "wrk", "taskset"):
+        if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
+            print(f"overhead: {tool} is not installed", file=sys.stderr)
+            return 2
+    cores = sorted(os.sched_getaffinity(0))
+    with contextlib.suppress(OSError):  # this script and its clients run on the load CPU
+        os.sched_setaffinity(0, {cores[1] if len(cores) > 1 else cores[0]})
+    previous = signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    with tempfile.TemporaryDirectory(prefix="gatewise-bench-") as tmp:
+        bench = Bench(args, Path(tmp), cores)
+        try:
+            result = bench.run()
+        finally:
+            bench.close()
+            signal.signal(signal.SIGTERM, previous)
+    print(report.markdown(result))
+    path = args.json or BENCH / "results" / f"overhead-{datetime.date.today().isoformat()}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2))
+    print(f"\nresults: {path}")
+    return 0 if result["valid"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
