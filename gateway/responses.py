@@ -6,7 +6,6 @@ records stay in a bounded in-memory index; older ones are read from the store.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 
 __all__ = ["ResponseIndex", "ResponseRecord"]
@@ -38,13 +37,14 @@ _COLUMNS = tuple(name for name in ResponseRecord.__slots__ if name != "stored")
 
 class ResponseIndex:
     def __init__(self, size: int = 20_000) -> None:
-        self._records: OrderedDict[str, ResponseRecord] = OrderedDict()
+        self._records: dict[str, ResponseRecord] = {}  # insertion order = age
         self._size = size
 
     def add(self, record: ResponseRecord) -> None:
-        self._records[record.response_id] = record
-        if len(self._records) > self._size:
-            self._records.popitem(last=False)
+        records = self._records
+        records[record.response_id] = record
+        if len(records) > self._size:
+            del records[next(iter(records))]  # the oldest
 
     def get(self, response_id: str) -> ResponseRecord | None:
         return self._records.get(response_id)

@@ -54,14 +54,14 @@ class _VideoJobs:
 def proxy_routes(gateway: Gateway) -> list[Route]:
     videos = _VideoJobs()
 
-    def served_headers(job: Job, served: Served[Any]) -> dict[str, str]:
-        return {
-            "x-request-id": job.request_id,
-            "x-gatewise-model": served.model.name,
-            "x-gatewise-provider": served.provider,
-            "x-gatewise-attempts": str(served.attempts),
-            "x-gatewise-response-id": job.response_id,
-        }
+    def served_headers(job: Job, served: Served[Any]) -> list[tuple[bytes, bytes]]:
+        return [
+            (b"x-request-id", job.request_id.encode()),
+            (b"x-gatewise-model", served.model.name.encode()),
+            (b"x-gatewise-provider", served.provider.encode()),
+            (b"x-gatewise-attempts", b"%d" % served.attempts),
+            (b"x-gatewise-response-id", job.response_id.encode()),
+        ]
 
     async def prepare(request: Inbound, endpoint: Endpoint, request_id: str) -> Job:
         body = await read_json(request, gateway.config.server.max_body_bytes)
@@ -113,16 +113,28 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
                 out["id"] = job.response_id
             if "model" in out or endpoint is not Endpoint.IMAGES:
                 out["model"] = served.model.name
-            headers = [(k.encode(), v.encode()) for k, v in served_headers(job, served).items()]
-            await send_json(send, served.result.status, orjson.dumps(out), headers)
+            await send_json(
+                send,
+                served.result.status,
+                orjson.dumps(out),
+                [
+                    (b"x-request-id", job.request_id.encode()),
+                    (b"x-gatewise-model", served.model.name.encode()),
+                    (b"x-gatewise-provider", served.provider.encode()),
+                    (b"x-gatewise-attempts", b"%d" % served.attempts),
+                    (b"x-gatewise-response-id", job.response_id.encode()),
+                ],
+            )
 
         return _Endpoint(handle)
 
     async def stream(job: Job) -> Response:
         served = await gateway.dispatcher.stream(job)
-        headers = served_headers(job, served)
-        headers["cache-control"] = "no-cache"
-        return StreamingResponse(sse(job, served), headers=headers, media_type="text/event-stream")
+        response = StreamingResponse(
+            sse(job, served), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
+        )
+        response.raw_headers += served_headers(job, served)
+        return response
 
     async def sse(job: Job, served: Served[ChunkStream]) -> AsyncIterator[bytes]:
         upstream = served.result
@@ -174,9 +186,9 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
                 attempt = gateway.dispatcher.finish(job, served, reply.usage)
                 gateway.evaluator.answered(job, attempt, None)
 
-        return StreamingResponse(
-            body(), headers=served_headers(job, served), media_type=reply.media_type
-        )
+        response = StreamingResponse(body(), media_type=reply.media_type)
+        response.raw_headers += served_headers(job, served)
+        return response
 
     async def video_status(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
