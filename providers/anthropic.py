@@ -16,8 +16,9 @@ import orjson
 
 from gateway.types import Endpoint
 from providers.anthropic_stream import AnthropicChunks, finish_reason, prompt_tokens
-from providers.base import Call, ChunkStream, Provider, ProviderError, Reply, Usage, classify_status
-from providers.transport import Transport, TransportError, UpstreamResponse, UpstreamStream
+from providers.base import Call, ChunkStream, ProviderError, Reply, Usage, classify_status
+from providers.http import HttpProvider
+from providers.transport import Transport
 
 __all__ = ["AnthropicProvider", "to_anthropic", "to_openai"]
 
@@ -25,7 +26,7 @@ DEFAULT_MAX_TOKENS = 4096
 _TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": {"type": "none"}}
 
 
-class AnthropicProvider(Provider):
+class AnthropicProvider(HttpProvider):
     endpoints = frozenset({Endpoint.CHAT})
 
     def __init__(
@@ -37,10 +38,8 @@ class AnthropicProvider(Provider):
         headers: dict[str, str] | None = None,
         version: str = "2023-06-01",
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, transport, api_key)
         self._url = base_url.rstrip("/") + "/v1/messages"
-        self._transport = transport
-        self._secrets = (api_key,) if api_key else ()
         self._headers = {
             "content-type": "application/json",
             "anthropic-version": version,
@@ -53,7 +52,7 @@ class AnthropicProvider(Provider):
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
         body = orjson.dumps(to_anthropic(call.body, call.upstream_model, stream=False))
-        resp = await self._request(body)
+        resp = await self._request("POST", self._url, self._headers, body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
         try:
@@ -72,38 +71,12 @@ class AnthropicProvider(Provider):
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
         body = orjson.dumps(to_anthropic(call.body, call.upstream_model, stream=True))
-        upstream = await self._open(body)
+        upstream = await self._open(self._url, self._headers, body)
         options = call.body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         return AnthropicChunks(
             upstream, self.name, call.upstream_model, include_usage, self._secrets
         )
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
-
-    async def _request(self, body: bytes) -> UpstreamResponse:
-        try:
-            return await self._transport.request("POST", self._url, self._headers, body)
-        except TransportError as exc:
-            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
-
-    async def _open(self, body: bytes) -> UpstreamStream:
-        try:
-            upstream = await self._transport.stream("POST", self._url, self._headers, body)
-        except TransportError as exc:
-            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
-        if upstream.status >= 400:
-            try:
-                content = await upstream.aread()
-            except TransportError:
-                content = b""
-            finally:
-                await upstream.aclose()
-            raise classify_status(
-                upstream.status, content, upstream.headers, self.name, self._secrets
-            )
-        return upstream
 
 
 # --- request: OpenAI chat body -> Anthropic Messages body -------------------------------

@@ -14,13 +14,13 @@ from providers.base import (
     Call,
     Chunk,
     ChunkStream,
-    Provider,
     ProviderError,
     Reply,
     Usage,
     classify_status,
     redact,
 )
+from providers.http import HttpProvider
 from providers.sse import iter_events
 from providers.transport import Transport, TransportError, UpstreamStream
 
@@ -40,7 +40,7 @@ _USAGE_STREAMS = (Endpoint.CHAT, Endpoint.COMPLETIONS)
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
-class OpenAIProvider(Provider):
+class OpenAIProvider(HttpProvider):
     endpoints = frozenset(_PATHS)
 
     def __init__(
@@ -51,10 +51,8 @@ class OpenAIProvider(Provider):
         api_key: str | None = None,
         headers: dict[str, str] | None = None,
     ) -> None:
-        super().__init__(name)
+        super().__init__(name, transport, api_key)
         self._base = base_url.rstrip("/")
-        self._transport = transport
-        self._secrets = (api_key,) if api_key else ()
         self._headers = {"content-type": "application/json", **(headers or {})}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
@@ -83,44 +81,18 @@ class OpenAIProvider(Provider):
                     "include_usage": True,
                 }
                 hide_usage = True
-        upstream = await self._open(self._url(call), orjson.dumps(body))
+        upstream = await self._open(self._url(call), self._headers, orjson.dumps(body))
         return _OpenAIChunks(upstream, self.name, hide_usage, self._secrets)
 
     async def binary(self, call: Call) -> BinaryReply:
         body = orjson.dumps({**call.body, "model": call.upstream_model})
-        upstream = await self._open(self._url(call), body)
+        upstream = await self._open(self._url(call), self._headers, body)
         return _Passthrough(upstream)
-
-    async def aclose(self) -> None:
-        await self._transport.aclose()
 
     def _url(self, call: Call) -> str:
         if call.endpoint not in _PATHS:
             raise self.unsupported(call.endpoint)
         return self._base + _PATHS[call.endpoint]
-
-    async def _request(self, method: str, url: str, headers: dict[str, str], body: bytes | None):
-        try:
-            return await self._transport.request(method, url, headers, body)
-        except TransportError as exc:
-            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
-
-    async def _open(self, url: str, body: bytes) -> UpstreamStream:
-        try:
-            upstream = await self._transport.stream("POST", url, self._headers, body)
-        except TransportError as exc:
-            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
-        if upstream.status >= 400:
-            try:
-                content = await upstream.aread()
-            except TransportError:
-                content = b""
-            finally:
-                await upstream.aclose()
-            raise classify_status(
-                upstream.status, content, upstream.headers, self.name, self._secrets
-            )
-        return upstream
 
     def _json(self, body: bytes) -> dict[str, Any]:
         try:

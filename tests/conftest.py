@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import openai
 import pytest
 
 from tests.support.gateway import GatewayProcess
@@ -19,6 +20,31 @@ def upstream() -> Iterator[FakeUpstream]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def up() -> Iterator[FakeUpstream]:
+    """One fake upstream shared by a module's tests (with a module-scoped `gw`)."""
+    server = FakeUpstream().start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def fresh(up: FakeUpstream) -> None:
+    """Forget what the shared upstream was told and saw (use with usefixtures)."""
+    up.behaviours.clear()
+    up.seen.clear()
+    up.disconnected.clear()
+
+
+@pytest.fixture
+def client(gw: GatewayProcess) -> Iterator[openai.OpenAI]:
+    """The official SDK pointed at the module's gateway, `gw`, with its test key."""
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as c:
+        yield c
 
 
 @pytest.fixture

@@ -23,15 +23,6 @@ LIMIT = 4096
 
 
 @pytest.fixture(scope="module")
-def up() -> Iterator[FakeUpstream]:
-    server = FakeUpstream().start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("bad-input")
     config = upstream_config(up)

@@ -21,14 +21,7 @@ SECRET = "sk-upstream-secret-123456"
 UNSET_VAR = "SOME_UNSET_VAR_XYZ"
 HI = [{"role": "user", "content": "hi"}]
 
-
-@pytest.fixture(scope="module")
-def up() -> Iterator[FakeUpstream]:
-    server = FakeUpstream().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+pytestmark = pytest.mark.usefixtures("fresh")
 
 
 @pytest.fixture(scope="module")
@@ -47,19 +40,6 @@ def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh(up: FakeUpstream) -> None:
-    up.behaviours.clear()
-    up.seen.clear()
-    up.disconnected.clear()
-
-
-@pytest.fixture
-def client(gw: GatewayProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as c:
-        yield c
 
 
 def assert_openai_error_shape(response: httpx.Response) -> dict:

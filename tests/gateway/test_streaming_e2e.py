@@ -16,14 +16,7 @@ from tests.support.upstream import FakeUpstream
 
 HI = [{"role": "user", "content": "hi"}]
 
-
-@pytest.fixture(scope="module")
-def up() -> Iterator[FakeUpstream]:
-    server = FakeUpstream().start()
-    try:
-        yield server
-    finally:
-        server.stop()
+pytestmark = pytest.mark.usefixtures("fresh")
 
 
 @pytest.fixture(scope="module")
@@ -37,19 +30,6 @@ def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
         yield process
     finally:
         process.stop()
-
-
-@pytest.fixture(autouse=True)
-def fresh(up: FakeUpstream) -> None:
-    up.behaviours.clear()
-    up.seen.clear()
-    up.disconnected.clear()
-
-
-@pytest.fixture
-def client(gw: GatewayProcess) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as c:
-        yield c
 
 
 def wait_for(event: threading.Event, timeout: float) -> bool:

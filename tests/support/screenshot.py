@@ -1,8 +1,8 @@
 """Takes the README's dashboard screenshot with the same browser tooling as the tests.
 
-    gatewise demo --port 8096 --duration 60 &
-    sleep 30
-    python -m tests.support.screenshot http://127.0.0.1:8096 admin_ui/static/dashboard.png
+gatewise demo --port 8096 --duration 60 &
+sleep 30
+python -m tests.support.screenshot http://127.0.0.1:8096 admin_ui/static/dashboard.png
 """
 
 from __future__ import annotations

@@ -1,0 +1,47 @@
+"""What every HTTP-speaking provider shares: one pooled transport, and failures of the
+network or of a non-2xx stream opening turned into classified ProviderErrors."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from providers.base import Provider, ProviderError, classify_status
+from providers.transport import Transport, TransportError, UpstreamResponse, UpstreamStream
+
+__all__ = ["HttpProvider"]
+
+
+class HttpProvider(Provider):
+    def __init__(self, name: str, transport: Transport, api_key: str | None) -> None:
+        super().__init__(name)
+        self._transport = transport
+        self._secrets = (api_key,) if api_key else ()
+
+    async def _request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+    ) -> UpstreamResponse:
+        try:
+            return await self._transport.request(method, url, headers, body)
+        except TransportError as exc:
+            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
+
+    async def _open(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamStream:
+        """Start a streamed POST; a non-2xx answer is read, closed and classified."""
+        try:
+            upstream = await self._transport.stream("POST", url, headers, body)
+        except TransportError as exc:
+            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
+        if upstream.status >= 400:
+            try:
+                content = await upstream.aread()
+            except TransportError:
+                content = b""
+            finally:
+                await upstream.aclose()
+            raise classify_status(
+                upstream.status, content, upstream.headers, self.name, self._secrets
+            )
+        return upstream
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
