@@ -40,6 +40,7 @@ every implementation shares:
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
@@ -54,6 +55,7 @@ __all__ = [
     "attempt_row",
     "check_query",
     "merge_buckets",
+    "nearest_rank",
     "public_row",
     "truncate",
 ]
@@ -104,12 +106,24 @@ def check_query(limit: int = 0, offset: int = 0, bucket_seconds: int = 1) -> Non
         raise ValueError("bucket_seconds must be positive")
 
 
-def merge_buckets(rows: Iterable[Sequence]) -> list[dict]:
+def nearest_rank(ordered: Sequence[float], q: float) -> float | None:
+    """The q-quantile of sorted values by the nearest-rank method (what the SQL does)."""
+    if not ordered:
+        return None
+    return ordered[max(1, math.ceil(q * len(ordered) - 1e-9)) - 1]
+
+
+def merge_buckets(
+    rows: Iterable[Sequence], percentiles: Mapping[int, Sequence[float | None]] | None = None
+) -> list[dict]:
     """Combine partial buckets into the ``timeseries()`` result.
 
     Each row is (bucket start, requests, successes, failures, latency sum, cost sum,
     prompt tokens, completion tokens); rows for the same bucket are added together.
+    ``percentiles`` maps a bucket to (p50, p95) of its successful raw attempts; hourly
+    rollups keep no distribution, so buckets made only of them have None there.
     """
+    percentiles = percentiles or {}
     sums: dict[int, list[float]] = {}
     for bucket, *values in rows:
         acc = sums.setdefault(int(bucket), [0] * 7)
@@ -125,6 +139,8 @@ def merge_buckets(rows: Iterable[Sequence]) -> list[dict]:
             "cost": float(acc[4]),
             "prompt_tokens": int(acc[5]),
             "completion_tokens": int(acc[6]),
+            "latency_p50_ms": percentiles.get(bucket, (None, None))[0],
+            "latency_p95_ms": percentiles.get(bucket, (None, None))[1],
         }
         for bucket, acc in sorted(sums.items())
     ]
@@ -188,7 +204,9 @@ class Store(ABC):
         since: float | None = None,
         until: float | None = None,
         bucket_seconds: int = 60,
-    ) -> list[dict]: ...
+    ) -> list[dict]:
+        """Epoch-aligned buckets, ascending: requests, successes, failures, mean latency,
+        latency_p50_ms/latency_p95_ms (successful raw attempts), cost and tokens."""
 
     @abstractmethod
     async def counts(self) -> dict[str, int]:

@@ -15,6 +15,7 @@ from gateway.store.base import (
     attempt_row,
     check_query,
     merge_buckets,
+    nearest_rank,
     public_row,
     truncate,
 )
@@ -146,7 +147,15 @@ class MemoryStore(Store):
             key = {"model": m, "conversation_type": ctype}
             if _selected(key, hour, model, conversation_type, since, until):
                 parts.append((truncate(hour, bucket_seconds), *acc))
-        return merge_buckets(parts)
+        latencies: dict[int, list[float]] = {}
+        for r in self._attempts:
+            if r["ok"] and _selected(r, r["ts"], model, conversation_type, since, until):
+                latencies.setdefault(truncate(r["ts"], bucket_seconds), []).append(r["latency_ms"])
+        percentiles = {
+            bucket: (nearest_rank(sorted(v), 0.5), nearest_rank(sorted(v), 0.95))
+            for bucket, v in latencies.items()
+        }
+        return merge_buckets(parts, percentiles)
 
     async def counts(self) -> dict[str, int]:
         return {

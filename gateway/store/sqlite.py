@@ -68,6 +68,15 @@ _RAW_BUCKETS = """
            SUM(latency_ms), SUM(cost), SUM(prompt_tokens), SUM(completion_tokens)
     FROM attempts {where} GROUP BY bucket
 """
+# p50 and p95 (nearest rank) of the successful attempts' latency in each bucket.
+_RAW_PERCENTILES = """
+    SELECT bucket, rn, n, latency_ms FROM (
+        SELECT CAST(ts / ? AS INTEGER) * ? AS bucket, latency_ms,
+               ROW_NUMBER() OVER (PARTITION BY CAST(ts / ? AS INTEGER) ORDER BY latency_ms) AS rn,
+               COUNT(*) OVER (PARTITION BY CAST(ts / ? AS INTEGER)) AS n
+        FROM attempts {where}
+    ) WHERE rn = (n * 50 + 99) / 100 OR rn = (n * 95 + 99) / 100
+"""
 _HOURLY_BUCKETS = """
     SELECT (hour / ?) * ? AS bucket, SUM(requests), SUM(successes), SUM(failures),
            SUM(latency_sum), SUM(cost_sum), SUM(prompt_tokens), SUM(completion_tokens)
@@ -262,7 +271,18 @@ class SQLiteStore(SQLiteFeedback, Store):
             hourly = await db.execute_fetchall(
                 _HOURLY_BUCKETS.format(where=hourly_where), (size, size, *hourly_params)
             )
-        return merge_buckets([*raw, *hourly])
+            ok_where = f"{raw_where} AND ok = 1" if raw_where else "WHERE ok = 1"
+            ranked = await db.execute_fetchall(
+                _RAW_PERCENTILES.format(where=ok_where), (size, size, size, size, *raw_params)
+            )
+        percentiles: dict[int, list[float | None]] = {}
+        for bucket, rn, n, latency in ranked:
+            pair = percentiles.setdefault(int(bucket), [None, None])
+            if rn == (n * 50 + 99) // 100:
+                pair[0] = latency
+            if rn == (n * 95 + 99) // 100:
+                pair[1] = latency
+        return merge_buckets([*raw, *hourly], percentiles)
 
     async def counts(self) -> dict[str, int]:
         async with self._connection() as db:

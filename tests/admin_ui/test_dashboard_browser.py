@@ -88,7 +88,7 @@ def test_no_console_errors_across_the_dashboard(start_gateway, ui_config, sdk_fo
     expect(cell(page, "alpha", "fb_overall")).to_contain_text("5.00")
     for figure in (
         "Requests and failures",
-        "Latency (mean)",
+        "Latency (p50 and p95)",
         "Cost",
         "Requests by model",
         "Feedback per model",
