@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.blacklist import Blacklist
-from gateway.histogram import WindowedHistogram
 from gateway.types import Attempt
+from gateway.windowed import WindowedHistogram
 
 __all__ = ["FEEDBACK_DIMENSIONS", "Stats", "Tracker"]
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.config import MockConfig
 from gateway.types import Endpoint
+from providers import mock_media as media
 from providers import mock_payloads as payloads
 from providers.base import (
     BinaryReply,
@@ -117,10 +118,10 @@ class MockProvider(Provider):
         body = call.body
         if call.endpoint is Endpoint.EMBEDDINGS:
             prompt = self._prompt_tokens(model, body)
-            data = payloads.embeddings_body(body, call.upstream_model, prompt)
+            data = media.embeddings_body(body, call.upstream_model, prompt)
             return Reply(data, Usage(prompt_tokens=prompt))
         if call.endpoint is Endpoint.IMAGES:
-            data = payloads.images_body(body, created, f"img_mock_{next(self._ids)}")
+            data = media.images_body(body, created, f"img_mock_{next(self._ids)}")
             return Reply(data, Usage(images=len(data["data"])))
         return self._create_video(call, created)
 
@@ -151,8 +152,8 @@ class MockProvider(Provider):
             raise self.unsupported(call.endpoint)
         model = self._model(call.upstream_model)
         await self._arrive(model)
-        media_type = payloads.MEDIA_TYPES.get(call.body.get("response_format") or "mp3")
-        usage = Usage(self._prompt_tokens(model, call.body), seconds=payloads.WAV_SECONDS)
+        media_type = media.MEDIA_TYPES.get(call.body.get("response_format") or "mp3")
+        usage = Usage(self._prompt_tokens(model, call.body), seconds=media.WAV_SECONDS)
         return _Audio(media_type or "application/octet-stream", usage)
 
     # ------------------------------------------------------------ fate
@@ -258,7 +259,7 @@ class MockProvider(Provider):
 
     def _create_video(self, call: Call, created: int) -> Reply:
         video_id = f"video_{secrets.token_hex(12)}"
-        job = payloads.video_job(video_id, created, call.upstream_model, call.body)
+        job = media.video_job(video_id, created, call.upstream_model, call.body)
         duration = max(1.0, self._model(call.upstream_model).config.latency_ms / 1000)
         self._videos[video_id] = _Video(job, self._clock(), duration)
         while len(self._videos) > _MAX_VIDEOS:
@@ -326,9 +327,9 @@ class _Audio(BinaryReply):
         self.usage = usage
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        half = len(payloads.WAV) // 2
-        yield payloads.WAV[:half]
-        yield payloads.WAV[half:]
+        half = len(media.WAV) // 2
+        yield media.WAV[:half]
+        yield media.WAV[half:]
 
     async def aclose(self) -> None:
         pass

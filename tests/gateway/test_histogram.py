@@ -4,7 +4,8 @@ import random
 import orjson
 import pytest
 
-from gateway.histogram import Histogram, WindowedHistogram
+from gateway.histogram import Histogram
+from gateway.windowed import WindowedHistogram
 
 
 def _values(n: int = 10_000, seed: int = 1) -> list[float]:
