@@ -90,3 +90,13 @@ def test_selection_bench_reports_every_optimization(tmp_path: Path) -> None:
         assert result["cold_median_us"] > 0 and result["warm_median_us"] > 0
         assert isinstance(result["pass"], bool)
     assert "| accuracy |" in proc.stdout
+
+
+def test_soak_quick_run_samples_memory_and_store(tmp_path: Path) -> None:
+    _require("wrk", "nginx", "taskset")
+    out = tmp_path / "soak.json"
+    _run(["bench/soak.py", "--minutes", "0.1", "--slice", "2", "--json", str(out)], timeout=120)
+    doc = json.loads(out.read_text())
+    assert {"samples", "rss_growth", "errors", "pass"} <= doc.keys()
+    assert len(doc["samples"]) >= 2 and doc["errors"] == 0
+    assert all(s["rss_mb"] > 0 and s["store_mb"] > 0 and s["rps"] > 0 for s in doc["samples"])
