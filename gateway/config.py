@@ -136,7 +136,7 @@ class RouteConfig(_Strict):
 class SelectionConfig(_Strict):
     max_attempts: int = Field(3, ge=1, le=10)
     exploration_rate: float = Field(0.03, ge=0, le=1)
-    exploration_bonus: float = Field(0.2, ge=0, le=1)
+    exploration_bonus: float = Field(0.35, ge=0, le=2)
     blacklist_threshold: int = Field(3, ge=1)
     blacklist_base_seconds: float = Field(3600.0, gt=0)
     blacklist_max_seconds: float = Field(86400.0, gt=0)

@@ -26,8 +26,8 @@ _AUTO_PENALTY = 0.5  # a model whose every answer is flagged keeps half its qual
 # Optimism for models with little evidence, c / sqrt(1 + n) (UCB-style), so new and
 # (c = selection.exploration_bonus times these weights)
 # returning models get tried; it fades as their evidence grows.
-_BONUS = {"speed": 1.0, "cost": 0.5, "accuracy": 1.0, "creativity": 1.0, "continuity": 1.0}
-_MEASURED = frozenset({"speed", "cost"})  # measured on every answer, not rated now and then
+_AGING = 0.995  # per attempt recorded elsewhere: evidence halves in ~140 attempts
+_BONUS = {"speed": 0.3, "cost": 0.3, "accuracy": 1.0, "creativity": 1.0, "continuity": 1.0}
 _PRIOR_TOKENS = (500.0, 200.0)  # assumed prompt/completion tokens before data
 _PRIOR_SUCCESS = 0.95
 
@@ -68,12 +68,12 @@ class Selector:
         optimization: str,
         peers: Sequence[ModelConfig],
         stream: bool = False,
-        reference: float | None = None,
+        context: tuple[float | None, float] | None = None,
     ) -> Score:
         """The routing score of one model, with the parts that make it up."""
-        if reference is None:
-            reference = self._reference(peers, ctype, optimization, stream)
-        total, parts = self._score(model, ctype, optimization, stream, reference, explain=True)
+        if context is None:
+            context = self._context(peers, ctype, optimization, stream)
+        total, parts = self._score(model, ctype, optimization, stream, context, explain=True)
         return Score(
             model.name, optimization, total, parts, self.blacklist.is_blacklisted(model.name)
         )
@@ -84,12 +84,13 @@ class Selector:
         ctype: str,
         optimization: str,
         stream: bool,
-        reference: float | None,
+        context: tuple[float | None, float],
         explain: bool = False,
     ) -> tuple[float, dict[str, float | None]]:
         """One implementation for routing and for the admin rankings; `explain` only adds
         the parts (building them was a third of the cost of ranking 100 models)."""
         stats = self.tracker.stats(model.name, ctype)
+        reference, evidence_total = context
         k = self.config.prior_weight
         success = _success(stats)
         weight: float | None
@@ -131,11 +132,13 @@ class Selector:
                 quality *= 1 - _AUTO_PENALTY * (1 - auto)
             if explain:
                 parts = {"prior": prior, "live": live, "evidence": n, "auto_score": auto}
-        # Ratings are sparse, so the quality bonus fades with requests served, not ratings:
-        # a new model is tried a bounded number of times, then its evidence decides.
-        served = stats.requests if stats is not None else 0
+        # UCB-style optimism: c * sqrt(ln(1 + N) / (1 + n)), n this model's evidence and N
+        # its peers' together, so a model the others have outgrown in data is tried
+        # again now and then (it may have improved) and new or returning models get data.
+        # Ratings are sparse, so for quality the evidence is requests served.
         c = self.config.exploration_bonus * _BONUS[optimization]
-        bonus = c / math.sqrt(1 + (n if optimization in _MEASURED else served))
+        n = self._aged(stats, optimization)
+        bonus = c * math.sqrt(math.log1p(evidence_total) / (1 + n))
         total = (quality + bonus) * success
         if not explain:
             return total, {}
@@ -149,14 +152,27 @@ class Selector:
         )
         return total, parts
 
-    def _reference(
+    def _context(
         self, models: Sequence[ModelConfig], ctype: str, optimization: str, stream: bool
-    ) -> float | None:
+    ) -> tuple[float | None, float]:
+        """What every score of one ranking shares: the peers' reference cost or latency,
+        and their evidence together (for the exploration bonus)."""
         if optimization == "cost":
-            return self.reference_cost(models, ctype)
-        if optimization == "speed":
-            return self.reference_latency(models, ctype, stream)
-        return None
+            reference: float | None = self.reference_cost(models, ctype)
+        elif optimization == "speed":
+            reference = self.reference_latency(models, ctype, stream)
+        else:
+            reference = None
+        total = sum(self._aged(self.tracker.stats(m.name, ctype), optimization) for m in models)
+        return reference, total
+
+    def _aged(self, stats: Stats | None, optimization: str) -> float:
+        """A model's evidence, fading while the others serve and it does not (discounted
+        UCB): what was true of it hundreds of requests ago may no longer be."""
+        n = _evidence(stats, optimization)
+        if not n or stats is None:
+            return n
+        return n * _AGING ** (self.tracker.seq - stats.last_seq)
 
     def reference_latency(self, models: Sequence[ModelConfig], ctype: str, stream: bool) -> float:
         """The mean observed latency of `models` that have data (1 s if none has)."""
@@ -180,14 +196,8 @@ class Selector:
     def rankings(
         self, models: Sequence[ModelConfig], ctype: str, optimization: str, stream: bool = False
     ) -> list[Score]:
-        reference = (
-            self.reference_cost(models, ctype)
-            if optimization == "cost"
-            else self.reference_latency(models, ctype, stream)
-            if optimization == "speed"
-            else None
-        )
-        scores = [self.score(m, ctype, optimization, models, stream, reference) for m in models]
+        context = self._context(models, ctype, optimization, stream)
+        scores = [self.score(m, ctype, optimization, models, stream, context) for m in models]
         scores.sort(key=lambda s: (s.blacklisted, -s.total))  # benched models cannot serve
         return scores
 
@@ -249,8 +259,8 @@ class Selector:
             fresh = version == self.tracker.version or now - at < self.refresh_seconds
             if fresh and (members is models or _same(members, models)):
                 return ordered
-        reference = self._reference(models, ctype, optimization, stream)
-        totals = {m.name: self._score(m, ctype, optimization, stream, reference)[0] for m in models}
+        context = self._context(models, ctype, optimization, stream)
+        totals = {m.name: self._score(m, ctype, optimization, stream, context)[0] for m in models}
         ordered = sorted(models, key=lambda m: totals[m.name], reverse=True)
         if len(self._cache) > 4096:
             self._cache.clear()
@@ -261,12 +271,12 @@ class Selector:
         self, ordered: list[ModelConfig], ctype: str, optimization: str
     ) -> list[ModelConfig]:
         """Thompson-style: sample each score with noise that shrinks as data grows."""
-        reference = self._reference(ordered, ctype, optimization, False)
+        context = self._context(ordered, ctype, optimization, False)
 
         def sample(model: ModelConfig) -> float:
             stats = self.tracker.stats(model.name, ctype)
             n = stats.requests if stats else 0
-            total = self._score(model, ctype, optimization, False, reference)[0]
+            total = self._score(model, ctype, optimization, False, context)[0]
             return total + self.rng.gauss(0.0, 0.3 / math.sqrt(1 + n))
 
         return sorted(ordered, key=sample, reverse=True)
@@ -286,6 +296,17 @@ class Selector:
             code="all_models_blacklisted",
             headers={"retry-after": str(wait)},
         )
+
+
+def _evidence(stats: Stats | None, optimization: str) -> float:
+    """How much this model has been observed, for the exploration bonus."""
+    if stats is None:
+        return 0.0
+    if optimization == "speed":
+        return stats.successes
+    if optimization == "cost":
+        return stats.usage_count
+    return stats.requests
 
 
 def _same(a: Sequence[ModelConfig], b: Sequence[ModelConfig]) -> bool:

@@ -24,7 +24,7 @@ log = logging.getLogger("gatewise.tracker")
 FEEDBACK_DIMENSIONS = ("relevance", "accuracy", "helpfulness", "creativity", "overall")
 _DECAY = 0.97  # recent success rate: an effective memory of ~33 attempts
 _EWMA = 0.1
-_FEEDBACK_DECAY = 0.97  # recent feedback: an effective memory of ~33 ratings per dimension
+_FEEDBACK_DECAY = 0.8  # recent feedback: an effective memory of ~5 ratings per dimension
 
 
 @dataclass(slots=True)
@@ -36,6 +36,7 @@ class Stats:
     failures: int = 0
     client_errors: int = 0
     fallbacks: int = 0  # answers this model gave after another model had failed
+    last_seq: int = 0  # the tracker's attempt count when this model last served
     latency: WindowedHistogram = field(default_factory=WindowedHistogram)
     ttft: WindowedHistogram = field(default_factory=WindowedHistogram)
     latency_ewma: float | None = None
@@ -109,6 +110,7 @@ class Tracker:
         self.clock = clock
         self.sink = sink
         self.version = 0  # bumps on every change, so scores know when to refresh
+        self.seq = 0  # attempts recorded, all models: the clock that ages evidence
         self._stats: dict[tuple[str, str], Stats] = {}
         self._conversations: OrderedDict[str, str] = OrderedDict()
         self._conversation_limit = conversations
@@ -140,6 +142,8 @@ class Tracker:
     def record(self, attempt: Attempt) -> None:
         stats = self._get(attempt.model, attempt.conversation_type)
         stats.requests += 1
+        self.seq += 1
+        stats.last_seq = self.seq
         if attempt.ok:
             self._success(stats, attempt)
         elif attempt.counts_as_failure:

@@ -36,7 +36,7 @@ def config(upstream: FakeUpstream, db: Path) -> dict[str, Any]:
         ],
         "routes": [{"name": "auto", "models": ["model-a", "model-b"],
                     "optimization": "accuracy"}],
-        "selection": {"exploration_rate": 0, "score_refresh_seconds": 0},
+        "selection": {"exploration_rate": 0, "exploration_bonus": 0, "score_refresh_seconds": 0},
         "storage": {"url": f"sqlite:///{db}", "flush_interval": 0.1},
     }  # fmt: skip
 
