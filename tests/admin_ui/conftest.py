@@ -4,6 +4,7 @@ Chromium driven by Playwright (the system's /usr/bin/chromium; never downloaded)
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,6 +12,10 @@ from typing import Any
 
 import openai
 import pytest
+
+from tests.admin_ui.admin_api_helpers import TEXT, TOKEN, Seeded, config, wait_for
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
 
 CHROMIUM = os.environ.get("GATEWISE_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -130,3 +135,24 @@ def sdk_for() -> Callable[[str], openai.OpenAI]:
         return openai.OpenAI(base_url=url + "/v1", api_key="unused", max_retries=0)
 
     return make
+
+
+@pytest.fixture(scope="module")
+def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
+    upstream = FakeUpstream().start()
+    tmp = tmp_path_factory.mktemp("admin")
+    gw = GatewayProcess(config(upstream, tmp / "admin.db"), tmp, {"ADMIN_TOKEN_X": TOKEN})
+    s = Seeded(gw.start())
+    try:
+        s.first = [s.chat(m).id for m in TEXT] + [s.chat("auto").id]
+        s.between = time.time()
+        s.second = [s.chat(m).id for m in TEXT]
+        s.sdk.embeddings.create(model="embedder", input=["a", "b"])
+        s.http.post("/admin/feedback", json={"response_id": s.first[0], "overall": 5})
+        wait_for(lambda: s.get("/evaluations")["data"], lambda rows: len(rows) == 8)
+        yield s
+    finally:
+        s.sdk.close()
+        s.http.close()
+        gw.stop()
+        upstream.stop()

@@ -4,8 +4,7 @@ auth, errors, the OpenAPI description, and rankings that agree with routing."""
 from __future__ import annotations
 
 import signal
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,93 +18,9 @@ from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from admin_ui.auth import AdminAuthMiddleware
+from tests.admin_ui.admin_api_helpers import ADMIN, HI, TEXT, TOKEN, Seeded, config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
-
-TOKEN = "admin-secret-token-42"
-ADMIN = {"authorization": f"Bearer {TOKEN}"}
-HI = [{"role": "user", "content": "hi"}]
-TEXT = ("alpha", "beta", "gamma")
-
-
-def config(upstream: FakeUpstream, db: Path, **server: Any) -> dict[str, Any]:
-    def model(name: str, speed: float, accuracy: float, price: float) -> dict[str, Any]:
-        priors = {"speed": speed, "accuracy": accuracy, "creativity": 10 - accuracy}
-        pricing = {"input_per_million": price, "output_per_million": 2 * price}
-        return {"name": name, "provider": "up", "upstream_model": f"{name}-up",
-                "priors": priors, "pricing": pricing}  # fmt: skip
-
-    return {
-        "server": {"api_keys": ["test-key"], "admin_token": "${ADMIN_TOKEN_X}", **server},
-        "providers": [
-            {
-                "name": "up",
-                "type": "openai",
-                "base_url": upstream.url,
-                "api_key": "sk-upstream-secret-123456",
-                "timeout": 5,
-            }
-        ],
-        "models": [
-            model("alpha", 3, 9, 1.0),
-            model("beta", 9, 5, 5.0),
-            model("gamma", 6, 7, 0.1),
-            {"name": "embedder", "provider": "up", "conversation_types": ["embedding"]},
-        ],
-        "routes": [{"name": "auto", "models": list(TEXT)}],
-        "selection": {"exploration_rate": 0, "score_refresh_seconds": 0},
-        "storage": {"url": f"sqlite:///{db}", "flush_interval": 0.1},
-    }
-
-
-def wait_for(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 5.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while not ok(value := fetch()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout}s: {value!r}")
-        time.sleep(0.02)
-    return value
-
-
-class Seeded:
-    def __init__(self, gw: GatewayProcess) -> None:
-        self.gw = gw
-        self.http = httpx.Client(base_url=gw.url, headers=ADMIN, timeout=10)
-        self.sdk = openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0)
-        self.first: list[str] = []
-        self.second: list[str] = []
-        self.between = 0.0
-
-    def get(self, path: str, status: int = 200, **params: Any) -> Any:
-        reply = self.http.get(path, params=params)
-        assert reply.status_code == status, reply.text
-        return reply.json()
-
-    def chat(self, model: str, optimize: str | None = None) -> Any:
-        headers = {"x-gatewise-optimize": optimize} if optimize else {}
-        return self.sdk.chat.completions.create(model=model, messages=HI, extra_headers=headers)
-
-
-@pytest.fixture(scope="module")
-def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
-    upstream = FakeUpstream().start()
-    tmp = tmp_path_factory.mktemp("admin")
-    gw = GatewayProcess(config(upstream, tmp / "admin.db"), tmp, {"ADMIN_TOKEN_X": TOKEN})
-    s = Seeded(gw.start())
-    try:
-        s.first = [s.chat(m).id for m in TEXT] + [s.chat("auto").id]
-        s.between = time.time()
-        s.second = [s.chat(m).id for m in TEXT]
-        s.sdk.embeddings.create(model="embedder", input=["a", "b"])
-        s.http.post("/admin/feedback", json={"response_id": s.first[0], "overall": 5})
-        wait_for(lambda: s.get("/evaluations")["data"], lambda rows: len(rows) == 8)
-        yield s
-    finally:
-        s.sdk.close()
-        s.http.close()
-        gw.stop()
-        upstream.stop()
-
 
 # ---- auth ----------------------------------------------------------------------------------
 
@@ -323,79 +238,3 @@ def test_bad_filters_are_422(seeded: Seeded, path: str, params: dict[str, str], 
 
 
 # ---- OpenAPI ----------------------------------------------------------------------------------
-
-
-def test_openapi_describes_every_admin_path(seeded: Seeded) -> None:
-    spec = seeded.get("/admin/openapi.json")
-    assert spec["openapi"].startswith("3.1")
-    assert spec["info"]["title"] and spec["info"]["version"]
-    assert spec["components"]["securitySchemes"]["admin"]["scheme"] == "bearer"
-    expected = {
-        "/performance": "get", "/performance/rankings": "get",
-        "/performance/metrics/{modelName}": "get", "/performance/summary": "get",
-        "/performance/blacklisted": "get", "/performance/blacklisted/{modelName}": "delete",
-        "/evaluations": "get", "/evaluations/model/{modelName}": "get",
-        "/evaluations/summary": "get", "/admin/responses": "get", "/admin/feedback": "post",
-    }  # fmt: skip
-    for path, method in expected.items():
-        operation = spec["paths"][path][method]
-        assert operation["summary"] and "200" in operation["responses"]
-        for param in operation.get("parameters", []):
-            assert param["in"] in ("query", "path") and "schema" in param
-            if param["in"] == "path":
-                assert param["required"] is True and "{" + param["name"] + "}" in path
-
-
-# ---- rankings and routing ------------------------------------------------------------------
-
-
-def test_rankings_start_from_the_priors(seeded: Seeded) -> None:
-    rankings = seeded.get("/performance/rankings")["rankings"]
-    assert set(rankings) == {"cost", "accuracy", "creativity", "speed", "continuity"}
-    assert rankings["speed"][0]["model"] == "beta"  # speed prior 9
-    assert rankings["accuracy"][0]["model"] == "alpha"  # accuracy prior 9
-    assert rankings["creativity"][0]["model"] == "beta"  # creativity prior 5
-    assert rankings["cost"][0]["model"] == "gamma"  # the cheapest pricing
-    assert rankings["speed"][0]["parts"]["prior"] == 0.9
-
-
-@pytest.mark.parametrize("optimization", ["speed", "accuracy", "creativity", "cost"])
-def test_rankings_agree_with_routing(seeded: Seeded, optimization: str) -> None:
-    body = seeded.get("/performance/rankings", optimization=optimization)
-    assert body["conversation_type"] == "text-to-text"
-    ranking = body["rankings"][optimization]
-    assert [r["rank"] for r in ranking] == [1, 2, 3]
-    assert {r["model"] for r in ranking} == set(TEXT)
-    scores = [r["score"] for r in ranking]
-    assert scores == sorted(scores, reverse=True)
-    for entry in ranking:
-        parts = entry["parts"]
-        assert {"weight_live", "success_rate", "value", "exploration_bonus"} <= set(parts)
-        if optimization != "cost":  # cost has no prior: it is computed from pricing
-            assert {"prior", "live"} <= set(parts)
-        expected = (parts["value"] + parts["exploration_bonus"]) * parts["success_rate"]
-        assert entry["score"] == pytest.approx(expected, abs=1e-5)
-    assert seeded.chat("auto", optimization).model == ranking[0]["model"]
-
-
-def test_summary_totals_equal_the_performance_rows(seeded: Seeded) -> None:
-    summary = seeded.get("/performance/summary")
-    rows = seeded.get("/performance")["data"]
-    assert summary["requests"] == sum(r["requests"] for r in rows)
-    assert summary["successes"] == sum(r["successes"] for r in rows)
-    assert summary["failures"] == sum(r["failures"] for r in rows)
-    assert summary["cost"] == pytest.approx(sum(r["cost"]["total"] for r in rows), abs=1e-6)
-    assert summary["success_rate"] == 1.0 and summary["blacklisted"] == []
-    by_type = summary["by_conversation_type"]
-    assert set(by_type) == {"text-to-text", "embedding"}
-    text_rows = [r for r in rows if r["conversation_type"] == "text-to-text"]
-    assert by_type["text-to-text"]["requests"] == sum(r["requests"] for r in text_rows)
-    assert by_type["embedding"]["busiest_model"] == "embedder"
-    assert (
-        by_type["text-to-text"]["best_models"]["speed"]
-        == (
-            seeded.get("/performance/rankings", optimization="speed")["rankings"]["speed"][0][
-                "model"
-            ]
-        )
-    )
