@@ -54,7 +54,6 @@ class Job:
     conversation_id: str | None = None
     resource_id: str | None = None
     response_id: str = ""
-    started: float = 0.0
 
 
 @dataclass(slots=True)
