@@ -17,6 +17,7 @@ from admin_ui.performance import guarded, json_response, unknown_model
 from admin_ui.services import AdminServices
 from admin_ui.suggestions import suggestions
 from gateway.errors import GatewayError
+from gateway.feedback import unknown_response
 from gateway.tracker import FEEDBACK_DIMENSIONS
 
 __all__ = ["evaluation_routes"]
@@ -132,12 +133,7 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
         response_id = request.path_params["response_id"]
         record = await services.feedback.lookup(response_id)
         if record is None:
-            raise GatewayError(
-                404,
-                f"No answer with response id '{response_id}' is known.",
-                param="response_id",
-                code="response_not_found",
-            )
+            raise unknown_response(response_id)
         return json_response(record.to_row())
 
     async def feedback(request: Request) -> Response:

@@ -7,6 +7,7 @@ the first in the aggregates while both stay in history.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +17,7 @@ from gateway.responses import ResponseIndex, ResponseRecord
 from gateway.store import Store
 from gateway.tracker import FEEDBACK_DIMENSIONS, Tracker
 
-__all__ = ["FeedbackService", "parse_feedback"]
+__all__ = ["FeedbackService", "parse_feedback", "unknown_response"]
 
 _FIELDS = frozenset({"response_id", "comment", *FEEDBACK_DIMENSIONS})
 _MAX_COMMENT = 4000
@@ -58,6 +59,15 @@ def parse_feedback(payload: Any) -> tuple[str, dict[str, int], str | None]:
     return response_id.strip(), scores, comment or None
 
 
+def unknown_response(response_id: str) -> GatewayError:
+    return GatewayError(
+        404,
+        f"No answer with response id '{response_id}' is known.",
+        param="response_id",
+        code="response_not_found",
+    )
+
+
 def _invalid(message: str, param: str | None = None) -> GatewayError:
     return GatewayError(422, message, param=param, code="invalid_feedback")
 
@@ -74,6 +84,10 @@ class FeedbackService:
         self.store = store
         self.tracker = tracker
         self.clock = clock
+        # The store decides which earlier rating a new one replaces; the tracker must
+        # apply ratings in that same order, or a re-rating applied before the rating it
+        # replaces is counted twice. Feedback is not the hot path: one at a time.
+        self._ordered = asyncio.Lock()
 
     async def lookup(self, response_id: str) -> ResponseRecord | None:
         record = self.index.get(response_id)
@@ -90,25 +104,21 @@ class FeedbackService:
         response_id, scores, comment = parse_feedback(payload)
         record = await self.lookup(response_id)
         if record is None:
-            raise GatewayError(
-                404,
-                f"No answer with response id '{response_id}' is known.",
-                param="response_id",
-                code="response_not_found",
-            )
+            raise unknown_response(response_id)
         if not record.stored:
             await self.store.write_responses([record.to_row()])
             record.stored = True
-        previous = await self.store.add_feedback(
-            response_id,
-            scores,
-            comment,
-            self.clock(),
-            record.model,
-            record.provider,
-            record.conversation_type,
-        )
-        self.tracker.add_feedback(record.model, record.conversation_type, scores, previous)
+        async with self._ordered:
+            previous = await self.store.add_feedback(
+                response_id,
+                scores,
+                comment,
+                self.clock(),
+                record.model,
+                record.provider,
+                record.conversation_type,
+            )
+            self.tracker.add_feedback(record.model, record.conversation_type, scores, previous)
         return {
             "object": "feedback",
             "response_id": response_id,

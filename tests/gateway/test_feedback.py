@@ -3,6 +3,7 @@ before the reply, and re-ratings that replace the first in the aggregates."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -222,3 +223,37 @@ async def test_forgotten_by_the_index_after_being_stored(
     second = await service.submit({"response_id": "first", "overall": 3})
     assert second["replaced_previous"] is True
     assert len(await store.feedback(response_id="first")) == 2
+
+
+class SlowFirstAnswer(MemoryStore):
+    """Decides `previous` at once (as a store must) but answers the first call late."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = asyncio.Event()
+        self.calls = 0
+
+    async def add_feedback(self, *args: Any, **kwargs: Any) -> dict[str, int] | None:
+        previous = await super().add_feedback(*args, **kwargs)
+        self.calls += 1
+        if self.calls == 1:
+            await self.release.wait()
+        return previous
+
+
+async def test_ratings_reach_the_tracker_in_the_order_the_store_took_them(
+    index: ResponseIndex, tracker: Tracker
+) -> None:
+    store = SlowFirstAnswer()
+    await store.open()
+    service = FeedbackService(index, store, tracker)
+    index.add(record("r1"))
+    first = asyncio.create_task(service.submit({"response_id": "r1", "overall": 2}))
+    second = asyncio.create_task(service.submit({"response_id": "r1", "overall": 4}))
+    for _ in range(20):  # let the second rating run as far as it can
+        await asyncio.sleep(0)
+    store.release.set()
+    await asyncio.gather(first, second)
+    stats = tracker.stats("alpha", "text-to-text")
+    assert stats is not None
+    assert stats.feedback["overall"] == [4.0, 1]  # the re-rating replaced the first one
