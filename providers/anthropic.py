@@ -16,7 +16,15 @@ import orjson
 
 from gateway.types import Endpoint
 from providers.anthropic_stream import AnthropicChunks, finish_reason, prompt_tokens
-from providers.base import Call, ChunkStream, ProviderError, Reply, Usage, classify_status
+from providers.base import (
+    Call,
+    ChunkStream,
+    ProviderError,
+    Reply,
+    Usage,
+    classify_status,
+    upstream_json,
+)
 from providers.http import HttpProvider
 from providers.transport import Transport
 
@@ -55,12 +63,7 @@ class AnthropicProvider(HttpProvider):
         resp = await self._request("POST", self._url, self._headers, body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
-        try:
-            data = orjson.loads(resp.body)
-        except orjson.JSONDecodeError:
-            raise ProviderError(
-                "invalid_body", f"{self.name} returned a body that is not JSON"
-            ) from None
+        data = upstream_json(resp.body, f"{self.name}'s response body")
         body_out = to_openai(data, call.upstream_model)
         if body_out is None:
             raise ProviderError("invalid_body", f"{self.name} returned an unexpected body")

@@ -10,9 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-import orjson
-
-from providers.base import Chunk, ChunkStream, ProviderError, Usage, redact
+from providers.base import Chunk, ChunkStream, ProviderError, Usage, redact, upstream_json
 from providers.sse import iter_events
 from providers.transport import UpstreamStream
 
@@ -66,7 +64,7 @@ class AnthropicChunks(ChunkStream):
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         async for _name, data in iter_events(self._upstream.aiter_bytes()):
-            event = self._load(data)
+            event = upstream_json(data, f"a stream event from {self._provider}")
             kind = event.get("type")
             if kind == "message_stop":
                 if self._include_usage:
@@ -79,17 +77,6 @@ class AnthropicChunks(ChunkStream):
 
     async def aclose(self) -> None:
         await self._upstream.aclose()
-
-    def _load(self, data: bytes) -> dict[str, Any]:
-        try:
-            event = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise ProviderError(
-                "invalid_body", f"{self._provider} sent a stream event that is not JSON"
-            ) from None
-        if not isinstance(event, dict):
-            raise ProviderError("invalid_body", f"{self._provider} sent a malformed event")
-        return event
 
     def _translate(self, kind: Any, event: dict[str, Any]) -> dict[str, Any] | None:
         """Update state from one event; return the chunk to emit, if any."""

@@ -29,6 +29,7 @@ __all__ = [
     "Usage",
     "classify_status",
     "redact",
+    "upstream_json",
 ]
 
 # Failures that say something about the upstream: they count against the model
@@ -179,6 +180,17 @@ def redact(text: str, secrets: tuple[str, ...] = (), limit: int = 300) -> str:
             text = text.replace(secret, "[redacted]")
     text = _SECRETISH.sub("[redacted]", text)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def upstream_json(data: bytes, what: str) -> dict[str, Any]:
+    """Parse a JSON object an upstream sent; anything else is an invalid upstream body."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise ProviderError("invalid_body", f"{what} is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise ProviderError("invalid_body", f"{what} is not a JSON object")
+    return parsed
 
 
 def upstream_message(body: bytes) -> str:

@@ -19,6 +19,7 @@ from providers.base import (
     Usage,
     classify_status,
     redact,
+    upstream_json,
 )
 from providers.http import HttpProvider
 from providers.sse import iter_events
@@ -67,7 +68,7 @@ class OpenAIProvider(HttpProvider):
             resp = await self._request("POST", self._url(call), self._headers, body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
-        data = self._json(resp.body)
+        data = upstream_json(resp.body, f"{self.name}'s response body")
         return Reply(data, _usage(call.endpoint, data))
 
     async def stream(self, call: Call) -> ChunkStream:
@@ -93,17 +94,6 @@ class OpenAIProvider(HttpProvider):
         if call.endpoint not in _PATHS:
             raise self.unsupported(call.endpoint)
         return self._base + _PATHS[call.endpoint]
-
-    def _json(self, body: bytes) -> dict[str, Any]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ProviderError(
-                "invalid_body", f"{self.name} returned a body that is not JSON"
-            ) from None
-        if not isinstance(data, dict):
-            raise ProviderError("invalid_body", f"{self.name} returned JSON that is not an object")
-        return data
 
 
 def _usage(endpoint: Endpoint, data: dict[str, Any]) -> Usage | None:
@@ -148,14 +138,7 @@ class _OpenAIChunks(ChunkStream):
             if data == b"[DONE]":
                 yield None
                 return
-            try:
-                chunk = orjson.loads(data)
-            except orjson.JSONDecodeError:
-                raise ProviderError(
-                    "invalid_body", f"{self._provider} sent a stream event that is not JSON"
-                ) from None
-            if not isinstance(chunk, dict):
-                raise ProviderError("invalid_body", f"{self._provider} sent a malformed event")
+            chunk = upstream_json(data, f"a stream event from {self._provider}")
             if "error" in chunk and "choices" not in chunk and event is None:
                 err = chunk["error"]
                 detail = err.get("message", "") if isinstance(err, dict) else str(err)
