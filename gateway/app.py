@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -34,7 +35,7 @@ from gateway.evaluator import Evaluator
 from gateway.feedback import FeedbackService
 from gateway.logs import configure_logging
 from gateway.responses import ResponseIndex, ResponseRecord
-from gateway.routes import FastRoutes, proxy_routes
+from gateway.routes import fast_handlers, proxy_routes
 from gateway.selection import Selector
 from gateway.store import Store, create_store
 from gateway.tracker import Tracker
@@ -157,12 +158,12 @@ class _GatewayApp(Starlette):
     endpoint); it skips only the generic layers, which profiles showed it paying for.
     """
 
-    fast: FastRoutes | None = None
+    fast: dict[str, Any] | None = None
     auth: ApiKeyMiddleware | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.fast is not None and scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.fast.handlers.get(scope["path"])
+            handler = self.fast.get(scope["path"])
             if handler is not None:
                 assert self.auth is not None
                 rejection = self.auth.rejection(scope)
@@ -236,7 +237,7 @@ def create_app(config: Config, clock: Callable[[], float] = time.time) -> Starle
     )
     app.state.gateway = gateway
     if config.server.cors is None:  # CORS headers must reach every response: no shortcut
-        app.fast = FastRoutes(app, proxy)
+        app.fast = fast_handlers(proxy)
         app.auth = ApiKeyMiddleware(app, config.server.api_keys)
     return app
 

@@ -122,30 +122,14 @@ class Dispatcher:
 
         async def attempt(model: ModelConfig, call: Call) -> Served[ChunkStream]:
             stream = await self.catalog.provider_for(model).stream(call)
-            try:
-                chunks = aiter(stream)
-                first = await anext(chunks, None)
-            except BaseException:
-                await stream.aclose()
-                raise
-            served = Served(model, model.provider, 0, stream, first)
-            served.extra["chunks"] = chunks
-            return served
+            return await _with_first_piece(model, stream, None)
 
         return await self._run(job, attempt)
 
     async def binary(self, job: Job) -> Served[BinaryReply]:
         async def attempt(model: ModelConfig, call: Call) -> Served[BinaryReply]:
             reply = await self.catalog.provider_for(model).binary(call)
-            try:
-                chunks = aiter(reply)
-                first = await anext(chunks, b"")
-            except BaseException:
-                await reply.aclose()
-                raise
-            served = Served(model, model.provider, 0, reply, first)
-            served.extra["chunks"] = chunks
-            return served
+            return await _with_first_piece(model, reply, b"")
 
         return await self._run(job, attempt)
 
@@ -288,6 +272,20 @@ class Dispatcher:
             }
             log.emit(level, "attempt", fields)
         return attempt
+
+
+async def _with_first_piece(model: ModelConfig, reply: Any, empty: Any) -> Served[Any]:
+    """Read the first piece of a streamed answer (closing it if that fails), so an
+    upstream that breaks before its first byte can still be replaced by another model."""
+    try:
+        pieces = aiter(reply)
+        first = await anext(pieces, empty)
+    except BaseException:
+        await reply.aclose()
+        raise
+    served = Served(model, model.provider, 0, reply, first)
+    served.extra["chunks"] = pieces
+    return served
 
 
 async def _no_wait(seconds: float) -> None:

@@ -12,7 +12,7 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import Receive, Scope, Send
 
 from gateway.answers import StreamAnswer, answer_from_body
 from gateway.body import check_body, read_json
@@ -26,7 +26,7 @@ from providers.base import Call, ChunkStream, ProviderError
 if TYPE_CHECKING:
     from gateway.app import Gateway
 
-__all__ = ["FastRoutes", "proxy_routes"]
+__all__ = ["fast_handlers", "proxy_routes"]
 
 log = logging.getLogger("gatewise")
 
@@ -259,7 +259,7 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
 
 
 class _Endpoint:
-    """An ASGI endpoint; Starlette routes call it as an app, FastRoutes directly."""
+    """An ASGI endpoint: Starlette routes call it as an app, the fast path directly."""
 
     def __init__(self, handle: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
         self.handle = handle
@@ -280,26 +280,10 @@ class _Endpoint:
             await response(scope, receive, send)
 
 
-class FastRoutes:
-    """Serves the OpenAI POST endpoints straight from a dict, ahead of Starlette's router.
-
-    The proxy's own cost is the product: this skips route regexes, the exception
-    middleware and per-request wrappers for the hot paths. Everything else (other
-    methods, other paths, lifespan) goes on to the app as usual.
-    """
-
-    def __init__(self, app: ASGIApp, routes: list[Route]) -> None:
-        self.app = app
-        self.handlers: dict[str, _Endpoint] = {
-            route.path: route.endpoint for route in routes if isinstance(route.endpoint, _Endpoint)
-        }
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        handler = self.handlers.get(scope["path"]) if scope["type"] == "http" else None
-        if handler is None or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        await handler(scope, receive, send)
+def fast_handlers(routes: list[Route]) -> dict[str, Callable[[Scope, Receive, Send], Any]]:
+    """The POST endpoints that the app serves straight from a dict, ahead of Starlette's
+    router and middleware: the proxy's own cost is the product (see gateway/app.py)."""
+    return {r.path: r.endpoint for r in routes if isinstance(r.endpoint, _Endpoint)}
 
 
 def _encode(chunk: tuple[str | None, dict[str, Any]], response_id: str, model: str) -> bytes:

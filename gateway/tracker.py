@@ -182,19 +182,10 @@ class Tracker:
         stats.last_success_at = attempt.timestamp
         latency = attempt.latency_ms
         stats.latency.record(latency)
-        stats.latency_ewma = (
-            latency
-            if stats.latency_ewma is None
-            else (stats.latency_ewma + _EWMA * (latency - stats.latency_ewma))
-        )
+        stats.latency_ewma = _ewma(stats.latency_ewma, latency)
         if attempt.ttft_ms is not None:
-            ttft = attempt.ttft_ms
-            stats.ttft.record(ttft)
-            stats.ttft_ewma = (
-                ttft
-                if stats.ttft_ewma is None
-                else (stats.ttft_ewma + _EWMA * (ttft - stats.ttft_ewma))
-            )
+            stats.ttft.record(attempt.ttft_ms)
+            stats.ttft_ewma = _ewma(stats.ttft_ewma, attempt.ttft_ms)
         if attempt.prompt_tokens or attempt.completion_tokens:
             stats.prompt_tokens += attempt.prompt_tokens
             stats.completion_tokens += attempt.completion_tokens
@@ -265,3 +256,7 @@ class Tracker:
                 log.warning("ignoring unreadable stored stats", extra={"fields": {"key": key}})
         self.blacklist.restore(blacklist)
         self.version += 1
+
+
+def _ewma(previous: float | None, value: float) -> float:
+    return value if previous is None else previous + _EWMA * (value - previous)
