@@ -14,18 +14,9 @@ import openai
 import pytest
 
 from tests.admin_ui.admin_api_helpers import TEXT, TOKEN, Seeded, config, wait_for
+from tests.support.browser import CHROMIUM, CHROMIUM_ARGS
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
-
-CHROMIUM = os.environ.get("GATEWISE_CHROMIUM", "/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--no-first-run",
-    "--disable-sync",
-]
 
 
 def _unavailable(reason: str) -> None:

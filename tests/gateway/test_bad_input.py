@@ -26,13 +26,8 @@ LIMIT = 4096
 def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("bad-input")
     config = upstream_config(up)
-    config["storage"] = {"url": f"sqlite:///{workdir / 'gatewise.db'}"}
-    process = GatewayProcess(config, workdir)
-    process.start()
-    try:
+    with GatewayProcess(config, workdir) as process:
         yield process
-    finally:
-        process.stop()
 
 
 @pytest.fixture

@@ -28,18 +28,13 @@ pytestmark = pytest.mark.usefixtures("fresh")
 def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("proxy-e2e")
     config = upstream_config(up, selection={"exploration_rate": 0, "exploration_bonus": 0})
-    config["storage"] = {"url": f"sqlite:///{workdir / 'gatewise.db'}"}
     # A provider whose key comes from a variable that is not set: disabled, not fatal.
     config["providers"].append(
         {"name": "off", "type": "openai", "base_url": up.url, "api_key": f"${{{UNSET_VAR}}}"}
     )
     config["models"].append({"name": "ghost", "provider": "off"})
-    process = GatewayProcess(config, workdir)
-    process.start()
-    try:
+    with GatewayProcess(config, workdir) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def assert_openai_error_shape(response: httpx.Response) -> dict:

@@ -23,13 +23,8 @@ pytestmark = pytest.mark.usefixtures("fresh")
 def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     workdir = tmp_path_factory.mktemp("streaming-e2e")
     config = upstream_config(up, selection={"exploration_rate": 0, "exploration_bonus": 0})
-    config["storage"] = {"url": f"sqlite:///{workdir / 'gatewise.db'}"}
-    process = GatewayProcess(config, workdir)
-    process.start()
-    try:
+    with GatewayProcess(config, workdir) as process:
         yield process
-    finally:
-        process.stop()
 
 
 def wait_for(event: threading.Event, timeout: float) -> bool:

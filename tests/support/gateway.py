@@ -18,6 +18,7 @@ from tests.support.upstream import free_port
 
 class GatewayProcess:
     def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None):
+        config.setdefault("storage", {"url": f"sqlite:///{workdir / 'gatewise.db'}"})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.config_path = workdir / "gateway.yaml"
@@ -68,6 +69,12 @@ class GatewayProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+    def __enter__(self) -> GatewayProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
