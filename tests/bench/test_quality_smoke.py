@@ -46,7 +46,8 @@ def test_quick_quality_run_reports_every_scenario_and_strategy(tmp_path: Path) -
             assert m["failures"] <= m["requests"], where
             assert m["upstream_attempts"] >= m["requests"] - m["failures"], where
             assert set(m["served"]) == set(scenario["models"]), where
-            assert sum(m["served"].values()) <= 1.0001, where
+            # shares are rounded to 4 places: each may be up to 0.00005 high
+            assert sum(m["served"].values()) <= 1 + 0.00005 * len(m["served"]), where
             if name == "accuracy":
                 assert m["ratings"] > 0, where
                 assert "best_share_after_200_ratings" in m, where
