@@ -1,8 +1,9 @@
 """Ranks the models that may serve a request, by the caller's optimization.
 
-One scoring function serves routing and the admin rankings. Each score blends the
-YAML prior with live data, the live share growing with the number of observations
-(weight n / (n + prior_weight)), and is discounted by the recent success rate.
+One scoring formula (gateway.scoring) serves routing and the admin rankings. Routing
+runs on every request, so it keeps each ranking's per-model parts in a ScoreTable
+(refreshed only for the models whose stats changed) and reuses the resulting order
+while the tracker has not changed, or for `refresh_seconds` while it keeps changing.
 """
 
 from __future__ import annotations
@@ -12,24 +13,20 @@ import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from operator import attrgetter
 
 from gateway.blacklist import Blacklist
 from gateway.config import ModelConfig, SelectionConfig
 from gateway.errors import GatewayError
+from gateway.score_table import ScoreTable
+from gateway.scoring import BONUS, aged, details, evidence, expected_cost, latency, own, total
 from gateway.tracker import Stats, Tracker
 
 __all__ = ["Score", "Selector"]
 
-_ACCURACY_DIMS = ("accuracy", "overall", "relevance", "helpfulness")
-_CREATIVITY_DIMS = ("creativity",)
-_AUTO_PENALTY = 0.5  # a model whose every answer is flagged keeps half its quality
-# Optimism for models with little evidence, c / sqrt(1 + n) (UCB-style), so new and
-# (c = selection.exploration_bonus times these weights)
-# returning models get tried; it fades as their evidence grows.
-_AGING = 0.995  # per attempt recorded elsewhere: evidence halves in ~140 attempts
-_BONUS = {"speed": 0.3, "cost": 0.3, "accuracy": 1.0, "creativity": 1.0, "continuity": 1.0}
-_PRIOR_TOKENS = (500.0, 200.0)  # assumed prompt/completion tokens before data
-_PRIOR_SUCCESS = 0.95
+_MODEL = attrgetter("model")
+_RANKINGS = 256  # rankings kept, oldest out first; each table ~32 KB for 100 models
 
 
 @dataclass(slots=True)
@@ -39,6 +36,16 @@ class Score:
     total: float
     parts: dict[str, float | None] = field(default_factory=dict)
     blacklisted: bool = False
+
+
+@dataclass(slots=True)
+class _Ranked:
+    """A cached ranking: its table, and the order it gave at tracker `version`."""
+
+    table: ScoreTable
+    version: int = -1
+    at: float = -math.inf
+    ordered: list[ModelConfig] = field(default_factory=list)
 
 
 class Selector:
@@ -58,9 +65,11 @@ class Selector:
         self.rng = rng or random.Random(config.seed)
         self.clock = clock
         self.refresh_seconds = refresh_seconds
-        self._cache: dict[tuple, tuple[int, float, list[Score]]] = {}
+        self._cache: dict[tuple, _Ranked] = {}
+        # (id(candidates), benched models) -> (candidates, healthy ones, healthy by name)
+        self._healthy: dict[tuple, tuple[Sequence[ModelConfig], Sequence[ModelConfig], dict]] = {}
 
-    # -- scoring -----------------------------------------------------------------
+    # -- scoring, explained --------------------------------------------------------
     def score(
         self,
         model: ModelConfig,
@@ -73,9 +82,9 @@ class Selector:
         """The routing score of one model, with the parts that make it up."""
         if context is None:
             context = self._context(peers, ctype, optimization, stream)
-        total, parts = self._score(model, ctype, optimization, stream, context, explain=True)
+        score, parts = self._score(model, ctype, optimization, stream, context, explain=True)
         return Score(
-            model.name, optimization, total, parts, self.blacklist.is_blacklisted(model.name)
+            model.name, optimization, score, parts, self.blacklist.is_blacklisted(model.name)
         )
 
     def _score(
@@ -87,111 +96,68 @@ class Selector:
         context: tuple[float | None, float],
         explain: bool = False,
     ) -> tuple[float, dict[str, float | None]]:
-        """One implementation for routing and for the admin rankings; `explain` only adds
-        the parts (building them was a third of the cost of ranking 100 models)."""
+        """gateway.scoring's formula for one model; `explain` adds the parts."""
         stats = self.tracker.stats(model.name, ctype)
         reference, evidence_total = context
-        k = self.config.prior_weight
-        success = _success(stats)
-        weight: float | None
-        if optimization == "speed":
-            prior = model.priors.speed / 10
-            latency = _latency(stats, stream)
-            # Relative to the peers' mean, like cost: the mean scores 0.5, as does a
-            # neutral prior, so measured and unmeasured models stay comparable.
-            live = None if latency is None else reference / (reference + latency)
-            n = stats.successes if stats is not None else 0
-            quality, weight = _blend(prior, live, n, k)
-            if explain:
-                parts = {
-                    "prior": prior,
-                    "latency_ms": latency,
-                    "reference_ms": reference,
-                    "live": live,
-                }
-        elif optimization == "cost":
-            cost = self.expected_cost(model, stats)
-            # reference / (reference + cost): free scores 1, the peers' mean 0.5; smooth,
-            # so one free model does not flatten everyone else to zero.
-            quality = 1.0 if cost <= 0 else reference / (reference + cost)
-            n = stats.usage_count if stats is not None else 0
-            weight = None
-            if explain:
-                parts = {"expected_cost": cost, "reference_cost": reference}
-        else:
-            dims, prior_value = (
-                (_CREATIVITY_DIMS, model.priors.creativity)
-                if optimization == "creativity"
-                else (_ACCURACY_DIMS, model.priors.accuracy)
-            )
-            prior = prior_value / 10
-            live, n = _feedback(stats, dims)
-            quality, weight = _blend(prior, live, n, k)
-            auto = stats.auto_score if stats is not None else None
-            if auto is not None:  # automatic checks only ever discount: clean is the norm
-                quality *= 1 - _AUTO_PENALTY * (1 - auto)
-            if explain:
-                parts = {"prior": prior, "live": live, "evidence": n, "auto_score": auto}
-        # UCB-style optimism: c * sqrt(ln(1 + N) / (1 + n)), n this model's evidence and N
-        # its peers' together, so a model the others have outgrown in data is tried
-        # again now and then (it may have improved) and new or returning models get data.
-        # Ratings are sparse, so for quality the evidence is requests served.
-        c = self.config.exploration_bonus * _BONUS[optimization]
-        n = self._aged(stats, optimization)
-        bonus = c * math.sqrt(math.log1p(evidence_total) / (1 + n))
-        total = (quality + bonus) * success
+        mine = own(model, stats, optimization, stream, self.config.prior_weight)
+        c = self.config.exploration_bonus * BONUS[optimization]
+        score, quality, bonus = total(
+            mine, optimization, reference, evidence_total, self.tracker.seq, c
+        )
         if not explain:
-            return total, {}
+            return score, {}
+        parts = details(model, stats, optimization, stream)
+        weight: float | None = mine.weight
+        if optimization == "speed":
+            parts["reference_ms"] = reference
+            lat = mine.latency
+            parts["live"] = None if lat is None else reference / (reference + lat)  # type: ignore[operator]
+        elif optimization == "cost":
+            parts = {"expected_cost": mine.base, "reference_cost": reference}
+            weight = None
         parts.update(
             {
                 "weight_live": weight,
-                "success_rate": success,
+                "success_rate": mine.success,
                 "value": quality,
                 "exploration_bonus": bonus,
             }
         )
-        return total, parts
+        return score, parts
 
     def _context(
         self, models: Sequence[ModelConfig], ctype: str, optimization: str, stream: bool
     ) -> tuple[float | None, float]:
         """What every score of one ranking shares: the peers' reference cost or latency,
-        and their evidence together (for the exploration bonus)."""
+        and their aged evidence together (for the exploration bonus)."""
         if optimization == "cost":
             reference: float | None = self.reference_cost(models, ctype)
         elif optimization == "speed":
             reference = self.reference_latency(models, ctype, stream)
         else:
             reference = None
-        total = sum(self._aged(self.tracker.stats(m.name, ctype), optimization) for m in models)
-        return reference, total
-
-    def _aged(self, stats: Stats | None, optimization: str) -> float:
-        """A model's evidence, fading while the others serve and it does not (discounted
-        UCB): what was true of it hundreds of requests ago may no longer be."""
-        n = _evidence(stats, optimization)
-        if not n or stats is None:
-            return n
-        return n * _AGING ** (self.tracker.seq - stats.last_seq)
+        seq = self.tracker.seq
+        stats = [self.tracker.stats(m.name, ctype) for m in models]
+        together = sum(aged(evidence(s, optimization), s.last_seq if s else 0, seq) for s in stats)
+        return reference, together
 
     def reference_latency(self, models: Sequence[ModelConfig], ctype: str, stream: bool) -> float:
         """The mean observed latency of `models` that have data (1 s if none has)."""
         seen = [
-            latency
+            lat
             for m in models
-            if (latency := _latency(self.tracker.stats(m.name, ctype), stream)) is not None
+            if (lat := latency(self.tracker.stats(m.name, ctype), stream)) is not None
         ]
         return sum(seen) / len(seen) if seen else 1000.0
 
     def expected_cost(self, model: ModelConfig, stats: Stats | None) -> float:
-        p = model.pricing
-        prompt, completion = _PRIOR_TOKENS
-        if stats is not None and stats.usage_count:
-            w = stats.usage_count / (stats.usage_count + self.config.prior_weight)
-            prompt = w * stats.prompt_tokens / stats.usage_count + (1 - w) * prompt
-            completion = w * stats.completion_tokens / stats.usage_count + (1 - w) * completion
-        token_cost = (prompt * p.input_per_million + completion * p.output_per_million) / 1e6
-        return token_cost + p.per_image + p.per_second
+        return expected_cost(model, stats, self.config.prior_weight)
+
+    def reference_cost(self, models: Sequence[ModelConfig], ctype: str) -> float:
+        """The mean expected cost of the paid models among `models` (1.0 if none is paid)."""
+        costs = [self.expected_cost(m, self.tracker.stats(m.name, ctype)) for m in models]
+        paid = [c for c in costs if c > 0]
+        return sum(paid) / len(paid) if paid else 1.0
 
     def rankings(
         self, models: Sequence[ModelConfig], ctype: str, optimization: str, stream: bool = False
@@ -201,85 +167,122 @@ class Selector:
         scores.sort(key=lambda s: (s.blacklisted, -s.total))  # benched models cannot serve
         return scores
 
-    def reference_cost(self, models: Sequence[ModelConfig], ctype: str) -> float:
-        """The mean expected cost of the paid models among `models` (1.0 if none is paid)."""
-        costs = [self.expected_cost(m, self.tracker.stats(m.name, ctype)) for m in models]
-        paid = [c for c in costs if c > 0]
-        return sum(paid) / len(paid) if paid else 1.0
-
     # -- routing -------------------------------------------------------------------
     def rank(self, job) -> list[ModelConfig]:  # job: gateway.dispatch.Job
         target = job.target
         optimization = job.optimization or "accuracy"
         candidates = target.candidates
-        blacklist = self.blacklist
-        healthy = (
-            [m for m in candidates if not blacklist.is_blacklisted(m.name)]
-            if blacklist.any_benched()
-            else candidates
-        )
+        healthy, by_name = self._healthy_of(candidates)
         if not healthy:
             return self._all_blacklisted(candidates)
         first: list[ModelConfig] = []  # models that go ahead of the ranking
-        if target.route is None and (healthy is candidates or candidates[0] in healthy):
+        if target.route is None and (healthy is candidates or candidates[0].name in by_name):
             first.append(candidates[0])  # a concrete model is tried first
         if optimization == "continuity":
             optimization = "accuracy"
             last = self.tracker.last_model(job.conversation_id) if job.conversation_id else None
-            if last is not None and not any(m.name == last for m in first):
-                first += [m for m in healthy if m.name == last]
+            if last is not None and last in by_name and (not first or first[0].name != last):
+                first.append(by_name[last])
         if len(healthy) - len(first) < 2:
             ahead = {m.name for m in first}
             return first + [m for m in healthy if m.name not in ahead]
-        ordered = self._ordered(
-            target.name, healthy, job.ctype, optimization, job.body.get("stream") is True
-        )
+        stream = job.body.get("stream") is True
+        ranked = self._ranked(target.name, healthy, job.ctype, optimization, stream)
+        ordered = ranked.ordered
         if self.config.exploration_rate and self.rng.random() < self.config.exploration_rate:
-            ordered = self._explore(ordered, job.ctype, optimization)
+            ordered = self._explore(target.name, healthy, ordered, job.ctype, optimization)
         if not first:
             return ordered
+        if len(first) == 1:  # a target holds one object per model name (Catalog)
+            head = first[0]
+            if ordered[0] is head:  # already first
+                return ordered
+            out = [m for m in ordered if m is not head]  # by identity: == compares fields
+            out.insert(0, head)
+            return out
         ahead = {m.name for m in first}
         return first + [m for m in ordered if m.name not in ahead]
 
-    def _ordered(
+    def _healthy_of(
+        self, candidates: Sequence[ModelConfig]
+    ) -> tuple[Sequence[ModelConfig], dict[str, ModelConfig]]:
+        """The candidates that are not benched (`candidates` itself if none is), and
+        them by name; kept while the set of benched models stays the same."""
+        blacklist = self.blacklist
+        benched = tuple(map(_MODEL, blacklist.active())) if blacklist.any_benched() else ()
+        key = (id(candidates), benched)
+        hit = self._healthy.get(key)
+        if hit is not None and hit[0] is candidates:
+            return hit[1], hit[2]
+        healthy: Sequence[ModelConfig] = [m for m in candidates if m.name not in benched]
+        if len(healthy) == len(candidates):
+            healthy = candidates
+        if len(self._healthy) > 1024:
+            self._healthy.clear()
+        by_name = {m.name: m for m in healthy}
+        self._healthy[key] = (candidates, healthy, by_name)
+        return healthy, by_name
+
+    def _entry(
+        self, key: str, models: Sequence[ModelConfig], ctype: str, optimization: str, stream: bool
+    ) -> _Ranked:
+        cache_key = (key, ctype, optimization, stream)
+        ranked = self._cache.get(cache_key)
+        if ranked is not None:
+            table = ranked.table
+            if table.models is models:
+                return ranked
+            if _same(table.models, models):
+                table.models = models
+                return ranked
+        if len(self._cache) >= _RANKINGS:
+            del self._cache[next(iter(self._cache))]  # the oldest
+        table = ScoreTable(models, ctype, optimization, stream, self.config.prior_weight)
+        ranked = self._cache[cache_key] = _Ranked(table)
+        return ranked
+
+    def _ranked(
+        self, key: str, models: Sequence[ModelConfig], ctype: str, optimization: str, stream: bool
+    ) -> _Ranked:
+        """`models` best first, reused while the tracker has not changed (or for
+        `refresh_seconds` while it keeps changing under load)."""
+        ranked = self._cache.get((key, ctype, optimization, stream))
+        if ranked is None or ranked.table.models is not models:
+            ranked = self._entry(key, models, ctype, optimization, stream)
+        now = self.clock()
+        tracker = self.tracker
+        if ranked.version == tracker.version or now - ranked.at < self.refresh_seconds:
+            return ranked
+        table = ranked.table
+        table.sync(tracker)
+        c = self.config.exploration_bonus * BONUS[optimization]
+        ranked.ordered = table.ranked(tracker.seq, c)
+        ranked.version = tracker.version
+        ranked.at = now
+        return ranked
+
+    def _explore(
         self,
         key: str,
         models: Sequence[ModelConfig],
+        ordered: list[ModelConfig],
         ctype: str,
         optimization: str,
-        stream: bool,
     ) -> list[ModelConfig]:
-        """`models` best first, reused while the tracker has not changed (or for
-        `refresh_seconds` while it keeps changing under load)."""
-        cache_key = (key, len(models), ctype, optimization, stream)
-        now = self.clock()
-        cached = self._cache.get(cache_key)
-        if cached is not None:
-            version, at, members, ordered = cached
-            fresh = version == self.tracker.version or now - at < self.refresh_seconds
-            if fresh and (members is models or _same(members, models)):
-                return ordered
-        context = self._context(models, ctype, optimization, stream)
-        totals = {m.name: self._score(m, ctype, optimization, stream, context)[0] for m in models}
-        ordered = sorted(models, key=lambda m: totals[m.name], reverse=True)
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[cache_key] = (self.tracker.version, now, models, ordered)
-        return ordered
-
-    def _explore(
-        self, ordered: list[ModelConfig], ctype: str, optimization: str
-    ) -> list[ModelConfig]:
-        """Thompson-style: sample each score with noise that shrinks as data grows."""
-        context = self._context(ordered, ctype, optimization, False)
-
-        def sample(model: ModelConfig) -> float:
-            stats = self.tracker.stats(model.name, ctype)
-            n = stats.requests if stats else 0
-            total = self._score(model, ctype, optimization, False, context)[0]
-            return total + self.rng.gauss(0.0, 0.3 / math.sqrt(1 + n))
-
-        return sorted(ordered, key=sample, reverse=True)
+        """Thompson-style: sample each score with noise that shrinks as data grows
+        (scored as for a non-streaming request, sampled in ranked order)."""
+        table = self._entry(key, models, ctype, optimization, False).table
+        table.sync(self.tracker)
+        c = self.config.exploration_bonus * BONUS[optimization]
+        totals = table.totals(self.tracker.seq, c)
+        requests = table.requests
+        position = {m.name: i for i, m in enumerate(models)}
+        gauss = self.rng.gauss
+        sampled = []
+        for m in ordered:
+            i = position[m.name]
+            sampled.append(totals[i] + gauss(0.0, 0.3 / math.sqrt(1 + requests[i])))
+        return sorted(ordered, key=partial(next, iter(sampled)), reverse=True)
 
     def _all_blacklisted(self, candidates: Sequence[ModelConfig]) -> list[ModelConfig]:
         returns = sorted(candidates, key=lambda m: self.blacklist.until(m.name) or 0.0)
@@ -298,52 +301,5 @@ class Selector:
         )
 
 
-def _evidence(stats: Stats | None, optimization: str) -> float:
-    """How much this model has been observed, for the exploration bonus."""
-    if stats is None:
-        return 0.0
-    if optimization == "speed":
-        return stats.successes
-    if optimization == "cost":
-        return stats.usage_count
-    return stats.requests
-
-
 def _same(a: Sequence[ModelConfig], b: Sequence[ModelConfig]) -> bool:
     return len(a) == len(b) and all(x is y for x, y in zip(a, b, strict=True))
-
-
-def _success(stats: Stats | None) -> float:
-    if stats is None:
-        return _PRIOR_SUCCESS
-    return (stats.recent_ok + 2 * _PRIOR_SUCCESS) / (stats.recent_n + 2)
-
-
-def _blend(prior: float, live: float | None, n: float, k: float) -> tuple[float, float]:
-    if live is None or n <= 0:
-        return prior, 0.0
-    weight = n / (n + k)
-    return weight * live + (1 - weight) * prior, weight
-
-
-def _feedback(stats: Stats | None, dims: Sequence[str]) -> tuple[float | None, float]:
-    """Human ratings (1-5 mapped to 0-1), pooled over the dimensions that apply: the
-    value from recent ratings (older ones fade), the evidence from all of them."""
-    if stats is None:
-        return None, 0.0
-    total = weight = n = 0.0
-    for dim in dims:
-        pair = stats.feedback.get(dim)
-        if pair and pair[1]:
-            n += pair[1]
-            recent = stats.feedback_recent.get(dim) or pair
-            if recent[1] > 0:
-                total += (recent[0] - recent[1]) / 4
-                weight += recent[1]
-    return (total / weight if weight else None), n
-
-
-def _latency(stats: Stats | None, stream: bool) -> float | None:
-    if stats is None:
-        return None
-    return stats.ttft_ewma if stream and stats.ttft_ewma else stats.latency_ewma

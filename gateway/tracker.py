@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -57,6 +57,7 @@ class Stats:
     last_error_class: str | None = None
     last_error_at: float | None = None
     last_success_at: float | None = None
+    changes: int = 0  # bumped on every change, so cached score parts know to refresh
 
     @property
     def success_rate(self) -> float | None:
@@ -111,6 +112,9 @@ class Tracker:
         self.sink = sink
         self.version = 0  # bumps on every change, so scores know when to refresh
         self.seq = 0  # attempts recorded, all models: the clock that ages evidence
+        self.generation = 0  # bumps when Stats objects are created or replaced
+        self.changes = 0  # Stats changes so far; the latest are in `changed`, newest last,
+        self.changed: deque[Stats] = deque(maxlen=64)  # so caches refresh only those
         self._stats: dict[tuple[str, str], Stats] = {}
         self._conversations: OrderedDict[str, str] = OrderedDict()
         self._conversation_limit = conversations
@@ -122,7 +126,13 @@ class Tracker:
         for (name, _), stats in self._stats.items():
             if name == model:
                 stats.recent_ok = stats.recent_n = 0.0
+                self._changed(stats)
         self.version += 1
+
+    def _changed(self, stats: Stats) -> None:
+        stats.changes += 1
+        self.changes += 1
+        self.changed.append(stats)
 
     def stats(self, model: str, ctype: str) -> Stats | None:
         return self._stats.get((model, ctype))
@@ -137,11 +147,13 @@ class Tracker:
                 latency=WindowedHistogram(clock=self.clock),
                 ttft=WindowedHistogram(clock=self.clock),
             )
+            self.generation += 1
         return stats
 
     def record(self, attempt: Attempt) -> None:
         stats = self._get(attempt.model, attempt.conversation_type)
         stats.requests += 1
+        self._changed(stats)
         self.seq += 1
         stats.last_seq = self.seq
         if attempt.ok:
@@ -230,6 +242,7 @@ class Tracker:
             recent = stats.feedback_recent.setdefault(dimension, [0.0, 0.0])
             recent[0] = recent[0] * _FEEDBACK_DECAY + value
             recent[1] = recent[1] * _FEEDBACK_DECAY + 1
+        self._changed(stats)
         self.version += 1
 
     def add_auto_score(
@@ -240,6 +253,7 @@ class Tracker:
         stats.auto_score_count += 1
         for flag in flags:
             stats.flags[flag] = stats.flags.get(flag, 0) + 1
+        self._changed(stats)
         self.version += 1
 
     def snapshot(self) -> list[tuple[str, str, dict[str, Any]]]:
@@ -254,7 +268,11 @@ class Tracker:
                 self._stats[(model, ctype)] = Stats.from_dict(data, self.clock)
             except (KeyError, TypeError, ValueError):
                 log.warning("ignoring unreadable stored stats", extra={"fields": {"key": key}})
+        # Evidence ages by attempts since a model last served: continue that count
+        # where it stopped, or restored evidence would look fresher than it is.
+        self.seq = max([self.seq, *(s.last_seq for s in self._stats.values())])
         self.blacklist.restore(blacklist)
+        self.generation += 1
         self.version += 1
 
 

@@ -88,6 +88,7 @@ def test_selection_bench_reports_every_optimization(tmp_path: Path) -> None:
     assert set(doc["results"]) == {"accuracy", "cost", "speed", "creativity", "continuity"}
     for result in doc["results"].values():
         assert result["cold_median_us"] > 0 and result["warm_median_us"] > 0
+        assert result["full_median_us"] > 0
         assert isinstance(result["pass"], bool)
     assert "| accuracy |" in proc.stdout
 

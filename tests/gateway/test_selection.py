@@ -33,7 +33,13 @@ class Clock:
 class World:
     """A config, catalog, tracker and selector sharing one fake clock."""
 
-    def __init__(self, models: dict[str, dict[str, Any]], seed: int = 0, **selection: Any):
+    def __init__(
+        self,
+        models: dict[str, dict[str, Any]],
+        seed: int = 0,
+        refresh: float = 0,
+        **selection: Any,
+    ):
         raw = {
             "providers": [{"name": "up", "type": "mock"}],
             "models": [{"name": n, "provider": "up", **spec} for n, spec in models.items()],
@@ -53,7 +59,7 @@ class World:
             self.config.selection,
             rng=random.Random(seed),
             clock=self.clock,
-            refresh_seconds=0,
+            refresh_seconds=refresh,
         )
 
     def rank(

@@ -238,6 +238,22 @@ def test_snapshot_restore_round_trip(clock: Clock, tracker: Tracker) -> None:
     assert fresh.stats("alpha", TT).latency.count == 101
 
 
+def test_restore_continues_the_attempt_count_so_evidence_keeps_its_age(
+    clock: Clock, tracker: Tracker
+) -> None:
+    for _ in range(5):
+        tracker.record(attempt("alpha"))
+    for _ in range(7):
+        tracker.record(attempt("beta"))
+    stats_data = {k: d for kind, k, d in tracker.snapshot() if kind == "stats"}
+    fresh = Tracker(Blacklist(clock=clock), clock=clock)
+    fresh.restore(orjson.loads(orjson.dumps(stats_data)), {})
+    assert fresh.seq == tracker.seq == 12
+    assert fresh.seq - fresh.stats("alpha", TT).last_seq == 7  # alpha idle for 7 attempts
+    fresh.record(attempt("beta"))
+    assert fresh.stats("beta", TT).last_seq == 13
+
+
 def test_restore_skips_unreadable_stats(clock: Clock) -> None:
     tracker = Tracker(Blacklist(clock=clock), clock=clock)
     tracker.restore({"alpha\x1ftext-to-text": {"requests": 3}}, {})

@@ -1,0 +1,202 @@
+"""The routing score of one model: the formula, in one place.
+
+A score blends the YAML prior with live data, the live share growing with the number
+of observations (weight n / (n + prior_weight)), adds UCB-style optimism for models
+with little (aged) evidence, and is discounted by the recent success rate.
+
+What a score takes from the model's own stats and config (`Own`) is split from what
+it shares with its peers (the reference cost or latency, their evidence together), so
+that a ranking can keep the former per model and recompute it only when that model's
+stats change (gateway.score_table), while the admin rankings explain every part.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from gateway.config import ModelConfig
+from gateway.tracker import Stats
+
+__all__ = [
+    "AGING",
+    "BONUS",
+    "PRIOR_SUCCESS",
+    "Own",
+    "aged",
+    "details",
+    "evidence",
+    "expected_cost",
+    "latency",
+    "own",
+    "total",
+    "value",
+]
+
+ACCURACY_DIMS = ("accuracy", "overall", "relevance", "helpfulness")
+CREATIVITY_DIMS = ("creativity",)
+AUTO_PENALTY = 0.5  # a model whose every answer is flagged keeps half its quality
+# Optimism for models with little evidence (c = selection.exploration_bonus times these
+# weights), so new and returning models get tried; it fades as their evidence grows.
+BONUS = {"speed": 0.3, "cost": 0.3, "accuracy": 1.0, "creativity": 1.0, "continuity": 1.0}
+AGING = 0.995  # per attempt recorded elsewhere: evidence halves in ~140 attempts
+PRIOR_TOKENS = (500.0, 200.0)  # assumed prompt/completion tokens before data
+PRIOR_SUCCESS = 0.95
+
+
+class Own(NamedTuple):
+    """What a score takes from the model's own stats and config alone."""
+
+    base: float  # quality: the value; speed: (1 - weight) * prior; cost: the expected cost
+    weight: float  # the live data's share of the value (0.0 while there is none)
+    latency: float | None  # speed: the observed latency (time to first token for streams)
+    evidence: float  # observations, for the exploration bonus, before aging
+    last_seq: int  # when the model last served, in the tracker's attempt count
+    success: float  # the recent success rate, smoothed towards PRIOR_SUCCESS
+    requests: int
+
+
+def own(model: ModelConfig, stats: Stats | None, optimization: str, stream: bool, k: float) -> Own:
+    """The per-model half of a score; `k` is selection.prior_weight."""
+    weight = 0.0
+    lat = None
+    if optimization == "speed":
+        prior = model.priors.speed / 10
+        lat = latency(stats, stream)
+        n = stats.successes if stats is not None else 0
+        base = prior
+        if lat is not None and n > 0:
+            weight = n / (n + k)
+            base = (1 - weight) * prior
+    elif optimization == "cost":
+        base = expected_cost(model, stats, k)
+    else:
+        prior, live, n, auto = _quality_inputs(model, stats, optimization)
+        base = prior
+        if live is not None and n > 0:
+            weight = n / (n + k)
+            base = weight * live + (1 - weight) * prior
+        if auto is not None:  # automatic checks only ever discount: clean is the norm
+            base *= 1 - AUTO_PENALTY * (1 - auto)
+    if stats is None:
+        return Own(base, weight, lat, 0.0, 0, PRIOR_SUCCESS, 0)
+    return Own(
+        base,
+        weight,
+        lat,
+        evidence(stats, optimization),
+        stats.last_seq,
+        (stats.recent_ok + 2 * PRIOR_SUCCESS) / (stats.recent_n + 2),
+        stats.requests,
+    )
+
+
+def value(parts: Own, optimization: str, reference: float | None) -> float:
+    """The quality half of a score, given the peers' reference cost or latency."""
+    if optimization == "cost":
+        cost = parts.base
+        # reference / (reference + cost): free scores 1, the peers' mean 0.5; smooth,
+        # so one free model does not flatten everyone else to zero.
+        return 1.0 if cost <= 0 else reference / (reference + cost)  # type: ignore[operator]
+    if optimization == "speed" and parts.latency is not None:
+        # Relative to the peers' mean, like cost: the mean scores 0.5, as does a
+        # neutral prior, so measured and unmeasured models stay comparable.
+        live = reference / (reference + parts.latency)  # type: ignore[operator]
+        return parts.weight * live + parts.base
+    return parts.base
+
+
+def aged(n: float, last_seq: int, seq: int) -> float:
+    """A model's evidence `n`, fading while the others serve and it does not
+    (discounted UCB): what was true of it hundreds of requests ago may no longer be."""
+    return n * AGING ** (seq - last_seq) if n else n
+
+
+def total(
+    parts: Own,
+    optimization: str,
+    reference: float | None,
+    evidence_total: float,
+    seq: int,
+    c: float,
+) -> tuple[float, float, float]:
+    """The score with its value and exploration bonus. UCB-style optimism:
+    c * sqrt(ln(1 + N) / (1 + n)), n this model's aged evidence and N its peers'
+    together, so a model the others have outgrown in data is tried again now and then
+    (it may have improved) and new or returning models get data."""
+    quality = value(parts, optimization, reference)
+    n = aged(parts.evidence, parts.last_seq, seq)
+    bonus = c * math.sqrt(math.log1p(evidence_total) / (1 + n))
+    return (quality + bonus) * parts.success, quality, bonus
+
+
+def details(
+    model: ModelConfig, stats: Stats | None, optimization: str, stream: bool
+) -> dict[str, float | None]:
+    """The inputs of the per-model half, for the admin rankings."""
+    if optimization == "speed":
+        return {"prior": model.priors.speed / 10, "latency_ms": latency(stats, stream)}
+    if optimization == "cost":
+        return {}
+    prior, live, n, auto = _quality_inputs(model, stats, optimization)
+    return {"prior": prior, "live": live, "evidence": n, "auto_score": auto}
+
+
+def expected_cost(model: ModelConfig, stats: Stats | None, k: float) -> float:
+    p = model.pricing
+    prompt, completion = PRIOR_TOKENS
+    if stats is not None and stats.usage_count:
+        w = stats.usage_count / (stats.usage_count + k)
+        prompt = w * stats.prompt_tokens / stats.usage_count + (1 - w) * prompt
+        completion = w * stats.completion_tokens / stats.usage_count + (1 - w) * completion
+    token_cost = (prompt * p.input_per_million + completion * p.output_per_million) / 1e6
+    return token_cost + p.per_image + p.per_second
+
+
+def evidence(stats: Stats | None, optimization: str) -> float:
+    """How much this model has been observed, for the exploration bonus. Ratings are
+    sparse, so for quality the evidence is requests served."""
+    if stats is None:
+        return 0.0
+    if optimization == "speed":
+        return stats.successes
+    if optimization == "cost":
+        return stats.usage_count
+    return stats.requests
+
+
+def latency(stats: Stats | None, stream: bool) -> float | None:
+    if stats is None:
+        return None
+    return stats.ttft_ewma if stream and stats.ttft_ewma else stats.latency_ewma
+
+
+def _quality_inputs(
+    model: ModelConfig, stats: Stats | None, optimization: str
+) -> tuple[float, float | None, float, float | None]:
+    """The prior, the rated value, the ratings behind it and the automatic score."""
+    if optimization == "creativity":
+        dims, prior = CREATIVITY_DIMS, model.priors.creativity
+    else:
+        dims, prior = ACCURACY_DIMS, model.priors.accuracy
+    live, n = _feedback(stats, dims)
+    return prior / 10, live, n, (stats.auto_score if stats is not None else None)
+
+
+def _feedback(stats: Stats | None, dims: Sequence[str]) -> tuple[float | None, float]:
+    """Human ratings (1-5 mapped to 0-1), pooled over the dimensions that apply: the
+    value from recent ratings (older ones fade), the evidence from all of them."""
+    if stats is None:
+        return None, 0.0
+    feedback, fading = stats.feedback, stats.feedback_recent
+    total = weight = n = 0.0
+    for dim in dims:
+        pair = feedback.get(dim)
+        if pair and pair[1]:
+            n += pair[1]
+            recent = fading.get(dim) or pair
+            if recent[1] > 0:
+                total += (recent[0] - recent[1]) / 4
+                weight += recent[1]
+    return (total / weight if weight else None), n

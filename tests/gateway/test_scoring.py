@@ -1,0 +1,69 @@
+"""The score formula: a model's own parts, and how they combine with its peers'."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gateway.config import ModelConfig
+from gateway.scoring import AGING, PRIOR_SUCCESS, Own, aged, own, total
+from gateway.tracker import Stats
+
+MODEL = ModelConfig.model_validate(
+    {
+        "name": "alpha",
+        "provider": "up",
+        "pricing": {"input_per_million": 2, "output_per_million": 4},
+        "priors": {"accuracy": 8, "creativity": 4, "speed": 6},
+    }
+)
+
+
+@pytest.mark.parametrize(
+    ("optimization", "base"),
+    [
+        ("accuracy", 0.8),
+        ("continuity", 0.8),
+        ("creativity", 0.4),
+        ("speed", 0.6),
+        ("cost", (500 * 2 + 200 * 4) / 1e6),  # the assumed tokens at the listed prices
+    ],
+)
+def test_without_stats_a_model_is_its_priors(optimization: str, base: float) -> None:
+    parts = own(MODEL, None, optimization, False, 20.0)
+    assert parts.base == pytest.approx(base)
+    assert parts.weight == 0.0
+    assert (parts.evidence, parts.last_seq, parts.requests) == (0.0, 0, 0)
+    assert parts.success == PRIOR_SUCCESS
+
+
+def test_speed_keeps_the_prior_share_apart_from_the_live_latency() -> None:
+    stats = Stats(successes=20, requests=20, latency_ewma=300.0, ttft_ewma=30.0)
+    parts = own(MODEL, stats, "speed", False, 20.0)
+    assert parts.weight == pytest.approx(0.5)  # n / (n + prior_weight)
+    assert parts.base == pytest.approx(0.5 * 0.6)
+    assert parts.latency == 300.0
+    assert own(MODEL, stats, "speed", True, 20.0).latency == 30.0  # streams: first token
+
+
+def test_evidence_fades_while_others_serve() -> None:
+    assert aged(100, last_seq=10, seq=10) == 100
+    assert aged(100, last_seq=10, seq=150) == pytest.approx(100 * AGING**140)
+    assert aged(100, last_seq=10, seq=150) == pytest.approx(50, rel=0.01)  # ~halved
+    assert aged(0, last_seq=0, seq=10**9) == 0
+
+
+def test_total_is_value_plus_bonus_times_success() -> None:
+    parts = Own(0.7, 0.0, None, 4.0, 90, 0.9, 5)
+    score, value, bonus = total(parts, "accuracy", None, 30.0, 100, 0.35)
+    assert value == 0.7
+    assert bonus == pytest.approx(0.35 * math.sqrt(math.log1p(30.0) / (1 + 4 * AGING**10)))
+    assert score == pytest.approx((0.7 + bonus) * 0.9)
+
+
+def test_cost_is_relative_to_the_reference_and_free_is_best() -> None:
+    paid = Own(0.002, 0.0, None, 0.0, 0, 1.0, 0)
+    free = Own(0.0, 0.0, None, 0.0, 0, 1.0, 0)
+    assert total(paid, "cost", 0.002, 0.0, 0, 0.1)[1] == pytest.approx(0.5)
+    assert total(free, "cost", 0.002, 0.0, 0, 0.1)[1] == 1.0
