@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -122,14 +122,14 @@ class Dispatcher:
 
         async def attempt(model: ModelConfig, call: Call) -> Served[ChunkStream]:
             stream = await self.catalog.provider_for(model).stream(call)
-            return await _with_first_piece(model, stream, None)
+            return await _with_first_piece(model, stream, stream.batches(), None)
 
         return await self._run(job, attempt)
 
     async def binary(self, job: Job) -> Served[BinaryReply]:
         async def attempt(model: ModelConfig, call: Call) -> Served[BinaryReply]:
             reply = await self.catalog.provider_for(model).binary(call)
-            return await _with_first_piece(model, reply, b"")
+            return await _with_first_piece(model, reply, aiter(reply), b"")
 
         return await self._run(job, attempt)
 
@@ -274,11 +274,12 @@ class Dispatcher:
         return attempt
 
 
-async def _with_first_piece(model: ModelConfig, reply: Any, empty: Any) -> Served[Any]:
+async def _with_first_piece(
+    model: ModelConfig, reply: Any, pieces: AsyncIterator[Any], empty: Any
+) -> Served[Any]:
     """Read the first piece of a streamed answer (closing it if that fails), so an
     upstream that breaks before its first byte can still be replaced by another model."""
     try:
-        pieces = aiter(reply)
         first = await anext(pieces, empty)
     except BaseException:
         await reply.aclose()

@@ -142,15 +142,17 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
         name, rid = served.model.name, job.response_id
         named = job.endpoint is Endpoint.RESPONSES
         answer = StreamAnswer()
+        done = b"" if named else b"data: [DONE]\n\n"
         try:
             if served.first is not None:
-                answer.add(*served.first)
-                yield _encode(served.first, rid, name)
-            async for chunk in served.extra["chunks"]:
-                answer.add(*chunk)
-                yield _encode(chunk, rid, name)
-            if not named:
-                yield b"data: [DONE]\n\n"
+                # One write per upstream read, and the end marker with the last one.
+                out = _encode_batch(served.first, answer, rid, name)
+                yield out + done if upstream.complete else out
+                async for batch in served.extra["chunks"]:
+                    out = _encode_batch(batch, answer, rid, name)
+                    yield out + done if upstream.complete else out
+            if not upstream.complete and done:
+                yield done
         except Exception as exc:  # after the first byte, the stream is all we can report on
             error = (
                 exc
@@ -284,6 +286,16 @@ def fast_handlers(routes: list[Route]) -> dict[str, Callable[[Scope, Receive, Se
     """The POST endpoints that the app serves straight from a dict, ahead of Starlette's
     router and middleware: the proxy's own cost is the product (see gateway/app.py)."""
     return {r.path: r.endpoint for r in routes if isinstance(r.endpoint, _Endpoint)}
+
+
+def _encode_batch(
+    batch: list[tuple[str | None, dict[str, Any]]], answer: StreamAnswer, rid: str, model: str
+) -> bytes:
+    for chunk in batch:
+        answer.add(*chunk)
+    if len(batch) == 1:
+        return _encode(batch[0], rid, model)
+    return b"".join([_encode(chunk, rid, model) for chunk in batch])
 
 
 def _encode(chunk: tuple[str | None, dict[str, Any]], response_id: str, model: str) -> bytes:

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from providers.base import Chunk, ChunkStream, ProviderError, Usage, redact, upstream_json
-from providers.sse import iter_events
+from providers.sse import iter_event_batches
 from providers.transport import UpstreamStream
 
 __all__ = ["FINISH_REASONS", "AnthropicChunks", "finish_reason", "prompt_tokens"]
@@ -62,18 +62,35 @@ class AnthropicChunks(ChunkStream):
         self._completion = 0
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
 
-    async def __aiter__(self) -> AsyncIterator[Chunk]:
-        async for _name, data in iter_events(self._upstream.aiter_bytes()):
+    async def batches(self) -> AsyncIterator[list[Chunk]]:
+        async for events in iter_event_batches(self._upstream.aiter_bytes()):
+            batch: list[Chunk] = []
+            try:
+                done = self._read(events, batch)
+            except ProviderError:
+                if batch:  # what came before the error still reaches the client
+                    yield batch
+                raise
+            self.complete = done
+            if batch:
+                yield batch
+            if done:
+                return
+        raise ProviderError("invalid_body", f"{self._provider} stream ended before message_stop")
+
+    def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
+        """Translate `events` into `batch`; True at message_stop."""
+        for _name, data in events:
             event = upstream_json(data, f"a stream event from {self._provider}")
             kind = event.get("type")
             if kind == "message_stop":
                 if self._include_usage:
-                    yield None, self._usage_chunk()
-                return
+                    batch.append((None, self._usage_chunk()))
+                return True
             chunk = self._translate(kind, event)
             if chunk is not None:
-                yield None, chunk
-        raise ProviderError("invalid_body", f"{self._provider} stream ended before message_stop")
+                batch.append((None, chunk))
+        return False
 
     async def aclose(self) -> None:
         await self._upstream.aclose()

@@ -112,9 +112,17 @@ class ChunkStream(ABC):
 
     usage: Usage | None = None
     finish_reason: str | None = None
+    complete = False  # set before the last batch is handed out
 
     @abstractmethod
-    def __aiter__(self) -> AsyncIterator[Chunk]: ...
+    def batches(self) -> AsyncIterator[list[Chunk]]:
+        """The chunks grouped as they arrived (each group non-empty), so the gateway
+        writes a group to its client in one go rather than one write per chunk."""
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        async for batch in self.batches():
+            for chunk in batch:
+                yield chunk
 
     @abstractmethod
     async def aclose(self) -> None: ...

@@ -302,18 +302,35 @@ class _Replay(ChunkStream):
         self._finish = finish
         self._closed = False
 
-    async def __aiter__(self) -> AsyncIterator[Chunk]:
+    async def batches(self) -> AsyncIterator[list[Chunk]]:
+        """Events with no pause between them arrive together, as from a network read."""
         script = self._script
         content = range(script.first, script.first + script.count)
+        batch: list[Chunk] = []
         for index, event in enumerate(script.events):
             if self._closed:
                 return
             if self._pause > 0 and index in content:
+                if batch:
+                    yield batch
+                    batch = []
+                    if self._closed:
+                        return
                 await self._sleep(self._pause)
             if index == script.settle:
                 self.usage = self._usage
                 self.finish_reason = self._finish
-            yield event
+            batch.append(event)
+        if batch and not self._closed:
+            self.complete = True
+            yield batch
+
+    async def __aiter__(self) -> AsyncIterator[Chunk]:
+        async for batch in self.batches():
+            for chunk in batch:
+                if self._closed:
+                    return
+                yield chunk
 
     async def aclose(self) -> None:
         self._closed = True

@@ -22,7 +22,7 @@ from providers.base import (
     upstream_json,
 )
 from providers.http import HttpProvider
-from providers.sse import iter_events
+from providers.sse import iter_event_batches
 from providers.transport import Transport, TransportError, UpstreamStream
 
 __all__ = ["OpenAIProvider"]
@@ -117,27 +117,34 @@ class _OpenAIChunks(ChunkStream):
         self._provider = provider
         self._hide_usage = hide_usage
 
-    async def __aiter__(self) -> AsyncIterator[Chunk]:
+    async def batches(self) -> AsyncIterator[list[Chunk]]:
         finished = False
         try:
-            async for chunk in self._chunks():
-                if chunk is None:
-                    finished = True
-                    break
-                yield chunk
+            async for events in iter_event_batches(self._upstream.aiter_bytes()):
+                batch: list[Chunk] = []
+                try:
+                    finished = self._read(events, batch)
+                except ProviderError:
+                    if batch:  # what came before the error still reaches the client
+                        yield batch
+                    raise
+                self.complete = finished
+                if batch:
+                    yield batch
+                if finished:
+                    return
         except TransportError as exc:
             raise ProviderError(exc.kind, f"{self._provider}: stream broke: {exc}") from None
-        if not finished:
-            raise ProviderError(
-                "invalid_body", f"{self._provider}: the stream ended before it was complete"
-            )
+        raise ProviderError(
+            "invalid_body", f"{self._provider}: the stream ended before it was complete"
+        )
 
-    async def _chunks(self) -> AsyncIterator[Chunk | None]:
-        """Parsed chunks; None marks a proper end ([DONE] or a final Responses event)."""
-        async for event, data in iter_events(self._upstream.aiter_bytes()):
+    def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
+        """Parse `events` into `batch`; True at a proper end ([DONE] or a final
+        Responses event)."""
+        for event, data in events:
             if data == b"[DONE]":
-                yield None
-                return
+                return True
             chunk = upstream_json(data, f"a stream event from {self._provider}")
             if "error" in chunk and "choices" not in chunk and event is None:
                 err = chunk["error"]
@@ -145,10 +152,10 @@ class _OpenAIChunks(ChunkStream):
                 detail = redact(str(detail), self._secrets)
                 raise ProviderError("server_error", f"{self._provider} stream error: {detail}")
             if not self._track(event, chunk):
-                yield event, chunk
+                batch.append((event, chunk))
             if event in _FINAL_EVENTS:
-                yield None
-                return
+                return True
+        return False
 
     def _track(self, event: str | None, chunk: dict[str, Any]) -> bool:
         """Record usage and finish reason; True when the chunk is for the gateway only."""

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-__all__ = ["iter_events"]
+__all__ = ["iter_event_batches", "iter_events"]
+
+Event = tuple[str | None, bytes]
 
 
-async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str | None, bytes]]:
-    """Yield (event name, data) for each event; comments and keep-alives are skipped."""
+async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Event]]:
+    """Yield the events each network read completes, together (never an empty list):
+    the gateway then writes them to its client at once instead of one write each."""
     buffer = b""
     async for chunk in chunks:
         buffer += chunk
         if b"\r" in buffer:
             buffer = buffer.replace(b"\r\n", b"\n")
+        batch: list[Event] = []
         while True:
             end = buffer.find(b"\n\n")
             if end < 0:
@@ -21,14 +25,23 @@ async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[tuple[str |
             block, buffer = buffer[:end], buffer[end + 2 :]
             event = _parse(block)
             if event is not None:
-                yield event
+                batch.append(event)
+        if batch:
+            yield batch
     if buffer.strip():
         event = _parse(buffer)
         if event is not None:
+            yield [event]
+
+
+async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
+    """Yield (event name, data) for each event; comments and keep-alives are skipped."""
+    async for batch in iter_event_batches(chunks):
+        for event in batch:
             yield event
 
 
-def _parse(block: bytes) -> tuple[str | None, bytes] | None:
+def _parse(block: bytes) -> Event | None:
     name: str | None = None
     data: list[bytes] = []
     for line in block.split(b"\n"):

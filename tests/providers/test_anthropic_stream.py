@@ -254,3 +254,20 @@ async def test_stream_connection_error(provider):
         with pytest.raises(ProviderError) as info:
             await provider.stream(chat({"messages": [{"role": "user", "content": "Hi"}]}, True))
     assert info.value.kind == "connection"
+
+
+async def test_one_upstream_read_gives_one_batch_marked_complete(provider):
+    with respx.mock:
+        respx.post(URL).mock(
+            return_value=httpx.Response(
+                200, content=TEXT_STREAM, headers={"content-type": "text/event-stream"}
+            )
+        )
+        body = {"messages": [{"role": "user", "content": "Hi"}], "stream": True}
+        stream = await provider.stream(chat(body, stream=True))
+        try:
+            batches = [batch async for batch in stream.batches()]
+        finally:
+            await stream.aclose()
+    assert [len(batch) for batch in batches] == [4]  # role, "Hel", "lo!", finish
+    assert stream.complete

@@ -394,3 +394,41 @@ async def test_stream_http_error_is_classified(provider, mock) -> None:
 
 async def test_supports_every_endpoint(provider) -> None:
     assert all(provider.supports(e) for e in Endpoint)
+
+
+def stream_reads(mock: respx.MockRouter, reads: list[bytes], path: str = "/chat/completions"):
+    async def pieces() -> AsyncIterator[bytes]:
+        for read in reads:
+            yield read
+
+    return mock.post(path).mock(
+        side_effect=lambda request: httpx.Response(
+            200, content=pieces(), headers={"content-type": "text/event-stream"}
+        )
+    )
+
+
+async def test_batches_follow_the_upstream_reads_and_mark_the_last(provider, mock) -> None:
+    first = sse(chunk("a"), chunk("b"), done=False)
+    last = sse(chunk(None, "stop"), {"choices": [], "usage": USAGE})  # ends with [DONE]
+    stream_reads(mock, [first, last])
+    stream = await provider.stream(call(CHAT))
+    seen = []
+    async for batch in stream.batches():
+        seen.append(([c["choices"][0]["delta"] for _, c in batch], stream.complete))
+    assert seen == [([{"content": "a"}, {"content": "b"}], False), ([{}], True)]
+    assert stream.usage == Usage(9, 3)
+
+
+async def test_chunks_before_an_error_in_the_same_read_are_still_handed_out(
+    provider, mock
+) -> None:
+    stream_reads(mock, [sse(chunk("a"), {"error": {"message": "overloaded"}}, done=False)])
+    stream = await provider.stream(call(CHAT))
+    seen = []
+    with pytest.raises(ProviderError) as info:
+        async for batch in stream.batches():
+            seen.append(batch)
+    assert [[c["choices"][0]["delta"] for _, c in b] for b in seen] == [[{"content": "a"}]]
+    assert info.value.kind == "server_error"
+    assert not stream.complete

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from providers.sse import iter_events
+from providers.sse import iter_event_batches, iter_events
 
 Event = tuple[str | None, bytes]
 
@@ -122,3 +122,21 @@ async def test_trailing_whitespace_only_yields_nothing() -> None:
 async def test_empty_stream() -> None:
     assert await collect([]) == []
     assert await collect([b"", b""]) == []
+
+
+async def batches(chunks: Iterable[bytes]) -> list[list[Event]]:
+    return [batch async for batch in iter_event_batches(feed(chunks))]
+
+
+async def test_events_of_one_read_come_as_one_batch() -> None:
+    assert await batches([SAMPLE]) == [SAMPLE_EVENTS]
+
+
+async def test_each_read_gives_the_events_it_completes_and_no_empty_batches() -> None:
+    one, two = b'data: {"n":1}\n\n', b'data: {"n":2}\n\n'
+    reads = [one + two[:5], two[5:], b": comment only\n\n", b"data: [DO", b"NE]\n\n"]
+    assert await batches(reads) == [
+        [(None, b'{"n":1}')],
+        [(None, b'{"n":2}')],
+        [(None, b"[DONE]")],
+    ]
