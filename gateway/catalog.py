@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from gateway.config import Config, MockConfig, ModelConfig, ProviderConfig
 from gateway.errors import GatewayError
-from gateway.types import CONVERSATION_TYPES, ConversationType, Optimization
+from gateway.types import CONVERSATION_TYPES, ConversationType, Endpoint, Optimization
 from providers.anthropic import AnthropicProvider
 from providers.base import Provider
 from providers.mock import MockProvider
@@ -39,6 +39,7 @@ class Catalog:
         self.routes = {r.name: r for r in config.routes}
         self.enabled = {m.name for m in config.models if config.provider(m.provider).enabled}
         self._targets: dict[tuple[str, ConversationType], Target] = {}
+        self._unable: dict[Endpoint, frozenset[str]] = {}
         for name in (*self.models, *self.routes):
             for ctype in CONVERSATION_TYPES:
                 target = self._build(name, ctype)
@@ -83,6 +84,19 @@ class Catalog:
 
     def provider_for(self, model: ModelConfig) -> Provider:
         return self.providers[model.provider]
+
+    def unable(self, endpoint: Endpoint) -> frozenset[str]:
+        """The models whose provider cannot serve `endpoint` (usually none): one lookup on
+        the request path instead of asking every ranked model's provider."""
+        found = self._unable.get(endpoint)
+        if found is None:
+            found = self._unable[endpoint] = frozenset(
+                name
+                for name, model in self.models.items()
+                if model.provider in self.providers
+                and not self.providers[model.provider].supports(endpoint)
+            )
+        return found
 
     def _build(self, name: str, ctype: ConversationType) -> Target | None:
         if name in self.routes:

@@ -150,7 +150,8 @@ class Dispatcher:
         self, job: Job, attempt: Callable[[ModelConfig, Call], Awaitable[Served[T]]]
     ) -> Served[T]:
         order = self._rank(job)
-        able = [m for m in order if self.catalog.provider_for(m).supports(job.endpoint)]
+        unable = self.catalog.unable(job.endpoint)
+        able = [m for m in order if m.name not in unable] if unable else order
         if len(able) < len(order):  # e.g. /v1/responses on a route with Anthropic models
             if not able:
                 provider = self.catalog.provider_for(order[0])

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.catalog import Catalog
+from gateway.catalog import Catalog, build_provider
 from gateway.config import Config, parse_config
 from gateway.errors import GatewayError
-from gateway.types import CONVERSATION_TYPES
+from gateway.types import CONVERSATION_TYPES, Endpoint
 
 
 def make_config() -> Config:
@@ -167,3 +167,22 @@ def test_listing_contains_enabled_models_and_routes_only(catalog: Catalog) -> No
     assert by_id["a"] == {"id": "a", "object": "model", "created": 1_700_000_000, "owned_by": "sim"}
     assert by_id["auto"]["owned_by"] == "gatewise"
     assert all(entry["object"] == "model" for entry in listing)
+
+
+def test_unable_names_the_models_whose_provider_lacks_the_endpoint() -> None:
+    config = parse_config(
+        {
+            "providers": [
+                {"name": "a", "type": "anthropic", "base_url": "http://127.0.0.1:9"},
+                {"name": "m", "type": "mock"},
+            ],
+            "models": [{"name": "claude", "provider": "a"}, {"name": "sim", "provider": "m"}],
+        }
+    )
+    providers = {
+        p.name: build_provider(p, [m for m in config.models if m.provider == p.name])
+        for p in config.providers
+    }
+    catalog = Catalog(config, providers)
+    assert catalog.unable(Endpoint.RESPONSES) == {"claude"}  # Anthropic has no Responses API
+    assert catalog.unable(Endpoint.CHAT) == frozenset()
