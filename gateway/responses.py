@@ -29,10 +29,15 @@ class ResponseRecord:
     stored: bool = False
 
     def to_row(self) -> dict:
-        return {name: getattr(self, name) for name in _COLUMNS}
-
-
-_COLUMNS = tuple(name for name in ResponseRecord.__slots__ if name != "stored")
+        """The store's columns (everything but `stored`); written for every answer."""
+        return {
+            "response_id": self.response_id, "request_id": self.request_id,
+            "model": self.model, "provider": self.provider,
+            "conversation_type": self.conversation_type, "route": self.route,
+            "optimization": self.optimization, "ts": self.ts, "latency_ms": self.latency_ms,
+            "flags": self.flags, "auto_score": self.auto_score, "prompt": self.prompt,
+            "answer": self.answer,
+        }  # fmt: skip
 
 
 class ResponseIndex:

@@ -20,6 +20,7 @@ __all__ = [
     "merge_trend",
     "present_scores",
     "response_row",
+    "response_values",
 ]
 
 # The rating dimensions (1-5 each, any may be missing) and the responses/feedback columns.
@@ -41,25 +42,32 @@ def _mean(total: float | None, n: int | None) -> float | None:
     return float(total) / n if n else None
 
 
-def response_row(record: Mapping[str, Any]) -> dict:
-    """A response record as stored: exactly ``RESPONSE_COLUMNS``, flags a list of strings.
+def response_values(record: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A response record as stored, in ``RESPONSE_COLUMNS`` order, flags a list of strings.
 
     Raises ``ValueError`` for a missing required value or malformed flags, so a bad batch is
-    refused before anything is written.
+    refused before anything is written. One pass and no intermediate dict: the store writes
+    one of these for every answer the gateway returns.
     """
-    missing = [name for name in _RESPONSE_REQUIRED if record.get(name) is None]
-    if missing:
+    get = record.get
+    if any(get(name) is None for name in _RESPONSE_REQUIRED):
+        missing = [name for name in _RESPONSE_REQUIRED if get(name) is None]
         raise ValueError(f"response record lacks {', '.join(missing)}")
-    flags = record.get("flags") or []
+    flags = get("flags") or []
     if isinstance(flags, str | bytes) or not all(isinstance(f, str) for f in flags):
         raise ValueError(f"response flags must be a list of strings, got {flags!r}")
-    row = {name: record.get(name) for name in RESPONSE_COLUMNS}
-    row["ts"] = float(row["ts"])
-    row["latency_ms"] = float(row["latency_ms"] or 0.0)
-    row["flags"] = list(flags)
-    if row["auto_score"] is not None:
-        row["auto_score"] = float(row["auto_score"])
-    return row
+    auto_score = get("auto_score")
+    return (
+        get("response_id"), get("request_id"), get("model"), get("provider"),
+        get("conversation_type"), get("route"), get("optimization"), float(get("ts")),
+        float(get("latency_ms") or 0.0), list(flags),
+        None if auto_score is None else float(auto_score), get("prompt"), get("answer"),
+    )  # fmt: skip
+
+
+def response_row(record: Mapping[str, Any]) -> dict:
+    """`response_values` as a dict of ``RESPONSE_COLUMNS``."""
+    return dict(zip(RESPONSE_COLUMNS, response_values(record), strict=True))
 
 
 def feedback_row(

@@ -28,7 +28,7 @@ from gateway.store.records import (
     feedback_row,
     merge_trend,
     present_scores,
-    response_row,
+    response_values,
 )
 
 __all__ = ["SQLiteFeedback"]
@@ -98,6 +98,9 @@ def _filters(
     return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
 
 
+_FLAGS = RESPONSE_COLUMNS.index("flags")
+
+
 def _response_out(values: Sequence[Any]) -> dict:
     row = dict(zip(RESPONSE_COLUMNS, values, strict=True))
     row["flags"] = orjson.loads(row["flags"]) if row["flags"] else []
@@ -117,9 +120,10 @@ class SQLiteFeedback:
     async def write_responses(self, records: Sequence[Mapping[str, Any]]) -> None:
         rows = []
         for record in records:
-            row = response_row(record)
-            row["flags"] = orjson.dumps(row["flags"]).decode()
-            rows.append(tuple(row[name] for name in RESPONSE_COLUMNS))
+            values = response_values(record)
+            flags = values[_FLAGS]
+            rows.append((*values[:_FLAGS], orjson.dumps(flags).decode() if flags else "[]",
+                         *values[_FLAGS + 1 :]))  # fmt: skip
         if not rows:
             return
         async with self._transaction() as db:
