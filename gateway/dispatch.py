@@ -108,13 +108,20 @@ class Dispatcher:
         job.response_id = new_id(_ID_PREFIX[endpoint])
         return job
 
-    async def send(self, job: Job) -> Served[Reply]:
+    async def send(self, job: Job, *, record: bool = True) -> Served[Reply]:
+        """The answer of the first model that gave one. With `record=False` the caller
+        calls `finish()` itself, e.g. after the client has its answer: the bookkeeping
+        then adds nothing to the client's latency (the latency recorded stays the
+        upstream's, measured here)."""
+
         async def attempt(model: ModelConfig, call: Call) -> Served[Reply]:
             reply = await self.catalog.provider_for(model).send(call)
             return Served(model, model.provider, 0, reply)
 
         served = await self._run(job, attempt)
-        served.extra["attempt"] = self.finish(job, served, served.result.usage)
+        served.extra["elapsed"] = served.extra["ttft"]  # the whole answer is in
+        if record:
+            served.extra["attempt"] = self.finish(job, served, served.result.usage)
         return served
 
     async def stream(self, job: Job) -> Served[ChunkStream]:
@@ -142,8 +149,16 @@ class Dispatcher:
         ttft: float | None = None,
     ) -> Attempt:
         """Record the attempt that answered, once its answer is complete (or broke)."""
+        elapsed = served.extra.get("elapsed")
         return self._record(
-            job, served.model, served.attempts, served.started, usage=usage, error=error, ttft=ttft
+            job,
+            served.model,
+            served.attempts,
+            served.started,
+            usage=usage,
+            error=error,
+            ttft=ttft,
+            elapsed=elapsed,
         )
 
     async def _run(
@@ -231,8 +246,9 @@ class Dispatcher:
         usage: Usage | None = None,
         error: ProviderError | None = None,
         ttft: float | None = None,
+        elapsed: float | None = None,
     ) -> Attempt:
-        elapsed = (self._clock() - started) * 1000
+        elapsed = (self._clock() - started if elapsed is None else elapsed) * 1000
         attempt = Attempt(
             request_id=job.request_id,
             response_id=job.response_id if error is None else None,

@@ -99,32 +99,36 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
                 if job.body.get("stream") is True and endpoint in _STREAMABLE:
                     response = await stream(job)
                     return await response(scope, receive, send)
-                served = await gateway.dispatcher.send(job)
+                served = await gateway.dispatcher.send(job, record=False)
             except GatewayError as exc:
                 response = error_response(exc, {"x-request-id": request_id})
                 return await response(scope, receive, send)
             out = served.result.body
-            gateway.evaluator.answered(
-                job, served.extra["attempt"], answer_from_body(endpoint, out)
-            )
+            answer = answer_from_body(endpoint, out)
             if endpoint is Endpoint.VIDEOS and isinstance(out.get("id"), str):
                 videos.add(job.response_id, served.model.name, out["id"])
             if endpoint in _HAS_ID:
                 out["id"] = job.response_id
             if "model" in out or endpoint is not Endpoint.IMAGES:
                 out["model"] = served.model.name
-            await send_json(
-                send,
-                served.result.status,
-                orjson.dumps(out),
-                [
-                    (b"x-request-id", job.request_id.encode()),
-                    (b"x-gatewise-model", served.model.name.encode()),
-                    (b"x-gatewise-provider", served.provider.encode()),
-                    (b"x-gatewise-attempts", b"%d" % served.attempts),
-                    (b"x-gatewise-response-id", job.response_id.encode()),
-                ],
-            )
+            try:
+                await send_json(
+                    send,
+                    served.result.status,
+                    orjson.dumps(out),
+                    [
+                        (b"x-request-id", job.request_id.encode()),
+                        (b"x-gatewise-model", served.model.name.encode()),
+                        (b"x-gatewise-provider", served.provider.encode()),
+                        (b"x-gatewise-attempts", b"%d" % served.attempts),
+                        (b"x-gatewise-response-id", job.response_id.encode()),
+                    ],
+                )
+            finally:
+                # Bookkeeping once the answer is out: none of it is the client's wait,
+                # and the upstream's answer counts even if the client has gone.
+                attempt = gateway.dispatcher.finish(job, served, served.result.usage)
+                gateway.evaluator.answered(job, attempt, answer)
 
         return _Endpoint(handle)
 

@@ -1,8 +1,8 @@
-"""Streamed answers reach the client one write per upstream read, not one per chunk."""
+"""The proxy routes as ASGI: what reaches the client, and when the bookkeeping runs."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import orjson
@@ -33,7 +33,9 @@ async def app() -> AsyncIterator[Any]:
     await gw.stop()
 
 
-async def post_stream(app: Any, body: dict[str, Any]) -> list[bytes]:
+async def post(
+    app: Any, body: dict[str, Any], on_send: Callable[[dict[str, Any]], None]
+) -> list[bytes]:
     """Drive the ASGI app directly and return every body message it sent."""
     payload = orjson.dumps(body)
     scope = {
@@ -60,6 +62,7 @@ async def post_stream(app: Any, body: dict[str, Any]) -> list[bytes]:
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
+        on_send(message)
         sent.append(message)
 
     await app(scope, receive, send)
@@ -69,7 +72,7 @@ async def post_stream(app: Any, body: dict[str, Any]) -> list[bytes]:
 
 async def test_chunks_that_arrive_together_leave_in_one_write_with_the_end_marker(app) -> None:
     body = {"model": "m1", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    writes = await post_stream(app, body)
+    writes = await post(app, body, on_send=lambda m: None)
     assert len(writes) == 1  # the mock without latency hands out its whole script at once
     events = writes[0].split(b"\n\n")
     assert events[-2:] == [b"data: [DONE]", b""]
@@ -77,3 +80,19 @@ async def test_chunks_that_arrive_together_leave_in_one_write_with_the_end_marke
     assert len(chunks) >= 3  # role, content..., finish: several chunks in that one write
     assert {c["model"] for c in chunks} == {"m1"}
     assert len({c["id"] for c in chunks}) == 1
+
+
+async def test_the_attempt_is_recorded_once_the_answer_is_sent(app) -> None:
+    gw: Gateway = app.state.gateway
+    seen_at_send: list[int] = []
+
+    def on_send(message: dict[str, Any]) -> None:
+        stats = gw.tracker.stats("m1", "text-to-text")
+        seen_at_send.append(stats.requests if stats else 0)
+
+    body = {"model": "m1", "messages": [{"role": "user", "content": "hi"}]}
+    [answer] = await post(app, body, on_send)
+    assert seen_at_send == [0, 0]  # headers and body went out before any bookkeeping
+    stats = gw.tracker.stats("m1", "text-to-text")
+    assert stats is not None and stats.successes == 1
+    assert gw.index.get(orjson.loads(answer)["id"]) is not None  # feedback can find it
