@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from providers.base import Chunk, ChunkStream, ProviderError, Usage, redact, upstream_json
-from providers.sse import iter_event_batches
+from providers.sse import chunk_batches
 from providers.transport import UpstreamStream
 
 __all__ = ["FINISH_REASONS", "AnthropicChunks", "finish_reason", "prompt_tokens"]
@@ -63,20 +63,12 @@ class AnthropicChunks(ChunkStream):
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
 
     async def batches(self) -> AsyncIterator[list[Chunk]]:
-        async for events in iter_event_batches(self._upstream.aiter_bytes()):
-            batch: list[Chunk] = []
-            try:
-                done = self._read(events, batch)
-            except ProviderError:
-                if batch:  # what came before the error still reaches the client
-                    yield batch
-                raise
-            self.complete = done
-            if batch:
-                yield batch
-            if done:
-                return
-        raise ProviderError("invalid_body", f"{self._provider} stream ended before message_stop")
+        async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
+            yield batch
+        if not self.complete:
+            raise ProviderError(
+                "invalid_body", f"{self._provider} stream ended before message_stop"
+            )
 
     def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
         """Translate `events` into `batch`; True at message_stop."""

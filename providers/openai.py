@@ -22,7 +22,7 @@ from providers.base import (
     upstream_json,
 )
 from providers.http import HttpProvider
-from providers.sse import iter_event_batches
+from providers.sse import chunk_batches
 from providers.transport import Transport, TransportError, UpstreamStream
 
 __all__ = ["OpenAIProvider"]
@@ -118,26 +118,15 @@ class _OpenAIChunks(ChunkStream):
         self._hide_usage = hide_usage
 
     async def batches(self) -> AsyncIterator[list[Chunk]]:
-        finished = False
         try:
-            async for events in iter_event_batches(self._upstream.aiter_bytes()):
-                batch: list[Chunk] = []
-                try:
-                    finished = self._read(events, batch)
-                except ProviderError:
-                    if batch:  # what came before the error still reaches the client
-                        yield batch
-                    raise
-                self.complete = finished
-                if batch:
-                    yield batch
-                if finished:
-                    return
+            async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
+                yield batch
         except TransportError as exc:
             raise ProviderError(exc.kind, f"{self._provider}: stream broke: {exc}") from None
-        raise ProviderError(
-            "invalid_body", f"{self._provider}: the stream ended before it was complete"
-        )
+        if not self.complete:
+            raise ProviderError(
+                "invalid_body", f"{self._provider}: the stream ended before it was complete"
+            )
 
     def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
         """Parse `events` into `batch`; True at a proper end ([DONE] or a final

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
-__all__ = ["iter_event_batches", "iter_events"]
+from providers.base import Chunk, ChunkStream, ProviderError
+
+__all__ = ["chunk_batches", "iter_event_batches", "iter_events"]
 
 Event = tuple[str | None, bytes]
 
@@ -39,6 +41,29 @@ async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
     async for batch in iter_event_batches(chunks):
         for event in batch:
             yield event
+
+
+async def chunk_batches(
+    stream: ChunkStream,
+    chunks: AsyncIterator[bytes],
+    read: Callable[[list[Event], list[Chunk]], bool],
+) -> AsyncIterator[list[Chunk]]:
+    """A provider's `batches()`: `read` turns each read's events into chunks and says
+    whether the stream properly ended; returns without raising if the upstream stops
+    before that (the provider says what that means)."""
+    async for events in iter_event_batches(chunks):
+        batch: list[Chunk] = []
+        try:
+            done = read(events, batch)
+        except ProviderError:
+            if batch:  # what came before the error still reaches the client
+                yield batch
+            raise
+        stream.complete = done
+        if batch:
+            yield batch
+        if done:
+            return
 
 
 def _parse(block: bytes) -> Event | None:
