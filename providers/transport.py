@@ -218,4 +218,8 @@ class _HttpxStream(UpstreamStream):
 def create_transport(kind: str, timeout: Timeout, max_connections: int) -> Transport:
     if kind == "httpx":
         return HttpxTransport(timeout, max_connections)
+    if kind == "native":
+        from providers.pool import NativeTransport  # imported here: it imports this module
+
+        return NativeTransport(timeout, max_connections)
     return AiohttpTransport(timeout, max_connections)

@@ -1,4 +1,4 @@
-"""Both transports against a real loopback HTTP server."""
+"""Every transport against a real loopback HTTP server."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 import pytest
 
+from providers.pool import NativeTransport
 from providers.transport import (
     AiohttpTransport,
     HttpxTransport,
@@ -23,6 +24,7 @@ DEFAULT_TIMEOUT = Timeout(total=10, connect=5)
 KINDS: dict[str, Callable[[Timeout], Transport]] = {
     "aiohttp": AiohttpTransport,
     "httpx": HttpxTransport,
+    "native": NativeTransport,
 }
 
 
@@ -155,7 +157,11 @@ async def test_aclose_is_safe_before_use(make) -> None:
 
 
 async def test_create_transport_picks_the_kind() -> None:
-    for kind, cls in (("httpx", HttpxTransport), ("aiohttp", AiohttpTransport)):
+    for kind, cls in (
+        ("httpx", HttpxTransport),
+        ("aiohttp", AiohttpTransport),
+        ("native", NativeTransport),
+    ):
         transport = create_transport(kind, Timeout(), 4)
         assert type(transport) is cls
         await transport.aclose()
