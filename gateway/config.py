@@ -75,7 +75,7 @@ class ProviderConfig(_Strict):
     connect_timeout: float = Field(10.0, gt=0)
     headers: dict[str, str] = {}
     max_connections: int = Field(256, gt=0)
-    transport: Literal["aiohttp", "httpx", "native"] = "aiohttp"
+    transport: Literal["aiohttp", "httpx", "native"] = "native"
     mock: MockConfig = MockConfig()
     # Filled by the loader: the unset env variables that disable this provider.
     missing_env: tuple[str, ...] = ()
