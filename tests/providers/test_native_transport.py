@@ -9,8 +9,9 @@ import ipaddress
 import shutil
 import ssl
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -18,12 +19,28 @@ from providers.pool import NativeTransport
 from providers.transport import Timeout, TransportError, create_transport
 from tests.providers.native_helpers import JSON, OK, Server, answering, serving, until
 
+Native = Callable[..., NativeTransport]
+
 
 @pytest.fixture
 async def transport() -> AsyncIterator[NativeTransport]:
     t = NativeTransport(Timeout(total=5, connect=5))
     yield t
     await t.aclose()
+
+
+@pytest.fixture
+async def native() -> AsyncIterator[Native]:
+    """NativeTransport(...) that is closed after the test, whatever happened."""
+    made: list[NativeTransport] = []
+
+    def make(*args: Any, **kwargs: Any) -> NativeTransport:
+        made.append(NativeTransport(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for t in made:
+        await t.aclose()
 
 
 def gated(gate: asyncio.Event, hold: str | None = "/hold"):
@@ -115,75 +132,63 @@ async def test_idle_connections_expire_after_30s(transport: NativeTransport) -> 
         assert transport._open == 1
 
 
-async def test_limit_caps_open_connections_and_all_succeed() -> None:
-    t = NativeTransport(Timeout(total=5, connect=5), max_connections=2)
+async def test_limit_caps_open_connections_and_all_succeed(native: Native) -> None:
+    t = native(Timeout(total=5, connect=5), max_connections=2)
     gate = asyncio.Event()
-    try:
-        async with serving(gated(gate, hold=None)) as srv:
-            tasks = [asyncio.create_task(t.request("GET", srv.url(), {})) for _ in range(5)]
-            await until(lambda: len(t._waiters) == 3 and len(srv.requests) == 2)
-            gate.set()
-            results = await asyncio.gather(*tasks)
-            assert [r.body for r in results] == [b"hello"] * 5
-            assert srv.max_open == 2 and srv.accepted == 2
-            assert t._open == 2
-    finally:
-        await t.aclose()
+    async with serving(gated(gate, hold=None)) as srv:
+        tasks = [asyncio.create_task(t.request("GET", srv.url(), {})) for _ in range(5)]
+        await until(lambda: len(t._waiters) == 3 and len(srv.requests) == 2)
+        gate.set()
+        results = await asyncio.gather(*tasks)
+        assert [r.body for r in results] == [b"hello"] * 5
+        assert srv.max_open == 2 and srv.accepted == 2
+        assert t._open == 2
 
 
-async def test_waiters_are_served_first_come_first_served() -> None:
-    t = NativeTransport(Timeout(total=5, connect=5), max_connections=1)
+async def test_waiters_are_served_first_come_first_served(native: Native) -> None:
+    t = native(Timeout(total=5, connect=5), max_connections=1)
     gate = asyncio.Event()
-    try:
-        async with serving(gated(gate)) as srv:
-            first = asyncio.create_task(t.request("GET", srv.url("/hold"), {}))
-            await until(lambda: srv.requests)
-            rest = []
-            for i in range(1, 6):
-                rest.append(asyncio.create_task(t.request("GET", srv.url(f"/{i}"), {})))
-                await until(lambda n=i: len(t._waiters) == n)
-            gate.set()
-            await asyncio.gather(first, *rest)
-            assert [r.path for r in srv.requests[1:]] == ["/1", "/2", "/3", "/4", "/5"]
-            assert srv.accepted == 1
-    finally:
-        await t.aclose()
+    async with serving(gated(gate)) as srv:
+        first = asyncio.create_task(t.request("GET", srv.url("/hold"), {}))
+        await until(lambda: srv.requests)
+        rest = []
+        for i in range(1, 6):
+            rest.append(asyncio.create_task(t.request("GET", srv.url(f"/{i}"), {})))
+            await until(lambda n=i: len(t._waiters) == n)
+        gate.set()
+        await asyncio.gather(first, *rest)
+        assert [r.path for r in srv.requests[1:]] == ["/1", "/2", "/3", "/4", "/5"]
+        assert srv.accepted == 1
 
 
-async def test_queue_wait_counts_against_the_connect_timeout() -> None:
-    t = NativeTransport(Timeout(total=5, connect=0.2), max_connections=1)
+async def test_queue_wait_counts_against_the_connect_timeout(native: Native) -> None:
+    t = native(Timeout(total=5, connect=0.2), max_connections=1)
     gate = asyncio.Event()
-    try:
-        async with serving(gated(gate)) as srv:
-            first = asyncio.create_task(t.request("GET", srv.url("/hold"), {}))
-            await until(lambda: srv.requests)
-            with pytest.raises(TransportError) as info:
-                await t.request("GET", srv.url("/next"), {})
-            assert info.value.kind == "timeout"
-            gate.set()
-            assert (await first).body == b"hello"
-            assert (await t.request("GET", srv.url("/next"), {})).body == b"hello"
-            assert t._open == 1 and not t._waiters
-    finally:
-        await t.aclose()
+    async with serving(gated(gate)) as srv:
+        first = asyncio.create_task(t.request("GET", srv.url("/hold"), {}))
+        await until(lambda: srv.requests)
+        with pytest.raises(TransportError) as info:
+            await t.request("GET", srv.url("/next"), {})
+        assert info.value.kind == "timeout"
+        gate.set()
+        assert (await first).body == b"hello"
+        assert (await t.request("GET", srv.url("/next"), {})).body == b"hello"
+        assert t._open == 1 and not t._waiters
 
 
-async def test_total_timeout_on_request_drops_the_connection() -> None:
-    t = NativeTransport(Timeout(total=0.2, connect=1))
+async def test_total_timeout_on_request_drops_the_connection(native: Native) -> None:
+    t = native(Timeout(total=0.2, connect=1))
     gate = asyncio.Event()
-    try:
-        async with serving(gated(gate)) as srv:
-            loop = asyncio.get_running_loop()
-            start = loop.time()
-            with pytest.raises(TransportError) as info:
-                await t.request("POST", srv.url("/hold"), JSON, b"{}")
-            assert info.value.kind == "timeout"
-            assert 0.15 < loop.time() - start < 1.0
-            assert t._open == 0
-            gate.set()  # the server writes the rest into a socket the client dropped
-            await until(lambda: srv.disconnects == 1)
-    finally:
-        await t.aclose()
+    async with serving(gated(gate)) as srv:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        with pytest.raises(TransportError) as info:
+            await t.request("POST", srv.url("/hold"), JSON, b"{}")
+        assert info.value.kind == "timeout"
+        assert 0.15 < loop.time() - start < 1.0
+        assert t._open == 0
+        gate.set()  # the server writes the rest into a socket the client dropped
+        await until(lambda: srv.disconnects == 1)
 
 
 @pytest.mark.parametrize("where", ["queued", "in_flight", "handed_a_slot"])
@@ -218,33 +223,30 @@ async def test_cancellation_does_not_leak_a_slot(where: str) -> None:
         await t.aclose()
 
 
-async def test_cancelled_waiter_passes_on_a_connection_handed_to_it() -> None:
-    t = NativeTransport(Timeout(total=5, connect=5), max_connections=1)
+async def test_cancelled_waiter_passes_on_a_connection_handed_to_it(native: Native) -> None:
+    t = native(Timeout(total=5, connect=5), max_connections=1)
     gate = asyncio.Event()
-    try:
-        async with serving(gated(gate)) as srv:
-            holder = asyncio.create_task(t.request("GET", srv.url("/hold"), {}))
-            await until(lambda: srv.requests)
-            waiter = asyncio.create_task(t.request("GET", srv.url(), {}))
-            await until(lambda: t._waiters)
-            release = t.release
+    async with serving(gated(gate)) as srv:
+        holder = asyncio.create_task(t.request("GET", srv.url("/hold"), {}))
+        await until(lambda: srv.requests)
+        waiter = asyncio.create_task(t.request("GET", srv.url(), {}))
+        await until(lambda: t._waiters)
+        release = t.release
 
-            def release_then_cancel(conn) -> None:
-                t.release = release  # type: ignore[method-assign]
-                release(conn)  # hands the connection to the waiter...
-                waiter.cancel()  # ...which is cancelled before it runs
+        def release_then_cancel(conn) -> None:
+            t.release = release  # type: ignore[method-assign]
+            release(conn)  # hands the connection to the waiter...
+            waiter.cancel()  # ...which is cancelled before it runs
 
-            t.release = release_then_cancel  # type: ignore[method-assign]
-            gate.set()
-            assert (await holder).body == b"hello"
-            with pytest.raises(asyncio.CancelledError):
-                await waiter
-            (origin,) = t._origins.values()
-            assert len(origin.idle) == 1 and t._open == 1  # parked, not leaked
-            assert (await t.request("GET", srv.url(), {})).body == b"hello"
-            assert srv.accepted == 1
-    finally:
-        await t.aclose()
+        t.release = release_then_cancel  # type: ignore[method-assign]
+        gate.set()
+        assert (await holder).body == b"hello"
+        with pytest.raises(asyncio.CancelledError):
+            await waiter
+        (origin,) = t._origins.values()
+        assert len(origin.idle) == 1 and t._open == 1  # parked, not leaked
+        assert (await t.request("GET", srv.url(), {})).body == b"hello"
+        assert srv.accepted == 1
 
 
 async def test_request_head(transport: NativeTransport) -> None:
