@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable
 
 from providers.base import Chunk, ChunkStream, ProviderError
 
-__all__ = ["chunk_batches", "iter_event_batches", "iter_events"]
+__all__ = ["chunk_batches", "iter_event_batches"]
 
 Event = tuple[str | None, bytes]
 
@@ -34,13 +34,6 @@ async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list
         event = _parse(buffer)
         if event is not None:
             yield [event]
-
-
-async def iter_events(chunks: AsyncIterator[bytes]) -> AsyncIterator[Event]:
-    """Yield (event name, data) for each event; comments and keep-alives are skipped."""
-    async for batch in iter_event_batches(chunks):
-        for event in batch:
-            yield event
 
 
 async def chunk_batches(

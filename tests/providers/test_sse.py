@@ -1,4 +1,4 @@
-"""iter_events: server-sent events parsed incrementally, however the bytes are cut."""
+"""iter_event_batches: server-sent events parsed incrementally, however the bytes are cut."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Iterable
 
 import pytest
 
-from providers.sse import iter_event_batches, iter_events
+from providers.sse import iter_event_batches
 
 Event = tuple[str | None, bytes]
 
@@ -37,7 +37,7 @@ async def feed(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
 
 
 async def collect(chunks: Iterable[bytes]) -> list[Event]:
-    return [event async for event in iter_events(feed(chunks))]
+    return [event async for batch in iter_event_batches(feed(chunks)) for event in batch]
 
 
 async def test_whole_sample() -> None:
