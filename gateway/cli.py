@@ -97,9 +97,10 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         timeout_graceful_shutdown=10,
     )
     if args.workers > 1:
-        uvicorn.run("gateway.app:app_factory", factory=True, workers=args.workers, **options)
-    else:
-        from gateway.app import create_app
+        from gateway.workers import run_workers
 
-        uvicorn.run(create_app(config), **options)
+        return run_workers(options, args.workers)
+    from gateway.app import create_app
+
+    uvicorn.run(create_app(config), **options)
     return 0

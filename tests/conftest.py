@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +51,13 @@ def client(gw: GatewayProcess) -> Iterator[openai.OpenAI]:
 def start_gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProcess]]:
     started: list[GatewayProcess] = []
 
-    def start(config: dict[str, Any], env: dict[str, str] | None = None) -> GatewayProcess:
+    def start(
+        config: dict[str, Any], env: dict[str, str] | None = None, args: Sequence[str] = ()
+    ) -> GatewayProcess:
         workdir = tmp_path / f"gw{len(started)}"
         workdir.mkdir()
         config.setdefault("storage", {"url": f"sqlite:///{tmp_path / 'gatewise.db'}"})
-        process = GatewayProcess(config, workdir, env)
+        process = GatewayProcess(config, workdir, env, args)
         started.append(process)
         return process.start()
 

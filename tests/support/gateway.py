@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,13 @@ from tests.support.upstream import free_port
 
 
 class GatewayProcess:
-    def __init__(self, config: dict[str, Any], workdir: Path, env: dict[str, str] | None = None):
+    def __init__(
+        self,
+        config: dict[str, Any],
+        workdir: Path,
+        env: dict[str, str] | None = None,
+        args: Sequence[str] = (),
+    ):
         config.setdefault("storage", {"url": f"sqlite:///{workdir / 'gatewise.db'}"})
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -25,6 +32,7 @@ class GatewayProcess:
         self.config_path.write_text(yaml.safe_dump(config))
         self.log_path = workdir / f"gateway-{self.port}.log"
         self.env = {**os.environ, **(env or {})}
+        self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20) -> GatewayProcess:
@@ -39,6 +47,7 @@ class GatewayProcess:
                 str(self.config_path),
                 "--port",
                 str(self.port),
+                *self.args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
