@@ -15,6 +15,7 @@ LIMITS = [
     ("gatewise_ttfb_delta_ms", "<=", 1.0, "streaming TTFB <= 1 ms over the pass-through's"),
     ("gatewise_peak_rss_mb", "<=", 120.0, "peak RSS of one worker <= 120 MB"),
     ("gatewise_startup_s", "<=", 1.0, "start-up to ready <= 1 s"),
+    ("gatewise_2w_vs_1w_rps", ">=", 1.7, "--workers 2 >= 1.7x one worker's throughput"),
 ]
 
 # Per-round metrics: name -> how to read it from one measurement.
@@ -76,6 +77,13 @@ def ratios(rounds: list[dict], summary: dict[str, dict]) -> dict[str, float | No
         "gatewise_vs_litellm_rps": _paired(rounds, "gatewise", "litellm", "rps", "/"),
         "passthrough_vs_direct_rps": _paired(rounds, "passthrough", "direct", "rps", "/"),
         "gatewise_2w_vs_1w_rps": _paired(rounds, "gatewise-2w", "gatewise", "rps", "/"),
+        # Why the ratio above is what it is: the CPU the two workers got (the rest of the
+        # two went to nginx, wrk and the kernel's loopback work), and requests per CPU
+        # second against one worker's (1.0: a worker does as much alone as beside another).
+        "gatewise_2w_cores": _cores(summary.get("gatewise-2w", {})),
+        "gatewise_2w_vs_1w_per_core": _paired(
+            rounds, "gatewise", "gatewise-2w", "cpu_us_per_req", "/"
+        ),
         "gatewise_added_c1_p50_ms": _paired(rounds, "gatewise", "direct", "c1_p50_ms", "-"),
         "passthrough_added_c1_p50_ms": _paired(rounds, "passthrough", "direct", "c1_p50_ms", "-"),
         "litellm_added_c1_p50_ms": _paired(rounds, "litellm", "direct", "c1_p50_ms", "-"),
@@ -91,6 +99,11 @@ def ratios(rounds: list[dict], summary: dict[str, dict]) -> dict[str, float | No
         "gatewise_startup_s": gw["startup_ms"] / 1000 if gw.get("startup_ms") else None,
     }
     return out
+
+
+def _cores(row: dict) -> float | None:
+    pct = row.get("cpu_target_pct")
+    return None if pct is None else pct / 100
 
 
 def checks(values: dict[str, float | None]) -> list[dict]:
@@ -165,8 +178,10 @@ def markdown(result: dict) -> str:
         lines.append(f"\n{name}: unavailable ({why})")
     if "gatewise-2w" in summary:
         lines.append(
-            "\ngatewise-2w runs `--workers 2` on both CPUs, sharing the second with nginx, wrk"
-            " and the runner; gatewise_2w_vs_1w_rps compares it with one worker on one CPU."
+            "\ngatewise-2w runs `--workers 2` on both CPUs, sharing them with nginx, wrk and the"
+            " runner; gatewise_2w_vs_1w_rps compares it with one worker on one CPU. Its ceiling"
+            " is the CPU the workers got (gatewise_2w_cores, out of 2) times how much a worker"
+            " does per CPU second beside another (gatewise_2w_vs_1w_per_core)."
         )
     if result["meta"].get("litellm_server"):
         lines.append(f"\nLiteLLM {result['meta']['litellm']} ran as installed from PyPI "
