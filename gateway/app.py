@@ -39,6 +39,7 @@ from gateway.routes import fast_handlers, proxy_routes
 from gateway.selection import Selector
 from gateway.store import Store, create_store
 from gateway.tracker import Tracker
+from gateway.workers import WORKERS_ENV
 from gateway.writer import StoreWriter
 from providers.base import Provider
 
@@ -50,9 +51,12 @@ log = logging.getLogger("gatewise")
 class Gateway:
     """Everything one gateway process owns: pools, catalog, tracker, blacklist, store."""
 
-    def __init__(self, config: Config, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self, config: Config, clock: Callable[[], float] = time.time, workers: int = 1
+    ) -> None:
         self.config = config
         self.clock = clock
+        self.workers = workers  # processes serving the same port (this one included)
         sel = config.selection
         self.blacklist = Blacklist(
             sel.blacklist_threshold,
@@ -108,7 +112,11 @@ class Gateway:
             clock=self.clock,
         )
         self.tracker.sink = self.writer.enqueue
-        self.feedback = FeedbackService(self.index, self.store, self.tracker, self.clock)
+        # Sibling workers' answers reach the store within one flush; wait that long.
+        settle = storage.flush_interval + 0.5 if self.workers > 1 else 0.0
+        self.feedback = FeedbackService(
+            self.index, self.store, self.tracker, self.clock, settle=settle
+        )
         for provider in config.providers:
             if provider.enabled:
                 models = [m for m in config.models if m.provider == provider.name]
@@ -182,8 +190,10 @@ class _AdminMount(Mount):
         return super().matches(scope)
 
 
-def create_app(config: Config, clock: Callable[[], float] = time.time) -> Starlette:
-    gateway = Gateway(config, clock)
+def create_app(
+    config: Config, clock: Callable[[], float] = time.time, workers: int = 1
+) -> Starlette:
+    gateway = Gateway(config, clock, workers)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -254,4 +264,4 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def app_factory() -> Starlette:
     """Entry point for `uvicorn --factory` and worker processes: config from the env."""
     configure_logging(os.environ.get("GATEWISE_LOG_LEVEL", "info"))
-    return create_app(load_config(config_path()))
+    return create_app(load_config(config_path()), workers=int(os.environ.get(WORKERS_ENV, "1")))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from gateway.errors import GatewayError
@@ -73,17 +73,30 @@ def _invalid(message: str, param: str | None = None) -> GatewayError:
 
 
 class FeedbackService:
+    """Looks a rated answer up in this process's index, then in the store.
+
+    `settle` > 0 when other processes serve the same clients (`--workers N`): an answer
+    one of them gave reaches the store within its writer's flush interval, so a rating
+    that arrives here first waits up to `settle` seconds for it instead of a 404.
+    """
+
+    STEP = 0.1  # seconds between looks while settling
+
     def __init__(
         self,
         index: ResponseIndex,
         store: Store,
         tracker: Tracker,
         clock: Callable[[], float] = time.time,
+        settle: float = 0.0,
+        pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.index = index
         self.store = store
         self.tracker = tracker
         self.clock = clock
+        self.settle = settle
+        self.pause = pause
         # The store decides which earlier rating a new one replaces; the tracker must
         # apply ratings in that same order, or a re-rating applied before the rating it
         # replaces is counted twice. Feedback is not the hot path: one at a time.
@@ -94,6 +107,11 @@ class FeedbackService:
         if record is not None:
             return record
         row = await self.store.get_response(response_id)
+        waited = 0.0
+        while row is None and waited < self.settle:
+            await self.pause(self.STEP)
+            waited += self.STEP
+            row = await self.store.get_response(response_id)
         if row is None:
             return None
         fields = {k: row.get(k) for k in ResponseRecord.__slots__ if k != "stored"}

@@ -15,6 +15,7 @@ but never listens on, and whose pickled form opens a fresh listener in the worke
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import sys
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 logger = logging.getLogger("uvicorn.error")
 
 STARTUP_FAILURE = 3  # uvicorn's exit code when it cannot start
+WORKERS_ENV = "GATEWISE_WORKERS"  # tells each worker how many serve the port
 
 
 def reuse_port_supported() -> bool:
@@ -70,6 +72,7 @@ def run_workers(options: dict[str, Any], workers: int) -> int:
     from uvicorn.supervisors import Multiprocess
 
     target = "gateway.app:app_factory"
+    os.environ[WORKERS_ENV] = str(workers)  # spawned workers inherit it
     if not reuse_port_supported():
         uvicorn.run(target, factory=True, workers=workers, **options)
         return 0

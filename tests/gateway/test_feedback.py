@@ -257,3 +257,53 @@ async def test_ratings_reach_the_tracker_in_the_order_the_store_took_them(
     stats = tracker.stats("alpha", "text-to-text")
     assert stats is not None
     assert stats.feedback["overall"] == [4.0, 1]  # the re-rating replaced the first one
+
+
+# ---- beside sibling workers: their answers reach the store within a flush ---------------
+
+
+class SiblingWriter:
+    """A sibling worker's writer: it stores `record` on its n-th flush (our n-th pause)."""
+
+    def __init__(self, store: MemoryStore, record: ResponseRecord, flushes: int) -> None:
+        self.store, self.record, self.flushes = store, record, flushes
+        self.paused: list[float] = []
+
+    async def pause(self, seconds: float) -> None:
+        self.paused.append(seconds)
+        if len(self.paused) == self.flushes:
+            await self.store.write_responses([self.record.to_row()])
+
+
+async def test_a_rating_for_a_sibling_workers_answer_waits_for_its_flush(
+    index: ResponseIndex, store: MemoryStore, tracker: Tracker
+) -> None:
+    sibling = SiblingWriter(store, record("theirs", model="beta"), flushes=3)
+    service = FeedbackService(index, store, tracker, Clock(), settle=1.5, pause=sibling.pause)
+    reply = await service.submit({"response_id": "theirs", "overall": 5})
+    assert reply["model"] == "beta"
+    assert sibling.paused == [FeedbackService.STEP] * 3  # it looked again after each pause
+    assert [r["overall"] for r in await store.feedback(model="beta")] == [5]
+
+
+async def test_an_unknown_id_beside_siblings_is_404_after_the_settle_time(
+    index: ResponseIndex, store: MemoryStore, tracker: Tracker
+) -> None:
+    sibling = SiblingWriter(store, record("never"), flushes=10**6)
+    service = FeedbackService(index, store, tracker, Clock(), settle=1.5, pause=sibling.pause)
+    with pytest.raises(GatewayError) as caught:
+        await service.submit({"response_id": "chatcmpl-nope", "overall": 5})
+    assert caught.value.status == 404
+    assert sum(sibling.paused) == pytest.approx(1.5)
+
+
+async def test_a_single_worker_does_not_wait_for_unknown_ids(
+    service: FeedbackService, store: MemoryStore
+) -> None:
+    async def pause(seconds: float) -> None:
+        raise AssertionError("a lone worker has no sibling to wait for")
+
+    service.pause = pause
+    with pytest.raises(GatewayError) as caught:
+        await service.submit({"response_id": "chatcmpl-nope", "overall": 5})
+    assert caught.value.status == 404

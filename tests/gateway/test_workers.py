@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
+import httpx
 import openai
 import pytest
 
@@ -197,3 +198,19 @@ def test_two_workers_serve_the_sdk_and_stop_together(
     assert workers
     assert gw.stop() in (0, -15)
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
+
+
+def test_a_rating_reaching_the_other_worker_finds_the_answer(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    """Each request on a new connection: the rating lands on either worker, at once."""
+    gw = two_workers(upstream, start_gateway)
+    auth = {"authorization": "Bearer test-key"}
+    body = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    for _ in range(12):  # ~half land on the worker that did not answer
+        answer = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=auth, timeout=10)
+        assert answer.status_code == 200, answer.text
+        rating = {"response_id": answer.json()["id"], "overall": 4}
+        rated = httpx.post(gw.url + "/v1/feedback", json=rating, headers=auth, timeout=10)
+        assert rated.status_code == 200, rated.text
+        assert rated.json()["model"] == answer.json()["model"]
