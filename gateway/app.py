@@ -33,6 +33,7 @@ from gateway.dispatch import log as attempt_log
 from gateway.errors import GatewayError, error_response, http_error
 from gateway.evaluator import Evaluator
 from gateway.feedback import FeedbackService
+from gateway.gctune import tune
 from gateway.logs import configure_logging
 from gateway.responses import ResponseIndex, ResponseRecord
 from gateway.routes import fast_handlers, proxy_routes
@@ -264,4 +265,6 @@ async def _internal_error(request: Request, exc: Exception) -> Response:
 def app_factory() -> Starlette:
     """Entry point for `uvicorn --factory` and worker processes: config from the env."""
     configure_logging(os.environ.get("GATEWISE_LOG_LEVEL", "info"))
-    return create_app(load_config(config_path()), workers=int(os.environ.get(WORKERS_ENV, "1")))
+    app = create_app(load_config(config_path()), workers=int(os.environ.get(WORKERS_ENV, "1")))
+    tune()
+    return app

@@ -101,6 +101,9 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
 
         return run_workers(options, args.workers)
     from gateway.app import create_app
+    from gateway.gctune import tune
 
-    uvicorn.run(create_app(config), **options)
+    app = create_app(config)
+    tune()
+    uvicorn.run(app, **options)
     return 0
