@@ -3,6 +3,7 @@ bodies and streams, and the Evaluator that does the work off the request path.""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from types import SimpleNamespace
 from typing import Any
@@ -306,6 +307,37 @@ def test_submit_only_queues_and_drain_judges(tracker: Tracker) -> None:
     assert stats.auto_score_count == 2
     assert stats.auto_score == pytest.approx(0.8)
     assert stats.flags == {"truncated": 1}
+
+
+def test_drain_with_a_limit_judges_the_oldest_and_keeps_the_rest(tracker: Tracker) -> None:
+    evaluator, seen = make_evaluator(tracker)
+    for i in range(5):
+        evaluator.submit(record(f"r{i}"), PLAIN, Answer("fine", "stop"))
+    evaluator.drain(2)
+    assert [r.response_id for r in seen] == ["r0", "r1"]
+    assert [r.response_id for r, _, _ in evaluator._pending] == ["r2", "r3", "r4"]
+    evaluator.drain(10)
+    assert [r.response_id for r in seen] == ["r0", "r1", "r2", "r3", "r4"]
+
+
+async def test_the_background_task_judges_a_backlog_in_slices(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests run between the slices: a backlog never holds the event loop at once."""
+    monkeypatch.setattr(Evaluator, "SLICE", 2)
+    evaluator, seen = make_evaluator(tracker, interval=0)
+    for i in range(5):
+        evaluator.submit(record(f"r{i}"), PLAIN, Answer("fine", "stop"))
+    observed: list[int] = []
+    evaluator.start()
+    try:
+        while len(seen) < 5:
+            await asyncio.sleep(0)  # what a request handler does between its steps
+            observed.append(len(seen))
+    finally:
+        await evaluator.close()
+    assert {2, 4} <= set(observed)  # seen between slices
+    assert [r.response_id for r in seen] == ["r0", "r1", "r2", "r3", "r4"]
 
 
 def test_submit_is_constant_time(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:

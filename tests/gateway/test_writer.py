@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from gateway.blacklist import Blacklist
+from gateway.responses import ResponseRecord
 from gateway.store import MemoryStore, SQLiteStore, Store
 from gateway.tracker import Tracker
 from gateway.types import Attempt
@@ -255,3 +256,72 @@ async def test_prune_uses_the_retention_and_the_clock(clock: Clock, tracker: Tra
     await writer.prune()
     assert await stored(store) == ["req-150"]
     assert (await store.counts())["attempt_hourly"] >= 1
+
+
+class ChunkStore(FailingStore):
+    """Records the size of every attempt and response write; `failures` as FailingStore."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__(failures)
+        self.sizes: list[int] = []
+
+    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+        self.sizes.append(len(attempts))
+        await super().write_attempts(attempts)
+
+
+async def test_a_large_flush_is_written_in_chunks(tracker: Tracker) -> None:
+    store = ChunkStore()
+    writer = StoreWriter(store, tracker, chunk=4)
+    for i in range(10):
+        writer.enqueue(attempt(i))
+    await writer.flush()
+    assert store.sizes == [4, 4, 2]  # the event loop runs between the chunks
+    assert await stored(store) == ids(10)
+    assert writer.written == 10
+
+
+async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(tracker: Tracker) -> None:
+    store = ChunkStore()
+    writer = StoreWriter(store, tracker, chunk=4)
+    for i in range(10):
+        writer.enqueue(attempt(i))
+
+    async def fail_second(attempts: Sequence[Attempt]) -> None:
+        store.sizes.append(len(attempts))
+        if len(store.sizes) == 2:
+            raise OSError("disk on fire")
+        await MemoryStore.write_attempts(store, attempts)
+
+    store.write_attempts = fail_second  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        await writer.flush()
+    assert await stored(store) == ids(4)  # the first chunk is in
+    writer.enqueue(attempt(10))
+    await writer.flush()
+    assert await stored(store) == ids(11)  # nothing lost, nothing written twice
+    assert (writer.written, writer.dropped) == (11, 0)
+
+
+async def test_response_records_are_written_in_chunks_and_marked_stored(
+    tracker: Tracker,
+) -> None:
+    sizes: list[int] = []
+
+    class Store(MemoryStore):
+        async def write_responses(self, records: Sequence[dict]) -> None:
+            sizes.append(len(records))
+            await super().write_responses(records)
+
+    store = Store()
+    writer = StoreWriter(store, tracker, chunk=3)
+    records = [
+        ResponseRecord(f"r{i}", f"q{i}", "alpha", "up", "text-to-text", None, None, T0, 1.0)
+        for i in range(7)
+    ]
+    for record in records:
+        writer.enqueue_response(record)
+    await writer.flush()
+    assert sizes == [3, 3, 1]
+    assert all(record.stored for record in records)
+    assert await store.get_response("r6") is not None
