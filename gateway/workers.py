@@ -31,9 +31,8 @@ def reuse_port_supported() -> bool:
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 
-def open_listener(family: int, host: str, port: int) -> socket.socket:
-    """A socket bound to (host, port) that other SO_REUSEPORT sockets may share."""
-    sock = socket.socket(family, socket.SOCK_STREAM)
+def _bind_shared(sock: socket.socket, host: str, port: int) -> None:
+    """Bind so that other SO_REUSEPORT sockets of this user may share (host, port)."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -41,6 +40,12 @@ def open_listener(family: int, host: str, port: int) -> socket.socket:
     except BaseException:
         sock.close()
         raise
+
+
+def open_listener(family: int, host: str, port: int) -> socket.socket:
+    """A worker's own socket on the reserved port (it listens once uvicorn serves)."""
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    _bind_shared(sock, host, port)
     return sock
 
 
@@ -56,13 +61,7 @@ def reserve(host: str, port: int) -> ReusePortSocket:
     """Bind the port in the supervisor, so a taken port fails before any worker starts."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = ReusePortSocket(family, socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-    except BaseException:
-        sock.close()
-        raise
+    _bind_shared(sock, host, port)
     return sock
 
 
