@@ -147,9 +147,14 @@ def expected_cost(model: ModelConfig, stats: Stats | None, k: float) -> float:
     p = model.pricing
     prompt, completion = PRIOR_TOKENS
     if stats is not None and stats.usage_count:
-        w = stats.usage_count / (stats.usage_count + k)
-        prompt = w * stats.prompt_tokens / stats.usage_count + (1 - w) * prompt
-        completion = w * stats.completion_tokens / stats.usage_count + (1 - w) * completion
+        n = stats.usage_count
+        w = n / (n + k)
+        # Recent answers, not all of them: what a model costs now is what counts.
+        recent_prompt, recent_completion = stats.prompt_ewma, stats.completion_ewma
+        if recent_prompt is None or recent_completion is None:  # a state from before
+            recent_prompt, recent_completion = stats.prompt_tokens / n, stats.completion_tokens / n
+        prompt = w * recent_prompt + (1 - w) * prompt
+        completion = w * recent_completion + (1 - w) * completion
     token_cost = (prompt * p.input_per_million + completion * p.output_per_million) / 1e6
     return token_cost + p.per_image + p.per_second
 

@@ -24,6 +24,7 @@ log = logging.getLogger("gatewise.tracker")
 FEEDBACK_DIMENSIONS = ("relevance", "accuracy", "helpfulness", "creativity", "overall")
 _DECAY = 0.97  # recent success rate: an effective memory of ~33 attempts
 _EWMA = 0.1
+_TOKENS_EWMA = 0.05  # token counts vary more per request than latency does
 _FEEDBACK_DECAY = 0.8  # recent feedback: an effective memory of ~5 ratings per dimension
 
 
@@ -44,6 +45,10 @@ class Stats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     usage_count: int = 0
+    # Recent tokens per answer, for the expected cost: a model that turns verbose must
+    # get dearer within tens of answers, not after as many as it has ever given.
+    prompt_ewma: float | None = None
+    completion_ewma: float | None = None
     cost: float = 0.0
     recent_ok: float = 0.0
     recent_n: float = 0.0
@@ -199,6 +204,13 @@ class Tracker:
             stats.ttft.record(attempt.ttft_ms)
             stats.ttft_ewma = _ewma(stats.ttft_ewma, attempt.ttft_ms)
         if attempt.prompt_tokens or attempt.completion_tokens:
+            if stats.completion_ewma is None and stats.usage_count:  # restored from before
+                stats.prompt_ewma = stats.prompt_tokens / stats.usage_count
+                stats.completion_ewma = stats.completion_tokens / stats.usage_count
+            stats.prompt_ewma = _ewma(stats.prompt_ewma, attempt.prompt_tokens, _TOKENS_EWMA)
+            stats.completion_ewma = _ewma(
+                stats.completion_ewma, attempt.completion_tokens, _TOKENS_EWMA
+            )
             stats.prompt_tokens += attempt.prompt_tokens
             stats.completion_tokens += attempt.completion_tokens
             stats.usage_count += 1
@@ -276,5 +288,5 @@ class Tracker:
         self.version += 1
 
 
-def _ewma(previous: float | None, value: float) -> float:
-    return value if previous is None else previous + _EWMA * (value - previous)
+def _ewma(previous: float | None, value: float, alpha: float = _EWMA) -> float:
+    return value if previous is None else previous + alpha * (value - previous)

@@ -168,6 +168,24 @@ def test_observed_token_counts_change_the_cost_choice() -> None:
     assert w.rank("cost") == ["alpha", "beta"]
 
 
+def test_a_model_that_turns_verbose_loses_the_cost_ranking_within_tens_of_answers() -> None:
+    w = World(
+        {
+            "alpha": {"pricing": {"input_per_million": 1, "output_per_million": 4}},
+            "beta": {"pricing": {"input_per_million": 1, "output_per_million": 8}},
+        }
+    )
+    w.record("alpha", 1000, prompt_tokens=100, completion_tokens=150)
+    w.record("beta", 1000, prompt_tokens=100, completion_tokens=150)
+    assert w.rank("cost") == ["alpha", "beta"]
+    w.record("alpha", 40, prompt_tokens=100, completion_tokens=600)  # alpha turns verbose
+    # Its recent answers cost 2,500 µ$ per million against beta's 1,300; the mean of all
+    # 1,040 would still say 769.
+    assert w.rank("cost") == ["beta", "alpha"]
+    alpha = w.rankings("cost")["alpha"].parts["expected_cost"]
+    assert alpha > 0.8 * (100 * 1 + 600 * 4) / 1e6
+
+
 def test_accuracy_follows_priors_without_data_then_feedback() -> None:
     w = World(priors(alpha={"accuracy": 8}, beta={"accuracy": 6}))
     assert w.rank("accuracy") == ["alpha", "beta"]

@@ -109,6 +109,8 @@ def test_counts_rates_latency_tokens_and_cost(tracker: Tracker) -> None:
     assert stats.ttft_ewma == pytest.approx(stats.latency_ewma / 10)
     assert stats.mean_prompt_tokens == 10
     assert stats.mean_completion_tokens == pytest.approx(50.5)
+    assert stats.prompt_ewma == pytest.approx(10)
+    assert stats.completion_ewma is not None and 70 < stats.completion_ewma < 100  # recent
     assert stats.cost == pytest.approx(1.0)
     assert stats.last_error_class == "server_error"
     assert tracker.stats("alpha", "embedding") is None
@@ -225,6 +227,7 @@ def test_snapshot_restore_round_trip(clock: Clock, tracker: Tracker) -> None:
         assert getattr(after, name) == getattr(before, name), name
     assert after.cost == pytest.approx(before.cost)
     assert after.latency_ewma == pytest.approx(before.latency_ewma)
+    assert after.completion_ewma == pytest.approx(before.completion_ewma)
     assert after.recent_success_rate == pytest.approx(before.recent_success_rate)
     assert after.latency.count == 100
     for q in (0.5, 0.9, 0.99):
@@ -252,6 +255,21 @@ def test_restore_continues_the_attempt_count_so_evidence_keeps_its_age(
     assert fresh.seq - fresh.stats("alpha", TT).last_seq == 7  # alpha idle for 7 attempts
     fresh.record(attempt("beta"))
     assert fresh.stats("beta", TT).last_seq == 13
+
+
+def test_a_state_saved_before_token_averages_existed_seeds_them_from_its_means(
+    clock: Clock, tracker: Tracker
+) -> None:
+    for _ in range(10):
+        tracker.record(attempt(prompt_tokens=100, completion_tokens=200))
+    [(key, data)] = [(k, d) for kind, k, d in tracker.snapshot() if kind == "stats"]
+    del data["prompt_ewma"], data["completion_ewma"]
+    fresh = Tracker(Blacklist(clock=clock), clock=clock)
+    fresh.restore(orjson.loads(orjson.dumps({key: data})), {})
+    fresh.record(attempt(prompt_tokens=100, completion_tokens=1200))
+    stats = fresh.stats("alpha", TT)
+    assert stats is not None
+    assert stats.completion_ewma == pytest.approx(200 + 0.05 * 1000)  # not one answer's 1200
 
 
 def test_restore_skips_unreadable_stats(clock: Clock) -> None:
