@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -214,3 +215,33 @@ def test_a_rating_reaching_the_other_worker_finds_the_answer(
         rated = httpx.post(gw.url + "/v1/feedback", json=rating, headers=auth, timeout=10)
         assert rated.status_code == 200, rated.text
         assert rated.json()["model"] == answer.json()["model"]
+
+
+def test_a_worker_that_dies_is_replaced_by_one_with_its_own_listener(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    gw = two_workers(upstream, start_gateway)
+    assert gw.proc is not None
+    first = listening_processes(gw.port) - {gw.proc.pid}
+    victim = min(first)
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:  # uvicorn's supervisor notices and starts another worker
+        now = listening_processes(gw.port) - {gw.proc.pid}
+        if len(now) == 2 and victim not in now:
+            break
+        assert time.monotonic() < deadline, f"no replacement for {victim}: {now}"
+        time.sleep(0.05)
+    for _ in range(3):  # both serve: fresh connections land on either
+        assert httpx.get(gw.url + "/healthz", timeout=10).status_code == 200
+    conns = burst(gw.port, 32)
+    try:
+        for sock in conns:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        for sock in conns:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        owners = server_side_owners(gw.port, {sock.getsockname()[1] for sock in conns})
+    finally:
+        for sock in conns:
+            sock.close()
+    assert set(owners.values()) == now
