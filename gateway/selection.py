@@ -20,7 +20,17 @@ from gateway.blacklist import Blacklist
 from gateway.config import ModelConfig, SelectionConfig
 from gateway.errors import GatewayError
 from gateway.score_table import ScoreTable
-from gateway.scoring import BONUS, aged, details, evidence, expected_cost, latency, own, total
+from gateway.scoring import (
+    AGING,
+    BONUS,
+    aged,
+    details,
+    evidence,
+    expected_cost,
+    latency,
+    own,
+    total,
+)
 from gateway.tracker import Stats, Tracker
 
 __all__ = ["Score", "Selector"]
@@ -270,18 +280,26 @@ class Selector:
         optimization: str,
     ) -> list[ModelConfig]:
         """Thompson-style: sample each score with noise that shrinks as data grows
-        (scored as for a non-streaming request, sampled in ranked order)."""
+        (scored as for a non-streaming request, sampled in ranked order).
+
+        The data is the aged evidence, as for the exploration bonus: a model that has not
+        served for a while is uncertain again. With all-time counts, a runner-up with a
+        few hundred old requests was never drawn, so when it got better only the bonus
+        could find out (the accuracy scenario of bench/quality.py then sometimes kept
+        the old best for its whole second half)."""
         table = self._entry(key, models, ctype, optimization, False).table
         table.sync(self.tracker)
+        seq = self.tracker.seq
         c = self.config.exploration_bonus * BONUS[optimization]
-        totals = table.totals(self.tracker.seq, c)
-        requests = table.requests
+        totals = table.totals(seq, c)
+        f = AGING ** (seq - table.anchor)  # table.aged is aged to its anchor
+        evidence_now = table.aged
         position = {m.name: i for i, m in enumerate(models)}
         gauss = self.rng.gauss
         sampled = []
         for m in ordered:
             i = position[m.name]
-            sampled.append(totals[i] + gauss(0.0, 0.3 / math.sqrt(1 + requests[i])))
+            sampled.append(totals[i] + gauss(0.0, 0.3 / math.sqrt(1 + f * evidence_now[i])))
         return sorted(ordered, key=partial(next, iter(sampled)), reverse=True)
 
     def _all_blacklisted(self, candidates: Sequence[ModelConfig]) -> list[ModelConfig]:

@@ -320,6 +320,21 @@ def test_exploration_is_reproducible_with_a_seeded_rng() -> None:
     assert first != exploration_orders(seed=8, rate=1.0)
 
 
+def test_exploration_draws_a_runner_up_again_once_its_evidence_has_aged() -> None:
+    """All-time counts would keep a model with 500 old requests certain for ever."""
+    w = World(priors(alpha={"accuracy": 8}, beta={"accuracy": 6}),
+              exploration_rate=1.0, exploration_bonus=0)  # fmt: skip
+    w.record("beta", 500)
+    w.record("alpha", 2000)  # beta idle since: its evidence ages by 0.995 per attempt
+
+    def beta_first(draws: int = 300) -> float:
+        return sum(w.rank("accuracy")[0] == "beta" for _ in range(draws)) / draws
+
+    assert beta_first() > 0.2  # uncertain again: drawn first now and then
+    w.record("beta", 500)  # fresh evidence: certain again
+    assert beta_first() < 0.05
+
+
 def test_no_exploration_never_reorders() -> None:
     orders = exploration_orders(seed=7, rate=0.0, n=200)
     assert all(order == ["alpha", "beta", "gamma"] for order in orders)
