@@ -155,22 +155,27 @@ def burst(port: int, n: int) -> list[socket.socket]:
     return conns
 
 
+def burst_owners(port: int, n: int) -> dict[int, int]:
+    """A burst of n connections, one request on each: client port -> serving process."""
+    conns = burst(port, n)
+    try:
+        for sock in conns:  # a request on each, so every connection has been accepted
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
+        for sock in conns:
+            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
+        return server_side_owners(port, {sock.getsockname()[1] for sock in conns})
+    finally:
+        for sock in conns:
+            sock.close()
+
+
 def test_bursts_of_keep_alive_connections_are_spread_over_both_workers(
     upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
 ) -> None:
     gw = two_workers(upstream, start_gateway)
     assert gw.proc is not None
     for _ in range(3):  # a shared socket gives one burst to one worker about half the time
-        conns = burst(gw.port, 32)
-        try:
-            for sock in conns:  # a request on each, so every connection has been accepted
-                sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
-            for sock in conns:
-                assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-            owners = server_side_owners(gw.port, {sock.getsockname()[1] for sock in conns})
-        finally:
-            for sock in conns:
-                sock.close()
+        owners = burst_owners(gw.port, 32)
         assert len(owners) == 32
         per_worker = Counter(owners.values())
         assert len(per_worker) == 2, per_worker
@@ -189,14 +194,8 @@ def test_two_workers_serve_the_sdk_and_stop_together(
                 model="auto", messages=[{"role": "user", "content": "hi"}]
             )
             assert reply.choices[0].message.content
-    conns = [socket.create_connection(("127.0.0.1", gw.port), timeout=10) for _ in range(8)]
-    for sock in conns:
-        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
-        sock.recv(4096)
-    workers = set(server_side_owners(gw.port, {s.getsockname()[1] for s in conns}).values())
-    for sock in conns:
-        sock.close()
-    assert workers
+    workers = set(burst_owners(gw.port, 16).values())
+    assert len(workers) == 2
     assert gw.stop() in (0, -15)
     assert not [pid for pid in workers if os.path.exists(f"/proc/{pid}")]
 
@@ -234,14 +233,4 @@ def test_a_worker_that_dies_is_replaced_by_one_with_its_own_listener(
         time.sleep(0.05)
     for _ in range(3):  # both serve: fresh connections land on either
         assert httpx.get(gw.url + "/healthz", timeout=10).status_code == 200
-    conns = burst(gw.port, 32)
-    try:
-        for sock in conns:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n")
-        for sock in conns:
-            assert sock.recv(4096).startswith(b"HTTP/1.1 200")
-        owners = server_side_owners(gw.port, {sock.getsockname()[1] for sock in conns})
-    finally:
-        for sock in conns:
-            sock.close()
-    assert set(owners.values()) == now
+    assert set(burst_owners(gw.port, 32).values()) == now
