@@ -150,11 +150,9 @@ def expected_cost(model: ModelConfig, stats: Stats | None, k: float) -> float:
         n = stats.usage_count
         w = n / (n + k)
         # Recent answers, not all of them: what a model costs now is what counts.
-        recent_prompt, recent_completion = stats.prompt_ewma, stats.completion_ewma
-        if recent_prompt is None or recent_completion is None:  # a state from before
-            recent_prompt, recent_completion = stats.prompt_tokens / n, stats.completion_tokens / n
-        prompt = w * recent_prompt + (1 - w) * prompt
-        completion = w * recent_completion + (1 - w) * completion
+        # (Set whenever usage_count is: by record(), or by Stats.from_dict.)
+        prompt = w * (stats.prompt_ewma or 0.0) + (1 - w) * prompt
+        completion = w * (stats.completion_ewma or 0.0) + (1 - w) * completion
     token_cost = (prompt * p.input_per_million + completion * p.output_per_million) / 1e6
     return token_cost + p.per_image + p.per_second
 

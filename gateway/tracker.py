@@ -100,6 +100,10 @@ class Stats:
         fields = {k: v for k, v in data.items() if k in cls.__slots__}
         fields["latency"] = WindowedHistogram.from_dict(data["latency"], clock=clock)
         fields["ttft"] = WindowedHistogram.from_dict(data["ttft"], clock=clock)
+        n = fields.get("usage_count") or 0
+        if n and fields.get("completion_ewma") is None:  # saved before there were EWMAs
+            fields["prompt_ewma"] = fields.get("prompt_tokens", 0) / n
+            fields["completion_ewma"] = fields.get("completion_tokens", 0) / n
         return cls(**fields)
 
 
@@ -204,9 +208,6 @@ class Tracker:
             stats.ttft.record(attempt.ttft_ms)
             stats.ttft_ewma = _ewma(stats.ttft_ewma, attempt.ttft_ms)
         if attempt.prompt_tokens or attempt.completion_tokens:
-            if stats.completion_ewma is None and stats.usage_count:  # restored from before
-                stats.prompt_ewma = stats.prompt_tokens / stats.usage_count
-                stats.completion_ewma = stats.completion_tokens / stats.usage_count
             stats.prompt_ewma = _ewma(stats.prompt_ewma, attempt.prompt_tokens, _TOKENS_EWMA)
             stats.completion_ewma = _ewma(
                 stats.completion_ewma, attempt.completion_tokens, _TOKENS_EWMA
