@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from gateway.config import ModelConfig
-from gateway.tracker import Stats
+from gateway.tracker import AGING, Stats
 
 __all__ = [
     "AGING",
@@ -40,7 +40,13 @@ AUTO_PENALTY = 0.5  # a model whose every answer is flagged keeps half its quali
 # Optimism for models with little evidence (c = selection.exploration_bonus times these
 # weights), so new and returning models get tried; it fades as their evidence grows.
 BONUS = {"speed": 0.3, "cost": 0.3, "accuracy": 1.0, "creativity": 1.0, "continuity": 1.0}
-AGING = 0.995  # per attempt recorded elsewhere: evidence halves in ~140 attempts
+# Evidence counts at most this many observations, so how long a model waits to be tried
+# again (until its aged evidence falls to where the bonus lifts it) stays bounded: aged
+# from its all-time count, a model that once served 10,000 requests waited ~1,300
+# attempts, too long to notice that it got better.
+EVIDENCE_CAP = 100
+# Ratings are sparse: the prior counts as prior_weight * this many of them.
+RATED_PRIOR_SHARE = 0.25
 PRIOR_TOKENS = (500.0, 200.0)  # assumed prompt/completion tokens before data
 PRIOR_SUCCESS = 0.95
 
@@ -75,7 +81,7 @@ def own(model: ModelConfig, stats: Stats | None, optimization: str, stream: bool
         prior, live, n, auto = _quality_inputs(model, stats, optimization)
         base = prior
         if live is not None and n > 0:
-            weight = n / (n + k)
+            weight = n / (n + k * RATED_PRIOR_SHARE)
             base = weight * live + (1 - weight) * prior
         if auto is not None:  # automatic checks only ever discount: clean is the norm
             base *= 1 - AUTO_PENALTY * (1 - auto)
@@ -163,10 +169,10 @@ def evidence(stats: Stats | None, optimization: str) -> float:
     if stats is None:
         return 0.0
     if optimization == "speed":
-        return stats.successes
+        return min(stats.successes, EVIDENCE_CAP)
     if optimization == "cost":
-        return stats.usage_count
-    return stats.requests
+        return min(stats.usage_count, EVIDENCE_CAP)
+    return min(stats.requests, EVIDENCE_CAP)
 
 
 def latency(stats: Stats | None, stream: bool) -> float | None:

@@ -25,7 +25,14 @@ FEEDBACK_DIMENSIONS = ("relevance", "accuracy", "helpfulness", "creativity", "ov
 _DECAY = 0.97  # recent success rate: an effective memory of ~33 attempts
 _EWMA = 0.1
 _TOKENS_EWMA = 0.05  # token counts vary more per request than latency does
-_FEEDBACK_DECAY = 0.8  # recent feedback: an effective memory of ~5 ratings per dimension
+# Evidence ages by attempts recorded, all models together (Tracker.seq): a model that
+# has not served for a while is uncertain again. Halves in ~140 attempts.
+AGING = 0.995
+# Recent feedback fades per rating (an effective memory of ~10 ratings per dimension) and,
+# like evidence, with the attempts since the model was last rated: a model rated again
+# after hundreds of attempts away is judged mostly by its new ratings, so a model that
+# got better is noticed from the few ratings its exploration brings in.
+_FEEDBACK_DECAY = 0.9
 
 
 @dataclass(slots=True)
@@ -53,7 +60,8 @@ class Stats:
     recent_ok: float = 0.0
     recent_n: float = 0.0
     feedback: dict[str, list[float]] = field(default_factory=dict)  # dim -> [sum, count]
-    # The same ratings with older ones fading, so a model that changes is noticed.
+    # The same ratings with older ones fading, so a model that changes is noticed:
+    # dim -> [weighted sum, weight, Tracker.seq at the last rating].
     feedback_recent: dict[str, list[float]] = field(default_factory=dict)
     auto_score_sum: float = 0.0
     auto_score_count: int = 0
@@ -104,6 +112,9 @@ class Stats:
         if n and fields.get("completion_ewma") is None:  # saved before there were EWMAs
             fields["prompt_ewma"] = fields.get("prompt_tokens", 0) / n
             fields["completion_ewma"] = fields.get("completion_tokens", 0) / n
+        for recent in (fields.get("feedback_recent") or {}).values():
+            if len(recent) == 2:  # saved before ratings aged: as if last rated last served
+                recent.append(fields.get("last_seq", 0))
         return cls(**fields)
 
 
@@ -239,6 +250,7 @@ class Tracker:
     ) -> None:
         """Fold 1-5 ratings into the aggregates; a re-rating replaces its earlier scores."""
         stats = self._get(model, ctype)
+        seq = self.seq
         for dimension, value in (previous or {}).items():
             pair = stats.feedback.get(dimension)
             if pair and pair[1] > 0:
@@ -252,9 +264,11 @@ class Tracker:
             pair = stats.feedback.setdefault(dimension, [0.0, 0])
             pair[0] += value
             pair[1] += 1
-            recent = stats.feedback_recent.setdefault(dimension, [0.0, 0.0])
-            recent[0] = recent[0] * _FEEDBACK_DECAY + value
-            recent[1] = recent[1] * _FEEDBACK_DECAY + 1
+            recent = stats.feedback_recent.setdefault(dimension, [0.0, 0.0, seq])
+            fade = min(_FEEDBACK_DECAY, AGING ** (seq - recent[2]))
+            recent[0] = recent[0] * fade + value
+            recent[1] = recent[1] * fade + 1
+            recent[2] = seq
         self._changed(stats)
         self.version += 1
 

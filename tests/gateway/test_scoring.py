@@ -7,7 +7,16 @@ import math
 import pytest
 
 from gateway.config import ModelConfig
-from gateway.scoring import AGING, PRIOR_SUCCESS, Own, aged, own, total
+from gateway.scoring import (
+    AGING,
+    EVIDENCE_CAP,
+    PRIOR_SUCCESS,
+    Own,
+    aged,
+    evidence,
+    own,
+    total,
+)
 from gateway.tracker import Stats
 
 MODEL = ModelConfig.model_validate(
@@ -45,6 +54,31 @@ def test_speed_keeps_the_prior_share_apart_from_the_live_latency() -> None:
     assert parts.base == pytest.approx(0.5 * 0.6)
     assert parts.latency == 300.0
     assert own(MODEL, stats, "speed", True, 20.0).latency == 30.0  # streams: first token
+
+
+def test_ratings_outweigh_the_prior_sooner_than_other_observations() -> None:
+    """Ratings are sparse: five of them weigh as much as a prior of weight 20, where
+    twenty latency samples would be needed (as above)."""
+    stats = Stats(requests=5, successes=5, feedback={"accuracy": [25.0, 5]})
+    stats.feedback_recent = {"accuracy": [25.0, 5.0, 0]}
+    parts = own(MODEL, stats, "accuracy", False, 20.0)
+    assert parts.weight == pytest.approx(0.5)  # n / (n + prior_weight / 4)
+    assert parts.base == pytest.approx(0.5 * 1.0 + 0.5 * 0.8)
+
+
+@pytest.mark.parametrize("optimization", ["accuracy", "speed", "cost"])
+def test_evidence_is_capped_so_a_busy_model_is_tried_again_in_bounded_time(
+    optimization: str,
+) -> None:
+    """Aged from an all-time count, a model that had served 10,000 requests would wait
+    ~1,300 attempts before the bonus tried it again; capped, it waits as long as one
+    that served EVIDENCE_CAP."""
+    busy = Stats(requests=10_000, successes=10_000, usage_count=10_000)
+    assert evidence(busy, optimization) == EVIDENCE_CAP
+    few = Stats(requests=7, successes=7, usage_count=7)
+    assert evidence(few, optimization) == 7
+    # aged evidence of the busy model drops below 10 within ~460 attempts
+    assert aged(evidence(busy, optimization), last_seq=0, seq=460) < 10
 
 
 def test_evidence_fades_while_others_serve() -> None:

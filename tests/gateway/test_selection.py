@@ -342,14 +342,14 @@ def test_no_exploration_never_reorders() -> None:
 
 def test_rankings_expose_the_parts() -> None:
     w = World(priors(alpha={"accuracy": 8}, beta={"accuracy": 6}), prior_weight=20)
-    w.rate("alpha", 20, "accuracy", 5)
+    w.rate("alpha", 5, "accuracy", 5)
     w.record("beta", 10)
     scores = w.selector.rankings(list(w.catalog.resolve("auto", TT).candidates), TT, "accuracy")
     assert [s.model for s in scores] == ["alpha", "beta"]
     alpha, beta = scores
     assert alpha.parts["prior"] == pytest.approx(0.8)
     assert alpha.parts["live"] == pytest.approx(1.0)
-    assert alpha.parts["weight_live"] == pytest.approx(0.5)  # n / (n + prior_weight)
+    assert alpha.parts["weight_live"] == pytest.approx(0.5)  # n / (n + prior_weight / 4)
     assert alpha.parts["success_rate"] == pytest.approx(0.95)  # the prior, before requests
     assert alpha.parts["value"] == pytest.approx(0.9)
     # c * sqrt(ln(1 + N) / (1 + n)): alpha never served (n = 0), its peer served 10 (N)

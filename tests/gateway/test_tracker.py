@@ -7,7 +7,7 @@ import pytest
 
 from gateway.blacklist import Blacklist
 from gateway.histogram import Histogram
-from gateway.tracker import Tracker
+from gateway.tracker import Stats, Tracker
 from gateway.types import Attempt
 
 T0 = 1_700_000_000.0
@@ -198,6 +198,50 @@ def test_feedback_accumulates_and_replacement_replaces(tracker: Tracker) -> None
     assert stats.feedback_mean("accuracy") == 2
     assert stats.feedback["overall"] == [2.0, 1]
     assert stats.feedback_mean("creativity") is None
+
+
+def recent_mean(tracker: Tracker, model: str) -> float:
+    recent = tracker.stats(model, TT).feedback_recent["overall"]
+    return recent[0] / recent[1]
+
+
+def test_recent_feedback_keeps_about_ten_ratings_given_in_a_row(tracker: Tracker) -> None:
+    for _ in range(20):
+        tracker.add_feedback("alpha", TT, {"overall": 1})
+    for _ in range(3):
+        tracker.add_feedback("alpha", TT, {"overall": 5})
+    # weights 0.9 per rating: the three fives hold 1 + .9 + .81 of ~9.8
+    assert recent_mean(tracker, "alpha") == pytest.approx(2.1, abs=0.1)
+    assert tracker.stats("alpha", TT).feedback_mean("overall") == pytest.approx(35 / 23)
+
+
+def test_recent_feedback_fades_with_the_attempts_since_the_last_rating(
+    tracker: Tracker,
+) -> None:
+    """A model rated again after serving nothing for hundreds of attempts is judged
+    mostly by its new rating: it may have changed meanwhile."""
+    for _ in range(20):
+        tracker.add_feedback("alpha", TT, {"overall": 1})
+    for _ in range(600):  # others serve; alpha's ratings age (0.995 ** 600 ~ 0.05)
+        tracker.record(attempt("beta"))
+    tracker.add_feedback("alpha", TT, {"overall": 5})
+    old = sum(0.9**i for i in range(20)) * 0.995**600  # what is left of the twenty ones
+    assert recent_mean(tracker, "alpha") == pytest.approx((old * 1 + 5) / (old + 1))
+    assert recent_mean(tracker, "alpha") > 3.5  # by ratings alone it would be ~1.4
+    assert tracker.stats("alpha", TT).feedback_mean("overall") == pytest.approx(25 / 21)
+
+
+def test_a_state_saved_before_ratings_aged_reads_as_last_rated_when_it_last_served(
+    clock: Clock,
+) -> None:
+    old = Stats(last_seq=40).to_dict()
+    old["feedback"] = {"overall": [8.0, 2]}
+    old["feedback_recent"] = {"overall": [8.0, 2.0]}  # no rating time then
+    tracker = Tracker(Blacklist(clock=clock), clock=clock)
+    tracker.restore({f"alpha\x1f{TT}": old}, {})
+    assert tracker.stats("alpha", TT).feedback_recent["overall"] == [8.0, 2.0, 40]
+    tracker.add_feedback("alpha", TT, {"overall": 5})  # seq is 40: no aging, one decay
+    assert recent_mean(tracker, "alpha") == pytest.approx((8 * 0.9 + 5) / (2 * 0.9 + 1))
 
 
 def test_auto_scores_average(tracker: Tracker) -> None:
