@@ -39,7 +39,9 @@ CREATIVITY_DIMS = ("creativity",)
 AUTO_PENALTY = 0.5  # a model whose every answer is flagged keeps half its quality
 # Optimism for models with little evidence (c = selection.exploration_bonus times these
 # weights), so new and returning models get tried; it fades as their evidence grows.
-BONUS = {"speed": 0.3, "cost": 0.3, "accuracy": 1.0, "creativity": 1.0, "continuity": 1.0}
+# Quality's evidence fades per request, so its bonus tries models in a steady trickle
+# that every request pays for: a lower weight than its bursts took (1.0, see evidence()).
+BONUS = {"speed": 0.3, "cost": 0.3, "accuracy": 0.45, "creativity": 0.45, "continuity": 0.45}
 # Evidence counts at most this many observations, so how long a model waits to be tried
 # again (until its aged evidence falls to where the bonus lifts it) stays bounded: aged
 # from its all-time count, a model that once served 10,000 requests waited ~1,300
@@ -164,15 +166,23 @@ def expected_cost(model: ModelConfig, stats: Stats | None, k: float) -> float:
 
 
 def evidence(stats: Stats | None, optimization: str) -> float:
-    """How much this model has been observed, for the exploration bonus. Ratings are
-    sparse, so for quality the evidence is requests served."""
+    """How much this model has been observed, for the exploration bonus (aged further by
+    the attempts since it last served, see aged()).
+
+    Speed and cost learn from every answer: their evidence is all they have seen, so a
+    model the bonus lifts serves a short burst that tells all there is to tell. Quality
+    learns from ratings, which are sparse: a burst of a few requests brought one rating
+    or none, and a runner-up that had improved could wait hundreds of attempts for the
+    next. So quality counts recently served requests (each fading by AGING): a model is
+    tried again as soon as it has served little lately, in a steady trickle whose ratings
+    (aged as well) tell within a few hundred requests that it changed."""
     if stats is None:
         return 0.0
     if optimization == "speed":
         return min(stats.successes, EVIDENCE_CAP)
     if optimization == "cost":
         return min(stats.usage_count, EVIDENCE_CAP)
-    return min(stats.requests, EVIDENCE_CAP)
+    return min(stats.served_recent, EVIDENCE_CAP)
 
 
 def latency(stats: Stats | None, stream: bool) -> float | None:

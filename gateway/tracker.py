@@ -45,6 +45,9 @@ class Stats:
     client_errors: int = 0
     fallbacks: int = 0  # answers this model gave after another model had failed
     last_seq: int = 0  # the tracker's attempt count when this model last served
+    # Requests served, each fading by AGING per attempt since (as of last_seq): how much
+    # of the model has been seen lately, the evidence of the quality exploration bonus.
+    served_recent: float = 0.0
     latency: WindowedHistogram = field(default_factory=WindowedHistogram)
     ttft: WindowedHistogram = field(default_factory=WindowedHistogram)
     latency_ewma: float | None = None
@@ -112,6 +115,8 @@ class Stats:
         if n and fields.get("completion_ewma") is None:  # saved before there were EWMAs
             fields["prompt_ewma"] = fields.get("prompt_tokens", 0) / n
             fields["completion_ewma"] = fields.get("completion_tokens", 0) / n
+        if "served_recent" not in fields:  # saved before it existed: all served, aged since
+            fields["served_recent"] = float(fields.get("requests", 0))
         for recent in (fields.get("feedback_recent") or {}).values():
             if len(recent) == 2:  # saved before ratings aged: as if last rated last served
                 recent.append(fields.get("last_seq", 0))
@@ -175,6 +180,7 @@ class Tracker:
         stats.requests += 1
         self._changed(stats)
         self.seq += 1
+        stats.served_recent = stats.served_recent * AGING ** (self.seq - stats.last_seq) + 1
         stats.last_seq = self.seq
         if attempt.ok:
             self._success(stats, attempt)

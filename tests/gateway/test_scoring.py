@@ -73,12 +73,21 @@ def test_evidence_is_capped_so_a_busy_model_is_tried_again_in_bounded_time(
     """Aged from an all-time count, a model that had served 10,000 requests would wait
     ~1,300 attempts before the bonus tried it again; capped, it waits as long as one
     that served EVIDENCE_CAP."""
-    busy = Stats(requests=10_000, successes=10_000, usage_count=10_000)
+    busy = Stats(requests=10_000, successes=10_000, usage_count=10_000, served_recent=150.0)
     assert evidence(busy, optimization) == EVIDENCE_CAP
-    few = Stats(requests=7, successes=7, usage_count=7)
+    few = Stats(requests=7, successes=7, usage_count=7, served_recent=7.0)
     assert evidence(few, optimization) == 7
     # aged evidence of the busy model drops below 10 within ~460 attempts
     assert aged(evidence(busy, optimization), last_seq=0, seq=460) < 10
+
+
+def test_quality_evidence_is_what_the_model_served_lately() -> None:
+    """Ratings are sparse, so quality's bonus looks at recent requests: a model that
+    served 10,000 requests long ago and 3 lately is tried like one that served 3."""
+    stats = Stats(requests=10_000, successes=10_000, usage_count=10_000, served_recent=3.0)
+    assert evidence(stats, "accuracy") == 3.0
+    assert evidence(stats, "creativity") == 3.0
+    assert evidence(stats, "speed") == EVIDENCE_CAP  # every answer is a latency sample
 
 
 def test_evidence_fades_while_others_serve() -> None:

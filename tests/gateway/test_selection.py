@@ -13,6 +13,7 @@ from gateway.catalog import Catalog
 from gateway.config import parse_config
 from gateway.dispatch import Job
 from gateway.errors import GatewayError
+from gateway.scoring import AGING, BONUS
 from gateway.selection import Selector
 from gateway.tracker import Tracker
 from gateway.types import Attempt, Endpoint
@@ -352,8 +353,10 @@ def test_rankings_expose_the_parts() -> None:
     assert alpha.parts["weight_live"] == pytest.approx(0.5)  # n / (n + prior_weight / 4)
     assert alpha.parts["success_rate"] == pytest.approx(0.95)  # the prior, before requests
     assert alpha.parts["value"] == pytest.approx(0.9)
-    # c * sqrt(ln(1 + N) / (1 + n)): alpha never served (n = 0), its peer served 10 (N)
-    bonus = 0.35 * math.sqrt(math.log1p(10) / 1)
+    # c * sqrt(ln(1 + N) / (1 + n)): alpha never served (n = 0), its peer served 10 in a
+    # row (N, each fading by AGING since); c = exploration_bonus times accuracy's weight
+    lately = sum(AGING**i for i in range(10))
+    bonus = 0.35 * BONUS["accuracy"] * math.sqrt(math.log1p(lately) / 1)
     assert alpha.parts["exploration_bonus"] == pytest.approx(bonus)
     assert alpha.total == pytest.approx((0.9 + bonus) * 0.95)
     assert beta.parts["live"] is None

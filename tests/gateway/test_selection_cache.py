@@ -10,6 +10,7 @@ import pytest
 
 from gateway.catalog import Catalog
 from gateway.dispatch import Job
+from gateway.scoring import aged, evidence
 from gateway.selection import Selector
 from gateway.types import Endpoint
 from tests.gateway.scoring_states import OPTIMIZATIONS, RandomState
@@ -90,9 +91,12 @@ def test_exploration_samples_around_the_explained_scores() -> None:
         base = w.rankings("accuracy")
         planned = sorted(base, key=lambda n: base[n].total, reverse=True)
         stats = {n: w.tracker.stats(n, TT) for n in NAMES}
+        seq = w.tracker.seq
+        seen = {  # the aged evidence, as the exploration bonus sees it
+            n: aged(evidence(s, "accuracy"), s.last_seq, seq) if s else 0.0
+            for n, s in stats.items()
+        }
         sampled = {
-            n: base[n].total
-            + mirror.gauss(0.0, 0.3 / math.sqrt(1 + (stats[n].requests if stats[n] else 0)))
-            for n in planned
+            n: base[n].total + mirror.gauss(0.0, 0.3 / math.sqrt(1 + seen[n])) for n in planned
         }
         assert ordered == sorted(planned, key=sampled.__getitem__, reverse=True)

@@ -231,6 +231,30 @@ def test_recent_feedback_fades_with_the_attempts_since_the_last_rating(
     assert tracker.stats("alpha", TT).feedback_mean("overall") == pytest.approx(25 / 21)
 
 
+def test_served_recent_counts_requests_fading_with_the_attempts_since(
+    tracker: Tracker,
+) -> None:
+    for _ in range(3):
+        tracker.record(attempt("alpha"))
+    assert tracker.stats("alpha", TT).served_recent == pytest.approx(1 + 0.995 + 0.995**2)
+    for _ in range(140):
+        tracker.record(attempt("beta"))
+    tracker.record(attempt("alpha"))
+    before = 1 + 0.995 + 0.995**2
+    assert tracker.stats("alpha", TT).served_recent == pytest.approx(before * 0.995**141 + 1)
+    assert tracker.stats("alpha", TT).requests == 4
+
+
+def test_a_state_saved_before_served_recent_existed_counts_every_request(
+    clock: Clock,
+) -> None:
+    old = Stats(requests=70, last_seq=90).to_dict()
+    del old["served_recent"]
+    tracker = Tracker(Blacklist(clock=clock), clock=clock)
+    tracker.restore({f"alpha\x1f{TT}": old}, {})
+    assert tracker.stats("alpha", TT).served_recent == 70.0  # aged from last_seq on
+
+
 def test_a_state_saved_before_ratings_aged_reads_as_last_rated_when_it_last_served(
     clock: Clock,
 ) -> None:
