@@ -67,3 +67,35 @@ def test_quick_quality_run_reports_every_scenario_and_strategy(tmp_path: Path) -
         assert {"scenario", "target", "measured", "goal", "passed"} <= set(check)
         assert isinstance(check["passed"], bool)
     assert isinstance(report["all_targets_passed"], bool)
+
+
+def test_seeds_run_reports_each_seed_and_the_spread(tmp_path: Path) -> None:
+    out = tmp_path / "seeds.json"
+    proc = subprocess.run(
+        [sys.executable, "bench/quality_seeds.py", "--quick", "--seeds", "1-2", "--json", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert "| seed | best share | by phase | regret ratio |" in proc.stdout
+    report = json.loads(out.read_text())
+    assert report["scenario"] == "accuracy"
+    assert [r["seed"] for r in report["runs"]] == [1, 2]
+    for row in report["runs"]:
+        assert 0 <= row["best_share"] <= 1
+        assert len(row["by_phase"]) == 2
+        assert row["regret_ratio"] > 0
+    summary = report["summary"]
+    assert summary["runs"] == 2
+    assert summary["best_share_min"] == min(r["best_share"] for r in report["runs"])
+    assert 0 <= summary["best_share_met"] <= 2
+    assert 0 <= summary["regret_ratio_met"] <= 2
+
+
+def test_seed_lists_read_ranges_and_singles() -> None:
+    from bench.quality_seeds import seeds
+
+    assert seeds("1-4,9") == [1, 2, 3, 4, 9]
+    assert seeds("7") == [7]
