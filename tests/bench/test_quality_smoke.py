@@ -16,16 +16,21 @@ SCENARIOS = {"speed", "cost", "accuracy", "outage"}
 STRATEGIES = {"gatewise", "round-robin", "fixed-priority"}
 
 
-def test_quick_quality_run_reports_every_scenario_and_strategy(tmp_path: Path) -> None:
-    out = tmp_path / "quality.json"
+def run_quick(script: str, out: Path, *args: str) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [sys.executable, "bench/quality.py", "--quick", "--json", str(out)],
+        [sys.executable, script, "--quick", *args, "--json", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
         timeout=90,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc
+
+
+def test_quick_quality_run_reports_every_scenario_and_strategy(tmp_path: Path) -> None:
+    out = tmp_path / "quality.json"
+    proc = run_quick("bench/quality.py", out)
     assert "| scenario | strategy |" in proc.stdout
     assert "| target | scenario | measured | goal | result |" in proc.stdout
 
@@ -71,14 +76,7 @@ def test_quick_quality_run_reports_every_scenario_and_strategy(tmp_path: Path) -
 
 def test_seeds_run_reports_each_seed_and_the_spread(tmp_path: Path) -> None:
     out = tmp_path / "seeds.json"
-    proc = subprocess.run(
-        [sys.executable, "bench/quality_seeds.py", "--quick", "--seeds", "1-2", "--json", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=90,
-    )
-    assert proc.returncode == 0, proc.stderr[-4000:]
+    proc = run_quick("bench/quality_seeds.py", out, "--seeds", "1-2")
     assert "| seed | best share | by phase | regret ratio |" in proc.stdout
     report = json.loads(out.read_text())
     assert report["scenario"] == "accuracy"
