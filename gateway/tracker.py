@@ -263,9 +263,13 @@ class Tracker:
                 pair[0] -= value
                 pair[1] -= 1
             recent = stats.feedback_recent.get(dimension)
-            if recent and recent[1] >= 1:
-                recent[0] -= value
-                recent[1] -= 1
+            if recent and recent[1] > 0:
+                # The earlier rating has faded by an unknown amount: take out what it can
+                # still weigh and keep the rest a mean of 1-5 ratings.
+                weight = min(1.0, recent[1])
+                recent[0] -= value * weight
+                recent[1] -= weight
+                recent[0] = min(max(recent[0], recent[1]), 5 * recent[1])
         for dimension, value in scores.items():
             pair = stats.feedback.setdefault(dimension, [0.0, 0])
             pair[0] += value

@@ -255,6 +255,18 @@ def test_a_state_saved_before_served_recent_existed_counts_every_request(
     assert tracker.stats("alpha", TT).served_recent == 70.0  # aged from last_seq on
 
 
+def test_re_rating_a_faded_answer_keeps_the_recent_mean_a_rating(tracker: Tracker) -> None:
+    """Taking a re-rated answer's earlier score out of the fading aggregate at full
+    weight, after it had faded, left means outside 1-5 (a live quality of 10)."""
+    tracker.add_feedback("alpha", TT, {"overall": 1})
+    for _ in range(600):
+        tracker.record(attempt("beta"))
+    tracker.add_feedback("alpha", TT, {"overall": 5})
+    tracker.add_feedback("alpha", TT, {"overall": 5}, previous={"overall": 1})
+    assert 1 <= recent_mean(tracker, "alpha") <= 5
+    assert tracker.stats("alpha", TT).feedback_mean("overall") == 5
+
+
 def test_a_state_saved_before_ratings_aged_reads_as_last_rated_when_it_last_served(
     clock: Clock,
 ) -> None:
