@@ -11,12 +11,17 @@ from typing import Any
 from bench.quality_run import Run
 from bench.quality_scenarios import Outage, Scenario
 
-__all__ = ["check_targets", "measure", "render"]
+__all__ = ["check_targets", "measure", "regret_ratio", "render"]
 
 RATINGS_TARGET = 200
 REGRET_RATIO_TARGET = 5.0
 BEST_SHARE_TARGET = 0.9
 WASTED_TARGET = 3
+
+
+def regret_ratio(gatewise: dict[str, Any], round_robin: dict[str, Any]) -> float:
+    """Round-robin's regret over Gatewise's (inf when Gatewise lost nothing)."""
+    return round_robin["regret"] / gatewise["regret"] if gatewise["regret"] > 0 else math.inf
 
 
 def _share(flags: list[bool]) -> float | None:
@@ -150,7 +155,7 @@ def check_targets(results: dict[str, dict[str, dict[str, Any]]]) -> list[dict[st
         if gw is None:
             continue
         if name != "outage" and rr is not None:
-            ratio = rr["regret"] / gw["regret"] if gw["regret"] > 0 else math.inf
+            ratio = regret_ratio(gw, rr)
             shown = None if math.isinf(ratio) else round(ratio, 2)
             add(
                 name,

@@ -26,14 +26,16 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` and `gateway` i
 import orjson
 
 from bench.quality import _run_all
-from bench.quality_metrics import RATINGS_TARGET
+from bench.quality_metrics import (
+    BEST_SHARE_TARGET,
+    RATINGS_TARGET,
+    REGRET_RATIO_TARGET,
+    regret_ratio,
+)
 from bench.quality_run import ROOT
 from bench.quality_scenarios import SCENARIO_NAMES, build_scenarios
 
 __all__ = ["main", "seeds"]
-
-REGRET_GOAL = 5.0  # round-robin's regret / Gatewise's, as in bench/quality_metrics.py
-SHARE_GOAL = 0.90  # best-model share once RATINGS_TARGET ratings are in
 
 
 def seeds(text: str) -> list[int]:
@@ -61,8 +63,8 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
 
 
 def _row(seed: int, result: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    gw, rr = result["gatewise"], result["round-robin"]
-    ratio = rr["regret"] / gw["regret"] if gw["regret"] else float("inf")
+    gw = result["gatewise"]
+    ratio = regret_ratio(gw, result["round-robin"])
     row: dict[str, Any] = {"seed": seed, "regret_ratio": round(ratio, 2)}
     if "best_share_after_200_ratings" in gw:
         row["best_share"] = gw["best_share_after_200_ratings"]
@@ -81,10 +83,10 @@ def _summary(rows: list[dict[str, Any]], rated: bool) -> dict[str, Any]:
         "best_share_min": min(shares),
         "regret_ratio_median": statistics.median(ratios),
         "regret_ratio_min": min(ratios),
-        "regret_ratio_met": sum(r >= REGRET_GOAL for r in ratios),
+        "regret_ratio_met": sum(r >= REGRET_RATIO_TARGET for r in ratios),
     }
     if rated:
-        out["best_share_met"] = sum(s >= SHARE_GOAL for s in shares)
+        out["best_share_met"] = sum(s >= BEST_SHARE_TARGET for s in shares)
     return out
 
 
@@ -107,7 +109,11 @@ def main(argv: list[str] | None = None) -> int:
         "scenario": args.scenario,
         "mode": "quick" if args.quick else "full",
         "duration_seconds": round(time.monotonic() - began, 2),
-        "goals": {"regret_ratio": REGRET_GOAL, "best_share": SHARE_GOAL, "ratings": RATINGS_TARGET},
+        "goals": {
+            "regret_ratio": REGRET_RATIO_TARGET,
+            "best_share": BEST_SHARE_TARGET,
+            "ratings": RATINGS_TARGET,
+        },
         "runs": rows,
         "summary": summary,
     }
@@ -135,14 +141,14 @@ def _render(rows: list[dict[str, Any]], summary: dict[str, Any]) -> str:
     lines.append(
         f"best share: median {s['best_share_median']:.3f}, min {s['best_share_min']:.3f}"
         + (
-            f", >= {SHARE_GOAL:.2f} in {s['best_share_met']} of {s['runs']}"
+            f", >= {BEST_SHARE_TARGET:.2f} in {s['best_share_met']} of {s['runs']}"
             if "best_share_met" in s
             else ""
         )
     )
     lines.append(
         f"regret ratio: median {s['regret_ratio_median']:.1f}x, min {s['regret_ratio_min']:.1f}x, "
-        f">= {REGRET_GOAL:g}x in {s['regret_ratio_met']} of {s['runs']}"
+        f">= {REGRET_RATIO_TARGET:g}x in {s['regret_ratio_met']} of {s['runs']}"
     )
     return "\n".join(lines)
 
