@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from gateway.config import ModelConfig
-from gateway.tracker import AGING, Stats
+from gateway.tracker import AGING, Stats, aged
 
 __all__ = [
     "AGING",
@@ -113,12 +113,6 @@ def value(parts: Own, optimization: str, reference: float | None) -> float:
         live = reference / (reference + parts.latency)  # type: ignore[operator]
         return parts.weight * live + parts.base
     return parts.base
-
-
-def aged(n: float, last_seq: int, seq: int) -> float:
-    """A model's evidence `n`, fading while the others serve and it does not
-    (discounted UCB): what was true of it hundreds of requests ago may no longer be."""
-    return n * AGING ** (seq - last_seq) if n else n
 
 
 def total(

@@ -17,7 +17,7 @@ from gateway.blacklist import Blacklist
 from gateway.types import Attempt
 from gateway.windowed import WindowedHistogram
 
-__all__ = ["FEEDBACK_DIMENSIONS", "Stats", "Tracker"]
+__all__ = ["AGING", "FEEDBACK_DIMENSIONS", "Stats", "Tracker", "aged"]
 
 log = logging.getLogger("gatewise.tracker")
 
@@ -180,7 +180,7 @@ class Tracker:
         stats.requests += 1
         self._changed(stats)
         self.seq += 1
-        stats.served_recent = stats.served_recent * AGING ** (self.seq - stats.last_seq) + 1
+        stats.served_recent = aged(stats.served_recent, stats.last_seq, self.seq) + 1
         stats.last_seq = self.seq
         if attempt.ok:
             self._success(stats, attempt)
@@ -311,6 +311,12 @@ class Tracker:
         self.blacklist.restore(blacklist)
         self.generation += 1
         self.version += 1
+
+
+def aged(n: float, last_seq: int, seq: int) -> float:
+    """A model's evidence `n`, fading while the others serve and it does not
+    (discounted UCB): what was true of it hundreds of requests ago may no longer be."""
+    return n * AGING ** (seq - last_seq) if n else n
 
 
 def _ewma(previous: float | None, value: float, alpha: float = _EWMA) -> float:
