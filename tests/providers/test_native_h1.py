@@ -6,6 +6,7 @@ import asyncio
 import gzip
 import zlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -226,8 +227,20 @@ async def test_bytes_on_an_idle_connection_drop_it(transport: NativeTransport) -
             await until(lambda: transport._open == 0)
 
 
+def _kernel_buffers() -> int:
+    """The most a loopback connection can hold in kernel buffers (receive + send)."""
+    try:
+        sizes = [Path(f"/proc/sys/net/ipv4/tcp_{k}mem").read_text().split() for k in "rw"]
+    except OSError:
+        return 8 << 20
+    return sum(int(size[2]) for size in sizes)
+
+
 async def test_flow_control_pauses_a_lagging_consumer(transport: NativeTransport) -> None:
-    big = bytes(range(256)) * (8 * 4096)  # 8 MiB
+    # More than the kernel can buffer between the ends (receive buffers autotune up to
+    # 32 MiB here), so the server's own write buffer must fill once the reader pauses.
+    mib = max(8, (_kernel_buffers() >> 20) + 4)
+    big = bytes(range(256)) * (mib * 4096)
     writers = []
 
     async def handler(srv: Server, reader, writer) -> None:
