@@ -5,7 +5,7 @@ model answers which step (and so which ratings arrive) varies with timing as wel
 with the seed. A change to selection is judged here by the spread over seeds, not by
 one lucky or unlucky run. Gatewise and round-robin only (the regret ratio needs both).
 
-    python bench/quality_seeds.py [--scenario accuracy] [--seeds 1-16] [--json PATH]
+    python bench/quality_seeds.py [--scenario accuracy] [--seeds 1-16] [--sim] [--json PATH]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make `bench.*` and `gateway` i
 
 import orjson
 
+from bench import quality_sim
 from bench.quality import _run_all
 from bench.quality_metrics import (
     BEST_SHARE_TARGET,
@@ -36,6 +37,8 @@ from bench.quality_run import ROOT
 from bench.quality_scenarios import SCENARIO_NAMES, build_scenarios
 
 __all__ = ["main", "seeds"]
+
+STRATEGIES = ["gatewise", "round-robin"]
 
 
 def seeds(text: str) -> list[int]:
@@ -56,6 +59,11 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--seeds", default="1-16", type=seeds, help="e.g. 1-16 or 1,4,9")
     parser.add_argument("--quick", action="store_true", help="small scenarios (a smoke run)")
+    parser.add_argument(
+        "--sim",
+        action="store_true",
+        help="simulate in-process (bench/quality_sim.py): fast, approximate",
+    )
     parser.add_argument(
         "--json", default=None, help="default bench/results/quality-seeds-DATE.json"
     )
@@ -97,9 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     with tempfile.TemporaryDirectory(prefix="gatewise-seeds-") as tmp:
         for seed in args.seeds:
-            results = asyncio.run(
-                _run_all({args.scenario: scenario}, ["gatewise", "round-robin"], seed, Path(tmp))
-            )
+            if args.sim:
+                results = quality_sim.run_all({args.scenario: scenario}, STRATEGIES, seed)
+            else:
+                results = asyncio.run(
+                    _run_all({args.scenario: scenario}, STRATEGIES, seed, Path(tmp))
+                )
             rows.append(_row(seed, results[args.scenario]))
             print(f"seed {seed}: {rows[-1]}", file=sys.stderr, flush=True)
     summary = _summary(rows, bool(scenario.feedback_rate))
@@ -107,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         "benchmark": "routing-quality-seeds",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "scenario": args.scenario,
-        "mode": "quick" if args.quick else "full",
+        "mode": ("quick" if args.quick else "full") + (" simulated" if args.sim else ""),
         "duration_seconds": round(time.monotonic() - began, 2),
         "goals": {
             "regret_ratio": REGRET_RATIO_TARGET,
