@@ -2,7 +2,8 @@
 
 A score blends the YAML prior with live data, the live share growing with the number
 of observations (weight n / (n + prior_weight)), adds UCB-style optimism for models
-with little (aged) evidence, and is discounted by the recent success rate.
+with little (aged) evidence (and, for quality, with few ratings), and is discounted by
+the recent success rate.
 
 What a score takes from the model's own stats and config (`Own`) is split from what
 it shares with its peers (the reference cost or latency, their evidence together), so
@@ -23,6 +24,7 @@ __all__ = [
     "AGING",
     "BONUS",
     "PRIOR_SUCCESS",
+    "RATING_OPTIMISM",
     "Own",
     "aged",
     "details",
@@ -49,6 +51,11 @@ BONUS = {"speed": 0.3, "cost": 0.3, "accuracy": 0.45, "creativity": 0.45, "conti
 EVIDENCE_CAP = 100
 # Ratings are sparse: the prior counts as prior_weight * this many of them.
 RATED_PRIOR_SHARE = 0.25
+# Optimism while a model has few ratings (this / (1 + ratings), spent once per model): the
+# bonus tries models in proportion to how little they have served, and a runner-up served
+# a few times but never rated sat at its prior (0.5) under a rated best (0.85), a gap the
+# bonus cannot lift, so it was never tried again (bench/README.md, "Over 200 seeds").
+RATING_OPTIMISM = 0.3
 PRIOR_TOKENS = (500.0, 200.0)  # assumed prompt/completion tokens before data
 PRIOR_SUCCESS = 0.95
 
@@ -85,6 +92,7 @@ def own(model: ModelConfig, stats: Stats | None, optimization: str, stream: bool
         if live is not None and n > 0:
             weight = n / (n + k * RATED_PRIOR_SHARE)
             base = weight * live + (1 - weight) * prior
+        base += RATING_OPTIMISM / (1 + n)
         if auto is not None:  # automatic checks only ever discount: clean is the norm
             base *= 1 - AUTO_PENALTY * (1 - auto)
     if stats is None:
@@ -142,7 +150,13 @@ def details(
     if optimization == "cost":
         return {}
     prior, live, n, auto = _quality_inputs(model, stats, optimization)
-    return {"prior": prior, "live": live, "evidence": n, "auto_score": auto}
+    return {
+        "prior": prior,
+        "live": live,
+        "evidence": n,
+        "rating_optimism": RATING_OPTIMISM / (1 + n),
+        "auto_score": auto,
+    }
 
 
 def expected_cost(model: ModelConfig, stats: Stats | None, k: float) -> float:

@@ -11,6 +11,7 @@ from gateway.scoring import (
     AGING,
     EVIDENCE_CAP,
     PRIOR_SUCCESS,
+    RATING_OPTIMISM,
     Own,
     aged,
     evidence,
@@ -32,9 +33,9 @@ MODEL = ModelConfig.model_validate(
 @pytest.mark.parametrize(
     ("optimization", "base"),
     [
-        ("accuracy", 0.8),
-        ("continuity", 0.8),
-        ("creativity", 0.4),
+        ("accuracy", 0.8 + RATING_OPTIMISM),  # unrated: it may be better than its prior
+        ("continuity", 0.8 + RATING_OPTIMISM),
+        ("creativity", 0.4 + RATING_OPTIMISM),
         ("speed", 0.6),
         ("cost", (500 * 2 + 200 * 4) / 1e6),  # the assumed tokens at the listed prices
     ],
@@ -63,7 +64,7 @@ def test_ratings_outweigh_the_prior_sooner_than_other_observations() -> None:
     stats.feedback_recent = {"accuracy": [25.0, 5.0, 0]}
     parts = own(MODEL, stats, "accuracy", False, 20.0)
     assert parts.weight == pytest.approx(0.5)  # n / (n + prior_weight / 4)
-    assert parts.base == pytest.approx(0.5 * 1.0 + 0.5 * 0.8)
+    assert parts.base == pytest.approx(0.5 * 1.0 + 0.5 * 0.8 + RATING_OPTIMISM / 6)
 
 
 @pytest.mark.parametrize("optimization", ["accuracy", "speed", "cost"])

@@ -207,11 +207,33 @@ def test_a_model_that_never_served_is_tried_before_the_rated_one() -> None:
     assert w.rank("accuracy") == ["alpha", "beta"]  # then the evidence decides
 
 
-def test_three_lucky_ratings_do_not_outrank_three_thousand() -> None:
+def test_three_lucky_ratings_earn_a_try_not_the_verdict() -> None:
     w = World(priors(alpha={"accuracy": 5}, beta={"accuracy": 5}))
     w.rate("alpha", 3000, "overall", 4)
     w.rate("beta", 3, "overall", 5)
+    ranked = w.rankings("accuracy")
+    alpha, beta = ranked["alpha"].parts, ranked["beta"].parts
+    # What the ratings say: three 5s do not outweigh three thousand 4s ...
+    assert beta["value"] - beta["rating_optimism"] < alpha["value"] - alpha["rating_optimism"]
+    # ... but a model rated three times may be better: it is tried first,
+    assert w.rank("accuracy") == ["beta", "alpha"]
+    w.rate("beta", 7, "overall", 3)  # and its next ratings decide
     assert w.rank("accuracy") == ["alpha", "beta"]
+
+
+def test_a_served_but_unrated_model_is_tried_again_under_a_well_rated_best() -> None:
+    """Without ratings a model sits at its prior (0.5 here); the bonus alone, which fades
+    with what a model served, cannot lift that to a best rated .875, so the runner-up
+    that its first serves left unrated was never tried again."""
+    w = World(priors(best={"accuracy": 5}, runner={"accuracy": 5}))
+    w.record("runner", 5)
+    for _ in range(150):
+        w.record("best", 2)
+        w.rate("best", 1, "overall", 4)
+        w.rate("best", 1, "overall", 5)
+    assert w.rank("accuracy") == ["runner", "best"]
+    w.rate("runner", 10, "overall", 3)  # rated now: judged by its ratings
+    assert w.rank("accuracy") == ["best", "runner"]
 
 
 def test_automatic_scores_only_discount_flagged_models() -> None:
@@ -352,13 +374,14 @@ def test_rankings_expose_the_parts() -> None:
     assert alpha.parts["live"] == pytest.approx(1.0)
     assert alpha.parts["weight_live"] == pytest.approx(0.5)  # n / (n + prior_weight / 4)
     assert alpha.parts["success_rate"] == pytest.approx(0.95)  # the prior, before requests
-    assert alpha.parts["value"] == pytest.approx(0.9)
+    assert alpha.parts["rating_optimism"] == pytest.approx(0.3 / 6)  # / (1 + ratings)
+    assert alpha.parts["value"] == pytest.approx(0.9 + 0.05)
     # c * sqrt(ln(1 + N) / (1 + n)): alpha never served (n = 0), its peer served 10 in a
     # row (N, each fading by AGING since); c = exploration_bonus times accuracy's weight
     lately = sum(AGING**i for i in range(10))
     bonus = 0.35 * BONUS["accuracy"] * math.sqrt(math.log1p(lately) / 1)
     assert alpha.parts["exploration_bonus"] == pytest.approx(bonus)
-    assert alpha.total == pytest.approx((0.9 + bonus) * 0.95)
+    assert alpha.total == pytest.approx((0.95 + bonus) * 0.95)
     assert beta.parts["live"] is None
     assert beta.parts["weight_live"] == 0.0
     assert 0.95 < beta.parts["success_rate"] <= 1.0  # ten successes lift it
