@@ -8,7 +8,8 @@ clock, answers finish in the order sent with `concurrency` in flight (so ratings
 they do over HTTP), and the simulated users rate from the same truth and random draws.
 It is an approximation: no HTTP, no timing jitter, no fallback (scenarios with outages
 or failure rates are left to the real run). Calibration (2026-11-27, accuracy, same
-code): 174 of 200 simulated seeds met the 90 % best-share goal; 42 of 48 real runs.
+code): at a78f414 174 of 200 simulated seeds met the 90 % best-share goal, 42 of 48 real
+runs; at a4714f6 175 of 200, and 15 of 16 real runs.
 
     python bench/quality_seeds.py --sim --seeds 1-200
 """

@@ -32,6 +32,7 @@ __all__ = [
     "expected_cost",
     "latency",
     "own",
+    "rating_optimism",
     "total",
     "value",
 ]
@@ -92,7 +93,7 @@ def own(model: ModelConfig, stats: Stats | None, optimization: str, stream: bool
         if live is not None and n > 0:
             weight = n / (n + k * RATED_PRIOR_SHARE)
             base = weight * live + (1 - weight) * prior
-        base += RATING_OPTIMISM / (1 + n)
+        base += rating_optimism(n)
         if auto is not None:  # automatic checks only ever discount: clean is the norm
             base *= 1 - AUTO_PENALTY * (1 - auto)
     if stats is None:
@@ -154,9 +155,14 @@ def details(
         "prior": prior,
         "live": live,
         "evidence": n,
-        "rating_optimism": RATING_OPTIMISM / (1 + n),
+        "rating_optimism": rating_optimism(n),
         "auto_score": auto,
     }
+
+
+def rating_optimism(ratings: float) -> float:
+    """What a quality value adds while the model has few ratings."""
+    return RATING_OPTIMISM / (1 + ratings)
 
 
 def expected_cost(model: ModelConfig, stats: Stats | None, k: float) -> float:
