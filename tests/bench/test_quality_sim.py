@@ -15,8 +15,7 @@ import pytest
 from bench.quality_metrics import measure
 from bench.quality_scenarios import build_scenarios
 from bench.quality_sim import simulate
-
-from .test_quality_smoke import run_quick
+from tests.bench.test_quality_smoke import run_quick
 
 
 @pytest.fixture(scope="module")
