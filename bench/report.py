@@ -34,6 +34,7 @@ _METRICS: dict[str, Callable[[dict], float | None]] = {
     "ttfb_load_ms": lambda m: (m.get("stream_load_client") or {}).get("ttfb_p50_ms"),
     "rss_worker_mb": lambda m: m.get("rss_worker_mb"),
     "cpu_target_pct": lambda m: m.get("cpu_target_pct"),
+    "rest_cpu_us_per_req": lambda m: m.get("rest_cpu_us_per_req"),
     "foreign_target_cpu_pct": lambda m: m.get("foreign_target_cpu_pct"),
     "foreign_load_cpu_pct": lambda m: m.get("foreign_load_cpu_pct"),
     "rss_total_mb": lambda m: m.get("rss_total_mb"),
@@ -84,6 +85,10 @@ def ratios(rounds: list[dict], summary: dict[str, dict]) -> dict[str, float | No
         "gatewise_2w_vs_1w_per_core": _paired(
             rounds, "gatewise", "gatewise-2w", "cpu_us_per_req", "/"
         ),
+        # What the ratio could reach on these CPUs: 2 / (1 + R / G), with G one worker's
+        # CPU per request and R what the rest (nginx, wrk, loopback softirq) needs per
+        # request beside two workers. More than 1.7 needs R under 0.18 G.
+        "gatewise_2w_ceiling": _ceiling(gw, summary.get("gatewise-2w", {})),
         "gatewise_added_c1_p50_ms": _paired(rounds, "gatewise", "direct", "c1_p50_ms", "-"),
         "passthrough_added_c1_p50_ms": _paired(rounds, "passthrough", "direct", "c1_p50_ms", "-"),
         "litellm_added_c1_p50_ms": _paired(rounds, "litellm", "direct", "c1_p50_ms", "-"),
@@ -99,6 +104,11 @@ def ratios(rounds: list[dict], summary: dict[str, dict]) -> dict[str, float | No
         "gatewise_startup_s": gw["startup_ms"] / 1000 if gw.get("startup_ms") else None,
     }
     return out
+
+
+def _ceiling(one: dict, two: dict) -> float | None:
+    g, rest = one.get("cpu_us_per_req"), two.get("rest_cpu_us_per_req")
+    return 2 / (1 + rest / g) if g and rest is not None else None
 
 
 def _cores(row: dict) -> float | None:
@@ -181,7 +191,9 @@ def markdown(result: dict) -> str:
             "\ngatewise-2w runs `--workers 2` on both CPUs, sharing them with nginx, wrk and the"
             " runner; gatewise_2w_vs_1w_rps compares it with one worker on one CPU. Its ceiling"
             " is the CPU the workers got (gatewise_2w_cores, out of 2) times how much a worker"
-            " does per CPU second beside another (gatewise_2w_vs_1w_per_core)."
+            " does per CPU second beside another (gatewise_2w_vs_1w_per_core); the CPU they"
+            " can get is bounded by what nginx, wrk and the kernel need per request"
+            " (gatewise_2w_ceiling = 2 / (1 + rest / one worker's CPU per request))."
         )
     if result["meta"].get("litellm_server"):
         lines.append(f"\nLiteLLM {result['meta']['litellm']} ran as installed from PyPI "
