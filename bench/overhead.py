@@ -165,14 +165,13 @@ class Bench:
         if proc is self.nginx:  # direct: nothing of ours runs on the target CPU
             out["cpu_target_pct"] = 100 * d["target"] / max(1, d[f"total{lc}"])
         elif len(self.cores) == 1 or proc.cpus != self.target_cpus:  # shares every CPU
-            busy = sum(d[f"busy{c}"] for c in self.cores)
-            both = busy - d["target"] - load_ours
+            # Everything else the shared CPUs did: nginx, wrk, this runner and the kernel's
+            # loopback work (softirq), which the workers must leave room for.
+            rest = sum(d[f"busy{c}"] for c in self.cores) - d["target"]
+            both = rest - load_ours
             total = sum(d[f"total{c}"] for c in self.cores)
             out["foreign_target_cpu_pct"] = out["foreign_load_cpu_pct"] = 100 * max(0, both) / total
-            # Everything else the shared CPUs did per request: nginx, wrk, this runner and
-            # the kernel's loopback work (softirq), which the workers must leave room for.
-            rest = max(0, busy - d["target"]) * harness.TICK_US
-            out["rest_cpu_us_per_req"] = rest / max(1, run["requests"])
+            out["rest_cpu_us_per_req"] = max(0, rest) * harness.TICK_US / max(1, run["requests"])
             return out
         else:
             target_foreign = d[f"busy{tc}"] - d["target"]

@@ -25,6 +25,7 @@ from bench.quality_metrics import measure
 from bench.quality_run import Record, Run
 from bench.quality_scenarios import Scenario, rating_for
 from bench.quality_upstream import Hit
+from bench.selection_bench import FakeClock
 from gateway.blacklist import Blacklist
 from gateway.catalog import Catalog
 from gateway.config import parse_config
@@ -38,14 +39,6 @@ __all__ = ["run_all", "simulate"]
 TT = "text-to-text"
 
 
-class _Clock:
-    def __init__(self) -> None:
-        self.now = 1_700_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def simulate(scenario: Scenario, strategy: str, seed: int, concurrency: int | None = None) -> Run:
     """One run of `strategy` ("gatewise" or "round-robin") through `scenario`."""
     if scenario.outages or any(scenario.truth(m, 0).fail_rate for m in scenario.names):
@@ -55,7 +48,7 @@ def simulate(scenario: Scenario, strategy: str, seed: int, concurrency: int | No
     raw["providers"][0] = {"name": raw["providers"][0]["name"], "type": "mock"}
     config = parse_config(raw)
     target = Catalog(config, {}).resolve(raw["routes"][0]["name"], TT)
-    clock = _Clock()
+    clock = FakeClock()
     blacklist = Blacklist(threshold=config.selection.blacklist_threshold, clock=clock)
     tracker = Tracker(blacklist, clock=clock)
     selector = Selector(
