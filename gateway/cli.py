@@ -90,7 +90,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="httptools",
+        http="gateway.http_protocol:JoinedWritesProtocol",  # httptools, head and body joined
         log_level="warning" if level == "info" else level,
         access_log=args.access_log,
         lifespan="on",

@@ -27,6 +27,8 @@ def tune() -> None:
     import uvicorn.loops.uvloop
     import uvicorn.protocols.http.httptools_impl  # noqa: F401
 
+    import gateway.http_protocol  # noqa: F401
+
     gc.collect()
     gc.freeze()
     gc.set_threshold(*THRESHOLDS)

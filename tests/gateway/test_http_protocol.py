@@ -1,0 +1,153 @@
+"""A response's head and body leave the gateway in one write, so in one TCP segment."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Callable
+
+import orjson
+import pytest
+
+from gateway.http_protocol import _HeadHoldingTransport
+from tests.conftest import upstream_config
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"
+TCP_INFO_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp_info
+
+
+class RecordingTransport:
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("127.0.0.1", 5)}.get(name, default)
+
+
+def holding() -> tuple[_HeadHoldingTransport, RecordingTransport]:
+    real = RecordingTransport()
+    return _HeadHoldingTransport(real, asyncio.get_running_loop()), real  # type: ignore[arg-type]
+
+
+async def test_the_head_and_the_body_go_out_in_one_write() -> None:
+    transport, real = holding()
+    transport.write(HEAD)
+    assert real.writes == []
+    transport.write(b"{}")
+    assert real.writes == [HEAD + b"{}"]
+    await asyncio.sleep(0)
+    assert real.writes == [HEAD + b"{}"]  # the scheduled flush finds nothing left
+
+
+async def test_a_head_alone_leaves_by_the_end_of_the_loop_iteration() -> None:
+    transport, real = holding()
+    transport.write(HEAD)  # a stream whose first chunk is still upstream
+    await asyncio.sleep(0)
+    assert real.writes == [HEAD]
+    transport.write(b"data: 1\n\n")
+    assert real.writes == [HEAD, b"data: 1\n\n"]
+
+
+async def test_closing_sends_a_held_head_first() -> None:
+    transport, real = holding()
+    transport.write(HEAD)
+    transport.close()
+    assert real.writes == [HEAD] and real.closed
+    await asyncio.sleep(0)
+    assert real.writes == [HEAD]
+
+
+async def test_other_writes_and_calls_pass_straight_through() -> None:
+    transport, real = holding()
+    transport.write(b"HTTP/1.1 100 Continue")  # not a complete head
+    transport.write(b"chunk")
+    assert real.writes == [b"HTTP/1.1 100 Continue", b"chunk"]
+    assert transport.get_extra_info("peername") == ("127.0.0.1", 5)
+    assert transport.is_closing() is False
+
+
+def data_segments_in(sock: socket.socket) -> int:
+    info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 256)
+    return struct.unpack_from("I", info, TCP_INFO_DATA_SEGS_IN)[0]
+
+
+def exchange(sock: socket.socket, request: bytes) -> tuple[bytes, bytes]:
+    """Send one request on a kept-alive connection; read the whole response."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head, body
+
+
+def post(path: str, payload: object, key: str = "test-key") -> bytes:
+    body = orjson.dumps(payload)
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {key}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+@pytest.mark.skipif(not hasattr(socket, "TCP_INFO"), reason="Linux TCP_INFO")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_every_response_arrives_in_one_segment(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], workers: int
+) -> None:
+    gw = start_gateway(upstream_config(upstream), args=["--workers", str(workers)])
+    chat = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    requests = {
+        "chat": post("/v1/chat/completions", chat),
+        "models": b"GET /v1/models HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer test-key\r\n\r\n",
+        "bad key": post("/v1/chat/completions", chat, key="wrong"),
+        "bad body": post("/v1/chat/completions", {"model": 5}),
+    }
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        for name, request in requests.items():
+            before = data_segments_in(sock)
+            head, body = exchange(sock, request)
+            assert head.startswith(b"HTTP/1.1 "), name
+            assert body, name
+            assert data_segments_in(sock) - before == 1, name
+
+
+def test_a_closing_connection_still_gets_the_whole_response(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    gw = start_gateway(upstream_config(upstream))
+    chat = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+    request = post("/v1/chat/completions", chat).replace(
+        b"Host: gw\r\n", b"Host: gw\r\nConnection: close\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(request)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk  # until the gateway closes
+    head, body = data.split(b"\r\n\r\n", 1)
+    assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower()
+    assert orjson.loads(body)["object"] == "chat.completion"
