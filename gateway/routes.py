@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
@@ -20,6 +20,7 @@ from gateway.dispatch import Job, Served
 from gateway.errors import GatewayError, error_body, error_response
 from gateway.ids import request_id_from
 from gateway.inbound import Inbound, send_json
+from gateway.streaming import StreamingResponse
 from gateway.types import ENDPOINT_TYPES, OPTIMIZATIONS, Endpoint
 from providers.base import Call, ChunkStream, ProviderError
 

@@ -110,3 +110,19 @@ def test_client_disconnect_cancels_the_upstream_request(
     # the response and the client are closed: the gateway must hang up on the upstream
     assert wait_for(up.disconnected, timeout=8), "the upstream stream was not cancelled"
     assert len(up.calls("/chat/completions")) == 1
+
+
+def test_a_client_leaving_mid_pause_cancels_the_upstream_at_once(
+    gw: GatewayProcess, up: FakeUpstream
+) -> None:
+    # The upstream pauses 60 s after its first word: the gateway must not wait for the
+    # next chunk to notice that the client has gone, nor for its 5 s read timeout.
+    up.behave("alpha-up", content="first second", pause_after_first=60)
+    body = {"model": "alpha", "messages": HI, "stream": True}
+    headers = {"authorization": "Bearer test-key"}
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=headers) as r,
+    ):
+        assert next(r.iter_bytes()).startswith(b"data: ")
+    assert wait_for(up.disconnected, timeout=3), "the upstream stream was not cancelled"

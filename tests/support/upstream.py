@@ -46,6 +46,7 @@ class Behaviour:
     delay: float = 0.0  # seconds before answering (for timeouts)
     times: int | None = None  # apply this many times, then behave normally
     fail_after_chunks: int | None = None  # streams: break the connection after N chunks
+    pause_after_first: float = 0.0  # streams: seconds of silence after the first chunk
     content: str = "Hello from the fake upstream."
 
 
@@ -240,6 +241,8 @@ class FakeUpstream:
                 if include_usage:
                     chunk["usage"] = None
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+                if i == 0 and b.pause_after_first:
+                    await asyncio.sleep(b.pause_after_first)
                 if b.delay:
                     await asyncio.sleep(b.delay)
             final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
