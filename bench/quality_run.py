@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import socket
 import sys
 import time
@@ -27,7 +26,7 @@ from typing import Any
 import aiohttp
 import yaml
 
-from bench.quality_scenarios import Scenario, rating_for
+from bench.quality_scenarios import Scenario
 from bench.quality_upstream import Hit, ScriptedUpstream, prompt_for
 
 __all__ = ["STRATEGIES", "GatewayProcess", "Record", "Run", "run_scenario"]
@@ -182,13 +181,11 @@ class _Client:
 
     async def _rate(self, record: Record, response_id: str | None) -> None:
         """A simulated user rates a share of the answers from the model's true quality."""
-        if not self.scenario.feedback_rate or record.model is None:
+        if record.model is None:
             return
-        rng = random.Random(f"{self.seed}:feedback:{record.step}")
-        if rng.random() >= self.scenario.feedback_rate:
+        rating = self.scenario.user_rating(record.model, record.step, self.seed)
+        if rating is None:
             return
-        quality = self.scenario.truth(record.model, record.step).quality
-        rating = rating_for(quality, rng.gauss(0, 0.5))
         if response_id is not None:  # only the gateway learns from it; baselines ignore it
             body = {"response_id": response_id, "overall": rating}
             status, _, _ = await self._post(self.gateway + "/v1/feedback", body)

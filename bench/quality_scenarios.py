@@ -9,6 +9,7 @@ when a request was served, whatever the concurrency.
 from __future__ import annotations
 
 import dataclasses
+import random
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -141,6 +142,17 @@ class Scenario:
         oracle = self.value(self.best(step), step)
         got = self.value(model, step) if model is not None else self.worst_value(step)
         return got - oracle if self.lower_is_better else oracle - got
+
+    def user_rating(self, model: str, step: int, seed: int) -> int | None:
+        """The simulated user's 1-5 rating of `model`'s answer to `step`, or None when the
+        user does not rate it. Drawn from (seed, step) alone, so the real run and the
+        simulation (bench/quality_sim.py) see the same users."""
+        if not self.feedback_rate:
+            return None
+        rng = random.Random(f"{seed}:feedback:{step}")
+        if rng.random() >= self.feedback_rate:
+            return None
+        return rating_for(self.truth(model, step).quality, rng.gauss(0, 0.5))
 
     def has_healthy(self, step: int) -> bool:
         return any(not self.down(m, step) for m in self.names)

@@ -23,7 +23,7 @@ from typing import Any
 
 from bench.quality_metrics import measure
 from bench.quality_run import Record, Run
-from bench.quality_scenarios import Scenario, rating_for
+from bench.quality_scenarios import Scenario
 from bench.quality_upstream import Hit
 from bench.selection_bench import FakeClock
 from gateway.blacklist import Blacklist
@@ -73,9 +73,8 @@ def simulate(scenario: Scenario, strategy: str, seed: int, concurrency: int | No
                     cost=spec.cost(truth), timestamp=clock.now,
                 )
             )  # fmt: skip
-        rng = random.Random(f"{seed}:feedback:{record.step}")  # the real run's draws
-        if scenario.feedback_rate and rng.random() < scenario.feedback_rate:
-            rating = rating_for(truth.quality, rng.gauss(0, 0.5))
+        rating = scenario.user_rating(record.model, record.step, seed)  # type: ignore[arg-type]
+        if rating is not None:
             if strategy == "gatewise":
                 tracker.add_feedback(record.model, TT, {"overall": float(rating)})  # type: ignore[arg-type]
             record.rated = True

@@ -93,11 +93,8 @@ def test_stream_response_headers(client: openai.OpenAI) -> None:
     assert "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
 
 
-def test_client_disconnect_cancels_the_upstream_request(
-    gw: GatewayProcess, up: FakeUpstream
-) -> None:
-    # 100 words with 0.2 s between them: about 20 s if nobody stops it.
-    up.behave("alpha-up", content=" ".join(f"w{i}" for i in range(100)), delay=0.2)
+def leave_after_the_first_chunk(gw: GatewayProcess) -> None:
+    """Stream a chat from model alpha, read the first chunk, and close the connection."""
     body = {"model": "alpha", "messages": HI, "stream": True}
     headers = {"authorization": "Bearer test-key"}
     with (
@@ -105,8 +102,15 @@ def test_client_disconnect_cancels_the_upstream_request(
         http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=headers) as r,
     ):
         assert r.status_code == 200
-        first = next(r.iter_bytes())
-        assert first.startswith(b"data: ")
+        assert next(r.iter_bytes()).startswith(b"data: ")
+
+
+def test_client_disconnect_cancels_the_upstream_request(
+    gw: GatewayProcess, up: FakeUpstream
+) -> None:
+    # 100 words with 0.2 s between them: about 20 s if nobody stops it.
+    up.behave("alpha-up", content=" ".join(f"w{i}" for i in range(100)), delay=0.2)
+    leave_after_the_first_chunk(gw)
     # the response and the client are closed: the gateway must hang up on the upstream
     assert wait_for(up.disconnected, timeout=8), "the upstream stream was not cancelled"
     assert len(up.calls("/chat/completions")) == 1
@@ -118,11 +122,5 @@ def test_a_client_leaving_mid_pause_cancels_the_upstream_at_once(
     # The upstream pauses 60 s after its first word: the gateway must not wait for the
     # next chunk to notice that the client has gone, nor for its 5 s read timeout.
     up.behave("alpha-up", content="first second", pause_after_first=60)
-    body = {"model": "alpha", "messages": HI, "stream": True}
-    headers = {"authorization": "Bearer test-key"}
-    with (
-        httpx.Client(timeout=10) as http,
-        http.stream("POST", gw.url + "/v1/chat/completions", json=body, headers=headers) as r,
-    ):
-        assert next(r.iter_bytes()).startswith(b"data: ")
+    leave_after_the_first_chunk(gw)
     assert wait_for(up.disconnected, timeout=3), "the upstream stream was not cancelled"
