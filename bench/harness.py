@@ -35,6 +35,11 @@ __all__ = [
 BENCH = Path(__file__).resolve().parent
 WRK_LUA = BENCH / "wrk" / "chat.lua"
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
+# wrk and the mock upstream are not under test. As SCHED_BATCH processes they never
+# preempt the target when they wake: where they share its CPU they run when it waits.
+# With the default policy, two workers sharing both CPUs with them were preempted 1.6
+# times per request (bench/README.md, "Scheduling").
+BATCH = ["chrt", "--batch", "0"]
 
 
 def free_port() -> int:
@@ -52,6 +57,7 @@ class Child:
     cpus: str
     env: dict[str, str] | None = None
     cwd: Path | None = None
+    batch: bool = False
     log: Path | None = None
     proc: subprocess.Popen | None = None
     started: float = 0.0
@@ -63,7 +69,7 @@ class Child:
         self._out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            ["taskset", "-c", self.cpus, *self.cmd],
+            [*(BATCH if self.batch else []), "taskset", "-c", self.cpus, *self.cmd],
             env=self.env,
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,
@@ -98,6 +104,13 @@ class Child:
             if stat:
                 total += int(stat[11]) + int(stat[12])  # fields 14, 15: utime, stime
         return total
+
+    def pin(self, cpus: str) -> None:
+        """Move every process and thread of the tree to `cpus` (as if started there)."""
+        for pid in self.pids():
+            subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)],
+                           capture_output=True, timeout=10, check=False)  # fmt: skip
+        self.cpus = cpus
 
     def peak_rss_mb(self) -> dict[int, float]:
         """VmHWM (peak resident set) of each process of the tree, in MB."""
@@ -181,8 +194,9 @@ def wait_ready(child: Child | None, port: int, path: str, timeout: float) -> flo
     raise RuntimeError(f"{name} not ready on :{port}{path} after {timeout} s")
 
 
-def _wrk_cmd(url: str, conns: int, seconds: int, cpus: str) -> list[str]:
-    return ["taskset", "-c", cpus, "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
+def _wrk_cmd(url: str, conns: int, seconds: int, cpus: str, batch: bool) -> list[str]:
+    return [*(BATCH if batch else []), "taskset", "-c", cpus,
+            "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
             "--timeout", "10s", "-s", str(WRK_LUA), url]  # fmt: skip
 
 
@@ -213,10 +227,11 @@ def _parse_wrk(out: str) -> dict:
 
 
 def wrk(
-    url: str, conns: int, seconds: int, model: str, key: str, cpus: str, stream: bool = False
-) -> dict:
+    url: str, conns: int, seconds: int, model: str, key: str, cpus: str, stream: bool = False,
+    batch: bool = True,
+) -> dict:  # fmt: skip
     out = subprocess.run(
-        _wrk_cmd(url, conns, seconds, cpus),
+        _wrk_cmd(url, conns, seconds, cpus, batch),
         env=_wrk_env(model, key, stream),
         capture_output=True,
         text=True,
@@ -227,10 +242,11 @@ def wrk(
 
 
 async def wrk_async(
-    url: str, conns: int, seconds: int, model: str, key: str, cpus: str, stream: bool = False
-) -> dict:
+    url: str, conns: int, seconds: int, model: str, key: str, cpus: str, stream: bool = False,
+    batch: bool = True,
+) -> dict:  # fmt: skip
     proc = await asyncio.create_subprocess_exec(
-        *_wrk_cmd(url, conns, seconds, cpus),
+        *_wrk_cmd(url, conns, seconds, cpus, batch),
         env=_wrk_env(model, key, stream),
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,

@@ -46,6 +46,7 @@ class Bench:
         self.load_cpus = str(cores[1] if len(cores) > 1 else cores[0])
         self.both_cpus = ",".join(dict.fromkeys((self.target_cpus, self.load_cpus)))
         self.cores = [int(c) for c in self.both_cpus.split(",")]
+        self.batch = args.load_policy == "batch"
         self.nginx: Child | None = None
         self.upstream = ""
         self.nginx_startup_ms = 0.0
@@ -62,7 +63,9 @@ class Bench:
         conf = conf.replace("@PORT@", str(port)).replace("@TMP@", str(work))
         (work / "nginx.conf").write_text(conf)
         cmd = ["nginx", "-p", str(work), "-c", str(work / "nginx.conf"), "-e", str(work / "e.log")]
-        self.nginx = Child("nginx", cmd, self.load_cpus, log=work / "stdout.log").start()
+        log = work / "stdout.log"
+        self.nginx = Child("nginx", cmd, self.load_cpus, log=log, batch=self.batch)
+        self.nginx.start()
         self.children.append(self.nginx)
         self.nginx_startup_ms = harness.wait_ready(self.nginx, port, "/healthz", 10) * 1000
         self.upstream = f"http://127.0.0.1:{port}"
@@ -108,8 +111,12 @@ class Bench:
         a = self.args
         child, port, key, model, stream_path = self.launch(name, rnd)
         proc = child or self.nginx
-        assert proc is not None
-        load = self.load_cpus
+        assert proc is not None and self.nginx is not None
+        # Two workers run on both CPUs, and so do nginx and wrk: pinned to one CPU they
+        # would leave the worker that lands there a fraction of it, which the scheduler
+        # could not even out. One worker keeps a CPU to itself, load on the other.
+        load = self.both_cpus if name == "gatewise-2w" else self.load_cpus
+        self.nginx.pin(load)
         url = f"http://127.0.0.1:{port}{CHAT}"
         stream_url = f"http://127.0.0.1:{port}{stream_path}"
         stream_model = "auto" if stream_path == SSE else "auto-stream"
@@ -117,12 +124,12 @@ class Bench:
         out: dict = {"round": rnd, "target": name, "port": port}
         out["startup_ms"] = child.startup_ms if child else self.nginx_startup_ms
         try:
-            out["warmup"] = harness.wrk(url, 50, a.warmup, model, key, load)
+            out["warmup"] = harness.wrk(url, 50, a.warmup, model, key, load, batch=self.batch)
             before = self._counters(proc)
-            out["c50"] = harness.wrk(url, 50, a.duration, model, key, load)
+            out["c50"] = harness.wrk(url, 50, a.duration, model, key, load, batch=self.batch)
             out.update(self._cpu_shares(proc, before, self._counters(proc), out["c50"]))
             if name != "gatewise-2w":
-                out["c1"] = harness.wrk(url, 1, half, model, key, load)
+                out["c1"] = harness.wrk(url, 1, half, model, key, load, batch=self.batch)
                 out["stream_c1"] = asyncio.run(harness.stream_requests(
                     port, stream_path, stream_model, key, a.stream_requests, 30))  # fmt: skip
                 out["stream_load"], out["stream_load_client"] = asyncio.run(
@@ -187,7 +194,9 @@ class Bench:
             await asyncio.sleep(0.3)
             return await harness.stream_requests(port, path, model, key, 100_000, seconds - 0.6)
 
-        load = harness.wrk_async(url, 49, seconds, model, key, self.load_cpus, stream=True)
+        load = harness.wrk_async(
+            url, 49, seconds, model, key, self.load_cpus, stream=True, batch=self.batch
+        )
         return tuple(await asyncio.gather(load, client()))  # type: ignore[return-value]
 
     # -- the run ------------------------------------------------------------------------
@@ -252,6 +261,7 @@ class Bench:
             "targets": a.targets,
             "target_cpus": self.target_cpus,
             "load_cpus": self.load_cpus,
+            "load_policy": a.load_policy,
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "nginx": version(["nginx", "-v"]),
@@ -260,7 +270,7 @@ class Bench:
             "litellm_server": litellm_proxy.server_stack() if self.litellm_exe else None,
             "commit": version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
             "nginx_startup_ms": self.nginx_startup_ms,
-            "note": "gatewise-2w shares both CPUs with nginx and wrk",
+            "note": "gatewise-2w, nginx and wrk share both CPUs in the gatewise-2w rounds",
         }
 
     def close(self) -> None:
@@ -280,6 +290,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--stream-requests", type=int, default=300)
     p.add_argument("--time-limit", type=float, default=720, help="stop starting rounds after")
     p.add_argument("--json", type=Path, default=None, help="where to write the JSON results")
+    p.add_argument("--load-policy", choices=("batch", "other"), default="batch",
+                   help="scheduling policy of nginx and wrk: SCHED_BATCH (default) or "
+                        "SCHED_OTHER (bench/README.md, Scheduling)")  # fmt: skip
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.targets) - set(TARGETS)
@@ -294,7 +307,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for tool in ("nginx", "wrk", "taskset"):
+    for tool in ("nginx", "wrk", "taskset", "chrt"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
             print(f"overhead: {tool} is not installed", file=sys.stderr)
             return 2

@@ -85,9 +85,9 @@ def ratios(rounds: list[dict], summary: dict[str, dict]) -> dict[str, float | No
         "gatewise_2w_vs_1w_per_core": _paired(
             rounds, "gatewise", "gatewise-2w", "cpu_us_per_req", "/"
         ),
-        # What the ratio could reach on these CPUs: 2 / (1 + R / G), with G one worker's
-        # CPU per request and R what the rest (nginx, wrk, loopback softirq) needs per
-        # request beside two workers. More than 1.7 needs R under 0.18 G.
+        # What the ratio could reach on these CPUs if a worker cost as much beside another
+        # as alone: 2 / (1 + R / G), with G one worker's CPU per request and R what the
+        # rest (nginx, wrk, loopback softirq) needs per request beside two workers.
         "gatewise_2w_ceiling": _ceiling(gw, summary.get("gatewise-2w", {})),
         "gatewise_added_c1_p50_ms": _paired(rounds, "gatewise", "direct", "c1_p50_ms", "-"),
         "passthrough_added_c1_p50_ms": _paired(rounds, "passthrough", "direct", "c1_p50_ms", "-"),
@@ -188,12 +188,13 @@ def markdown(result: dict) -> str:
         lines.append(f"\n{name}: unavailable ({why})")
     if "gatewise-2w" in summary:
         lines.append(
-            "\ngatewise-2w runs `--workers 2` on both CPUs, sharing them with nginx, wrk and the"
-            " runner; gatewise_2w_vs_1w_rps compares it with one worker on one CPU. Its ceiling"
-            " is the CPU the workers got (gatewise_2w_cores, out of 2) times how much a worker"
-            " does per CPU second beside another (gatewise_2w_vs_1w_per_core); the CPU they"
-            " can get is bounded by what nginx, wrk and the kernel need per request"
-            " (gatewise_2w_ceiling = 2 / (1 + rest / one worker's CPU per request))."
+            "\ngatewise-2w runs `--workers 2` on both CPUs, and so do nginx and wrk in its rounds;"
+            " gatewise_2w_vs_1w_rps compares it with one worker alone on one CPU. The ratio is"
+            " the CPU the workers got (gatewise_2w_cores, out of 2) times what a worker does per"
+            " CPU second beside another against alone (gatewise_2w_vs_1w_per_core)."
+            " gatewise_2w_ceiling = 2 / (1 + rest / one worker's CPU per request) is where it"
+            " stops if a worker costs as much beside another as alone (bench/README.md, Two"
+            " workers)."
         )
     if result["meta"].get("litellm_server"):
         lines.append(f"\nLiteLLM {result['meta']['litellm']} ran as installed from PyPI "

@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args(argv)
-    for tool in ("nginx", "wrk", "taskset"):
+    for tool in ("nginx", "wrk", "taskset", "chrt"):
         if subprocess.run(["sh", "-c", f"command -v {tool}"], capture_output=True).returncode:
             print(f"soak: {tool} is not installed", file=sys.stderr)
             return 2
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     slices = max(2, int(args.minutes * 60 / args.slice))
     samples: list[dict] = []
     with tempfile.TemporaryDirectory(prefix="gatewise-soak-") as tmp:
-        bench = Bench(argparse.Namespace(), Path(tmp), cores)
+        bench = Bench(argparse.Namespace(load_policy="batch"), Path(tmp), cores)
         try:
             bench.start_upstream()
             child, port, key, model, _ = bench.launch("gatewise", 1)

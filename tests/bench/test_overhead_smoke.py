@@ -46,7 +46,7 @@ def _run(args: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
 
 
 def test_overhead_quick_run_measures_every_target(tmp_path: Path) -> None:
-    _require("wrk", "nginx", "taskset")
+    _require("wrk", "nginx", "taskset", "chrt")
     out = tmp_path / "overhead.json"
     proc = _run(
         ["bench/overhead.py", "--quick", "--skip-litellm", "--targets", ",".join(TARGETS),
@@ -94,7 +94,7 @@ def test_selection_bench_reports_every_optimization(tmp_path: Path) -> None:
 
 
 def test_soak_quick_run_samples_memory_and_store(tmp_path: Path) -> None:
-    _require("wrk", "nginx", "taskset")
+    _require("wrk", "nginx", "taskset", "chrt")
     out = tmp_path / "soak.json"
     _run(["bench/soak.py", "--minutes", "0.1", "--slice", "2", "--json", str(out)], timeout=120)
     doc = json.loads(out.read_text())
