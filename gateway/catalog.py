@@ -146,7 +146,10 @@ def build_provider(config: ProviderConfig, models: list[ModelConfig]) -> Provide
         }
         return MockProvider(config.name, behaviours, config.mock)
     transport = create_transport(
-        config.transport, Timeout(config.timeout, config.connect_timeout), config.max_connections
+        config.transport,
+        Timeout(config.timeout, config.connect_timeout),
+        config.max_connections,
+        config.max_response_bytes,
     )
     assert config.base_url is not None  # the config validator guarantees it
     if config.type == "anthropic":

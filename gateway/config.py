@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.types import CONVERSATION_TYPES, ConversationType, Optimization
+from providers.transport import MAX_BODY
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
@@ -75,6 +76,8 @@ class ProviderConfig(_Strict):
     connect_timeout: float = Field(10.0, gt=0)
     headers: dict[str, str] = {}
     max_connections: int = Field(256, gt=0)
+    # A larger (decoded) answer fails as a bad body and the next model is tried.
+    max_response_bytes: int = Field(MAX_BODY, gt=0)
     transport: Literal["aiohttp", "httpx", "native"] = "native"
     mock: MockConfig = MockConfig()
     # Filled by the loader: the unset env variables that disable this provider.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import httptools
 
 from providers.h1_response import Headers, NativeStream, Unanswered, decoder, failed
-from providers.transport import TransportError, UpstreamResponse
+from providers.transport import TransportError, UpstreamResponse, body_too_large
 
 if TYPE_CHECKING:
     from providers.pool import NativeTransport, Origin
@@ -35,6 +35,10 @@ class ResponseHeadersTooLarge(Exception):
     pass
 
 
+class _TooLarge(Exception):
+    """Raised inside a parser callback: the body passed the pool's max_body."""
+
+
 class Connection(asyncio.Protocol):
     """One socket. States: idle (no fut, no stream), awaiting headers (fut), body (fut for
     `request`, stream for `stream`). Calls pool.release() when a keep-alive response ended
@@ -43,8 +47,8 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "adopted", "body", "buffered", "closed", "decoder", "eof_body", "fut", "got_bytes",
         "head_only", "header_bytes", "headers", "idle", "idle_since", "in_idle", "interim",
-        "last_io", "loop", "origin", "parser", "paused", "pool", "raw", "reused", "status",
-        "stream", "streaming", "timer", "transport",
+        "last_io", "loop", "origin", "parser", "paused", "pool", "raw", "reused", "room",
+        "status", "stream", "streaming", "timer", "transport",
     )  # fmt: skip
 
     def __init__(self, pool: NativeTransport, origin: Origin, loop: asyncio.AbstractEventLoop):
@@ -62,7 +66,7 @@ class Connection(asyncio.Protocol):
         self.body: list[bytes] = []
         self.headers: Headers | None = None
         self.decoder: Any = None
-        self.status = self.header_bytes = self.buffered = 0
+        self.status = self.header_bytes = self.buffered = self.room = 0
         self.idle: float | None = None
         self.got_bytes = self.eof_body = self.interim = self.streaming = self.head_only = False
 
@@ -82,6 +86,7 @@ class Connection(asyncio.Protocol):
         self.raw = []
         self.body = []
         self.header_bytes = self.buffered = 0
+        self.room = self.pool.max_body  # decoded body bytes still allowed
         self.got_bytes = self.eof_body = self.interim = False
         self.streaming = streaming
         self.head_only = head_only
@@ -127,6 +132,9 @@ class Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except Exception as exc:
             cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+            if isinstance(cause, _TooLarge):
+                self._fail(body_too_large(self.pool.max_body))
+                return
             name = "UnexpectedData" if isinstance(cause, _Stop) else type(cause or exc).__name__
             if isinstance(cause, zlib.error):
                 name = "ContentDecodingError"
@@ -189,20 +197,28 @@ class Connection(asyncio.Protocol):
             self._complete(False)
             raise _Stop
         if self.streaming:
-            s = self.stream = NativeStream(self, status, headers)
+            s = self.stream = NativeStream(self, status, headers, self.pool.max_body)
             self.fut = None
             self.last_io = self.loop.time()
             if not f.done():
                 f.set_result(s)
 
     def on_body(self, body: bytes) -> None:
+        s = self.stream
         d = self.decoder
         if d is not None:
-            body = d.decompress(body)
+            # Asked for at most one byte more than allowed, a bomb stops expanding there.
+            # A stream's chunks are bounded each (its buffer is bounded by PAUSE_AT).
+            room = self.room if s is None else self.pool.max_body
+            body = d.decompress(body, room + 1)
+            if len(body) > room:
+                raise _TooLarge
             if not body:
                 return
-        s = self.stream
         if s is None:
+            self.room -= len(body)
+            if self.room < 0:
+                raise _TooLarge
             self.body.append(body)
             return
         s._feed(body)
@@ -228,6 +244,9 @@ class Connection(asyncio.Protocol):
             tail = d.flush() if d is not None else b""
         except zlib.error:
             self._fail(failed("ContentDecodingError"))
+            return
+        if len(tail) > (self.room if self.stream is None else self.pool.max_body):
+            self._fail(body_too_large(self.pool.max_body))
             return
         s, f = self.stream, self.fut
         self.stream = self.fut = self.decoder = None

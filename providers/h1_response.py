@@ -10,7 +10,7 @@ import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from providers.transport import TransportError, UpstreamStream
+from providers.transport import TransportError, UpstreamStream, read_capped
 
 if TYPE_CHECKING:
     from providers.h1 import Connection
@@ -65,14 +65,14 @@ class _Deflate:
         self._d = zlib.decompressobj(zlib.MAX_WBITS)
         self._first = True
 
-    def decompress(self, data: bytes) -> bytes:
+    def decompress(self, data: bytes, max_length: int = 0) -> bytes:
         if self._first:
             self._first = False
             try:
-                return self._d.decompress(data)
+                return self._d.decompress(data, max_length)
             except zlib.error:
                 self._d = zlib.decompressobj(-zlib.MAX_WBITS)
-        return self._d.decompress(data)
+        return self._d.decompress(data, max_length)
 
     def flush(self) -> bytes:
         return self._d.flush()
@@ -91,9 +91,10 @@ def decoder(encoding: str) -> Any:
 class NativeStream(UpstreamStream):
     """A response body arriving as chunks; always `aclose()` (drops an unfinished body)."""
 
-    def __init__(self, conn: Connection, status: int, headers: Headers) -> None:
+    def __init__(self, conn: Connection, status: int, headers: Headers, max_body: int) -> None:
         self.status = status
         self.headers = headers
+        self._max_body = max_body
         self._conn: Connection | None = conn  # None once the body ended or failed
         self._loop = conn.loop
         self._chunks: list[bytes] = []
@@ -139,7 +140,7 @@ class NativeStream(UpstreamStream):
                     self._waiter = None
 
     async def aread(self) -> bytes:
-        return b"".join([chunk async for chunk in self.aiter_bytes()])
+        return await read_capped(self.aiter_bytes(), self._max_body)
 
     def close_now(self) -> None:
         """Synchronous aclose: an unfinished body cannot be reused, so the socket goes."""

@@ -25,7 +25,7 @@ from typing import Any, cast
 from providers.h1 import Connection
 from providers.h1_request import HeadWriter, parse_url
 from providers.h1_response import NativeStream, Unanswered, failed
-from providers.transport import Timeout, Transport, TransportError, UpstreamResponse
+from providers.transport import MAX_BODY, Timeout, Transport, TransportError, UpstreamResponse
 
 __all__ = ["NativeTransport"]
 
@@ -66,10 +66,11 @@ class _Target:
 class NativeTransport(Transport):
     def __init__(
         self, timeout: Timeout, max_connections: int = 256, *,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY,
     ) -> None:  # fmt: skip
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        self.max_body = max_body  # read by each Connection
         self._total = timeout.total
         self._connect_timeout = timeout.connect
         self._limit = max_connections

@@ -6,9 +6,13 @@ from collections.abc import AsyncIterator, Callable
 
 from providers.base import Chunk, ChunkStream, ProviderError
 
-__all__ = ["chunk_batches", "iter_event_batches"]
+__all__ = ["MAX_EVENT_BYTES", "chunk_batches", "iter_event_batches"]
 
 Event = tuple[str | None, bytes]
+# An event still open after this many bytes fails the stream as a bad body: an upstream
+# that never ends its event would otherwise grow the buffer without end. Generous: a
+# streamed partial image (base64 PNG) is a few MB.
+MAX_EVENT_BYTES = 32 * 1024 * 1024
 
 
 async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Event]]:
@@ -30,6 +34,10 @@ async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list
                 batch.append(event)
         if batch:
             yield batch
+        if len(buffer) > MAX_EVENT_BYTES:
+            raise ProviderError(
+                "invalid_body", f"upstream sent a stream event larger than {MAX_EVENT_BYTES} bytes"
+            )
     if buffer.strip():
         event = _parse(buffer)
         if event is not None:

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
 __all__ = [
+    "MAX_BODY",
     "AiohttpTransport",
     "HttpxTransport",
     "Timeout",
@@ -23,8 +24,16 @@ __all__ = [
     "TransportError",
     "UpstreamResponse",
     "UpstreamStream",
+    "body_too_large",
     "create_transport",
+    "read_capped",
 ]
+
+# The most a response body may hold once decoded: a runaway or compressed ("zip bomb")
+# answer fails as a bad body instead of taking the worker's memory. Per provider in
+# gateway.yaml (max_response_bytes); 128 MiB fits OpenAI's largest answers (2,048
+# float embeddings of 3,072 dimensions are ~120 MB as JSON).
+MAX_BODY = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +47,23 @@ class TransportError(Exception):
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
-        self.kind = kind  # "timeout" or "connection"
+        self.kind = kind  # "timeout", "connection" or "invalid_body"
+
+
+def body_too_large(limit: int) -> TransportError:
+    return TransportError("invalid_body", f"upstream response larger than {limit} bytes")
+
+
+async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
+    """A whole body, or body_too_large as soon as it passes `limit` bytes."""
+    parts: list[bytes] = []
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        parts.append(chunk)
+    return b"".join(parts)
 
 
 @dataclass(slots=True)
@@ -80,10 +105,11 @@ class Transport(ABC):
 
 
 class AiohttpTransport(Transport):
-    def __init__(self, timeout: Timeout, max_connections: int = 256) -> None:
+    def __init__(self, timeout: Timeout, max_connections: int = 256, max_body: int = MAX_BODY):
         import aiohttp
 
         self._aiohttp = aiohttp
+        self.max_body = max_body
         self._timeout = aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect)
         self._limit = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -103,8 +129,10 @@ class AiohttpTransport(Transport):
     async def request(self, method, url, headers, body=None) -> UpstreamResponse:
         try:
             async with self._client().request(method, url, headers=headers, data=body) as resp:
-                data = await resp.read()
+                data = await read_capped(resp.content.iter_any(), self.max_body)
                 return UpstreamResponse(resp.status, resp.headers, data)
+        except TransportError:
+            raise
         except Exception as exc:
             raise self._translate(exc) from exc
 
@@ -113,7 +141,7 @@ class AiohttpTransport(Transport):
             resp = await self._client().request(method, url, headers=headers, data=body)
         except Exception as exc:
             raise self._translate(exc) from exc
-        return _AiohttpStream(resp, self._translate)
+        return _AiohttpStream(resp, self._translate, self.max_body)
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, asyncio.TimeoutError):
@@ -129,9 +157,10 @@ class AiohttpTransport(Transport):
 
 
 class _AiohttpStream(UpstreamStream):
-    def __init__(self, resp, translate) -> None:
+    def __init__(self, resp, translate, max_body: int) -> None:
         self._resp = resp
         self._translate = translate
+        self.max_body = max_body
         self.status = resp.status
         self.headers = resp.headers
 
@@ -143,10 +172,7 @@ class _AiohttpStream(UpstreamStream):
             raise self._translate(exc) from exc
 
     async def aread(self) -> bytes:
-        try:
-            return await self._resp.read()
-        except Exception as exc:
-            raise self._translate(exc) from exc
+        return await read_capped(self.aiter_bytes(), self.max_body)
 
     async def aclose(self) -> None:
         # close() rather than release(): an unfinished stream must drop the
@@ -158,21 +184,25 @@ class _AiohttpStream(UpstreamStream):
 
 
 class HttpxTransport(Transport):
-    def __init__(self, timeout: Timeout = Timeout(), max_connections: int = 256, client=None):
+    def __init__(
+        self, timeout: Timeout = Timeout(), max_connections: int = 256, client=None,
+        max_body: int = MAX_BODY,
+    ) -> None:  # fmt: skip
         import httpx
 
         self._httpx = httpx
+        self.max_body = max_body
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout.total, connect=timeout.connect),
             limits=httpx.Limits(max_connections=max_connections),
         )
 
     async def request(self, method, url, headers, body=None) -> UpstreamResponse:
+        stream = await self.stream(method, url, headers, body)
         try:
-            resp = await self._client.request(method, url, headers=headers, content=body)
-        except Exception as exc:
-            raise self._translate(exc) from exc
-        return UpstreamResponse(resp.status_code, resp.headers, resp.content)
+            return UpstreamResponse(stream.status, stream.headers, await stream.aread())
+        finally:
+            await stream.aclose()
 
     async def stream(self, method, url, headers, body=None) -> UpstreamStream:
         request = self._client.build_request(method, url, headers=headers, content=body)
@@ -180,7 +210,7 @@ class HttpxTransport(Transport):
             resp = await self._client.send(request, stream=True)
         except Exception as exc:
             raise self._translate(exc) from exc
-        return _HttpxStream(resp, self._translate)
+        return _HttpxStream(resp, self._translate, self.max_body)
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, self._httpx.TimeoutException):
@@ -194,9 +224,10 @@ class HttpxTransport(Transport):
 
 
 class _HttpxStream(UpstreamStream):
-    def __init__(self, resp, translate) -> None:
+    def __init__(self, resp, translate, max_body: int) -> None:
         self._resp = resp
         self._translate = translate
+        self.max_body = max_body
         self.status = resp.status_code
         self.headers = resp.headers
 
@@ -208,20 +239,19 @@ class _HttpxStream(UpstreamStream):
             raise self._translate(exc) from exc
 
     async def aread(self) -> bytes:
-        try:
-            return await self._resp.aread()
-        except Exception as exc:
-            raise self._translate(exc) from exc
+        return await read_capped(self.aiter_bytes(), self.max_body)
 
     async def aclose(self) -> None:
         await self._resp.aclose()
 
 
-def create_transport(kind: str, timeout: Timeout, max_connections: int) -> Transport:
+def create_transport(
+    kind: str, timeout: Timeout, max_connections: int, max_body: int = MAX_BODY
+) -> Transport:
     if kind == "aiohttp":
-        return AiohttpTransport(timeout, max_connections)
+        return AiohttpTransport(timeout, max_connections, max_body)
     if kind == "httpx":
-        return HttpxTransport(timeout, max_connections)
+        return HttpxTransport(timeout, max_connections, max_body=max_body)
     from providers.pool import NativeTransport  # imported here: it imports this module
 
-    return NativeTransport(timeout, max_connections)
+    return NativeTransport(timeout, max_connections, max_body=max_body)

@@ -186,3 +186,15 @@ def test_unable_names_the_models_whose_provider_lacks_the_endpoint() -> None:
     catalog = Catalog(config, providers)
     assert catalog.unable(Endpoint.RESPONSES) == {"claude"}  # Anthropic has no Responses API
     assert catalog.unable(Endpoint.CHAT) == frozenset()
+
+
+@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
+async def test_a_provider_caps_answers_at_its_max_response_bytes(transport: str) -> None:
+    raw = {"name": "up", "type": "openai", "base_url": "http://127.0.0.1:9/v1",
+           "max_response_bytes": 12345, "transport": transport}  # fmt: skip
+    config = parse_config({"providers": [raw], "models": [], "routes": []}, env={})
+    provider = build_provider(config.providers[0], [])
+    try:
+        assert provider._transport.max_body == 12345
+    finally:
+        await provider.aclose()

@@ -114,3 +114,18 @@ def test_upstream_secret_echoed_in_an_error_never_reaches_logs_or_client(
     logs = gw.logs()
     assert '"status":500' in logs  # the failed attempts were logged...
     assert SECRET not in logs  # ...without the key they echoed
+
+
+def test_an_answer_over_max_response_bytes_falls_back_to_the_next_member(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    config = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    config["providers"][0]["max_response_bytes"] = 2000
+    gw = start_gateway(config)
+    upstream.behave("alpha-up", content="a long answer " * 200)  # ~2.8 KB of content
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
+    assert raw.parse().model == "beta"
+    assert raw.headers["x-gatewise-attempts"] == "2"
+    assert upstream.models_called() == ["alpha-up", "beta-up"]
+    assert "upstream response larger than 2000 bytes" in gw.logs()
