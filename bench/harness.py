@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import re
@@ -42,6 +43,16 @@ TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 BATCH = ["chrt", "--batch", "0"]
 
 
+@functools.cache
+def batch_prefix() -> list[str]:
+    """BATCH, or nothing where the system refuses the policy (the run records which)."""
+    try:
+        done = subprocess.run([*BATCH, "true"], capture_output=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return BATCH if done.returncode == 0 else []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -69,7 +80,7 @@ class Child:
         self._out = open(self.log, "wb") if self.log else subprocess.DEVNULL  # noqa: SIM115
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(
-            [*(BATCH if self.batch else []), "taskset", "-c", self.cpus, *self.cmd],
+            [*(batch_prefix() if self.batch else []), "taskset", "-c", self.cpus, *self.cmd],
             env=self.env,
             cwd=self.cwd,
             stdin=subprocess.DEVNULL,
@@ -195,7 +206,7 @@ def wait_ready(child: Child | None, port: int, path: str, timeout: float) -> flo
 
 
 def _wrk_cmd(url: str, conns: int, seconds: int, cpus: str, batch: bool) -> list[str]:
-    return [*(BATCH if batch else []), "taskset", "-c", cpus,
+    return [*(batch_prefix() if batch else []), "taskset", "-c", cpus,
             "wrk", "-t1", f"-c{conns}", f"-d{seconds}s", "--latency",
             "--timeout", "10s", "-s", str(WRK_LUA), url]  # fmt: skip
 

@@ -47,6 +47,9 @@ class Bench:
         self.both_cpus = ",".join(dict.fromkeys((self.target_cpus, self.load_cpus)))
         self.cores = [int(c) for c in self.both_cpus.split(",")]
         self.batch = args.load_policy == "batch"
+        if self.batch and not harness.batch_prefix():
+            print("overhead: SCHED_BATCH refused here; nginx and wrk run at the default policy",
+                  file=sys.stderr)  # fmt: skip
         self.nginx: Child | None = None
         self.upstream = ""
         self.nginx_startup_ms = 0.0
@@ -261,7 +264,7 @@ class Bench:
             "targets": a.targets,
             "target_cpus": self.target_cpus,
             "load_cpus": self.load_cpus,
-            "load_policy": a.load_policy,
+            "load_policy": "batch" if self.batch and harness.batch_prefix() else "other",
             "cpus": os.cpu_count(),
             "python": platform.python_version(),
             "nginx": version(["nginx", "-v"]),

@@ -65,6 +65,15 @@ def test_pin_moves_every_thread_of_a_running_child() -> None:
         child.stop()
 
 
+def test_where_the_policy_is_refused_the_load_runs_at_the_default(monkeypatch) -> None:
+    monkeypatch.setattr(harness, "BATCH", ["false"])  # what a refused chrt returns
+    harness.batch_prefix.cache_clear()
+    try:
+        assert harness._wrk_cmd("http://x/", 50, 1, "1", batch=True)[:2] == ["taskset", "-c"]
+    finally:
+        harness.batch_prefix.cache_clear()
+
+
 def test_wrk_runs_batch_unless_told_otherwise() -> None:
     assert harness._wrk_cmd("http://x/", 50, 1, "1", batch=True)[:5] == [
         "chrt", "--batch", "0", "taskset", "-c"
