@@ -150,6 +150,7 @@ def build_provider(config: ProviderConfig, models: list[ModelConfig]) -> Provide
         Timeout(config.timeout, config.connect_timeout),
         config.max_connections,
         config.max_response_bytes,
+        config.proxy,
     )
     assert config.base_url is not None  # the config validator guarantees it
     if config.type == "anthropic":

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.types import CONVERSATION_TYPES, ConversationType, Optimization
+from providers.h1_proxy import Proxy
 from providers.transport import MAX_BODY
 
 __all__ = [
@@ -78,6 +79,9 @@ class ProviderConfig(_Strict):
     max_connections: int = Field(256, gt=0)
     # A larger (decoded) answer fails as a bad body and the next model is tried.
     max_response_bytes: int = Field(MAX_BODY, gt=0)
+    # http://[user:password@]host:port; unset: HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply
+    # (loopback hosts excepted).
+    proxy: str | None = None
     transport: Literal["aiohttp", "httpx", "native"] = "native"
     mock: MockConfig = MockConfig()
     # Filled by the loader: the unset env variables that disable this provider.
@@ -86,6 +90,13 @@ class ProviderConfig(_Strict):
     @property
     def enabled(self) -> bool:
         return not self.missing_env
+
+    @field_validator("proxy")
+    @classmethod
+    def _proxy_url(cls, value: str | None) -> str | None:
+        if value:
+            Proxy.parse(value)  # its ValueError says what is wrong without echoing secrets
+        return value or None
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:

@@ -23,6 +23,7 @@ from collections.abc import Coroutine, Mapping
 from typing import Any, cast
 
 from providers.h1 import Connection
+from providers.h1_proxy import Proxy, TunnelRefused, open_tunnel, proxy_for
 from providers.h1_request import HeadWriter, parse_url
 from providers.h1_response import NativeStream, Unanswered, failed
 from providers.transport import MAX_BODY, Timeout, Transport, TransportError, UpstreamResponse
@@ -38,12 +39,13 @@ _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 class Origin:
     """scheme://host:port with its idle connections (newest last) and resolved addresses."""
 
-    __slots__ = ("addrs", "addrs_until", "host", "idle", "literal", "port", "tls")
+    __slots__ = ("addrs", "addrs_until", "host", "idle", "literal", "port", "proxy", "tls")
 
-    def __init__(self, host: str, port: int, tls: bool) -> None:
+    def __init__(self, host: str, port: int, tls: bool, proxy: Proxy | None = None) -> None:
         self.host = host
         self.port = port
         self.tls = tls
+        self.proxy = proxy  # reached through this proxy's CONNECT tunnel
         self.idle: deque[Connection] = deque()
         self.addrs: list[tuple[int, str]] = []
         self.addrs_until = 0.0
@@ -67,10 +69,13 @@ class NativeTransport(Transport):
     def __init__(
         self, timeout: Timeout, max_connections: int = 256, *,
         ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY,
+        proxy: str | None = None,
     ) -> None:  # fmt: skip
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
         self.max_body = max_body  # read by each Connection
+        # None: the environment's proxy, if any (providers/h1_proxy.py)
+        self._proxy = Proxy.parse(proxy) if proxy else None
         self._total = timeout.total
         self._connect_timeout = timeout.connect
         self._limit = max_connections
@@ -263,7 +268,8 @@ class NativeTransport(Transport):
             self._slot_freed()
             if isinstance(exc, OSError):
                 kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
-                msg = f"upstream connection failed: {type(exc).__name__}"
+                why = str(exc) if isinstance(exc, TunnelRefused) else type(exc).__name__
+                msg = f"upstream connection failed: {why}"
                 raise TransportError(kind, msg) from exc
             raise
         self._conns.add(conn)
@@ -278,6 +284,8 @@ class NativeTransport(Transport):
                 self._ssl = ssl.create_default_context()
                 self._ssl.set_alpn_protocols(["http/1.1"])
             ctx = self._ssl
+        if origin.proxy is not None:
+            return await self._dial_through(origin.proxy, origin, ctx)
         if origin.literal:
             addrs = [(0, origin.host)]
         elif origin.addrs_until > loop.time():
@@ -303,12 +311,34 @@ class NativeTransport(Transport):
         origin.addrs_until = 0.0  # every address failed: resolve again next time
         raise last
 
+    async def _dial_through(
+        self, proxy: Proxy, origin: Origin, ctx: ssl.SSLContext | None
+    ) -> Connection:
+        conn = Connection(self, origin, cast(asyncio.AbstractEventLoop, self._loop))
+        transport = await open_tunnel(proxy, origin.host, origin.port)
+        if ctx is None:
+            transport.set_protocol(conn)
+        else:
+            try:
+                tls = await cast(asyncio.AbstractEventLoop, self._loop).start_tls(
+                    transport, conn, ctx, server_hostname=origin.host
+                )
+            except BaseException:
+                transport.abort()
+                raise
+            if tls is None:  # the tunnel closed during the handshake
+                raise ConnectionResetError("proxy closed the tunnel")
+            transport = cast(asyncio.Transport, tls)
+        conn.connection_made(transport)
+        return conn
+
     def _target(self, url: str) -> _Target:
         u = parse_url(url)
         key = (u.tls, u.host, u.port)
         origin = self._origins.get(key)
         if origin is None:
-            origin = self._origins[key] = Origin(u.host, u.port, u.tls)
+            proxy = proxy_for(u.host, u.tls, self._proxy)
+            origin = self._origins[key] = Origin(u.host, u.port, u.tls, proxy)
         target = _Target(origin, u.path, u.host_header)
         if len(self._targets) >= MAX_TARGETS:
             self._targets.clear()

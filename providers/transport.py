@@ -105,11 +105,15 @@ class Transport(ABC):
 
 
 class AiohttpTransport(Transport):
-    def __init__(self, timeout: Timeout, max_connections: int = 256, max_body: int = MAX_BODY):
+    def __init__(
+        self, timeout: Timeout, max_connections: int = 256, max_body: int = MAX_BODY,
+        proxy: str | None = None,
+    ) -> None:  # fmt: skip
         import aiohttp
 
         self._aiohttp = aiohttp
         self.max_body = max_body
+        self._proxy = proxy
         self._timeout = aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect)
         self._limit = max_connections
         self._session: aiohttp.ClientSession | None = None
@@ -128,7 +132,8 @@ class AiohttpTransport(Transport):
 
     async def request(self, method, url, headers, body=None) -> UpstreamResponse:
         try:
-            async with self._client().request(method, url, headers=headers, data=body) as resp:
+            request = self._client().request
+            async with request(method, url, headers=headers, data=body, proxy=self._proxy) as resp:
                 data = await read_capped(resp.content.iter_any(), self.max_body)
                 return UpstreamResponse(resp.status, resp.headers, data)
         except TransportError:
@@ -138,7 +143,9 @@ class AiohttpTransport(Transport):
 
     async def stream(self, method, url, headers, body=None) -> UpstreamStream:
         try:
-            resp = await self._client().request(method, url, headers=headers, data=body)
+            resp = await self._client().request(
+                method, url, headers=headers, data=body, proxy=self._proxy
+            )
         except Exception as exc:
             raise self._translate(exc) from exc
         return _AiohttpStream(resp, self._translate, self.max_body)
@@ -186,7 +193,7 @@ class _AiohttpStream(UpstreamStream):
 class HttpxTransport(Transport):
     def __init__(
         self, timeout: Timeout = Timeout(), max_connections: int = 256, client=None,
-        max_body: int = MAX_BODY,
+        max_body: int = MAX_BODY, proxy: str | None = None,
     ) -> None:  # fmt: skip
         import httpx
 
@@ -195,6 +202,7 @@ class HttpxTransport(Transport):
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout.total, connect=timeout.connect),
             limits=httpx.Limits(max_connections=max_connections),
+            proxy=proxy,
         )
 
     async def request(self, method, url, headers, body=None) -> UpstreamResponse:
@@ -246,12 +254,18 @@ class _HttpxStream(UpstreamStream):
 
 
 def create_transport(
-    kind: str, timeout: Timeout, max_connections: int, max_body: int = MAX_BODY
+    kind: str,
+    timeout: Timeout,
+    max_connections: int,
+    max_body: int = MAX_BODY,
+    proxy: str | None = None,
 ) -> Transport:
+    """`proxy` None: the native transport takes the environment's (HTTPS_PROXY, ...);
+    httpx does too, aiohttp does not."""
     if kind == "aiohttp":
-        return AiohttpTransport(timeout, max_connections, max_body)
+        return AiohttpTransport(timeout, max_connections, max_body, proxy)
     if kind == "httpx":
-        return HttpxTransport(timeout, max_connections, max_body=max_body)
+        return HttpxTransport(timeout, max_connections, max_body=max_body, proxy=proxy)
     from providers.pool import NativeTransport  # imported here: it imports this module
 
-    return NativeTransport(timeout, max_connections, max_body=max_body)
+    return NativeTransport(timeout, max_connections, max_body=max_body, proxy=proxy)

@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime
+import ipaddress
+import shutil
 import ssl
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 JSON = {"content-type": "application/json"}
@@ -114,3 +119,117 @@ async def until(cond: Callable[[], object], timeout: float = 5.0) -> None:
 
 def chunked(*parts: bytes) -> bytes:
     return b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in parts) + b"0\r\n\r\n"
+
+
+def self_signed(tmp: Path) -> tuple[Path, Path] | None:
+    """A certificate for localhost and 127.0.0.1 (its own CA), or None without the tools."""
+    cert, key = tmp / "cert.pem", tmp / "key.pem"
+    try:
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+    except ImportError:
+        if shutil.which("openssl") is None:
+            return None
+        subprocess.run(
+            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
+             "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key),
+             "-out", str(cert), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
+            check=True, capture_output=True,
+        )  # fmt: skip
+        return cert, key
+    pkey = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = datetime.datetime.now(datetime.UTC)
+    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    built = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(pkey.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(san), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(pkey, hashes.SHA256())
+    )
+    cert.write_bytes(built.public_bytes(serialization.Encoding.PEM))
+    key.write_bytes(
+        pkey.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert, key
+
+
+@dataclass
+class ConnectProxy:
+    """An HTTP proxy on loopback: records each request head (CONNECT, or a request in
+    absolute form, which it forwards), answers `status` otherwise than 200, and pipes
+    bytes to the target (any host name is taken to mean 127.0.0.1). One request per
+    connection in absolute form."""
+
+    status: int = 200
+    port: int = 0
+    heads: list[bytes] = field(default_factory=list)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def url(self, userinfo: str = "") -> str:
+        return f"http://{userinfo + '@' if userinfo else ''}127.0.0.1:{self.port}"
+
+    async def on_conn(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.tasks.add(task)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.heads.append(head)
+            if self.status != 200:
+                writer.write(b"HTTP/1.1 %d No\r\nContent-Length: 0\r\n\r\n" % self.status)
+                await writer.drain()
+                return
+            method, target, rest = head.split(b" ", 2)
+            if method == b"CONNECT":
+                port = int(target.rsplit(b":", 1)[1])
+                first = b""
+                writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+            else:  # absolute-form (http:// through a proxy, as aiohttp and httpx send it)
+                authority, _, path = target.split(b"://", 1)[1].partition(b"/")
+                port = int(authority.rsplit(b":", 1)[1]) if b":" in authority else 80
+                first = b"%s /%s %s" % (method, path, rest)
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            up_writer.write(first)
+            await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+            pass
+        finally:
+            writer.transport.abort()
+            self.tasks.discard(task)
+
+
+async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    try:
+        while data := await reader.read(65536):
+            writer.write(data)
+            await writer.drain()
+    finally:
+        writer.transport.abort()
+
+
+@contextlib.asynccontextmanager
+async def proxying(status: int = 200) -> AsyncIterator[ConnectProxy]:
+    proxy = ConnectProxy(status)
+    server = await asyncio.start_server(proxy.on_conn, "127.0.0.1", 0)
+    proxy.port = server.sockets[0].getsockname()[1]
+    try:
+        yield proxy
+    finally:
+        server.close()
+        for task in list(proxy.tasks):
+            task.cancel()
+        await asyncio.gather(*proxy.tasks, return_exceptions=True)
+        await server.wait_closed()

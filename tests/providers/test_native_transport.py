@@ -4,11 +4,7 @@ retry policy and https, against scripted loopback servers."""
 from __future__ import annotations
 
 import asyncio
-import datetime
-import ipaddress
-import shutil
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +13,15 @@ import pytest
 
 from providers.pool import NativeTransport
 from providers.transport import Timeout, TransportError, create_transport
-from tests.providers.native_helpers import JSON, OK, Server, answering, serving, until
+from tests.providers.native_helpers import (
+    JSON,
+    OK,
+    Server,
+    answering,
+    self_signed,
+    serving,
+    until,
+)
 
 Native = Callable[..., NativeTransport]
 
@@ -310,52 +314,8 @@ async def test_aclose_fails_waiters_and_exchanges_and_stays_usable() -> None:
         await t.aclose()
 
 
-def _self_signed(tmp: Path) -> tuple[Path, Path] | None:
-    cert, key = tmp / "cert.pem", tmp / "key.pem"
-    try:
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-    except ImportError:
-        if shutil.which("openssl") is None:
-            return None
-        subprocess.run(
-            ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256",
-             "-nodes", "-days", "1", "-subj", "/CN=localhost", "-keyout", str(key),
-             "-out", str(cert), "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"],
-            check=True, capture_output=True,
-        )  # fmt: skip
-        return cert, key
-    pkey = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    san = [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    built = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(pkey.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName(san), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(pkey, hashes.SHA256())
-    )
-    cert.write_bytes(built.public_bytes(serialization.Encoding.PEM))
-    key.write_bytes(
-        pkey.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert, key
-
-
 async def test_https_uses_tls_with_verification(tmp_path: Path) -> None:
-    pair = _self_signed(tmp_path)
+    pair = self_signed(tmp_path)
     if pair is None:
         pytest.skip("neither the cryptography package nor the openssl CLI is available")
     cert, key = pair
