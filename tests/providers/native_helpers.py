@@ -12,6 +12,7 @@ import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"
 JSON = {"content-type": "application/json"}
@@ -93,21 +94,10 @@ def answering(*responses: bytes) -> Handler:
     return handler
 
 
-@contextlib.asynccontextmanager
-async def serving(
+def serving(
     handler: Handler, ssl_context: ssl.SSLContext | None = None
-) -> AsyncIterator[Server]:
-    srv = Server(handler)
-    server = await asyncio.start_server(srv.on_conn, "127.0.0.1", 0, ssl=ssl_context)
-    srv.port = server.sockets[0].getsockname()[1]
-    try:
-        yield srv
-    finally:
-        server.close()
-        for task in list(srv.tasks):
-            task.cancel()
-        await asyncio.gather(*srv.tasks, return_exceptions=True)
-        await server.wait_closed()
+) -> contextlib.AbstractAsyncContextManager[Server]:
+    return _listening(Server(handler), ssl_context)
 
 
 async def until(cond: Callable[[], object], timeout: float = 5.0) -> None:
@@ -220,16 +210,25 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
         writer.transport.abort()
 
 
+def proxying(status: int = 200) -> contextlib.AbstractAsyncContextManager[ConnectProxy]:
+    return _listening(ConnectProxy(status))
+
+
+Listener = TypeVar("Listener", Server, ConnectProxy)
+
+
 @contextlib.asynccontextmanager
-async def proxying(status: int = 200) -> AsyncIterator[ConnectProxy]:
-    proxy = ConnectProxy(status)
-    server = await asyncio.start_server(proxy.on_conn, "127.0.0.1", 0)
-    proxy.port = server.sockets[0].getsockname()[1]
+async def _listening(
+    srv: Listener, ssl_context: ssl.SSLContext | None = None
+) -> AsyncIterator[Listener]:
+    """Serve `srv.on_conn` on a loopback port; on exit, end its connections' tasks."""
+    server = await asyncio.start_server(srv.on_conn, "127.0.0.1", 0, ssl=ssl_context)
+    srv.port = server.sockets[0].getsockname()[1]
     try:
-        yield proxy
+        yield srv
     finally:
         server.close()
-        for task in list(proxy.tasks):
+        for task in list(srv.tasks):
             task.cancel()
-        await asyncio.gather(*proxy.tasks, return_exceptions=True)
+        await asyncio.gather(*srv.tasks, return_exceptions=True)
         await server.wait_closed()
