@@ -43,7 +43,7 @@ class Timeout:
 
 
 class TransportError(Exception):
-    """The upstream could not be reached or did not answer in time."""
+    """The upstream could not be reached, did not answer in time, or sent too much."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
