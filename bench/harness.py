@@ -118,6 +118,8 @@ class Child:
 
     def pin(self, cpus: str) -> None:
         """Move every process and thread of the tree to `cpus` (as if started there)."""
+        if cpus == self.cpus:
+            return
         for pid in self.pids():
             subprocess.run(["taskset", "-a", "-p", "-c", cpus, str(pid)],
                            capture_output=True, timeout=10, check=False)  # fmt: skip
