@@ -208,8 +208,7 @@ class Connection(asyncio.Protocol):
         d = self.decoder
         if d is not None:
             # Asked for at most one byte more than allowed, a bomb stops expanding there.
-            # A stream's chunks are bounded each (its buffer is bounded by PAUSE_AT).
-            room = self.room if s is None else self.pool.max_body
+            room = self._room()
             body = d.decompress(body, room + 1)
             if len(body) > room:
                 raise _TooLarge
@@ -245,7 +244,7 @@ class Connection(asyncio.Protocol):
         except zlib.error:
             self._fail(failed("ContentDecodingError"))
             return
-        if len(tail) > (self.room if self.stream is None else self.pool.max_body):
+        if len(tail) > self._room():
             self._fail(body_too_large(self.pool.max_body))
             return
         s, f = self.stream, self.fut
@@ -269,6 +268,11 @@ class Connection(asyncio.Protocol):
             self.pool.release(self)
         else:
             self._close(True)
+
+    def _room(self) -> int:
+        """Decoded bytes the next piece may hold: what is left of a whole body; for a
+        stream, one max_body per piece (its buffer is bounded by PAUSE_AT)."""
+        return self.room if self.stream is None else self.pool.max_body
 
     def _on_timer(self) -> None:
         self.timer = None

@@ -314,15 +314,14 @@ class NativeTransport(Transport):
     async def _dial_through(
         self, proxy: Proxy, origin: Origin, ctx: ssl.SSLContext | None
     ) -> Connection:
-        conn = Connection(self, origin, cast(asyncio.AbstractEventLoop, self._loop))
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
+        conn = Connection(self, origin, loop)
         transport = await open_tunnel(proxy, origin.host, origin.port)
         if ctx is None:
             transport.set_protocol(conn)
         else:
             try:
-                tls = await cast(asyncio.AbstractEventLoop, self._loop).start_tls(
-                    transport, conn, ctx, server_hostname=origin.host
-                )
+                tls = await loop.start_tls(transport, conn, ctx, server_hostname=origin.host)
             except BaseException:
                 transport.abort()
                 raise
