@@ -53,21 +53,11 @@ def _server(response: bytes, how: str) -> Handler:
     return _answering_once(response) if how == "close" else answering(response)
 
 
-def _transports() -> list[tuple[str, type]]:
-    return [("native", NativeTransport), ("aiohttp", AiohttpTransport), ("httpx", HttpxTransport)]
-
-
-def _make(kind: type, limit: int = LIMIT) -> Transport:
-    if kind is NativeTransport:
-        return NativeTransport(Timeout(total=5, connect=5), max_body=limit)
-    if kind is HttpxTransport:
-        return HttpxTransport(Timeout(total=5, connect=5), max_body=limit)
-    return AiohttpTransport(Timeout(total=5, connect=5), 8, limit)
-
-
-@pytest.fixture(params=_transports(), ids=lambda p: p[0])
+@pytest.fixture(
+    params=[NativeTransport, AiohttpTransport, HttpxTransport], ids=["native", "aiohttp", "httpx"]
+)
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
-    t = _make(request.param[1])
+    t = request.param(Timeout(total=5, connect=5), max_body=LIMIT)
     yield t
     await t.aclose()
 
