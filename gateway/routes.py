@@ -147,16 +147,21 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
         name, rid = served.model.name, job.response_id
         named = job.endpoint is Endpoint.RESPONSES
         answer = StreamAnswer()
+        # Exactly one end marker, whatever the upstream's end looked like: it rides on
+        # the last write when the upstream's end came with content, else goes alone.
         done = b"" if named else b"data: [DONE]\n\n"
         try:
             if served.first is not None:
-                # One write per upstream read, and the end marker with the last one.
                 out = _encode_batch(served.first, answer, rid, name)
-                yield out + done if upstream.complete else out
+                if upstream.complete:
+                    out, done = out + done, b""
+                yield out
                 async for batch in served.extra["chunks"]:
                     out = _encode_batch(batch, answer, rid, name)
-                    yield out + done if upstream.complete else out
-            if not upstream.complete and done:
+                    if upstream.complete:
+                        out, done = out + done, b""
+                    yield out
+            if done:
                 yield done
         except Exception as exc:  # after the first byte, the stream is all we can report on
             error = (
@@ -167,7 +172,7 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
                 )
             )
             body = error_body(error.message, "server_error", error.kind)
-            yield b"data: " + orjson.dumps(body) + b"\n\n"
+            yield b"data: " + orjson.dumps(body) + b"\n\n" + done
         finally:
             with anyio.CancelScope(shield=True):
                 await upstream.aclose()

@@ -124,9 +124,13 @@ class _OpenAIChunks(ChunkStream):
         except TransportError as exc:
             raise ProviderError(exc.kind, f"{self._provider}: stream broke: {exc}") from None
         if not self.complete:
-            raise ProviderError(
-                "invalid_body", f"{self._provider}: the stream ended before it was complete"
-            )
+            if self.finish_reason is None:
+                raise ProviderError(
+                    "invalid_body", f"{self._provider}: the stream ended before it was complete"
+                )
+            # Some upstreams close after the chunk with finish_reason and send no
+            # `[DONE]`: the answer is whole all the same.
+            self.complete = True
 
     def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
         """Parse `events` into `batch`; True at a proper end ([DONE] or a final

@@ -126,6 +126,20 @@ async def test_done_ends_the_stream(provider, mock) -> None:
     assert [c["choices"][0]["delta"] for _, c in chunks] == [{"content": "a"}]
 
 
+async def test_an_end_after_the_finish_chunk_without_done_is_complete(provider, mock) -> None:
+    stream_route(mock, sse(chunk("a"), chunk(finish="stop"), done=False))
+    stream = await provider.stream(call(CHAT))
+    chunks = await drain(stream)
+    assert len(chunks) == 2 and stream.complete
+
+
+async def test_an_end_before_the_finish_chunk_is_an_invalid_body(provider, mock) -> None:
+    stream_route(mock, sse(chunk("a"), chunk("b"), done=False))
+    with pytest.raises(ProviderError) as info:
+        await drain(await provider.stream(call(CHAT)))
+    assert info.value.kind == "invalid_body"
+
+
 @pytest.mark.parametrize("bad", [b"{not json", b"[1, 2]", b'"text"'])
 async def test_malformed_event_is_invalid_body(provider, mock, bad) -> None:
     stream_route(mock, sse(chunk("a"), bad))

@@ -48,6 +48,10 @@ class Behaviour:
     fail_after_chunks: int | None = None  # streams: break the connection after N chunks
     pause_after_first: float = 0.0  # streams: seconds of silence after the first chunk
     content: str = "Hello from the fake upstream."
+    # streams: how the end looks, as different real upstreams send it
+    done_apart: float = 0.0  # seconds of silence before `[DONE]`, so it is a read of its own
+    usage_on_finish: bool = False  # usage on the chunk with finish_reason, none after it
+    end_without_done: bool = False  # close after the last chunk, no `[DONE]`
 
 
 class FakeUpstream:
@@ -141,6 +145,20 @@ class FakeUpstream:
         usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
         if path == "/chat/completions" and body.get("stream"):
             return StreamingResponse(self._stream(body, b), media_type="text/event-stream")
+        if path == "/messages" and body.get("stream"):
+            return StreamingResponse(self._messages_stream(body, b), media_type="text/event-stream")
+        if path == "/messages":
+            out = {
+                "id": f"msg_up{self._counter}",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [{"type": "text", "text": b.content}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 11, "output_tokens": 7},
+            }
+            return Response(orjson.dumps(out), 200, b.headers, "application/json")
         if path == "/chat/completions":
             out = {
                 "id": f"chatcmpl-up{self._counter}",
@@ -246,15 +264,73 @@ class FakeUpstream:
                 if b.delay:
                     await asyncio.sleep(b.delay)
             final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}
+            usage = {
+                "prompt_tokens": 9,
+                "completion_tokens": len(words),
+                "total_tokens": 9 + len(words),
+            }
+            if b.usage_on_finish:
+                final["usage"] = usage
             yield b"data: " + orjson.dumps(final) + b"\n\n"
-            if include_usage:
-                usage = {
-                    "prompt_tokens": 9,
-                    "completion_tokens": len(words),
-                    "total_tokens": 9 + len(words),
-                }
+            if include_usage and not b.usage_on_finish:
                 yield b"data: " + orjson.dumps({**base, "choices": [], "usage": usage}) + b"\n\n"
+            if b.end_without_done:
+                return
+            if b.done_apart:
+                await asyncio.sleep(b.done_apart)
             yield b"data: [DONE]\n\n"
+        except asyncio.CancelledError:
+            self.disconnected.set()
+            raise
+
+    async def _messages_stream(self, body: dict, b: Behaviour):
+        """Anthropic's Messages event sequence, a word per text delta."""
+
+        def event(name: str, data: dict[str, Any]) -> bytes:
+            return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n"
+
+        words = b.content.split(" ")
+        message = {
+            "id": "msg_upstream",
+            "type": "message",
+            "role": "assistant",
+            "model": body.get("model"),
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 9, "output_tokens": 1},
+        }
+        try:
+            yield event("message_start", {"type": "message_start", "message": message})
+            block = {"type": "text", "text": ""}
+            yield event(
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": block},
+            )
+            yield event("ping", {"type": "ping"})
+            for i, word in enumerate(words):
+                text = word if i == 0 else " " + word
+                delta = {"type": "text_delta", "text": text}
+                yield event(
+                    "content_block_delta",
+                    {"type": "content_block_delta", "index": 0, "delta": delta},
+                )
+                if b.delay:
+                    await asyncio.sleep(b.delay)
+            yield event("content_block_stop", {"type": "content_block_stop", "index": 0})
+            yield event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": len(words)},
+                },
+            )
+            if b.end_without_done:
+                return
+            if b.done_apart:
+                await asyncio.sleep(b.done_apart)
+            yield event("message_stop", {"type": "message_stop"})
         except asyncio.CancelledError:
             self.disconnected.set()
             raise
