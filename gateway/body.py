@@ -124,6 +124,13 @@ _OPTIONAL = {
     "size": _STRING,
     "seconds": _STRING + _INT,
 }
+# Where one name means another thing: `response_format` is an object for chat
+# (json_object, json_schema) and a format name for images (url, b64_json) and speech
+# (mp3, opus, aac, flac, wav, pcm).
+_OPTIONAL_BY_ENDPOINT: dict[Endpoint, dict[str, tuple[type, ...]]] = {
+    endpoint: {**_OPTIONAL, "response_format": _STRING}
+    for endpoint in (Endpoint.IMAGES, Endpoint.SPEECH)
+}
 _REQUIRED: dict[Endpoint, dict[str, tuple[type, ...]]] = {
     Endpoint.CHAT: {"model": _STRING, "messages": (list,)},
     Endpoint.COMPLETIONS: {"model": _STRING, "prompt": (str, list)},
@@ -154,8 +161,9 @@ def check_body(endpoint: Endpoint, body: dict[str, Any]) -> None:
                 code="missing_required_parameter",
             )
         _expect(name, value, types)
+    optional = _OPTIONAL_BY_ENDPOINT.get(endpoint, _OPTIONAL)
     for name, value in body.items():  # bodies carry a handful of keys: walk those
-        types = _OPTIONAL.get(name)
+        types = optional.get(name)
         if types is not None and value is not None:
             _expect(name, value, types)
     if endpoint is Endpoint.CHAT:

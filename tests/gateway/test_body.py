@@ -143,6 +143,22 @@ def test_speech_voice_of_wrong_type_names_both_shapes() -> None:
 
 
 @pytest.mark.parametrize(
+    ("endpoint", "good", "bad"),
+    [
+        (Endpoint.CHAT, {"type": "json_object"}, "json_object"),
+        (Endpoint.IMAGES, "b64_json", {"type": "b64_json"}),
+        (Endpoint.SPEECH, "wav", {"type": "wav"}),
+    ],
+)
+def test_response_format_has_the_shape_of_its_endpoint(
+    endpoint: Endpoint, good: object, bad: object
+) -> None:
+    check_body(endpoint, {**VALID[endpoint], "response_format": good})
+    err = raises(endpoint, {**VALID[endpoint], "response_format": bad})
+    assert err.param == "response_format"
+
+
+@pytest.mark.parametrize(
     ("messages", "param"),
     [
         ([], "messages"),

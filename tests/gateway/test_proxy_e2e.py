@@ -33,6 +33,12 @@ def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
         {"name": "off", "type": "openai", "base_url": up.url, "api_key": f"${{{UNSET_VAR}}}"}
     )
     config["models"].append({"name": "ghost", "provider": "off"})
+    # The built-in simulated upstream, so what clients send reaches it the same way.
+    config["providers"].append({"name": "sim", "type": "mock", "mock": {"latency_ms": 0}})
+    config["models"] += [
+        {"name": "sim-painter", "provider": "sim", "conversation_types": ["text-to-image"]},
+        {"name": "sim-speaker", "provider": "sim", "conversation_types": ["text-to-audio"]},
+    ]
     with GatewayProcess(config, workdir) as process:
         yield process
 
@@ -152,6 +158,47 @@ def test_images_generate(client: openai.OpenAI, up: FakeUpstream) -> None:
 def test_audio_speech_returns_the_upstream_bytes(client: openai.OpenAI) -> None:
     audio = client.audio.speech.create(model="speaker", input="hello", voice="alloy")
     assert audio.content.startswith(b"RIFF")
+
+
+@pytest.mark.parametrize("fmt", ["b64_json", "url"])
+def test_images_response_format_is_a_format_name(
+    client: openai.OpenAI, up: FakeUpstream, fmt: str
+) -> None:
+    reply = client.images.generate(model="painter", prompt="a lighthouse", response_format=fmt)
+    assert reply.data is not None
+    [seen] = up.calls("/images/generations")
+    assert seen.body["response_format"] == fmt
+    mocked = client.images.generate(model="sim-painter", prompt="a lighthouse", response_format=fmt)
+    assert mocked.data is not None
+    assert mocked.data[0].b64_json if fmt == "b64_json" else mocked.data[0].url
+
+
+@pytest.mark.parametrize("fmt", ["mp3", "opus", "aac", "flac", "wav", "pcm"])
+def test_speech_response_format_is_a_format_name(
+    client: openai.OpenAI, up: FakeUpstream, fmt: str
+) -> None:
+    audio = client.audio.speech.create(
+        model="speaker", input="hello", voice="alloy", response_format=fmt
+    )
+    assert audio.content.startswith(b"RIFF")
+    [seen] = up.calls("/audio/speech")
+    assert seen.body["response_format"] == fmt
+    mocked = client.audio.speech.create(
+        model="sim-speaker", input="hello", voice="alloy", response_format=fmt
+    )
+    assert mocked.content
+
+
+def test_a_response_format_of_the_wrong_shape_is_still_refused(gw: GatewayProcess) -> None:
+    body = {"model": "painter", "prompt": "x", "response_format": {"type": "url"}}
+    r = httpx.post(
+        gw.url + "/v1/images/generations",
+        json=body,
+        headers={"authorization": "Bearer test-key"},
+    )
+    assert r.status_code == 400
+    error = assert_openai_error_shape(r)
+    assert error["param"] == "response_format" and "expected a string" in error["message"]
 
 
 def test_legacy_completions(client: openai.OpenAI, up: FakeUpstream) -> None:
