@@ -15,7 +15,7 @@ from admin_ui.openapi import openapi
 from admin_ui.pages import page_routes
 from admin_ui.performance import json_response, performance_routes
 from admin_ui.services import AdminServices
-from gateway.errors import http_error
+from gateway.http.errors import http_error
 
 __all__ = ["create_admin_app"]
 

@@ -6,8 +6,8 @@ import hmac
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.auth import bearer_token
-from gateway.errors import GatewayError, error_response
+from gateway.http.auth import bearer_token
+from gateway.http.errors import GatewayError, error_response
 
 __all__ = ["AdminAuthMiddleware"]
 

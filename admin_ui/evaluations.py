@@ -16,9 +16,9 @@ from admin_ui.params import Filters, filters
 from admin_ui.performance import guarded, json_response, unknown_model
 from admin_ui.services import AdminServices
 from admin_ui.suggestions import suggestions
-from gateway.errors import GatewayError
-from gateway.feedback import unknown_response
-from gateway.tracker import FEEDBACK_DIMENSIONS
+from gateway.http.errors import GatewayError
+from gateway.routing.feedback import unknown_response
+from gateway.routing.tracker import FEEDBACK_DIMENSIONS
 
 __all__ = ["evaluation_routes"]
 

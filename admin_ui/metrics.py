@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from admin_ui.services import AdminServices
-from gateway.tracker import FEEDBACK_DIMENSIONS, Stats
+from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Stats
 
 __all__ = ["model_metrics", "rows"]
 

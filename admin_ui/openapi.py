@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.types import CONVERSATION_TYPES, OPTIMIZATIONS
+from gateway.core.types import CONVERSATION_TYPES, OPTIMIZATIONS
 
 __all__ = ["openapi"]
 

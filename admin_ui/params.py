@@ -7,8 +7,8 @@ from datetime import datetime
 
 from starlette.requests import Request
 
-from gateway.errors import GatewayError
-from gateway.types import CONVERSATION_TYPES, OPTIMIZATIONS
+from gateway.http.errors import GatewayError
+from gateway.core.types import CONVERSATION_TYPES, OPTIMIZATIONS
 
 __all__ = ["Filters", "filters"]
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from gateway.blacklist import Blacklist
-from gateway.catalog import Catalog
-from gateway.feedback import FeedbackService
-from gateway.responses import ResponseIndex
-from gateway.selection import Selector
-from gateway.store import Store
-from gateway.tracker import Tracker
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.catalog import Catalog
+from gateway.routing.feedback import FeedbackService
+from gateway.routing.responses import ResponseIndex
+from gateway.routing.selection import Selector
+from gateway.storage import Store
+from gateway.routing.tracker import Tracker
 
 __all__ = ["AdminServices"]
 

@@ -26,13 +26,13 @@ from bench.quality_run import Record, Run
 from bench.quality_scenarios import Scenario
 from bench.quality_upstream import Hit
 from bench.selection_bench import FakeClock
-from gateway.blacklist import Blacklist
-from gateway.catalog import Catalog
-from gateway.config import parse_config
-from gateway.dispatch import Job
-from gateway.selection import Selector
-from gateway.tracker import Tracker
-from gateway.types import Attempt, Endpoint
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.catalog import Catalog
+from gateway.core.config import parse_config
+from gateway.routing.dispatch import Job
+from gateway.routing.selection import Selector
+from gateway.routing.tracker import Tracker
+from gateway.core.types import Attempt, Endpoint
 
 __all__ = ["run_all", "simulate"]
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.types import Endpoint
+from gateway.core.types import Endpoint
 from providers.anthropic_stream import AnthropicChunks, finish_reason, prompt_tokens
 from providers.base import (
     Call,
@@ -25,7 +25,7 @@ from providers.base import (
     classify_status,
     upstream_json,
 )
-from providers.http import HttpProvider
+from providers.http_provider import HttpProvider
 from providers.transport import Transport
 
 __all__ = ["AnthropicProvider", "to_anthropic", "to_openai"]

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from gateway.types import Endpoint
+from gateway.core.types import Endpoint
 
 __all__ = [
     "CLIENT_KINDS",

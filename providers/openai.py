@@ -8,7 +8,7 @@ from typing import Any
 
 import orjson
 
-from gateway.types import Endpoint
+from gateway.core.types import Endpoint
 from providers.base import (
     BinaryReply,
     Call,
@@ -21,7 +21,7 @@ from providers.base import (
     redact,
     upstream_json,
 )
-from providers.http import HttpProvider
+from providers.http_provider import HttpProvider
 from providers.sse import chunk_batches
 from providers.transport import Transport, TransportError, UpstreamStream
 

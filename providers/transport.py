@@ -1,7 +1,7 @@
 """The one small interface between provider code and the network.
 
 Providers speak bytes in, bytes out through a `Transport`. Production uses
-`providers.pool.NativeTransport` (asyncio protocols + httptools: ~50 µs CPU per
+`providers.http1.pool.NativeTransport` (asyncio protocols + httptools: ~50 µs CPU per
 request where a pooled aiohttp session costs ~200-250 and httpx's default pool
 more than 10x that); `transport: aiohttp` remains as an alternative. Tests use
 `HttpxTransport`, which respx can intercept. Provider code never imports aiohttp
@@ -266,6 +266,6 @@ def create_transport(
         return AiohttpTransport(timeout, max_connections, max_body, proxy)
     if kind == "httpx":
         return HttpxTransport(timeout, max_connections, max_body=max_body, proxy=proxy)
-    from providers.pool import NativeTransport  # imported here: it imports this module
+    from providers.http1.pool import NativeTransport  # imported here: it imports this module
 
     return NativeTransport(timeout, max_connections, max_body=max_body, proxy=proxy)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import random
 
-from gateway.blacklist import Blacklist
-from gateway.config import ModelConfig, parse_config
-from gateway.selection import Selector
-from gateway.tracker import FEEDBACK_DIMENSIONS, Tracker
-from gateway.types import Attempt
+from gateway.routing.blacklist import Blacklist
+from gateway.core.config import ModelConfig, parse_config
+from gateway.routing.selection import Selector
+from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
+from gateway.core.types import Attempt
 
 T0 = 1_700_000_000.0
 TT = "text-to-text"

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from gateway.auth import ApiKeyMiddleware, bearer_token
+from gateway.http.auth import ApiKeyMiddleware, bearer_token
 
 KEYS = ["key-one", "key-two"]
 

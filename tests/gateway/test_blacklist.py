@@ -8,7 +8,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.blacklist import Blacklist
+from gateway.routing.blacklist import Blacklist
 
 HOUR = 3600.0
 T0 = 1_700_000_000.0

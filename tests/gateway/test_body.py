@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from gateway.body import check_body, read_json
-from gateway.errors import GatewayError
-from gateway.types import Endpoint
+from gateway.http.body import check_body, read_json
+from gateway.http.errors import GatewayError
+from gateway.core.types import Endpoint
 
 VALID: dict[Endpoint, dict[str, Any]] = {
     Endpoint.CHAT: {"model": "m", "messages": [{"role": "user", "content": "hi"}]},

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.catalog import Catalog, build_provider
-from gateway.config import Config, parse_config
-from gateway.errors import GatewayError
-from gateway.types import CONVERSATION_TYPES, Endpoint
+from gateway.routing.catalog import Catalog, build_provider
+from gateway.core.config import Config, parse_config
+from gateway.http.errors import GatewayError
+from gateway.core.types import CONVERSATION_TYPES, Endpoint
 
 
 def make_config() -> Config:

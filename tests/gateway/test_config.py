@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.config import DEFAULT_CONFIG_PATH, ConfigError, config_path, load_config, parse_config
+from gateway.core.config import DEFAULT_CONFIG_PATH, ConfigError, config_path, load_config, parse_config
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "gateway.yaml"

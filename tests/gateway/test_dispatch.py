@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from gateway.catalog import Catalog
-from gateway.config import parse_config
-from gateway.cost import cost_of
-from gateway.dispatch import Dispatcher
-from gateway.errors import GatewayError
-from gateway.types import Attempt, Endpoint
+from gateway.routing.catalog import Catalog
+from gateway.core.config import parse_config
+from gateway.routing.cost import cost_of
+from gateway.routing.dispatch import Dispatcher
+from gateway.http.errors import GatewayError
+from gateway.core.types import Attempt, Endpoint
 from providers.base import Call, Provider, ProviderError, Reply, Usage
 
 T0 = 1_700_000_000.0

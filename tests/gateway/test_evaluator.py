@@ -11,13 +11,13 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway import evaluator as evaluator_module
-from gateway.answers import Answer
-from gateway.blacklist import Blacklist
-from gateway.evaluator import FLAGS, Evaluator, evaluate
-from gateway.responses import ResponseIndex, ResponseRecord
-from gateway.tracker import Tracker
-from gateway.types import Attempt
+from gateway.routing import evaluation as evaluator_module
+from gateway.routing.answers import Answer
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.evaluation import FLAGS, Evaluator, evaluate
+from gateway.routing.responses import ResponseIndex, ResponseRecord
+from gateway.routing.tracker import Tracker
+from gateway.core.types import Attempt
 
 PLAIN: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
 JSON_OBJECT = {**PLAIN, "response_format": {"type": "json_object"}}

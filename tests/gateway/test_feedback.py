@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
-from gateway.blacklist import Blacklist
-from gateway.errors import GatewayError
-from gateway.feedback import FeedbackService, parse_feedback
-from gateway.responses import ResponseIndex, ResponseRecord
-from gateway.store import MemoryStore
-from gateway.tracker import Tracker
+from gateway.routing.blacklist import Blacklist
+from gateway.http.errors import GatewayError
+from gateway.routing.feedback import FeedbackService, parse_feedback
+from gateway.routing.responses import ResponseIndex, ResponseRecord
+from gateway.storage import MemoryStore
+from gateway.routing.tracker import Tracker
 
 CTYPE = "text-to-text"
 

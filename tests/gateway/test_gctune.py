@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import app_factory
-from gateway.gctune import THRESHOLDS, tune
+from gateway.server.app import app_factory
+from gateway.server.gctune import THRESHOLDS, tune
 
 ROOT = Path(__file__).resolve().parents[2]
 

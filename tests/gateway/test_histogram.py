@@ -4,8 +4,8 @@ import random
 import orjson
 import pytest
 
-from gateway.histogram import Histogram
-from gateway.windowed import WindowedHistogram
+from gateway.routing.histogram import Histogram
+from gateway.routing.windowed import WindowedHistogram
 
 
 def _values(n: int = 10_000, seed: int = 1) -> list[float]:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from gateway.http_protocol import _HeadHoldingTransport
+from gateway.server.protocol import _HeadHoldingTransport
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream

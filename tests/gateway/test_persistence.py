@@ -15,11 +15,11 @@ import httpx
 import orjson
 import pytest
 
-import gateway.app
-from gateway.app import Gateway, create_app
-from gateway.config import parse_config
-from gateway.store import MemoryStore
-from gateway.types import Attempt
+import gateway.server.app
+from gateway.server.app import Gateway, create_app
+from gateway.core.config import parse_config
+from gateway.storage import MemoryStore
+from gateway.core.types import Attempt
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
@@ -132,7 +132,7 @@ def mock_config(flush_interval: float) -> dict[str, Any]:
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch) -> GatedStore:
     gated = GatedStore()
-    monkeypatch.setattr(gateway.app, "create_store", lambda url: gated)
+    monkeypatch.setattr(gateway.server.app, "create_store", lambda url: gated)
     return gated
 
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from gateway.responses import ResponseIndex, ResponseRecord
-from gateway.store.records import RESPONSE_COLUMNS, response_row
+from gateway.routing.responses import ResponseIndex, ResponseRecord
+from gateway.storage.records import RESPONSE_COLUMNS, response_row
 
 
 def test_a_record_row_has_every_stored_column_and_nothing_else() -> None:

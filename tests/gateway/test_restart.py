@@ -13,8 +13,8 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from gateway.app import Gateway, create_app
-from gateway.config import parse_config
+from gateway.server.app import Gateway, create_app
+from gateway.core.config import parse_config
 
 HI = [{"role": "user", "content": "hi"}]
 AUTH = {"authorization": "Bearer test-key"}

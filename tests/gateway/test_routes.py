@@ -8,8 +8,8 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.app import Gateway, create_app
-from gateway.config import parse_config
+from gateway.server.app import Gateway, create_app
+from gateway.core.config import parse_config
 
 AUTH = (b"authorization", b"Bearer test-key")
 

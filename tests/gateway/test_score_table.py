@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from gateway.score_table import FEW, REANCHOR, ScoreTable
-from gateway.scoring import BONUS
+from gateway.routing.ranking_table import FEW, REANCHOR, ScoreTable
+from gateway.routing.scoring import BONUS
 from tests.gateway.scoring_states import OPTIMIZATIONS, TT, RandomState
 
 

@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from gateway.config import ModelConfig
-from gateway.scoring import (
+from gateway.core.config import ModelConfig
+from gateway.routing.scoring import (
     AGING,
     EVIDENCE_CAP,
     PRIOR_SUCCESS,
@@ -18,7 +18,7 @@ from gateway.scoring import (
     own,
     total,
 )
-from gateway.tracker import Stats
+from gateway.routing.tracker import Stats
 
 MODEL = ModelConfig.model_validate(
     {

@@ -8,15 +8,15 @@ from typing import Any
 
 import pytest
 
-from gateway.blacklist import Blacklist
-from gateway.catalog import Catalog
-from gateway.config import parse_config
-from gateway.dispatch import Job
-from gateway.errors import GatewayError
-from gateway.scoring import AGING, BONUS
-from gateway.selection import Selector
-from gateway.tracker import Tracker
-from gateway.types import Attempt, Endpoint
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.catalog import Catalog
+from gateway.core.config import parse_config
+from gateway.routing.dispatch import Job
+from gateway.http.errors import GatewayError
+from gateway.routing.scoring import AGING, BONUS
+from gateway.routing.selection import Selector
+from gateway.routing.tracker import Tracker
+from gateway.core.types import Attempt, Endpoint
 
 T0 = 1_700_000_000.0
 TT = "text-to-text"

@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from gateway.catalog import Catalog
-from gateway.dispatch import Job
-from gateway.scoring import aged, evidence
-from gateway.selection import Selector
-from gateway.types import Endpoint
+from gateway.routing.catalog import Catalog
+from gateway.routing.dispatch import Job
+from gateway.routing.scoring import aged, evidence
+from gateway.routing.selection import Selector
+from gateway.core.types import Endpoint
 from tests.gateway.scoring_states import OPTIMIZATIONS, RandomState
 from tests.gateway.test_selection import NAMES, TT, World, priors
 

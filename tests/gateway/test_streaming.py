@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 from starlette.types import Message
 
-from gateway.streaming import StreamingResponse
+from gateway.http.streaming import StreamingResponse
 
 SCOPE = {"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}}
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from gateway.blacklist import Blacklist
-from gateway.histogram import Histogram
-from gateway.tracker import Stats, Tracker
-from gateway.types import Attempt
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.histogram import Histogram
+from gateway.routing.tracker import Stats, Tracker
+from gateway.core.types import Attempt
 
 T0 = 1_700_000_000.0
 TT = "text-to-text"

@@ -22,7 +22,7 @@ import httpx
 import openai
 import pytest
 
-from gateway.workers import STARTUP_FAILURE, reserve, reuse_port_supported
+from gateway.server.workers import STARTUP_FAILURE, reserve, reuse_port_supported
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream

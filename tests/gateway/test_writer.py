@@ -8,12 +8,12 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.blacklist import Blacklist
-from gateway.responses import ResponseRecord
-from gateway.store import MemoryStore, SQLiteStore, Store
-from gateway.tracker import Tracker
-from gateway.types import Attempt
-from gateway.writer import StoreWriter
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.responses import ResponseRecord
+from gateway.storage import MemoryStore, SQLiteStore, Store
+from gateway.routing.tracker import Tracker
+from gateway.core.types import Attempt
+from gateway.storage.writer import StoreWriter
 
 T0 = 1_700_000_000.0
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import respx
 
-from gateway.types import Endpoint
+from gateway.core.types import Endpoint
 from providers.anthropic import AnthropicProvider
 from providers.base import Call
 from providers.transport import HttpxTransport

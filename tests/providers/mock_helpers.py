@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import MockConfig
-from gateway.types import Endpoint
+from gateway.core.config import MockConfig
+from gateway.core.types import Endpoint
 from providers.base import Call, Chunk, ProviderError
-from providers.mock import MockProvider
+from providers.mock.provider import MockProvider
 
 CHAT_BODY = {"model": "client-name", "messages": [{"role": "user", "content": "Say hi"}]}
 

@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 import respx
 
-from gateway.types import Endpoint
+from gateway.core.types import Endpoint
 from providers.base import Call
 from providers.openai import OpenAIProvider
 from providers.transport import HttpxTransport

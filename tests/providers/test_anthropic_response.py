@@ -9,7 +9,7 @@ import orjson
 import pytest
 import respx
 
-from gateway.types import Endpoint
+from gateway.core.types import Endpoint
 from providers.anthropic import AnthropicProvider
 from providers.base import Call, ProviderError, Usage
 from tests.providers.anthropic_helpers import (

@@ -10,8 +10,8 @@ import math
 import pytest
 from openai.types.chat import ChatCompletion
 
-from gateway.config import MockConfig
-from gateway.types import Endpoint
+from gateway.core.config import MockConfig
+from gateway.core.types import Endpoint
 from providers.base import Call, ProviderError
 from tests.providers.mock_helpers import CHAT_BODY, Sleeps, chat, collect, make, outcomes
 

@@ -17,8 +17,8 @@ from openai.types.responses import Response, ResponseStreamEvent
 from openai.types.video import Video
 from pydantic import TypeAdapter
 
-from gateway.config import MockConfig
-from gateway.types import Endpoint
+from gateway.core.config import MockConfig
+from gateway.core.types import Endpoint
 from providers.base import Call, ProviderError
 from tests.providers.mock_helpers import FakeClock, collect, make
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.h1_response import Headers
-from providers.pool import NativeTransport
+from providers.http1.response import Headers
+from providers.http1.pool import NativeTransport
 from providers.transport import Timeout, TransportError
 from tests.providers.native_helpers import (
     JSON,

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from providers.h1_proxy import Proxy, proxy_for
-from providers.pool import NativeTransport
+from providers.http1.proxy import Proxy, proxy_for
+from providers.http1.pool import NativeTransport
 from providers.transport import AiohttpTransport, HttpxTransport, Timeout, TransportError
 from tests.providers.native_helpers import JSON, OK, answering, proxying, self_signed, serving
 

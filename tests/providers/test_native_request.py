@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from providers.h1_request import HeadWriter, parse_url
+from providers.http1.request import HeadWriter, parse_url
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from providers.pool import NativeTransport
+from providers.http1.pool import NativeTransport
 from providers.transport import Timeout, TransportError, create_transport
 from tests.providers.native_helpers import (
     JSON,

@@ -10,7 +10,7 @@ import orjson
 import pytest
 import respx
 
-from gateway.types import Endpoint
+from gateway.core.types import Endpoint
 from providers.base import ProviderError, Usage
 from providers.openai import OpenAIProvider
 from providers.transport import HttpxTransport

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import respx
 
-from gateway.types import Endpoint
+from gateway.core.types import Endpoint
 from providers.base import ProviderError, Usage
 from providers.openai import OpenAIProvider
 from tests.providers.openai_helpers import (

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from providers.base import ProviderError
-from providers.pool import NativeTransport
+from providers.http1.pool import NativeTransport
 from providers.sse import iter_event_batches
 from providers.transport import (
     AiohttpTransport,

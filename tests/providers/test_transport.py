@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 import pytest
 
-from providers.pool import NativeTransport
+from providers.http1.pool import NativeTransport
 from providers.transport import (
     AiohttpTransport,
     HttpxTransport,

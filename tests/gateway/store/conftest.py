@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import MemoryStore, SQLiteStore, Store
+from gateway.storage import MemoryStore, SQLiteStore, Store
 from tests.gateway.store.helpers import Harness
 
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from gateway.store import Store
-from gateway.types import Attempt
+from gateway.storage import Store
+from gateway.core.types import Attempt
 
 H0 = 472_222 * 3600.0  # an hour boundary (2023-11-14 22:00 UTC)
 NO_SCORES = {"relevance": None, "accuracy": None, "helpfulness": None, "creativity": None}

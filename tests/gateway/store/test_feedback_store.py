@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import SQLiteStore
+from gateway.storage import SQLiteStore
 from tests.gateway.store.helpers import H0, Harness, rate, response
 
 # ---- feedback ----

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import gateway.store.sqlite as sqlite_module
-from gateway.store import SQLiteStore, StoreError
-from gateway.store.migrations import MIGRATIONS
-from gateway.store.sqlite import split_statements
+import gateway.storage.sqlite as sqlite_module
+from gateway.storage import SQLiteStore, StoreError
+from gateway.storage.migrations import MIGRATIONS
+from gateway.storage.sqlite import split_statements
 from tests.gateway.store.helpers import H0, attempt, minimal_attempt, rate, response
 
 

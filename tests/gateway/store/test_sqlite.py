@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.store import MemoryStore, SQLiteStore, StoreError, create_store
-from gateway.store.migrations import MIGRATIONS
+from gateway.storage import MemoryStore, SQLiteStore, StoreError, create_store
+from gateway.storage.migrations import MIGRATIONS
 from tests.gateway.store.helpers import H0, attempt
 
 

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-import gateway.store.sqlite as sqlite_store
-from gateway.store import SQLiteStore
-from gateway.store.migrations import MIGRATIONS
+import gateway.storage.sqlite as sqlite_store
+from gateway.storage import SQLiteStore
+from gateway.storage.migrations import MIGRATIONS
 
 
 @pytest.fixture

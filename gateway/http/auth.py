@@ -1,0 +1,59 @@
+"""Client API-key check for the OpenAI surface, as plain ASGI middleware."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from gateway.http.errors import GatewayError, error_response
+
+__all__ = ["ApiKeyMiddleware", "bearer_token"]
+
+
+def bearer_token(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, token = header.partition(" ")
+    return token.strip() or None if scheme.lower() == "bearer" else None
+
+
+class ApiKeyMiddleware:
+    """Requires `Authorization: Bearer <key>` on /v1/*; open when no key is configured."""
+
+    def __init__(self, app: ASGIApp, api_keys: list[str], prefix: str = "/v1/") -> None:
+        self.app = app
+        self.keys = [k.encode() for k in api_keys]
+        self.prefix = prefix
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        rejection = self.rejection(scope) if scope["type"] == "http" else None
+        if rejection is None:
+            await self.app(scope, receive, send)
+        else:
+            await rejection(scope, receive, send)
+
+    def rejection(self, scope: Scope) -> Response | None:
+        """The 401 to send, or None when the request may pass."""
+        if not self.keys or not scope["path"].startswith(self.prefix):
+            return None
+        header = None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+                break
+        token = bearer_token(header)
+        if token is None:
+            message = "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
+        elif self._valid(token.encode()):
+            return None
+        else:
+            message = "Incorrect API key provided."
+        return error_response(GatewayError(401, message, code="invalid_api_key"))
+
+    def _valid(self, token: bytes) -> bool:
+        ok = False
+        for key in self.keys:
+            ok |= hmac.compare_digest(key, token)
+        return ok

@@ -1,0 +1,228 @@
+"""Reading and checking client request bodies, cheaply, before any upstream is called.
+
+Only the fields the gateway itself relies on are checked; everything else passes
+through untouched so that new OpenAI parameters keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+
+from gateway.http.errors import GatewayError
+from gateway.core.types import Endpoint
+
+__all__ = ["check_body", "read_json"]
+
+
+async def read_bytes(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise _too_large(limit)
+    receive = getattr(request, "receive", None)
+    if receive is not None and not isinstance(request, Request):
+        return await _receive_all(receive, limit)  # the hot path: no async generator
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _receive_all(receive: Any, limit: int) -> bytes:
+    message = await receive()
+    body = message.get("body", b"")
+    if not message.get("more_body", False):  # almost every request: one message
+        if len(body) > limit:
+            raise _too_large(limit)
+        return body
+    chunks = [body]
+    size = len(body)
+    while message.get("more_body", False):
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def read_json(request: Request, limit: int) -> dict[str, Any]:
+    content_type = request.headers.get("content-type", "")
+    if content_type.startswith("multipart/form-data"):
+        return await _read_form(request, limit)
+    raw = await read_bytes(request, limit)
+    if not raw:
+        raise GatewayError(400, "The request body is empty; expected a JSON object.")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(
+            400, f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
+        ) from None
+    if not isinstance(body, dict):
+        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+    return body
+
+
+async def _read_form(request: Request, limit: int) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is None or not declared.isdigit():
+        raise GatewayError(411, "Multipart requests need a Content-Length header.")
+    if int(declared) > limit:
+        raise _too_large(limit)
+    try:
+        form = await request.form(max_part_size=limit)
+    except Exception:
+        raise GatewayError(400, "We could not parse the multipart body of your request.") from None
+    body: dict[str, Any] = {}
+    for key, value in form.multi_items():
+        if not isinstance(value, str):
+            raise GatewayError(
+                400, f"File uploads ('{key}') are not supported by this gateway.", param=key
+            )
+        body[key] = int(value) if key == "n" and value.isdigit() else value
+    return body
+
+
+def _too_large(limit: int) -> GatewayError:
+    return GatewayError(
+        413,
+        f"The request body is larger than this gateway's limit of {limit} bytes.",
+        code="request_too_large",
+    )
+
+
+_STRING = (str,)
+_NUMBER = (int, float)
+_BOOL = (bool,)
+_INT = (int,)
+_OPTIONAL = {
+    "stream": _BOOL,
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+    "max_tokens": _INT,
+    "max_completion_tokens": _INT,
+    "n": _INT,
+    "user": _STRING,
+    "presence_penalty": _NUMBER,
+    "frequency_penalty": _NUMBER,
+    "stream_options": (dict,),
+    "tools": (list,),
+    "response_format": (dict,),
+    "dimensions": _INT,
+    "encoding_format": _STRING,
+    "voice": (str, dict),
+    "size": _STRING,
+    "seconds": _STRING + _INT,
+}
+# Where one name means another thing: `response_format` is an object for chat
+# (json_object, json_schema) and a format name for images (url, b64_json) and speech
+# (mp3, opus, aac, flac, wav, pcm).
+_OPTIONAL_BY_ENDPOINT: dict[Endpoint, dict[str, tuple[type, ...]]] = {
+    endpoint: {**_OPTIONAL, "response_format": _STRING}
+    for endpoint in (Endpoint.IMAGES, Endpoint.SPEECH)
+}
+_REQUIRED: dict[Endpoint, dict[str, tuple[type, ...]]] = {
+    Endpoint.CHAT: {"model": _STRING, "messages": (list,)},
+    Endpoint.COMPLETIONS: {"model": _STRING, "prompt": (str, list)},
+    Endpoint.EMBEDDINGS: {"model": _STRING, "input": (str, list)},
+    Endpoint.IMAGES: {"model": _STRING, "prompt": _STRING},
+    Endpoint.SPEECH: {"model": _STRING, "input": _STRING, "voice": (*_STRING, dict)},
+    Endpoint.VIDEOS: {"model": _STRING, "prompt": _STRING},
+    Endpoint.RESPONSES: {"model": _STRING, "input": (str, list)},
+}
+_NAMES = {
+    str: "a string",
+    list: "an array",
+    dict: "an object",
+    bool: "a boolean",
+    int: "an integer",
+}
+
+
+def check_body(endpoint: Endpoint, body: dict[str, Any]) -> None:
+    """Reject a body whose known fields have the wrong type, naming the field."""
+    for name, types in _REQUIRED[endpoint].items():
+        value = body.get(name)
+        if value is None:
+            raise GatewayError(
+                400,
+                f"Missing required parameter: '{name}'.",
+                param=name,
+                code="missing_required_parameter",
+            )
+        _expect(name, value, types)
+    optional = _OPTIONAL_BY_ENDPOINT.get(endpoint, _OPTIONAL)
+    for name, value in body.items():  # bodies carry a handful of keys: walk those
+        types = optional.get(name)
+        if types is not None and value is not None:
+            _expect(name, value, types)
+    if endpoint is Endpoint.CHAT:
+        _check_messages(body["messages"])
+
+
+def _expect(name: str, value: Any, types: tuple[type, ...]) -> None:
+    # bool is an int in Python, but not in JSON
+    if isinstance(value, bool) and bool not in types:
+        ok = False
+    else:
+        ok = isinstance(value, types) or (float in types and isinstance(value, int))
+    if not ok:
+        wanted = (
+            "a number"
+            if float in types and len(types) == 2
+            else " or ".join(_NAMES.get(t, "a number") for t in types)
+        )
+        raise GatewayError(
+            400,
+            f"Invalid type for '{name}': expected {wanted}, but got {_json_kind(value)}.",
+            param=name,
+            code="invalid_type",
+        )
+
+
+def _check_messages(messages: list[Any]) -> None:
+    if not messages:
+        raise GatewayError(400, "'messages' must contain at least one message.", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise GatewayError(
+                400,
+                f"Invalid type for 'messages[{i}]': expected an object.",
+                param=f"messages[{i}]",
+                code="invalid_type",
+            )
+        role = message.get("role")
+        if not isinstance(role, str):
+            raise GatewayError(
+                400,
+                f"Missing or invalid 'messages[{i}].role': expected a string.",
+                param=f"messages[{i}].role",
+                code="invalid_type",
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, str | list):
+            raise GatewayError(
+                400,
+                f"Invalid type for 'messages[{i}].content': expected a string or an array, "
+                f"but got {_json_kind(content)}.",
+                param=f"messages[{i}].content",
+                code="invalid_type",
+            )
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return _NAMES.get(type(value), "null" if value is None else "something else")

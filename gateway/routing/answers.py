@@ -1,0 +1,142 @@
+"""What an answer said, pulled out of OpenAI-shaped bodies and streams for evaluation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gateway.core.types import Endpoint
+
+__all__ = ["Answer", "StreamAnswer", "answer_from_body"]
+
+_MAX_TEXT = 64 * 1024  # enough to judge JSON validity; bounded per response
+
+
+@dataclass(slots=True)
+class Answer:
+    text: str = ""
+    finish_reason: str | None = None
+    refusal: str | None = None
+    tool_arguments: list[str] = field(default_factory=list)
+
+
+def answer_from_body(endpoint: Endpoint, body: dict[str, Any]) -> Answer | None:
+    if endpoint is Endpoint.CHAT:
+        choice = _first_choice(body)
+        if choice is None:
+            return None
+        message = choice.get("message") or {}
+        content = message.get("content")
+        calls = message.get("tool_calls") or []
+        return Answer(
+            content if isinstance(content, str) else "",
+            choice.get("finish_reason"),
+            message.get("refusal") if isinstance(message.get("refusal"), str) else None,
+            [_arguments(c) for c in calls if isinstance(c, dict)],
+        )
+    if endpoint is Endpoint.COMPLETIONS:
+        choice = _first_choice(body)
+        if choice is None:
+            return None
+        text = choice.get("text")
+        return Answer(text if isinstance(text, str) else "", choice.get("finish_reason"))
+    if endpoint is Endpoint.RESPONSES:
+        return _responses_answer(body)
+    return None
+
+
+def _first_choice(body: dict[str, Any]) -> dict[str, Any] | None:
+    choices = body.get("choices")
+    if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+        return choices[0]
+    return None
+
+
+def _arguments(call: dict[str, Any]) -> str:
+    function = call.get("function")
+    args = function.get("arguments") if isinstance(function, dict) else None
+    return args if isinstance(args, str) else ""
+
+
+def _responses_answer(body: dict[str, Any]) -> Answer:
+    parts: list[str] = []
+    refusals: list[str] = []
+    arguments: list[str] = []
+    for item in body.get("output") or []:
+        if not isinstance(item, dict):
+            continue
+        if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
+            arguments.append(item["arguments"])
+        for content in item.get("content") or []:
+            if not isinstance(content, dict):
+                continue
+            if isinstance(content.get("text"), str):
+                parts.append(content["text"])
+            elif content.get("type") == "refusal" and isinstance(content.get("refusal"), str):
+                refusals.append(content["refusal"])
+    return Answer("".join(parts), _responses_finish(body), "".join(refusals) or None, arguments)
+
+
+def _responses_finish(body: dict[str, Any]) -> str | None:
+    """The Responses API status as a chat finish_reason."""
+    status = body.get("status")
+    if status == "completed":
+        return "stop"
+    if status == "incomplete":
+        details = body.get("incomplete_details")
+        reason = details.get("reason") if isinstance(details, dict) else None
+        return "content_filter" if reason == "content_filter" else "length"
+    return None
+
+
+class StreamAnswer:
+    """Accumulates a streamed answer chunk by chunk, bounded in size."""
+
+    __slots__ = ("_args", "_parts", "_size", "finish_reason", "refusal")
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._args: dict[int, list[str]] = {}
+        self._size = 0
+        self.finish_reason: str | None = None
+        self.refusal: str | None = None
+
+    def add(self, event: str | None, data: dict[str, Any]) -> None:
+        if event is not None:
+            if event == "response.output_text.delta":
+                self._text(data.get("delta"))
+            elif event == "response.refusal.delta" and isinstance(data.get("delta"), str):
+                self.refusal = (self.refusal or "") + data["delta"]
+            elif event == "response.function_call_arguments.done":
+                self._args.setdefault(len(self._args), []).append(str(data.get("arguments", "")))
+            elif event in ("response.completed", "response.incomplete"):
+                response = data.get("response")
+                self.finish_reason = _responses_finish(
+                    response if isinstance(response, dict) else {"status": event[9:]}
+                )
+            return
+        choice = _first_choice(data)
+        if choice is None:
+            return
+        if choice.get("finish_reason"):
+            self.finish_reason = choice["finish_reason"]
+        delta = choice.get("delta")
+        if isinstance(delta, dict):
+            self._text(delta.get("content"))
+            if isinstance(delta.get("refusal"), str):
+                self.refusal = (self.refusal or "") + delta["refusal"]
+            for call in delta.get("tool_calls") or ():
+                if isinstance(call, dict):
+                    index = call.get("index", 0)
+                    self._args.setdefault(index, []).append(_arguments(call))
+        else:
+            self._text(choice.get("text"))
+
+    def _text(self, piece: Any) -> None:
+        if isinstance(piece, str) and self._size < _MAX_TEXT:
+            self._parts.append(piece)
+            self._size += len(piece)
+
+    def result(self) -> Answer:
+        args = ["".join(parts) for _, parts in sorted(self._args.items())]
+        return Answer("".join(self._parts), self.finish_reason, self.refusal, args)

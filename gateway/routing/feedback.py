@@ -1,0 +1,149 @@
+"""Human ratings of answers, by the response id the gateway returned.
+
+Used by `POST /v1/feedback` and by the dashboard's form alike. A rating is stored
+durably before the caller hears 2xx; a second rating of the same answer replaces
+the first in the aggregates while both stay in history.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from gateway.http.errors import GatewayError
+from gateway.routing.responses import ResponseIndex, ResponseRecord
+from gateway.storage import Store
+from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
+
+__all__ = ["FeedbackService", "parse_feedback", "unknown_response"]
+
+_FIELDS = frozenset({"response_id", "comment", *FEEDBACK_DIMENSIONS})
+_MAX_COMMENT = 4000
+
+
+def parse_feedback(payload: Any) -> tuple[str, dict[str, int], str | None]:
+    """Validate a feedback body; 422 with a message that names the problem."""
+    if not isinstance(payload, dict):
+        raise _invalid("The feedback body must be a JSON object.")
+    unknown = sorted(set(payload) - _FIELDS)
+    if unknown:
+        raise _invalid(
+            f"Unknown field(s): {', '.join(unknown)}. Allowed: response_id, comment, "
+            f"{', '.join(FEEDBACK_DIMENSIONS)}.",
+            param=unknown[0],
+        )
+    response_id = payload.get("response_id")
+    if not isinstance(response_id, str) or not response_id.strip():
+        raise _invalid(
+            "'response_id' is required: the id of the answer you are rating.", param="response_id"
+        )
+    scores: dict[str, int] = {}
+    for dimension in FEEDBACK_DIMENSIONS:
+        value = payload.get(dimension)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or value != int(value):
+            raise _invalid(f"'{dimension}' must be a whole number from 1 to 5.", param=dimension)
+        if not 1 <= value <= 5:
+            raise _invalid(f"'{dimension}' must be between 1 and 5, got {value}.", param=dimension)
+        scores[dimension] = int(value)
+    if not scores:
+        raise _invalid(f"Give at least one rating: {', '.join(FEEDBACK_DIMENSIONS)} (1-5).")
+    comment = payload.get("comment")
+    if comment is not None and not isinstance(comment, str):
+        raise _invalid("'comment' must be a string.", param="comment")
+    if comment is not None and len(comment) > _MAX_COMMENT:
+        raise _invalid(f"'comment' is longer than {_MAX_COMMENT} characters.", param="comment")
+    return response_id.strip(), scores, comment or None
+
+
+def unknown_response(response_id: str) -> GatewayError:
+    return GatewayError(
+        404,
+        f"No answer with response id '{response_id}' is known.",
+        param="response_id",
+        code="response_not_found",
+    )
+
+
+def _invalid(message: str, param: str | None = None) -> GatewayError:
+    return GatewayError(422, message, param=param, code="invalid_feedback")
+
+
+class FeedbackService:
+    """Looks a rated answer up in this process's index, then in the store.
+
+    `settle` > 0 when other processes serve the same clients (`--workers N`): an answer
+    one of them gave reaches the store within its writer's flush interval, so a rating
+    that arrives here first waits up to `settle` seconds for it instead of a 404.
+    """
+
+    STEP = 0.1  # seconds between looks while settling
+
+    def __init__(
+        self,
+        index: ResponseIndex,
+        store: Store,
+        tracker: Tracker,
+        clock: Callable[[], float] = time.time,
+        settle: float = 0.0,
+        pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.index = index
+        self.store = store
+        self.tracker = tracker
+        self.clock = clock
+        self.settle = settle
+        self.pause = pause
+        # The store decides which earlier rating a new one replaces; the tracker must
+        # apply ratings in that same order, or a re-rating applied before the rating it
+        # replaces is counted twice. Feedback is not the hot path: one at a time.
+        self._ordered = asyncio.Lock()
+
+    async def lookup(self, response_id: str) -> ResponseRecord | None:
+        record = self.index.get(response_id)
+        if record is not None:
+            return record
+        row = await self.store.get_response(response_id)
+        waited = 0.0
+        while row is None and waited < self.settle:
+            await self.pause(self.STEP)
+            waited += self.STEP
+            row = await self.store.get_response(response_id)
+        if row is None:
+            return None
+        fields = {k: row.get(k) for k in ResponseRecord.__slots__ if k != "stored"}
+        fields["flags"] = list(row.get("flags") or [])
+        return ResponseRecord(**fields, stored=True)
+
+    async def submit(self, payload: Any) -> dict[str, Any]:
+        response_id, scores, comment = parse_feedback(payload)
+        record = await self.lookup(response_id)
+        if record is None:
+            raise unknown_response(response_id)
+        if not record.stored:
+            await self.store.write_responses([record.to_row()])
+            record.stored = True
+        async with self._ordered:
+            previous = await self.store.add_feedback(
+                response_id,
+                scores,
+                comment,
+                self.clock(),
+                record.model,
+                record.provider,
+                record.conversation_type,
+            )
+            self.tracker.add_feedback(record.model, record.conversation_type, scores, previous)
+        return {
+            "object": "feedback",
+            "response_id": response_id,
+            "model": record.model,
+            "provider": record.provider,
+            "conversation_type": record.conversation_type,
+            "scores": scores,
+            "comment": comment,
+            "replaced_previous": previous is not None,
+        }

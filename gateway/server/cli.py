@@ -1,0 +1,109 @@
+"""The `gatewise` command: serve, check (and demo once it lands)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from gateway.core.config import Config, ConfigError, config_path, load_config
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="gatewise", description="An OpenAI-compatible LLM gateway."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway")
+    serve.add_argument(
+        "--config", help="path to gateway.yaml (default: $GATEWISE_CONFIG or ./gateway.yaml)"
+    )
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
+    serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
+
+    check = commands.add_parser(
+        "check", help="validate the configuration and print what it resolves to"
+    )
+    check.add_argument("--config")
+
+    demo = commands.add_parser("demo", help="run on simulated models with synthetic traffic")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8080)
+    demo.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    demo.add_argument("--rate", type=float, default=12.0, help="synthetic requests per second")
+    demo.add_argument("--db", default=None, help="SQLite file (default: a temporary one)")
+
+    args = parser.parse_args(argv)
+    if args.command == "demo":
+        from gateway.server.demo import run_demo
+
+        return run_demo(args.host, args.port, args.duration, args.rate, args.db)
+    path = config_path(args.config)
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"gatewise: {exc}", file=sys.stderr)
+        return 2
+    if args.command == "check":
+        print(describe(config))
+        return 0
+    return _serve(config, path, args)
+
+
+def describe(config: Config) -> str:
+    lines = [f"configuration: {config.source}", "providers:"]
+    for p in config.providers:
+        state = "enabled" if p.enabled else f"DISABLED ({', '.join(p.missing_env)} not set)"
+        where = p.base_url or ("built-in" if p.type == "mock" else "(unset)")
+        lines.append(f"  {p.name:<16} {p.type:<10} {where:<40} {state}")
+    lines.append("models:")
+    for m in config.models:
+        usable = config.provider(m.provider).enabled
+        upstream = f"{m.provider}/{m.upstream}"
+        types = ",".join(m.conversation_types)
+        note = "" if usable else "  (provider disabled)"
+        lines.append(f"  {m.name:<24} -> {upstream:<40} {types}{note}")
+    lines.append("routes:")
+    for r in config.routes:
+        lines.append(f"  {r.name:<12} {r.optimization:<11} {', '.join(r.models)}")
+    keys = len(config.server.api_keys)
+    lines.append(f"client api keys: {keys}" + ("" if keys else " (the gateway is OPEN)"))
+    return "\n".join(lines)
+
+
+def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from gateway.core.logs import configure_logging
+
+    level = args.log_level or config.server.log_level
+    configure_logging(level)
+    os.environ["GATEWISE_CONFIG"] = os.path.abspath(path)
+    os.environ["GATEWISE_LOG_LEVEL"] = level
+    options = dict(
+        host=args.host,
+        port=args.port,
+        loop="uvloop",
+        http="gateway.server.protocol:JoinedWritesProtocol",  # httptools, head and body joined
+        log_level="warning" if level == "info" else level,
+        access_log=args.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=10,
+    )
+    if args.workers > 1:
+        from gateway.server.workers import run_workers
+
+        return run_workers(options, args.workers)
+    from gateway.server.app import create_app
+    from gateway.server.gctune import tune
+
+    app = create_app(config)
+    tune()
+    uvicorn.run(app, **options)
+    return 0

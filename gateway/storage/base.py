@@ -1,0 +1,314 @@
+"""The storage interface: what the gateway keeps durably, whatever the database.
+
+Everything above this layer talks to a ``Store`` and nothing else, so the SQLite store can
+be swapped for another backend (PostgreSQL next) with the same behaviour. The semantics
+every implementation shares:
+
+* Timestamps are float unix seconds. ``since`` is inclusive and ``until`` exclusive.
+* ``attempts()`` returns dicts of the ``attempts`` columns (``ATTEMPT_COLUMNS`` plus the
+  autoincrement ``id``), newest first (``ts`` then ``id`` descending); ``ok``, ``stream``
+  and ``counts_as_failure`` come back as ``bool`` whatever the column type.
+* ``prune()`` folds raw rows older than the cut-off into hourly rollups keyed by
+  (model, provider, conversation_type, hour start) and deletes them, atomically; a rollup
+  that already exists is added to, so pruning again (or pruning part of an hour first and
+  the rest later) keeps the totals exact.
+* ``timeseries()`` buckets are aligned to the unix epoch (start = ts truncated to a
+  multiple of ``bucket_seconds``). Raw rows and rollups are combined: a rollup counts
+  wholly in the bucket holding its hour start (for buckets shorter than an hour that is
+  the bucket starting at the hour), and ``since``/``until`` select rollups by hour start.
+  ``latency_ms`` is the mean over every attempt in the bucket, failures included.
+  ``failures`` counts attempts with ``counts_as_failure``; ``requests`` counts attempts.
+* State is opaque JSON per (kind, key); ``save_states`` upserts, last write wins.
+* A batch write (``write_attempts``, ``save_states``, ``write_responses``) lands completely
+  or not at all.
+* ``responses`` holds one row per answer, keyed by ``response_id``; writing the same id
+  again replaces every column (last write wins). ``flags`` is a list of strings.
+  Listings are newest first (``ts`` then ``response_id`` descending) and each row carries
+  ``feedback``: the latest rating of that response (``FEEDBACK_SCORES`` + ``comment`` +
+  ``ts``) or ``None``.
+* ``feedback`` keeps every rating. The *latest* rating of a response is the one inserted
+  last (highest ``id``), whatever the ``ts`` given; aggregates and trends count only the
+  latest rating of each response, so a re-rating replaces the first one there.
+  ``add_feedback`` reads the previous latest rating and inserts the new one atomically.
+  Feedback listings are newest first (``ts`` then ``id`` descending).
+* Filters (``model``, ``conversation_type``, ``since``, ``until``) apply to the rows
+  being counted: for feedback aggregates and trends that is the latest rating of each
+  response (its ``ts`` decides the window and the bucket).
+* ``prune()`` never deletes responses or feedback; ``prune_payloads()`` clears the stored
+  ``prompt``/``answer`` text of responses older than the cut-off.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Self
+
+from gateway.core.types import Attempt
+
+__all__ = [
+    "ATTEMPT_COLUMNS",
+    "HOUR",
+    "Store",
+    "StoreError",
+    "attempt_row",
+    "check_query",
+    "merge_buckets",
+    "nearest_rank",
+    "public_row",
+    "truncate",
+]
+
+HOUR = 3600
+
+# The attempts columns in insertion order (the table also has an autoincrement ``id``).
+ATTEMPT_COLUMNS: tuple[str, ...] = (
+    "request_id", "response_id", "attempt", "model", "provider", "conversation_type",
+    "route", "optimization", "ok", "error_class", "http_status", "latency_ms", "ttft_ms",
+    "prompt_tokens", "completion_tokens", "cost", "ts", "stream", "error_message",
+    "counts_as_failure",
+)  # fmt: skip
+_BOOL_COLUMNS = ("ok", "stream", "counts_as_failure")
+
+
+class StoreError(Exception):
+    """The store cannot be configured, opened or used as asked."""
+
+
+def attempt_row(a: Attempt) -> tuple:
+    """An attempt as a tuple of column values in ``ATTEMPT_COLUMNS`` order, bools as 0/1."""
+    return (
+        a.request_id, a.response_id, a.attempt, a.model, a.provider, a.conversation_type,
+        a.route, a.optimization, int(a.ok), a.error_class, a.http_status, a.latency_ms,
+        a.ttft_ms, a.prompt_tokens, a.completion_tokens, a.cost, a.timestamp, int(a.stream),
+        a.error_message, int(a.counts_as_failure),
+    )  # fmt: skip
+
+
+def public_row(row: Mapping[str, Any]) -> dict:
+    """A stored attempt row as the interface returns it: boolean columns as ``bool``."""
+    out = dict(row)
+    for name in _BOOL_COLUMNS:
+        out[name] = bool(out[name])
+    return out
+
+
+def truncate(ts: float, size: int) -> int:
+    """The start of the ``size``-second bucket holding ``ts`` (what SQL's CAST does)."""
+    return int(ts / size) * size
+
+
+def check_query(limit: int = 0, offset: int = 0, bucket_seconds: int = 1) -> None:
+    if limit < 0 or offset < 0:
+        raise ValueError("limit and offset must not be negative")
+    if bucket_seconds <= 0:
+        raise ValueError("bucket_seconds must be positive")
+
+
+def nearest_rank(ordered: Sequence[float], q: float) -> float | None:
+    """The q-quantile of sorted values by the nearest-rank method (what the SQL does)."""
+    if not ordered:
+        return None
+    return ordered[max(1, math.ceil(q * len(ordered) - 1e-9)) - 1]
+
+
+def merge_buckets(
+    rows: Iterable[Sequence], percentiles: Mapping[int, Sequence[float | None]] | None = None
+) -> list[dict]:
+    """Combine partial buckets into the ``timeseries()`` result.
+
+    Each row is (bucket start, requests, successes, failures, latency sum, cost sum,
+    prompt tokens, completion tokens); rows for the same bucket are added together.
+    ``percentiles`` maps a bucket to (p50, p95) of its successful raw attempts; hourly
+    rollups keep no distribution, so buckets made only of them have None there.
+    """
+    percentiles = percentiles or {}
+    sums: dict[int, list[float]] = {}
+    for bucket, *values in rows:
+        acc = sums.setdefault(int(bucket), [0] * 7)
+        for i, value in enumerate(values):
+            acc[i] += value or 0
+    return [
+        {
+            "ts": float(bucket),
+            "requests": int(acc[0]),
+            "successes": int(acc[1]),
+            "failures": int(acc[2]),
+            "latency_ms": acc[3] / acc[0] if acc[0] else 0.0,
+            "cost": float(acc[4]),
+            "prompt_tokens": int(acc[5]),
+            "completion_tokens": int(acc[6]),
+            "latency_p50_ms": percentiles.get(bucket, (None, None))[0],
+            "latency_p95_ms": percentiles.get(bucket, (None, None))[1],
+        }
+        for bucket, acc in sorted(sums.items())
+    ]
+
+
+class Store(ABC):
+    """Durable storage for attempts, their rollups and component state."""
+
+    @abstractmethod
+    async def open(self) -> None:
+        """Connect and bring the schema up to date."""
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @abstractmethod
+    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+        """Insert every attempt, in one transaction."""
+
+    @abstractmethod
+    async def save_states(self, items: Sequence[tuple[str, str, dict]]) -> None:
+        """Upsert (kind, key) -> JSON-serialisable data, in one transaction."""
+
+    @abstractmethod
+    async def load_states(self, kind: str) -> dict[str, dict]: ...
+
+    @abstractmethod
+    async def delete_state(self, kind: str, key: str) -> None: ...
+
+    @abstractmethod
+    async def prune(self, older_than: float) -> int:
+        """Roll raw attempts with ts < older_than into hourly rows; return rows removed.
+
+        Responses and feedback are kept (see ``prune_payloads``)."""
+
+    @abstractmethod
+    async def attempts(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict]: ...
+
+    @abstractmethod
+    async def timeseries(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        bucket_seconds: int = 60,
+    ) -> list[dict]:
+        """Epoch-aligned buckets, ascending: requests, successes, failures, mean latency,
+        latency_p50_ms/latency_p95_ms (successful raw attempts), cost and tokens."""
+
+    @abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Rows per table: attempts, attempt_hourly, state, responses, feedback."""
+
+    @abstractmethod
+    async def schema_version(self) -> int: ...
+
+    # ---- answers and their ratings (schema version 2) ----
+
+    @abstractmethod
+    async def write_responses(self, records: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert response records (``RESPONSE_COLUMNS``) by response_id, in one transaction;
+        a later write of an id replaces all of its columns."""
+
+    @abstractmethod
+    async def get_response(self, response_id: str) -> dict | None:
+        """The stored response (``RESPONSE_COLUMNS``, flags as a list) or ``None``."""
+
+    @abstractmethod
+    async def responses(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict]:
+        """Responses newest first, each with ``feedback``: its latest rating or ``None``."""
+
+    @abstractmethod
+    async def add_feedback(
+        self,
+        response_id: str,
+        scores: Mapping[str, int],
+        comment: str | None,
+        ts: float,
+        model: str,
+        provider: str,
+        conversation_type: str,
+    ) -> dict[str, int] | None:
+        """Record a rating; return the previous latest rating's scores (its non-null
+        dimensions) or ``None`` when this is the first. Read and insert are one atomic step,
+        so concurrent ratings of one response each see exactly one predecessor."""
+
+    @abstractmethod
+    async def feedback(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        response_id: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[dict]:
+        """Every rating (``id`` + ``FEEDBACK_COLUMNS``), newest first."""
+
+    @abstractmethod
+    async def feedback_aggregates(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict]:
+        """Per (model, conversation_type), over the latest rating of each response:
+        ``count`` of rated responses, the mean of each dimension (``None`` when no rating
+        has it) and ``samples`` {dimension: ratings with a value}."""
+
+    @abstractmethod
+    async def evaluation_aggregates(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+    ) -> list[dict]:
+        """Per (model, conversation_type) over responses: ``count``, ``scored`` (with an
+        auto score), mean ``auto_score`` (or ``None``), ``flagged`` (with any flag) and
+        ``flags`` {flag: responses having it}."""
+
+    @abstractmethod
+    async def evaluation_trend(
+        self,
+        *,
+        model: str | None = None,
+        conversation_type: str | None = None,
+        since: float | None = None,
+        until: float | None = None,
+        bucket_seconds: int = 3600,
+    ) -> list[dict]:
+        """Epoch-aligned buckets, ascending: ``ts`` (bucket start), ``responses``, mean
+        ``auto_score``, ``flagged``, and ``feedback``/mean ``overall`` over the latest
+        rating of each response, bucketed by that rating's ``ts``."""
+
+    @abstractmethod
+    async def prune_payloads(self, older_than: float) -> int:
+        """Null ``prompt``/``answer`` of responses with ts < older_than; return rows changed
+        (those that still had a payload)."""

@@ -1,0 +1,345 @@
+"""NativeTransport: a keep-alive connection pool over providers/h1.py connections.
+
+Why: the upstream client was the largest CPU cost per proxied request (see providers/h1.py).
+Idle connections are kept per origin, most recently used first, so surplus ones age out
+(30 s unused: closed at the next checkout). Open connections are capped per transport;
+requests beyond the cap wait first come, first served, and the wait counts against the
+connect timeout.
+
+Retry policy: a request goes out on another connection only when nothing was written yet
+(the pooled connection was already closing when taken), or when the method is safe (GET,
+HEAD, OPTIONS) and a reused connection died before any response byte. A written POST is
+never replayed: the upstream may already have started, and billed, the generation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections import deque
+from collections.abc import Coroutine, Mapping
+from typing import Any, cast
+
+from providers.http1.connection import Connection
+from providers.http1.proxy import Proxy, TunnelRefused, open_tunnel, proxy_for
+from providers.http1.request import HeadWriter, parse_url
+from providers.http1.response import NativeStream, Unanswered, failed
+from providers.transport import MAX_BODY, Timeout, Transport, TransportError, UpstreamResponse
+
+__all__ = ["NativeTransport"]
+
+IDLE_TTL = 30.0  # seconds an idle connection may wait for reuse
+DNS_TTL = 300.0  # like aiohttp's ttl_dns_cache in AiohttpTransport
+MAX_TARGETS = 1024  # parsed URLs kept per transport
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+class Origin:
+    """scheme://host:port with its idle connections (newest last) and resolved addresses."""
+
+    __slots__ = ("addrs", "addrs_until", "host", "idle", "literal", "port", "proxy", "tls")
+
+    def __init__(self, host: str, port: int, tls: bool, proxy: Proxy | None = None) -> None:
+        self.host = host
+        self.port = port
+        self.tls = tls
+        self.proxy = proxy  # reached through this proxy's CONNECT tunnel
+        self.idle: deque[Connection] = deque()
+        self.addrs: list[tuple[int, str]] = []
+        self.addrs_until = 0.0
+        try:
+            ipaddress.ip_address(host)
+            self.literal = True
+        except ValueError:
+            self.literal = False
+
+
+class _Target:
+    __slots__ = ("host", "origin", "path")
+
+    def __init__(self, origin: Origin, path: str, host: str) -> None:
+        self.origin = origin
+        self.path = path
+        self.host = host
+
+
+class NativeTransport(Transport):
+    def __init__(
+        self, timeout: Timeout, max_connections: int = 256, *,
+        ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY,
+        proxy: str | None = None,
+    ) -> None:  # fmt: skip
+        if max_connections < 1:
+            raise ValueError("max_connections must be at least 1")
+        self.max_body = max_body  # read by each Connection
+        # None: the environment's proxy, if any (providers/h1_proxy.py)
+        self._proxy = Proxy.parse(proxy) if proxy else None
+        self._total = timeout.total
+        self._connect_timeout = timeout.connect
+        self._limit = max_connections
+        self._ssl = ssl_context  # default context made on first https use
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._open = 0  # connections open or being opened (reserved slots)
+        self._conns: set[Connection] = set()
+        self._waiters: deque[tuple[Origin, asyncio.Future[Connection | None]]] = deque()
+        self._origins: dict[tuple[bool, str, int], Origin] = {}
+        self._targets: dict[str, _Target] = {}
+        self._heads = HeadWriter()
+
+    # Plain methods returning the coroutine: one await layer less on every resumption.
+    def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Coroutine[Any, Any, UpstreamResponse]:
+        return self._send(method, url, headers, body, False)
+
+    def stream(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> Coroutine[Any, Any, NativeStream]:
+        return self._send(method, url, headers, body, True)
+
+    async def aclose(self) -> None:
+        """Fail waiters and exchanges in flight, close every socket; usable again after."""
+        waiters, self._waiters = self._waiters, deque()
+        for _, fut in waiters:
+            if not fut.done():
+                fut.set_exception(failed("TransportClosed"))
+        conns = list(self._conns)
+        for conn in conns:
+            conn.abort(failed("TransportClosed"))
+        if conns:
+            await asyncio.sleep(0)  # let the transports report connection_lost
+
+    # -- one exchange -----------------------------------------------------------------------
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+        streaming: bool,
+    ) -> Any:  # fmt: skip
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        now = loop.time()
+        target = self._targets.get(url) or self._target(url)
+        head = self._heads.encode(method, target.path, target.host, headers, body)
+        origin = target.origin
+        deadline = now + self._total
+        idle = self._total if streaming else None
+        attempts = 0
+        while True:
+            conn = self._checkout(origin, now)
+            if conn is None:
+                conn = await self._acquire(origin, min(now + self._connect_timeout, deadline))
+            if conn.closed or conn.transport.is_closing():
+                conn.abort()  # closing before anything was written: another one is safe
+                attempts += 1
+                if attempts > 3:
+                    raise failed("ServerDisconnected")
+                now = loop.time()
+                continue
+            reused = conn.reused
+            fut: asyncio.Future[Any] | None = None
+            try:
+                fut = conn.start(head, body, deadline, idle, streaming, method == "HEAD")
+                return await fut
+            except Unanswered as exc:
+                if not (reused and method in _SAFE_METHODS) or attempts:
+                    raise TransportError(exc.kind, str(exc)) from None
+                attempts += 1
+                now = loop.time()
+            except BaseException:
+                if fut is None or conn.fut is fut:  # cancelled in flight: socket mid-exchange
+                    conn.abort()
+                elif streaming and fut.done() and not fut.cancelled() and not fut.exception():
+                    fut.result().close_now()  # got the headers but nobody will read
+                raise
+
+    # -- the pool ------------------------------------------------------------------------------
+    def _checkout(self, origin: Origin, now: float) -> Connection | None:
+        idle = origin.idle
+        while idle:
+            conn = idle.pop()
+            conn.in_idle = False
+            if now - conn.idle_since > IDLE_TTL:  # the newest is stale, so are the rest
+                conn.abort()
+                while idle:
+                    old = idle.popleft()
+                    old.in_idle = False
+                    old.abort()
+                return None
+            if idle and now - idle[0].idle_since > IDLE_TTL:
+                old = idle.popleft()
+                old.in_idle = False
+                old.abort()
+            if not conn.closed:
+                return conn
+        return None
+
+    async def _acquire(self, origin: Origin, deadline: float) -> Connection:
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
+        try:
+            async with asyncio.timeout_at(deadline):
+                while True:
+                    if self._open < self._limit:
+                        self._open += 1
+                        return await self._connect(origin)
+                    if not self._evict_idle(origin):
+                        got = await self._wait(origin)
+                        if got is None:  # a freed slot was handed to us
+                            return await self._connect(origin)
+                        if not got.closed:
+                            return got
+                    conn = self._checkout(origin, loop.time())
+                    if conn is not None:
+                        return conn
+        except TimeoutError:
+            raise TransportError("timeout", "upstream connect timed out") from None
+
+    async def _wait(self, origin: Origin) -> Connection | None:
+        fut: asyncio.Future[Connection | None] = cast(Any, self._loop).create_future()
+        self._waiters.append((origin, fut))
+        try:
+            return await fut
+        except BaseException:
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                got = fut.result()  # handed over just as we gave up: pass it on
+                if got is None:
+                    self._slot_freed()
+                elif not got.closed:
+                    self.release(got)
+            raise  # a cancelled future stays queued and is skipped by _first_waiter
+
+    def _first_waiter(self) -> tuple[Origin, asyncio.Future[Connection | None]] | None:
+        waiters = self._waiters
+        while waiters:
+            w = waiters[0]
+            if not w[1].done():
+                return w
+            waiters.popleft()
+        return None
+
+    def _slot_freed(self) -> None:
+        w = self._first_waiter()
+        if w is None:
+            self._open -= 1
+        else:
+            self._waiters.popleft()
+            w[1].set_result(None)  # the slot moves to the waiter: the count stays
+
+    def _evict_idle(self, keep: Origin) -> bool:
+        """At the limit, close another origin's idle connection to make room."""
+        for origin in self._origins.values():
+            if origin is not keep and origin.idle:
+                conn = origin.idle.popleft()
+                conn.in_idle = False
+                conn.abort()
+                return True
+        return False
+
+    def release(self, conn: Connection) -> None:
+        """A keep-alive response ended: hand the connection on, or park it."""
+        if conn.closed:
+            return
+        conn.reused = True
+        w = self._first_waiter()
+        if w is None:
+            conn.idle_since = cast(Any, self._loop).time()
+            conn.in_idle = True
+            conn.origin.idle.append(conn)
+        elif w[0] is conn.origin:
+            self._waiters.popleft()
+            w[1].set_result(conn)
+        else:
+            conn.abort()  # its slot goes to the waiter through conn_closed
+
+    def conn_closed(self, conn: Connection) -> None:
+        """Called once per adopted connection when its socket goes."""
+        self._conns.discard(conn)
+        if conn.in_idle:
+            conn.in_idle = False
+            conn.origin.idle.remove(conn)
+        self._slot_freed()
+
+    async def _connect(self, origin: Origin) -> Connection:
+        """Open a connection in a slot already reserved; give the slot back on failure."""
+        try:
+            conn = await self._dial(origin)
+        except BaseException as exc:
+            self._slot_freed()
+            if isinstance(exc, OSError):
+                kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
+                why = str(exc) if isinstance(exc, TunnelRefused) else type(exc).__name__
+                msg = f"upstream connection failed: {why}"
+                raise TransportError(kind, msg) from exc
+            raise
+        self._conns.add(conn)
+        conn.adopt()
+        return conn
+
+    async def _dial(self, origin: Origin) -> Connection:
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
+        ctx = None
+        if origin.tls:
+            if self._ssl is None:
+                self._ssl = ssl.create_default_context()
+                self._ssl.set_alpn_protocols(["http/1.1"])
+            ctx = self._ssl
+        if origin.proxy is not None:
+            return await self._dial_through(origin.proxy, origin, ctx)
+        if origin.literal:
+            addrs = [(0, origin.host)]
+        elif origin.addrs_until > loop.time():
+            addrs = origin.addrs
+        else:
+            infos = await loop.getaddrinfo(origin.host, origin.port, type=socket.SOCK_STREAM)
+            addrs = list(dict.fromkeys((fam, str(sa[0])) for fam, _, _, _, sa in infos))
+            origin.addrs, origin.addrs_until = addrs, loop.time() + DNS_TTL
+        last: OSError = OSError("no address")
+        for family, host in addrs:
+            try:
+                _, conn = await loop.create_connection(
+                    lambda: Connection(self, origin, loop),
+                    host,
+                    origin.port,
+                    family=family,
+                    ssl=ctx,
+                    server_hostname=origin.host if ctx else None,
+                )
+                return conn
+            except OSError as exc:
+                last = exc
+        origin.addrs_until = 0.0  # every address failed: resolve again next time
+        raise last
+
+    async def _dial_through(
+        self, proxy: Proxy, origin: Origin, ctx: ssl.SSLContext | None
+    ) -> Connection:
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
+        conn = Connection(self, origin, loop)
+        transport = await open_tunnel(proxy, origin.host, origin.port)
+        if ctx is None:
+            transport.set_protocol(conn)
+        else:
+            try:
+                tls = await loop.start_tls(transport, conn, ctx, server_hostname=origin.host)
+            except BaseException:
+                transport.abort()
+                raise
+            if tls is None:  # the tunnel closed during the handshake
+                raise ConnectionResetError("proxy closed the tunnel")
+            transport = cast(asyncio.Transport, tls)
+        conn.connection_made(transport)
+        return conn
+
+    def _target(self, url: str) -> _Target:
+        u = parse_url(url)
+        key = (u.tls, u.host, u.port)
+        origin = self._origins.get(key)
+        if origin is None:
+            proxy = proxy_for(u.host, u.tls, self._proxy)
+            origin = self._origins[key] = Origin(u.host, u.port, u.tls, proxy)
+        target = _Target(origin, u.path, u.host_header)
+        if len(self._targets) >= MAX_TARGETS:
+            self._targets.clear()
+        self._targets[url] = target
+        return target
