@@ -7,8 +7,8 @@ from datetime import datetime
 
 from starlette.requests import Request
 
-from gateway.http.errors import GatewayError
 from gateway.core.types import CONVERSATION_TYPES, OPTIMIZATIONS
+from gateway.http.errors import GatewayError
 
 __all__ = ["Filters", "filters"]
 

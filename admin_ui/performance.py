@@ -13,8 +13,8 @@ from starlette.routing import Route
 from admin_ui.metrics import rows
 from admin_ui.params import filters
 from admin_ui.services import AdminServices
-from gateway.http.errors import GatewayError, error_response
 from gateway.core.types import CONVERSATION_TYPES, OPTIMIZATIONS
+from gateway.http.errors import GatewayError, error_response
 
 __all__ = ["guarded", "json_response", "performance_routes", "rankings", "unknown_model"]
 

@@ -9,8 +9,8 @@ from gateway.routing.catalog import Catalog
 from gateway.routing.feedback import FeedbackService
 from gateway.routing.responses import ResponseIndex
 from gateway.routing.selection import Selector
-from gateway.storage import Store
 from gateway.routing.tracker import Tracker
+from gateway.storage import Store
 
 __all__ = ["AdminServices"]
 

@@ -26,13 +26,13 @@ from bench.quality_run import Record, Run
 from bench.quality_scenarios import Scenario
 from bench.quality_upstream import Hit
 from bench.selection_bench import FakeClock
+from gateway.core.config import parse_config
+from gateway.core.types import Attempt, Endpoint
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
-from gateway.core.config import parse_config
 from gateway.routing.dispatch import Job
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
-from gateway.core.types import Attempt, Endpoint
 
 __all__ = ["run_all", "simulate"]
 

@@ -30,13 +30,13 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make `gateway` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from gateway.core.config import parse_config
+from gateway.core.types import Attempt, Endpoint
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
-from gateway.core.config import parse_config
 from gateway.routing.dispatch import Job
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
-from gateway.core.types import Attempt, Endpoint
 
 TT = "text-to-text"
 OPTIMIZATIONS = ("accuracy", "cost", "speed", "creativity", "continuity")

@@ -11,8 +11,8 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 
-from gateway.http.errors import GatewayError
 from gateway.core.types import Endpoint
+from gateway.http.errors import GatewayError
 
 __all__ = ["check_body", "read_json"]
 

@@ -14,14 +14,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.routing.answers import StreamAnswer, answer_from_body
-from gateway.http.body import check_body, read_json
-from gateway.routing.dispatch import Job, Served
-from gateway.http.errors import GatewayError, error_body, error_response
 from gateway.core.ids import request_id_from
+from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Endpoint
+from gateway.http.body import check_body, read_json
+from gateway.http.errors import GatewayError, error_body, error_response
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.streaming import StreamingResponse
-from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Endpoint
+from gateway.routing.answers import StreamAnswer, answer_from_body
+from gateway.routing.dispatch import Job, Served
 from providers.base import Call, ChunkStream, ProviderError
 
 if TYPE_CHECKING:

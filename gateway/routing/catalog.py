@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.core.config import Config, MockConfig, ModelConfig, ProviderConfig
-from gateway.http.errors import GatewayError
 from gateway.core.types import CONVERSATION_TYPES, ConversationType, Endpoint, Optimization
+from gateway.http.errors import GatewayError
 from providers.anthropic import AnthropicProvider
 from providers.base import Provider
 from providers.mock.provider import MockProvider

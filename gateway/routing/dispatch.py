@@ -15,13 +15,13 @@ from typing import Any, Generic, TypeVar
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
 
-from gateway.routing.catalog import Catalog, Target
 from gateway.core.config import ModelConfig
-from gateway.routing.cost import cost_of
-from gateway.http.errors import GatewayError
 from gateway.core.ids import new_id
 from gateway.core.logs import EventLog
 from gateway.core.types import Attempt, ConversationType, Endpoint
+from gateway.http.errors import GatewayError
+from gateway.routing.catalog import Catalog, Target
+from gateway.routing.cost import cost_of
 from providers.base import BinaryReply, Call, ChunkStream, ProviderError, Reply, Usage
 
 __all__ = ["Dispatcher", "Job", "Served"]

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from gateway.core.types import Attempt
 from gateway.routing.answers import Answer
 from gateway.routing.responses import ResponseIndex, ResponseRecord
 from gateway.routing.schema_check import schema_errors
 from gateway.routing.tracker import Tracker
-from gateway.core.types import Attempt
 
 if TYPE_CHECKING:
     from gateway.routing.dispatch import Job

@@ -14,8 +14,8 @@ from typing import Any
 
 from gateway.http.errors import GatewayError
 from gateway.routing.responses import ResponseIndex, ResponseRecord
-from gateway.storage import Store
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
+from gateway.storage import Store
 
 __all__ = ["FeedbackService", "parse_feedback", "unknown_response"]
 

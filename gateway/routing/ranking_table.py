@@ -14,7 +14,7 @@ and q = m / success². Aging is factored: a model's aged evidence
 n = evidence * AGING ** (seq - last_seq) is f * m, with m = evidence * AGING **
 (anchor - last_seq) kept per model and f = AGING ** (seq - anchor) computed once per
 ranking; the anchor moves every REANCHOR attempts. The totals equal the explained ones
-(gateway.routing.scoring.total) to rounding: tests/gateway/test_score_table.py checks it.
+(gateway.routing.scoring.total) to rounding: tests/gateway/routing/test_ranking_table.py checks it.
 """
 
 from __future__ import annotations

@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
 
-from gateway.routing.blacklist import Blacklist
 from gateway.core.config import ModelConfig, SelectionConfig
 from gateway.http.errors import GatewayError
+from gateway.routing.blacklist import Blacklist
 from gateway.routing.ranking_table import ScoreTable
 from gateway.routing.scoring import (
     AGING,

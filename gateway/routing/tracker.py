@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.routing.blacklist import Blacklist
 from gateway.core.types import Attempt
+from gateway.routing.blacklist import Blacklist
 from gateway.routing.windowed import WindowedHistogram
 
 __all__ = ["AGING", "FEEDBACK_DIMENSIONS", "Stats", "Tracker", "aged"]

@@ -24,23 +24,23 @@ from starlette.routing import Match, Mount, Route
 from starlette.types import Receive, Scope, Send
 
 from admin_ui import create_admin_app
+from gateway.core.config import Config, config_path, load_config
+from gateway.core.logs import configure_logging
 from gateway.http.auth import ApiKeyMiddleware
+from gateway.http.errors import GatewayError, error_response, http_error
+from gateway.http.proxy import fast_handlers, proxy_routes
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, build_provider
-from gateway.core.config import Config, config_path, load_config
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.dispatch import log as attempt_log
-from gateway.http.errors import GatewayError, error_response, http_error
 from gateway.routing.evaluation import Evaluator
 from gateway.routing.feedback import FeedbackService
-from gateway.server.gctune import tune
-from gateway.core.logs import configure_logging
 from gateway.routing.responses import ResponseIndex, ResponseRecord
-from gateway.http.proxy import fast_handlers, proxy_routes
 from gateway.routing.selection import Selector
-from gateway.storage import Store, create_store
 from gateway.routing.tracker import Tracker
+from gateway.server.gctune import tune
 from gateway.server.workers import WORKERS_ENV
+from gateway.storage import Store, create_store
 from gateway.storage.writer import StoreWriter
 from providers.base import Provider
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from gateway.core.types import Attempt
 from gateway.storage.base import (
     ATTEMPT_COLUMNS,
     HOUR,
@@ -28,7 +29,6 @@ from gateway.storage.records import (
     present_scores,
     response_row,
 )
-from gateway.core.types import Attempt
 
 __all__ = ["MemoryStore"]
 

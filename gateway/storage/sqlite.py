@@ -13,6 +13,7 @@ from pathlib import Path
 import aiosqlite
 import orjson
 
+from gateway.core.types import Attempt
 from gateway.storage.base import (
     ATTEMPT_COLUMNS,
     HOUR,
@@ -25,7 +26,6 @@ from gateway.storage.base import (
 )
 from gateway.storage.migrations import MIGRATIONS
 from gateway.storage.sqlite_feedback import SQLiteFeedback
-from gateway.core.types import Attempt
 
 __all__ = ["SQLiteStore"]
 

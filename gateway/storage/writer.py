@@ -14,10 +14,10 @@ import logging
 import time
 from collections.abc import Callable
 
-from gateway.routing.responses import ResponseRecord
-from gateway.storage import Store
-from gateway.routing.tracker import Tracker
 from gateway.core.types import Attempt
+from gateway.routing.responses import ResponseRecord
+from gateway.routing.tracker import Tracker
+from gateway.storage import Store
 
 __all__ = ["StoreWriter"]
 

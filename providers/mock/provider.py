@@ -22,8 +22,6 @@ from typing import Any
 
 from gateway.core.config import MockConfig
 from gateway.core.types import Endpoint
-from providers.mock import media
-from providers.mock import payloads
 from providers.base import (
     BinaryReply,
     Call,
@@ -34,6 +32,7 @@ from providers.base import (
     Reply,
     Usage,
 )
+from providers.mock import media, payloads
 
 __all__ = ["MockProvider"]
 

@@ -19,7 +19,7 @@ from providers.transport import (
     Transport,
     TransportError,
 )
-from tests.providers.native_helpers import Handler, Server, answering, chunked, serving, until
+from tests.providers.http1.native_helpers import Handler, Server, answering, chunked, serving, until
 
 LIMIT = 4096
 

@@ -1,0 +1,319 @@
+"""gateway.yaml loading: env expansion, disabled providers and errors worded for the editor."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.core.config import (
+    DEFAULT_CONFIG_PATH,
+    ConfigError,
+    config_path,
+    load_config,
+    parse_config,
+)
+
+ROOT = Path(__file__).resolve().parents[3]
+SHIPPED = ROOT / "gateway.yaml"
+
+BASE: dict[str, Any] = {
+    "providers": [{"name": "mock", "type": "mock"}],
+    "models": [
+        {"name": "m1", "provider": "mock"},
+        {"name": "m2", "provider": "mock", "conversation_types": ["embedding"]},
+    ],
+    "routes": [{"name": "auto", "models": ["m1"]}],
+}
+
+
+def base(**changes: Any) -> dict[str, Any]:
+    raw = copy.deepcopy(BASE)
+    raw.update(copy.deepcopy(changes))
+    return raw
+
+
+def write(tmp_path: Path, raw: Any, name: str = "gateway.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(raw if isinstance(raw, str) else yaml.safe_dump(raw), encoding="utf-8")
+    return path
+
+
+def error_of(tmp_path: Path, raw: Any) -> tuple[str, str]:
+    path = write(tmp_path, raw)
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    return str(info.value), str(path)
+
+
+# -- the shipped file ------------------------------------------------------------------
+
+
+def test_shipped_config_validates_without_any_env_vars() -> None:
+    config = load_config(SHIPPED, env={})
+    providers = {p.name: p for p in config.providers}
+    assert set(providers) == {"openai", "anthropic", "ollama", "mock"}
+    assert providers["openai"].missing_env == ("OPENAI_API_KEY",)
+    assert providers["anthropic"].missing_env == ("ANTHROPIC_API_KEY",)
+    assert providers["ollama"].missing_env == ("OLLAMA_BASE_URL",)
+    for name in ("openai", "anthropic", "ollama"):
+        assert not providers[name].enabled
+        assert providers[name].api_key is None
+    assert providers["mock"].enabled
+    assert providers["mock"].missing_env == ()
+    assert config.source == str(SHIPPED)
+    # no client keys and no admin token: the gateway is open
+    assert config.server.api_keys == []
+    assert config.server.admin_token is None
+    assert {r.name for r in config.routes} == {"auto", "fast", "cheap"}
+
+
+def test_shipped_config_with_keys_enables_providers() -> None:
+    env = {
+        "OPENAI_API_KEY": "sk-openai",
+        "ANTHROPIC_API_KEY": "sk-ant",
+        "OLLAMA_BASE_URL": "http://127.0.0.1:11434/v1",
+        "GATEWISE_API_KEY": "client-key",
+        "GATEWISE_ADMIN_TOKEN": "admin",
+    }
+    config = load_config(SHIPPED, env=env)
+    assert all(p.enabled for p in config.providers)
+    assert config.provider("openai").api_key == "sk-openai"
+    assert config.provider("ollama").base_url == "http://127.0.0.1:11434/v1"
+    assert config.server.api_keys == ["client-key"]
+    assert config.server.admin_token == "admin"
+
+
+# -- ${VAR} expansion ------------------------------------------------------------------
+
+
+def test_env_expansion_everywhere() -> None:
+    raw = base(
+        server={"api_keys": ["${K1}", "literal", "pre-${K2}"], "admin_token": "${ADMIN}"},
+        providers=[
+            {"name": "mock", "type": "mock"},
+            {
+                "name": "up",
+                "type": "openai",
+                "base_url": "https://${HOST}/v1",
+                "api_key": "${KEY}",
+                "headers": {"x-org": "${ORG}", "x-fixed": "plain"},
+            },
+        ],
+    )
+    env = {
+        "K1": "one",
+        "K2": "two",
+        "ADMIN": "tok",
+        "HOST": "up.example",
+        "KEY": "sk-x",
+        "ORG": "o",
+    }
+    config = parse_config(raw, env=env)
+    up = config.provider("up")
+    assert up.enabled
+    assert up.base_url == "https://up.example/v1"
+    assert up.api_key == "sk-x"
+    assert up.headers == {"x-org": "o", "x-fixed": "plain"}
+    assert config.server.api_keys == ["one", "literal", "pre-two"]
+    assert config.server.admin_token == "tok"
+
+
+def test_env_defaults_to_process_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("GW_TEST_KEY", "from-os")
+    raw = base(server={"api_keys": ["${GW_TEST_KEY}"]})
+    assert parse_config(raw).server.api_keys == ["from-os"]
+
+
+def test_unset_api_keys_are_dropped_and_the_gateway_is_open() -> None:
+    raw = base(server={"api_keys": ["${UNSET_A}", "${UNSET_B}"], "admin_token": "${UNSET_C}"})
+    config = parse_config(raw, env={})
+    assert config.server.api_keys == []
+    assert config.server.admin_token is None
+
+
+def test_unset_and_empty_variables_disable_a_provider_naming_them() -> None:
+    raw = base(
+        providers=[
+            {"name": "mock", "type": "mock"},
+            {
+                "name": "up",
+                "type": "openai",
+                "base_url": "${URL}",
+                "api_key": "${KEY}",
+                "headers": {"x-org": "${ORG}"},
+            },
+        ],
+        models=[{"name": "m1", "provider": "mock"}, {"name": "u", "provider": "up"}],
+    )
+    config = parse_config(raw, env={"ORG": ""})
+    up = config.provider("up")
+    assert not up.enabled
+    assert up.missing_env == ("KEY", "URL", "ORG")
+    assert up.base_url is None  # allowed: the provider is disabled, not broken
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    message, path = error_of(tmp_path, base(colour="blue"))
+    assert message.startswith(f"{path}: invalid configuration")
+    assert "colour: unknown key" in message
+
+
+def test_wrong_type_names_the_path_and_the_expectation(tmp_path: Path) -> None:
+    raw = base()
+    raw["models"][1]["pricing"] = {"input_per_million": "x"}
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert "models[1].pricing.input_per_million" in message
+    assert "valid number" in message
+
+
+def test_prior_out_of_range(tmp_path: Path) -> None:
+    raw = base()
+    raw["models"][0]["priors"] = {"speed": 11}
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert "models[0].priors.speed" in message
+    assert "less than or equal to 10" in message
+
+
+def test_unknown_provider_in_a_model(tmp_path: Path) -> None:
+    raw = base()
+    raw["models"][1]["provider"] = "nowhere"
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert "models[1].provider: unknown provider 'nowhere'" in message
+    assert "expected one of: mock" in message
+
+
+def test_unknown_model_in_a_route(tmp_path: Path) -> None:
+    raw = base(routes=[{"name": "auto", "models": ["m1", "ghost"]}])
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert "routes[0].models[1]: unknown model 'ghost'" in message
+
+
+def test_unknown_model_in_fallbacks(tmp_path: Path) -> None:
+    raw = base()
+    raw["models"][0]["fallbacks"] = ["ghost"]
+    message, _ = error_of(tmp_path, raw)
+    assert "models[0].fallbacks[0]: unknown model 'ghost'" in message
+
+
+def test_route_named_like_a_model(tmp_path: Path) -> None:
+    raw = base(routes=[{"name": "auto", "models": ["m1"]}, {"name": "m2", "models": ["m1"]}])
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert "routes[1].name: 'm2' is already a model name" in message
+
+
+def test_duplicate_model_names(tmp_path: Path) -> None:
+    raw = base()
+    raw["models"].append({"name": "m1", "provider": "mock"})
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert "models[2].name: 'm1' is defined twice" in message
+
+
+def test_unknown_conversation_type(tmp_path: Path) -> None:
+    raw = base()
+    raw["models"][0]["conversation_types"] = ["text-to-text", "text-to-smell"]
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert "models[0].conversation_types[1]" in message
+    assert "'text-to-image'" in message  # the allowed values are listed
+
+
+def test_empty_conversation_types(tmp_path: Path) -> None:
+    raw = base()
+    raw["models"][0]["conversation_types"] = []
+    message, _ = error_of(tmp_path, raw)
+    assert "models[0].conversation_types: list at least one of text-to-text" in message
+
+
+@pytest.mark.parametrize(
+    ("mock", "where", "expected"),
+    [
+        ({"failure_rate": 2}, "models[0].mock.failure_rate", "less than or equal to 1"),
+        ({"failure_kinds": ["boom"]}, "models[0].mock.failure_kinds[0]", "'5xx'"),
+        ({"latency": 5}, "models[0].mock.latency", "Extra inputs are not permitted"),
+    ],
+)
+def test_bad_mock_settings_on_a_model(
+    tmp_path: Path, mock: dict[str, Any], where: str, expected: str
+) -> None:
+    raw = base()
+    raw["models"][0]["mock"] = mock
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert where in message
+    assert expected in message
+
+
+def test_provider_without_base_url(tmp_path: Path) -> None:
+    raw = base(providers=[{"name": "mock", "type": "mock"}, {"name": "up", "type": "openai"}])
+    message, _ = error_of(tmp_path, raw)
+    assert "providers[1]: provider of type 'openai' needs a base_url" in message
+
+
+def test_missing_required_key(tmp_path: Path) -> None:
+    raw = base()
+    del raw["models"][0]["provider"]
+    message, _ = error_of(tmp_path, raw)
+    assert "models[0].provider: required key is missing" in message
+
+
+def test_non_mapping_top_level(tmp_path: Path) -> None:
+    message, path = error_of(tmp_path, "- just\n- a list\n")
+    assert message == f"{path}: expected a mapping at the top level, got list"
+
+
+def test_non_mapping_server_and_non_list_providers(tmp_path: Path) -> None:
+    message, path = error_of(tmp_path, base(server=["x"]))
+    assert message == f"{path}: server: expected a mapping, got list"
+    message, path = error_of(tmp_path, base(providers={"name": "mock"}))
+    assert message == f"{path}: providers: expected a list, got dict"
+
+
+def test_invalid_yaml(tmp_path: Path) -> None:
+    message, path = error_of(tmp_path, "server: [unclosed\n")
+    assert message.startswith(f"{path}: not valid YAML")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError) as info:
+        load_config(path, env={})
+    message = str(info.value)
+    assert message.startswith(f"{path}: cannot read the configuration")
+    assert "No such file" in message
+
+
+def test_empty_file_is_an_empty_config(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, ""), env={})
+    assert config.providers == [] and config.models == [] and config.routes == []
+
+
+def test_parse_config_default_source() -> None:
+    with pytest.raises(ConfigError, match=r"^<memory>: expected a mapping"):
+        parse_config("text", env={})
+
+
+# -- which file ------------------------------------------------------------------------
+
+
+def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("GATEWISE_CONFIG", raising=False)
+    assert config_path() == DEFAULT_CONFIG_PATH == "gateway.yaml"
+    assert config_path(None) == "gateway.yaml"
+    monkeypatch.setenv("GATEWISE_CONFIG", "/etc/gw.yaml")
+    assert config_path() == "/etc/gw.yaml"
+    assert config_path("explicit.yaml") == "explicit.yaml"
+    monkeypatch.setenv("GATEWISE_CONFIG", "")
+    assert config_path() == "gateway.yaml"

@@ -1,0 +1,287 @@
+"""Client bodies: read with a size limit, parsed as a JSON object, known fields type-checked."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+
+from gateway.core.types import Endpoint
+from gateway.http.body import check_body, read_json
+from gateway.http.errors import GatewayError
+
+VALID: dict[Endpoint, dict[str, Any]] = {
+    Endpoint.CHAT: {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+    Endpoint.COMPLETIONS: {"model": "m", "prompt": "Say hi"},
+    Endpoint.EMBEDDINGS: {"model": "m", "input": ["a", "b"]},
+    Endpoint.IMAGES: {"model": "m", "prompt": "a cat"},
+    Endpoint.SPEECH: {"model": "m", "input": "hello", "voice": "alloy"},
+    Endpoint.VIDEOS: {"model": "m", "prompt": "a wave"},
+    Endpoint.RESPONSES: {"model": "m", "input": "hi"},
+}
+REQUIRED: dict[Endpoint, tuple[str, ...]] = {
+    Endpoint.CHAT: ("model", "messages"),
+    Endpoint.COMPLETIONS: ("model", "prompt"),
+    Endpoint.EMBEDDINGS: ("model", "input"),
+    Endpoint.IMAGES: ("model", "prompt"),
+    Endpoint.SPEECH: ("model", "input", "voice"),
+    Endpoint.VIDEOS: ("model", "prompt"),
+    Endpoint.RESPONSES: ("model", "input"),
+}
+# A wrong value for each required field, per endpoint.
+WRONG: dict[str, Any] = {
+    "model": 42,
+    "messages": "hi",
+    "prompt": {"text": "x"},
+    "input": 7,
+    "voice": 3,
+}
+ENDPOINTS = list(VALID)
+CASES = [(e, f) for e in ENDPOINTS for f in REQUIRED[e]]
+
+
+def raises(endpoint: Endpoint, body: dict[str, Any]) -> GatewayError:
+    with pytest.raises(GatewayError) as info:
+        check_body(endpoint, body)
+    assert info.value.status == 400
+    return info.value
+
+
+def test_every_body_endpoint_is_covered() -> None:
+    assert set(Endpoint) - set(VALID) == {Endpoint.VIDEO_STATUS}  # a GET: no body
+
+
+@pytest.mark.parametrize("endpoint", ENDPOINTS)
+def test_valid_bodies_pass_and_unknown_fields_are_untouched(endpoint: Endpoint) -> None:
+    body = {**VALID[endpoint], "brand_new_param": {"nested": [1, 2]}, "seed": "anything"}
+    before = copy.deepcopy(body)
+    check_body(endpoint, body)
+    assert body == before
+
+
+@pytest.mark.parametrize(("endpoint", "field"), CASES)
+def test_missing_required_field(endpoint: Endpoint, field: str) -> None:
+    body = {k: v for k, v in VALID[endpoint].items() if k != field}
+    err = raises(endpoint, body)
+    assert err.param == field
+    assert err.code == "missing_required_parameter"
+    assert f"'{field}'" in err.message
+
+
+@pytest.mark.parametrize(("endpoint", "field"), CASES)
+def test_null_required_field_counts_as_missing(endpoint: Endpoint, field: str) -> None:
+    err = raises(endpoint, {**VALID[endpoint], field: None})
+    assert err.code == "missing_required_parameter"
+
+
+@pytest.mark.parametrize(("endpoint", "field"), CASES)
+def test_wrong_type_of_required_field_names_the_param(endpoint: Endpoint, field: str) -> None:
+    err = raises(endpoint, {**VALID[endpoint], field: WRONG[field]})
+    assert err.param == field
+    assert err.code == "invalid_type"
+    assert f"Invalid type for '{field}'" in err.message
+
+
+def test_accepted_alternative_types() -> None:
+    check_body(Endpoint.COMPLETIONS, {"model": "m", "prompt": ["a", "b"]})
+    check_body(Endpoint.EMBEDDINGS, {"model": "m", "input": "one"})
+    check_body(Endpoint.RESPONSES, {"model": "m", "input": [{"role": "user", "content": "x"}]})
+    check_body(Endpoint.VIDEOS, {"model": "m", "prompt": "x", "seconds": 4})
+    check_body(Endpoint.VIDEOS, {"model": "m", "prompt": "x", "seconds": "4"})
+    check_body(Endpoint.CHAT, {**VALID[Endpoint.CHAT], "temperature": 1, "top_p": 0.5})
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "expected"),
+    [
+        ("max_tokens", "10", "expected an integer, but got a string"),
+        ("max_tokens", 1.5, "expected an integer, but got a number"),
+        ("n", [1], "expected an integer, but got an array"),
+        ("stream", "yes", "expected a boolean, but got a string"),
+        ("stream", 1, "expected a boolean, but got a number"),
+        ("user", 5, "expected a string, but got a number"),
+        ("stream_options", True, "expected an object, but got a boolean"),
+        ("tools", {}, "expected an array, but got an object"),
+    ],
+)
+def test_wrong_optional_type_names_the_param(field: str, value: Any, expected: str) -> None:
+    err = raises(Endpoint.CHAT, {**VALID[Endpoint.CHAT], field: value})
+    assert err.param == field
+    assert err.code == "invalid_type"
+    assert err.message == f"Invalid type for '{field}': {expected}."
+
+
+@pytest.mark.parametrize("field", ["max_tokens", "max_completion_tokens", "n", "dimensions"])
+def test_bool_is_not_an_integer(field: str) -> None:
+    err = raises(Endpoint.CHAT, {**VALID[Endpoint.CHAT], field: True})
+    assert err.param == field
+    assert "but got a boolean" in err.message
+
+
+@pytest.mark.parametrize("field", ["temperature", "top_p", "presence_penalty"])
+def test_bool_is_not_a_number(field: str) -> None:
+    err = raises(Endpoint.CHAT, {**VALID[Endpoint.CHAT], field: False})
+    assert err.param == field
+
+
+def test_number_fields_are_described_as_numbers() -> None:
+    err = raises(Endpoint.CHAT, {**VALID[Endpoint.CHAT], "temperature": "hot"})
+    assert "expected a number" in err.message
+
+
+def test_speech_accepts_a_custom_voice_object() -> None:
+    check_body(Endpoint.SPEECH, {"model": "m", "input": "x", "voice": {"id": "voice_1234"}})
+
+
+def test_speech_voice_of_wrong_type_names_both_shapes() -> None:
+    err = raises(Endpoint.SPEECH, {"model": "m", "input": "x", "voice": 3})
+    assert err.param == "voice"
+    assert "expected a string or an object" in err.message
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "good", "bad"),
+    [
+        (Endpoint.CHAT, {"type": "json_object"}, "json_object"),
+        (Endpoint.IMAGES, "b64_json", {"type": "b64_json"}),
+        (Endpoint.SPEECH, "wav", {"type": "wav"}),
+    ],
+)
+def test_response_format_has_the_shape_of_its_endpoint(
+    endpoint: Endpoint, good: object, bad: object
+) -> None:
+    check_body(endpoint, {**VALID[endpoint], "response_format": good})
+    err = raises(endpoint, {**VALID[endpoint], "response_format": bad})
+    assert err.param == "response_format"
+
+
+@pytest.mark.parametrize(
+    ("messages", "param"),
+    [
+        ([], "messages"),
+        (["hi"], "messages[0]"),
+        ([{"role": "user", "content": "a"}, {"content": "b"}], "messages[1].role"),
+        ([{"role": 1, "content": "b"}], "messages[0].role"),
+        ([{"role": "user", "content": 5}], "messages[0].content"),
+    ],
+)
+def test_chat_messages_are_checked(messages: list[Any], param: str) -> None:
+    err = raises(Endpoint.CHAT, {"model": "m", "messages": messages})
+    assert err.param == param
+
+
+def test_chat_message_content_may_be_null_or_parts() -> None:
+    messages = [
+        {"role": "assistant", "content": None, "tool_calls": []},
+        {"role": "user", "content": [{"type": "text", "text": "x"}]},
+    ]
+    check_body(Endpoint.CHAT, {"model": "m", "messages": messages})
+
+
+# -- read_json -------------------------------------------------------------------------
+
+
+def make_request(
+    chunks: Iterable[bytes],
+    content_length: int | None = None,
+    content_type: str = "application/json",
+) -> Request:
+    headers = [(b"content-type", content_type.encode())]
+    if content_length is not None:
+        headers.append((b"content-length", str(content_length).encode()))
+    messages = [{"type": "http.request", "body": c, "more_body": True} for c in chunks]
+    messages.append({"type": "http.request", "body": b"", "more_body": False})
+    received: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        message = messages.pop(0)
+        received.append(message)
+        return message
+
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": headers,
+        "query_string": b"",
+    }
+    request = Request(scope, receive)
+    request.state.received = received
+    return request
+
+
+async def test_read_json_returns_the_object() -> None:
+    raw = b'{"model": "m", "messages": [], "extra": {"x": 1}}'
+    request = make_request([raw[:10], raw[10:]], content_length=len(raw))
+    assert await read_json(request, 1000) == {"model": "m", "messages": [], "extra": {"x": 1}}
+
+
+async def test_body_exactly_at_the_limit_is_accepted() -> None:
+    raw = b'{"a": "' + b"x" * 20 + b'"}'
+    assert await read_json(make_request([raw], len(raw)), len(raw)) == {"a": "x" * 20}
+
+
+async def test_declared_length_over_the_limit_is_413_without_reading() -> None:
+    request = make_request([b"{}"], content_length=5000)
+    with pytest.raises(GatewayError) as info:
+        await read_json(request, 100)
+    assert info.value.status == 413
+    assert info.value.code == "request_too_large"
+    assert "100 bytes" in info.value.message
+    assert request.state.received == []
+
+
+@pytest.mark.parametrize("declared", [None, 10])
+async def test_streamed_size_over_the_limit_is_413(declared: int | None) -> None:
+    chunks = [b'{"a": "', b"x" * 60, b"x" * 60, b'"}']
+    request = make_request(chunks, content_length=declared)
+    with pytest.raises(GatewayError) as info:
+        await read_json(request, 100)
+    assert info.value.status == 413
+    assert info.value.code == "request_too_large"
+
+
+@pytest.mark.parametrize("raw", [b"{not json", b'{"a": 1', b"\xff\xfe"])
+async def test_malformed_json_is_400(raw: bytes) -> None:
+    with pytest.raises(GatewayError) as info:
+        await read_json(make_request([raw]), 1000)
+    assert info.value.status == 400
+    assert info.value.code == "invalid_json"
+    assert "parse the JSON body" in info.value.message
+
+
+@pytest.mark.parametrize("raw", [b"[1, 2]", b'"text"', b"42", b"null", b"true"])
+async def test_non_object_json_is_400(raw: bytes) -> None:
+    with pytest.raises(GatewayError) as info:
+        await read_json(make_request([raw]), 1000)
+    assert info.value.status == 400
+    assert info.value.code == "invalid_json"
+    assert "must be a JSON object" in info.value.message
+
+
+async def test_empty_body_is_400() -> None:
+    with pytest.raises(GatewayError) as info:
+        await read_json(make_request([]), 1000)
+    assert info.value.status == 400
+    assert "empty" in info.value.message
+
+
+async def test_multipart_form_fields_become_a_body() -> None:
+    boundary = "XyZ"
+    raw = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="model"\r\n\r\nm\r\n'
+        f'--{boundary}\r\nContent-Disposition: form-data; name="n"\r\n\r\n2\r\n'
+        f"--{boundary}--\r\n"
+    ).encode()
+    request = make_request([raw], len(raw), f"multipart/form-data; boundary={boundary}")
+    assert await read_json(request, 10_000) == {"model": "m", "n": 2}
+
+
+async def test_multipart_without_content_length_is_411() -> None:
+    request = make_request([b"--b--\r\n"], None, "multipart/form-data; boundary=b")
+    with pytest.raises(GatewayError) as info:
+        await read_json(request, 1000)
+    assert info.value.status == 411

@@ -1,0 +1,123 @@
+"""Answers pulled out of upstream bodies and streams, as the evaluator judges them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from gateway.core.types import Endpoint
+from gateway.routing.answers import Answer, StreamAnswer, answer_from_body
+from gateway.routing.evaluation import evaluate
+
+PLAIN: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_answer_from_chat_body() -> None:
+    body = {
+        "choices": [
+            {
+                "finish_reason": "tool_calls",
+                "message": {
+                    "content": "calling",
+                    "refusal": None,
+                    "tool_calls": [
+                        {"type": "function", "function": {"name": "f", "arguments": '{"a":1}'}},
+                        {"type": "function", "function": {"name": "g", "arguments": "{bad"}},
+                    ],
+                },
+            }
+        ]
+    }
+    answer = answer_from_body(Endpoint.CHAT, body)
+    assert answer == Answer("calling", "tool_calls", None, ['{"a":1}', "{bad"])
+
+
+def test_answer_from_chat_body_with_refusal_and_null_content() -> None:
+    body = {"choices": [{"finish_reason": "stop", "message": {"content": None, "refusal": "No."}}]}
+    assert answer_from_body(Endpoint.CHAT, body) == Answer("", "stop", "No.", [])
+
+
+def test_answer_from_completions_body() -> None:
+    body = {"choices": [{"text": "once upon", "finish_reason": "length"}]}
+    assert answer_from_body(Endpoint.COMPLETIONS, body) == Answer("once upon", "length")
+
+
+def test_answer_from_responses_body() -> None:
+    body = {
+        "status": "incomplete",
+        "output": [
+            {"type": "message", "content": [{"type": "output_text", "text": "Hello "}]},
+            {"type": "message", "content": [{"type": "output_text", "text": "there"}]},
+            {"type": "function_call", "name": "f", "arguments": '{"x": 2}'},
+        ],
+    }
+    assert answer_from_body(Endpoint.RESPONSES, body) == Answer(
+        "Hello there", "length", None, ['{"x": 2}']
+    )
+    assert answer_from_body(Endpoint.RESPONSES, {"status": "completed"}).finish_reason == "stop"
+
+
+def test_responses_refusal_part_is_a_refusal() -> None:
+    part = {"type": "refusal", "refusal": "I can't help with that."}
+    body = {"status": "completed", "output": [{"type": "message", "content": [part]}]}
+    answer = answer_from_body(Endpoint.RESPONSES, body)
+    assert answer is not None and evaluate(PLAIN, answer).flags == ["refusal"]
+
+
+def test_responses_incomplete_by_content_filter_is_a_refusal() -> None:
+    body = {
+        "status": "incomplete",
+        "incomplete_details": {"reason": "content_filter"},
+        "output": [{"type": "message", "content": [{"type": "output_text", "text": "Par"}]}],
+    }
+    answer = answer_from_body(Endpoint.RESPONSES, body)
+    assert answer is not None and evaluate(PLAIN, answer).flags == ["refusal"]
+
+
+def test_no_answer_from_bodies_without_choices_or_other_endpoints() -> None:
+    assert answer_from_body(Endpoint.CHAT, {"choices": []}) is None
+    assert answer_from_body(Endpoint.COMPLETIONS, {}) is None
+    assert answer_from_body(Endpoint.EMBEDDINGS, {"data": []}) is None
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def test_stream_answer_accumulates_chat_chunks() -> None:
+    stream = StreamAnswer()
+    stream.add(None, chunk({"role": "assistant", "content": "Hel"}))
+    stream.add(None, chunk({"content": "lo"}))
+    call0 = {"index": 0, "function": {"name": "f", "arguments": '{"ci'}}
+    stream.add(None, chunk({"tool_calls": [call0]}))
+    call1 = {"index": 1, "function": {"name": "g", "arguments": "{bad"}}
+    stream.add(None, chunk({"tool_calls": [call1]}))
+    stream.add(None, chunk({"tool_calls": [{"index": 0, "function": {"arguments": 'ty": 1}'}}]}))
+    stream.add(None, chunk({}, "length"))
+    stream.add(None, {"choices": [], "usage": {"prompt_tokens": 1}})
+    answer = stream.result()
+    assert answer == Answer("Hello", "length", None, ['{"city": 1}', "{bad"])
+    assert evaluate(PLAIN, answer).flags == ["truncated", "invalid_tool_arguments"]
+
+
+def test_stream_answer_collects_refusal_deltas_and_completion_text() -> None:
+    stream = StreamAnswer()
+    stream.add(None, chunk({"refusal": "I can't "}))
+    stream.add(None, chunk({"refusal": "help."}, "stop"))
+    assert stream.result().refusal == "I can't help."
+    legacy = StreamAnswer()
+    legacy.add(None, {"choices": [{"text": "abc", "finish_reason": None}]})
+    legacy.add(None, {"choices": [{"text": "def", "finish_reason": "stop"}]})
+    assert legacy.result() == Answer("abcdef", "stop")
+
+
+def test_stream_answer_reads_responses_named_events() -> None:
+    stream = StreamAnswer()
+    stream.add("response.created", {"response": {"status": "in_progress"}})
+    stream.add("response.output_text.delta", {"delta": "Hi "})
+    stream.add("response.output_text.delta", {"delta": "you"})
+    stream.add("response.completed", {"response": {"status": "completed"}})
+    assert stream.result() == Answer("Hi you", "stop")
+    cut = StreamAnswer()
+    cut.add("response.output_text.delta", {"delta": "Hi"})
+    cut.add("response.incomplete", {"response": {"status": "incomplete"}})
+    assert cut.result().finish_reason == "length"

@@ -1,0 +1,314 @@
+"""The dispatcher: fallback over ranked models, blame, error mapping, and no sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gateway.core.config import parse_config
+from gateway.core.types import Attempt, Endpoint
+from gateway.http.errors import GatewayError
+from gateway.routing.catalog import Catalog
+from gateway.routing.cost import cost_of
+from gateway.routing.dispatch import Dispatcher
+from providers.base import Call, Provider, ProviderError, Reply, Usage
+
+T0 = 1_700_000_000.0
+TT = "text-to-text"
+HI = {"model": "auto", "messages": [{"role": "user", "content": "hi"}]}
+
+
+class Clock:
+    """Advances a fixed step at every read, so each attempt has a known, nonzero latency."""
+
+    def __init__(self, now: float = 0.0, step: float = 0.0) -> None:
+        self.now = now
+        self.step = step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+class Scripted(Provider):
+    """Answers per upstream model from a script: a Reply, or a ProviderError to raise."""
+
+    endpoints = frozenset({Endpoint.CHAT})
+
+    def __init__(self, name: str, script: dict[str, Reply | ProviderError]) -> None:
+        super().__init__(name)
+        self.script = script
+        self.calls: list[str] = []
+
+    async def send(self, call: Call) -> Reply:
+        self.calls.append(call.upstream_model)
+        outcome = self.script[call.upstream_model]
+        if isinstance(outcome, ProviderError):
+            raise outcome
+        return outcome
+
+
+def reply(text: str, prompt: int = 1000, completion: int = 500) -> Reply:
+    body = {"choices": [{"message": {"role": "assistant", "content": text}}]}
+    return Reply(body, Usage(prompt, completion))
+
+
+def err(kind: str, status: int | None = None, **fields: Any) -> ProviderError:
+    return ProviderError(kind, f"{kind} from upstream", status=status, **fields)
+
+
+MODELS: list[dict[str, Any]] = [
+    {"name": "a", "provider": "one", "context_window": 1000,
+     "pricing": {"input_per_million": 2, "output_per_million": 4}},
+    {"name": "b", "provider": "two", "context_window": 1000,
+     "pricing": {"input_per_million": 3, "output_per_million": 6}},
+    {"name": "c", "provider": "one", "context_window": 8000},
+    {"name": "d", "provider": "two", "context_window": 32000},
+]  # fmt: skip
+
+
+class Setup:
+    def __init__(self, script: dict[str, Reply | ProviderError], max_attempts: int = 3) -> None:
+        config = parse_config(
+            {
+                "providers": [{"name": "one", "type": "mock"}, {"name": "two", "type": "mock"}],
+                "models": MODELS,
+                "routes": [{"name": "auto", "models": ["a", "b", "c", "d"]}],
+            }
+        )
+        self.providers = {name: Scripted(name, script) for name in ("one", "two")}
+        self.catalog = Catalog(config, self.providers)
+        self.attempts: list[Attempt] = []
+        self.clock = Clock(step=0.01)
+        self.dispatcher = Dispatcher(
+            self.catalog,
+            lambda job: list(job.target.candidates),
+            self.attempts.append,
+            max_attempts=max_attempts,
+            clock=self.clock,
+            wall=lambda: T0,
+        )
+        self.calls: list[str] = []
+        for provider in self.providers.values():
+            provider.calls = self.calls  # one shared log keeps the order across providers
+
+    async def send(self, body: dict[str, Any] = HI):
+        target = self.catalog.resolve("auto", TT)
+        job = self.dispatcher.job("req-1", Endpoint.CHAT, target, body, TT)
+        return await self.dispatcher.send(job)
+
+    async def fail(self) -> GatewayError:
+        with pytest.raises(GatewayError) as info:
+            await self.send()
+        return info.value
+
+
+@pytest.fixture(autouse=True)
+def no_sleeping(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Any real wait between attempts fails the test.
+
+    tenacity's wait_none still awaits ``asyncio.sleep(0)`` between tries (a bare yield to
+    the event loop, no time passes), so zero is let through and recorded; anything longer
+    raises.
+    """
+    calls: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def guarded_sleep(delay: float, *args: Any, **kwargs: Any) -> Any:
+        calls.append(delay)
+        if delay > 0:
+            raise AssertionError(f"the dispatcher slept {delay} s between attempts")
+        return await real_sleep(0, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio, "sleep", guarded_sleep)
+    return calls
+
+
+async def test_a_failing_model_falls_back_to_the_next(no_sleeping: list[float]) -> None:
+    s = Setup({"a": err("server_error", 500), "b": reply("from b")})
+    served = await s.send()
+    assert served.model.name == "b"
+    assert served.provider == "two"
+    assert served.attempts == 2
+    assert served.result.body["choices"][0]["message"]["content"] == "from b"
+    assert s.calls == ["a", "b"]
+    first, second = s.attempts
+    assert (first.model, first.attempt, first.ok, first.counts_as_failure) == ("a", 1, False, True)
+    assert (first.error_class, first.http_status) == ("server_error", 500)
+    assert first.response_id is None
+    assert first.latency_ms > 0
+    assert (second.model, second.attempt, second.ok, second.counts_as_failure) == (
+        "b",
+        2,
+        True,
+        False,
+    )
+    assert second.cost == pytest.approx(1000 * 3 / 1e6 + 500 * 6 / 1e6)
+    assert second.cost == pytest.approx(cost_of(served.model.pricing, Usage(1000, 500)))
+    assert (second.prompt_tokens, second.completion_tokens) == (1000, 500)
+    assert second.response_id is not None and second.response_id.startswith("chatcmpl-")
+    assert second.request_id == first.request_id == "req-1"
+    assert second.timestamp == T0
+    assert served.extra["attempt"] is second
+    assert all(delay == 0 for delay in no_sleeping)
+
+
+async def test_first_success_records_one_attempt() -> None:
+    s = Setup({"a": reply("from a")})
+    served = await s.send()
+    assert (served.model.name, served.attempts, s.calls) == ("a", 1, ["a"])
+    [only] = s.attempts
+    assert only.ok and only.cost == pytest.approx(1000 * 2 / 1e6 + 500 * 4 / 1e6)
+
+
+async def test_max_attempts_limits_the_tries() -> None:
+    s = Setup({m: err("server_error", 503) for m in "abcd"}, max_attempts=3)
+    error = await s.fail()
+    assert error.status == 502
+    assert error.code == "upstream_error"
+    assert "All 3 attempt(s) failed" in error.message
+    for name in ("a (one)", "b (two)", "c (one)"):
+        assert name in error.message
+    assert "d (two)" not in error.message
+    assert s.calls == ["a", "b", "c"]  # the 4th candidate is never called
+    assert [a.model for a in s.attempts] == ["a", "b", "c"]
+    assert all(a.counts_as_failure and not a.ok for a in s.attempts)
+
+
+async def test_a_client_error_is_returned_without_fallback() -> None:
+    s = Setup({"a": err("bad_request", 400, param="temperature"), "b": reply("from b")})
+    error = await s.fail()
+    assert error.status == 400
+    assert error.code == "bad_request"
+    assert error.param == "temperature"
+    assert s.calls == ["a"]
+    [only] = s.attempts
+    assert not only.ok and not only.counts_as_failure
+    assert only.error_class == "bad_request"
+
+
+async def test_context_length_moves_to_a_larger_context_model() -> None:
+    s = Setup({"a": err("context_length", 400), "b": reply("from b"), "c": reply("from c")})
+    served = await s.send()
+    assert served.model.name == "c"  # b has the same 1000-token window as a: skipped
+    assert served.attempts == 2
+    assert s.calls == ["a", "c"]
+    first, second = s.attempts
+    assert first.error_class == "context_length"
+    assert not first.ok and not first.counts_as_failure
+    assert second.ok and second.model == "c"
+
+
+async def test_context_length_everywhere_is_a_400() -> None:
+    s = Setup({m: err("context_length", 400) for m in "abcd"}, max_attempts=4)
+    error = await s.fail()
+    assert error.status == 400
+    assert error.code == "context_length_exceeded"
+    assert s.calls == ["a", "c", "d"]
+    assert not any(a.counts_as_failure for a in s.attempts)
+
+
+async def test_all_timeouts_are_a_504() -> None:
+    s = Setup({m: err("timeout") for m in "abcd"})
+    error = await s.fail()
+    assert error.status == 504
+    assert error.code == "upstream_timeout"
+    assert len(s.attempts) == 3
+
+
+async def test_all_rate_limited_is_a_503_with_retry_after() -> None:
+    script = {
+        "a": err("rate_limited", 429, retry_after=7.0),
+        "b": err("rate_limited", 429, retry_after=2.5),
+        "c": err("rate_limited", 429),
+        "d": reply("unused"),
+    }
+    s = Setup(script)
+    error = await s.fail()
+    assert error.status == 503
+    assert error.code == "upstream_rate_limited"
+    assert error.headers == {"retry-after": "3"}  # rounded up: never invite an early retry
+    assert [a.retry_after for a in s.attempts] == [7.0, 2.5, None]
+
+
+async def test_mixed_failures_are_a_502() -> None:
+    s = Setup({"a": err("timeout"), "b": err("rate_limited", 429), "c": err("connection")})
+    error = await s.fail()
+    assert error.status == 502
+
+
+async def test_nothing_left_to_try_is_a_503() -> None:
+    s = Setup({"a": reply("unused")})
+    s.dispatcher._rank = lambda job: []
+    error = await s.fail()
+    assert (error.status, error.code) == (503, "no_model_available")
+    assert s.calls == []
+
+
+async def test_attempts_follow_the_ranked_order(no_sleeping: list[float]) -> None:
+    s = Setup({"d": err("auth", 401), "c": err("not_found", 404), "a": reply("from a")})
+    s.dispatcher._rank = lambda job: [s.catalog.models[n] for n in ("d", "c", "a", "b")]
+    served = await s.send()
+    assert served.model.name == "a"
+    assert served.attempts == 3
+    assert s.calls == ["d", "c", "a"]
+    assert [a.attempt for a in s.attempts] == [1, 2, 3]
+    assert all(delay == 0 for delay in no_sleeping)
+
+
+async def test_the_client_body_is_passed_through_untouched() -> None:
+    seen: list[Call] = []
+    s = Setup({"a": reply("from a")})
+
+    async def send(call: Call) -> Reply:
+        seen.append(call)
+        return reply("from a")
+
+    s.providers["one"].send = send  # type: ignore[method-assign]
+    body = {**HI, "temperature": 0.2}
+    await s.send(body)
+    assert seen[0].body is body
+    assert seen[0].upstream_model == "a"
+    assert seen[0].stream is False
+
+
+async def test_models_whose_provider_cannot_serve_the_endpoint_are_skipped() -> None:
+    """/v1/responses on a route that mixes Anthropic (no Responses API) and OpenAI."""
+
+    class Chat(Provider):
+        endpoints = frozenset({Endpoint.CHAT})
+
+    class Both(Provider):
+        endpoints = frozenset({Endpoint.CHAT, Endpoint.RESPONSES})
+
+        async def send(self, call):
+            return Reply({"id": "r", "object": "response", "output": []})
+
+    config = parse_config(
+        {
+            "providers": [{"name": "a", "type": "mock"}, {"name": "b", "type": "mock"}],
+            "models": [{"name": "claude", "provider": "a"}, {"name": "gpt", "provider": "b"}],
+            "routes": [{"name": "auto", "models": ["claude", "gpt"]}],
+        }
+    )
+    catalog = Catalog(config, {"a": Chat("a"), "b": Both("b")})
+    seen = []
+    dispatcher = Dispatcher(catalog, lambda job: list(job.target.candidates), seen.append)
+    target = catalog.resolve("auto", "text-to-text")
+    job = dispatcher.job(
+        "req", Endpoint.RESPONSES, target, {"model": "auto", "input": "hi"}, "text-to-text"
+    )
+    served = await dispatcher.send(job)
+    assert served.model.name == "gpt" and [a.model for a in seen] == ["gpt"]
+
+    only = catalog.resolve("claude", "text-to-text")
+    job = dispatcher.job(
+        "req", Endpoint.RESPONSES, only, {"model": "claude", "input": "hi"}, "text-to-text"
+    )
+    only_claude = Catalog(config, {"a": Chat("a"), "b": Chat("b")})
+    dispatcher = Dispatcher(only_claude, lambda job: list(job.target.candidates), seen.append)
+    with pytest.raises(GatewayError) as caught:
+        await dispatcher.send(job)
+    assert caught.value.status == 400 and "cannot serve responses" in caught.value.message

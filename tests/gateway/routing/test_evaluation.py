@@ -1,0 +1,313 @@
+"""Automatic judging of answers: the flags and scores of evaluate(), and the Evaluator that
+does the work off the request path (answers out of bodies and streams: test_answers.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+
+from gateway.core.types import Attempt
+from gateway.routing import evaluation as evaluator_module
+from gateway.routing.answers import Answer
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.evaluation import FLAGS, Evaluator, evaluate
+from gateway.routing.responses import ResponseIndex, ResponseRecord
+from gateway.routing.tracker import Tracker
+
+PLAIN: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
+JSON_OBJECT = {**PLAIN, "response_format": {"type": "json_object"}}
+SCHEMA = {
+    "type": "object",
+    "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+    "required": ["name", "age"],
+    "additionalProperties": False,
+}
+JSON_SCHEMA = {
+    **PLAIN,
+    "response_format": {"type": "json_schema", "json_schema": {"name": "p", "schema": SCHEMA}},
+}
+
+
+def flags(request: dict[str, Any], answer: Answer, **kwargs: Any) -> list[str]:
+    return evaluate(request, answer, **kwargs).flags
+
+
+# ---- evaluate(): one flag at a time ----------------------------------------------------
+
+
+def test_clean_answer_has_no_flag_and_scores_one() -> None:
+    result = evaluate(PLAIN, Answer("Paris is the capital of France.", "stop"))
+    assert result.flags == []
+    assert result.score == 1.0
+
+
+@pytest.mark.parametrize("text", ["", "   \n\t"])
+def test_empty_text_is_flagged_empty_and_scores_zero(text: str) -> None:
+    result = evaluate(PLAIN, Answer(text, "stop"))
+    assert result.flags == ["empty"]
+    assert result.score == 0.0
+
+
+def test_tool_call_without_text_is_not_empty() -> None:
+    assert flags(PLAIN, Answer("", "tool_calls", None, ['{"city": "Paris"}'])) == []
+
+
+def test_finish_reason_length_is_truncated() -> None:
+    result = evaluate(PLAIN, Answer("The story begins and then", "length"))
+    assert result.flags == ["truncated"]
+    assert result.score == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I'm sorry, but I can't help with that.",
+        "I cannot assist with this request.",
+        "As an AI, I have no opinion.",
+    ],
+)
+def test_refusal_text_is_flagged(text: str) -> None:
+    result = evaluate(PLAIN, Answer(text, "stop"))
+    assert result.flags == ["refusal"]
+    assert result.score == pytest.approx(0.4)
+
+
+def test_message_refusal_field_and_content_filter_are_refusals() -> None:
+    assert flags(PLAIN, Answer("", "stop", "I won't do that.")) == ["refusal"]  # not empty
+    assert flags(PLAIN, Answer("partial", "content_filter")) == ["refusal"]
+
+
+def test_a_sorry_that_is_not_a_refusal_is_not_flagged() -> None:
+    assert flags(PLAIN, Answer("Sorry for the wait: the answer is 4.", "stop")) == []
+
+
+def test_refusal_with_typographic_apostrophes_is_flagged() -> None:
+    assert flags(PLAIN, Answer("I\u2019m sorry, but I can\u2019t help with that.", "stop")) == [
+        "refusal"
+    ]
+
+
+def test_json_object_with_non_json_text_is_invalid_json() -> None:
+    result = evaluate(JSON_OBJECT, Answer("Sure! Here is your JSON: {name: x}", "stop"))
+    assert result.flags == ["invalid_json"]
+    assert result.score == pytest.approx(0.4)
+
+
+def test_json_object_with_json_text_is_clean_and_plain_requests_are_not_checked() -> None:
+    assert flags(JSON_OBJECT, Answer('{"anything": [1, 2]}', "stop")) == []
+    assert flags(PLAIN, Answer("{not json", "stop")) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"name": "Ada"}',  # required property missing
+        '{"name": "Ada", "age": "36"}',  # wrong type
+        '{"name": "Ada", "age": 36, "email": "a@b.c"}',  # extra property, not allowed
+        '["Ada", 36]',  # not an object
+    ],
+)
+def test_json_schema_violations_are_schema_mismatch(text: str) -> None:
+    result = evaluate(JSON_SCHEMA, Answer(text, "stop"))
+    assert result.flags == ["schema_mismatch"]
+    assert result.score == pytest.approx(0.6)
+
+
+def test_conforming_json_schema_answer_is_clean_and_non_json_is_invalid_json() -> None:
+    assert flags(JSON_SCHEMA, Answer('{"name": "Ada", "age": 36}', "stop")) == []
+    assert flags(JSON_SCHEMA, Answer("name: Ada", "stop")) == ["invalid_json"]
+
+
+@pytest.mark.parametrize("arguments", ["{bad", "[1, 2]", '"text"'])
+def test_unparsable_or_non_object_tool_arguments_are_flagged(arguments: str) -> None:
+    answer = Answer("", "tool_calls", None, ['{"ok": 1}', arguments])
+    result = evaluate(PLAIN, answer)
+    assert result.flags == ["invalid_tool_arguments"]
+    assert result.score == pytest.approx(0.5)
+
+
+def test_empty_tool_arguments_count_as_an_empty_object() -> None:
+    assert flags(PLAIN, Answer("", "tool_calls", None, [""])) == []
+
+
+def test_latency_three_times_above_p95_is_slow() -> None:
+    answer = Answer("fine", "stop")
+    assert flags(PLAIN, answer, latency_ms=301.0, p95_ms=100.0) == ["slow"]
+    assert flags(PLAIN, answer, latency_ms=300.0, p95_ms=100.0) == []
+    assert flags(PLAIN, answer, latency_ms=10_000.0, p95_ms=None) == []
+    assert evaluate(PLAIN, answer, 301.0, 100.0).score == pytest.approx(0.9)
+
+
+def test_penalties_combine() -> None:
+    result = evaluate(JSON_SCHEMA, Answer('{"name": "Ada"}', "length"), 500.0, 100.0)
+    assert result.flags == ["truncated", "schema_mismatch", "slow"]
+    assert result.score == pytest.approx(1 - 0.4 - 0.4 - 0.1)
+
+
+def test_penalties_clamp_at_zero() -> None:
+    answer = Answer("I'm sorry, but I can't do that {", "length", None, ["{bad"])
+    result = evaluate(JSON_OBJECT, answer, 1000.0, 10.0)
+    assert set(result.flags) == set(FLAGS) - {"empty", "schema_mismatch"}
+    assert result.score == 0.0
+
+
+# ---- the Evaluator ---------------------------------------------------------------------
+
+
+def record(rid: str, model: str = "m", latency: float = 100.0) -> ResponseRecord:
+    return ResponseRecord(rid, "req_" + rid, model, "p", "text-to-text", None, None, 1.0, latency)
+
+
+@pytest.fixture
+def tracker() -> Tracker:
+    return Tracker(Blacklist())
+
+
+def make_evaluator(tracker: Tracker, **kwargs: Any) -> tuple[Evaluator, list[ResponseRecord]]:
+    seen: list[ResponseRecord] = []
+    return Evaluator(tracker, ResponseIndex(), seen.append, **kwargs), seen
+
+
+def test_submit_only_queues_and_drain_judges(tracker: Tracker) -> None:
+    evaluator, seen = make_evaluator(tracker)
+    truncated = record("r1")
+    evaluator.submit(truncated, PLAIN, Answer("cut", "length"))
+    evaluator.submit(record("r2"), PLAIN, Answer("fine", "stop"))
+    assert len(evaluator._pending) == 2
+    assert seen == []
+    assert truncated.flags == [] and truncated.auto_score is None
+    assert tracker.stats("m", "text-to-text") is None
+    evaluator.drain()
+    assert evaluator._pending == []
+    assert [r.response_id for r in seen] == ["r1", "r2"]
+    assert truncated.flags == ["truncated"]
+    assert truncated.auto_score == pytest.approx(0.6)
+    stats = tracker.stats("m", "text-to-text")
+    assert stats is not None
+    assert stats.auto_score_count == 2
+    assert stats.auto_score == pytest.approx(0.8)
+    assert stats.flags == {"truncated": 1}
+
+
+def test_drain_with_a_limit_judges_the_oldest_and_keeps_the_rest(tracker: Tracker) -> None:
+    evaluator, seen = make_evaluator(tracker)
+    for i in range(5):
+        evaluator.submit(record(f"r{i}"), PLAIN, Answer("fine", "stop"))
+    evaluator.drain(2)
+    assert [r.response_id for r in seen] == ["r0", "r1"]
+    assert [r.response_id for r, _, _ in evaluator._pending] == ["r2", "r3", "r4"]
+    evaluator.drain(10)
+    assert [r.response_id for r in seen] == ["r0", "r1", "r2", "r3", "r4"]
+
+
+async def test_the_background_task_judges_a_backlog_in_slices(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests run between the slices: a backlog never holds the event loop at once."""
+    monkeypatch.setattr(Evaluator, "SLICE", 2)
+    evaluator, seen = make_evaluator(tracker, interval=0)
+    for i in range(5):
+        evaluator.submit(record(f"r{i}"), PLAIN, Answer("fine", "stop"))
+    observed: list[int] = []
+    evaluator.start()
+    try:
+        while len(seen) < 5:
+            await asyncio.sleep(0)  # what a request handler does between its steps
+            observed.append(len(seen))
+    finally:
+        await evaluator.close()
+    assert {2, 4} <= set(observed)  # seen between slices
+    assert [r.response_id for r in seen] == ["r0", "r1", "r2", "r3", "r4"]
+
+
+def test_submit_is_constant_time(tracker: Tracker, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Queueing judges nothing and costs the same however heavy the answer or the backlog."""
+    judged: list[Answer] = []
+    real = evaluator_module.evaluate
+    monkeypatch.setattr(
+        evaluator_module, "evaluate", lambda *a, **k: judged.append(a[1]) or real(*a, **k)
+    )
+    schema = {"type": "array", "items": {"type": "object", "required": ["a"]}}
+    request = {"response_format": {"type": "json_schema", "json_schema": {"schema": schema}}}
+    heavy = Answer(orjson.dumps([{"a": i} for i in range(5000)]).decode(), "stop")  # ~15 ms
+    evaluator, _ = make_evaluator(tracker, limit=1_000_000)
+
+    def timed(n: int) -> float:
+        start = time.perf_counter()
+        for i in range(n):
+            evaluator.submit(record(f"r{i}"), request, heavy)
+        return time.perf_counter() - start
+
+    timed(50_000)  # a large backlog already queued
+    per_call = timed(5_000) / 5_000
+    assert len(evaluator._pending) == 55_000
+    assert judged == []
+    assert per_call < 200e-6  # judging the answer on submit would take ~100x longer
+    assert tracker.stats("m", "text-to-text") is None
+    evaluator._pending = evaluator._pending[:3]
+    evaluator.drain()
+    assert len(judged) == 3
+
+
+def test_answerless_records_are_passed_on_unjudged(tracker: Tracker) -> None:
+    evaluator, seen = make_evaluator(tracker)
+    speech = record("s1")
+    evaluator.submit(speech, {"input": "say hi"}, None)
+    evaluator.drain()
+    assert seen == [speech]
+    assert speech.auto_score is None
+    assert tracker.stats("m", "text-to-text") is None
+
+
+def test_over_the_limit_records_skip_judging_and_are_counted(tracker: Tracker) -> None:
+    evaluator, seen = make_evaluator(tracker, limit=1)
+    evaluator.submit(record("a"), PLAIN, Answer("ok", "stop"))
+    evaluator.submit(record("b"), PLAIN, Answer("ok", "stop"))
+    assert evaluator.dropped == 1
+    assert [r.response_id for r in seen] == ["b"]
+
+
+@pytest.mark.parametrize(("samples", "flagged"), [(25, ["slow"]), (5, [])])
+def test_drain_flags_slow_answers_against_the_models_own_p95(
+    tracker: Tracker, samples: int, flagged: list[str]
+) -> None:
+    """Slow means 3x the model's own p95, once it has at least 20 timed answers."""
+    for i in range(samples):
+        tracker.record(Attempt(f"q{i}", None, 1, "m", "p", "text-to-text", None, None, True,
+                               latency_ms=100.0, timestamp=time.time()))  # fmt: skip
+    evaluator, _ = make_evaluator(tracker)
+    slow, normal = record("slow", latency=5_000.0), record("ok", latency=110.0)
+    evaluator.submit(slow, PLAIN, Answer("fine", "stop"))
+    evaluator.submit(normal, PLAIN, Answer("fine", "stop"))
+    evaluator.drain()
+    assert (slow.flags, normal.flags) == (flagged, [])
+
+
+PROMPT = {"messages": [{"role": "user", "content": "secret prompt"}]}
+JOB = SimpleNamespace(response_id="r9", request_id="req_r9", ctype="text-to-text", body=PROMPT,
+                      target=SimpleNamespace(route="auto"), optimization="accuracy")  # fmt: skip
+ATTEMPT = Attempt("req_r9", "r9", 1, "m", "p", "text-to-text", "auto", "accuracy", True,
+                  latency_ms=42.0, timestamp=123.0)  # fmt: skip
+
+
+@pytest.mark.parametrize("log_payloads", [False, True])
+def test_answered_indexes_and_logs_payloads_only_when_asked(
+    tracker: Tracker, log_payloads: bool
+) -> None:
+    evaluator, seen = make_evaluator(tracker, log_payloads=log_payloads)
+    rec = evaluator.answered(JOB, ATTEMPT, Answer("secret answer", "stop"))  # type: ignore[arg-type]
+    assert evaluator.index.get("r9") is rec
+    assert (rec.model, rec.route, rec.latency_ms, rec.ts) == ("m", "auto", 42.0, 123.0)
+    if log_payloads:
+        assert rec.prompt == '[{"role":"user","content":"secret prompt"}]'
+        assert rec.answer == "secret answer"
+    else:
+        assert rec.prompt is None and rec.answer is None
+    evaluator.drain()
+    assert seen == [rec]
+    assert rec.auto_score == 1.0

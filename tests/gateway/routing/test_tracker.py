@@ -1,0 +1,380 @@
+"""The tracker: per (model, conversation type) aggregates, blame, feedback and persistence."""
+
+from __future__ import annotations
+
+import orjson
+import pytest
+
+from gateway.core.types import Attempt
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.histogram import Histogram
+from gateway.routing.tracker import Stats, Tracker
+
+T0 = 1_700_000_000.0
+TT = "text-to-text"
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def attempt(model: str = "alpha", **fields) -> Attempt:
+    values = {
+        "request_id": "req",
+        "response_id": "resp",
+        "attempt": 1,
+        "model": model,
+        "provider": "up",
+        "conversation_type": TT,
+        "route": None,
+        "optimization": None,
+        "ok": True,
+        "timestamp": T0,
+    }
+    values.update(fields)
+    return Attempt(**values)
+
+
+def failure(model: str = "alpha", kind: str = "server_error", **fields) -> Attempt:
+    return attempt(
+        model,
+        ok=False,
+        counts_as_failure=True,
+        error_class=kind,
+        http_status=502,
+        error_message=f"{kind} happened",
+        **fields,
+    )
+
+
+def client_error(model: str = "alpha") -> Attempt:
+    return attempt(
+        model,
+        ok=False,
+        counts_as_failure=False,
+        error_class="bad_request",
+        http_status=400,
+        error_message="bad input",
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def tracker(clock: Clock) -> Tracker:
+    return Tracker(Blacklist(clock=clock), clock=clock)
+
+
+def fill(tracker: Tracker) -> None:
+    """100 successes (latency 1..100 ms, TTFT a tenth of it) and 2 failures of alpha."""
+    for i in range(1, 101):
+        tracker.record(
+            attempt(
+                latency_ms=float(i),
+                ttft_ms=i / 10,
+                prompt_tokens=10,
+                completion_tokens=i,
+                cost=0.01,
+            )
+        )
+        if i in (30, 60):
+            tracker.record(failure())
+
+
+def test_counts_rates_latency_tokens_and_cost(tracker: Tracker) -> None:
+    fill(tracker)
+    stats = tracker.stats("alpha", TT)
+    assert stats is not None
+    assert (stats.requests, stats.successes, stats.failures, stats.client_errors) == (
+        102,
+        100,
+        2,
+        0,
+    )
+    assert stats.success_rate == pytest.approx(100 / 102)
+    assert 0.9 < stats.recent_success_rate < 1.0
+    assert stats.latency.count == 100  # failures have no latency sample
+    assert stats.latency.mean == pytest.approx(50.5)
+    assert stats.latency.quantile(0.5) == pytest.approx(50, rel=0.06)
+    assert stats.latency.quantile(0.99) == pytest.approx(99, rel=0.06)
+    assert stats.ttft.quantile(0.5) == pytest.approx(5.0, rel=0.06)
+    assert stats.latency_ewma is not None and 50 < stats.latency_ewma < 100  # leans recent
+    assert stats.ttft_ewma == pytest.approx(stats.latency_ewma / 10)
+    assert stats.mean_prompt_tokens == 10
+    assert stats.mean_completion_tokens == pytest.approx(50.5)
+    assert stats.prompt_ewma == pytest.approx(10)
+    assert stats.completion_ewma is not None and 70 < stats.completion_ewma < 100  # recent
+    assert stats.cost == pytest.approx(1.0)
+    assert stats.last_error_class == "server_error"
+    assert tracker.stats("alpha", "embedding") is None
+    assert tracker.stats("beta", TT) is None
+
+
+def test_stats_are_kept_per_conversation_type(tracker: Tracker) -> None:
+    tracker.record(attempt(latency_ms=10))
+    tracker.record(attempt(conversation_type="embedding", latency_ms=20))
+    assert tracker.stats("alpha", TT).requests == 1
+    assert tracker.stats("alpha", "embedding").latency.mean == 20
+
+
+def test_client_errors_are_not_failures(tracker: Tracker) -> None:
+    for _ in range(5):
+        tracker.record(client_error())
+    stats = tracker.stats("alpha", TT)
+    assert (stats.requests, stats.failures, stats.client_errors) == (5, 0, 5)
+    assert stats.success_rate is None
+    assert stats.recent_success_rate is None
+    assert tracker.blacklist.consecutive_failures("alpha") == 0
+    assert not tracker.blacklist.is_blacklisted("alpha")
+
+
+def test_client_error_does_not_break_a_failure_streak(tracker: Tracker) -> None:
+    tracker.record(failure())
+    tracker.record(failure())
+    tracker.record(client_error())
+    assert tracker.blacklist.consecutive_failures("alpha") == 2
+
+
+def test_three_retryable_failures_bench_the_model(tracker: Tracker) -> None:
+    version = tracker.version
+    for _ in range(2):
+        tracker.record(failure(kind="timeout"))
+    assert not tracker.blacklist.is_blacklisted("alpha")
+    tracker.record(failure(kind="timeout"))
+    assert tracker.blacklist.is_blacklisted("alpha")
+    assert tracker.blacklist.entry("alpha").last_error == "timeout happened"
+    assert tracker.version == version + 3
+    tracker.record(attempt())  # a success ends the streak and the bench
+    assert not tracker.blacklist.is_blacklisted("alpha")
+
+
+def test_sink_receives_every_attempt(clock: Clock) -> None:
+    seen: list[Attempt] = []
+    tracker = Tracker(Blacklist(clock=clock), clock=clock, sink=seen.append)
+    sent = [attempt(), failure(), client_error(), attempt("beta")]
+    for a in sent:
+        tracker.record(a)
+    assert seen == sent
+    assert all(a is b for a, b in zip(seen, sent, strict=True))
+
+
+def test_successful_attempts_remember_the_conversation(tracker: Tracker) -> None:
+    tracker.record(attempt("alpha", conversation_id="c1"))
+    tracker.record(failure("beta", conversation_id="c1"))
+    assert tracker.last_model("c1") == "alpha"
+    tracker.record(attempt("beta", conversation_id="c1"))
+    assert tracker.last_model("c1") == "beta"
+    assert tracker.last_model("other") is None
+
+
+def test_remembered_conversations_are_bounded(clock: Clock) -> None:
+    tracker = Tracker(Blacklist(clock=clock), clock=clock, conversations=10)
+    for i in range(25):
+        tracker.remember(f"c{i}", "alpha")
+    assert tracker.last_model("c0") is None
+    assert tracker.last_model("c14") is None
+    assert tracker.last_model("c15") == "alpha"
+    assert tracker.last_model("c24") == "alpha"
+
+
+def test_feedback_accumulates_and_replacement_replaces(tracker: Tracker) -> None:
+    tracker.add_feedback("alpha", TT, {"accuracy": 5, "overall": 4})
+    tracker.add_feedback("alpha", TT, {"accuracy": 3})
+    stats = tracker.stats("alpha", TT)
+    assert stats.feedback_mean("accuracy") == 4
+    assert stats.feedback["accuracy"][1] == 2
+    # The first rater changes their mind: 5/4 becomes 1/2.
+    tracker.add_feedback(
+        "alpha", TT, {"accuracy": 1, "overall": 2}, previous={"accuracy": 5, "overall": 4}
+    )
+    assert stats.feedback["accuracy"] == [4.0, 2]
+    assert stats.feedback_mean("accuracy") == 2
+    assert stats.feedback["overall"] == [2.0, 1]
+    assert stats.feedback_mean("creativity") is None
+
+
+def recent_mean(tracker: Tracker, model: str) -> float:
+    recent = tracker.stats(model, TT).feedback_recent["overall"]
+    return recent[0] / recent[1]
+
+
+def test_recent_feedback_keeps_about_ten_ratings_given_in_a_row(tracker: Tracker) -> None:
+    for _ in range(20):
+        tracker.add_feedback("alpha", TT, {"overall": 1})
+    for _ in range(3):
+        tracker.add_feedback("alpha", TT, {"overall": 5})
+    # weights 0.9 per rating: the three fives hold 1 + .9 + .81 of ~9.8
+    assert recent_mean(tracker, "alpha") == pytest.approx(2.1, abs=0.1)
+    assert tracker.stats("alpha", TT).feedback_mean("overall") == pytest.approx(35 / 23)
+
+
+def test_recent_feedback_fades_with_the_attempts_since_the_last_rating(
+    tracker: Tracker,
+) -> None:
+    """A model rated again after serving nothing for hundreds of attempts is judged
+    mostly by its new rating: it may have changed meanwhile."""
+    for _ in range(20):
+        tracker.add_feedback("alpha", TT, {"overall": 1})
+    for _ in range(600):  # others serve; alpha's ratings age (0.995 ** 600 ~ 0.05)
+        tracker.record(attempt("beta"))
+    tracker.add_feedback("alpha", TT, {"overall": 5})
+    old = sum(0.9**i for i in range(20)) * 0.995**600  # what is left of the twenty ones
+    assert recent_mean(tracker, "alpha") == pytest.approx((old * 1 + 5) / (old + 1))
+    assert recent_mean(tracker, "alpha") > 3.5  # by ratings alone it would be ~1.4
+    assert tracker.stats("alpha", TT).feedback_mean("overall") == pytest.approx(25 / 21)
+
+
+def test_served_recent_counts_requests_fading_with_the_attempts_since(
+    tracker: Tracker,
+) -> None:
+    for _ in range(3):
+        tracker.record(attempt("alpha"))
+    assert tracker.stats("alpha", TT).served_recent == pytest.approx(1 + 0.995 + 0.995**2)
+    for _ in range(140):
+        tracker.record(attempt("beta"))
+    tracker.record(attempt("alpha"))
+    before = 1 + 0.995 + 0.995**2
+    assert tracker.stats("alpha", TT).served_recent == pytest.approx(before * 0.995**141 + 1)
+    assert tracker.stats("alpha", TT).requests == 4
+
+
+def test_a_state_saved_before_served_recent_existed_counts_every_request(
+    clock: Clock,
+) -> None:
+    old = Stats(requests=70, last_seq=90).to_dict()
+    del old["served_recent"]
+    tracker = Tracker(Blacklist(clock=clock), clock=clock)
+    tracker.restore({f"alpha\x1f{TT}": old}, {})
+    assert tracker.stats("alpha", TT).served_recent == 70.0  # aged from last_seq on
+
+
+def test_re_rating_a_faded_answer_keeps_the_recent_mean_a_rating(tracker: Tracker) -> None:
+    """Taking a re-rated answer's earlier score out of the fading aggregate at full
+    weight, after it had faded, left means outside 1-5 (a live quality of 10)."""
+    tracker.add_feedback("alpha", TT, {"overall": 1})
+    for _ in range(600):
+        tracker.record(attempt("beta"))
+    tracker.add_feedback("alpha", TT, {"overall": 5})
+    tracker.add_feedback("alpha", TT, {"overall": 5}, previous={"overall": 1})
+    assert 1 <= recent_mean(tracker, "alpha") <= 5
+    assert tracker.stats("alpha", TT).feedback_mean("overall") == 5
+
+
+def test_a_state_saved_before_ratings_aged_reads_as_last_rated_when_it_last_served(
+    clock: Clock,
+) -> None:
+    old = Stats(last_seq=40).to_dict()
+    old["feedback"] = {"overall": [8.0, 2]}
+    old["feedback_recent"] = {"overall": [8.0, 2.0]}  # no rating time then
+    tracker = Tracker(Blacklist(clock=clock), clock=clock)
+    tracker.restore({f"alpha\x1f{TT}": old}, {})
+    assert tracker.stats("alpha", TT).feedback_recent["overall"] == [8.0, 2.0, 40]
+    tracker.add_feedback("alpha", TT, {"overall": 5})  # seq is 40: no aging, one decay
+    assert recent_mean(tracker, "alpha") == pytest.approx((8 * 0.9 + 5) / (2 * 0.9 + 1))
+
+
+def test_auto_scores_average(tracker: Tracker) -> None:
+    tracker.add_auto_score("alpha", TT, 0.5)
+    tracker.add_auto_score("alpha", TT, 1.0)
+    assert tracker.stats("alpha", TT).auto_score == pytest.approx(0.75)
+
+
+def test_snapshot_restore_round_trip(clock: Clock, tracker: Tracker) -> None:
+    fill(tracker)
+    tracker.record(attempt("beta", conversation_type="embedding", latency_ms=7.0))
+    for _ in range(3):
+        tracker.record(failure("gamma"))
+    tracker.add_feedback("alpha", TT, {"accuracy": 5})
+    items = orjson.loads(orjson.dumps(tracker.snapshot()))
+    assert {kind for kind, _, _ in items} == {"stats", "blacklist"}
+    stats_data = {key: data for kind, key, data in items if kind == "stats"}
+    blacklist_data = {key: data for kind, key, data in items if kind == "blacklist"}
+
+    fresh = Tracker(Blacklist(clock=clock), clock=clock)
+    version = fresh.version
+    fresh.restore(stats_data, blacklist_data)
+    assert fresh.version > version
+    before, after = tracker.stats("alpha", TT), fresh.stats("alpha", TT)
+    assert after is not None
+    for name in ("requests", "successes", "failures", "usage_count", "completion_tokens"):
+        assert getattr(after, name) == getattr(before, name), name
+    assert after.cost == pytest.approx(before.cost)
+    assert after.latency_ewma == pytest.approx(before.latency_ewma)
+    assert after.completion_ewma == pytest.approx(before.completion_ewma)
+    assert after.recent_success_rate == pytest.approx(before.recent_success_rate)
+    assert after.latency.count == 100
+    for q in (0.5, 0.9, 0.99):
+        assert after.latency.quantile(q) == pytest.approx(before.latency.quantile(q))
+        assert after.ttft.quantile(q) == pytest.approx(before.ttft.quantile(q))
+    assert after.feedback_mean("accuracy") == 5
+    assert fresh.stats("beta", "embedding").latency.mean == 7.0
+    assert fresh.blacklist.is_blacklisted("gamma")
+    # Restored histograms keep recording.
+    fresh.record(attempt(latency_ms=1000.0))
+    assert fresh.stats("alpha", TT).latency.count == 101
+
+
+def test_restore_continues_the_attempt_count_so_evidence_keeps_its_age(
+    clock: Clock, tracker: Tracker
+) -> None:
+    for _ in range(5):
+        tracker.record(attempt("alpha"))
+    for _ in range(7):
+        tracker.record(attempt("beta"))
+    stats_data = {k: d for kind, k, d in tracker.snapshot() if kind == "stats"}
+    fresh = Tracker(Blacklist(clock=clock), clock=clock)
+    fresh.restore(orjson.loads(orjson.dumps(stats_data)), {})
+    assert fresh.seq == tracker.seq == 12
+    assert fresh.seq - fresh.stats("alpha", TT).last_seq == 7  # alpha idle for 7 attempts
+    fresh.record(attempt("beta"))
+    assert fresh.stats("beta", TT).last_seq == 13
+
+
+def test_a_state_saved_before_token_averages_existed_seeds_them_from_its_means(
+    clock: Clock, tracker: Tracker
+) -> None:
+    for _ in range(10):
+        tracker.record(attempt(prompt_tokens=100, completion_tokens=200))
+    [(key, data)] = [(k, d) for kind, k, d in tracker.snapshot() if kind == "stats"]
+    del data["prompt_ewma"], data["completion_ewma"]
+    fresh = Tracker(Blacklist(clock=clock), clock=clock)
+    fresh.restore(orjson.loads(orjson.dumps({key: data})), {})
+    fresh.record(attempt(prompt_tokens=100, completion_tokens=1200))
+    stats = fresh.stats("alpha", TT)
+    assert stats is not None
+    assert stats.completion_ewma == pytest.approx(200 + 0.05 * 1000)  # not one answer's 1200
+
+
+def test_restore_skips_unreadable_stats(clock: Clock) -> None:
+    tracker = Tracker(Blacklist(clock=clock), clock=clock)
+    tracker.restore({"alpha\x1ftext-to-text": {"requests": 3}}, {})
+    assert tracker.stats("alpha", TT) is None
+
+
+def test_memory_stays_bounded_over_100k_attempts(clock: Clock, tracker: Tracker) -> None:
+    buckets = Histogram().buckets
+    for i in range(100_000):
+        clock.now = T0 + i * 0.5  # 50 000 s: the one-hour window rotates many times
+        tracker.record(
+            attempt(latency_ms=1.0 + (i * 7919) % 60_000, ttft_ms=0.5 + i % 977, cost=1e-6)
+        )
+    assert len(list(tracker.items())) == 1
+    stats = tracker.stats("alpha", TT)
+    assert stats.requests == 100_000
+    for hist in (stats.latency, stats.ttft):
+        data = hist.to_dict()
+        assert len(data["windows"]) <= hist.slots
+        for _, window in data["windows"]:
+            assert len(window["buckets"]) <= buckets
+        assert hist.count <= 100_000
+        assert hist.snapshot().buckets == buckets
+    # Only the last hour (7200 attempts at two a second, give or take a slot) is kept.
+    assert stats.latency.count <= 7200 + 1200
+    assert len(orjson.dumps(stats.to_dict())) < 2 * 6 * buckets * 20

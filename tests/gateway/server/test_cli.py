@@ -1,0 +1,154 @@
+"""The `gatewise` command, run as a real subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[3]
+SHIPPED = ROOT / "gateway.yaml"
+UNSET = (
+    "GATEWISE_CONFIG",
+    "GATEWISE_API_KEY",
+    "GATEWISE_ADMIN_TOKEN",
+    "OPENAI_API_KEY",
+    "ANTHROPIC_API_KEY",
+    "OLLAMA_BASE_URL",
+)
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in UNSET}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.update(extra)
+    return env
+
+
+def run(*args: str, cwd: Path = ROOT, **env: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gateway", *args],
+        cwd=cwd,
+        env=clean_env(**env),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_shipped_config() -> None:
+    result = run("check", "--config", str(SHIPPED))
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert f"configuration: {SHIPPED}" in out
+    for section in ("providers:", "models:", "routes:"):
+        assert section in out
+    assert "DISABLED (OPENAI_API_KEY not set)" in out
+    assert "DISABLED (ANTHROPIC_API_KEY not set)" in out
+    assert "DISABLED (OLLAMA_BASE_URL not set)" in out
+    mock_line = next(line for line in out.splitlines() if line.strip().startswith("mock "))
+    assert "enabled" in mock_line and "built-in" in mock_line
+    assert "gpt-4o-mini" in out and "(provider disabled)" in out
+    assert "mock-fast" in out
+    assert "auto" in out and "cheap" in out
+    assert "(the gateway is OPEN)" in out
+    assert result.stderr == ""
+
+
+def test_check_with_keys_set() -> None:
+    result = run("check", "--config", str(SHIPPED), OPENAI_API_KEY="sk-x", GATEWISE_API_KEY="k")
+    assert result.returncode == 0, result.stderr
+    openai_line = next(line for line in result.stdout.splitlines() if "api.openai.com" in line)
+    assert "enabled" in openai_line
+    assert "client api keys: 1" in result.stdout
+    assert "OPEN" not in result.stdout
+
+
+def test_invalid_config_exits_2_with_a_clear_message(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    raw = {
+        "providers": [{"name": "mock", "type": "mock"}],
+        "models": [{"name": "m", "provider": "mock", "priors": {"accuracy": 42}}],
+    }
+    path.write_text(yaml.safe_dump(raw))
+    result = run("check", "--config", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"gatewise: {path}: invalid configuration")
+    assert "models[0].priors.accuracy" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_invalid_yaml_and_missing_file_exit_2(tmp_path: Path) -> None:
+    path = tmp_path / "broken.yaml"
+    path.write_text("models: [oops\n")
+    result = run("check", "--config", str(path))
+    assert result.returncode == 2
+    assert "not valid YAML" in result.stderr
+    assert "Traceback" not in result.stderr
+
+    missing = tmp_path / "absent.yaml"
+    result = run("check", "--config", str(missing))
+    assert result.returncode == 2
+    assert f"{missing}: cannot read the configuration" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_help() -> None:
+    result = run("--help")
+    assert result.returncode == 0
+    assert "gatewise" in result.stdout
+    assert "serve" in result.stdout and "check" in result.stdout
+
+
+def test_no_command_is_a_usage_error() -> None:
+    result = run()
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def test_gatewise_config_env_is_honoured(tmp_path: Path) -> None:
+    path = tmp_path / "from-env.yaml"
+    path.write_text(yaml.safe_dump({"providers": [{"name": "envmock", "type": "mock"}]}))
+    result = run("check", cwd=tmp_path, GATEWISE_CONFIG=str(path))
+    assert result.returncode == 0, result.stderr
+    assert f"configuration: {path}" in result.stdout
+    assert "envmock" in result.stdout
+
+
+def test_explicit_config_beats_env(tmp_path: Path) -> None:
+    env_path = tmp_path / "env.yaml"
+    env_path.write_text("colour: blue\n")  # invalid: must not be read
+    result = run("check", "--config", str(SHIPPED), cwd=tmp_path, GATEWISE_CONFIG=str(env_path))
+    assert result.returncode == 0, result.stderr
+    assert f"configuration: {SHIPPED}" in result.stdout
+
+
+def test_default_is_gateway_yaml_in_the_working_directory(tmp_path: Path) -> None:
+    (tmp_path / "gateway.yaml").write_text(
+        yaml.safe_dump({"providers": [{"name": "cwdmock", "type": "mock"}]})
+    )
+    result = run("check", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "configuration: gateway.yaml" in result.stdout
+    assert "cwdmock" in result.stdout
+
+
+def test_console_script() -> None:
+    exe = shutil.which("gatewise")
+    if exe is None:
+        pytest.skip("the gatewise console script is not installed on PATH")
+    result = subprocess.run(
+        [exe, "check", "--config", str(SHIPPED)],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "DISABLED (OPENAI_API_KEY not set)" in result.stdout

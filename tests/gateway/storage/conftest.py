@@ -1,0 +1,37 @@
+"""Store fixtures: `harness` runs a test on SQLiteStore and MemoryStore alike."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gateway.storage import MemoryStore, SQLiteStore, Store
+from tests.gateway.storage.helpers import Harness
+
+
+@pytest.fixture(params=["sqlite", "memory"])
+async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
+    opened: list[Store] = []
+
+    async def make() -> Store:
+        if request.param == "memory":
+            store = opened[-1] if opened else MemoryStore()
+        else:
+            store = SQLiteStore(tmp_path / "gw.db")
+        if opened:
+            await opened[-1].close()
+        await store.open()
+        opened.append(store)
+        return store
+
+    h = Harness(await make(), make)
+    yield h
+    await opened[-1].close()
+
+
+@pytest.fixture
+async def sqlite_store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore(tmp_path / "gw.db") as store:
+        yield store

@@ -1,0 +1,212 @@
+"""Responses, their evaluation aggregates and retention (schema version 2), on every store."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.gateway.storage.helpers import H0, NO_SCORES, Harness, minimal_attempt, rate, response
+
+# ---- responses ----
+
+
+async def test_response_round_trip_and_upsert(harness: Harness) -> None:
+    store = harness.store
+    first = response("a", H0 + 1.5, route=None, optimization=None, auto_score=None)
+    await store.write_responses([first])
+    assert await store.get_response("a") == first
+    assert await store.get_response("missing") is None
+
+    # A later write of the same id replaces flags, score and payload; one row remains.
+    evaluated = response("a", H0 + 1.5, flags=["truncated", "slow"], auto_score=0.5, answer=None)
+    await store.write_responses([evaluated])
+    stored = await store.get_response("a")
+    assert stored == evaluated
+    assert type(stored["flags"]) is list and stored["ts"] == H0 + 1.5
+    assert (await store.counts())["responses"] == 1
+
+    # Defaults for the optional columns; integers come back as floats.
+    await store.write_responses(
+        [{"response_id": "b", "request_id": "rb", "model": "m", "provider": "p",
+          "conversation_type": "embedding", "ts": int(H0), "latency_ms": 7}]
+    )  # fmt: skip
+    b = await store.get_response("b")
+    assert b == {
+        "response_id": "b", "request_id": "rb", "model": "m", "provider": "p",
+        "conversation_type": "embedding", "route": None, "optimization": None, "ts": H0,
+        "latency_ms": 7.0, "flags": [], "auto_score": None, "prompt": None, "answer": None,
+    }  # fmt: skip
+    assert type(b["ts"]) is float and type(b["latency_ms"]) is float
+
+    # Stored data is not shared with the caller's objects.
+    stored["flags"].append("mutated")
+    evaluated["flags"].append("mutated")
+    assert (await store.get_response("a"))["flags"] == ["truncated", "slow"]
+
+
+async def test_bad_response_batch_writes_nothing(harness: Harness) -> None:
+    store = harness.store
+    with pytest.raises(ValueError, match="model"):
+        await store.write_responses([response("ok", H0), response("bad", H0, model=None)])
+    with pytest.raises(ValueError, match="flags"):
+        await store.write_responses([response("ok", H0), response("bad", H0, flags="slow")])
+    assert (await store.counts())["responses"] == 0
+    await store.write_responses([])
+    assert await store.responses() == []
+
+
+async def test_responses_filters_paging_and_latest_feedback(harness: Harness) -> None:
+    store = harness.store
+    await store.write_responses(
+        [response(f"r{i}", H0 + i, model="alpha" if i % 2 else "beta") for i in range(10)]
+        + [response("tie", H0 + 3, model="e", conversation_type="embedding")]
+    )
+    rows = await store.responses()
+    assert [r["response_id"] for r in rows] == [
+        "r9", "r8", "r7", "r6", "r5", "r4", "tie", "r3", "r2", "r1", "r0",
+    ]  # fmt: skip
+    # Same ts: response_id descending.
+    assert [r["response_id"] for r in rows if r["ts"] == H0 + 3] == ["tie", "r3"]
+    assert all(r["feedback"] is None for r in rows)
+    assert [r["response_id"] for r in await store.responses(model="alpha")] == [
+        "r9", "r7", "r5", "r3", "r1",
+    ]  # fmt: skip
+    assert [r["response_id"] for r in await store.responses(conversation_type="embedding")] == [
+        "tie"
+    ]
+    window = await store.responses(since=H0 + 2, until=H0 + 5)  # since inclusive, until not
+    assert [r["response_id"] for r in window] == ["r4", "tie", "r3", "r2"]
+    page = await store.responses(model="beta", limit=2, offset=1)
+    assert [r["response_id"] for r in page] == ["r6", "r4"]
+    assert await store.responses(limit=0) == []
+    with pytest.raises(ValueError):
+        await store.responses(offset=-1)
+
+    assert await rate(store, "r9", H0 + 100, "meh", relevance=2, overall=3) is None
+    assert await rate(store, "r9", H0 + 50, "better", overall=5, accuracy=4) == {
+        "relevance": 2,
+        "overall": 3,
+    }
+    # The latest rating is the one inserted last, even with an earlier ts.
+    [r9] = await store.responses(limit=1)
+    assert r9["feedback"] == {
+        **NO_SCORES, "accuracy": 4, "overall": 5, "comment": "better", "ts": H0 + 50,
+    }  # fmt: skip
+    assert r9["flags"] == [] and r9["answer"] == "answer r9"
+
+
+# ---- evaluation ----
+
+
+async def test_evaluation_aggregates(harness: Harness) -> None:
+    store = harness.store
+    await store.write_responses(
+        [
+            response("a", H0, flags=["truncated", "slow"], auto_score=0.5),
+            response("b", H0 + 1, flags=["truncated", "truncated"], auto_score=0.6),
+            response("c", H0 + 2, flags=[], auto_score=None),
+            response("d", H0 + 3, flags=[], auto_score=1.0),
+            response("e", H0 + 4, model="beta", flags=["refusal"], auto_score=0.4),
+            response("f", H0 + 5, conversation_type="embedding", auto_score=None),
+        ]
+    )
+    rows = await store.evaluation_aggregates()
+    assert [(r["model"], r["conversation_type"]) for r in rows] == [
+        ("alpha", "embedding"), ("alpha", "text-to-text"), ("beta", "text-to-text"),
+    ]  # fmt: skip
+    embedding, alpha, beta = rows
+    assert (alpha["count"], alpha["scored"], alpha["flagged"]) == (4, 3, 2)
+    assert alpha["auto_score"] == pytest.approx((0.5 + 0.6 + 1.0) / 3)
+    assert alpha["flags"] == {"slow": 1, "truncated": 2}  # b's duplicate counts once
+    assert beta["flags"] == {"refusal": 1} and beta["auto_score"] == pytest.approx(0.4)
+    assert embedding == {
+        "model": "alpha", "conversation_type": "embedding", "count": 1, "scored": 0,
+        "auto_score": None, "flagged": 0, "flags": {},
+    }  # fmt: skip
+
+    [windowed] = await store.evaluation_aggregates(since=H0 + 1, until=H0 + 3)
+    assert (windowed["count"], windowed["flags"]) == (2, {"truncated": 1})
+    [only_beta] = await store.evaluation_aggregates(model="beta")
+    assert only_beta["count"] == 1
+    assert len(await store.evaluation_aggregates(conversation_type="text-to-text")) == 2
+    assert await store.evaluation_aggregates(model="nobody") == []
+
+
+async def test_evaluation_trend(harness: Harness) -> None:
+    store = harness.store
+    await store.write_responses(
+        [
+            response("a", H0 + 10, flags=["slow"], auto_score=0.5),
+            response("b", H0 + 20, auto_score=1.0),
+            response("c", H0 + 3600 + 5, auto_score=None, model="beta"),
+            response("d", H0 + 7200 * 2, flags=["empty"], auto_score=0.0),
+        ]
+    )
+    await rate(store, "a", H0 + 30, overall=1)
+    await rate(store, "a", H0 + 3600 + 30, overall=5)  # re-rated an hour later: moves there
+    await rate(store, "b", H0 + 40, relevance=4)  # no overall: counted, not averaged
+    await rate(store, "x", H0 + 7200 + 1, overall=2, model="beta")  # a bucket with ratings only
+
+    trend = await store.evaluation_trend(bucket_seconds=3600)
+    assert [b["ts"] - H0 for b in trend] == [0, 3600, 7200, 14400]
+    first, second, third, fourth = trend
+    assert first == {
+        "ts": H0, "responses": 2, "auto_score": pytest.approx(0.75), "flagged": 1,
+        "feedback": 1, "overall": None,
+    }  # fmt: skip
+    assert (second["responses"], second["auto_score"], second["flagged"]) == (1, None, 0)
+    assert (second["feedback"], second["overall"]) == (1, pytest.approx(5.0))
+    assert (third["responses"], third["auto_score"], third["feedback"]) == (0, None, 1)
+    assert third["overall"] == pytest.approx(2.0)
+    assert (fourth["responses"], fourth["flagged"], fourth["auto_score"]) == (1, 1, 0.0)
+    assert type(first["ts"]) is float
+
+    [day] = await store.evaluation_trend(bucket_seconds=86400 * 365)
+    assert (day["responses"], day["feedback"], day["flagged"]) == (4, 3, 2)
+    beta = await store.evaluation_trend(model="beta")
+    assert [(b["ts"] - H0, b["responses"], b["feedback"]) for b in beta] == [
+        (3600, 1, 0), (7200, 0, 1),
+    ]  # fmt: skip
+    recent = await store.evaluation_trend(since=H0 + 3600, until=H0 + 7200)
+    assert [(b["ts"] - H0, b["responses"], b["feedback"]) for b in recent] == [(3600, 1, 1)]
+    assert await store.evaluation_trend(model="nobody") == []
+    with pytest.raises(ValueError):
+        await store.evaluation_trend(bucket_seconds=0)
+
+
+# ---- retention ----
+
+
+async def test_prune_keeps_responses_and_feedback(harness: Harness) -> None:
+    store = harness.store
+    await store.write_attempts([minimal_attempt(H0)])
+    await store.write_responses([response("old", H0)])
+    await rate(store, "old", H0 + 1, overall=3)
+    assert await store.prune(H0 + 86400) == 1
+    counts = await store.counts()
+    assert (counts["attempts"], counts["responses"], counts["feedback"]) == (0, 1, 1)
+    assert (await store.get_response("old"))["prompt"] == "prompt old"
+
+
+async def test_prune_payloads_nulls_only_old_payloads(harness: Harness) -> None:
+    store = harness.store
+    await store.write_responses(
+        [
+            response("old", H0, flags=["slow"], auto_score=0.5),
+            response("old-empty", H0 + 1, prompt=None, answer=None),
+            response("old-half", H0 + 2, prompt=None),
+            response("edge", H0 + 100),  # ts == cut-off: kept
+            response("new", H0 + 200),
+        ]
+    )
+    await rate(store, "old", H0 + 5, overall=4)
+    assert await store.prune_payloads(H0 + 100) == 2
+    old = await store.get_response("old")
+    assert (old["prompt"], old["answer"]) == (None, None)
+    assert (old["flags"], old["auto_score"], old["model"]) == (["slow"], 0.5, "alpha")
+    assert (await store.get_response("old-half"))["answer"] is None
+    for rid in ("edge", "new"):
+        kept = await store.get_response(rid)
+        assert (kept["prompt"], kept["answer"]) == (f"prompt {rid}", f"answer {rid}")
+    assert await store.prune_payloads(H0 + 100) == 0  # nothing left to clear
+    counts = await store.counts()
+    assert (counts["responses"], counts["feedback"]) == (5, 1)

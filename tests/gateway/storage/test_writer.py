@@ -1,0 +1,327 @@
+"""The store writer: batches off the request path, bounded, never blocking, losing nothing
+it has room for."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import pytest
+
+from gateway.core.types import Attempt
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.responses import ResponseRecord
+from gateway.routing.tracker import Tracker
+from gateway.storage import MemoryStore, SQLiteStore, Store
+from gateway.storage.writer import StoreWriter
+
+T0 = 1_700_000_000.0
+
+
+class Clock:
+    def __init__(self, now: float = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def attempt(i: int = 0, model: str = "alpha", ok: bool = True) -> Attempt:
+    return Attempt(
+        request_id=f"req-{i}",
+        response_id=f"resp-{i}" if ok else None,
+        attempt=1,
+        model=model,
+        provider="up",
+        conversation_type="text-to-text",
+        route=None,
+        optimization=None,
+        ok=ok,
+        latency_ms=10.0 + i,
+        timestamp=T0 + i,
+        counts_as_failure=not ok,
+    )
+
+
+async def stored(store: Store) -> list[str]:
+    rows = await store.attempts(limit=100_000)
+    return sorted(row["request_id"] for row in rows)
+
+
+def ids(n: int, start: int = 0) -> list[str]:
+    return sorted(f"req-{i}" for i in range(start, start + n))
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def tracker(clock: Clock) -> Tracker:
+    return Tracker(Blacklist(clock=clock), clock=clock)
+
+
+class FailingStore(MemoryStore):
+    """Refuses the first `failures` batch writes."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+        self.calls = 0
+        self.written = asyncio.Event()
+
+    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+        self.calls += 1
+        if self.failures:
+            self.failures -= 1
+            raise OSError("disk on fire")
+        await super().write_attempts(attempts)
+        self.written.set()
+
+
+class SlowStore(MemoryStore):
+    """Each attempt batch waits for the test to open the gate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+        self.written = asyncio.Event()
+
+    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().write_attempts(attempts)
+        self.written.set()
+
+
+async def test_enqueued_attempts_are_written_on_flush(tracker: Tracker) -> None:
+    store = MemoryStore()
+    writer = StoreWriter(store, tracker)
+    for i in range(5):
+        writer.enqueue(attempt(i))
+    assert await stored(store) == []  # nothing is written on the request path
+    await writer.flush()
+    assert await stored(store) == ids(5)
+    assert writer.written == 5
+    await writer.flush()  # nothing pending: nothing written twice
+    assert writer.written == 5
+    assert len(await stored(store)) == 5
+
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+async def test_close_flushes_everything_and_snapshots_the_tracker(clock: Clock, kind: str) -> None:
+    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(":memory:")
+    await store.open()
+    try:
+        writer = StoreWriter(store, Tracker(Blacklist(clock=clock), clock=clock))
+        tracker = Tracker(Blacklist(clock=clock), clock=clock, sink=writer.enqueue)
+        writer.tracker = tracker
+        for i in range(3):
+            tracker.record(attempt(i))
+        for i in range(3, 6):
+            tracker.record(attempt(i, model="beta", ok=False))
+        assert tracker.blacklist.is_blacklisted("beta")
+        await writer.close()
+        assert await stored(store) == ids(6)
+        states = await store.load_states("stats")
+        assert set(states) == {"alpha\x1ftext-to-text", "beta\x1ftext-to-text"}
+        assert states["alpha\x1ftext-to-text"]["successes"] == 3
+        assert "beta" in await store.load_states("blacklist")
+
+        restored = Tracker(Blacklist(clock=clock), clock=clock)
+        restored.restore(states, await store.load_states("blacklist"))
+        assert restored.stats("alpha", "text-to-text").latency.count == 3
+        assert restored.blacklist.is_blacklisted("beta")
+    finally:
+        await store.close()
+
+
+async def test_queue_is_bounded_and_counts_drops(tracker: Tracker) -> None:
+    store = MemoryStore()
+    writer = StoreWriter(store, tracker, queue_size=3)
+    for i in range(5):
+        writer.enqueue(attempt(i))
+    assert writer.dropped == 2
+    await writer.flush()
+    assert await stored(store) == ids(3)  # the first three; the overflow was dropped
+    writer.enqueue(attempt(9))  # room again after the flush
+    assert writer.dropped == 2
+    await writer.flush()
+    assert len(await stored(store)) == 4
+
+
+async def test_a_failing_store_keeps_the_batch_for_the_next_flush(tracker: Tracker) -> None:
+    store = FailingStore(failures=2)
+    writer = StoreWriter(store, tracker, queue_size=100)
+    for i in range(10):
+        writer.enqueue(attempt(i))
+    with pytest.raises(OSError):
+        await writer.flush()
+    for i in range(10, 15):  # traffic continues while the store is down
+        writer.enqueue(attempt(i))
+    with pytest.raises(OSError):
+        await writer.flush()
+    assert await stored(store) == []
+    await writer.flush()
+    assert await stored(store) == ids(15)
+    assert (writer.written, writer.dropped, store.calls) == (15, 0, 3)
+
+
+async def test_a_failing_store_drops_only_what_does_not_fit(tracker: Tracker) -> None:
+    store = FailingStore(failures=1)
+    writer = StoreWriter(store, tracker, queue_size=4)
+    for i in range(4):
+        writer.enqueue(attempt(i))
+    with pytest.raises(OSError):
+        await writer.flush()
+    await writer.flush()
+    assert await stored(store) == ids(4)
+    assert writer.dropped == 0
+
+
+async def test_a_slow_store_does_not_block_enqueue_or_record(clock: Clock) -> None:
+    store = SlowStore()
+    writer = StoreWriter(store, Tracker(Blacklist(clock=clock), clock=clock))
+    tracker = Tracker(Blacklist(clock=clock), clock=clock, sink=writer.enqueue)
+    writer.tracker = tracker
+    tracker.record(attempt(0))
+    flushing = asyncio.create_task(writer.flush())
+    await store.entered.wait()  # the flush is now stuck inside the store
+    for i in range(1, 1001):  # synchronous: returns without yielding to the stuck flush
+        tracker.record(attempt(i))
+    assert not flushing.done()
+    assert tracker.stats("alpha", "text-to-text").requests == 1001
+    assert writer.dropped == 0
+    assert await stored(store) == []
+    store.gate.set()
+    await flushing
+    assert await stored(store) == ["req-0"]
+    await writer.close()
+    assert await stored(store) == ids(1001)
+    assert writer.written == 1001
+
+
+async def test_the_background_loop_flushes_without_being_asked(
+    clock: Clock, tracker: Tracker
+) -> None:
+    store = SlowStore()
+    store.gate.set()
+    # The fake clock keeps the loop's pruning from rolling up these 2023 timestamps.
+    writer = StoreWriter(store, tracker, flush_interval=0.001, clock=clock)
+    writer.start()
+    try:
+        writer.enqueue(attempt(1))
+        await asyncio.wait_for(store.written.wait(), timeout=10)
+        assert await stored(store) == ["req-1"]
+    finally:
+        await writer.close()
+
+
+async def test_the_background_loop_survives_a_store_failure(clock: Clock, tracker: Tracker) -> None:
+    store = FailingStore(failures=1)
+    writer = StoreWriter(store, tracker, flush_interval=0.001, clock=clock)
+    writer.enqueue(attempt(1))
+    writer.start()
+    try:
+        await asyncio.wait_for(store.written.wait(), timeout=10)
+        assert store.calls == 2
+        assert await stored(store) == ["req-1"]
+    finally:
+        await writer.close()
+
+
+async def test_snapshot_is_skipped_when_nothing_changed(tracker: Tracker) -> None:
+    store = MemoryStore()
+    writer = StoreWriter(store, tracker)
+    tracker.record(attempt(1))
+    await writer.snapshot()
+    assert set(await store.load_states("stats")) == {"alpha\x1ftext-to-text"}
+    await store.delete_state("stats", "alpha\x1ftext-to-text")
+    await writer.snapshot()  # same tracker version: not written again
+    assert await store.load_states("stats") == {}
+    tracker.record(attempt(2))
+    await writer.snapshot()
+    assert (await store.load_states("stats"))["alpha\x1ftext-to-text"]["requests"] == 2
+
+
+async def test_prune_uses_the_retention_and_the_clock(clock: Clock, tracker: Tracker) -> None:
+    store = MemoryStore()
+    writer = StoreWriter(store, tracker, retention_seconds=100, clock=clock)
+    for i in (0, 50, 150):
+        writer.enqueue(attempt(i))
+    await writer.flush()
+    clock.now = T0 + 200  # keep ts >= T0 + 100
+    await writer.prune()
+    assert await stored(store) == ["req-150"]
+    assert (await store.counts())["attempt_hourly"] >= 1
+
+
+class ChunkStore(FailingStore):
+    """Records the size of every attempt and response write; `failures` as FailingStore."""
+
+    def __init__(self, failures: int = 0) -> None:
+        super().__init__(failures)
+        self.sizes: list[int] = []
+
+    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+        self.sizes.append(len(attempts))
+        await super().write_attempts(attempts)
+
+
+async def test_a_large_flush_is_written_in_chunks(tracker: Tracker) -> None:
+    store = ChunkStore()
+    writer = StoreWriter(store, tracker, chunk=4)
+    for i in range(10):
+        writer.enqueue(attempt(i))
+    await writer.flush()
+    assert store.sizes == [4, 4, 2]  # the event loop runs between the chunks
+    assert await stored(store) == ids(10)
+    assert writer.written == 10
+
+
+async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(tracker: Tracker) -> None:
+    store = ChunkStore()
+    writer = StoreWriter(store, tracker, chunk=4)
+    for i in range(10):
+        writer.enqueue(attempt(i))
+
+    async def fail_second(attempts: Sequence[Attempt]) -> None:
+        store.sizes.append(len(attempts))
+        if len(store.sizes) == 2:
+            raise OSError("disk on fire")
+        await MemoryStore.write_attempts(store, attempts)
+
+    store.write_attempts = fail_second  # type: ignore[method-assign]
+    with pytest.raises(OSError):
+        await writer.flush()
+    assert await stored(store) == ids(4)  # the first chunk is in
+    writer.enqueue(attempt(10))
+    await writer.flush()
+    assert await stored(store) == ids(11)  # nothing lost, nothing written twice
+    assert (writer.written, writer.dropped) == (11, 0)
+
+
+async def test_response_records_are_written_in_chunks_and_marked_stored(
+    tracker: Tracker,
+) -> None:
+    sizes: list[int] = []
+
+    class Store(MemoryStore):
+        async def write_responses(self, records: Sequence[dict]) -> None:
+            sizes.append(len(records))
+            await super().write_responses(records)
+
+    store = Store()
+    writer = StoreWriter(store, tracker, chunk=3)
+    records = [
+        ResponseRecord(f"r{i}", f"q{i}", "alpha", "up", "text-to-text", None, None, T0, 1.0)
+        for i in range(7)
+    ]
+    for record in records:
+        writer.enqueue_response(record)
+    await writer.flush()
+    assert sizes == [3, 3, 1]
+    assert all(record.stored for record in records)
+    assert await store.get_response("r6") is not None
