@@ -16,15 +16,8 @@ import orjson
 
 from gateway.core.types import Endpoint
 from providers.anthropic_stream import AnthropicChunks, finish_reason, prompt_tokens
-from providers.base import (
-    Call,
-    ChunkStream,
-    ProviderError,
-    Reply,
-    Usage,
-    classify_status,
-    upstream_json,
-)
+from providers.base import Call, ChunkStream, Reply, Usage
+from providers.errors import BadRequest, InvalidResponse, classify_status, upstream_json
 from providers.http_provider import HttpProvider
 from providers.transport import Transport
 
@@ -66,7 +59,7 @@ class AnthropicProvider(HttpProvider):
         data = upstream_json(resp.body, f"{self.name}'s response body")
         body_out = to_openai(data, call.upstream_model)
         if body_out is None:
-            raise ProviderError("invalid_body", f"{self.name} returned an unexpected body")
+            raise InvalidResponse(f"{self.name} returned an unexpected body")
         usage = body_out["usage"]
         return Reply(body_out, Usage(usage["prompt_tokens"], usage["completion_tokens"]))
 
@@ -85,8 +78,8 @@ class AnthropicProvider(HttpProvider):
 # --- request: OpenAI chat body -> Anthropic Messages body -------------------------------
 
 
-def _bad(message: str, param: str | None = None) -> ProviderError:
-    return ProviderError("bad_request", message, status=400, param=param)
+def _bad(message: str, param: str | None = None) -> BadRequest:
+    return BadRequest(message, status=400, param=param)
 
 
 def to_anthropic(body: dict[str, Any], model: str, *, stream: bool) -> dict[str, Any]:

@@ -10,7 +10,15 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
-from providers.base import Chunk, ChunkStream, ProviderError, Usage, redact, upstream_json
+from providers.base import Chunk, ChunkStream, Usage
+from providers.errors import (
+    InvalidResponse,
+    ResponseTooLarge,
+    TransportError,
+    UpstreamServerError,
+    redact,
+    upstream_json,
+)
 from providers.sse import chunk_batches
 from providers.transport import UpstreamStream
 
@@ -63,12 +71,13 @@ class AnthropicChunks(ChunkStream):
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
 
     async def batches(self) -> AsyncIterator[list[Chunk]]:
-        async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
-            yield batch
+        try:
+            async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
+                yield batch
+        except (TransportError, ResponseTooLarge) as exc:
+            raise exc.prefixed(f"{self._provider}: stream broke") from None
         if not self.complete:
-            raise ProviderError(
-                "invalid_body", f"{self._provider} stream ended before message_stop"
-            )
+            raise InvalidResponse(f"{self._provider} stream ended before message_stop")
 
     def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
         """Translate `events` into `batch`; True at message_stop."""
@@ -92,7 +101,7 @@ class AnthropicChunks(ChunkStream):
         if kind == "message_start":
             message = event.get("message")
             if not isinstance(message, dict):
-                raise ProviderError("invalid_body", f"{self._provider} sent a bad message_start")
+                raise InvalidResponse(f"{self._provider} sent a bad message_start")
             self._id = str(message.get("id") or "")
             self._record(message.get("usage"))
             return self._chunk({"role": "assistant", "content": ""})
@@ -134,7 +143,7 @@ class AnthropicChunks(ChunkStream):
             err = event.get("error")
             detail = err.get("message", "") if isinstance(err, dict) else str(err or "")
             detail = redact(str(detail), self._secrets)
-            raise ProviderError("server_error", f"{self._provider} stream error: {detail}")
+            raise UpstreamServerError(f"{self._provider} stream error: {detail}")
         return None  # ping, content_block_stop and event types added later
 
     def _record(self, usage: Any) -> None:

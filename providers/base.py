@@ -6,63 +6,23 @@ shapes to providers; translation to anything else happens inside the provider.
 
 from __future__ import annotations
 
-import re
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from gateway.core.types import Endpoint
+from providers.errors import UnsupportedRequest
 
 __all__ = [
-    "CLIENT_KINDS",
-    "RETRYABLE_KINDS",
     "BinaryReply",
     "Call",
     "Chunk",
     "ChunkStream",
     "Provider",
-    "ProviderError",
     "Reply",
     "Usage",
-    "classify_status",
-    "redact",
-    "upstream_json",
 ]
-
-# Failures that say something about the upstream: they count against the model
-# and the gateway moves on to the next one.
-RETRYABLE_KINDS = frozenset(
-    {"server_error", "rate_limited", "timeout", "connection", "invalid_body", "auth", "not_found"}
-)
-# Failures caused by the request itself: the client gets them, the model is not blamed.
-CLIENT_KINDS = frozenset({"bad_request", "context_length", "unsupported"})
-
-
-class ProviderError(Exception):
-    """A classified upstream failure. `kind` decides fallback and blame."""
-
-    def __init__(
-        self,
-        kind: str,
-        message: str,
-        *,
-        status: int | None = None,
-        retry_after: float | None = None,
-        param: str | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        self.retry_after = retry_after
-        self.param = param
-
-    @property
-    def retryable(self) -> bool:
-        return self.kind in RETRYABLE_KINDS
 
 
 @dataclass(slots=True)
@@ -164,88 +124,7 @@ class Provider:
     async def aclose(self) -> None:
         pass
 
-    def unsupported(self, endpoint: Endpoint) -> ProviderError:
-        return ProviderError(
-            "unsupported", f"provider '{self.name}' cannot serve {endpoint.value}", status=400
+    def unsupported(self, endpoint: Endpoint) -> UnsupportedRequest:
+        return UnsupportedRequest(
+            f"provider '{self.name}' cannot serve {endpoint.value}", status=400
         )
-
-
-_CONTEXT_HINTS = (
-    "context_length_exceeded",
-    "maximum context length",
-    "context window",
-    "prompt is too long",
-    "too many tokens",
-    "exceed context limit",
-)
-_SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9_\-.]{6,})")
-
-
-def redact(text: str, secrets: tuple[str, ...] = (), limit: int = 300) -> str:
-    """Trim an upstream message and remove anything that could be a credential."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "[redacted]")
-    text = _SECRETISH.sub("[redacted]", text)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def upstream_json(data: bytes, what: str) -> dict[str, Any]:
-    """Parse a JSON object an upstream sent; anything else is an invalid upstream body."""
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        raise ProviderError("invalid_body", f"{what} is not JSON") from None
-    if not isinstance(parsed, dict):
-        raise ProviderError("invalid_body", f"{what} is not a JSON object")
-    return parsed
-
-
-def upstream_message(body: bytes) -> str:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return body[:300].decode("utf-8", "replace").strip()
-    if isinstance(data, dict):
-        err = data.get("error", data)
-        if isinstance(err, dict) and isinstance(err.get("message"), str):
-            return err["message"]
-        if isinstance(err, str):
-            return err
-    return ""
-
-
-def classify_status(
-    status: int,
-    body: bytes,
-    headers: Mapping[str, str],
-    provider: str,
-    secrets: tuple[str, ...] = (),
-) -> ProviderError:
-    """Turn a non-2xx upstream answer into a ProviderError of the right kind."""
-    detail = redact(upstream_message(body), secrets)
-    message = f"{provider} returned HTTP {status}" + (f": {detail}" if detail else "")
-    if status == 429:
-        return ProviderError(
-            "rate_limited", message, status=status, retry_after=_retry_after(headers)
-        )
-    if status in (401, 403):
-        return ProviderError("auth", message, status=status)
-    if status == 404:
-        return ProviderError("not_found", message, status=status)
-    if status == 408:
-        return ProviderError("timeout", message, status=status)
-    if 400 <= status < 500:
-        lowered = detail.lower()
-        if any(hint in lowered for hint in _CONTEXT_HINTS) or b"context_length_exceeded" in body:
-            return ProviderError("context_length", message, status=status)
-        return ProviderError("bad_request", message, status=status)
-    return ProviderError("server_error", message, status=status)
-
-
-def _retry_after(headers: Mapping[str, str]) -> float | None:
-    value = headers.get("retry-after") or headers.get("Retry-After")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None

@@ -1,12 +1,14 @@
-"""What every HTTP-speaking provider shares: one pooled transport, and failures of the
-network or of a non-2xx stream opening turned into classified ProviderErrors."""
+"""What every HTTP-speaking provider shares: one pooled transport, failures of the
+network (already classified by the transport) named after the provider, and a non-2xx
+stream opening read and classified."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 
-from providers.base import Provider, ProviderError, classify_status
-from providers.transport import Transport, TransportError, UpstreamResponse, UpstreamStream
+from providers.base import Provider
+from providers.errors import ProviderError, ResponseTooLarge, TransportError, classify_status
+from providers.transport import Transport, UpstreamResponse, UpstreamStream
 
 __all__ = ["HttpProvider"]
 
@@ -22,19 +24,19 @@ class HttpProvider(Provider):
     ) -> UpstreamResponse:
         try:
             return await self._transport.request(method, url, headers, body)
-        except TransportError as exc:
-            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
+        except (TransportError, ResponseTooLarge) as exc:
+            raise exc.prefixed(self.name) from None
 
     async def _open(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamStream:
         """Start a streamed POST; a non-2xx answer is read, closed and classified."""
         try:
             upstream = await self._transport.stream("POST", url, headers, body)
-        except TransportError as exc:
-            raise ProviderError(exc.kind, f"{self.name}: {exc}") from None
+        except (TransportError, ResponseTooLarge) as exc:
+            raise exc.prefixed(self.name) from None
         if upstream.status >= 400:
             try:
                 content = await upstream.aread()
-            except TransportError:
+            except ProviderError:  # whatever broke the body, the status decides
                 content = b""
             finally:
                 await upstream.aclose()

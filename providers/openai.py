@@ -9,21 +9,19 @@ from typing import Any
 import orjson
 
 from gateway.core.types import Endpoint
-from providers.base import (
-    BinaryReply,
-    Call,
-    Chunk,
-    ChunkStream,
-    ProviderError,
-    Reply,
-    Usage,
+from providers.base import BinaryReply, Call, Chunk, ChunkStream, Reply, Usage
+from providers.errors import (
+    InvalidResponse,
+    ResponseTooLarge,
+    TransportError,
+    UpstreamServerError,
     classify_status,
     redact,
     upstream_json,
 )
 from providers.http_provider import HttpProvider
 from providers.sse import chunk_batches
-from providers.transport import Transport, TransportError, UpstreamStream
+from providers.transport import Transport, UpstreamStream
 
 __all__ = ["OpenAIProvider"]
 
@@ -121,13 +119,11 @@ class _OpenAIChunks(ChunkStream):
         try:
             async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
                 yield batch
-        except TransportError as exc:
-            raise ProviderError(exc.kind, f"{self._provider}: stream broke: {exc}") from None
+        except (TransportError, ResponseTooLarge) as exc:
+            raise exc.prefixed(f"{self._provider}: stream broke") from None
         if not self.complete:
             if self.finish_reason is None:
-                raise ProviderError(
-                    "invalid_body", f"{self._provider}: the stream ended before it was complete"
-                )
+                raise InvalidResponse(f"{self._provider}: the stream ended before it was complete")
             # Some upstreams close after the chunk with finish_reason and send no
             # `[DONE]`: the answer is whole all the same.
             self.complete = True
@@ -143,7 +139,7 @@ class _OpenAIChunks(ChunkStream):
                 err = chunk["error"]
                 detail = err.get("message", "") if isinstance(err, dict) else str(err)
                 detail = redact(str(detail), self._secrets)
-                raise ProviderError("server_error", f"{self._provider} stream error: {detail}")
+                raise UpstreamServerError(f"{self._provider} stream error: {detail}")
             if not self._track(event, chunk):
                 batch.append((event, chunk))
             if event in _FINAL_EVENTS:

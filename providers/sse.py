@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 
-from providers.base import Chunk, ChunkStream, ProviderError
+from providers.base import Chunk, ChunkStream
+from providers.errors import InvalidResponse, ProviderError
 
 __all__ = ["MAX_EVENT_BYTES", "chunk_batches", "iter_event_batches"]
 
@@ -35,8 +36,8 @@ async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list
         if batch:
             yield batch
         if len(buffer) > MAX_EVENT_BYTES:
-            raise ProviderError(
-                "invalid_body", f"upstream sent a stream event larger than {MAX_EVENT_BYTES} bytes"
+            raise InvalidResponse(
+                f"upstream sent a stream event larger than {MAX_EVENT_BYTES} bytes"
             )
     if buffer.strip():
         event = _parse(buffer)

@@ -15,16 +15,21 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 
+from providers.errors import (
+    ProviderError,
+    ResponseTooLarge,
+    UpstreamConnectionError,
+    UpstreamTimeout,
+)
+
 __all__ = [
     "MAX_BODY",
     "AiohttpTransport",
     "HttpxTransport",
     "Timeout",
     "Transport",
-    "TransportError",
     "UpstreamResponse",
     "UpstreamStream",
-    "body_too_large",
     "create_transport",
     "read_capped",
 ]
@@ -42,26 +47,14 @@ class Timeout:
     connect: float = 10.0
 
 
-class TransportError(Exception):
-    """The upstream could not be reached, did not answer in time, or sent too much."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind  # "timeout", "connection" or "invalid_body"
-
-
-def body_too_large(limit: int) -> TransportError:
-    return TransportError("invalid_body", f"upstream response larger than {limit} bytes")
-
-
 async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """A whole body, or body_too_large as soon as it passes `limit` bytes."""
+    """A whole body, or ResponseTooLarge as soon as it passes `limit` bytes."""
     parts: list[bytes] = []
     size = 0
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
-            raise body_too_large(limit)
+            raise ResponseTooLarge.beyond(limit)
         parts.append(chunk)
     return b"".join(parts)
 
@@ -136,7 +129,7 @@ class AiohttpTransport(Transport):
             async with request(method, url, headers=headers, data=body, proxy=self._proxy) as resp:
                 data = await read_capped(resp.content.iter_any(), self.max_body)
                 return UpstreamResponse(resp.status, resp.headers, data)
-        except TransportError:
+        except ProviderError:
             raise
         except Exception as exc:
             raise self._translate(exc) from exc
@@ -152,9 +145,9 @@ class AiohttpTransport(Transport):
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, asyncio.TimeoutError):
-            return TransportError("timeout", "upstream timed out")
+            return UpstreamTimeout("upstream timed out")
         if isinstance(exc, self._aiohttp.ClientError):
-            return TransportError("connection", f"upstream connection failed: {type(exc).__name__}")
+            return UpstreamConnectionError(f"upstream connection failed: {type(exc).__name__}")
         return exc
 
     async def aclose(self) -> None:
@@ -222,9 +215,9 @@ class HttpxTransport(Transport):
 
     def _translate(self, exc: BaseException) -> BaseException:
         if isinstance(exc, self._httpx.TimeoutException):
-            return TransportError("timeout", "upstream timed out")
+            return UpstreamTimeout("upstream timed out")
         if isinstance(exc, self._httpx.TransportError):
-            return TransportError("connection", f"upstream connection failed: {type(exc).__name__}")
+            return UpstreamConnectionError(f"upstream connection failed: {type(exc).__name__}")
         return exc
 
     async def aclose(self) -> None:

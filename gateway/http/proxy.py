@@ -22,7 +22,8 @@ from gateway.http.inbound import Inbound, send_json
 from gateway.http.streaming import StreamingResponse
 from gateway.routing.answers import StreamAnswer, answer_from_body
 from gateway.routing.dispatch import Job, Served
-from providers.base import Call, ChunkStream, ProviderError
+from providers.base import Call, ChunkStream
+from providers.errors import ProviderError, UpstreamServerError
 
 if TYPE_CHECKING:
     from gateway.server.app import Gateway
@@ -167,8 +168,8 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
             error = (
                 exc
                 if isinstance(exc, ProviderError)
-                else ProviderError(
-                    "server_error", f"{served.provider}: the stream failed ({type(exc).__name__})"
+                else UpstreamServerError(
+                    f"{served.provider}: the stream failed ({type(exc).__name__})"
                 )
             )
             body = error_body(error.message, "server_error", error.kind)

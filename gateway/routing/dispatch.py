@@ -22,7 +22,8 @@ from gateway.core.types import Attempt, ConversationType, Endpoint
 from gateway.http.errors import GatewayError
 from gateway.routing.catalog import Catalog, Target
 from gateway.routing.cost import cost_of
-from providers.base import BinaryReply, Call, ChunkStream, ProviderError, Reply, Usage
+from providers.base import BinaryReply, Call, ChunkStream, Reply, Usage
+from providers.errors import ProviderError
 
 __all__ = ["Dispatcher", "Job", "Served"]
 
@@ -270,7 +271,7 @@ class Dispatcher:
             stream=bool(job.body.get("stream")),
             error_message=error.message if error else None,
             retry_after=error.retry_after if error else None,
-            counts_as_failure=error is not None and error.retryable,
+            counts_as_failure=error is not None and error.blames_model,
             conversation_id=job.conversation_id,
         )
         self._on_attempt(attempt)
@@ -311,7 +312,7 @@ async def _no_wait(seconds: float) -> None:
 
 
 def _worth_another_model(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and (exc.retryable or exc.kind == "context_length")
+    return isinstance(exc, ProviderError) and (exc.blames_model or exc.kind == "context_length")
 
 
 def _failure(
@@ -324,7 +325,7 @@ def _failure(
             type="server_error",
             code="no_model_available",
         )
-    if not last.retryable:
+    if not last.blames_model:
         if last.kind == "context_length":
             return GatewayError(400, last.message, code="context_length_exceeded", param="messages")
         return GatewayError(
@@ -333,7 +334,7 @@ def _failure(
             code=last.kind,
             param=last.param,
         )
-    failures = [e for _, e in tried if e.retryable]
+    failures = [e for _, e in tried if e.blames_model]
     summary = "; ".join(f"{m.name} ({m.provider}): {e.message}" for m, e in tried)
     message = f"All {len(tried)} attempt(s) failed. {summary}"
     kinds = {e.kind for e in failures}

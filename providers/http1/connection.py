@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 import httptools
 
+from providers.errors import ResponseTooLarge, UpstreamTimeout
 from providers.http1.response import Headers, NativeStream, Unanswered, decoder, failed
-from providers.transport import TransportError, UpstreamResponse, body_too_large
+from providers.transport import UpstreamResponse
 
 if TYPE_CHECKING:
     from providers.http1.pool import NativeTransport, Origin
@@ -133,7 +134,7 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
             if isinstance(cause, _TooLarge):
-                self._fail(body_too_large(self.pool.max_body))
+                self._fail(ResponseTooLarge.beyond(self.pool.max_body))
                 return
             name = "UnexpectedData" if isinstance(cause, _Stop) else type(cause or exc).__name__
             if isinstance(cause, zlib.error):
@@ -150,7 +151,7 @@ class Connection(asyncio.Protocol):
                 self._complete(False)
             elif not self.got_bytes:
                 name = type(exc).__name__ if exc else "ServerDisconnected"
-                self._fail(Unanswered("connection", f"upstream connection failed: {name}"))
+                self._fail(Unanswered(f"upstream connection failed: {name}"))
             else:
                 self._fail(failed(type(exc).__name__ if exc else "ServerDisconnected"))
         self._close(True)
@@ -245,7 +246,7 @@ class Connection(asyncio.Protocol):
             self._fail(failed("ContentDecodingError"))
             return
         if len(tail) > self._room():
-            self._fail(body_too_large(self.pool.max_body))
+            self._fail(ResponseTooLarge.beyond(self.pool.max_body))
             return
         s, f = self.stream, self.fut
         self.stream = self.fut = self.decoder = None
@@ -281,7 +282,7 @@ class Connection(asyncio.Protocol):
             if due > self.loop.time():
                 self.timer = self.loop.call_at(due, self._on_timer)
                 return
-        self._fail(TransportError("timeout", "upstream timed out"))
+        self._fail(UpstreamTimeout("upstream timed out"))
 
     def _fail(self, exc: BaseException) -> None:
         timer = self.timer

@@ -22,11 +22,12 @@ from collections import deque
 from collections.abc import Coroutine, Mapping
 from typing import Any, cast
 
+from providers.errors import UpstreamConnectionError, UpstreamTimeout
 from providers.http1.connection import Connection
 from providers.http1.proxy import Proxy, TunnelRefused, open_tunnel, proxy_for
 from providers.http1.request import HeadWriter, parse_url
 from providers.http1.response import NativeStream, Unanswered, failed
-from providers.transport import MAX_BODY, Timeout, Transport, TransportError, UpstreamResponse
+from providers.transport import MAX_BODY, Timeout, Transport, UpstreamResponse
 
 __all__ = ["NativeTransport"]
 
@@ -144,7 +145,8 @@ class NativeTransport(Transport):
                 return await fut
             except Unanswered as exc:
                 if not (reused and method in _SAFE_METHODS) or attempts:
-                    raise TransportError(exc.kind, str(exc)) from None
+                    # Unanswered only tells this loop it may retry; callers get the plain class.
+                    raise UpstreamConnectionError(exc.message) from None
                 attempts += 1
                 now = loop.time()
             except BaseException:
@@ -193,7 +195,7 @@ class NativeTransport(Transport):
                     if conn is not None:
                         return conn
         except TimeoutError:
-            raise TransportError("timeout", "upstream connect timed out") from None
+            raise UpstreamTimeout("upstream connect timed out") from None
 
     async def _wait(self, origin: Origin) -> Connection | None:
         fut: asyncio.Future[Connection | None] = cast(Any, self._loop).create_future()
@@ -267,10 +269,11 @@ class NativeTransport(Transport):
         except BaseException as exc:
             self._slot_freed()
             if isinstance(exc, OSError):
-                kind = "timeout" if isinstance(exc, TimeoutError) else "connection"
                 why = str(exc) if isinstance(exc, TunnelRefused) else type(exc).__name__
                 msg = f"upstream connection failed: {why}"
-                raise TransportError(kind, msg) from exc
+                if isinstance(exc, TimeoutError):
+                    raise UpstreamTimeout(msg) from exc
+                raise UpstreamConnectionError(msg) from exc
             raise
         self._conns.add(conn)
         conn.adopt()

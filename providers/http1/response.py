@@ -10,7 +10,8 @@ import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
-from providers.transport import TransportError, UpstreamStream, read_capped
+from providers.errors import UpstreamConnectionError
+from providers.transport import UpstreamStream, read_capped
 
 if TYPE_CHECKING:
     from providers.http1.connection import Connection
@@ -18,12 +19,12 @@ if TYPE_CHECKING:
 __all__ = ["Headers", "NativeStream", "Unanswered", "decoder", "failed"]
 
 
-def failed(what: str) -> TransportError:
+def failed(what: str) -> UpstreamConnectionError:
     """A connection failure; `what` is an exception or condition name, never data."""
-    return TransportError("connection", f"upstream connection failed: {what}")
+    return UpstreamConnectionError(f"upstream connection failed: {what}")
 
 
-class Unanswered(TransportError):
+class Unanswered(UpstreamConnectionError):
     """The connection died before any response byte: the request may not have been seen."""
 
 

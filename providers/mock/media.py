@@ -17,7 +17,7 @@ from array import array
 from functools import lru_cache
 from typing import Any
 
-from providers.base import ProviderError
+from providers.errors import BadRequest
 
 __all__ = [
     "MEDIA_TYPES",
@@ -32,8 +32,8 @@ __all__ = [
 ]
 
 
-def bad_request(message: str, param: str) -> ProviderError:
-    return ProviderError("bad_request", message, status=400, param=param)
+def bad_request(message: str, param: str) -> BadRequest:
+    return BadRequest(message, status=400, param=param)
 
 
 def _png() -> bytes:

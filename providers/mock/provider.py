@@ -28,9 +28,16 @@ from providers.base import (
     Chunk,
     ChunkStream,
     Provider,
-    ProviderError,
     Reply,
     Usage,
+)
+from providers.errors import (
+    BadRequest,
+    InvalidResponse,
+    RateLimited,
+    UpstreamError,
+    UpstreamServerError,
+    UpstreamTimeout,
 )
 from providers.mock import media, payloads
 
@@ -180,21 +187,16 @@ class MockProvider(Provider):
             raise self._error(failure)
         return max(0.0, total - first)
 
-    def _error(self, kind: str) -> ProviderError:
+    def _error(self, kind: str) -> UpstreamError:
         if kind == "429":
-            return ProviderError(
-                "rate_limited",
-                f"{self.name}: simulated rate limit (HTTP 429)",
-                status=429,
-                retry_after=1.0,
+            return RateLimited(
+                f"{self.name}: simulated rate limit (HTTP 429)", status=429, retry_after=1.0
             )
         if kind == "timeout":
-            return ProviderError("timeout", f"{self.name}: simulated upstream timeout")
+            return UpstreamTimeout(f"{self.name}: simulated upstream timeout")
         if kind == "malformed":
-            return ProviderError("invalid_body", f"{self.name}: simulated malformed upstream body")
-        return ProviderError(
-            "server_error", f"{self.name}: simulated upstream error (HTTP 500)", status=500
-        )
+            return InvalidResponse(f"{self.name}: simulated malformed upstream body")
+        return UpstreamServerError(f"{self.name}: simulated upstream error (HTTP 500)", status=500)
 
     # ------------------------------------------------------------ text
 
@@ -272,9 +274,7 @@ class MockProvider(Provider):
     def _video_status(self, video_id: str | None) -> dict[str, Any]:
         video = self._videos.get(video_id or "")
         if video is None:
-            raise ProviderError(
-                "bad_request", f"{self.name}: video '{video_id}' not found", status=404
-            )
+            raise BadRequest(f"{self.name}: video '{video_id}' not found", status=404)
         elapsed = self._clock() - video.started
         if elapsed < video.duration:
             progress = min(99, max(0, int(100 * elapsed / video.duration)))

@@ -15,7 +15,7 @@ import pytest
 import respx
 
 from providers.anthropic import AnthropicProvider
-from providers.base import ProviderError
+from providers.errors import ProviderError
 from providers.transport import HttpxTransport
 from tests.providers.anthropic_helpers import (
     BASE,

@@ -11,7 +11,8 @@ import respx
 
 from gateway.core.types import Endpoint
 from providers.anthropic import AnthropicProvider
-from providers.base import Call, ProviderError, Usage
+from providers.base import Call, Usage
+from providers.errors import ProviderError
 from tests.providers.anthropic_helpers import (
     KEY,
     MODEL,

@@ -11,7 +11,8 @@ import pytest
 import respx
 
 from providers.anthropic import AnthropicProvider
-from providers.base import ProviderError, Usage
+from providers.base import Usage
+from providers.errors import ProviderError, UpstreamConnectionError
 from tests.providers.anthropic_helpers import MODEL, URL, chat, error_body, make_provider, sent
 
 
@@ -271,3 +272,23 @@ async def test_one_upstream_read_gives_one_batch_marked_complete(provider):
             await stream.aclose()
     assert [len(batch) for batch in batches] == [4]  # role, "Hel", "lo!", finish
     assert stream.complete
+
+
+async def test_a_network_failure_mid_stream_is_the_transports_class(provider):
+    async def pieces() -> AsyncIterator[bytes]:
+        yield sse(MESSAGE_START)
+        raise httpx.ReadError("connection reset")
+
+    seen = []
+    with respx.mock:
+        respx.post(URL).mock(side_effect=lambda request: httpx.Response(200, content=pieces()))
+        body = {"messages": [{"role": "user", "content": "Hi"}]}
+        stream = await provider.stream(chat(body, True))
+        try:
+            with pytest.raises(UpstreamConnectionError) as info:
+                async for _, chunk in stream:
+                    seen.append(chunk)
+        finally:
+            await stream.aclose()
+    assert info.value.message == "claude: stream broke: upstream connection failed: ReadError"
+    assert len(seen) == 1  # the role chunk arrived before the failure

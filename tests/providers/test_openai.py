@@ -11,7 +11,8 @@ import pytest
 import respx
 
 from gateway.core.types import Endpoint
-from providers.base import ProviderError, Usage
+from providers.base import Usage
+from providers.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
 from providers.openai import OpenAIProvider
 from providers.transport import HttpxTransport
 from tests.providers.openai_helpers import (
@@ -151,7 +152,7 @@ async def test_rate_limited_with_retry_after(provider, mock, header, expected) -
         await provider.send(call(CHAT))
     assert info.value.kind == "rate_limited"
     assert info.value.retry_after == expected
-    assert info.value.retryable
+    assert info.value.blames_model
     assert "slow" in info.value.message
 
 
@@ -188,22 +189,23 @@ async def test_non_json_or_non_object_200_is_invalid_body(provider, mock, conten
 
 
 @pytest.mark.parametrize(
-    ("exc", "kind"),
+    ("exc", "cls", "kind"),
     [
-        (httpx.ConnectError("refused"), "connection"),
-        (httpx.RemoteProtocolError("closed"), "connection"),
-        (httpx.ReadTimeout("slow"), "timeout"),
-        (httpx.ConnectTimeout("slow"), "timeout"),
+        (httpx.ConnectError("refused"), UpstreamConnectionError, "connection"),
+        (httpx.RemoteProtocolError("closed"), UpstreamConnectionError, "connection"),
+        (httpx.ReadTimeout("slow"), UpstreamTimeout, "timeout"),
+        (httpx.ConnectTimeout("slow"), UpstreamTimeout, "timeout"),
     ],
 )
 @pytest.mark.parametrize("streaming", [False, True])
-async def test_transport_failures(provider, mock, exc, kind, streaming) -> None:
+async def test_transport_failures(provider, mock, exc, cls, kind, streaming) -> None:
     mock.post("/chat/completions").mock(side_effect=exc)
     with pytest.raises(ProviderError) as info:
         await (provider.stream(call(CHAT)) if streaming else provider.send(call(CHAT)))
+    assert type(info.value) is cls  # the transport's class, named after the provider
     assert info.value.kind == kind
     assert info.value.message.startswith("up: ")
-    assert info.value.retryable
+    assert info.value.blames_model
 
 
 async def test_supports_every_endpoint(provider) -> None:

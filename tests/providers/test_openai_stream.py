@@ -10,7 +10,8 @@ import pytest
 import respx
 
 from gateway.core.types import Endpoint
-from providers.base import ProviderError, Usage
+from providers.base import Usage
+from providers.errors import ProviderError, UpstreamTimeout
 from providers.openai import OpenAIProvider
 from tests.providers.openai_helpers import (
     CHAT,
@@ -231,3 +232,21 @@ async def test_chunks_before_an_error_in_the_same_read_are_still_handed_out(prov
     assert [[c["choices"][0]["delta"] for _, c in b] for b in seen] == [[{"content": "a"}]]
     assert info.value.kind == "server_error"
     assert not stream.complete
+
+
+async def test_a_network_failure_mid_stream_is_the_transports_class(provider, mock) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield sse(chunk("a"), done=False)
+        raise httpx.ReadTimeout("slow")
+
+    mock.post("/chat/completions").mock(
+        side_effect=lambda request: httpx.Response(200, content=pieces())
+    )
+    stream = await provider.stream(call(CHAT))
+    seen = []
+    with pytest.raises(UpstreamTimeout) as info:
+        async for item in stream:
+            seen.append(item)
+    await stream.aclose()
+    assert info.value.message == "up: stream broke: upstream timed out"
+    assert len(seen) == 1

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from providers.base import ProviderError
+from providers.errors import InvalidResponse, ResponseTooLarge
 from providers.http1.pool import NativeTransport
 from providers.sse import iter_event_batches
 from providers.transport import (
@@ -17,7 +17,6 @@ from providers.transport import (
     HttpxTransport,
     Timeout,
     Transport,
-    TransportError,
 )
 from tests.providers.http1.native_helpers import Handler, Server, answering, chunked, serving, until
 
@@ -65,7 +64,7 @@ async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
 @pytest.mark.parametrize("how", ["length", "chunked", "close"])
 async def test_a_body_over_the_limit_is_a_bad_body(transport: Transport, how: str) -> None:
     async with serving(_server(_framed(b"x" * (LIMIT + 1), how), how)) as srv:
-        with pytest.raises(TransportError) as info:
+        with pytest.raises(ResponseTooLarge) as info:
             await transport.request("GET", srv.url(), {})
     assert info.value.kind == "invalid_body"
     assert str(info.value) == f"upstream response larger than {LIMIT} bytes"
@@ -82,7 +81,7 @@ async def test_a_streamed_error_body_over_the_limit_is_a_bad_body(transport: Tra
     async with serving(answering(_framed(b"z" * (LIMIT * 3), "chunked"))) as srv:
         stream = await transport.stream("GET", srv.url(), {})
         try:
-            with pytest.raises(TransportError) as info:
+            with pytest.raises(ResponseTooLarge) as info:
                 await stream.aread()
         finally:
             await stream.aclose()
@@ -98,7 +97,7 @@ async def test_a_compressed_bomb_stops_expanding_at_the_limit() -> None:
     async with serving(answering(_framed(bomb, "length", "gzip"))) as srv:
         tracemalloc.start()
         try:
-            with pytest.raises(TransportError) as info:
+            with pytest.raises(ResponseTooLarge) as info:
                 await t.request("GET", srv.url(), {})
             peak = tracemalloc.get_traced_memory()[1]
         finally:
@@ -115,7 +114,7 @@ async def test_a_streamed_bomb_chunk_fails_the_stream() -> None:
     async with serving(answering(_framed(bomb, "chunked", "gzip"))) as srv:
         stream = await t.stream("GET", srv.url(), {})
         try:
-            with pytest.raises(TransportError) as info:
+            with pytest.raises(ResponseTooLarge) as info:
                 async for _ in stream.aiter_bytes():
                     pass
         finally:
@@ -139,7 +138,7 @@ async def test_a_long_stream_is_not_cut_by_the_limit() -> None:
 async def test_the_connection_of_a_refused_body_is_not_reused() -> None:
     t = NativeTransport(Timeout(total=5, connect=5), max_body=LIMIT)
     async with serving(answering(_framed(b"x" * (LIMIT * 2), "length"))) as srv:
-        with pytest.raises(TransportError):
+        with pytest.raises(ResponseTooLarge):
             await t.request("GET", srv.url(), {})
         await until(lambda: t._open == 0)
         assert not t._conns
@@ -156,7 +155,7 @@ async def test_an_event_that_never_ends_fails_the_stream(monkeypatch) -> None:
     # The events a read completes still arrive before the error.
     parts = [b"data: first\n\ndata: " + b"w" * 1200, *[b"w" * 300 for _ in range(3)]]
     got = []
-    with pytest.raises(ProviderError) as info:
+    with pytest.raises(InvalidResponse) as info:
         async for batch in iter_event_batches(_feed(parts)):
             got += batch
     assert got == [(None, b"first")]

@@ -8,13 +8,13 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 import pytest
 
+from providers.errors import UpstreamConnectionError, UpstreamTimeout
 from providers.http1.pool import NativeTransport
 from providers.transport import (
     AiohttpTransport,
     HttpxTransport,
     Timeout,
     Transport,
-    TransportError,
     create_transport,
 )
 from tests.support.upstream import FakeUpstream, free_port
@@ -130,7 +130,7 @@ async def test_stream_aclose_after_the_end(make, upstream: FakeUpstream) -> None
 async def test_closed_port_is_a_connection_error(make, streaming: bool) -> None:
     url = f"http://127.0.0.1:{free_port()}/v1/chat/completions"
     transport = make()
-    with pytest.raises(TransportError) as info:
+    with pytest.raises(UpstreamConnectionError) as info:
         if streaming:
             await transport.stream("POST", url, JSON, chat("m", True))
         else:
@@ -144,7 +144,7 @@ async def test_slow_server_is_a_timeout(make, upstream: FakeUpstream, streaming:
     upstream.behave("slow", delay=0.6)
     transport = make(Timeout(total=0.2, connect=0.2))
     url = upstream.url + "/chat/completions"
-    with pytest.raises(TransportError) as info:
+    with pytest.raises(UpstreamTimeout) as info:
         if streaming:
             await transport.stream("POST", url, JSON, chat("slow", True))
         else:

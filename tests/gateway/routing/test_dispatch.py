@@ -13,7 +13,9 @@ from gateway.http.errors import GatewayError
 from gateway.routing.catalog import Catalog
 from gateway.routing.cost import cost_of
 from gateway.routing.dispatch import Dispatcher
-from providers.base import Call, Provider, ProviderError, Reply, Usage
+from providers import errors
+from providers.base import Call, Provider, Reply, Usage
+from providers.errors import ProviderError
 
 T0 = 1_700_000_000.0
 TT = "text-to-text"
@@ -55,8 +57,20 @@ def reply(text: str, prompt: int = 1000, completion: int = 500) -> Reply:
     return Reply(body, Usage(prompt, completion))
 
 
+ERRORS: dict[str, type[ProviderError]] = {
+    "server_error": errors.UpstreamServerError,
+    "bad_request": errors.BadRequest,
+    "context_length": errors.ContextLengthExceeded,
+    "timeout": errors.UpstreamTimeout,
+    "rate_limited": errors.RateLimited,
+    "connection": errors.UpstreamConnectionError,
+    "auth": errors.UpstreamAuthError,
+    "not_found": errors.UpstreamNotFound,
+}
+
+
 def err(kind: str, status: int | None = None, **fields: Any) -> ProviderError:
-    return ProviderError(kind, f"{kind} from upstream", status=status, **fields)
+    return ERRORS[kind](f"{kind} from upstream", status=status, **fields)
 
 
 MODELS: list[dict[str, Any]] = [

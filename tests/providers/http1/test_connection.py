@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from providers.errors import UpstreamConnectionError, UpstreamTimeout
 from providers.http1.pool import NativeTransport
 from providers.http1.response import Headers
-from providers.transport import Timeout, TransportError
+from providers.transport import Timeout
 from tests.providers.http1.native_helpers import (
     JSON,
     OK,
@@ -134,7 +135,7 @@ async def test_compressed_bodies_are_decoded(transport: NativeTransport, encodin
 async def test_corrupt_compressed_body_is_a_connection_error(transport) -> None:
     bad = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 4\r\n\r\nnope"
     async with serving(answering(bad)) as srv:
-        with pytest.raises(TransportError) as info:
+        with pytest.raises(UpstreamConnectionError) as info:
             await transport.request("GET", srv.url(), {})
     assert info.value.kind == "connection"
     assert str(info.value) == "upstream connection failed: ContentDecodingError"
@@ -168,7 +169,7 @@ async def test_early_aclose_drops_the_connection(transport: NativeTransport) -> 
         await stream.aclose()
         assert transport._open == 0
         await until(lambda: srv.disconnects == 1)
-        with pytest.raises(TransportError):
+        with pytest.raises(UpstreamConnectionError, match="StreamClosed"):
             await stream.aread()  # a closed stream cannot be read
 
 
@@ -179,12 +180,12 @@ async def test_server_dying_mid_body(transport: NativeTransport) -> None:
         await writer.drain()
 
     async with serving(handler) as srv:
-        with pytest.raises(TransportError) as info:
+        with pytest.raises(UpstreamConnectionError) as info:
             await transport.request("POST", srv.url(), JSON, b"{}")
         assert info.value.kind == "connection"
         assert str(info.value).startswith("upstream connection failed: ")
         stream = await transport.stream("POST", srv.url(), JSON, b"{}")
-        with pytest.raises(TransportError) as info:
+        with pytest.raises(UpstreamConnectionError) as info:
             await stream.aread()
         assert info.value.kind == "connection"
         await stream.aclose()
@@ -193,7 +194,7 @@ async def test_server_dying_mid_body(transport: NativeTransport) -> None:
 
 async def test_garbage_response_is_a_connection_error(transport: NativeTransport) -> None:
     async with serving(answering(b"SMTP ready\r\n\r\n")) as srv:
-        with pytest.raises(TransportError) as info:
+        with pytest.raises(UpstreamConnectionError) as info:
             await transport.request("GET", srv.url(), {})
     assert info.value.kind == "connection"
 
@@ -201,7 +202,7 @@ async def test_garbage_response_is_a_connection_error(transport: NativeTransport
 async def test_oversized_response_headers_are_refused(transport: NativeTransport) -> None:
     huge = b"HTTP/1.1 200 OK\r\n" + b"X-Big: " + b"a" * 70000 + b"\r\nContent-Length: 0\r\n\r\n"
     async with serving(answering(huge)) as srv:
-        with pytest.raises(TransportError, match="ResponseHeadersTooLarge"):
+        with pytest.raises(UpstreamConnectionError, match="ResponseHeadersTooLarge"):
             await transport.request("GET", srv.url(), {})
 
 
@@ -288,7 +289,7 @@ async def test_stream_read_idle_timeout_and_a_slow_stream_that_keeps_going() -> 
             stream = await t.stream("POST", srv.url("/stall"), JSON, b"{}")
             loop = asyncio.get_running_loop()
             start = loop.time()
-            with pytest.raises(TransportError) as info:
+            with pytest.raises(UpstreamTimeout) as info:
                 await stream.aread()
             assert info.value.kind == "timeout"
             assert 0.2 < loop.time() - start < 1.0

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
+from providers.errors import UpstreamConnectionError, UpstreamTimeout
 from providers.http1.pool import NativeTransport
-from providers.transport import Timeout, TransportError, create_transport
+from providers.transport import Timeout, create_transport
 from tests.providers.http1.native_helpers import (
     JSON,
     OK,
@@ -116,7 +117,7 @@ async def test_post_on_a_stale_connection_is_not_replayed(transport) -> None:
 
     async with serving(handler) as srv:
         await transport.request("POST", srv.url(), JSON, b"{}")
-        with pytest.raises(TransportError) as info:
+        with pytest.raises(UpstreamConnectionError) as info:
             await transport.request("POST", srv.url(), JSON, b"{}")
         assert info.value.kind == "connection"
         assert len(srv.requests) == 2  # the POST went out once
@@ -171,7 +172,7 @@ async def test_queue_wait_counts_against_the_connect_timeout(native: Native) -> 
     async with serving(gated(gate)) as srv:
         first = asyncio.create_task(t.request("GET", srv.url("/hold"), {}))
         await until(lambda: srv.requests)
-        with pytest.raises(TransportError) as info:
+        with pytest.raises(UpstreamTimeout) as info:
             await t.request("GET", srv.url("/next"), {})
         assert info.value.kind == "timeout"
         gate.set()
@@ -186,7 +187,7 @@ async def test_total_timeout_on_request_drops_the_connection(native: Native) -> 
     async with serving(gated(gate)) as srv:
         loop = asyncio.get_running_loop()
         start = loop.time()
-        with pytest.raises(TransportError) as info:
+        with pytest.raises(UpstreamTimeout) as info:
             await t.request("POST", srv.url("/hold"), JSON, b"{}")
         assert info.value.kind == "timeout"
         assert 0.15 < loop.time() - start < 1.0
@@ -307,7 +308,7 @@ async def test_aclose_fails_waiters_and_exchanges_and_stays_usable() -> None:
         await until(lambda: t._waiters)
         await t.aclose()
         for task in (first, second):
-            with pytest.raises(TransportError, match="TransportClosed"):
+            with pytest.raises(UpstreamConnectionError, match="TransportClosed"):
                 await task
         assert t._open == 0
         assert (await t.request("GET", srv.url(), {})).body == b"hello"
@@ -327,13 +328,13 @@ async def test_https_uses_tls_with_verification(tmp_path: Path) -> None:
     try:
         async with serving(answering(OK), ssl_context=server_ctx) as srv:
             assert default._ssl is None  # made lazily, on the first https use
-            with pytest.raises(TransportError) as info:
+            with pytest.raises(UpstreamConnectionError) as info:
                 await default.request("GET", srv.url(scheme="https"), {})
             assert info.value.kind == "connection"
             assert "SSLCertVerificationError" in str(info.value)
             made = default._ssl
             assert isinstance(made, ssl.SSLContext) and made.verify_mode == ssl.CERT_REQUIRED
-            with pytest.raises(TransportError):
+            with pytest.raises(UpstreamConnectionError):
                 await default.request("GET", srv.url(scheme="https"), {})
             assert default._ssl is made  # once per transport
             for _ in range(3):

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from providers.errors import UpstreamConnectionError
 from providers.http1.pool import NativeTransport
 from providers.http1.proxy import Proxy, proxy_for
-from providers.transport import AiohttpTransport, HttpxTransport, Timeout, TransportError
+from providers.transport import AiohttpTransport, HttpxTransport, Timeout
 from tests.providers.http1.native_helpers import JSON, OK, answering, proxying, self_signed, serving
 
 PASSWORD = "pr0xy-s3cret"
@@ -62,7 +63,7 @@ async def test_a_refused_tunnel_is_a_connection_failure_without_the_credentials(
     async with serving(answering(OK)) as srv, proxying(status=407) as proxy:
         t = _transport(proxy.url(f"team:{PASSWORD}"))
         try:
-            with pytest.raises(TransportError) as info:
+            with pytest.raises(UpstreamConnectionError) as info:
                 await t.request("GET", srv.url(), {})
         finally:
             await t.aclose()

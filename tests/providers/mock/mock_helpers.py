@@ -7,7 +7,8 @@ from typing import Any
 
 from gateway.core.config import MockConfig
 from gateway.core.types import Endpoint
-from providers.base import Call, Chunk, ProviderError
+from providers.base import Call, Chunk
+from providers.errors import ProviderError
 from providers.mock.provider import MockProvider
 
 CHAT_BODY = {"model": "client-name", "messages": [{"role": "user", "content": "Say hi"}]}

@@ -19,7 +19,8 @@ from pydantic import TypeAdapter
 
 from gateway.core.config import MockConfig
 from gateway.core.types import Endpoint
-from providers.base import Call, ProviderError
+from providers.base import Call
+from providers.errors import ProviderError
 from tests.providers.mock.mock_helpers import FakeClock, collect, make
 
 EVENT = TypeAdapter(ResponseStreamEvent)

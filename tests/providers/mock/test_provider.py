@@ -12,7 +12,8 @@ from openai.types.chat import ChatCompletion
 
 from gateway.core.config import MockConfig
 from gateway.core.types import Endpoint
-from providers.base import Call, ProviderError
+from providers.base import Call
+from providers.errors import ProviderError
 from tests.providers.mock.mock_helpers import CHAT_BODY, Sleeps, chat, collect, make, outcomes
 
 # ------------------------------------------------------------------ determinism and failures
@@ -71,7 +72,7 @@ async def test_failure_rate_one_raises_the_mapped_kind(
             await provider.send(chat())
         assert caught.value.kind == expected
         assert caught.value.status == status
-        assert caught.value.retryable
+        assert caught.value.blames_model
     if kind == "5xx":
         assert caught.value.message == "mocky: simulated upstream error (HTTP 500)"
     if kind == "429":

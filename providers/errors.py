@@ -1,0 +1,248 @@
+"""What can go wrong upstream, as classes: the gateway decides by class, not by string.
+
+`blames_model` splits the tree in two. An `UpstreamError` says something about the
+upstream: it counts against the model and the gateway moves on to the next one. A
+`RequestRejected` is the caller's fault: the client gets it and no model is blamed.
+`kind` is the name the gateway stores in its records and shows on the dashboard, so it
+never changes for a class that has one; the classes between the root and the leaves
+have none of their own and are never raised.
+
+Every message is safe to log and to show a client: upstream text passes through `redact`
+before it is put in one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar, Self
+
+import orjson
+
+__all__ = [
+    "BadRequest",
+    "ContextLengthExceeded",
+    "InvalidResponse",
+    "ProviderError",
+    "RateLimited",
+    "RequestRejected",
+    "ResponseTooLarge",
+    "TransportError",
+    "UnsupportedRequest",
+    "UpstreamAuthError",
+    "UpstreamConnectionError",
+    "UpstreamError",
+    "UpstreamNotFound",
+    "UpstreamServerError",
+    "UpstreamStatusError",
+    "UpstreamTimeout",
+    "classify_status",
+    "redact",
+    "upstream_json",
+]
+
+
+class ProviderError(Exception):
+    """A classified upstream failure. Subclasses keep this constructor (see `prefixed`)."""
+
+    kind: ClassVar[str]
+    blames_model: ClassVar[bool]
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int | None = None,
+        retry_after: float | None = None,
+        param: str | None = None,
+    ) -> None:
+        if not hasattr(self, "kind"):
+            raise TypeError(f"{type(self).__name__} is a category: raise one of its subclasses")
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.retry_after = retry_after
+        self.param = param
+
+    def prefixed(self, prefix: str) -> Self:
+        """The same failure, of the same class, with `prefix: ` before its message."""
+        return type(self)(
+            f"{prefix}: {self.message}",
+            status=self.status,
+            retry_after=self.retry_after,
+            param=self.param,
+        )
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r}, status={self.status!r})"
+
+
+class UpstreamError(ProviderError):
+    """The upstream failed: the model is blamed and the next one is tried."""
+
+    blames_model = True
+
+
+class TransportError(UpstreamError):
+    """The network failed: raised by transports."""
+
+
+class UpstreamTimeout(TransportError):
+    """No answer in time (also an upstream's HTTP 408)."""
+
+    kind = "timeout"
+
+
+class UpstreamConnectionError(TransportError):
+    """The upstream could not be reached, or the connection broke."""
+
+    kind = "connection"
+
+
+class InvalidResponse(UpstreamError):
+    """An answer that is not what the protocol promises (not JSON, cut short, ...)."""
+
+    kind = "invalid_body"
+
+
+class ResponseTooLarge(InvalidResponse):
+    """A (decoded) body past the transport's limit: refused before it takes the memory."""
+
+    @classmethod
+    def beyond(cls, limit: int) -> ResponseTooLarge:
+        return cls(f"upstream response larger than {limit} bytes")
+
+
+class UpstreamStatusError(UpstreamError):
+    """A non-2xx answer that is the upstream's fault; `status` is the upstream's."""
+
+
+class UpstreamServerError(UpstreamStatusError):
+    """A 5xx answer, or an error event inside a stream."""
+
+    kind = "server_error"
+
+
+class RateLimited(UpstreamStatusError):
+    """HTTP 429; `retry_after` is the upstream's Retry-After in seconds, if it sent one."""
+
+    kind = "rate_limited"
+
+
+class UpstreamAuthError(UpstreamStatusError):
+    """HTTP 401 or 403: the gateway's key for this upstream is wrong."""
+
+    kind = "auth"
+
+
+class UpstreamNotFound(UpstreamStatusError):
+    """HTTP 404: the upstream does not know the model or the path."""
+
+    kind = "not_found"
+
+
+class RequestRejected(ProviderError):
+    """The request itself is at fault: the client gets the error, no model is blamed."""
+
+    blames_model = False
+
+
+class BadRequest(RequestRejected):
+    kind = "bad_request"
+
+
+class ContextLengthExceeded(BadRequest):
+    """The prompt does not fit this model; a model with a larger context may still serve it."""
+
+    kind = "context_length"
+
+
+class UnsupportedRequest(RequestRejected):
+    """The provider cannot serve this endpoint or this part of a request."""
+
+    kind = "unsupported"
+
+
+# -- classification ------------------------------------------------------------------------
+
+_CONTEXT_HINTS = (
+    "context_length_exceeded",
+    "maximum context length",
+    "context window",
+    "prompt is too long",
+    "too many tokens",
+    "exceed context limit",
+)
+_SECRETISH = re.compile(r"(sk-[A-Za-z0-9_\-]{6,}|Bearer\s+[A-Za-z0-9_\-.]{6,})")
+_BY_STATUS: dict[int, type[UpstreamStatusError | UpstreamTimeout]] = {
+    401: UpstreamAuthError,
+    403: UpstreamAuthError,
+    404: UpstreamNotFound,
+    408: UpstreamTimeout,
+}
+
+
+def redact(text: str, secrets: tuple[str, ...] = (), limit: int = 300) -> str:
+    """Trim an upstream message and remove anything that could be a credential."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = _SECRETISH.sub("[redacted]", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def upstream_json(data: bytes, what: str) -> dict[str, Any]:
+    """Parse a JSON object an upstream sent; anything else is an invalid upstream body."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise InvalidResponse(f"{what} is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise InvalidResponse(f"{what} is not a JSON object")
+    return parsed
+
+
+def _upstream_message(body: bytes) -> str:
+    """The human-readable part of an upstream's error body (not yet redacted)."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body[:300].decode("utf-8", "replace").strip()
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+    return ""
+
+
+def classify_status(
+    status: int,
+    body: bytes,
+    headers: Mapping[str, str],
+    provider: str,
+    secrets: tuple[str, ...] = (),
+) -> ProviderError:
+    """Turn a non-2xx upstream answer into the ProviderError of the right class."""
+    detail = redact(_upstream_message(body), secrets)
+    message = f"{provider} returned HTTP {status}" + (f": {detail}" if detail else "")
+    if status == 429:
+        return RateLimited(message, status=status, retry_after=_retry_after(headers))
+    known = _BY_STATUS.get(status)
+    if known is not None:
+        return known(message, status=status)
+    if 400 <= status < 500:
+        lowered = detail.lower()
+        if any(hint in lowered for hint in _CONTEXT_HINTS) or b"context_length_exceeded" in body:
+            return ContextLengthExceeded(message, status=status)
+        return BadRequest(message, status=status)
+    return UpstreamServerError(message, status=status)
+
+
+def _retry_after(headers: Mapping[str, str]) -> float | None:
+    value = headers.get("retry-after") or headers.get("Retry-After")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
