@@ -14,9 +14,8 @@ from typing import Any
 
 import orjson
 
-from gateway.core.types import Endpoint
 from providers.anthropic_stream import AnthropicChunks, finish_reason, prompt_tokens
-from providers.base import Call, ChunkStream, Reply, Usage
+from providers.base import Call, ChunkStream, Endpoint, Reply, Usage
 from providers.errors import BadRequest, InvalidResponse, classify_status, upstream_json
 from providers.http_provider import HttpProvider
 from providers.transport import Transport

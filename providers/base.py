@@ -9,9 +9,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
-from gateway.core.types import Endpoint
 from providers.errors import UnsupportedRequest
 
 __all__ = [
@@ -19,10 +19,24 @@ __all__ = [
     "Call",
     "Chunk",
     "ChunkStream",
+    "Endpoint",
     "Provider",
     "Reply",
     "Usage",
 ]
+
+
+class Endpoint(StrEnum):
+    """An OpenAI API operation; each provider says which it supports."""
+
+    CHAT = "chat.completions"
+    COMPLETIONS = "completions"
+    EMBEDDINGS = "embeddings"
+    IMAGES = "images.generations"
+    SPEECH = "audio.speech"
+    VIDEOS = "videos"
+    VIDEO_STATUS = "videos.retrieve"
+    RESPONSES = "responses"
 
 
 @dataclass(slots=True)

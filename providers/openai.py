@@ -8,8 +8,7 @@ from typing import Any
 
 import orjson
 
-from gateway.core.types import Endpoint
-from providers.base import BinaryReply, Call, Chunk, ChunkStream, Reply, Usage
+from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Reply, Usage
 from providers.errors import (
     InvalidResponse,
     ResponseTooLarge,

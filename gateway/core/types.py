@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Literal
+
+from providers.base import Endpoint  # re-exported while the gateway's imports move
 
 __all__ = [
     "CONVERSATION_TYPES",
@@ -29,19 +30,6 @@ CONVERSATION_TYPES: tuple[ConversationType, ...] = (
     "embedding",
 )
 OPTIMIZATIONS: tuple[Optimization, ...] = ("cost", "accuracy", "creativity", "speed", "continuity")
-
-
-class Endpoint(StrEnum):
-    """An OpenAI API operation the gateway serves; providers decide which they support."""
-
-    CHAT = "chat.completions"
-    COMPLETIONS = "completions"
-    EMBEDDINGS = "embeddings"
-    IMAGES = "images.generations"
-    SPEECH = "audio.speech"
-    VIDEOS = "videos"
-    VIDEO_STATUS = "videos.retrieve"
-    RESPONSES = "responses"
 
 
 ENDPOINT_TYPES: dict[Endpoint, ConversationType] = {

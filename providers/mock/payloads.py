@@ -15,8 +15,7 @@ from typing import Any
 
 import orjson
 
-from gateway.core.types import Endpoint
-from providers.base import Chunk
+from providers.base import Chunk, Endpoint
 
 __all__ = [
     "Answer",

@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from gateway.core.config import MockConfig
-from gateway.core.types import Endpoint
 from providers.base import (
     BinaryReply,
     Call,
     Chunk,
     ChunkStream,
+    Endpoint,
     Provider,
     Reply,
     Usage,

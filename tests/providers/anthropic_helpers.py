@@ -8,9 +8,8 @@ from typing import Any
 import orjson
 import respx
 
-from gateway.core.types import Endpoint
 from providers.anthropic import AnthropicProvider
-from providers.base import Call
+from providers.base import Call, Endpoint
 from providers.transport import HttpxTransport
 
 BASE = "https://api.anthropic.com"

@@ -8,8 +8,7 @@ from typing import Any
 import orjson
 import respx
 
-from gateway.core.types import Endpoint
-from providers.base import Call
+from providers.base import Call, Endpoint
 from providers.openai import OpenAIProvider
 from providers.transport import HttpxTransport
 

@@ -9,9 +9,8 @@ import orjson
 import pytest
 import respx
 
-from gateway.core.types import Endpoint
 from providers.anthropic import AnthropicProvider
-from providers.base import Call, Usage
+from providers.base import Call, Endpoint, Usage
 from providers.errors import ProviderError
 from tests.providers.anthropic_helpers import (
     KEY,

@@ -10,8 +10,7 @@ import orjson
 import pytest
 import respx
 
-from gateway.core.types import Endpoint
-from providers.base import Usage
+from providers.base import Endpoint, Usage
 from providers.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
 from providers.openai import OpenAIProvider
 from providers.transport import HttpxTransport

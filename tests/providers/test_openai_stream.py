@@ -9,8 +9,7 @@ import httpx
 import pytest
 import respx
 
-from gateway.core.types import Endpoint
-from providers.base import Usage
+from providers.base import Endpoint, Usage
 from providers.errors import ProviderError, UpstreamTimeout
 from providers.openai import OpenAIProvider
 from tests.providers.openai_helpers import (

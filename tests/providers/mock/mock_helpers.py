@@ -6,8 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.core.config import MockConfig
-from gateway.core.types import Endpoint
-from providers.base import Call, Chunk
+from providers.base import Call, Chunk, Endpoint
 from providers.errors import ProviderError
 from providers.mock.provider import MockProvider
 

@@ -18,8 +18,7 @@ from openai.types.video import Video
 from pydantic import TypeAdapter
 
 from gateway.core.config import MockConfig
-from gateway.core.types import Endpoint
-from providers.base import Call
+from providers.base import Call, Endpoint
 from providers.errors import ProviderError
 from tests.providers.mock.mock_helpers import FakeClock, collect, make
 

@@ -11,8 +11,7 @@ import pytest
 from openai.types.chat import ChatCompletion
 
 from gateway.core.config import MockConfig
-from gateway.core.types import Endpoint
-from providers.base import Call
+from providers.base import Call, Endpoint
 from providers.errors import ProviderError
 from tests.providers.mock.mock_helpers import CHAT_BODY, Sleeps, chat, collect, make, outcomes
 
