@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gateway.core.types import CONVERSATION_TYPES, ConversationType, Optimization
 from providers.http1.proxy import Proxy
+from providers.mock.config import MockConfig as MockConfig  # the gateway's YAML embeds it
 from providers.transport import MAX_BODY
 
 __all__ = [
@@ -52,20 +53,6 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     cors: CorsConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
-
-
-class MockConfig(_Strict):
-    """How a `mock` upstream behaves; set on the provider and refined per model."""
-
-    latency_ms: float = Field(0.0, ge=0)
-    latency_jitter_ms: float = Field(0.0, ge=0)
-    ttft_ms: float | None = Field(None, ge=0)
-    failure_rate: float = Field(0.0, ge=0, le=1)
-    failure_kinds: list[Literal["5xx", "429", "timeout", "malformed"]] = ["5xx"]
-    quality: float = Field(0.8, ge=0, le=1)
-    prompt_tokens: int | None = Field(None, ge=0)
-    completion_tokens: int = Field(16, ge=1)
-    seed: int = 0
 
 
 class ProviderConfig(_Strict):

@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gateway.core.config import MockConfig
 from providers.base import (
     BinaryReply,
     Call,
@@ -40,6 +39,7 @@ from providers.errors import (
     UpstreamTimeout,
 )
 from providers.mock import media, payloads
+from providers.mock.config import MockConfig
 
 __all__ = ["MockProvider"]
 

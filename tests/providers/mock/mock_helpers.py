@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.core.config import MockConfig
 from providers.base import Call, Chunk, Endpoint
 from providers.errors import ProviderError
+from providers.mock.config import MockConfig
 from providers.mock.provider import MockProvider
 
 CHAT_BODY = {"model": "client-name", "messages": [{"role": "user", "content": "Say hi"}]}

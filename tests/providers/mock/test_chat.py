@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
-from gateway.core.config import MockConfig
+from providers.mock.config import MockConfig
 from tests.providers.mock.mock_helpers import CHAT_BODY, chat, collect, make
 
 # ------------------------------------------------------------------ chat

@@ -17,9 +17,9 @@ from openai.types.responses import Response, ResponseStreamEvent
 from openai.types.video import Video
 from pydantic import TypeAdapter
 
-from gateway.core.config import MockConfig
 from providers.base import Call, Endpoint
 from providers.errors import ProviderError
+from providers.mock.config import MockConfig
 from tests.providers.mock.mock_helpers import FakeClock, collect, make
 
 EVENT = TypeAdapter(ResponseStreamEvent)

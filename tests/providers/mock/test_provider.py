@@ -10,9 +10,9 @@ import math
 import pytest
 from openai.types.chat import ChatCompletion
 
-from gateway.core.config import MockConfig
 from providers.base import Call, Endpoint
 from providers.errors import ProviderError
+from providers.mock.config import MockConfig
 from tests.providers.mock.mock_helpers import CHAT_BODY, Sleeps, chat, collect, make, outcomes
 
 # ------------------------------------------------------------------ determinism and failures
