@@ -11,7 +11,7 @@ from starlette.routing import Route
 
 from admin_ui.auth import AdminAuthMiddleware
 from admin_ui.evaluations import evaluation_routes
-from admin_ui.openapi import openapi
+from admin_ui.openapi import openapi, operation
 from admin_ui.pages import page_routes
 from admin_ui.performance import json_response, performance_routes
 from admin_ui.services import AdminServices
@@ -22,19 +22,24 @@ __all__ = ["create_admin_app"]
 
 def create_admin_app(services: AdminServices, admin_token: str | None) -> Starlette:
     async def index(request: Request) -> Response:
+        """Where the admin API describes itself."""
         return json_response({"service": "gatewise-admin", "openapi": "/admin/openapi.json"})
 
+    @operation(public=True)
     async def spec(request: Request) -> Response:
-        return json_response(openapi())
+        """This document: the admin API, generated from the routes it serves."""
+        return json_response(document)
 
+    routes = [
+        Route("/admin", index, methods=["GET"]),
+        Route("/admin/openapi.json", spec, methods=["GET"]),
+        *performance_routes(services),
+        *evaluation_routes(services),
+        *page_routes(),
+    ]
+    document = openapi(routes)
     return Starlette(
-        routes=[
-            Route("/admin", index, methods=["GET"]),
-            Route("/admin/openapi.json", spec, methods=["GET"]),
-            *performance_routes(services),
-            *evaluation_routes(services),
-            *page_routes(),
-        ],
+        routes=routes,
         middleware=[Middleware(AdminAuthMiddleware, token=admin_token)],
         exception_handlers={HTTPException: http_error},
     )

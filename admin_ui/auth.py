@@ -7,7 +7,7 @@ import hmac
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.http.auth import bearer_token
-from gateway.http.errors import GatewayError, error_response
+from gateway.http.errors import plain_error
 
 __all__ = ["AdminAuthMiddleware"]
 
@@ -32,7 +32,7 @@ class AdminAuthMiddleware:
             if host in _LOOPBACK or host.startswith("127."):
                 await self.app(scope, receive, send)
                 return
-            error = GatewayError(
+            error = plain_error(
                 403,
                 "The admin API is open on loopback only until an admin token is configured.",
                 code="admin_loopback_only",
@@ -45,9 +45,9 @@ class AdminAuthMiddleware:
             if token is not None and hmac.compare_digest(token.encode(), self.token):
                 await self.app(scope, receive, send)
                 return
-            error = GatewayError(
+            error = plain_error(
                 401,
                 "The admin API needs 'Authorization: Bearer <admin token>'.",
                 code="invalid_admin_token",
             )
-        await error_response(error)(scope, receive, send)
+        await error(scope, receive, send)

@@ -12,13 +12,24 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin_ui.metrics import rows
+from admin_ui.openapi import (
+    BUCKET,
+    CONVERSATION_TYPE,
+    FEEDBACK_BODY,
+    LIMIT,
+    OFFSET,
+    SINCE,
+    UNTIL,
+    operation,
+)
 from admin_ui.params import Filters, filters
 from admin_ui.performance import guarded, json_response, unknown_model
 from admin_ui.services import AdminServices
 from admin_ui.suggestions import suggestions
-from gateway.http.errors import GatewayError
+from gateway.core.errors import InvalidRequest
 from gateway.routing.feedback import unknown_response
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS
+from gateway.storage import Store
 
 __all__ = ["evaluation_routes"]
 
@@ -33,12 +44,12 @@ def _range(f: Filters, store_kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 def evaluation_routes(services: AdminServices) -> list[Route]:
-    def store():
-        if services.store is None:
-            raise GatewayError(503, "The store is not open yet.", type="server_error")
+    def store() -> Store:
         return services.store
 
+    @operation(CONVERSATION_TYPE, SINCE, UNTIL, LIMIT, OFFSET)
     async def evaluations(request: Request) -> Response:
+        """Evaluated answers with their latest rating, newest first."""
         f = filters(request)
         data = await store().responses(
             conversation_type=f.conversation_type,
@@ -49,7 +60,9 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
         )
         return json_response({"object": "list", "data": data, "limit": f.limit, "offset": f.offset})
 
+    @operation(CONVERSATION_TYPE, SINCE, UNTIL, LIMIT, OFFSET)
     async def for_model(request: Request) -> Response:
+        """One model's evaluations, ratings and answers."""
         name = request.path_params["model"]
         if name not in services.catalog.models:
             raise unknown_model(name)
@@ -69,7 +82,9 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
             }
         )
 
+    @operation(CONVERSATION_TYPE, SINCE, UNTIL, BUCKET)
     async def summary(request: Request) -> Response:
+        """Evaluation summary, trend and improvement suggestions."""
         f = filters(request)
         scope = _range(f, {"conversation_type": f.conversation_type})
         evaluation = await store().evaluation_aggregates(**scope)
@@ -122,7 +137,9 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
             }
         )
 
+    @operation(LIMIT)
     async def recent(request: Request) -> Response:
+        """Recent answers that can be rated."""
         f = filters(request)
         data = [r.to_row() for r in services.index.recent(f.limit)]
         if not data:
@@ -130,17 +147,20 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
         return json_response({"object": "list", "data": data})
 
     async def one(request: Request) -> Response:
+        """One answer by its response id."""
         response_id = request.path_params["response_id"]
         record = await services.feedback.lookup(response_id)
         if record is None:
             raise unknown_response(response_id)
         return json_response(record.to_row())
 
+    @operation(body=FEEDBACK_BODY)
     async def feedback(request: Request) -> Response:
+        """Rate an answer by its response id (as POST /v1/feedback does)."""
         try:
             payload = orjson.loads(await request.body())
         except orjson.JSONDecodeError:
-            raise GatewayError(400, "The feedback body is not valid JSON.") from None
+            raise InvalidRequest("The feedback body is not valid JSON.") from None
         return json_response(await services.feedback.submit(payload))
 
     return [

@@ -9,12 +9,14 @@ explicit content types, so nothing outside that folder can be reached.
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
+from admin_ui.openapi import operation
 from admin_ui.performance import json_response
 
 __all__ = ["STATIC_DIR", "page_routes"]
@@ -54,7 +56,8 @@ def _not_found(what: str) -> Response:
     )
 
 
-def _page(filename: str):
+def _page(filename: str, summary: str) -> Callable[[Request], Awaitable[Response]]:
+    @operation(media_type="text/html", public=True)
     async def page(request: Request) -> Response:
         return FileResponse(
             STATIC_DIR / filename,
@@ -62,10 +65,13 @@ def _page(filename: str):
             headers=_PAGE_HEADERS,
         )
 
+    page.__doc__ = summary
     return page
 
 
+@operation(media_type="text/javascript", public=True)
 async def asset(request: Request) -> Response:
+    """A script, style sheet or icon of the pages."""
     name = request.path_params["name"]
     path = STATIC_DIR / name
     if not _ASSET.match(name) or not path.is_file():
@@ -79,7 +85,15 @@ async def asset(request: Request) -> Response:
 
 def page_routes() -> list[Route]:
     return [
-        Route("/model-performance", _page("dashboard.html"), methods=["GET", "HEAD"]),
-        Route("/feedback", _page("feedback.html"), methods=["GET", "HEAD"]),
+        Route(
+            "/model-performance",
+            _page("dashboard.html", "The dashboard: live performance, rankings, blacklist."),
+            methods=["GET", "HEAD"],
+        ),
+        Route(
+            "/feedback",
+            _page("feedback.html", "The form that rates an answer by its response id."),
+            methods=["GET", "HEAD"],
+        ),
         Route("/ui/{name}", asset, methods=["GET", "HEAD"]),
     ]

@@ -7,8 +7,8 @@ from datetime import datetime
 
 from starlette.requests import Request
 
+from gateway.core.errors import InvalidFilter
 from gateway.core.types import CONVERSATION_TYPES, OPTIMIZATIONS
-from gateway.http.errors import GatewayError
 
 __all__ = ["Filters", "filters"]
 
@@ -24,8 +24,8 @@ class Filters:
     bucket: int | None = None
 
 
-def _bad(name: str, message: str) -> GatewayError:
-    return GatewayError(422, f"Invalid '{name}': {message}", param=name, code="invalid_filter")
+def _bad(name: str, message: str) -> InvalidFilter:
+    return InvalidFilter(f"Invalid '{name}': {message}", param=name)
 
 
 def _time(name: str, raw: str | None) -> float | None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -11,10 +13,21 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin_ui.metrics import rows
+from admin_ui.openapi import (
+    BUCKET,
+    CONVERSATION_TYPE,
+    LIMIT,
+    OFFSET,
+    OPTIMIZATION,
+    SINCE,
+    UNTIL,
+    operation,
+)
 from admin_ui.params import filters
 from admin_ui.services import AdminServices
+from gateway.core.errors import GatewayError, NotFound
 from gateway.core.types import CONVERSATION_TYPES, OPTIMIZATIONS
-from gateway.http.errors import GatewayError, error_response
+from gateway.http.errors import error_response
 
 __all__ = ["guarded", "json_response", "performance_routes", "rankings", "unknown_model"]
 
@@ -23,7 +36,13 @@ def json_response(data: object, status: int = 200) -> Response:
     return Response(orjson.dumps(data), status, media_type="application/json")
 
 
-def guarded(handler):
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+def guarded(handler: Endpoint) -> Endpoint:
+    """The endpoint, with its domain errors answered in the API's error shape."""
+
+    @functools.wraps(handler)
     async def run(request: Request) -> Response:
         try:
             return await handler(request)
@@ -33,8 +52,8 @@ def guarded(handler):
     return run
 
 
-def unknown_model(name: str) -> GatewayError:
-    return GatewayError(404, f"Unknown model '{name}'.", param="modelName", code="model_not_found")
+def unknown_model(name: str) -> NotFound:
+    return NotFound(f"Unknown model '{name}'.", param="model", code="model_not_found")
 
 
 def rankings(services: AdminServices, ctype: str, optimization: str) -> list[dict[str, Any]]:
@@ -59,7 +78,9 @@ def rankings(services: AdminServices, ctype: str, optimization: str) -> list[dic
 
 
 def performance_routes(services: AdminServices) -> list[Route]:
+    @operation(CONVERSATION_TYPE, LIMIT, OFFSET)
     async def performance(request: Request) -> Response:
+        """Every model's live metrics per conversation type."""
         f = filters(request)
         data = rows(services, f.conversation_type)
         total = len(data)
@@ -72,7 +93,9 @@ def performance_routes(services: AdminServices) -> list[Route]:
             }
         )
 
+    @operation(CONVERSATION_TYPE, OPTIMIZATION)
     async def ranking(request: Request) -> Response:
+        """Models ranked by the routing score, with the parts of every score."""
         f = filters(request)
         ctype = f.conversation_type or "text-to-text"
         wanted = [f.optimization] if f.optimization else list(OPTIMIZATIONS)
@@ -83,7 +106,9 @@ def performance_routes(services: AdminServices) -> list[Route]:
             }
         )
 
+    @operation(CONVERSATION_TYPE, SINCE, UNTIL, BUCKET)
     async def metrics(request: Request) -> Response:
+        """One model in full, with a time series."""
         name = request.path_params["model"]
         if name not in services.catalog.models:
             raise unknown_model(name)
@@ -92,15 +117,13 @@ def performance_routes(services: AdminServices) -> list[Route]:
         since = f.since if f.since is not None else now - 86400
         until = f.until if f.until is not None else now
         bucket = f.bucket or (60 if until - since <= 6 * 3600 else 3600)
-        series = []
-        if services.store is not None:
-            series = await services.store.timeseries(
-                model=name,
-                conversation_type=f.conversation_type,
-                since=since,
-                until=until,
-                bucket_seconds=bucket,
-            )
+        series = await services.store.timeseries(
+            model=name,
+            conversation_type=f.conversation_type,
+            since=since,
+            until=until,
+            bucket_seconds=bucket,
+        )
         return json_response(
             {
                 "model": name,
@@ -116,6 +139,7 @@ def performance_routes(services: AdminServices) -> list[Route]:
         )
 
     async def blacklisted(request: Request) -> Response:
+        """The blacklisted models, with when each returns."""
         now = services.blacklist.clock()
         entries = [
             {**entry.to_dict(), "seconds_left": max(0.0, (entry.until or 0) - now)}
@@ -124,14 +148,16 @@ def performance_routes(services: AdminServices) -> list[Route]:
         return json_response({"object": "list", "data": entries})
 
     async def clear(request: Request) -> Response:
+        """Let a blacklisted model back early."""
         name = request.path_params["model"]
         if name not in services.catalog.models:
             raise unknown_model(name)
-        was = services.blacklist.clear(name)
-        services.tracker.version += 1
+        was = services.recorder.let_back(name)
         return json_response({"model": name, "cleared": was})
 
+    @operation(CONVERSATION_TYPE)
     async def summary(request: Request) -> Response:
+        """Totals, the busiest and the best models per conversation type."""
         f = filters(request)
         data = rows(services, f.conversation_type)
         requests = sum(r["requests"] for r in data)

@@ -1,4 +1,4 @@
-"""What the admin UI may read: the tracker, blacklist, selector, catalog and store."""
+"""What the admin UI may read: the routing layer's public objects and the store."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Protocol
 
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
-from gateway.routing.feedback import FeedbackService
-from gateway.routing.responses import ResponseIndex
+from gateway.routing.feedback import FeedbackService, ResponseIndex
+from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.storage import Store
@@ -20,6 +20,7 @@ class AdminServices(Protocol):
     blacklist: Blacklist
     selector: Selector
     catalog: Catalog
-    store: Store | None
+    recorder: Recorder
+    store: Store
     index: ResponseIndex
-    feedback: FeedbackService | None
+    feedback: FeedbackService

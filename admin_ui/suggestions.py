@@ -17,7 +17,9 @@ PEER_FACTOR = 2.0
 FAILURE_RATE = 0.2
 
 
-def suggestions(rows: list[dict[str, Any]], blacklist_levels: dict[str, int]) -> list[dict]:
+def suggestions(
+    rows: list[dict[str, Any]], blacklist_levels: dict[str, int]
+) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for row in rows:
         out += _truncation(row) + _priors(row) + _reliability(row, blacklist_levels)

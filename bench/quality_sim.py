@@ -30,7 +30,8 @@ from gateway.core.config import parse_config
 from gateway.core.types import Attempt, Endpoint
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
-from gateway.routing.dispatch import Job
+from gateway.routing.dispatch import ReplyJob
+from gateway.routing.recorder import learn
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 
@@ -50,12 +51,12 @@ def simulate(scenario: Scenario, strategy: str, seed: int, concurrency: int | No
     target = Catalog(config, {}).resolve(raw["routes"][0]["name"], TT)
     clock = FakeClock()
     blacklist = Blacklist(threshold=config.selection.blacklist_threshold, clock=clock)
-    tracker = Tracker(blacklist, clock=clock)
+    tracker = Tracker(clock=clock)
     selector = Selector(
         tracker, blacklist, config.selection, rng=random.Random(seed), clock=clock,
         refresh_seconds=config.selection.score_refresh_seconds,
     )  # fmt: skip
-    job = Job("sim", Endpoint.CHAT, TT, target, {"model": target.name}, scenario.optimization)
+    job = ReplyJob("sim", Endpoint.CHAT, target, {"model": target.name}, scenario.optimization)
     in_flight: deque[Record] = deque()
     records: list[Record] = []
     ratings = 0
@@ -65,13 +66,15 @@ def simulate(scenario: Scenario, strategy: str, seed: int, concurrency: int | No
         truth = scenario.truth(record.model, record.step)  # type: ignore[arg-type]
         if strategy == "gatewise":
             spec = scenario.spec(record.model)  # type: ignore[arg-type]
-            tracker.record(
+            learn(
+                tracker,
+                blacklist,
                 Attempt(
                     "sim", None, 1, record.model, "bench", TT, target.name,  # type: ignore[arg-type]
                     scenario.optimization, True, latency_ms=truth.latency_ms,
                     prompt_tokens=truth.prompt_tokens, completion_tokens=truth.completion_tokens,
                     cost=spec.cost(truth), timestamp=clock.now,
-                )
+                ),
             )  # fmt: skip
         rating = scenario.user_rating(record.model, record.step, seed)  # type: ignore[arg-type]
         if rating is not None:

@@ -34,7 +34,8 @@ from gateway.core.config import parse_config
 from gateway.core.types import Attempt, Endpoint
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
-from gateway.routing.dispatch import Job
+from gateway.routing.dispatch import ReplyJob
+from gateway.routing.recorder import learn
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 
@@ -66,13 +67,13 @@ def build(models: int, attempts: int, seed: int = 7):
     sel = config.selection
     blacklist = Blacklist(sel.blacklist_threshold, sel.blacklist_base_seconds,
                           sel.blacklist_max_seconds)  # fmt: skip
-    tracker = Tracker(blacklist)
+    tracker = Tracker()
     now = time.time()
     for i, name in enumerate(names):
         base = rng.uniform(80, 2000)
         for j in range(attempts):
             ok = rng.random() > 0.05
-            tracker.record(Attempt(
+            learn(tracker, blacklist, Attempt(
                 "req", None, 1, name, "up", TT, "auto", "accuracy", ok,
                 latency_ms=base * rng.lognormvariate(0, 0.3), ttft_ms=base * 0.2,
                 prompt_tokens=rng.randint(50, 2000), completion_tokens=rng.randint(10, 800),
@@ -86,14 +87,14 @@ def build(models: int, attempts: int, seed: int = 7):
             tracker.add_auto_score(name, TT, rng.random())
         if i in (3, 42):  # two models benched by consecutive failures
             for _ in range(sel.blacklist_threshold):
-                tracker.record(Attempt("req", None, 1, name, "up", TT, "auto", None, False,
-                                       timestamp=now + 10 * attempts,
-                                       counts_as_failure=True))  # fmt: skip
+                failure = Attempt("req", None, 1, name, "up", TT, "auto", None, False,
+                                  timestamp=now + 10 * attempts, counts_as_failure=True)
+                learn(tracker, blacklist, failure)  # fmt: skip
     clock = FakeClock()
     selector = Selector(
         tracker, blacklist, sel, refresh_seconds=sel.score_refresh_seconds, clock=clock
     )
-    return Catalog(config, {}), tracker, selector, clock
+    return Catalog(config, {}), tracker, blacklist, selector, clock
 
 
 class FakeClock:
@@ -110,12 +111,15 @@ class Traffic:
     """Records one attempt like a request does: a random healthy model, mostly successes,
     never enough failures in a row to bench a model (that would change the candidates)."""
 
-    def __init__(self, tracker: Tracker, names: list[str], seed: int = 11) -> None:
+    def __init__(
+        self, tracker: Tracker, blacklist: Blacklist, names: list[str], seed: int = 11
+    ) -> None:
         self.tracker = tracker
-        self.names = [n for n in names if not tracker.blacklist.is_blacklisted(n)]
+        self.blacklist = blacklist
+        self.names = [n for n in names if not blacklist.is_blacklisted(n)]
         self.rng = random.Random(seed)
         self.base = {n: self.rng.uniform(80, 2000) for n in self.names}  # ms
-        self.threshold = tracker.blacklist.threshold
+        self.threshold = blacklist.threshold
 
     def touch_all(self) -> None:
         """Change every model's stats (one automatic score each)."""
@@ -126,10 +130,10 @@ class Traffic:
         rng = self.rng
         name = rng.choice(self.names)
         ok = rng.random() > 0.05 or (
-            self.tracker.blacklist.consecutive_failures(name) >= self.threshold - 1
+            self.blacklist.consecutive_failures(name) >= self.threshold - 1
         )
         base = self.base[name]
-        self.tracker.record(Attempt(
+        learn(self.tracker, self.blacklist, Attempt(
             "req", None, 1, name, "up", TT, "auto", "accuracy", ok,
             latency_ms=base * rng.lognormvariate(0, 0.3), ttft_ms=base * 0.2,
             prompt_tokens=rng.randint(50, 2000), completion_tokens=rng.randint(10, 800),
@@ -158,13 +162,13 @@ def time_ranks(selector, clock, traffic: Traffic, job, iterations: int, mode: st
 
 
 def run(models: int, iterations: int, attempts: int) -> dict:
-    catalog, tracker, selector, clock = build(models, attempts)
+    catalog, tracker, blacklist, selector, clock = build(models, attempts)
     target = catalog.resolve("auto", TT)
-    traffic = Traffic(tracker, [m.name for m in target.candidates])
+    traffic = Traffic(tracker, blacklist, [m.name for m in target.candidates])
     out = {}
     for opt in OPTIMIZATIONS:
-        job = Job("req", Endpoint.CHAT, TT, target, {"model": "auto", "messages": []},
-                  optimization=opt, conversation_id="conv-7")  # fmt: skip
+        job = ReplyJob("req", Endpoint.CHAT, target, {"model": "auto", "messages": []},
+                       optimization=opt, conversation_id="conv-7")  # fmt: skip
         ranked = selector.rank(job)
         assert len(ranked) == models - 2, "the two blacklisted models must be left out"
         warmup = max(10, iterations // 10)

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gateway.core.types import CONVERSATION_TYPES, ConversationType, Optimization
+from providers.base import Usage
 from providers.http1.proxy import Proxy
 from providers.mock.config import MockConfig as MockConfig  # the gateway's YAML embeds it
 from providers.transport import MAX_BODY
@@ -97,6 +98,17 @@ class Pricing(_Strict):
     output_per_million: float = Field(0.0, ge=0)
     per_image: float = Field(0.0, ge=0)
     per_second: float = Field(0.0, ge=0)
+
+    def cost_of(self, usage: Usage | None) -> float:
+        """What an answer cost, from the usage the upstream reported."""
+        if usage is None:
+            return 0.0
+        return (
+            usage.prompt_tokens * self.input_per_million / 1_000_000
+            + usage.completion_tokens * self.output_per_million / 1_000_000
+            + usage.images * self.per_image
+            + usage.seconds * self.per_second
+        )
 
 
 class Priors(_Strict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from providers.base import Endpoint  # re-exported while the gateway's imports move
 
@@ -15,6 +15,7 @@ __all__ = [
     "ConversationType",
     "Endpoint",
     "Optimization",
+    "ResponseRecord",
 ]
 
 ConversationType = Literal[
@@ -46,7 +47,8 @@ ENDPOINT_TYPES: dict[Endpoint, ConversationType] = {
 
 @dataclass(slots=True)
 class Attempt:
-    """One try of one model for one request: what the tracker records and the store keeps."""
+    """One try of one model for one request, as the tracker counts it and the store
+    keeps it."""
 
     request_id: str
     response_id: str | None
@@ -70,3 +72,35 @@ class Attempt:
     retry_after: float | None = None
     counts_as_failure: bool = field(default=False)
     conversation_id: str | None = None
+
+
+@dataclass(slots=True)
+class ResponseRecord:
+    """What the gateway remembers of an answer it returned, by its response id: what a
+    rating is attached to, and what the evaluation found."""
+
+    response_id: str
+    request_id: str
+    model: str
+    provider: str
+    conversation_type: str
+    route: str | None
+    optimization: str | None
+    ts: float
+    latency_ms: float
+    flags: list[str] = field(default_factory=list)
+    auto_score: float | None = None
+    prompt: str | None = None
+    answer: str | None = None
+    stored: bool = False
+
+    def to_row(self) -> dict[str, Any]:
+        """The store's columns (everything but `stored`); written for every answer."""
+        return {
+            "response_id": self.response_id, "request_id": self.request_id,
+            "model": self.model, "provider": self.provider,
+            "conversation_type": self.conversation_type, "route": self.route,
+            "optimization": self.optimization, "ts": self.ts, "latency_ms": self.latency_ms,
+            "flags": self.flags, "auto_score": self.auto_score, "prompt": self.prompt,
+            "answer": self.answer,
+        }  # fmt: skip

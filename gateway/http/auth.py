@@ -7,7 +7,7 @@ import hmac
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.http.errors import GatewayError, error_response
+from gateway.http.errors import plain_error
 
 __all__ = ["ApiKeyMiddleware", "bearer_token"]
 
@@ -50,7 +50,7 @@ class ApiKeyMiddleware:
             return None
         else:
             message = "Incorrect API key provided."
-        return error_response(GatewayError(401, message, code="invalid_api_key"))
+        return plain_error(401, message, code="invalid_api_key")
 
     def _valid(self, token: bytes) -> bool:
         ok = False

@@ -10,20 +10,21 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Receive
 
+from gateway.core.errors import InvalidRequest, LengthRequired, RequestTooLarge
 from gateway.core.types import Endpoint
-from gateway.http.errors import GatewayError
+from gateway.http.inbound import Inbound
 
 __all__ = ["check_body", "read_json"]
 
 
-async def read_bytes(request: Request, limit: int) -> bytes:
+async def read_bytes(request: Request | Inbound, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise _too_large(limit)
-    receive = getattr(request, "receive", None)
-    if receive is not None and not isinstance(request, Request):
-        return await _receive_all(receive, limit)  # the hot path: no async generator
+    if isinstance(request, Inbound):
+        return await _receive_all(request.receive, limit)  # the hot path: no async generator
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -34,9 +35,9 @@ async def read_bytes(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _receive_all(receive: Any, limit: int) -> bytes:
+async def _receive_all(receive: Receive, limit: int) -> bytes:
     message = await receive()
-    body = message.get("body", b"")
+    body: bytes = message.get("body", b"")
     if not message.get("more_body", False):  # almost every request: one message
         if len(body) > limit:
             raise _too_large(limit)
@@ -47,7 +48,7 @@ async def _receive_all(receive: Any, limit: int) -> bytes:
         message = await receive()
         if message["type"] == "http.disconnect":
             break
-        chunk = message.get("body", b"")
+        chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:
             raise _too_large(limit)
@@ -55,49 +56,47 @@ async def _receive_all(receive: Any, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def read_json(request: Request, limit: int) -> dict[str, Any]:
+async def read_json(request: Request | Inbound, limit: int) -> dict[str, Any]:
     content_type = request.headers.get("content-type", "")
     if content_type.startswith("multipart/form-data"):
         return await _read_form(request, limit)
     raw = await read_bytes(request, limit)
     if not raw:
-        raise GatewayError(400, "The request body is empty; expected a JSON object.")
+        raise InvalidRequest("The request body is empty; expected a JSON object.")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise GatewayError(
-            400, f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
+        raise InvalidRequest(
+            f"We could not parse the JSON body of your request: {exc}", code="invalid_json"
         ) from None
     if not isinstance(body, dict):
-        raise GatewayError(400, "The request body must be a JSON object.", code="invalid_json")
+        raise InvalidRequest("The request body must be a JSON object.", code="invalid_json")
     return body
 
 
-async def _read_form(request: Request, limit: int) -> dict[str, Any]:
+async def _read_form(request: Request | Inbound, limit: int) -> dict[str, Any]:
     declared = request.headers.get("content-length")
     if declared is None or not declared.isdigit():
-        raise GatewayError(411, "Multipart requests need a Content-Length header.")
+        raise LengthRequired("Multipart requests need a Content-Length header.")
     if int(declared) > limit:
         raise _too_large(limit)
     try:
         form = await request.form(max_part_size=limit)
     except Exception:
-        raise GatewayError(400, "We could not parse the multipart body of your request.") from None
+        raise InvalidRequest("We could not parse the multipart body of your request.") from None
     body: dict[str, Any] = {}
     for key, value in form.multi_items():
         if not isinstance(value, str):
-            raise GatewayError(
-                400, f"File uploads ('{key}') are not supported by this gateway.", param=key
+            raise InvalidRequest(
+                f"File uploads ('{key}') are not supported by this gateway.", param=key
             )
         body[key] = int(value) if key == "n" and value.isdigit() else value
     return body
 
 
-def _too_large(limit: int) -> GatewayError:
-    return GatewayError(
-        413,
-        f"The request body is larger than this gateway's limit of {limit} bytes.",
-        code="request_too_large",
+def _too_large(limit: int) -> RequestTooLarge:
+    return RequestTooLarge(
+        f"The request body is larger than this gateway's limit of {limit} bytes."
     )
 
 
@@ -154,8 +153,7 @@ def check_body(endpoint: Endpoint, body: dict[str, Any]) -> None:
     for name, types in _REQUIRED[endpoint].items():
         value = body.get(name)
         if value is None:
-            raise GatewayError(
-                400,
+            raise InvalidRequest(
                 f"Missing required parameter: '{name}'.",
                 param=name,
                 code="missing_required_parameter",
@@ -163,9 +161,9 @@ def check_body(endpoint: Endpoint, body: dict[str, Any]) -> None:
         _expect(name, value, types)
     optional = _OPTIONAL_BY_ENDPOINT.get(endpoint, _OPTIONAL)
     for name, value in body.items():  # bodies carry a handful of keys: walk those
-        types = optional.get(name)
-        if types is not None and value is not None:
-            _expect(name, value, types)
+        expected = optional.get(name)
+        if expected is not None and value is not None:
+            _expect(name, value, expected)
     if endpoint is Endpoint.CHAT:
         _check_messages(body["messages"])
 
@@ -182,8 +180,7 @@ def _expect(name: str, value: Any, types: tuple[type, ...]) -> None:
             if float in types and len(types) == 2
             else " or ".join(_NAMES.get(t, "a number") for t in types)
         )
-        raise GatewayError(
-            400,
+        raise InvalidRequest(
             f"Invalid type for '{name}': expected {wanted}, but got {_json_kind(value)}.",
             param=name,
             code="invalid_type",
@@ -192,27 +189,24 @@ def _expect(name: str, value: Any, types: tuple[type, ...]) -> None:
 
 def _check_messages(messages: list[Any]) -> None:
     if not messages:
-        raise GatewayError(400, "'messages' must contain at least one message.", param="messages")
+        raise InvalidRequest("'messages' must contain at least one message.", param="messages")
     for i, message in enumerate(messages):
         if not isinstance(message, dict):
-            raise GatewayError(
-                400,
+            raise InvalidRequest(
                 f"Invalid type for 'messages[{i}]': expected an object.",
                 param=f"messages[{i}]",
                 code="invalid_type",
             )
         role = message.get("role")
         if not isinstance(role, str):
-            raise GatewayError(
-                400,
+            raise InvalidRequest(
                 f"Missing or invalid 'messages[{i}].role': expected a string.",
                 param=f"messages[{i}].role",
                 code="invalid_type",
             )
         content = message.get("content")
         if content is not None and not isinstance(content, str | list):
-            raise GatewayError(
-                400,
+            raise InvalidRequest(
                 f"Invalid type for 'messages[{i}].content': expected a string or an array, "
                 f"but got {_json_kind(content)}.",
                 param=f"messages[{i}].content",

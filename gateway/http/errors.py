@@ -1,57 +1,118 @@
-"""OpenAI-shaped errors: every failure a client sees has the same body."""
+"""The one place errors become HTTP responses, all in OpenAI's error shape.
+
+Domain errors (`gateway.core.errors`) carry no status; the table below gives each
+kind its status and OpenAI error type, and `retry_after` becomes a header here.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 import orjson
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-__all__ = ["GatewayError", "error_body", "error_response", "http_error"]
+from gateway.core.errors import (
+    AllModelsBlacklisted,
+    GatewayError,
+    InvalidFeedback,
+    InvalidFilter,
+    InvalidRequest,
+    LengthRequired,
+    ModelUnavailable,
+    NoModelAvailable,
+    NotFound,
+    RejectedByUpstream,
+    RequestTooLarge,
+    StoreUnavailable,
+    UpstreamFailed,
+)
+
+__all__ = [
+    "error_body",
+    "error_response",
+    "http_error",
+    "internal_error",
+    "plain_error",
+    "status_of",
+]
+
+_CLIENT = "invalid_request_error"
+_SERVER = "server_error"
+
+# Most specific first: the first class an error is an instance of decides.
+_STATUS: tuple[tuple[type[GatewayError], int, str], ...] = (
+    (RequestTooLarge, 413, _CLIENT),
+    (LengthRequired, 411, _CLIENT),
+    (InvalidFeedback, 422, _CLIENT),
+    (InvalidFilter, 422, _CLIENT),
+    (InvalidRequest, 400, _CLIENT),
+    (NotFound, 404, _CLIENT),
+    (ModelUnavailable, 503, _SERVER),
+    (NoModelAvailable, 503, _SERVER),
+    (StoreUnavailable, 503, _SERVER),
+    (RejectedByUpstream, 400, _CLIENT),
+    (UpstreamFailed, 502, _SERVER),
+)
 
 
-class GatewayError(Exception):
-    """An error that is the gateway's answer to the client, with its HTTP status."""
-
-    def __init__(
-        self,
-        status: int,
-        message: str,
-        *,
-        type: str = "invalid_request_error",
-        code: str | None = None,
-        param: str | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
-        self.headers = headers or {}
+def status_of(exc: GatewayError) -> tuple[int, str]:
+    """The HTTP status and OpenAI error type of a domain error."""
+    if isinstance(exc, UpstreamFailed):
+        if exc.timed_out:
+            return 504, _SERVER
+        if exc.rate_limited:
+            return 503, _SERVER
+    if isinstance(exc, RejectedByUpstream):
+        status = exc.upstream_status
+        return (status if status is not None and 400 <= status < 500 else 400), _CLIENT
+    for kind, status, type_ in _STATUS:
+        if isinstance(exc, kind):
+            return status, type_
+    return 500, _SERVER
 
 
-def error_body(message: str, type: str, code: str | None = None, param: str | None = None) -> dict:
+def error_body(
+    message: str, type: str, code: str | None = None, param: str | None = None
+) -> dict[str, Any]:
     return {"error": {"message": message, "type": type, "param": param, "code": code}}
 
 
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
-    body = orjson.dumps(error_body(exc.message, exc.type, exc.code, exc.param))
-    merged = {**exc.headers, **(headers or {})}
-    return Response(body, status_code=exc.status, headers=merged, media_type="application/json")
+    status, type_ = status_of(exc)
+    merged = dict(headers or {})
+    retry_after = getattr(exc, "retry_after", None)
+    if isinstance(exc, AllModelsBlacklisted | UpstreamFailed) and retry_after is not None:
+        merged["retry-after"] = str(int(retry_after))
+    return plain_error(status, exc.message, type_, exc.code, exc.param, merged)
+
+
+def plain_error(
+    status: int,
+    message: str,
+    type: str = _CLIENT,
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    """An OpenAI-shaped error that no domain error stands for (auth, routing, 500)."""
+    body = orjson.dumps(error_body(message, type, code, param))
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
+def internal_error() -> Response:
+    return plain_error(500, "The gateway hit an internal error.", _SERVER, "internal_error")
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no route, wrong method) in the same shape."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
-        message = f"Unknown path: {request.method} {request.url.path}"
-        code = "not_found"
+        message, code = f"Unknown path: {request.method} {request.url.path}", "not_found"
     elif exc.status_code == 405:
         message = f"Method {request.method} is not allowed on {request.url.path}"
         code = "method_not_allowed"
     else:
         message, code = str(exc.detail), None
-    return error_response(
-        GatewayError(exc.status_code, message, code=code), dict(exc.headers or {})
-    )
+    return plain_error(exc.status_code, message, code=code, headers=dict(exc.headers or {}))

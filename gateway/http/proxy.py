@@ -1,11 +1,19 @@
-"""The OpenAI-compatible HTTP surface. HTTP concerns live here and nowhere else."""
+"""The OpenAI-compatible surface: where a client's request enters.
+
+A handler reads and checks the body, resolves the requested model or route, builds
+the job, runs it (`Dispatcher.run`) and delivers the exchange it gets back: a JSON
+reply, server-sent events or audio. When the delivery ends, however it ends, the
+handler closes the exchange, which records the outcome. HTTP concerns live here and
+in the rest of gateway/http, nowhere else.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anyio
 import orjson
@@ -14,27 +22,54 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
+from gateway.core.config import Config
+from gateway.core.errors import (
+    Failure,
+    GatewayError,
+    InvalidRequest,
+    NotFound,
+    RejectedByUpstream,
+    UpstreamFailed,
+)
 from gateway.core.ids import request_id_from
-from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Endpoint
+from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Optimization
 from gateway.http.body import check_body, read_json
-from gateway.http.errors import GatewayError, error_body, error_response
+from gateway.http.errors import error_body, error_response, internal_error
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.streaming import StreamingResponse
-from gateway.routing.answers import StreamAnswer, answer_from_body
-from gateway.routing.dispatch import Job, Served
-from providers.base import Call, ChunkStream
+from gateway.routing.catalog import Catalog
+from gateway.routing.dispatch import (
+    AudioJob,
+    Dispatcher,
+    Exchange,
+    ReplyJob,
+    Streaming,
+    StreamJob,
+)
+from gateway.routing.feedback import FeedbackService
+from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint
 from providers.errors import ProviderError, UpstreamServerError
 
-if TYPE_CHECKING:
-    from gateway.server.app import Gateway
-
-__all__ = ["fast_handlers", "proxy_routes"]
+__all__ = ["Backend", "fast_handlers", "proxy_routes"]
 
 log = logging.getLogger("gatewise")
 
 _STREAMABLE = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES})
 _HAS_ID = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.VIDEOS})
 _JSON = "application/json"
+_DONE = b"data: [DONE]\n\n"
+
+
+class Backend(Protocol):
+    """What the HTTP layer needs from the process that serves it (`gateway.server.app`)."""
+
+    config: Config
+    catalog: Catalog
+    dispatcher: Dispatcher
+    feedback: FeedbackService
+
+    @property
+    def ready(self) -> bool: ...
 
 
 class _VideoJobs:
@@ -53,174 +88,71 @@ class _VideoJobs:
         return self._jobs.get(video_id)
 
 
-def proxy_routes(gateway: Gateway) -> list[Route]:
+def _served_headers(exchange: Exchange[Any]) -> list[tuple[bytes, bytes]]:
+    job = exchange.job
+    return [
+        (b"x-request-id", job.request_id.encode()),
+        (b"x-gatewise-model", exchange.model.name.encode()),
+        (b"x-gatewise-provider", exchange.provider.encode()),
+        (b"x-gatewise-attempts", b"%d" % exchange.number),
+        (b"x-gatewise-response-id", job.response_id.encode()),
+    ]
+
+
+def proxy_routes(gateway: Backend) -> list[Route]:
     videos = _VideoJobs()
-
-    def served_headers(job: Job, served: Served[Any]) -> list[tuple[bytes, bytes]]:
-        return [
-            (b"x-request-id", job.request_id.encode()),
-            (b"x-gatewise-model", served.model.name.encode()),
-            (b"x-gatewise-provider", served.provider.encode()),
-            (b"x-gatewise-attempts", b"%d" % served.attempts),
-            (b"x-gatewise-response-id", job.response_id.encode()),
-        ]
-
-    async def prepare(request: Inbound, endpoint: Endpoint, request_id: str) -> Job:
-        body = await read_json(request, gateway.config.server.max_body_bytes)
-        check_body(endpoint, body)
-        optimization = request.headers.get("x-gatewise-optimize")
-        if optimization is not None and optimization not in OPTIMIZATIONS:
-            raise GatewayError(
-                400,
-                f"Invalid x-gatewise-optimize header '{optimization}': expected one of "
-                f"{', '.join(OPTIMIZATIONS)}.",
-                param="x-gatewise-optimize",
-            )
-        ctype = ENDPOINT_TYPES[endpoint]
-        target = gateway.catalog.resolve(body["model"], ctype)
-        conversation = request.headers.get("x-gatewise-conversation") or body.get("user")
-        return gateway.dispatcher.job(
-            request_id,
-            endpoint,
-            target,
-            body,
-            ctype,
-            optimization=optimization,
-            conversation_id=conversation if isinstance(conversation, str) else None,
-        )
+    max_body = gateway.config.server.max_body_bytes
+    catalog = gateway.catalog
+    dispatcher = gateway.dispatcher
 
     def handler(endpoint: Endpoint) -> _Endpoint:
+        ctype = ENDPOINT_TYPES[endpoint]
+        streamable = endpoint in _STREAMABLE
+
         async def handle(scope: Scope, receive: Receive, send: Send) -> None:
             request = Inbound(scope, receive)
-            request_id = request_id_from(request.headers.get("x-request-id"))
+            headers = request.headers
+            request_id = request_id_from(headers.get("x-request-id"))
             try:
-                job = await prepare(request, endpoint, request_id)
+                body = await read_json(request, max_body)
+                check_body(endpoint, body)
+                optimization = _optimization(headers.get("x-gatewise-optimize"))
+                target = catalog.resolve(body["model"], ctype)
+                conversation = headers.get("x-gatewise-conversation") or body.get("user")
+                args = (request_id, endpoint, target, body, optimization)
+                conversation_id = conversation if isinstance(conversation, str) else None
                 if endpoint is Endpoint.SPEECH:
-                    response = await binary(job)
-                    return await response(scope, receive, send)
-                if job.body.get("stream") is True and endpoint in _STREAMABLE:
-                    response = await stream(job)
-                    return await response(scope, receive, send)
-                served = await gateway.dispatcher.send(job, record=False)
+                    audio = await dispatcher.run(AudioJob(*args, conversation_id))
+                    return await _audio(audio)(scope, receive, send)
+                if streamable and body.get("stream") is True:
+                    events = await dispatcher.run(StreamJob(*args, conversation_id))
+                    return await _events(events)(scope, receive, send)
+                exchange = await dispatcher.run(ReplyJob(*args, conversation_id))
             except GatewayError as exc:
-                response = error_response(exc, {"x-request-id": request_id})
-                return await response(scope, receive, send)
-            out = served.result.body
-            answer = answer_from_body(endpoint, out)
-            if endpoint is Endpoint.VIDEOS and isinstance(out.get("id"), str):
-                videos.add(job.response_id, served.model.name, out["id"])
-            if endpoint in _HAS_ID:
-                out["id"] = job.response_id
-            if "model" in out or endpoint is not Endpoint.IMAGES:
-                out["model"] = served.model.name
-            try:
-                await send_json(
-                    send,
-                    served.result.status,
-                    orjson.dumps(out),
-                    [
-                        (b"x-request-id", job.request_id.encode()),
-                        (b"x-gatewise-model", served.model.name.encode()),
-                        (b"x-gatewise-provider", served.provider.encode()),
-                        (b"x-gatewise-attempts", b"%d" % served.attempts),
-                        (b"x-gatewise-response-id", job.response_id.encode()),
-                    ],
-                )
-            finally:
-                # Bookkeeping once the answer is out: none of it is the client's wait,
-                # and the upstream's answer counts even if the client has gone.
-                attempt = gateway.dispatcher.finish(job, served, served.result.usage)
-                gateway.evaluator.answered(job, attempt, answer)
+                return await error_response(exc, {"x-request-id": request_id})(scope, receive, send)
+            await _reply(exchange, send, videos)
 
         return _Endpoint(handle)
-
-    async def stream(job: Job) -> Response:
-        served = await gateway.dispatcher.stream(job)
-        response = StreamingResponse(
-            sse(job, served), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
-        )
-        response.raw_headers += served_headers(job, served)
-        return response
-
-    async def sse(job: Job, served: Served[ChunkStream]) -> AsyncIterator[bytes]:
-        upstream = served.result
-        error: ProviderError | None = None
-        name, rid = served.model.name, job.response_id
-        named = job.endpoint is Endpoint.RESPONSES
-        answer = StreamAnswer()
-        # Exactly one end marker, whatever the upstream's end looked like: it rides on
-        # the last write when the upstream's end came with content, else goes alone.
-        done = b"" if named else b"data: [DONE]\n\n"
-        try:
-            if served.first is not None:
-                out = _encode_batch(served.first, answer, rid, name)
-                if upstream.complete:
-                    out, done = out + done, b""
-                yield out
-                async for batch in served.extra["chunks"]:
-                    out = _encode_batch(batch, answer, rid, name)
-                    if upstream.complete:
-                        out, done = out + done, b""
-                    yield out
-            if done:
-                yield done
-        except Exception as exc:  # after the first byte, the stream is all we can report on
-            error = (
-                exc
-                if isinstance(exc, ProviderError)
-                else UpstreamServerError(
-                    f"{served.provider}: the stream failed ({type(exc).__name__})"
-                )
-            )
-            body = error_body(error.message, "server_error", error.kind)
-            yield b"data: " + orjson.dumps(body) + b"\n\n" + done
-        finally:
-            with anyio.CancelScope(shield=True):
-                await upstream.aclose()
-            attempt = gateway.dispatcher.finish(
-                job, served, upstream.usage, error, served.extra["ttft"]
-            )
-            if error is None:
-                gateway.evaluator.answered(job, attempt, answer.result())
-
-    async def binary(job: Job) -> Response:
-        served = await gateway.dispatcher.binary(job)
-        reply = served.result
-
-        async def body() -> AsyncIterator[bytes]:
-            try:
-                if served.first:
-                    yield served.first
-                async for piece in served.extra["chunks"]:
-                    yield piece
-            finally:
-                with anyio.CancelScope(shield=True):
-                    await reply.aclose()
-                attempt = gateway.dispatcher.finish(job, served, reply.usage)
-                gateway.evaluator.answered(job, attempt, None)
-
-        response = StreamingResponse(body(), media_type=reply.media_type)
-        response.raw_headers += served_headers(job, served)
-        return response
 
     async def video_status(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
         video_id = request.path_params["video_id"]
         found = videos.get(video_id)
         if found is None:
-            exc = GatewayError(404, f"No video job with id '{video_id}'.", code="not_found")
-            return error_response(exc, {"x-request-id": request_id})
+            missing = NotFound(f"No video job with id '{video_id}'.")
+            return error_response(missing, {"x-request-id": request_id})
         model_name, upstream_id = found
-        model = gateway.catalog.models[model_name]
+        model = catalog.models[model_name]
         call = Call(Endpoint.VIDEO_STATUS, {}, model.upstream, resource_id=upstream_id)
         try:
-            reply = await gateway.catalog.provider_for(model).send(call)
+            reply = await catalog.provider_for(model).send(call)
         except ProviderError as exc:
-            status = exc.status if exc.status and exc.status < 500 else 502
-            return error_response(
-                GatewayError(status, exc.message, type="server_error", code=exc.kind),
-                {"x-request-id": request_id},
+            error: GatewayError = (
+                UpstreamFailed([Failure(model.name, model.provider, exc)])
+                if exc.blames_model
+                else RejectedByUpstream(exc)
             )
+            return error_response(error, {"x-request-id": request_id})
         out = {**reply.body, "id": video_id, "model": model_name}
         headers = {
             "x-request-id": request_id,
@@ -232,30 +164,28 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
     async def feedback(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
         try:
-            body = await read_json(request, gateway.config.server.max_body_bytes)
-            assert gateway.feedback is not None
+            body = await read_json(request, max_body)
             result = await gateway.feedback.submit(body)
         except GatewayError as exc:
             return error_response(exc, {"x-request-id": request_id})
         return Response(orjson.dumps(result), 200, {"x-request-id": request_id}, _JSON)
 
     async def list_models(request: Request) -> Response:
-        body = {"object": "list", "data": gateway.catalog.listing()}
+        body = {"object": "list", "data": catalog.listing()}
         return Response(orjson.dumps(body), 200, media_type=_JSON)
 
     async def retrieve_model(request: Request) -> Response:
         name = request.path_params["model"]
-        for entry in gateway.catalog.listing():
+        for entry in catalog.listing():
             if entry["id"] == name:
                 return Response(orjson.dumps(entry), 200, media_type=_JSON)
-        return error_response(
-            GatewayError(
-                404, f"The model '{name}' does not exist.", code="model_not_found", param="model"
-            )
+        missing = NotFound(
+            f"The model '{name}' does not exist.", code="model_not_found", param="model"
         )
+        return error_response(missing)
 
     post = ["POST"]
-    routes = [
+    return [
         Route("/v1/chat/completions", handler(Endpoint.CHAT), methods=post),
         Route("/v1/completions", handler(Endpoint.COMPLETIONS), methods=post),
         Route("/v1/embeddings", handler(Endpoint.EMBEDDINGS), methods=post),
@@ -268,7 +198,119 @@ def proxy_routes(gateway: Gateway) -> list[Route]:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
     ]
-    return routes
+
+
+def _optimization(header: str | None) -> Optimization | None:
+    if header is None:
+        return None
+    for optimization in OPTIMIZATIONS:
+        if header == optimization:
+            return optimization
+    raise InvalidRequest(
+        f"Invalid x-gatewise-optimize header '{header}': expected one of "
+        f"{', '.join(OPTIMIZATIONS)}.",
+        param="x-gatewise-optimize",
+    )
+
+
+async def _reply(exchange: Exchange[Any], send: Send, videos: _VideoJobs) -> None:
+    """A whole answer, as JSON under the gateway's own response id and model name."""
+    job = exchange.job
+    name = exchange.model.name
+    reply = exchange.result
+    out = reply.body
+    endpoint = job.endpoint
+    if endpoint is Endpoint.VIDEOS and isinstance(out.get("id"), str):
+        videos.add(job.response_id, name, out["id"])
+    if endpoint in _HAS_ID:
+        out["id"] = job.response_id
+    if "model" in out or endpoint is not Endpoint.IMAGES:
+        out["model"] = name
+    try:
+        await send_json(send, reply.status, orjson.dumps(out), _served_headers(exchange))
+    finally:
+        # Recorded once the answer is out: none of it is the client's wait, and the
+        # upstream's answer counts even if the client has gone.
+        exchange.close()
+
+
+def _events(exchange: Streaming[ChunkStream, list[Chunk]]) -> Response:
+    response = StreamingResponse(
+        _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
+    )
+    response.raw_headers += _served_headers(exchange)
+    return response
+
+
+async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[bytes]:
+    """The stream's events, one write per upstream read, ending with exactly one end
+    marker whatever the upstream's end looked like: it rides on the last write when
+    the upstream's end came with content, else goes alone (and after an error event)."""
+    upstream = exchange.result
+    rid, name = exchange.job.response_id, exchange.model.name
+    done = b"" if exchange.job.endpoint is Endpoint.RESPONSES else _DONE
+    error: ProviderError | None = None
+    gone = False
+    try:
+        batch = exchange.first
+        if batch is not None:
+            exchange.observe(batch)
+            out = _encode_batch(batch, rid, name)
+            if upstream.complete:
+                out, done = out + done, b""
+            yield out
+            async for batch in exchange.rest:
+                exchange.observe(batch)
+                out = _encode_batch(batch, rid, name)
+                if upstream.complete:
+                    out, done = out + done, b""
+                yield out
+        if done:
+            yield done
+    except (asyncio.CancelledError, GeneratorExit):
+        gone = True  # the client left (or the server is stopping): nobody to tell
+        raise
+    except Exception as exc:  # after the first byte, the stream is all we can report on
+        error = (
+            exc
+            if isinstance(exc, ProviderError)
+            else UpstreamServerError(
+                f"{exchange.provider}: the stream failed ({type(exc).__name__})"
+            )
+        )
+        body = error_body(error.message, "server_error", error.kind)
+        yield b"data: " + orjson.dumps(body) + b"\n\n" + done
+    finally:
+        with anyio.CancelScope(shield=True):
+            await upstream.aclose()
+        exchange.close(error, client_gone=gone)
+
+
+def _audio(exchange: Streaming[BinaryReply, bytes]) -> Response:
+    reply = exchange.result
+
+    async def body() -> AsyncIterator[bytes]:
+        error: ProviderError | None = None
+        gone = False
+        try:
+            if exchange.first:
+                yield exchange.first
+            async for piece in exchange.rest:
+                yield piece
+        except (asyncio.CancelledError, GeneratorExit):
+            gone = True
+            raise
+        except ProviderError as exc:
+            error = exc  # the headers are out: the connection ends unfinished
+            raise
+        finally:
+            with anyio.CancelScope(shield=True):
+                await reply.aclose()
+            exchange.close(error, client_gone=gone)
+
+    response = StreamingResponse(body(), media_type=reply.media_type)
+    response.raw_headers += _served_headers(exchange)
+    return response
 
 
 class _Endpoint:
@@ -282,34 +324,22 @@ class _Endpoint:
             await self.handle(scope, receive, send)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            response = error_response(
-                GatewayError(
-                    500,
-                    "The gateway hit an internal error.",
-                    type="server_error",
-                    code="internal_error",
-                )
-            )
-            await response(scope, receive, send)
+            await internal_error()(scope, receive, send)
 
 
 def fast_handlers(routes: list[Route]) -> dict[str, Callable[[Scope, Receive, Send], Any]]:
     """The POST endpoints that the app serves straight from a dict, ahead of Starlette's
-    router and middleware: the proxy's own cost is the product (see gateway/app.py)."""
+    router and middleware: the proxy's own cost is the product (gateway/http/app.py)."""
     return {r.path: r.endpoint for r in routes if isinstance(r.endpoint, _Endpoint)}
 
 
-def _encode_batch(
-    batch: list[tuple[str | None, dict[str, Any]]], answer: StreamAnswer, rid: str, model: str
-) -> bytes:
-    for chunk in batch:
-        answer.add(*chunk)
+def _encode_batch(batch: list[Chunk], rid: str, model: str) -> bytes:
     if len(batch) == 1:
         return _encode(batch[0], rid, model)
     return b"".join([_encode(chunk, rid, model) for chunk in batch])
 
 
-def _encode(chunk: tuple[str | None, dict[str, Any]], response_id: str, model: str) -> bytes:
+def _encode(chunk: Chunk, response_id: str, model: str) -> bytes:
     event, data = chunk
     if event is None:
         data["id"] = response_id

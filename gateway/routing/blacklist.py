@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 __all__ = ["Blacklist", "Entry"]
 
@@ -24,11 +25,16 @@ class Entry:
     last_error: str | None = None
     last_error_at: float | None = None
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 class Blacklist:
+    """The failure streaks and benched models. Reads never change it: a bench that has
+    run out is simply not active any more, and is dropped at the next write."""
+
+    kind = "blacklist"  # what its snapshots are stored as
+
     def __init__(
         self,
         threshold: int = 3,
@@ -40,20 +46,22 @@ class Blacklist:
         self.base_seconds = base_seconds
         self.max_seconds = max_seconds
         self.clock = clock
+        self.version = 0  # bumps on every change, so snapshots know when to save
         self._entries: dict[str, Entry] = {}
         self._benched: dict[str, float] = {}  # model -> until, for the hot path
-        self.on_return: Callable[[str], None] | None = None
 
     def failure(self, model: str, error: str | None = None) -> Entry | None:
         """Count a failure; returns the entry when this failure benched the model."""
         now = self.clock()
+        self._drop_expired(now)
         entry = self._entries.get(model)
         if entry is None:
             entry = self._entries[model] = Entry(model)
         entry.consecutive_failures += 1
         entry.last_error = error
         entry.last_error_at = now
-        if entry.consecutive_failures < self.threshold or self._active(model, now):
+        self.version += 1
+        if entry.consecutive_failures < self.threshold or model in self._benched:
             return None
         duration = min(self.base_seconds * 2**entry.level, self.max_seconds)
         entry.level += 1
@@ -76,53 +84,55 @@ class Blacklist:
         entry.level = 0
         entry.since = entry.until = None
         self._benched.pop(model, None)
-
-    def any_benched(self) -> bool:
-        """Cheap check for the common case: nothing is benched, nothing to filter."""
-        return bool(self._benched)
-
-    def is_blacklisted(self, model: str) -> bool:
-        return bool(self._benched) and self._active(model, self.clock())
-
-    def _active(self, model: str, now: float) -> bool:
-        until = self._benched.get(model)
-        if until is None:
-            return False
-        if now < until:
-            return True
-        del self._benched[model]  # back by itself
-        if self.on_return is not None:
-            self.on_return(model)
-        return False
-
-    def until(self, model: str) -> float | None:
-        return self._benched.get(model) if self.is_blacklisted(model) else None
+        self.version += 1
 
     def clear(self, model: str) -> bool:
-        """An admin lets a model back in early; its streak starts over."""
-        entry = self._entries.get(model)
+        """An admin lets a model back in early; its streak starts over. Returns whether
+        it was benched."""
         was = self.is_blacklisted(model)
+        entry = self._entries.get(model)
         if entry is not None:
             entry.consecutive_failures = entry.level = 0
             entry.since = entry.until = None
         self._benched.pop(model, None)
+        self.version += 1
         return was
+
+    def _drop_expired(self, now: float) -> None:
+        benched = self._benched
+        if benched:
+            for model in [m for m, until in benched.items() if until <= now]:
+                del benched[model]  # back by itself
+
+    # -- reads ---------------------------------------------------------------------
+    def any_benched(self) -> bool:
+        """Cheap check for the common case: nothing is (or was lately) benched."""
+        return bool(self._benched)
+
+    def is_blacklisted(self, model: str) -> bool:
+        until = self._benched.get(model)
+        return until is not None and self.clock() < until
+
+    def until(self, model: str) -> float | None:
+        until = self._benched.get(model)
+        return until if until is not None and self.clock() < until else None
 
     def entry(self, model: str) -> Entry | None:
         return self._entries.get(model)
 
     def active(self) -> list[Entry]:
         now = self.clock()
-        return [self._entries[m] for m in list(self._benched) if self._active(m, now)]
+        return [self._entries[m] for m, until in self._benched.items() if now < until]
 
     def consecutive_failures(self, model: str) -> int:
         entry = self._entries.get(model)
         return entry.consecutive_failures if entry else 0
 
-    def snapshot(self) -> dict[str, dict]:
+    # -- persistence ---------------------------------------------------------------
+    def snapshot(self) -> dict[str, dict[str, Any]]:
         return {m: e.to_dict() for m, e in self._entries.items()}
 
-    def restore(self, data: dict[str, dict]) -> None:
+    def restore(self, data: dict[str, dict[str, Any]]) -> None:
         now = self.clock()
         for model, fields in data.items():
             try:
@@ -132,3 +142,4 @@ class Blacklist:
             self._entries[model] = entry
             if entry.until is not None and entry.until > now:
                 self._benched[model] = entry.until
+        self.version += 1

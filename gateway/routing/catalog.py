@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from gateway.core.config import Config, MockConfig, ModelConfig, ProviderConfig
+from gateway.core.errors import InvalidRequest, ModelUnavailable, NotFound
 from gateway.core.types import CONVERSATION_TYPES, ConversationType, Endpoint, Optimization
-from gateway.http.errors import GatewayError
 from providers.anthropic import AnthropicProvider
 from providers.base import Provider
 from providers.mock.provider import MockProvider
@@ -53,30 +53,25 @@ class Catalog:
         if name in self.models:
             model = self.models[name]
             if ctype not in model.conversation_types:
-                raise GatewayError(
-                    400,
+                raise InvalidRequest(
                     f"The model '{name}' does not serve {ctype}; it serves "
                     f"{', '.join(model.conversation_types)}.",
                     param="model",
                     code="model_not_supported",
                 )
             provider = self.config.provider(model.provider)
-            raise GatewayError(
-                503,
+            raise ModelUnavailable(
                 f"The model '{name}' is unavailable: its provider '{provider.name}' is disabled "
                 f"because {', '.join(provider.missing_env)} is not set.",
-                type="server_error",
                 code="provider_disabled",
             )
         if name in self.routes:
-            raise GatewayError(
-                400,
+            raise InvalidRequest(
                 f"The route '{name}' has no available model that serves {ctype}.",
                 param="model",
                 code="model_not_supported",
             )
-        raise GatewayError(
-            404,
+        raise NotFound(
             f"The model '{name}' does not exist or you do not have access to it.",
             param="model",
             code="model_not_found",

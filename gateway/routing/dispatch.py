@@ -1,34 +1,54 @@
 """Runs one client request against its ranked models, falling back on upstream failures.
 
-Every attempt is timed, priced, handed to `on_attempt` (the tracker) and logged as
-one JSON line. Nothing here touches HTTP or a database.
+The request path of the gateway in one place: a handler builds a `Job`;
+`Dispatcher.run(job)` tries the ranked models in turn and returns the `Exchange` of
+the first one that answers (a whole reply, a stream or audio); the handler delivers
+it and closes the exchange. Closing is what records it: the `Outcome` (model,
+attempt number, timings, usage, cost, error class, whether the client left) goes to
+the `Recorder` exactly once. A failed attempt is an exchange that closed at once, so
+the tracker and blacklist learn of a failing model before the answer that replaced
+it has finished streaming. Nothing here touches HTTP or a database.
 """
 
 from __future__ import annotations
 
-import logging
-import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
-
-from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, stop_after_delay
+from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar, overload
 
 from gateway.core.config import ModelConfig
+from gateway.core.errors import (
+    Failure,
+    InvalidRequest,
+    NoModelAvailable,
+    RejectedByUpstream,
+    UpstreamFailed,
+)
 from gateway.core.ids import new_id
-from gateway.core.logs import EventLog
-from gateway.core.types import Attempt, ConversationType, Endpoint
-from gateway.http.errors import GatewayError
+from gateway.core.types import ENDPOINT_TYPES, Attempt, ConversationType, Optimization
+from gateway.routing.answers import StreamAnswer
 from gateway.routing.catalog import Catalog, Target
-from gateway.routing.cost import cost_of
-from providers.base import BinaryReply, Call, ChunkStream, Reply, Usage
-from providers.errors import ProviderError
+from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Provider, Reply, Usage
+from providers.errors import ContextLengthExceeded, ProviderError
 
-__all__ = ["Dispatcher", "Job", "Served"]
+__all__ = [
+    "AudioJob",
+    "Dispatcher",
+    "Exchange",
+    "Job",
+    "Outcome",
+    "Ranker",
+    "ReplyJob",
+    "Sink",
+    "StreamJob",
+    "Streaming",
+    "Timings",
+]
 
-log = EventLog("gatewise.attempts")
-T = TypeVar("T")
+R = TypeVar("R")  # what the upstream answered: Reply, ChunkStream or BinaryReply
+P = TypeVar("P")  # a piece of a streamed answer: a batch of chunks, or bytes
 
 _ID_PREFIX = {
     Endpoint.CHAT: "chatcmpl-",
@@ -42,45 +62,230 @@ _ID_PREFIX = {
 }
 
 
+class Opened(NamedTuple, Generic[R, P]):
+    """A provider's answer as a job opened it."""
+
+    result: R
+    first: P | None  # a streamed answer's first piece, read while fallback was possible
+    rest: AsyncIterator[P] | None  # the pieces after it
+
+
 @dataclass(slots=True)
-class Job:
-    """One client request, as the dispatcher needs it."""
+class Job(ABC, Generic[R, P]):
+    """One client request, as routing needs it. The subclass says how its answer comes:
+    whole (`ReplyJob`), as server-sent events (`StreamJob`) or as audio (`AudioJob`)."""
 
     request_id: str
     endpoint: Endpoint
-    ctype: ConversationType
     target: Target
     body: dict[str, Any]
-    optimization: str | None = None
+    optimization: Optimization | None = None
     conversation_id: str | None = None
     resource_id: str | None = None
-    response_id: str = ""
+    ctype: ConversationType = field(init=False)
+    response_id: str = field(init=False)
+    stream: bool = field(init=False)
+
+    streamed: ClassVar[bool] = False  # the answer is delivered piece by piece
+
+    def __post_init__(self) -> None:
+        self.ctype = ENDPOINT_TYPES[self.endpoint]
+        self.optimization = self.optimization or self.target.optimization
+        self.response_id = new_id(_ID_PREFIX[self.endpoint])
+        self.stream = self.body.get("stream") is True
+
+    @abstractmethod
+    async def open(self, provider: Provider, call: Call) -> Opened[R, P]:
+        """Ask the provider for the answer (and read a streamed answer's first piece, so
+        that an upstream that breaks before it can still be replaced)."""
+
+
+class ReplyJob(Job[Reply, None]):
+    async def open(self, provider: Provider, call: Call) -> Opened[Reply, None]:
+        return Opened(await provider.send(call), None, None)
+
+
+class StreamJob(Job[ChunkStream, list[Chunk]]):
+    streamed = True
+
+    async def open(self, provider: Provider, call: Call) -> Opened[ChunkStream, list[Chunk]]:
+        stream = await provider.stream(call)
+        batches = stream.batches()
+        return Opened(stream, await _first(stream, batches), batches)
+
+
+class AudioJob(Job[BinaryReply, bytes]):
+    streamed = True
+
+    async def open(self, provider: Provider, call: Call) -> Opened[BinaryReply, bytes]:
+        reply = await provider.binary(call)
+        pieces = aiter(reply)
+        return Opened(reply, await _first(reply, pieces), pieces)
+
+
+async def _first(answer: ChunkStream | BinaryReply, pieces: AsyncIterator[P]) -> P | None:
+    try:
+        return await anext(pieces, None)
+    except BaseException:
+        await answer.aclose()
+        raise
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """Milliseconds, by the dispatcher's clock."""
+
+    upstream_ms: float  # from sending the attempt to the end of its answer, or its failure
+    ttft_ms: float | None  # to the answer's first piece (for a whole reply: all of it)
 
 
 @dataclass(slots=True)
-class Served(Generic[T]):
-    """The answer of the attempt that succeeded."""
+class Outcome:
+    """One attempt at one model, closed: what the recorder takes in, exactly once."""
 
+    job: Job[Any, Any]
     model: ModelConfig
-    provider: str
-    attempts: int
-    result: T
-    first: Any = None
-    started: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
+    number: int  # 1 for the first model tried
+    error: ProviderError | None
+    timings: Timings
+    usage: Usage | None
+    cost: float
+    at: float  # wall-clock seconds when it closed
+    answered: bool = False  # its answer went to the client (whole or in part)
+    client_gone: bool = False  # the client left before the answer's end
+    body: dict[str, Any] | None = None  # a whole reply, for the evaluator
+    said: StreamAnswer | None = None  # what a streamed reply said, for the evaluator
+
+    @property
+    def judged(self) -> bool:
+        """Whether the evaluator sees it: a complete answer that reached the client."""
+        return self.answered and self.error is None and not self.client_gone
+
+    def attempt(self) -> Attempt:
+        """The row kept for this attempt."""
+        error = self.error
+        job = self.job
+        usage = self.usage
+        return Attempt(
+            request_id=job.request_id,
+            response_id=job.response_id if self.answered and error is None else None,
+            attempt=self.number,
+            model=self.model.name,
+            provider=self.model.provider,
+            conversation_type=job.ctype,
+            route=job.target.route,
+            optimization=job.optimization,
+            ok=error is None,
+            error_class=error.kind if error is not None else None,
+            http_status=error.status if error is not None else 200,
+            latency_ms=self.timings.upstream_ms,
+            ttft_ms=self.timings.ttft_ms,
+            prompt_tokens=usage.prompt_tokens if usage else 0,
+            completion_tokens=usage.completion_tokens if usage else 0,
+            cost=self.cost,
+            timestamp=self.at,
+            stream=job.stream,
+            error_message=error.message if error is not None else None,
+            retry_after=error.retry_after if error is not None else None,
+            counts_as_failure=error is not None and error.blames_model,
+            conversation_id=job.conversation_id,
+        )
 
 
-class _Exhausted(Exception):
-    def __init__(self, last: ProviderError | None) -> None:
-        self.last = last
+class Exchange(Generic[R]):
+    """The answer of the model that answered, until it has been delivered; `close()`
+    records how it ended."""
+
+    __slots__ = ("_closed", "_dispatcher", "ended", "job", "model", "number", "result", "started")
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        job: Job[R, Any],
+        model: ModelConfig,
+        number: int,
+        result: R,
+        started: float,
+        ended: float | None,
+    ) -> None:
+        self._dispatcher = dispatcher
+        self.job = job
+        self.model = model
+        self.number = number  # how many models were tried, this one included
+        self.result = result
+        self.started = started
+        self.ended = ended  # when the upstream's whole answer was in (None: at close)
+        self._closed = False
+
+    @property
+    def provider(self) -> str:
+        return self.model.provider
+
+    def close(self, error: ProviderError | None = None, *, client_gone: bool = False) -> Outcome:
+        """Record how the exchange ended: once, whichever way it ended."""
+        if self._closed:
+            raise RuntimeError("this exchange is already closed")
+        self._closed = True
+        return self._dispatcher.closed(self, error, client_gone)
+
+    def _describe(self, outcome: Outcome) -> None:
+        """Give the outcome what the evaluator will judge."""
+        if isinstance(self.result, Reply):
+            outcome.body = self.result.body
+
+
+class Streaming(Exchange[R], Generic[R, P]):
+    """A streamed answer: its first piece, read while fallback was still possible, then
+    the rest, read by the handler (one write to the client per piece)."""
+
+    __slots__ = ("first", "first_at", "rest", "said")
+
+    def __init__(
+        self,
+        dispatcher: Dispatcher,
+        job: Job[R, P],
+        model: ModelConfig,
+        number: int,
+        opened: Opened[R, P],
+        started: float,
+        first_at: float,
+    ) -> None:
+        super().__init__(dispatcher, job, model, number, opened.result, started, None)
+        self.first = opened.first
+        assert opened.rest is not None
+        self.rest: AsyncIterator[P] = opened.rest
+        self.first_at = first_at
+        self.said = StreamAnswer() if isinstance(opened.result, ChunkStream) else None
+
+    def observe(self, batch: list[Chunk]) -> None:
+        """Keep what a streamed answer says, for the evaluator."""
+        said = self.said
+        if said is not None:
+            for event, data in batch:
+                said.add(event, data)
+
+    def _describe(self, outcome: Outcome) -> None:
+        outcome.said = self.said
+
+
+class Ranker(Protocol):
+    """Orders the models that may serve a job, best first (`Selector`)."""
+
+    def rank(self, job: Job[Any, Any]) -> Sequence[ModelConfig]: ...
+
+
+class Sink(Protocol):
+    """Takes every closed exchange's outcome (`Recorder`)."""
+
+    def record(self, outcome: Outcome) -> None: ...
 
 
 class Dispatcher:
     def __init__(
         self,
         catalog: Catalog,
-        rank: Callable[[Job], list[ModelConfig]],
-        on_attempt: Callable[[Attempt], None],
+        selector: Ranker,
+        recorder: Sink,
         *,
         max_attempts: int = 3,
         deadline: float = 300.0,
@@ -88,262 +293,112 @@ class Dispatcher:
         wall: Callable[[], float] = time.time,
     ) -> None:
         self.catalog = catalog
-        self._rank = rank
-        self._on_attempt = on_attempt
+        self._selector = selector
+        self._recorder = recorder
         self._max_attempts = max_attempts
         self._deadline = deadline
         self._clock = clock
         self._wall = wall
 
-    def job(
-        self,
-        request_id: str,
-        endpoint: Endpoint,
-        target: Target,
-        body: dict[str, Any],
-        ctype: ConversationType,
-        **extra: Any,
-    ) -> Job:
-        job = Job(request_id, endpoint, ctype, target, body, **extra)
-        job.optimization = job.optimization or target.optimization
-        job.response_id = new_id(_ID_PREFIX[endpoint])
-        return job
+    @overload
+    async def run(self, job: StreamJob) -> Streaming[ChunkStream, list[Chunk]]: ...
+    @overload
+    async def run(self, job: AudioJob) -> Streaming[BinaryReply, bytes]: ...
+    @overload
+    async def run(self, job: ReplyJob) -> Exchange[Reply]: ...
 
-    async def send(self, job: Job, *, record: bool = True) -> Served[Reply]:
-        """The answer of the first model that gave one. With `record=False` the caller
-        calls `finish()` itself, e.g. after the client has its answer: the bookkeeping
-        then adds nothing to the client's latency (the latency recorded stays the
-        upstream's, measured here)."""
-
-        async def attempt(model: ModelConfig, call: Call) -> Served[Reply]:
-            reply = await self.catalog.provider_for(model).send(call)
-            return Served(model, model.provider, 0, reply)
-
-        served = await self._run(job, attempt)
-        served.extra["elapsed"] = served.extra["ttft"]  # the whole answer is in
-        if record:
-            served.extra["attempt"] = self.finish(job, served, served.result.usage)
-        return served
-
-    async def stream(self, job: Job) -> Served[ChunkStream]:
-        """Open a stream and read its first chunk: fallback is possible until then."""
-
-        async def attempt(model: ModelConfig, call: Call) -> Served[ChunkStream]:
-            stream = await self.catalog.provider_for(model).stream(call)
-            return await _with_first_piece(model, stream, stream.batches(), None)
-
-        return await self._run(job, attempt)
-
-    async def binary(self, job: Job) -> Served[BinaryReply]:
-        async def attempt(model: ModelConfig, call: Call) -> Served[BinaryReply]:
-            reply = await self.catalog.provider_for(model).binary(call)
-            return await _with_first_piece(model, reply, aiter(reply), b"")
-
-        return await self._run(job, attempt)
-
-    def finish(
-        self,
-        job: Job,
-        served: Served[Any],
-        usage: Usage | None,
-        error: ProviderError | None = None,
-        ttft: float | None = None,
-    ) -> Attempt:
-        """Record the attempt that answered, once its answer is complete (or broke)."""
-        elapsed = served.extra.get("elapsed")
-        return self._record(
-            job,
-            served.model,
-            served.attempts,
-            served.started,
-            usage=usage,
-            error=error,
-            ttft=ttft,
-            elapsed=elapsed,
-        )
-
-    async def _run(
-        self, job: Job, attempt: Callable[[ModelConfig, Call], Awaitable[Served[T]]]
-    ) -> Served[T]:
-        order = self._rank(job)
-        unable = self.catalog.unable(job.endpoint)
-        able = [m for m in order if m.name not in unable] if unable else order
-        if len(able) < len(order):  # e.g. /v1/responses on a route with Anthropic models
-            if not able:
-                provider = self.catalog.provider_for(order[0])
-                raise GatewayError(
-                    400,
-                    provider.unsupported(job.endpoint).message,
-                    code="unsupported_endpoint",
-                    param="model",
-                )
-            order = able
-        tried: list[tuple[ModelConfig, ProviderError]] = []
-        state = {"index": 0, "min_context": 0}
+    async def run(self, job: Job[Any, Any]) -> Exchange[Any]:
+        """The exchange of the first ranked model that answers. When none does, raises
+        the `GatewayError` that says why (every failed attempt already recorded)."""
+        order = self._candidates(job)
+        failures: list[Failure] = []
+        min_context = 0  # after a context-length refusal: larger windows only
         began = self._clock()
-
-        def next_model() -> ModelConfig:
-            while state["index"] < len(order):
-                model = order[state["index"]]
-                state["index"] += 1
-                window = model.context_window
-                if not state["min_context"] or window is None or window > state["min_context"]:
-                    return model
-            raise _Exhausted(tried[-1][1] if tried else None)
-
-        async def one(number: int) -> Served[T]:
-            model = next_model()
-            call = Call(
-                job.endpoint,
-                job.body,
-                model.upstream,
-                bool(job.body.get("stream")),
-                job.resource_id,
-            )
+        number = 0
+        for model in order:
+            if number >= self._max_attempts or (number and self._clock() - began > self._deadline):
+                break
+            window = model.context_window
+            if min_context and window is not None and window <= min_context:
+                continue
+            number += 1
+            call = Call(job.endpoint, job.body, model.upstream, job.stream, job.resource_id)
             started = self._clock()
             try:
-                served = await attempt(model, call)
+                opened = await job.open(self.catalog.provider_for(model), call)
             except ProviderError as exc:
-                tried.append((model, exc))
-                self._record(job, model, number, started, error=exc)
-                if exc.kind == "context_length":
-                    state["min_context"] = model.context_window or 1
-                raise
-            served.attempts = number
-            served.started = started
-            served.extra.setdefault("ttft", self._clock() - started)
-            return served
+                self._failed(job, model, number, started, exc)
+                if isinstance(exc, ContextLengthExceeded):
+                    min_context = window or 1
+                elif not exc.blames_model:
+                    raise RejectedByUpstream(exc) from None
+                failures.append(Failure(model.name, model.provider, exc))
+                continue
+            now = self._clock()
+            if job.streamed:
+                return Streaming(self, job, model, number, opened, started, now)
+            return Exchange(self, job, model, number, opened.result, started, now)
+        raise _exhausted(failures)
 
-        try:
-            # The common case, one healthy model, skips the retry machinery entirely.
-            try:
-                return await one(1)
-            except ProviderError as exc:
-                if not _worth_another_model(exc) or self._max_attempts < 2:
-                    raise
-            left = self._deadline - (self._clock() - began)
-            retrying = AsyncRetrying(
-                sleep=_no_wait,
-                stop=stop_after_attempt(self._max_attempts - 1) | stop_after_delay(max(0, left)),
-                retry=retry_if_exception(_worth_another_model),
-                reraise=True,
+    def closed(self, exchange: Exchange[Any], error: ProviderError | None, gone: bool) -> Outcome:
+        """Price and time a closed exchange and hand its outcome to the recorder."""
+        now = self._clock()
+        ended = exchange.ended if exchange.ended is not None else now
+        first = exchange.first_at if isinstance(exchange, Streaming) else ended
+        usage = exchange.result.usage if isinstance(exchange.result, _HAS_USAGE) else None
+        outcome = Outcome(
+            exchange.job,
+            exchange.model,
+            exchange.number,
+            error,
+            Timings((ended - exchange.started) * 1000, (first - exchange.started) * 1000),
+            usage,
+            exchange.model.pricing.cost_of(usage),
+            self._wall(),
+            answered=True,
+            client_gone=gone,
+        )
+        exchange._describe(outcome)
+        self._recorder.record(outcome)
+        return outcome
+
+    def _candidates(self, job: Job[Any, Any]) -> Sequence[ModelConfig]:
+        order = self._selector.rank(job)
+        unable = self.catalog.unable(job.endpoint)
+        if not unable:
+            return order
+        able = [m for m in order if m.name not in unable]
+        if not able:  # e.g. /v1/responses on a route of Anthropic models
+            provider = self.catalog.provider_for(order[0])
+            raise InvalidRequest(
+                provider.unsupported(job.endpoint).message,
+                code="unsupported_endpoint",
+                param="model",
             )
-            async for try_ in retrying:
-                with try_:
-                    return await one(try_.retry_state.attempt_number + 1)
-        except _Exhausted as exc:
-            raise _failure(tried, exc.last) from None
-        except ProviderError as exc:
-            raise _failure(tried, exc) from None
-        raise AssertionError("unreachable")  # pragma: no cover
+        return able
 
-    def _record(
+    def _failed(
         self,
-        job: Job,
+        job: Job[Any, Any],
         model: ModelConfig,
         number: int,
         started: float,
-        *,
-        usage: Usage | None = None,
-        error: ProviderError | None = None,
-        ttft: float | None = None,
-        elapsed: float | None = None,
-    ) -> Attempt:
-        elapsed = (self._clock() - started if elapsed is None else elapsed) * 1000
-        attempt = Attempt(
-            request_id=job.request_id,
-            response_id=job.response_id if error is None else None,
-            attempt=number,
-            model=model.name,
-            provider=model.provider,
-            conversation_type=job.ctype,
-            route=job.target.route,
-            optimization=job.optimization,
-            ok=error is None,
-            error_class=error.kind if error else None,
-            http_status=error.status if error else 200,
-            latency_ms=elapsed,
-            ttft_ms=ttft * 1000 if ttft is not None else None,
-            prompt_tokens=usage.prompt_tokens if usage else 0,
-            completion_tokens=usage.completion_tokens if usage else 0,
-            cost=cost_of(model.pricing, usage),
-            timestamp=self._wall(),
-            stream=bool(job.body.get("stream")),
-            error_message=error.message if error else None,
-            retry_after=error.retry_after if error else None,
-            counts_as_failure=error is not None and error.blames_model,
-            conversation_id=job.conversation_id,
+        error: ProviderError,
+    ) -> None:
+        elapsed = (self._clock() - started) * 1000
+        outcome = Outcome(
+            job, model, number, error, Timings(elapsed, None), None, 0.0, self._wall()
         )
-        self._on_attempt(attempt)
-        level = logging.WARNING if error else logging.INFO
-        if log.enabled(level):
-            fields = {
-                "request_id": attempt.request_id,
-                "attempt": number,
-                "model": attempt.model,
-                "provider": attempt.provider,
-                "status": attempt.http_status,
-                "ok": attempt.ok,
-                "error_class": attempt.error_class,
-                "elapsed_ms": round(elapsed, 2),
-                "error": attempt.error_message,
-            }
-            log.emit(level, "attempt", fields)
-        return attempt
+        self._recorder.record(outcome)
 
 
-async def _with_first_piece(
-    model: ModelConfig, reply: Any, pieces: AsyncIterator[Any], empty: Any
-) -> Served[Any]:
-    """Read the first piece of a streamed answer (closing it if that fails), so an
-    upstream that breaks before its first byte can still be replaced by another model."""
-    try:
-        first = await anext(pieces, empty)
-    except BaseException:
-        await reply.aclose()
-        raise
-    served = Served(model, model.provider, 0, reply, first)
-    served.extra["chunks"] = pieces
-    return served
+_HAS_USAGE = (Reply, ChunkStream, BinaryReply)
 
 
-async def _no_wait(seconds: float) -> None:
-    """Move on to the next model at once: not even a yield to the loop."""
-
-
-def _worth_another_model(exc: BaseException) -> bool:
-    return isinstance(exc, ProviderError) and (exc.blames_model or exc.kind == "context_length")
-
-
-def _failure(
-    tried: list[tuple[ModelConfig, ProviderError]], last: ProviderError | None
-) -> GatewayError:
-    if last is None:
-        return GatewayError(
-            503,
-            "No model is available to serve this request.",
-            type="server_error",
-            code="no_model_available",
-        )
-    if not last.blames_model:
-        if last.kind == "context_length":
-            return GatewayError(400, last.message, code="context_length_exceeded", param="messages")
-        return GatewayError(
-            last.status if last.status and 400 <= last.status < 500 else 400,
-            last.message,
-            code=last.kind,
-            param=last.param,
-        )
-    failures = [e for _, e in tried if e.blames_model]
-    summary = "; ".join(f"{m.name} ({m.provider}): {e.message}" for m, e in tried)
-    message = f"All {len(tried)} attempt(s) failed. {summary}"
-    kinds = {e.kind for e in failures}
-    if kinds == {"timeout"}:
-        return GatewayError(504, message, type="server_error", code="upstream_timeout")
-    if kinds == {"rate_limited"}:
-        waits = [e.retry_after for e in failures if e.retry_after is not None]
-        headers = {"retry-after": str(max(1, math.ceil(min(waits))))} if waits else {}
-        return GatewayError(
-            503, message, type="server_error", code="upstream_rate_limited", headers=headers
-        )
-    return GatewayError(502, message, type="server_error", code="upstream_error")
+def _exhausted(failures: list[Failure]) -> Exception:
+    if not failures:
+        return NoModelAvailable("No model is available to serve this request.")
+    last = failures[-1].error
+    if isinstance(last, ContextLengthExceeded):
+        return RejectedByUpstream(last)
+    return UpstreamFailed(failures)

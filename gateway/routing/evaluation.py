@@ -1,8 +1,8 @@
 """Judges every completed answer automatically, off the request path.
 
-Requests hand over a small record and return; a background task computes the
-flags and a quality score in [0, 1], feeds the score to the tracker (so selection
-learns from it) and queues the record for the store.
+The recorder hands over each answer and returns; a background task computes the
+flags and a quality score in [0, 1] (the "auto score"), feeds the score to the
+tracker (so selection learns from it) and queues the answer's record for the store.
 """
 
 from __future__ import annotations
@@ -11,22 +11,19 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import orjson
 
-from gateway.core.types import Attempt
-from gateway.routing.answers import Answer
-from gateway.routing.responses import ResponseIndex, ResponseRecord
+from gateway.core.types import ResponseRecord
+from gateway.routing.answers import Answer, answer_from_body
+from gateway.routing.dispatch import Outcome
+from gateway.routing.feedback import ResponseIndex
 from gateway.routing.schema_check import schema_errors
 from gateway.routing.tracker import Tracker
 
-if TYPE_CHECKING:
-    from gateway.routing.dispatch import Job
-
-__all__ = ["FLAGS", "Evaluation", "Evaluator", "evaluate"]
+__all__ = ["FLAGS", "Evaluation", "Evaluator", "ResponseSink", "evaluate", "said"]
 
 log = logging.getLogger("gatewise.evaluator")
 
@@ -101,7 +98,16 @@ def evaluate(
     return Evaluation(flags, round(score, 4))
 
 
+class ResponseSink(Protocol):
+    """Where judged answers go to be stored (`StoreWriter`)."""
+
+    def enqueue_response(self, record: ResponseRecord) -> None: ...
+
+
 class Evaluator:
+    """Judges answers in the background and passes each answer's record on to the
+    store: the recorder submits, a task drains every `interval` seconds."""
+
     # Answers judged in one go: under load a quarter second brings ~1,500, ~9 ms of
     # work that would hold every request in flight at once.
     SLICE = 200
@@ -110,7 +116,7 @@ class Evaluator:
         self,
         tracker: Tracker,
         index: ResponseIndex,
-        on_record: Callable[[ResponseRecord], None],
+        writer: ResponseSink,
         *,
         log_payloads: bool = False,
         interval: float = 0.25,
@@ -118,43 +124,37 @@ class Evaluator:
     ) -> None:
         self.tracker = tracker
         self.index = index
-        self.on_record = on_record
+        self.writer = writer
         self.log_payloads = log_payloads
         self.interval = interval
         self.limit = limit
         self.dropped = 0
-        self._pending: list[tuple[ResponseRecord, dict[str, Any], Answer | None]] = []
+        self._pending: list[tuple[ResponseRecord, Outcome]] = []
         self._task: asyncio.Task[None] | None = None
 
-    def answered(self, job: Job, attempt: Attempt, answer: Answer | None) -> ResponseRecord:
-        """Remember an answer by its response id and queue it for judging."""
+    def submit(self, outcome: Outcome) -> ResponseRecord:
+        """Remember an answer by its response id and queue it for judging: O(1) on the
+        request path, the judging happens later."""
+        job = outcome.job
         record = ResponseRecord(
             job.response_id,
             job.request_id,
-            attempt.model,
-            attempt.provider,
+            outcome.model.name,
+            outcome.model.provider,
             job.ctype,
             job.target.route,
             job.optimization,
-            attempt.timestamp,
-            attempt.latency_ms,
+            outcome.at,
+            outcome.timings.upstream_ms,
         )
-        if self.log_payloads:
-            record.prompt = _prompt_text(job.body)
-            record.answer = answer.text if answer is not None else None
         self.index.add(record)
-        self.submit(record, job.body, answer)
+        if not outcome.judged or len(self._pending) >= self.limit:
+            if outcome.judged:
+                self.dropped += 1
+            self._keep(record, outcome, None)
+        else:
+            self._pending.append((record, outcome))
         return record
-
-    def submit(
-        self, record: ResponseRecord, request: dict[str, Any], answer: Answer | None
-    ) -> None:
-        """O(1) on the request path: the judging happens later."""
-        if len(self._pending) >= self.limit:
-            self.dropped += 1
-            self.on_record(record)
-            return
-        self._pending.append((record, request, answer))
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gatewise-evaluator")
@@ -177,20 +177,32 @@ class Evaluator:
             batch = self._pending[:limit]
             del self._pending[:limit]
         p95s: dict[tuple[str, str], float | None] = {}  # one quantile per model per batch
-        for record, request, answer in batch:
+        for record, outcome in batch:
+            answer = said(outcome)
             if answer is not None:
                 key = (record.model, record.conversation_type)
                 if key not in p95s:
                     stats = self.tracker.stats(*key)
-                    enough = stats is not None and stats.latency.count >= _SLOW_MIN_SAMPLES
-                    p95s[key] = stats.latency.quantile(0.95) if enough else None
-                result = evaluate(request, answer, record.latency_ms, p95s[key])
+                    p95s[key] = (
+                        stats.latency.quantile(0.95)
+                        if stats is not None and stats.latency.count >= _SLOW_MIN_SAMPLES
+                        else None
+                    )
+                result = evaluate(outcome.job.body, answer, record.latency_ms, p95s[key])
                 record.flags = result.flags
                 record.auto_score = result.score
                 self.tracker.add_auto_score(
                     record.model, record.conversation_type, result.score, result.flags
                 )
-            self.on_record(record)
+            self._keep(record, outcome, answer)
+
+    def _keep(self, record: ResponseRecord, outcome: Outcome, answer: Answer | None) -> None:
+        if self.log_payloads:
+            record.prompt = _prompt_text(outcome.job.body)
+            if answer is None:
+                answer = said(outcome)
+            record.answer = answer.text if answer is not None else None
+        self.writer.enqueue_response(record)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -199,6 +211,15 @@ class Evaluator:
                 await self._task
             self._task = None
         self.drain()
+
+
+def said(outcome: Outcome) -> Answer | None:
+    """What an answer said: its text, finish reason, refusal and tool arguments."""
+    if outcome.said is not None:
+        return outcome.said.result()
+    if outcome.body is not None:
+        return answer_from_body(outcome.job.endpoint, outcome.body)
+    return None
 
 
 def _prompt_text(body: dict[str, Any]) -> str | None:

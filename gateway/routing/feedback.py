@@ -2,22 +2,25 @@
 
 Used by `POST /v1/feedback` and by the dashboard's form alike. A rating is stored
 durably before the caller hears 2xx; a second rating of the same answer replaces
-the first in the aggregates while both stay in history.
+the first in the aggregates while both stay in history. Ratings can arrive before
+the store has the answer they rate, so the latest answers also wait in memory
+(`ResponseIndex`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from gateway.http.errors import GatewayError
-from gateway.routing.responses import ResponseIndex, ResponseRecord
+from gateway.core.errors import InvalidFeedback, NotFound
+from gateway.core.types import ResponseRecord
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 from gateway.storage import Store
 
-__all__ = ["FeedbackService", "parse_feedback", "unknown_response"]
+__all__ = ["FeedbackService", "ResponseIndex", "parse_feedback", "unknown_response"]
 
 _FIELDS = frozenset({"response_id", "comment", *FEEDBACK_DIMENSIONS})
 _MAX_COMMENT = 4000
@@ -59,17 +62,49 @@ def parse_feedback(payload: Any) -> tuple[str, dict[str, int], str | None]:
     return response_id.strip(), scores, comment or None
 
 
-def unknown_response(response_id: str) -> GatewayError:
-    return GatewayError(
-        404,
+def unknown_response(response_id: str) -> NotFound:
+    return NotFound(
         f"No answer with response id '{response_id}' is known.",
         param="response_id",
         code="response_not_found",
     )
 
 
-def _invalid(message: str, param: str | None = None) -> GatewayError:
-    return GatewayError(422, message, param=param, code="invalid_feedback")
+def _invalid(message: str, param: str | None = None) -> InvalidFeedback:
+    return InvalidFeedback(message, param=param)
+
+
+class ResponseIndex:
+    """The latest `size` records by response id.
+
+    The ids also wait in a deque, oldest first: finding a dict's oldest key with
+    next(iter(d)) walks over every slot deleted before it, ~6 µs per answer once full.
+    """
+
+    def __init__(self, size: int = 20_000) -> None:
+        self._records: dict[str, ResponseRecord] = {}  # insertion order = age
+        self._order: deque[str] = deque()
+        self._size = size
+
+    def add(self, record: ResponseRecord) -> None:
+        records = self._records
+        rid = record.response_id
+        if rid not in records:
+            self._order.append(rid)
+        records[rid] = record
+        if len(records) > self._size:
+            del records[self._order.popleft()]  # the oldest
+
+    def get(self, response_id: str) -> ResponseRecord | None:
+        return self._records.get(response_id)
+
+    def recent(self, limit: int = 20) -> list[ResponseRecord]:
+        out: list[ResponseRecord] = []
+        for record in reversed(self._records.values()):
+            out.append(record)
+            if len(out) >= limit:
+                break
+        return out
 
 
 class FeedbackService:
@@ -114,9 +149,22 @@ class FeedbackService:
             row = await self.store.get_response(response_id)
         if row is None:
             return None
-        fields = {k: row.get(k) for k in ResponseRecord.__slots__ if k != "stored"}
-        fields["flags"] = list(row.get("flags") or [])
-        return ResponseRecord(**fields, stored=True)
+        return ResponseRecord(
+            row["response_id"],
+            row["request_id"],
+            row["model"],
+            row["provider"],
+            row["conversation_type"],
+            row.get("route"),
+            row.get("optimization"),
+            row["ts"],
+            row.get("latency_ms") or 0.0,
+            list(row.get("flags") or []),
+            row.get("auto_score"),
+            row.get("prompt"),
+            row.get("answer"),
+            stored=True,
+        )
 
     async def submit(self, payload: Any) -> dict[str, Any]:
         response_id, scores, comment = parse_feedback(payload)

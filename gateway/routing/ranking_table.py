@@ -91,9 +91,9 @@ class ScoreTable:
         """Recompute the parts of the models whose stats changed; returns how many."""
         every = False  # whether to look at every model rather than the tracker's latest
         if tracker.generation != self.generation:  # Stats objects created or replaced
-            stats = tracker.stats
+            lookup = tracker.stats
             ctype = self.ctype
-            fresh = [stats(m.name, ctype) or _NO_STATS for m in self.models]
+            fresh = [lookup(m.name, ctype) or _NO_STATS for m in self.models]
             self.seen = [
                 -1 if a is not b else s
                 for a, b, s in zip(fresh, self.stats, self.seen, strict=True)
@@ -181,19 +181,22 @@ class ScoreTable:
                      for n, s in zip(evidence, last_seq, strict=True)]  # fmt: skip
         p = [1.0 / (s * s) for s in success]  # success > 0: it has a prior
         q = list(map(mul, self.aged, p))
+        rows: list[tuple[float, ...]]
         if opt == "speed":
             self.counted = [x is not None for x in latency]
             self.reference = [0.0 if x is None else x for x in latency]
             x = [1.0 if x is None else x for x in latency]
-            rows = zip(map(mul, weight, success), x, map(mul, base, success), p, q, strict=True)
+            rows = list(
+                zip(map(mul, weight, success), x, map(mul, base, success), p, q, strict=True)
+            )
         elif opt == "cost":
             self.counted = [b > 0 for b in base]
             self.reference = [b if b > 0 else 0.0 for b in base]
-            rows = zip(success, base, p, q, strict=True)
+            rows = list(zip(success, base, p, q, strict=True))
         else:
-            rows = zip(map(mul, base, success), p, q, strict=True)
+            rows = list(zip(map(mul, base, success), p, q, strict=True))
         self.count = sum(self.counted)
-        self.rows = list(rows)
+        self.rows = rows
 
     def _reanchor(self, seq: int) -> None:
         """Age every model's evidence to `seq` (q in the rows follows)."""

@@ -80,10 +80,10 @@ def own(model: ModelConfig, stats: Stats | None, optimization: str, stream: bool
     if optimization == "speed":
         prior = model.priors.speed / 10
         lat = latency(stats, stream)
-        n = stats.successes if stats is not None else 0
+        served = stats.successes if stats is not None else 0
         base = prior
-        if lat is not None and n > 0:
-            weight = n / (n + k)
+        if lat is not None and served > 0:
+            weight = served / (served + k)
             base = (1 - weight) * prior
     elif optimization == "cost":
         base = expected_cost(model, stats, k)
@@ -209,6 +209,7 @@ def _quality_inputs(
     model: ModelConfig, stats: Stats | None, optimization: str
 ) -> tuple[float, float | None, float, float | None]:
     """The prior, the rated value, the ratings behind it and the automatic score."""
+    dims: Sequence[str]
     if optimization == "creativity":
         dims, prior = CREATIVITY_DIMS, model.priors.creativity
     else:

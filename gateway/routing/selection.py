@@ -15,10 +15,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
+from typing import Any
 
 from gateway.core.config import ModelConfig, SelectionConfig
-from gateway.http.errors import GatewayError
+from gateway.core.errors import AllModelsBlacklisted
 from gateway.routing.blacklist import Blacklist
+from gateway.routing.dispatch import Job
 from gateway.routing.ranking_table import ScoreTable
 from gateway.routing.scoring import (
     AGING,
@@ -75,9 +77,12 @@ class Selector:
         self.rng = rng or random.Random(config.seed)
         self.clock = clock
         self.refresh_seconds = refresh_seconds
-        self._cache: dict[tuple, _Ranked] = {}
+        self._cache: dict[tuple[str, str, str, bool], _Ranked] = {}
         # (id(candidates), benched models) -> (candidates, healthy ones, healthy by name)
-        self._healthy: dict[tuple, tuple[Sequence[ModelConfig], Sequence[ModelConfig], dict]] = {}
+        self._healthy: dict[
+            tuple[int, tuple[str, ...]],
+            tuple[Sequence[ModelConfig], Sequence[ModelConfig], dict[str, ModelConfig]],
+        ] = {}
 
     # -- scoring, explained --------------------------------------------------------
     def score(
@@ -178,7 +183,7 @@ class Selector:
         return scores
 
     # -- routing -------------------------------------------------------------------
-    def rank(self, job) -> list[ModelConfig]:  # job: gateway.routing.dispatch.Job
+    def rank(self, job: Job[Any, Any]) -> Sequence[ModelConfig]:
         target = job.target
         optimization = job.optimization or "accuracy"
         candidates = target.candidates
@@ -309,13 +314,10 @@ class Selector:
         soonest = self.blacklist.until(returns[0].name) or self.blacklist.clock()
         wait = max(1, math.ceil(soonest - self.blacklist.clock()))
         names = ", ".join(m.name for m in candidates)
-        raise GatewayError(
-            503,
+        raise AllModelsBlacklisted(
             f"Every model that can serve this request is blacklisted after repeated "
             f"failures ({names}); '{returns[0].name}' returns in {wait} s.",
-            type="server_error",
-            code="all_models_blacklisted",
-            headers={"retry-after": str(wait)},
+            retry_after=wait,
         )
 
 

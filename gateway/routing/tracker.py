@@ -9,13 +9,12 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.types import Attempt
-from gateway.routing.blacklist import Blacklist
-from gateway.routing.windowed import WindowedHistogram
+from gateway.routing.histogram import WindowedHistogram
 
 __all__ = ["AGING", "FEEDBACK_DIMENSIONS", "Stats", "Tracker", "aged"]
 
@@ -124,17 +123,15 @@ class Stats:
 
 
 class Tracker:
+    """Every model's live stats per conversation type; only `record()` and the feedback
+    methods change them, and each change bumps `version` (scores refresh on it)."""
+
+    kind = "stats"  # what its snapshots are stored as
+
     def __init__(
-        self,
-        blacklist: Blacklist,
-        *,
-        clock: Callable[[], float] = time.time,
-        sink: Callable[[Attempt], None] | None = None,
-        conversations: int = 50_000,
+        self, *, clock: Callable[[], float] = time.time, conversations: int = 50_000
     ) -> None:
-        self.blacklist = blacklist
         self.clock = clock
-        self.sink = sink
         self.version = 0  # bumps on every change, so scores know when to refresh
         self.seq = 0  # attempts recorded, all models: the clock that ages evidence
         self.generation = 0  # bumps when Stats objects are created or replaced
@@ -143,11 +140,10 @@ class Tracker:
         self._stats: dict[tuple[str, str], Stats] = {}
         self._conversations: OrderedDict[str, str] = OrderedDict()
         self._conversation_limit = conversations
-        blacklist.on_return = self._returned
 
-    def _returned(self, model: str) -> None:
-        """A model back from the blacklist starts with a clean recent record, so the
-        failures that benched it do not keep it from being tried again."""
+    def reset_recent(self, model: str) -> None:
+        """Forget a model's recent successes and failures (it was just benched, or let
+        back): the failures that benched it must not keep it from being tried again."""
         for (name, _), stats in self._stats.items():
             if name == model:
                 stats.recent_ok = stats.recent_n = 0.0
@@ -191,25 +187,9 @@ class Tracker:
             stats.last_error = attempt.error_message
             stats.last_error_class = attempt.error_class
             stats.last_error_at = attempt.timestamp
-            benched = self.blacklist.failure(attempt.model, attempt.error_message)
-            if benched is not None:
-                log.warning(
-                    "model blacklisted",
-                    extra={
-                        "fields": {
-                            "event": "blacklisted",
-                            "model": attempt.model,
-                            "until": benched.until,
-                            "consecutive_failures": benched.consecutive_failures,
-                            "error": attempt.error_message,
-                        }
-                    },
-                )
         else:
             stats.client_errors += 1
         self.version += 1
-        if self.sink is not None:
-            self.sink(attempt)
 
     def _success(self, stats: Stats, attempt: Attempt) -> None:
         stats.successes += 1
@@ -233,7 +213,6 @@ class Tracker:
             stats.completion_tokens += attempt.completion_tokens
             stats.usage_count += 1
         stats.cost += attempt.cost
-        self.blacklist.success(attempt.model, attempt.timestamp - attempt.latency_ms / 1000)
         if attempt.conversation_id:
             self.remember(attempt.conversation_id, attempt.model)
 
@@ -251,8 +230,8 @@ class Tracker:
         self,
         model: str,
         ctype: str,
-        scores: dict[str, float],
-        previous: dict[str, float] | None = None,
+        scores: Mapping[str, float],
+        previous: Mapping[str, float] | None = None,
     ) -> None:
         """Fold 1-5 ratings into the aggregates; a re-rating replaces its earlier scores."""
         stats = self._get(model, ctype)
@@ -293,12 +272,10 @@ class Tracker:
         self._changed(stats)
         self.version += 1
 
-    def snapshot(self) -> list[tuple[str, str, dict[str, Any]]]:
-        items = [("stats", f"{m}\x1f{t}", s.to_dict()) for (m, t), s in self._stats.items()]
-        items += [("blacklist", m, e) for m, e in self.blacklist.snapshot().items()]
-        return items
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {f"{m}\x1f{t}": s.to_dict() for (m, t), s in self._stats.items()}
 
-    def restore(self, stats: dict[str, dict], blacklist: dict[str, dict]) -> None:
+    def restore(self, stats: dict[str, dict[str, Any]]) -> None:
         for key, data in stats.items():
             model, _, ctype = key.partition("\x1f")
             try:
@@ -308,7 +285,6 @@ class Tracker:
         # Evidence ages by attempts since a model last served: continue that count
         # where it stopped, or restored evidence would look fresher than it is.
         self.seq = max([self.seq, *(s.last_seq for s in self._stats.values())])
-        self.blacklist.restore(blacklist)
         self.generation += 1
         self.version += 1
 

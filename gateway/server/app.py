@@ -1,7 +1,8 @@
-"""The ASGI application: wires configuration, providers and routes together.
+"""Where a gateway process is assembled: configuration in, a running ASGI app out.
 
-State that lives across requests is owned by one `Gateway` object, created here
-and started in the app lifespan; no module keeps mutable globals.
+State that lives across requests is owned by one `Gateway` object, built and wired
+here once and started in the app lifespan; no module keeps mutable globals. The HTTP
+layer and the admin UI get it through the interfaces they declare.
 """
 
 from __future__ import annotations
@@ -11,36 +12,24 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
-import orjson
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Match, Mount, Route
-from starlette.types import Receive, Scope, Send
 
 from admin_ui import create_admin_app
 from gateway.core.config import Config, config_path, load_config
-from gateway.core.logs import configure_logging
-from gateway.http.auth import ApiKeyMiddleware
-from gateway.http.errors import GatewayError, error_response, http_error
-from gateway.http.proxy import fast_handlers, proxy_routes
+from gateway.core.logs import EventLog, configure_logging
+from gateway.http.app import create_http_app
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, build_provider
 from gateway.routing.dispatch import Dispatcher
-from gateway.routing.dispatch import log as attempt_log
 from gateway.routing.evaluation import Evaluator
-from gateway.routing.feedback import FeedbackService
-from gateway.routing.responses import ResponseIndex, ResponseRecord
+from gateway.routing.feedback import FeedbackService, ResponseIndex
+from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.server.gctune import tune
 from gateway.server.workers import WORKERS_ENV
-from gateway.storage import Store, create_store
+from gateway.storage import create_store
 from gateway.storage.writer import StoreWriter
 from providers.base import Provider
 
@@ -50,7 +39,10 @@ log = logging.getLogger("gatewise")
 
 
 class Gateway:
-    """Everything one gateway process owns: pools, catalog, tracker, blacklist, store."""
+    """Everything one gateway process owns, built and wired once, here: providers and
+    their pools, the catalog, the selector, the recording chain (tracker, blacklist,
+    evaluator, writer), the store. `start()` opens the store and the background tasks;
+    `stop()` drains and closes them."""
 
     def __init__(
         self, config: Config, clock: Callable[[], float] = time.time, workers: int = 1
@@ -59,79 +51,67 @@ class Gateway:
         self.clock = clock
         self.workers = workers  # processes serving the same port (this one included)
         sel = config.selection
+        storage = config.storage
         self.blacklist = Blacklist(
             sel.blacklist_threshold,
             sel.blacklist_base_seconds,
             sel.blacklist_max_seconds,
             clock=clock,
         )
-        self.tracker = Tracker(self.blacklist, clock=clock)
+        self.tracker = Tracker(clock=clock)
         self.selector = Selector(
             self.tracker, self.blacklist, sel, refresh_seconds=sel.score_refresh_seconds
         )
-        self.index = ResponseIndex()
-        self.evaluator = Evaluator(
-            self.tracker, self.index, self._keep, log_payloads=config.storage.log_payloads
-        )
-        self.feedback: FeedbackService | None = None
-        self.providers: dict[str, Provider] = {}
-        self.catalog = Catalog(config, {})
-        self.dispatcher = self._dispatcher()
-        self.store: Store | None = None
-        self.writer: StoreWriter | None = None
-        self.ready = False
-
-    def _dispatcher(self) -> Dispatcher:
-        sel = self.config.selection
-        return Dispatcher(
-            self.catalog,
-            self.selector.rank,
-            self.tracker.record,
-            max_attempts=sel.max_attempts,
-            deadline=sel.deadline_seconds,
-            wall=self.clock,
-        )
-
-    def _keep(self, record: ResponseRecord) -> None:
-        if self.writer is not None:
-            self.writer.enqueue_response(record)
-
-    async def start(self) -> None:
-        config = self.config
-        self.store = create_store(config.storage.url)
-        await self.store.open()
-        self.tracker.restore(
-            await self.store.load_states("stats"), await self.store.load_states("blacklist")
-        )
-        storage = config.storage
+        self.store = create_store(storage.url)
         self.writer = StoreWriter(
             self.store,
-            self.tracker,
+            (self.tracker, self.blacklist),
             flush_interval=storage.flush_interval,
             queue_size=storage.queue_size,
             retention_seconds=storage.retention_days * 86400,
-            clock=self.clock,
+            clock=clock,
         )
-        self.tracker.sink = self.writer.enqueue
+        self.index = ResponseIndex()
+        self.evaluator = Evaluator(
+            self.tracker, self.index, self.writer, log_payloads=storage.log_payloads
+        )
+        self.events = EventLog("gatewise.attempts")
+        self.recorder = Recorder(
+            self.tracker, self.blacklist, self.evaluator, self.writer, self.events
+        )
+        self.providers: dict[str, Provider] = {
+            p.name: build_provider(p, [m for m in config.models if m.provider == p.name])
+            for p in config.providers
+            if p.enabled
+        }
+        self.catalog = Catalog(config, self.providers)
+        self.dispatcher = Dispatcher(
+            self.catalog,
+            self.selector,
+            self.recorder,
+            max_attempts=sel.max_attempts,
+            deadline=sel.deadline_seconds,
+            wall=clock,
+        )
         # Sibling workers' answers reach the store within one flush; wait that long.
-        settle = storage.flush_interval + 0.5 if self.workers > 1 else 0.0
-        self.feedback = FeedbackService(
-            self.index, self.store, self.tracker, self.clock, settle=settle
-        )
+        settle = storage.flush_interval + 0.5 if workers > 1 else 0.0
+        self.feedback = FeedbackService(self.index, self.store, self.tracker, clock, settle=settle)
+        self.ready = False
+
+    async def start(self) -> None:
+        config = self.config
+        await self.store.open()
+        self.tracker.restore(await self.store.load_states(self.tracker.kind))
+        self.blacklist.restore(await self.store.load_states(self.blacklist.kind))
+        self.writer.start()
+        self.evaluator.start()
         for provider in config.providers:
-            if provider.enabled:
-                models = [m for m in config.models if m.provider == provider.name]
-                self.providers[provider.name] = build_provider(provider, models)
-            else:
+            if not provider.enabled:
                 log.warning(
                     "provider '%s' is disabled: %s not set",
                     provider.name,
                     ", ".join(provider.missing_env),
                 )
-        self.catalog = Catalog(config, self.providers)
-        self.dispatcher = self._dispatcher()
-        self.writer.start()
-        self.evaluator.start()
         if not config.server.api_keys:
             log.warning(
                 "NO CLIENT API KEYS CONFIGURED: the gateway is open to anyone who can reach it "
@@ -151,44 +131,11 @@ class Gateway:
     async def stop(self) -> None:
         self.ready = False
         await self.evaluator.close()
-        if self.writer is not None:
-            await self.writer.close()
-        if self.store is not None:
-            await self.store.close()
+        await self.writer.close()
+        await self.store.close()
         for provider in self.providers.values():
             await provider.aclose()
-        attempt_log.flush()
-
-
-class _GatewayApp(Starlette):
-    """Starlette, with the proxy's POST endpoints served before the middleware stack.
-
-    The hot path still gets its API-key check and its own error handling (in the
-    endpoint); it skips only the generic layers, which profiles showed it paying for.
-    """
-
-    fast: dict[str, Any] | None = None
-    auth: ApiKeyMiddleware | None = None
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast is not None and scope["type"] == "http" and scope["method"] == "POST":
-            handler = self.fast.get(scope["path"])
-            if handler is not None:
-                assert self.auth is not None
-                rejection = self.auth.rejection(scope)
-                await (rejection or handler)(scope, receive, send)
-                return
-        await super().__call__(scope, receive, send)
-
-
-class _AdminMount(Mount):
-    """The admin app takes every path except the OpenAI surface, so that a wrong method
-    on /v1/* still gets its 405 instead of the admin app's 404."""
-
-    def matches(self, scope: Scope) -> tuple[Match, Scope]:
-        if scope.get("path", "").startswith("/v1/"):
-            return Match.NONE, {}
-        return super().matches(scope)
+        self.events.flush()
 
 
 def create_app(
@@ -204,62 +151,10 @@ def create_app(
         finally:
             await gateway.stop()
 
-    async def healthz(request: Request) -> Response:
-        return Response(b'{"status":"ok"}', media_type="application/json")
-
-    async def readyz(request: Request) -> Response:
-        disabled = [
-            {"provider": p.name, "missing_env": list(p.missing_env)}
-            for p in config.providers
-            if not p.enabled
-        ]
-        body = {
-            "status": "ready" if gateway.ready else "starting",
-            "models": sorted(gateway.catalog.enabled),
-            "disabled_providers": disabled,
-        }
-        return Response(
-            orjson.dumps(body), 200 if gateway.ready else 503, media_type="application/json"
-        )
-
-    proxy = proxy_routes(gateway)
-    middleware = [Middleware(ApiKeyMiddleware, api_keys=config.server.api_keys)]
-    if config.server.cors is not None:
-        middleware.insert(
-            0,
-            Middleware(
-                CORSMiddleware,
-                allow_origins=config.server.cors.allow_origins,
-                allow_headers=config.server.cors.allow_headers,
-                allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
-            ),
-        )
-    routes = [
-        Route("/healthz", healthz, methods=["GET"]),
-        Route("/readyz", readyz, methods=["GET"]),
-        *proxy,
-        _AdminMount("", app=create_admin_app(gateway, config.server.admin_token)),
-    ]
-    app = _GatewayApp(
-        routes=routes,
-        middleware=middleware,
-        lifespan=lifespan,
-        exception_handlers={HTTPException: http_error, Exception: _internal_error},
-    )
+    admin = create_admin_app(gateway, config.server.admin_token)
+    app = create_http_app(gateway, admin=admin, lifespan=lifespan)
     app.state.gateway = gateway
-    if config.server.cors is None:  # CORS headers must reach every response: no shortcut
-        app.fast = fast_handlers(proxy)
-        app.auth = ApiKeyMiddleware(app, config.server.api_keys)
     return app
-
-
-async def _internal_error(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return error_response(
-        GatewayError(
-            500, "The gateway hit an internal error.", type="server_error", code="internal_error"
-        )
-    )
 
 
 def app_factory() -> Starlette:

@@ -15,6 +15,7 @@ import random
 import signal
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +131,10 @@ async def _one(client: httpx.AsyncClient, rng: random.Random, step: int) -> None
     headers = {"x-gatewise-conversation": f"user-{step % 7}"}
     if rng.random() < 0.15:
         headers["x-gatewise-optimize"] = rng.choice(["speed", "cost", "continuity"])
-    body = {"model": model, "messages": [{"role": "user", "content": rng.choice(_PROMPTS)}]}
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": [{"role": "user", "content": rng.choice(_PROMPTS)}],
+    }
     if rng.random() < 0.2:
         body["stream"] = True
         async with client.stream(
@@ -199,7 +203,7 @@ async def _main(host: str, port: int, duration: float | None, rate: float, db: s
     class Server(uvicorn.Server):
         # Ctrl-C stops the demo cleanly: no re-raised signal after shutdown.
         @contextlib.contextmanager
-        def capture_signals(self):  # type: ignore[override]
+        def capture_signals(self) -> Iterator[None]:
             yield
 
     app = create_app(demo_config(db))

@@ -1,9 +1,10 @@
-"""Moves what the tracker learns into the store, in batches, off the request path.
+"""Moves what the gateway learns into the store, in batches, off the request path.
 
-Requests only append to an in-memory list (bounded: past the limit attempts are
-dropped and counted, never waited on). A background task writes the batch at
-least every `flush_interval` seconds, snapshots the tracker's aggregates, prunes
-old rows, and does a last flush on graceful shutdown.
+The recorder and the evaluator only append to in-memory lists (bounded: past the
+limit rows are dropped and counted, never waited on). A background task writes the
+batches at least every `flush_interval` seconds, saves the state of its `sources`
+(the tracker's aggregates, the blacklist) when they changed, prunes old rows, and does
+a last flush on graceful shutdown.
 """
 
 from __future__ import annotations
@@ -12,23 +13,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
-from gateway.core.types import Attempt
-from gateway.routing.responses import ResponseRecord
-from gateway.routing.tracker import Tracker
-from gateway.storage import Store
+from gateway.core.types import Attempt, ResponseRecord
+from gateway.storage.base import Store
 
-__all__ = ["StoreWriter"]
+__all__ = ["StateSource", "StoreWriter"]
 
 log = logging.getLogger("gatewise.store")
+
+
+class StateSource(Protocol):
+    """State saved as (kind, key) -> JSON whenever its `version` moved."""
+
+    kind: str
+    version: int
+
+    def snapshot(self) -> dict[str, dict[str, Any]]: ...
 
 
 class StoreWriter:
     def __init__(
         self,
         store: Store,
-        tracker: Tracker,
+        sources: Sequence[StateSource] = (),
         *,
         flush_interval: float = 1.0,
         queue_size: int = 10_000,
@@ -39,7 +48,7 @@ class StoreWriter:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.tracker = tracker
+        self.sources = tuple(sources)
         self.flush_interval = flush_interval
         self.queue_size = queue_size
         self.snapshot_interval = snapshot_interval
@@ -56,7 +65,7 @@ class StoreWriter:
         self._responses: list[ResponseRecord] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._snapshot_version = -1
+        self._saved: dict[str, int] = {}  # source kind -> version saved
         self._last_snapshot = 0.0
         self._last_prune = 0.0
 
@@ -126,12 +135,15 @@ class StoreWriter:
             self.written += len(chunk)
 
     async def snapshot(self) -> None:
+        """Save the state of every source that changed since it was last saved."""
         self._last_snapshot = self.clock()
-        if self.tracker.version == self._snapshot_version:
+        changed = [s for s in self.sources if self._saved.get(s.kind) != s.version]
+        if not changed:
             return
-        version = self.tracker.version
-        await self.store.save_states(self.tracker.snapshot())
-        self._snapshot_version = version
+        versions = {s.kind: s.version for s in changed}
+        items = [(s.kind, key, data) for s in changed for key, data in s.snapshot().items()]
+        await self.store.save_states(items)
+        self._saved.update(versions)
 
     async def prune(self) -> None:
         self._last_prune = self.clock()

@@ -14,9 +14,9 @@ def test_openapi_describes_every_admin_path(seeded: Seeded) -> None:
     assert spec["components"]["securitySchemes"]["admin"]["scheme"] == "bearer"
     expected = {
         "/performance": "get", "/performance/rankings": "get",
-        "/performance/metrics/{modelName}": "get", "/performance/summary": "get",
-        "/performance/blacklisted": "get", "/performance/blacklisted/{modelName}": "delete",
-        "/evaluations": "get", "/evaluations/model/{modelName}": "get",
+        "/performance/metrics/{model}": "get", "/performance/summary": "get",
+        "/performance/blacklisted": "get", "/performance/blacklisted/{model}": "delete",
+        "/evaluations": "get", "/evaluations/model/{model}": "get",
         "/evaluations/summary": "get", "/admin/responses": "get", "/admin/feedback": "post",
     }  # fmt: skip
     for path, method in expected.items():

@@ -9,9 +9,10 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
+from gateway.core.errors import GatewayError
 from gateway.core.types import Endpoint
 from gateway.http.body import check_body, read_json
-from gateway.http.errors import GatewayError
+from gateway.http.errors import status_of
 
 VALID: dict[Endpoint, dict[str, Any]] = {
     Endpoint.CHAT: {"model": "m", "messages": [{"role": "user", "content": "hi"}]},
@@ -46,7 +47,7 @@ CASES = [(e, f) for e in ENDPOINTS for f in REQUIRED[e]]
 def raises(endpoint: Endpoint, body: dict[str, Any]) -> GatewayError:
     with pytest.raises(GatewayError) as info:
         check_body(endpoint, body)
-    assert info.value.status == 400
+    assert status_of(info.value)[0] == 400
     return info.value
 
 
@@ -228,7 +229,7 @@ async def test_declared_length_over_the_limit_is_413_without_reading() -> None:
     request = make_request([b"{}"], content_length=5000)
     with pytest.raises(GatewayError) as info:
         await read_json(request, 100)
-    assert info.value.status == 413
+    assert status_of(info.value)[0] == 413
     assert info.value.code == "request_too_large"
     assert "100 bytes" in info.value.message
     assert request.state.received == []
@@ -240,7 +241,7 @@ async def test_streamed_size_over_the_limit_is_413(declared: int | None) -> None
     request = make_request(chunks, content_length=declared)
     with pytest.raises(GatewayError) as info:
         await read_json(request, 100)
-    assert info.value.status == 413
+    assert status_of(info.value)[0] == 413
     assert info.value.code == "request_too_large"
 
 
@@ -248,7 +249,7 @@ async def test_streamed_size_over_the_limit_is_413(declared: int | None) -> None
 async def test_malformed_json_is_400(raw: bytes) -> None:
     with pytest.raises(GatewayError) as info:
         await read_json(make_request([raw]), 1000)
-    assert info.value.status == 400
+    assert status_of(info.value)[0] == 400
     assert info.value.code == "invalid_json"
     assert "parse the JSON body" in info.value.message
 
@@ -257,7 +258,7 @@ async def test_malformed_json_is_400(raw: bytes) -> None:
 async def test_non_object_json_is_400(raw: bytes) -> None:
     with pytest.raises(GatewayError) as info:
         await read_json(make_request([raw]), 1000)
-    assert info.value.status == 400
+    assert status_of(info.value)[0] == 400
     assert info.value.code == "invalid_json"
     assert "must be a JSON object" in info.value.message
 
@@ -265,7 +266,7 @@ async def test_non_object_json_is_400(raw: bytes) -> None:
 async def test_empty_body_is_400() -> None:
     with pytest.raises(GatewayError) as info:
         await read_json(make_request([]), 1000)
-    assert info.value.status == 400
+    assert status_of(info.value)[0] == 400
     assert "empty" in info.value.message
 
 
@@ -284,4 +285,4 @@ async def test_multipart_without_content_length_is_411() -> None:
     request = make_request([b"--b--\r\n"], None, "multipart/form-data; boundary=b")
     with pytest.raises(GatewayError) as info:
         await read_json(request, 1000)
-    assert info.value.status == 411
+    assert status_of(info.value)[0] == 411

@@ -9,6 +9,7 @@ import random
 from gateway.core.config import ModelConfig, parse_config
 from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist
+from gateway.routing.recorder import learn
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 
@@ -55,7 +56,7 @@ class RandomState:
         self.models: list[ModelConfig] = list(self.config.models)
         self.clock = Clock()
         self.blacklist = Blacklist(threshold=3, base_seconds=60, clock=self.clock)
-        self.tracker = Tracker(self.blacklist, clock=self.clock)
+        self.tracker = Tracker(clock=self.clock)
         self.selector = Selector(
             self.tracker, self.blacklist, self.config.selection, clock=self.clock
         )
@@ -70,7 +71,9 @@ class RandomState:
         if roll < 0.7:
             ok = rng.random() < 0.85
             base = self.latency[name]
-            self.tracker.record(
+            learn(
+                self.tracker,
+                self.blacklist,
                 Attempt(
                     "req", None, 1, name, "up", TT, None, None, ok,
                     latency_ms=base * rng.uniform(0.5, 2),
@@ -80,7 +83,7 @@ class RandomState:
                     timestamp=self.clock(),
                     counts_as_failure=not ok and rng.random() < 0.9,
                     conversation_id=f"c{rng.randrange(5)}",
-                )
+                ),
             )  # fmt: skip
         elif roll < 0.85:
             dims = rng.sample(FEEDBACK_DIMENSIONS, rng.randint(1, 3))
@@ -91,14 +94,13 @@ class RandomState:
             self.tracker.add_auto_score(name, TT, rng.random(), ["flag"] * rng.randint(0, 1))
         elif roll < 0.99:
             self.clock.now += 120  # benched models return, with a clean recent record
-            self.blacklist.active()
         else:
             self.restore()
 
     def restore(self) -> None:
         """What a restart does: Stats objects replaced by their stored copies."""
         stats = {f"{m}\x1f{t}": s.to_dict() for (m, t), s in self.tracker.items()}
-        self.tracker.restore(stats, {})
+        self.tracker.restore(stats)
 
     def explained(
         self, optimization: str, stream: bool, models: list[ModelConfig] | None = None

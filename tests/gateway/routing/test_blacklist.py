@@ -93,6 +93,27 @@ def test_comes_back_by_itself_when_the_clock_passes_until(clock: Clock) -> None:
     assert bl.active() == []
 
 
+def test_reads_change_nothing_when_a_bench_runs_out(clock: Clock) -> None:
+    bl = Blacklist(threshold=3, base_seconds=HOUR, clock=clock)
+    fail(bl, "m", 3)
+    version, snapshot = bl.version, bl.snapshot()
+    clock.advance(HOUR)
+    assert not bl.is_blacklisted("m") and bl.until("m") is None and bl.active() == []
+    assert (bl.version, bl.snapshot()) == (version, snapshot)
+    assert bl.any_benched()  # kept until the next write, which drops it
+    bl.failure("other")
+    assert not bl.any_benched()
+
+
+def test_every_change_bumps_the_version(clock: Clock) -> None:
+    bl = Blacklist(threshold=2, clock=clock)
+    version = bl.version
+    fail(bl, "m", 2)
+    bl.success("m")
+    bl.clear("m")
+    assert bl.version == version + 4
+
+
 def test_success_resets_the_streak(clock: Clock) -> None:
     bl = Blacklist(clock=clock)
     fail(bl, "m", 3)

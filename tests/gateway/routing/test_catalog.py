@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gateway.core.config import Config, parse_config
+from gateway.core.errors import GatewayError
 from gateway.core.types import CONVERSATION_TYPES, Endpoint
-from gateway.http.errors import GatewayError
+from gateway.http.errors import status_of
 from gateway.routing.catalog import Catalog, build_provider
 
 
@@ -101,38 +102,38 @@ def test_candidates_are_model_configs(catalog: Catalog) -> None:
 @pytest.mark.parametrize("name", ["nope", "", "AUTO", 42, None])
 def test_unknown_name_is_404(catalog: Catalog, name: object) -> None:
     err = error(catalog, name)
-    assert err.status == 404
+    assert status_of(err)[0] == 404
     assert err.code == "model_not_found"
     assert err.param == "model"
-    assert err.type == "invalid_request_error"
+    assert status_of(err)[1] == "invalid_request_error"
 
 
 def test_model_of_a_disabled_provider_is_503_naming_the_variable(catalog: Catalog) -> None:
     err = error(catalog, "gpt")
-    assert err.status == 503
+    assert status_of(err)[0] == 503
     assert err.code == "provider_disabled"
-    assert err.type == "server_error"
+    assert status_of(err)[1] == "server_error"
     assert "TEST_OPENAI_KEY" in err.message
     assert "'openai'" in err.message
 
 
 def test_wrong_conversation_type_is_400(catalog: Catalog) -> None:
     err = error(catalog, "e", "text-to-text")
-    assert err.status == 400
+    assert status_of(err)[0] == 400
     assert err.code == "model_not_supported"
     assert err.param == "model"
     assert "embedding" in err.message
     # the conversation type is checked before the provider's state
-    assert error(catalog, "gpt", "embedding").status == 400
+    assert status_of(error(catalog, "gpt", "embedding"))[0] == 400
 
 
 def test_route_without_a_member_for_the_type_is_400(catalog: Catalog) -> None:
     err = error(catalog, "embeds", "text-to-image")
-    assert err.status == 400
+    assert status_of(err)[0] == 400
     assert err.code == "model_not_supported"
     assert "'embeds'" in err.message
     # a route whose only member is disabled
-    assert error(catalog, "dark").status == 400
+    assert status_of(error(catalog, "dark"))[0] == 400
 
 
 def test_enabled_provider_with_env_set_serves_its_model() -> None:
@@ -153,7 +154,7 @@ def test_every_target_type_is_known(catalog: Catalog) -> None:
             try:
                 target = catalog.resolve(name, ctype)
             except GatewayError as err:
-                assert err.status == 400
+                assert status_of(err)[0] == 400
             else:
                 assert all(ctype in m.conversation_types for m in target.candidates)
 

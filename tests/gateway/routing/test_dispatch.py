@@ -1,4 +1,5 @@
-"""The dispatcher: fallback over ranked models, blame, error mapping, and no sleeping."""
+"""The dispatcher: fallback over ranked models, blame, the errors a request ends with,
+and every attempt's outcome recorded once."""
 
 from __future__ import annotations
 
@@ -8,11 +9,17 @@ from typing import Any
 import pytest
 
 from gateway.core.config import parse_config
+from gateway.core.errors import (
+    GatewayError,
+    InvalidRequest,
+    NoModelAvailable,
+    RejectedByUpstream,
+    UpstreamFailed,
+)
 from gateway.core.types import Attempt, Endpoint
-from gateway.http.errors import GatewayError
+from gateway.http.errors import status_of
 from gateway.routing.catalog import Catalog
-from gateway.routing.cost import cost_of
-from gateway.routing.dispatch import Dispatcher
+from gateway.routing.dispatch import Dispatcher, Exchange, Job, Outcome, ReplyJob
 from providers import errors
 from providers.base import Call, Provider, Reply, Usage
 from providers.errors import ProviderError
@@ -83,6 +90,34 @@ MODELS: list[dict[str, Any]] = [
 ]  # fmt: skip
 
 
+class Ranked:
+    """The selector's part: the target's candidates in their configured order."""
+
+    def __init__(self) -> None:
+        self.order: list[str] | None = None
+
+    def rank(self, job: Job[Any, Any]) -> list[Any]:
+        candidates = list(job.target.candidates)
+        if self.order is None:
+            return candidates
+        by_name = {m.name: m for m in candidates}
+        return [by_name[n] for n in self.order]
+
+
+class Outcomes:
+    """The recorder's part: every outcome, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[Outcome] = []
+
+    def record(self, outcome: Outcome) -> None:
+        self.seen.append(outcome)
+
+    @property
+    def attempts(self) -> list[Attempt]:
+        return [o.attempt() for o in self.seen]
+
+
 class Setup:
     def __init__(self, script: dict[str, Reply | ProviderError], max_attempts: int = 3) -> None:
         config = parse_config(
@@ -94,12 +129,13 @@ class Setup:
         )
         self.providers = {name: Scripted(name, script) for name in ("one", "two")}
         self.catalog = Catalog(config, self.providers)
-        self.attempts: list[Attempt] = []
+        self.ranked = Ranked()
+        self.outcomes = Outcomes()
         self.clock = Clock(step=0.01)
         self.dispatcher = Dispatcher(
             self.catalog,
-            lambda job: list(job.target.candidates),
-            self.attempts.append,
+            self.ranked,
+            self.outcomes,
             max_attempts=max_attempts,
             clock=self.clock,
             wall=lambda: T0,
@@ -108,10 +144,13 @@ class Setup:
         for provider in self.providers.values():
             provider.calls = self.calls  # one shared log keeps the order across providers
 
-    async def send(self, body: dict[str, Any] = HI):
+    @property
+    def attempts(self) -> list[Attempt]:
+        return self.outcomes.attempts
+
+    async def send(self, body: dict[str, Any] = HI) -> Exchange[Reply]:
         target = self.catalog.resolve("auto", TT)
-        job = self.dispatcher.job("req-1", Endpoint.CHAT, target, body, TT)
-        return await self.dispatcher.send(job)
+        return await self.dispatcher.run(ReplyJob("req-1", Endpoint.CHAT, target, body))
 
     async def fail(self) -> GatewayError:
         with pytest.raises(GatewayError) as info:
@@ -121,12 +160,8 @@ class Setup:
 
 @pytest.fixture(autouse=True)
 def no_sleeping(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    """Any real wait between attempts fails the test.
-
-    tenacity's wait_none still awaits ``asyncio.sleep(0)`` between tries (a bare yield to
-    the event loop, no time passes), so zero is let through and recorded; anything longer
-    raises.
-    """
+    """Any real wait between attempts fails the test (a bare yield, sleep(0), is let
+    through and recorded)."""
     calls: list[float] = []
     real_sleep = asyncio.sleep
 
@@ -142,17 +177,20 @@ def no_sleeping(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 
 async def test_a_failing_model_falls_back_to_the_next(no_sleeping: list[float]) -> None:
     s = Setup({"a": err("server_error", 500), "b": reply("from b")})
-    served = await s.send()
-    assert served.model.name == "b"
-    assert served.provider == "two"
-    assert served.attempts == 2
-    assert served.result.body["choices"][0]["message"]["content"] == "from b"
+    exchange = await s.send()
+    assert exchange.model.name == "b"
+    assert exchange.provider == "two"
+    assert exchange.number == 2
+    assert exchange.result.body["choices"][0]["message"]["content"] == "from b"
     assert s.calls == ["a", "b"]
-    first, second = s.attempts
+    [first] = s.attempts  # the failure is recorded at once; the answer when it closes
     assert (first.model, first.attempt, first.ok, first.counts_as_failure) == ("a", 1, False, True)
     assert (first.error_class, first.http_status) == ("server_error", 500)
     assert first.response_id is None
     assert first.latency_ms > 0
+    outcome = exchange.close()
+    _, second = s.attempts
+    assert s.outcomes.seen[-1] is outcome
     assert (second.model, second.attempt, second.ok, second.counts_as_failure) == (
         "b",
         2,
@@ -160,19 +198,46 @@ async def test_a_failing_model_falls_back_to_the_next(no_sleeping: list[float]) 
         False,
     )
     assert second.cost == pytest.approx(1000 * 3 / 1e6 + 500 * 6 / 1e6)
-    assert second.cost == pytest.approx(cost_of(served.model.pricing, Usage(1000, 500)))
+    assert outcome.cost == exchange.model.pricing.cost_of(Usage(1000, 500))
     assert (second.prompt_tokens, second.completion_tokens) == (1000, 500)
     assert second.response_id is not None and second.response_id.startswith("chatcmpl-")
     assert second.request_id == first.request_id == "req-1"
     assert second.timestamp == T0
-    assert served.extra["attempt"] is second
+    assert outcome.answered and outcome.judged and outcome.body is exchange.result.body
     assert all(delay == 0 for delay in no_sleeping)
+
+
+async def test_a_whole_reply_is_timed_to_its_arrival_not_to_its_close() -> None:
+    s = Setup({"a": reply("from a")})
+    exchange = await s.send()
+    for _ in range(50):
+        s.clock()  # time passes while the answer is written to the client
+    outcome = exchange.close()
+    assert outcome.timings.upstream_ms == pytest.approx(10.0)  # one 0.01 s clock step
+    assert outcome.timings.ttft_ms == outcome.timings.upstream_ms
+
+
+async def test_an_exchange_is_recorded_once() -> None:
+    s = Setup({"a": reply("from a")})
+    exchange = await s.send()
+    exchange.close()
+    with pytest.raises(RuntimeError):
+        exchange.close()
+    assert len(s.outcomes.seen) == 1
+
+
+async def test_a_client_that_left_is_recorded_but_not_judged() -> None:
+    s = Setup({"a": reply("from a")})
+    outcome = (await s.send()).close(client_gone=True)
+    assert outcome.client_gone and outcome.answered and not outcome.judged
+    assert outcome.attempt().ok
 
 
 async def test_first_success_records_one_attempt() -> None:
     s = Setup({"a": reply("from a")})
-    served = await s.send()
-    assert (served.model.name, served.attempts, s.calls) == ("a", 1, ["a"])
+    exchange = await s.send()
+    exchange.close()
+    assert (exchange.model.name, exchange.number, s.calls) == ("a", 1, ["a"])
     [only] = s.attempts
     assert only.ok and only.cost == pytest.approx(1000 * 2 / 1e6 + 500 * 4 / 1e6)
 
@@ -180,7 +245,8 @@ async def test_first_success_records_one_attempt() -> None:
 async def test_max_attempts_limits_the_tries() -> None:
     s = Setup({m: err("server_error", 503) for m in "abcd"}, max_attempts=3)
     error = await s.fail()
-    assert error.status == 502
+    assert isinstance(error, UpstreamFailed)
+    assert status_of(error) == (502, "server_error")
     assert error.code == "upstream_error"
     assert "All 3 attempt(s) failed" in error.message
     for name in ("a (one)", "b (two)", "c (one)"):
@@ -194,7 +260,8 @@ async def test_max_attempts_limits_the_tries() -> None:
 async def test_a_client_error_is_returned_without_fallback() -> None:
     s = Setup({"a": err("bad_request", 400, param="temperature"), "b": reply("from b")})
     error = await s.fail()
-    assert error.status == 400
+    assert isinstance(error, RejectedByUpstream)
+    assert status_of(error)[0] == 400
     assert error.code == "bad_request"
     assert error.param == "temperature"
     assert s.calls == ["a"]
@@ -203,12 +270,18 @@ async def test_a_client_error_is_returned_without_fallback() -> None:
     assert only.error_class == "bad_request"
 
 
+async def test_an_upstream_client_status_is_passed_on() -> None:
+    s = Setup({"a": err("bad_request", 413), "b": reply("from b")})
+    assert status_of(await s.fail())[0] == 413
+
+
 async def test_context_length_moves_to_a_larger_context_model() -> None:
     s = Setup({"a": err("context_length", 400), "b": reply("from b"), "c": reply("from c")})
-    served = await s.send()
-    assert served.model.name == "c"  # b has the same 1000-token window as a: skipped
-    assert served.attempts == 2
+    exchange = await s.send()
+    assert exchange.model.name == "c"  # b has the same 1000-token window as a: skipped
+    assert exchange.number == 2
     assert s.calls == ["a", "c"]
+    exchange.close()
     first, second = s.attempts
     assert first.error_class == "context_length"
     assert not first.ok and not first.counts_as_failure
@@ -218,7 +291,7 @@ async def test_context_length_moves_to_a_larger_context_model() -> None:
 async def test_context_length_everywhere_is_a_400() -> None:
     s = Setup({m: err("context_length", 400) for m in "abcd"}, max_attempts=4)
     error = await s.fail()
-    assert error.status == 400
+    assert status_of(error)[0] == 400
     assert error.code == "context_length_exceeded"
     assert s.calls == ["a", "c", "d"]
     assert not any(a.counts_as_failure for a in s.attempts)
@@ -227,7 +300,7 @@ async def test_context_length_everywhere_is_a_400() -> None:
 async def test_all_timeouts_are_a_504() -> None:
     s = Setup({m: err("timeout") for m in "abcd"})
     error = await s.fail()
-    assert error.status == 504
+    assert status_of(error)[0] == 504
     assert error.code == "upstream_timeout"
     assert len(s.attempts) == 3
 
@@ -241,32 +314,35 @@ async def test_all_rate_limited_is_a_503_with_retry_after() -> None:
     }
     s = Setup(script)
     error = await s.fail()
-    assert error.status == 503
+    assert isinstance(error, UpstreamFailed)
+    assert status_of(error)[0] == 503
     assert error.code == "upstream_rate_limited"
-    assert error.headers == {"retry-after": "3"}  # rounded up: never invite an early retry
+    assert error.retry_after == 3  # rounded up: never invite an early retry
     assert [a.retry_after for a in s.attempts] == [7.0, 2.5, None]
 
 
 async def test_mixed_failures_are_a_502() -> None:
     s = Setup({"a": err("timeout"), "b": err("rate_limited", 429), "c": err("connection")})
     error = await s.fail()
-    assert error.status == 502
+    assert status_of(error)[0] == 502
 
 
 async def test_nothing_left_to_try_is_a_503() -> None:
     s = Setup({"a": reply("unused")})
-    s.dispatcher._rank = lambda job: []
+    s.ranked.order = []
     error = await s.fail()
-    assert (error.status, error.code) == (503, "no_model_available")
+    assert isinstance(error, NoModelAvailable)
+    assert (status_of(error)[0], error.code) == (503, "no_model_available")
     assert s.calls == []
 
 
 async def test_attempts_follow_the_ranked_order(no_sleeping: list[float]) -> None:
     s = Setup({"d": err("auth", 401), "c": err("not_found", 404), "a": reply("from a")})
-    s.dispatcher._rank = lambda job: [s.catalog.models[n] for n in ("d", "c", "a", "b")]
-    served = await s.send()
-    assert served.model.name == "a"
-    assert served.attempts == 3
+    s.ranked.order = ["d", "c", "a", "b"]
+    exchange = await s.send()
+    exchange.close()
+    assert exchange.model.name == "a"
+    assert exchange.number == 3
     assert s.calls == ["d", "c", "a"]
     assert [a.attempt for a in s.attempts] == [1, 2, 3]
     assert all(delay == 0 for delay in no_sleeping)
@@ -297,7 +373,7 @@ async def test_models_whose_provider_cannot_serve_the_endpoint_are_skipped() -> 
     class Both(Provider):
         endpoints = frozenset({Endpoint.CHAT, Endpoint.RESPONSES})
 
-        async def send(self, call):
+        async def send(self, call: Call) -> Reply:
             return Reply({"id": "r", "object": "response", "output": []})
 
     config = parse_config(
@@ -308,21 +384,18 @@ async def test_models_whose_provider_cannot_serve_the_endpoint_are_skipped() -> 
         }
     )
     catalog = Catalog(config, {"a": Chat("a"), "b": Both("b")})
-    seen = []
-    dispatcher = Dispatcher(catalog, lambda job: list(job.target.candidates), seen.append)
+    outcomes = Outcomes()
+    dispatcher = Dispatcher(catalog, Ranked(), outcomes)
+    body = {"model": "auto", "input": "hi"}
     target = catalog.resolve("auto", "text-to-text")
-    job = dispatcher.job(
-        "req", Endpoint.RESPONSES, target, {"model": "auto", "input": "hi"}, "text-to-text"
-    )
-    served = await dispatcher.send(job)
-    assert served.model.name == "gpt" and [a.model for a in seen] == ["gpt"]
+    exchange = await dispatcher.run(ReplyJob("req", Endpoint.RESPONSES, target, body))
+    exchange.close()
+    assert exchange.model.name == "gpt" and [a.model for a in outcomes.attempts] == ["gpt"]
 
-    only = catalog.resolve("claude", "text-to-text")
-    job = dispatcher.job(
-        "req", Endpoint.RESPONSES, only, {"model": "claude", "input": "hi"}, "text-to-text"
-    )
     only_claude = Catalog(config, {"a": Chat("a"), "b": Chat("b")})
-    dispatcher = Dispatcher(only_claude, lambda job: list(job.target.candidates), seen.append)
-    with pytest.raises(GatewayError) as caught:
-        await dispatcher.send(job)
-    assert caught.value.status == 400 and "cannot serve responses" in caught.value.message
+    dispatcher = Dispatcher(only_claude, Ranked(), outcomes)
+    job = ReplyJob("req", Endpoint.RESPONSES, only_claude.resolve("claude", TT), body)
+    with pytest.raises(InvalidRequest) as caught:
+        await dispatcher.run(job)
+    assert status_of(caught.value)[0] == 400
+    assert "cannot serve responses" in caught.value.message

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
-from gateway.http.errors import GatewayError
-from gateway.routing.blacklist import Blacklist
-from gateway.routing.feedback import FeedbackService, parse_feedback
-from gateway.routing.responses import ResponseIndex, ResponseRecord
+from gateway.core.errors import GatewayError
+from gateway.core.types import ResponseRecord
+from gateway.http.errors import status_of
+from gateway.routing.feedback import FeedbackService, ResponseIndex, parse_feedback
 from gateway.routing.tracker import Tracker
 from gateway.storage import MemoryStore
 
@@ -21,7 +21,7 @@ CTYPE = "text-to-text"
 def rejected(payload: Any) -> GatewayError:
     with pytest.raises(GatewayError) as caught:
         parse_feedback(payload)
-    assert caught.value.status == 422
+    assert status_of(caught.value)[0] == 422
     assert caught.value.code == "invalid_feedback"
     return caught.value
 
@@ -117,7 +117,7 @@ def index() -> ResponseIndex:
 
 @pytest.fixture
 def tracker() -> Tracker:
-    return Tracker(Blacklist())
+    return Tracker()
 
 
 @pytest.fixture
@@ -128,7 +128,7 @@ def service(index: ResponseIndex, store: MemoryStore, tracker: Tracker) -> Feedb
 async def test_unknown_response_id_is_404(service: FeedbackService, store: MemoryStore) -> None:
     with pytest.raises(GatewayError) as caught:
         await service.submit({"response_id": "chatcmpl-nope", "overall": 5})
-    assert caught.value.status == 404
+    assert status_of(caught.value)[0] == 404
     assert caught.value.code == "response_not_found"
     assert "chatcmpl-nope" in caught.value.message
     assert await store.feedback() == []
@@ -137,7 +137,7 @@ async def test_unknown_response_id_is_404(service: FeedbackService, store: Memor
 async def test_invalid_payload_is_422_before_lookup(service: FeedbackService) -> None:
     with pytest.raises(GatewayError) as caught:
         await service.submit({"response_id": "chatcmpl-nope", "overall": 9})
-    assert caught.value.status == 422
+    assert status_of(caught.value)[0] == 422
 
 
 async def test_rating_is_stored_before_submit_returns(
@@ -293,7 +293,7 @@ async def test_an_unknown_id_beside_siblings_is_404_after_the_settle_time(
     service = FeedbackService(index, store, tracker, Clock(), settle=1.5, pause=sibling.pause)
     with pytest.raises(GatewayError) as caught:
         await service.submit({"response_id": "chatcmpl-nope", "overall": 5})
-    assert caught.value.status == 404
+    assert status_of(caught.value)[0] == 404
     assert sum(sibling.paused) == pytest.approx(1.5)
 
 
@@ -306,4 +306,34 @@ async def test_a_single_worker_does_not_wait_for_unknown_ids(
     service.pause = pause
     with pytest.raises(GatewayError) as caught:
         await service.submit({"response_id": "chatcmpl-nope", "overall": 5})
-    assert caught.value.status == 404
+    assert status_of(caught.value)[0] == 404
+
+
+# ---- the index of recent answers ---------------------------------------------------
+
+
+def indexed(rid: str) -> ResponseRecord:
+    return ResponseRecord(rid, "req-" + rid, "alpha", "up", "text-to-text", None, None, 1.0, 2.0)
+
+
+def test_the_index_keeps_the_latest_records_and_forgets_the_oldest() -> None:
+    index = ResponseIndex(size=3)
+    for i in range(5):
+        index.add(indexed(f"r{i}"))
+    assert [index.get(f"r{i}") is not None for i in range(5)] == [False, False, True, True, True]
+    assert [r.response_id for r in index.recent(10)] == ["r4", "r3", "r2"]
+
+
+def test_adding_a_known_id_again_replaces_it_without_forgetting_another() -> None:
+    index = ResponseIndex(size=2)
+    index.add(indexed("a"))
+    index.add(indexed("b"))
+    again = indexed("a")
+    index.add(again)
+    assert index.get("a") is again and index.get("b") is not None
+    index.add(indexed("c"))  # "a" is still the oldest id: it goes first
+    assert (index.get("a"), index.get("b") is not None, index.get("c") is not None) == (
+        None,
+        True,
+        True,
+    )

@@ -4,8 +4,7 @@ import random
 import orjson
 import pytest
 
-from gateway.routing.histogram import Histogram
-from gateway.routing.windowed import WindowedHistogram
+from gateway.routing.histogram import Histogram, WindowedHistogram
 
 
 def _values(n: int = 10_000, seed: int = 1) -> list[float]:

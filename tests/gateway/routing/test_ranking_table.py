@@ -86,7 +86,7 @@ def test_a_restore_replaces_the_stats_a_table_holds() -> None:
     stored = {f"{m}\x1f{c}": s.to_dict() for (m, c), s in state.tracker.items()}
     stored["m1\x1f" + TT]["usage_count"] = 10_000  # the store knows more than memory
     stored["m1\x1f" + TT]["completion_tokens"] = 10_000 * 50_000
-    state.tracker.restore(stored, {})
+    state.tracker.restore(stored)
     assert fast(state, t) == pytest.approx(state.explained("cost", False), rel=1e-12)
 
 

@@ -9,11 +9,12 @@ from typing import Any
 import pytest
 
 from gateway.core.config import parse_config
+from gateway.core.errors import AllModelsBlacklisted
 from gateway.core.types import Attempt, Endpoint
-from gateway.http.errors import GatewayError
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
-from gateway.routing.dispatch import Job
+from gateway.routing.dispatch import ReplyJob
+from gateway.routing.recorder import learn
 from gateway.routing.scoring import AGING, BONUS
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
@@ -53,7 +54,7 @@ class World:
         self.blacklist = Blacklist(
             threshold=self.config.selection.blacklist_threshold, clock=self.clock
         )
-        self.tracker = Tracker(self.blacklist, clock=self.clock)
+        self.tracker = Tracker(clock=self.clock)
         self.selector = Selector(
             self.tracker,
             self.blacklist,
@@ -70,10 +71,9 @@ class World:
         conversation: str | None = None,
         stream: bool = False,
     ) -> list[str]:
-        job = Job(
+        job = ReplyJob(
             "req",
             Endpoint.CHAT,
-            TT,
             self.catalog.resolve(target, TT),
             {"model": target, "stream": stream},
             optimization=optimization,
@@ -90,7 +90,7 @@ class World:
                 "provider": "up", "conversation_type": TT, "route": "auto",
                 "optimization": None, "ok": ok, "counts_as_failure": not ok}  # fmt: skip
         for _ in range(n):
-            self.tracker.record(Attempt(**base, timestamp=self.clock(), **fields))
+            learn(self.tracker, self.blacklist, Attempt(**base, timestamp=self.clock(), **fields))
 
     def bench(self, model: str) -> None:
         self.record(model, self.config.selection.blacklist_threshold, ok=False)
@@ -312,12 +312,11 @@ def bench_all_staggered(w: World) -> None:
 def test_all_blacklisted_is_503_with_retry_after_of_the_soonest() -> None:
     w = World({n: {} for n in NAMES})
     bench_all_staggered(w)
-    with pytest.raises(GatewayError) as info:
+    with pytest.raises(AllModelsBlacklisted) as info:
         w.rank("accuracy")
     err = info.value
-    assert err.status == 503
     assert err.code == "all_models_blacklisted"
-    assert err.headers == {"retry-after": "2100"}
+    assert err.retry_after == 2100
     assert "'beta' returns in 2100 s" in err.message
 
 

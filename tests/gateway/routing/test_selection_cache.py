@@ -10,7 +10,7 @@ import pytest
 
 from gateway.core.types import Endpoint
 from gateway.routing.catalog import Catalog
-from gateway.routing.dispatch import Job
+from gateway.routing.dispatch import ReplyJob
 from gateway.routing.scoring import aged, evidence
 from gateway.routing.selection import Selector
 from tests.gateway.routing.scoring_states import OPTIMIZATIONS, RandomState
@@ -64,8 +64,8 @@ def test_routing_follows_the_explained_scores(seed: int) -> None:
             continue
         for optimization in OPTIMIZATIONS:
             for stream in (False, True):
-                job = Job("req", Endpoint.CHAT, TT, target, {"stream": stream},
-                          optimization=optimization)  # fmt: skip
+                job = ReplyJob("req", Endpoint.CHAT, target, {"stream": stream},
+                               optimization=optimization)  # fmt: skip
                 ranked = [m.name for m in selector.rank(job)]
                 healthy = [m for m in target.candidates
                            if not state.blacklist.is_blacklisted(m.name)]  # fmt: skip

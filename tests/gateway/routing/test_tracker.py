@@ -6,7 +6,6 @@ import orjson
 import pytest
 
 from gateway.core.types import Attempt
-from gateway.routing.blacklist import Blacklist
 from gateway.routing.histogram import Histogram
 from gateway.routing.tracker import Stats, Tracker
 
@@ -69,7 +68,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def tracker(clock: Clock) -> Tracker:
-    return Tracker(Blacklist(clock=clock), clock=clock)
+    return Tracker(clock=clock)
 
 
 def fill(tracker: Tracker) -> None:
@@ -131,38 +130,27 @@ def test_client_errors_are_not_failures(tracker: Tracker) -> None:
     assert (stats.requests, stats.failures, stats.client_errors) == (5, 0, 5)
     assert stats.success_rate is None
     assert stats.recent_success_rate is None
-    assert tracker.blacklist.consecutive_failures("alpha") == 0
-    assert not tracker.blacklist.is_blacklisted("alpha")
 
 
-def test_client_error_does_not_break_a_failure_streak(tracker: Tracker) -> None:
-    tracker.record(failure())
-    tracker.record(failure())
-    tracker.record(client_error())
-    assert tracker.blacklist.consecutive_failures("alpha") == 2
-
-
-def test_three_retryable_failures_bench_the_model(tracker: Tracker) -> None:
+def test_every_change_bumps_the_version(tracker: Tracker) -> None:
     version = tracker.version
-    for _ in range(2):
-        tracker.record(failure(kind="timeout"))
-    assert not tracker.blacklist.is_blacklisted("alpha")
-    tracker.record(failure(kind="timeout"))
-    assert tracker.blacklist.is_blacklisted("alpha")
-    assert tracker.blacklist.entry("alpha").last_error == "timeout happened"
-    assert tracker.version == version + 3
-    tracker.record(attempt())  # a success ends the streak and the bench
-    assert not tracker.blacklist.is_blacklisted("alpha")
-
-
-def test_sink_receives_every_attempt(clock: Clock) -> None:
-    seen: list[Attempt] = []
-    tracker = Tracker(Blacklist(clock=clock), clock=clock, sink=seen.append)
-    sent = [attempt(), failure(), client_error(), attempt("beta")]
-    for a in sent:
+    for a in (failure(kind="timeout"), client_error(), attempt()):
         tracker.record(a)
-    assert seen == sent
-    assert all(a is b for a, b in zip(seen, sent, strict=True))
+    tracker.add_feedback("alpha", TT, {"accuracy": 4})
+    tracker.add_auto_score("alpha", TT, 1.0)
+    tracker.reset_recent("alpha")
+    assert tracker.version == version + 6
+
+
+def test_reset_recent_forgets_recent_failures_not_the_totals(tracker: Tracker) -> None:
+    for _ in range(3):
+        tracker.record(failure())
+    tracker.record(attempt(conversation_type="embedding"))
+    tracker.reset_recent("alpha")
+    for ctype in (TT, "embedding"):
+        stats = tracker.stats("alpha", ctype)
+        assert stats.recent_success_rate is None  # no recent record: the prior applies
+    assert tracker.stats("alpha", TT).failures == 3
 
 
 def test_successful_attempts_remember_the_conversation(tracker: Tracker) -> None:
@@ -175,7 +163,7 @@ def test_successful_attempts_remember_the_conversation(tracker: Tracker) -> None
 
 
 def test_remembered_conversations_are_bounded(clock: Clock) -> None:
-    tracker = Tracker(Blacklist(clock=clock), clock=clock, conversations=10)
+    tracker = Tracker(clock=clock, conversations=10)
     for i in range(25):
         tracker.remember(f"c{i}", "alpha")
     assert tracker.last_model("c0") is None
@@ -250,8 +238,8 @@ def test_a_state_saved_before_served_recent_existed_counts_every_request(
 ) -> None:
     old = Stats(requests=70, last_seq=90).to_dict()
     del old["served_recent"]
-    tracker = Tracker(Blacklist(clock=clock), clock=clock)
-    tracker.restore({f"alpha\x1f{TT}": old}, {})
+    tracker = Tracker(clock=clock)
+    tracker.restore({f"alpha\x1f{TT}": old})
     assert tracker.stats("alpha", TT).served_recent == 70.0  # aged from last_seq on
 
 
@@ -273,8 +261,8 @@ def test_a_state_saved_before_ratings_aged_reads_as_last_rated_when_it_last_serv
     old = Stats(last_seq=40).to_dict()
     old["feedback"] = {"overall": [8.0, 2]}
     old["feedback_recent"] = {"overall": [8.0, 2.0]}  # no rating time then
-    tracker = Tracker(Blacklist(clock=clock), clock=clock)
-    tracker.restore({f"alpha\x1f{TT}": old}, {})
+    tracker = Tracker(clock=clock)
+    tracker.restore({f"alpha\x1f{TT}": old})
     assert tracker.stats("alpha", TT).feedback_recent["overall"] == [8.0, 2.0, 40]
     tracker.add_feedback("alpha", TT, {"overall": 5})  # seq is 40: no aging, one decay
     assert recent_mean(tracker, "alpha") == pytest.approx((8 * 0.9 + 5) / (2 * 0.9 + 1))
@@ -292,14 +280,12 @@ def test_snapshot_restore_round_trip(clock: Clock, tracker: Tracker) -> None:
     for _ in range(3):
         tracker.record(failure("gamma"))
     tracker.add_feedback("alpha", TT, {"accuracy": 5})
-    items = orjson.loads(orjson.dumps(tracker.snapshot()))
-    assert {kind for kind, _, _ in items} == {"stats", "blacklist"}
-    stats_data = {key: data for kind, key, data in items if kind == "stats"}
-    blacklist_data = {key: data for kind, key, data in items if kind == "blacklist"}
+    stats_data = orjson.loads(orjson.dumps(tracker.snapshot()))
+    assert tracker.kind == "stats"
 
-    fresh = Tracker(Blacklist(clock=clock), clock=clock)
+    fresh = Tracker(clock=clock)
     version = fresh.version
-    fresh.restore(stats_data, blacklist_data)
+    fresh.restore(stats_data)
     assert fresh.version > version
     before, after = tracker.stats("alpha", TT), fresh.stats("alpha", TT)
     assert after is not None
@@ -315,7 +301,7 @@ def test_snapshot_restore_round_trip(clock: Clock, tracker: Tracker) -> None:
         assert after.ttft.quantile(q) == pytest.approx(before.ttft.quantile(q))
     assert after.feedback_mean("accuracy") == 5
     assert fresh.stats("beta", "embedding").latency.mean == 7.0
-    assert fresh.blacklist.is_blacklisted("gamma")
+    assert fresh.stats("gamma", TT).failures == 3
     # Restored histograms keep recording.
     fresh.record(attempt(latency_ms=1000.0))
     assert fresh.stats("alpha", TT).latency.count == 101
@@ -328,9 +314,8 @@ def test_restore_continues_the_attempt_count_so_evidence_keeps_its_age(
         tracker.record(attempt("alpha"))
     for _ in range(7):
         tracker.record(attempt("beta"))
-    stats_data = {k: d for kind, k, d in tracker.snapshot() if kind == "stats"}
-    fresh = Tracker(Blacklist(clock=clock), clock=clock)
-    fresh.restore(orjson.loads(orjson.dumps(stats_data)), {})
+    fresh = Tracker(clock=clock)
+    fresh.restore(orjson.loads(orjson.dumps(tracker.snapshot())))
     assert fresh.seq == tracker.seq == 12
     assert fresh.seq - fresh.stats("alpha", TT).last_seq == 7  # alpha idle for 7 attempts
     fresh.record(attempt("beta"))
@@ -342,10 +327,10 @@ def test_a_state_saved_before_token_averages_existed_seeds_them_from_its_means(
 ) -> None:
     for _ in range(10):
         tracker.record(attempt(prompt_tokens=100, completion_tokens=200))
-    [(key, data)] = [(k, d) for kind, k, d in tracker.snapshot() if kind == "stats"]
+    [(key, data)] = tracker.snapshot().items()
     del data["prompt_ewma"], data["completion_ewma"]
-    fresh = Tracker(Blacklist(clock=clock), clock=clock)
-    fresh.restore(orjson.loads(orjson.dumps({key: data})), {})
+    fresh = Tracker(clock=clock)
+    fresh.restore(orjson.loads(orjson.dumps({key: data})))
     fresh.record(attempt(prompt_tokens=100, completion_tokens=1200))
     stats = fresh.stats("alpha", TT)
     assert stats is not None
@@ -353,8 +338,8 @@ def test_a_state_saved_before_token_averages_existed_seeds_them_from_its_means(
 
 
 def test_restore_skips_unreadable_stats(clock: Clock) -> None:
-    tracker = Tracker(Blacklist(clock=clock), clock=clock)
-    tracker.restore({"alpha\x1ftext-to-text": {"requests": 3}}, {})
+    tracker = Tracker(clock=clock)
+    tracker.restore({"alpha\x1ftext-to-text": {"requests": 3}})
     assert tracker.stats("alpha", TT) is None
 
 

@@ -8,9 +8,9 @@ from collections.abc import Sequence
 
 import pytest
 
-from gateway.core.types import Attempt
+from gateway.core.types import Attempt, ResponseRecord
 from gateway.routing.blacklist import Blacklist
-from gateway.routing.responses import ResponseRecord
+from gateway.routing.recorder import learn
 from gateway.routing.tracker import Tracker
 from gateway.storage import MemoryStore, SQLiteStore, Store
 from gateway.storage.writer import StoreWriter
@@ -59,7 +59,7 @@ def clock() -> Clock:
 
 @pytest.fixture
 def tracker(clock: Clock) -> Tracker:
-    return Tracker(Blacklist(clock=clock), clock=clock)
+    return Tracker(clock=clock)
 
 
 class FailingStore(MemoryStore):
@@ -98,7 +98,7 @@ class SlowStore(MemoryStore):
 
 async def test_enqueued_attempts_are_written_on_flush(tracker: Tracker) -> None:
     store = MemoryStore()
-    writer = StoreWriter(store, tracker)
+    writer = StoreWriter(store, (tracker,))
     for i in range(5):
         writer.enqueue(attempt(i))
     assert await stored(store) == []  # nothing is written on the request path
@@ -115,14 +115,14 @@ async def test_close_flushes_everything_and_snapshots_the_tracker(clock: Clock, 
     store: Store = MemoryStore() if kind == "memory" else SQLiteStore(":memory:")
     await store.open()
     try:
-        writer = StoreWriter(store, Tracker(Blacklist(clock=clock), clock=clock))
-        tracker = Tracker(Blacklist(clock=clock), clock=clock, sink=writer.enqueue)
-        writer.tracker = tracker
-        for i in range(3):
-            tracker.record(attempt(i))
-        for i in range(3, 6):
-            tracker.record(attempt(i, model="beta", ok=False))
-        assert tracker.blacklist.is_blacklisted("beta")
+        tracker, blacklist = Tracker(clock=clock), Blacklist(clock=clock)
+        writer = StoreWriter(store, (tracker, blacklist))
+        for a in [attempt(i) for i in range(3)] + [
+            attempt(i, model="beta", ok=False) for i in range(3, 6)
+        ]:
+            learn(tracker, blacklist, a)
+            writer.enqueue(a)
+        assert blacklist.is_blacklisted("beta")
         await writer.close()
         assert await stored(store) == ids(6)
         states = await store.load_states("stats")
@@ -130,17 +130,18 @@ async def test_close_flushes_everything_and_snapshots_the_tracker(clock: Clock, 
         assert states["alpha\x1ftext-to-text"]["successes"] == 3
         assert "beta" in await store.load_states("blacklist")
 
-        restored = Tracker(Blacklist(clock=clock), clock=clock)
-        restored.restore(states, await store.load_states("blacklist"))
+        restored, benched = Tracker(clock=clock), Blacklist(clock=clock)
+        restored.restore(states)
+        benched.restore(await store.load_states("blacklist"))
         assert restored.stats("alpha", "text-to-text").latency.count == 3
-        assert restored.blacklist.is_blacklisted("beta")
+        assert benched.is_blacklisted("beta")
     finally:
         await store.close()
 
 
 async def test_queue_is_bounded_and_counts_drops(tracker: Tracker) -> None:
     store = MemoryStore()
-    writer = StoreWriter(store, tracker, queue_size=3)
+    writer = StoreWriter(store, (tracker,), queue_size=3)
     for i in range(5):
         writer.enqueue(attempt(i))
     assert writer.dropped == 2
@@ -154,7 +155,7 @@ async def test_queue_is_bounded_and_counts_drops(tracker: Tracker) -> None:
 
 async def test_a_failing_store_keeps_the_batch_for_the_next_flush(tracker: Tracker) -> None:
     store = FailingStore(failures=2)
-    writer = StoreWriter(store, tracker, queue_size=100)
+    writer = StoreWriter(store, (tracker,), queue_size=100)
     for i in range(10):
         writer.enqueue(attempt(i))
     with pytest.raises(OSError):
@@ -171,7 +172,7 @@ async def test_a_failing_store_keeps_the_batch_for_the_next_flush(tracker: Track
 
 async def test_a_failing_store_drops_only_what_does_not_fit(tracker: Tracker) -> None:
     store = FailingStore(failures=1)
-    writer = StoreWriter(store, tracker, queue_size=4)
+    writer = StoreWriter(store, (tracker,), queue_size=4)
     for i in range(4):
         writer.enqueue(attempt(i))
     with pytest.raises(OSError):
@@ -183,14 +184,18 @@ async def test_a_failing_store_drops_only_what_does_not_fit(tracker: Tracker) ->
 
 async def test_a_slow_store_does_not_block_enqueue_or_record(clock: Clock) -> None:
     store = SlowStore()
-    writer = StoreWriter(store, Tracker(Blacklist(clock=clock), clock=clock))
-    tracker = Tracker(Blacklist(clock=clock), clock=clock, sink=writer.enqueue)
-    writer.tracker = tracker
-    tracker.record(attempt(0))
+    tracker = Tracker(clock=clock)
+    writer = StoreWriter(store, (tracker,))
+
+    def record(a: Attempt) -> None:  # what the recorder does on the request path
+        tracker.record(a)
+        writer.enqueue(a)
+
+    record(attempt(0))
     flushing = asyncio.create_task(writer.flush())
     await store.entered.wait()  # the flush is now stuck inside the store
     for i in range(1, 1001):  # synchronous: returns without yielding to the stuck flush
-        tracker.record(attempt(i))
+        record(attempt(i))
     assert not flushing.done()
     assert tracker.stats("alpha", "text-to-text").requests == 1001
     assert writer.dropped == 0
@@ -209,7 +214,7 @@ async def test_the_background_loop_flushes_without_being_asked(
     store = SlowStore()
     store.gate.set()
     # The fake clock keeps the loop's pruning from rolling up these 2023 timestamps.
-    writer = StoreWriter(store, tracker, flush_interval=0.001, clock=clock)
+    writer = StoreWriter(store, (tracker,), flush_interval=0.001, clock=clock)
     writer.start()
     try:
         writer.enqueue(attempt(1))
@@ -221,7 +226,7 @@ async def test_the_background_loop_flushes_without_being_asked(
 
 async def test_the_background_loop_survives_a_store_failure(clock: Clock, tracker: Tracker) -> None:
     store = FailingStore(failures=1)
-    writer = StoreWriter(store, tracker, flush_interval=0.001, clock=clock)
+    writer = StoreWriter(store, (tracker,), flush_interval=0.001, clock=clock)
     writer.enqueue(attempt(1))
     writer.start()
     try:
@@ -234,7 +239,7 @@ async def test_the_background_loop_survives_a_store_failure(clock: Clock, tracke
 
 async def test_snapshot_is_skipped_when_nothing_changed(tracker: Tracker) -> None:
     store = MemoryStore()
-    writer = StoreWriter(store, tracker)
+    writer = StoreWriter(store, (tracker,))
     tracker.record(attempt(1))
     await writer.snapshot()
     assert set(await store.load_states("stats")) == {"alpha\x1ftext-to-text"}
@@ -246,9 +251,23 @@ async def test_snapshot_is_skipped_when_nothing_changed(tracker: Tracker) -> Non
     assert (await store.load_states("stats"))["alpha\x1ftext-to-text"]["requests"] == 2
 
 
+async def test_each_source_is_saved_only_when_it_changed(clock: Clock) -> None:
+    store = MemoryStore()
+    tracker, blacklist = Tracker(clock=clock), Blacklist(threshold=1, clock=clock)
+    writer = StoreWriter(store, (tracker, blacklist))
+    tracker.record(attempt(1))
+    await writer.snapshot()
+    assert await store.load_states("blacklist") == {}
+    await store.delete_state("stats", "alpha\x1ftext-to-text")
+    blacklist.failure("beta", "down")  # only the blacklist changed
+    await writer.snapshot()
+    assert await store.load_states("stats") == {}
+    assert (await store.load_states("blacklist"))["beta"]["level"] == 1
+
+
 async def test_prune_uses_the_retention_and_the_clock(clock: Clock, tracker: Tracker) -> None:
     store = MemoryStore()
-    writer = StoreWriter(store, tracker, retention_seconds=100, clock=clock)
+    writer = StoreWriter(store, (tracker,), retention_seconds=100, clock=clock)
     for i in (0, 50, 150):
         writer.enqueue(attempt(i))
     await writer.flush()
@@ -272,7 +291,7 @@ class ChunkStore(FailingStore):
 
 async def test_a_large_flush_is_written_in_chunks(tracker: Tracker) -> None:
     store = ChunkStore()
-    writer = StoreWriter(store, tracker, chunk=4)
+    writer = StoreWriter(store, (tracker,), chunk=4)
     for i in range(10):
         writer.enqueue(attempt(i))
     await writer.flush()
@@ -283,7 +302,7 @@ async def test_a_large_flush_is_written_in_chunks(tracker: Tracker) -> None:
 
 async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(tracker: Tracker) -> None:
     store = ChunkStore()
-    writer = StoreWriter(store, tracker, chunk=4)
+    writer = StoreWriter(store, (tracker,), chunk=4)
     for i in range(10):
         writer.enqueue(attempt(i))
 
@@ -314,7 +333,7 @@ async def test_response_records_are_written_in_chunks_and_marked_stored(
             await super().write_responses(records)
 
     store = Store()
-    writer = StoreWriter(store, tracker, chunk=3)
+    writer = StoreWriter(store, (tracker,), chunk=3)
     records = [
         ResponseRecord(f"r{i}", f"q{i}", "alpha", "up", "text-to-text", None, None, T0, 1.0)
         for i in range(7)

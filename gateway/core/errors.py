@@ -1,0 +1,148 @@
+"""What the gateway refuses or cannot do, as typed errors with no HTTP in them.
+
+Routing and storage raise these; `gateway.http.errors` is the one place that turns
+them into OpenAI-shaped responses (status, error type, headers). A provider's own
+failures are `providers.ProviderError`s; when they end a request they arrive here
+wrapped (`UpstreamFailed`, `RejectedByUpstream`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from providers.errors import ContextLengthExceeded, ProviderError, RateLimited, UpstreamTimeout
+
+__all__ = [
+    "AllModelsBlacklisted",
+    "Failure",
+    "GatewayError",
+    "InvalidFeedback",
+    "InvalidFilter",
+    "InvalidRequest",
+    "LengthRequired",
+    "ModelUnavailable",
+    "NoModelAvailable",
+    "NotFound",
+    "RejectedByUpstream",
+    "RequestTooLarge",
+    "StoreUnavailable",
+    "UpstreamFailed",
+]
+
+
+class GatewayError(Exception):
+    """An answer the gateway gives instead of a model's. `code` and `param` follow
+    OpenAI's error body; each subclass says what kind of failure it is."""
+
+    code: str | None = None
+
+    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+        self.param = param
+
+
+class InvalidRequest(GatewayError):
+    """The request itself is wrong: a field, a header, a model that cannot serve it."""
+
+
+class RequestTooLarge(InvalidRequest):
+    code = "request_too_large"
+
+
+class LengthRequired(InvalidRequest):
+    """A body whose size must be known before it is read (multipart)."""
+
+
+class InvalidFeedback(InvalidRequest):
+    code = "invalid_feedback"
+
+
+class InvalidFilter(InvalidRequest):
+    code = "invalid_filter"
+
+
+class NotFound(GatewayError):
+    """No such model, answer or job, or the caller may not see it."""
+
+    code = "not_found"
+
+
+class ModelUnavailable(GatewayError):
+    """The model exists but cannot serve now (its provider is disabled)."""
+
+
+class NoModelAvailable(GatewayError):
+    code = "no_model_available"
+
+
+class AllModelsBlacklisted(NoModelAvailable):
+    code = "all_models_blacklisted"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class StoreUnavailable(GatewayError):
+    code = "store_unavailable"
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    """One model's failed attempt, as a request's final error reports it."""
+
+    model: str
+    provider: str
+    error: ProviderError
+
+
+class UpstreamFailed(GatewayError):
+    """Every model tried failed in a way that is the upstreams' fault."""
+
+    code = "upstream_error"
+
+    def __init__(self, failures: Sequence[Failure]) -> None:
+        summary = "; ".join(f"{f.model} ({f.provider}): {f.error.message}" for f in failures)
+        super().__init__(f"All {len(failures)} attempt(s) failed. {summary}")
+        self.failures = tuple(failures)
+        kinds = {type(f.error) for f in failures if f.error.blames_model}
+        if kinds and all(issubclass(k, UpstreamTimeout) for k in kinds):
+            self.code = "upstream_timeout"
+        elif kinds and all(issubclass(k, RateLimited) for k in kinds):
+            self.code = "upstream_rate_limited"
+
+    @property
+    def timed_out(self) -> bool:
+        return self.code == "upstream_timeout"
+
+    @property
+    def rate_limited(self) -> bool:
+        return self.code == "upstream_rate_limited"
+
+    @property
+    def retry_after(self) -> float | None:
+        """When every failure was a rate limit: the soonest an upstream said to retry."""
+        if not self.rate_limited:
+            return None
+        waits = [f.error.retry_after for f in self.failures if f.error.retry_after is not None]
+        return max(1, math.ceil(min(waits))) if waits else None
+
+
+class RejectedByUpstream(GatewayError):
+    """An upstream refused the request as the caller's fault; no other model would differ."""
+
+    def __init__(self, error: ProviderError) -> None:
+        if isinstance(error, ContextLengthExceeded):
+            super().__init__(error.message, code="context_length_exceeded", param="messages")
+        else:
+            super().__init__(error.message, code=error.kind, param=error.param)
+        self.error = error
+
+    @property
+    def upstream_status(self) -> int | None:
+        return self.error.status

@@ -1,0 +1,107 @@
+"""Where an outcome goes, once: the chain every closed exchange flows through.
+
+tracker (live stats) -> blacklist (failure streaks) -> evaluator (the answer, judged
+in the background) -> writer (the attempt row, stored in batches), and one JSON log
+line. Built once at start-up with all four; nothing is attached later. Runs on the
+request path: every step is in memory and O(1).
+"""
+
+from __future__ import annotations
+
+import logging
+
+from gateway.core.logs import EventLog
+from gateway.core.types import Attempt
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.dispatch import Outcome
+from gateway.routing.evaluation import Evaluator
+from gateway.routing.tracker import Tracker
+from gateway.storage.writer import StoreWriter
+
+__all__ = ["Recorder", "learn"]
+
+log = logging.getLogger("gatewise.tracker")
+
+
+class Recorder:
+    def __init__(
+        self,
+        tracker: Tracker,
+        blacklist: Blacklist,
+        evaluator: Evaluator,
+        writer: StoreWriter,
+        events: EventLog,
+    ) -> None:
+        self.tracker = tracker
+        self.blacklist = blacklist
+        self.evaluator = evaluator
+        self.writer = writer
+        self.events = events
+
+    def record(self, outcome: Outcome) -> None:
+        attempt = outcome.attempt()
+        learn(self.tracker, self.blacklist, attempt)
+        if outcome.answered and outcome.error is None:
+            self.evaluator.submit(outcome)
+        self.writer.enqueue(attempt)
+        self._log(outcome)
+
+    def let_back(self, model: str) -> bool:
+        """An operator lets a benched model back early; returns whether it was benched."""
+        was = self.blacklist.clear(model)
+        self.tracker.reset_recent(model)
+        return was
+
+    def _log(self, outcome: Outcome) -> None:
+        error = outcome.error
+        level = logging.WARNING if error is not None else logging.INFO
+        events = self.events
+        if not events.enabled(level):
+            return
+        model = outcome.model
+        events.emit(
+            level,
+            "attempt",
+            {
+                "request_id": outcome.job.request_id,
+                "attempt": outcome.number,
+                "model": model.name,
+                "provider": model.provider,
+                "status": error.status if error is not None else 200,
+                "ok": error is None,
+                "error_class": error.kind if error is not None else None,
+                "elapsed_ms": round(outcome.timings.upstream_ms, 2),
+                "error": error.message if error is not None else None,
+                "client_gone": outcome.client_gone,
+            },
+        )
+
+
+def learn(tracker: Tracker, blacklist: Blacklist, attempt: Attempt) -> None:
+    """The chain's first half, what routing learns from one attempt: the tracker's stats
+    and the blacklist's streaks. Simulations replay attempts through it."""
+    tracker.record(attempt)
+    model = attempt.model
+    if attempt.ok:
+        # A request that began before the streak's last failure says nothing about
+        # whether the model is back.
+        blacklist.success(model, attempt.timestamp - attempt.latency_ms / 1000)
+    elif attempt.counts_as_failure:
+        benched = blacklist.failure(model, attempt.error_message)
+        if benched is not None:
+            log.warning(
+                "model blacklisted",
+                extra={
+                    "fields": {
+                        "event": "blacklisted",
+                        "model": model,
+                        "until": benched.until,
+                        "consecutive_failures": benched.consecutive_failures,
+                        "error": attempt.error_message,
+                    }
+                },
+            )
+        if blacklist.is_blacklisted(model):
+            # Benched, it serves nobody; when it is back, the failures that benched it
+            # must not keep it from being tried.
+            tracker.reset_recent(model)
