@@ -40,7 +40,6 @@ every implementation shares:
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Self
@@ -55,9 +54,7 @@ __all__ = [
     "attempt_row",
     "check_query",
     "merge_buckets",
-    "nearest_rank",
     "public_row",
-    "truncate",
 ]
 
 HOUR = 3600
@@ -94,23 +91,11 @@ def public_row(row: Mapping[str, Any]) -> dict:
     return out
 
 
-def truncate(ts: float, size: int) -> int:
-    """The start of the ``size``-second bucket holding ``ts`` (what SQL's CAST does)."""
-    return int(ts / size) * size
-
-
 def check_query(limit: int = 0, offset: int = 0, bucket_seconds: int = 1) -> None:
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must not be negative")
     if bucket_seconds <= 0:
         raise ValueError("bucket_seconds must be positive")
-
-
-def nearest_rank(ordered: Sequence[float], q: float) -> float | None:
-    """The q-quantile of sorted values by the nearest-rank method (what the SQL does)."""
-    if not ordered:
-        return None
-    return ordered[max(1, math.ceil(q * len(ordered) - 1e-9)) - 1]
 
 
 def merge_buckets(
