@@ -41,54 +41,16 @@ every implementation shares:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from gateway.core.types import Attempt
 
-__all__ = [
-    "ATTEMPT_COLUMNS",
-    "HOUR",
-    "Store",
-    "StoreError",
-    "attempt_row",
-    "check_query",
-    "merge_buckets",
-    "public_row",
-]
-
-HOUR = 3600
-
-# The attempts columns in insertion order (the table also has an autoincrement ``id``).
-ATTEMPT_COLUMNS: tuple[str, ...] = (
-    "request_id", "response_id", "attempt", "model", "provider", "conversation_type",
-    "route", "optimization", "ok", "error_class", "http_status", "latency_ms", "ttft_ms",
-    "prompt_tokens", "completion_tokens", "cost", "ts", "stream", "error_message",
-    "counts_as_failure",
-)  # fmt: skip
-_BOOL_COLUMNS = ("ok", "stream", "counts_as_failure")
+__all__ = ["Store", "StoreError", "check_query"]
 
 
 class StoreError(Exception):
     """The store cannot be configured, opened or used as asked."""
-
-
-def attempt_row(a: Attempt) -> tuple:
-    """An attempt as a tuple of column values in ``ATTEMPT_COLUMNS`` order, bools as 0/1."""
-    return (
-        a.request_id, a.response_id, a.attempt, a.model, a.provider, a.conversation_type,
-        a.route, a.optimization, int(a.ok), a.error_class, a.http_status, a.latency_ms,
-        a.ttft_ms, a.prompt_tokens, a.completion_tokens, a.cost, a.timestamp, int(a.stream),
-        a.error_message, int(a.counts_as_failure),
-    )  # fmt: skip
-
-
-def public_row(row: Mapping[str, Any]) -> dict:
-    """A stored attempt row as the interface returns it: boolean columns as ``bool``."""
-    out = dict(row)
-    for name in _BOOL_COLUMNS:
-        out[name] = bool(out[name])
-    return out
 
 
 def check_query(limit: int = 0, offset: int = 0, bucket_seconds: int = 1) -> None:
@@ -96,39 +58,6 @@ def check_query(limit: int = 0, offset: int = 0, bucket_seconds: int = 1) -> Non
         raise ValueError("limit and offset must not be negative")
     if bucket_seconds <= 0:
         raise ValueError("bucket_seconds must be positive")
-
-
-def merge_buckets(
-    rows: Iterable[Sequence], percentiles: Mapping[int, Sequence[float | None]] | None = None
-) -> list[dict]:
-    """Combine partial buckets into the ``timeseries()`` result.
-
-    Each row is (bucket start, requests, successes, failures, latency sum, cost sum,
-    prompt tokens, completion tokens); rows for the same bucket are added together.
-    ``percentiles`` maps a bucket to (p50, p95) of its successful raw attempts; hourly
-    rollups keep no distribution, so buckets made only of them have None there.
-    """
-    percentiles = percentiles or {}
-    sums: dict[int, list[float]] = {}
-    for bucket, *values in rows:
-        acc = sums.setdefault(int(bucket), [0] * 7)
-        for i, value in enumerate(values):
-            acc[i] += value or 0
-    return [
-        {
-            "ts": float(bucket),
-            "requests": int(acc[0]),
-            "successes": int(acc[1]),
-            "failures": int(acc[2]),
-            "latency_ms": acc[3] / acc[0] if acc[0] else 0.0,
-            "cost": float(acc[4]),
-            "prompt_tokens": int(acc[5]),
-            "completion_tokens": int(acc[6]),
-            "latency_p50_ms": percentiles.get(bucket, (None, None))[0],
-            "latency_p95_ms": percentiles.get(bucket, (None, None))[1],
-        }
-        for bucket, acc in sorted(sums.items())
-    ]
 
 
 class Store(ABC):

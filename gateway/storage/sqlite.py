@@ -14,17 +14,16 @@ import aiosqlite
 import orjson
 
 from gateway.core.types import Attempt
-from gateway.storage.base import (
+from gateway.storage.base import Store, StoreError, check_query
+from gateway.storage.migrations import MIGRATIONS
+from gateway.storage.rows import (
     ATTEMPT_COLUMNS,
     HOUR,
-    Store,
-    StoreError,
+    attempt_out,
     attempt_row,
-    check_query,
     merge_buckets,
-    public_row,
+    ranked_percentiles,
 )
-from gateway.storage.migrations import MIGRATIONS
 from gateway.storage.sqlite_feedback import SQLiteFeedback
 
 __all__ = ["SQLiteStore"]
@@ -277,7 +276,7 @@ class SQLiteStore(SQLiteFeedback, Store):
         )
         async with self._connection() as db:
             rows = await db.execute_fetchall(sql, (*params, limit, offset))
-        return [public_row(row) for row in rows]
+        return [attempt_out(row) for row in rows]
 
     async def timeseries(
         self,
@@ -303,14 +302,7 @@ class SQLiteStore(SQLiteFeedback, Store):
             ranked = await db.execute_fetchall(
                 _RAW_PERCENTILES.format(where=ok_where), (size, size, size, size, *raw_params)
             )
-        percentiles: dict[int, list[float | None]] = {}
-        for bucket, rn, n, latency in ranked:
-            pair = percentiles.setdefault(int(bucket), [None, None])
-            if rn == (n * 50 + 99) // 100:
-                pair[0] = latency
-            if rn == (n * 95 + 99) // 100:
-                pair[1] = latency
-        return merge_buckets([*raw, *hourly], percentiles)
+        return merge_buckets([*raw, *hourly], ranked_percentiles(ranked))
 
     async def counts(self) -> dict[str, int]:
         async with self._connection() as db:

@@ -19,15 +19,19 @@ import aiosqlite
 import orjson
 
 from gateway.storage.base import check_query
-from gateway.storage.records import (
+from gateway.storage.rows import (
     FEEDBACK_COLUMNS,
     FEEDBACK_SCORES,
+    RATING_COLUMNS,
     RESPONSE_COLUMNS,
     evaluation_rows,
     feedback_aggregate_rows,
+    feedback_out,
     feedback_row,
+    listed_response,
     merge_trend,
     present_scores,
+    response_out,
     response_values,
 )
 
@@ -50,7 +54,7 @@ _PREVIOUS_FEEDBACK = (
 # The latest rating of each response is the one inserted last.
 _LATEST = "id IN (SELECT MAX(id) FROM feedback GROUP BY response_id)"
 _RESPONSES_PAGE = """
-    SELECT {response_columns}, {feedback_columns}, f.ts, f.id
+    SELECT {response_columns}, {feedback_columns}, f.id
     FROM (
         SELECT {columns} FROM responses {where}
         ORDER BY ts DESC, response_id DESC LIMIT ? OFFSET ?
@@ -61,7 +65,7 @@ _RESPONSES_PAGE = """
     ORDER BY r.ts DESC, r.response_id DESC
 """.format(
     response_columns=", ".join(f"r.{name}" for name in RESPONSE_COLUMNS),
-    feedback_columns=", ".join(f"f.{name}" for name in (*FEEDBACK_SCORES, "comment")),
+    feedback_columns=", ".join(f"f.{name}" for name in RATING_COLUMNS),
     columns=", ".join(RESPONSE_COLUMNS),
     where="{where}",
 )
@@ -101,12 +105,6 @@ def _filters(
 _FLAGS = RESPONSE_COLUMNS.index("flags")
 
 
-def _response_out(values: Sequence[Any]) -> dict:
-    row = dict(zip(RESPONSE_COLUMNS, values, strict=True))
-    row["flags"] = orjson.loads(row["flags"]) if row["flags"] else []
-    return row
-
-
 class SQLiteFeedback:
     """Responses and ratings on the host store's connection (see the module docstring)."""
 
@@ -133,7 +131,7 @@ class SQLiteFeedback:
         sql = f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM responses WHERE response_id = ?"
         async with self._connection() as db:
             rows = await db.execute_fetchall(sql, (response_id,))
-        return _response_out(tuple(rows[0])) if rows else None
+        return response_out(tuple(rows[0])) if rows else None
 
     async def responses(
         self,
@@ -151,15 +149,7 @@ class SQLiteFeedback:
             rows = await db.execute_fetchall(
                 _RESPONSES_PAGE.format(where=where), (*params, limit, offset)
             )
-        out = []
-        n = len(RESPONSE_COLUMNS)
-        keys = (*FEEDBACK_SCORES, "comment", "ts")
-        for values in map(tuple, rows):
-            row = _response_out(values[:n])
-            *rating, feedback_id = values[n:]
-            row["feedback"] = None if feedback_id is None else dict(zip(keys, rating, strict=True))
-            out.append(row)
-        return out
+        return [listed_response(tuple(row)) for row in rows]
 
     async def add_feedback(
         self,
@@ -196,7 +186,7 @@ class SQLiteFeedback:
         )
         async with self._connection() as db:
             rows = await db.execute_fetchall(sql, (*params, limit, offset))
-        return [dict(row) for row in rows]
+        return [feedback_out(row) for row in rows]
 
     async def feedback_aggregates(
         self,
