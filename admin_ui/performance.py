@@ -15,6 +15,7 @@ from admin_ui.params import filters
 from admin_ui.services import AdminServices
 from gateway.core.types import CONVERSATION_TYPES, OPTIMIZATIONS
 from gateway.http.errors import GatewayError, error_response
+from gateway.storage import Query
 
 __all__ = ["guarded", "json_response", "performance_routes", "rankings", "unknown_model"]
 
@@ -95,10 +96,7 @@ def performance_routes(services: AdminServices) -> list[Route]:
         series = []
         if services.store is not None:
             series = await services.store.timeseries(
-                model=name,
-                conversation_type=f.conversation_type,
-                since=since,
-                until=until,
+                Query(model=name, conversation_type=f.conversation_type, since=since, until=until),
                 bucket_seconds=bucket,
             )
         return json_response(

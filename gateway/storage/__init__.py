@@ -13,9 +13,10 @@
 from __future__ import annotations
 
 from gateway.storage.base import Store, StoreError
+from gateway.storage.query import Query
 from gateway.storage.sqlite import SQLiteStore
 
-__all__ = ["SQLiteStore", "Store", "StoreError", "create_store"]
+__all__ = ["Query", "SQLiteStore", "Store", "StoreError", "create_store"]
 
 _EXPECTED = (
     "expected sqlite:///path/to/file.db, sqlite://:memory:, memory:// "

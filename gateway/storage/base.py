@@ -5,6 +5,12 @@ be swapped for another backend (PostgreSQL next) with the same behaviour. The se
 every implementation shares:
 
 * Timestamps are float unix seconds. ``since`` is inclusive and ``until`` exclusive.
+* Every read takes a ``Query`` (gateway/storage/query.py). Its ``limit``/``offset`` page
+  the listings (``attempts``, ``responses``, ``feedback``); aggregates, time series and
+  trends ignore them and count every selected row. ``response_id`` selects ratings: only
+  ``feedback()`` takes it, the other reads raise ``ValueError``. A negative ``limit`` or
+  ``offset`` is a ``ValueError`` when the ``Query`` is made, a ``bucket_seconds`` that is
+  not positive one when the read is called.
 * ``attempts()`` returns dicts of the ``attempts`` columns (``ATTEMPT_COLUMNS`` plus the
   autoincrement ``id``), newest first (``ts`` then ``id`` descending); ``ok``, ``stream``
   and ``counts_as_failure`` come back as ``bool`` whatever the column type.
@@ -45,19 +51,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from gateway.core.types import Attempt
+from gateway.storage.query import Query
+from gateway.storage.rows import Row
 
-__all__ = ["Store", "StoreError", "check_query"]
+__all__ = ["Store", "StoreError"]
 
 
 class StoreError(Exception):
     """The store cannot be configured, opened or used as asked."""
-
-
-def check_query(limit: int = 0, offset: int = 0, bucket_seconds: int = 1) -> None:
-    if limit < 0 or offset < 0:
-        raise ValueError("limit and offset must not be negative")
-    if bucket_seconds <= 0:
-        raise ValueError("bucket_seconds must be positive")
 
 
 class Store(ABC):
@@ -82,11 +83,11 @@ class Store(ABC):
         """Insert every attempt, in one transaction."""
 
     @abstractmethod
-    async def save_states(self, items: Sequence[tuple[str, str, dict]]) -> None:
+    async def save_states(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         """Upsert (kind, key) -> JSON-serialisable data, in one transaction."""
 
     @abstractmethod
-    async def load_states(self, kind: str) -> dict[str, dict]: ...
+    async def load_states(self, kind: str) -> dict[str, dict[str, Any]]: ...
 
     @abstractmethod
     async def delete_state(self, kind: str, key: str) -> None: ...
@@ -98,27 +99,11 @@ class Store(ABC):
         Responses and feedback are kept (see ``prune_payloads``)."""
 
     @abstractmethod
-    async def attempts(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict]: ...
+    async def attempts(self, query: Query) -> list[Row]:
+        """Attempts newest first (``id`` + ``ATTEMPT_COLUMNS``)."""
 
     @abstractmethod
-    async def timeseries(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        bucket_seconds: int = 60,
-    ) -> list[dict]:
+    async def timeseries(self, query: Query, bucket_seconds: int = 60) -> list[Row]:
         """Epoch-aligned buckets, ascending: requests, successes, failures, mean latency,
         latency_p50_ms/latency_p95_ms (successful raw attempts), cost and tokens."""
 
@@ -137,20 +122,11 @@ class Store(ABC):
         a later write of an id replaces all of its columns."""
 
     @abstractmethod
-    async def get_response(self, response_id: str) -> dict | None:
+    async def get_response(self, response_id: str) -> Row | None:
         """The stored response (``RESPONSE_COLUMNS``, flags as a list) or ``None``."""
 
     @abstractmethod
-    async def responses(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict]:
+    async def responses(self, query: Query) -> list[Row]:
         """Responses newest first, each with ``feedback``: its latest rating or ``None``."""
 
     @abstractmethod
@@ -169,55 +145,24 @@ class Store(ABC):
         so concurrent ratings of one response each see exactly one predecessor."""
 
     @abstractmethod
-    async def feedback(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        response_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict]:
-        """Every rating (``id`` + ``FEEDBACK_COLUMNS``), newest first."""
+    async def feedback(self, query: Query) -> list[Row]:
+        """Every rating (``id`` + ``FEEDBACK_COLUMNS``), newest first; the one read that
+        takes ``query.response_id``."""
 
     @abstractmethod
-    async def feedback_aggregates(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict]:
+    async def feedback_aggregates(self, query: Query) -> list[Row]:
         """Per (model, conversation_type), over the latest rating of each response:
         ``count`` of rated responses, the mean of each dimension (``None`` when no rating
         has it) and ``samples`` {dimension: ratings with a value}."""
 
     @abstractmethod
-    async def evaluation_aggregates(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict]:
+    async def evaluation_aggregates(self, query: Query) -> list[Row]:
         """Per (model, conversation_type) over responses: ``count``, ``scored`` (with an
         auto score), mean ``auto_score`` (or ``None``), ``flagged`` (with any flag) and
         ``flags`` {flag: responses having it}."""
 
     @abstractmethod
-    async def evaluation_trend(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        bucket_seconds: int = 3600,
-    ) -> list[dict]:
+    async def evaluation_trend(self, query: Query, bucket_seconds: int = 3600) -> list[Row]:
         """Epoch-aligned buckets, ascending: ``ts`` (bucket start), ``responses``, mean
         ``auto_score``, ``flagged``, and ``feedback``/mean ``overall`` over the latest
         rating of each response, bucketed by that rating's ``ts``."""

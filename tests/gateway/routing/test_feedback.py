@@ -14,7 +14,7 @@ from gateway.routing.blacklist import Blacklist
 from gateway.routing.feedback import FeedbackService, parse_feedback
 from gateway.routing.responses import ResponseIndex, ResponseRecord
 from gateway.routing.tracker import Tracker
-from gateway.storage import SQLiteStore
+from gateway.storage import Query, SQLiteStore
 
 CTYPE = "text-to-text"
 
@@ -133,7 +133,7 @@ async def test_unknown_response_id_is_404(service: FeedbackService, store: SQLit
     assert caught.value.status == 404
     assert caught.value.code == "response_not_found"
     assert "chatcmpl-nope" in caught.value.message
-    assert await store.feedback() == []
+    assert await store.feedback(Query()) == []
 
 
 async def test_invalid_payload_is_422_before_lookup(service: FeedbackService) -> None:
@@ -157,7 +157,7 @@ async def test_rating_is_stored_before_submit_returns(
         "comment": "good",
         "replaced_previous": False,
     }
-    rows = await store.feedback()
+    rows = await store.feedback(Query())
     assert [(r["response_id"], r["overall"], r["comment"]) for r in rows] == [("r1", 4, "good")]
     stored = await store.get_response("r1")  # the answer is durable too, for joins
     assert stored is not None and stored["model"] == "alpha"
@@ -181,9 +181,9 @@ async def test_rerating_replaces_in_aggregates_but_keeps_history(
     assert stats.feedback["overall"][1] == 1
     assert stats.feedback_mean("accuracy") == 5  # r1's accuracy 1 was withdrawn; r2 stays
     assert stats.feedback["accuracy"][1] == 1
-    history = await store.feedback(response_id="r1")
+    history = await store.feedback(Query(response_id="r1"))
     assert [(r["overall"], r["accuracy"]) for r in history] == [(5, None), (2, 1)]
-    [aggregate] = await store.feedback_aggregates(model="alpha")
+    [aggregate] = await store.feedback_aggregates(Query(model="alpha"))
     assert aggregate["count"] == 2
     assert aggregate["overall"] == 5
     assert aggregate["accuracy"] == 5
@@ -209,7 +209,7 @@ async def test_lookup_falls_back_to_the_store(
     )
     reply = await service.submit({"response_id": "old", "creativity": 3})
     assert reply["model"] == "beta"
-    assert [r["creativity"] for r in await store.feedback(model="beta")] == [3]
+    assert [r["creativity"] for r in await store.feedback(Query(model="beta"))] == [3]
     stats = tracker.stats("beta", CTYPE)
     assert stats is not None and stats.feedback_mean("creativity") == 3
 
@@ -224,7 +224,7 @@ async def test_forgotten_by_the_index_after_being_stored(
     assert index.get("first") is None
     second = await service.submit({"response_id": "first", "overall": 3})
     assert second["replaced_previous"] is True
-    assert len(await store.feedback(response_id="first")) == 2
+    assert len(await store.feedback(Query(response_id="first"))) == 2
 
 
 class SlowFirstAnswer(SQLiteStore):
@@ -286,7 +286,7 @@ async def test_a_rating_for_a_sibling_workers_answer_waits_for_its_flush(
     reply = await service.submit({"response_id": "theirs", "overall": 5})
     assert reply["model"] == "beta"
     assert sibling.paused == [FeedbackService.STEP] * 3  # it looked again after each pause
-    assert [r["overall"] for r in await store.feedback(model="beta")] == [5]
+    assert [r["overall"] for r in await store.feedback(Query(model="beta"))] == [5]
 
 
 async def test_an_unknown_id_beside_siblings_is_404_after_the_settle_time(

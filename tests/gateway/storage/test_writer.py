@@ -13,7 +13,7 @@ from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.responses import ResponseRecord
 from gateway.routing.tracker import Tracker
-from gateway.storage import SQLiteStore, Store
+from gateway.storage import Query, SQLiteStore, Store
 from gateway.storage.writer import StoreWriter
 
 T0 = 1_700_000_000.0
@@ -45,7 +45,7 @@ def attempt(i: int = 0, model: str = "alpha", ok: bool = True) -> Attempt:
 
 
 async def stored(store: Store) -> list[str]:
-    rows = await store.attempts(limit=100_000)
+    rows = await store.attempts(Query(limit=100_000))
     return sorted(row["request_id"] for row in rows)
 
 
