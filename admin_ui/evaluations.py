@@ -4,6 +4,7 @@ improvement suggestions."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Any
 
 import orjson
@@ -29,7 +30,7 @@ from admin_ui.suggestions import suggestions
 from gateway.core.errors import InvalidRequest
 from gateway.routing.feedback import unknown_response
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS
-from gateway.storage import Store
+from gateway.storage import Query, Store
 
 __all__ = ["evaluation_routes"]
 
@@ -39,8 +40,16 @@ def _rates(aggregate: dict[str, Any]) -> dict[str, float]:
     return {f: round(n / count, 4) for f, n in aggregate["flags"].items()} if count else {}
 
 
-def _range(f: Filters, store_kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {**store_kwargs, "since": f.since, "until": f.until}
+def _query(f: Filters, model: str | None = None) -> Query:
+    """What the filters select: listings take the page, aggregates count every row."""
+    return Query(
+        model=model,
+        conversation_type=f.conversation_type,
+        since=f.since,
+        until=f.until,
+        limit=f.limit,
+        offset=f.offset,
+    )
 
 
 def evaluation_routes(services: AdminServices) -> list[Route]:
@@ -51,13 +60,7 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
     async def evaluations(request: Request) -> Response:
         """Evaluated answers with their latest rating, newest first."""
         f = filters(request)
-        data = await store().responses(
-            conversation_type=f.conversation_type,
-            since=f.since,
-            until=f.until,
-            limit=f.limit,
-            offset=f.offset,
-        )
+        data = await store().responses(_query(f))
         return json_response({"object": "list", "data": data, "limit": f.limit, "offset": f.offset})
 
     @operation(CONVERSATION_TYPE, SINCE, UNTIL, LIMIT, OFFSET)
@@ -67,11 +70,11 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
         if name not in services.catalog.models:
             raise unknown_model(name)
         f = filters(request)
-        scope = _range(f, {"model": name, "conversation_type": f.conversation_type})
-        evaluation = await store().evaluation_aggregates(**scope)
-        feedback = await store().feedback_aggregates(**scope)
-        answers = await store().responses(**scope, limit=f.limit, offset=f.offset)
-        history = await store().feedback(**scope, limit=f.limit, offset=f.offset)
+        scope = _query(f, name)
+        evaluation = await store().evaluation_aggregates(scope)
+        feedback = await store().feedback_aggregates(scope)
+        answers = await store().responses(scope)
+        history = await store().feedback(scope)
         return json_response(
             {
                 "model": name,
@@ -86,12 +89,12 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
     async def summary(request: Request) -> Response:
         """Evaluation summary, trend and improvement suggestions."""
         f = filters(request)
-        scope = _range(f, {"conversation_type": f.conversation_type})
-        evaluation = await store().evaluation_aggregates(**scope)
-        feedback = await store().feedback_aggregates(**scope)
+        scope = _query(f)
+        evaluation = await store().evaluation_aggregates(scope)
+        feedback = await store().feedback_aggregates(scope)
         now = time.time()
         trend = await store().evaluation_trend(
-            **{**scope, "since": f.since if f.since is not None else now - 86400},
+            replace(scope, since=f.since if f.since is not None else now - 86400),
             bucket_seconds=f.bucket or 3600,
         )
         count = sum(a["count"] for a in evaluation)
@@ -143,7 +146,7 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
         f = filters(request)
         data = [r.to_row() for r in services.index.recent(f.limit)]
         if not data:
-            data = await store().responses(limit=f.limit)
+            data = await store().responses(Query(limit=f.limit))
         return json_response({"object": "list", "data": data})
 
     async def one(request: Request) -> Response:

@@ -28,6 +28,7 @@ from admin_ui.services import AdminServices
 from gateway.core.errors import GatewayError, NotFound
 from gateway.core.types import CONVERSATION_TYPES, OPTIMIZATIONS
 from gateway.http.errors import error_response
+from gateway.storage import Query
 
 __all__ = ["guarded", "json_response", "performance_routes", "rankings", "unknown_model"]
 
@@ -118,10 +119,7 @@ def performance_routes(services: AdminServices) -> list[Route]:
         until = f.until if f.until is not None else now
         bucket = f.bucket or (60 if until - since <= 6 * 3600 else 3600)
         series = await services.store.timeseries(
-            model=name,
-            conversation_type=f.conversation_type,
-            since=since,
-            until=until,
+            Query(model=name, conversation_type=f.conversation_type, since=since, until=until),
             bucket_seconds=bucket,
         )
         return json_response(

@@ -87,8 +87,19 @@ def build(models: int, attempts: int, seed: int = 7):
             tracker.add_auto_score(name, TT, rng.random())
         if i in (3, 42):  # two models benched by consecutive failures
             for _ in range(sel.blacklist_threshold):
-                failure = Attempt("req", None, 1, name, "up", TT, "auto", None, False,
-                                  timestamp=now + 10 * attempts, counts_as_failure=True)
+                failure = Attempt(
+                    "req",
+                    None,
+                    1,
+                    name,
+                    "up",
+                    TT,
+                    "auto",
+                    None,
+                    False,
+                    timestamp=now + 10 * attempts,
+                    counts_as_failure=True,
+                )
                 learn(tracker, blacklist, failure)  # fmt: skip
     clock = FakeClock()
     selector = Selector(

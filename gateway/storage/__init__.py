@@ -5,17 +5,18 @@
 * ``sqlite:///path.db`` - the path follows the third slash, so ``sqlite:///gatewise.db`` is
   ``./gatewise.db`` and ``sqlite:////var/lib/gatewise.db`` is ``/var/lib/gatewise.db``;
 * ``sqlite://:memory:`` - a private in-memory SQLite database;
-* ``memory://`` - ``MemoryStore``, plain Python objects (tests);
+* ``memory://`` - the same in-memory SQLite database (the URL of the former plain-Python
+  store, still accepted);
 * ``postgresql://...`` / ``postgres://...`` - reserved; not implemented yet.
 """
 
 from __future__ import annotations
 
 from gateway.storage.base import Store, StoreError
-from gateway.storage.memory import MemoryStore
+from gateway.storage.query import Query
 from gateway.storage.sqlite import SQLiteStore
 
-__all__ = ["MemoryStore", "SQLiteStore", "Store", "StoreError", "create_store"]
+__all__ = ["Query", "SQLiteStore", "Store", "StoreError", "create_store"]
 
 _EXPECTED = (
     "expected sqlite:///path/to/file.db, sqlite://:memory:, memory:// "
@@ -24,7 +25,12 @@ _EXPECTED = (
 
 
 def create_store(url: str) -> Store:
-    """The (unopened) store a storage URL names; raises ``StoreError`` for bad URLs."""
+    """The (unopened) store a storage URL names; raises ``StoreError`` for bad URLs.
+
+    ``memory://`` is accepted for the configurations written when it named a plain-Python
+    store; it is now SQLite in memory, like ``sqlite://:memory:``: nothing survives a
+    restart.
+    """
     scheme, sep, rest = url.partition("://")
     scheme = scheme.lower()
     if not sep:
@@ -39,7 +45,7 @@ def create_store(url: str) -> Store:
             )
         return SQLiteStore(rest[1:])
     if scheme == "memory":
-        return MemoryStore()
+        return SQLiteStore(":memory:")
     if scheme in ("postgresql", "postgres") or scheme.startswith("postgresql+"):
         raise StoreError(
             "PostgreSQL support is not available yet; use a sqlite:/// url for storage.url"

@@ -5,6 +5,12 @@ be swapped for another backend (PostgreSQL next) with the same behaviour. The se
 every implementation shares:
 
 * Timestamps are float unix seconds. ``since`` is inclusive and ``until`` exclusive.
+* Every read takes a ``Query`` (gateway/storage/query.py). Its ``limit``/``offset`` page
+  the listings (``attempts``, ``responses``, ``feedback``); aggregates, time series and
+  trends ignore them and count every selected row. ``response_id`` selects ratings: only
+  ``feedback()`` takes it, the other reads raise ``ValueError``. A negative ``limit`` or
+  ``offset`` is a ``ValueError`` when the ``Query`` is made, a ``bucket_seconds`` that is
+  not positive one when the read is called.
 * ``attempts()`` returns dicts of the ``attempts`` columns (``ATTEMPT_COLUMNS`` plus the
   autoincrement ``id``), newest first (``ts`` then ``id`` descending); ``ok``, ``stream``
   and ``counts_as_failure`` come back as ``bool`` whatever the column type.
@@ -40,110 +46,19 @@ every implementation shares:
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Self
 
 from gateway.core.types import Attempt
+from gateway.storage.query import Query
+from gateway.storage.rows import Row
 
-__all__ = [
-    "ATTEMPT_COLUMNS",
-    "HOUR",
-    "Store",
-    "StoreError",
-    "attempt_row",
-    "check_query",
-    "merge_buckets",
-    "nearest_rank",
-    "public_row",
-    "truncate",
-]
-
-HOUR = 3600
-
-# The attempts columns in insertion order (the table also has an autoincrement ``id``).
-ATTEMPT_COLUMNS: tuple[str, ...] = (
-    "request_id", "response_id", "attempt", "model", "provider", "conversation_type",
-    "route", "optimization", "ok", "error_class", "http_status", "latency_ms", "ttft_ms",
-    "prompt_tokens", "completion_tokens", "cost", "ts", "stream", "error_message",
-    "counts_as_failure",
-)  # fmt: skip
-_BOOL_COLUMNS = ("ok", "stream", "counts_as_failure")
+__all__ = ["Store", "StoreError"]
 
 
 class StoreError(Exception):
     """The store cannot be configured, opened or used as asked."""
-
-
-def attempt_row(a: Attempt) -> tuple:
-    """An attempt as a tuple of column values in ``ATTEMPT_COLUMNS`` order, bools as 0/1."""
-    return (
-        a.request_id, a.response_id, a.attempt, a.model, a.provider, a.conversation_type,
-        a.route, a.optimization, int(a.ok), a.error_class, a.http_status, a.latency_ms,
-        a.ttft_ms, a.prompt_tokens, a.completion_tokens, a.cost, a.timestamp, int(a.stream),
-        a.error_message, int(a.counts_as_failure),
-    )  # fmt: skip
-
-
-def public_row(row: Mapping[str, Any]) -> dict:
-    """A stored attempt row as the interface returns it: boolean columns as ``bool``."""
-    out = dict(row)
-    for name in _BOOL_COLUMNS:
-        out[name] = bool(out[name])
-    return out
-
-
-def truncate(ts: float, size: int) -> int:
-    """The start of the ``size``-second bucket holding ``ts`` (what SQL's CAST does)."""
-    return int(ts / size) * size
-
-
-def check_query(limit: int = 0, offset: int = 0, bucket_seconds: int = 1) -> None:
-    if limit < 0 or offset < 0:
-        raise ValueError("limit and offset must not be negative")
-    if bucket_seconds <= 0:
-        raise ValueError("bucket_seconds must be positive")
-
-
-def nearest_rank(ordered: Sequence[float], q: float) -> float | None:
-    """The q-quantile of sorted values by the nearest-rank method (what the SQL does)."""
-    if not ordered:
-        return None
-    return ordered[max(1, math.ceil(q * len(ordered) - 1e-9)) - 1]
-
-
-def merge_buckets(
-    rows: Iterable[Sequence], percentiles: Mapping[int, Sequence[float | None]] | None = None
-) -> list[dict]:
-    """Combine partial buckets into the ``timeseries()`` result.
-
-    Each row is (bucket start, requests, successes, failures, latency sum, cost sum,
-    prompt tokens, completion tokens); rows for the same bucket are added together.
-    ``percentiles`` maps a bucket to (p50, p95) of its successful raw attempts; hourly
-    rollups keep no distribution, so buckets made only of them have None there.
-    """
-    percentiles = percentiles or {}
-    sums: dict[int, list[float]] = {}
-    for bucket, *values in rows:
-        acc = sums.setdefault(int(bucket), [0] * 7)
-        for i, value in enumerate(values):
-            acc[i] += value or 0
-    return [
-        {
-            "ts": float(bucket),
-            "requests": int(acc[0]),
-            "successes": int(acc[1]),
-            "failures": int(acc[2]),
-            "latency_ms": acc[3] / acc[0] if acc[0] else 0.0,
-            "cost": float(acc[4]),
-            "prompt_tokens": int(acc[5]),
-            "completion_tokens": int(acc[6]),
-            "latency_p50_ms": percentiles.get(bucket, (None, None))[0],
-            "latency_p95_ms": percentiles.get(bucket, (None, None))[1],
-        }
-        for bucket, acc in sorted(sums.items())
-    ]
 
 
 class Store(ABC):
@@ -168,11 +83,11 @@ class Store(ABC):
         """Insert every attempt, in one transaction."""
 
     @abstractmethod
-    async def save_states(self, items: Sequence[tuple[str, str, dict]]) -> None:
+    async def save_states(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         """Upsert (kind, key) -> JSON-serialisable data, in one transaction."""
 
     @abstractmethod
-    async def load_states(self, kind: str) -> dict[str, dict]: ...
+    async def load_states(self, kind: str) -> dict[str, dict[str, Any]]: ...
 
     @abstractmethod
     async def delete_state(self, kind: str, key: str) -> None: ...
@@ -184,27 +99,11 @@ class Store(ABC):
         Responses and feedback are kept (see ``prune_payloads``)."""
 
     @abstractmethod
-    async def attempts(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict]: ...
+    async def attempts(self, query: Query) -> list[Row]:
+        """Attempts newest first (``id`` + ``ATTEMPT_COLUMNS``)."""
 
     @abstractmethod
-    async def timeseries(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        bucket_seconds: int = 60,
-    ) -> list[dict]:
+    async def timeseries(self, query: Query, bucket_seconds: int = 60) -> list[Row]:
         """Epoch-aligned buckets, ascending: requests, successes, failures, mean latency,
         latency_p50_ms/latency_p95_ms (successful raw attempts), cost and tokens."""
 
@@ -223,20 +122,11 @@ class Store(ABC):
         a later write of an id replaces all of its columns."""
 
     @abstractmethod
-    async def get_response(self, response_id: str) -> dict | None:
+    async def get_response(self, response_id: str) -> Row | None:
         """The stored response (``RESPONSE_COLUMNS``, flags as a list) or ``None``."""
 
     @abstractmethod
-    async def responses(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict]:
+    async def responses(self, query: Query) -> list[Row]:
         """Responses newest first, each with ``feedback``: its latest rating or ``None``."""
 
     @abstractmethod
@@ -255,55 +145,24 @@ class Store(ABC):
         so concurrent ratings of one response each see exactly one predecessor."""
 
     @abstractmethod
-    async def feedback(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        response_id: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict]:
-        """Every rating (``id`` + ``FEEDBACK_COLUMNS``), newest first."""
+    async def feedback(self, query: Query) -> list[Row]:
+        """Every rating (``id`` + ``FEEDBACK_COLUMNS``), newest first; the one read that
+        takes ``query.response_id``."""
 
     @abstractmethod
-    async def feedback_aggregates(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict]:
+    async def feedback_aggregates(self, query: Query) -> list[Row]:
         """Per (model, conversation_type), over the latest rating of each response:
         ``count`` of rated responses, the mean of each dimension (``None`` when no rating
         has it) and ``samples`` {dimension: ratings with a value}."""
 
     @abstractmethod
-    async def evaluation_aggregates(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-    ) -> list[dict]:
+    async def evaluation_aggregates(self, query: Query) -> list[Row]:
         """Per (model, conversation_type) over responses: ``count``, ``scored`` (with an
         auto score), mean ``auto_score`` (or ``None``), ``flagged`` (with any flag) and
         ``flags`` {flag: responses having it}."""
 
     @abstractmethod
-    async def evaluation_trend(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        bucket_seconds: int = 3600,
-    ) -> list[dict]:
+    async def evaluation_trend(self, query: Query, bucket_seconds: int = 3600) -> list[Row]:
         """Epoch-aligned buckets, ascending: ``ts`` (bucket start), ``responses``, mean
         ``auto_score``, ``flagged``, and ``feedback``/mean ``overall`` over the latest
         rating of each response, bucketed by that rating's ``ts``."""

@@ -1,4 +1,17 @@
-"""The SQLite store (aiosqlite): one connection, WAL mode, explicit transactions."""
+"""The SQLite store (aiosqlite): one connection, WAL mode, explicit transactions.
+
+``SQLiteStore(":memory:")`` keeps a private database in memory for as long as the store is
+open (the ``memory://`` storage URL, and the tests).
+
+The SQL sticks to what PostgreSQL also has (``ON CONFLICT ... DO UPDATE``, window
+functions, correlated ``MAX(id)`` sub-queries, ``SUM``/``COUNT`` partial sums), and the
+filters of every read come from ``query.where``. What a PostgreSQL store must write otherwise:
+bucket starts with ``floor()`` (PostgreSQL's ``CAST`` to an integer rounds where SQLite's
+truncates); ``jsonb_array_elements_text``/``jsonb_array_length`` for ``json_each``/
+``json_array_length``; and an ``add_feedback`` that serialises ratings of one response
+(e.g. ``pg_advisory_xact_lock`` on the id) where ``BEGIN IMMEDIATE`` takes SQLite's single
+write lock.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +19,42 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import aiosqlite
 import orjson
 
 from gateway.core.types import Attempt
-from gateway.storage.base import (
-    ATTEMPT_COLUMNS,
-    HOUR,
-    Store,
-    StoreError,
-    attempt_row,
-    check_query,
-    merge_buckets,
-    public_row,
-)
+from gateway.storage.base import Store, StoreError
 from gateway.storage.migrations import MIGRATIONS
-from gateway.storage.sqlite_feedback import SQLiteFeedback
+from gateway.storage.query import Params, Query, bucket_size, where
+from gateway.storage.rows import (
+    ATTEMPT_COLUMNS,
+    FEEDBACK_COLUMNS,
+    FEEDBACK_SCORES,
+    HOUR,
+    RATING_COLUMNS,
+    RESPONSE_COLUMNS,
+    Row,
+    attempt_out,
+    attempt_row,
+    evaluation_rows,
+    feedback_aggregate_rows,
+    feedback_out,
+    feedback_row,
+    listed_response,
+    merge_buckets,
+    merge_trend,
+    present_scores,
+    ranked_percentiles,
+    response_out,
+    response_values,
+)
 
-__all__ = ["SQLiteStore"]
+__all__ = ["SQLiteStore", "split_statements"]
 
 PRAGMAS = (
     "PRAGMA busy_timeout=5000",
@@ -37,6 +64,8 @@ PRAGMAS = (
 WAL_WAIT_SECONDS = 5.0  # as long as busy_timeout lets any other statement wait
 # Tables reported by counts(); add new tables here when a migration creates them.
 COUNTED_TABLES = ("attempts", "attempt_hourly", "state", "responses", "feedback")
+
+# ---- writes ----
 
 _INSERT_ATTEMPT = (
     f"INSERT INTO attempts ({', '.join(ATTEMPT_COLUMNS)}) "
@@ -63,25 +92,50 @@ _ROLL_UP = f"""
         prompt_tokens = prompt_tokens + excluded.prompt_tokens,
         completion_tokens = completion_tokens + excluded.completion_tokens
 """
-_RAW_BUCKETS = """
-    SELECT CAST(ts / ? AS INTEGER) * ? AS bucket, COUNT(*), SUM(ok), SUM(counts_as_failure),
-           SUM(latency_ms), SUM(cost), SUM(prompt_tokens), SUM(completion_tokens)
-    FROM attempts {where} GROUP BY bucket
-"""
-# p50 and p95 (nearest rank) of the successful attempts' latency in each bucket.
-_RAW_PERCENTILES = """
-    SELECT bucket, rn, n, latency_ms FROM (
-        SELECT CAST(ts / ? AS INTEGER) * ? AS bucket, latency_ms,
-               ROW_NUMBER() OVER (PARTITION BY CAST(ts / ? AS INTEGER) ORDER BY latency_ms) AS rn,
-               COUNT(*) OVER (PARTITION BY CAST(ts / ? AS INTEGER)) AS n
-        FROM attempts {where}
-    ) WHERE rn = (n * 50 + 99) / 100 OR rn = (n * 95 + 99) / 100
-"""
-_HOURLY_BUCKETS = """
-    SELECT (hour / ?) * ? AS bucket, SUM(requests), SUM(successes), SUM(failures),
-           SUM(latency_sum), SUM(cost_sum), SUM(prompt_tokens), SUM(completion_tokens)
-    FROM attempt_hourly {where} GROUP BY bucket
-"""
+_UPSERT_RESPONSE = (
+    f"INSERT INTO responses ({', '.join(RESPONSE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in RESPONSE_COLUMNS)}) "
+    "ON CONFLICT (response_id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in RESPONSE_COLUMNS[1:])
+)
+_FLAGS = RESPONSE_COLUMNS.index("flags")
+_GET_RESPONSE = f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM responses WHERE response_id = ?"
+_INSERT_FEEDBACK = (
+    f"INSERT INTO feedback ({', '.join(FEEDBACK_COLUMNS)}) "
+    f"VALUES ({', '.join('?' for _ in FEEDBACK_COLUMNS)})"
+)
+_PREVIOUS_FEEDBACK = (
+    f"SELECT {', '.join(FEEDBACK_SCORES)} FROM feedback WHERE response_id = ? "
+    "ORDER BY id DESC LIMIT 1"
+)
+_PRUNE_PAYLOADS = (
+    "UPDATE responses SET prompt = NULL, answer = NULL "
+    "WHERE ts < ? AND (prompt IS NOT NULL OR answer IS NOT NULL)"
+)
+
+# ---- reads: the pieces each statement is built from around its WHERE clause ----
+
+# (requests, successes, failures, latency sum, cost sum, prompt tokens, completion tokens)
+_ATTEMPT_SUMS = (
+    "COUNT(*), SUM(ok), SUM(counts_as_failure), SUM(latency_ms), SUM(cost), "
+    "SUM(prompt_tokens), SUM(completion_tokens)"
+)
+_HOURLY_SUMS = (
+    "SUM(requests), SUM(successes), SUM(failures), SUM(latency_sum), SUM(cost_sum), "
+    "SUM(prompt_tokens), SUM(completion_tokens)"
+)
+# (responses, scored, auto score sum, flagged) - the partial sums merge functions expect.
+_EVALUATION_SUMS = (
+    "COUNT(*), COUNT(auto_score), SUM(auto_score), "
+    "SUM(CASE WHEN json_array_length(flags) > 0 THEN 1 ELSE 0 END)"
+)
+# The latest rating of each response is the one inserted last.
+_LATEST = "id IN (SELECT MAX(id) FROM feedback GROUP BY response_id)"
+
+
+def _bucket(size: int, p: Params) -> str:
+    """The start of the epoch-aligned ``size``-second bucket holding ``ts``."""
+    return f"CAST(ts / {p(size)} AS INTEGER) * {p(size)}"
 
 
 def split_statements(script: str) -> Iterator[str]:
@@ -97,25 +151,10 @@ def split_statements(script: str) -> Iterator[str]:
         raise StoreError(f"incomplete SQL statement in migration: {buffer.strip()[:80]!r}")
 
 
-def _where(
-    model: str | None,
-    conversation_type: str | None,
-    since: float | None,
-    until: float | None,
-    ts_column: str,
-) -> tuple[str, list]:
-    clauses: list[str] = []
-    params: list = []
-    for clause, value in (
-        ("model = ?", model),
-        ("conversation_type = ?", conversation_type),
-        (f"{ts_column} >= ?", since),
-        (f"{ts_column} < ?", until),
-    ):
-        if value is not None:
-            clauses.append(clause)
-            params.append(value)
-    return ("WHERE " + " AND ".join(clauses) if clauses else ""), params
+async def _fetch(
+    db: aiosqlite.Connection, sql: str, params: Iterable[Any] = ()
+) -> list[sqlite3.Row]:
+    return list(await db.execute_fetchall(sql, params))
 
 
 _pause = asyncio.sleep  # tests replace it to let the other holder go
@@ -141,11 +180,8 @@ async def _enable_wal(db: aiosqlite.Connection) -> None:
         delay = min(delay * 2, 0.1)
 
 
-class SQLiteStore(SQLiteFeedback, Store):
-    """A store in one SQLite file (or ``":memory:"``), brought up to date on open.
-
-    Responses and feedback live in ``SQLiteFeedback`` (gateway/store/sqlite_feedback.py).
-    """
+class SQLiteStore(Store):
+    """A store in one SQLite file (or ``":memory:"``), brought up to date on open."""
 
     def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
         self.path = os.fspath(path)
@@ -189,10 +225,10 @@ class SQLiteStore(SQLiteFeedback, Store):
                 await db.execute(
                     "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)"
                 )
-                rows = await db.execute_fetchall("SELECT version FROM schema_version")
+                rows = await _fetch(db, "SELECT version FROM schema_version")
                 if not rows:
                     await db.execute("INSERT INTO schema_version (version) VALUES (0)")
-                version = rows[0][0] if rows else 0
+                version: int = rows[0][0] if rows else 0
                 if version > latest:
                     raise StoreError(
                         f"database schema version {version} is newer than this gatewise "
@@ -229,6 +265,12 @@ class SQLiteStore(SQLiteFeedback, Store):
                     await db.rollback()
                 raise
 
+    async def _select(self, sql: str, p: Params) -> list[sqlite3.Row]:
+        async with self._connection() as db:
+            return await _fetch(db, sql, p.values)
+
+    # ---- attempts and state ----
+
     async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
         rows = [attempt_row(a) for a in attempts]
         if not rows:
@@ -236,7 +278,7 @@ class SQLiteStore(SQLiteFeedback, Store):
         async with self._transaction() as db:
             await db.executemany(_INSERT_ATTEMPT, rows)
 
-    async def save_states(self, items: Sequence[tuple[str, str, dict]]) -> None:
+    async def save_states(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
         now = time.time()
         rows = [(kind, key, orjson.dumps(data).decode(), now) for kind, key, data in items]
         if not rows:
@@ -244,9 +286,9 @@ class SQLiteStore(SQLiteFeedback, Store):
         async with self._transaction() as db:
             await db.executemany(_UPSERT_STATE, rows)
 
-    async def load_states(self, kind: str) -> dict[str, dict]:
+    async def load_states(self, kind: str) -> dict[str, dict[str, Any]]:
         async with self._connection() as db:
-            rows = await db.execute_fetchall("SELECT key, data FROM state WHERE kind = ?", (kind,))
+            rows = await _fetch(db, "SELECT key, data FROM state WHERE kind = ?", (kind,))
         return {key: orjson.loads(data) for key, data in rows}
 
     async def delete_state(self, kind: str, key: str) -> None:
@@ -259,74 +301,164 @@ class SQLiteStore(SQLiteFeedback, Store):
             async with db.execute("DELETE FROM attempts WHERE ts < ?", (older_than,)) as cursor:
                 return cursor.rowcount
 
-    async def attempts(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[dict]:
-        check_query(limit, offset)
-        where, params = _where(model, conversation_type, since, until, "ts")
+    async def attempts(self, query: Query) -> list[Row]:
+        p = Params()
         sql = (
-            f"SELECT id, {', '.join(ATTEMPT_COLUMNS)} FROM attempts {where} "
-            "ORDER BY ts DESC, id DESC LIMIT ? OFFSET ?"
+            f"SELECT id, {', '.join(ATTEMPT_COLUMNS)} FROM attempts {where(query, p)} "
+            f"ORDER BY ts DESC, id DESC LIMIT {p(query.limit)} OFFSET {p(query.offset)}"
         )
-        async with self._connection() as db:
-            rows = await db.execute_fetchall(sql, (*params, limit, offset))
-        return [public_row(row) for row in rows]
+        return [attempt_out(row) for row in await self._select(sql, p)]
 
-    async def timeseries(
-        self,
-        *,
-        model: str | None = None,
-        conversation_type: str | None = None,
-        since: float | None = None,
-        until: float | None = None,
-        bucket_seconds: int = 60,
-    ) -> list[dict]:
-        check_query(bucket_seconds=bucket_seconds)
-        size = int(bucket_seconds)
-        raw_where, raw_params = _where(model, conversation_type, since, until, "ts")
-        hourly_where, hourly_params = _where(model, conversation_type, since, until, "hour")
+    async def timeseries(self, query: Query, bucket_seconds: int = 60) -> list[Row]:
+        size = bucket_size(bucket_seconds)
+        raw = Params()
+        raw_sql = (
+            f"SELECT {_bucket(size, raw)} AS bucket, {_ATTEMPT_SUMS} "
+            f"FROM attempts {where(query, raw)} GROUP BY bucket"
+        )
+        hourly = Params()
+        hourly_sql = (
+            f"SELECT (hour / {hourly(size)}) * {hourly(size)} AS bucket, {_HOURLY_SUMS} "
+            f"FROM attempt_hourly {where(query, hourly, ts='hour')} GROUP BY bucket"
+        )
+        # p50 and p95 (nearest rank) of the successful attempts' latency in each bucket.
+        ranked = Params()
+        ranked_sql = f"""
+            SELECT bucket, rn, n, latency_ms FROM (
+                SELECT {_bucket(size, ranked)} AS bucket, latency_ms,
+                       ROW_NUMBER() OVER (PARTITION BY CAST(ts / {ranked(size)} AS INTEGER)
+                                          ORDER BY latency_ms) AS rn,
+                       COUNT(*) OVER (PARTITION BY CAST(ts / {ranked(size)} AS INTEGER)) AS n
+                FROM attempts {where(query, ranked, also=["ok = 1"])}
+            ) WHERE rn = (n * 50 + 99) / 100 OR rn = (n * 95 + 99) / 100
+        """
         async with self._connection() as db:
-            raw = await db.execute_fetchall(
-                _RAW_BUCKETS.format(where=raw_where), (size, size, *raw_params)
-            )
-            hourly = await db.execute_fetchall(
-                _HOURLY_BUCKETS.format(where=hourly_where), (size, size, *hourly_params)
-            )
-            ok_where = f"{raw_where} AND ok = 1" if raw_where else "WHERE ok = 1"
-            ranked = await db.execute_fetchall(
-                _RAW_PERCENTILES.format(where=ok_where), (size, size, size, size, *raw_params)
-            )
-        percentiles: dict[int, list[float | None]] = {}
-        for bucket, rn, n, latency in ranked:
-            pair = percentiles.setdefault(int(bucket), [None, None])
-            if rn == (n * 50 + 99) // 100:
-                pair[0] = latency
-            if rn == (n * 95 + 99) // 100:
-                pair[1] = latency
-        return merge_buckets([*raw, *hourly], percentiles)
+            raw_rows = await _fetch(db, raw_sql, raw.values)
+            hourly_rows = await _fetch(db, hourly_sql, hourly.values)
+            ranked_rows = await _fetch(db, ranked_sql, ranked.values)
+        return merge_buckets([*raw_rows, *hourly_rows], ranked_percentiles(ranked_rows))
 
     async def counts(self) -> dict[str, int]:
         async with self._connection() as db:
             result = {}
             for table in COUNTED_TABLES:
-                rows = await db.execute_fetchall(f"SELECT COUNT(*) FROM {table}")
-                result[table] = rows[0][0]
+                rows = await _fetch(db, f"SELECT COUNT(*) FROM {table}")
+                result[table] = int(rows[0][0])
         return result
 
     async def schema_version(self) -> int:
         async with self._connection() as db:
-            rows = await db.execute_fetchall("SELECT version FROM schema_version")
-        return rows[0][0] if rows else 0
+            rows = await _fetch(db, "SELECT version FROM schema_version")
+        return int(rows[0][0]) if rows else 0
 
     async def journal_mode(self) -> str:
         """The connection's journal mode ("wal" for a file database)."""
         async with self._connection() as db:
-            rows = await db.execute_fetchall("PRAGMA journal_mode")
-        return rows[0][0]
+            rows = await _fetch(db, "PRAGMA journal_mode")
+        return str(rows[0][0])
+
+    # ---- answers and their ratings (schema version 2) ----
+
+    async def write_responses(self, records: Sequence[Mapping[str, Any]]) -> None:
+        rows = []
+        for record in records:
+            values = response_values(record)  # validates: a bad record writes nothing
+            flags = orjson.dumps(values[_FLAGS]).decode()
+            rows.append((*values[:_FLAGS], flags, *values[_FLAGS + 1 :]))
+        if not rows:
+            return
+        async with self._transaction() as db:
+            await db.executemany(_UPSERT_RESPONSE, rows)
+
+    async def get_response(self, response_id: str) -> Row | None:
+        async with self._connection() as db:
+            rows = await _fetch(db, _GET_RESPONSE, (response_id,))
+        return response_out(rows[0]) if rows else None
+
+    async def responses(self, query: Query) -> list[Row]:
+        p = Params()
+        sql = f"""
+            SELECT {", ".join(f"r.{name}" for name in RESPONSE_COLUMNS)},
+                   {", ".join(f"f.{name}" for name in RATING_COLUMNS)}, f.id
+            FROM (
+                SELECT {", ".join(RESPONSE_COLUMNS)} FROM responses {where(query, p)}
+                ORDER BY ts DESC, response_id DESC LIMIT {p(query.limit)} OFFSET {p(query.offset)}
+            ) AS r
+            LEFT JOIN feedback AS f ON f.id = (
+                SELECT MAX(g.id) FROM feedback AS g WHERE g.response_id = r.response_id
+            )
+            ORDER BY r.ts DESC, r.response_id DESC
+        """
+        return [listed_response(tuple(row)) for row in await self._select(sql, p)]
+
+    async def add_feedback(
+        self,
+        response_id: str,
+        scores: Mapping[str, int],
+        comment: str | None,
+        ts: float,
+        model: str,
+        provider: str,
+        conversation_type: str,
+    ) -> dict[str, int] | None:
+        row = feedback_row(response_id, scores, comment, ts, model, provider, conversation_type)
+        async with self._transaction() as db:  # one write lock around the read and the insert
+            previous = await _fetch(db, _PREVIOUS_FEEDBACK, (response_id,))
+            await db.execute(_INSERT_FEEDBACK, tuple(row[name] for name in FEEDBACK_COLUMNS))
+        return present_scores(previous[0]) if previous else None
+
+    async def feedback(self, query: Query) -> list[Row]:
+        p = Params()
+        sql = (
+            f"SELECT id, {', '.join(FEEDBACK_COLUMNS)} FROM feedback "
+            f"{where(query, p, by_response=True)} "
+            f"ORDER BY ts DESC, id DESC LIMIT {p(query.limit)} OFFSET {p(query.offset)}"
+        )
+        return [feedback_out(row) for row in await self._select(sql, p)]
+
+    async def feedback_aggregates(self, query: Query) -> list[Row]:
+        p = Params()
+        pairs = ", ".join(f"SUM({name}), COUNT({name})" for name in FEEDBACK_SCORES)
+        sql = (
+            f"SELECT model, conversation_type, COUNT(*), {pairs} FROM feedback "
+            f"{where(query, p, also=[_LATEST])} GROUP BY model, conversation_type"
+        )
+        return feedback_aggregate_rows(await self._select(sql, p))
+
+    async def evaluation_aggregates(self, query: Query) -> list[Row]:
+        groups = Params()
+        groups_sql = (
+            f"SELECT model, conversation_type, {_EVALUATION_SUMS} FROM responses "
+            f"{where(query, groups)} GROUP BY model, conversation_type"
+        )
+        flags = Params()
+        flags_sql = (
+            "SELECT r.model, r.conversation_type, j.value, COUNT(DISTINCT r.response_id) "
+            f"FROM responses AS r, json_each(r.flags) AS j {where(query, flags, prefix='r.')} "
+            "GROUP BY r.model, r.conversation_type, j.value"
+        )
+        async with self._connection() as db:
+            group_rows = await _fetch(db, groups_sql, groups.values)
+            flag_rows = await _fetch(db, flags_sql, flags.values)
+        return evaluation_rows(group_rows, flag_rows)
+
+    async def evaluation_trend(self, query: Query, bucket_seconds: int = 3600) -> list[Row]:
+        size = bucket_size(bucket_seconds)
+        answered = Params()
+        answered_sql = (
+            f"SELECT {_bucket(size, answered)} AS bucket, {_EVALUATION_SUMS} FROM responses "
+            f"{where(query, answered)} GROUP BY bucket"
+        )
+        rated = Params()
+        rated_sql = (
+            f"SELECT {_bucket(size, rated)} AS bucket, COUNT(*), COUNT(overall), SUM(overall) "
+            f"FROM feedback {where(query, rated, also=[_LATEST])} GROUP BY bucket"
+        )
+        async with self._connection() as db:
+            answered_rows = await _fetch(db, answered_sql, answered.values)
+            rated_rows = await _fetch(db, rated_sql, rated.values)
+        return merge_trend(answered_rows, rated_rows)
+
+    async def prune_payloads(self, older_than: float) -> int:
+        async with self._transaction() as db, db.execute(_PRUNE_PAYLOADS, (older_than,)) as cursor:
+            return cursor.rowcount

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from gateway.core.types import ResponseRecord
-from gateway.storage.records import RESPONSE_COLUMNS, response_row
+from gateway.storage.rows import RESPONSE_COLUMNS, response_row
 
 
 def test_a_record_row_has_every_stored_column_and_nothing_else() -> None:

@@ -4,6 +4,7 @@ before the reply, and re-ratings that replace the first in the aggregates."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -13,7 +14,7 @@ from gateway.core.types import ResponseRecord
 from gateway.http.errors import status_of
 from gateway.routing.feedback import FeedbackService, ResponseIndex, parse_feedback
 from gateway.routing.tracker import Tracker
-from gateway.storage import MemoryStore
+from gateway.storage import Query, SQLiteStore
 
 CTYPE = "text-to-text"
 
@@ -106,8 +107,9 @@ class Clock:
 
 
 @pytest.fixture
-def store() -> MemoryStore:
-    return MemoryStore()
+async def store() -> AsyncIterator[SQLiteStore]:
+    async with SQLiteStore() as store:
+        yield store
 
 
 @pytest.fixture
@@ -121,17 +123,17 @@ def tracker() -> Tracker:
 
 
 @pytest.fixture
-def service(index: ResponseIndex, store: MemoryStore, tracker: Tracker) -> FeedbackService:
+def service(index: ResponseIndex, store: SQLiteStore, tracker: Tracker) -> FeedbackService:
     return FeedbackService(index, store, tracker, clock=Clock())
 
 
-async def test_unknown_response_id_is_404(service: FeedbackService, store: MemoryStore) -> None:
+async def test_unknown_response_id_is_404(service: FeedbackService, store: SQLiteStore) -> None:
     with pytest.raises(GatewayError) as caught:
         await service.submit({"response_id": "chatcmpl-nope", "overall": 5})
     assert status_of(caught.value)[0] == 404
     assert caught.value.code == "response_not_found"
     assert "chatcmpl-nope" in caught.value.message
-    assert await store.feedback() == []
+    assert await store.feedback(Query()) == []
 
 
 async def test_invalid_payload_is_422_before_lookup(service: FeedbackService) -> None:
@@ -141,7 +143,7 @@ async def test_invalid_payload_is_422_before_lookup(service: FeedbackService) ->
 
 
 async def test_rating_is_stored_before_submit_returns(
-    service: FeedbackService, index: ResponseIndex, store: MemoryStore, tracker: Tracker
+    service: FeedbackService, index: ResponseIndex, store: SQLiteStore, tracker: Tracker
 ) -> None:
     index.add(record("r1"))
     reply = await service.submit({"response_id": "r1", "overall": 4, "comment": "good"})
@@ -155,7 +157,7 @@ async def test_rating_is_stored_before_submit_returns(
         "comment": "good",
         "replaced_previous": False,
     }
-    rows = await store.feedback()
+    rows = await store.feedback(Query())
     assert [(r["response_id"], r["overall"], r["comment"]) for r in rows] == [("r1", 4, "good")]
     stored = await store.get_response("r1")  # the answer is durable too, for joins
     assert stored is not None and stored["model"] == "alpha"
@@ -165,7 +167,7 @@ async def test_rating_is_stored_before_submit_returns(
 
 
 async def test_rerating_replaces_in_aggregates_but_keeps_history(
-    service: FeedbackService, index: ResponseIndex, store: MemoryStore, tracker: Tracker
+    service: FeedbackService, index: ResponseIndex, store: SQLiteStore, tracker: Tracker
 ) -> None:
     index.add(record("r1"))
     index.add(record("r2"))
@@ -179,16 +181,16 @@ async def test_rerating_replaces_in_aggregates_but_keeps_history(
     assert stats.feedback["overall"][1] == 1
     assert stats.feedback_mean("accuracy") == 5  # r1's accuracy 1 was withdrawn; r2 stays
     assert stats.feedback["accuracy"][1] == 1
-    history = await store.feedback(response_id="r1")
+    history = await store.feedback(Query(response_id="r1"))
     assert [(r["overall"], r["accuracy"]) for r in history] == [(5, None), (2, 1)]
-    [aggregate] = await store.feedback_aggregates(model="alpha")
+    [aggregate] = await store.feedback_aggregates(Query(model="alpha"))
     assert aggregate["count"] == 2
     assert aggregate["overall"] == 5
     assert aggregate["accuracy"] == 5
 
 
 async def test_lookup_falls_back_to_the_store(
-    service: FeedbackService, index: ResponseIndex, store: MemoryStore, tracker: Tracker
+    service: FeedbackService, index: ResponseIndex, store: SQLiteStore, tracker: Tracker
 ) -> None:
     old = record("old", model="beta")
     old.flags = ["truncated"]
@@ -207,13 +209,13 @@ async def test_lookup_falls_back_to_the_store(
     )
     reply = await service.submit({"response_id": "old", "creativity": 3})
     assert reply["model"] == "beta"
-    assert [r["creativity"] for r in await store.feedback(model="beta")] == [3]
+    assert [r["creativity"] for r in await store.feedback(Query(model="beta"))] == [3]
     stats = tracker.stats("beta", CTYPE)
     assert stats is not None and stats.feedback_mean("creativity") == 3
 
 
 async def test_forgotten_by_the_index_after_being_stored(
-    service: FeedbackService, index: ResponseIndex, store: MemoryStore
+    service: FeedbackService, index: ResponseIndex, store: SQLiteStore
 ) -> None:
     index.add(record("first"))
     await service.submit({"response_id": "first", "overall": 1})
@@ -222,21 +224,23 @@ async def test_forgotten_by_the_index_after_being_stored(
     assert index.get("first") is None
     second = await service.submit({"response_id": "first", "overall": 3})
     assert second["replaced_previous"] is True
-    assert len(await store.feedback(response_id="first")) == 2
+    assert len(await store.feedback(Query(response_id="first"))) == 2
 
 
-class SlowFirstAnswer(MemoryStore):
+class SlowFirstAnswer(SQLiteStore):
     """Decides `previous` at once (as a store must) but answers the first call late."""
 
     def __init__(self) -> None:
         super().__init__()
         self.release = asyncio.Event()
+        self.holding = asyncio.Event()  # the first answer is being held back
         self.calls = 0
 
     async def add_feedback(self, *args: Any, **kwargs: Any) -> dict[str, int] | None:
         previous = await super().add_feedback(*args, **kwargs)
         self.calls += 1
         if self.calls == 1:
+            self.holding.set()
             await self.release.wait()
         return previous
 
@@ -244,16 +248,15 @@ class SlowFirstAnswer(MemoryStore):
 async def test_ratings_reach_the_tracker_in_the_order_the_store_took_them(
     index: ResponseIndex, tracker: Tracker
 ) -> None:
-    store = SlowFirstAnswer()
-    await store.open()
-    service = FeedbackService(index, store, tracker)
-    index.add(record("r1"))
-    first = asyncio.create_task(service.submit({"response_id": "r1", "overall": 2}))
-    second = asyncio.create_task(service.submit({"response_id": "r1", "overall": 4}))
-    for _ in range(20):  # let the second rating run as far as it can
-        await asyncio.sleep(0)
-    store.release.set()
-    await asyncio.gather(first, second)
+    async with SlowFirstAnswer() as store:
+        service = FeedbackService(index, store, tracker)
+        index.add(record("r1"))
+        first = asyncio.create_task(service.submit({"response_id": "r1", "overall": 2}))
+        second = asyncio.create_task(service.submit({"response_id": "r1", "overall": 4}))
+        await asyncio.wait_for(store.holding.wait(), 5)
+        await asyncio.wait({second}, timeout=0.2)  # let the second rating run as far as it can
+        store.release.set()
+        await asyncio.gather(first, second)
     stats = tracker.stats("alpha", "text-to-text")
     assert stats is not None
     assert stats.feedback["overall"] == [4.0, 1]  # the re-rating replaced the first one
@@ -265,7 +268,7 @@ async def test_ratings_reach_the_tracker_in_the_order_the_store_took_them(
 class SiblingWriter:
     """A sibling worker's writer: it stores `record` on its n-th flush (our n-th pause)."""
 
-    def __init__(self, store: MemoryStore, record: ResponseRecord, flushes: int) -> None:
+    def __init__(self, store: SQLiteStore, record: ResponseRecord, flushes: int) -> None:
         self.store, self.record, self.flushes = store, record, flushes
         self.paused: list[float] = []
 
@@ -276,18 +279,18 @@ class SiblingWriter:
 
 
 async def test_a_rating_for_a_sibling_workers_answer_waits_for_its_flush(
-    index: ResponseIndex, store: MemoryStore, tracker: Tracker
+    index: ResponseIndex, store: SQLiteStore, tracker: Tracker
 ) -> None:
     sibling = SiblingWriter(store, record("theirs", model="beta"), flushes=3)
     service = FeedbackService(index, store, tracker, Clock(), settle=1.5, pause=sibling.pause)
     reply = await service.submit({"response_id": "theirs", "overall": 5})
     assert reply["model"] == "beta"
     assert sibling.paused == [FeedbackService.STEP] * 3  # it looked again after each pause
-    assert [r["overall"] for r in await store.feedback(model="beta")] == [5]
+    assert [r["overall"] for r in await store.feedback(Query(model="beta"))] == [5]
 
 
 async def test_an_unknown_id_beside_siblings_is_404_after_the_settle_time(
-    index: ResponseIndex, store: MemoryStore, tracker: Tracker
+    index: ResponseIndex, store: SQLiteStore, tracker: Tracker
 ) -> None:
     sibling = SiblingWriter(store, record("never"), flushes=10**6)
     service = FeedbackService(index, store, tracker, Clock(), settle=1.5, pause=sibling.pause)
@@ -298,7 +301,7 @@ async def test_an_unknown_id_beside_siblings_is_404_after_the_settle_time(
 
 
 async def test_a_single_worker_does_not_wait_for_unknown_ids(
-    service: FeedbackService, store: MemoryStore
+    service: FeedbackService, store: SQLiteStore
 ) -> None:
     async def pause(seconds: float) -> None:
         raise AssertionError("a lone worker has no sibling to wait for")

@@ -1,4 +1,4 @@
-"""Store fixtures: `harness` runs a test on SQLiteStore and MemoryStore alike."""
+"""Store fixtures: `harness` runs a test on a SQLite file and on SQLite in memory alike."""
 
 from __future__ import annotations
 
@@ -7,19 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from gateway.storage import MemoryStore, SQLiteStore, Store
+from gateway.storage import SQLiteStore, Store
 from tests.gateway.storage.helpers import Harness
 
 
-@pytest.fixture(params=["sqlite", "memory"])
+@pytest.fixture(params=["file", "memory"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     opened: list[Store] = []
 
     async def make() -> Store:
-        if request.param == "memory":
-            store = opened[-1] if opened else MemoryStore()
-        else:
-            store = SQLiteStore(tmp_path / "gw.db")
+        if request.param == "memory" and opened:
+            return opened[-1]  # an in-memory database ends with its connection: keep it open
+        store = SQLiteStore(":memory:" if request.param == "memory" else tmp_path / "gw.db")
         if opened:
             await opened[-1].close()
         await store.open()

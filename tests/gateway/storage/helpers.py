@@ -81,5 +81,8 @@ async def rate(
 
 @dataclass
 class Harness:
+    """A test's store, and `reopen`: close it and open the same database again (in memory,
+    where a database ends with its connection, the same store stays open)."""
+
     store: Store
     reopen: Callable[[], Awaitable[Store]]

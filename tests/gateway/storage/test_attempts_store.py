@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.storage import Query
 from tests.gateway.storage.helpers import H0, Harness, attempt
 
 # ---- behaviour shared by every implementation (the `harness` fixture) ----
@@ -16,7 +17,7 @@ async def test_attempt_round_trip(harness: Harness) -> None:
         retry_after=3.0, route=None, optimization=None, response_id=None,
     )  # fmt: skip
     await harness.store.write_attempts([original])
-    [row] = await harness.store.attempts()
+    [row] = await harness.store.attempts(Query())
     assert isinstance(row.pop("id"), int)
     assert row == {
         "request_id": original.request_id, "response_id": None, "attempt": 1,
@@ -35,24 +36,25 @@ async def test_attempts_filters_and_paging(harness: Harness) -> None:
         [attempt(H0 + i, model="alpha" if i % 2 else "beta") for i in range(10)]
         + [attempt(H0 + 3, request_id="tie", model="e", conversation_type="embedding")]
     )
-    rows = await store.attempts()
+    rows = await store.attempts(Query())
     assert [r["ts"] for r in rows] == sorted((r["ts"] for r in rows), reverse=True)
     assert rows[0]["ts"] == H0 + 9
     # Same ts: the later insert (higher id) comes first.
     same = [r for r in rows if r["ts"] == H0 + 3]
     assert [r["request_id"] for r in same] == ["tie", f"req-{H0 + 3}"]
 
-    alpha = await store.attempts(model="alpha")
+    alpha = await store.attempts(Query(model="alpha"))
     assert [r["ts"] - H0 for r in alpha] == [9, 7, 5, 3, 1]
-    assert [r["request_id"] for r in await store.attempts(conversation_type="embedding")] == ["tie"]
-    window = await store.attempts(since=H0 + 2, until=H0 + 5)  # since inclusive, until not
+    embedding = await store.attempts(Query(conversation_type="embedding"))
+    assert [r["request_id"] for r in embedding] == ["tie"]
+    window = await store.attempts(Query(since=H0 + 2, until=H0 + 5))  # since inclusive, until not
     assert [r["ts"] - H0 for r in window] == [4, 3, 3, 2]
-    page = await store.attempts(model="beta", limit=2, offset=1)
+    page = await store.attempts(Query(model="beta", limit=2, offset=1))
     assert [r["ts"] - H0 for r in page] == [6, 4]
-    assert await store.attempts(model="nobody") == []
-    assert len(await store.attempts(limit=0)) == 0
+    assert await store.attempts(Query(model="nobody")) == []
+    assert len(await store.attempts(Query(limit=0))) == 0
     with pytest.raises(ValueError):
-        await store.attempts(limit=-1)
+        await store.attempts(Query(limit=-1))
 
 
 async def test_empty_batches_are_fine(harness: Harness) -> None:
@@ -80,11 +82,11 @@ async def test_prune_rolls_up_old_rows_only(harness: Harness) -> None:
         "responses": 0,
         "feedback": 0,
     }
-    assert {r["ts"] for r in await store.attempts()} == {a.timestamp for a in new}
+    assert {r["ts"] for r in await store.attempts(Query())} == {a.timestamp for a in new}
     assert await store.prune(H0 + 7200) == 0  # safe to repeat
     assert (await store.counts())["attempt_hourly"] == 2
 
-    series = await store.timeseries(bucket_seconds=3600)
+    series = await store.timeseries(Query(), bucket_seconds=3600)
     assert [b["ts"] for b in series] == [H0, H0 + 3600, H0 + 7200]
     first = series[0]
     assert (first["requests"], first["successes"], first["failures"]) == (3, 1, 1)
@@ -118,7 +120,7 @@ async def test_repeated_prune_adds_to_existing_hourly_rows(harness: Harness) -> 
         "responses": 0,
         "feedback": 0,
     }
-    [bucket] = await store.timeseries(bucket_seconds=3600)
+    [bucket] = await store.timeseries(Query(), bucket_seconds=3600)
     assert bucket["ts"] == H0
     assert (bucket["requests"], bucket["successes"], bucket["failures"]) == (7, 6, 1)
     assert bucket["cost"] == pytest.approx(6.5)
@@ -134,11 +136,11 @@ async def test_timeseries_has_latency_percentiles_of_successful_raw_attempts(
         + [attempt(H0 + 20, latency_ms=9999.0, ok=False, counts_as_failure=True)]
         + [attempt(H0 + 70, latency_ms=7.0)]
     )
-    first, second = await store.timeseries(bucket_seconds=60)
+    first, second = await store.timeseries(Query(), bucket_seconds=60)
     assert (first["latency_p50_ms"], first["latency_p95_ms"]) == (50.0, 95.0)  # failure left out
     assert (second["latency_p50_ms"], second["latency_p95_ms"]) == (7.0, 7.0)
     await store.prune(H0 + 3600)  # a rollup keeps no distribution
-    [rolled] = await store.timeseries(bucket_seconds=3600)
+    [rolled] = await store.timeseries(Query(), bucket_seconds=3600)
     assert rolled["latency_p50_ms"] is None and rolled["requests"] == 102
 
 
@@ -155,7 +157,7 @@ async def test_timeseries_combines_rollups_and_raw_rows(harness: Harness) -> Non
             attempt(H0 + 3600 + 75, latency_ms=20, model="beta"),
         ]
     )
-    minutes = await store.timeseries(bucket_seconds=60)
+    minutes = await store.timeseries(Query(), bucket_seconds=60)
     # The rollup lands whole in the bucket starting at its hour; raw rows in their minute.
     assert [(b["ts"] - H0, b["requests"]) for b in minutes] == [(0, 2), (3600, 1), (3660, 2)]
     assert minutes[0]["latency_ms"] == pytest.approx(100.0)
@@ -165,24 +167,24 @@ async def test_timeseries_combines_rollups_and_raw_rows(harness: Harness) -> Non
     assert sum(b["successes"] for b in minutes) == 4
     assert sum(b["cost"] for b in minutes) == pytest.approx(2.5)
 
-    day = await store.timeseries(bucket_seconds=86400)
+    day = await store.timeseries(Query(), bucket_seconds=86400)
     assert sum(b["requests"] for b in day) == 5
 
-    alpha = await store.timeseries(model="alpha", bucket_seconds=3600)
+    alpha = await store.timeseries(Query(model="alpha"), bucket_seconds=3600)
     assert [(b["ts"] - H0, b["requests"]) for b in alpha] == [(0, 2), (3600, 2)]
-    text = await store.timeseries(model="alpha", conversation_type="text-to-text")
+    text = await store.timeseries(Query(model="alpha", conversation_type="text-to-text"))
     assert sum(b["requests"] for b in text) == 3
-    recent = await store.timeseries(since=H0 + 3600, bucket_seconds=3600)
+    recent = await store.timeseries(Query(since=H0 + 3600), bucket_seconds=3600)
     assert [(b["ts"] - H0, b["requests"]) for b in recent] == [(3600, 3)]
-    older = await store.timeseries(until=H0 + 3600, bucket_seconds=3600)
+    older = await store.timeseries(Query(until=H0 + 3600), bucket_seconds=3600)
     assert [(b["ts"] - H0, b["requests"]) for b in older] == [(0, 2)]
-    assert await store.timeseries(model="nobody") == []
+    assert await store.timeseries(Query(model="nobody")) == []
     with pytest.raises(ValueError):
-        await store.timeseries(bucket_seconds=0)
+        await store.timeseries(Query(), bucket_seconds=0)
 
 
 async def test_ten_thousand_attempts_in_one_batch(harness: Harness) -> None:
     batch = [attempt(H0 + i * 0.01, request_id=f"r{i}", model=f"m{i % 7}") for i in range(10_000)]
     await harness.store.write_attempts(batch)
     assert (await harness.store.counts())["attempts"] == 10_000
-    assert len(await harness.store.attempts(model="m3", limit=10_000)) == 1429
+    assert len(await harness.store.attempts(Query(model="m3", limit=10_000))) == 1429

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from gateway.storage import SQLiteStore
+from gateway.storage import Query, SQLiteStore
 from tests.gateway.storage.helpers import H0, Harness, rate, response
 
 # ---- feedback ----
@@ -22,7 +23,7 @@ async def test_add_feedback_returns_previous_scores_and_keeps_history(harness: H
     assert previous == {"relevance": 4, "overall": 4}
     assert await rate(store, "a", H0 + 30, overall=3) == {"overall": 2, "creativity": 5}
 
-    history = await store.feedback(response_id="a")
+    history = await store.feedback(Query(response_id="a"))
     assert [(r["overall"], r["comment"]) for r in history] == [(3, None), (2, "second"),
                                                               (4, "first")]  # fmt: skip
     first = history[-1]
@@ -33,7 +34,7 @@ async def test_add_feedback_returns_previous_scores_and_keeps_history(harness: H
         "helpfulness": None, "creativity": None, "overall": 4, "comment": "first",
         "ts": H0 + 10,
     }  # fmt: skip
-    ids = [r["id"] for r in await store.feedback()]
+    ids = [r["id"] for r in await store.feedback(Query())]
     assert len(ids) == 4 and ids == sorted(ids, reverse=True)
     assert (await store.counts())["feedback"] == 4
 
@@ -52,15 +53,18 @@ async def test_feedback_filters_and_paging(harness: Harness) -> None:
         model = "alpha" if i % 2 else "beta"
         await rate(store, f"r{i}", H0 + i, model=model, overall=i % 5 + 1)
     await rate(store, "e", H0 + 2, conversation_type="embedding", model="e", overall=1)
-    assert [r["ts"] - H0 for r in await store.feedback()] == [5, 4, 3, 2, 2, 1, 0]
-    assert [r["response_id"] for r in await store.feedback(model="alpha")] == ["r5", "r3", "r1"]
-    assert [r["response_id"] for r in await store.feedback(conversation_type="embedding")] == ["e"]
-    window = await store.feedback(since=H0 + 2, until=H0 + 4)
-    assert [r["response_id"] for r in window] == ["r3", "e", "r2"]  # same ts: newer id first
-    assert [r["response_id"] for r in await store.feedback(limit=2, offset=1)] == ["r4", "r3"]
-    assert await store.feedback(response_id="nope") == []
+    assert [r["ts"] - H0 for r in await store.feedback(Query())] == [5, 4, 3, 2, 2, 1, 0]
+
+    async def rated(**selected: Any) -> list[str]:
+        return [r["response_id"] for r in await store.feedback(Query(**selected))]
+
+    assert await rated(model="alpha") == ["r5", "r3", "r1"]
+    assert await rated(conversation_type="embedding") == ["e"]
+    assert await rated(since=H0 + 2, until=H0 + 4) == ["r3", "e", "r2"]  # same ts: newer id first
+    assert await rated(limit=2, offset=1) == ["r4", "r3"]
+    assert await store.feedback(Query(response_id="nope")) == []
     with pytest.raises(ValueError):
-        await store.feedback(limit=-1)
+        await store.feedback(Query(limit=-1))
 
 
 async def test_feedback_aggregates_use_the_latest_rating(harness: Harness) -> None:
@@ -71,7 +75,7 @@ async def test_feedback_aggregates_use_the_latest_rating(harness: Harness) -> No
     await rate(store, "c", H0 + 4, model="beta", helpfulness=2)
     await rate(store, "d", H0 + 5, conversation_type="embedding", overall=4)
 
-    rows = await store.feedback_aggregates()
+    rows = await store.feedback_aggregates(Query())
     assert [(r["model"], r["conversation_type"], r["count"]) for r in rows] == [
         ("alpha", "embedding", 1), ("alpha", "text-to-text", 2), ("beta", "text-to-text", 1),
     ]  # fmt: skip
@@ -85,14 +89,14 @@ async def test_feedback_aggregates_use_the_latest_rating(harness: Harness) -> No
     }  # fmt: skip
     assert rows[2]["helpfulness"] == pytest.approx(2.0) and rows[2]["overall"] is None
 
-    assert [r["model"] for r in await store.feedback_aggregates(model="beta")] == ["beta"]
-    only_text = await store.feedback_aggregates(conversation_type="text-to-text")
+    assert [r["model"] for r in await store.feedback_aggregates(Query(model="beta"))] == ["beta"]
+    only_text = await store.feedback_aggregates(Query(conversation_type="text-to-text"))
     assert sum(r["count"] for r in only_text) == 3
     # The window selects latest ratings by their ts: a's latest (H0 + 2) is outside.
-    [late] = await store.feedback_aggregates(since=H0 + 3, until=H0 + 4)
+    [late] = await store.feedback_aggregates(Query(since=H0 + 3, until=H0 + 4))
     assert (late["count"], late["overall"]) == (1, pytest.approx(3.0))
-    assert await store.feedback_aggregates(until=H0 + 2) == []
-    assert await store.feedback_aggregates(model="nobody") == []
+    assert await store.feedback_aggregates(Query(until=H0 + 2)) == []
+    assert await store.feedback_aggregates(Query(model="nobody")) == []
 
 
 async def test_concurrent_feedback_loses_nothing(harness: Harness) -> None:
@@ -104,15 +108,15 @@ async def test_concurrent_feedback_loses_nothing(harness: Harness) -> None:
 
     assert all(r is None for r in results[:50])
     assert (await store.counts())["feedback"] == 100
-    assert len(await store.feedback(response_id="same", limit=1000)) == 50
+    assert len(await store.feedback(Query(response_id="same", limit=1000))) == 50
     # Serialised: exactly one call saw no predecessor, and every other rating was seen as
     # "previous" exactly once - by the call that came right after it.
     previous = results[50:]
     assert previous.count(None) == 1
     seen = sorted(p["relevance"] for p in previous if p is not None)
-    latest = (await store.feedback(response_id="same", limit=1))[0]["relevance"]
+    latest = (await store.feedback(Query(response_id="same", limit=1)))[0]["relevance"]
     assert seen == sorted(set(range(50)) - {latest})
-    [agg] = await store.feedback_aggregates()
+    [agg] = await store.feedback_aggregates(Query())
     assert agg["count"] == 51
 
 
@@ -131,6 +135,6 @@ async def test_feedback_survives_reopen(harness: Harness) -> None:
     await rate(harness.store, "a", H0 + 1, "kept", overall=2)
     store = await harness.reopen()
     assert await rate(store, "a", H0 + 2, overall=5) == {"overall": 2}
-    assert [r["comment"] for r in await store.feedback()] == [None, "kept"]
-    [row] = await store.responses()
+    assert [r["comment"] for r in await store.feedback(Query())] == [None, "kept"]
+    [row] = await store.responses(Query())
     assert row["flags"] == ["refusal"] and row["feedback"]["overall"] == 5

@@ -19,7 +19,7 @@ import gateway.server.app
 from gateway.core.config import parse_config
 from gateway.core.types import Attempt
 from gateway.server.app import Gateway, create_app
-from gateway.storage import MemoryStore
+from gateway.storage import SQLiteStore
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
@@ -98,11 +98,15 @@ def test_state_is_written_on_stop_and_restored_by_the_next_process(
 # -- in process: a store that only writes when the test lets it ------------------------------
 
 
-class GatedStore(MemoryStore):
-    """A MemoryStore whose writes block until `gate` is set."""
+class GatedStore(SQLiteStore):
+    """A SQLite file whose writes block until `gate` is set.
 
-    def __init__(self) -> None:
-        super().__init__()
+    `rows()` and `states()` read it through a second connection, so they see what has been
+    committed, and work after the gateway has closed the store.
+    """
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()  # a write is waiting at the gate
 
@@ -117,7 +121,12 @@ class GatedStore(MemoryStore):
         await super().save_states(items)
 
     async def rows(self) -> int:
-        return (await self.counts())["attempts"]
+        async with SQLiteStore(self.path) as reader:
+            return (await reader.counts())["attempts"]
+
+    async def states(self, kind: str) -> dict[str, dict[str, Any]]:
+        async with SQLiteStore(self.path) as reader:
+            return await reader.load_states(kind)
 
 
 def mock_config(flush_interval: float) -> dict[str, Any]:
@@ -130,8 +139,8 @@ def mock_config(flush_interval: float) -> dict[str, Any]:
 
 
 @pytest.fixture
-def store(monkeypatch: pytest.MonkeyPatch) -> GatedStore:
-    gated = GatedStore()
+def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> GatedStore:
+    gated = GatedStore(tmp_path / "gated.db")
     monkeypatch.setattr(gateway.server.app, "create_store", lambda url: gated)
     return gated
 
@@ -181,7 +190,7 @@ async def test_requests_do_not_wait_for_a_store_that_is_busy_writing(
     assert stats is not None
     assert stats.requests == stats.successes == 21
     assert await store.rows() == 0
-    assert await store.load_states("stats") == {}
+    assert await store.states("stats") == {}
 
     store.gate.set()
 
@@ -191,7 +200,7 @@ async def test_requests_do_not_wait_for_a_store_that_is_busy_writing(
     await until_true(first_batch_landed)
     await gw.stop()
     assert await store.rows() == 21
-    assert set(await store.load_states("stats")) == {f"m1\x1f{TEXT}"}
+    assert set(await store.states("stats")) == {f"m1\x1f{TEXT}"}
 
 
 async def test_stop_waits_for_the_store_and_writes_everything(
@@ -213,7 +222,7 @@ async def test_stop_waits_for_the_store_and_writes_everything(
     store.gate.set()
     await asyncio.wait_for(stopping, 5)
     assert await store.rows() == 5  # ...and loses nothing
-    [state] = (await store.load_states("stats")).values()
+    [state] = (await store.states("stats")).values()
     assert state["requests"] == 5
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from gateway.storage import Query
 from tests.gateway.storage.helpers import H0, NO_SCORES, Harness, minimal_attempt, rate, response
 
 # ---- responses ----
@@ -51,7 +52,7 @@ async def test_bad_response_batch_writes_nothing(harness: Harness) -> None:
         await store.write_responses([response("ok", H0), response("bad", H0, flags="slow")])
     assert (await store.counts())["responses"] == 0
     await store.write_responses([])
-    assert await store.responses() == []
+    assert await store.responses(Query()) == []
 
 
 async def test_responses_filters_paging_and_latest_feedback(harness: Harness) -> None:
@@ -60,26 +61,25 @@ async def test_responses_filters_paging_and_latest_feedback(harness: Harness) ->
         [response(f"r{i}", H0 + i, model="alpha" if i % 2 else "beta") for i in range(10)]
         + [response("tie", H0 + 3, model="e", conversation_type="embedding")]
     )
-    rows = await store.responses()
+    rows = await store.responses(Query())
     assert [r["response_id"] for r in rows] == [
         "r9", "r8", "r7", "r6", "r5", "r4", "tie", "r3", "r2", "r1", "r0",
     ]  # fmt: skip
     # Same ts: response_id descending.
     assert [r["response_id"] for r in rows if r["ts"] == H0 + 3] == ["tie", "r3"]
     assert all(r["feedback"] is None for r in rows)
-    assert [r["response_id"] for r in await store.responses(model="alpha")] == [
+    assert [r["response_id"] for r in await store.responses(Query(model="alpha"))] == [
         "r9", "r7", "r5", "r3", "r1",
     ]  # fmt: skip
-    assert [r["response_id"] for r in await store.responses(conversation_type="embedding")] == [
-        "tie"
-    ]
-    window = await store.responses(since=H0 + 2, until=H0 + 5)  # since inclusive, until not
+    embedding = await store.responses(Query(conversation_type="embedding"))
+    assert [r["response_id"] for r in embedding] == ["tie"]
+    window = await store.responses(Query(since=H0 + 2, until=H0 + 5))  # since inclusive, until not
     assert [r["response_id"] for r in window] == ["r4", "tie", "r3", "r2"]
-    page = await store.responses(model="beta", limit=2, offset=1)
+    page = await store.responses(Query(model="beta", limit=2, offset=1))
     assert [r["response_id"] for r in page] == ["r6", "r4"]
-    assert await store.responses(limit=0) == []
+    assert await store.responses(Query(limit=0)) == []
     with pytest.raises(ValueError):
-        await store.responses(offset=-1)
+        await store.responses(Query(offset=-1))
 
     assert await rate(store, "r9", H0 + 100, "meh", relevance=2, overall=3) is None
     assert await rate(store, "r9", H0 + 50, "better", overall=5, accuracy=4) == {
@@ -87,7 +87,7 @@ async def test_responses_filters_paging_and_latest_feedback(harness: Harness) ->
         "overall": 3,
     }
     # The latest rating is the one inserted last, even with an earlier ts.
-    [r9] = await store.responses(limit=1)
+    [r9] = await store.responses(Query(limit=1))
     assert r9["feedback"] == {
         **NO_SCORES, "accuracy": 4, "overall": 5, "comment": "better", "ts": H0 + 50,
     }  # fmt: skip
@@ -109,7 +109,7 @@ async def test_evaluation_aggregates(harness: Harness) -> None:
             response("f", H0 + 5, conversation_type="embedding", auto_score=None),
         ]
     )
-    rows = await store.evaluation_aggregates()
+    rows = await store.evaluation_aggregates(Query())
     assert [(r["model"], r["conversation_type"]) for r in rows] == [
         ("alpha", "embedding"), ("alpha", "text-to-text"), ("beta", "text-to-text"),
     ]  # fmt: skip
@@ -123,12 +123,12 @@ async def test_evaluation_aggregates(harness: Harness) -> None:
         "auto_score": None, "flagged": 0, "flags": {},
     }  # fmt: skip
 
-    [windowed] = await store.evaluation_aggregates(since=H0 + 1, until=H0 + 3)
+    [windowed] = await store.evaluation_aggregates(Query(since=H0 + 1, until=H0 + 3))
     assert (windowed["count"], windowed["flags"]) == (2, {"truncated": 1})
-    [only_beta] = await store.evaluation_aggregates(model="beta")
+    [only_beta] = await store.evaluation_aggregates(Query(model="beta"))
     assert only_beta["count"] == 1
-    assert len(await store.evaluation_aggregates(conversation_type="text-to-text")) == 2
-    assert await store.evaluation_aggregates(model="nobody") == []
+    assert len(await store.evaluation_aggregates(Query(conversation_type="text-to-text"))) == 2
+    assert await store.evaluation_aggregates(Query(model="nobody")) == []
 
 
 async def test_evaluation_trend(harness: Harness) -> None:
@@ -146,7 +146,7 @@ async def test_evaluation_trend(harness: Harness) -> None:
     await rate(store, "b", H0 + 40, relevance=4)  # no overall: counted, not averaged
     await rate(store, "x", H0 + 7200 + 1, overall=2, model="beta")  # a bucket with ratings only
 
-    trend = await store.evaluation_trend(bucket_seconds=3600)
+    trend = await store.evaluation_trend(Query(), bucket_seconds=3600)
     assert [b["ts"] - H0 for b in trend] == [0, 3600, 7200, 14400]
     first, second, third, fourth = trend
     assert first == {
@@ -160,17 +160,17 @@ async def test_evaluation_trend(harness: Harness) -> None:
     assert (fourth["responses"], fourth["flagged"], fourth["auto_score"]) == (1, 1, 0.0)
     assert type(first["ts"]) is float
 
-    [day] = await store.evaluation_trend(bucket_seconds=86400 * 365)
+    [day] = await store.evaluation_trend(Query(), bucket_seconds=86400 * 365)
     assert (day["responses"], day["feedback"], day["flagged"]) == (4, 3, 2)
-    beta = await store.evaluation_trend(model="beta")
+    beta = await store.evaluation_trend(Query(model="beta"))
     assert [(b["ts"] - H0, b["responses"], b["feedback"]) for b in beta] == [
         (3600, 1, 0), (7200, 0, 1),
     ]  # fmt: skip
-    recent = await store.evaluation_trend(since=H0 + 3600, until=H0 + 7200)
+    recent = await store.evaluation_trend(Query(since=H0 + 3600, until=H0 + 7200))
     assert [(b["ts"] - H0, b["responses"], b["feedback"]) for b in recent] == [(3600, 1, 1)]
-    assert await store.evaluation_trend(model="nobody") == []
+    assert await store.evaluation_trend(Query(model="nobody")) == []
     with pytest.raises(ValueError):
-        await store.evaluation_trend(bucket_seconds=0)
+        await store.evaluation_trend(Query(), bucket_seconds=0)
 
 
 # ---- retention ----

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.storage import MemoryStore, SQLiteStore, StoreError, create_store
+from gateway.storage import SQLiteStore, StoreError, create_store
 from gateway.storage.migrations import MIGRATIONS
 from tests.gateway.storage.helpers import H0, attempt
 
@@ -53,7 +53,8 @@ def test_create_store_urls(tmp_path: Path) -> None:
     assert create_store("sqlite:////tmp/x.db").path == "/tmp/x.db"
     memory = create_store("sqlite://:memory:")
     assert isinstance(memory, SQLiteStore) and memory.path == ":memory:"
-    assert isinstance(create_store("memory://"), MemoryStore)
+    memory = create_store("memory://")  # the url of the former plain-Python store
+    assert isinstance(memory, SQLiteStore) and memory.path == ":memory:"
     for url in ("postgresql://u:pw@db/gatewise", "postgres://db/gatewise"):
         with pytest.raises(StoreError, match="PostgreSQL support is not available yet"):
             create_store(url)

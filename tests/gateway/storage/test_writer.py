@@ -4,7 +4,8 @@ it has room for."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,7 @@ from gateway.core.types import Attempt, ResponseRecord
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.recorder import learn
 from gateway.routing.tracker import Tracker
-from gateway.storage import MemoryStore, SQLiteStore, Store
+from gateway.storage import Query, SQLiteStore, Store
 from gateway.storage.writer import StoreWriter
 
 T0 = 1_700_000_000.0
@@ -44,7 +45,7 @@ def attempt(i: int = 0, model: str = "alpha", ok: bool = True) -> Attempt:
 
 
 async def stored(store: Store) -> list[str]:
-    rows = await store.attempts(limit=100_000)
+    rows = await store.attempts(Query(limit=100_000))
     return sorted(row["request_id"] for row in rows)
 
 
@@ -62,7 +63,25 @@ def tracker(clock: Clock) -> Tracker:
     return Tracker(clock=clock)
 
 
-class FailingStore(MemoryStore):
+Opened = Callable[[SQLiteStore], Awaitable[SQLiteStore]]
+
+
+@pytest.fixture
+async def opened() -> AsyncIterator[Opened]:
+    """Opens a store (SQLite in memory unless it says otherwise), closed after the test."""
+    stores: list[SQLiteStore] = []
+
+    async def open_store(store: SQLiteStore) -> SQLiteStore:
+        await store.open()
+        stores.append(store)
+        return store
+
+    yield open_store
+    for store in stores:
+        await store.close()
+
+
+class FailingStore(SQLiteStore):
     """Refuses the first `failures` batch writes."""
 
     def __init__(self, failures: int) -> None:
@@ -80,7 +99,7 @@ class FailingStore(MemoryStore):
         self.written.set()
 
 
-class SlowStore(MemoryStore):
+class SlowStore(SQLiteStore):
     """Each attempt batch waits for the test to open the gate."""
 
     def __init__(self) -> None:
@@ -96,8 +115,8 @@ class SlowStore(MemoryStore):
         self.written.set()
 
 
-async def test_enqueued_attempts_are_written_on_flush(tracker: Tracker) -> None:
-    store = MemoryStore()
+async def test_enqueued_attempts_are_written_on_flush(tracker: Tracker, opened: Opened) -> None:
+    store = await opened(SQLiteStore())
     writer = StoreWriter(store, (tracker,))
     for i in range(5):
         writer.enqueue(attempt(i))
@@ -110,9 +129,11 @@ async def test_enqueued_attempts_are_written_on_flush(tracker: Tracker) -> None:
     assert len(await stored(store)) == 5
 
 
-@pytest.mark.parametrize("kind", ["memory", "sqlite"])
-async def test_close_flushes_everything_and_snapshots_the_tracker(clock: Clock, kind: str) -> None:
-    store: Store = MemoryStore() if kind == "memory" else SQLiteStore(":memory:")
+@pytest.mark.parametrize("kind", ["file", "memory"])
+async def test_close_flushes_everything_and_snapshots_the_tracker(
+    clock: Clock, kind: str, tmp_path: Path
+) -> None:
+    store: Store = SQLiteStore(tmp_path / "gw.db" if kind == "file" else ":memory:")
     await store.open()
     try:
         tracker, blacklist = Tracker(clock=clock), Blacklist(clock=clock)
@@ -139,8 +160,8 @@ async def test_close_flushes_everything_and_snapshots_the_tracker(clock: Clock, 
         await store.close()
 
 
-async def test_queue_is_bounded_and_counts_drops(tracker: Tracker) -> None:
-    store = MemoryStore()
+async def test_queue_is_bounded_and_counts_drops(tracker: Tracker, opened: Opened) -> None:
+    store = await opened(SQLiteStore())
     writer = StoreWriter(store, (tracker,), queue_size=3)
     for i in range(5):
         writer.enqueue(attempt(i))
@@ -153,8 +174,10 @@ async def test_queue_is_bounded_and_counts_drops(tracker: Tracker) -> None:
     assert len(await stored(store)) == 4
 
 
-async def test_a_failing_store_keeps_the_batch_for_the_next_flush(tracker: Tracker) -> None:
-    store = FailingStore(failures=2)
+async def test_a_failing_store_keeps_the_batch_for_the_next_flush(
+    tracker: Tracker, opened: Opened
+) -> None:
+    store = await opened(FailingStore(failures=2))
     writer = StoreWriter(store, (tracker,), queue_size=100)
     for i in range(10):
         writer.enqueue(attempt(i))
@@ -170,8 +193,10 @@ async def test_a_failing_store_keeps_the_batch_for_the_next_flush(tracker: Track
     assert (writer.written, writer.dropped, store.calls) == (15, 0, 3)
 
 
-async def test_a_failing_store_drops_only_what_does_not_fit(tracker: Tracker) -> None:
-    store = FailingStore(failures=1)
+async def test_a_failing_store_drops_only_what_does_not_fit(
+    tracker: Tracker, opened: Opened
+) -> None:
+    store = await opened(FailingStore(failures=1))
     writer = StoreWriter(store, (tracker,), queue_size=4)
     for i in range(4):
         writer.enqueue(attempt(i))
@@ -182,8 +207,8 @@ async def test_a_failing_store_drops_only_what_does_not_fit(tracker: Tracker) ->
     assert writer.dropped == 0
 
 
-async def test_a_slow_store_does_not_block_enqueue_or_record(clock: Clock) -> None:
-    store = SlowStore()
+async def test_a_slow_store_does_not_block_enqueue_or_record(clock: Clock, opened: Opened) -> None:
+    store = await opened(SlowStore())
     tracker = Tracker(clock=clock)
     writer = StoreWriter(store, (tracker,))
 
@@ -209,9 +234,9 @@ async def test_a_slow_store_does_not_block_enqueue_or_record(clock: Clock) -> No
 
 
 async def test_the_background_loop_flushes_without_being_asked(
-    clock: Clock, tracker: Tracker
+    clock: Clock, tracker: Tracker, opened: Opened
 ) -> None:
-    store = SlowStore()
+    store = await opened(SlowStore())
     store.gate.set()
     # The fake clock keeps the loop's pruning from rolling up these 2023 timestamps.
     writer = StoreWriter(store, (tracker,), flush_interval=0.001, clock=clock)
@@ -224,8 +249,10 @@ async def test_the_background_loop_flushes_without_being_asked(
         await writer.close()
 
 
-async def test_the_background_loop_survives_a_store_failure(clock: Clock, tracker: Tracker) -> None:
-    store = FailingStore(failures=1)
+async def test_the_background_loop_survives_a_store_failure(
+    clock: Clock, tracker: Tracker, opened: Opened
+) -> None:
+    store = await opened(FailingStore(failures=1))
     writer = StoreWriter(store, (tracker,), flush_interval=0.001, clock=clock)
     writer.enqueue(attempt(1))
     writer.start()
@@ -237,8 +264,8 @@ async def test_the_background_loop_survives_a_store_failure(clock: Clock, tracke
         await writer.close()
 
 
-async def test_snapshot_is_skipped_when_nothing_changed(tracker: Tracker) -> None:
-    store = MemoryStore()
+async def test_snapshot_is_skipped_when_nothing_changed(tracker: Tracker, opened: Opened) -> None:
+    store = await opened(SQLiteStore())
     writer = StoreWriter(store, (tracker,))
     tracker.record(attempt(1))
     await writer.snapshot()
@@ -251,8 +278,8 @@ async def test_snapshot_is_skipped_when_nothing_changed(tracker: Tracker) -> Non
     assert (await store.load_states("stats"))["alpha\x1ftext-to-text"]["requests"] == 2
 
 
-async def test_each_source_is_saved_only_when_it_changed(clock: Clock) -> None:
-    store = MemoryStore()
+async def test_each_source_is_saved_only_when_it_changed(clock: Clock, opened: Opened) -> None:
+    store = await opened(SQLiteStore())
     tracker, blacklist = Tracker(clock=clock), Blacklist(threshold=1, clock=clock)
     writer = StoreWriter(store, (tracker, blacklist))
     tracker.record(attempt(1))
@@ -265,8 +292,10 @@ async def test_each_source_is_saved_only_when_it_changed(clock: Clock) -> None:
     assert (await store.load_states("blacklist"))["beta"]["level"] == 1
 
 
-async def test_prune_uses_the_retention_and_the_clock(clock: Clock, tracker: Tracker) -> None:
-    store = MemoryStore()
+async def test_prune_uses_the_retention_and_the_clock(
+    clock: Clock, tracker: Tracker, opened: Opened
+) -> None:
+    store = await opened(SQLiteStore())
     writer = StoreWriter(store, (tracker,), retention_seconds=100, clock=clock)
     for i in (0, 50, 150):
         writer.enqueue(attempt(i))
@@ -289,8 +318,8 @@ class ChunkStore(FailingStore):
         await super().write_attempts(attempts)
 
 
-async def test_a_large_flush_is_written_in_chunks(tracker: Tracker) -> None:
-    store = ChunkStore()
+async def test_a_large_flush_is_written_in_chunks(tracker: Tracker, opened: Opened) -> None:
+    store = await opened(ChunkStore())
     writer = StoreWriter(store, (tracker,), chunk=4)
     for i in range(10):
         writer.enqueue(attempt(i))
@@ -300,8 +329,10 @@ async def test_a_large_flush_is_written_in_chunks(tracker: Tracker) -> None:
     assert writer.written == 10
 
 
-async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(tracker: Tracker) -> None:
-    store = ChunkStore()
+async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(
+    tracker: Tracker, opened: Opened
+) -> None:
+    store = await opened(ChunkStore())
     writer = StoreWriter(store, (tracker,), chunk=4)
     for i in range(10):
         writer.enqueue(attempt(i))
@@ -310,7 +341,7 @@ async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(tracker: Tracke
         store.sizes.append(len(attempts))
         if len(store.sizes) == 2:
             raise OSError("disk on fire")
-        await MemoryStore.write_attempts(store, attempts)
+        await SQLiteStore.write_attempts(store, attempts)
 
     store.write_attempts = fail_second  # type: ignore[method-assign]
     with pytest.raises(OSError):
@@ -323,16 +354,16 @@ async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(tracker: Tracke
 
 
 async def test_response_records_are_written_in_chunks_and_marked_stored(
-    tracker: Tracker,
+    tracker: Tracker, opened: Opened
 ) -> None:
     sizes: list[int] = []
 
-    class Store(MemoryStore):
+    class Store(SQLiteStore):
         async def write_responses(self, records: Sequence[dict]) -> None:
             sizes.append(len(records))
             await super().write_responses(records)
 
-    store = Store()
+    store = await opened(Store())
     writer = StoreWriter(store, (tracker,), chunk=3)
     records = [
         ResponseRecord(f"r{i}", f"q{i}", "alpha", "up", "text-to-text", None, None, T0, 1.0)
