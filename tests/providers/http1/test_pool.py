@@ -1,5 +1,5 @@
-"""providers/pool.py: keep-alive, limits and queueing, timeouts, cancellation, request heads,
-retry policy and https, against scripted loopback servers."""
+"""providers/http1/pool.py: keep-alive, limits and queueing, timeouts, cancellation,
+request heads, retry policy and https, against scripted loopback servers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""providers/h1_proxy.py through NativeTransport: upstreams reached by a CONNECT tunnel."""
+"""providers/http1/proxy.py through NativeTransport: upstreams reached by a CONNECT tunnel."""
 
 from __future__ import annotations
 
