@@ -12,8 +12,8 @@ import respx
 
 from providers.base import Endpoint, Usage
 from providers.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
+from providers.httpx_transport import HttpxTransport
 from providers.openai import OpenAIProvider
-from providers.transport import HttpxTransport
 from tests.providers.openai_helpers import (
     BASE,
     CHAT,
