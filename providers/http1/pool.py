@@ -286,7 +286,7 @@ class NativeTransport(Transport):
         conn.reused = True
         w = self._first_waiter()
         if w is None:
-            conn.idle_since = cast(Any, self._loop).time()
+            conn.idle_since = conn.loop.time()
             conn.in_idle = True
             conn.origin.idle.append(conn)
         elif w[0] is conn.origin:
@@ -371,7 +371,7 @@ class NativeTransport(Transport):
                 raise
             if tls is None:  # the tunnel closed during the handshake
                 raise ConnectionResetError("proxy closed the tunnel")
-            transport = cast(asyncio.Transport, tls)
+            transport = tls
         conn.connection_made(transport)
         return conn
 
