@@ -113,6 +113,26 @@ async def test_speech_binary_passes_bytes_and_content_type(provider, mock) -> No
     assert sent(route) == {**body, "model": "up-model"}
 
 
+async def test_speech_broken_mid_body_names_the_provider(provider, mock) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"ID3\x04\x00"
+        raise httpx.ReadError("reset")
+
+    mock.post("/audio/speech").mock(
+        side_effect=lambda request: httpx.Response(200, content=pieces())
+    )
+    reply = await provider.binary(call({"input": "hello"}, Endpoint.SPEECH))
+    got = []
+    try:
+        with pytest.raises(UpstreamConnectionError) as info:
+            async for piece in reply:
+                got.append(piece)
+    finally:
+        await reply.aclose()
+    assert got == [b"ID3\x04\x00"]
+    assert info.value.message == "up: stream broke: upstream connection failed: ReadError"
+
+
 # -- errors ----------------------------------------------------------------------------
 
 
