@@ -11,7 +11,12 @@ import pytest
 import respx
 
 from providers.base import Endpoint, Usage
-from providers.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
+from providers.errors import (
+    ProviderError,
+    ResponseTooLarge,
+    UpstreamConnectionError,
+    UpstreamTimeout,
+)
 from providers.httpx_transport import HttpxTransport
 from providers.openai import OpenAIProvider
 from tests.providers.openai_helpers import (
@@ -134,6 +139,18 @@ async def test_speech_broken_mid_body_names_the_provider(provider, mock) -> None
 
 
 # -- errors ----------------------------------------------------------------------------
+
+
+async def test_an_answer_over_max_body_keeps_its_class_and_gets_the_name(mock) -> None:
+    mock.post("/chat/completions").respond(200, content=b"x" * 2000)
+    p = OpenAIProvider("up", BASE, HttpxTransport(max_body=1000))
+    try:
+        with pytest.raises(ResponseTooLarge) as info:
+            await p.send(call(CHAT))
+    finally:
+        await p.aclose()
+    assert info.value.kind == "invalid_body"
+    assert info.value.message == "up: upstream response larger than 1000 bytes"
 
 
 @pytest.mark.parametrize(
