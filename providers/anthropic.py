@@ -235,6 +235,7 @@ def _tool(tool: Any) -> dict[str, Any]:
 
 
 def _tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
+    out: dict[str, Any]
     if isinstance(choice, str):
         if choice not in _TOOL_CHOICES:
             raise _bad(f"unknown tool_choice {choice!r}", "tool_choice")
@@ -278,9 +279,10 @@ def to_openai(data: Any, model: str) -> dict[str, Any] | None:
     }
     if calls:
         message["tool_calls"] = calls
-    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+    usage: dict[str, Any] = data["usage"] if isinstance(data.get("usage"), dict) else {}
     prompt = prompt_tokens(usage)
-    completion = usage.get("output_tokens") if isinstance(usage.get("output_tokens"), int) else 0
+    output = usage.get("output_tokens")
+    completion = output if isinstance(output, int) else 0
     return {
         "id": data.get("id"),
         "object": "chat.completion",

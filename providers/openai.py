@@ -85,7 +85,7 @@ class OpenAIProvider(HttpProvider):
     async def binary(self, call: Call) -> BinaryReply:
         body = orjson.dumps({**call.body, "model": call.upstream_model})
         upstream = await self._open(self._url(call), self._headers, body)
-        return _Passthrough(upstream)
+        return _Passthrough(upstream, self.name)
 
     def _url(self, call: Call) -> str:
         if call.endpoint not in _PATHS:
@@ -170,12 +170,17 @@ class _OpenAIChunks(ChunkStream):
 
 
 class _Passthrough(BinaryReply):
-    def __init__(self, upstream: UpstreamStream) -> None:
+    def __init__(self, upstream: UpstreamStream, provider: str) -> None:
         self._upstream = upstream
+        self._provider = provider
         self.media_type = upstream.headers.get("content-type", "application/octet-stream")
 
-    def __aiter__(self) -> AsyncIterator[bytes]:
-        return self._upstream.aiter_bytes()
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for piece in self._upstream.aiter_bytes():
+                yield piece
+        except (TransportError, ResponseTooLarge) as exc:
+            raise exc.prefixed(f"{self._provider}: stream broke") from None
 
     async def aclose(self) -> None:
         await self._upstream.aclose()

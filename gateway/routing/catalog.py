@@ -12,11 +12,9 @@ from dataclasses import dataclass
 from gateway.core.config import Config, MockConfig, ModelConfig, ProviderConfig
 from gateway.core.errors import InvalidRequest, ModelUnavailable, NotFound
 from gateway.core.types import CONVERSATION_TYPES, ConversationType, Endpoint, Optimization
-from providers.anthropic import AnthropicProvider
 from providers.base import Provider
-from providers.mock.provider import MockProvider
-from providers.openai import OpenAIProvider
-from providers.transport import Timeout, create_transport
+from providers.factory import create_provider
+from providers.transport import Timeout
 
 __all__ = ["Catalog", "Target", "build_provider"]
 
@@ -131,6 +129,7 @@ class Catalog:
 
 def build_provider(config: ProviderConfig, models: list[ModelConfig]) -> Provider:
     """Create one provider with its own connection pool."""
+    behaviours = None
     if config.type == "mock":
         # Each model gets its own failure sequence unless the YAML pins a seed.
         behaviours = {
@@ -139,19 +138,17 @@ def build_provider(config: ProviderConfig, models: list[ModelConfig]) -> Provide
             )
             for m in models
         }
-        return MockProvider(config.name, behaviours, config.mock)
-    transport = create_transport(
-        config.transport,
-        Timeout(config.timeout, config.connect_timeout),
-        config.max_connections,
-        config.max_response_bytes,
-        config.proxy,
-    )
-    assert config.base_url is not None  # the config validator guarantees it
-    if config.type == "anthropic":
-        return AnthropicProvider(
-            config.name, config.base_url, transport, config.api_key, dict(config.headers)
-        )
-    return OpenAIProvider(
-        config.name, config.base_url, transport, config.api_key, dict(config.headers)
+    return create_provider(
+        config.type,
+        config.name,
+        base_url=config.base_url,  # the config validator guarantees one where needed
+        api_key=config.api_key,
+        headers=config.headers,
+        transport=config.transport,
+        timeout=Timeout(config.timeout, config.connect_timeout),
+        max_connections=config.max_connections,
+        max_body=config.max_response_bytes,
+        proxy=config.proxy,
+        mock=config.mock,
+        mock_models=behaviours,
     )

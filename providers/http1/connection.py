@@ -1,31 +1,57 @@
-"""One HTTP/1.1 client connection: an asyncio Protocol fed by the httptools (llhttp) parser.
+"""One HTTP/1.1 client connection, and the response as its callers see it.
+
+`Connection` is an asyncio Protocol fed by the httptools (llhttp) parser. It does one
+thing: one request at a time on a keep-alive socket, the response delivered whole (an
+`UpstreamResponse`) or as a flow-controlled `NativeStream`, with case-insensitive
+`Headers` and gzip/deflate bodies decoded under the size limit. The stream and the
+protocol drive each other read by read (the protocol feeds the stream, the stream
+resumes the protocol's reading), which is why they share this module.
 
 Why hand-written: on the benchmark machine aiohttp's client costs ~240 µs CPU per proxied
-request and this protocol plus providers/pool.py about a quarter of that. It does one
-thing: one request at a time on a keep-alive connection, the response delivered whole
-(`request`) or as a flow-controlled stream (`stream`). Pooling, limits, connecting and
-retry policy live in providers/pool.py; the request head in providers/h1_request.py.
+request and this protocol plus providers/http1/pool.py about a quarter of that.
+
+The connection knows nothing of pooling: when an exchange ends with the socket still
+usable it calls `reusable()`, and when the socket goes it calls `gone()`. A bare
+`Connection` closes after one exchange; the pool's `PooledConnection` overrides both.
+Connecting, limits and retry policy live in providers/http1/pool.py; the request head
+in providers/http1/request.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import zlib
-from typing import TYPE_CHECKING, Any
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any, Protocol
 
 import httptools
 
-from providers.errors import ResponseTooLarge, UpstreamTimeout
-from providers.http1.response import Headers, NativeStream, Unanswered, decoder, failed
-from providers.transport import UpstreamResponse
+from providers.errors import ResponseTooLarge, UpstreamConnectionError, UpstreamTimeout
+from providers.transport import UpstreamResponse, UpstreamStream, read_capped
 
-if TYPE_CHECKING:
-    from providers.http1.pool import NativeTransport, Origin
-
-__all__ = ["Connection"]
+__all__ = [
+    "MAX_HEADER_BYTES",
+    "PAUSE_AT",
+    "Connection",
+    "Decoder",
+    "Headers",
+    "NativeStream",
+    "Unanswered",
+    "decoder",
+    "failed",
+]
 
 PAUSE_AT = 1 << 20  # stream bytes buffered for a lagging consumer before reading pauses
 MAX_HEADER_BYTES = 1 << 16  # llhttp has no limit of its own
+
+
+def failed(what: str) -> UpstreamConnectionError:
+    """A connection failure; `what` is an exception or condition name, never data."""
+    return UpstreamConnectionError(f"upstream connection failed: {what}")
+
+
+class Unanswered(UpstreamConnectionError):
+    """The connection died before any response byte: the request may not have been seen."""
 
 
 class _Stop(Exception):
@@ -37,57 +63,203 @@ class ResponseHeadersTooLarge(Exception):
 
 
 class _TooLarge(Exception):
-    """Raised inside a parser callback: the body passed the pool's max_body."""
+    """Raised inside a parser callback: the body passed max_body."""
+
+
+# -- what callers get back ----------------------------------------------------------------
+
+
+class Headers(Mapping[str, str]):
+    """Read-only response headers, case-insensitive; repeated fields joined with ", "."""
+
+    __slots__ = ("_d",)
+
+    def __init__(self, lowered: dict[str, str]) -> None:
+        self._d = lowered  # keys already lowercase
+
+    def __getitem__(self, key: str) -> str:
+        d = self._d
+        return d[key] if key in d else d[key.lower()]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        v = self._d.get(key)
+        return v if v is not None else self._d.get(key.lower(), default)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._d or (isinstance(key, str) and key.lower() in self._d)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._d)
+
+    def __len__(self) -> int:
+        return len(self._d)
+
+    def __repr__(self) -> str:
+        return f"Headers({self._d!r})"
+
+
+class Decoder(Protocol):
+    """What decodes a Content-Encoding: zlib's decompress objects and `_Deflate`."""
+
+    def decompress(self, data: bytes, max_length: int = 0, /) -> bytes: ...
+
+    def flush(self) -> bytes: ...
+
+
+class _Deflate:
+    """Content-Encoding "deflate" is zlib-wrapped per the RFC but raw from some servers."""
+
+    __slots__ = ("_d", "_first")
+
+    def __init__(self) -> None:
+        self._d = zlib.decompressobj(zlib.MAX_WBITS)
+        self._first = True
+
+    def decompress(self, data: bytes, max_length: int = 0, /) -> bytes:
+        if self._first:
+            self._first = False
+            try:
+                return self._d.decompress(data, max_length)
+            except zlib.error:
+                self._d = zlib.decompressobj(-zlib.MAX_WBITS)
+        return self._d.decompress(data, max_length)
+
+    def flush(self) -> bytes:
+        return self._d.flush()
+
+
+def decoder(encoding: str) -> Decoder | None:
+    """A decompressor for a Content-Encoding we decode, or None to pass the body through."""
+    e = encoding.strip().lower()
+    if e in ("gzip", "x-gzip"):
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if e == "deflate":
+        return _Deflate()
+    return None  # identity or unknown: the body is passed through as sent
+
+
+class NativeStream(UpstreamStream):
+    """A response body arriving as chunks; always `aclose()` (drops an unfinished body)."""
+
+    def __init__(self, conn: Connection, status: int, headers: Headers, max_body: int) -> None:
+        self.status = status
+        self.headers = headers
+        self._max_body = max_body
+        self._conn: Connection | None = conn  # None once the body ended or failed
+        self._loop = conn.loop
+        self._chunks: list[bytes] = []
+        self._done = False
+        self._exc: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _feed(self, data: bytes) -> None:
+        self._chunks.append(data)
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        self._exc = exc
+        self._conn = None
+        w = self._waiter
+        if w is not None and not w.done():
+            w.set_result(None)
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        while True:
+            chunks = self._chunks
+            if chunks:
+                self._chunks = []
+                conn = self._conn
+                if conn is not None:
+                    conn.consumed()
+                for chunk in chunks:
+                    yield chunk
+            elif self._done:
+                if self._exc is not None:
+                    raise self._exc
+                return
+            else:
+                w = self._waiter = self._loop.create_future()
+                try:
+                    await w
+                finally:
+                    self._waiter = None
+
+    async def aread(self) -> bytes:
+        return await read_capped(self.aiter_bytes(), self._max_body)
+
+    def close_now(self) -> None:
+        """Synchronous aclose: an unfinished body cannot be reused, so the socket goes."""
+        self._chunks = []
+        if self._done:
+            return
+        conn = self._conn
+        self._finish(failed("StreamClosed"))
+        if conn is not None:
+            conn.abort()
+
+    async def aclose(self) -> None:
+        self.close_now()
+
+
+# -- the protocol -------------------------------------------------------------------------
 
 
 class Connection(asyncio.Protocol):
     """One socket. States: idle (no fut, no stream), awaiting headers (fut), body (fut for
-    `request`, stream for `stream`). Calls pool.release() when a keep-alive response ended
-    and pool.conn_closed() exactly once when the socket goes (after adopt())."""
+    `request`, stream for `stream`). Calls `reusable()` when a keep-alive response ended
+    and `gone()` exactly once when the socket goes."""
 
     __slots__ = (
-        "adopted", "body", "buffered", "closed", "decoder", "eof_body", "fut", "got_bytes",
-        "head_only", "header_bytes", "headers", "idle", "idle_since", "in_idle", "interim",
-        "last_io", "loop", "origin", "parser", "paused", "pool", "raw", "reused", "room",
-        "status", "stream", "streaming", "timer", "transport",
+        "body", "buffered", "closed", "decoder", "eof_body", "fut", "got_bytes", "head_only",
+        "header_bytes", "headers", "idle", "interim", "last_io", "loop", "max_body", "parser",
+        "paused", "raw", "room", "status", "stream", "streaming", "timer", "transport",
     )  # fmt: skip
 
-    def __init__(self, pool: NativeTransport, origin: Origin, loop: asyncio.AbstractEventLoop):
-        self.pool = pool
-        self.origin = origin
+    def __init__(self, loop: asyncio.AbstractEventLoop, max_body: int) -> None:
         self.loop = loop
+        self.max_body = max_body  # decoded bytes a whole body, or one stream piece, may hold
+        # asyncio.Transport once made, None once lost; loosely typed so that the hot path
+        # needs no checks (every use is guarded by `closed` or by being in an exchange).
         self.transport: Any = None
         self.parser = httptools.HttpResponseParser(self)
-        self.closed = self.adopted = self.in_idle = self.reused = self.paused = False
-        self.idle_since = self.last_io = 0.0
-        self.fut: asyncio.Future[Any] | None = None
+        self.closed = self.paused = False
+        self.last_io = 0.0
+        self.fut: asyncio.Future[UpstreamResponse | NativeStream] | None = None
         self.stream: NativeStream | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.raw: list[tuple[bytes, bytes]] | None = None
         self.body: list[bytes] = []
         self.headers: Headers | None = None
-        self.decoder: Any = None
+        self.decoder: Decoder | None = None
         self.status = self.header_bytes = self.buffered = self.room = 0
         self.idle: float | None = None
         self.got_bytes = self.eof_body = self.interim = self.streaming = self.head_only = False
 
-    # -- driving (called by the pool) ---------------------------------------------------
-    def adopt(self) -> None:
-        """The pool now counts this connection; a close that already happened is reported."""
-        self.adopted = True
-        if self.closed:
-            self.pool.conn_closed(self)
+    # -- what the owner overrides ---------------------------------------------------------
+    def reusable(self) -> None:
+        """A keep-alive exchange ended and the socket could take another request. Nobody
+        will send one on a bare connection, so it closes."""
+        self._close(True)
 
+    def gone(self) -> None:
+        """Called exactly once, when the socket has closed (or is closing)."""
+
+    # -- driving ----------------------------------------------------------------------------
     def start(
         self, head: bytes, body: bytes | None, deadline: float, idle: float | None,
         streaming: bool, head_only: bool,
-    ) -> asyncio.Future[Any]:  # fmt: skip
+    ) -> asyncio.Future[UpstreamResponse | NativeStream]:  # fmt: skip
         """Write one request. The future gets an UpstreamResponse, or a NativeStream at the
         headers; `deadline` bounds it, then for streams `idle` bounds each silence."""
         self.raw = []
         self.body = []
         self.header_bytes = self.buffered = 0
-        self.room = self.pool.max_body  # decoded body bytes still allowed
+        self.room = self.max_body  # decoded body bytes still allowed
         self.got_bytes = self.eof_body = self.interim = False
         self.streaming = streaming
         self.head_only = head_only
@@ -134,7 +306,7 @@ class Connection(asyncio.Protocol):
         except Exception as exc:
             cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
             if isinstance(cause, _TooLarge):
-                self._fail(ResponseTooLarge.beyond(self.pool.max_body))
+                self._fail(ResponseTooLarge.beyond(self.max_body))
                 return
             name = "UnexpectedData" if isinstance(cause, _Stop) else type(cause or exc).__name__
             if isinstance(cause, zlib.error):
@@ -198,7 +370,7 @@ class Connection(asyncio.Protocol):
             self._complete(False)
             raise _Stop
         if self.streaming:
-            s = self.stream = NativeStream(self, status, headers, self.pool.max_body)
+            s = self.stream = NativeStream(self, status, headers, self.max_body)
             self.fut = None
             self.last_io = self.loop.time()
             if not f.done():
@@ -246,7 +418,7 @@ class Connection(asyncio.Protocol):
             self._fail(failed("ContentDecodingError"))
             return
         if len(tail) > self._room():
-            self._fail(ResponseTooLarge.beyond(self.pool.max_body))
+            self._fail(ResponseTooLarge.beyond(self.max_body))
             return
         s, f = self.stream, self.fut
         self.stream = self.fut = self.decoder = None
@@ -266,14 +438,14 @@ class Connection(asyncio.Protocol):
             if self.paused:
                 self.paused = False
                 self.transport.resume_reading()
-            self.pool.release(self)
+            self.reusable()
         else:
             self._close(True)
 
     def _room(self) -> int:
         """Decoded bytes the next piece may hold: what is left of a whole body; for a
         stream, one max_body per piece (its buffer is bounded by PAUSE_AT)."""
-        return self.room if self.stream is None else self.pool.max_body
+        return self.room if self.stream is None else self.max_body
 
     def _on_timer(self) -> None:
         self.timer = None
@@ -307,5 +479,4 @@ class Connection(asyncio.Protocol):
                 t.close()
             else:
                 t.abort()
-        if self.adopted:
-            self.pool.conn_closed(self)
+        self.gone()

@@ -1,6 +1,6 @@
-"""NativeTransport: a keep-alive connection pool over providers/h1.py connections.
+"""NativeTransport: a keep-alive connection pool over providers/http1/connection.py.
 
-Why: the upstream client was the largest CPU cost per proxied request (see providers/h1.py).
+Why: the upstream client was the largest CPU cost per proxied request (see connection.py).
 Idle connections are kept per origin, most recently used first, so surplus ones age out
 (30 s unused: closed at the next checkout). Open connections are capped per transport;
 requests beyond the cap wait first come, first served, and the wait counts against the
@@ -20,16 +20,15 @@ import socket
 import ssl
 from collections import deque
 from collections.abc import Coroutine, Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast, overload
 
 from providers.errors import UpstreamConnectionError, UpstreamTimeout
-from providers.http1.connection import Connection
+from providers.http1.connection import Connection, NativeStream, Unanswered, failed
 from providers.http1.proxy import Proxy, TunnelRefused, open_tunnel, proxy_for
 from providers.http1.request import HeadWriter, parse_url
-from providers.http1.response import NativeStream, Unanswered, failed
 from providers.transport import MAX_BODY, Timeout, Transport, UpstreamResponse
 
-__all__ = ["NativeTransport"]
+__all__ = ["IDLE_TTL", "NativeTransport", "Origin", "PooledConnection"]
 
 IDLE_TTL = 30.0  # seconds an idle connection may wait for reuse
 DNS_TTL = 300.0  # like aiohttp's ttl_dns_cache in AiohttpTransport
@@ -47,7 +46,7 @@ class Origin:
         self.port = port
         self.tls = tls
         self.proxy = proxy  # reached through this proxy's CONNECT tunnel
-        self.idle: deque[Connection] = deque()
+        self.idle: deque[PooledConnection] = deque()
         self.addrs: list[tuple[int, str]] = []
         self.addrs_until = 0.0
         try:
@@ -55,6 +54,34 @@ class Origin:
             self.literal = True
         except ValueError:
             self.literal = False
+
+
+class PooledConnection(Connection):
+    """A connection the pool counts: where it leads, and its place among the idle ones."""
+
+    __slots__ = ("adopted", "idle_since", "in_idle", "origin", "pool", "reused")
+
+    def __init__(
+        self, pool: NativeTransport, origin: Origin, loop: asyncio.AbstractEventLoop
+    ) -> None:
+        super().__init__(loop, pool.max_body)
+        self.pool = pool
+        self.origin = origin
+        self.adopted = self.in_idle = self.reused = False
+        self.idle_since = 0.0
+
+    def adopt(self) -> None:
+        """The pool now counts this connection; a close that already happened is reported."""
+        self.adopted = True
+        if self.closed:
+            self.pool.conn_closed(self)
+
+    def reusable(self) -> None:
+        self.pool.release(self)
+
+    def gone(self) -> None:
+        if self.adopted:
+            self.pool.conn_closed(self)
 
 
 class _Target:
@@ -74,8 +101,8 @@ class NativeTransport(Transport):
     ) -> None:  # fmt: skip
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
-        self.max_body = max_body  # read by each Connection
-        # None: the environment's proxy, if any (providers/h1_proxy.py)
+        self.max_body = max_body  # given to each connection
+        # None: the environment's proxy, if any (providers/http1/proxy.py)
         self._proxy = Proxy.parse(proxy) if proxy else None
         self._total = timeout.total
         self._connect_timeout = timeout.connect
@@ -83,8 +110,8 @@ class NativeTransport(Transport):
         self._ssl = ssl_context  # default context made on first https use
         self._loop: asyncio.AbstractEventLoop | None = None
         self._open = 0  # connections open or being opened (reserved slots)
-        self._conns: set[Connection] = set()
-        self._waiters: deque[tuple[Origin, asyncio.Future[Connection | None]]] = deque()
+        self._conns: set[PooledConnection] = set()
+        self._waiters: deque[tuple[Origin, asyncio.Future[PooledConnection | None]]] = deque()
         self._origins: dict[tuple[bool, str, int], Origin] = {}
         self._targets: dict[str, _Target] = {}
         self._heads = HeadWriter()
@@ -113,10 +140,22 @@ class NativeTransport(Transport):
             await asyncio.sleep(0)  # let the transports report connection_lost
 
     # -- one exchange -----------------------------------------------------------------------
+    @overload
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+        streaming: Literal[False],
+    ) -> UpstreamResponse: ...  # fmt: skip
+
+    @overload
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+        streaming: Literal[True],
+    ) -> NativeStream: ...  # fmt: skip
+
     async def _send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
         streaming: bool,
-    ) -> Any:  # fmt: skip
+    ) -> UpstreamResponse | NativeStream:  # fmt: skip
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -139,7 +178,7 @@ class NativeTransport(Transport):
                 now = loop.time()
                 continue
             reused = conn.reused
-            fut: asyncio.Future[Any] | None = None
+            fut: asyncio.Future[UpstreamResponse | NativeStream] | None = None
             try:
                 fut = conn.start(head, body, deadline, idle, streaming, method == "HEAD")
                 return await fut
@@ -152,12 +191,14 @@ class NativeTransport(Transport):
             except BaseException:
                 if fut is None or conn.fut is fut:  # cancelled in flight: socket mid-exchange
                     conn.abort()
-                elif streaming and fut.done() and not fut.cancelled() and not fut.exception():
-                    fut.result().close_now()  # got the headers but nobody will read
+                elif fut.done() and not fut.cancelled() and not fut.exception():
+                    got = fut.result()
+                    if isinstance(got, NativeStream):
+                        got.close_now()  # got the headers but nobody will read
                 raise
 
     # -- the pool ------------------------------------------------------------------------------
-    def _checkout(self, origin: Origin, now: float) -> Connection | None:
+    def _checkout(self, origin: Origin, now: float) -> PooledConnection | None:
         idle = origin.idle
         while idle:
             conn = idle.pop()
@@ -177,7 +218,7 @@ class NativeTransport(Transport):
                 return conn
         return None
 
-    async def _acquire(self, origin: Origin, deadline: float) -> Connection:
+    async def _acquire(self, origin: Origin, deadline: float) -> PooledConnection:
         loop = cast(asyncio.AbstractEventLoop, self._loop)
         try:
             async with asyncio.timeout_at(deadline):
@@ -197,8 +238,8 @@ class NativeTransport(Transport):
         except TimeoutError:
             raise UpstreamTimeout("upstream connect timed out") from None
 
-    async def _wait(self, origin: Origin) -> Connection | None:
-        fut: asyncio.Future[Connection | None] = cast(Any, self._loop).create_future()
+    async def _wait(self, origin: Origin) -> PooledConnection | None:
+        fut: asyncio.Future[PooledConnection | None] = cast(Any, self._loop).create_future()
         self._waiters.append((origin, fut))
         try:
             return await fut
@@ -211,7 +252,7 @@ class NativeTransport(Transport):
                     self.release(got)
             raise  # a cancelled future stays queued and is skipped by _first_waiter
 
-    def _first_waiter(self) -> tuple[Origin, asyncio.Future[Connection | None]] | None:
+    def _first_waiter(self) -> tuple[Origin, asyncio.Future[PooledConnection | None]] | None:
         waiters = self._waiters
         while waiters:
             w = waiters[0]
@@ -238,14 +279,14 @@ class NativeTransport(Transport):
                 return True
         return False
 
-    def release(self, conn: Connection) -> None:
+    def release(self, conn: PooledConnection) -> None:
         """A keep-alive response ended: hand the connection on, or park it."""
         if conn.closed:
             return
         conn.reused = True
         w = self._first_waiter()
         if w is None:
-            conn.idle_since = cast(Any, self._loop).time()
+            conn.idle_since = conn.loop.time()
             conn.in_idle = True
             conn.origin.idle.append(conn)
         elif w[0] is conn.origin:
@@ -254,7 +295,7 @@ class NativeTransport(Transport):
         else:
             conn.abort()  # its slot goes to the waiter through conn_closed
 
-    def conn_closed(self, conn: Connection) -> None:
+    def conn_closed(self, conn: PooledConnection) -> None:
         """Called once per adopted connection when its socket goes."""
         self._conns.discard(conn)
         if conn.in_idle:
@@ -262,7 +303,7 @@ class NativeTransport(Transport):
             conn.origin.idle.remove(conn)
         self._slot_freed()
 
-    async def _connect(self, origin: Origin) -> Connection:
+    async def _connect(self, origin: Origin) -> PooledConnection:
         """Open a connection in a slot already reserved; give the slot back on failure."""
         try:
             conn = await self._dial(origin)
@@ -279,7 +320,7 @@ class NativeTransport(Transport):
         conn.adopt()
         return conn
 
-    async def _dial(self, origin: Origin) -> Connection:
+    async def _dial(self, origin: Origin) -> PooledConnection:
         loop = cast(asyncio.AbstractEventLoop, self._loop)
         ctx = None
         if origin.tls:
@@ -301,7 +342,7 @@ class NativeTransport(Transport):
         for family, host in addrs:
             try:
                 _, conn = await loop.create_connection(
-                    lambda: Connection(self, origin, loop),
+                    lambda: PooledConnection(self, origin, loop),
                     host,
                     origin.port,
                     family=family,
@@ -316,9 +357,9 @@ class NativeTransport(Transport):
 
     async def _dial_through(
         self, proxy: Proxy, origin: Origin, ctx: ssl.SSLContext | None
-    ) -> Connection:
+    ) -> PooledConnection:
         loop = cast(asyncio.AbstractEventLoop, self._loop)
-        conn = Connection(self, origin, loop)
+        conn = PooledConnection(self, origin, loop)
         transport = await open_tunnel(proxy, origin.host, origin.port)
         if ctx is None:
             transport.set_protocol(conn)
@@ -330,7 +371,7 @@ class NativeTransport(Transport):
                 raise
             if tls is None:  # the tunnel closed during the handshake
                 raise ConnectionResetError("proxy closed the tunnel")
-            transport = cast(asyncio.Transport, tls)
+            transport = tls
         conn.connection_made(transport)
         return conn
 

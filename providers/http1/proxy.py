@@ -16,6 +16,7 @@ import ipaddress
 import urllib.parse
 import urllib.request
 from dataclasses import dataclass
+from typing import cast
 
 __all__ = ["MAX_PROXY_HEAD", "Proxy", "TunnelRefused", "open_tunnel", "proxy_for"]
 
@@ -54,7 +55,8 @@ def proxy_for(host: str, tls: bool, configured: Proxy | None) -> Proxy | None:
     if _loopback(host):
         return None
     url = urllib.request.getproxies_environment().get("https" if tls else "http")
-    if not url or urllib.request.proxy_bypass_environment(host):
+    # proxy_bypass_environment: in urllib.request since Python 2 but not in typeshed's stubs
+    if not url or urllib.request.proxy_bypass_environment(host):  # type: ignore[attr-defined]
         return None
     return Proxy.parse(url)
 
@@ -77,7 +79,7 @@ class _Tunnel(asyncio.Protocol):
         self.buffer = b""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        transport.write(self.request)  # type: ignore[attr-defined]
+        cast(asyncio.WriteTransport, transport).write(self.request)
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
@@ -117,4 +119,4 @@ async def open_tunnel(proxy: Proxy, host: str, port: int) -> asyncio.Transport:
     except BaseException:
         transport.abort()
         raise
-    return transport  # type: ignore[return-value]
+    return transport

@@ -95,7 +95,7 @@ def _digest(key: str | tuple[int, ...]) -> bytes:
 
 
 @lru_cache(maxsize=4096)
-def _vector(digest: bytes, dims: int) -> array:
+def _vector(digest: bytes, dims: int) -> array[float]:
     rng = random.Random(int.from_bytes(digest, "little"))
     values = [rng.gauss(0.0, 1.0) for _ in range(dims)]
     norm = math.sqrt(sum(v * v for v in values)) or 1.0

@@ -313,7 +313,7 @@ class _Replay(ChunkStream):
                 if batch:
                     yield batch
                     batch = []
-                    if self._closed:
+                    if self._closed_meanwhile():
                         return
                 await self._sleep(self._pause)
             if index == script.settle:
@@ -333,6 +333,11 @@ class _Replay(ChunkStream):
 
     async def aclose(self) -> None:
         self._closed = True
+
+    def _closed_meanwhile(self) -> bool:
+        """`_closed` read anew after a yield, where aclose() may have run: a call, since a
+        type checker takes an attribute it just tested to be unchanged since the test."""
+        return self._closed
 
 
 class _Audio(BinaryReply):

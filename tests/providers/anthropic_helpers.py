@@ -10,7 +10,7 @@ import respx
 
 from providers.anthropic import AnthropicProvider
 from providers.base import Call, Endpoint
-from providers.transport import HttpxTransport
+from providers.httpx_transport import HttpxTransport
 
 BASE = "https://api.anthropic.com"
 URL = f"{BASE}/v1/messages"

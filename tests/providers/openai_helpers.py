@@ -9,8 +9,8 @@ import orjson
 import respx
 
 from providers.base import Call, Endpoint
+from providers.httpx_transport import HttpxTransport
 from providers.openai import OpenAIProvider
-from providers.transport import HttpxTransport
 
 BASE = "https://upstream.test/v1"
 KEY = "sk-test-SECRETKEY1234567890"

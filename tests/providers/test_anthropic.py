@@ -16,7 +16,7 @@ import respx
 
 from providers.anthropic import AnthropicProvider
 from providers.errors import ProviderError
-from providers.transport import HttpxTransport
+from providers.httpx_transport import HttpxTransport
 from tests.providers.anthropic_helpers import (
     BASE,
     KEY,

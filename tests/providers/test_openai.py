@@ -11,9 +11,14 @@ import pytest
 import respx
 
 from providers.base import Endpoint, Usage
-from providers.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
+from providers.errors import (
+    ProviderError,
+    ResponseTooLarge,
+    UpstreamConnectionError,
+    UpstreamTimeout,
+)
+from providers.httpx_transport import HttpxTransport
 from providers.openai import OpenAIProvider
-from providers.transport import HttpxTransport
 from tests.providers.openai_helpers import (
     BASE,
     CHAT,
@@ -113,7 +118,39 @@ async def test_speech_binary_passes_bytes_and_content_type(provider, mock) -> No
     assert sent(route) == {**body, "model": "up-model"}
 
 
+async def test_speech_broken_mid_body_names_the_provider(provider, mock) -> None:
+    async def pieces() -> AsyncIterator[bytes]:
+        yield b"ID3\x04\x00"
+        raise httpx.ReadError("reset")
+
+    mock.post("/audio/speech").mock(
+        side_effect=lambda request: httpx.Response(200, content=pieces())
+    )
+    reply = await provider.binary(call({"input": "hello"}, Endpoint.SPEECH))
+    got = []
+    try:
+        with pytest.raises(UpstreamConnectionError) as info:
+            async for piece in reply:
+                got.append(piece)
+    finally:
+        await reply.aclose()
+    assert got == [b"ID3\x04\x00"]
+    assert info.value.message == "up: stream broke: upstream connection failed: ReadError"
+
+
 # -- errors ----------------------------------------------------------------------------
+
+
+async def test_an_answer_over_max_body_keeps_its_class_and_gets_the_name(mock) -> None:
+    mock.post("/chat/completions").respond(200, content=b"x" * 2000)
+    p = OpenAIProvider("up", BASE, HttpxTransport(max_body=1000))
+    try:
+        with pytest.raises(ResponseTooLarge) as info:
+            await p.send(call(CHAT))
+    finally:
+        await p.aclose()
+    assert info.value.kind == "invalid_body"
+    assert info.value.message == "up: upstream response larger than 1000 bytes"
 
 
 @pytest.mark.parametrize(

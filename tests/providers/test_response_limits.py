@@ -9,15 +9,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from providers.aiohttp_transport import AiohttpTransport
 from providers.errors import InvalidResponse, ResponseTooLarge
 from providers.http1.pool import NativeTransport
+from providers.httpx_transport import HttpxTransport
 from providers.sse import iter_event_batches
-from providers.transport import (
-    AiohttpTransport,
-    HttpxTransport,
-    Timeout,
-    Transport,
-)
+from providers.transport import Timeout, Transport
 from tests.providers.http1.native_helpers import Handler, Server, answering, chunked, serving, until
 
 LIMIT = 4096

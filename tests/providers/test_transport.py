@@ -8,15 +8,11 @@ from collections.abc import AsyncIterator, Callable
 import orjson
 import pytest
 
+from providers.aiohttp_transport import AiohttpTransport
 from providers.errors import UpstreamConnectionError, UpstreamTimeout
 from providers.http1.pool import NativeTransport
-from providers.transport import (
-    AiohttpTransport,
-    HttpxTransport,
-    Timeout,
-    Transport,
-    create_transport,
-)
+from providers.httpx_transport import HttpxTransport
+from providers.transport import Timeout, Transport
 from tests.support.upstream import FakeUpstream, free_port
 
 JSON = {"content-type": "application/json"}
@@ -154,14 +150,3 @@ async def test_slow_server_is_a_timeout(make, upstream: FakeUpstream, streaming:
 
 async def test_aclose_is_safe_before_use(make) -> None:
     await make().aclose()
-
-
-async def test_create_transport_picks_the_kind() -> None:
-    for kind, cls in (
-        ("httpx", HttpxTransport),
-        ("aiohttp", AiohttpTransport),
-        ("native", NativeTransport),
-    ):
-        transport = create_transport(kind, Timeout(), 4)
-        assert type(transport) is cls
-        await transport.aclose()

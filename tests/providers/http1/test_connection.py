@@ -1,4 +1,5 @@
-"""providers/h1.py through NativeTransport: response framing, decoding, streams, failures."""
+"""providers/http1/connection.py through NativeTransport: response framing, decoding,
+streams, failures."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from providers.errors import UpstreamConnectionError, UpstreamTimeout
+from providers.http1.connection import Headers
 from providers.http1.pool import NativeTransport
-from providers.http1.response import Headers
 from providers.transport import Timeout
 from tests.providers.http1.native_helpers import (
     JSON,

@@ -1,5 +1,5 @@
-"""providers/pool.py: keep-alive, limits and queueing, timeouts, cancellation, request heads,
-retry policy and https, against scripted loopback servers."""
+"""providers/http1/pool.py: keep-alive, limits and queueing, timeouts, cancellation,
+request heads, retry policy and https, against scripted loopback servers."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 
 from providers.errors import UpstreamConnectionError, UpstreamTimeout
+from providers.factory import create_transport
 from providers.http1.pool import NativeTransport
-from providers.transport import Timeout, create_transport
+from providers.transport import Timeout
 from tests.providers.http1.native_helpers import (
     JSON,
     OK,

@@ -1,4 +1,4 @@
-"""providers/h1_proxy.py through NativeTransport: upstreams reached by a CONNECT tunnel."""
+"""providers/http1/proxy.py through NativeTransport: upstreams reached by a CONNECT tunnel."""
 
 from __future__ import annotations
 
@@ -8,10 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from providers.aiohttp_transport import AiohttpTransport
 from providers.errors import UpstreamConnectionError
 from providers.http1.pool import NativeTransport
 from providers.http1.proxy import Proxy, proxy_for
-from providers.transport import AiohttpTransport, HttpxTransport, Timeout
+from providers.httpx_transport import HttpxTransport
+from providers.transport import Timeout
 from tests.providers.http1.native_helpers import JSON, OK, answering, proxying, self_signed, serving
 
 PASSWORD = "pr0xy-s3cret"

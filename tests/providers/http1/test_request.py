@@ -1,4 +1,4 @@
-"""providers/h1_request.py: URL parsing and request-head serialisation, without a network."""
+"""providers/http1/request.py: URL parsing and request-head serialisation, without a network."""
 
 from __future__ import annotations
 

@@ -1,0 +1,91 @@
+"""A Transport over an httpx AsyncClient: what the tests use, since respx intercepts it.
+
+Also `transport: httpx` in gateway.yaml. httpx is imported only when this module is
+(providers.factory does so on demand).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+import httpx
+
+from providers.errors import UpstreamConnectionError, UpstreamTimeout
+from providers.transport import (
+    MAX_BODY,
+    Timeout,
+    Transport,
+    UpstreamResponse,
+    UpstreamStream,
+    read_capped,
+)
+
+__all__ = ["HttpxTransport"]
+
+_DEFAULT_TIMEOUT = Timeout()
+
+
+def _translate(exc: Exception) -> Exception:
+    """httpx's failure as ours; anything else (a bug) passes unchanged."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout("upstream timed out")
+    if isinstance(exc, httpx.TransportError):
+        return UpstreamConnectionError(f"upstream connection failed: {type(exc).__name__}")
+    return exc
+
+
+class HttpxTransport(Transport):
+    def __init__(
+        self, timeout: Timeout = _DEFAULT_TIMEOUT, max_connections: int = 256,
+        client: httpx.AsyncClient | None = None, max_body: int = MAX_BODY,
+        proxy: str | None = None,
+    ) -> None:  # fmt: skip
+        self.max_body = max_body
+        self._client = client or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout.total, connect=timeout.connect),
+            limits=httpx.Limits(max_connections=max_connections),
+            proxy=proxy,
+        )
+
+    async def request(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> UpstreamResponse:
+        stream = await self.stream(method, url, headers, body)
+        try:
+            return UpstreamResponse(stream.status, stream.headers, await stream.aread())
+        finally:
+            await stream.aclose()
+
+    async def stream(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+    ) -> UpstreamStream:
+        request = self._client.build_request(method, url, headers=headers, content=body)
+        try:
+            resp = await self._client.send(request, stream=True)
+        except Exception as exc:
+            raise _translate(exc) from exc
+        return _HttpxStream(resp, self.max_body)
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
+class _HttpxStream(UpstreamStream):
+    def __init__(self, resp: httpx.Response, max_body: int) -> None:
+        self._resp = resp
+        self.max_body = max_body
+        self.status = resp.status_code
+        self.headers = resp.headers
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._resp.aiter_bytes():
+                yield chunk
+        except Exception as exc:
+            raise _translate(exc) from exc
+
+    async def aread(self) -> bytes:
+        return await read_capped(self.aiter_bytes(), self.max_body)
+
+    async def aclose(self) -> None:
+        await self._resp.aclose()
