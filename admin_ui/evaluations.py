@@ -30,7 +30,7 @@ from admin_ui.suggestions import suggestions
 from gateway.core.errors import InvalidRequest
 from gateway.routing.feedback import unknown_response
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS
-from gateway.storage import Query, Store
+from gateway.storage import Query
 
 __all__ = ["evaluation_routes"]
 
@@ -53,14 +53,11 @@ def _query(f: Filters, model: str | None = None) -> Query:
 
 
 def evaluation_routes(services: AdminServices) -> list[Route]:
-    def store() -> Store:
-        return services.store
-
     @operation(CONVERSATION_TYPE, SINCE, UNTIL, LIMIT, OFFSET)
     async def evaluations(request: Request) -> Response:
         """Evaluated answers with their latest rating, newest first."""
         f = filters(request)
-        data = await store().responses(_query(f))
+        data = await services.store.responses(_query(f))
         return json_response({"object": "list", "data": data, "limit": f.limit, "offset": f.offset})
 
     @operation(CONVERSATION_TYPE, SINCE, UNTIL, LIMIT, OFFSET)
@@ -71,10 +68,10 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
             raise unknown_model(name)
         f = filters(request)
         scope = _query(f, name)
-        evaluation = await store().evaluation_aggregates(scope)
-        feedback = await store().feedback_aggregates(scope)
-        answers = await store().responses(scope)
-        history = await store().feedback(scope)
+        evaluation = await services.store.evaluation_aggregates(scope)
+        feedback = await services.store.feedback_aggregates(scope)
+        answers = await services.store.responses(scope)
+        history = await services.store.feedback(scope)
         return json_response(
             {
                 "model": name,
@@ -90,10 +87,10 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
         """Evaluation summary, trend and improvement suggestions."""
         f = filters(request)
         scope = _query(f)
-        evaluation = await store().evaluation_aggregates(scope)
-        feedback = await store().feedback_aggregates(scope)
+        evaluation = await services.store.evaluation_aggregates(scope)
+        feedback = await services.store.feedback_aggregates(scope)
         now = time.time()
-        trend = await store().evaluation_trend(
+        trend = await services.store.evaluation_trend(
             replace(scope, since=f.since if f.since is not None else now - 86400),
             bucket_seconds=f.bucket or 3600,
         )
@@ -146,7 +143,7 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
         f = filters(request)
         data = [r.to_row() for r in services.index.recent(f.limit)]
         if not data:
-            data = await store().responses(Query(limit=f.limit))
+            data = await services.store.responses(Query(limit=f.limit))
         return json_response({"object": "list", "data": data})
 
     async def one(request: Request) -> Response:

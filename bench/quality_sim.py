@@ -27,13 +27,14 @@ from bench.quality_scenarios import Scenario
 from bench.quality_upstream import Hit
 from bench.selection_bench import FakeClock
 from gateway.core.config import parse_config
-from gateway.core.types import Attempt, Endpoint
+from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import ReplyJob
 from gateway.routing.recorder import learn
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
+from providers.base import Endpoint
 
 __all__ = ["run_all", "simulate"]
 

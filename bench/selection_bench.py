@@ -31,13 +31,14 @@ if __package__ in (None, ""):  # run as a script: make `gateway` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.core.config import parse_config
-from gateway.core.types import Attempt, Endpoint
+from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import ReplyJob
 from gateway.routing.recorder import learn
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
+from providers.base import Endpoint
 
 TT = "text-to-text"
 OPTIMIZATIONS = ("accuracy", "cost", "speed", "creativity", "continuity")

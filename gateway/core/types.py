@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from providers.base import Endpoint  # re-exported while the gateway's imports move
+from providers.base import Endpoint
 
 __all__ = [
     "CONVERSATION_TYPES",
@@ -13,7 +13,6 @@ __all__ = [
     "OPTIMIZATIONS",
     "Attempt",
     "ConversationType",
-    "Endpoint",
     "Optimization",
     "ResponseRecord",
 ]

@@ -13,8 +13,8 @@ from starlette.requests import Request
 from starlette.types import Receive
 
 from gateway.core.errors import InvalidRequest, LengthRequired, RequestTooLarge
-from gateway.core.types import Endpoint
 from gateway.http.inbound import Inbound
+from providers.base import Endpoint
 
 __all__ = ["check_body", "read_json"]
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.core.types import Endpoint
+from providers.base import Endpoint
 
 __all__ = ["Answer", "StreamAnswer", "answer_from_body"]
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 
 from gateway.core.config import Config, MockConfig, ModelConfig, ProviderConfig
 from gateway.core.errors import InvalidRequest, ModelUnavailable, NotFound
-from gateway.core.types import CONVERSATION_TYPES, ConversationType, Endpoint, Optimization
-from providers.base import Provider
+from gateway.core.types import CONVERSATION_TYPES, ConversationType, Optimization
+from providers.base import Endpoint, Provider
 from providers.factory import create_provider
 from providers.transport import Timeout
 

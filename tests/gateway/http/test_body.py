@@ -10,9 +10,9 @@ import pytest
 from starlette.requests import Request
 
 from gateway.core.errors import GatewayError
-from gateway.core.types import Endpoint
 from gateway.http.body import check_body, read_json
 from gateway.http.errors import status_of
+from providers.base import Endpoint
 
 VALID: dict[Endpoint, dict[str, Any]] = {
     Endpoint.CHAT: {"model": "m", "messages": [{"role": "user", "content": "hi"}]},

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.core.types import Endpoint
 from gateway.routing.answers import Answer, StreamAnswer, answer_from_body
 from gateway.routing.evaluation import evaluate
+from providers.base import Endpoint
 
 PLAIN: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
 

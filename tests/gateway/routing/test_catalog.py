@@ -6,9 +6,10 @@ import pytest
 
 from gateway.core.config import Config, parse_config
 from gateway.core.errors import GatewayError
-from gateway.core.types import CONVERSATION_TYPES, Endpoint
+from gateway.core.types import CONVERSATION_TYPES
 from gateway.http.errors import status_of
 from gateway.routing.catalog import Catalog, build_provider
+from providers.base import Endpoint
 
 
 def make_config() -> Config:

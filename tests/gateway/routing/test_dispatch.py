@@ -16,12 +16,12 @@ from gateway.core.errors import (
     RejectedByUpstream,
     UpstreamFailed,
 )
-from gateway.core.types import Attempt, Endpoint
+from gateway.core.types import Attempt
 from gateway.http.errors import status_of
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import Dispatcher, Exchange, Job, Outcome, ReplyJob
 from providers import errors
-from providers.base import Call, Provider, Reply, Usage
+from providers.base import Call, Endpoint, Provider, Reply, Usage
 from providers.errors import ProviderError
 
 T0 = 1_700_000_000.0

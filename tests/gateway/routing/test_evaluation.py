@@ -11,7 +11,7 @@ import orjson
 import pytest
 
 from gateway.core.config import parse_config
-from gateway.core.types import Attempt, Endpoint, ResponseRecord
+from gateway.core.types import Attempt, ResponseRecord
 from gateway.routing import evaluation as evaluator_module
 from gateway.routing.answers import Answer, StreamAnswer
 from gateway.routing.catalog import Catalog
@@ -19,6 +19,7 @@ from gateway.routing.dispatch import Outcome, ReplyJob, StreamJob, Timings
 from gateway.routing.evaluation import FLAGS, Evaluator, evaluate
 from gateway.routing.feedback import ResponseIndex
 from gateway.routing.tracker import Tracker
+from providers.base import Endpoint
 
 PLAIN: dict[str, Any] = {"messages": [{"role": "user", "content": "hi"}]}
 JSON_OBJECT = {**PLAIN, "response_format": {"type": "json_object"}}

@@ -13,7 +13,6 @@ import pytest
 
 from gateway.core.config import parse_config
 from gateway.core.logs import EventLog, JsonFormatter
-from gateway.core.types import Endpoint
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import Outcome, ReplyJob, Timings
@@ -23,7 +22,7 @@ from gateway.routing.recorder import Recorder
 from gateway.routing.tracker import Tracker
 from gateway.storage import SQLiteStore
 from gateway.storage.writer import StoreWriter
-from providers.base import Usage
+from providers.base import Endpoint, Usage
 from providers.errors import BadRequest, ProviderError, UpstreamServerError
 
 TT = "text-to-text"

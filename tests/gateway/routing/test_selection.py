@@ -10,7 +10,7 @@ import pytest
 
 from gateway.core.config import parse_config
 from gateway.core.errors import AllModelsBlacklisted
-from gateway.core.types import Attempt, Endpoint
+from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import ReplyJob
@@ -18,6 +18,7 @@ from gateway.routing.recorder import learn
 from gateway.routing.scoring import AGING, BONUS
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
+from providers.base import Endpoint
 
 T0 = 1_700_000_000.0
 TT = "text-to-text"

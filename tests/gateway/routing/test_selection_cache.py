@@ -8,11 +8,11 @@ import random
 
 import pytest
 
-from gateway.core.types import Endpoint
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import ReplyJob
 from gateway.routing.scoring import aged, evidence
 from gateway.routing.selection import Selector
+from providers.base import Endpoint
 from tests.gateway.routing.scoring_states import OPTIMIZATIONS, RandomState
 from tests.gateway.routing.test_selection import NAMES, TT, World, priors
 
