@@ -29,7 +29,7 @@ from gateway.core.config import ModelConfig
 from gateway.routing.scoring import AGING, own
 from gateway.routing.tracker import Stats, Tracker
 
-__all__ = ["ScoreTable"]
+__all__ = ["RankingTable"]
 
 REANCHOR = 1024  # AGING ** 1024 ~ 0.006: m stays far from overflow and underflow
 FEW = 16  # changes since the last sync looked up one by one; more: every model checked
@@ -45,7 +45,7 @@ class _NoStats:
 _NO_STATS = _NoStats()
 
 
-class ScoreTable:
+class RankingTable:
     """`models` scored for one conversation type and optimization (and streaming, which
     only speed looks at)."""
 

@@ -1,7 +1,7 @@
 """Ranks the models that may serve a request, by the caller's optimization.
 
 One scoring formula (gateway.routing.scoring) serves routing and the admin rankings. Routing
-runs on every request, so it keeps each ranking's per-model parts in a ScoreTable
+runs on every request, so it keeps each ranking's per-model parts in a RankingTable
 (refreshed only for the models whose stats changed) and reuses the resulting order
 while the tracker has not changed, or for `refresh_seconds` while it keeps changing.
 """
@@ -21,7 +21,7 @@ from gateway.core.config import ModelConfig, SelectionConfig
 from gateway.core.errors import AllModelsBlacklisted
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.dispatch import Job
-from gateway.routing.ranking_table import ScoreTable
+from gateway.routing.ranking_table import RankingTable
 from gateway.routing.scoring import (
     AGING,
     BONUS,
@@ -54,7 +54,7 @@ class Score:
 class _Ranked:
     """A cached ranking: its table, and the order it gave at tracker `version`."""
 
-    table: ScoreTable
+    table: RankingTable
     version: int = -1
     at: float = -math.inf
     ordered: list[ModelConfig] = field(default_factory=list)
@@ -252,7 +252,7 @@ class Selector:
                 return ranked
         if len(self._cache) >= _RANKINGS:
             del self._cache[next(iter(self._cache))]  # the oldest
-        table = ScoreTable(models, ctype, optimization, stream, self.config.prior_weight)
+        table = RankingTable(models, ctype, optimization, stream, self.config.prior_weight)
         ranked = self._cache[cache_key] = _Ranked(table)
         return ranked
 

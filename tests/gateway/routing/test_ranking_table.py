@@ -1,4 +1,4 @@
-"""The routing fast path: a ScoreTable's totals are the explained scores, and it
+"""The routing fast path: a RankingTable's totals are the explained scores, and it
 recomputes a model's parts exactly when that model's stats changed."""
 
 from __future__ import annotations
@@ -7,17 +7,17 @@ import random
 
 import pytest
 
-from gateway.routing.ranking_table import FEW, REANCHOR, ScoreTable
+from gateway.routing.ranking_table import FEW, REANCHOR, RankingTable
 from gateway.routing.scoring import BONUS
 from tests.gateway.routing.scoring_states import OPTIMIZATIONS, TT, RandomState
 
 
-def table(state: RandomState, optimization: str, stream: bool) -> ScoreTable:
+def table(state: RandomState, optimization: str, stream: bool) -> RankingTable:
     prior_weight = state.config.selection.prior_weight
-    return ScoreTable(state.models, TT, optimization, stream, prior_weight)
+    return RankingTable(state.models, TT, optimization, stream, prior_weight)
 
 
-def fast(state: RandomState, t: ScoreTable) -> dict[str, float]:
+def fast(state: RandomState, t: RankingTable) -> dict[str, float]:
     t.sync(state.tracker)
     c = state.config.selection.exploration_bonus * BONUS[t.optimization]
     totals = t.totals(state.tracker.seq, c)
@@ -49,7 +49,7 @@ def test_fast_totals_equal_the_explained_ones_as_the_state_changes(seed: int) ->
             )
 
 
-def _c(state: RandomState, t: ScoreTable) -> float:
+def _c(state: RandomState, t: RankingTable) -> float:
     return state.config.selection.exploration_bonus * BONUS[t.optimization]
 
 
