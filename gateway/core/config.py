@@ -166,6 +166,11 @@ class StorageConfig(_Strict):
     retention_days: float = Field(30.0, gt=0)
     flush_interval: float = Field(1.0, gt=0)
     queue_size: int = Field(10000, gt=0)
+    # Workers and replicas on one store route on what all of them observed, refreshed
+    # every share_interval seconds (benches every half of it). False: each process
+    # reads the others' state at start only.
+    share: bool = True
+    share_interval: float = Field(1.0, gt=0, le=60)
 
 
 class Config(_Strict):

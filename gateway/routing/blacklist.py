@@ -8,7 +8,7 @@ capped. It returns by itself when the time is up; one success ends the streak.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -24,6 +24,7 @@ class Entry:
     until: float | None = None
     last_error: str | None = None
     last_error_at: float | None = None
+    changed_at: float = 0.0  # when it was last benched, let back or cleared: newest wins
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -46,9 +47,10 @@ class Blacklist:
         self.base_seconds = base_seconds
         self.max_seconds = max_seconds
         self.clock = clock
-        self.version = 0  # bumps on every change, so snapshots know when to save
+        self.version = 0  # bumps on every change
         self._entries: dict[str, Entry] = {}
         self._benched: dict[str, float] = {}  # model -> until, for the hot path
+        self._unshared: set[str] = set()  # models whose bench changed here since shared
 
     def failure(self, model: str, error: str | None = None) -> Entry | None:
         """Count a failure; returns the entry when this failure benched the model."""
@@ -68,6 +70,7 @@ class Blacklist:
         entry.since = now
         entry.until = now + duration
         self._benched[model] = entry.until
+        self._changed_here(entry, now)
         return entry
 
     def success(self, model: str, started: float | None = None) -> None:
@@ -80,23 +83,32 @@ class Blacklist:
         last_failure = entry.last_error_at
         if started is not None and last_failure is not None and started < last_failure:
             return
+        lifted = entry.level > 0
         entry.consecutive_failures = 0
         entry.level = 0
         entry.since = entry.until = None
         self._benched.pop(model, None)
         self.version += 1
+        if lifted:
+            self._changed_here(entry, self.clock())
 
     def clear(self, model: str) -> bool:
         """An admin lets a model back in early; its streak starts over. Returns whether
         it was benched."""
         was = self.is_blacklisted(model)
         entry = self._entries.get(model)
-        if entry is not None:
-            entry.consecutive_failures = entry.level = 0
-            entry.since = entry.until = None
+        if entry is None:
+            entry = self._entries[model] = Entry(model)
+        entry.consecutive_failures = entry.level = 0
+        entry.since = entry.until = None
         self._benched.pop(model, None)
         self.version += 1
+        self._changed_here(entry, self.clock())
         return was
+
+    def _changed_here(self, entry: Entry, now: float) -> None:
+        entry.changed_at = max(now, entry.changed_at + 1e-6)  # newer than what it replaces
+        self._unshared.add(entry.model)
 
     def _drop_expired(self, now: float) -> None:
         benched = self._benched
@@ -128,18 +140,43 @@ class Blacklist:
         entry = self._entries.get(model)
         return entry.consecutive_failures if entry else 0
 
-    # -- persistence ---------------------------------------------------------------
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {m: e.to_dict() for m, e in self._entries.items()}
+    # -- the fleet -----------------------------------------------------------------
+    def unshared(self) -> dict[str, dict[str, Any]]:
+        """The entries whose bench changed here since `shared()` was last told of them."""
+        return {m: self._entries[m].to_dict() for m in self._unshared if m in self._entries}
 
-    def restore(self, data: dict[str, dict[str, Any]]) -> None:
+    def shared(self, models: Iterable[str]) -> None:
+        """These entries (as `unshared()` gave them) are stored for the fleet."""
+        self._unshared.difference_update(models)
+
+    def adopt(self, data: Mapping[str, dict[str, Any]]) -> list[str]:
+        """Take in entries the fleet stored: each replaces the local one when it changed
+        later. Returns the models whose bench began or ended by it."""
         now = self.clock()
+        moved = []
         for model, fields in data.items():
             try:
-                entry = Entry(**fields)
+                theirs = Entry(**fields)
             except TypeError:
+                continue  # written by a release that knew other fields
+            mine = self._entries.get(model)
+            if mine is not None and mine.changed_at >= theirs.changed_at:
                 continue
-            self._entries[model] = entry
-            if entry.until is not None and entry.until > now:
-                self._benched[model] = entry.until
-        self.version += 1
+            was = self.is_blacklisted(model)
+            if mine is not None:
+                theirs.consecutive_failures = mine.consecutive_failures
+                theirs.last_error = theirs.last_error or mine.last_error
+            self._entries[model] = theirs
+            self._unshared.discard(model)
+            if theirs.until is not None and theirs.until > now:
+                self._benched[model] = theirs.until
+            else:
+                self._benched.pop(model, None)
+            if was != self.is_blacklisted(model):
+                moved.append(model)
+        if data:
+            self.version += 1
+        return moved
+
+    def snapshot(self) -> dict[str, dict[str, Any]]:
+        return {m: e.to_dict() for m, e in self._entries.items()}

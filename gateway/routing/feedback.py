@@ -110,9 +110,9 @@ class ResponseIndex:
 class FeedbackService:
     """Looks a rated answer up in this process's index, then in the store.
 
-    `settle` > 0 when other processes serve the same clients (`--workers N`): an answer
-    one of them gave reaches the store within its writer's flush interval, so a rating
-    that arrives here first waits up to `settle` seconds for it instead of a 404.
+    `settle()` > 0 when other processes serve the same clients (workers, replicas): an
+    answer one of them gave reaches the store within its writer's flush interval, so a
+    rating that arrives here first waits up to that many seconds for it, not a 404.
     """
 
     STEP = 0.1  # seconds between looks while settling
@@ -123,7 +123,7 @@ class FeedbackService:
         store: Store,
         tracker: Tracker,
         clock: Callable[[], float] = time.time,
-        settle: float = 0.0,
+        settle: Callable[[], float] = lambda: 0.0,
         pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self.index = index
@@ -143,7 +143,8 @@ class FeedbackService:
             return record
         row = await self.store.get_response(response_id)
         waited = 0.0
-        while row is None and waited < self.settle:
+        settle = self.settle()
+        while row is None and waited < settle:
             await self.pause(self.STEP)
             waited += self.STEP
             row = await self.store.get_response(response_id)

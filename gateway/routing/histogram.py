@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeGuard
 
 __all__ = [
@@ -335,6 +335,33 @@ class WindowedHistogram:
             epochs[k] = e
         self._epoch = epoch
         self._current = hist
+
+    @classmethod
+    def combined(
+        cls, parts: Sequence[WindowedHistogram], *, clock: Callable[[], float] = time.time
+    ) -> WindowedHistogram:
+        """A new windowed histogram holding every value the parts hold in the window
+        (the parts share one layout, and clocks that agree on the epoch)."""
+        first = parts[0]
+        out = cls(first.slots, first.slot_seconds, clock=clock)
+        out._params = first._params
+        hists, epochs = out._hists, out._epochs
+        for part in parts:
+            if (part.slots, part.slot_seconds, part._params) != (
+                out.slots,
+                out.slot_seconds,
+                out._params,
+            ):
+                raise ValueError("cannot combine windowed histograms of different layouts")
+            for epoch, hist in part._live():
+                k = epoch % out.slots
+                held = epochs[k]
+                if held == epoch:
+                    hists[k].merge(hist)  # type: ignore[union-attr]  # set with its epoch
+                elif held is None or held < epoch:
+                    hists[k] = hist.copy()
+                    epochs[k] = epoch
+        return out
 
     # -- reads ------------------------------------------------------------------
 

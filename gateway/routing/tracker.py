@@ -9,14 +9,14 @@ from __future__ import annotations
 import logging
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.core.types import Attempt
 from gateway.routing.histogram import WindowedHistogram
 
-__all__ = ["AGING", "FEEDBACK_DIMENSIONS", "Stats", "Tracker", "aged"]
+__all__ = ["AGING", "FEEDBACK_DIMENSIONS", "Stats", "Tracker", "aged", "combined"]
 
 log = logging.getLogger("gatewise.tracker")
 
@@ -123,37 +123,52 @@ class Stats:
 
 
 class Tracker:
-    """Every model's live stats per conversation type; only `record()` and the feedback
-    methods change them, and each change bumps `version` (scores refresh on it)."""
+    """Every model's live stats per conversation type, as routing sees them: what this
+    process observed (its own) combined with what its peers in the fleet published
+    (`Fleet` hands them in). Only `record()`, the feedback methods and `set_peers()`
+    change them, and each change bumps `version` (scores refresh on it).
 
-    kind = "stats"  # what its snapshots are stored as
+    Without peers for a model, the view is the process's own Stats object: one process
+    pays for nothing it does not use."""
 
     def __init__(
         self, *, clock: Callable[[], float] = time.time, conversations: int = 50_000
     ) -> None:
         self.clock = clock
         self.version = 0  # bumps on every change, so scores know when to refresh
+        self.own_version = 0  # bumps when this process's own observations change
         self.seq = 0  # attempts recorded, all models: the clock that ages evidence
         self.generation = 0  # bumps when Stats objects are created or replaced
         self.changes = 0  # Stats changes so far; the latest are in `changed`, newest last,
         self.changed: deque[Stats] = deque(maxlen=64)  # so caches refresh only those
-        self._stats: dict[tuple[str, str], Stats] = {}
+        self._own: dict[tuple[str, str], Stats] = {}  # this process's observations
+        self._stats: dict[tuple[str, str], Stats] = {}  # the view: own + peers
+        self._peers: dict[tuple[str, str], list[tuple[Stats, float]]] = {}
         self._conversations: OrderedDict[str, str] = OrderedDict()
         self._conversation_limit = conversations
 
     def reset_recent(self, model: str) -> None:
         """Forget a model's recent successes and failures (it was just benched, or let
         back): the failures that benched it must not keep it from being tried again."""
-        for (name, _), stats in self._stats.items():
+        for table in (self._own, self._stats):
+            for (name, _), stats in table.items():
+                if name == model:
+                    stats.recent_ok = stats.recent_n = 0.0
+                    self._changed(stats)
+        for (name, _), peers in self._peers.items():
             if name == model:
-                stats.recent_ok = stats.recent_n = 0.0
-                self._changed(stats)
-        self.version += 1
+                for peer, _ in peers:
+                    peer.recent_ok = peer.recent_n = 0.0
+        self._bump()
 
     def _changed(self, stats: Stats) -> None:
         stats.changes += 1
         self.changes += 1
         self.changed.append(stats)
+
+    def _bump(self) -> None:
+        self.version += 1
+        self.own_version += 1
 
     def stats(self, model: str, ctype: str) -> Stats | None:
         return self._stats.get((model, ctype))
@@ -161,21 +176,34 @@ class Tracker:
     def items(self) -> Iterator[tuple[tuple[str, str], Stats]]:
         return iter(self._stats.items())
 
-    def _get(self, model: str, ctype: str) -> Stats:
-        stats = self._stats.get((model, ctype))
-        if stats is None:
-            stats = self._stats[(model, ctype)] = Stats(
-                latency=WindowedHistogram(clock=self.clock),
-                ttft=WindowedHistogram(clock=self.clock),
-            )
+    def _targets(self, model: str, ctype: str) -> tuple[Stats, ...]:
+        """The Stats a change applies to: the own one, and the view when it is apart."""
+        key = (model, ctype)
+        own = self._own.get(key)
+        if own is None:
+            own = self._own[key] = self._new()
+            if key not in self._stats:
+                self._stats[key] = own
             self.generation += 1
-        return stats
+        view = self._stats[key]
+        return (own,) if view is own else (own, view)
+
+    def _new(self) -> Stats:
+        return Stats(
+            latency=WindowedHistogram(clock=self.clock), ttft=WindowedHistogram(clock=self.clock)
+        )
 
     def record(self, attempt: Attempt) -> None:
-        stats = self._get(attempt.model, attempt.conversation_type)
+        self.seq += 1
+        for stats in self._targets(attempt.model, attempt.conversation_type):
+            self._count(stats, attempt)
+        if attempt.ok and attempt.conversation_id:
+            self.remember(attempt.conversation_id, attempt.model)
+        self._bump()
+
+    def _count(self, stats: Stats, attempt: Attempt) -> None:
         stats.requests += 1
         self._changed(stats)
-        self.seq += 1
         stats.served_recent = aged(stats.served_recent, stats.last_seq, self.seq) + 1
         stats.last_seq = self.seq
         if attempt.ok:
@@ -189,7 +217,6 @@ class Tracker:
             stats.last_error_at = attempt.timestamp
         else:
             stats.client_errors += 1
-        self.version += 1
 
     def _success(self, stats: Stats, attempt: Attempt) -> None:
         stats.successes += 1
@@ -213,8 +240,6 @@ class Tracker:
             stats.completion_tokens += attempt.completion_tokens
             stats.usage_count += 1
         stats.cost += attempt.cost
-        if attempt.conversation_id:
-            self.remember(attempt.conversation_id, attempt.model)
 
     def remember(self, conversation: str, model: str) -> None:
         conversations = self._conversations
@@ -234,7 +259,13 @@ class Tracker:
         previous: Mapping[str, float] | None = None,
     ) -> None:
         """Fold 1-5 ratings into the aggregates; a re-rating replaces its earlier scores."""
-        stats = self._get(model, ctype)
+        for stats in self._targets(model, ctype):
+            self._rate(stats, scores, previous)
+        self._bump()
+
+    def _rate(
+        self, stats: Stats, scores: Mapping[str, float], previous: Mapping[str, float] | None
+    ) -> None:
         seq = self.seq
         for dimension, value in (previous or {}).items():
             pair = stats.feedback.get(dimension)
@@ -259,34 +290,109 @@ class Tracker:
             recent[1] = recent[1] * fade + 1
             recent[2] = seq
         self._changed(stats)
-        self.version += 1
 
     def add_auto_score(
         self, model: str, ctype: str, score: float, flags: Iterable[str] = ()
     ) -> None:
-        stats = self._get(model, ctype)
-        stats.auto_score_sum += score
-        stats.auto_score_count += 1
-        for flag in flags:
-            stats.flags[flag] = stats.flags.get(flag, 0) + 1
-        self._changed(stats)
-        self.version += 1
+        for stats in self._targets(model, ctype):
+            stats.auto_score_sum += score
+            stats.auto_score_count += 1
+            for flag in flags:
+                stats.flags[flag] = stats.flags.get(flag, 0) + 1
+            self._changed(stats)
+        self._bump()
 
-    def snapshot(self) -> dict[str, dict[str, Any]]:
-        return {f"{m}\x1f{t}": s.to_dict() for (m, t), s in self._stats.items()}
+    # -- the fleet ---------------------------------------------------------------
+    def own(self) -> dict[tuple[str, str], Stats]:
+        """This process's own observations, by (model, conversation type)."""
+        return dict(self._own)
 
-    def restore(self, stats: dict[str, dict[str, Any]]) -> None:
-        for key, data in stats.items():
-            model, _, ctype = key.partition("\x1f")
-            try:
-                self._stats[(model, ctype)] = Stats.from_dict(data, self.clock)
-            except (KeyError, TypeError, ValueError):
-                log.warning("ignoring unreadable stored stats", extra={"fields": {"key": key}})
-        # Evidence ages by attempts since a model last served: continue that count
-        # where it stopped, or restored evidence would look fresher than it is.
-        self.seq = max([self.seq, *(s.last_seq for s in self._stats.values())])
+    def set_peers(self, peers: Mapping[tuple[str, str], Sequence[tuple[Stats, float]]]) -> None:
+        """Take in what the rest of the fleet observed: per (model, conversation type),
+        each peer's Stats with how fresh it is (1.0: just published; its recent
+        figures count that much). Replaces the peers given before."""
+        self._peers = {key: list(parts) for key, parts in peers.items() if parts}
+        for key in set(self._stats) | set(self._peers):
+            own = self._own.get(key)
+            parts = self._peers.get(key)
+            if not parts:
+                if own is not None:
+                    self._stats[key] = own
+                else:
+                    self._stats.pop(key, None)
+                continue
+            self._stats[key] = combined(own, parts, self.seq, self.clock)
         self.generation += 1
         self.version += 1
+
+
+def combined(
+    own: Stats | None,
+    peers: Sequence[tuple[Stats, float]],
+    seq: int,
+    clock: Callable[[], float],
+) -> Stats:
+    """One model's Stats across the fleet: this process's own (its evidence aged to `seq`,
+    its attempt count) and its peers' (each aged to its own count when published). Counts
+    and sums add up; what is recent (success record, evidence, recent ratings) counts by
+    how fresh each part is, and the moving averages are weighted by it; latency windows
+    merge slot by slot."""
+    parts = [*([] if own is None else [(own, 1.0)]), *peers]
+    out = Stats(
+        latency=WindowedHistogram.combined([p.latency for p, _ in parts], clock=clock),
+        ttft=WindowedHistogram.combined([p.ttft for p, _ in parts], clock=clock),
+    )
+    weights: list[float] = []
+    for part, fresh in parts:
+        out.requests += part.requests
+        out.successes += part.successes
+        out.failures += part.failures
+        out.client_errors += part.client_errors
+        out.fallbacks += part.fallbacks
+        out.prompt_tokens += part.prompt_tokens
+        out.completion_tokens += part.completion_tokens
+        out.usage_count += part.usage_count
+        out.cost += part.cost
+        out.auto_score_sum += part.auto_score_sum
+        out.auto_score_count += part.auto_score_count
+        out.recent_ok += fresh * part.recent_ok
+        out.recent_n += fresh * part.recent_n
+        served = part.served_recent
+        out.served_recent += fresh * (aged(served, part.last_seq, seq) if part is own else served)
+        for flag, n in part.flags.items():
+            out.flags[flag] = out.flags.get(flag, 0) + n
+        for dim, (total, rated) in part.feedback.items():
+            pair = out.feedback.setdefault(dim, [0.0, 0.0])
+            pair[0] += total
+            pair[1] += rated
+        for dim, recent in part.feedback_recent.items():
+            mine = out.feedback_recent.setdefault(dim, [0.0, 0.0, seq])
+            mine[0] += fresh * recent[0]
+            mine[1] += fresh * recent[1]
+        if part.last_error_at is not None and (
+            out.last_error_at is None or part.last_error_at > out.last_error_at
+        ):
+            out.last_error = part.last_error
+            out.last_error_class = part.last_error_class
+            out.last_error_at = part.last_error_at
+        if part.last_success_at is not None:
+            out.last_success_at = max(out.last_success_at or 0.0, part.last_success_at)
+        weights.append(fresh * max(part.recent_n, 1e-9))
+    if out.requests:
+        out.last_seq = seq
+    for name in ("latency_ewma", "ttft_ewma", "prompt_ewma", "completion_ewma"):
+        setattr(out, name, _weighted([getattr(p, name) for p, _ in parts], weights))
+    return out
+
+
+def _weighted(values: Sequence[float | None], weights: Sequence[float]) -> float | None:
+    known = [(v, w) for v, w in zip(values, weights, strict=True) if v is not None]
+    if not known:
+        return None
+    total = sum(w for _, w in known)
+    if total <= 0:  # only parts too old to weigh: none is better than another
+        return sum(v for v, _ in known) / len(known)
+    return sum(v * w for v, w in known) / total
 
 
 def aged(n: float, last_seq: int, seq: int) -> float:

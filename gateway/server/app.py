@@ -24,6 +24,7 @@ from gateway.routing.catalog import Catalog, build_provider
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.evaluation import Evaluator
 from gateway.routing.feedback import FeedbackService, ResponseIndex
+from gateway.routing.fleet import Fleet, new_origin
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
@@ -63,9 +64,17 @@ class Gateway:
             self.tracker, self.blacklist, sel, refresh_seconds=sel.score_refresh_seconds
         )
         self.store = create_store(storage.url)
+        self.fleet = Fleet(
+            new_origin(),
+            self.tracker,
+            self.blacklist,
+            self.store,
+            interval=storage.share_interval,
+            share=storage.share,
+            clock=clock,
+        )
         self.writer = StoreWriter(
             self.store,
-            (self.tracker, self.blacklist),
             flush_interval=storage.flush_interval,
             queue_size=storage.queue_size,
             retention_seconds=storage.retention_days * 86400,
@@ -93,18 +102,25 @@ class Gateway:
             deadline=sel.deadline_seconds,
             wall=clock,
         )
-        # Sibling workers' answers reach the store within one flush; wait that long.
-        settle = storage.flush_interval + 0.5 if workers > 1 else 0.0
-        self.feedback = FeedbackService(self.index, self.store, self.tracker, clock, settle=settle)
+        # An answer another worker or replica gave reaches the store within one flush:
+        # a rating that arrives here first waits that long for it instead of a 404.
+        settle = storage.flush_interval + 0.5
+        self.feedback = FeedbackService(
+            self.index,
+            self.store,
+            self.tracker,
+            clock,
+            settle=lambda: settle if workers > 1 or self.fleet.peers else 0.0,
+        )
         self.ready = False
 
     async def start(self) -> None:
         config = self.config
         await self.store.open()
-        self.tracker.restore(await self.store.load_states(self.tracker.kind))
-        self.blacklist.restore(await self.store.load_states(self.blacklist.kind))
+        await self.fleet.load()
         self.writer.start()
         self.evaluator.start()
+        self.fleet.start()
         for provider in config.providers:
             if not provider.enabled:
                 log.warning(
@@ -132,6 +148,7 @@ class Gateway:
         self.ready = False
         await self.evaluator.close()
         await self.writer.close()
+        await self.fleet.close()
         await self.store.close()
         for provider in self.providers.values():
             await provider.aclose()

@@ -1,10 +1,10 @@
-"""Moves what the gateway learns into the store, in batches, off the request path.
+"""Moves what the gateway records into the store, in batches, off the request path.
 
 The recorder and the evaluator only append to in-memory lists (bounded: past the
 limit rows are dropped and counted, never waited on). A background task writes the
-batches at least every `flush_interval` seconds, saves the state of its `sources`
-(the tracker's aggregates, the blacklist) when they changed, prunes old rows, and does
-a last flush on graceful shutdown.
+batches at least every `flush_interval` seconds, prunes old rows, and does a last
+flush on graceful shutdown. (The live state, stats and benches, is shared and kept by
+`gateway.routing.fleet`.)
 """
 
 from __future__ import annotations
@@ -13,45 +13,31 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from collections.abc import Callable
 
 from gateway.core.types import Attempt, ResponseRecord
 from gateway.storage.base import Store
 
-__all__ = ["StateSource", "StoreWriter"]
+__all__ = ["StoreWriter"]
 
 log = logging.getLogger("gatewise.store")
-
-
-class StateSource(Protocol):
-    """State saved as (kind, key) -> JSON whenever its `version` moved."""
-
-    kind: str
-    version: int
-
-    def snapshot(self) -> dict[str, dict[str, Any]]: ...
 
 
 class StoreWriter:
     def __init__(
         self,
         store: Store,
-        sources: Sequence[StateSource] = (),
         *,
         flush_interval: float = 1.0,
         queue_size: int = 10_000,
-        snapshot_interval: float = 5.0,
         retention_seconds: float = 30 * 86400,
         prune_interval: float = 3600.0,
         chunk: int = 1000,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.store = store
-        self.sources = tuple(sources)
         self.flush_interval = flush_interval
         self.queue_size = queue_size
-        self.snapshot_interval = snapshot_interval
         self.retention_seconds = retention_seconds
         self.prune_interval = prune_interval
         # Rows per write: turning records into rows runs on the event loop (2-5 µs a
@@ -65,8 +51,6 @@ class StoreWriter:
         self._responses: list[ResponseRecord] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
-        self._saved: dict[str, int] = {}  # source kind -> version saved
-        self._last_snapshot = 0.0
         self._last_prune = 0.0
 
     def enqueue(self, attempt: Attempt) -> None:
@@ -91,8 +75,6 @@ class StoreWriter:
             try:
                 await self.flush()
                 now = self.clock()
-                if now - self._last_snapshot >= self.snapshot_interval:
-                    await self.snapshot()
                 if now - self._last_prune >= self.prune_interval:
                     await self.prune()
             except Exception:
@@ -134,17 +116,6 @@ class StoreWriter:
                 raise
             self.written += len(chunk)
 
-    async def snapshot(self) -> None:
-        """Save the state of every source that changed since it was last saved."""
-        self._last_snapshot = self.clock()
-        changed = [s for s in self.sources if self._saved.get(s.kind) != s.version]
-        if not changed:
-            return
-        versions = {s.kind: s.version for s in changed}
-        items = [(s.kind, key, data) for s in changed for key, data in s.snapshot().items()]
-        await self.store.save_states(items)
-        self._saved.update(versions)
-
     async def prune(self) -> None:
         self._last_prune = self.clock()
         removed = await self.store.prune(self.clock() - self.retention_seconds)
@@ -161,4 +132,3 @@ class StoreWriter:
                 log.error("store writer did not finish within %.0f s", self.close_timeout)
             self._task = None
         await self.flush()
-        await self.snapshot()

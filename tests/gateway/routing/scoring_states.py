@@ -11,7 +11,7 @@ from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.recorder import learn
 from gateway.routing.selection import Selector
-from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
+from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Stats, Tracker
 
 T0 = 1_700_000_000.0
 TT = "text-to-text"
@@ -98,9 +98,15 @@ class RandomState:
             self.restore()
 
     def restore(self) -> None:
-        """What a restart does: Stats objects replaced by their stored copies."""
-        stats = {f"{m}\x1f{t}": s.to_dict() for (m, t), s in self.tracker.items()}
-        self.tracker.restore(stats)
+        """What a fleet round does: every view replaced by a new Stats object, here the
+        own stats combined with a peer that published a copy of some of them."""
+        rng = self.rng
+        peers = {
+            key: [(Stats.from_dict(stats.to_dict(), self.clock), rng.random())]
+            for key, stats in self.tracker.own().items()
+            if rng.random() < 0.5
+        }
+        self.tracker.set_peers(peers)
 
     def explained(
         self, optimization: str, stream: bool, models: list[ModelConfig] | None = None

@@ -163,7 +163,7 @@ def test_clear_lets_the_model_back_and_resets(clock: Clock) -> None:
 def test_clear_of_unknown_model_is_harmless(clock: Clock) -> None:
     bl = Blacklist(clock=clock)
     assert bl.clear("never-seen") is False
-    assert bl.entry("never-seen") is None
+    assert not bl.is_blacklisted("never-seen")
 
 
 def test_models_are_independent(clock: Clock) -> None:
@@ -174,7 +174,7 @@ def test_models_are_independent(clock: Clock) -> None:
     assert not bl.is_blacklisted("b")
 
 
-def test_snapshot_restore_round_trip(clock: Clock) -> None:
+def test_a_snapshot_adopted_by_a_new_process_keeps_benches_and_streaks(clock: Clock) -> None:
     bl = Blacklist(clock=clock)
     fail(bl, "expired", 3)  # benched for 1 h from T0
     clock.advance(1800)
@@ -186,7 +186,7 @@ def test_snapshot_restore_round_trip(clock: Clock) -> None:
 
     later = Clock(clock() + 60)  # past the "expired" bench, within the "active" one
     restored = Blacklist(clock=later)
-    restored.restore(data)
+    assert restored.adopt(data) == ["active"]  # the one bench it starts in
     assert restored.is_blacklisted("active")
     assert restored.until("active") == active_until
     assert not restored.is_blacklisted("expired")
@@ -199,11 +199,37 @@ def test_snapshot_restore_round_trip(clock: Clock) -> None:
     assert restored.failure("flaky") is not None
 
 
-def test_restore_skips_unreadable_entries(clock: Clock) -> None:
+def test_adopt_skips_unreadable_entries(clock: Clock) -> None:
     bl = Blacklist(clock=clock)
-    bl.restore({"bad": {"model": "bad", "unknown_field": 1}, "ok": {"model": "ok"}})
+    bl.adopt({"bad": {"model": "bad", "unknown_field": 1}, "ok": {"model": "ok"}})
     assert bl.entry("bad") is None
     assert bl.entry("ok") is not None
+
+
+def test_bench_changes_are_shared_once_and_the_newest_change_wins(clock: Clock) -> None:
+    here, there = Blacklist(clock=clock), Blacklist(clock=clock)
+    fail(here, "m", 3)
+    fail(here, "n", 2)  # a streak, not a bench: nothing to share
+    assert set(here.unshared()) == {"m"}
+    shared = orjson.loads(orjson.dumps(here.unshared()))
+    here.shared(shared)
+    assert here.unshared() == {}
+    assert there.adopt(shared) == ["m"] and there.is_blacklisted("m")
+    assert there.unshared() == {}  # what it took in is not its own to share again
+    clock.advance(1)
+    there.clear("m")  # an operator lets it back on the other process
+    assert here.adopt(there.unshared()) == ["m"] and not here.is_blacklisted("m")
+    assert there.adopt(shared) == []  # the older bench does not come back
+    assert not there.is_blacklisted("m")
+
+
+def test_a_success_that_ends_a_bench_is_shared(clock: Clock) -> None:
+    bl = Blacklist(clock=clock)
+    fail(bl, "m", 3)
+    bl.shared(bl.unshared())
+    clock.advance(1)
+    bl.success("m")
+    assert bl.unshared()["m"]["until"] is None
 
 
 @pytest.mark.parametrize("threshold", [1, 5])

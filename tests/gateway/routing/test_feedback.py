@@ -282,7 +282,9 @@ async def test_a_rating_for_a_sibling_workers_answer_waits_for_its_flush(
     index: ResponseIndex, store: SQLiteStore, tracker: Tracker
 ) -> None:
     sibling = SiblingWriter(store, record("theirs", model="beta"), flushes=3)
-    service = FeedbackService(index, store, tracker, Clock(), settle=1.5, pause=sibling.pause)
+    service = FeedbackService(
+        index, store, tracker, Clock(), settle=lambda: 1.5, pause=sibling.pause
+    )
     reply = await service.submit({"response_id": "theirs", "overall": 5})
     assert reply["model"] == "beta"
     assert sibling.paused == [FeedbackService.STEP] * 3  # it looked again after each pause
@@ -293,7 +295,9 @@ async def test_an_unknown_id_beside_siblings_is_404_after_the_settle_time(
     index: ResponseIndex, store: SQLiteStore, tracker: Tracker
 ) -> None:
     sibling = SiblingWriter(store, record("never"), flushes=10**6)
-    service = FeedbackService(index, store, tracker, Clock(), settle=1.5, pause=sibling.pause)
+    service = FeedbackService(
+        index, store, tracker, Clock(), settle=lambda: 1.5, pause=sibling.pause
+    )
     with pytest.raises(GatewayError) as caught:
         await service.submit({"response_id": "chatcmpl-nope", "overall": 5})
     assert status_of(caught.value)[0] == 404

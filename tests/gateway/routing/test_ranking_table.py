@@ -9,6 +9,7 @@ import pytest
 
 from gateway.routing.ranking_table import FEW, REANCHOR, RankingTable
 from gateway.routing.scoring import BONUS
+from gateway.routing.tracker import Stats
 from tests.gateway.routing.scoring_states import OPTIMIZATIONS, TT, RandomState
 
 
@@ -77,16 +78,17 @@ def test_a_model_seen_for_the_first_time_is_picked_up() -> None:
     assert fast(state, t) == pytest.approx(state.explained("speed", False), rel=1e-12)
 
 
-def test_a_restore_replaces_the_stats_a_table_holds() -> None:
+def test_peers_taken_in_replace_the_stats_a_table_holds() -> None:
     state = RandomState(3, models=5)
     for _ in range(100):
         state.step()
     t = table(state, "cost", False)
     fast(state, t)
-    stored = {f"{m}\x1f{c}": s.to_dict() for (m, c), s in state.tracker.items()}
-    stored["m1\x1f" + TT]["usage_count"] = 10_000  # the store knows more than memory
-    stored["m1\x1f" + TT]["completion_tokens"] = 10_000 * 50_000
-    state.tracker.restore(stored)
+    peer = Stats.from_dict(state.tracker.own()[("m1", TT)].to_dict(), state.clock)
+    peer.usage_count = 10_000  # a peer that has seen much more of m1
+    peer.completion_tokens = 10_000 * 50_000
+    peer.completion_ewma = 50_000.0
+    state.tracker.set_peers({("m1", TT): [(peer, 1.0)]})
     assert fast(state, t) == pytest.approx(state.explained("cost", False), rel=1e-12)
 
 

@@ -54,7 +54,7 @@ class Chain:
         self.clock = Clock()
         self.tracker = Tracker(clock=self.clock)
         self.blacklist = Blacklist(threshold=2, clock=self.clock)
-        self.writer = StoreWriter(SQLiteStore(":memory:"), (self.tracker, self.blacklist))
+        self.writer = StoreWriter(SQLiteStore(":memory:"))
         self.index = ResponseIndex()
         self.evaluator = Evaluator(self.tracker, self.index, self.writer)
         self.lines = io.StringIO()

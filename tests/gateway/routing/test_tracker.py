@@ -238,9 +238,7 @@ def test_a_state_saved_before_served_recent_existed_counts_every_request(
 ) -> None:
     old = Stats(requests=70, last_seq=90).to_dict()
     del old["served_recent"]
-    tracker = Tracker(clock=clock)
-    tracker.restore({f"alpha\x1f{TT}": old})
-    assert tracker.stats("alpha", TT).served_recent == 70.0  # aged from last_seq on
+    assert Stats.from_dict(old, clock).served_recent == 70.0  # aged from last_seq on
 
 
 def test_re_rating_a_faded_answer_keeps_the_recent_mean_a_rating(tracker: Tracker) -> None:
@@ -261,11 +259,7 @@ def test_a_state_saved_before_ratings_aged_reads_as_last_rated_when_it_last_serv
     old = Stats(last_seq=40).to_dict()
     old["feedback"] = {"overall": [8.0, 2]}
     old["feedback_recent"] = {"overall": [8.0, 2.0]}  # no rating time then
-    tracker = Tracker(clock=clock)
-    tracker.restore({f"alpha\x1f{TT}": old})
-    assert tracker.stats("alpha", TT).feedback_recent["overall"] == [8.0, 2.0, 40]
-    tracker.add_feedback("alpha", TT, {"overall": 5})  # seq is 40: no aging, one decay
-    assert recent_mean(tracker, "alpha") == pytest.approx((8 * 0.9 + 5) / (2 * 0.9 + 1))
+    assert Stats.from_dict(old, clock).feedback_recent["overall"] == [8.0, 2.0, 40]
 
 
 def test_auto_scores_average(tracker: Tracker) -> None:
@@ -274,20 +268,26 @@ def test_auto_scores_average(tracker: Tracker) -> None:
     assert tracker.stats("alpha", TT).auto_score == pytest.approx(0.75)
 
 
-def test_snapshot_restore_round_trip(clock: Clock, tracker: Tracker) -> None:
+def published(tracker: Tracker, clock: Clock) -> dict[tuple[str, str], Stats]:
+    """The tracker's own stats as a peer receives them: through JSON."""
+    return {
+        key: Stats.from_dict(orjson.loads(orjson.dumps(stats.to_dict())), clock)
+        for key, stats in tracker.own().items()
+    }
+
+
+def test_a_peers_stats_count_in_the_view_as_they_were(clock: Clock, tracker: Tracker) -> None:
     fill(tracker)
     tracker.record(attempt("beta", conversation_type="embedding", latency_ms=7.0))
     for _ in range(3):
         tracker.record(failure("gamma"))
     tracker.add_feedback("alpha", TT, {"accuracy": 5})
-    stats_data = orjson.loads(orjson.dumps(tracker.snapshot()))
-    assert tracker.kind == "stats"
 
-    fresh = Tracker(clock=clock)
-    version = fresh.version
-    fresh.restore(stats_data)
-    assert fresh.version > version
-    before, after = tracker.stats("alpha", TT), fresh.stats("alpha", TT)
+    other = Tracker(clock=clock)
+    version = other.version
+    other.set_peers({key: [(stats, 1.0)] for key, stats in published(tracker, clock).items()})
+    assert other.version > version
+    before, after = tracker.stats("alpha", TT), other.stats("alpha", TT)
     assert after is not None
     for name in ("requests", "successes", "failures", "usage_count", "completion_tokens"):
         assert getattr(after, name) == getattr(before, name), name
@@ -300,26 +300,45 @@ def test_snapshot_restore_round_trip(clock: Clock, tracker: Tracker) -> None:
         assert after.latency.quantile(q) == pytest.approx(before.latency.quantile(q))
         assert after.ttft.quantile(q) == pytest.approx(before.ttft.quantile(q))
     assert after.feedback_mean("accuracy") == 5
-    assert fresh.stats("beta", "embedding").latency.mean == 7.0
-    assert fresh.stats("gamma", TT).failures == 3
-    # Restored histograms keep recording.
-    fresh.record(attempt(latency_ms=1000.0))
-    assert fresh.stats("alpha", TT).latency.count == 101
+    assert other.stats("beta", "embedding").latency.mean == 7.0
+    assert other.stats("gamma", TT).failures == 3
+    # The view keeps recording; what is published is only what this process saw.
+    other.record(attempt(latency_ms=1000.0))
+    assert other.stats("alpha", TT).latency.count == 101
+    assert other.stats("alpha", TT).requests == before.requests + 1
+    assert other.own()[("alpha", TT)].requests == 1
+    assert set(other.own()) == {("alpha", TT)}
 
 
-def test_restore_continues_the_attempt_count_so_evidence_keeps_its_age(
-    clock: Clock, tracker: Tracker
-) -> None:
-    for _ in range(5):
-        tracker.record(attempt("alpha"))
-    for _ in range(7):
-        tracker.record(attempt("beta"))
-    fresh = Tracker(clock=clock)
-    fresh.restore(orjson.loads(orjson.dumps(tracker.snapshot())))
-    assert fresh.seq == tracker.seq == 12
-    assert fresh.seq - fresh.stats("alpha", TT).last_seq == 7  # alpha idle for 7 attempts
-    fresh.record(attempt("beta"))
-    assert fresh.stats("beta", TT).last_seq == 13
+def test_counts_add_up_and_recent_figures_weigh_by_freshness(clock: Clock) -> None:
+    mine, theirs = Tracker(clock=clock), Tracker(clock=clock)
+    for _ in range(10):
+        mine.record(attempt(latency_ms=100.0))
+    for _ in range(30):
+        theirs.record(failure())
+    [(key, peer)] = published(theirs, clock).items()
+    mine.set_peers({key: [(peer, 1.0)]})
+    both = mine.stats("alpha", TT)
+    assert (both.requests, both.successes, both.failures) == (40, 10, 30)
+    fresh_rate = both.recent_success_rate
+    mine.set_peers({key: [(peer, 0.01)]})  # a peer silent for long: its recent record fades
+    faded = mine.stats("alpha", TT)
+    assert (faded.requests, faded.failures) == (40, 30)  # its totals still count
+    assert faded.recent_success_rate > 0.9 > fresh_rate
+    mine.set_peers({})
+    assert mine.stats("alpha", TT) is mine.own()[("alpha", TT)]  # no peers: the own object
+
+
+def test_moving_averages_weigh_each_part_by_its_recent_activity(clock: Clock) -> None:
+    mine, theirs = Tracker(clock=clock), Tracker(clock=clock)
+    for _ in range(40):
+        mine.record(attempt(latency_ms=100.0))
+        theirs.record(attempt(latency_ms=300.0))
+    [(key, peer)] = published(theirs, clock).items()
+    mine.set_peers({key: [(peer, 1.0)]})
+    assert mine.stats("alpha", TT).latency_ewma == pytest.approx(200.0, rel=0.01)
+    mine.set_peers({key: [(peer, 1 / 3)]})
+    assert mine.stats("alpha", TT).latency_ewma == pytest.approx(150.0, rel=0.01)
 
 
 def test_a_state_saved_before_token_averages_existed_seeds_them_from_its_means(
@@ -327,20 +346,10 @@ def test_a_state_saved_before_token_averages_existed_seeds_them_from_its_means(
 ) -> None:
     for _ in range(10):
         tracker.record(attempt(prompt_tokens=100, completion_tokens=200))
-    [(key, data)] = tracker.snapshot().items()
+    data = tracker.own()[("alpha", TT)].to_dict()
     del data["prompt_ewma"], data["completion_ewma"]
-    fresh = Tracker(clock=clock)
-    fresh.restore(orjson.loads(orjson.dumps({key: data})))
-    fresh.record(attempt(prompt_tokens=100, completion_tokens=1200))
-    stats = fresh.stats("alpha", TT)
-    assert stats is not None
-    assert stats.completion_ewma == pytest.approx(200 + 0.05 * 1000)  # not one answer's 1200
-
-
-def test_restore_skips_unreadable_stats(clock: Clock) -> None:
-    tracker = Tracker(clock=clock)
-    tracker.restore({"alpha\x1ftext-to-text": {"requests": 3}})
-    assert tracker.stats("alpha", TT) is None
+    stats = Stats.from_dict(orjson.loads(orjson.dumps(data)), clock)
+    assert (stats.prompt_ewma, stats.completion_ewma) == (100, 200)
 
 
 def test_memory_stays_bounded_over_100k_attempts(clock: Clock, tracker: Tracker) -> None:

@@ -71,8 +71,11 @@ def test_state_is_written_on_stop_and_restored_by_the_next_process(
             for kind, key, data in conn.execute("SELECT kind, key, data FROM state")
         }
     assert attempts == [("alpha", 0), ("beta", 1)] * 3
-    assert states[("stats", f"alpha\x1f{TEXT}")]["failures"] == 3
-    assert states[("stats", f"beta\x1f{TEXT}")]["successes"] == 3
+    published = {  # each process publishes its own stats, under its name in the fleet
+        key.split("\x1f", 1)[1]: data for (kind, key), data in states.items() if kind == "stats"
+    }
+    assert published[f"alpha\x1f{TEXT}"]["failures"] == 3
+    assert published[f"beta\x1f{TEXT}"]["successes"] == 3
     benched = states[("blacklist", "alpha")]
     assert benched["consecutive_failures"] == 3
     assert benched["until"] > time.time() + 3000
@@ -200,7 +203,8 @@ async def test_requests_do_not_wait_for_a_store_that_is_busy_writing(
     await until_true(first_batch_landed)
     await gw.stop()
     assert await store.rows() == 21
-    assert set(await store.states("stats")) == {f"m1\x1f{TEXT}"}
+    [(key, state)] = (await store.states("stats")).items()
+    assert key.endswith(f"\x1fm1\x1f{TEXT}") and state["requests"] == 21
 
 
 async def test_stop_waits_for_the_store_and_writes_everything(

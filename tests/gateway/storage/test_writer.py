@@ -10,8 +10,6 @@ from pathlib import Path
 import pytest
 
 from gateway.core.types import Attempt, ResponseRecord
-from gateway.routing.blacklist import Blacklist
-from gateway.routing.recorder import learn
 from gateway.routing.tracker import Tracker
 from gateway.storage import Query, SQLiteStore, Store
 from gateway.storage.writer import StoreWriter
@@ -56,11 +54,6 @@ def ids(n: int, start: int = 0) -> list[str]:
 @pytest.fixture
 def clock() -> Clock:
     return Clock()
-
-
-@pytest.fixture
-def tracker(clock: Clock) -> Tracker:
-    return Tracker(clock=clock)
 
 
 Opened = Callable[[SQLiteStore], Awaitable[SQLiteStore]]
@@ -115,9 +108,9 @@ class SlowStore(SQLiteStore):
         self.written.set()
 
 
-async def test_enqueued_attempts_are_written_on_flush(tracker: Tracker, opened: Opened) -> None:
+async def test_enqueued_attempts_are_written_on_flush(opened: Opened) -> None:
     store = await opened(SQLiteStore())
-    writer = StoreWriter(store, (tracker,))
+    writer = StoreWriter(store)
     for i in range(5):
         writer.enqueue(attempt(i))
     assert await stored(store) == []  # nothing is written on the request path
@@ -130,39 +123,24 @@ async def test_enqueued_attempts_are_written_on_flush(tracker: Tracker, opened: 
 
 
 @pytest.mark.parametrize("kind", ["file", "memory"])
-async def test_close_flushes_everything_and_snapshots_the_tracker(
-    clock: Clock, kind: str, tmp_path: Path
-) -> None:
+async def test_close_flushes_everything(clock: Clock, kind: str, tmp_path: Path) -> None:
     store: Store = SQLiteStore(tmp_path / "gw.db" if kind == "file" else ":memory:")
     await store.open()
     try:
-        tracker, blacklist = Tracker(clock=clock), Blacklist(clock=clock)
-        writer = StoreWriter(store, (tracker, blacklist))
+        writer = StoreWriter(store)
         for a in [attempt(i) for i in range(3)] + [
             attempt(i, model="beta", ok=False) for i in range(3, 6)
         ]:
-            learn(tracker, blacklist, a)
             writer.enqueue(a)
-        assert blacklist.is_blacklisted("beta")
         await writer.close()
         assert await stored(store) == ids(6)
-        states = await store.load_states("stats")
-        assert set(states) == {"alpha\x1ftext-to-text", "beta\x1ftext-to-text"}
-        assert states["alpha\x1ftext-to-text"]["successes"] == 3
-        assert "beta" in await store.load_states("blacklist")
-
-        restored, benched = Tracker(clock=clock), Blacklist(clock=clock)
-        restored.restore(states)
-        benched.restore(await store.load_states("blacklist"))
-        assert restored.stats("alpha", "text-to-text").latency.count == 3
-        assert benched.is_blacklisted("beta")
     finally:
         await store.close()
 
 
-async def test_queue_is_bounded_and_counts_drops(tracker: Tracker, opened: Opened) -> None:
+async def test_queue_is_bounded_and_counts_drops(opened: Opened) -> None:
     store = await opened(SQLiteStore())
-    writer = StoreWriter(store, (tracker,), queue_size=3)
+    writer = StoreWriter(store, queue_size=3)
     for i in range(5):
         writer.enqueue(attempt(i))
     assert writer.dropped == 2
@@ -174,11 +152,9 @@ async def test_queue_is_bounded_and_counts_drops(tracker: Tracker, opened: Opene
     assert len(await stored(store)) == 4
 
 
-async def test_a_failing_store_keeps_the_batch_for_the_next_flush(
-    tracker: Tracker, opened: Opened
-) -> None:
+async def test_a_failing_store_keeps_the_batch_for_the_next_flush(opened: Opened) -> None:
     store = await opened(FailingStore(failures=2))
-    writer = StoreWriter(store, (tracker,), queue_size=100)
+    writer = StoreWriter(store, queue_size=100)
     for i in range(10):
         writer.enqueue(attempt(i))
     with pytest.raises(OSError):
@@ -193,11 +169,9 @@ async def test_a_failing_store_keeps_the_batch_for_the_next_flush(
     assert (writer.written, writer.dropped, store.calls) == (15, 0, 3)
 
 
-async def test_a_failing_store_drops_only_what_does_not_fit(
-    tracker: Tracker, opened: Opened
-) -> None:
+async def test_a_failing_store_drops_only_what_does_not_fit(opened: Opened) -> None:
     store = await opened(FailingStore(failures=1))
-    writer = StoreWriter(store, (tracker,), queue_size=4)
+    writer = StoreWriter(store, queue_size=4)
     for i in range(4):
         writer.enqueue(attempt(i))
     with pytest.raises(OSError):
@@ -210,7 +184,7 @@ async def test_a_failing_store_drops_only_what_does_not_fit(
 async def test_a_slow_store_does_not_block_enqueue_or_record(clock: Clock, opened: Opened) -> None:
     store = await opened(SlowStore())
     tracker = Tracker(clock=clock)
-    writer = StoreWriter(store, (tracker,))
+    writer = StoreWriter(store)
 
     def record(a: Attempt) -> None:  # what the recorder does on the request path
         tracker.record(a)
@@ -234,12 +208,12 @@ async def test_a_slow_store_does_not_block_enqueue_or_record(clock: Clock, opene
 
 
 async def test_the_background_loop_flushes_without_being_asked(
-    clock: Clock, tracker: Tracker, opened: Opened
+    clock: Clock, opened: Opened
 ) -> None:
     store = await opened(SlowStore())
     store.gate.set()
     # The fake clock keeps the loop's pruning from rolling up these 2023 timestamps.
-    writer = StoreWriter(store, (tracker,), flush_interval=0.001, clock=clock)
+    writer = StoreWriter(store, flush_interval=0.001, clock=clock)
     writer.start()
     try:
         writer.enqueue(attempt(1))
@@ -249,11 +223,9 @@ async def test_the_background_loop_flushes_without_being_asked(
         await writer.close()
 
 
-async def test_the_background_loop_survives_a_store_failure(
-    clock: Clock, tracker: Tracker, opened: Opened
-) -> None:
+async def test_the_background_loop_survives_a_store_failure(clock: Clock, opened: Opened) -> None:
     store = await opened(FailingStore(failures=1))
-    writer = StoreWriter(store, (tracker,), flush_interval=0.001, clock=clock)
+    writer = StoreWriter(store, flush_interval=0.001, clock=clock)
     writer.enqueue(attempt(1))
     writer.start()
     try:
@@ -264,39 +236,9 @@ async def test_the_background_loop_survives_a_store_failure(
         await writer.close()
 
 
-async def test_snapshot_is_skipped_when_nothing_changed(tracker: Tracker, opened: Opened) -> None:
+async def test_prune_uses_the_retention_and_the_clock(clock: Clock, opened: Opened) -> None:
     store = await opened(SQLiteStore())
-    writer = StoreWriter(store, (tracker,))
-    tracker.record(attempt(1))
-    await writer.snapshot()
-    assert set(await store.load_states("stats")) == {"alpha\x1ftext-to-text"}
-    await store.delete_state("stats", "alpha\x1ftext-to-text")
-    await writer.snapshot()  # same tracker version: not written again
-    assert await store.load_states("stats") == {}
-    tracker.record(attempt(2))
-    await writer.snapshot()
-    assert (await store.load_states("stats"))["alpha\x1ftext-to-text"]["requests"] == 2
-
-
-async def test_each_source_is_saved_only_when_it_changed(clock: Clock, opened: Opened) -> None:
-    store = await opened(SQLiteStore())
-    tracker, blacklist = Tracker(clock=clock), Blacklist(threshold=1, clock=clock)
-    writer = StoreWriter(store, (tracker, blacklist))
-    tracker.record(attempt(1))
-    await writer.snapshot()
-    assert await store.load_states("blacklist") == {}
-    await store.delete_state("stats", "alpha\x1ftext-to-text")
-    blacklist.failure("beta", "down")  # only the blacklist changed
-    await writer.snapshot()
-    assert await store.load_states("stats") == {}
-    assert (await store.load_states("blacklist"))["beta"]["level"] == 1
-
-
-async def test_prune_uses_the_retention_and_the_clock(
-    clock: Clock, tracker: Tracker, opened: Opened
-) -> None:
-    store = await opened(SQLiteStore())
-    writer = StoreWriter(store, (tracker,), retention_seconds=100, clock=clock)
+    writer = StoreWriter(store, retention_seconds=100, clock=clock)
     for i in (0, 50, 150):
         writer.enqueue(attempt(i))
     await writer.flush()
@@ -318,9 +260,9 @@ class ChunkStore(FailingStore):
         await super().write_attempts(attempts)
 
 
-async def test_a_large_flush_is_written_in_chunks(tracker: Tracker, opened: Opened) -> None:
+async def test_a_large_flush_is_written_in_chunks(opened: Opened) -> None:
     store = await opened(ChunkStore())
-    writer = StoreWriter(store, (tracker,), chunk=4)
+    writer = StoreWriter(store, chunk=4)
     for i in range(10):
         writer.enqueue(attempt(i))
     await writer.flush()
@@ -329,11 +271,9 @@ async def test_a_large_flush_is_written_in_chunks(tracker: Tracker, opened: Open
     assert writer.written == 10
 
 
-async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(
-    tracker: Tracker, opened: Opened
-) -> None:
+async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(opened: Opened) -> None:
     store = await opened(ChunkStore())
-    writer = StoreWriter(store, (tracker,), chunk=4)
+    writer = StoreWriter(store, chunk=4)
     for i in range(10):
         writer.enqueue(attempt(i))
 
@@ -353,9 +293,7 @@ async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(
     assert (writer.written, writer.dropped) == (11, 0)
 
 
-async def test_response_records_are_written_in_chunks_and_marked_stored(
-    tracker: Tracker, opened: Opened
-) -> None:
+async def test_response_records_are_written_in_chunks_and_marked_stored(opened: Opened) -> None:
     sizes: list[int] = []
 
     class Store(SQLiteStore):
@@ -364,7 +302,7 @@ async def test_response_records_are_written_in_chunks_and_marked_stored(
             await super().write_responses(records)
 
     store = await opened(Store())
-    writer = StoreWriter(store, (tracker,), chunk=3)
+    writer = StoreWriter(store, chunk=3)
     records = [
         ResponseRecord(f"r{i}", f"q{i}", "alpha", "up", "text-to-text", None, None, T0, 1.0)
         for i in range(7)

@@ -1,0 +1,191 @@
+"""One brain for the fleet: every worker and replica on one store learns from all of them.
+
+Each process publishes what it observed itself (its own Stats, cumulative) under its
+`origin`, and takes in what every other origin published: routing runs on its own fresh
+observations combined with everyone else's (`Tracker.set_peers`). Counts are never
+added twice (an origin's row replaces its previous one) nor lost (the rows of a process
+that stopped stay, and count). What is recent about a peer (its success record, its
+evidence, its latest ratings, its moving averages) weighs by how fresh its row is, so a
+process that stopped long ago no longer steers routing while its totals still count.
+
+Benches are shared the same way, faster: a model benched, let back or cleared here is
+stored at the next round, and an entry another process stored replaces the local one
+when it changed later. Nothing here runs on the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable
+
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.tracker import Stats, Tracker, aged
+from gateway.storage.base import Store
+
+__all__ = ["BLACKLIST", "STATS", "Fleet", "new_origin"]
+
+log = logging.getLogger("gatewise.fleet")
+
+STATS = "stats"  # state kind of published Stats, keyed origin \x1f model \x1f conversation type
+BLACKLIST = "blacklist"  # state kind of bench entries, keyed by model
+_SEP = "\x1f"
+HALF_LIFE = 60.0  # seconds after which a silent peer's recent figures count half
+
+
+def new_origin() -> str:
+    """This process's name in the fleet: host, process id and a random suffix, so a
+    restarted process (or a reused pid) is never mistaken for the one before."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class Fleet:
+    def __init__(
+        self,
+        origin: str,
+        tracker: Tracker,
+        blacklist: Blacklist,
+        store: Store,
+        *,
+        interval: float = 1.0,
+        share: bool = True,
+        clock: Callable[[], float] = time.time,
+        half_life: float = HALF_LIFE,
+    ) -> None:
+        self.origin = origin
+        self.tracker = tracker
+        self.blacklist = blacklist
+        self.store = store
+        self.interval = interval  # stats every interval, benches every half interval
+        self.share = share  # False: others' state is read at start only
+        self.clock = clock
+        self.half_life = half_life
+        self.peers = 0  # other origins seen with fresh rows
+        self.failures = 0  # rounds that could not reach the store
+        self._rows: dict[str, dict[tuple[str, str], tuple[Stats, float]]] = {}
+        self._published = -1  # the tracker's own_version last published
+        self._task: asyncio.Task[None] | None = None
+
+    # -- rounds ----------------------------------------------------------------------
+    async def load(self) -> None:
+        """At start: the fleet's state as the store has it (the benches, every origin's
+        stats, the rows of processes that ran before included)."""
+        self._moved(self.blacklist.adopt(await self.store.load_states(BLACKLIST)))
+        await self.pull()
+
+    async def sync_blacklist(self) -> None:
+        unshared = self.blacklist.unshared()
+        if unshared:
+            await self.store.save_states([(BLACKLIST, m, e) for m, e in unshared.items()])
+            self.blacklist.shared(unshared)
+        if self.share:
+            stored = await self.store.load_states(BLACKLIST)
+            self._moved(self.blacklist.adopt(stored))
+
+    async def publish(self) -> None:
+        """Store this process's own stats, if they changed since the last time."""
+        version = self.tracker.own_version
+        if version == self._published:
+            return
+        now = self.clock()
+        seq = self.tracker.seq
+        items = []
+        for (model, ctype), stats in self.tracker.own().items():
+            data = stats.to_dict()
+            data["published_at"] = now
+            data["origin_seq"] = seq
+            items.append((STATS, _SEP.join((self.origin, model, ctype)), data))
+        if items:
+            await self.store.save_states(items)
+        self._published = version
+
+    async def pull(self) -> None:
+        """Take in every other origin's latest stats."""
+        now = self.clock()
+        clock = self.tracker.clock
+        for key, data in (await self.store.load_states(STATS)).items():
+            origin, model, ctype = _parse(key)
+            if origin == self.origin:
+                continue
+            try:
+                stats = Stats.from_dict(data, clock)
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring unreadable shared stats", extra={"fields": {"key": key}})
+                continue
+            # Evidence as of publishing, in the publisher's own attempt count.
+            seq = data.get("origin_seq")
+            if isinstance(seq, int) and seq >= stats.last_seq:
+                stats.served_recent = aged(stats.served_recent, stats.last_seq, seq)
+            published = data.get("published_at")
+            age = now - published if isinstance(published, int | float) else float("inf")
+            fresh = 0.5 ** (max(age, 0.0) / self.half_life)
+            self._rows.setdefault(origin, {})[(model, ctype)] = (stats, fresh)
+        peers: dict[tuple[str, str], list[tuple[Stats, float]]] = {}
+        live = 0
+        for rows in self._rows.values():
+            if any(fresh > 0.5 for _, fresh in rows.values()):
+                live += 1
+            for which, part in rows.items():
+                peers.setdefault(which, []).append(part)
+        self.peers = live
+        self.tracker.set_peers(peers)
+
+    def _moved(self, models: list[str]) -> None:
+        for model in models:  # a bench that began or ended elsewhere starts over here too
+            self.tracker.reset_recent(model)
+
+    # -- the background task -----------------------------------------------------------
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gatewise-fleet")
+
+    async def _run(self) -> None:
+        half = self.interval / 2
+        tick = 0
+        while True:
+            await asyncio.sleep(half)
+            tick += 1
+            try:
+                await self.sync_blacklist()
+                if tick % 2 == 0:
+                    await self.publish()
+                    if self.share:
+                        await self.pull()
+                if self.failures:
+                    log.warning("fleet state is shared again", extra={"fields": {}})
+                self.failures = 0
+            except Exception as exc:
+                self.failures += 1
+                if self.failures == 1:
+                    log.warning(
+                        "cannot share fleet state; routing on what this process knows",
+                        extra={"fields": {"error": type(exc).__name__}},
+                    )
+
+    async def close(self) -> None:
+        """Stop the task and publish what is left (on a graceful stop, nothing is lost)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        try:
+            await self.sync_blacklist()
+            # Failure streaks too, so that a restart does not forget a model was failing
+            # (after taking in what the fleet stored: no newer bench is overwritten).
+            entries = self.blacklist.snapshot()
+            await self.store.save_states([(BLACKLIST, m, e) for m, e in entries.items()])
+            await self.publish()
+        except Exception:
+            log.exception("could not store the fleet state at shutdown")
+
+
+def _parse(key: str) -> tuple[str, str, str]:
+    """origin, model, conversation type; rows stored before origins existed have none."""
+    parts = key.split(_SEP)
+    if len(parts) == 3:
+        return parts[0], parts[1], parts[2]
+    return "", parts[0], _SEP.join(parts[1:])
