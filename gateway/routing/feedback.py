@@ -116,6 +116,7 @@ class FeedbackService:
     """
 
     STEP = 0.1  # seconds between looks while settling
+    MAX_SETTLING = 32  # lookups waiting at once; past that, an unknown id is a 404 at once
 
     def __init__(
         self,
@@ -136,18 +137,26 @@ class FeedbackService:
         # apply ratings in that same order, or a re-rating applied before the rating it
         # replaces is counted twice. Feedback is not the hot path: one at a time.
         self._ordered = asyncio.Lock()
+        self._settling = 0
 
     async def lookup(self, response_id: str) -> ResponseRecord | None:
         record = self.index.get(response_id)
         if record is not None:
             return record
         row = await self.store.get_response(response_id)
-        waited = 0.0
         settle = self.settle()
-        while row is None and waited < settle:
-            await self.pause(self.STEP)
-            waited += self.STEP
-            row = await self.store.get_response(response_id)
+        if row is None and settle > 0 and self._settling < self.MAX_SETTLING:
+            # Bounded: ratings of ids nobody gave (a client's mistake, or a hostile one)
+            # must not each hold a request and poll the store for long.
+            self._settling += 1
+            try:
+                waited = 0.0
+                while row is None and waited < settle:
+                    await self.pause(self.STEP)
+                    waited += self.STEP
+                    row = await self.store.get_response(response_id)
+            finally:
+                self._settling -= 1
         if row is None:
             return None
         return ResponseRecord(

@@ -311,6 +311,8 @@ class Tracker:
         """Take in what the rest of the fleet observed: per (model, conversation type),
         each peer's Stats with how fresh it is (1.0: just published; its recent
         figures count that much). Replaces the peers given before."""
+        if not self._peers and not any(peers.values()):
+            return  # alone, and still alone: the views are the own stats already
         self._peers = {key: list(parts) for key, parts in peers.items() if parts}
         for key in set(self._stats) | set(self._peers):
             own = self._own.get(key)

@@ -110,7 +110,7 @@ class Gateway:
             self.store,
             self.tracker,
             clock,
-            settle=lambda: settle if workers > 1 or self.fleet.peers else 0.0,
+            settle=lambda: settle if storage.share or workers > 1 else 0.0,
         )
         self.ready = False
 

@@ -304,6 +304,30 @@ async def test_an_unknown_id_beside_siblings_is_404_after_the_settle_time(
     assert sum(sibling.paused) == pytest.approx(1.5)
 
 
+async def test_only_so_many_unknown_ids_wait_at_once(
+    index: ResponseIndex, store: SQLiteStore, tracker: Tracker
+) -> None:
+    """Hostile or mistaken ratings of ids nobody gave cannot each hold a request open."""
+    gate = asyncio.Event()
+    waiting: list[float] = []
+
+    async def pause(seconds: float) -> None:
+        waiting.append(seconds)
+        await gate.wait()
+
+    service = FeedbackService(index, store, tracker, Clock(), settle=lambda: 1.5, pause=pause)
+    held = [
+        asyncio.create_task(service.lookup(f"nope-{i}"))
+        for i in range(FeedbackService.MAX_SETTLING)
+    ]
+    while len(waiting) < FeedbackService.MAX_SETTLING:
+        await asyncio.sleep(0)
+    assert await service.lookup("one-more") is None  # at once: no pause of its own
+    assert len(waiting) == FeedbackService.MAX_SETTLING
+    gate.set()
+    assert await asyncio.gather(*held) == [None] * FeedbackService.MAX_SETTLING
+
+
 async def test_a_single_worker_does_not_wait_for_unknown_ids(
     service: FeedbackService, store: SQLiteStore
 ) -> None:
