@@ -8,24 +8,26 @@ from pathlib import Path
 import pytest
 
 from gateway.storage import SQLiteStore, Store
-from tests.gateway.storage.helpers import Harness
+from tests.gateway.storage.helpers import Clock, Harness
 
 
 @pytest.fixture(params=["file", "memory"])
 async def harness(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Harness]:
     opened: list[Store] = []
+    clock = Clock()
 
     async def make() -> Store:
         if request.param == "memory" and opened:
             return opened[-1]  # an in-memory database ends with its connection: keep it open
-        store = SQLiteStore(":memory:" if request.param == "memory" else tmp_path / "gw.db")
+        path = ":memory:" if request.param == "memory" else tmp_path / "gw.db"
+        store = SQLiteStore(path, clock=clock)
         if opened:
             await opened[-1].close()
         await store.open()
         opened.append(store)
         return store
 
-    h = Harness(await make(), make)
+    h = Harness(await make(), make, clock)
     yield h
     await opened[-1].close()
 

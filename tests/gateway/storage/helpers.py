@@ -6,7 +6,7 @@ The `harness` and `sqlite_store` fixtures are in conftest.py.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.core.types import Attempt
 from gateway.storage import Store
@@ -80,9 +80,21 @@ async def rate(
 
 
 @dataclass
+class Clock:
+    """The stores' clock (it stamps saved state): `now` until a test moves it."""
+
+    now: float = H0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@dataclass
 class Harness:
     """A test's store, and `reopen`: close it and open the same database again (in memory,
-    where a database ends with its connection, the same store stays open)."""
+    where a database ends with its connection, the same store stays open); `clock` is the
+    store's."""
 
     store: Store
     reopen: Callable[[], Awaitable[Store]]
+    clock: Clock = field(default_factory=Clock)
