@@ -1,8 +1,8 @@
 """The storage interface: what the gateway keeps durably, whatever the database.
 
-Everything above this layer talks to a ``Store`` and nothing else, so the SQLite store can
-be swapped for another backend (PostgreSQL next) with the same behaviour. The semantics
-every implementation shares:
+Everything above this layer talks to a ``Store`` and nothing else, so the SQLite store
+(sqlite.py) and the PostgreSQL store (postgres.py) are interchangeable. The semantics every
+implementation shares:
 
 * Timestamps are float unix seconds. ``since`` is inclusive and ``until`` exclusive.
 * Every read takes a ``Query`` (gateway/storage/query.py). Its ``limit``/``offset`` page

@@ -5,12 +5,13 @@ open (the ``memory://`` storage URL, and the tests).
 
 The SQL sticks to what PostgreSQL also has (``ON CONFLICT ... DO UPDATE``, window
 functions, correlated ``MAX(id)`` sub-queries, ``SUM``/``COUNT`` partial sums), and the
-filters of every read come from ``query.where``. What a PostgreSQL store must write otherwise:
-bucket starts with ``floor()`` (PostgreSQL's ``CAST`` to an integer rounds where SQLite's
-truncates); ``jsonb_array_elements_text``/``jsonb_array_length`` for ``json_each``/
-``json_array_length``; and an ``add_feedback`` that serialises ratings of one response
-(e.g. ``pg_advisory_xact_lock`` on the id) where ``BEGIN IMMEDIATE`` takes SQLite's single
-write lock.
+filters of every read come from ``query.where``. What the PostgreSQL store (postgres.py)
+writes otherwise: bucket starts with ``floor()`` (PostgreSQL's ``CAST`` to an integer
+rounds where SQLite's truncates); ``jsonb_array_elements_text``/``jsonb_array_length`` for
+``json_each``/``json_array_length``; an ``add_feedback`` that serialises ratings of one
+response with ``pg_advisory_xact_lock`` where ``BEGIN IMMEDIATE`` takes SQLite's single
+write lock; and a ``prune`` that rolls up the rows its own ``DELETE`` returned, where here
+the write lock keeps a second pruner out.
 """
 
 from __future__ import annotations
