@@ -8,10 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import asyncpg
+import httpx
 import pytest
 
 import gateway.storage.postgres as postgres_module
@@ -26,7 +28,10 @@ from gateway.storage.postgres import (
     describe_url,
     lock_key,
 )
+from tests.conftest import upstream_config
 from tests.gateway.storage.helpers import H0, PgSchema, attempt, new_pg_schema, rate, response
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
 
 SECRET = "S3cret-pw"
 
@@ -358,3 +363,40 @@ async def test_a_failed_connection_never_shows_the_password(
 )
 def test_describe_url_names_the_scheme_and_hosts_only(url: str, shown: str) -> None:
     assert describe_url(url) == shown
+
+
+def test_a_gateway_that_cannot_reach_its_database_logs_no_password(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    env = {"GATEWISE_STORAGE_URL": f"postgresql://gatewise:{SECRET}@127.0.0.1:1/gw"}
+    with pytest.raises(RuntimeError, match="exited early") as info:
+        start_gateway(upstream_config(upstream), env=env)
+    assert "cannot connect to PostgreSQL at postgresql://127.0.0.1:1" in str(info.value)
+    assert SECRET not in str(info.value)
+
+
+# ---- a gateway on PostgreSQL ----
+
+
+async def test_a_gateway_keeps_its_attempts_in_postgresql(
+    pg_schema: PgSchema,
+    upstream: FakeUpstream,
+    start_gateway: Callable[..., GatewayProcess],
+    tmp_path: Path,
+) -> None:
+    """GATEWISE_STORAGE_URL replaces storage.url; the url's query picks the schema."""
+    env = {"GATEWISE_STORAGE_URL": f"{pg_schema.url}?search_path={pg_schema.name}"}
+    unused = tmp_path / "unused.db"
+    config = upstream_config(upstream, storage={"url": f"sqlite:///{unused}", "pool_size": 2})
+    gw = await asyncio.to_thread(start_gateway, config, env)
+    body = {"model": "alpha", "messages": [{"role": "user", "content": "hi"}]}
+    headers = {"authorization": "Bearer test-key"}
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+        reply = await client.post("/v1/chat/completions", json=body, headers=headers)
+    assert reply.status_code == 200, reply.text
+    await asyncio.to_thread(gw.stop)  # a graceful stop flushes the writer
+    async with pg_schema.store() as store:
+        [row] = await store.attempts(Query())
+        assert (row["model"], row["ok"]) == ("alpha", True)
+        assert await store.load_states("stats")
+    assert not unused.exists()
