@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,12 @@ import pytest
 
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # A developer's $GATEWISE_STORAGE_URL would move every test gateway onto that database;
+    # a test that wants one passes it explicitly.
+    os.environ.pop("GATEWISE_STORAGE_URL", None)
 
 
 @pytest.fixture

@@ -21,6 +21,7 @@ from providers.transport import MAX_BODY
 
 __all__ = [
     "DEFAULT_CONFIG_PATH",
+    "STORAGE_URL_ENV",
     "Config",
     "ConfigError",
     "ModelConfig",
@@ -32,6 +33,7 @@ __all__ = [
 ]
 
 DEFAULT_CONFIG_PATH = "gateway.yaml"
+STORAGE_URL_ENV = "GATEWISE_STORAGE_URL"  # overrides storage.url
 _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -161,7 +163,9 @@ class SelectionConfig(_Strict):
 
 
 class StorageConfig(_Strict):
-    url: str = "sqlite:///gatewise.db"
+    # $GATEWISE_STORAGE_URL overrides it (parse_config). Not in repr: it may hold a password.
+    url: str = Field("sqlite:///gatewise.db", repr=False)
+    pool_size: int = Field(10, ge=1)  # connections per process (PostgreSQL)
     log_payloads: bool = False
     retention_days: float = Field(30.0, gt=0)
     flush_interval: float = Field(1.0, gt=0)
@@ -252,6 +256,7 @@ def parse_config(raw: Any, source: str = "<memory>", env: dict[str, str] | None 
     raw = dict(raw)
     _resolve_server(raw, env, source)
     _resolve_providers(raw, env, source)
+    _resolve_storage(raw, env, source)
     raw["source"] = source
     try:
         return Config.model_validate(raw)
@@ -304,6 +309,20 @@ def _resolve_providers(raw: dict[str, Any], env: dict[str, str], source: str) ->
         entry["missing_env"] = tuple(missing)
         resolved.append(entry)
     raw["providers"] = resolved
+
+
+def _resolve_storage(raw: dict[str, Any], env: dict[str, str], source: str) -> None:
+    """$GATEWISE_STORAGE_URL, when set, replaces storage.url: the database (and its
+    password) can come from the environment, not the file."""
+    url = env.get(STORAGE_URL_ENV)
+    if not url:
+        return
+    storage = raw.get("storage")
+    if storage is None:
+        storage = {}
+    if not isinstance(storage, dict):
+        raise ConfigError(f"{source}: storage: expected a mapping, got {_kind(storage)}")
+    raw["storage"] = {**storage, "url": url}
 
 
 def _expand(value: str, env: dict[str, str]) -> str:

@@ -63,7 +63,7 @@ class Gateway:
         self.selector = Selector(
             self.tracker, self.blacklist, sel, refresh_seconds=sel.score_refresh_seconds
         )
-        self.store = create_store(storage.url)
+        self.store = create_store(storage.url, pool_size=storage.pool_size)
         self.fleet = Fleet(
             new_origin(),
             self.tracker,

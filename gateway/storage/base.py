@@ -1,8 +1,8 @@
 """The storage interface: what the gateway keeps durably, whatever the database.
 
-Everything above this layer talks to a ``Store`` and nothing else, so the SQLite store can
-be swapped for another backend (PostgreSQL next) with the same behaviour. The semantics
-every implementation shares:
+Everything above this layer talks to a ``Store`` and nothing else, so the SQLite store
+(sqlite.py) and the PostgreSQL store (postgres.py) are interchangeable. The semantics every
+implementation shares:
 
 * Timestamps are float unix seconds. ``since`` is inclusive and ``until`` exclusive.
 * Every read takes a ``Query`` (gateway/storage/query.py). Its ``limit``/``offset`` page
@@ -24,7 +24,12 @@ every implementation shares:
   the bucket starting at the hour), and ``since``/``until`` select rollups by hour start.
   ``latency_ms`` is the mean over every attempt in the bucket, failures included.
   ``failures`` counts attempts with ``counts_as_failure``; ``requests`` counts attempts.
-* State is opaque JSON per (kind, key); ``save_states`` upserts, last write wins.
+* State is opaque JSON per (kind, key); ``save_states`` upserts, last write wins (within
+  one batch too), and stamps every item with the store's clock (``updated_at``).
+  ``load_states(kind, changed_since=t)`` returns only the states with ``updated_at >= t``,
+  for replicas that poll shared state cheaply. The stamp is the saving process's clock at
+  the save, before its commit: a poller should overlap its windows by its clocks' skew
+  plus a write's duration.
 * A batch write (``write_attempts``, ``save_states``, ``write_responses``) lands completely
   or not at all.
 * ``responses`` holds one row per answer, keyed by ``response_id``; writing the same id
@@ -87,7 +92,11 @@ class Store(ABC):
         """Upsert (kind, key) -> JSON-serialisable data, in one transaction."""
 
     @abstractmethod
-    async def load_states(self, kind: str) -> dict[str, dict[str, Any]]: ...
+    async def load_states(
+        self, kind: str, *, changed_since: float | None = None
+    ) -> dict[str, dict[str, Any]]:
+        """key -> data of ``kind``'s states; with ``changed_since``, only those saved at or
+        after it."""
 
     @abstractmethod
     async def delete_state(self, kind: str, key: str) -> None: ...

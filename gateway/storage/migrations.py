@@ -8,8 +8,9 @@ so a script either applies completely or not at all. Scripts may hold several st
 separated by ``;`` (triggers with ``BEGIN ... END`` blocks are fine). Do not put
 ``BEGIN``/``COMMIT`` or ``PRAGMA``s that cannot run inside a transaction in a script.
 
-The PostgreSQL store will keep its own list in its own dialect; version N must mean the
-same logical schema in both, so append the PostgreSQL counterpart in the same change.
+The PostgreSQL store keeps its own list, side by side with this one, in its own dialect
+(gateway/storage/migrations_postgres.py); version N means the same logical schema in both,
+so append the PostgreSQL counterpart in the same change.
 
 Conventions: timestamps are REAL unix seconds; booleans are INTEGER 0/1; JSON blobs are
 TEXT (written with orjson).
@@ -113,5 +114,5 @@ MIGRATIONS: list[str] = [
     CREATE INDEX feedback_model_ts ON feedback (model, ts);
     CREATE INDEX feedback_ts ON feedback (ts);
     """,
-    # Append the next migration (version 3) here, above the closing bracket.
+    # Append the next migration (version 3) here, with PostgreSQL's in migrations_postgres.py.
 ]

@@ -79,12 +79,13 @@ def _mean(total: float | None, n: int | None) -> float | None:
 
 
 def attempt_row(a: Attempt) -> tuple[Any, ...]:
-    """An attempt as a tuple of column values in ``ATTEMPT_COLUMNS`` order, bools as 0/1."""
+    """An attempt as a tuple of column values in ``ATTEMPT_COLUMNS`` order, flags as
+    ``bool`` (SQLite stores them as 0/1, PostgreSQL as ``boolean``)."""
     return (
         a.request_id, a.response_id, a.attempt, a.model, a.provider, a.conversation_type,
-        a.route, a.optimization, int(a.ok), a.error_class, a.http_status, a.latency_ms,
-        a.ttft_ms, a.prompt_tokens, a.completion_tokens, a.cost, a.timestamp, int(a.stream),
-        a.error_message, int(a.counts_as_failure),
+        a.route, a.optimization, bool(a.ok), a.error_class, a.http_status, a.latency_ms,
+        a.ttft_ms, a.prompt_tokens, a.completion_tokens, a.cost, a.timestamp, bool(a.stream),
+        a.error_message, bool(a.counts_as_failure),
     )  # fmt: skip
 
 
@@ -97,7 +98,7 @@ def attempt_out(values: Iterable[Any]) -> Row:
     return row
 
 
-def ranked_percentiles(ranked: Iterable[Sequence[Any]]) -> dict[int, tuple[Any, Any]]:
+def ranked_percentiles(ranked: Iterable[Iterable[Any]]) -> dict[int, tuple[Any, Any]]:
     """(p50, p95) per bucket from (bucket, rank, count, latency) rows ranked by latency
     within their bucket; only the ranks the nearest-rank method picks need be there."""
     pairs: dict[int, list[Any]] = {}
@@ -111,7 +112,7 @@ def ranked_percentiles(ranked: Iterable[Sequence[Any]]) -> dict[int, tuple[Any, 
 
 
 def merge_buckets(
-    rows: Iterable[Sequence[Any]], percentiles: Mapping[int, Sequence[Any]] | None = None
+    rows: Iterable[Iterable[Any]], percentiles: Mapping[int, Sequence[Any]] | None = None
 ) -> list[Row]:
     """Combine partial buckets into the ``timeseries()`` result.
 
@@ -234,7 +235,7 @@ def present_scores(scores: Iterable[Any]) -> dict[str, int]:
     }
 
 
-def feedback_aggregate_rows(rows: Iterable[Sequence[Any]]) -> list[Row]:
+def feedback_aggregate_rows(rows: Iterable[Iterable[Any]]) -> list[Row]:
     """``feedback_aggregates()`` from (model, conversation_type, count, then a (sum, count)
     pair per ``FEEDBACK_SCORES`` dimension) rows, one per group."""
     out = []
@@ -253,7 +254,7 @@ def feedback_aggregate_rows(rows: Iterable[Sequence[Any]]) -> list[Row]:
 
 
 def evaluation_rows(
-    groups: Iterable[Sequence[Any]], flag_counts: Iterable[Sequence[Any]]
+    groups: Iterable[Iterable[Any]], flag_counts: Iterable[Iterable[Any]]
 ) -> list[Row]:
     """``evaluation_aggregates()`` from (model, conversation_type, count, scored, score sum,
     flagged) rows and (model, conversation_type, flag, responses with it) rows."""
@@ -275,7 +276,7 @@ def evaluation_rows(
     return sorted(out, key=lambda row: (row["model"], row["conversation_type"]))
 
 
-def merge_trend(responses: Iterable[Sequence[Any]], feedback: Iterable[Sequence[Any]]) -> list[Row]:
+def merge_trend(responses: Iterable[Iterable[Any]], feedback: Iterable[Iterable[Any]]) -> list[Row]:
     """``evaluation_trend()`` from (bucket, responses, scored, score sum, flagged) rows and
     (bucket, ratings, rated overall, overall sum) rows; at most one of each per bucket."""
     buckets: dict[int, Row] = {}

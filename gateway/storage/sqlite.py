@@ -5,12 +5,13 @@ open (the ``memory://`` storage URL, and the tests).
 
 The SQL sticks to what PostgreSQL also has (``ON CONFLICT ... DO UPDATE``, window
 functions, correlated ``MAX(id)`` sub-queries, ``SUM``/``COUNT`` partial sums), and the
-filters of every read come from ``query.where``. What a PostgreSQL store must write otherwise:
-bucket starts with ``floor()`` (PostgreSQL's ``CAST`` to an integer rounds where SQLite's
-truncates); ``jsonb_array_elements_text``/``jsonb_array_length`` for ``json_each``/
-``json_array_length``; and an ``add_feedback`` that serialises ratings of one response
-(e.g. ``pg_advisory_xact_lock`` on the id) where ``BEGIN IMMEDIATE`` takes SQLite's single
-write lock.
+filters of every read come from ``query.where``. What the PostgreSQL store (postgres.py)
+writes otherwise: bucket starts with ``floor()`` (PostgreSQL's ``CAST`` to an integer
+rounds where SQLite's truncates); ``jsonb_array_elements_text``/``jsonb_array_length`` for
+``json_each``/``json_array_length``; an ``add_feedback`` that serialises ratings of one
+response with ``pg_advisory_xact_lock`` where ``BEGIN IMMEDIATE`` takes SQLite's single
+write lock; and a ``prune`` that rolls up the rows its own ``DELETE`` returned, where here
+the write lock keeps a second pruner out.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import asyncio
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -183,8 +184,11 @@ async def _enable_wal(db: aiosqlite.Connection) -> None:
 class SQLiteStore(Store):
     """A store in one SQLite file (or ``":memory:"``), brought up to date on open."""
 
-    def __init__(self, path: str | os.PathLike[str] = ":memory:") -> None:
+    def __init__(
+        self, path: str | os.PathLike[str] = ":memory:", *, clock: Callable[[], float] = time.time
+    ) -> None:
         self.path = os.fspath(path)
+        self.clock = clock  # stamps saved state (updated_at)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
 
@@ -279,16 +283,21 @@ class SQLiteStore(Store):
             await db.executemany(_INSERT_ATTEMPT, rows)
 
     async def save_states(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
-        now = time.time()
+        now = self.clock()
         rows = [(kind, key, orjson.dumps(data).decode(), now) for kind, key, data in items]
         if not rows:
             return
         async with self._transaction() as db:
             await db.executemany(_UPSERT_STATE, rows)
 
-    async def load_states(self, kind: str) -> dict[str, dict[str, Any]]:
-        async with self._connection() as db:
-            rows = await _fetch(db, "SELECT key, data FROM state WHERE kind = ?", (kind,))
+    async def load_states(
+        self, kind: str, *, changed_since: float | None = None
+    ) -> dict[str, dict[str, Any]]:
+        p = Params()
+        sql = f"SELECT key, data FROM state WHERE kind = {p(kind)}"
+        if changed_since is not None:
+            sql += f" AND updated_at >= {p(float(changed_since))}"
+        rows = await self._select(sql, p)
         return {key: orjson.loads(data) for key, data in rows}
 
     async def delete_state(self, kind: str, key: str) -> None:

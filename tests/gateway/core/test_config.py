@@ -305,6 +305,39 @@ def test_parse_config_default_source() -> None:
         parse_config("text", env={})
 
 
+# -- storage -----------------------------------------------------------------------------
+
+
+def test_storage_defaults() -> None:
+    storage = parse_config(base(), env={}).storage
+    assert (storage.url, storage.pool_size) == ("sqlite:///gatewise.db", 10)
+    assert parse_config(base(storage={"pool_size": 3}), env={}).storage.pool_size == 3
+
+
+def test_the_environment_overrides_the_storage_url() -> None:
+    url = "postgresql://gw:pw@db.internal/gatewise"
+    raw = base(storage={"url": "sqlite:///file.db", "pool_size": 4})
+    storage = parse_config(raw, env={"GATEWISE_STORAGE_URL": url}).storage
+    assert (storage.url, storage.pool_size) == (url, 4)
+    assert parse_config(base(), env={"GATEWISE_STORAGE_URL": url}).storage.url == url
+    # Set but empty: the file's url stands.
+    assert parse_config(raw, env={"GATEWISE_STORAGE_URL": ""}).storage.url == "sqlite:///file.db"
+    assert raw["storage"]["url"] == "sqlite:///file.db"  # the caller's mapping is left alone
+
+
+def test_the_storage_url_is_not_in_the_config_repr() -> None:
+    env = {"GATEWISE_STORAGE_URL": "postgresql://gw:S3cret@db/gatewise"}
+    config = parse_config(base(), env=env)
+    assert "S3cret" not in repr(config) and "S3cret" not in repr(config.storage)
+
+
+def test_bad_storage_settings(tmp_path: Path) -> None:
+    message, _ = error_of(tmp_path, base(storage={"pool_size": 0}))
+    assert "storage.pool_size: Input should be greater than or equal to 1" in message
+    with pytest.raises(ConfigError, match="storage: expected a mapping, got list"):
+        parse_config(base(storage=["x"]), env={"GATEWISE_STORAGE_URL": "postgresql://db/gw"})
+
+
 # -- which file ------------------------------------------------------------------------
 
 

@@ -22,6 +22,6 @@ def test_every_module_declares_what_it_exports(name: str) -> None:
     assert all(hasattr(module, item) for item in exported)
 
 
-def test_the_package_exports_the_interface_and_its_backend() -> None:
-    surface = {"Query", "Store", "StoreError", "SQLiteStore", "create_store"}
+def test_the_package_exports_the_interface_and_its_backends() -> None:
+    surface = {"Query", "Store", "StoreError", "SQLiteStore", "PostgresStore", "create_store"}
     assert set(gateway.storage.__all__) == surface

@@ -144,7 +144,7 @@ def mock_config(flush_interval: float) -> dict[str, Any]:
 @pytest.fixture
 def store(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> GatedStore:
     gated = GatedStore(tmp_path / "gated.db")
-    monkeypatch.setattr(gateway.server.app, "create_store", lambda url: gated)
+    monkeypatch.setattr(gateway.server.app, "create_store", lambda url, **options: gated)
     return gated
 
 

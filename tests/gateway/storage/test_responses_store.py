@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 
 from gateway.storage import Query
-from tests.gateway.storage.helpers import H0, NO_SCORES, Harness, minimal_attempt, rate, response
+from tests.gateway.storage.helpers import (
+    H0,
+    NO_SCORES,
+    Harness,
+    attempt,
+    minimal_attempt,
+    rate,
+    response,
+)
 
 # ---- responses ----
 
@@ -42,6 +50,15 @@ async def test_response_round_trip_and_upsert(harness: Harness) -> None:
     stored["flags"].append("mutated")
     evaluated["flags"].append("mutated")
     assert (await store.get_response("a"))["flags"] == ["truncated", "slow"]
+
+
+async def test_a_batch_writing_one_response_twice_keeps_the_last(harness: Harness) -> None:
+    store = harness.store
+    await store.write_responses(
+        [response("d", H0, auto_score=0.1), response("e", H0), response("d", H0, auto_score=0.9)]
+    )
+    assert (await store.get_response("d"))["auto_score"] == 0.9
+    assert (await store.counts())["responses"] == 2
 
 
 async def test_bad_response_batch_writes_nothing(harness: Harness) -> None:
@@ -210,3 +227,33 @@ async def test_prune_payloads_nulls_only_old_payloads(harness: Harness) -> None:
     assert await store.prune_payloads(H0 + 100) == 0  # nothing left to clear
     counts = await store.counts()
     assert (counts["responses"], counts["feedback"]) == (5, 1)
+
+
+# ---- text the database may not hold as it is ----
+
+
+async def test_a_nul_in_free_text_never_refuses_a_batch(harness: Harness) -> None:
+    """PostgreSQL's text cannot hold NUL: the store writes U+FFFD in its place, where SQLite
+    keeps it. Either way the batch lands, so one odd answer never blocks the writer."""
+    store = harness.store
+    await store.write_attempts([attempt(H0, error_message="upstream said \x00no")])
+    await store.write_responses(
+        [response("nul", H0, prompt="a\x00b", answer="\x00", flags=["odd\x00flag"])]
+    )
+    await rate(store, "nul", H0 + 1, "bad\x00comment", overall=3)
+    await store.save_states([("stats", "model\x00x", {"note": "a\x00b"})])
+
+    def kept(stored: str, written: str) -> bool:
+        return stored in (written, written.replace("\x00", "\ufffd"))
+
+    [row] = await store.attempts(Query())
+    assert kept(row["error_message"], "upstream said \x00no")
+    stored = await store.get_response("nul")
+    assert stored is not None
+    assert kept(stored["prompt"], "a\x00b") and kept(stored["answer"], "\x00")
+    assert kept(stored["flags"][0], "odd\x00flag")
+    [rating] = await store.feedback(Query(response_id="nul"))
+    assert kept(rating["comment"], "bad\x00comment")
+    [(key, data)] = (await store.load_states("stats")).items()
+    assert kept(key, "model\x00x") and data == {"note": "a\x00b"}  # JSON escapes it
+    assert (await store.counts())["attempts"] == 1

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.storage import SQLiteStore, StoreError, create_store
+from gateway.storage import PostgresStore, SQLiteStore, StoreError, create_store
 from gateway.storage.migrations import MIGRATIONS
 from tests.gateway.storage.helpers import H0, attempt
 
@@ -55,9 +55,14 @@ def test_create_store_urls(tmp_path: Path) -> None:
     assert isinstance(memory, SQLiteStore) and memory.path == ":memory:"
     memory = create_store("memory://")  # the url of the former plain-Python store
     assert isinstance(memory, SQLiteStore) and memory.path == ":memory:"
-    for url in ("postgresql://u:pw@db/gatewise", "postgres://db/gatewise"):
-        with pytest.raises(StoreError, match="PostgreSQL support is not available yet"):
-            create_store(url)
+    postgres = create_store("postgresql://u:pw@db.internal:5433/gatewise", pool_size=3)
+    assert isinstance(postgres, PostgresStore) and postgres.pool_size == 3
+    assert postgres.location == "postgresql://db.internal:5433"
+    assert ":pw" not in repr(postgres)
+    short = create_store("postgres://db/gatewise")
+    assert isinstance(short, PostgresStore) and short.pool_size == 10
+    with pytest.raises(StoreError, match="postgresql://"):
+        create_store("postgresql+asyncpg://u:secret@db/gatewise")
 
 
 @pytest.mark.parametrize(
@@ -65,6 +70,7 @@ def test_create_store_urls(tmp_path: Path) -> None:
     [
         ("mysql://user:secret@db/gw", "'mysql://'"),
         ("gatewise.db", "no scheme"),
+        ("user:secret@db/gw", "no scheme"),
         ("sqlite://gatewise.db", "three slashes"),
         ("sqlite:///", "three slashes"),
     ],

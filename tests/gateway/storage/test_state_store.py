@@ -1,4 +1,5 @@
-"""Component state (stats, blacklist, ...) on every store: upsert, load, delete."""
+"""Component state (stats, blacklist, ...) on every store: upsert, load (all, or changed
+since a time), delete."""
 
 from __future__ import annotations
 
@@ -37,3 +38,33 @@ async def test_loaded_state_is_a_copy(harness: Harness) -> None:
     loaded = await harness.store.load_states("k")
     loaded["a"]["n"] = 42
     assert await harness.store.load_states("k") == {"a": {"n": 1}}
+
+
+async def test_a_batch_saving_one_key_twice_keeps_the_last(harness: Harness) -> None:
+    await harness.store.save_states(
+        [("k", "a", {"v": 1}), ("k", "b", {"v": 1}), ("k", "a", {"v": 2})]
+    )
+    assert await harness.store.load_states("k") == {"a": {"v": 2}, "b": {"v": 1}}
+
+
+async def test_load_states_changed_since(harness: Harness) -> None:
+    store, clock = harness.store, harness.clock
+    clock.now = H0
+    await store.save_states(
+        [("stats", "a", {"n": 1}), ("stats", "b", {"n": 1}), ("blacklist", "a", {"level": 1})]
+    )
+    clock.now = H0 + 10
+    await store.save_states([("stats", "b", {"n": 2}), ("stats", "c", {"n": 1})])
+
+    recent = {"b": {"n": 2}, "c": {"n": 1}}
+    assert await store.load_states("stats", changed_since=H0 + 10) == recent  # inclusive
+    assert await store.load_states("stats", changed_since=H0 + 5) == recent
+    assert await store.load_states("stats", changed_since=H0 + 10.5) == {}
+    everything = {"a": {"n": 1}, **recent}
+    assert await store.load_states("stats", changed_since=H0) == everything
+    assert await store.load_states("stats") == everything
+    assert await store.load_states("blacklist", changed_since=H0 + 5) == {}
+    assert await store.load_states("blacklist", changed_since=int(H0)) == {"a": {"level": 1}}
+
+    store = await harness.reopen()  # the stamps are stored
+    assert await store.load_states("stats", changed_since=H0 + 5) == recent
