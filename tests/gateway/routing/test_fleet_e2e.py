@@ -1,11 +1,12 @@
 """One brain for the fleet, with real processes: two gateways on one store (replicas), and
-`--workers 2`. Benches travel within 2 s, ratings reach the replica that answered, and
-the counts every process reports are the fleet's, exactly."""
+`--workers 2`, on a shared SQLite file and on PostgreSQL. Benches travel within 2 s,
+ratings reach the replica that answered, and the counts every process reports are the
+fleet's, exactly."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import pytest
 from gateway.server.workers import reuse_port_supported
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
+from tests.support.postgres import new_pg_schema
 from tests.support.upstream import FakeUpstream
 
 AUTH = {"authorization": "Bearer test-key"}
@@ -22,10 +24,20 @@ HI = [{"role": "user", "content": "hi"}]
 TEXT = "text-to-text"
 
 
-def config(upstream: FakeUpstream, db: Path) -> dict[str, Any]:
+def config(upstream: FakeUpstream, url: str) -> dict[str, Any]:
     cfg = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
-    cfg["storage"] = {"url": f"sqlite:///{db}", "flush_interval": 0.2}
+    cfg["storage"] = {"url": url, "flush_interval": 0.2}
     return cfg
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Where the fleet keeps its state: one SQLite file, or a PostgreSQL schema."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fleet.db'}"
+        return
+    async with new_pg_schema() as schema:
+        yield schema.gateway_url
 
 
 def chat(gw: GatewayProcess, model: str = "alpha") -> httpx.Response:
@@ -60,10 +72,9 @@ def within(seconds: float, check: Callable[[], bool]) -> float:
 
 @pytest.fixture
 def replicas(
-    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], store_url: str
 ) -> tuple[GatewayProcess, GatewayProcess]:
-    db = tmp_path / "fleet.db"
-    return start_gateway(config(upstream, db)), start_gateway(config(upstream, db))
+    return start_gateway(config(upstream, store_url)), start_gateway(config(upstream, store_url))
 
 
 def test_failures_through_one_replica_bench_the_model_on_the_other(
@@ -118,9 +129,9 @@ def test_every_replica_reports_the_fleets_exact_counts(
 
 @pytest.mark.skipif(not reuse_port_supported(), reason="Linux SO_REUSEPORT")
 def test_two_workers_count_as_one_and_a_let_back_reaches_both(
-    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], store_url: str
 ) -> None:
-    gw = start_gateway(config(upstream, tmp_path / "workers.db"), args=["--workers", "2"])
+    gw = start_gateway(config(upstream, store_url), args=["--workers", "2"])
     for _ in range(40):  # new connections: spread over both workers
         chat(gw, "beta")
     # Whichever worker answers, it reports the fleet's number.

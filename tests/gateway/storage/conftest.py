@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.storage import SQLiteStore, Store
-from tests.gateway.storage.helpers import Clock, Harness, PgSchema, new_pg_schema
+from tests.gateway.storage.helpers import Clock, Harness
+from tests.support.postgres import PgSchema, new_pg_schema
 
 
 @pytest.fixture(params=["file", "memory", "postgres"])

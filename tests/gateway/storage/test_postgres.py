@@ -29,8 +29,9 @@ from gateway.storage.postgres import (
     lock_key,
 )
 from tests.conftest import upstream_config
-from tests.gateway.storage.helpers import H0, PgSchema, attempt, new_pg_schema, rate, response
+from tests.gateway.storage.helpers import H0, attempt, rate, response
 from tests.support.gateway import GatewayProcess
+from tests.support.postgres import PgSchema, new_pg_schema
 from tests.support.upstream import FakeUpstream
 
 SECRET = "S3cret-pw"
