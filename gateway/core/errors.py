@@ -37,6 +37,7 @@ class GatewayError(Exception):
     OpenAI's error body; each subclass says what kind of failure it is."""
 
     code: str | None = None
+    retry_after: float | None = None  # seconds after which trying again makes sense
 
     def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
         super().__init__(message)
@@ -89,7 +90,14 @@ class AllModelsBlacklisted(NoModelAvailable):
 
 
 class StoreUnavailable(GatewayError):
+    """The store cannot take or give what this request needs now (it is down or
+    unreachable); routing goes on, and the caller may try again later."""
+
     code = "store_unavailable"
+
+    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,9 @@ class UpstreamFailed(GatewayError):
             self.code = "upstream_timeout"
         elif kinds and all(issubclass(k, RateLimited) for k in kinds):
             self.code = "upstream_rate_limited"
+            # The soonest an upstream said to retry, rounded up: never an early retry.
+            waits = [f.error.retry_after for f in failures if f.error.retry_after is not None]
+            self.retry_after = max(1, math.ceil(min(waits))) if waits else None
 
     @property
     def timed_out(self) -> bool:
@@ -123,14 +134,6 @@ class UpstreamFailed(GatewayError):
     @property
     def rate_limited(self) -> bool:
         return self.code == "upstream_rate_limited"
-
-    @property
-    def retry_after(self) -> float | None:
-        """When every failure was a rate limit: the soonest an upstream said to retry."""
-        if not self.rate_limited:
-            return None
-        waits = [f.error.retry_after for f in self.failures if f.error.retry_after is not None]
-        return max(1, math.ceil(min(waits))) if waits else None
 
 
 class RejectedByUpstream(GatewayError):

@@ -86,6 +86,8 @@ def create_http_app(
             "status": "ready" if gateway.ready else "starting",
             "models": sorted(gateway.catalog.enabled),
             "disabled_providers": disabled,
+            # Degraded storage keeps the gateway ready: traffic does not need the store.
+            "storage": gateway.storage(),
         }
         status = 200 if gateway.ready else 503
         return Response(orjson.dumps(body), status, media_type="application/json")

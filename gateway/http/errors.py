@@ -6,6 +6,7 @@ kind its status and OpenAI error type, and `retry_after` becomes a header here.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import orjson
@@ -14,7 +15,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.core.errors import (
-    AllModelsBlacklisted,
     GatewayError,
     InvalidFeedback,
     InvalidFilter,
@@ -82,9 +82,8 @@ def error_body(
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
     status, type_ = status_of(exc)
     merged = dict(headers or {})
-    retry_after = getattr(exc, "retry_after", None)
-    if isinstance(exc, AllModelsBlacklisted | UpstreamFailed) and retry_after is not None:
-        merged["retry-after"] = str(int(retry_after))
+    if exc.retry_after is not None:
+        merged["retry-after"] = str(math.ceil(exc.retry_after))
     return plain_error(status, exc.message, type_, exc.code, exc.param, merged)
 
 

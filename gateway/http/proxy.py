@@ -71,6 +71,8 @@ class Backend(Protocol):
     @property
     def ready(self) -> bool: ...
 
+    def storage(self) -> dict[str, object]: ...
+
 
 class _VideoJobs:
     """Which model and upstream job answer a gateway video id (bounded, newest kept)."""

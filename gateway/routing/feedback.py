@@ -10,17 +10,21 @@ the store has the answer they rate, so the latest answers also wait in memory
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
-from gateway.core.errors import InvalidFeedback, NotFound
+from gateway.core.errors import InvalidFeedback, NotFound, StoreUnavailable
 from gateway.core.types import ResponseRecord
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 from gateway.storage import Store
 
 __all__ = ["FeedbackService", "ResponseIndex", "parse_feedback", "unknown_response"]
+
+log = logging.getLogger("gatewise.feedback")
 
 _FIELDS = frozenset({"response_id", "comment", *FEEDBACK_DIMENSIONS})
 _MAX_COMMENT = 4000
@@ -117,6 +121,7 @@ class FeedbackService:
 
     STEP = 0.1  # seconds between looks while settling
     MAX_SETTLING = 32  # lookups waiting at once; past that, an unknown id is a 404 at once
+    RETRY_AFTER = 5.0  # seconds a caller is told to wait while the store is down
 
     def __init__(
         self,
@@ -143,6 +148,10 @@ class FeedbackService:
         record = self.index.get(response_id)
         if record is not None:
             return record
+        async with self._store_needed():
+            return await self._stored(response_id)
+
+    async def _stored(self, response_id: str) -> ResponseRecord | None:
         row = await self.store.get_response(response_id)
         settle = self.settle()
         if row is None and settle > 0 and self._settling < self.MAX_SETTLING:
@@ -176,11 +185,32 @@ class FeedbackService:
             stored=True,
         )
 
+    @asynccontextmanager
+    async def _store_needed(self) -> AsyncIterator[None]:
+        """A store that is down makes this a 503 with Retry-After, never a traceback: the
+        rating is not acknowledged, and the caller can send it again."""
+        try:
+            yield
+        except self.store.OUTAGES as exc:
+            log.warning(
+                "a rating could not be stored", extra={"fields": {"error": type(exc).__name__}}
+            )
+            raise StoreUnavailable(
+                "Ratings cannot be stored right now; send it again later.",
+                retry_after=self.RETRY_AFTER,
+            ) from None
+
     async def submit(self, payload: Any) -> dict[str, Any]:
         response_id, scores, comment = parse_feedback(payload)
         record = await self.lookup(response_id)
         if record is None:
             raise unknown_response(response_id)
+        async with self._store_needed():
+            return await self._rate(record, response_id, scores, comment)
+
+    async def _rate(
+        self, record: ResponseRecord, response_id: str, scores: dict[str, int], comment: str | None
+    ) -> dict[str, Any]:
         if not record.stored:
             await self.store.write_responses([record.to_row()])
             record.stored = True

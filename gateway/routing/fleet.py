@@ -35,6 +35,7 @@ STATS = "stats"  # state kind of published Stats, keyed origin \x1f model \x1f c
 BLACKLIST = "blacklist"  # state kind of bench entries, keyed by model
 _SEP = "\x1f"
 HALF_LIFE = 60.0  # seconds after which a silent peer's recent figures count half
+PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one
 
 
 def new_origin() -> str:
@@ -65,8 +66,11 @@ class Fleet:
         self.clock = clock
         self.half_life = half_life
         self.peers = 0  # other origins seen with fresh rows
-        self.failures = 0  # rounds that could not reach the store
+        self.failures = 0  # rounds in a row that could not reach the store
+        self.loaded = False  # the fleet's state taken in (at start, or once the store is up)
+        # origin -> (model, conversation type) -> (its Stats, when it published them)
         self._rows: dict[str, dict[tuple[str, str], tuple[Stats, float]]] = {}
+        self._pulled: float | None = None  # when the last pull began
         self._published = -1  # the tracker's own_version last published
         self._task: asyncio.Task[None] | None = None
 
@@ -76,6 +80,7 @@ class Fleet:
         stats, the rows of processes that ran before included)."""
         self._moved(self.blacklist.adopt(await self.store.load_states(BLACKLIST)))
         await self.pull()
+        self.loaded = True
 
     async def sync_blacklist(self) -> None:
         unshared = self.blacklist.unshared()
@@ -104,10 +109,14 @@ class Fleet:
         self._published = version
 
     async def pull(self) -> None:
-        """Take in every other origin's latest stats."""
+        """Take in every other origin's latest stats: all at the first call, then what
+        changed since the last (with a margin for clocks that differ between machines
+        and for rows committed a little after they were stamped)."""
         now = self.clock()
+        since = None if self._pulled is None else self._pulled - PULL_MARGIN
+        self._pulled = now
         clock = self.tracker.clock
-        for key, data in (await self.store.load_states(STATS)).items():
+        for key, data in (await self.store.load_states(STATS, changed_since=since)).items():
             origin, model, ctype = _parse(key)
             if origin == self.origin:
                 continue
@@ -121,16 +130,17 @@ class Fleet:
             if isinstance(seq, int) and seq >= stats.last_seq:
                 stats.served_recent = aged(stats.served_recent, stats.last_seq, seq)
             published = data.get("published_at")
-            age = now - published if isinstance(published, int | float) else float("inf")
-            fresh = 0.5 ** (max(age, 0.0) / self.half_life)
-            self._rows.setdefault(origin, {})[(model, ctype)] = (stats, fresh)
+            at = float(published) if isinstance(published, int | float) else float("-inf")
+            self._rows.setdefault(origin, {})[(model, ctype)] = (stats, at)
         peers: dict[tuple[str, str], list[tuple[Stats, float]]] = {}
         live = 0
         for rows in self._rows.values():
-            if any(fresh > 0.5 for _, fresh in rows.values()):
+            newest = max(at for _, at in rows.values())
+            if now - newest < self.half_life:
                 live += 1
-            for which, part in rows.items():
-                peers.setdefault(which, []).append(part)
+            for which, (stats, at) in rows.items():
+                fresh = 0.5 ** (max(now - at, 0.0) / self.half_life)
+                peers.setdefault(which, []).append((stats, fresh))
         self.peers = live
         self.tracker.set_peers(peers)
 
@@ -149,6 +159,9 @@ class Fleet:
             await asyncio.sleep(half)
             tick += 1
             try:
+                if not self.loaded:  # the store was down at start: connect, then catch up
+                    await self.store.open()
+                    await self.load()
                 await self.sync_blacklist()
                 if tick % 2 == 0:
                     await self.publish()
@@ -158,6 +171,8 @@ class Fleet:
                     log.warning("fleet state is shared again", extra={"fields": {}})
                 self.failures = 0
             except Exception as exc:
+                if not isinstance(exc, self.store.OUTAGES):
+                    log.exception("fleet round failed")
                 self.failures += 1
                 if self.failures == 1:
                     log.warning(
@@ -179,6 +194,11 @@ class Fleet:
             entries = self.blacklist.snapshot()
             await self.store.save_states([(BLACKLIST, m, e) for m, e in entries.items()])
             await self.publish()
+        except self.store.OUTAGES as exc:
+            log.warning(
+                "storage is unavailable at shutdown: this process's latest state not stored",
+                extra={"fields": {"error": type(exc).__name__}},
+            )
         except Exception:
             log.exception("could not store the fleet state at shutdown")
 

@@ -30,7 +30,7 @@ from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.server.gctune import tune
 from gateway.server.workers import WORKERS_ENV
-from gateway.storage import create_store
+from gateway.storage import StoreError, create_store
 from gateway.storage.writer import StoreWriter
 from providers.base import Provider
 
@@ -116,8 +116,24 @@ class Gateway:
 
     async def start(self) -> None:
         config = self.config
-        await self.store.open()
-        await self.fleet.load()
+        try:
+            await self.store.open()
+            await self.fleet.load()
+        except self.store.OUTAGES as exc:
+            # Traffic does not wait for the database: route on the configuration's priors
+            # (and what this process learns), buffer what is to be stored, and connect in
+            # the background (the fleet's task), catching up when it is there.
+            log.warning(
+                "storage is unavailable at start; serving without it, connecting meanwhile",
+                extra={
+                    "fields": {
+                        "event": "storage_degraded",
+                        "error": type(exc).__name__,
+                        # A StoreError's words are the store's own, with no secret in them.
+                        "detail": str(exc) if isinstance(exc, StoreError) else None,
+                    }
+                },
+            )
         self.writer.start()
         self.evaluator.start()
         self.fleet.start()
@@ -143,6 +159,19 @@ class Gateway:
             len(config.routes),
             config.source,
         )
+
+    def storage(self) -> dict[str, object]:
+        """How storage is doing, for /readyz: "degraded" while writes or the fleet's
+        rounds fail, with how much waits and how much was dropped."""
+        writer, fleet = self.writer, self.fleet
+        degraded = writer.degraded or fleet.failures > 0 or not fleet.loaded
+        return {
+            "state": "degraded" if degraded else "ok",
+            "error": writer.last_error if writer.degraded else None,
+            "queued": writer.queued,
+            "dropped": writer.dropped,
+            "fleet_peers": fleet.peers,
+        }
 
     async def stop(self) -> None:
         self.ready = False

@@ -53,7 +53,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from gateway.core.types import Attempt
 from gateway.storage.query import Query
@@ -68,6 +68,11 @@ class StoreError(Exception):
 
 class Store(ABC):
     """Durable storage for attempts, their rollups and component state."""
+
+    # What a database that is down or unreachable makes this store raise (refused or
+    # dropped connections, timeouts): callers that must answer now say "try again
+    # later" for these, and the background writers keep their rows for the next try.
+    OUTAGES: ClassVar[tuple[type[BaseException], ...]] = (StoreError, OSError, TimeoutError)
 
     @abstractmethod
     async def open(self) -> None:

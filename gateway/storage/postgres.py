@@ -243,6 +243,13 @@ class PostgresStore(Store):
     puts the tables in schema ``gw``); settings in the url's query do the same.
     """
 
+    OUTAGES = (
+        *Store.OUTAGES,
+        asyncpg.PostgresConnectionError,  # refused, dropped, the server shutting down
+        asyncpg.InterfaceError,  # a connection closed under the pool
+        asyncpg.CannotConnectNowError,
+    )
+
     def __init__(
         self,
         url: str,

@@ -184,6 +184,8 @@ async def _enable_wal(db: aiosqlite.Connection) -> None:
 class SQLiteStore(Store):
     """A store in one SQLite file (or ``":memory:"``), brought up to date on open."""
 
+    OUTAGES = (*Store.OUTAGES, sqlite3.OperationalError)  # locked, disk full, unopenable
+
     def __init__(
         self, path: str | os.PathLike[str] = ":memory:", *, clock: Callable[[], float] = time.time
     ) -> None:

@@ -52,6 +52,17 @@ class StoreWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._last_prune = 0.0
+        self.failing_since: float | None = None  # when writes began to fail (None: they work)
+        self.last_error: str | None = None  # the class of the last failure, never its text
+        self._dropped_told = 0
+
+    @property
+    def degraded(self) -> bool:
+        return self.failing_since is not None
+
+    @property
+    def queued(self) -> int:
+        return len(self._pending) + len(self._responses)
 
     def enqueue(self, attempt: Attempt) -> None:
         if len(self._pending) >= self.queue_size:
@@ -77,8 +88,49 @@ class StoreWriter:
                 now = self.clock()
                 if now - self._last_prune >= self.prune_interval:
                     await self.prune()
-            except Exception:
-                log.exception("store write failed; will retry")
+            except Exception as exc:
+                self._failed(exc)
+            else:
+                self._recovered()
+
+    def _failed(self, exc: Exception) -> None:
+        """Say once that storage is down, then only what is dropped, as it grows."""
+        if not isinstance(exc, self.store.OUTAGES):
+            log.exception("store write failed; will retry")
+        self.last_error = type(exc).__name__
+        if self.failing_since is None:
+            self.failing_since = self.clock()
+            log.warning(
+                "storage is unavailable: buffering what to store, routing goes on",
+                extra={
+                    "fields": {
+                        "event": "storage_degraded",
+                        "error": self.last_error,
+                        "queued": self.queued,
+                        "bound": self.queue_size,
+                    }
+                },
+            )
+        if self.dropped > self._dropped_told:
+            log.warning(
+                "storage buffer full: rows dropped",
+                extra={"fields": {"event": "storage_dropped", "dropped": self.dropped}},
+            )
+            self._dropped_told = self.dropped
+
+    def _recovered(self) -> None:
+        if self.failing_since is not None:
+            log.warning(
+                "storage is available again: buffered rows written",
+                extra={
+                    "fields": {
+                        "event": "storage_recovered",
+                        "down_seconds": round(self.clock() - self.failing_since, 1),
+                        "dropped": self.dropped,
+                    }
+                },
+            )
+            self.failing_since = None
 
     async def flush(self) -> None:
         await self._flush_attempts()
@@ -94,7 +146,9 @@ class StoreWriter:
                 await self.store.write_responses([r.to_row() for r in chunk])
             except Exception:
                 rest = batch[start:]
-                self._responses[:0] = rest[: self.queue_size - len(self._responses)]
+                room = self.queue_size - len(self._responses)
+                self.dropped += max(0, len(rest) - room)
+                self._responses[:0] = rest[:room]
                 raise
             for record in chunk:
                 record.stored = True
@@ -131,4 +185,10 @@ class StoreWriter:
             except TimeoutError:
                 log.error("store writer did not finish within %.0f s", self.close_timeout)
             self._task = None
-        await self.flush()
+        try:
+            await self.flush()
+        except self.store.OUTAGES as exc:
+            log.error(
+                "storage is unavailable at shutdown: rows not stored",
+                extra={"fields": {"error": type(exc).__name__, "lost": self.queued}},
+            )

@@ -236,6 +236,29 @@ async def test_the_background_loop_survives_a_store_failure(clock: Clock, opened
         await writer.close()
 
 
+async def test_an_outage_is_reported_once_with_what_is_dropped_and_its_end(
+    clock: Clock, opened: Opened, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await opened(FailingStore(failures=2))
+    writer = StoreWriter(store, queue_size=2, clock=clock)
+    for i in range(3):
+        writer.enqueue(attempt(i))  # the third does not fit
+    for _ in range(2):
+        with pytest.raises(OSError):
+            await writer.flush()
+        writer._failed(OSError("down"))  # what the background loop does with it
+    assert writer.degraded and writer.last_error == "OSError"
+    assert writer.queued == 2 and writer.dropped == 1
+    events = [r.__dict__.get("fields", {}).get("event") for r in caplog.records]
+    assert events.count("storage_degraded") == 1  # said once, not every second
+    assert events.count("storage_dropped") == 1
+    await writer.flush()
+    writer._recovered()
+    assert not writer.degraded
+    assert await stored(store) == ids(2)
+    assert [r.__dict__["fields"]["event"] for r in caplog.records][-1] == "storage_recovered"
+
+
 async def test_prune_uses_the_retention_and_the_clock(clock: Clock, opened: Opened) -> None:
     store = await opened(SQLiteStore())
     writer = StoreWriter(store, retention_seconds=100, clock=clock)
