@@ -4,7 +4,15 @@ COPY pyproject.toml README.md gateway.yaml ./
 COPY gateway ./gateway
 COPY providers ./providers
 COPY admin_ui ./admin_ui
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir . \
+    && useradd --system --uid 10001 --home-dir /data --create-home gatewise
+# Runs as an unprivileged user; the embedded SQLite store lives in /data unless
+# GATEWISE_STORAGE_URL names another (postgresql://... for a fleet, see compose.yaml).
+USER gatewise
+ENV GATEWISE_STORAGE_URL=sqlite:////data/gatewise.db
+VOLUME ["/data"]
 EXPOSE 8080
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/healthz', timeout=2)"]
 # Mount your own configuration at /app/gateway.yaml and pass keys as environment variables.
 CMD ["gatewise", "serve", "--host", "0.0.0.0", "--port", "8080", "--config", "/app/gateway.yaml"]
