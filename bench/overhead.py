@@ -34,6 +34,12 @@ from bench.harness import Child
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 TARGETS = ("direct", "passthrough", "gatewise", "gatewise-2w", "litellm")
+# Run on request (--targets): the fleet's costs. gatewise-solo is gatewise with sharing
+# off (storage.share: false); gatewise-pg and gatewise-pg-2w store in PostgreSQL
+# ($BENCH_POSTGRES_URL, default the test server), each round in a schema of its own.
+FLEET_TARGETS = ("gatewise-solo", "gatewise-pg", "gatewise-pg-2w")
+KNOWN = TARGETS + FLEET_TARGETS
+POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHAT = "/v1/chat/completions"
 SSE = "/stream/v1/chat/completions"
 
@@ -88,12 +94,16 @@ class Bench:
             cmd = [sys.executable, str(BENCH / "passthrough.py"), self.upstream, str(port)]
             path, ready = SSE, "/healthz"
         elif name.startswith("gatewise"):
-            workers = "2" if name == "gatewise-2w" else "1"
+            workers = "2" if name.endswith("-2w") else "1"
             cpus = self.both_cpus if workers == "2" else cpus
             key = "gw-" + secrets.token_hex(12)
             env.update(BENCH_UPSTREAM=self.upstream, BENCH_API_KEY=key,
                        BENCH_ADMIN_TOKEN=secrets.token_hex(12))  # fmt: skip
             config = str(BENCH / "gatewise.yaml")
+            if name == "gatewise-solo":
+                config = str(_solo_config(work))
+            if name.startswith("gatewise-pg"):
+                env["GATEWISE_STORAGE_URL"] = _pg_schema(f"gw_bench_{rnd}_{port}")
             cmd = [sys.executable, "-m", "gateway", "serve", "--config", config,
                    "--port", str(port), "--workers", workers]  # fmt: skip
         else:
@@ -119,7 +129,7 @@ class Bench:
         # Two workers run on both CPUs, and so do nginx and wrk: pinned to one CPU they
         # would leave the worker that lands there a fraction of it, which the scheduler
         # could not even out. One worker keeps a CPU to itself, load on the other.
-        load = self.both_cpus if name == "gatewise-2w" else self.load_cpus
+        load = self.both_cpus if name.endswith("-2w") else self.load_cpus
         self.nginx.pin(load)
         url = f"http://127.0.0.1:{port}{CHAT}"
         stream_url = f"http://127.0.0.1:{port}{stream_path}"
@@ -132,7 +142,7 @@ class Bench:
             before = self._counters(proc)
             out["c50"] = harness.wrk(url, 50, a.duration, model, key, load, batch=self.batch)
             out.update(self._cpu_shares(proc, before, self._counters(proc), out["c50"]))
-            if name != "gatewise-2w":
+            if not name.endswith("-2w"):
                 out["c1"] = harness.wrk(url, 1, half, model, key, load, batch=self.batch)
                 out["stream_c1"] = asyncio.run(harness.stream_requests(
                     port, stream_path, stream_model, key, a.stream_requests, 30))  # fmt: skip
@@ -206,7 +216,7 @@ class Bench:
     # -- the run ------------------------------------------------------------------------
     def run(self) -> dict:
         a = self.args
-        targets = [t for t in a.targets if t in TARGETS]
+        targets = [t for t in a.targets if t in KNOWN]
         if "litellm" in targets:
             self.litellm_exe, why = litellm_proxy.ensure()
             if why:
@@ -299,14 +309,35 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "SCHED_OTHER (bench/README.md, Scheduling)")  # fmt: skip
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    unknown = set(args.targets) - set(TARGETS)
+    unknown = set(args.targets) - set(KNOWN)
     if unknown:
-        p.error(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(TARGETS)})")
+        p.error(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(KNOWN)})")
     if args.skip_litellm and "litellm" in args.targets:
         args.targets.remove("litellm")
     if args.quick:
         args.duration, args.repetitions, args.stream_requests = 2, 1, 50
     return args
+
+
+def _solo_config(work: Path) -> Path:
+    """bench/gatewise.yaml with fleet sharing off."""
+    import yaml
+
+    raw = yaml.safe_load((BENCH / "gatewise.yaml").read_text())
+    raw.setdefault("storage", {})["share"] = False
+    path = work / "gatewise-solo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _pg_schema(name: str) -> str:
+    """A fresh schema on the benchmark's PostgreSQL; the url a gateway uses to work in it."""
+    subprocess.run(
+        ["psql", POSTGRES, "-qc", f"DROP SCHEMA IF EXISTS {name} CASCADE; CREATE SCHEMA {name}"],
+        check=True,
+        capture_output=True,
+    )
+    return f"{POSTGRES}?search_path={name}"
 
 
 def main(argv: list[str] | None = None) -> int:

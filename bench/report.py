@@ -16,6 +16,7 @@ LIMITS = [
     ("gatewise_peak_rss_mb", "<=", 120.0, "peak RSS of one worker <= 120 MB"),
     ("gatewise_startup_s", "<=", 1.0, "start-up to ready <= 1 s"),
     ("gatewise_2w_vs_1w_rps", ">=", 1.7, "--workers 2 >= 1.7x one worker's throughput"),
+    ("gatewise_vs_solo_rps", ">=", 0.95, "fleet sharing on >= 95% of the throughput without"),
 ]
 
 # Per-round metrics: name -> how to read it from one measurement.
@@ -78,6 +79,10 @@ def ratios(rounds: list[dict], summary: dict[str, dict]) -> dict[str, float | No
         "gatewise_vs_litellm_rps": _paired(rounds, "gatewise", "litellm", "rps", "/"),
         "passthrough_vs_direct_rps": _paired(rounds, "passthrough", "direct", "rps", "/"),
         "gatewise_2w_vs_1w_rps": _paired(rounds, "gatewise-2w", "gatewise", "rps", "/"),
+        # The fleet (on request): sharing's cost, and PostgreSQL against SQLite.
+        "gatewise_vs_solo_rps": _paired(rounds, "gatewise", "gatewise-solo", "rps", "/"),
+        "gatewise_pg_vs_sqlite_rps": _paired(rounds, "gatewise-pg", "gatewise", "rps", "/"),
+        "gatewise_pg_2w_vs_1w_rps": _paired(rounds, "gatewise-pg-2w", "gatewise-pg", "rps", "/"),
         # Why the ratio above is what it is: the CPU the two workers got (the rest of the
         # two went to nginx, wrk and the kernel's loopback work), and requests per CPU
         # second against one worker's (1.0: a worker does as much alone as beside another).
