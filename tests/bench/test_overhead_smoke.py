@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from bench import report
+
 ROOT = Path(__file__).resolve().parents[2]
 TARGETS = ("direct", "passthrough", "gatewise")
 METRICS = ("rps", "p50_ms", "p99_ms", "c1_p50_ms", "cpu_us_per_req", "ttfb_c1_ms",
@@ -71,7 +73,7 @@ def test_overhead_quick_run_measures_every_target(tmp_path: Path) -> None:
         assert isinstance(ratios[key], int | float)
     assert ratios["gatewise_vs_litellm_rps"] is None  # LiteLLM was skipped
     assert {c["result"] for c in doc["checks"]} <= {"PASS", "FAIL", "n/a"}
-    assert len(doc["checks"]) == 7
+    assert len(doc["checks"]) == len(report.LIMITS) == 8  # with sharing on vs off
     for name in TARGETS:
         assert f"| {name} |" in proc.stdout
 
