@@ -164,10 +164,16 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
         return json_response(await services.feedback.submit(payload))
 
     return [
-        Route("/evaluations", guarded(evaluations), methods=["GET"]),
-        Route("/evaluations/summary", guarded(summary), methods=["GET"]),
-        Route("/evaluations/model/{model:path}", guarded(for_model), methods=["GET"]),
-        Route("/admin/responses", guarded(recent), methods=["GET"]),
-        Route("/admin/responses/{response_id}", guarded(one), methods=["GET"]),
-        Route("/admin/feedback", guarded(feedback), methods=["POST"]),
+        Route("/evaluations", guarded(evaluations, services.store.OUTAGES), methods=["GET"]),
+        Route("/evaluations/summary", guarded(summary, services.store.OUTAGES), methods=["GET"]),
+        Route(
+            "/evaluations/model/{model:path}",
+            guarded(for_model, services.store.OUTAGES),
+            methods=["GET"],
+        ),
+        Route("/admin/responses", guarded(recent, services.store.OUTAGES), methods=["GET"]),
+        Route(
+            "/admin/responses/{response_id}", guarded(one, services.store.OUTAGES), methods=["GET"]
+        ),
+        Route("/admin/feedback", guarded(feedback, services.store.OUTAGES), methods=["POST"]),
     ]

@@ -25,7 +25,7 @@ from admin_ui.openapi import (
 )
 from admin_ui.params import filters
 from admin_ui.services import AdminServices
-from gateway.core.errors import GatewayError, NotFound
+from gateway.core.errors import GatewayError, NotFound, StoreUnavailable
 from gateway.core.types import CONVERSATION_TYPES, OPTIMIZATIONS
 from gateway.http.errors import error_response
 from gateway.storage import Query
@@ -40,8 +40,9 @@ def json_response(data: object, status: int = 200) -> Response:
 Endpoint = Callable[[Request], Awaitable[Response]]
 
 
-def guarded(handler: Endpoint) -> Endpoint:
-    """The endpoint, with its domain errors answered in the API's error shape."""
+def guarded(handler: Endpoint, outages: tuple[type[BaseException], ...] = ()) -> Endpoint:
+    """The endpoint, with its domain errors answered in the API's error shape, and a store
+    that is down (`outages`: what the store raises then) as a 503 with Retry-After."""
 
     @functools.wraps(handler)
     async def run(request: Request) -> Response:
@@ -49,6 +50,8 @@ def guarded(handler: Endpoint) -> Endpoint:
             return await handler(request)
         except GatewayError as exc:
             return error_response(exc)
+        except outages:
+            return error_response(StoreUnavailable("The store cannot be read right now."))
 
     return run
 
@@ -192,10 +195,22 @@ def performance_routes(services: AdminServices) -> list[Route]:
         )
 
     return [
-        Route("/performance", guarded(performance), methods=["GET"]),
-        Route("/performance/rankings", guarded(ranking), methods=["GET"]),
-        Route("/performance/summary", guarded(summary), methods=["GET"]),
-        Route("/performance/blacklisted", guarded(blacklisted), methods=["GET"]),
-        Route("/performance/blacklisted/{model:path}", guarded(clear), methods=["DELETE"]),
-        Route("/performance/metrics/{model:path}", guarded(metrics), methods=["GET"]),
+        Route("/performance", guarded(performance, services.store.OUTAGES), methods=["GET"]),
+        Route("/performance/rankings", guarded(ranking, services.store.OUTAGES), methods=["GET"]),
+        Route("/performance/summary", guarded(summary, services.store.OUTAGES), methods=["GET"]),
+        Route(
+            "/performance/blacklisted",
+            guarded(blacklisted, services.store.OUTAGES),
+            methods=["GET"],
+        ),
+        Route(
+            "/performance/blacklisted/{model:path}",
+            guarded(clear, services.store.OUTAGES),
+            methods=["DELETE"],
+        ),
+        Route(
+            "/performance/metrics/{model:path}",
+            guarded(metrics, services.store.OUTAGES),
+            methods=["GET"],
+        ),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 import pytest
@@ -10,10 +11,12 @@ from starlette.routing import Route
 from admin_ui.app import create_admin_app
 from admin_ui.openapi import openapi
 from admin_ui.services import AdminServices
+from gateway.storage import SQLiteStore
 
 
 def served() -> tuple[list[Route], dict[str, Any]]:
-    app = create_admin_app(cast(AdminServices, object()), admin_token=None)
+    services = SimpleNamespace(store=SQLiteStore(":memory:"))  # routes only: never opened
+    app = create_admin_app(cast(AdminServices, services), admin_token=None)
     routes = [r for r in app.routes if isinstance(r, Route)]
     return routes, openapi(routes)
 

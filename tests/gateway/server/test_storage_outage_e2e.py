@@ -129,6 +129,8 @@ async def test_a_database_lost_and_back_mid_traffic(
     during = [chat(gw) for _ in range(7)]  # answered all the same
     until(lambda: storage(gw)["state"] == "degraded")
     refused_rating(gw, during[-1])
+    history = httpx.get(gw.url + "/evaluations", timeout=10)  # the admin API reads the store
+    assert history.status_code == 503 and "retry-after" in history.headers
     assert "storage is unavailable" in gw.logs()
     assert "postgres@" not in gw.logs()  # no url (and so no password) in the log
 
