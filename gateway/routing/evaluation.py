@@ -20,7 +20,7 @@ from gateway.core.types import ResponseRecord
 from gateway.routing.answers import Answer, answer_from_body
 from gateway.routing.dispatch import Outcome
 from gateway.routing.feedback import ResponseIndex
-from gateway.routing.schema_check import schema_errors
+from gateway.routing.schema_check import Conformance, conformance
 from gateway.routing.tracker import Tracker
 
 __all__ = ["FLAGS", "Evaluation", "Evaluator", "ResponseSink", "evaluate", "said"]
@@ -83,7 +83,7 @@ def evaluate(
         else:
             spec = fmt.get("json_schema")
             schema = spec.get("schema") if isinstance(spec, dict) else None
-            if fmt["type"] == "json_schema" and schema_errors(parsed, schema):
+            if fmt["type"] == "json_schema" and conformance(parsed, schema) is Conformance.BREAKS:
                 flags.append("schema_mismatch")
     for arguments in answer.tool_arguments:
         try:
@@ -129,6 +129,7 @@ class Evaluator:
         self.interval = interval
         self.limit = limit
         self.dropped = 0
+        self.failed = 0  # answers that could not be judged (and were stored unjudged)
         self._pending: list[tuple[ResponseRecord, Outcome]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -176,25 +177,39 @@ class Evaluator:
         else:
             batch = self._pending[:limit]
             del self._pending[:limit]
-        p95s: dict[tuple[str, str], float | None] = {}  # one quantile per model per batch
+        p95s: dict[tuple[str, str], float | None] = {}
         for record, outcome in batch:
-            answer = said(outcome)
-            if answer is not None:
-                key = (record.model, record.conversation_type)
-                if key not in p95s:
-                    stats = self.tracker.stats(*key)
-                    p95s[key] = (
-                        stats.latency.quantile(0.95)
-                        if stats is not None and stats.latency.count >= _SLOW_MIN_SAMPLES
-                        else None
-                    )
-                result = evaluate(outcome.job.body, answer, record.latency_ms, p95s[key])
-                record.flags = result.flags
-                record.auto_score = result.score
-                self.tracker.add_auto_score(
-                    record.model, record.conversation_type, result.score, result.flags
-                )
+            answer = None
+            try:  # one answer that cannot be judged must not keep the others from the store
+                answer = said(outcome)
+                if answer is not None:
+                    self._judge(record, outcome, answer, p95s)
+            except Exception:
+                self.failed += 1
+                log.exception("could not judge an answer; it is stored unjudged")
             self._keep(record, outcome, answer)
+
+    def _judge(
+        self,
+        record: ResponseRecord,
+        outcome: Outcome,
+        answer: Answer,
+        p95s: dict[tuple[str, str], float | None],
+    ) -> None:
+        key = (record.model, record.conversation_type)
+        if key not in p95s:  # one quantile per model per slice
+            stats = self.tracker.stats(*key)
+            p95s[key] = (
+                stats.latency.quantile(0.95)
+                if stats is not None and stats.latency.count >= _SLOW_MIN_SAMPLES
+                else None
+            )
+        result = evaluate(outcome.job.body, answer, record.latency_ms, p95s[key])
+        record.flags = result.flags
+        record.auto_score = result.score
+        self.tracker.add_auto_score(
+            record.model, record.conversation_type, result.score, result.flags
+        )
 
     def _keep(self, record: ResponseRecord, outcome: Outcome, answer: Answer | None) -> None:
         if self.log_payloads:

@@ -298,6 +298,34 @@ def test_submit_judges_nothing(tracker: Tracker, monkeypatch: pytest.MonkeyPatch
     assert len(judged) == 3
 
 
+def test_an_answer_that_cannot_be_judged_keeps_no_other_from_the_store(
+    tracker: Tracker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = evaluator_module.evaluate
+
+    def fragile(request: dict[str, Any], answer: Answer, *args: Any) -> Any:
+        if answer.text == "poison":
+            raise RecursionError("a client's input the judge cannot take")
+        return real(request, answer, *args)
+
+    monkeypatch.setattr(evaluator_module, "evaluate", fragile)
+    evaluator, seen = make_evaluator(tracker)
+    for rid, text in (("a", "fine"), ("b", "poison"), ("c", "fine")):
+        evaluator.submit(answered(rid, body=chat(text)))
+    evaluator.drain()
+    assert [r.response_id for r in seen] == ["a", "b", "c"]
+    assert [r.auto_score for r in seen] == [1.0, None, 1.0]
+    assert evaluator.failed == 1
+
+
+def test_a_self_referential_schema_is_not_held_against_the_answer(tracker: Tracker) -> None:
+    request = {"response_format": {"type": "json_schema", "json_schema": {"schema": {"$ref": "#"}}}}
+    evaluator, seen = make_evaluator(tracker)
+    evaluator.submit(answered("r", request, chat('{"a": 1}')))
+    evaluator.drain()
+    assert seen[0].flags == [] and seen[0].auto_score == 1.0
+
+
 def test_answerless_records_are_passed_on_unjudged(tracker: Tracker) -> None:
     evaluator, seen = make_evaluator(tracker)
     speech = evaluator.submit(answered("s1", {"input": "say hi"}, endpoint=Endpoint.SPEECH))
