@@ -18,29 +18,44 @@ MAX_EVENT_BYTES = 32 * 1024 * 1024
 
 async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Event]]:
     """Yield the events each network read completes, together (never an empty list):
-    the gateway then writes them to its client at once instead of one write each."""
-    buffer = b""
+    the gateway then writes them to its client at once instead of one write each.
+
+    Linear in the bytes received: each read is appended once, only its new bytes are
+    searched for an event's end, and what is consumed is cut once per read (an 8 MB
+    event in 16 KiB reads took 2.5 s when the buffer was rebuilt and searched anew on
+    every read)."""
+    buffer = bytearray()
+    searched = 0  # the buffer holds no event end before here
+    cr = False  # the previous read ended in "\r": its "\n" may come next
     async for chunk in chunks:
+        if cr:
+            chunk = b"\r" + chunk
+            cr = False
+        if b"\r" in chunk:
+            if chunk.endswith(b"\r"):
+                chunk, cr = chunk[:-1], True
+            chunk = chunk.replace(b"\r\n", b"\n")
         buffer += chunk
-        if b"\r" in buffer:
-            buffer = buffer.replace(b"\r\n", b"\n")
         batch: list[Event] = []
-        while True:
-            end = buffer.find(b"\n\n")
-            if end < 0:
-                break
-            block, buffer = buffer[:end], buffer[end + 2 :]
-            event = _parse(block)
+        start = 0
+        while (end := buffer.find(b"\n\n", max(start, searched))) >= 0:
+            event = _parse(bytes(buffer[start:end]))
             if event is not None:
                 batch.append(event)
+            start = end + 2
+        if start:
+            del buffer[:start]
+        searched = max(0, len(buffer) - 1)  # an end may straddle this read and the next
         if batch:
             yield batch
         if len(buffer) > MAX_EVENT_BYTES:
             raise InvalidResponse(
                 f"upstream sent a stream event larger than {MAX_EVENT_BYTES} bytes"
             )
+    if cr:
+        buffer += b"\r"
     if buffer.strip():
-        event = _parse(buffer)
+        event = _parse(bytes(buffer))
         if event is not None:
             yield [event]
 
