@@ -19,6 +19,7 @@ from providers.base import (
 )
 from providers.errors import (
     BadRequest,
+    CapacityExhausted,
     ContextLengthExceeded,
     InvalidResponse,
     ProviderError,
@@ -51,6 +52,7 @@ __all__ = [
     "BadRequest",
     "BinaryReply",
     "Call",
+    "CapacityExhausted",
     "Chunk",
     "ChunkStream",
     "ContextLengthExceeded",

@@ -3,6 +3,8 @@
 `blames_model` splits the tree in two. An `UpstreamError` says something about the
 upstream: it counts against the model and the gateway moves on to the next one. A
 `RequestRejected` is the caller's fault: the client gets it and no model is blamed.
+`CapacityExhausted`, apart from both, is the gateway's own saturation (no pooled
+connection came free): nothing reached the upstream, so nothing is recorded against it.
 `kind` is the name the gateway stores in its records and shows on the dashboard, so it
 never changes for a class that has one; the classes between the root and the leaves
 have none of their own and are never raised.
@@ -21,6 +23,7 @@ import orjson
 
 __all__ = [
     "BadRequest",
+    "CapacityExhausted",
     "ContextLengthExceeded",
     "InvalidResponse",
     "ProviderError",
@@ -161,6 +164,15 @@ class UnsupportedRequest(RequestRejected):
     """The provider cannot serve this endpoint or this part of a request."""
 
     kind = "unsupported"
+
+
+class CapacityExhausted(ProviderError):
+    """No connection to the upstream came free within the pool's wait: the gateway's own
+    saturation, which says nothing about the upstream. No model is blamed; another
+    provider may still have room, and when none has, the client is told to retry."""
+
+    kind = "pool_exhausted"
+    blames_model = False
 
 
 # -- classification ------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import httpx
 
-from providers.errors import UpstreamConnectionError, UpstreamTimeout
+from providers.errors import CapacityExhausted, UpstreamConnectionError, UpstreamTimeout
 from providers.transport import (
     MAX_BODY,
     Timeout,
@@ -27,6 +27,8 @@ _DEFAULT_TIMEOUT = Timeout()
 
 def _translate(exc: Exception) -> Exception:
     """httpx's failure as ours; anything else (a bug) passes unchanged."""
+    if isinstance(exc, httpx.PoolTimeout):
+        return CapacityExhausted("no connection to the upstream came free in time")
     if isinstance(exc, httpx.TimeoutException):
         return UpstreamTimeout("upstream timed out")
     if isinstance(exc, httpx.TransportError):
@@ -42,7 +44,7 @@ class HttpxTransport(Transport):
     ) -> None:  # fmt: skip
         self.max_body = max_body
         self._client = client or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout.total, connect=timeout.connect),
+            timeout=httpx.Timeout(timeout.total, connect=timeout.connect, pool=timeout.pool),
             limits=httpx.Limits(max_connections=max_connections),
             proxy=proxy,
         )

@@ -38,10 +38,13 @@ MAX_BODY = 128 * 1024 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Timeout:
-    """Seconds: `total` bounds an exchange, `connect` getting a connection to send it on."""
+    """Seconds: `total` bounds an exchange, `connect` opening a connection to send it on,
+    and `pool` waiting for the pool to have room for one (the gateway's own saturation:
+    past it, CapacityExhausted, not a timeout of the upstream's)."""
 
     total: float = 60.0
     connect: float = 10.0
+    pool: float = 5.0
 
 
 async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:

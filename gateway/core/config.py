@@ -65,8 +65,13 @@ class ProviderConfig(_Strict):
     api_key: str | None = None
     timeout: float = Field(60.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)
+    # How long a request waits for the pool to have room for a connection before it is
+    # answered 503 with Retry-After (the gateway's saturation, not the upstream's fault).
+    pool_timeout: float = Field(5.0, gt=0)
     headers: dict[str, str] = {}
-    max_connections: int = Field(256, gt=0)
+    # Open connections to this provider per worker: a stream holds one for its whole
+    # length, and one worker holds thousands of streams.
+    max_connections: int = Field(4096, gt=0)
     # A larger (decoded) answer fails as a bad body and the next model is tried.
     max_response_bytes: int = Field(MAX_BODY, gt=0)
     # http://[user:password@]host:port; unset: HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply

@@ -25,6 +25,7 @@ __all__ = [
     "ModelUnavailable",
     "NoModelAvailable",
     "NotFound",
+    "Overloaded",
     "RejectedByUpstream",
     "RequestTooLarge",
     "StoreUnavailable",
@@ -85,6 +86,17 @@ class AllModelsBlacklisted(NoModelAvailable):
     code = "all_models_blacklisted"
 
     def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class Overloaded(NoModelAvailable):
+    """Every model that could serve had no connection free in this gateway: its own
+    saturation, not the upstreams'. The client may retry shortly."""
+
+    code = "gateway_overloaded"
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after = retry_after
 

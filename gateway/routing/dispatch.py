@@ -23,6 +23,7 @@ from gateway.core.errors import (
     Failure,
     InvalidRequest,
     NoModelAvailable,
+    Overloaded,
     RejectedByUpstream,
     UpstreamFailed,
 )
@@ -31,7 +32,7 @@ from gateway.core.types import ENDPOINT_TYPES, Attempt, ConversationType, Optimi
 from gateway.routing.answers import StreamAnswer
 from gateway.routing.catalog import Catalog, Target
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Provider, Reply, Usage
-from providers.errors import ContextLengthExceeded, ProviderError
+from providers.errors import CapacityExhausted, ContextLengthExceeded, ProviderError
 
 __all__ = [
     "AudioJob",
@@ -299,6 +300,7 @@ class Dispatcher:
         self._deadline = deadline
         self._clock = clock
         self._wall = wall
+        self.saturated = 0  # attempts that found no connection free in this gateway
 
     @overload
     async def run(self, job: StreamJob) -> Streaming[ChunkStream, list[Chunk]]: ...
@@ -326,6 +328,11 @@ class Dispatcher:
             started = self._clock()
             try:
                 opened = await job.open(self.catalog.provider_for(model), call)
+            except CapacityExhausted as exc:
+                # Never reached the upstream: nothing to record against the model.
+                self.saturated += 1
+                failures.append(Failure(model.name, model.provider, exc))
+                continue
             except ProviderError as exc:
                 self._failed(job, model, number, started, exc)
                 if isinstance(exc, ContextLengthExceeded):
@@ -398,6 +405,11 @@ _HAS_USAGE = (Reply, ChunkStream, BinaryReply)
 def _exhausted(failures: list[Failure]) -> Exception:
     if not failures:
         return NoModelAvailable("No model is available to serve this request.")
+    if all(isinstance(f.error, CapacityExhausted) for f in failures):
+        return Overloaded(
+            "The gateway has no connection free to any upstream that can serve this "
+            "request; retry shortly."
+        )
     last = failures[-1].error
     if isinstance(last, ContextLengthExceeded):
         return RejectedByUpstream(last)

@@ -96,6 +96,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+    raise_open_file_limit()  # before workers are forked: they inherit it
     if args.workers > 1:
         from gateway.server.workers import run_workers
 
@@ -107,3 +108,21 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
     tune()
     uvicorn.run(app, **options)
     return 0
+
+
+def raise_open_file_limit() -> tuple[int, int]:
+    """Lift the soft limit on open files to the hard one: every client connection and
+    every pooled upstream connection is a file, and a worker holds thousands of streams
+    (each one of each). Distributions default the soft limit to 1,024. Returns the
+    (soft, hard) limits now in force."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        target = hard if hard != resource.RLIM_INFINITY else max(soft, 1 << 20)
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass  # a container may refuse: serve with what there is
+    return soft, hard

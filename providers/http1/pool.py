@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Coroutine, Mapping
 from typing import Any, Literal, cast, overload
 
-from providers.errors import UpstreamConnectionError, UpstreamTimeout
+from providers.errors import CapacityExhausted, UpstreamConnectionError, UpstreamTimeout
 from providers.http1.connection import Connection, NativeStream, Unanswered, failed
 from providers.http1.proxy import Proxy, TunnelRefused, open_tunnel, proxy_for
 from providers.http1.request import HeadWriter, parse_url
@@ -106,6 +106,7 @@ class NativeTransport(Transport):
         self._proxy = Proxy.parse(proxy) if proxy else None
         self._total = timeout.total
         self._connect_timeout = timeout.connect
+        self._pool_timeout = timeout.pool
         self._limit = max_connections
         self._ssl = ssl_context  # default context made on first https use
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -169,7 +170,7 @@ class NativeTransport(Transport):
         while True:
             conn = self._checkout(origin, now)
             if conn is None:
-                conn = await self._acquire(origin, min(now + self._connect_timeout, deadline))
+                conn = await self._acquire(origin, deadline)
             if conn.closed or conn.transport.is_closing():
                 conn.abort()  # closing before anything was written: another one is safe
                 attempts += 1
@@ -219,22 +220,33 @@ class NativeTransport(Transport):
         return None
 
     async def _acquire(self, origin: Origin, deadline: float) -> PooledConnection:
+        """A connection: an idle one handed over, or a new one in a free slot. Waiting for
+        room is bounded by the pool timeout (CapacityExhausted: the gateway is saturated),
+        opening a connection by the connect timeout (UpstreamTimeout: the upstream is)."""
         loop = cast(asyncio.AbstractEventLoop, self._loop)
         try:
-            async with asyncio.timeout_at(deadline):
+            async with asyncio.timeout_at(min(loop.time() + self._pool_timeout, deadline)):
                 while True:
                     if self._open < self._limit:
                         self._open += 1
-                        return await self._connect(origin)
+                        break
                     if not self._evict_idle(origin):
                         got = await self._wait(origin)
                         if got is None:  # a freed slot was handed to us
-                            return await self._connect(origin)
+                            break
                         if not got.closed:
                             return got
                     conn = self._checkout(origin, loop.time())
                     if conn is not None:
                         return conn
+        except TimeoutError:
+            raise CapacityExhausted(
+                f"no connection to the upstream came free within {self._pool_timeout:g} s "
+                f"(all {self._limit} in use)"
+            ) from None
+        try:
+            async with asyncio.timeout_at(min(loop.time() + self._connect_timeout, deadline)):
+                return await self._connect(origin)  # gives the slot back if it fails
         except TimeoutError:
             raise UpstreamTimeout("upstream connect timed out") from None
 

@@ -7,6 +7,7 @@ import pytest
 from providers import errors
 from providers.errors import (
     BadRequest,
+    CapacityExhausted,
     ContextLengthExceeded,
     InvalidResponse,
     ProviderError,
@@ -40,6 +41,7 @@ KINDS = {
     BadRequest: "bad_request",
     ContextLengthExceeded: "context_length",
     UnsupportedRequest: "unsupported",
+    CapacityExhausted: "pool_exhausted",
 }
 CATEGORIES = (
     ProviderError,
@@ -79,7 +81,8 @@ def test_blame_follows_the_two_branches() -> None:
     for cls, kind in KINDS.items():
         assert cls.blames_model is (kind in BLAMED), cls
         assert issubclass(cls, UpstreamError) is cls.blames_model
-        assert issubclass(cls, RequestRejected) is not cls.blames_model
+        own = cls is CapacityExhausted  # the gateway's saturation: no one's fault upstream
+        assert issubclass(cls, RequestRejected) is not (cls.blames_model or own)
 
 
 def test_the_shape_of_the_tree() -> None:

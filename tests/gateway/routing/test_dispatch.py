@@ -13,6 +13,7 @@ from gateway.core.errors import (
     GatewayError,
     InvalidRequest,
     NoModelAvailable,
+    Overloaded,
     RejectedByUpstream,
     UpstreamFailed,
 )
@@ -325,6 +326,31 @@ async def test_mixed_failures_are_a_502() -> None:
     s = Setup({"a": err("timeout"), "b": err("rate_limited", 429), "c": err("connection")})
     error = await s.fail()
     assert status_of(error)[0] == 502
+
+
+async def test_a_saturated_pool_moves_on_without_blaming_the_model() -> None:
+    s = Setup({"a": errors.CapacityExhausted("all 1 in use"), "b": reply("from b")})
+    exchange = await s.send()
+    assert exchange.model.name == "b"
+    exchange.close()
+    assert [(a.model, a.ok) for a in s.attempts] == [("b", True)]  # nothing against a
+    assert s.dispatcher.saturated == 1
+
+
+async def test_saturation_everywhere_is_a_503_overloaded_with_retry_after() -> None:
+    s = Setup({m: errors.CapacityExhausted("all in use") for m in "abcd"})
+    error = await s.fail()
+    assert isinstance(error, Overloaded)
+    assert (status_of(error)[0], error.code) == (503, "gateway_overloaded")
+    assert error.retry_after == 1
+    assert s.attempts == []  # no model is blamed for the gateway's own saturation
+
+
+async def test_saturation_beside_real_failures_reports_the_upstreams() -> None:
+    s = Setup({"a": errors.CapacityExhausted("full"), "b": err("timeout"), "c": err("timeout")})
+    error = await s.fail()
+    assert isinstance(error, UpstreamFailed) and error.code == "upstream_timeout"
+    assert [a.model for a in s.attempts] == ["b", "c"]
 
 
 async def test_nothing_left_to_try_is_a_503() -> None:

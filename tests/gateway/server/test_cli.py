@@ -152,3 +152,33 @@ def test_console_script() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert "DISABLED (OPENAI_API_KEY not set)" in result.stdout
+
+
+def test_serve_lifts_the_open_file_limit_to_the_hard_one(tmp_path: Path) -> None:
+    """Every client and upstream connection is a file: a soft limit of 1,024 (a common
+    default) would refuse clients long before the pools are full."""
+    import resource
+
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= 256:
+        pytest.skip(f"the hard limit ({hard}) leaves nothing to lift")
+
+    def low_soft_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
+
+    code = (
+        "import resource; from gateway.server.cli import raise_open_file_limit; "
+        "print(*raise_open_file_limit(), resource.getrlimit(resource.RLIMIT_NOFILE)[0])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        preexec_fn=low_soft_limit,
+    )
+    soft_now, hard_seen, soft_in_force = map(int, out.stdout.split())
+    assert soft_now == soft_in_force > 256
+    assert hard_seen == hard

@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from providers.errors import UpstreamConnectionError, UpstreamTimeout
+from providers.errors import CapacityExhausted, UpstreamConnectionError, UpstreamTimeout
 from providers.factory import create_transport
 from providers.http1.pool import NativeTransport
 from providers.transport import Timeout
@@ -167,19 +167,39 @@ async def test_waiters_are_served_first_come_first_served(native: Native) -> Non
         assert srv.accepted == 1
 
 
-async def test_queue_wait_counts_against_the_connect_timeout(native: Native) -> None:
-    t = native(Timeout(total=5, connect=0.2), max_connections=1)
+async def test_a_full_pool_is_the_gateways_saturation_not_an_upstream_timeout(
+    native: Native,
+) -> None:
+    t = native(Timeout(total=5, connect=5, pool=0.2), max_connections=1)
     gate = asyncio.Event()
     async with serving(gated(gate)) as srv:
         first = asyncio.create_task(t.request("GET", srv.url("/hold"), {}))
         await until(lambda: srv.requests)
-        with pytest.raises(UpstreamTimeout) as info:
+        with pytest.raises(CapacityExhausted) as info:
             await t.request("GET", srv.url("/next"), {})
-        assert info.value.kind == "timeout"
+        assert info.value.kind == "pool_exhausted" and not info.value.blames_model
+        assert "all 1 in use" in info.value.message
         gate.set()
         assert (await first).body == b"hello"
         assert (await t.request("GET", srv.url("/next"), {})).body == b"hello"
         assert t._open == 1 and not t._waiters
+
+
+async def test_connecting_is_bounded_by_the_connect_timeout_apart_from_the_wait(
+    native: Native, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slot is free, the upstream does not answer the dial in time: the upstream's
+    timeout (blamed on it), and the slot is given back."""
+    t = native(Timeout(total=5, connect=0.2, pool=5), max_connections=1)
+
+    async def dial_that_hangs(origin: Any) -> Any:
+        await asyncio.Event().wait()
+
+    monkeypatch.setattr(t, "_dial", dial_that_hangs)
+    with pytest.raises(UpstreamTimeout) as info:
+        await t.request("GET", "http://127.0.0.1:9/", {})
+    assert info.value.blames_model
+    assert t._open == 0
 
 
 async def test_total_timeout_on_request_drops_the_connection(native: Native) -> None:
