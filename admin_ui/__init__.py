@@ -1,4 +1,4 @@
-"""The admin sub-app: performance API, dashboard and feedback form (filled by later work).
+"""The admin sub-app: performance API, dashboard and feedback form.
 
 It reads through the tracker and store interfaces and never reaches into request handling.
 """
@@ -6,5 +6,6 @@ It reads through the tracker and store interfaces and never reaches into request
 from __future__ import annotations
 
 from admin_ui.app import create_admin_app
+from admin_ui.auth import DIRECT_ONLY
 
-__all__ = ["create_admin_app"]
+__all__ = ["DIRECT_ONLY", "create_admin_app"]

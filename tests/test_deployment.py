@@ -5,8 +5,6 @@ replicas on one PostgreSQL schema (Docker itself does not run on this machine)."
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -17,12 +15,12 @@ import yaml
 
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
+from tests.support.nginx import running_nginx
 from tests.support.postgres import PgSchema, new_pg_schema
 from tests.support.upstream import FakeUpstream, free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH = {"authorization": "Bearer test-key"}
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
 def test_compose_runs_two_replicas_on_postgresql_behind_one_port() -> None:
@@ -59,8 +57,6 @@ def nginx_in_front(
     schema: PgSchema,
     tmp_path: Path,
 ) -> Iterator[tuple[str, list[GatewayProcess]]]:
-    if not Path(NGINX).exists():
-        pytest.skip("nginx is not installed")
     cfg = upstream_config(upstream, selection={"exploration_rate": 0})
     cfg["storage"] = {"url": schema.gateway_url, "flush_interval": 0.2}
     replicas = [start_gateway(cfg), start_gateway(cfg)]
@@ -70,27 +66,9 @@ def nginx_in_front(
     conf = conf.replace("gateway2:8080", f"127.0.0.1:{replicas[1].port}")
     conf = conf.replace("listen 8080;", f"listen 127.0.0.1:{port};")
     conf = conf.replace("worker_processes auto;", "worker_processes 1;")
-    (tmp_path / "nginx.conf").write_text(conf)
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"), "-e", "stderr",
-         "-g", f"daemon off; pid {tmp_path / 'nginx.pid'};"],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            httpx.get(url + "/healthz", timeout=1)
-            break
-        except httpx.TransportError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
-    try:
+    with running_nginx(conf, tmp_path, url + "/healthz"):
         yield url, replicas
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def test_through_nginx_streams_flow_as_they_come_and_the_fleet_counts_as_one(

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 
 from starlette.applications import Starlette
 
-from admin_ui import create_admin_app
+from admin_ui import DIRECT_ONLY, create_admin_app
 from gateway.core.config import Config, config_path, load_config
 from gateway.core.logs import EventLog, configure_logging
 from gateway.http.app import create_http_app
@@ -151,7 +151,7 @@ class Gateway:
                 config.source,
             )
         if not config.server.admin_token:
-            log.warning("no admin token configured: the admin API is open on loopback only")
+            log.warning("no admin token configured: %s", DIRECT_ONLY)
         self.ready = True
         log.info(
             "gatewise ready: %d models, %d routes from %s",

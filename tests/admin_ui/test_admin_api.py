@@ -17,7 +17,7 @@ from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from admin_ui.auth import AdminAuthMiddleware
+from admin_ui.auth import AdminAuthMiddleware, is_direct_local
 from tests.admin_ui.admin_api_helpers import ADMIN, HI, TEXT, TOKEN, Seeded, config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
@@ -49,18 +49,66 @@ def test_token_protects_writes_too_and_openapi_is_public(seeded: Seeded) -> None
     assert httpx.get(url + "/admin/openapi.json").status_code == 200
 
 
-def test_without_a_token_the_admin_api_is_loopback_only() -> None:
+def _guarded() -> AdminAuthMiddleware:
     async def ok(request: Any) -> PlainTextResponse:
         return PlainTextResponse("ok")
 
     app = Starlette(routes=[Route("/performance", ok), Route("/admin/openapi.json", ok)])
-    guarded = AdminAuthMiddleware(app, token=None)
-    remote = TestClient(guarded, client=("10.1.2.3", 5555))
+    return AdminAuthMiddleware(app, token=None)
+
+
+def test_without_a_token_the_admin_api_is_loopback_only() -> None:
+    guarded = _guarded()
+    remote = TestClient(guarded, client=("10.1.2.3", 5555), base_url="http://127.0.0.1")
     assert remote.get("/performance").status_code == 403
     assert remote.get("/performance").json()["error"]["code"] == "admin_loopback_only"
     assert remote.get("/admin/openapi.json").status_code == 200
     for host in ("127.0.0.1", "::1", "127.0.0.9"):
-        assert TestClient(guarded, client=(host, 5555)).get("/performance").status_code == 200
+        for base in ("http://127.0.0.1:8000", "http://localhost", "http://[::1]:8000"):
+            local = TestClient(guarded, client=(host, 5555), base_url=base)
+            assert local.get("/performance").status_code == 200, (host, base)
+
+
+RELAYED = [
+    {"x-forwarded-for": "203.0.113.9"},
+    {"x-forwarded-for": "127.0.0.1"},  # a spoofed "local" is still relayed
+    {"x-forwarded-proto": "https"},
+    {"x-forwarded-host": "gateway.example.com"},
+    {"forwarded": "for=203.0.113.9"},
+    {"x-real-ip": "203.0.113.9"},
+    {"via": "1.1 proxy"},
+    {"x-envoy-external-address": "203.0.113.9"},
+    {"host": "gateway.example.com"},  # a proxy passing the public Host, or DNS rebinding
+    {"host": "127.0.0.1.evil.example"},
+    {"origin": "https://evil.example"},  # another site's page in a local browser
+]
+
+
+@pytest.mark.parametrize("headers", RELAYED, ids=lambda h: next(iter(h.items()))[0])
+def test_without_a_token_a_relayed_loopback_request_is_refused(headers: dict[str, str]) -> None:
+    local = TestClient(_guarded(), client=("127.0.0.1", 5555), base_url="http://127.0.0.1:8000")
+    reply = local.get("/performance", headers=headers)
+    assert reply.status_code == 403
+    assert reply.json()["error"]["code"] == "admin_loopback_only"
+    assert "server.admin_token" in reply.json()["error"]["message"]
+
+
+def test_without_a_token_a_local_page_may_post_and_an_http10_relay_may_not() -> None:
+    local = TestClient(_guarded(), client=("127.0.0.1", 5555), base_url="http://127.0.0.1:8000")
+    assert local.get("/performance", headers={"origin": "http://127.0.0.1:8000"}).status_code == 200
+    assert local.get("/performance", headers={"origin": "http://localhost:8000"}).status_code == 200
+    assert is_direct_local(
+        {"type": "http", "http_version": "1.1", "client": ("127.0.0.1", 1),
+         "headers": [(b"host", b"localhost:8000")]}
+    )  # fmt: skip
+    assert not is_direct_local(
+        {
+            "type": "http",
+            "http_version": "1.0",
+            "client": ("127.0.0.1", 1),
+            "headers": [(b"host", b"127.0.0.1:8000")],
+        }
+    )  # fmt: skip  (nginx's default proxy_pass speaks HTTP/1.0)
 
 
 def test_no_token_configured_serves_loopback_clients(
