@@ -7,7 +7,6 @@ import time
 from dataclasses import replace
 from typing import Any
 
-import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -27,8 +26,8 @@ from admin_ui.params import Filters, filters
 from admin_ui.performance import guarded, json_response, unknown_model
 from admin_ui.services import AdminServices
 from admin_ui.suggestions import suggestions
-from gateway.core.errors import InvalidRequest
-from gateway.routing.feedback import unknown_response
+from gateway.http.body import read_json
+from gateway.routing.feedback import MAX_FEEDBACK_BYTES, unknown_response
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS
 from gateway.storage import Query
 
@@ -157,10 +156,7 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
     @operation(body=FEEDBACK_BODY)
     async def feedback(request: Request) -> Response:
         """Rate an answer by its response id (as POST /v1/feedback does)."""
-        try:
-            payload = orjson.loads(await request.body())
-        except orjson.JSONDecodeError:
-            raise InvalidRequest("The feedback body is not valid JSON.") from None
+        payload = await read_json(request, MAX_FEEDBACK_BYTES)
         return json_response(await services.feedback.submit(payload))
 
     return [

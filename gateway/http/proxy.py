@@ -46,7 +46,7 @@ from gateway.routing.dispatch import (
     Streaming,
     StreamJob,
 )
-from gateway.routing.feedback import FeedbackService
+from gateway.routing.feedback import MAX_FEEDBACK_BYTES, FeedbackService
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint
 from providers.errors import ProviderError, UpstreamServerError
 
@@ -166,7 +166,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
     async def feedback(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
         try:
-            body = await read_json(request, max_body)
+            body = await read_json(request, min(max_body, MAX_FEEDBACK_BYTES))
             result = await gateway.feedback.submit(body)
         except GatewayError as exc:
             return error_response(exc, {"x-request-id": request_id})

@@ -22,12 +22,21 @@ from gateway.core.types import ResponseRecord
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 from gateway.storage import Store
 
-__all__ = ["FeedbackService", "ResponseIndex", "parse_feedback", "unknown_response"]
+__all__ = [
+    "MAX_FEEDBACK_BYTES",
+    "FeedbackService",
+    "ResponseIndex",
+    "parse_feedback",
+    "unknown_response",
+]
 
 log = logging.getLogger("gatewise.feedback")
 
 _FIELDS = frozenset({"response_id", "comment", *FEEDBACK_DIMENSIONS})
 _MAX_COMMENT = 4000
+# A rating's body: a 4,000-character comment escaped as \uXXXX is 24,000 bytes, and the
+# rest is a few short fields. Anything larger is not a rating, and is not read.
+MAX_FEEDBACK_BYTES = 64 * 1024
 
 
 def parse_feedback(payload: Any) -> tuple[str, dict[str, int], str | None]:

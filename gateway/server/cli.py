@@ -95,6 +95,9 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         access_log=args.access_log,
         lifespan="on",
         timeout_graceful_shutdown=10,
+        # On every response, added by the server itself (the fast path bypasses any
+        # middleware): browsers must not sniff a JSON answer or an error into markup.
+        headers=[("x-content-type-options", "nosniff")],
     )
     raise_open_file_limit()  # before workers are forked: they inherit it
     if args.workers > 1:

@@ -102,6 +102,26 @@ def test_gateway_response_headers(client: openai.OpenAI) -> None:
     assert raw.parse().model == "alpha"
 
 
+def test_every_answer_tells_browsers_not_to_sniff_it(
+    gw: GatewayProcess, client: openai.OpenAI
+) -> None:
+    """A JSON answer or error echoes client text; sniffed as markup, it would run."""
+    raw = client.chat.completions.with_raw_response.create(model="alpha", messages=HI)
+    replies = [raw.http_response]
+    key = {"authorization": "Bearer test-key"}
+    replies += [
+        httpx.get(gw.url + "/v1/models", headers=key),
+        httpx.post(gw.url + "/v1/chat/completions", content=b"<script>", headers=key),
+        httpx.post(gw.url + "/v1/chat/completions", json={"model": "alpha"}),  # no key
+        httpx.get(gw.url + "/healthz"),
+        httpx.get(gw.url + "/performance"),
+        httpx.get(gw.url + "/no-such-page"),
+    ]
+    for reply in replies:
+        assert reply.headers.get("x-content-type-options") == "nosniff", reply.url
+    assert [r.status_code for r in replies] == [200, 200, 400, 401, 200, 200, 404]
+
+
 def test_client_request_id_is_echoed(client: openai.OpenAI) -> None:
     raw = client.chat.completions.with_raw_response.create(
         model="alpha", messages=HI, extra_headers={"x-request-id": "my-trace-0042"}

@@ -213,6 +213,26 @@ def test_feedback_errors_are_clear(client: openai.OpenAI, gw: GatewayProcess) ->
     assert get(gw, "/evaluations/model/model-a")["feedback_history"] == []
 
 
+def test_a_rating_body_larger_than_any_rating_is_refused_unread(
+    client: openai.OpenAI, gw: GatewayProcess
+) -> None:
+    rid, _ = ask(client, "model-a")
+    longest = {"response_id": rid, "overall": 4, "comment": "\u2603" * 4000}
+    assert rate(gw, longest).status_code == 200  # the longest real rating fits
+    padded = orjson.dumps({"response_id": rid, "overall": 4, "comment": "x" * 200_000})
+    for path, headers in (("/v1/feedback", KEY), ("/admin/feedback", {})):
+        reply = httpx.post(gw.url + path, content=padded, headers=headers)
+        assert reply.status_code == 413, (path, reply.text)
+        assert "limit of 65536 bytes" in reply.json()["error"]["message"]
+        # announced as small, sent large: cut off while reading, not after
+        sneaky = httpx.post(
+            gw.url + path,
+            content=iter([padded]),
+            headers={**headers, "content-type": "application/json"},
+        )
+        assert sneaky.status_code == 413, path
+
+
 # ---- feedback steers accuracy routing, durably --------------------------------------------
 
 
