@@ -9,6 +9,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -92,6 +93,19 @@ class ProviderConfig(_Strict):
         if value:
             Proxy.parse(value)  # its ValueError says what is wrong without echoing secrets
         return value or None
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials_in_base_url(cls, value: str | None) -> str | None:
+        # A user:password@ in the url would be sent nowhere useful and shown everywhere
+        # the url is (check, logs): refuse it, without repeating it.
+        if value and "@" in urlsplit(value).netloc:
+            raise ValueError(
+                "base_url must not contain a user name or password (user:password@host); "
+                "put the key in api_key, or other credentials in headers "
+                "(e.g. Authorization: Basic ...)"
+            )
+        return value
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:

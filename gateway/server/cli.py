@@ -50,17 +50,43 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gatewise: {exc}", file=sys.stderr)
         return 2
+    problem = _storage_problem(config)
     if args.command == "check":
         print(describe(config))
+        if problem:
+            print(f"gatewise: {problem}", file=sys.stderr)
+            return 2
         return 0
+    if problem:  # refused here with a clear message, not as a failed start-up (exit 3)
+        print(f"gatewise: {problem}", file=sys.stderr)
+        return 2
     return _serve(config, path, args)
+
+
+def _shown(url: str | None) -> str | None:
+    """A base_url as printed: a query string may hold a key (?key=...), so its values
+    are left out."""
+    if not url or "?" not in url:
+        return url
+    base, _, query = url.partition("?")
+    names = [part.partition("=")[0] for part in query.split("&") if part]
+    return base + "?" + "&".join(f"{name}=..." for name in names)
+
+
+def _storage_problem(config: Config) -> str | None:
+    from gateway.storage import StoreError, create_store
+
+    try:
+        return create_store(config.storage.url).preflight()
+    except StoreError as exc:
+        return str(exc)
 
 
 def describe(config: Config) -> str:
     lines = [f"configuration: {config.source}", "providers:"]
     for p in config.providers:
         state = "enabled" if p.enabled else f"DISABLED ({', '.join(p.missing_env)} not set)"
-        where = p.base_url or ("built-in" if p.type == "mock" else "(unset)")
+        where = _shown(p.base_url) or ("built-in" if p.type == "mock" else "(unset)")
         lines.append(f"  {p.name:<16} {p.type:<10} {where:<40} {state}")
     lines.append("models:")
     for m in config.models:

@@ -81,6 +81,13 @@ class Store(ABC):
     @abstractmethod
     async def close(self) -> None: ...
 
+    def preflight(self) -> str | None:
+        """What would certainly stop `open()`, found without opening anything (for
+        `gatewise check`, and to refuse to serve with a clear message). None: nothing
+        known; a database that is merely down is not a problem here (the gateway serves
+        degraded until it is back)."""
+        return None
+
     async def __aenter__(self) -> Self:
         await self.open()
         return self

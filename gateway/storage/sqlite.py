@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sqlite3
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager
@@ -193,6 +194,32 @@ class SQLiteStore(Store):
         self.clock = clock  # stamps saved state (updated_at)
         self._db: aiosqlite.Connection | None = None
         self._lock = asyncio.Lock()
+
+    def preflight(self) -> str | None:
+        """The file must be writable where it is, or creatable: SQLite also writes its
+        journal (-wal, -shm) beside it, so its directory must take new files too. Tried
+        for real (a file opened, a temporary one made and removed): permission bits do
+        not tell a read-only mount, /proc or an ACL apart, and root passes them all."""
+        if self.path == ":memory:":
+            return None
+        path = Path(self.path).absolute()
+        if path.is_dir():
+            return f"storage path {self.path!r} is a directory, not a database file"
+        parent = path.parent
+        while not parent.exists():  # created on open: the first existing ancestor decides
+            parent = parent.parent
+        if not parent.is_dir():
+            return f"storage path {self.path!r}: {str(parent)!r} is not a directory"
+        try:
+            if path.exists():
+                with open(path, "r+b"):
+                    pass
+            with tempfile.TemporaryFile(dir=parent):
+                pass
+        except OSError as exc:
+            where = path if path.exists() else parent
+            return f"storage path {self.path!r}: cannot write in {str(where)!r}: {exc.strerror}"
+        return None
 
     async def open(self) -> None:
         if self._db is not None:

@@ -262,6 +262,15 @@ def test_provider_without_base_url(tmp_path: Path) -> None:
     assert "providers[1]: provider of type 'openai' needs a base_url" in message
 
 
+def test_credentials_in_a_base_url_are_refused_without_being_repeated(tmp_path: Path) -> None:
+    url = "https://gw-user:hunter2-secret@llm.internal/v1"
+    raw = base(providers=[{"name": "mock", "type": "mock"},
+                          {"name": "up", "type": "openai", "base_url": url}])  # fmt: skip
+    message, _ = error_of(tmp_path, raw)
+    assert "providers[1].base_url: base_url must not contain a user name or password" in message
+    assert "hunter2" not in message and "gw-user" not in message
+
+
 def test_missing_required_key(tmp_path: Path) -> None:
     raw = base()
     del raw["models"][0]["provider"]

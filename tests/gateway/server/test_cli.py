@@ -182,3 +182,51 @@ def test_serve_lifts_the_open_file_limit_to_the_hard_one(tmp_path: Path) -> None
     soft_now, hard_seen, soft_in_force = map(int, out.stdout.split())
     assert soft_now == soft_in_force > 256
     assert hard_seen == hard
+
+
+def _config_with_storage(tmp_path: Path, url: str, **provider: str) -> Path:
+    config = {
+        "providers": [{"name": "up", "type": "openai", "api_key": "k",
+                       "base_url": "http://127.0.0.1:9/v1", **provider}],
+        "models": [{"name": "m", "provider": "up"}],
+        "storage": {"url": url},
+    }  # fmt: skip
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_check_and_serve_refuse_a_storage_path_that_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "a-dir.db").mkdir()
+    for url, why in (
+        (f"sqlite:///{tmp_path}/a-file/gatewise.db", "is not a directory"),
+        (f"sqlite:///{tmp_path}/a-dir.db", "is a directory, not a database file"),
+        ("sqlite:////proc/gatewise/gatewise.db", "cannot write in '/proc'"),
+    ):
+        config = _config_with_storage(tmp_path, url)
+        for command in ("check", "serve"):
+            args = [command, "--config", str(config)] + (
+                ["--port", "9"] if command == "serve" else []
+            )
+            result = run(*args)
+            assert result.returncode == 2, (url, command, result.stderr)
+            assert why in result.stderr, result.stderr
+            assert "Traceback" not in result.stderr
+
+
+def test_check_accepts_a_storage_path_still_to_be_made_and_makes_nothing(tmp_path: Path) -> None:
+    config = _config_with_storage(tmp_path, f"sqlite:///{tmp_path}/new/deeper/gatewise.db")
+    result = run("check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "new").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["gateway.yaml"]
+
+
+def test_check_never_prints_what_a_base_url_query_may_hide(tmp_path: Path) -> None:
+    url = "https://llm.internal/v1?key=AIza-secret-123&api-version=2024-10-01"
+    config = _config_with_storage(tmp_path, "sqlite://:memory:", base_url=url)
+    result = run("check", "--config", str(config))
+    assert result.returncode == 0, result.stderr
+    assert "https://llm.internal/v1?key=...&api-version=..." in result.stdout
+    assert "AIza-secret-123" not in result.stdout
