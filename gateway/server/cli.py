@@ -78,25 +78,32 @@ def describe(config: Config) -> str:
 
 
 def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
+    import functools
+
     import uvicorn
 
     from gateway.core.logs import configure_logging
+    from gateway.server.protocol import Inbound, InboundLimits, JoinedWritesProtocol
 
     level = args.log_level or config.server.log_level
     configure_logging(level)
     os.environ["GATEWISE_CONFIG"] = os.path.abspath(path)
     os.environ["GATEWISE_LOG_LEVEL"] = level
+    open_files, _ = raise_open_file_limit()  # before workers are forked: they inherit it
+    # Each worker process unpickles its own Inbound: the limits are per worker.
+    inbound = Inbound(InboundLimits.of(config.server, open_files))
     options = dict(
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="gateway.server.protocol:JoinedWritesProtocol",  # httptools, head and body joined
+        # httptools with the inbound limits, head and body joined
+        http=functools.partial(JoinedWritesProtocol, inbound=inbound),
+        timeout_keep_alive=config.server.idle_timeout,  # uvicorn's own timer does it right
         log_level="warning" if level == "info" else level,
         access_log=args.access_log,
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
-    raise_open_file_limit()  # before workers are forked: they inherit it
     if args.workers > 1:
         from gateway.server.workers import run_workers
 

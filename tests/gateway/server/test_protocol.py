@@ -1,8 +1,11 @@
-"""A response's head and body leave the gateway in one write, so in one TCP segment."""
+"""A response's head and body leave the gateway in one write, so in one TCP segment; the
+inbound limits' settings (their behaviour: test_inbound_limits_e2e.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import pickle
 import socket
 import struct
 from collections.abc import Callable
@@ -10,7 +13,13 @@ from collections.abc import Callable
 import orjson
 import pytest
 
-from gateway.server.protocol import _HeadHoldingTransport
+from gateway.core.config import ConfigError, parse_config
+from gateway.server.protocol import (
+    Inbound,
+    InboundLimits,
+    JoinedWritesProtocol,
+    _HeadHoldingTransport,
+)
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
@@ -151,3 +160,47 @@ def test_a_closing_connection_still_gets_the_whole_response(
     head, body = data.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower()
     assert orjson.loads(body)["object"] == "chat.completion"
+
+
+MINIMAL = {
+    "providers": [{"name": "mock", "type": "mock"}],
+    "models": [{"name": "m1", "provider": "mock"}],
+    "routes": [{"name": "auto", "models": ["m1"]}],
+}
+
+
+def test_the_limits_default_to_what_a_public_gateway_needs() -> None:
+    limits = InboundLimits.of(parse_config(MINIMAL, env={}).server, open_files=20_000)
+    assert limits == InboundLimits(
+        header_timeout=10, max_connections=10_000, max_header_bytes=65_536, max_headers=100
+    )
+    server = parse_config({**MINIMAL, "server": {"max_connections": 50}}, env={}).server
+    assert InboundLimits.of(server, open_files=20_000).max_connections == 50
+    assert server.idle_timeout == 75  # past the 60 s nginx keeps idle upstream connections
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("header_timeout", 0),
+        ("idle_timeout", -1),
+        ("max_connections", 0),
+        ("max_header_bytes", 100),
+        ("max_headers", 100_000),
+    ],
+)
+def test_limits_out_of_bounds_are_configuration_errors(setting: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"server.{setting}"):
+        parse_config({**MINIMAL, "server": {setting: value}}, env={})
+
+
+def test_every_worker_process_gets_the_limits_and_a_state_of_its_own() -> None:
+    inbound = Inbound(InboundLimits(max_connections=64))
+    inbound.lingering = 5
+    factory = functools.partial(JoinedWritesProtocol, inbound=inbound)
+    copy = pickle.loads(pickle.dumps(factory))  # what uvicorn's spawned workers get
+    assert copy.func is JoinedWritesProtocol
+    worker = copy.keywords["inbound"]
+    assert worker.limits == inbound.limits
+    assert worker.lingering == 0 and worker.trips is not inbound.trips
+    assert b"retry-after: 1\r\n" in worker.overloaded
