@@ -74,6 +74,13 @@ def describe(config: Config) -> str:
         lines.append(f"  {r.name:<12} {r.optimization:<11} {', '.join(r.models)}")
     keys = len(config.server.api_keys)
     lines.append(f"client api keys: {keys}" + ("" if keys else " (the gateway is OPEN)"))
+    s = config.server
+    connections = f"{s.max_connections:,}" if s.max_connections else "half the open-file limit"
+    lines.append(
+        f"inbound limits per worker: header timeout {s.header_timeout:g} s, idle timeout "
+        f"{s.idle_timeout:g} s, max connections {connections}, max head "
+        f"{s.max_header_bytes:,} bytes / {s.max_headers:,} headers"
+    )
     return "\n".join(lines)
 
 
