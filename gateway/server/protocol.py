@@ -4,7 +4,8 @@ head and body in one write.
 Inbound limits: uvicorn times a connection out only once it has answered on it (its
 keep-alive timer), has no limit on connections but `limit_concurrency`, which answers
 503 to every request once the limit is reached, existing clients' included, and lets
-httptools gather a request head of any size (by repeated `bytes +=`: quadratic). So a
+httptools gather a request head of any size (by repeated `bytes +=`: quadratic;
+`h11_max_incomplete_event_size` is for h11 only). So a
 silent connection was held forever, and a 128 MiB header took seconds of CPU. Here:
 
 - a connection must send a complete request head within `header_timeout` of connecting
