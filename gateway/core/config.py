@@ -57,6 +57,21 @@ class ServerConfig(_Strict):
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     cors: CorsConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # Inbound limits, per worker (gateway/server/protocol.py enforces them). A connection
+    # must send a complete request head within header_timeout seconds of connecting (or of
+    # the head's first byte, on a kept-alive connection): silent and trickling clients are
+    # cut at that deadline, not per byte.
+    header_timeout: float = Field(10.0, gt=0, le=300)
+    # A kept-alive connection with no request for this long is closed. Longer than the
+    # 60 s nginx keeps idle upstream connections, so that nginx in front never reuses one
+    # the gateway is closing.
+    idle_timeout: float = Field(75.0, gt=0, le=3600)
+    # Open client connections per worker; one more is answered 503 with Retry-After and
+    # closed. Unset: half the worker's open-file limit (the other half is for upstreams).
+    max_connections: int | None = Field(None, gt=0)
+    # A request line and headers larger than this, or more headers, get 431.
+    max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_headers: int = Field(100, ge=8, le=10_000)
 
 
 class ProviderConfig(_Strict):

@@ -6,11 +6,12 @@ import asyncio
 import logging
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 
-__all__ = ["EventLog", "JsonFormatter", "configure_logging"]
+__all__ = ["EventLog", "JsonFormatter", "SummaryLog", "configure_logging"]
 
 
 class JsonFormatter(logging.Formatter):
@@ -119,3 +120,96 @@ class EventLog:
                     return handler.stream
             logger = logger.parent if logger.propagate else None
         return None
+
+
+Schedule = Callable[[float, Callable[[], None]], object]
+
+
+def _call_later(delay: float, callback: Callable[[], None]) -> object:
+    return asyncio.get_running_loop().call_later(delay, callback)
+
+
+class _Episode:
+    __slots__ = ("count", "level", "since")
+
+    def __init__(self, level: int, since: float) -> None:
+        self.level = level
+        self.since = since
+        self.count = 0  # since the last line
+
+
+class SummaryLog:
+    """Events that can come by the thousand a second (an attack tripping a limit), logged
+    once per cause with counts instead of once each.
+
+    The first event of a cause is logged at once, with its details (the peer); the ones
+    after it are counted, and every `interval` seconds one line per cause says how many
+    more there were. A cause with none in a whole interval goes quiet: its next event is
+    logged in full again. `clock` and `schedule` (the running loop's `call_later` by
+    default) are injectable, so tests need no sleeps.
+    """
+
+    def __init__(
+        self,
+        logger: logging.Logger,
+        event: str,
+        noun: str,
+        interval: float = 60.0,
+        clock: Callable[[], float] = time.monotonic,
+        schedule: Schedule = _call_later,
+    ) -> None:
+        self.logger = logger
+        self.event = event  # the "event" field of every line
+        self.noun = noun  # what is counted, for the summary: "connections closed"
+        self.interval = interval
+        self.clock = clock
+        self.schedule = schedule
+        self._episodes: dict[str, _Episode] = {}
+        self._scheduled = False
+
+    def record(
+        self, cause: str, message: str, level: int = logging.WARNING, **fields: object
+    ) -> None:
+        episode = self._episodes.get(cause)
+        if episode is not None:
+            episode.count += 1
+            return
+        self._episodes[cause] = _Episode(level, self.clock())
+        if self.logger.isEnabledFor(level):
+            every = f"{self.interval:g}"
+            self.logger.log(
+                level,
+                f"{cause}: {message} (more are counted and summed up every {every} s)",
+                extra={"fields": {"event": self.event, "cause": cause, "count": 1, **fields}},
+            )
+        if not self._scheduled:
+            self._scheduled = True
+            self.schedule(self.interval, self.report)
+
+    def report(self) -> None:
+        """One line per cause that had events since its last line; quiet causes end."""
+        self._scheduled = False
+        now = self.clock()
+        for cause, episode in list(self._episodes.items()):
+            if episode.count == 0:
+                del self._episodes[cause]
+                continue
+            seconds = now - episode.since
+            if self.logger.isEnabledFor(episode.level):
+                self.logger.log(
+                    episode.level,
+                    f"{cause}: {episode.count:,} more {self.noun} in the last {seconds:.0f} s",
+                    extra={
+                        "fields": {
+                            "event": self.event,
+                            "cause": cause,
+                            "count": episode.count,
+                            "seconds": round(seconds, 3),
+                        }
+                    },
+                )
+            episode.count = 0
+            episode.since = now
+        if self._episodes:
+            self._scheduled = True
+            self.schedule(self.interval, self.report)

@@ -100,23 +100,38 @@ def describe(config: Config) -> str:
         lines.append(f"  {r.name:<12} {r.optimization:<11} {', '.join(r.models)}")
     keys = len(config.server.api_keys)
     lines.append(f"client api keys: {keys}" + ("" if keys else " (the gateway is OPEN)"))
+    s = config.server
+    connections = f"{s.max_connections:,}" if s.max_connections else "half the open-file limit"
+    lines.append(
+        f"inbound limits per worker: header timeout {s.header_timeout:g} s, idle timeout "
+        f"{s.idle_timeout:g} s, max connections {connections}, max head "
+        f"{s.max_header_bytes:,} bytes / {s.max_headers:,} headers"
+    )
     return "\n".join(lines)
 
 
 def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
+    import functools
+
     import uvicorn
 
     from gateway.core.logs import configure_logging
+    from gateway.server.protocol import Inbound, InboundLimits, JoinedWritesProtocol
 
     level = args.log_level or config.server.log_level
     configure_logging(level)
     os.environ["GATEWISE_CONFIG"] = os.path.abspath(path)
     os.environ["GATEWISE_LOG_LEVEL"] = level
+    open_files, _ = raise_open_file_limit()  # before workers are forked: they inherit it
+    # Each worker process unpickles its own Inbound: the limits are per worker.
+    inbound = Inbound(InboundLimits.of(config.server, open_files))
     options = dict(
         host=args.host,
         port=args.port,
         loop="uvloop",
-        http="gateway.server.protocol:JoinedWritesProtocol",  # httptools, head and body joined
+        # httptools with the inbound limits, head and body joined
+        http=functools.partial(JoinedWritesProtocol, inbound=inbound),
+        timeout_keep_alive=config.server.idle_timeout,  # uvicorn's own timer does it right
         log_level="warning" if level == "info" else level,
         access_log=args.access_log,
         lifespan="on",
@@ -125,7 +140,6 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         # middleware): browsers must not sniff a JSON answer or an error into markup.
         headers=[("x-content-type-options", "nosniff")],
     )
-    raise_open_file_limit()  # before workers are forked: they inherit it
     if args.workers > 1:
         from gateway.server.workers import run_workers
 

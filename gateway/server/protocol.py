@@ -1,21 +1,136 @@
-"""uvicorn's httptools protocol, sending a response's head and body in one write.
+"""uvicorn's httptools protocol, with the gateway's inbound limits, sending a response's
+head and body in one write.
 
-uvicorn writes the status line and headers as soon as the app starts its response, and
-the body in a second write. With TCP_NODELAY (asyncio's default) each write is its own
-TCP segment, and the client wakes for each: 6 segments per proxied request on loopback
-where 4 do. Here the head waits for the next write on the connection and leaves with
-it in one send, or leaves at the end of the loop iteration if nothing follows (a stream
-whose first chunk is not ready), so no byte waits past the current iteration.
+Inbound limits: uvicorn times a connection out only once it has answered on it (its
+keep-alive timer), has no limit on connections but `limit_concurrency`, which answers
+503 to every request once the limit is reached, existing clients' included, and lets
+httptools gather a request head of any size (by repeated `bytes +=`: quadratic;
+`h11_max_incomplete_event_size` is for h11 only). So a
+silent connection was held forever, and a 128 MiB header took seconds of CPU. Here:
+
+- a connection must send a complete request head within `header_timeout` of connecting
+  (or of the head's first byte, on a kept-alive one): the deadline is not reset per
+  byte, so a trickled head is cut too. Silent ones are closed, partial heads get 408;
+- past `max_connections` (per worker) a new connection is answered 503 with Retry-After
+  and closed, before anything is read, and the connections already open are served;
+- a head larger than `max_header_bytes` is refused with 431 before the parser sees the
+  excess, and so is one with more than `max_headers` headers;
+- idle kept-alive connections are uvicorn's (`timeout_keep_alive` = `idle_timeout`).
+
+Every limit tripped is logged once per cause with counts (`SummaryLog`), never once per
+connection. A refused connection is half-closed and what the client still sends is read
+and dropped for a moment (bounded), so that the client reads the answer instead of a
+reset.
+
+Joined writes: uvicorn writes the status line and headers as soon as the app starts its
+response, and the body in a second write. With TCP_NODELAY (asyncio's default) each
+write is its own TCP segment, and the client wakes for each: 6 segments per proxied
+request on loopback where 4 do. Here the head waits for the next write on the
+connection and leaves with it in one send, or leaves at the end of the loop iteration if
+nothing follows (a stream whose first chunk is not ready), so no byte waits past the
+current iteration.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from dataclasses import dataclass
 from typing import Any
 
+import httptools
+import orjson
+from uvicorn.config import Config
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.utils import get_remote_addr
+from uvicorn.server import ServerState
 
-__all__ = ["JoinedWritesProtocol"]
+from gateway.core.config import ServerConfig
+from gateway.core.logs import SummaryLog
+from gateway.http.errors import error_body
+
+__all__ = ["Inbound", "InboundLimits", "JoinedWritesProtocol"]
+
+LINGER_SECONDS = 1.0  # how long a refused connection is read (and dropped) at most
+LINGER_BYTES = 256 * 1024  # and how much of it
+
+
+@dataclass(frozen=True, slots=True)
+class InboundLimits:
+    """The limits one worker enforces (gateway.core.config.ServerConfig documents them)."""
+
+    header_timeout: float = 10.0
+    max_connections: int = 10_000
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+
+    @classmethod
+    def of(cls, server: ServerConfig, open_files: int) -> InboundLimits:
+        """The configured limits; unset max_connections is half the open-file limit (the
+        other half is for upstream connections, the store and the logs)."""
+        return cls(
+            header_timeout=server.header_timeout,
+            max_connections=server.max_connections or max(1, open_files // 2),
+            max_header_bytes=server.max_header_bytes,
+            max_headers=server.max_headers,
+        )
+
+
+def _answer(status: int, reason: str, message: str, code: str, extra: str = "") -> bytes:
+    """A whole response that closes its connection, with an OpenAI-shaped error body."""
+    type_ = "server_error" if status >= 500 else "invalid_request_error"
+    body = orjson.dumps(error_body(message, type_, code))
+    head = (
+        f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
+    )
+    return head.encode("ascii") + body
+
+
+class Inbound:
+    """The limits and what one worker process keeps about them: the log of limits
+    tripped and how many refused connections linger. Pickled (for worker processes) as
+    its limits alone, so every process starts with its own state."""
+
+    def __init__(self, limits: InboundLimits, trips: SummaryLog | None = None) -> None:
+        self.limits = limits
+        self.trips = trips or SummaryLog(
+            logging.getLogger("gatewise.inbound"), "inbound_limit", "connections closed"
+        )
+        self.lingering = 0
+        self.max_lingering = max(64, limits.max_connections // 8)
+        self.overloaded = _answer(
+            503,
+            "Service Unavailable",
+            "The gateway has too many open connections; retry shortly.",
+            "too_many_connections",
+            "retry-after: 1\r\n",
+        )
+        self.header_too_large = _answer(
+            431,
+            "Request Header Fields Too Large",
+            f"The request line and headers exceed {limits.max_header_bytes:,} bytes.",
+            "request_header_fields_too_large",
+        )
+        self.too_many_headers = _answer(
+            431,
+            "Request Header Fields Too Large",
+            f"The request has more than {limits.max_headers:,} headers.",
+            "request_header_fields_too_large",
+        )
+        self.header_timeout = _answer(
+            408,
+            "Request Timeout",
+            f"The request head did not arrive within {limits.header_timeout:g} s.",
+            "request_timeout",
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Inbound, (self.limits,)
+
+
+class _TooManyHeaders(Exception):
+    """Raised in a parser callback to stop parsing; httptools re-raises it as context."""
 
 
 class _HeadHoldingTransport:
@@ -58,5 +173,216 @@ class _HeadHoldingTransport:
 
 
 class JoinedWritesProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with the inbound limits and joined writes. Built by
+    uvicorn per connection through `functools.partial(JoinedWritesProtocol, inbound=...)`.
+    The per-connection state below starts as class attributes: nothing to set on the
+    request path unless it changes."""
+
+    _head_timer: asyncio.TimerHandle | None = None
+    _reading_head = True  # from connecting, or the end of the last request, to a full head
+    _head_bytes = 0  # bytes of the head so far
+    _refused = False  # answered by a limit: what arrives now is dropped
+    _dropped = 0
+    _linger: asyncio.TimerHandle | None = None
+
+    def __init__(
+        self,
+        config: Config,
+        server_state: ServerState,
+        app_state: dict[str, Any],
+        _loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        inbound: Inbound,
+    ) -> None:
+        super().__init__(config, server_state, app_state, _loop)
+        self.inbound = inbound
+        self.limits = inbound.limits
+        self._max_header_bytes = inbound.limits.max_header_bytes
+        self._max_headers = inbound.limits.max_headers
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        if len(self.connections) >= self.limits.max_connections:
+            self._refuse_connection(transport)
+            return
         super().connection_made(_HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
+        self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+            self.inbound.lingering -= 1
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        # uvicorn's, plus the head's limits; a parse error is logged with counts, not per
+        # connection. On the path of every request: kept flat (no calls it can avoid).
+        head = self._reading_head
+        if head:
+            if self._refused:
+                self._drop(data)
+                return
+            seen = self._head_bytes + len(data)
+            if seen > self._max_header_bytes:
+                self._head_over(data)
+                return
+            self._head_bytes = seen
+        if self.timeout_keep_alive_task is not None:
+            self.timeout_keep_alive_task.cancel()
+            self.timeout_keep_alive_task = None
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            self._parse_error(exc)
+            return
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        if (
+            head
+            and self._reading_head
+            and self._head_timer is None
+            and (self.cycle is None or self.cycle.response_complete)  # _idle(), inlined
+        ):
+            # The first bytes of a head on a kept-alive connection: its deadline starts now.
+            self._head_timer = self.loop.call_later(
+                self.limits.header_timeout, self._head_timed_out
+            )
+
+    def _drop(self, data: bytes) -> None:
+        self._dropped += len(data)
+        if self._dropped > LINGER_BYTES:
+            self.transport.close()
+
+    def _head_over(self, data: bytes) -> None:
+        """More than the head may hold arrived: it is refused, unless the head ends within
+        the limit (what follows it is a body or the next request)."""
+        limit = self._max_header_bytes
+        allowed = limit - self._head_bytes
+        if allowed > 0:
+            self.data_received(data[:allowed])  # brings the head to the limit exactly
+            if self._refused or self.transport.is_closing():
+                return
+            if self._head_bytes != limit:  # reset by the head's end: the rest is not head
+                self.data_received(data[allowed:])
+                return
+        self._refuse(
+            "header_too_large",
+            f"request line and headers over {limit:,} bytes",
+            self.inbound.header_too_large,
+        )
+
+    def _parse_error(self, exc: httptools.HttpParserError) -> None:
+        if isinstance(exc.__context__, _TooManyHeaders):
+            self._refuse(
+                "too_many_headers",
+                f"more than {self.limits.max_headers:,} headers",
+                self.inbound.too_many_headers,
+            )
+            return
+        self._trip("invalid_request", "a request that is not valid HTTP/1.1")
+        self.send_400_response("Invalid HTTP request received.")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= self._max_headers:
+            raise _TooManyHeaders
+        # uvicorn's on_header, inlined: a super() call per header cost 1-2 µs a request.
+        name = name.lower()
+        # llhttp keeps trailing OWS, which RFC 9110 5.5 excludes from the value.
+        value = value.rstrip(b" \t")
+        if name == b"expect" and value.lower() == b"100-continue":
+            self.expect_100_continue = True
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        timer = self._head_timer
+        if timer is not None:
+            timer.cancel()
+            self._head_timer = None
+        self._reading_head = False
+        self._head_bytes = 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._reading_head = True
+        self._head_bytes = 0
+        super().on_message_complete()
+
+    def timeout_keep_alive_handler(self) -> None:
+        if not self.transport.is_closing():
+            idle = f"{self.timeout_keep_alive:g}"
+            self._trip("idle_timeout", f"no request in {idle} s", logging.DEBUG)
+        super().timeout_keep_alive_handler()
+
+    def _idle(self) -> bool:
+        """No response is on its way on this connection (one may start writing)."""
+        return self.cycle is None or self.cycle.response_complete
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self.transport.is_closing() or self._refused or not self._reading_head:
+            return
+        if not self._idle():
+            return  # a pipelined head: the keep-alive timer takes over after the response
+        timeout = f"{self.limits.header_timeout:g}"
+        if self._head_bytes == 0:
+            self._trip("header_timeout", f"no request within {timeout} s")
+            self.transport.close()
+        else:
+            self._refuse(
+                "header_timeout",
+                f"request head incomplete after {timeout} s",
+                self.inbound.header_timeout,
+            )
+
+    def _trip(self, cause: str, what: str, level: int = logging.WARNING) -> None:
+        client = self.client
+        peer = f"{client[0]}:{client[1]}" if client else "unknown"
+        self.inbound.trips.record(
+            cause, f"closed a connection from {peer}: {what}", level, peer=peer
+        )
+
+    def _refuse(self, cause: str, what: str, answer: bytes) -> None:
+        """Answer a request a limit refuses, and close; nothing more on it is parsed."""
+        self._trip(cause, what)
+        self._refused = True
+        self._reading_head = True
+        self._unset_keepalive_if_required()
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        if not self._idle():  # a response is being written: no room for another
+            self.transport.close()
+            return
+        self.transport.write(answer)
+        self._half_close()
+
+    def _refuse_connection(self, transport: asyncio.Transport) -> None:
+        """One connection more than the limit: answered and closed, never parsed."""
+        self.transport = transport
+        self.client = get_remote_addr(transport)
+        self._refused = True
+        count = len(self.connections)
+        self._trip("too_many_connections", f"{count:,} connections are open, the limit")
+        transport.write(self.inbound.overloaded)
+        self._half_close()
+
+    def _half_close(self) -> None:
+        """Send FIN and drop what still arrives, until the client closes too, for at most
+        LINGER_SECONDS and LINGER_BYTES: closing with unread data would send a reset,
+        which can destroy the answer before the client reads it. Past `max_lingering`
+        refused connections at once (a flood), they are closed at once instead."""
+        inbound = self.inbound
+        transport = self.transport
+        if inbound.lingering >= inbound.max_lingering or not transport.can_write_eof():
+            transport.close()
+            return
+        inbound.lingering += 1
+        transport.write_eof()
+        self._linger = self.loop.call_later(LINGER_SECONDS, transport.close)

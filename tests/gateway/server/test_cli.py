@@ -57,6 +57,10 @@ def test_check_shipped_config() -> None:
     assert "mock-fast" in out
     assert "auto" in out and "cheap" in out
     assert "(the gateway is OPEN)" in out
+    assert (
+        "inbound limits per worker: header timeout 10 s, idle timeout 75 s, max connections "
+        "half the open-file limit, max head 65,536 bytes / 100 headers"
+    ) in out
     assert result.stderr == ""
 
 

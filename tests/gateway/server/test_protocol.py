@@ -1,16 +1,26 @@
-"""A response's head and body leave the gateway in one write, so in one TCP segment."""
+"""A response's head and body leave the gateway in one write, so in one TCP segment; the
+inbound limits' settings (their behaviour: test_inbound_limits_e2e.py)."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import pickle
 import socket
 import struct
 from collections.abc import Callable
+from typing import Any
 
 import orjson
 import pytest
 
-from gateway.server.protocol import _HeadHoldingTransport
+from gateway.core.config import ConfigError, parse_config
+from gateway.server.protocol import (
+    Inbound,
+    InboundLimits,
+    JoinedWritesProtocol,
+    _HeadHoldingTransport,
+)
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
@@ -151,3 +161,203 @@ def test_a_closing_connection_still_gets_the_whole_response(
     head, body = data.split(b"\r\n\r\n", 1)
     assert head.startswith(b"HTTP/1.1 200 ") and b"connection: close" in head.lower()
     assert orjson.loads(body)["object"] == "chat.completion"
+
+
+MINIMAL = {
+    "providers": [{"name": "mock", "type": "mock"}],
+    "models": [{"name": "m1", "provider": "mock"}],
+    "routes": [{"name": "auto", "models": ["m1"]}],
+}
+
+
+def test_the_limits_default_to_what_a_public_gateway_needs() -> None:
+    limits = InboundLimits.of(parse_config(MINIMAL, env={}).server, open_files=20_000)
+    assert limits == InboundLimits(
+        header_timeout=10, max_connections=10_000, max_header_bytes=65_536, max_headers=100
+    )
+    server = parse_config({**MINIMAL, "server": {"max_connections": 50}}, env={}).server
+    assert InboundLimits.of(server, open_files=20_000).max_connections == 50
+    assert server.idle_timeout == 75  # past the 60 s nginx keeps idle upstream connections
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [
+        ("header_timeout", 0),
+        ("idle_timeout", -1),
+        ("max_connections", 0),
+        ("max_header_bytes", 100),
+        ("max_headers", 100_000),
+    ],
+)
+def test_limits_out_of_bounds_are_configuration_errors(setting: str, value: float) -> None:
+    with pytest.raises(ConfigError, match=f"server.{setting}"):
+        parse_config({**MINIMAL, "server": {setting: value}}, env={})
+
+
+def test_every_worker_process_gets_the_limits_and_a_state_of_its_own() -> None:
+    inbound = Inbound(InboundLimits(max_connections=64))
+    inbound.lingering = 5
+    factory = functools.partial(JoinedWritesProtocol, inbound=inbound)
+    copy = pickle.loads(pickle.dumps(factory))  # what uvicorn's spawned workers get
+    assert copy.func is JoinedWritesProtocol
+    worker = copy.keywords["inbound"]
+    assert worker.limits == inbound.limits
+    assert worker.lingering == 0 and worker.trips is not inbound.trips
+    assert b"retry-after: 1\r\n" in worker.overloaded
+
+
+# -- the limits, on a protocol driven by hand ---------------------------------------------
+
+
+class WireTransport(RecordingTransport):
+    """A transport that also half-closes, as uvloop's does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.eof = False
+
+    def can_write_eof(self) -> bool:
+        return True
+
+    def write_eof(self) -> None:
+        self.eof = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return {"peername": ("10.0.0.7", 5555), "sockname": ("127.0.0.1", 80)}.get(name, default)
+
+
+class Trips:
+    """Stands in for the SummaryLog: what was recorded, by cause."""
+
+    def __init__(self) -> None:
+        self.causes: list[str] = []
+
+    def record(self, cause: str, message: str, level: int = 0, **fields: object) -> None:
+        self.causes.append(cause)
+
+
+async def _app(scope: object, receive: object, send: object) -> None:
+    pass
+
+
+class Wire:
+    """One worker's protocol state (uvicorn's ServerState), connections made by hand;
+    requests are parsed but no ASGI task runs: `started` lists the requests let in."""
+
+    def __init__(self, **limits: Any) -> None:
+        from uvicorn.config import Config
+        from uvicorn.server import ServerState
+
+        self.config = Config(_app, log_level="warning")
+        self.config.load()
+        self.state = ServerState()
+        self.trips = Trips()
+        self.inbound = Inbound(InboundLimits(**limits), trips=self.trips)  # type: ignore[arg-type]
+        self.started: list[dict[str, Any]] = []
+
+    def connect(self) -> tuple[JoinedWritesProtocol, WireTransport]:
+        protocol = JoinedWritesProtocol(
+            config=self.config, server_state=self.state, app_state={}, inbound=self.inbound
+        )
+        protocol._start_asgi_task = lambda cycle, app: self.started.append(cycle.scope)  # type: ignore[method-assign]
+        transport = WireTransport()
+        protocol.connection_made(transport)  # type: ignore[arg-type]
+        return protocol, transport
+
+
+def answer(transport: WireTransport) -> tuple[int, dict[str, Any]]:
+    data = b"".join(transport.writes)
+    head, body = data.split(b"\r\n\r\n", 1)
+    return int(head.split(b" ")[1]), orjson.loads(body)
+
+
+async def test_a_body_in_the_same_read_as_a_small_head_is_not_counted_as_head() -> None:
+    wire = Wire(max_header_bytes=1024)
+    protocol, transport = wire.connect()
+    body = b"x" * 5000
+    protocol.data_received(
+        b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
+    assert [scope["path"] for scope in wire.started] == ["/v1/x"]
+    assert protocol.cycle.body == body and transport.writes == [] and wire.trips.causes == []
+    protocol.cycle.response_complete = True  # answered; the next read is a new head
+    protocol.data_received(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert [scope["path"] for scope in wire.started] == ["/v1/x", "/healthz"]
+    protocol.connection_lost(None)
+
+
+async def test_a_head_over_the_limit_is_answered_431_and_the_rest_dropped() -> None:
+    wire = Wire(max_header_bytes=1024)
+    protocol, transport = wire.connect()
+    protocol.data_received(b"GET / HTTP/1.1\r\nX-A: " + b"a" * 600)
+    assert transport.writes == []  # 622 bytes: still within the limit
+    protocol.data_received(b"a" * 600)
+    status, body = answer(transport)
+    assert status == 431 and body["error"]["code"] == "request_header_fields_too_large"
+    assert transport.eof and not transport.closed and wire.started == []
+    assert wire.trips.causes == ["header_too_large"] and wire.inbound.lingering == 1
+    protocol.data_received(b"a" * 200 * 1024)  # dropped, unparsed
+    assert not transport.closed
+    protocol.data_received(b"a" * 100 * 1024)  # past LINGER_BYTES: closed
+    assert transport.closed
+    protocol.connection_lost(None)
+    assert wire.inbound.lingering == 0
+
+
+async def test_one_header_too_many_is_answered_431() -> None:
+    wire = Wire(max_headers=10)
+    protocol, transport = wire.connect()
+    ten = b"".join(b"X-%d: v\r\n" % i for i in range(10))
+    protocol.data_received(b"GET / HTTP/1.1\r\n" + ten + b"\r\n")
+    assert len(wire.started) == 1 and transport.writes == []
+    protocol.cycle.response_complete = True
+    protocol.data_received(b"GET / HTTP/1.1\r\n" + ten + b"X-10: v\r\n\r\n")
+    status, body = answer(transport)
+    assert status == 431 and body["error"]["message"] == "The request has more than 10 headers."
+    assert len(wire.started) == 1 and wire.trips.causes == ["too_many_headers"]
+    protocol.connection_lost(None)
+
+
+async def test_the_header_deadline_runs_from_connecting_then_from_each_heads_first_byte() -> None:
+    wire = Wire(header_timeout=5)
+    protocol, transport = wire.connect()
+    assert protocol._head_timer is not None  # from connecting
+    protocol.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert protocol._head_timer is None  # a complete head
+    protocol.cycle.response_complete = True
+    protocol.data_received(b"GET / HTT")  # a kept-alive connection starts a head
+    timer = protocol._head_timer
+    assert timer is not None
+    protocol.data_received(b"P/1.1\r\n")
+    assert protocol._head_timer is timer  # not re-armed per read: one deadline per head
+    protocol._head_timed_out()  # the deadline passes
+    status, body = answer(transport)
+    assert status == 408 and body["error"]["code"] == "request_timeout"
+    assert wire.trips.causes == ["header_timeout"]
+
+    silent, quiet = wire.connect()
+    silent._head_timed_out()
+    assert quiet.writes == [] and quiet.closed  # nothing asked, nothing answered
+    assert wire.trips.causes == ["header_timeout", "header_timeout"]
+    protocol.connection_lost(None)
+    silent.connection_lost(None)
+
+
+async def test_a_connection_over_the_limit_is_answered_503_and_never_parsed() -> None:
+    wire = Wire(max_connections=2)
+    (a, _), (b, _) = wire.connect(), wire.connect()
+    refused, transport = wire.connect()
+    status, body = answer(transport)
+    assert status == 503 and b"retry-after: 1\r\n" in transport.writes[0]
+    assert body["error"]["code"] == "too_many_connections" and transport.eof
+    refused.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert wire.started == [] and len(wire.state.connections) == 2
+    refused.connection_lost(None)
+    a.connection_lost(None)
+    c, transport = wire.connect()  # room again
+    c.data_received(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+    assert len(wire.started) == 1 and transport.writes == []
+    assert wire.trips.causes == ["too_many_connections"] and wire.inbound.lingering == 0
+    for protocol in (b, c):
+        protocol.connection_lost(None)

@@ -1,0 +1,311 @@
+"""What an attacker can do to a real gateway, measured: one subcommand per attack.
+
+    python bench/reliability.py inbound [--silent 5000] [--max-connections 2000]
+        [--header-timeout S] [--wait 30] [--bomb-mib 128] [--bombs 2] [--json PATH]
+
+`inbound` (issue 17, items 1-2) starts one `gatewise serve` worker (built-in mock
+model, the default inbound limits but `max_connections`; 0 for any option: the
+gateway's default) and measures:
+
+- silent: a client connects and is served (kept alive); then `--silent` connections
+  are opened that never send a byte. How many the worker holds and how many it refuses
+  (503), how long the kept-alive client waits for /healthz meanwhile, when a new client
+  is served again, and when the gateway has closed every silent connection.
+- bombs: `--bombs` connections each stream a `--bomb-mib` MiB header at once, while a
+  kept-alive client asks /healthz every 20 ms: how much each sent before the gateway
+  refused it, how long that took, and the slowest /healthz meanwhile; then one request
+  with 10,000 headers (its status and time); the worker's peak RSS.
+
+It prints a table row per measurement, with the command, for bench/README.md's
+Reliability table, and writes the numbers to --json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import json
+import os
+import resource
+import selectors
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.harness import free_port  # noqa: E402
+
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
+
+
+@contextlib.contextmanager
+def gateway(work: Path, server: dict[str, Any]) -> Iterator[tuple[int, int]]:
+    """A `gatewise serve` worker on a free port: (port, pid)."""
+    port = free_port()
+    config = {
+        "server": server,
+        "providers": [{"name": "sim", "type": "mock"}],
+        "models": [{"name": "m1", "provider": "sim"}],
+        "routes": [{"name": "auto", "models": ["m1"]}],
+        "storage": {"url": f"sqlite:///{work / 'bench.db'}"},
+    }
+    path = work / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    log = open(work / "gateway.log", "wb")  # noqa: SIM115 - closed below
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("GATEWISE_STORAGE_URL", None)
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((work / "gateway.log").read_text())
+            time.sleep(0.05)
+        yield port, proc.pid
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+def connect(port: int, timeout: float = 10) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=timeout)
+
+
+def ask(sock: socket.socket) -> tuple[int, float]:
+    """GET /healthz on a connection: (status, seconds); (0, seconds) if it was closed."""
+    began = time.perf_counter()
+    try:
+        sock.sendall(HEALTHZ)
+        data = b""
+        while b"\r\n\r\n" not in data or not data.endswith(b"}"):
+            chunk = sock.recv(65536)
+            if not chunk:
+                return 0, time.perf_counter() - began
+            data += chunk
+    except OSError:
+        return 0, time.perf_counter() - began
+    return int(data.split(b" ", 2)[1]), time.perf_counter() - began
+
+
+def ask_new(port: int) -> int:
+    with contextlib.suppress(OSError), connect(port, timeout=5) as sock:
+        return ask(sock)[0]
+    return 0
+
+
+def peak_rss_mib(pid: int) -> float:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return 0.0
+
+
+def silent(port: int, count: int, wait: float) -> dict[str, Any]:
+    kept = connect(port)
+    assert ask(kept)[0] == 200
+    began = time.perf_counter()
+    socks = []
+    for _ in range(count):
+        try:
+            socks.append(connect(port, timeout=5))
+        except OSError:
+            break  # the gateway (or this process) is out of files: what is held is the answer
+    opened = time.perf_counter() - began
+    kept_ms = max(ask(kept)[1] for _ in range(10)) * 1000
+    with connect(port, timeout=5) as sock:
+        new_status, new_seconds = ask(sock)
+    refused = 0
+    waiting = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        waiting.register(sock, selectors.EVENT_READ)
+    closed_after: float | None = None
+    served_again: float | None = 0.0 if new_status == 200 else None
+    deadline = time.perf_counter() + wait
+    next_probe = 0.0
+    while waiting.get_map() and time.perf_counter() < deadline:
+        for key, _ in waiting.select(timeout=0.05):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            if data.startswith(b"HTTP/1.1 503"):
+                refused += 1
+            waiting.unregister(sock)
+            sock.close()
+        now = time.perf_counter()
+        if served_again is None and now >= next_probe:
+            next_probe = now + 0.1
+            if ask_new(port) == 200:
+                served_again = now - began
+    if not waiting.get_map():
+        closed_after = time.perf_counter() - began
+        if served_again is None and ask_new(port) == 200:
+            served_again = time.perf_counter() - began
+    for key in list(waiting.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    kept_after = ask(kept)[0]
+    kept.close()
+    return {
+        "silent_opened": len(socks),
+        "open_seconds": round(opened, 2),
+        "held": len(socks) - refused,
+        "refused_503": refused,
+        "kept_alive_healthz_max_ms": round(kept_ms, 1),
+        "kept_alive_served_after": kept_after == 200,
+        "new_client_status": new_status,
+        "new_client_ms": round(new_seconds * 1000, 1),
+        "new_client_served_after_s": None if served_again is None else round(served_again, 2),
+        "all_silent_closed_after_s": None if closed_after is None else round(closed_after, 2),
+    }
+
+
+def bomb(port: int, mib: int, out: dict[str, Any]) -> None:
+    chunk = b"a" * 65536
+    sent = 0
+    began = time.perf_counter()
+    refused_by = "nothing: all sent"
+    try:
+        with connect(port, timeout=60) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\nX-Bomb: ")
+            try:
+                while sent < mib * 1024 * 1024:
+                    sent += sock.send(chunk)
+                sock.sendall(b"\r\n\r\n")
+                answer = sock.recv(64)
+                refused_by = answer.split(b"\r\n")[0].decode() or "close"
+            except (BrokenPipeError, ConnectionResetError):
+                refused_by = "reset after the answer"
+    except TimeoutError:
+        refused_by = "timeout (60 s)"
+    out["sent_mib"] = round(sent / 2**20, 2)
+    out["seconds"] = round(time.perf_counter() - began, 3)
+    out["refused_by"] = refused_by
+
+
+def bombs(port: int, pid: int, count: int, mib: int) -> dict[str, Any]:
+    kept = connect(port)
+    results: list[dict[str, Any]] = [{} for _ in range(count)]
+    threads = [threading.Thread(target=bomb, args=(port, mib, r)) for r in results]
+    began = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    latencies = []
+    while any(thread.is_alive() for thread in threads):
+        status, seconds = ask(kept)
+        if status != 200:
+            kept.close()
+            kept = connect(port)
+        latencies.append(seconds)
+        time.sleep(0.02)  # the probe's pace, not a wait for the gateway
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - began
+    kept.close()
+    heads = b"".join(b"X-H%d: v\r\n" % i for i in range(10_000))
+    with connect(port, timeout=60) as sock:
+        started = time.perf_counter()
+        try:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: bench\r\n" + heads + b"\r\n")
+            status = sock.recv(64).split(b" ", 2)[1].decode()
+        except (OSError, IndexError):
+            status = "reset"
+        headers_ms = (time.perf_counter() - started) * 1000
+    return {
+        "bombs": count,
+        "bomb_mib": mib,
+        "each": results,
+        "all_refused_after_s": round(elapsed, 3),
+        "healthz_max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+        "healthz_probes": len(latencies),
+        "headers_10000_status": status,
+        "headers_10000_ms": round(headers_ms, 1),
+        "peak_rss_mib": peak_rss_mib(pid),
+    }
+
+
+def inbound(args: argparse.Namespace) -> dict[str, Any]:
+    server: dict[str, Any] = {}
+    if args.header_timeout:
+        server["header_timeout"] = args.header_timeout
+    if args.max_connections:
+        server["max_connections"] = args.max_connections
+    with tempfile.TemporaryDirectory() as tmp:
+        with gateway(Path(tmp), server) as (port, _):
+            held = silent(port, args.silent, args.wait)
+        with gateway(Path(tmp), server) as (port, pid):
+            bombed = bombs(port, pid, args.bombs, args.bomb_mib)
+    return {"server": server, "silent": held, "bombs": bombed}
+
+
+def rows(result: dict[str, Any], command: str) -> list[str]:
+    s, b = result["silent"], result["bombs"]
+    limit = result["server"].get("max_connections", "default")
+    each = ", ".join(f"{r['sent_mib']} MiB in {r['seconds']} s" for r in b["each"])
+    return [
+        f"| silent connections (max_connections {limit}) | {s['silent_opened']:,} opened: "
+        f"{s['held']:,} held, {s['refused_503']:,} refused 503 | kept-alive /healthz max "
+        f"{s['kept_alive_healthz_max_ms']} ms; a new client: {s['new_client_status']} in "
+        f"{s['new_client_ms']} ms, served after {s['new_client_served_after_s']} s; all "
+        f"silent closed after {s['all_silent_closed_after_s']} s | `{command}` |",
+        f"| {b['bombs']} x {b['bomb_mib']} MiB header | sent before refusal: {each} "
+        f"({b['each'][0]['refused_by']}) | /healthz max {b['healthz_max_ms']} ms "
+        f"({b['healthz_probes']} probes); 10,000 headers: {b['headers_10000_status']} in "
+        f"{b['headers_10000_ms']} ms; peak RSS {b['peak_rss_mib']} MiB | `{command}` |",
+    ]
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = p.add_subparsers(dest="command", required=True)
+    q = commands.add_parser("inbound", help="silent connections and header bombs (17.1-2)")
+    q.add_argument("--silent", type=int, default=5000)
+    q.add_argument("--max-connections", type=int, default=2000, help="0: the default")
+    q.add_argument("--header-timeout", type=float, default=0, help="0: the default (10 s)")
+    q.add_argument("--wait", type=float, default=30, help="s to wait for silent closes")
+    q.add_argument("--bomb-mib", type=int, default=128)
+    q.add_argument("--bombs", type=int, default=2)
+    q.add_argument("--json", type=Path, default=None)
+    args = p.parse_args()
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the silent sockets are files
+    result: dict[str, Any] = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "command": " ".join(["python", "bench/reliability.py", *sys.argv[1:]]),
+        args.command: inbound(args),
+    }
+    for row in rows(result[args.command], result["command"]):
+        print(row)
+    path = args.json or BENCH / "results" / f"reliability-{datetime.date.today()}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"results in {path}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,34 @@
+"""bench/reliability.py inbound runs: small numbers, the same measurements."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_inbound_benchmark_measures_silent_connections_and_header_bombs(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "reliability.json"
+    cmd = [sys.executable, str(ROOT / "bench" / "reliability.py"), "inbound", "--silent", "60",
+           "--max-connections", "20", "--header-timeout", "2", "--wait", "10",
+           "--bomb-mib", "32", "--bombs", "1", "--json", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("| `python bench/reliability.py inbound") == 2  # two table rows
+    measured = json.loads(out.read_text())["inbound"]
+    silent = measured["silent"]
+    assert silent["silent_opened"] == 60
+    # The worker holds 20: the kept-alive client and 19 silent ones; the rest are refused.
+    assert silent["held"] >= 19 and silent["refused_503"] > 0
+    assert silent["held"] + silent["refused_503"] == 60
+    assert silent["kept_alive_served_after"] is True and silent["new_client_status"] == 503
+    assert 1.5 < silent["all_silent_closed_after_s"] < 10
+    assert silent["new_client_served_after_s"] is not None
+    bombs = measured["bombs"]
+    assert [bomb["sent_mib"] < 32 for bomb in bombs["each"]] == [True]
+    assert bombs["headers_10000_status"] == "431"
