@@ -24,6 +24,7 @@ __all__ = [
     "LengthRequired",
     "ModelUnavailable",
     "NoModelAvailable",
+    "NotAllowed",
     "NotFound",
     "Overloaded",
     "RejectedByUpstream",
@@ -66,6 +67,13 @@ class InvalidFeedback(InvalidRequest):
 
 class InvalidFilter(InvalidRequest):
     code = "invalid_filter"
+
+
+class NotAllowed(GatewayError):
+    """The caller's key may not use what it asked for (a route or model outside its
+    scope)."""
+
+    code = "model_not_allowed"
 
 
 class NotFound(GatewayError):
