@@ -242,7 +242,9 @@ class FeedbackService:
                 record.provider,
                 record.conversation_type,
             )
-            self.tracker.add_feedback(record.model, record.conversation_type, scores, previous)
+            self.tracker.add_feedback(
+                record.model, record.conversation_type, scores, previous, key=record.owner or ""
+            )
         return {
             "object": "feedback",
             "response_id": response_id,

@@ -101,3 +101,44 @@ def test_a_key_uses_only_its_routes_and_models_with_its_default_optimization(
         )
     record = httpx.get(gw.url + f"/admin/responses/{told.parse().id}").json()
     assert record["optimization"] == "speed"  # the request's own choice wins
+
+
+def test_one_key_flooding_ratings_does_not_steer_the_route_for_everyone(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    """Five keys rate alpha over beta; a sixth posts 20 opposite ratings of each."""
+    cfg = config(upstream, tmp_path / "steer.db")
+    honest = [f"sk-team-{i}" for i in range(5)]
+    cfg["server"]["api_keys"] = [
+        *({"name": f"team-{i}", "key": key} for i, key in enumerate(honest)),
+        {"name": "flood", "key": "sk-flood"},
+    ]
+    cfg["routes"] = [{"name": "auto", "models": ["alpha", "beta"], "optimization": "accuracy"}]
+    cfg["selection"] = {"exploration_rate": 0, "exploration_bonus": 0, "score_refresh_seconds": 0}
+    gw = start_gateway(cfg)
+
+    def ask_and_rate(key: str, model: str, overall: int, times: int) -> None:
+        with sdk(gw, key) as client:
+            for _ in range(times):
+                answer = client.chat.completions.create(model=model, messages=HI)
+                rated = httpx.post(
+                    gw.url + "/v1/feedback",
+                    json={"response_id": answer.id, "overall": overall, "accuracy": overall},
+                    headers={"authorization": f"Bearer {key}"},
+                )
+                assert rated.status_code == 200, rated.text
+
+    for key in honest:
+        ask_and_rate(key, "alpha", 5, 2)
+        ask_and_rate(key, "beta", 2, 2)
+    ask_and_rate("sk-flood", "alpha", 1, 20)
+    ask_and_rate("sk-flood", "beta", 5, 20)
+
+    with sdk(gw, honest[0]) as client:
+        served = [
+            client.chat.completions.with_raw_response.create(model="auto", messages=HI).headers[
+                "x-gatewise-model"
+            ]
+            for _ in range(10)
+        ]
+    assert served == ["alpha"] * 10
