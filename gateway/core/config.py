@@ -34,7 +34,9 @@ __all__ = [
     "STORAGE_URL_ENV",
     "Config",
     "ConfigError",
+    "KeyBudget",
     "KeyConfig",
+    "KeyRateLimit",
     "ModelConfig",
     "ProviderConfig",
     "RouteConfig",
@@ -61,6 +63,26 @@ class CorsConfig(_Strict):
     allow_headers: list[str] = ["authorization", "content-type"]
 
 
+class ExhaustedRoute(_Strict):
+    route: str  # served instead when the budget is spent (usually a cheaper route)
+
+
+class KeyBudget(_Strict):
+    """Spend caps in USD, from the same cost accounting as the dashboard (UTC days and
+    months). Spent: refused with 429 insufficient_quota, or served by `route`."""
+
+    daily_usd: float | None = Field(None, gt=0)
+    monthly_usd: float | None = Field(None, gt=0)
+    when_exhausted: Literal["reject"] | ExhaustedRoute = "reject"
+
+
+class KeyRateLimit(_Strict):
+    """Over the last 60 seconds, across the fleet; 429 with Retry-After past them."""
+
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+
+
 class KeyConfig(_Strict):
     """A named client key: an identity that owns its answers, with what it may use.
     The secret is given as `key` (usually "${VAR}") or only as its SHA-256 (hex)."""
@@ -71,6 +93,8 @@ class KeyConfig(_Strict):
     routes: list[str] | None = None  # with `models`: what it may ask for (unset: anything)
     models: list[str] | None = None
     optimization: Optimization | None = None  # when the request names none
+    budget: KeyBudget | None = None
+    rate_limit: KeyRateLimit | None = None
     # Filled by the loader: the unset env variables that disable this key.
     missing_env: tuple[str, ...] = ()
 
@@ -285,6 +309,12 @@ class Config(_Strict):
         for i, key in enumerate(self.server.api_keys):
             if not isinstance(key, KeyConfig):
                 continue
+            fallback = key.budget.when_exhausted if key.budget is not None else "reject"
+            if not isinstance(fallback, str) and fallback.route not in routes | models:
+                raise ValueError(
+                    f"server.api_keys[{i}].budget.when_exhausted.route: unknown route "
+                    f"'{fallback.route}'"
+                )
             for field, known, what in (("routes", routes, "route"), ("models", models, "model")):
                 for j, name in enumerate(getattr(key, field) or ()):
                     if name not in known:

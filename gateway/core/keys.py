@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gateway.core.config import KeyConfig
+from gateway.core.config import KeyBudget, KeyConfig, KeyRateLimit
 from gateway.core.types import Optimization
 
 __all__ = ["KeyRing", "Tenant", "digest"]
@@ -32,6 +32,13 @@ class Tenant:
     name: str
     allowed: frozenset[str] | None = None
     optimization: Optimization | None = None
+    budget: KeyBudget | None = None
+    rate_limit: KeyRateLimit | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether its requests are counted against anything (most keys: no)."""
+        return self.budget is not None or self.rate_limit is not None
 
     def may_use(self, name: str) -> bool:
         return self.allowed is None or name in self.allowed
@@ -57,10 +64,15 @@ class KeyRing:
                     if key.routes is None and key.models is None
                     else frozenset([*(key.routes or ()), *(key.models or ())])
                 )
-                self._by_digest[hashed] = Tenant(key.name, allowed, key.optimization)
+                self._by_digest[hashed] = Tenant(
+                    key.name, allowed, key.optimization, key.budget, key.rate_limit
+                )
 
     def __len__(self) -> int:
         return len(self._by_digest)
 
     def find(self, secret: str) -> Tenant | None:
         return self._by_digest.get(digest(secret))
+
+    def tenants(self) -> list[Tenant]:
+        return list(self._by_digest.values())

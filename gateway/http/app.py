@@ -18,7 +18,6 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.core.keys import KeyRing
 from gateway.http.auth import ApiKeyMiddleware
 from gateway.http.errors import http_error, internal_error
 from gateway.http.proxy import Backend, fast_handlers, proxy_routes
@@ -94,7 +93,7 @@ def create_http_app(
         return Response(orjson.dumps(body), status, media_type="application/json")
 
     proxy = proxy_routes(gateway)
-    keys = KeyRing(config.server.api_keys)
+    keys = gateway.keys
     middleware = [Middleware(ApiKeyMiddleware, keys=keys)]
     cors = config.server.cors
     if cors is not None:

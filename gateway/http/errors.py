@@ -24,9 +24,12 @@ from gateway.core.errors import (
     NoModelAvailable,
     NotAllowed,
     NotFound,
+    QuotaExceeded,
+    RateLimitExceeded,
     RejectedByUpstream,
     RequestTooLarge,
     StoreUnavailable,
+    TokenRateLimitExceeded,
     UpstreamFailed,
 )
 
@@ -50,6 +53,9 @@ _STATUS: tuple[tuple[type[GatewayError], int, str], ...] = (
     (InvalidFilter, 422, _CLIENT),
     (InvalidRequest, 400, _CLIENT),
     (NotAllowed, 403, _CLIENT),
+    (QuotaExceeded, 429, "insufficient_quota"),  # OpenAI's types for these
+    (TokenRateLimitExceeded, 429, "tokens"),
+    (RateLimitExceeded, 429, "requests"),
     (NotFound, 404, _CLIENT),
     (ModelUnavailable, 503, _SERVER),
     (NoModelAvailable, 503, _SERVER),

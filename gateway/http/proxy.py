@@ -33,7 +33,7 @@ from gateway.core.errors import (
     UpstreamFailed,
 )
 from gateway.core.ids import request_id_from
-from gateway.core.keys import Tenant
+from gateway.core.keys import KeyRing, Tenant
 from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Optimization
 from gateway.http.auth import tenant_of
 from gateway.http.body import check_body, read_json
@@ -50,6 +50,7 @@ from gateway.routing.dispatch import (
     StreamJob,
 )
 from gateway.routing.feedback import MAX_FEEDBACK_BYTES, FeedbackService
+from gateway.routing.quota import Quota
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint
 from providers.errors import ProviderError, UpstreamServerError
 
@@ -63,13 +64,18 @@ _JSON = "application/json"
 _DONE = b"data: [DONE]\n\n"
 
 
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
 class Backend(Protocol):
     """What the HTTP layer needs from the process that serves it (`gateway.server.app`)."""
 
     config: Config
+    keys: KeyRing
     catalog: Catalog
     dispatcher: Dispatcher
     feedback: FeedbackService
+    quota: Quota
 
     @property
     def ready(self) -> bool: ...
@@ -97,7 +103,7 @@ class _VideoJobs:
         return found[0], found[1]
 
 
-def _served_headers(exchange: Exchange[Any]) -> list[tuple[bytes, bytes]]:
+def _served_headers(exchange: Exchange[Any], limits: Headers = ()) -> list[tuple[bytes, bytes]]:
     job = exchange.job
     return [
         (b"x-request-id", job.request_id.encode()),
@@ -105,6 +111,7 @@ def _served_headers(exchange: Exchange[Any]) -> list[tuple[bytes, bytes]]:
         (b"x-gatewise-provider", exchange.provider.encode()),
         (b"x-gatewise-attempts", b"%d" % exchange.number),
         (b"x-gatewise-response-id", job.response_id.encode()),
+        *limits,
     ]
 
 
@@ -113,6 +120,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
     max_body = gateway.config.server.max_body_bytes
     catalog = gateway.catalog
     dispatcher = gateway.dispatcher
+    quota = gateway.quota
 
     def handler(endpoint: Endpoint) -> _Endpoint:
         ctype = ENDPOINT_TYPES[endpoint]
@@ -122,29 +130,38 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             request = Inbound(scope, receive)
             headers = request.headers
             request_id = request_id_from(headers.get("x-request-id"))
+            limits: Headers = ()
+            tenant = tenant_of(scope)
             try:
                 body = await read_json(request, max_body)
                 check_body(endpoint, body)
                 optimization = _optimization(headers.get("x-gatewise-optimize"))
-                tenant = tenant_of(scope)
+                asked = body["model"]
                 if tenant is not None:
-                    _check_scope(tenant, body["model"])
+                    _check_scope(tenant, asked)
                     optimization = optimization or tenant.optimization
-                target = catalog.resolve(body["model"], ctype)
+                    if tenant.limited:
+                        admission = quota.admit(tenant)
+                        limits = admission.headers
+                        asked = admission.route or asked  # budget spent: the cheaper route
+                target = catalog.resolve(asked, ctype)
                 conversation = headers.get("x-gatewise-conversation") or body.get("user")
                 args = (request_id, endpoint, target, body, optimization)
                 conversation_id = conversation if isinstance(conversation, str) else None
                 owner = tenant.name if tenant is not None else None
                 if endpoint is Endpoint.SPEECH:
                     audio = await dispatcher.run(AudioJob(*args, conversation_id, owner=owner))
-                    return await _audio(audio)(scope, receive, send)
+                    return await _audio(audio, limits)(scope, receive, send)
                 if streamable and body.get("stream") is True:
                     events = await dispatcher.run(StreamJob(*args, conversation_id, owner=owner))
-                    return await _events(events)(scope, receive, send)
+                    return await _events(events, limits)(scope, receive, send)
                 exchange = await dispatcher.run(ReplyJob(*args, conversation_id, owner=owner))
             except GatewayError as exc:
-                return await error_response(exc, {"x-request-id": request_id})(scope, receive, send)
-            await _reply(exchange, send, videos)
+                if tenant is not None and tenant.limited:
+                    quota.failed(tenant.name)
+                extra = {"x-request-id": request_id, **{k.decode(): v.decode() for k, v in limits}}
+                return await error_response(exc, extra)(scope, receive, send)
+            await _reply(exchange, send, videos, limits)
 
         return _Endpoint(handle)
 
@@ -242,7 +259,9 @@ def _optimization(header: str | None) -> Optimization | None:
     )
 
 
-async def _reply(exchange: Exchange[Any], send: Send, videos: _VideoJobs) -> None:
+async def _reply(
+    exchange: Exchange[Any], send: Send, videos: _VideoJobs, limits: Headers = ()
+) -> None:
     """A whole answer, as JSON under the gateway's own response id and model name."""
     job = exchange.job
     name = exchange.model.name
@@ -256,18 +275,18 @@ async def _reply(exchange: Exchange[Any], send: Send, videos: _VideoJobs) -> Non
     if "model" in out or endpoint is not Endpoint.IMAGES:
         out["model"] = name
     try:
-        await send_json(send, reply.status, orjson.dumps(out), _served_headers(exchange))
+        await send_json(send, reply.status, orjson.dumps(out), _served_headers(exchange, limits))
     finally:
         # Recorded once the answer is out: none of it is the client's wait, and the
         # upstream's answer counts even if the client has gone.
         exchange.close()
 
 
-def _events(exchange: Streaming[ChunkStream, list[Chunk]]) -> Response:
+def _events(exchange: Streaming[ChunkStream, list[Chunk]], limits: Headers = ()) -> Response:
     response = StreamingResponse(
         _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
     )
-    response.raw_headers += _served_headers(exchange)
+    response.raw_headers += _served_headers(exchange, limits)
     return response
 
 
@@ -315,7 +334,7 @@ async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[b
         exchange.close(error, client_gone=gone)
 
 
-def _audio(exchange: Streaming[BinaryReply, bytes]) -> Response:
+def _audio(exchange: Streaming[BinaryReply, bytes], limits: Headers = ()) -> Response:
     reply = exchange.result
 
     async def body() -> AsyncIterator[bytes]:
@@ -338,7 +357,7 @@ def _audio(exchange: Streaming[BinaryReply, bytes]) -> Response:
             exchange.close(error, client_gone=gone)
 
     response = StreamingResponse(body(), media_type=reply.media_type)
-    response.raw_headers += _served_headers(exchange)
+    response.raw_headers += _served_headers(exchange, limits)
     return response
 
 

@@ -3,6 +3,7 @@ the store across a restart. An answer belongs to the key that received it."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -142,3 +143,106 @@ def test_one_key_flooding_ratings_does_not_steer_the_route_for_everyone(
             for _ in range(10)
         ]
     assert served == ["alpha"] * 10
+
+
+def limited_config(upstream: FakeUpstream, db: Path, **key: Any) -> dict[str, Any]:
+    cfg = config(upstream, db)
+    cfg["server"]["api_keys"] = [{"name": "team", "key": "sk-team", **key}]
+    cfg["storage"]["share_interval"] = 0.2
+    return cfg
+
+
+def usage_of(gw: GatewayProcess) -> dict[str, Any]:
+    reply = httpx.get(gw.url + "/admin/keys/team/usage")
+    assert reply.status_code == 200, reply.text
+    return reply.json()["usage"]
+
+
+def test_a_rate_limit_holds_across_two_replicas_with_openais_headers(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    cfg = limited_config(upstream, tmp_path / "rl.db", rate_limit={"requests_per_minute": 3})
+    one, two = start_gateway(cfg), start_gateway(cfg)
+    with sdk(one, "sk-team") as a, sdk(two, "sk-team") as b:
+        first = a.chat.completions.with_raw_response.create(model="alpha", messages=HI)
+        assert first.headers["x-ratelimit-limit-requests"] == "3"
+        assert first.headers["x-ratelimit-remaining-requests"] == "2"
+        assert first.headers["x-ratelimit-reset-requests"].endswith("s")
+        b.chat.completions.create(model="alpha", messages=HI)
+        b.chat.completions.create(model="alpha", messages=HI)
+        deadline = time.monotonic() + 10
+        while min(usage_of(gw)["requests_last_minute"] for gw in (one, two)) < 3:
+            assert time.monotonic() < deadline  # each replica's share reaches the other
+            time.sleep(0.05)
+        for client in (a, b):
+            with pytest.raises(openai.RateLimitError) as info:
+                client.chat.completions.create(model="alpha", messages=HI)
+            response = info.value.response
+            assert response.json()["error"]["code"] == "rate_limit_exceeded"
+            assert response.json()["error"]["type"] == "requests"
+            assert 1 <= int(response.headers["retry-after"]) <= 60
+    assert len(upstream.calls("/chat/completions")) == 3
+
+
+def test_a_spent_budget_refuses_after_the_answer_that_spent_it_streams_included(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    # alpha costs 11 prompt tokens x $1/M + 7 completion x $2/M = $0.000025 an answer.
+    cfg = limited_config(upstream, tmp_path / "b.db", budget={"daily_usd": 0.00004})
+    gw = start_gateway(cfg)
+    with sdk(gw, "sk-team") as team:
+        team.chat.completions.create(model="alpha", messages=HI)
+        stream = team.chat.completions.create(
+            model="alpha", messages=HI, stream=True, stream_options={"include_usage": True}
+        )
+        assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+        with pytest.raises(openai.RateLimitError) as info:
+            team.chat.completions.create(model="alpha", messages=HI)
+        error = info.value.response.json()["error"]
+        assert (error["code"], error["type"]) == ("insufficient_quota", "insufficient_quota")
+        assert "daily budget" in error["message"]
+    usage = usage_of(gw)
+    rows = httpx.get(gw.url + "/performance").json()["data"]
+    dashboard = sum(r["cost"]["total"] for r in rows)  # the same accounting as the dashboard
+    assert usage["spend_day"] == pytest.approx(dashboard) and dashboard > 0.00004
+    assert (usage["requests_day"], usage["errors_day"]) == (2, 1)  # served; refused
+
+
+def test_a_spent_budget_can_move_a_key_to_its_cheaper_route(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    budget = {"daily_usd": 0.00002, "when_exhausted": {"route": "cheap"}}
+    gw = start_gateway(limited_config(upstream, tmp_path / "f.db", budget=budget))
+    with sdk(gw, "sk-team") as team:
+        served = [
+            team.chat.completions.with_raw_response.create(model="alpha", messages=HI).headers[
+                "x-gatewise-model"
+            ]
+            for _ in range(3)
+        ]
+    assert served == ["alpha", "beta", "beta"]  # cheap is beta, and free
+
+
+def test_a_rate_limit_holds_across_two_workers(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    cfg = limited_config(upstream, tmp_path / "w.db", rate_limit={"requests_per_minute": 3})
+    gw = start_gateway(cfg, args=["--workers", "2"])
+    with sdk(gw, "sk-team") as team:
+        remaining = [
+            team.chat.completions.with_raw_response.create(model="alpha", messages=HI).headers[
+                "x-ratelimit-remaining-requests"
+            ]
+            for _ in range(3)
+        ]
+        assert remaining[0] == "2"
+        # Which worker answers is the kernel's choice: read until 20 answers in a row (from
+        # both, all but surely) agree that the fleet has seen all three.
+        deadline, agreeing = time.monotonic() + 15, 0
+        while agreeing < 20:
+            assert time.monotonic() < deadline
+            agreeing = agreeing + 1 if usage_of(gw)["requests_last_minute"] == 3 else 0
+        for _ in range(6):
+            with pytest.raises(openai.RateLimitError):
+                team.chat.completions.create(model="alpha", messages=HI)
+    assert len(upstream.calls("/chat/completions")) == 3
