@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from admin_ui.auth import AdminAuthMiddleware
 from admin_ui.evaluations import evaluation_routes
+from admin_ui.keys import key_routes
 from admin_ui.openapi import openapi, operation
 from admin_ui.pages import page_routes
 from admin_ui.performance import json_response, performance_routes
@@ -35,6 +36,7 @@ def create_admin_app(services: AdminServices, admin_token: str | None) -> Starle
         Route("/admin/openapi.json", spec, methods=["GET"]),
         *performance_routes(services),
         *evaluation_routes(services),
+        *key_routes(services),
         *page_routes(),
     ]
     document = openapi(routes)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from gateway.core.keys import KeyRing
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.feedback import FeedbackService, ResponseIndex
+from gateway.routing.quota import Quota
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
@@ -24,3 +26,5 @@ class AdminServices(Protocol):
     store: Store
     index: ResponseIndex
     feedback: FeedbackService
+    keys: KeyRing
+    quota: Quota

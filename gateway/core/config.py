@@ -8,11 +8,20 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from gateway.core.types import CONVERSATION_TYPES, ConversationType, Optimization
 from providers.base import Usage
@@ -25,6 +34,9 @@ __all__ = [
     "STORAGE_URL_ENV",
     "Config",
     "ConfigError",
+    "KeyBudget",
+    "KeyConfig",
+    "KeyRateLimit",
     "ModelConfig",
     "ProviderConfig",
     "RouteConfig",
@@ -51,8 +63,67 @@ class CorsConfig(_Strict):
     allow_headers: list[str] = ["authorization", "content-type"]
 
 
+class ExhaustedRoute(_Strict):
+    route: str  # served instead when the budget is spent (usually a cheaper route)
+
+
+class KeyBudget(_Strict):
+    """Spend caps in USD, from the same cost accounting as the dashboard (UTC days and
+    months). Spent: refused with 429 insufficient_quota, or served by `route`."""
+
+    daily_usd: float | None = Field(None, gt=0)
+    monthly_usd: float | None = Field(None, gt=0)
+    when_exhausted: Literal["reject"] | ExhaustedRoute = "reject"
+
+
+class KeyRateLimit(_Strict):
+    """Over the last 60 seconds, across the fleet; 429 with Retry-After past them."""
+
+    requests_per_minute: int | None = Field(None, gt=0)
+    tokens_per_minute: int | None = Field(None, gt=0)
+
+
+class KeyConfig(_Strict):
+    """A named client key: an identity that owns its answers, with what it may use.
+    The secret is given as `key` (usually "${VAR}") or only as its SHA-256 (hex)."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    key: str | None = Field(None, min_length=1, repr=False)
+    key_sha256: str | None = Field(None, pattern=r"^[0-9a-fA-F]{64}$")
+    routes: list[str] | None = None  # with `models`: what it may ask for (unset: anything)
+    models: list[str] | None = None
+    optimization: Optimization | None = None  # when the request names none
+    budget: KeyBudget | None = None
+    rate_limit: KeyRateLimit | None = None
+    # Filled by the loader: the unset env variables that disable this key.
+    missing_env: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _one_secret(self) -> KeyConfig:
+        given = (self.key is not None) + (self.key_sha256 is not None)
+        if given != 1 and not self.missing_env:
+            raise ValueError("a key needs exactly one of 'key' and 'key_sha256'")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return not self.missing_env
+
+
+def _key_kind(value: Any) -> str:
+    return "plain" if isinstance(value, str) else "named"
+
+
+# A string or a mapping, told apart by type so that an error names one shape, not both.
+_KeyEntry = Annotated[
+    Annotated[str, Tag("plain")] | Annotated[KeyConfig, Tag("named")],
+    Discriminator(_key_kind),
+]
+
+
 class ServerConfig(_Strict):
-    api_keys: list[str] = []
+    # Plain strings (anonymous keys, named after their hash) or named keys.
+    api_keys: list[_KeyEntry] = []
     admin_token: str | None = None
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     cors: CorsConfig | None = None
@@ -245,6 +316,26 @@ class Config(_Strict):
             for j, name in enumerate(model.fallbacks):
                 if name not in models:
                     raise ValueError(f"models[{i}].fallbacks[{j}]: unknown model '{name}'")
+        routes = {r.name for r in self.routes}
+        key_names = [k.name for k in self.server.api_keys if isinstance(k, KeyConfig)]
+        for i, name in enumerate(key_names):
+            if name in key_names[:i]:
+                raise ValueError(f"server.api_keys: the name '{name}' is used twice")
+        for i, key in enumerate(self.server.api_keys):
+            if not isinstance(key, KeyConfig):
+                continue
+            fallback = key.budget.when_exhausted if key.budget is not None else "reject"
+            if not isinstance(fallback, str) and fallback.route not in routes | models:
+                raise ValueError(
+                    f"server.api_keys[{i}].budget.when_exhausted.route: unknown route "
+                    f"'{fallback.route}'"
+                )
+            for field, known, what in (("routes", routes, "route"), ("models", models, "model")):
+                for j, name in enumerate(getattr(key, field) or ()):
+                    if name not in known:
+                        raise ValueError(
+                            f"server.api_keys[{i}].{field}[{j}]: unknown {what} '{name}'"
+                        )
         for i, route in enumerate(self.routes):
             if route.name in models:
                 raise ValueError(f"routes[{i}].name: '{route.name}' is already a model name")
@@ -307,8 +398,18 @@ def _resolve_server(raw: dict[str, Any], env: dict[str, str], source: str) -> No
     server = dict(server)
     keys = server.get("api_keys")
     if isinstance(keys, list):
-        resolved = [_expand(k, env) if isinstance(k, str) else k for k in keys]
-        server["api_keys"] = [k for k in resolved if k != ""]
+        resolved: list[Any] = []
+        for key in keys:
+            if isinstance(key, str):
+                if (expanded := _expand(key, env)) != "":
+                    resolved.append(expanded)
+            elif isinstance(key, dict) and isinstance(key.get("key"), str):
+                missing = _unset(key["key"], env)
+                resolved.append({**key, "key": _expand(key["key"], env) or None,
+                                 "missing_env": tuple(missing)})  # fmt: skip
+            else:
+                resolved.append(key)
+        server["api_keys"] = resolved
     token = server.get("admin_token")
     if isinstance(token, str):
         server["admin_token"] = _expand(token, env) or None
@@ -372,7 +473,9 @@ def _describe(exc: ValidationError, source: str) -> str:
     for err in exc.errors(include_url=False):
         where = _location(err["loc"])
         message = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
+        if err["type"] == "model_type" and err["loc"][-1] == "named":
+            message = "expected a key (a string) or a mapping with name and key"
+        elif err["type"] == "extra_forbidden":
             message = "unknown key"
         elif err["type"] == "missing":
             message = "required key is missing"
@@ -380,12 +483,15 @@ def _describe(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+_UNION_TAGS = ("literal", "str", "int", "plain", "named")  # pydantic's, not the file's
+
+
 def _location(loc: tuple[Any, ...]) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif str(part).startswith("function-") or part in ("literal", "str", "int"):
+        elif str(part).startswith("function-") or part in _UNION_TAGS:
             continue
         else:
             out += f".{part}" if out else str(part)

@@ -24,11 +24,15 @@ __all__ = [
     "LengthRequired",
     "ModelUnavailable",
     "NoModelAvailable",
+    "NotAllowed",
     "NotFound",
     "Overloaded",
+    "QuotaExceeded",
+    "RateLimitExceeded",
     "RejectedByUpstream",
     "RequestTooLarge",
     "StoreUnavailable",
+    "TokenRateLimitExceeded",
     "UpstreamFailed",
 ]
 
@@ -66,6 +70,37 @@ class InvalidFeedback(InvalidRequest):
 
 class InvalidFilter(InvalidRequest):
     code = "invalid_filter"
+
+
+class NotAllowed(GatewayError):
+    """The caller's key may not use what it asked for (a route or model outside its
+    scope)."""
+
+    code = "model_not_allowed"
+
+
+class RateLimitExceeded(GatewayError):
+    """The caller's key sent more requests in the last minute than it may."""
+
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class TokenRateLimitExceeded(RateLimitExceeded):
+    """The caller's key used more tokens in the last minute than it may."""
+
+
+class QuotaExceeded(GatewayError):
+    """The caller's key has spent its budget for the day or the month."""
+
+    code = "insufficient_quota"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
 
 
 class NotFound(GatewayError):

@@ -91,6 +91,7 @@ class ResponseRecord:
     auto_score: float | None = None
     prompt: str | None = None
     answer: str | None = None
+    owner: str | None = None  # the client key's name that received it (None: open gateway)
     stored: bool = False
 
     def to_row(self) -> dict[str, Any]:
@@ -101,5 +102,5 @@ class ResponseRecord:
             "conversation_type": self.conversation_type, "route": self.route,
             "optimization": self.optimization, "ts": self.ts, "latency_ms": self.latency_ms,
             "flags": self.flags, "auto_score": self.auto_score, "prompt": self.prompt,
-            "answer": self.answer,
+            "answer": self.answer, "owner": self.owner,
         }  # fmt: skip

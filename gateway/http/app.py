@@ -93,8 +93,8 @@ def create_http_app(
         return Response(orjson.dumps(body), status, media_type="application/json")
 
     proxy = proxy_routes(gateway)
-    keys = config.server.api_keys
-    middleware = [Middleware(ApiKeyMiddleware, api_keys=keys)]
+    keys = gateway.keys
+    middleware = [Middleware(ApiKeyMiddleware, keys=keys)]
     cors = config.server.cors
     if cors is not None:
         middleware.insert(

@@ -1,15 +1,22 @@
-"""Client API-key check for the OpenAI surface, as plain ASGI middleware."""
+"""Client API-key check for the OpenAI surface, as plain ASGI middleware: it finds the
+key's holder and leaves it in the scope for the handlers (`tenant_of`)."""
 
 from __future__ import annotations
-
-import hmac
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from gateway.core.keys import KeyRing, Tenant
 from gateway.http.errors import plain_error
 
-__all__ = ["ApiKeyMiddleware", "bearer_token"]
+__all__ = ["ApiKeyMiddleware", "bearer_token", "tenant_of"]
+
+_TENANT = "gatewise.tenant"
+
+
+def tenant_of(scope: Scope) -> Tenant | None:
+    """Who sent this request; None when the gateway has no keys (it is open)."""
+    return scope.get(_TENANT)
 
 
 def bearer_token(header: str | None) -> str | None:
@@ -22,9 +29,9 @@ def bearer_token(header: str | None) -> str | None:
 class ApiKeyMiddleware:
     """Requires `Authorization: Bearer <key>` on /v1/*; open when no key is configured."""
 
-    def __init__(self, app: ASGIApp, api_keys: list[str], prefix: str = "/v1/") -> None:
+    def __init__(self, app: ASGIApp, keys: KeyRing, prefix: str = "/v1/") -> None:
         self.app = app
-        self.keys = [k.encode() for k in api_keys]
+        self.keys = keys
         self.prefix = prefix
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -36,7 +43,7 @@ class ApiKeyMiddleware:
 
     def rejection(self, scope: Scope) -> Response | None:
         """The 401 to send, or None when the request may pass."""
-        if not self.keys or not scope["path"].startswith(self.prefix):
+        if self.keys.open or not scope["path"].startswith(self.prefix):
             return None
         header = None
         for name, value in scope["headers"]:
@@ -46,14 +53,9 @@ class ApiKeyMiddleware:
         token = bearer_token(header)
         if token is None:
             message = "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
-        elif self._valid(token.encode()):
+        elif (tenant := self.keys.find(token)) is not None:
+            scope[_TENANT] = tenant
             return None
         else:
             message = "Incorrect API key provided."
         return plain_error(401, message, code="invalid_api_key")
-
-    def _valid(self, token: bytes) -> bool:
-        ok = False
-        for key in self.keys:
-            ok |= hmac.compare_digest(key, token)
-        return ok

@@ -22,10 +22,14 @@ from gateway.core.errors import (
     LengthRequired,
     ModelUnavailable,
     NoModelAvailable,
+    NotAllowed,
     NotFound,
+    QuotaExceeded,
+    RateLimitExceeded,
     RejectedByUpstream,
     RequestTooLarge,
     StoreUnavailable,
+    TokenRateLimitExceeded,
     UpstreamFailed,
 )
 
@@ -48,6 +52,10 @@ _STATUS: tuple[tuple[type[GatewayError], int, str], ...] = (
     (InvalidFeedback, 422, _CLIENT),
     (InvalidFilter, 422, _CLIENT),
     (InvalidRequest, 400, _CLIENT),
+    (NotAllowed, 403, _CLIENT),
+    (QuotaExceeded, 429, "insufficient_quota"),  # OpenAI's types for these
+    (TokenRateLimitExceeded, 429, "tokens"),
+    (RateLimitExceeded, 429, "requests"),
     (NotFound, 404, _CLIENT),
     (ModelUnavailable, 503, _SERVER),
     (NoModelAvailable, 503, _SERVER),

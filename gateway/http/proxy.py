@@ -27,12 +27,15 @@ from gateway.core.errors import (
     Failure,
     GatewayError,
     InvalidRequest,
+    NotAllowed,
     NotFound,
     RejectedByUpstream,
     UpstreamFailed,
 )
 from gateway.core.ids import request_id_from
+from gateway.core.keys import KeyRing, Tenant
 from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Optimization
+from gateway.http.auth import tenant_of
 from gateway.http.body import check_body, read_json
 from gateway.http.errors import error_body, error_response, internal_error
 from gateway.http.inbound import Inbound, send_json
@@ -47,6 +50,7 @@ from gateway.routing.dispatch import (
     StreamJob,
 )
 from gateway.routing.feedback import MAX_FEEDBACK_BYTES, FeedbackService
+from gateway.routing.quota import Quota
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint
 from providers.errors import ProviderError, UpstreamServerError
 
@@ -60,13 +64,18 @@ _JSON = "application/json"
 _DONE = b"data: [DONE]\n\n"
 
 
+Headers = tuple[tuple[bytes, bytes], ...]
+
+
 class Backend(Protocol):
     """What the HTTP layer needs from the process that serves it (`gateway.server.app`)."""
 
     config: Config
+    keys: KeyRing
     catalog: Catalog
     dispatcher: Dispatcher
     feedback: FeedbackService
+    quota: Quota
 
     @property
     def ready(self) -> bool: ...
@@ -78,19 +87,23 @@ class _VideoJobs:
     """Which model and upstream job answer a gateway video id (bounded, newest kept)."""
 
     def __init__(self, size: int = 10_000) -> None:
-        self._jobs: OrderedDict[str, tuple[str, str]] = OrderedDict()
+        self._jobs: OrderedDict[str, tuple[str, str, str | None]] = OrderedDict()
         self._size = size
 
-    def add(self, video_id: str, model: str, upstream_id: str) -> None:
-        self._jobs[video_id] = (model, upstream_id)
+    def add(self, video_id: str, model: str, upstream_id: str, owner: str | None) -> None:
+        self._jobs[video_id] = (model, upstream_id, owner)
         if len(self._jobs) > self._size:
             self._jobs.popitem(last=False)
 
-    def get(self, video_id: str) -> tuple[str, str] | None:
-        return self._jobs.get(video_id)
+    def get(self, video_id: str, caller: Tenant | None) -> tuple[str, str] | None:
+        """The job's model and upstream id, if `caller` may see it (as for ratings)."""
+        found = self._jobs.get(video_id)
+        if found is None or not (caller is None or found[2] in (None, caller.name)):
+            return None
+        return found[0], found[1]
 
 
-def _served_headers(exchange: Exchange[Any]) -> list[tuple[bytes, bytes]]:
+def _served_headers(exchange: Exchange[Any], limits: Headers = ()) -> list[tuple[bytes, bytes]]:
     job = exchange.job
     return [
         (b"x-request-id", job.request_id.encode()),
@@ -98,6 +111,7 @@ def _served_headers(exchange: Exchange[Any]) -> list[tuple[bytes, bytes]]:
         (b"x-gatewise-provider", exchange.provider.encode()),
         (b"x-gatewise-attempts", b"%d" % exchange.number),
         (b"x-gatewise-response-id", job.response_id.encode()),
+        *limits,
     ]
 
 
@@ -106,6 +120,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
     max_body = gateway.config.server.max_body_bytes
     catalog = gateway.catalog
     dispatcher = gateway.dispatcher
+    quota = gateway.quota
 
     def handler(endpoint: Endpoint) -> _Endpoint:
         ctype = ENDPOINT_TYPES[endpoint]
@@ -115,31 +130,45 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             request = Inbound(scope, receive)
             headers = request.headers
             request_id = request_id_from(headers.get("x-request-id"))
+            limits: Headers = ()
+            tenant = tenant_of(scope)
             try:
                 body = await read_json(request, max_body)
                 check_body(endpoint, body)
                 optimization = _optimization(headers.get("x-gatewise-optimize"))
-                target = catalog.resolve(body["model"], ctype)
+                asked = body["model"]
+                if tenant is not None:
+                    _check_scope(tenant, asked)
+                    optimization = optimization or tenant.optimization
+                    if tenant.limited:
+                        admission = quota.admit(tenant)
+                        limits = admission.headers
+                        asked = admission.route or asked  # budget spent: the cheaper route
+                target = catalog.resolve(asked, ctype)
                 conversation = headers.get("x-gatewise-conversation") or body.get("user")
                 args = (request_id, endpoint, target, body, optimization)
                 conversation_id = conversation if isinstance(conversation, str) else None
+                owner = tenant.name if tenant is not None else None
                 if endpoint is Endpoint.SPEECH:
-                    audio = await dispatcher.run(AudioJob(*args, conversation_id))
-                    return await _audio(audio)(scope, receive, send)
+                    audio = await dispatcher.run(AudioJob(*args, conversation_id, owner=owner))
+                    return await _audio(audio, limits)(scope, receive, send)
                 if streamable and body.get("stream") is True:
-                    events = await dispatcher.run(StreamJob(*args, conversation_id))
-                    return await _events(events)(scope, receive, send)
-                exchange = await dispatcher.run(ReplyJob(*args, conversation_id))
+                    events = await dispatcher.run(StreamJob(*args, conversation_id, owner=owner))
+                    return await _events(events, limits)(scope, receive, send)
+                exchange = await dispatcher.run(ReplyJob(*args, conversation_id, owner=owner))
             except GatewayError as exc:
-                return await error_response(exc, {"x-request-id": request_id})(scope, receive, send)
-            await _reply(exchange, send, videos)
+                if tenant is not None and tenant.limited:
+                    quota.failed(tenant.name)
+                extra = {"x-request-id": request_id, **{k.decode(): v.decode() for k, v in limits}}
+                return await error_response(exc, extra)(scope, receive, send)
+            await _reply(exchange, send, videos, limits)
 
         return _Endpoint(handle)
 
     async def video_status(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
         video_id = request.path_params["video_id"]
-        found = videos.get(video_id)
+        found = videos.get(video_id, tenant_of(request.scope))
         if found is None:
             missing = NotFound(f"No video job with id '{video_id}'.")
             return error_response(missing, {"x-request-id": request_id})
@@ -167,18 +196,25 @@ def proxy_routes(gateway: Backend) -> list[Route]:
         request_id = request_id_from(request.headers.get("x-request-id"))
         try:
             body = await read_json(request, min(max_body, MAX_FEEDBACK_BYTES))
-            result = await gateway.feedback.submit(body)
+            result = await gateway.feedback.submit(body, tenant_of(request.scope))
         except GatewayError as exc:
             return error_response(exc, {"x-request-id": request_id})
         return Response(orjson.dumps(result), 200, {"x-request-id": request_id}, _JSON)
 
     async def list_models(request: Request) -> Response:
-        body = {"object": "list", "data": catalog.listing()}
+        tenant = tenant_of(request.scope)
+        listing = catalog.listing()
+        if tenant is not None and tenant.allowed is not None:
+            listing = [entry for entry in listing if tenant.may_use(str(entry["id"]))]
+        body = {"object": "list", "data": listing}
         return Response(orjson.dumps(body), 200, media_type=_JSON)
 
     async def retrieve_model(request: Request) -> Response:
         name = request.path_params["model"]
+        tenant = tenant_of(request.scope)
         for entry in catalog.listing():
+            if tenant is not None and not tenant.may_use(str(entry["id"])):
+                continue
             if entry["id"] == name:
                 return Response(orjson.dumps(entry), 200, media_type=_JSON)
         missing = NotFound(
@@ -202,6 +238,14 @@ def proxy_routes(gateway: Backend) -> list[Route]:
     ]
 
 
+def _check_scope(tenant: Tenant, name: object) -> None:
+    if isinstance(name, str) and not tenant.may_use(name):
+        raise NotAllowed(
+            f"This API key may not use '{name}'; ask the gateway's operator for access.",
+            param="model",
+        )
+
+
 def _optimization(header: str | None) -> Optimization | None:
     if header is None:
         return None
@@ -215,7 +259,9 @@ def _optimization(header: str | None) -> Optimization | None:
     )
 
 
-async def _reply(exchange: Exchange[Any], send: Send, videos: _VideoJobs) -> None:
+async def _reply(
+    exchange: Exchange[Any], send: Send, videos: _VideoJobs, limits: Headers = ()
+) -> None:
     """A whole answer, as JSON under the gateway's own response id and model name."""
     job = exchange.job
     name = exchange.model.name
@@ -223,24 +269,24 @@ async def _reply(exchange: Exchange[Any], send: Send, videos: _VideoJobs) -> Non
     out = reply.body
     endpoint = job.endpoint
     if endpoint is Endpoint.VIDEOS and isinstance(out.get("id"), str):
-        videos.add(job.response_id, name, out["id"])
+        videos.add(job.response_id, name, out["id"], job.owner)
     if endpoint in _HAS_ID:
         out["id"] = job.response_id
     if "model" in out or endpoint is not Endpoint.IMAGES:
         out["model"] = name
     try:
-        await send_json(send, reply.status, orjson.dumps(out), _served_headers(exchange))
+        await send_json(send, reply.status, orjson.dumps(out), _served_headers(exchange, limits))
     finally:
         # Recorded once the answer is out: none of it is the client's wait, and the
         # upstream's answer counts even if the client has gone.
         exchange.close()
 
 
-def _events(exchange: Streaming[ChunkStream, list[Chunk]]) -> Response:
+def _events(exchange: Streaming[ChunkStream, list[Chunk]], limits: Headers = ()) -> Response:
     response = StreamingResponse(
         _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
     )
-    response.raw_headers += _served_headers(exchange)
+    response.raw_headers += _served_headers(exchange, limits)
     return response
 
 
@@ -288,7 +334,7 @@ async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[b
         exchange.close(error, client_gone=gone)
 
 
-def _audio(exchange: Streaming[BinaryReply, bytes]) -> Response:
+def _audio(exchange: Streaming[BinaryReply, bytes], limits: Headers = ()) -> Response:
     reply = exchange.result
 
     async def body() -> AsyncIterator[bytes]:
@@ -311,7 +357,7 @@ def _audio(exchange: Streaming[BinaryReply, bytes]) -> Response:
             exchange.close(error, client_gone=gone)
 
     response = StreamingResponse(body(), media_type=reply.media_type)
-    response.raw_headers += _served_headers(exchange)
+    response.raw_headers += _served_headers(exchange, limits)
     return response
 
 

@@ -83,6 +83,7 @@ class Job(ABC, Generic[R, P]):
     optimization: Optimization | None = None
     conversation_id: str | None = None
     resource_id: str | None = None
+    owner: str | None = None  # the client key's name (None: the gateway is open)
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)

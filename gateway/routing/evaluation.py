@@ -147,6 +147,7 @@ class Evaluator:
             job.optimization,
             outcome.at,
             outcome.timings.upstream_ms,
+            owner=job.owner,
         )
         self.index.add(record)
         if not outcome.judged or len(self._pending) >= self.limit:

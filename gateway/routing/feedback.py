@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from gateway.core.errors import InvalidFeedback, NotFound, StoreUnavailable
+from gateway.core.keys import Tenant
 from gateway.core.types import ResponseRecord
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 from gateway.storage import Store
@@ -153,12 +154,16 @@ class FeedbackService:
         self._ordered = asyncio.Lock()
         self._settling = 0
 
-    async def lookup(self, response_id: str) -> ResponseRecord | None:
+    async def lookup(self, response_id: str, caller: Tenant | None = None) -> ResponseRecord | None:
+        """The answer by its id, if `caller` may see it (None: anyone may; an answer with
+        no owner was given while the gateway was open, and is anyone's)."""
         record = self.index.get(response_id)
-        if record is not None:
-            return record
-        async with self._store_needed():
-            return await self._stored(response_id)
+        if record is None:
+            async with self._store_needed():
+                record = await self._stored(response_id)
+        if record is None or not (caller is None or record.owner in (None, caller.name)):
+            return None
+        return record
 
     async def _stored(self, response_id: str) -> ResponseRecord | None:
         row = await self.store.get_response(response_id)
@@ -191,6 +196,7 @@ class FeedbackService:
             row.get("auto_score"),
             row.get("prompt"),
             row.get("answer"),
+            owner=row.get("owner"),
             stored=True,
         )
 
@@ -209,9 +215,12 @@ class FeedbackService:
                 retry_after=self.RETRY_AFTER,
             ) from None
 
-    async def submit(self, payload: Any) -> dict[str, Any]:
+    async def submit(self, payload: Any, caller: Tenant | None = None) -> dict[str, Any]:
+        """Rate an answer. `caller` is the client key's holder (None: the gateway is open,
+        or the admin acts): a key may rate only the answers it received, and any other
+        answer is, to it, the same unknown id as one that never existed."""
         response_id, scores, comment = parse_feedback(payload)
-        record = await self.lookup(response_id)
+        record = await self.lookup(response_id, caller)
         if record is None:
             raise unknown_response(response_id)
         async with self._store_needed():
@@ -233,7 +242,9 @@ class FeedbackService:
                 record.provider,
                 record.conversation_type,
             )
-            self.tracker.add_feedback(record.model, record.conversation_type, scores, previous)
+            self.tracker.add_feedback(
+                record.model, record.conversation_type, scores, previous, key=record.owner or ""
+            )
         return {
             "object": "feedback",
             "response_id": response_id,

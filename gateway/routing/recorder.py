@@ -1,9 +1,9 @@
 """Where an outcome goes, once: the chain every closed exchange flows through.
 
 tracker (live stats) -> blacklist (failure streaks) -> evaluator (the answer, judged
-in the background) -> writer (the attempt row, stored in batches), and one JSON log
-line. Built once at start-up with all four; nothing is attached later. Runs on the
-request path: every step is in memory and O(1).
+in the background) -> writer (the attempt row, stored in batches) -> quota (what the
+client key used), and one JSON log line. Built once at start-up with all of them;
+nothing is attached later. Runs on the request path: every step is in memory and O(1).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.dispatch import Outcome
 from gateway.routing.evaluation import Evaluator
+from gateway.routing.quota import Quota
 from gateway.routing.tracker import Tracker
 from gateway.storage.writer import StoreWriter
 
@@ -31,12 +32,14 @@ class Recorder:
         evaluator: Evaluator,
         writer: StoreWriter,
         events: EventLog,
+        quota: Quota | None = None,
     ) -> None:
         self.tracker = tracker
         self.blacklist = blacklist
         self.evaluator = evaluator
         self.writer = writer
         self.events = events
+        self.quota = quota or Quota()
 
     def record(self, outcome: Outcome) -> None:
         attempt = outcome.attempt()
@@ -44,6 +47,11 @@ class Recorder:
         if outcome.answered and outcome.error is None:
             self.evaluator.submit(outcome)
         self.writer.enqueue(attempt)
+        owner = outcome.job.owner
+        if owner is not None:
+            self.quota.record(
+                owner, attempt.prompt_tokens + attempt.completion_tokens, attempt.cost
+            )
         self._log(outcome)
 
     def let_back(self, model: str) -> bool:

@@ -14,7 +14,8 @@ stats change (gateway.routing.ranking_table), while the admin rankings explain e
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+import statistics
+from collections.abc import Mapping, Sequence
 from typing import NamedTuple
 
 from gateway.core.config import ModelConfig
@@ -220,10 +221,41 @@ def _quality_inputs(
 
 def _feedback(stats: Stats | None, dims: Sequence[str]) -> tuple[float | None, float]:
     """Human ratings (1-5 mapped to 0-1), pooled over the dimensions that apply: the
-    value from recent ratings (older ones fade), the evidence from all of them."""
+    value from recent ratings (older ones fade), the evidence from all of them.
+
+    No client key counts for more than the typical key: each key's recent weight and its
+    number of ratings are capped at the median over the keys that rated, and the value is
+    the mean of the keys' own means under those weights. One key (or none) is unchanged;
+    a key posting many ratings weighs as much as a key posting the usual number, so five
+    keys rating one way outweigh one key rating the other way as often as it likes.
+    """
     if stats is None:
         return None, 0.0
-    feedback, fading = stats.feedback, stats.feedback_recent
+    per_key = [
+        _tally(feedback, fading, dims) for feedback, fading in stats.feedback_keys.values()
+    ] or [_tally(stats.feedback, stats.feedback_recent, dims)]
+    per_key = [t for t in per_key if t[2] > 0]
+    if not per_key:
+        return None, 0.0
+    if len(per_key) == 1:
+        total, weight, n = per_key[0]
+        return (total / weight if weight else None), n
+    weight_cap = statistics.median(t[1] for t in per_key)
+    count_cap = statistics.median(t[2] for t in per_key)
+    value = weights = evidence = 0.0
+    for total, weight, n in per_key:
+        evidence += min(n, count_cap)
+        if weight > 0:
+            share = min(weight, weight_cap)
+            value += total / weight * share
+            weights += share
+    return (value / weights if weights else None), evidence
+
+
+def _tally(
+    feedback: Mapping[str, list[float]], fading: Mapping[str, list[float]], dims: Sequence[str]
+) -> tuple[float, float, float]:
+    """One key's ratings on `dims`: recent value sum (0-1 scale), recent weight, count."""
     total = weight = n = 0.0
     for dim in dims:
         pair = feedback.get(dim)
@@ -233,4 +265,4 @@ def _feedback(stats: Stats | None, dims: Sequence[str]) -> tuple[float | None, f
             if recent[1] > 0:
                 total += (recent[0] - recent[1]) / 4
                 weight += recent[1]
-    return (total / weight if weight else None), n
+    return total, weight, n

@@ -65,6 +65,10 @@ class Stats:
     # The same ratings with older ones fading, so a model that changes is noticed:
     # dim -> [weighted sum, weight, Tracker.seq at the last rating].
     feedback_recent: dict[str, list[float]] = field(default_factory=dict)
+    # The same two tallies per client key that the rated answers belong to (key name ->
+    # [feedback, feedback_recent]; "" for answers with no owner), so that scoring can
+    # keep any one key from outweighing the others (scoring._feedback).
+    feedback_keys: dict[str, list[dict[str, list[float]]]] = field(default_factory=dict)
     auto_score_sum: float = 0.0
     auto_score_count: int = 0
     flags: dict[str, int] = field(default_factory=dict)  # evaluator flag -> answers flagged
@@ -119,6 +123,14 @@ class Stats:
         for recent in (fields.get("feedback_recent") or {}).values():
             if len(recent) == 2:  # saved before ratings aged: as if last rated last served
                 recent.append(fields.get("last_seq", 0))
+        if "feedback_keys" not in fields and fields.get("feedback"):
+            # Saved before ratings had owners: all of them one anonymous key's.
+            fields["feedback_keys"] = {
+                "": [
+                    {d: list(v) for d, v in fields["feedback"].items()},
+                    {d: list(v) for d, v in (fields.get("feedback_recent") or {}).items()},
+                ]
+            }
         return cls(**fields)
 
 
@@ -257,39 +269,16 @@ class Tracker:
         ctype: str,
         scores: Mapping[str, float],
         previous: Mapping[str, float] | None = None,
+        key: str = "",
     ) -> None:
-        """Fold 1-5 ratings into the aggregates; a re-rating replaces its earlier scores."""
+        """Fold 1-5 ratings into the aggregates; a re-rating replaces its earlier scores.
+        `key` is the client key the rated answer belongs to ("" for none)."""
         for stats in self._targets(model, ctype):
-            self._rate(stats, scores, previous)
+            _fold(stats.feedback, stats.feedback_recent, scores, previous, self.seq)
+            tallies = stats.feedback_keys.setdefault(key, [{}, {}])
+            _fold(tallies[0], tallies[1], scores, previous, self.seq)
+            self._changed(stats)
         self._bump()
-
-    def _rate(
-        self, stats: Stats, scores: Mapping[str, float], previous: Mapping[str, float] | None
-    ) -> None:
-        seq = self.seq
-        for dimension, value in (previous or {}).items():
-            pair = stats.feedback.get(dimension)
-            if pair and pair[1] > 0:
-                pair[0] -= value
-                pair[1] -= 1
-            recent = stats.feedback_recent.get(dimension)
-            if recent and recent[1] > 0:
-                # The earlier rating has faded by an unknown amount: take out what it can
-                # still weigh and keep the rest a mean of 1-5 ratings.
-                weight = min(1.0, recent[1])
-                recent[0] -= value * weight
-                recent[1] -= weight
-                recent[0] = min(max(recent[0], recent[1]), 5 * recent[1])
-        for dimension, value in scores.items():
-            pair = stats.feedback.setdefault(dimension, [0.0, 0])
-            pair[0] += value
-            pair[1] += 1
-            recent = stats.feedback_recent.setdefault(dimension, [0.0, 0.0, seq])
-            fade = min(_FEEDBACK_DECAY, AGING ** (seq - recent[2]))
-            recent[0] = recent[0] * fade + value
-            recent[1] = recent[1] * fade + 1
-            recent[2] = seq
-        self._changed(stats)
 
     def add_auto_score(
         self, model: str, ctype: str, score: float, flags: Iterable[str] = ()
@@ -328,6 +317,56 @@ class Tracker:
         self.version += 1
 
 
+def _fold(
+    feedback: dict[str, list[float]],
+    fading: dict[str, list[float]],
+    scores: Mapping[str, float],
+    previous: Mapping[str, float] | None,
+    seq: int,
+) -> None:
+    """One rating into a tally of all ratings (dim -> [sum, count]) and one of recent
+    ones (dim -> [weighted sum, weight, seq of the last rating])."""
+    for dimension, value in (previous or {}).items():
+        pair = feedback.get(dimension)
+        if pair and pair[1] > 0:
+            pair[0] -= value
+            pair[1] -= 1
+        recent = fading.get(dimension)
+        if recent and recent[1] > 0:
+            # The earlier rating has faded by an unknown amount: take out what it can
+            # still weigh and keep the rest a mean of 1-5 ratings.
+            weight = min(1.0, recent[1])
+            recent[0] -= value * weight
+            recent[1] -= weight
+            recent[0] = min(max(recent[0], recent[1]), 5 * recent[1])
+    for dimension, value in scores.items():
+        pair = feedback.setdefault(dimension, [0.0, 0])
+        pair[0] += value
+        pair[1] += 1
+        recent = fading.setdefault(dimension, [0.0, 0.0, seq])
+        fade = min(_FEEDBACK_DECAY, AGING ** (seq - recent[2]))
+        recent[0] = recent[0] * fade + value
+        recent[1] = recent[1] * fade + 1
+        recent[2] = seq
+
+
+def _merge_tallies(
+    feedback: dict[str, list[float]],
+    fading: dict[str, list[float]],
+    part: Sequence[dict[str, list[float]]],
+    fresh: float,
+    seq: int,
+) -> None:
+    for dim, (total, rated) in part[0].items():
+        pair = feedback.setdefault(dim, [0.0, 0.0])
+        pair[0] += total
+        pair[1] += rated
+    for dim, recent in part[1].items():
+        mine = fading.setdefault(dim, [0.0, 0.0, seq])
+        mine[0] += fresh * recent[0]
+        mine[1] += fresh * recent[1]
+
+
 def combined(
     own: Stats | None,
     peers: Sequence[tuple[Stats, float]],
@@ -363,14 +402,11 @@ def combined(
         out.served_recent += fresh * (aged(served, part.last_seq, seq) if part is own else served)
         for flag, n in part.flags.items():
             out.flags[flag] = out.flags.get(flag, 0) + n
-        for dim, (total, rated) in part.feedback.items():
-            pair = out.feedback.setdefault(dim, [0.0, 0.0])
-            pair[0] += total
-            pair[1] += rated
-        for dim, recent in part.feedback_recent.items():
-            mine = out.feedback_recent.setdefault(dim, [0.0, 0.0, seq])
-            mine[0] += fresh * recent[0]
-            mine[1] += fresh * recent[1]
+        _merge_tallies(out.feedback, out.feedback_recent, (part.feedback, part.feedback_recent),
+                       fresh, seq)  # fmt: skip
+        for key, tallies in part.feedback_keys.items():
+            mine = out.feedback_keys.setdefault(key, [{}, {}])
+            _merge_tallies(mine[0], mine[1], tallies, fresh, seq)
         if part.last_error_at is not None and (
             out.last_error_at is None or part.last_error_at > out.last_error_at
         ):

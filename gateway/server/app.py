@@ -17,6 +17,7 @@ from starlette.applications import Starlette
 
 from admin_ui import DIRECT_ONLY, create_admin_app
 from gateway.core.config import Config, config_path, load_config
+from gateway.core.keys import KeyRing
 from gateway.core.logs import EventLog, configure_logging
 from gateway.http.app import create_http_app
 from gateway.routing.blacklist import Blacklist
@@ -25,6 +26,7 @@ from gateway.routing.dispatch import Dispatcher
 from gateway.routing.evaluation import Evaluator
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.fleet import Fleet, new_origin
+from gateway.routing.quota import Quota, QuotaShare
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
@@ -85,8 +87,13 @@ class Gateway:
             self.tracker, self.index, self.writer, log_payloads=storage.log_payloads
         )
         self.events = EventLog("gatewise.attempts")
+        self.keys = KeyRing(config.server.api_keys)
+        self.quota = Quota(clock=clock)
+        self.quota_share = QuotaShare(
+            self.fleet.origin, self.quota, self.store, interval=storage.share_interval
+        )
         self.recorder = Recorder(
-            self.tracker, self.blacklist, self.evaluator, self.writer, self.events
+            self.tracker, self.blacklist, self.evaluator, self.writer, self.events, self.quota
         )
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, [m for m in config.models if m.provider == p.name])
@@ -137,6 +144,8 @@ class Gateway:
         self.writer.start()
         self.evaluator.start()
         self.fleet.start()
+        if any(tenant.limited for tenant in self.keys.tenants()):
+            self.quota_share.start()
         for provider in config.providers:
             if not provider.enabled:
                 log.warning(
@@ -177,6 +186,8 @@ class Gateway:
         self.ready = False
         await self.evaluator.close()
         await self.writer.close()
+        if any(tenant.limited for tenant in self.keys.tenants()):
+            await self.quota_share.stop()
         await self.fleet.close()
         await self.store.close()
         for provider in self.providers.values():

@@ -114,5 +114,9 @@ MIGRATIONS: list[str] = [
     CREATE INDEX feedback_model_ts ON feedback (model, ts);
     CREATE INDEX feedback_ts ON feedback (ts);
     """,
-    # Append the next migration (version 3) here, with PostgreSQL's in migrations_postgres.py.
+    # 3: the client key (its name) that received an answer: only it may rate or read it.
+    """
+    ALTER TABLE responses ADD COLUMN owner TEXT;
+    """,
+    # Append the next migration (version 4) here, with PostgreSQL's in migrations_postgres.py.
 ]

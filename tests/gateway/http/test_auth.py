@@ -11,6 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from gateway.core.keys import KeyRing
 from gateway.http.auth import ApiKeyMiddleware, bearer_token
 
 KEYS = ["key-one", "key-two"]
@@ -29,7 +30,7 @@ def app(keys: list[str]) -> ApiKeyMiddleware:
             Route("/admin/api/stats", ok),
         ]
     )
-    return ApiKeyMiddleware(inner, keys)
+    return ApiKeyMiddleware(inner, KeyRing(keys))
 
 
 @pytest.fixture

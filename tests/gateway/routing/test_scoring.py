@@ -18,7 +18,7 @@ from gateway.routing.scoring import (
     own,
     total,
 )
-from gateway.routing.tracker import Stats
+from gateway.routing.tracker import Stats, Tracker
 
 MODEL = ModelConfig.model_validate(
     {
@@ -111,3 +111,40 @@ def test_cost_is_relative_to_the_reference_and_free_is_best() -> None:
     free = Own(0.0, 0.0, None, 0.0, 0, 1.0, 0)
     assert total(paid, "cost", 0.002, 0.0, 0, 0.1)[1] == pytest.approx(0.5)
     assert total(free, "cost", 0.002, 0.0, 0, 0.1)[1] == 1.0
+
+
+def _rated(ratings: dict[str, list[int]]) -> Stats:
+    """A model's stats with `ratings` (accuracy, 1-5) given by each named key."""
+    tracker = Tracker()
+    for key, values in ratings.items():
+        for value in values:
+            tracker.add_feedback("alpha", "text-to-text", {"accuracy": value}, key=key)
+    return tracker.stats("alpha", "text-to-text")
+
+
+def test_one_key_rating_often_weighs_as_much_as_a_typical_key_not_more() -> None:
+    """Five keys prefer A to B; one key posts 30 opposite ratings of each."""
+    a = {f"team-{i}": [5, 5, 4] for i in range(5)} | {"spammer": [1] * 30}
+    b = {f"team-{i}": [2, 2, 3] for i in range(5)} | {"spammer": [5] * 30}
+    score = {name: own(MODEL, _rated(r), "accuracy", False, 20.0).base for name, r in
+             (("a", a), ("b", b))}  # fmt: skip
+    assert score["a"] > score["b"]
+    # The spammer's 30 ratings count as much as the typical key's three.
+    typical = {**a, "spammer": [1] * 3}
+    assert score["a"] == pytest.approx(own(MODEL, _rated(typical), "accuracy", False, 20.0).base)
+    # Pooled as one key (no balance), the same ratings would have flipped the choice.
+    pooled = {
+        name: own(MODEL, _rated({"": [v for vs in r.values() for v in vs]}), "accuracy",
+                  False, 20.0).base
+        for name, r in (("a", a), ("b", b))
+    }  # fmt: skip
+    assert pooled["b"] > pooled["a"]
+
+
+def test_a_single_key_is_scored_as_before_keys_existed() -> None:
+    one_key = own(MODEL, _rated({"team": [5, 4, 5, 3]}), "accuracy", False, 20.0)
+    anonymous = own(MODEL, _rated({"": [5, 4, 5, 3]}), "accuracy", False, 20.0)
+    stats = Stats(feedback={"accuracy": [17.0, 4]})
+    stats.feedback_recent = _rated({"": [5, 4, 5, 3]}).feedback_recent
+    unkeyed = own(MODEL, stats, "accuracy", False, 20.0)
+    assert one_key == anonymous == unkeyed

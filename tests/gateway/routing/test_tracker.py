@@ -372,3 +372,25 @@ def test_memory_stays_bounded_over_100k_attempts(clock: Clock, tracker: Tracker)
     # Only the last hour (7200 attempts at two a second, give or take a slot) is kept.
     assert stats.latency.count <= 7200 + 1200
     assert len(orjson.dumps(stats.to_dict())) < 2 * 6 * buckets * 20
+
+
+def test_ratings_are_also_tallied_per_key_and_survive_a_save(
+    tracker: Tracker, clock: Clock
+) -> None:
+    tracker.add_feedback("alpha", TT, {"overall": 5}, key="alice")
+    tracker.add_feedback("alpha", TT, {"overall": 1}, key="bob")
+    tracker.add_feedback("alpha", TT, {"overall": 3}, previous={"overall": 1}, key="bob")
+    stats = tracker.stats("alpha", TT)
+    assert stats.feedback["overall"] == [8.0, 2]  # all keys together, as before
+    assert stats.feedback_keys["alice"][0] == {"overall": [5.0, 1]}
+    assert stats.feedback_keys["bob"][0] == {"overall": [3.0, 1]}  # the re-rating replaced
+    restored = Stats.from_dict(orjson.loads(orjson.dumps(stats.to_dict())), clock)
+    assert restored.feedback_keys == stats.feedback_keys
+
+
+def test_a_state_saved_before_keys_holds_its_ratings_as_one_anonymous_key(clock: Clock) -> None:
+    old = Stats(feedback={"overall": [12.0, 3]}, feedback_recent={"overall": [12.0, 3.0, 0]})
+    data = old.to_dict()
+    del data["feedback_keys"]
+    restored = Stats.from_dict(data, clock)
+    assert restored.feedback_keys == {"": [{"overall": [12.0, 3]}, {"overall": [12.0, 3.0, 0]}]}

@@ -61,6 +61,7 @@ def response(response_id: str, ts: float, **fields) -> dict:
         "auto_score": 1.0,
         "prompt": f"prompt {response_id}",
         "answer": f"answer {response_id}",
+        "owner": "team-a",
     }
     values.update(fields)
     return values

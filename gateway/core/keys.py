@@ -1,0 +1,78 @@
+"""Client keys as identities: who sent a request, what it may use, and whose answers are
+whose.
+
+A key is found by the SHA-256 of the presented secret, so the ring holds no secret at
+all (configured keys are hashed when loaded; `key_sha256` never had one) and a lookup
+is one hash and one dict access, whatever the number of keys. Comparing digests in a
+dict does not leak the secret through timing: an attacker would have to find inputs
+whose SHA-256 shares a growing prefix with the key's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from gateway.core.config import KeyBudget, KeyConfig, KeyRateLimit
+from gateway.core.types import Optimization
+
+__all__ = ["KeyRing", "Tenant", "digest"]
+
+
+def digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """The holder of one client key. `allowed` is the route and model names it may ask
+    for (None: any); `optimization` is used when a request names none."""
+
+    name: str
+    allowed: frozenset[str] | None = None
+    optimization: Optimization | None = None
+    budget: KeyBudget | None = None
+    rate_limit: KeyRateLimit | None = None
+
+    @property
+    def limited(self) -> bool:
+        """Whether its requests are counted against anything (most keys: no)."""
+        return self.budget is not None or self.rate_limit is not None
+
+    def may_use(self, name: str) -> bool:
+        return self.allowed is None or name in self.allowed
+
+
+class KeyRing:
+    """The configured client keys. Empty: the gateway is open and requests have no
+    owner (None), so every answer can be rated by anyone, as before keys existed."""
+
+    def __init__(self, keys: Iterable[str | KeyConfig]) -> None:
+        keys = list(keys)
+        # A named key whose secret is unset disables that key, never opens the gateway.
+        self.open = not keys
+        self._by_digest: dict[str, Tenant] = {}
+        for key in keys:
+            if isinstance(key, str):
+                hashed = digest(key)
+                self._by_digest[hashed] = Tenant(f"key-{hashed[:8]}")
+            elif key.enabled:
+                hashed = key.key_sha256.lower() if key.key_sha256 else digest(key.key or "")
+                allowed = (
+                    None
+                    if key.routes is None and key.models is None
+                    else frozenset([*(key.routes or ()), *(key.models or ())])
+                )
+                self._by_digest[hashed] = Tenant(
+                    key.name, allowed, key.optimization, key.budget, key.rate_limit
+                )
+
+    def __len__(self) -> int:
+        return len(self._by_digest)
+
+    def find(self, secret: str) -> Tenant | None:
+        return self._by_digest.get(digest(secret))
+
+    def tenants(self) -> list[Tenant]:
+        return list(self._by_digest.values())

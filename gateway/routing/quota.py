@@ -1,0 +1,347 @@
+"""Per-key rate limits and budgets, kept in memory and shared by the fleet.
+
+Admission runs on the request path, so it never touches the store: each process counts
+its own keys' requests, tokens and spend, publishes them under its origin every
+`interval` (`QuotaShare`), and adds up what the other origins published. Rate limits
+look at the last 60 seconds in one-second buckets (a sliding window, no burst at a
+minute's edge); budgets at the spend of the current UTC day and month, which survives
+restarts because an origin's rows stay in the store.
+
+Across the fleet the overshoot is bounded: a process cannot see what the others admitted
+since their last publication, so at most the requests in flight plus what the fleet
+admits in one interval (plus its own pull's) go past a limit. A budget is checked before
+a request, so the answer that crosses it is served and the next one refused; a stream in
+progress always finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded
+from gateway.core.keys import Tenant
+from gateway.storage.base import Store
+
+__all__ = ["USAGE", "Admission", "Quota", "QuotaShare", "Usage"]
+
+log = logging.getLogger("gatewise.quota")
+
+USAGE = "usage"  # state kind of published usage, keyed origin \x1f key name
+WINDOW = 60  # seconds a rate limit looks back
+_SEP = "\x1f"
+
+
+def _day(now: float) -> str:
+    return datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+
+
+@dataclass(slots=True)
+class Usage:
+    """One key's counts as one origin saw them: requests and tokens per second of the
+    last minute, and spend in the current day and month."""
+
+    seconds: dict[int, list[float]] = field(default_factory=dict)  # second -> [req, tok]
+    day: str = ""
+    spend_day: float = 0.0
+    month: str = ""
+    spend_month: float = 0.0
+    requests_day: int = 0
+    tokens_day: int = 0
+    errors_day: int = 0
+
+    def add(self, now: float, requests: int = 0, tokens: int = 0) -> None:
+        bucket = self.seconds.setdefault(int(now), [0.0, 0.0])
+        bucket[0] += requests
+        bucket[1] += tokens
+        self._roll(now)
+        self.requests_day += requests
+        self.tokens_day += tokens
+
+    def spend(self, now: float, cost: float, failed: bool) -> None:
+        self._roll(now)
+        self.spend_day += cost
+        self.spend_month += cost
+        self.errors_day += failed
+
+    def recent(self, now: float) -> tuple[float, float, int | None]:
+        """Requests and tokens in the last WINDOW seconds, and the oldest second counted."""
+        since = int(now) - WINDOW + 1
+        requests = tokens = 0.0
+        oldest: int | None = None
+        for second, (req, tok) in self.seconds.items():
+            if second >= since:
+                requests += req
+                tokens += tok
+                oldest = second if oldest is None else min(oldest, second)
+        return requests, tokens, oldest
+
+    def _roll(self, now: float) -> None:
+        day = _day(now)
+        if day != self.day:
+            if day[:7] != self.month:
+                self.month, self.spend_month = day[:7], 0.0
+            self.day, self.spend_day = day, 0.0
+            self.requests_day = self.tokens_day = self.errors_day = 0
+        if len(self.seconds) > WINDOW:
+            since = int(now) - WINDOW + 1
+            for second in [s for s in self.seconds if s < since]:
+                del self.seconds[second]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "seconds": {str(s): v for s, v in self.seconds.items()},
+            "day": self.day, "spend_day": self.spend_day,
+            "month": self.month, "spend_month": self.spend_month,
+            "requests_day": self.requests_day, "tokens_day": self.tokens_day,
+            "errors_day": self.errors_day,
+        }  # fmt: skip
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Usage:
+        return cls(
+            {int(s): list(v) for s, v in (data.get("seconds") or {}).items()},
+            data.get("day", ""), float(data.get("spend_day", 0.0)),
+            data.get("month", ""), float(data.get("spend_month", 0.0)),
+            int(data.get("requests_day", 0)), int(data.get("tokens_day", 0)),
+            int(data.get("errors_day", 0)),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """A request let through: the route to serve it instead (its budget is spent and the
+    key says where to go), and the x-ratelimit-* headers for its answer."""
+
+    route: str | None = None
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+
+
+_FREE = Admission()
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: "1s", "6m0s"."""
+    whole = max(1, math.ceil(seconds))
+    minutes, rest = divmod(whole, 60)
+    return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
+class Quota:
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self.clock = clock
+        self.own: dict[str, Usage] = {}  # key name -> what this process counted
+        self.peers: dict[str, dict[str, Usage]] = {}  # origin -> key name -> theirs
+        self.changed: set[str] = set()  # keys counted since the last publication
+
+    # -- the request path ---------------------------------------------------------------
+    def admit(self, tenant: Tenant) -> Admission:
+        """Let a request of `tenant` through, counted, or raise why not."""
+        if not tenant.limited:
+            return _FREE
+        now = self.clock()
+        name = tenant.name
+        route = None
+        budget = tenant.budget
+        if budget is not None:
+            spent_day, spent_month = self._spent(name, now)
+            over = None
+            if budget.daily_usd is not None and spent_day >= budget.daily_usd:
+                over = ("daily", budget.daily_usd, _seconds_to_next_day(now))
+            elif budget.monthly_usd is not None and spent_month >= budget.monthly_usd:
+                over = ("monthly", budget.monthly_usd, _seconds_to_next_month(now))
+            if over is not None:
+                if isinstance(budget.when_exhausted, str):
+                    period, cap, wait = over
+                    raise QuotaExceeded(
+                        f"This API key has spent its {period} budget of ${cap:g}; "
+                        "it renews at the start of the next "
+                        f"{'day' if period == 'daily' else 'month'} (UTC).",
+                        retry_after=math.ceil(wait),
+                    )
+                route = budget.when_exhausted.route
+        headers: tuple[tuple[bytes, bytes], ...] = ()
+        limit = tenant.rate_limit
+        if limit is not None:
+            requests, tokens, oldest = self._recent(name, now)
+            reset = (oldest + WINDOW - now) if oldest is not None else 0.0
+            rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
+            if rpm is not None and requests >= rpm:
+                raise RateLimitExceeded(
+                    f"Rate limit reached for this API key: {rpm} requests per minute. "
+                    f"Try again in {_duration(reset)}.",
+                    retry_after=max(1, math.ceil(reset)),
+                )
+            if tpm is not None and tokens >= tpm:
+                raise TokenRateLimitExceeded(
+                    f"Rate limit reached for this API key: {tpm} tokens per minute. "
+                    f"Try again in {_duration(reset)}.",
+                    retry_after=max(1, math.ceil(reset)),
+                )
+            out = []
+            if rpm is not None:
+                out += [
+                    (b"x-ratelimit-limit-requests", b"%d" % rpm),
+                    (b"x-ratelimit-remaining-requests", b"%d" % max(0, rpm - requests - 1)),
+                    (b"x-ratelimit-reset-requests", _duration(reset or WINDOW).encode()),
+                ]
+            if tpm is not None:
+                out += [
+                    (b"x-ratelimit-limit-tokens", b"%d" % tpm),
+                    (b"x-ratelimit-remaining-tokens", b"%d" % max(0, tpm - tokens)),
+                    (b"x-ratelimit-reset-tokens", _duration(reset or WINDOW).encode()),
+                ]
+            headers = tuple(out)
+        self._usage(name).add(now, requests=1)
+        self.changed.add(name)
+        return Admission(route, headers)
+
+    def record(self, owner: str, tokens: int, cost: float) -> None:
+        """What an attempt for `owner`'s key used (from the recorder: streams included,
+        counted when they close)."""
+        now = self.clock()
+        usage = self._usage(owner)
+        if tokens:
+            usage.add(now, tokens=tokens)
+        usage.spend(now, cost, False)
+        self.changed.add(owner)
+
+    def failed(self, name: str) -> None:
+        """A request of this key ended in an error (for its daily report)."""
+        self._usage(name).spend(self.clock(), 0.0, True)
+        self.changed.add(name)
+
+    # -- reading ------------------------------------------------------------------------
+    def report(self, name: str) -> dict[str, Any]:
+        """The fleet's figures for one key today and this month, and the last minute's."""
+        now = self.clock()
+        requests, tokens, _ = self._recent(name, now)
+        day, month = _day(now), _day(now)[:7]
+        spend_day = spend_month = 0.0
+        requests_day = tokens_day = errors_day = 0
+        for usage in self._all(name):
+            if usage.day == day:
+                spend_day += usage.spend_day
+                requests_day += usage.requests_day
+                tokens_day += usage.tokens_day
+                errors_day += usage.errors_day
+            if usage.month == month:
+                spend_month += usage.spend_month
+        out: dict[str, Any] = {
+            "day": day, "month": month,
+            "spend_day": round(spend_day, 6), "spend_month": round(spend_month, 6),
+            "requests_day": requests_day, "tokens_day": tokens_day, "errors_day": errors_day,
+            "requests_last_minute": int(requests), "tokens_last_minute": int(tokens),
+        }  # fmt: skip
+        return out
+
+    def _usage(self, name: str) -> Usage:
+        usage = self.own.get(name)
+        if usage is None:
+            usage = self.own[name] = Usage()
+        return usage
+
+    def _all(self, name: str) -> Iterable[Usage]:
+        mine = self.own.get(name)
+        if mine is not None:
+            yield mine
+        for keys in self.peers.values():
+            theirs = keys.get(name)
+            if theirs is not None:
+                yield theirs
+
+    def _recent(self, name: str, now: float) -> tuple[float, float, int | None]:
+        requests = tokens = 0.0
+        oldest: int | None = None
+        for usage in self._all(name):
+            r, t, o = usage.recent(now)
+            requests += r
+            tokens += t
+            if o is not None:
+                oldest = o if oldest is None else min(oldest, o)
+        return requests, tokens, oldest
+
+    def _spent(self, name: str, now: float) -> tuple[float, float]:
+        day = _day(now)
+        spent_day = spent_month = 0.0
+        for usage in self._all(name):
+            if usage.day == day:
+                spent_day += usage.spend_day
+            if usage.month == day[:7]:
+                spent_month += usage.spend_month
+        return spent_day, spent_month
+
+
+def _seconds_to_next_day(now: float) -> float:
+    return 86400 - now % 86400
+
+
+def _seconds_to_next_month(now: float) -> float:
+    today = datetime.fromtimestamp(now, UTC)
+    first = (
+        today.replace(year=today.year + 1, month=1, day=1)
+        if today.month == 12
+        else today.replace(month=today.month + 1, day=1)
+    ).replace(hour=0, minute=0, second=0, microsecond=0)
+    return first.timestamp() - now
+
+
+class QuotaShare:
+    """The background half: publish this origin's usage, take in everyone else's."""
+
+    def __init__(self, origin: str, quota: Quota, store: Store, *, interval: float = 1.0) -> None:
+        self.origin = origin
+        self.quota = quota
+        self.store = store
+        self.interval = interval
+        self._pulled: float | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def round(self) -> None:
+        quota = self.quota
+        changed, quota.changed = quota.changed, set()
+        try:
+            if changed:
+                await self.store.save_states(
+                    [(USAGE, f"{self.origin}{_SEP}{name}", quota.own[name].to_dict())
+                     for name in changed]
+                )  # fmt: skip
+            began = quota.clock()
+            # At first this month's rows (and last month's end), then what changed since
+            # the previous pull, with a margin for clocks and commits in flight.
+            since = began - 40 * 86400 if self._pulled is None else self._pulled - 10.0
+            rows = await self.store.load_states(USAGE, changed_since=since)
+        except BaseException:
+            quota.changed |= changed  # published next round
+            raise
+        self._pulled = began
+        for key, data in rows.items():
+            origin, _, name = key.partition(_SEP)
+            if origin != self.origin:
+                quota.peers.setdefault(origin, {})[name] = Usage.from_dict(data)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gatewise-quota")
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                await self.round()
+            except self.store.OUTAGES as exc:
+                log.warning("usage could not be shared: %s", type(exc).__name__)
+            await asyncio.sleep(self.interval)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        with contextlib.suppress(*self.store.OUTAGES):
+            await self.round()  # what was counted last is kept for the next start
