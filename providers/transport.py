@@ -54,6 +54,10 @@ async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
     async for chunk in chunks:
         size += len(chunk)
         if size > limit:
+            # Dropped before raising: the error's traceback keeps this frame, and with it
+            # `parts`, for as long as anything holds the error (a cycle: until a full
+            # collection, which the gateway makes rare).
+            parts.clear()
             raise ResponseTooLarge.beyond(limit)
         parts.append(chunk)
     return b"".join(parts)

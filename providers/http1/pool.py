@@ -197,6 +197,10 @@ class NativeTransport(Transport):
                     if isinstance(got, NativeStream):
                         got.close_now()  # got the headers but nobody will read
                 raise
+            finally:
+                # The future holds the failure, whose traceback holds this frame: a cycle
+                # that only a full collection would free, with the connection in it.
+                fut = None
 
     # -- the pool ------------------------------------------------------------------------------
     def _checkout(self, origin: Origin, now: float) -> PooledConnection | None:

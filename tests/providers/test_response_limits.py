@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import gc
 import gzip
 import tracemalloc
 from collections.abc import AsyncIterator
@@ -49,9 +50,10 @@ def _server(response: bytes, how: str) -> Handler:
     return _answering_once(response) if how == "close" else answering(response)
 
 
-@pytest.fixture(
-    params=[NativeTransport, AiohttpTransport, HttpxTransport], ids=["native", "aiohttp", "httpx"]
-)
+_TRANSPORTS = [NativeTransport, AiohttpTransport, HttpxTransport]
+
+
+@pytest.fixture(params=_TRANSPORTS, ids=["native", "aiohttp", "httpx"])
 async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
     t = request.param(Timeout(total=5, connect=5), max_body=LIMIT)
     yield t
@@ -83,6 +85,41 @@ async def test_a_streamed_error_body_over_the_limit_is_a_bad_body(transport: Tra
         finally:
             await stream.aclose()
     assert info.value.kind == "invalid_body"
+
+
+@pytest.mark.parametrize("streaming", [False, True])
+async def test_a_refused_body_is_freed_at_once_without_a_collection(streaming: bool) -> None:
+    """Issue 17.3: each answer cut at the limit stayed resident (the partial body, kept by
+    the failed connection in reference cycles) until a full collection, which the
+    gateway's GC tuning makes rare. With the collector off, nothing of it may remain."""
+    limit = 4 << 20
+    big = _framed(b"x" * (limit * 2), "length")
+    transports = [cls(Timeout(total=5, connect=5), max_body=limit) for cls in _TRANSPORTS]
+    async with serving(answering(big)) as srv:
+        gc.collect()
+        gc.disable()
+        tracemalloc.start()
+        try:
+            before = tracemalloc.get_traced_memory()[0]
+            for t in transports:
+                for _ in range(3):
+                    with pytest.raises(ResponseTooLarge):
+                        if streaming:
+                            stream = await t.stream("GET", srv.url(), {})
+                            try:
+                                await stream.aread()
+                            finally:
+                                await stream.aclose()
+                        else:
+                            await t.request("GET", srv.url(), {})
+            await until(lambda: srv.open == 0)
+            held = tracemalloc.get_traced_memory()[0] - before
+        finally:
+            tracemalloc.stop()
+            gc.enable()
+            for t in transports:
+                await t.aclose()
+    assert held < limit // 2, held  # 9 refused bodies of 4 MiB each were read
 
 
 async def test_a_compressed_bomb_stops_expanding_at_the_limit() -> None:
