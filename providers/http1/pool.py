@@ -1,8 +1,11 @@
 """NativeTransport: a keep-alive connection pool over providers/http1/connection.py.
 
 Why: the upstream client was the largest CPU cost per proxied request (see connection.py).
-Idle connections are kept per origin, most recently used first, so surplus ones age out
-(30 s unused: closed at the next checkout). Open connections are capped per transport;
+Idle connections are kept per origin, most recently used first, so surplus ones age out:
+30 s unused, they are closed at the next checkout, or by the reaper, one timer per
+transport armed while any connection is idle, when no request comes (a provider that
+gets no more traffic would otherwise hold its sockets, and the upstream's, for ever).
+Open connections are capped per transport;
 requests beyond the cap wait first come, first served, and the wait counts against the
 connect timeout.
 
@@ -97,10 +100,12 @@ class NativeTransport(Transport):
     def __init__(
         self, timeout: Timeout, max_connections: int = 256, *,
         ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY,
-        proxy: str | None = None,
+        proxy: str | None = None, idle_timeout: float = IDLE_TTL,
     ) -> None:  # fmt: skip
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        self._idle_ttl = idle_timeout
+        self._reaper: asyncio.TimerHandle | None = None
         self.max_body = max_body  # given to each connection
         # None: the environment's proxy, if any (providers/http1/proxy.py)
         self._proxy = Proxy.parse(proxy) if proxy else None
@@ -130,6 +135,9 @@ class NativeTransport(Transport):
 
     async def aclose(self) -> None:
         """Fail waiters and exchanges in flight, close every socket; usable again after."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         waiters, self._waiters = self._waiters, deque()
         for _, fut in waiters:
             if not fut.done():
@@ -205,17 +213,18 @@ class NativeTransport(Transport):
     # -- the pool ------------------------------------------------------------------------------
     def _checkout(self, origin: Origin, now: float) -> PooledConnection | None:
         idle = origin.idle
+        ttl = self._idle_ttl
         while idle:
             conn = idle.pop()
             conn.in_idle = False
-            if now - conn.idle_since > IDLE_TTL:  # the newest is stale, so are the rest
+            if now - conn.idle_since > ttl:  # the newest is stale, so are the rest
                 conn.abort()
                 while idle:
                     old = idle.popleft()
                     old.in_idle = False
                     old.abort()
                 return None
-            if idle and now - idle[0].idle_since > IDLE_TTL:
+            if idle and now - idle[0].idle_since > ttl:
                 old = idle.popleft()
                 old.in_idle = False
                 old.abort()
@@ -305,11 +314,32 @@ class NativeTransport(Transport):
             conn.idle_since = conn.loop.time()
             conn.in_idle = True
             conn.origin.idle.append(conn)
+            if self._reaper is None:
+                self._reaper = conn.loop.call_at(conn.idle_since + self._idle_ttl, self._reap)
         elif w[0] is conn.origin:
             self._waiters.popleft()
             w[1].set_result(conn)
         else:
             conn.abort()  # its slot goes to the waiter through conn_closed
+
+    def _reap(self) -> None:
+        """Close what has been idle past the TTL; run again when the oldest left expires.
+        Each origin's idle deque is oldest first, so only its head is ever looked at."""
+        self._reaper = None
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
+        now = loop.time()
+        ttl = self._idle_ttl
+        due: float | None = None
+        for origin in self._origins.values():
+            idle = origin.idle
+            while idle and now - idle[0].idle_since >= ttl:
+                conn = idle.popleft()
+                conn.in_idle = False
+                conn.abort()
+            if idle and (due is None or idle[0].idle_since < due):
+                due = idle[0].idle_since
+        if due is not None:
+            self._reaper = loop.call_at(due + ttl, self._reap)
 
     def conn_closed(self, conn: PooledConnection) -> None:
         """Called once per adopted connection when its socket goes."""
