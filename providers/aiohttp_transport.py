@@ -8,6 +8,7 @@ a quarter of a second and some memory to a start that does not need it.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -37,17 +38,18 @@ def _translate(exc: Exception) -> Exception:
 class AiohttpTransport(Transport):
     def __init__(
         self, timeout: Timeout, max_connections: int = 256, max_body: int = MAX_BODY,
-        proxy: str | None = None,
+        proxy: str | None = None, *, ssl_context: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         self.max_body = max_body
         self._proxy = proxy
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._timeout = aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect)
         self._limit = max_connections
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:  # created lazily: aiohttp wants a running loop
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, ssl=self._ssl)
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,

@@ -6,6 +6,7 @@ Also `transport: httpx` in gateway.yaml. httpx is imported only when this module
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
@@ -40,13 +41,14 @@ class HttpxTransport(Transport):
     def __init__(
         self, timeout: Timeout = _DEFAULT_TIMEOUT, max_connections: int = 256,
         client: httpx.AsyncClient | None = None, max_body: int = MAX_BODY,
-        proxy: str | None = None,
+        proxy: str | None = None, ssl_context: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         self.max_body = max_body
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout.total, connect=timeout.connect, pool=timeout.pool),
             limits=httpx.Limits(max_connections=max_connections),
             proxy=proxy,
+            verify=ssl_context if ssl_context is not None else True,
         )
 
     async def request(
