@@ -12,8 +12,14 @@ import ssl
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+from aiohttp.http_exceptions import ContentEncodingError
 
-from providers.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
+from providers.errors import (
+    InvalidResponse,
+    ProviderError,
+    UpstreamConnectionError,
+    UpstreamTimeout,
+)
 from providers.transport import (
     MAX_BODY,
     Timeout,
@@ -30,6 +36,8 @@ def _translate(exc: Exception) -> Exception:
     """aiohttp's failure as ours; anything else (a bug) passes unchanged."""
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout("upstream timed out")
+    if isinstance(exc.__cause__, ContentEncodingError):  # a bad body, not the network
+        return InvalidResponse("upstream body does not decode as its Content-Encoding says")
     if isinstance(exc, aiohttp.ClientError):
         return UpstreamConnectionError(f"upstream connection failed: {type(exc).__name__}")
     return exc

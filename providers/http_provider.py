@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
 from providers.base import Provider
-from providers.errors import ProviderError, ResponseTooLarge, TransportError, classify_status
+from providers.errors import InvalidResponse, ProviderError, TransportError, classify_status
 from providers.transport import Transport, UpstreamResponse, UpstreamStream
 
 __all__ = ["HttpProvider", "endpoint_url"]
@@ -34,14 +34,14 @@ class HttpProvider(Provider):
     ) -> UpstreamResponse:
         try:
             return await self._transport.request(method, url, headers, body)
-        except (TransportError, ResponseTooLarge) as exc:
+        except (TransportError, InvalidResponse) as exc:  # the transport's, incl. too large
             raise exc.prefixed(self.name) from None
 
     async def _open(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamStream:
         """Start a streamed POST; a non-2xx answer is read, closed and classified."""
         try:
             upstream = await self._transport.stream("POST", url, headers, body)
-        except (TransportError, ResponseTooLarge) as exc:
+        except (TransportError, InvalidResponse) as exc:  # the transport's, incl. too large
             raise exc.prefixed(self.name) from None
         if upstream.status >= 400:
             try:

@@ -8,8 +8,10 @@ alternative. Tests use `HttpxTransport` (providers/httpx_transport.py), which re
 intercept. Provider code never imports aiohttp or httpx; `providers.factory` picks one.
 
 A transport reports the network's failures as the errors of providers.errors: a
-`TransportError` (`UpstreamTimeout`, `UpstreamConnectionError`) or `ResponseTooLarge`.
-A non-2xx answer is not a failure here: the provider classifies it.
+`TransportError` (`UpstreamTimeout`, `UpstreamConnectionError`), or an `InvalidResponse`
+for a body that does not decode or passes the limit (`ResponseTooLarge`). A non-2xx
+answer is not a failure here: the provider classifies it. Every transport offered
+(providers.factory.TRANSPORTS) behaves alike: tests/providers/test_conformance.py.
 """
 
 from __future__ import annotations
