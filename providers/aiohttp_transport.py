@@ -21,6 +21,7 @@ from providers.errors import (
     UpstreamTimeout,
 )
 from providers.transport import (
+    IDLE_TIMEOUT,
     MAX_BODY,
     Timeout,
     Transport,
@@ -47,17 +48,21 @@ class AiohttpTransport(Transport):
     def __init__(
         self, timeout: Timeout, max_connections: int = 256, max_body: int = MAX_BODY,
         proxy: str | None = None, *, ssl_context: ssl.SSLContext | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:  # fmt: skip
         self.max_body = max_body
         self._proxy = proxy
         self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._timeout = aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect)
         self._limit = max_connections
+        self._idle = idle_timeout  # aiohttp's connector closes idle ones on a timer of its own
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:  # created lazily: aiohttp wants a running loop
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300, ssl=self._ssl)
+            connector = aiohttp.TCPConnector(
+                limit=self._limit, ttl_dns_cache=300, ssl=self._ssl, keepalive_timeout=self._idle
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,

@@ -17,7 +17,7 @@ from providers.mock.config import MockConfig
 from providers.mock.provider import MockProvider
 from providers.openai import OpenAIProvider
 from providers.tls import TlsOptions
-from providers.transport import MAX_BODY, Timeout, Transport
+from providers.transport import IDLE_TIMEOUT, MAX_BODY, Timeout, Transport
 
 __all__ = ["TRANSPORTS", "ProviderKind", "TransportKind", "create_provider", "create_transport"]
 
@@ -37,25 +37,31 @@ def create_transport(
     max_body: int = MAX_BODY,
     proxy: str | None = None,
     tls: TlsOptions | None = None,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> Transport:
     """`proxy` None: the native transport takes the environment's (HTTPS_PROXY, ...);
     httpx does too, aiohttp does not. `tls` None: the system's roots, no client
-    certificate; its ValueError names a file that does not load."""
+    certificate; its ValueError names a file that does not load. `idle_timeout`: how
+    long an unused pooled connection is kept."""
     ctx = tls.context() if tls is not None else None
     if kind == "native":
         return NativeTransport(
-            timeout, max_connections, max_body=max_body, proxy=proxy, ssl_context=ctx
-        )
+            timeout, max_connections, max_body=max_body, proxy=proxy, ssl_context=ctx,
+            idle_timeout=idle_timeout,
+        )  # fmt: skip
     if kind == "aiohttp":
         from providers.aiohttp_transport import AiohttpTransport
 
-        return AiohttpTransport(timeout, max_connections, max_body, proxy, ssl_context=ctx)
+        return AiohttpTransport(
+            timeout, max_connections, max_body, proxy, ssl_context=ctx, idle_timeout=idle_timeout
+        )
     if kind == "httpx":
         from providers.httpx_transport import HttpxTransport
 
         return HttpxTransport(
-            timeout, max_connections, max_body=max_body, proxy=proxy, ssl_context=ctx
-        )
+            timeout, max_connections, max_body=max_body, proxy=proxy, ssl_context=ctx,
+            idle_timeout=idle_timeout,
+        )  # fmt: skip
     assert_never(kind)
 
 

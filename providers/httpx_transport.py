@@ -7,7 +7,9 @@ up for it: its timeouts bound each read, so `request` bounds the whole exchange 
 (a trickling body otherwise never ends); its decoding errors are not transport errors
 (a bad gzip body was a 500, not the next model); and h11 takes a Content-Length beside
 Transfer-Encoding: chunked, which RFC 9112 lets a client refuse and every other
-transport does (the two framings disagreeing is how responses get smuggled).
+transport does (the two framings disagreeing is how responses get smuggled); and its
+pool closes an expired connection only when the pool is next used, so a reaper does it
+when no request comes.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from providers.errors import (
     UpstreamTimeout,
 )
 from providers.transport import (
+    IDLE_TIMEOUT,
     MAX_BODY,
     Timeout,
     Transport,
@@ -56,12 +59,15 @@ class HttpxTransport(Transport):
         self, timeout: Timeout = _DEFAULT_TIMEOUT, max_connections: int = 256,
         client: httpx.AsyncClient | None = None, max_body: int = MAX_BODY,
         proxy: str | None = None, ssl_context: ssl.SSLContext | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:  # fmt: skip
         self.max_body = max_body
         self._total = timeout.total
+        self._idle = idle_timeout
+        self._reaper: asyncio.Task[None] | None = None
         self._client = client or httpx.AsyncClient(
             timeout=httpx.Timeout(timeout.total, connect=timeout.connect, pool=timeout.pool),
-            limits=httpx.Limits(max_connections=max_connections),
+            limits=httpx.Limits(max_connections=max_connections, keepalive_expiry=idle_timeout),
             proxy=proxy,
             verify=ssl_context if ssl_context is not None else True,
         )
@@ -84,6 +90,8 @@ class HttpxTransport(Transport):
     ) -> UpstreamStream:
         """`total` bounds the wait for the headers; then each read (as in the native
         transport, a stream may last as long as it keeps talking)."""
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap())
         request = self._client.build_request(method, url, headers=headers, content=body)
         try:
             async with asyncio.timeout(self._total):
@@ -100,7 +108,25 @@ class HttpxTransport(Transport):
         return _HttpxStream(resp, self.max_body)
 
     async def aclose(self) -> None:
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         await self._client.aclose()
+
+    async def _reap(self) -> None:
+        """Close the connections idle past the timeout, a quarter of it at a time.
+
+        httpcore closes them only when its pool is next used. The pools are reached
+        through httpx's private attributes (the client's transport and its proxy
+        mounts); a client without them (respx's) has nothing to reap."""
+        transports = [self._client._transport, *self._client._mounts.values()]
+        pools = [p for t in transports if (p := getattr(t, "_pool", None)) is not None]
+        while True:
+            await asyncio.sleep(self._idle / 4)
+            for pool in pools:
+                for conn in pool.connections:
+                    if conn.is_idle() and conn.has_expired():
+                        await conn.aclose()  # the pool drops it when next used
 
 
 class _HttpxStream(UpstreamStream):

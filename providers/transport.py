@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from providers.errors import ResponseTooLarge
 
 __all__ = [
+    "IDLE_TIMEOUT",
     "MAX_BODY",
     "Timeout",
     "Transport",
@@ -36,6 +37,10 @@ __all__ = [
 # gateway.yaml (max_response_bytes); 128 MiB fits OpenAI's largest answers (2,048
 # float embeddings of 3,072 dimensions are ~120 MB as JSON).
 MAX_BODY = 128 * 1024 * 1024
+# Seconds an idle pooled connection is kept for reuse. Every transport closes it then,
+# whether or not another request comes: a provider that gets no more traffic must not
+# hold its sockets, and the upstream's, for ever.
+IDLE_TIMEOUT = 30.0
 
 
 @dataclass(frozen=True, slots=True)

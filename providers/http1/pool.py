@@ -29,11 +29,10 @@ from providers.errors import CapacityExhausted, UpstreamConnectionError, Upstrea
 from providers.http1.connection import Connection, NativeStream, Unanswered, failed
 from providers.http1.proxy import Proxy, TunnelRefused, open_tunnel, proxy_for
 from providers.http1.request import HeadWriter, parse_url
-from providers.transport import MAX_BODY, Timeout, Transport, UpstreamResponse
+from providers.transport import IDLE_TIMEOUT, MAX_BODY, Timeout, Transport, UpstreamResponse
 
-__all__ = ["IDLE_TTL", "NativeTransport", "Origin", "PooledConnection"]
+__all__ = ["NativeTransport", "Origin", "PooledConnection"]
 
-IDLE_TTL = 30.0  # seconds an idle connection may wait for reuse
 DNS_TTL = 300.0  # like aiohttp's ttl_dns_cache in AiohttpTransport
 MAX_TARGETS = 1024  # parsed URLs kept per transport
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -100,7 +99,7 @@ class NativeTransport(Transport):
     def __init__(
         self, timeout: Timeout, max_connections: int = 256, *,
         ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY,
-        proxy: str | None = None, idle_timeout: float = IDLE_TTL,
+        proxy: str | None = None, idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:  # fmt: skip
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")

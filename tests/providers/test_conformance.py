@@ -35,7 +35,7 @@ from providers.errors import (
 )
 from providers.factory import TRANSPORTS, TransportKind, create_transport
 from providers.tls import TlsOptions
-from providers.transport import Timeout, Transport
+from providers.transport import IDLE_TIMEOUT, Timeout, Transport
 from tests.providers.http1.native_helpers import (
     Handler,
     Server,
@@ -75,9 +75,10 @@ async def make(request: pytest.FixtureRequest) -> AsyncIterator[Make]:
 
     def factory(
         timeout: Timeout = FIVE_SECONDS, max_body: int = LIMIT,
-        tls: TlsOptions | None = None,
+        tls: TlsOptions | None = None, idle_timeout: float = IDLE_TIMEOUT,
     ) -> Transport:  # fmt: skip
-        made.append(create_transport(kind, timeout, 16, max_body, tls=tls))
+        made.append(create_transport(kind, timeout, 16, max_body, tls=tls,
+                                     idle_timeout=idle_timeout))  # fmt: skip
         return made[-1]
 
     yield factory
@@ -192,6 +193,18 @@ async def test_a_keep_alive_connection_is_reused(make: Make) -> None:
         for _ in range(3):
             assert await fetch(t, srv.url(), method="POST") == b"hello"
         assert srv.accepted == 1
+
+
+async def test_an_idle_connection_is_closed_when_no_request_comes(make: Make) -> None:
+    """Issue 17.11: a provider that got no more traffic held its idle connections (and
+    the upstream's sockets) for ever: they were closed only at the next request."""
+    t = make(idle_timeout=0.3)
+    loop = asyncio.get_running_loop()
+    async with serving(answering(answer(b"hello"))) as srv:
+        assert await fetch(t, srv.url(), method="POST") == b"hello"
+        start = loop.time()
+        await until(lambda: srv.disconnects == 1, timeout=3)
+        assert loop.time() - start < 1.0
 
 
 @needs_ipv6
