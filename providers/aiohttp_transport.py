@@ -38,7 +38,7 @@ def _translate(exc: Exception) -> Exception:
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout("upstream timed out")
     if isinstance(exc.__cause__, ContentEncodingError):  # a bad body, not the network
-        return InvalidResponse("upstream body does not decode as its Content-Encoding says")
+        return InvalidResponse.undecodable()
     if isinstance(exc, aiohttp.ClientError):
         return UpstreamConnectionError(f"upstream connection failed: {type(exc).__name__}")
     return exc

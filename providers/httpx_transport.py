@@ -44,7 +44,7 @@ _DEFAULT_TIMEOUT = Timeout()
 def _translate(exc: Exception) -> Exception:
     """httpx's failure as ours; anything else (a bug) passes unchanged."""
     if isinstance(exc, httpx.DecodingError):
-        return InvalidResponse("upstream body does not decode as its Content-Encoding says")
+        return InvalidResponse.undecodable()
     if isinstance(exc, httpx.PoolTimeout):
         return CapacityExhausted("no connection to the upstream came free in time")
     if isinstance(exc, httpx.TimeoutException):

@@ -45,7 +45,6 @@ __all__ = [
     "Unanswered",
     "decoder",
     "failed",
-    "undecodable",
 ]
 
 PAUSE_AT = 1 << 20  # stream bytes buffered for a lagging consumer before reading pauses
@@ -55,12 +54,6 @@ MAX_HEADER_BYTES = 1 << 16  # llhttp has no limit of its own
 def failed(what: str) -> UpstreamConnectionError:
     """A connection failure; `what` is an exception or condition name, never data."""
     return UpstreamConnectionError(f"upstream connection failed: {what}")
-
-
-def undecodable() -> InvalidResponse:
-    """A body its Content-Encoding does not decode: the answer is bad, not the network
-    (every transport says so with this class; the next model is tried)."""
-    return InvalidResponse("upstream body does not decode as its Content-Encoding says")
 
 
 class Unanswered(UpstreamConnectionError):
@@ -331,7 +324,7 @@ class Connection(asyncio.Protocol):
         if isinstance(cause, _TooLarge):
             return ResponseTooLarge.beyond(self.max_body)
         if isinstance(cause, zlib.error):
-            return undecodable()
+            return InvalidResponse.undecodable()
         return failed("UnexpectedData" if isinstance(cause, _Stop) else type(cause or exc).__name__)
 
     def eof_received(self) -> bool:
@@ -437,7 +430,7 @@ class Connection(asyncio.Protocol):
         try:
             tail = d.flush() if d is not None else b""
         except zlib.error:
-            self._fail(undecodable())
+            self._fail(InvalidResponse.undecodable())
             return
         if len(tail) > self._room():
             self._fail(ResponseTooLarge.beyond(self.max_body))

@@ -2,12 +2,11 @@
 
 Why: the upstream client was the largest CPU cost per proxied request (see connection.py).
 Idle connections are kept per origin, most recently used first, so surplus ones age out:
-30 s unused, they are closed at the next checkout, or by the reaper, one timer per
-transport armed while any connection is idle, when no request comes (a provider that
-gets no more traffic would otherwise hold its sockets, and the upstream's, for ever).
-Open connections are capped per transport;
-requests beyond the cap wait first come, first served, and the wait counts against the
-connect timeout.
+30 s unused, they are closed at the next checkout, or by the reaper (one timer per
+transport, armed while any connection is idle) when no request comes: a provider that
+gets no more traffic would otherwise hold its sockets, and the upstream's, for ever.
+Open connections are capped per transport; requests beyond the cap wait first come,
+first served, and the wait counts against the connect timeout.
 
 Retry policy: a request goes out on another connection only when nothing was written yet
 (the pooled connection was already closing when taken), or when the method is safe (GET,
