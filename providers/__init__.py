@@ -39,15 +39,23 @@ from providers.errors import (
     redact,
     upstream_json,
 )
-from providers.factory import ProviderKind, TransportKind, create_provider, create_transport
+from providers.factory import (
+    TRANSPORTS,
+    ProviderKind,
+    TransportKind,
+    create_provider,
+    create_transport,
+)
 from providers.http1.pool import NativeTransport
 from providers.mock.config import MockConfig
 from providers.mock.provider import MockProvider
 from providers.openai import OpenAIProvider
+from providers.tls import TlsOptions
 from providers.transport import MAX_BODY, Timeout, Transport, UpstreamResponse, UpstreamStream
 
 __all__ = [
     "MAX_BODY",
+    "TRANSPORTS",
     "AnthropicProvider",
     "BadRequest",
     "BinaryReply",
@@ -70,6 +78,7 @@ __all__ = [
     "RequestRejected",
     "ResponseTooLarge",
     "Timeout",
+    "TlsOptions",
     "Transport",
     "TransportError",
     "TransportKind",

@@ -8,12 +8,20 @@ a quarter of a second and some memory to a start that does not need it.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+from aiohttp.http_exceptions import ContentEncodingError
 
-from providers.errors import ProviderError, UpstreamConnectionError, UpstreamTimeout
+from providers.errors import (
+    InvalidResponse,
+    ProviderError,
+    UpstreamConnectionError,
+    UpstreamTimeout,
+)
 from providers.transport import (
+    IDLE_TIMEOUT,
     MAX_BODY,
     Timeout,
     Transport,
@@ -29,6 +37,8 @@ def _translate(exc: Exception) -> Exception:
     """aiohttp's failure as ours; anything else (a bug) passes unchanged."""
     if isinstance(exc, asyncio.TimeoutError):
         return UpstreamTimeout("upstream timed out")
+    if isinstance(exc.__cause__, ContentEncodingError):  # a bad body, not the network
+        return InvalidResponse.undecodable()
     if isinstance(exc, aiohttp.ClientError):
         return UpstreamConnectionError(f"upstream connection failed: {type(exc).__name__}")
     return exc
@@ -37,17 +47,22 @@ def _translate(exc: Exception) -> Exception:
 class AiohttpTransport(Transport):
     def __init__(
         self, timeout: Timeout, max_connections: int = 256, max_body: int = MAX_BODY,
-        proxy: str | None = None,
+        proxy: str | None = None, *, ssl_context: ssl.SSLContext | None = None,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:  # fmt: skip
         self.max_body = max_body
         self._proxy = proxy
+        self._ssl: ssl.SSLContext | bool = ssl_context if ssl_context is not None else True
         self._timeout = aiohttp.ClientTimeout(total=timeout.total, connect=timeout.connect)
         self._limit = max_connections
+        self._idle = idle_timeout  # aiohttp's connector closes idle ones on a timer of its own
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:  # created lazily: aiohttp wants a running loop
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._limit, ttl_dns_cache=300)
+            connector = aiohttp.TCPConnector(
+                limit=self._limit, ttl_dns_cache=300, ssl=self._ssl, keepalive_timeout=self._idle
+            )
             self._session = aiohttp.ClientSession(
                 connector=connector,
                 timeout=self._timeout,

@@ -17,7 +17,7 @@ import orjson
 from providers.anthropic_stream import AnthropicChunks, finish_reason, prompt_tokens
 from providers.base import Call, ChunkStream, Endpoint, Reply, Usage
 from providers.errors import BadRequest, InvalidResponse, classify_status, upstream_json
-from providers.http_provider import HttpProvider
+from providers.http_provider import HttpProvider, endpoint_url
 from providers.transport import Transport
 
 __all__ = ["AnthropicProvider", "to_anthropic", "to_openai"]
@@ -39,7 +39,7 @@ class AnthropicProvider(HttpProvider):
         version: str = "2023-06-01",
     ) -> None:
         super().__init__(name, transport, api_key)
-        self._url = base_url.rstrip("/") + "/v1/messages"
+        self._url = endpoint_url(base_url, "/v1/messages")
         self._headers = {
             "content-type": "application/json",
             "anthropic-version": version,

@@ -107,6 +107,12 @@ class InvalidResponse(UpstreamError):
 
     kind = "invalid_body"
 
+    @classmethod
+    def undecodable(cls) -> InvalidResponse:
+        """A body its Content-Encoding does not decode: the answer is bad, not the network
+        (every transport says so with this class, so the next model is tried)."""
+        return InvalidResponse("upstream body does not decode as its Content-Encoding says")
+
 
 class ResponseTooLarge(InvalidResponse):
     """A (decoded) body past the transport's limit: refused before it takes the memory."""

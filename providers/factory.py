@@ -8,7 +8,7 @@ is asked for, so a gateway that does not use them never loads them.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal, assert_never
+from typing import Literal, assert_never, get_args
 
 from providers.anthropic import AnthropicProvider
 from providers.base import Provider
@@ -16,12 +16,16 @@ from providers.http1.pool import NativeTransport
 from providers.mock.config import MockConfig
 from providers.mock.provider import MockProvider
 from providers.openai import OpenAIProvider
-from providers.transport import MAX_BODY, Timeout, Transport
+from providers.tls import TlsOptions
+from providers.transport import IDLE_TIMEOUT, MAX_BODY, Timeout, Transport
 
-__all__ = ["ProviderKind", "TransportKind", "create_provider", "create_transport"]
+__all__ = ["TRANSPORTS", "ProviderKind", "TransportKind", "create_provider", "create_transport"]
 
 TransportKind = Literal["native", "aiohttp", "httpx"]
 ProviderKind = Literal["openai", "anthropic", "mock"]
+# Every transport offered: each passes tests/providers/test_conformance.py, which runs
+# against every name here.
+TRANSPORTS: tuple[TransportKind, ...] = get_args(TransportKind)
 
 _DEFAULT_TIMEOUT = Timeout()
 
@@ -32,19 +36,32 @@ def create_transport(
     max_connections: int,
     max_body: int = MAX_BODY,
     proxy: str | None = None,
+    tls: TlsOptions | None = None,
+    idle_timeout: float = IDLE_TIMEOUT,
 ) -> Transport:
     """`proxy` None: the native transport takes the environment's (HTTPS_PROXY, ...);
-    httpx does too, aiohttp does not."""
+    httpx does too, aiohttp does not. `tls` None: the system's roots, no client
+    certificate; its ValueError names a file that does not load. `idle_timeout`: how
+    long an unused pooled connection is kept."""
+    ctx = tls.context() if tls is not None else None
     if kind == "native":
-        return NativeTransport(timeout, max_connections, max_body=max_body, proxy=proxy)
+        return NativeTransport(
+            timeout, max_connections, max_body=max_body, proxy=proxy, ssl_context=ctx,
+            idle_timeout=idle_timeout,
+        )  # fmt: skip
     if kind == "aiohttp":
         from providers.aiohttp_transport import AiohttpTransport
 
-        return AiohttpTransport(timeout, max_connections, max_body, proxy)
+        return AiohttpTransport(
+            timeout, max_connections, max_body, proxy, ssl_context=ctx, idle_timeout=idle_timeout
+        )
     if kind == "httpx":
         from providers.httpx_transport import HttpxTransport
 
-        return HttpxTransport(timeout, max_connections, max_body=max_body, proxy=proxy)
+        return HttpxTransport(
+            timeout, max_connections, max_body=max_body, proxy=proxy, ssl_context=ctx,
+            idle_timeout=idle_timeout,
+        )  # fmt: skip
     assert_never(kind)
 
 
@@ -60,6 +77,7 @@ def create_provider(
     max_connections: int = 256,
     max_body: int = MAX_BODY,
     proxy: str | None = None,
+    tls: TlsOptions | None = None,
     mock: MockConfig | None = None,
     mock_models: Mapping[str, MockConfig] | None = None,
 ) -> Provider:
@@ -73,7 +91,7 @@ def create_provider(
     if not base_url:
         raise ValueError(f"provider '{name}' of type '{kind}' needs a base_url")
     extra = dict(headers) if headers else None
-    pool = create_transport(transport, timeout, max_connections, max_body, proxy)
+    pool = create_transport(transport, timeout, max_connections, max_body, proxy, tls)
     if kind == "anthropic":
         return AnthropicProvider(name, base_url, pool, api_key, extra)
     if kind == "openai":

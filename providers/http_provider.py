@@ -5,12 +5,22 @@ stream opening read and classified."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from urllib.parse import urlsplit, urlunsplit
 
 from providers.base import Provider
-from providers.errors import ProviderError, ResponseTooLarge, TransportError, classify_status
+from providers.errors import InvalidResponse, ProviderError, TransportError, classify_status
 from providers.transport import Transport, UpstreamResponse, UpstreamStream
 
-__all__ = ["HttpProvider"]
+__all__ = ["HttpProvider", "endpoint_url"]
+
+
+def endpoint_url(base_url: str, path: str) -> str:
+    """`path` appended to the base URL's path, its query kept after: Azure's
+    `https://x.openai.azure.com/openai/deployments/d?api-version=2024-10-21` becomes
+    `.../deployments/d/chat/completions?api-version=2024-10-21` (the path used to land
+    after the query, where the upstream read it as part of the api-version)."""
+    u = urlsplit(base_url)
+    return urlunsplit((u.scheme, u.netloc, u.path.rstrip("/") + path, u.query, ""))
 
 
 class HttpProvider(Provider):
@@ -24,14 +34,14 @@ class HttpProvider(Provider):
     ) -> UpstreamResponse:
         try:
             return await self._transport.request(method, url, headers, body)
-        except (TransportError, ResponseTooLarge) as exc:
+        except (TransportError, InvalidResponse) as exc:  # the transport's, incl. too large
             raise exc.prefixed(self.name) from None
 
     async def _open(self, url: str, headers: Mapping[str, str], body: bytes) -> UpstreamStream:
         """Start a streamed POST; a non-2xx answer is read, closed and classified."""
         try:
             upstream = await self._transport.stream("POST", url, headers, body)
-        except (TransportError, ResponseTooLarge) as exc:
+        except (TransportError, InvalidResponse) as exc:  # the transport's, incl. too large
             raise exc.prefixed(self.name) from None
         if upstream.status >= 400:
             try:

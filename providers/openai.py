@@ -18,7 +18,7 @@ from providers.errors import (
     redact,
     upstream_json,
 )
-from providers.http_provider import HttpProvider
+from providers.http_provider import HttpProvider, endpoint_url
 from providers.sse import chunk_batches
 from providers.transport import Transport, UpstreamStream
 
@@ -50,7 +50,8 @@ class OpenAIProvider(HttpProvider):
         headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(name, transport, api_key)
-        self._base = base_url.rstrip("/")
+        self._base = base_url
+        self._urls = {endpoint: endpoint_url(base_url, path) for endpoint, path in _PATHS.items()}
         self._headers = {"content-type": "application/json", **(headers or {})}
         if api_key:
             self._headers["authorization"] = f"Bearer {api_key}"
@@ -58,7 +59,7 @@ class OpenAIProvider(HttpProvider):
 
     async def send(self, call: Call) -> Reply:
         if call.endpoint is Endpoint.VIDEO_STATUS:
-            url = f"{self._base}/videos/{call.resource_id}"
+            url = endpoint_url(self._base, f"/videos/{call.resource_id}")
             resp = await self._request("GET", url, self._get_headers, None)
         else:
             body = orjson.dumps({**call.body, "model": call.upstream_model})
@@ -88,9 +89,10 @@ class OpenAIProvider(HttpProvider):
         return _Passthrough(upstream, self.name)
 
     def _url(self, call: Call) -> str:
-        if call.endpoint not in _PATHS:
+        url = self._urls.get(call.endpoint)
+        if url is None:
             raise self.unsupported(call.endpoint)
-        return self._base + _PATHS[call.endpoint]
+        return url
 
 
 def _usage(endpoint: Endpoint, data: dict[str, Any]) -> Usage | None:

@@ -25,8 +25,10 @@ from pydantic import (
 
 from gateway.core.types import CONVERSATION_TYPES, ConversationType, Optimization
 from providers.base import Usage
+from providers.factory import TransportKind
 from providers.http1.proxy import Proxy
 from providers.mock.config import MockConfig as MockConfig  # the gateway's YAML embeds it
+from providers.tls import TlsOptions
 from providers.transport import MAX_BODY
 
 __all__ = [
@@ -164,7 +166,13 @@ class ProviderConfig(_Strict):
     # http://[user:password@]host:port; unset: HTTPS_PROXY / HTTP_PROXY / NO_PROXY apply
     # (loopback hosts excepted).
     proxy: str | None = None
-    transport: Literal["aiohttp", "httpx", "native"] = "native"
+    # TLS to a private upstream (PEM files): ca_file is added to the system's roots for
+    # this provider only; client_cert (and client_key, unless the key is in the cert's
+    # file) is the certificate the gateway presents.
+    ca_file: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    transport: TransportKind = "native"  # every transport offered passes the same suite
     mock: MockConfig = MockConfig()
     # Filled by the loader: the unset env variables that disable this provider.
     missing_env: tuple[str, ...] = ()
@@ -192,6 +200,20 @@ class ProviderConfig(_Strict):
                 "(e.g. Authorization: Basic ...)"
             )
         return value
+
+    @property
+    def tls(self) -> TlsOptions | None:
+        if not (self.ca_file or self.client_cert or self.client_key):
+            return None
+        return TlsOptions(self.ca_file, self.client_cert, self.client_key)
+
+    @model_validator(mode="after")
+    def _tls_files_load(self) -> ProviderConfig:
+        """At load, not at the first request: a missing or wrong file names itself."""
+        tls = self.tls
+        if tls is not None and self.enabled:
+            tls.context()  # its ValueError says which option and file
+        return self
 
     @model_validator(mode="after")
     def _needs_base_url(self) -> ProviderConfig:

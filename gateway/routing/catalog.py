@@ -149,6 +149,7 @@ def build_provider(config: ProviderConfig, models: list[ModelConfig]) -> Provide
         max_connections=config.max_connections,
         max_body=config.max_response_bytes,
         proxy=config.proxy,
+        tls=config.tls,
         mock=config.mock,
         mock_models=behaviours,
     )

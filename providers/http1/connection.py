@@ -26,7 +26,13 @@ from typing import Any, Protocol
 
 import httptools
 
-from providers.errors import ResponseTooLarge, UpstreamConnectionError, UpstreamTimeout
+from providers.errors import (
+    InvalidResponse,
+    ProviderError,
+    ResponseTooLarge,
+    UpstreamConnectionError,
+    UpstreamTimeout,
+)
 from providers.transport import UpstreamResponse, UpstreamStream, read_capped
 
 __all__ = [
@@ -226,7 +232,9 @@ class Connection(asyncio.Protocol):
         # asyncio.Transport once made, None once lost; loosely typed so that the hot path
         # needs no checks (every use is guarded by `closed` or by being in an exchange).
         self.transport: Any = None
-        self.parser = httptools.HttpResponseParser(self)
+        # Made with the socket and dropped with it: the parser holds this protocol, and a
+        # cycle between them would leave every connection to the full collections.
+        self.parser: Any = None
         self.closed = self.paused = False
         self.last_io = 0.0
         self.fut: asyncio.Future[UpstreamResponse | NativeStream] | None = None
@@ -291,6 +299,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport
+        self.parser = httptools.HttpResponseParser(self)
 
     def data_received(self, data: bytes) -> None:
         if self.closed:
@@ -304,14 +313,19 @@ class Connection(asyncio.Protocol):
         try:
             self.parser.feed_data(data)
         except Exception as exc:
-            cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
-            if isinstance(cause, _TooLarge):
-                self._fail(ResponseTooLarge.beyond(self.max_body))
-                return
-            name = "UnexpectedData" if isinstance(cause, _Stop) else type(cause or exc).__name__
-            if isinstance(cause, zlib.error):
-                name = "ContentDecodingError"
-            self._fail(failed(name))
+            self._fail(self._parse_failure(exc))
+
+    def _parse_failure(self, exc: Exception) -> ProviderError:
+        """What a parser error means to the caller. Its own frame, so that no local of
+        `data_received` holds the callback's exception: that exception's traceback reaches
+        back to `data_received`'s frame, and the loop would keep both (and the connection)
+        until a full collection."""
+        cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
+        if isinstance(cause, _TooLarge):
+            return ResponseTooLarge.beyond(self.max_body)
+        if isinstance(cause, zlib.error):
+            return InvalidResponse.undecodable()
+        return failed("UnexpectedData" if isinstance(cause, _Stop) else type(cause or exc).__name__)
 
     def eof_received(self) -> bool:
         return False  # close the transport; connection_lost decides what it meant
@@ -327,6 +341,7 @@ class Connection(asyncio.Protocol):
             else:
                 self._fail(failed(type(exc).__name__ if exc else "ServerDisconnected"))
         self._close(True)
+        self.parser = None  # breaks the cycle: reference counting frees the connection
 
     # -- httptools callbacks -------------------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -415,7 +430,7 @@ class Connection(asyncio.Protocol):
         try:
             tail = d.flush() if d is not None else b""
         except zlib.error:
-            self._fail(failed("ContentDecodingError"))
+            self._fail(InvalidResponse.undecodable())
             return
         if len(tail) > self._room():
             self._fail(ResponseTooLarge.beyond(self.max_body))
@@ -462,7 +477,8 @@ class Connection(asyncio.Protocol):
             timer.cancel()
             self.timer = None
         f, s = self.fut, self.stream
-        self.fut = self.stream = None
+        self.fut = self.stream = self.decoder = None
+        self.body = []  # the partial body goes now, not when the connection is collected
         if f is not None and not f.done():
             f.set_exception(exc)
         if s is not None:

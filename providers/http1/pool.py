@@ -1,10 +1,12 @@
 """NativeTransport: a keep-alive connection pool over providers/http1/connection.py.
 
 Why: the upstream client was the largest CPU cost per proxied request (see connection.py).
-Idle connections are kept per origin, most recently used first, so surplus ones age out
-(30 s unused: closed at the next checkout). Open connections are capped per transport;
-requests beyond the cap wait first come, first served, and the wait counts against the
-connect timeout.
+Idle connections are kept per origin, most recently used first, so surplus ones age out:
+30 s unused, they are closed at the next checkout, or by the reaper (one timer per
+transport, armed while any connection is idle) when no request comes: a provider that
+gets no more traffic would otherwise hold its sockets, and the upstream's, for ever.
+Open connections are capped per transport; requests beyond the cap wait first come,
+first served, and the wait counts against the connect timeout.
 
 Retry policy: a request goes out on another connection only when nothing was written yet
 (the pooled connection was already closing when taken), or when the method is safe (GET,
@@ -26,11 +28,10 @@ from providers.errors import CapacityExhausted, UpstreamConnectionError, Upstrea
 from providers.http1.connection import Connection, NativeStream, Unanswered, failed
 from providers.http1.proxy import Proxy, TunnelRefused, open_tunnel, proxy_for
 from providers.http1.request import HeadWriter, parse_url
-from providers.transport import MAX_BODY, Timeout, Transport, UpstreamResponse
+from providers.transport import IDLE_TIMEOUT, MAX_BODY, Timeout, Transport, UpstreamResponse
 
-__all__ = ["IDLE_TTL", "NativeTransport", "Origin", "PooledConnection"]
+__all__ = ["NativeTransport", "Origin", "PooledConnection"]
 
-IDLE_TTL = 30.0  # seconds an idle connection may wait for reuse
 DNS_TTL = 300.0  # like aiohttp's ttl_dns_cache in AiohttpTransport
 MAX_TARGETS = 1024  # parsed URLs kept per transport
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -97,10 +98,12 @@ class NativeTransport(Transport):
     def __init__(
         self, timeout: Timeout, max_connections: int = 256, *,
         ssl_context: ssl.SSLContext | None = None, max_body: int = MAX_BODY,
-        proxy: str | None = None,
+        proxy: str | None = None, idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:  # fmt: skip
         if max_connections < 1:
             raise ValueError("max_connections must be at least 1")
+        self._idle_ttl = idle_timeout
+        self._reaper: asyncio.TimerHandle | None = None
         self.max_body = max_body  # given to each connection
         # None: the environment's proxy, if any (providers/http1/proxy.py)
         self._proxy = Proxy.parse(proxy) if proxy else None
@@ -130,6 +133,9 @@ class NativeTransport(Transport):
 
     async def aclose(self) -> None:
         """Fail waiters and exchanges in flight, close every socket; usable again after."""
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
         waiters, self._waiters = self._waiters, deque()
         for _, fut in waiters:
             if not fut.done():
@@ -197,21 +203,26 @@ class NativeTransport(Transport):
                     if isinstance(got, NativeStream):
                         got.close_now()  # got the headers but nobody will read
                 raise
+            finally:
+                # The future holds the failure, whose traceback holds this frame: a cycle
+                # that only a full collection would free, with the connection in it.
+                fut = None
 
     # -- the pool ------------------------------------------------------------------------------
     def _checkout(self, origin: Origin, now: float) -> PooledConnection | None:
         idle = origin.idle
+        ttl = self._idle_ttl
         while idle:
             conn = idle.pop()
             conn.in_idle = False
-            if now - conn.idle_since > IDLE_TTL:  # the newest is stale, so are the rest
+            if now - conn.idle_since > ttl:  # the newest is stale, so are the rest
                 conn.abort()
                 while idle:
                     old = idle.popleft()
                     old.in_idle = False
                     old.abort()
                 return None
-            if idle and now - idle[0].idle_since > IDLE_TTL:
+            if idle and now - idle[0].idle_since > ttl:
                 old = idle.popleft()
                 old.in_idle = False
                 old.abort()
@@ -301,11 +312,32 @@ class NativeTransport(Transport):
             conn.idle_since = conn.loop.time()
             conn.in_idle = True
             conn.origin.idle.append(conn)
+            if self._reaper is None:
+                self._reaper = conn.loop.call_at(conn.idle_since + self._idle_ttl, self._reap)
         elif w[0] is conn.origin:
             self._waiters.popleft()
             w[1].set_result(conn)
         else:
             conn.abort()  # its slot goes to the waiter through conn_closed
+
+    def _reap(self) -> None:
+        """Close what has been idle past the TTL; run again when the oldest left expires.
+        Each origin's idle deque is oldest first, so only its head is ever looked at."""
+        self._reaper = None
+        loop = cast(asyncio.AbstractEventLoop, self._loop)
+        now = loop.time()
+        ttl = self._idle_ttl
+        due: float | None = None
+        for origin in self._origins.values():
+            idle = origin.idle
+            while idle and now - idle[0].idle_since >= ttl:
+                conn = idle.popleft()
+                conn.in_idle = False
+                conn.abort()
+            if idle and (due is None or idle[0].idle_since < due):
+                due = idle[0].idle_since
+        if due is not None:
+            self._reaper = loop.call_at(due + ttl, self._reap)
 
     def conn_closed(self, conn: PooledConnection) -> None:
         """Called once per adopted connection when its socket goes."""

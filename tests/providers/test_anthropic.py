@@ -90,6 +90,18 @@ async def test_custom_version_header():
         await p.aclose()
 
 
+async def test_a_base_url_query_stays_after_the_path():
+    p = AnthropicProvider("c", "https://gw.test/anthropic/?tenant=t1", HttpxTransport())
+    try:
+        with respx.mock:
+            url = "https://gw.test/anthropic/v1/messages"
+            route = respx.post(url).mock(return_value=httpx.Response(200, json=TEXT_REPLY))
+            await p.send(chat({"messages": [{"role": "user", "content": "x"}]}))
+        assert route.calls.last.request.url == url + "?tenant=t1"
+    finally:
+        await p.aclose()
+
+
 async def test_system_developer_and_role_merging(provider):
     out = await translate(
         provider,

@@ -11,7 +11,7 @@ from providers.aiohttp_transport import AiohttpTransport
 from providers.anthropic import AnthropicProvider
 from providers.base import Call, Endpoint
 from providers.errors import UpstreamServerError
-from providers.factory import create_provider, create_transport
+from providers.factory import TRANSPORTS, create_provider, create_transport
 from providers.http1.pool import NativeTransport
 from providers.httpx_transport import HttpxTransport
 from providers.mock.config import MockConfig
@@ -35,7 +35,7 @@ async def test_create_transport_picks_the_kind() -> None:
 @pytest.mark.parametrize(
     ("kind", "cls"), [("openai", OpenAIProvider), ("anthropic", AnthropicProvider)]
 )
-@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_create_provider_over_http(kind: str, cls: type, transport: str) -> None:
     provider = create_provider(
         kind,

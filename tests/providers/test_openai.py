@@ -102,6 +102,25 @@ async def test_video_status_is_a_get_to_videos_id(provider, mock) -> None:
     assert reply.body["id"] == "video_abc"
 
 
+@pytest.mark.parametrize("base", [
+    "https://az.test/openai/deployments/d?api-version=2024-10-21",
+    "https://az.test/openai/deployments/d/?api-version=2024-10-21",
+])  # fmt: skip
+async def test_a_base_url_query_stays_after_the_path(base: str) -> None:
+    """Issue 17.11: Azure's ?api-version= got the path appended after it."""
+    provider = OpenAIProvider("az", base, HttpxTransport(), api_key=KEY)
+    with respx.mock(assert_all_called=False) as router:
+        chat = router.post("https://az.test/openai/deployments/d/chat/completions")
+        chat.respond(200, json=CHAT_REPLY)
+        video = router.get("https://az.test/openai/deployments/d/videos/v1")
+        video.respond(200, json={"id": "v1"})
+        await provider.send(call(CHAT))
+        await provider.send(call({}, Endpoint.VIDEO_STATUS, resource_id="v1"))
+    await provider.aclose()
+    for route in (chat, video):
+        assert route.calls.last.request.url.query == b"api-version=2024-10-21"
+
+
 async def test_speech_binary_passes_bytes_and_content_type(provider, mock) -> None:
     audio = b"ID3\x04\x00" + bytes(range(256)) * 8
     route = mock.post("/audio/speech").respond(

@@ -24,7 +24,8 @@ PUBLIC = {
     # the network (transport.py)
     "Transport", "Timeout", "UpstreamResponse", "UpstreamStream", "MAX_BODY",
     # building (factory.py)
-    "create_transport", "create_provider", "ProviderKind", "TransportKind",
+    "create_transport", "create_provider", "ProviderKind", "TransportKind", "TRANSPORTS",
+    "TlsOptions",
     # the implementations
     "OpenAIProvider", "AnthropicProvider", "MockProvider", "MockConfig", "NativeTransport",
 }  # fmt: skip

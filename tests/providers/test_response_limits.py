@@ -1,5 +1,7 @@
 """Response bodies are bounded: a runaway or compressed answer fails as a bad body
-(kind "invalid_body", so the next model is tried) instead of taking the worker's memory."""
+(kind "invalid_body", so the next model is tried) instead of taking the worker's memory.
+What every transport must do with a body past the limit is in test_conformance.py; here,
+the native transport's decoding and streaming under it."""
 
 from __future__ import annotations
 
@@ -9,13 +11,11 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from providers.aiohttp_transport import AiohttpTransport
 from providers.errors import InvalidResponse, ResponseTooLarge
 from providers.http1.pool import NativeTransport
-from providers.httpx_transport import HttpxTransport
 from providers.sse import iter_event_batches
-from providers.transport import Timeout, Transport
-from tests.providers.http1.native_helpers import Handler, Server, answering, chunked, serving, until
+from providers.transport import Timeout
+from tests.providers.http1.native_helpers import answering, chunked, serving, until
 
 LIMIT = 4096
 
@@ -30,59 +30,6 @@ def _framed(body: bytes, how: str, encoding: str | None = None) -> bytes:
         half = len(body) // 2
         return head + b"Transfer-Encoding: chunked\r\n\r\n" + chunked(body[:half], body[half:])
     return head + b"Connection: close\r\n\r\n" + body  # delimited by the close
-
-
-def _answering_once(response: bytes) -> Handler:
-    """Answer, then close: what a body delimited by the close needs."""
-
-    async def handler(srv: Server, reader, writer) -> None:
-        await srv.read_request(reader)
-        writer.write(response)
-        await writer.drain()
-        writer.close()
-        await writer.wait_closed()
-
-    return handler
-
-
-def _server(response: bytes, how: str) -> Handler:
-    return _answering_once(response) if how == "close" else answering(response)
-
-
-@pytest.fixture(
-    params=[NativeTransport, AiohttpTransport, HttpxTransport], ids=["native", "aiohttp", "httpx"]
-)
-async def transport(request: pytest.FixtureRequest) -> AsyncIterator[Transport]:
-    t = request.param(Timeout(total=5, connect=5), max_body=LIMIT)
-    yield t
-    await t.aclose()
-
-
-@pytest.mark.parametrize("how", ["length", "chunked", "close"])
-async def test_a_body_over_the_limit_is_a_bad_body(transport: Transport, how: str) -> None:
-    async with serving(_server(_framed(b"x" * (LIMIT + 1), how), how)) as srv:
-        with pytest.raises(ResponseTooLarge) as info:
-            await transport.request("GET", srv.url(), {})
-    assert info.value.kind == "invalid_body"
-    assert str(info.value) == f"upstream response larger than {LIMIT} bytes"
-
-
-@pytest.mark.parametrize("how", ["length", "chunked", "close"])
-async def test_a_body_at_the_limit_is_whole(transport: Transport, how: str) -> None:
-    body = b"y" * LIMIT
-    async with serving(_server(_framed(body, how), how)) as srv:
-        assert (await transport.request("GET", srv.url(), {})).body == body
-
-
-async def test_a_streamed_error_body_over_the_limit_is_a_bad_body(transport: Transport) -> None:
-    async with serving(answering(_framed(b"z" * (LIMIT * 3), "chunked"))) as srv:
-        stream = await transport.stream("GET", srv.url(), {})
-        try:
-            with pytest.raises(ResponseTooLarge) as info:
-                await stream.aread()
-        finally:
-            await stream.aclose()
-    assert info.value.kind == "invalid_body"
 
 
 async def test_a_compressed_bomb_stops_expanding_at_the_limit() -> None:

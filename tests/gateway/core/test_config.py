@@ -16,6 +16,8 @@ from gateway.core.config import (
     load_config,
     parse_config,
 )
+from providers.tls import TlsOptions
+from tests.support.tls import make_pki
 
 ROOT = Path(__file__).resolve().parents[3]
 SHIPPED = ROOT / "gateway.yaml"
@@ -269,6 +271,38 @@ def test_credentials_in_a_base_url_are_refused_without_being_repeated(tmp_path: 
     message, _ = error_of(tmp_path, raw)
     assert "providers[1].base_url: base_url must not contain a user name or password" in message
     assert "hunter2" not in message and "gw-user" not in message
+
+
+def _tls_provider(**tls: str) -> dict[str, Any]:
+    up = {"name": "up", "type": "openai", "base_url": "https://llm.corp.test/v1", **tls}
+    return base(providers=[{"name": "mock", "type": "mock"}, up])
+
+
+def test_tls_files_are_loaded_with_the_configuration(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path / "pki")
+    ok = _tls_provider(
+        ca_file=str(pki.ca), client_cert=str(pki.client_cert), client_key=str(pki.client_key)
+    )
+    tls = load_config(write(tmp_path, ok), env={}).providers[1].tls
+    assert tls == TlsOptions(str(pki.ca), str(pki.client_cert), str(pki.client_key))
+    assert load_config(write(tmp_path, base()), env={}).providers[0].tls is None
+    cases = [
+        ({"ca_file": str(tmp_path / "nope.pem")}, "ca_file: cannot read"),
+        ({"ca_file": str(pki.client_key)}, "holds no PEM certificate"),
+        ({"client_key": str(pki.client_key)}, "client_key needs client_cert"),
+        (
+            {"client_cert": str(pki.client_cert), "client_key": str(pki.server_key)},
+            "are not a PEM certificate and the matching private key",
+        ),
+        ({"client_cert": str(pki.client_cert)}, "are not a PEM certificate"),  # no key in it
+        (
+            {"client_cert": str(pki.client_cert), "client_key": str(tmp_path / "k.pem")},
+            "client_cert/client_key: cannot read: No such file or directory",
+        ),
+    ]
+    for options, expected in cases:
+        message, _ = error_of(tmp_path, _tls_provider(**options))
+        assert "providers[1]: " in message and expected in message, message
 
 
 def test_missing_required_key(tmp_path: Path) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
+from pathlib import Path
+
 import pytest
 
 from gateway.core.config import Config, parse_config
@@ -9,7 +12,10 @@ from gateway.core.errors import GatewayError
 from gateway.core.types import CONVERSATION_TYPES
 from gateway.http.errors import status_of
 from gateway.routing.catalog import Catalog, build_provider
-from providers.base import Endpoint
+from providers.base import Call, Endpoint
+from providers.factory import TRANSPORTS
+from tests.providers.http1.native_helpers import answering, serving
+from tests.support.tls import make_pki
 
 
 def make_config() -> Config:
@@ -190,7 +196,7 @@ def test_unable_names_the_models_whose_provider_lacks_the_endpoint() -> None:
     assert catalog.unable(Endpoint.CHAT) == frozenset()
 
 
-@pytest.mark.parametrize("transport", ["native", "aiohttp", "httpx"])
+@pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_provider_caps_answers_at_its_max_response_bytes(transport: str) -> None:
     raw = {"name": "up", "type": "openai", "base_url": "http://127.0.0.1:9/v1",
            "max_response_bytes": 12345, "transport": transport}  # fmt: skip
@@ -200,3 +206,27 @@ async def test_a_provider_caps_answers_at_its_max_response_bytes(transport: str)
         assert provider._transport.max_body == 12345
     finally:
         await provider.aclose()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+async def test_a_provider_reaches_a_private_upstream_with_its_tls_files(
+    transport: str, tmp_path: Path
+) -> None:
+    """Issue 17.9: a private CA added to the roots, and a client certificate presented."""
+    pki = make_pki(tmp_path)
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=pki.ca)
+    server_ctx.load_cert_chain(pki.server_cert, pki.server_key)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED  # no client certificate, no handshake
+    reply = b'{"object": "list", "data": []}'
+    ok = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(reply), reply)
+    async with serving(answering(ok), server_ctx) as srv:
+        raw = {"name": "up", "type": "openai", "base_url": f"https://127.0.0.1:{srv.port}/v1",
+               "transport": transport, "ca_file": str(pki.ca),
+               "client_cert": str(pki.client_cert), "client_key": str(pki.client_key)}  # fmt: skip
+        config = parse_config({"providers": [raw], "models": [], "routes": []}, env={})
+        provider = build_provider(config.providers[0], [])
+        try:
+            got = await provider.send(Call(Endpoint.EMBEDDINGS, {"input": "x"}, "m"))
+        finally:
+            await provider.aclose()
+    assert got.body == {"object": "list", "data": []}

@@ -8,6 +8,7 @@ import openai
 import orjson
 import pytest
 
+from providers.factory import TRANSPORTS
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
@@ -129,3 +130,19 @@ def test_an_answer_over_max_response_bytes_falls_back_to_the_next_member(
     assert raw.headers["x-gatewise-attempts"] == "2"
     assert upstream.models_called() == ["alpha-up", "beta-up"]
     assert "upstream response larger than 2000 bytes" in gw.logs()
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_body_that_does_not_decode_falls_back_whatever_the_transport(
+    transport: str, upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    """Issue 17.11: with the httpx transport a bad gzip body was a 500, no fallback."""
+    config = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    config["providers"][0]["transport"] = transport
+    gw = start_gateway(config)
+    upstream.behave("alpha-up", body=b"not gzip at all", headers={"content-encoding": "gzip"})
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
+    assert raw.parse().model == "beta"
+    assert raw.headers["x-gatewise-attempts"] == "2"
+    assert upstream.models_called() == ["alpha-up", "beta-up"]

@@ -41,6 +41,7 @@ class Request:
 class Server:
     handler: Handler
     port: int = 0
+    host: str = "127.0.0.1"
     accepted: int = 0
     open: int = 0
     max_open: int = 0
@@ -49,7 +50,8 @@ class Server:
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def url(self, path: str = "/x", scheme: str = "http") -> str:
-        return f"{scheme}://127.0.0.1:{self.port}{path}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{scheme}://{host}:{self.port}{path}"
 
     async def read_request(self, reader: asyncio.StreamReader) -> Request:
         head = await reader.readuntil(b"\r\n\r\n")
@@ -95,9 +97,9 @@ def answering(*responses: bytes) -> Handler:
 
 
 def serving(
-    handler: Handler, ssl_context: ssl.SSLContext | None = None
+    handler: Handler, ssl_context: ssl.SSLContext | None = None, host: str = "127.0.0.1"
 ) -> contextlib.AbstractAsyncContextManager[Server]:
-    return _listening(Server(handler), ssl_context)
+    return _listening(Server(handler, host=host), ssl_context)
 
 
 async def until(cond: Callable[[], object], timeout: float = 5.0) -> None:
@@ -222,7 +224,8 @@ async def _listening(
     srv: Listener, ssl_context: ssl.SSLContext | None = None
 ) -> AsyncIterator[Listener]:
     """Serve `srv.on_conn` on a loopback port; on exit, end its connections' tasks."""
-    server = await asyncio.start_server(srv.on_conn, "127.0.0.1", 0, ssl=ssl_context)
+    host = srv.host if isinstance(srv, Server) else "127.0.0.1"
+    server = await asyncio.start_server(srv.on_conn, host, 0, ssl=ssl_context)
     srv.port = server.sockets[0].getsockname()[1]
     try:
         yield srv

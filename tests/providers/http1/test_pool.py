@@ -138,6 +138,25 @@ async def test_idle_connections_expire_after_30s(transport: NativeTransport) -> 
         assert transport._open == 1
 
 
+async def test_idle_connections_are_closed_when_no_request_comes(native: Native) -> None:
+    """Issue 17.11: a provider that got no more traffic kept its idle sockets for ever."""
+    t = native(Timeout(total=5, connect=5), idle_timeout=0.2)
+    loop = asyncio.get_running_loop()
+    async with serving(answering(OK)) as srv, serving(answering(OK)) as other:
+        await asyncio.gather(*(t.request("GET", srv.url(), {}) for _ in range(3)))
+        await t.request("GET", other.url(), {})
+        assert t._open == srv.accepted + 1 == 4
+        start = loop.time()
+        busy = loop.time() + 0.3  # one connection kept in use past its first TTL
+        while loop.time() < busy:
+            await t.request("GET", other.url(), {})
+            await asyncio.sleep(0.05)
+        assert other.accepted == 1
+        await until(lambda: srv.disconnects == 3 and other.disconnects == 1, timeout=2)
+        assert loop.time() - start < 1.0
+        assert t._open == 0 and t._reaper is None
+
+
 async def test_limit_caps_open_connections_and_all_succeed(native: Native) -> None:
     t = native(Timeout(total=5, connect=5), max_connections=2)
     gate = asyncio.Event()
