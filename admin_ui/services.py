@@ -8,6 +8,7 @@ from gateway.core.keys import KeyRing
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.feedback import FeedbackService, ResponseIndex
+from gateway.routing.key_registry import KeyRegistry
 from gateway.routing.quota import Quota
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
@@ -27,4 +28,5 @@ class AdminServices(Protocol):
     index: ResponseIndex
     feedback: FeedbackService
     keys: KeyRing
+    key_registry: KeyRegistry
     quota: Quota

@@ -16,6 +16,7 @@ from providers.errors import ContextLengthExceeded, ProviderError, RateLimited, 
 
 __all__ = [
     "AllModelsBlacklisted",
+    "Conflict",
     "Failure",
     "GatewayError",
     "InvalidFeedback",
@@ -101,6 +102,13 @@ class QuotaExceeded(GatewayError):
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class Conflict(GatewayError):
+    """What the caller asks contradicts what exists (a name taken, a key defined in the
+    configuration file)."""
+
+    code = "conflict"
 
 
 class NotFound(GatewayError):

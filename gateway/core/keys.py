@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from gateway.core.config import KeyBudget, KeyConfig, KeyRateLimit
 from gateway.core.types import Optimization
 
-__all__ = ["KeyRing", "Tenant", "digest"]
+__all__ = ["KeyRing", "Tenant", "digest", "tenant_of_config"]
 
 
 def digest(secret: str) -> str:
@@ -45,34 +45,54 @@ class Tenant:
 
 
 class KeyRing:
-    """The configured client keys. Empty: the gateway is open and requests have no
-    owner (None), so every answer can be rated by anyone, as before keys existed."""
+    """The client keys: configured ones, and those made at runtime through the admin API
+    (`set_runtime`, from the store). With none of either the gateway is open and requests
+    have no owner (None), so every answer can be rated by anyone, as before keys existed.
+    """
 
     def __init__(self, keys: Iterable[str | KeyConfig]) -> None:
         keys = list(keys)
         # A named key whose secret is unset disables that key, never opens the gateway.
-        self.open = not keys
+        self._configured_any = bool(keys)
+        self._runtime_any = False  # once a key was made at runtime, even if revoked since
         self._by_digest: dict[str, Tenant] = {}
+        self._runtime: dict[str, Tenant] = {}
         for key in keys:
             if isinstance(key, str):
                 hashed = digest(key)
                 self._by_digest[hashed] = Tenant(f"key-{hashed[:8]}")
             elif key.enabled:
                 hashed = key.key_sha256.lower() if key.key_sha256 else digest(key.key or "")
-                allowed = (
-                    None
-                    if key.routes is None and key.models is None
-                    else frozenset([*(key.routes or ()), *(key.models or ())])
-                )
-                self._by_digest[hashed] = Tenant(
-                    key.name, allowed, key.optimization, key.budget, key.rate_limit
-                )
+                self._by_digest[hashed] = tenant_of_config(key)
+
+    @property
+    def open(self) -> bool:
+        return not (self._configured_any or self._runtime_any)
 
     def __len__(self) -> int:
-        return len(self._by_digest)
+        return len(self._by_digest) + len(self._runtime)
 
     def find(self, secret: str) -> Tenant | None:
-        return self._by_digest.get(digest(secret))
+        hashed = digest(secret)
+        return self._by_digest.get(hashed) or self._runtime.get(hashed)
 
     def tenants(self) -> list[Tenant]:
+        return [*self._by_digest.values(), *self._runtime.values()]
+
+    def configured(self) -> list[Tenant]:
         return list(self._by_digest.values())
+
+    def set_runtime(self, by_digest: dict[str, Tenant], *, ever: bool) -> None:
+        """The keys made at runtime that work now (by the SHA-256 of their secret), and
+        whether any was ever made (a gateway whose keys were all revoked stays closed)."""
+        self._runtime = by_digest
+        self._runtime_any = self._runtime_any or ever or bool(by_digest)
+
+
+def tenant_of_config(key: KeyConfig) -> Tenant:
+    allowed = (
+        None
+        if key.routes is None and key.models is None
+        else frozenset([*(key.routes or ()), *(key.models or ())])
+    )
+    return Tenant(key.name, allowed, key.optimization, key.budget, key.rate_limit)

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from gateway.core.errors import (
+    Conflict,
     GatewayError,
     InvalidFeedback,
     InvalidFilter,
@@ -57,6 +58,7 @@ _STATUS: tuple[tuple[type[GatewayError], int, str], ...] = (
     (TokenRateLimitExceeded, 429, "tokens"),
     (RateLimitExceeded, 429, "requests"),
     (NotFound, 404, _CLIENT),
+    (Conflict, 409, _CLIENT),
     (ModelUnavailable, 503, _SERVER),
     (NoModelAvailable, 503, _SERVER),
     (StoreUnavailable, 503, _SERVER),

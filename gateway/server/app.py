@@ -26,6 +26,7 @@ from gateway.routing.dispatch import Dispatcher
 from gateway.routing.evaluation import Evaluator
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.fleet import Fleet, new_origin
+from gateway.routing.key_registry import KeyRegistry
 from gateway.routing.quota import Quota, QuotaShare
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
@@ -92,6 +93,10 @@ class Gateway:
         self.quota_share = QuotaShare(
             self.fleet.origin, self.quota, self.store, interval=storage.share_interval
         )
+        known = {m.name for m in config.models} | {r.name for r in config.routes}
+        self.key_registry = KeyRegistry(
+            self.keys, self.store, known, interval=min(0.5, storage.share_interval), clock=clock
+        )
         self.recorder = Recorder(
             self.tracker, self.blacklist, self.evaluator, self.writer, self.events, self.quota
         )
@@ -126,6 +131,7 @@ class Gateway:
         try:
             await self.store.open()
             await self.fleet.load()
+            await self.key_registry.pull()
         except self.store.OUTAGES as exc:
             # Traffic does not wait for the database: route on the configuration's priors
             # (and what this process learns), buffer what is to be stored, and connect in
@@ -144,6 +150,7 @@ class Gateway:
         self.writer.start()
         self.evaluator.start()
         self.fleet.start()
+        self.key_registry.start()
         if any(tenant.limited for tenant in self.keys.tenants()):
             self.quota_share.start()
         for provider in config.providers:
@@ -188,6 +195,7 @@ class Gateway:
         await self.writer.close()
         if any(tenant.limited for tenant in self.keys.tenants()):
             await self.quota_share.stop()
+        await self.key_registry.close()
         await self.fleet.close()
         await self.store.close()
         for provider in self.providers.values():

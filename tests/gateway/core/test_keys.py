@@ -95,3 +95,14 @@ def test_two_keys_with_one_name_are_refused() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(config({"name": "a", "key": "x"}, {"name": "a", "key": "y"}))
     assert "server.api_keys: the name 'a' is used twice" in str(info.value)
+
+
+def test_runtime_keys_join_the_ring_and_revoking_them_all_never_opens_it() -> None:
+    ring = KeyRing([])
+    assert ring.open
+    runtime = {hashlib.sha256(b"gw-made").hexdigest(): Tenant("made")}
+    ring.set_runtime(runtime, ever=True)
+    assert not ring.open and ring.find("gw-made") == Tenant("made")
+    ring.set_runtime({}, ever=True)  # revoked
+    assert ring.find("gw-made") is None and not ring.open
+    assert ring.configured() == []
