@@ -38,29 +38,28 @@ async def _body(request: Request) -> Any:
 
 
 def key_routes(services: AdminServices) -> list[Route]:
-    registry = services.key_registry
 
     def find(name: str) -> dict[str, Any]:
         for tenant in services.keys.configured():
             if tenant.name == name:
                 return describe(tenant)
-        row = registry.rows.get(name)
+        row = services.key_registry.rows.get(name)
         if row is None:
             raise NotFound(f"Unknown API key '{name}'.", param="name", code="key_not_found")
-        return registry.describe(row)
+        return services.key_registry.describe(row)
 
     @operation()
     async def keys(request: Request) -> Response:
         """The client keys, from the configuration and made at runtime, with their scope
         and limits (never a secret or its hash)."""
         configured = [describe(t) for t in services.keys.configured()]
-        data = sorted(configured, key=lambda k: k["name"]) + registry.listing()
+        data = sorted(configured, key=lambda k: k["name"]) + services.key_registry.listing()
         return json_response({"object": "list", "data": data})
 
     @operation(body=KEY_BODY)
     async def create(request: Request) -> Response:
         """Make a key. Its secret is in this answer only: the gateway keeps its hash."""
-        row, secret = await registry.create(await _body(request))
+        row, secret = await services.key_registry.create(await _body(request))
         return json_response({**row, "key": secret}, status=201)
 
     @operation()
@@ -72,19 +71,19 @@ def key_routes(services: AdminServices) -> list[Route]:
     async def update(request: Request) -> Response:
         """Change a runtime key's scope or limits."""
         return json_response(
-            await registry.update(request.path_params["name"], await _body(request))
+            await services.key_registry.update(request.path_params["name"], await _body(request))
         )
 
     @operation()
     async def revoke(request: Request) -> Response:
         """Revoke a runtime key: it stops working on every worker and replica within a
         second. Its name stays taken."""
-        return json_response(await registry.revoke(request.path_params["name"]))
+        return json_response(await services.key_registry.revoke(request.path_params["name"]))
 
     @operation()
     async def rotate(request: Request) -> Response:
         """A new secret for a runtime key (in this answer only); the old one stops working."""
-        row, secret = await registry.rotate(request.path_params["name"])
+        row, secret = await services.key_registry.rotate(request.path_params["name"])
         return json_response({**row, "key": secret})
 
     @operation()
