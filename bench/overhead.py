@@ -35,9 +35,10 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 TARGETS = ("direct", "passthrough", "gatewise", "gatewise-2w", "litellm")
 # Run on request (--targets): the fleet's costs. gatewise-solo is gatewise with sharing
-# off (storage.share: false); gatewise-pg and gatewise-pg-2w store in PostgreSQL
+# off (storage.share: false); gatewise-keys has 101 named keys with rate limits and
+# budgets (checked on every request); gatewise-pg and gatewise-pg-2w store in PostgreSQL
 # ($BENCH_POSTGRES_URL, default the test server), each round in a schema of its own.
-FLEET_TARGETS = ("gatewise-solo", "gatewise-pg", "gatewise-pg-2w")
+FLEET_TARGETS = ("gatewise-solo", "gatewise-pg", "gatewise-pg-2w", "gatewise-keys")
 KNOWN = TARGETS + FLEET_TARGETS
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHAT = "/v1/chat/completions"
@@ -102,6 +103,8 @@ class Bench:
             config = str(BENCH / "gatewise.yaml")
             if name == "gatewise-solo":
                 config = str(_solo_config(work))
+            if name == "gatewise-keys":
+                config = str(_keys_config(work))
             if name.startswith("gatewise-pg"):
                 env["GATEWISE_STORAGE_URL"] = _pg_schema(f"gw_bench_{rnd}_{port}")
             cmd = [sys.executable, "-m", "gateway", "serve", "--config", config,
@@ -326,6 +329,24 @@ def _solo_config(work: Path) -> Path:
     raw = yaml.safe_load((BENCH / "gatewise.yaml").read_text())
     raw.setdefault("storage", {})["share"] = False
     path = work / "gatewise-solo.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _keys_config(work: Path) -> Path:
+    """bench/gatewise.yaml with the client's key a named key whose rate limit and budget
+    are checked on every request (and never reached), among 100 other keys: what key
+    lookup, rate limiting and budget accounting cost on the request path."""
+    import yaml
+
+    raw = yaml.safe_load((BENCH / "gatewise.yaml").read_text())
+    limits = {
+        "rate_limit": {"requests_per_minute": 10**9, "tokens_per_minute": 10**12},
+        "budget": {"daily_usd": 10**9, "monthly_usd": 10**10},
+    }
+    others = [{"name": f"team-{i}", "key": secrets.token_hex(16), **limits} for i in range(100)]
+    raw["server"]["api_keys"] = [{"name": "bench", "key": "${BENCH_API_KEY}", **limits}, *others]
+    path = work / "gatewise-keys.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 
