@@ -16,6 +16,7 @@ from admin_ui.openapi import (
     BUCKET,
     CONVERSATION_TYPE,
     FEEDBACK_BODY,
+    KEY,
     LIMIT,
     OFFSET,
     SINCE,
@@ -39,10 +40,12 @@ def _rates(aggregate: dict[str, Any]) -> dict[str, float]:
     return {f: round(n / count, 4) for f, n in aggregate["flags"].items()} if count else {}
 
 
-def _query(f: Filters, model: str | None = None) -> Query:
-    """What the filters select: listings take the page, aggregates count every row."""
+def _query(f: Filters, model: str | None = None, *, answers: bool = False) -> Query:
+    """What the filters select: listings take the page, aggregates count every row.
+    Only lists of answers can be narrowed to one client key's (`answers`)."""
     return Query(
         model=model,
+        owner=f.key if answers else None,
         conversation_type=f.conversation_type,
         since=f.since,
         until=f.until,
@@ -52,11 +55,11 @@ def _query(f: Filters, model: str | None = None) -> Query:
 
 
 def evaluation_routes(services: AdminServices) -> list[Route]:
-    @operation(CONVERSATION_TYPE, SINCE, UNTIL, LIMIT, OFFSET)
+    @operation(CONVERSATION_TYPE, SINCE, UNTIL, LIMIT, OFFSET, KEY)
     async def evaluations(request: Request) -> Response:
-        """Evaluated answers with their latest rating, newest first."""
+        """Evaluated answers with their latest rating, newest first (one key's with `key`)."""
         f = filters(request)
-        data = await services.store.responses(_query(f))
+        data = await services.store.responses(_query(f, answers=True))
         return json_response({"object": "list", "data": data, "limit": f.limit, "offset": f.offset})
 
     @operation(CONVERSATION_TYPE, SINCE, UNTIL, LIMIT, OFFSET)

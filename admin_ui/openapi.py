@@ -48,6 +48,7 @@ SINCE = Param("since", {"type": "string"}, "unix seconds or ISO 8601")
 UNTIL = Param("until", {"type": "string"}, "unix seconds or ISO 8601")
 LIMIT = Param("limit", {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100})
 OFFSET = Param("offset", {"type": "integer", "minimum": 0, "default": 0})
+KEY = Param("key", {"type": "string"}, "a client key's name: its answers only")
 BUCKET = Param("bucket", {"type": "string", "enum": ["minute", "hour", "day"]})
 
 FEEDBACK_BODY: dict[str, Any] = {

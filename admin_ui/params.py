@@ -22,6 +22,7 @@ class Filters:
     limit: int = 100
     offset: int = 0
     bucket: int | None = None
+    key: str | None = None  # a client key's name: its answers only
 
 
 def _bad(name: str, message: str) -> InvalidFilter:
@@ -74,4 +75,5 @@ def filters(request: Request) -> Filters:
         _int("limit", q.get("limit"), 100, 1, 1000),
         _int("offset", q.get("offset"), 0, 0, 10_000_000),
         _BUCKETS[bucket] if bucket else None,
+        q.get("key") or None,
     )

@@ -36,6 +36,7 @@ log = logging.getLogger("gatewise.quota")
 
 USAGE = "usage"  # state kind of published usage, keyed origin \x1f key name
 WINDOW = 60  # seconds a rate limit looks back
+DAYS_KEPT = 92  # days of per-key history in reports
 _SEP = "\x1f"
 
 
@@ -56,6 +57,8 @@ class Usage:
     requests_day: int = 0
     tokens_day: int = 0
     errors_day: int = 0
+    # The last DAYS_KEPT UTC days, for reports: day -> [spend, requests, tokens, errors].
+    days: dict[str, list[float]] = field(default_factory=dict)
 
     def add(self, now: float, requests: int = 0, tokens: int = 0) -> None:
         bucket = self.seconds.setdefault(int(now), [0.0, 0.0])
@@ -64,12 +67,18 @@ class Usage:
         self._roll(now)
         self.requests_day += requests
         self.tokens_day += tokens
+        day = self._day_row()
+        day[1] += requests
+        day[2] += tokens
 
     def spend(self, now: float, cost: float, failed: bool) -> None:
         self._roll(now)
         self.spend_day += cost
         self.spend_month += cost
         self.errors_day += failed
+        day = self._day_row()
+        day[0] += cost
+        day[3] += failed
 
     def recent(self, now: float) -> tuple[float, float, int | None]:
         """Requests and tokens in the last WINDOW seconds, and the oldest second counted."""
@@ -82,6 +91,14 @@ class Usage:
                 tokens += tok
                 oldest = second if oldest is None else min(oldest, second)
         return requests, tokens, oldest
+
+    def _day_row(self) -> list[float]:
+        row = self.days.get(self.day)
+        if row is None:
+            row = self.days[self.day] = [0.0, 0.0, 0.0, 0.0]
+            for old in sorted(self.days)[:-DAYS_KEPT]:
+                del self.days[old]
+        return row
 
     def _roll(self, now: float) -> None:
         day = _day(now)
@@ -101,7 +118,7 @@ class Usage:
             "day": self.day, "spend_day": self.spend_day,
             "month": self.month, "spend_month": self.spend_month,
             "requests_day": self.requests_day, "tokens_day": self.tokens_day,
-            "errors_day": self.errors_day,
+            "errors_day": self.errors_day, "days": self.days,
         }  # fmt: skip
 
     @classmethod
@@ -112,6 +129,7 @@ class Usage:
             data.get("month", ""), float(data.get("spend_month", 0.0)),
             int(data.get("requests_day", 0)), int(data.get("tokens_day", 0)),
             int(data.get("errors_day", 0)),
+            {d: list(v) for d, v in (data.get("days") or {}).items()},
         )  # fmt: skip
 
 
@@ -234,11 +252,23 @@ class Quota:
                 errors_day += usage.errors_day
             if usage.month == month:
                 spend_month += usage.spend_month
+        days: dict[str, list[float]] = {}
+        for usage in self._all(name):
+            for when, row in usage.days.items():
+                mine = days.setdefault(when, [0.0, 0.0, 0.0, 0.0])
+                for i, value in enumerate(row):
+                    mine[i] += value
+        history = [
+            {"day": when, "spend": round(row[0], 6), "requests": int(row[1]),
+             "tokens": int(row[2]), "errors": int(row[3])}
+            for when, row in sorted(days.items(), reverse=True)
+        ]  # fmt: skip
         out: dict[str, Any] = {
             "day": day, "month": month,
             "spend_day": round(spend_day, 6), "spend_month": round(spend_month, 6),
             "requests_day": requests_day, "tokens_day": tokens_day, "errors_day": errors_day,
             "requests_last_minute": int(requests), "tokens_last_minute": int(tokens),
+            "days": history,
         }  # fmt: skip
         return out
 

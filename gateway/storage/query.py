@@ -26,6 +26,7 @@ class Query:
     model: str | None = None
     conversation_type: str | None = None
     response_id: str | None = None
+    owner: str | None = None  # the client key's name: answers only (Store.responses)
     since: float | None = None
     until: float | None = None
     limit: int = 100
@@ -74,16 +75,20 @@ def where(
     prefix: str = "",
     also: Sequence[str] = (),
     by_response: bool = False,
+    by_owner: bool = False,
 ) -> str:
     """The ``WHERE`` clause selecting ``query``'s rows (``""`` when it selects every row).
 
     ``ts`` names the time column and ``prefix`` qualifies every column (``"r."``);
     ``also`` adds conditions that hold no parameters. Only a read of ratings passes
-    ``by_response``: any other read refuses a query with a ``response_id`` rather than
-    return rows it was not asked for.
+    ``by_response``, and only a read of answers ``by_owner``: any other read refuses a
+    query with a ``response_id`` or an ``owner`` rather than return rows it was not asked
+    for.
     """
     if query.response_id is not None and not by_response:
         raise ValueError("response_id selects ratings only (Store.feedback)")
+    if query.owner is not None and not by_owner:
+        raise ValueError("owner selects answers only (Store.responses)")
     clauses = []
     if query.model is not None:
         clauses.append(f"{prefix}model = {params(query.model)}")
@@ -91,6 +96,8 @@ def where(
         clauses.append(f"{prefix}conversation_type = {params(query.conversation_type)}")
     if query.response_id is not None:
         clauses.append(f"{prefix}response_id = {params(query.response_id)}")
+    if query.owner is not None:
+        clauses.append(f"{prefix}owner = {params(query.owner)}")
     if query.since is not None:
         clauses.append(f"{prefix}{ts} >= {params(query.since)}")
     if query.until is not None:

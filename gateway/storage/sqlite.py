@@ -419,7 +419,7 @@ class SQLiteStore(Store):
             SELECT {", ".join(f"r.{name}" for name in RESPONSE_COLUMNS)},
                    {", ".join(f"f.{name}" for name in RATING_COLUMNS)}, f.id
             FROM (
-                SELECT {", ".join(RESPONSE_COLUMNS)} FROM responses {where(query, p)}
+                SELECT {", ".join(RESPONSE_COLUMNS)} FROM responses {where(query, p, by_owner=True)}
                 ORDER BY ts DESC, response_id DESC LIMIT {p(query.limit)} OFFSET {p(query.offset)}
             ) AS r
             LEFT JOIN feedback AS f ON f.id = (

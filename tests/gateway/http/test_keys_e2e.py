@@ -72,6 +72,16 @@ def test_only_the_key_that_received_an_answer_may_rate_it_even_after_a_restart(
     assert admin.status_code == 200  # the admin may rate any answer
     stored = httpx.get(gw.url + f"/admin/responses/{answer.id}").json()
     assert stored["owner"] == "alice"
+    with sdk(gw, BOB) as bob:
+        bobs = bob.chat.completions.create(model="alpha", messages=HI)
+    evaluations = "/evaluations"
+    deadline = time.monotonic() + 10
+    while len(httpx.get(gw.url + evaluations).json()["data"]) < 2:  # judged off the path
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    for key, wanted in (("alice", answer.id), ("bob", bobs.id)):
+        rows = httpx.get(gw.url + evaluations, params={"key": key}).json()["data"]
+        assert [r["response_id"] for r in rows] == [wanted]
 
 
 def test_a_key_uses_only_its_routes_and_models_with_its_default_optimization(

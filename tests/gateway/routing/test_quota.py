@@ -139,3 +139,25 @@ async def test_the_fleet_adds_up_and_a_restart_keeps_the_days_spend() -> None:
         assert report["spend_day"] == pytest.approx(1.1)
         with pytest.raises(QuotaExceeded):
             later.admit(team)
+
+
+async def test_the_report_keeps_each_days_figures_across_the_fleet() -> None:
+    clock = Clock()
+    async with SQLiteStore(":memory:") as store:
+        a, b = Quota(clock), Quota(clock)
+        team = limited(rpm=1000)
+        a.admit(team)
+        a.record("team", 30, 0.25)
+        clock.now += 86400  # the next day
+        a.admit(team)
+        b.admit(team)
+        b.record("team", 5, 0.5)
+        b.failed("team")
+        await QuotaShare("a", a, store).round()
+        await QuotaShare("b", b, store).round()
+        reader = Quota(clock)
+        await QuotaShare("r", reader, store).round()
+        assert reader.report("team")["days"] == [
+            {"day": "2026-12-04", "spend": 0.5, "requests": 2, "tokens": 5, "errors": 1},
+            {"day": "2026-12-03", "spend": 0.25, "requests": 1, "tokens": 30, "errors": 0},
+        ]

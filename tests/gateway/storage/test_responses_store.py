@@ -259,3 +259,16 @@ async def test_a_nul_in_free_text_never_refuses_a_batch(harness: Harness) -> Non
     [(key, data)] = (await store.load_states("stats")).items()
     assert kept(key, "model\x00x") and data == {"note": "a\x00b"}  # JSON escapes it
     assert (await store.counts())["attempts"] == 1
+
+
+async def test_answers_can_be_listed_for_one_client_key_only(harness: Harness) -> None:
+    store = harness.store
+    await store.write_responses(
+        [response("a1", H0, owner="alice"), response("b1", H0 + 1, owner="bob"),
+         response("a2", H0 + 2, owner="alice"), response("n1", H0 + 3, owner=None)]
+    )  # fmt: skip
+    listed = await store.responses(Query(owner="alice"))
+    assert [r["response_id"] for r in listed] == ["a2", "a1"]
+    assert len(await store.responses(Query())) == 4
+    with pytest.raises(ValueError, match="owner selects answers only"):
+        await store.attempts(Query(owner="alice"))
