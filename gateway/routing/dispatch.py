@@ -8,13 +8,18 @@ attempt number, timings, usage, cost, error class, whether the client left) goes
 the `Recorder` exactly once. A failed attempt is an exchange that closed at once, so
 the tracker and blacklist learn of a failing model before the answer that replaced
 it has finished streaming. Nothing here touches HTTP or a database.
+
+One rare case waits: after a failure that benches its model, the next model is tried
+only once the bench is stored (the sink's write, bounded by `bench_wait`), so a crash
+after the answer cannot forget it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar, overload
 
@@ -32,7 +37,11 @@ from gateway.core.types import ENDPOINT_TYPES, Attempt, ConversationType, Optimi
 from gateway.routing.answers import StreamAnswer
 from gateway.routing.catalog import Catalog, Target
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Provider, Reply, Usage
-from providers.errors import CapacityExhausted, ContextLengthExceeded, ProviderError
+from providers.errors import (
+    CapacityExhausted,
+    ContextLengthExceeded,
+    ProviderError,
+)
 
 __all__ = [
     "AudioJob",
@@ -276,9 +285,10 @@ class Ranker(Protocol):
 
 
 class Sink(Protocol):
-    """Takes every closed exchange's outcome (`Recorder`)."""
+    """Takes every closed exchange's outcome (`Recorder`); returns what is worth waiting
+    for before the client hears back (a bench being stored), if anything."""
 
-    def record(self, outcome: Outcome) -> None: ...
+    def record(self, outcome: Outcome) -> Awaitable[None] | None: ...
 
 
 class Dispatcher:
@@ -290,6 +300,7 @@ class Dispatcher:
         *,
         max_attempts: int = 3,
         deadline: float = 300.0,
+        bench_wait: float = 2.0,
         clock: Callable[[], float] = time.perf_counter,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -298,6 +309,7 @@ class Dispatcher:
         self._recorder = recorder
         self._max_attempts = max_attempts
         self._deadline = deadline
+        self._bench_wait = bench_wait  # seconds a request waits for its bench to be stored
         self._clock = clock
         self._wall = wall
         self.saturated = 0  # attempts that found no connection free in this gateway
@@ -334,7 +346,9 @@ class Dispatcher:
                 failures.append(Failure(model.name, model.provider, exc))
                 continue
             except ProviderError as exc:
-                self._failed(job, model, number, started, exc)
+                stored = self._failed(job, model, number, started, exc)
+                if stored is not None:  # this failure benched the model
+                    await asyncio.wait([asyncio.ensure_future(stored)], timeout=self._bench_wait)
                 if isinstance(exc, ContextLengthExceeded):
                     min_context = window or 1
                 elif not exc.blames_model:
@@ -391,12 +405,12 @@ class Dispatcher:
         number: int,
         started: float,
         error: ProviderError,
-    ) -> None:
+    ) -> Awaitable[None] | None:
         elapsed = (self._clock() - started) * 1000
         outcome = Outcome(
             job, model, number, error, Timings(elapsed, None), None, 0.0, self._wall()
         )
-        self._recorder.record(outcome)
+        return self._recorder.record(outcome)
 
 
 _HAS_USAGE = (Reply, ChunkStream, BinaryReply)

@@ -86,7 +86,7 @@ class Gateway:
         )
         self.events = EventLog("gatewise.attempts")
         self.recorder = Recorder(
-            self.tracker, self.blacklist, self.evaluator, self.writer, self.events
+            self.tracker, self.blacklist, self.evaluator, self.writer, self.events, self.fleet
         )
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, [m for m in config.models if m.provider == p.name])
