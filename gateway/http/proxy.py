@@ -34,6 +34,7 @@ from gateway.core.errors import (
 from gateway.core.ids import request_id_from
 from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Optimization
 from gateway.http.body import check_body, read_json
+from gateway.http.disconnect import ClientLeft, unless_client_leaves
 from gateway.http.errors import error_body, error_response, internal_error
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.streaming import StreamingResponse
@@ -124,14 +125,19 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 args = (request_id, endpoint, target, body, optimization)
                 conversation_id = conversation if isinstance(conversation, str) else None
                 if endpoint is Endpoint.SPEECH:
-                    audio = await dispatcher.run(AudioJob(*args, conversation_id))
+                    speech = dispatcher.run(AudioJob(*args, conversation_id))
+                    audio = await unless_client_leaves(receive, speech)
                     return await _audio(audio)(scope, receive, send)
                 if streamable and body.get("stream") is True:
-                    events = await dispatcher.run(StreamJob(*args, conversation_id))
+                    stream = dispatcher.run(StreamJob(*args, conversation_id))
+                    events = await unless_client_leaves(receive, stream)
                     return await _events(events)(scope, receive, send)
-                exchange = await dispatcher.run(ReplyJob(*args, conversation_id))
+                reply = dispatcher.run(ReplyJob(*args, conversation_id))
+                exchange = await unless_client_leaves(receive, reply)
             except GatewayError as exc:
                 return await error_response(exc, {"x-request-id": request_id})(scope, receive, send)
+            except ClientLeft:
+                return  # the attempt is recorded as the client's leaving; nobody to answer
             await _reply(exchange, send, videos)
 
         return _Endpoint(handle)

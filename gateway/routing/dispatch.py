@@ -9,9 +9,11 @@ the `Recorder` exactly once. A failed attempt is an exchange that closed at once
 the tracker and blacklist learn of a failing model before the answer that replaced
 it has finished streaming. Nothing here touches HTTP or a database.
 
-One rare case waits: after a failure that benches its model, the next model is tried
-only once the bench is stored (the sink's write, bounded by `bench_wait`), so a crash
-after the answer cannot forget it.
+Two rare cases wait. A failure that benches its model: the next model is tried only once
+the bench is stored (the sink's write, bounded by `bench_wait`), so a crash after the
+answer cannot forget it. A cancelled attempt (the client left, or the server stops):
+its upstream call is abandoned with its connection, and it is recorded as `ClientGone`,
+which blames nobody.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from gateway.routing.catalog import Catalog, Target
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Provider, Reply, Usage
 from providers.errors import (
     CapacityExhausted,
+    ClientGone,
     ContextLengthExceeded,
     ProviderError,
 )
@@ -345,6 +348,12 @@ class Dispatcher:
                 self.saturated += 1
                 failures.append(Failure(model.name, model.provider, exc))
                 continue
+            except asyncio.CancelledError:
+                # The transport closed the connection (never back to the pool half-read);
+                # the upstream had no chance to answer, so it is not blamed.
+                gone = ClientGone("the request was cancelled before the upstream answered")
+                self._failed(job, model, number, started, gone)
+                raise
             except ProviderError as exc:
                 stored = self._failed(job, model, number, started, exc)
                 if stored is not None:  # this failure benched the model
