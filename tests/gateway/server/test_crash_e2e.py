@@ -108,7 +108,7 @@ def rate(gw: GatewayProcess, response_id: str, score: int = 4) -> httpx.Response
 def test_kill_9_loses_at_most_the_answers_of_the_last_flush_and_no_acknowledged_rating(
     upstream: FakeUpstream, start_gateway: Start, tmp_path: Path
 ) -> None:
-    """What README.md states (Operations, "What a crash loses"), shown: a rated answer
+    """What README.md states ("What a crash loses"), shown: a rated answer
     and its rating survive; an answer flushed survives and can be rated after; an answer
     not yet flushed when the process dies is lost, and rating it is a 404."""
     db = tmp_path / "crash.db"
