@@ -126,14 +126,14 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 conversation_id = conversation if isinstance(conversation, str) else None
                 if endpoint is Endpoint.SPEECH:
                     speech = dispatcher.run(AudioJob(*args, conversation_id))
-                    audio = await unless_client_leaves(receive, speech)
+                    audio = await unless_client_leaves(scope, receive, speech)
                     return await _audio(audio)(scope, receive, send)
                 if streamable and body.get("stream") is True:
                     stream = dispatcher.run(StreamJob(*args, conversation_id))
-                    events = await unless_client_leaves(receive, stream)
+                    events = await unless_client_leaves(scope, receive, stream)
                     return await _events(events)(scope, receive, send)
                 reply = dispatcher.run(ReplyJob(*args, conversation_id))
-                exchange = await unless_client_leaves(receive, reply)
+                exchange = await unless_client_leaves(scope, receive, reply)
             except GatewayError as exc:
                 return await error_response(exc, {"x-request-id": request_id})(scope, receive, send)
             except ClientLeft:

@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol, sending a response's head and body in one write.
+"""uvicorn's httptools protocol, sending a response's head and body in one write, and
+telling a handler at once when its client's connection is lost.
 
 uvicorn writes the status line and headers as soon as the app starts its response, and
 the body in a second write. With TCP_NODELAY (asyncio's default) each write is its own
@@ -11,9 +12,12 @@ whose first chunk is not ready), so no byte waits past the current iteration.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from gateway.http.disconnect import WATCH
 
 __all__ = ["JoinedWritesProtocol"]
 
@@ -58,5 +62,35 @@ class _HeadHoldingTransport:
 
 
 class JoinedWritesProtocol(HttpToolsProtocol):
+    """Also the connection's `DisconnectWatch` (gateway/http/disconnect.py), offered in
+    every request's scope: a handler awaiting an upstream arms it, and a lost connection
+    cancels that handler at once, with no task per request listening for it."""
+
+    _gone: Callable[[], None] | None = None
+    _lost = False
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        # One per connection, not per request.
+        self._extensions: dict[str, dict[object, object]] = {WATCH: {"watch": self}}
         super().connection_made(_HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = self._extensions
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
+        super().connection_lost(exc)
+        gone = self._gone
+        if gone is not None:
+            self._gone = None
+            gone()
+
+    def arm(self, gone: Callable[[], None]) -> bool:
+        if self._lost:
+            return False
+        self._gone = gone
+        return True
+
+    def disarm(self) -> None:
+        self._gone = None
