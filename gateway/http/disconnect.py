@@ -42,14 +42,17 @@ class DisconnectWatch(Protocol):
     def disarm(self) -> None: ...
 
 
-async def unless_client_leaves(scope: Scope, receive: Receive, work: Coroutine[Any, Any, T]) -> T:
-    """`work`'s result; raises ClientLeft (with `work` cancelled) if the client goes
-    first. Call only once the request body has been read."""
+def unless_client_leaves(
+    scope: Scope, receive: Receive, work: Coroutine[Any, Any, T]
+) -> Coroutine[Any, Any, T]:
+    """Await it for `work`'s result; it raises ClientLeft (with `work` cancelled) if the
+    client goes first. Call only once the request body has been read. (A plain function:
+    one coroutine frame less for every resumption of `work`.)"""
     extensions = scope.get("extensions")
     offered = extensions.get(WATCH) if extensions else None
     if offered is not None:
-        return await _watched(offered["watch"], work)
-    return await _listening(receive, work)
+        return _watched(offered["watch"], work)
+    return _listening(receive, work)
 
 
 async def _watched(watch: DisconnectWatch, work: Coroutine[Any, Any, T]) -> T:

@@ -351,7 +351,9 @@ class Dispatcher:
             except asyncio.CancelledError:
                 # The transport closed the connection (never back to the pool half-read);
                 # the upstream had no chance to answer, so it is not blamed.
-                gone = ClientGone("the request was cancelled before the upstream answered")
+                gone = ClientGone(
+                    "the request was cancelled before the upstream answered", status=499
+                )
                 self._failed(job, model, number, started, gone)
                 raise
             except ProviderError as exc:

@@ -86,6 +86,7 @@ def test_a_client_that_leaves_before_the_first_byte_cancels_the_upstream_and_bla
     [row] = attempts(workdir, rid)
     assert row["error_class"] == "client_gone"
     assert row["counts_as_failure"] == 0 and row["ok"] == 0
+    assert row["http_status"] == 499  # "client closed request", as nginx logs it
     assert stats(gw, "gamma")["failures"] == 0  # not the model's failure
     assert len(up.calls("/chat/completions")) == 1  # and no other model was tried
 
