@@ -258,7 +258,7 @@ async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[b
     rid, name = exchange.job.response_id, exchange.model.name
     done = b"" if exchange.job.endpoint is Endpoint.RESPONSES else _DONE
     error: ProviderError | None = None
-    gone = False
+    gone = closed = False
     try:
         batch = exchange.first
         if batch is not None:
@@ -286,20 +286,22 @@ async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[b
                 f"{exchange.provider}: the stream failed ({type(exc).__name__})"
             )
         )
+        closed = True
+        await exchange.fail(error)  # a bench it began is stored before the client hears
         body = error_body(error.message, "server_error", error.kind)
         yield b"data: " + orjson.dumps(body) + b"\n\n" + done
     finally:
         with anyio.CancelScope(shield=True):
             await upstream.aclose()
-        exchange.close(error, client_gone=gone)
+        if not closed:
+            exchange.close(error, client_gone=gone)
 
 
 def _audio(exchange: Streaming[BinaryReply, bytes]) -> Response:
     reply = exchange.result
 
     async def body() -> AsyncIterator[bytes]:
-        error: ProviderError | None = None
-        gone = False
+        gone = closed = False
         try:
             if exchange.first:
                 yield exchange.first
@@ -309,12 +311,14 @@ def _audio(exchange: Streaming[BinaryReply, bytes]) -> Response:
             gone = True
             raise
         except ProviderError as exc:
-            error = exc  # the headers are out: the connection ends unfinished
-            raise
+            closed = True
+            await exchange.fail(exc)  # a bench it began is stored before the client hears
+            raise  # the headers are out: the connection ends unfinished
         finally:
             with anyio.CancelScope(shield=True):
                 await reply.aclose()
-            exchange.close(error, client_gone=gone)
+            if not closed:
+                exchange.close(client_gone=gone)
 
     response = StreamingResponse(body(), media_type=reply.media_type)
     response.raw_headers += _served_headers(exchange)

@@ -9,11 +9,11 @@ the `Recorder` exactly once. A failed attempt is an exchange that closed at once
 the tracker and blacklist learn of a failing model before the answer that replaced
 it has finished streaming. Nothing here touches HTTP or a database.
 
-Two rare cases wait. A failure that benches its model: the next model is tried only once
-the bench is stored (the sink's write, bounded by `bench_wait`), so a crash after the
-answer cannot forget it. A cancelled attempt (the client left, or the server stops):
-its upstream call is abandoned with its connection, and it is recorded as `ClientGone`,
-which blames nobody.
+Two rare cases wait. A failure that benches its model: the next model is tried (or, for
+a stream that fails midway, the client told) only once the bench is stored (the sink's
+write, bounded by `bench_wait`), so a crash after the answer cannot forget it. A
+cancelled attempt (the client left, or the server stops): its upstream call is abandoned
+with its connection, and it is recorded as `ClientGone`, which blames nobody.
 """
 
 from __future__ import annotations
@@ -236,10 +236,19 @@ class Exchange(Generic[R]):
 
     def close(self, error: ProviderError | None = None, *, client_gone: bool = False) -> Outcome:
         """Record how the exchange ended: once, whichever way it ended."""
+        self._closing()
+        return self._dispatcher.closed(self, error, client_gone)
+
+    async def fail(self, error: ProviderError) -> Outcome:
+        """Close it as failed after its first piece: returns once a bench the failure
+        began is stored (bounded), so that the client hears of the failure after that."""
+        self._closing()
+        return await self._dispatcher.failed_midway(self, error)
+
+    def _closing(self) -> None:
         if self._closed:
             raise RuntimeError("this exchange is already closed")
         self._closed = True
-        return self._dispatcher.closed(self, error, client_gone)
 
     def _describe(self, outcome: Outcome) -> None:
         """Give the outcome what the evaluator will judge."""
@@ -359,7 +368,7 @@ class Dispatcher:
             except ProviderError as exc:
                 stored = self._failed(job, model, number, started, exc)
                 if stored is not None:  # this failure benched the model
-                    await asyncio.wait([asyncio.ensure_future(stored)], timeout=self._bench_wait)
+                    await self._settle(stored)
                 if isinstance(exc, ContextLengthExceeded):
                     min_context = window or 1
                 elif not exc.blames_model:
@@ -374,6 +383,21 @@ class Dispatcher:
 
     def closed(self, exchange: Exchange[Any], error: ProviderError | None, gone: bool) -> Outcome:
         """Price and time a closed exchange and hand its outcome to the recorder."""
+        return self._close(exchange, error, gone)[0]
+
+    async def failed_midway(self, exchange: Exchange[Any], error: ProviderError) -> Outcome:
+        outcome, stored = self._close(exchange, error, False)
+        if stored is not None:
+            await self._settle(stored)
+        return outcome
+
+    async def _settle(self, stored: Awaitable[None]) -> None:
+        """Wait for a bench to be stored, at most `bench_wait` (it goes on after that)."""
+        await asyncio.wait([asyncio.ensure_future(stored)], timeout=self._bench_wait)
+
+    def _close(
+        self, exchange: Exchange[Any], error: ProviderError | None, gone: bool
+    ) -> tuple[Outcome, Awaitable[None] | None]:
         now = self._clock()
         ended = exchange.ended if exchange.ended is not None else now
         first = exchange.first_at if isinstance(exchange, Streaming) else ended
@@ -391,8 +415,7 @@ class Dispatcher:
             client_gone=gone,
         )
         exchange._describe(outcome)
-        self._recorder.record(outcome)
-        return outcome
+        return outcome, self._recorder.record(outcome)
 
     def _candidates(self, job: Job[Any, Any]) -> Sequence[ModelConfig]:
         order = self._selector.rank(job)

@@ -492,3 +492,19 @@ async def test_the_next_model_is_tried_once_the_bench_a_failure_caused_is_stored
     stored.writes[0].set_result(None)
     exchange = await task
     assert exchange.model.name == "b" and setup.calls == ["a", "b"]
+
+
+async def test_a_failure_midway_is_told_once_the_bench_it_began_is_stored() -> None:
+    setup = Setup({"a": reply("from a")})
+    exchange = await setup.send()
+    stored = Stored()
+    setup.dispatcher._recorder = stored
+    failing = asyncio.ensure_future(exchange.fail(err("server_error", 500)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert stored.writes and not failing.done()  # the client is not told yet
+    stored.writes[0].set_result(None)
+    outcome = await failing
+    assert outcome.error is not None and outcome.answered
+    with pytest.raises(RuntimeError):
+        exchange.close()  # once, whichever way

@@ -69,6 +69,26 @@ def test_a_bench_survives_kill_9_right_after_the_answer_that_caused_it(
     assert chat(restarted).headers["x-gatewise-attempts"] == "1"  # alpha is not tried
 
 
+def test_a_bench_begun_by_streams_failing_midway_survives_kill_9_right_after_the_last(
+    upstream: FakeUpstream, start_gateway: Start, tmp_path: Path
+) -> None:
+    db = tmp_path / "crash.db"
+    gw = start_gateway(config(upstream, db))
+    upstream.behave("alpha-up", content="one two three", fail_after_chunks=1)
+    body = {"model": "alpha", "messages": HI, "stream": True}
+    for _ in range(3):
+        with httpx.stream(
+            "POST", gw.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=10
+        ) as resp:
+            lines = [line for line in resp.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "data: [DONE]" and '"error"' in lines[-2]  # told of the failure
+    gw.kill()  # right after the third failure's [DONE]
+    assert stored_benches(db) == {"alpha"}
+
+    restarted = start_gateway(config(upstream, db))
+    assert benched(restarted) == {"alpha"}
+
+
 def test_a_let_back_survives_kill_9_right_after_its_200(
     upstream: FakeUpstream, start_gateway: Start, tmp_path: Path
 ) -> None:
