@@ -149,11 +149,12 @@ def performance_routes(services: AdminServices) -> list[Route]:
         return json_response({"object": "list", "data": entries})
 
     async def clear(request: Request) -> Response:
-        """Let a blacklisted model back early."""
+        """Let a blacklisted model back early. Answered once the store has it (503 if the
+        store is down: the model is back in this process, and stored when the store is)."""
         name = request.path_params["model"]
         if name not in services.catalog.models:
             raise unknown_model(name)
-        was = services.recorder.let_back(name)
+        was = await services.recorder.let_back(name)
         return json_response({"model": name, "cleared": was})
 
     @operation(CONVERSATION_TYPE)

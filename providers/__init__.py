@@ -20,6 +20,7 @@ from providers.base import (
 from providers.errors import (
     BadRequest,
     CapacityExhausted,
+    ClientGone,
     ContextLengthExceeded,
     InvalidResponse,
     ProviderError,
@@ -63,6 +64,7 @@ __all__ = [
     "CapacityExhausted",
     "Chunk",
     "ChunkStream",
+    "ClientGone",
     "ContextLengthExceeded",
     "Endpoint",
     "InvalidResponse",

@@ -24,6 +24,7 @@ import orjson
 __all__ = [
     "BadRequest",
     "CapacityExhausted",
+    "ClientGone",
     "ContextLengthExceeded",
     "InvalidResponse",
     "ProviderError",
@@ -178,6 +179,14 @@ class CapacityExhausted(ProviderError):
     provider may still have room, and when none has, the client is told to retry."""
 
     kind = "pool_exhausted"
+    blames_model = False
+
+
+class ClientGone(ProviderError):
+    """The client left before the upstream answered, and the attempt was cancelled with
+    its connection: says nothing about the upstream (never raised, only recorded)."""
+
+    kind = "client_gone"
     blames_model = False
 
 

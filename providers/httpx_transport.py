@@ -9,13 +9,16 @@ up for it: its timeouts bound each read, so `request` bounds the whole exchange 
 Transfer-Encoding: chunked, which RFC 9112 lets a client refuse and every other
 transport does (the two framings disagreeing is how responses get smuggled); and its
 pool closes an expired connection only when the pool is next used, so a reaper does it
-when no request comes.
+when no request comes. A stream's `Timeout.stream` is checked here, at each piece that
+arrives (a stream that falls silent meets the read timeout first).
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
+import time
 from collections.abc import AsyncIterator, Mapping
 
 import httpx
@@ -63,6 +66,7 @@ class HttpxTransport(Transport):
     ) -> None:  # fmt: skip
         self.max_body = max_body
         self._total = timeout.total
+        self._stream_total = timeout.stream
         self._idle = idle_timeout
         self._reaper: asyncio.Task[None] | None = None
         self._client = client or httpx.AsyncClient(
@@ -77,7 +81,7 @@ class HttpxTransport(Transport):
     ) -> UpstreamResponse:
         try:
             async with asyncio.timeout(self._total):  # httpx's bounds each read only
-                stream = await self.stream(method, url, headers, body)
+                stream = await self._send(method, url, headers, body, math.inf)
                 try:
                     return UpstreamResponse(stream.status, stream.headers, await stream.aread())
                 finally:
@@ -88,8 +92,15 @@ class HttpxTransport(Transport):
     async def stream(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
     ) -> UpstreamStream:
-        """`total` bounds the wait for the headers; then each read (as in the native
-        transport, a stream may last as long as it keeps talking)."""
+        """`total` bounds the wait for the headers; then each read, and `stream` the
+        whole stream (a stream that keeps talking ends by then all the same)."""
+        ends_by = time.monotonic() + self._stream_total
+        return await self._send(method, url, headers, body, ends_by)
+
+    async def _send(
+        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
+        ends_by: float,
+    ) -> _HttpxStream:  # fmt: skip
         if self._reaper is None:
             self._reaper = asyncio.get_running_loop().create_task(self._reap())
         request = self._client.build_request(method, url, headers=headers, content=body)
@@ -105,7 +116,7 @@ class HttpxTransport(Transport):
             raise UpstreamConnectionError(
                 "upstream connection failed: Content-Length with Transfer-Encoding"
             )
-        return _HttpxStream(resp, self.max_body)
+        return _HttpxStream(resp, self.max_body, ends_by)
 
     async def aclose(self) -> None:
         if self._reaper is not None:
@@ -130,16 +141,21 @@ class HttpxTransport(Transport):
 
 
 class _HttpxStream(UpstreamStream):
-    def __init__(self, resp: httpx.Response, max_body: int) -> None:
+    def __init__(self, resp: httpx.Response, max_body: int, ends_by: float) -> None:
         self._resp = resp
         self.max_body = max_body
+        self._ends_by = ends_by  # time.monotonic()
         self.status = resp.status_code
         self.headers = resp.headers
 
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
         try:
             async for chunk in self._resp.aiter_bytes():
+                if time.monotonic() > self._ends_by:
+                    raise UpstreamTimeout("upstream stream ran past its stream_timeout")
                 yield chunk
+        except UpstreamTimeout:
+            raise
         except Exception as exc:
             raise _translate(exc) from exc
 

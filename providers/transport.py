@@ -45,13 +45,15 @@ IDLE_TIMEOUT = 30.0
 
 @dataclass(frozen=True, slots=True)
 class Timeout:
-    """Seconds: `total` bounds an exchange, `connect` opening a connection to send it on,
-    and `pool` waiting for the pool to have room for one (the gateway's own saturation:
-    past it, CapacityExhausted, not a timeout of the upstream's)."""
+    """Seconds: `total` bounds an exchange (a stream's head, then each silence in its
+    body), `connect` opening a connection to send it on, `pool` waiting for the pool to
+    have room for one (the gateway's own saturation: past it, CapacityExhausted, not a
+    timeout of the upstream's), and `stream` a whole stream, however lively."""
 
     total: float = 60.0
     connect: float = 10.0
     pool: float = 5.0
+    stream: float = 600.0
 
 
 async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:

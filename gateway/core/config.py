@@ -152,7 +152,11 @@ class ProviderConfig(_Strict):
     type: Literal["openai", "anthropic", "mock"]
     base_url: str | None = None
     api_key: str | None = None
+    # A whole answer within `timeout`; a stream's first byte within it, then no silence
+    # longer than it, and all of it within `stream_timeout` (an upstream that sends
+    # keep-alive comments forever ends there, as the upstream's timeout).
     timeout: float = Field(60.0, gt=0)
+    stream_timeout: float = Field(600.0, gt=0)
     connect_timeout: float = Field(10.0, gt=0)
     # How long a request waits for the pool to have room for a connection before it is
     # answered 503 with Retry-After (the gateway's saturation, not the upstream's fault).

@@ -37,6 +37,7 @@ from gateway.core.keys import KeyRing, Tenant
 from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Optimization
 from gateway.http.auth import tenant_of
 from gateway.http.body import check_body, read_json
+from gateway.http.disconnect import ClientLeft, unless_client_leaves
 from gateway.http.errors import error_body, error_response, internal_error
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.streaming import StreamingResponse
@@ -150,17 +151,22 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 conversation_id = conversation if isinstance(conversation, str) else None
                 owner = tenant.name if tenant is not None else None
                 if endpoint is Endpoint.SPEECH:
-                    audio = await dispatcher.run(AudioJob(*args, conversation_id, owner=owner))
+                    speech = dispatcher.run(AudioJob(*args, conversation_id, owner=owner))
+                    audio = await unless_client_leaves(scope, receive, speech)
                     return await _audio(audio, limits)(scope, receive, send)
                 if streamable and body.get("stream") is True:
-                    events = await dispatcher.run(StreamJob(*args, conversation_id, owner=owner))
+                    stream = dispatcher.run(StreamJob(*args, conversation_id, owner=owner))
+                    events = await unless_client_leaves(scope, receive, stream)
                     return await _events(events, limits)(scope, receive, send)
-                exchange = await dispatcher.run(ReplyJob(*args, conversation_id, owner=owner))
+                reply = dispatcher.run(ReplyJob(*args, conversation_id, owner=owner))
+                exchange = await unless_client_leaves(scope, receive, reply)
             except GatewayError as exc:
                 if tenant is not None and tenant.limited:
                     quota.failed(tenant.name)
                 extra = {"x-request-id": request_id, **{k.decode(): v.decode() for k, v in limits}}
                 return await error_response(exc, extra)(scope, receive, send)
+            except ClientLeft:
+                return  # the attempt is recorded as the client's leaving; nobody to answer
             await _reply(exchange, send, videos, limits)
 
         return _Endpoint(handle)
@@ -298,7 +304,7 @@ async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[b
     rid, name = exchange.job.response_id, exchange.model.name
     done = b"" if exchange.job.endpoint is Endpoint.RESPONSES else _DONE
     error: ProviderError | None = None
-    gone = False
+    gone = closed = False
     try:
         batch = exchange.first
         if batch is not None:
@@ -326,20 +332,22 @@ async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[b
                 f"{exchange.provider}: the stream failed ({type(exc).__name__})"
             )
         )
+        closed = True
+        await exchange.fail(error)  # a bench it began is stored before the client hears
         body = error_body(error.message, "server_error", error.kind)
         yield b"data: " + orjson.dumps(body) + b"\n\n" + done
     finally:
         with anyio.CancelScope(shield=True):
             await upstream.aclose()
-        exchange.close(error, client_gone=gone)
+        if not closed:
+            exchange.close(error, client_gone=gone)
 
 
 def _audio(exchange: Streaming[BinaryReply, bytes], limits: Headers = ()) -> Response:
     reply = exchange.result
 
     async def body() -> AsyncIterator[bytes]:
-        error: ProviderError | None = None
-        gone = False
+        gone = closed = False
         try:
             if exchange.first:
                 yield exchange.first
@@ -349,12 +357,14 @@ def _audio(exchange: Streaming[BinaryReply, bytes], limits: Headers = ()) -> Res
             gone = True
             raise
         except ProviderError as exc:
-            error = exc  # the headers are out: the connection ends unfinished
-            raise
+            closed = True
+            await exchange.fail(exc)  # a bench it began is stored before the client hears
+            raise  # the headers are out: the connection ends unfinished
         finally:
             with anyio.CancelScope(shield=True):
                 await reply.aclose()
-            exchange.close(error, client_gone=gone)
+            if not closed:
+                exchange.close(client_gone=gone)
 
     response = StreamingResponse(body(), media_type=reply.media_type)
     response.raw_headers += _served_headers(exchange, limits)

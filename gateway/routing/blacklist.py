@@ -8,7 +8,7 @@ capped. It returns by itself when the time is up; one success ends the streak.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -145,9 +145,14 @@ class Blacklist:
         """The entries whose bench changed here since `shared()` was last told of them."""
         return {m: self._entries[m].to_dict() for m in self._unshared if m in self._entries}
 
-    def shared(self, models: Iterable[str]) -> None:
-        """These entries (as `unshared()` gave them) are stored for the fleet."""
-        self._unshared.difference_update(models)
+    def shared(self, stored: Mapping[str, Mapping[str, Any]]) -> None:
+        """These entries (as `unshared()` gave them) are stored. One that changed again
+        while they were being written stays unshared: what the store has is older."""
+        entries = self._entries
+        for model, fields in stored.items():
+            entry = entries.get(model)
+            if entry is None or entry.changed_at == fields.get("changed_at"):
+                self._unshared.discard(model)
 
     def adopt(self, data: Mapping[str, dict[str, Any]]) -> list[str]:
         """Take in entries the fleet stored: each replaces the local one when it changed

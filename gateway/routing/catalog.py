@@ -145,7 +145,9 @@ def build_provider(config: ProviderConfig, models: list[ModelConfig]) -> Provide
         api_key=config.api_key,
         headers=config.headers,
         transport=config.transport,
-        timeout=Timeout(config.timeout, config.connect_timeout, config.pool_timeout),
+        timeout=Timeout(
+            config.timeout, config.connect_timeout, config.pool_timeout, config.stream_timeout
+        ),
         max_connections=config.max_connections,
         max_body=config.max_response_bytes,
         proxy=config.proxy,

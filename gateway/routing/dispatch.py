@@ -8,13 +8,20 @@ attempt number, timings, usage, cost, error class, whether the client left) goes
 the `Recorder` exactly once. A failed attempt is an exchange that closed at once, so
 the tracker and blacklist learn of a failing model before the answer that replaced
 it has finished streaming. Nothing here touches HTTP or a database.
+
+Two rare cases wait. A failure that benches its model: the next model is tried (or, for
+a stream that fails midway, the client told) only once the bench is stored (the sink's
+write, bounded by `bench_wait`), so a crash after the answer cannot forget it. A
+cancelled attempt (the client left, or the server stops): its upstream call is abandoned
+with its connection, and it is recorded as `ClientGone`, which blames nobody.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar, overload
 
@@ -32,7 +39,12 @@ from gateway.core.types import ENDPOINT_TYPES, Attempt, ConversationType, Optimi
 from gateway.routing.answers import StreamAnswer
 from gateway.routing.catalog import Catalog, Target
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Provider, Reply, Usage
-from providers.errors import CapacityExhausted, ContextLengthExceeded, ProviderError
+from providers.errors import (
+    CapacityExhausted,
+    ClientGone,
+    ContextLengthExceeded,
+    ProviderError,
+)
 
 __all__ = [
     "AudioJob",
@@ -225,10 +237,19 @@ class Exchange(Generic[R]):
 
     def close(self, error: ProviderError | None = None, *, client_gone: bool = False) -> Outcome:
         """Record how the exchange ended: once, whichever way it ended."""
+        self._closing()
+        return self._dispatcher.closed(self, error, client_gone)
+
+    async def fail(self, error: ProviderError) -> Outcome:
+        """Close it as failed after its first piece: returns once a bench the failure
+        began is stored (bounded), so that the client hears of the failure after that."""
+        self._closing()
+        return await self._dispatcher.failed_midway(self, error)
+
+    def _closing(self) -> None:
         if self._closed:
             raise RuntimeError("this exchange is already closed")
         self._closed = True
-        return self._dispatcher.closed(self, error, client_gone)
 
     def _describe(self, outcome: Outcome) -> None:
         """Give the outcome what the evaluator will judge."""
@@ -277,9 +298,10 @@ class Ranker(Protocol):
 
 
 class Sink(Protocol):
-    """Takes every closed exchange's outcome (`Recorder`)."""
+    """Takes every closed exchange's outcome (`Recorder`); returns what is worth waiting
+    for before the client hears back (a bench being stored), if anything."""
 
-    def record(self, outcome: Outcome) -> None: ...
+    def record(self, outcome: Outcome) -> Awaitable[None] | None: ...
 
 
 class Dispatcher:
@@ -291,6 +313,7 @@ class Dispatcher:
         *,
         max_attempts: int = 3,
         deadline: float = 300.0,
+        bench_wait: float = 2.0,
         clock: Callable[[], float] = time.perf_counter,
         wall: Callable[[], float] = time.time,
     ) -> None:
@@ -299,6 +322,7 @@ class Dispatcher:
         self._recorder = recorder
         self._max_attempts = max_attempts
         self._deadline = deadline
+        self._bench_wait = bench_wait  # seconds a request waits for its bench to be stored
         self._clock = clock
         self._wall = wall
         self.saturated = 0  # attempts that found no connection free in this gateway
@@ -334,8 +358,18 @@ class Dispatcher:
                 self.saturated += 1
                 failures.append(Failure(model.name, model.provider, exc))
                 continue
+            except asyncio.CancelledError:
+                # The transport closed the connection (never back to the pool half-read);
+                # the upstream had no chance to answer, so it is not blamed.
+                gone = ClientGone(
+                    "the request was cancelled before the upstream answered", status=499
+                )
+                self._failed(job, model, number, started, gone)
+                raise
             except ProviderError as exc:
-                self._failed(job, model, number, started, exc)
+                stored = self._failed(job, model, number, started, exc)
+                if stored is not None:  # this failure benched the model
+                    await self._settle(stored)
                 if isinstance(exc, ContextLengthExceeded):
                     min_context = window or 1
                 elif not exc.blames_model:
@@ -350,6 +384,21 @@ class Dispatcher:
 
     def closed(self, exchange: Exchange[Any], error: ProviderError | None, gone: bool) -> Outcome:
         """Price and time a closed exchange and hand its outcome to the recorder."""
+        return self._close(exchange, error, gone)[0]
+
+    async def failed_midway(self, exchange: Exchange[Any], error: ProviderError) -> Outcome:
+        outcome, stored = self._close(exchange, error, False)
+        if stored is not None:
+            await self._settle(stored)
+        return outcome
+
+    async def _settle(self, stored: Awaitable[None]) -> None:
+        """Wait for a bench to be stored, at most `bench_wait` (it goes on after that)."""
+        await asyncio.wait([asyncio.ensure_future(stored)], timeout=self._bench_wait)
+
+    def _close(
+        self, exchange: Exchange[Any], error: ProviderError | None, gone: bool
+    ) -> tuple[Outcome, Awaitable[None] | None]:
         now = self._clock()
         ended = exchange.ended if exchange.ended is not None else now
         first = exchange.first_at if isinstance(exchange, Streaming) else ended
@@ -367,8 +416,7 @@ class Dispatcher:
             client_gone=gone,
         )
         exchange._describe(outcome)
-        self._recorder.record(outcome)
-        return outcome
+        return outcome, self._recorder.record(outcome)
 
     def _candidates(self, job: Job[Any, Any]) -> Sequence[ModelConfig]:
         order = self._selector.rank(job)
@@ -392,12 +440,12 @@ class Dispatcher:
         number: int,
         started: float,
         error: ProviderError,
-    ) -> None:
+    ) -> Awaitable[None] | None:
         elapsed = (self._clock() - started) * 1000
         outcome = Outcome(
             job, model, number, error, Timings(elapsed, None), None, 0.0, self._wall()
         )
-        self._recorder.record(outcome)
+        return self._recorder.record(outcome)
 
 
 _HAS_USAGE = (Reply, ChunkStream, BinaryReply)

@@ -10,7 +10,10 @@ process that stopped long ago no longer steers routing while its totals still co
 
 Benches are shared the same way, faster: a model benched, let back or cleared here is
 stored at the next round, and an entry another process stored replaces the local one
-when it changed later. Nothing here runs on the request path.
+when it changed later. A bench that begins here, and an operator's let-back, do not
+wait for the round: `save_benches()` stores them at once (in its own task for a bench,
+awaited by the admin request for a let-back), so what was acknowledged survives a
+crash. Nothing here runs on the request path.
 """
 
 from __future__ import annotations
@@ -73,6 +76,7 @@ class Fleet:
         self._pulled: float | None = None  # when the last pull began
         self._published = -1  # the tracker's own_version last published
         self._task: asyncio.Task[None] | None = None
+        self._saving = asyncio.Lock()  # one writer of benches at a time: the newest wins
 
     # -- rounds ----------------------------------------------------------------------
     async def load(self) -> None:
@@ -82,11 +86,17 @@ class Fleet:
         await self.pull()
         self.loaded = True
 
+    async def save_benches(self) -> None:
+        """Store the benches changed here, now rather than at the next round. Raises what
+        the store raises (`Store.OUTAGES` when it is down); they stay to be shared."""
+        async with self._saving:
+            unshared = self.blacklist.unshared()
+            if unshared:
+                await self.store.save_states([(BLACKLIST, m, e) for m, e in unshared.items()])
+                self.blacklist.shared(unshared)
+
     async def sync_blacklist(self) -> None:
-        unshared = self.blacklist.unshared()
-        if unshared:
-            await self.store.save_states([(BLACKLIST, m, e) for m, e in unshared.items()])
-            self.blacklist.shared(unshared)
+        await self.save_benches()
         if self.share:
             stored = await self.store.load_states(BLACKLIST)
             self._moved(self.blacklist.adopt(stored))

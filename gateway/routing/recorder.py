@@ -4,24 +4,38 @@ tracker (live stats) -> blacklist (failure streaks) -> evaluator (the answer, ju
 in the background) -> writer (the attempt row, stored in batches) -> quota (what the
 client key used), and one JSON log line. Built once at start-up with all of them;
 nothing is attached later. Runs on the request path: every step is in memory and O(1).
+
+The one exception is rare and does no I/O here either: an attempt that benches its
+model starts a prompt write of the bench (`Benches.save_benches`, in a task of its own)
+and hands it back, so that the dispatcher answers that request only once the store has
+the bench (bounded), and a crash right after cannot forget it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Awaitable
+from typing import Protocol
 
 from gateway.core.logs import EventLog
 from gateway.core.types import Attempt
-from gateway.routing.blacklist import Blacklist
+from gateway.routing.blacklist import Blacklist, Entry
 from gateway.routing.dispatch import Outcome
 from gateway.routing.evaluation import Evaluator
 from gateway.routing.quota import Quota
 from gateway.routing.tracker import Tracker
 from gateway.storage.writer import StoreWriter
 
-__all__ = ["Recorder", "learn"]
+__all__ = ["Benches", "Recorder", "learn"]
 
 log = logging.getLogger("gatewise.tracker")
+
+
+class Benches(Protocol):
+    """Where benches are kept (`Fleet`): stores the blacklist's changes when asked."""
+
+    async def save_benches(self) -> None: ...
 
 
 class Recorder:
@@ -32,6 +46,7 @@ class Recorder:
         evaluator: Evaluator,
         writer: StoreWriter,
         events: EventLog,
+        benches: Benches | None = None,
         quota: Quota | None = None,
     ) -> None:
         self.tracker = tracker
@@ -39,11 +54,15 @@ class Recorder:
         self.evaluator = evaluator
         self.writer = writer
         self.events = events
+        self.benches = benches  # None: benches live in memory only (tests, simulations)
+        self._saves: set[asyncio.Task[None]] = set()  # referenced until done
         self.quota = quota or Quota()
 
-    def record(self, outcome: Outcome) -> None:
+    def record(self, outcome: Outcome) -> Awaitable[None] | None:
+        """Take in one outcome. Returns the write of the bench it caused, if it benched
+        its model (the caller may wait for it before answering), else None."""
         attempt = outcome.attempt()
-        learn(self.tracker, self.blacklist, attempt)
+        benched = learn(self.tracker, self.blacklist, attempt)
         if outcome.answered and outcome.error is None:
             self.evaluator.submit(outcome)
         self.writer.enqueue(attempt)
@@ -53,12 +72,35 @@ class Recorder:
                 owner, attempt.prompt_tokens + attempt.completion_tokens, attempt.cost
             )
         self._log(outcome)
+        if benched and self.benches is not None:
+            return self._save_soon()
+        return None
 
-    def let_back(self, model: str) -> bool:
-        """An operator lets a benched model back early; returns whether it was benched."""
+    async def let_back(self, model: str) -> bool:
+        """An operator lets a benched model back early; returns whether it was benched,
+        once the store has it (raises what the store raises when it is down: the model
+        is back here, and the let-back is stored when the store is)."""
         was = self.blacklist.clear(model)
         self.tracker.reset_recent(model)
+        if self.benches is not None:
+            await self.benches.save_benches()
         return was
+
+    def _save_soon(self) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(self._save_quietly())
+        self._saves.add(task)
+        task.add_done_callback(self._saves.discard)
+        return task
+
+    async def _save_quietly(self) -> None:
+        assert self.benches is not None
+        try:
+            await self.benches.save_benches()
+        except Exception as exc:  # the fleet's rounds store it when the store is back
+            log.warning(
+                "a bench could not be stored at once; it will be at the next round",
+                extra={"fields": {"error": type(exc).__name__}},
+            )
 
     def _log(self, outcome: Outcome) -> None:
         error = outcome.error
@@ -85,11 +127,13 @@ class Recorder:
         )
 
 
-def learn(tracker: Tracker, blacklist: Blacklist, attempt: Attempt) -> None:
+def learn(tracker: Tracker, blacklist: Blacklist, attempt: Attempt) -> bool:
     """The chain's first half, what routing learns from one attempt: the tracker's stats
-    and the blacklist's streaks. Simulations replay attempts through it."""
+    and the blacklist's streaks. Returns whether it benched the model. Simulations
+    replay attempts through it."""
     tracker.record(attempt)
     model = attempt.model
+    benched: Entry | None = None
     if attempt.ok:
         # A request that began before the streak's last failure says nothing about
         # whether the model is back.
@@ -113,3 +157,4 @@ def learn(tracker: Tracker, blacklist: Blacklist, attempt: Attempt) -> None:
             # Benched, it serves nobody; when it is back, the failures that benched it
             # must not keep it from being tried.
             tracker.reset_recent(model)
+    return benched is not None

@@ -98,7 +98,13 @@ class Gateway:
             self.keys, self.store, known, interval=min(0.5, storage.share_interval), clock=clock
         )
         self.recorder = Recorder(
-            self.tracker, self.blacklist, self.evaluator, self.writer, self.events, self.quota
+            self.tracker,
+            self.blacklist,
+            self.evaluator,
+            self.writer,
+            self.events,
+            benches=self.fleet,
+            quota=self.quota,
         )
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, [m for m in config.models if m.provider == p.name])

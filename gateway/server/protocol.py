@@ -1,5 +1,6 @@
 """uvicorn's httptools protocol, with the gateway's inbound limits, sending a response's
-head and body in one write.
+head and body in one write, and telling a handler at once when its client's connection
+is lost.
 
 Inbound limits: uvicorn times a connection out only once it has answered on it (its
 keep-alive timer), has no limit on connections but `limit_concurrency`, which answers
@@ -29,12 +30,18 @@ request on loopback where 4 do. Here the head waits for the next write on the
 connection and leaves with it in one send, or leaves at the end of the loop iteration if
 nothing follows (a stream whose first chunk is not ready), so no byte waits past the
 current iteration.
+
+Lost connections: the protocol is also the connection's `DisconnectWatch`
+(gateway/http/disconnect.py), offered in every request's scope: a handler awaiting an
+upstream arms it, and a lost connection cancels that handler at once, with no task per
+request listening for it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +54,7 @@ from uvicorn.server import ServerState
 
 from gateway.core.config import ServerConfig
 from gateway.core.logs import SummaryLog
+from gateway.http.disconnect import WATCH
 from gateway.http.errors import error_body
 
 __all__ = ["Inbound", "InboundLimits", "JoinedWritesProtocol"]
@@ -184,6 +192,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     _refused = False  # answered by a limit: what arrives now is dropped
     _dropped = 0
     _linger: asyncio.TimerHandle | None = None
+    _gone: Callable[[], None] | None = None  # the armed handler's cancellation
+    _lost = False
 
     def __init__(
         self,
@@ -204,6 +214,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if len(self.connections) >= self.limits.max_connections:
             self._refuse_connection(transport)
             return
+        # One per connection, not per request.
+        self._extensions: dict[str, dict[object, object]] = {WATCH: {"watch": self}}
         super().connection_made(_HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
 
@@ -215,7 +227,25 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             self._linger.cancel()
             self._linger = None
             self.inbound.lingering -= 1
+        self._lost = True
         super().connection_lost(exc)
+        gone = self._gone
+        if gone is not None:
+            self._gone = None
+            gone()
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self.scope["extensions"] = self._extensions
+
+    def arm(self, gone: Callable[[], None]) -> bool:
+        if self._lost:
+            return False
+        self._gone = gone
+        return True
+
+    def disarm(self) -> None:
+        self._gone = None
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, plus the head's limits; a parse error is logged with counts, not per

@@ -20,6 +20,7 @@ in providers/http1/request.py.
 from __future__ import annotations
 
 import asyncio
+import math
 import zlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, Protocol
@@ -221,9 +222,10 @@ class Connection(asyncio.Protocol):
     and `gone()` exactly once when the socket goes."""
 
     __slots__ = (
-        "body", "buffered", "closed", "decoder", "eof_body", "fut", "got_bytes", "head_only",
-        "header_bytes", "headers", "idle", "interim", "last_io", "loop", "max_body", "parser",
-        "paused", "raw", "room", "status", "stream", "streaming", "timer", "transport",
+        "body", "buffered", "closed", "decoder", "ends_by", "eof_body", "fut", "got_bytes",
+        "head_only", "header_bytes", "headers", "idle", "interim", "last_io", "loop",
+        "max_body", "parser", "paused", "raw", "room", "status", "stream", "streaming",
+        "timer", "transport",
     )  # fmt: skip
 
     def __init__(self, loop: asyncio.AbstractEventLoop, max_body: int) -> None:
@@ -246,6 +248,7 @@ class Connection(asyncio.Protocol):
         self.decoder: Decoder | None = None
         self.status = self.header_bytes = self.buffered = self.room = 0
         self.idle: float | None = None
+        self.ends_by = math.inf  # a stream's overall deadline (loop time)
         self.got_bytes = self.eof_body = self.interim = self.streaming = self.head_only = False
 
     # -- what the owner overrides ---------------------------------------------------------
@@ -260,10 +263,11 @@ class Connection(asyncio.Protocol):
     # -- driving ----------------------------------------------------------------------------
     def start(
         self, head: bytes, body: bytes | None, deadline: float, idle: float | None,
-        streaming: bool, head_only: bool,
+        ends_by: float, streaming: bool, head_only: bool,
     ) -> asyncio.Future[UpstreamResponse | NativeStream]:  # fmt: skip
         """Write one request. The future gets an UpstreamResponse, or a NativeStream at the
-        headers; `deadline` bounds it, then for streams `idle` bounds each silence."""
+        headers; `deadline` bounds it, then for streams `idle` bounds each silence and
+        `ends_by` the whole (one timer either way: the nearer of the two)."""
         self.raw = []
         self.body = []
         self.header_bytes = self.buffered = 0
@@ -272,8 +276,9 @@ class Connection(asyncio.Protocol):
         self.streaming = streaming
         self.head_only = head_only
         self.idle = idle
+        self.ends_by = ends_by
         f = self.fut = self.loop.create_future()
-        self.timer = self.loop.call_at(deadline, self._on_timer)
+        self.timer = self.loop.call_at(min(deadline, ends_by), self._on_timer)
         t = self.transport
         if body is None:
             t.write(head)
@@ -464,10 +469,14 @@ class Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self.timer = None
+        now = self.loop.time()
+        if now >= self.ends_by:
+            self._fail(UpstreamTimeout("upstream stream ran past its stream_timeout"))
+            return
         if self.stream is not None and self.idle is not None:  # body phase: read-idle
             due = self.last_io + self.idle
-            if due > self.loop.time():
-                self.timer = self.loop.call_at(due, self._on_timer)
+            if due > now:
+                self.timer = self.loop.call_at(min(due, self.ends_by), self._on_timer)
                 return
         self._fail(UpstreamTimeout("upstream timed out"))
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import ipaddress
+import math
 import socket
 import ssl
 from collections import deque
@@ -110,6 +111,7 @@ class NativeTransport(Transport):
         self._total = timeout.total
         self._connect_timeout = timeout.connect
         self._pool_timeout = timeout.pool
+        self._stream_total = timeout.stream
         self._limit = max_connections
         self._ssl = ssl_context  # default context made on first https use
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -172,6 +174,7 @@ class NativeTransport(Transport):
         origin = target.origin
         deadline = now + self._total
         idle = self._total if streaming else None
+        ends_by = now + self._stream_total if streaming else math.inf
         attempts = 0
         while True:
             conn = self._checkout(origin, now)
@@ -187,7 +190,7 @@ class NativeTransport(Transport):
             reused = conn.reused
             fut: asyncio.Future[UpstreamResponse | NativeStream] | None = None
             try:
-                fut = conn.start(head, body, deadline, idle, streaming, method == "HEAD")
+                fut = conn.start(head, body, deadline, idle, ends_by, streaming, method == "HEAD")
                 return await fut
             except Unanswered as exc:
                 if not (reused and method in _SAFE_METHODS) or attempts:

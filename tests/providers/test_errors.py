@@ -8,6 +8,7 @@ from providers import errors
 from providers.errors import (
     BadRequest,
     CapacityExhausted,
+    ClientGone,
     ContextLengthExceeded,
     InvalidResponse,
     ProviderError,
@@ -42,6 +43,7 @@ KINDS = {
     ContextLengthExceeded: "context_length",
     UnsupportedRequest: "unsupported",
     CapacityExhausted: "pool_exhausted",
+    ClientGone: "client_gone",
 }
 CATEGORIES = (
     ProviderError,
@@ -81,7 +83,8 @@ def test_blame_follows_the_two_branches() -> None:
     for cls, kind in KINDS.items():
         assert cls.blames_model is (kind in BLAMED), cls
         assert issubclass(cls, UpstreamError) is cls.blames_model
-        own = cls is CapacityExhausted  # the gateway's saturation: no one's fault upstream
+        # the gateway's saturation, the client's leaving: no one's fault upstream
+        own = cls in (CapacityExhausted, ClientGone)
         assert issubclass(cls, RequestRejected) is not (cls.blames_model or own)
 
 

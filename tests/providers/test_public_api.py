@@ -19,7 +19,7 @@ PUBLIC = {
     "UpstreamConnectionError", "InvalidResponse", "ResponseTooLarge", "UpstreamStatusError",
     "UpstreamServerError", "RateLimited", "UpstreamAuthError", "UpstreamNotFound",
     "RequestRejected", "BadRequest", "ContextLengthExceeded", "UnsupportedRequest",
-    "CapacityExhausted",
+    "CapacityExhausted", "ClientGone",
     "classify_status", "redact", "upstream_json",
     # the network (transport.py)
     "Transport", "Timeout", "UpstreamResponse", "UpstreamStream", "MAX_BODY",

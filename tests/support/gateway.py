@@ -79,6 +79,13 @@ class GatewayProcess:
         self._log.close()
         return self.proc.returncode
 
+    def kill(self) -> None:
+        """kill -9: no shutdown, no last flush; what the store has is what survives."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
     def __enter__(self) -> GatewayProcess:
         return self.start()
 

@@ -52,6 +52,9 @@ class Behaviour:
     done_apart: float = 0.0  # seconds of silence before `[DONE]`, so it is a read of its own
     usage_on_finish: bool = False  # usage on the chunk with finish_reason, none after it
     end_without_done: bool = False  # close after the last chunk, no `[DONE]`
+    # streams: after the first chunk, an SSE comment (`: keep-alive`) every this many
+    # seconds, forever: never silent for long, never done
+    keep_alive_every: float | None = None
 
 
 class FakeUpstream:
@@ -119,8 +122,8 @@ class FakeUpstream:
             self.seen.append(Seen(request.method, path, dict(request.headers), body))
             model = body.get("model") if isinstance(body, dict) else None
             b = self._behaviour(model)
-            if b and b.delay:
-                await asyncio.sleep(b.delay)
+            if b and b.delay and await self._left_during(request, b.delay):
+                return Response(status_code=499)  # nobody reads it
             if b and (b.status != 200 or b.body is not None):
                 payload = (
                     b.body
@@ -138,6 +141,19 @@ class FakeUpstream:
             return self._answer(request.method, path, body or {}, b or Behaviour())
 
         return Starlette(routes=[Route("/v1/{rest:path}", handle, methods=["GET", "POST"])])
+
+    async def _left_during(self, request: Request, seconds: float) -> bool:
+        """Waits `seconds`, unless the caller disconnects first (then says so, and sets
+        `disconnected`): the body is read, so the next message is the disconnect."""
+        pause = asyncio.ensure_future(asyncio.sleep(seconds))
+        gone = asyncio.ensure_future(request.receive())
+        done, _ = await asyncio.wait({pause, gone}, return_when=asyncio.FIRST_COMPLETED)
+        pause.cancel()
+        gone.cancel()
+        if gone in done and gone.result()["type"] == "http.disconnect":
+            self.disconnected.set()
+            return True
+        return False
 
     def _answer(self, method: str, path: str, body: dict, b: Behaviour) -> Response:
         self._counter += 1
@@ -261,6 +277,9 @@ class FakeUpstream:
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
                 if i == 0 and b.pause_after_first:
                     await asyncio.sleep(b.pause_after_first)
+                while i == 0 and b.keep_alive_every is not None:
+                    await asyncio.sleep(b.keep_alive_every)
+                    yield b": keep-alive\n\n"
                 if b.delay:
                     await asyncio.sleep(b.delay)
             final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}

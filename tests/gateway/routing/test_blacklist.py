@@ -239,3 +239,15 @@ def test_threshold_is_configurable(clock: Clock, threshold: int) -> None:
     assert not bl.is_blacklisted("m")
     assert bl.failure("m") is not None
     assert bench_duration(bl, clock, "m") == HOUR
+
+
+def test_an_entry_that_changed_while_it_was_being_stored_stays_to_be_shared(
+    clock: Clock,
+) -> None:
+    bl = Blacklist(clock=clock)
+    fail(bl, "m", 3)
+    being_stored = orjson.loads(orjson.dumps(bl.unshared()))
+    clock.advance(1)
+    bl.clear("m")  # an operator lets it back while the bench is on its way to the store
+    bl.shared(being_stored)
+    assert bl.unshared()["m"]["until"] is None  # the let-back is stored next, not lost

@@ -425,3 +425,86 @@ async def test_models_whose_provider_cannot_serve_the_endpoint_are_skipped() -> 
         await dispatcher.run(job)
     assert status_of(caught.value)[0] == 400
     assert "cannot serve responses" in caught.value.message
+
+
+class Hanging(Provider):
+    """Never answers until cancelled; says whether it was."""
+
+    endpoints = frozenset({Endpoint.CHAT})
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.started = asyncio.Event()
+        self.cancelled = False
+
+    async def send(self, call: Call) -> Reply:
+        self.started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+        raise AssertionError("unreachable")
+
+
+async def test_a_cancelled_attempt_is_the_clients_leaving_and_blames_no_model() -> None:
+    setup = Setup({})
+    hanging = Hanging("one")
+    setup.catalog.providers["one"] = hanging  # type: ignore[index]
+    task = asyncio.ensure_future(setup.send())
+    await hanging.started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert hanging.cancelled
+    [attempt] = setup.attempts  # recorded once, and no other model was tried
+    assert attempt.model == "a" and not attempt.ok
+    assert attempt.error_class == "client_gone" and not attempt.counts_as_failure
+    assert not setup.outcomes.seen[0].judged
+
+
+class Stored:
+    """A recorder whose failures bench at once, with a write of the bench to wait for."""
+
+    def __init__(self) -> None:
+        self.seen: list[Outcome] = []
+        self.writes: list[asyncio.Future[None]] = []
+
+    def record(self, outcome: Outcome) -> asyncio.Future[None] | None:
+        self.seen.append(outcome)
+        if outcome.error is None:
+            return None
+        write: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.writes.append(write)
+        return write
+
+
+async def test_the_next_model_is_tried_once_the_bench_a_failure_caused_is_stored() -> None:
+    setup = Setup({"a": err("server_error", 500), "b": reply("from b")})
+    stored = Stored()
+    setup.dispatcher._recorder = stored
+    task = asyncio.ensure_future(setup.send())
+    while not stored.writes:
+        await asyncio.sleep(0)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert setup.calls == ["a"]  # b waits for the bench of a to be stored
+    stored.writes[0].set_result(None)
+    exchange = await task
+    assert exchange.model.name == "b" and setup.calls == ["a", "b"]
+
+
+async def test_a_failure_midway_is_told_once_the_bench_it_began_is_stored() -> None:
+    setup = Setup({"a": reply("from a")})
+    exchange = await setup.send()
+    stored = Stored()
+    setup.dispatcher._recorder = stored
+    failing = asyncio.ensure_future(exchange.fail(err("server_error", 500)))
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert stored.writes and not failing.done()  # the client is not told yet
+    stored.writes[0].set_result(None)
+    outcome = await failing
+    assert outcome.error is not None and outcome.answered
+    with pytest.raises(RuntimeError):
+        exchange.close()  # once, whichever way

@@ -16,6 +16,7 @@ from gateway.routing.fleet import STATS, Fleet
 from gateway.routing.recorder import learn
 from gateway.routing.tracker import Tracker
 from gateway.storage import SQLiteStore, Store
+from tests.support.postgres import new_pg_schema
 
 TT = "text-to-text"
 T0 = 1_700_000_000.0
@@ -194,3 +195,42 @@ async def test_a_lost_store_does_not_stop_the_fleet_task(tmp_path: Path) -> None
     finally:
         await p.fleet.close()
         await store.close()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
+    if request.param == "sqlite":
+        async with SQLiteStore(tmp_path / "fleet.db") as opened:
+            yield opened
+        return
+    async with new_pg_schema() as schema, schema.store() as pg:
+        yield pg
+
+
+async def test_benches_saved_at_once_outlive_a_crash_on_either_store(any_store: Store) -> None:
+    """No close(), no round: what save_benches stored is what a restarted process finds."""
+    clock = Clock()
+    crashed = Process("crashed", any_store, clock)
+    crashed.serve(3, model="beta", ok=False)
+    crashed.serve(3, model="gamma", ok=False)
+    await crashed.fleet.save_benches()
+    crashed.blacklist.clear("gamma")  # an operator lets one back...
+    await crashed.fleet.save_benches()  # ...and is answered once this returns
+
+    restarted = Process("restarted", any_store, clock)
+    await restarted.fleet.load()
+    assert restarted.blacklist.is_blacklisted("beta")
+    assert not restarted.blacklist.is_blacklisted("gamma")
+
+
+async def test_prompt_saves_and_rounds_write_one_at_a_time(store: Store) -> None:
+    """A bench saved at once and a round at the same moment: neither marks as stored what
+    the other has not written."""
+    clock = Clock()
+    p = Process("p", store, clock)
+    p.serve(3, ok=False)
+    await asyncio.gather(p.fleet.save_benches(), p.fleet.sync_blacklist(), p.fleet.save_benches())
+    assert p.blacklist.unshared() == {}
+    fresh = Process("fresh", store, clock)
+    await fresh.fleet.load()
+    assert fresh.blacklist.is_blacklisted("alpha")

@@ -59,8 +59,11 @@ class Chain:
         self.evaluator = Evaluator(self.tracker, self.index, self.writer)
         self.lines = io.StringIO()
         self.recorder = Recorder(
-            self.tracker, self.blacklist, self.evaluator, self.writer, EventLog("test.attempts")
+            self.tracker, self.blacklist, self.evaluator, self.writer, self.events()
         )
+
+    def events(self) -> EventLog:
+        return EventLog("test.attempts")
 
     def outcome(
         self,
@@ -162,11 +165,71 @@ def test_a_success_ends_the_failure_streak(chain: Chain) -> None:
     assert chain.blacklist.consecutive_failures("m") == 0
 
 
-def test_letting_a_model_back_clears_its_bench_and_recent_record(chain: Chain) -> None:
+async def test_letting_a_model_back_clears_its_bench_and_recent_record(chain: Chain) -> None:
     for _ in range(2):
         chain.recorder.record(chain.outcome(error=UpstreamServerError("boom", status=500)))
     version = chain.tracker.version
-    assert chain.recorder.let_back("m") is True
+    assert await chain.recorder.let_back("m") is True
     assert not chain.blacklist.is_blacklisted("m")
     assert chain.tracker.version > version  # rankings refresh
-    assert chain.recorder.let_back("m") is False
+    assert await chain.recorder.let_back("m") is False
+
+
+class Benches:
+    """Counts the prompt bench writes asked for; fails them when told to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.saves = 0
+        self.fail = fail
+
+    async def save_benches(self) -> None:
+        self.saves += 1
+        if self.fail:
+            raise OSError("store down")
+
+
+def with_benches(chain: Chain, benches: Benches) -> Recorder:
+    return Recorder(
+        chain.tracker, chain.blacklist, chain.evaluator, chain.writer, chain.events(), benches
+    )
+
+
+async def test_the_failure_that_benches_a_model_hands_back_the_write_of_the_bench(
+    chain: Chain,
+) -> None:
+    benches = Benches()
+    recorder = with_benches(chain, benches)
+    failure = UpstreamServerError("boom", status=500)
+    assert recorder.record(chain.outcome(error=failure)) is None  # a streak, not a bench
+    stored = recorder.record(chain.outcome(error=failure))
+    assert stored is not None and chain.blacklist.is_blacklisted("m")
+    await stored
+    assert benches.saves == 1
+    assert recorder.record(chain.outcome(error=failure)) is None  # already benched
+    assert recorder.record(chain.outcome(model="n")) is None
+
+
+async def test_a_bench_that_cannot_be_stored_at_once_is_left_to_the_fleet_rounds(
+    chain: Chain, caplog: pytest.LogCaptureFixture
+) -> None:
+    recorder = with_benches(chain, Benches(fail=True))
+    failure = UpstreamServerError("boom", status=500)
+    recorder.record(chain.outcome(error=failure))
+    stored = recorder.record(chain.outcome(error=failure))
+    assert stored is not None
+    await stored  # does not raise: the request is answered all the same
+    assert "could not be stored at once" in caplog.text
+    assert chain.blacklist.unshared()  # still to be shared
+
+
+async def test_a_let_back_is_answered_once_stored_and_says_so_when_it_cannot_be(
+    chain: Chain,
+) -> None:
+    benches = Benches()
+    recorder = with_benches(chain, benches)
+    assert await recorder.let_back("m") is False
+    assert benches.saves == 1
+    benches.fail = True
+    with pytest.raises(OSError):
+        await recorder.let_back("m")
+    assert not chain.blacklist.is_blacklisted("m")  # back here all the same

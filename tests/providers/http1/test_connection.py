@@ -204,3 +204,29 @@ async def test_stream_read_idle_timeout_and_a_slow_stream_that_keeps_going() -> 
             assert t._open == 0
     finally:
         await t.aclose()
+
+
+async def test_a_stream_that_never_falls_silent_ends_at_its_stream_timeout() -> None:
+    t = NativeTransport(Timeout(total=0.3, connect=1, stream=0.6))
+
+    async def handler(srv: Server, reader, writer) -> None:
+        await srv.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        while True:  # a keep-alive comment every 0.1 s: never 0.3 s silent, never done
+            writer.write(chunked(b": keep-alive\n\n")[:-5])
+            await writer.drain()
+            await asyncio.sleep(0.1)
+
+    try:
+        async with serving(handler) as srv:
+            loop = asyncio.get_running_loop()
+            start = loop.time()
+            stream = await t.stream("POST", srv.url(), JSON, b"{}")
+            with pytest.raises(UpstreamTimeout) as info:
+                await stream.aread()
+            assert "stream_timeout" in info.value.message
+            assert 0.55 < loop.time() - start < 1.5
+            await stream.aclose()
+            assert t._open == 0  # the connection went with it
+    finally:
+        await t.aclose()

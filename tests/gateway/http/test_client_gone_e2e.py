@@ -1,0 +1,122 @@
+"""Who is blamed when an answer never comes, end to end: a client that leaves before the
+first byte cancels the upstream call at once and blames nobody; a stream that keeps
+sending keep-alive comments ends at its provider's `stream_timeout`, as a timeout of
+the upstream's.
+
+A real gateway process and the fake upstream. The provider's `timeout` is 30 s, far past
+what any test here waits, so nothing below is the old per-request timeout at work.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.conftest import upstream_config
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
+
+AUTH = {"authorization": "Bearer test-key"}
+HI = [{"role": "user", "content": "hi"}]
+
+pytestmark = pytest.mark.usefixtures("fresh")
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("client-gone-e2e")
+
+
+@pytest.fixture(scope="module")
+def gw(up: FakeUpstream, workdir: Path) -> Iterator[GatewayProcess]:
+    config = upstream_config(up, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    config["providers"][0].update(timeout=30, stream_timeout=1)
+    config["storage"] = {"url": f"sqlite:///{workdir / 'gw.db'}", "flush_interval": 0.1}
+    with GatewayProcess(config, workdir) as process:
+        yield process
+
+
+def within(seconds: float, check: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + seconds
+    while not check():
+        assert time.monotonic() < deadline, f"not within {seconds} s"
+        time.sleep(0.02)
+
+
+def set_within(event: threading.Event, seconds: float) -> bool:
+    return event.wait(seconds)
+
+
+def attempts(workdir: Path, request_id: str) -> list[dict[str, Any]]:
+    """The stored attempts of one request (the writer flushes every 0.1 s)."""
+    with sqlite3.connect(workdir / "gw.db") as conn:
+        conn.row_factory = sqlite3.Row
+        sql = "SELECT * FROM attempts WHERE request_id = ? ORDER BY id"
+        return [dict(r) for r in conn.execute(sql, (request_id,))]
+
+
+def stats(gw: GatewayProcess, model: str) -> dict[str, Any]:
+    rows = httpx.get(gw.url + "/performance", params={"limit": 1000}, timeout=10).json()["data"]
+    [row] = [r for r in rows if r["model"] == model and r["conversation_type"] == "text-to-text"]
+    return row
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_client_that_leaves_before_the_first_byte_cancels_the_upstream_and_blames_nobody(
+    gw: GatewayProcess, up: FakeUpstream, workdir: Path, stream: bool
+) -> None:
+    up.behave("gamma-up", delay=25)  # answers in 25 s, if anyone still waits
+    body = {"model": "gamma", "messages": HI, "stream": stream}
+    rid = f"leaves-{stream}"
+    headers = {**AUTH, "x-request-id": rid}
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=0.5)
+    # The client's timeout closed its connection: the upstream's follows at once.
+    assert set_within(up.disconnected, 5), "the upstream request was not cancelled"
+
+    within(5, lambda: bool(attempts(workdir, rid)))
+    [row] = attempts(workdir, rid)
+    assert row["error_class"] == "client_gone"
+    assert row["counts_as_failure"] == 0 and row["ok"] == 0
+    assert row["http_status"] == 499  # "client closed request", as nginx logs it
+    assert stats(gw, "gamma")["failures"] == 0  # not the model's failure
+    assert len(up.calls("/chat/completions")) == 1  # and no other model was tried
+
+    up.behaviours.clear()  # the pool is sound after it: nothing half-read was reused
+    resp = httpx.post(gw.url + "/v1/chat/completions", json=body, headers=AUTH, timeout=10)
+    assert resp.status_code == 200
+
+
+def test_a_stream_of_keep_alives_ends_at_stream_timeout_as_the_upstreams_timeout(
+    gw: GatewayProcess, up: FakeUpstream, workdir: Path
+) -> None:
+    # After its first word, a comment every 0.2 s, forever: never silent, never done.
+    up.behave("beta-up", content="first second", keep_alive_every=0.2)
+    body = {"model": "beta", "messages": HI, "stream": True}
+    headers = {**AUTH, "x-request-id": "keeps-alive"}
+    began = time.monotonic()
+    with httpx.stream(
+        "POST", gw.url + "/v1/chat/completions", json=body, headers=headers, timeout=20
+    ) as resp:
+        assert resp.status_code == 200
+        events = [line for line in resp.iter_lines() if line.startswith("data: ")]
+    elapsed = time.monotonic() - began
+    assert 0.9 < elapsed < 10  # the 1 s stream_timeout, not the 30 s timeout nor forever
+    first, error, done = events
+    assert orjson.loads(first[6:])["choices"][0]["delta"]["content"] == "first"
+    assert "stream_timeout" in orjson.loads(error[6:])["error"]["message"]
+    assert done == "data: [DONE]"
+    assert set_within(up.disconnected, 5), "the upstream stream was not closed"
+
+    within(5, lambda: bool(attempts(workdir, "keeps-alive")))
+    [row] = attempts(workdir, "keeps-alive")
+    assert row["error_class"] == "timeout" and row["counts_as_failure"] == 1
+    assert stats(gw, "beta")["failures"] == 1
