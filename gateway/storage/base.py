@@ -96,8 +96,10 @@ class Store(ABC):
         await self.close()
 
     @abstractmethod
-    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
-        """Insert every attempt, in one transaction."""
+    async def write_attempts(self, attempts: Sequence[Attempt], batch: str | None = None) -> None:
+        """Insert every attempt, in one transaction. With a `batch` name, at most once:
+        a write whose commit went through but whose answer was lost (the connection cut
+        at that moment) is retried under the same name, and then writes nothing."""
 
     @abstractmethod
     async def save_states(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> None:

@@ -118,5 +118,9 @@ MIGRATIONS: list[str] = [
     """
     ALTER TABLE responses ADD COLUMN owner TEXT;
     """,
-    # Append the next migration (version 4) here, with PostgreSQL's in migrations_postgres.py.
+    # 4: the attempt batches written, so that a retried batch is not written twice.
+    """
+    CREATE TABLE written_batches (batch TEXT PRIMARY KEY, ts REAL NOT NULL);
+    """,
+    # Append the next migration (version 5) here, with PostgreSQL's in migrations_postgres.py.
 ]

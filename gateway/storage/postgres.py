@@ -378,8 +378,17 @@ class PostgresStore(Store):
 
     # ---- attempts and state ----
 
-    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+    async def write_attempts(self, attempts: Sequence[Attempt], batch: str | None = None) -> None:
         async def copy(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+            if batch is not None:
+                status = await conn.execute(
+                    "INSERT INTO written_batches (batch, ts) VALUES ($1, $2) "
+                    "ON CONFLICT (batch) DO NOTHING",
+                    batch,
+                    self.clock(),
+                )
+                if status == "INSERT 0 0":
+                    return  # written before: its commit's answer was what got lost
             await conn.copy_records_to_table("attempts", records=rows, columns=ATTEMPT_COLUMNS)
 
         await self._write([attempt_row(a) for a in attempts], copy)
@@ -413,6 +422,9 @@ class PostgresStore(Store):
         async with self._transaction() as conn:
             await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", PRUNE_LOCK, self._schema_key)
             removed = await conn.fetchval(_PRUNE, float(older_than))
+            await conn.execute(
+                "DELETE FROM written_batches WHERE ts < $1", float(self.clock() - 86400)
+            )
         return int(removed)
 
     async def attempts(self, query: Query) -> list[Row]:

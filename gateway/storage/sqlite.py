@@ -304,11 +304,16 @@ class SQLiteStore(Store):
 
     # ---- attempts and state ----
 
-    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+    async def write_attempts(self, attempts: Sequence[Attempt], batch: str | None = None) -> None:
         rows = [attempt_row(a) for a in attempts]
         if not rows:
             return
         async with self._transaction() as db:
+            if batch is not None:
+                sql = "INSERT OR IGNORE INTO written_batches (batch, ts) VALUES (?, ?)"
+                async with db.execute(sql, (batch, self.clock())) as cursor:
+                    if cursor.rowcount == 0:
+                        return  # written before: its commit's answer was what got lost
             await db.executemany(_INSERT_ATTEMPT, rows)
 
     async def save_states(self, items: Sequence[tuple[str, str, dict[str, Any]]]) -> None:
@@ -336,6 +341,7 @@ class SQLiteStore(Store):
     async def prune(self, older_than: float) -> int:
         async with self._transaction() as db:
             await db.execute(_ROLL_UP, (older_than,))
+            await db.execute("DELETE FROM written_batches WHERE ts < ?", (self.clock() - 86400,))
             async with db.execute("DELETE FROM attempts WHERE ts < ?", (older_than,)) as cursor:
                 return cursor.rowcount
 

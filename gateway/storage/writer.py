@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Callable
 
 from gateway.core.types import Attempt, ResponseRecord
@@ -48,6 +49,7 @@ class StoreWriter:
         self.dropped = 0
         self.written = 0
         self._pending: list[Attempt] = []
+        self._retry: tuple[str, list[Attempt]] | None = None  # a chunk that failed, named
         self._responses: list[ResponseRecord] = []
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -62,7 +64,8 @@ class StoreWriter:
 
     @property
     def queued(self) -> int:
-        return len(self._pending) + len(self._responses)
+        retry = len(self._retry[1]) if self._retry is not None else 0
+        return len(self._pending) + len(self._responses) + retry
 
     def enqueue(self, attempt: Attempt) -> None:
         if len(self._pending) >= self.queue_size:
@@ -154,16 +157,26 @@ class StoreWriter:
                 record.stored = True
 
     async def _flush_attempts(self) -> None:
+        """Each chunk is written under a name of its own, and a chunk whose write failed
+        is retried whole under the same name: when the failure was a connection cut
+        after the commit, the store has it already and writes nothing (no row twice)."""
+        while self._retry is not None:
+            name, chunk = self._retry
+            await self.store.write_attempts(chunk, name)  # raises: kept for the next try
+            self._retry = None
+            self.written += len(chunk)
         if not self._pending:
             return
         batch, self._pending = self._pending, []
         for start in range(0, len(batch), self.chunk):
             chunk = batch[start : start + self.chunk]
+            name = uuid.uuid4().hex
             try:
-                await self.store.write_attempts(chunk)
+                await self.store.write_attempts(chunk, name)
             except Exception:
+                self._retry = (name, chunk)
                 # Keep what fits so a store hiccup loses nothing while there is room.
-                rest = batch[start:]
+                rest = batch[start + len(chunk) :]
                 room = self.queue_size - len(self._pending)
                 self.dropped += max(0, len(rest) - room)
                 self._pending[:0] = rest[:room]

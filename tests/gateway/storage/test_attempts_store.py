@@ -188,3 +188,14 @@ async def test_ten_thousand_attempts_in_one_batch(harness: Harness) -> None:
     await harness.store.write_attempts(batch)
     assert (await harness.store.counts())["attempts"] == 10_000
     assert len(await harness.store.attempts(Query(model="m3", limit=10_000))) == 1429
+
+
+async def test_a_named_batch_is_written_once_however_often_it_is_sent(harness: Harness) -> None:
+    store = harness.store
+    batch = [attempt(H0 + i, request_id=f"r{i}") for i in range(3)]
+    await store.write_attempts(batch, "batch-1")
+    await store.write_attempts(batch, "batch-1")  # a retry after a lost commit answer
+    await store.write_attempts(batch[:1], "batch-2")
+    await store.write_attempts(batch[:1])  # unnamed: written as sent
+    rows = await store.attempts(Query(limit=100))
+    assert sorted(r["request_id"] for r in rows) == ["r0", "r0", "r0", "r1", "r2"]

@@ -113,10 +113,10 @@ class GatedStore(SQLiteStore):
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()  # a write is waiting at the gate
 
-    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+    async def write_attempts(self, attempts: Sequence[Attempt], batch: str | None = None) -> None:
         self.entered.set()
         await self.gate.wait()
-        await super().write_attempts(attempts)
+        await super().write_attempts(attempts, batch)
 
     async def save_states(self, items: Sequence[tuple[str, str, dict]]) -> None:
         self.entered.set()

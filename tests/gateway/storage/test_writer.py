@@ -83,12 +83,12 @@ class FailingStore(SQLiteStore):
         self.calls = 0
         self.written = asyncio.Event()
 
-    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+    async def write_attempts(self, attempts: Sequence[Attempt], batch: str | None = None) -> None:
         self.calls += 1
         if self.failures:
             self.failures -= 1
             raise OSError("disk on fire")
-        await super().write_attempts(attempts)
+        await super().write_attempts(attempts, batch)
         self.written.set()
 
 
@@ -101,10 +101,10 @@ class SlowStore(SQLiteStore):
         self.gate = asyncio.Event()
         self.written = asyncio.Event()
 
-    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+    async def write_attempts(self, attempts: Sequence[Attempt], batch: str | None = None) -> None:
         self.entered.set()
         await self.gate.wait()
-        await super().write_attempts(attempts)
+        await super().write_attempts(attempts, batch)
         self.written.set()
 
 
@@ -166,7 +166,8 @@ async def test_a_failing_store_keeps_the_batch_for_the_next_flush(opened: Opened
     assert await stored(store) == []
     await writer.flush()
     assert await stored(store) == ids(15)
-    assert (writer.written, writer.dropped, store.calls) == (15, 0, 3)
+    # The failed batch is retried whole (3rd call), then what came meanwhile (4th).
+    assert (writer.written, writer.dropped, store.calls) == (15, 0, 4)
 
 
 async def test_a_failing_store_drops_only_what_does_not_fit(opened: Opened) -> None:
@@ -278,9 +279,9 @@ class ChunkStore(FailingStore):
         super().__init__(failures)
         self.sizes: list[int] = []
 
-    async def write_attempts(self, attempts: Sequence[Attempt]) -> None:
+    async def write_attempts(self, attempts: Sequence[Attempt], batch: str | None = None) -> None:
         self.sizes.append(len(attempts))
-        await super().write_attempts(attempts)
+        await super().write_attempts(attempts, batch)
 
 
 async def test_a_large_flush_is_written_in_chunks(opened: Opened) -> None:
@@ -300,11 +301,11 @@ async def test_a_chunk_that_fails_keeps_itself_and_the_rest_only(opened: Opened)
     for i in range(10):
         writer.enqueue(attempt(i))
 
-    async def fail_second(attempts: Sequence[Attempt]) -> None:
+    async def fail_second(attempts: Sequence[Attempt], batch: str | None = None) -> None:
         store.sizes.append(len(attempts))
         if len(store.sizes) == 2:
             raise OSError("disk on fire")
-        await SQLiteStore.write_attempts(store, attempts)
+        await SQLiteStore.write_attempts(store, attempts, batch)
 
     store.write_attempts = fail_second  # type: ignore[method-assign]
     with pytest.raises(OSError):
@@ -336,3 +337,37 @@ async def test_response_records_are_written_in_chunks_and_marked_stored(opened: 
     assert sizes == [3, 3, 1]
     assert all(record.stored for record in records)
     assert await store.get_response("r6") is not None
+
+
+class LostAnswerStore(SQLiteStore):
+    """The first write commits, then fails as a connection cut right after would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cut = True
+        self.batches: list[str | None] = []
+
+    async def write_attempts(self, attempts: Sequence[Attempt], batch: str | None = None) -> None:
+        self.batches.append(batch)
+        await super().write_attempts(attempts, batch)
+        if self.cut:
+            self.cut = False
+            raise OSError("connection reset after the commit")
+
+
+async def test_a_batch_whose_commit_answer_was_lost_is_not_written_twice(
+    opened: Opened,
+) -> None:
+    store = await opened(LostAnswerStore())
+    writer = StoreWriter(store, chunk=3)
+    for i in range(5):
+        writer.enqueue(attempt(i))
+    with pytest.raises(OSError):
+        await writer.flush()
+    assert writer.queued == 5  # the failed chunk kept whole, the rest as it was
+    writer.enqueue(attempt(5))
+    await writer.flush()
+    assert await stored(store) == ids(6)  # every attempt once
+    assert writer.written == 6
+    first, retried, *_ = store.batches
+    assert first is not None and retried == first  # retried under its own name
