@@ -33,13 +33,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import free_port  # noqa: E402
+from bench.harness import serve_gateway  # noqa: E402
 
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 KEY = "fleet-bench-key"
@@ -66,30 +65,8 @@ def config(url: str) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def replica(url: str, work: Path) -> Iterator[str]:
-    port = free_port()
-    path = work / f"gateway-{port}.yaml"
-    path.write_text(yaml.safe_dump(config(url)))
-    log = open(work / f"gateway-{port}.log", "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("GATEWISE_STORAGE_URL", None)
-    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port),
-           "--log-level", "error"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((work / f"gateway-{port}.log").read_text())
-            time.sleep(0.05)
-        yield base
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+    with serve_gateway(config(url), work) as (port, _):
+        yield f"http://127.0.0.1:{port}"
 
 
 def until(check: Callable[[], bool], timeout: float = 30.0) -> float:

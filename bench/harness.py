@@ -17,7 +17,9 @@ import signal
 import socket
 import statistics
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +29,7 @@ __all__ = [
     "cpu_jiffies",
     "free_port",
     "own_ticks",
+    "serve_gateway",
     "stream_requests",
     "wait_ready",
     "wrk",
@@ -34,6 +37,7 @@ __all__ = [
 ]
 
 BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
 WRK_LUA = BENCH / "wrk" / "chat.lua"
 TICK_US = 1e6 / os.sysconf("SC_CLK_TCK")
 # wrk and the mock upstream are not under test. As SCHED_BATCH processes they never
@@ -372,3 +376,43 @@ def _pct(xs: list[float], q: float) -> float | None:
         return None
     s = sorted(xs)
     return s[min(len(s) - 1, int(q * len(s)))]
+
+
+@contextlib.contextmanager
+def serve_gateway(
+    config: dict, work: Path, *, log_level: str | None = "error"
+) -> Iterator[tuple[int, subprocess.Popen]]:
+    """A `gatewise serve` process with `config` (a dict, written to `work`) on a free
+    loopback port, ready: (port, process). Stopped on exit (killed if it will not)."""
+    import httpx
+    import yaml
+
+    port = free_port()
+    path = work / f"gateway-{port}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    logfile = work / f"gateway-{port}.log"
+    log = open(logfile, "wb")  # noqa: SIM115 - closed below
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("GATEWISE_STORAGE_URL", None)
+    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port)]
+    if log_level is not None:
+        cmd += ["--log-level", log_level]
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.TransportError):
+                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
+                    break
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(logfile.read_text())
+            time.sleep(0.05)
+        yield port, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

@@ -26,11 +26,9 @@ import argparse
 import contextlib
 import datetime
 import json
-import os
 import resource
 import selectors
 import socket
-import subprocess
 import sys
 import tempfile
 import threading
@@ -39,14 +37,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import yaml
-
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import free_port  # noqa: E402
+from bench.harness import serve_gateway  # noqa: E402
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
 
@@ -54,7 +49,6 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
 @contextlib.contextmanager
 def gateway(work: Path, server: dict[str, Any]) -> Iterator[tuple[int, int]]:
     """A `gatewise serve` worker on a free port: (port, pid)."""
-    port = free_port()
     config = {
         "server": server,
         "providers": [{"name": "sim", "type": "mock"}],
@@ -62,31 +56,8 @@ def gateway(work: Path, server: dict[str, Any]) -> Iterator[tuple[int, int]]:
         "routes": [{"name": "auto", "models": ["m1"]}],
         "storage": {"url": f"sqlite:///{work / 'bench.db'}"},
     }
-    path = work / "gateway.yaml"
-    path.write_text(yaml.safe_dump(config))
-    log = open(work / "gateway.log", "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("GATEWISE_STORAGE_URL", None)
-    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port)]
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((work / "gateway.log").read_text())
-            time.sleep(0.05)
+    with serve_gateway(config, work, log_level=None) as (port, proc):
         yield port, proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
 
 
 def connect(port: int, timeout: float = 10) -> socket.socket:

@@ -23,25 +23,21 @@ import asyncio
 import contextlib
 import datetime
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-import yaml
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import free_port  # noqa: E402
+from bench.harness import free_port, serve_gateway  # noqa: E402
 
 KEY = "reliability-bench-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -153,30 +149,8 @@ def tree_rss_mib(pid: int) -> float:
 
 @contextlib.contextmanager
 def gateway(cfg: dict[str, Any], work: Path) -> Iterator[tuple[str, int]]:
-    port = free_port()
-    path = work / "gateway.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    log = open(work / "gateway.log", "wb")  # noqa: SIM115 - closed below
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    env.pop("GATEWISE_STORAGE_URL", None)
-    cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--port", str(port),
-           "--log-level", "error"]  # fmt: skip
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=work)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            with contextlib.suppress(httpx.TransportError):
-                if httpx.get(base + "/readyz", timeout=1).status_code == 200:
-                    break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError((work / "gateway.log").read_text())
-            time.sleep(0.05)
-        yield base, proc.pid
-    finally:
-        proc.terminate()
-        proc.wait(timeout=15)
-        log.close()
+    with serve_gateway(cfg, work) as (port, proc):
+        yield f"http://127.0.0.1:{port}", proc.pid
 
 
 def ask(client: httpx.Client, model: str) -> int:

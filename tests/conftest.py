@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +11,7 @@ import openai
 import pytest
 
 from tests.support.gateway import GatewayProcess
+from tests.support.postgres import new_pg_schema
 from tests.support.upstream import FakeUpstream
 
 
@@ -112,3 +113,14 @@ def upstream_config(upstream: FakeUpstream, **overrides: Any) -> dict[str, Any]:
     }
     config.update(overrides)
     return config
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """Where a fleet of gateways keeps its state: one SQLite file, or a PostgreSQL schema
+    of the test's own (skipped without a test server, failed in CI)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'fleet.db'}"
+        return
+    async with new_pg_schema() as schema:
+        yield schema.gateway_url

@@ -45,12 +45,21 @@ class GatewayError(Exception):
     code: str | None = None
     retry_after: float | None = None  # seconds after which trying again makes sense
 
-    def __init__(self, message: str, *, code: str | None = None, param: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        retry_after: float | None = None,
+    ):
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
         self.param = param
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class InvalidRequest(GatewayError):
@@ -85,10 +94,6 @@ class RateLimitExceeded(GatewayError):
 
     code = "rate_limit_exceeded"
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 class TokenRateLimitExceeded(RateLimitExceeded):
     """The caller's key used more tokens in the last minute than it may."""
@@ -98,10 +103,6 @@ class QuotaExceeded(GatewayError):
     """The caller's key has spent its budget for the day or the month."""
 
     code = "insufficient_quota"
-
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 class Conflict(GatewayError):
@@ -128,20 +129,13 @@ class NoModelAvailable(GatewayError):
 class AllModelsBlacklisted(NoModelAvailable):
     code = "all_models_blacklisted"
 
-    def __init__(self, message: str, *, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
-
 
 class Overloaded(NoModelAvailable):
     """Every model that could serve had no connection free in this gateway: its own
     saturation, not the upstreams'. The client may retry shortly."""
 
     code = "gateway_overloaded"
-
-    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+    retry_after = 1.0
 
 
 class StoreUnavailable(GatewayError):
@@ -149,10 +143,7 @@ class StoreUnavailable(GatewayError):
     unreachable); routing goes on, and the caller may try again later."""
 
     code = "store_unavailable"
-
-    def __init__(self, message: str, *, retry_after: float = 5.0) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
+    retry_after = 5.0
 
 
 @dataclass(frozen=True, slots=True)

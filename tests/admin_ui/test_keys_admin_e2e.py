@@ -5,28 +5,17 @@ within 2 s, secrets are shown once and never again, and bad input gets clear err
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
-import pytest
 
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
-from tests.support.postgres import new_pg_schema
 from tests.support.upstream import FakeUpstream
 
 HI = [{"role": "user", "content": "hi"}]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'keys.db'}"
-        return
-    async with new_pg_schema() as schema:
-        yield schema.gateway_url
 
 
 def chat(gw: GatewayProcess, key: str, model: str = "alpha") -> httpx.Response:

@@ -16,13 +16,11 @@ import gc
 import gzip
 import socket
 import struct
-import subprocess
 import time
 import tracemalloc
 import zlib
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import orjson
 import pytest
@@ -44,10 +42,10 @@ from tests.providers.http1.native_helpers import (
     serving,
     until,
 )
+from tests.support.nginx import running_nginx
 from tests.support.tls import Pki, make_pki
 from tests.support.upstream import FakeUpstream, free_port
 
-NGINX = "/usr/sbin/nginx"
 JSON = {"content-type": "application/json"}
 LIMIT = 4096
 Make = Callable[..., Transport]
@@ -404,8 +402,6 @@ TEXT = "The quick brown fox jumps over the lazy dog. " * 60  # gzip and chunked 
 
 @pytest.fixture(scope="module")
 def nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Nginx]:
-    if not Path(NGINX).exists():
-        pytest.skip("nginx is not installed")
     d = tmp_path_factory.mktemp("nginx")
     pki = make_pki(d / "pki")
     port, tls_port = free_port(), free_port()
@@ -440,27 +436,8 @@ http {{
     }}
 }}
 """
-    (d / "nginx.conf").write_text(conf)
-    proc = subprocess.Popen(
-        [NGINX, "-p", str(d), "-c", str(d / "nginx.conf"), "-e", "stderr",
-         "-g", f"daemon off; pid {d / 'nginx.pid'};"],
-        stderr=subprocess.PIPE,
-    )  # fmt: skip
-    server = Nginx(port, tls_port, pki)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            server.active()
-            break
-        except OSError:
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "nginx did not start"
-            time.sleep(0.05)
-    try:
-        yield server
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running_nginx(conf, d, f"http://127.0.0.1:{port}/hello"):
+        yield Nginx(port, tls_port, pki)
 
 
 async def _idle_closed(nginx: Nginx) -> None:

@@ -6,8 +6,7 @@ fleet's, exactly."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -16,7 +15,6 @@ import pytest
 from gateway.server.workers import reuse_port_supported
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
-from tests.support.postgres import new_pg_schema
 from tests.support.upstream import FakeUpstream
 
 AUTH = {"authorization": "Bearer test-key"}
@@ -28,16 +26,6 @@ def config(upstream: FakeUpstream, url: str) -> dict[str, Any]:
     cfg = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
     cfg["storage"] = {"url": url, "flush_interval": 0.2}
     return cfg
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """Where the fleet keeps its state: one SQLite file, or a PostgreSQL schema."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'fleet.db'}"
-        return
-    async with new_pg_schema() as schema:
-        yield schema.gateway_url
 
 
 def chat(gw: GatewayProcess, model: str = "alpha") -> httpx.Response:
