@@ -1,7 +1,10 @@
 """The provider interface: one OpenAI-shaped call in, one OpenAI-shaped result out.
 
 Every upstream protocol implements `Provider`. The gateway speaks only OpenAI
-shapes to providers; translation to anything else happens inside the provider.
+shapes to providers; translation to anything else happens inside the provider. The
+one exception is Anthropic's Messages API (`Endpoint.MESSAGES`, `COUNT_TOKENS`): its
+calls and results are in Anthropic's shape, so that an Anthropic upstream gets the
+client's body untouched and the others translate (`providers.anthropic_inbound`).
 """
 
 from __future__ import annotations
@@ -37,14 +40,22 @@ class Endpoint(StrEnum):
     VIDEOS = "videos"
     VIDEO_STATUS = "videos.retrieve"
     RESPONSES = "responses"
+    MESSAGES = "messages"  # Anthropic's Messages API, in Anthropic's shape both ways
+    COUNT_TOKENS = "messages.count_tokens"
 
 
 @dataclass(slots=True)
 class Usage:
+    """What an answer consumed. `prompt_tokens` counts every input token, cached ones
+    included (OpenAI's sense); `cached_tokens` and `cache_write_tokens` say how many of
+    them were read from or written to a prompt cache, which upstreams price apart."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     images: int = 0
     seconds: float = 0.0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:

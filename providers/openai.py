@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from providers.anthropic_inbound import messages_via_chat, stream_via_chat
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Reply, Usage
 from providers.errors import (
     InvalidResponse,
@@ -34,12 +35,13 @@ _PATHS = {
     Endpoint.VIDEO_STATUS: "/videos",
     Endpoint.RESPONSES: "/responses",
 }
+_MESSAGES = (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS)
 _USAGE_STREAMS = (Endpoint.CHAT, Endpoint.COMPLETIONS)
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class OpenAIProvider(HttpProvider):
-    endpoints = frozenset(_PATHS)
+    endpoints = frozenset((*_PATHS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS))
 
     def __init__(
         self,
@@ -61,6 +63,8 @@ class OpenAIProvider(HttpProvider):
         if call.endpoint is Endpoint.VIDEO_STATUS:
             url = endpoint_url(self._base, f"/videos/{call.resource_id}")
             resp = await self._request("GET", url, self._get_headers, None)
+        elif call.endpoint in _MESSAGES:
+            return await messages_via_chat(self, call)  # Anthropic's shape, via chat
         else:
             body = orjson.dumps({**call.body, "model": call.upstream_model})
             resp = await self._request("POST", self._url(call), self._headers, body)
@@ -70,6 +74,8 @@ class OpenAIProvider(HttpProvider):
         return Reply(data, _usage(call.endpoint, data))
 
     async def stream(self, call: Call) -> ChunkStream:
+        if call.endpoint is Endpoint.MESSAGES:
+            return await stream_via_chat(self, call)
         body = {**call.body, "model": call.upstream_model, "stream": True}
         hide_usage = False
         if call.endpoint in _USAGE_STREAMS:

@@ -60,6 +60,8 @@ _ID_PREFIX = {
     Endpoint.SPEECH: "speech-",
     Endpoint.VIDEOS: "video_",
     Endpoint.VIDEO_STATUS: "videoq-",
+    Endpoint.MESSAGES: "msg_",  # Anthropic's own prefix: clients may check it
+    Endpoint.COUNT_TOKENS: "count-",
 }
 
 
