@@ -50,6 +50,8 @@ async def messages_via_chat(provider: Provider, call: Call) -> Reply:
     """A Messages call answered by `provider`'s chat completions, as a Message."""
     if call.endpoint is Endpoint.COUNT_TOKENS:
         return Reply({"input_tokens": estimate_tokens(call.body)})
+    if call.endpoint is not Endpoint.MESSAGES:
+        raise provider.unsupported(call.endpoint)
     chat = Call(Endpoint.CHAT, to_chat(call.body), call.upstream_model, headers=call.headers)
     reply = await provider.send(chat)
     message = to_message(reply.body, call.upstream_model)

@@ -35,13 +35,12 @@ _PATHS = {
     Endpoint.VIDEO_STATUS: "/videos",
     Endpoint.RESPONSES: "/responses",
 }
-_MESSAGES = (Endpoint.MESSAGES, Endpoint.COUNT_TOKENS)
 _USAGE_STREAMS = (Endpoint.CHAT, Endpoint.COMPLETIONS)
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
 
 class OpenAIProvider(HttpProvider):
-    endpoints = frozenset((*_PATHS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS))
+    endpoints = frozenset((*_PATHS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS))  # via chat
 
     def __init__(
         self,
@@ -63,11 +62,12 @@ class OpenAIProvider(HttpProvider):
         if call.endpoint is Endpoint.VIDEO_STATUS:
             url = endpoint_url(self._base, f"/videos/{call.resource_id}")
             resp = await self._request("GET", url, self._get_headers, None)
-        elif call.endpoint in _MESSAGES:
-            return await messages_via_chat(self, call)  # Anthropic's shape, via chat
         else:
+            post = self._urls.get(call.endpoint)
+            if post is None:  # no path of its own: Anthropic's Messages API, via chat
+                return await messages_via_chat(self, call)
             body = orjson.dumps({**call.body, "model": call.upstream_model})
-            resp = await self._request("POST", self._url(call), self._headers, body)
+            resp = await self._request("POST", post, self._headers, body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
         data = upstream_json(resp.body, f"{self.name}'s response body")

@@ -58,16 +58,18 @@ class ApiKeyMiddleware:
                 header = value.decode("latin-1")
                 break
         token = bearer_token(header)
+        if token is not None and (tenant := self.keys.find(token)) is not None:
+            scope[_TENANT] = tenant
+            return None
         anthropic = scope["path"].startswith(_MESSAGES)
         if header is None and anthropic:
             token = _api_key(scope)
+            if token is not None and (tenant := self.keys.find(token)) is not None:
+                scope[_TENANT] = tenant
+                return None
         if token is None:
-            message = "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'."
-            if anthropic:
-                message = "You didn't provide an API key. Send it as 'x-api-key: <key>'."
-        elif (tenant := self.keys.find(token)) is not None:
-            scope[_TENANT] = tenant
-            return None
+            how = "x-api-key: <key>" if anthropic else "Authorization: Bearer <key>"
+            message = f"You didn't provide an API key. Send it as '{how}'."
         else:
             message = "Incorrect API key provided."
         if anthropic:
