@@ -73,7 +73,7 @@ class AnthropicProvider(HttpProvider):
     async def stream(self, call: Call) -> ChunkStream:
         if call.endpoint is Endpoint.MESSAGES:
             body = orjson.dumps({**call.body, "model": call.upstream_model, "stream": True})
-            upstream = await self._open(self._url, self._headers, body)
+            upstream = await self._open(self._url, self._native_headers(call), body)
             return MessageStream(upstream, self.name, self._secrets)
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
@@ -89,11 +89,16 @@ class AnthropicProvider(HttpProvider):
         body = {**call.body, "model": call.upstream_model}
         body.pop("stream", None)
         url = self._url if call.endpoint is Endpoint.MESSAGES else self._count_url
-        resp = await self._request("POST", url, self._headers, orjson.dumps(body))
+        resp = await self._request("POST", url, self._native_headers(call), orjson.dumps(body))
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
         data = upstream_json(resp.body, f"{self.name}'s response body")
         return Reply(data, message_usage(data.get("usage")))
+
+    def _native_headers(self, call: Call) -> dict[str, str]:
+        """The client's `anthropic-beta` travels with its body: beta fields need it."""
+        beta = call.headers.get("anthropic-beta")
+        return {**self._headers, "anthropic-beta": beta} if beta else self._headers
 
 
 # --- request: OpenAI chat body -> Anthropic Messages body -------------------------------

@@ -10,14 +10,15 @@ client's body untouched and the others translate (`providers.anthropic_inbound`)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from providers.errors import UnsupportedRequest
 
 __all__ = [
+    "NO_HEADERS",
     "BinaryReply",
     "Call",
     "Chunk",
@@ -69,6 +70,31 @@ class Usage:
         )
 
 
+class _NoHeaders(Mapping[str, str]):
+    """Empty and immutable (and hashable, so a dataclass may default to it): one shared
+    instance instead of a dict per call."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> str:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return default
+
+
+NO_HEADERS: Mapping[str, str] = _NoHeaders()
+
+
 @dataclass(slots=True)
 class Call:
     """One attempt's request, in OpenAI shape. `body` is the client's; never mutate it."""
@@ -78,7 +104,7 @@ class Call:
     upstream_model: str
     stream: bool = False
     resource_id: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = NO_HEADERS  # client headers the provider may pass on
 
 
 @dataclass(slots=True)

@@ -12,7 +12,7 @@ the answer under the gateway's own `msg_` id, the stream as Anthropic's named ev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import anyio
@@ -45,7 +45,7 @@ from gateway.http.proxy import (
 )
 from gateway.http.streaming import StreamingResponse
 from gateway.routing.dispatch import Exchange, ReplyJob, Streaming, StreamJob
-from providers.base import Call, Chunk, ChunkStream, Endpoint, Reply
+from providers.base import NO_HEADERS, Call, Chunk, ChunkStream, Endpoint, Reply
 from providers.errors import ProviderError, RateLimited, UpstreamServerError
 
 __all__ = ["messages_routes"]
@@ -81,10 +81,11 @@ def messages_routes(gateway: Backend) -> list[Route]:
             conversation = headers.get("x-gatewise-conversation") or _user_id(body)
             args = (request_id, Endpoint.MESSAGES, target, body, optimization, conversation)
             owner = tenant.name if tenant is not None else None
+            passed = _passed_on(headers)
             if body.get("stream") is True:
-                events = await dispatcher.run(StreamJob(*args, owner=owner))
+                events = await dispatcher.run(StreamJob(*args, owner=owner, headers=passed))
                 return await _events(events, limits)(scope, receive, send)
-            exchange = await dispatcher.run(ReplyJob(*args, owner=owner))
+            exchange = await dispatcher.run(ReplyJob(*args, owner=owner, headers=passed))
         except GatewayError as exc:
             if tenant is not None and tenant.limited:
                 quota.failed(tenant.name)
@@ -101,13 +102,13 @@ def messages_routes(gateway: Backend) -> list[Route]:
             tenant = tenant_of(request.scope)
             if tenant is not None:
                 check_scope(tenant, body["model"])
-            name, reply = await _count(body)
+            name, reply = await _count(body, _passed_on(request.headers))
         except GatewayError as exc:
             return anthropic_error_response(exc, headers)
         headers["x-gatewise-model"] = name
         return Response(orjson.dumps(reply.body), 200, headers, "application/json")
 
-    async def _count(body: dict[str, Any]) -> tuple[str, Reply]:
+    async def _count(body: dict[str, Any], passed: Mapping[str, str]) -> tuple[str, Reply]:
         """The count of the first of the target's models whose upstream answers it (an
         Anthropic upstream counts; the others estimate). Not a routed answer: nothing
         is recorded against the model."""
@@ -117,7 +118,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
         for model in target.candidates:
             if model.name in unable or model.provider not in catalog.providers:
                 continue
-            call = Call(Endpoint.COUNT_TOKENS, body, model.upstream)
+            call = Call(Endpoint.COUNT_TOKENS, body, model.upstream, headers=passed)
             try:
                 return model.name, await catalog.provider_for(model).send(call)
             except ProviderError as exc:
@@ -132,6 +133,12 @@ def messages_routes(gateway: Backend) -> list[Route]:
         Route("/v1/messages", FastEndpoint(messages), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
     ]
+
+
+def _passed_on(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """What an Anthropic upstream is told of the client's headers: its betas."""
+    beta = headers.get("anthropic-beta")
+    return {"anthropic-beta": beta} if beta else NO_HEADERS
 
 
 def _user_id(body: dict[str, Any]) -> str | None:

@@ -104,6 +104,7 @@ def test_a_message_through_an_openai_compatible_upstream(
         system="Be brief.",
         messages=HI,
         stop_sequences=["END"],
+        extra_headers={"anthropic-beta": "some-beta"},  # not for an OpenAI upstream
     )
     message = raw.parse()
     assert [b.type for b in message.content] == ["text"]
@@ -121,6 +122,7 @@ def test_a_message_through_an_openai_compatible_upstream(
         {"role": "user", "content": "hi"},
     ]
     assert seen.body["stop"] == ["END"] and seen.body["max_tokens"] == 50
+    assert "anthropic-beta" not in seen.headers
     assert KEY not in " ".join(seen.headers.values())
 
 
@@ -141,7 +143,12 @@ def test_a_message_to_anthropic_passes_through_with_cache_control(
         }
     ]
     message = claude.messages.create(
-        model="sonnet", max_tokens=64, system=system, messages=messages, extra_body={"top_k": 5}
+        model="sonnet",
+        max_tokens=64,
+        system=system,
+        messages=messages,
+        extra_body={"top_k": 5},
+        extra_headers={"anthropic-beta": "extended-cache-ttl-2025-04-11"},
     )
     assert message.content[0].text == "Hello from the fake upstream."  # type: ignore[union-attr]
     assert message.model == "sonnet" and message.id.startswith("msg_")
@@ -156,6 +163,7 @@ def test_a_message_to_anthropic_passes_through_with_cache_control(
     }
     assert seen.headers["x-api-key"] == ANTHROPIC_SECRET
     assert seen.headers["anthropic-version"]
+    assert seen.headers["anthropic-beta"] == "extended-cache-ttl-2025-04-11"
 
 
 def test_an_image_reaches_an_openai_compatible_upstream_as_a_data_url(
@@ -281,9 +289,15 @@ def test_a_tool_round_trip(
 
 
 def test_count_tokens_asks_anthropic(claude: anthropic.Anthropic, up: FakeUpstream) -> None:
-    counted = claude.messages.count_tokens(model="sonnet", messages=HI, system="Be brief.")
+    counted = claude.messages.count_tokens(
+        model="sonnet",
+        messages=HI,
+        system="Be brief.",
+        extra_headers={"anthropic-beta": "token-counting-2024-11-01"},
+    )
     assert counted.input_tokens == 42
     [seen] = up.calls("/messages/count_tokens")
+    assert seen.headers["anthropic-beta"] == "token-counting-2024-11-01"
     assert seen.body == {"model": "sonnet-up", "messages": HI, "system": "Be brief."}
 
 
