@@ -164,6 +164,11 @@ class FakeUpstream:
                 "stop_sequence": None,
                 "usage": {"input_tokens": 11, "output_tokens": 7},
             }
+            if b"cache_control" in orjson.dumps(body):  # as if the prefix were cached
+                out["usage"] |= {
+                    "cache_read_input_tokens": 1000,
+                    "cache_creation_input_tokens": 200,
+                }
             return Response(orjson.dumps(out), 200, b.headers, "application/json")
         if path == "/chat/completions":
             out = {

@@ -9,6 +9,8 @@ Anthropic one.
 from __future__ import annotations
 
 import re
+import sqlite3
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -30,6 +32,13 @@ WEATHER = {
     "name": "get_weather",
     "description": "The weather in a city",
     "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}},
+}
+
+SONNET_PRICES = {
+    "input_per_million": 3.0,
+    "output_per_million": 15.0,
+    "cached_input_per_million": 0.3,
+    "cache_write_per_million": 3.75,
 }
 
 pytestmark = pytest.mark.usefixtures("fresh")
@@ -58,8 +67,17 @@ def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[G
             "timeout": 5,
         }
     )
-    config["models"].append({"name": "sonnet", "provider": "claude", "upstream_model": "sonnet-up"})
-    with GatewayProcess(config, tmp_path_factory.mktemp("messages-e2e")) as process:
+    config["models"].append(
+        {
+            "name": "sonnet",
+            "provider": "claude",
+            "upstream_model": "sonnet-up",
+            "pricing": SONNET_PRICES,
+        }
+    )
+    workdir = tmp_path_factory.mktemp("messages-e2e")
+    config["storage"] = {"url": f"sqlite:///{workdir / 'gatewise.db'}", "flush_interval": 0.1}
+    with GatewayProcess(config, workdir) as process:
         yield process
 
 
@@ -164,6 +182,31 @@ def test_a_message_to_anthropic_passes_through_with_cache_control(
     assert seen.headers["x-api-key"] == ANTHROPIC_SECRET
     assert seen.headers["anthropic-version"]
     assert seen.headers["anthropic-beta"] == "extended-cache-ttl-2025-04-11"
+    assert message.usage.cache_read_input_tokens == 1000
+    assert message.usage.cache_creation_input_tokens == 200
+
+
+def test_cached_input_tokens_are_priced_as_such(
+    gw: GatewayProcess, claude: anthropic.Anthropic
+) -> None:
+    system: Any = [{"type": "text", "text": "Context.", "cache_control": {"type": "ephemeral"}}]
+    raw = claude.messages.with_raw_response.create(
+        model="sonnet", max_tokens=8, system=system, messages=HI
+    )
+    request_id = raw.headers["x-request-id"]
+    expected = (11 * 3.0 + 7 * 15.0 + 1000 * 0.3 + 200 * 3.75) / 1_000_000
+    deadline = time.monotonic() + 10
+    while True:
+        with sqlite3.connect(gw.config_path.parent / "gatewise.db") as db:
+            row = db.execute(
+                "SELECT prompt_tokens, cost FROM attempts WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        if row is not None or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert row is not None
+    assert row[0] == 1211
+    assert row[1] == pytest.approx(expected)
 
 
 def test_an_image_reaches_an_openai_compatible_upstream_as_a_data_url(
@@ -199,7 +242,7 @@ def test_a_streamed_message(claude: anthropic.Anthropic, up: FakeUpstream, model
     assert text == "one two three"
     assert final.model == model and final.id.startswith("msg_")
     assert final.stop_reason == "end_turn"
-    assert final.usage.output_tokens == 3
+    assert (final.usage.input_tokens, final.usage.output_tokens) == (9, 3)
     if model == "alpha":
         [seen] = up.calls("/chat/completions")
         assert seen.body["stream_options"] == {"include_usage": True}  # asked for pricing
