@@ -159,7 +159,7 @@ def anthropic_error(status: int, message: str, headers: dict[str, str] | None = 
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (no route, wrong method) in the same shape."""
+    """Starlette's own errors (no route, wrong method) in the shape of the API asked."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         message, code = f"Unknown path: {request.method} {request.url.path}", "not_found"
@@ -168,4 +168,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
         code = "method_not_allowed"
     else:
         message, code = str(exc.detail), None
-    return plain_error(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if request.url.path.startswith("/v1/messages"):  # Anthropic's API, Anthropic's shape
+        return anthropic_error(exc.status_code, message, headers)
+    return plain_error(exc.status_code, message, code=code, headers=headers)

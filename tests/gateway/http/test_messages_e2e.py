@@ -426,6 +426,15 @@ def test_a_bad_body_is_an_invalid_request(gw: GatewayProcess, up: FakeUpstream) 
     assert up.seen == []
 
 
+def test_a_wrong_method_or_path_is_in_anthropics_shape(gw: GatewayProcess) -> None:
+    key = {"x-api-key": KEY}
+    assert_anthropic_error(
+        httpx.get(gw.url + "/v1/messages", headers=key), 405, "invalid_request_error"
+    )
+    missing = httpx.post(gw.url + "/v1/messages/batches", headers=key, json={})
+    assert_anthropic_error(missing, 404, "not_found_error")
+
+
 def test_a_model_outside_the_keys_scope_is_a_permission_error(gw: GatewayProcess) -> None:
     r = post(gw, {"model": "sonnet", "max_tokens": 5, "messages": HI}, key=LIMITED)
     assert_anthropic_error(r, 403, "permission_error")
