@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from providers.anthropic_stream import AnthropicChunks, finish_reason, prompt_tokens
+from providers.anthropic_inbound import message_usage
+from providers.anthropic_stream import AnthropicChunks, MessageStream, finish_reason, prompt_tokens
 from providers.base import Call, ChunkStream, Endpoint, Reply, Usage
 from providers.errors import BadRequest, InvalidResponse, classify_status, upstream_json
 from providers.http_provider import HttpProvider, endpoint_url
@@ -27,7 +28,11 @@ _TOOL_CHOICES = {"auto": {"type": "auto"}, "required": {"type": "any"}, "none": 
 
 
 class AnthropicProvider(HttpProvider):
-    endpoints = frozenset({Endpoint.CHAT})
+    """Chat completions translated; Anthropic's own Messages calls (a client that speaks
+    Anthropic) passed through with only `model` rewritten, so cache_control, thinking,
+    server tools and whatever Anthropic adds next reach the upstream intact."""
+
+    endpoints = frozenset({Endpoint.CHAT, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS})
 
     def __init__(
         self,
@@ -40,6 +45,7 @@ class AnthropicProvider(HttpProvider):
     ) -> None:
         super().__init__(name, transport, api_key)
         self._url = endpoint_url(base_url, "/v1/messages")
+        self._count_url = endpoint_url(base_url, "/v1/messages/count_tokens")
         self._headers = {
             "content-type": "application/json",
             "anthropic-version": version,
@@ -49,6 +55,8 @@ class AnthropicProvider(HttpProvider):
             self._headers["x-api-key"] = api_key
 
     async def send(self, call: Call) -> Reply:
+        if call.endpoint is Endpoint.MESSAGES or call.endpoint is Endpoint.COUNT_TOKENS:
+            return await self._native(call)
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
         body = orjson.dumps(to_anthropic(call.body, call.upstream_model, stream=False))
@@ -63,6 +71,10 @@ class AnthropicProvider(HttpProvider):
         return Reply(body_out, Usage(usage["prompt_tokens"], usage["completion_tokens"]))
 
     async def stream(self, call: Call) -> ChunkStream:
+        if call.endpoint is Endpoint.MESSAGES:
+            body = orjson.dumps({**call.body, "model": call.upstream_model, "stream": True})
+            upstream = await self._open(self._url, self._native_headers(call), body)
+            return MessageStream(upstream, self.name, self._secrets)
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
         body = orjson.dumps(to_anthropic(call.body, call.upstream_model, stream=True))
@@ -72,6 +84,21 @@ class AnthropicProvider(HttpProvider):
         return AnthropicChunks(
             upstream, self.name, call.upstream_model, include_usage, self._secrets
         )
+
+    async def _native(self, call: Call) -> Reply:
+        body = {**call.body, "model": call.upstream_model}
+        body.pop("stream", None)
+        url = self._url if call.endpoint is Endpoint.MESSAGES else self._count_url
+        resp = await self._request("POST", url, self._native_headers(call), orjson.dumps(body))
+        if resp.status >= 400:
+            raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
+        data = upstream_json(resp.body, f"{self.name}'s response body")
+        return Reply(data, message_usage(data.get("usage")))
+
+    def _native_headers(self, call: Call) -> dict[str, str]:
+        """The client's `anthropic-beta` travels with its body: beta fields need it."""
+        beta = call.headers.get("anthropic-beta")
+        return {**self._headers, "anthropic-beta": beta} if beta else self._headers
 
 
 # --- request: OpenAI chat body -> Anthropic Messages body -------------------------------

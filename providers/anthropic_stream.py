@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator
 from typing import Any
 
+from providers.anthropic_inbound import message_usage
 from providers.base import Chunk, ChunkStream, Usage
 from providers.errors import (
     InvalidResponse,
@@ -22,7 +23,13 @@ from providers.errors import (
 from providers.sse import chunk_batches
 from providers.transport import UpstreamStream
 
-__all__ = ["FINISH_REASONS", "AnthropicChunks", "finish_reason", "prompt_tokens"]
+__all__ = [
+    "FINISH_REASONS",
+    "AnthropicChunks",
+    "MessageStream",
+    "finish_reason",
+    "prompt_tokens",
+]
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -180,3 +187,57 @@ class AnthropicChunks(ChunkStream):
                 "total_tokens": self._prompt + self._completion,
             },
         }
+
+
+class MessageStream(ChunkStream):
+    """An Anthropic upstream's Messages stream for an Anthropic client: every event
+    passes as it came (named as it came); usage is read on the way, for pricing."""
+
+    def __init__(
+        self, upstream: UpstreamStream, provider: str, secrets: tuple[str, ...] = ()
+    ) -> None:
+        self._upstream = upstream
+        self._provider = provider
+        self._secrets = secrets
+        self._usage: dict[str, Any] = {}
+
+    async def batches(self) -> AsyncIterator[list[Chunk]]:
+        try:
+            async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
+                yield batch
+        except (TransportError, ResponseTooLarge) as exc:
+            raise exc.prefixed(f"{self._provider}: stream broke") from None
+        if not self.complete:
+            raise InvalidResponse(f"{self._provider} stream ended before message_stop")
+
+    def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
+        for name, data in events:
+            event = upstream_json(data, f"a stream event from {self._provider}")
+            kind = event.get("type")
+            if kind == "error":
+                err = event.get("error")
+                detail = err.get("message", "") if isinstance(err, dict) else str(err or "")
+                detail = redact(str(detail), self._secrets)
+                raise UpstreamServerError(f"{self._provider} stream error: {detail}")
+            if kind == "message_start":
+                message = event.get("message")
+                if isinstance(message, dict):
+                    self._count(message.get("usage"))
+            elif kind == "message_delta":
+                self._count(event.get("usage"))
+                delta = event.get("delta")
+                stop = delta.get("stop_reason") if isinstance(delta, dict) else None
+                self.finish_reason = finish_reason(stop)
+            batch.append((name or (kind if isinstance(kind, str) else None), event))
+            if kind == "message_stop":
+                return True
+        return False
+
+    def _count(self, usage: Any) -> None:
+        """message_delta's counts are cumulative: the latest of each is the answer's."""
+        if isinstance(usage, dict):
+            self._usage.update((k, v) for k, v in usage.items() if isinstance(v, int))
+            self.usage = message_usage(self._usage)
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()

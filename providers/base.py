@@ -1,20 +1,24 @@
 """The provider interface: one OpenAI-shaped call in, one OpenAI-shaped result out.
 
 Every upstream protocol implements `Provider`. The gateway speaks only OpenAI
-shapes to providers; translation to anything else happens inside the provider.
+shapes to providers; translation to anything else happens inside the provider. The
+one exception is Anthropic's Messages API (`Endpoint.MESSAGES`, `COUNT_TOKENS`): its
+calls and results are in Anthropic's shape, so that an Anthropic upstream gets the
+client's body untouched and the others translate (`providers.anthropic_inbound`).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from providers.errors import UnsupportedRequest
 
 __all__ = [
+    "NO_HEADERS",
     "BinaryReply",
     "Call",
     "Chunk",
@@ -37,14 +41,22 @@ class Endpoint(StrEnum):
     VIDEOS = "videos"
     VIDEO_STATUS = "videos.retrieve"
     RESPONSES = "responses"
+    MESSAGES = "messages"  # Anthropic's Messages API, in Anthropic's shape both ways
+    COUNT_TOKENS = "messages.count_tokens"
 
 
 @dataclass(slots=True)
 class Usage:
+    """What an answer consumed. `prompt_tokens` counts every input token, cached ones
+    included (OpenAI's sense); `cached_tokens` and `cache_write_tokens` say how many of
+    them were read from or written to a prompt cache, which upstreams price apart."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
     images: int = 0
     seconds: float = 0.0
+    cached_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:
@@ -58,6 +70,31 @@ class Usage:
         )
 
 
+class _NoHeaders(Mapping[str, str]):
+    """Empty and immutable (and hashable, so a dataclass may default to it): one shared
+    instance instead of a dict per call."""
+
+    __slots__ = ()
+
+    def __getitem__(self, key: str) -> str:
+        raise KeyError(key)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(())
+
+    def __len__(self) -> int:
+        return 0
+
+    def __hash__(self) -> int:
+        return 0
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return default
+
+
+NO_HEADERS: Mapping[str, str] = _NoHeaders()
+
+
 @dataclass(slots=True)
 class Call:
     """One attempt's request, in OpenAI shape. `body` is the client's; never mutate it."""
@@ -67,7 +104,7 @@ class Call:
     upstream_model: str
     stream: bool = False
     resource_id: str | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
+    headers: Mapping[str, str] = NO_HEADERS  # client headers the provider may pass on
 
 
 @dataclass(slots=True)

@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 
+from providers.anthropic_inbound import messages_via_chat, stream_via_chat
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Reply, Usage
 from providers.errors import (
     InvalidResponse,
@@ -39,7 +40,7 @@ _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "respons
 
 
 class OpenAIProvider(HttpProvider):
-    endpoints = frozenset(_PATHS)
+    endpoints = frozenset((*_PATHS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS))  # via chat
 
     def __init__(
         self,
@@ -62,14 +63,19 @@ class OpenAIProvider(HttpProvider):
             url = endpoint_url(self._base, f"/videos/{call.resource_id}")
             resp = await self._request("GET", url, self._get_headers, None)
         else:
+            post = self._urls.get(call.endpoint)
+            if post is None:  # no path of its own: Anthropic's Messages API, via chat
+                return await messages_via_chat(self, call)
             body = orjson.dumps({**call.body, "model": call.upstream_model})
-            resp = await self._request("POST", self._url(call), self._headers, body)
+            resp = await self._request("POST", post, self._headers, body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
         data = upstream_json(resp.body, f"{self.name}'s response body")
         return Reply(data, _usage(call.endpoint, data))
 
     async def stream(self, call: Call) -> ChunkStream:
+        if call.endpoint is Endpoint.MESSAGES:
+            return await stream_via_chat(self, call)
         body = {**call.body, "model": call.upstream_model, "stream": True}
         hide_usage = False
         if call.endpoint in _USAGE_STREAMS:

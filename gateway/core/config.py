@@ -229,6 +229,11 @@ class ProviderConfig(_Strict):
 class Pricing(_Strict):
     input_per_million: float = Field(0.0, ge=0)
     output_per_million: float = Field(0.0, ge=0)
+    # Prompt-cache reads and writes (Anthropic's cache_read / cache_creation input
+    # tokens). Unset: the input price, so that an unpriced cache never makes an answer
+    # look cheaper than it may have been.
+    cached_input_per_million: float | None = Field(None, ge=0)
+    cache_write_per_million: float | None = Field(None, ge=0)
     per_image: float = Field(0.0, ge=0)
     per_second: float = Field(0.0, ge=0)
 
@@ -236,12 +241,26 @@ class Pricing(_Strict):
         """What an answer cost, from the usage the upstream reported."""
         if usage is None:
             return 0.0
-        return (
+        cost = (
             usage.prompt_tokens * self.input_per_million / 1_000_000
             + usage.completion_tokens * self.output_per_million / 1_000_000
             + usage.images * self.per_image
             + usage.seconds * self.per_second
         )
+        if usage.cached_tokens or usage.cache_write_tokens:
+            cost += self._cache_difference(usage)
+        return cost
+
+    def _cache_difference(self, usage: Usage) -> float:
+        """Cached tokens are in prompt_tokens at the input price: re-price them."""
+        read = self.cached_input_per_million
+        write = self.cache_write_per_million
+        difference = 0.0
+        if read is not None:
+            difference += usage.cached_tokens * (read - self.input_per_million)
+        if write is not None:
+            difference += usage.cache_write_tokens * (write - self.input_per_million)
+        return difference / 1_000_000
 
 
 class Priors(_Strict):

@@ -41,6 +41,8 @@ ENDPOINT_TYPES: dict[Endpoint, ConversationType] = {
     Endpoint.SPEECH: "text-to-audio",
     Endpoint.VIDEOS: "text-to-video",
     Endpoint.VIDEO_STATUS: "text-to-video",
+    Endpoint.MESSAGES: "text-to-text",
+    Endpoint.COUNT_TOKENS: "text-to-text",
 }
 
 

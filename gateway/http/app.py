@@ -1,5 +1,6 @@
-"""The ASGI application: the OpenAI surface, health checks and (mounted by the server)
-the admin app, behind the client API-key check and optional CORS."""
+"""The ASGI application: the OpenAI surface, Anthropic's Messages API, health checks and
+(mounted by the server) the admin app, behind the client API-key check and optional
+CORS."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.http.auth import ApiKeyMiddleware
 from gateway.http.errors import http_error, internal_error
+from gateway.http.messages import messages_routes
 from gateway.http.proxy import Backend, fast_handlers, proxy_routes
 
 __all__ = ["create_http_app"]
@@ -92,7 +94,7 @@ def create_http_app(
         status = 200 if gateway.ready else 503
         return Response(orjson.dumps(body), status, media_type="application/json")
 
-    proxy = proxy_routes(gateway)
+    proxy = proxy_routes(gateway) + messages_routes(gateway)
     keys = gateway.keys
     middleware = [Middleware(ApiKeyMiddleware, keys=keys)]
     cors = config.server.cors

@@ -16,7 +16,7 @@ from gateway.core.errors import InvalidRequest, LengthRequired, RequestTooLarge
 from gateway.http.inbound import Inbound
 from providers.base import Endpoint
 
-__all__ = ["check_body", "read_json"]
+__all__ = ["check_body", "check_message_body", "read_json"]
 
 
 async def read_bytes(request: Request | Inbound, limit: int) -> bytes:
@@ -166,6 +166,53 @@ def check_body(endpoint: Endpoint, body: dict[str, Any]) -> None:
             _expect(name, value, expected)
     if endpoint is Endpoint.CHAT:
         _check_messages(body["messages"])
+
+
+# Anthropic's Messages API (`check_message_body`): the same rule, its own fields.
+_MESSAGE_REQUIRED: dict[str, tuple[type, ...]] = {
+    "model": _STRING,
+    "messages": (list,),
+    "max_tokens": _INT,
+}
+_MESSAGE_OPTIONAL: dict[str, tuple[type, ...]] = {
+    "stream": _BOOL,
+    "system": (str, list),
+    "temperature": _NUMBER,
+    "top_p": _NUMBER,
+    "top_k": _INT,
+    "stop_sequences": (list,),
+    "tools": (list,),
+    "tool_choice": (dict,),
+    "metadata": (dict,),
+}
+_COUNT_REQUIRED = {"model": _STRING, "messages": (list,)}
+
+
+def check_message_body(body: dict[str, Any], *, counting: bool = False) -> None:
+    """A Messages (or count_tokens) body: its known fields, and its messages' roles."""
+    for name, types in (_COUNT_REQUIRED if counting else _MESSAGE_REQUIRED).items():
+        value = body.get(name)
+        if value is None:
+            raise InvalidRequest(f"{name}: Field required", param=name)
+        _expect(name, value, types)
+    for name, value in body.items():
+        expected = _MESSAGE_OPTIONAL.get(name)
+        if expected is not None and value is not None:
+            _expect(name, value, expected)
+    messages = body["messages"]
+    if not messages and not counting:
+        raise InvalidRequest("messages: at least one message is required", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            raise InvalidRequest(
+                f"messages.{i}: expected an object with role 'user' or 'assistant'",
+                param=f"messages.{i}",
+            )
+        if not isinstance(message.get("content"), str | list):
+            raise InvalidRequest(
+                f"messages.{i}.content: expected a string or a list of content blocks",
+                param=f"messages.{i}.content",
+            )
 
 
 def _expect(name: str, value: Any, types: tuple[type, ...]) -> None:

@@ -1,7 +1,9 @@
-"""The one place errors become HTTP responses, all in OpenAI's error shape.
+"""The one place errors become HTTP responses: in OpenAI's error shape, or in
+Anthropic's for its Messages API (`anthropic_error_response`).
 
 Domain errors (`gateway.core.errors`) carry no status; the table below gives each
-kind its status and OpenAI error type, and `retry_after` becomes a header here.
+kind its status and OpenAI error type, and `retry_after` becomes a header here. The
+Anthropic error type follows from the same status, so both shapes always agree.
 """
 
 from __future__ import annotations
@@ -35,6 +37,10 @@ from gateway.core.errors import (
 )
 
 __all__ = [
+    "anthropic_error",
+    "anthropic_error_body",
+    "anthropic_error_response",
+    "anthropic_error_type",
     "error_body",
     "error_response",
     "http_error",
@@ -114,8 +120,48 @@ def internal_error() -> Response:
     return plain_error(500, "The gateway hit an internal error.", _SERVER, "internal_error")
 
 
+# Anthropic's error types by status (its documented table); 503 has no type of its own
+# there and means the same as its 529.
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "overloaded_error",
+    529: "overloaded_error",
+}
+
+
+def anthropic_error_type(status: int) -> str:
+    found = _ANTHROPIC_TYPES.get(status)
+    if found is not None:
+        return found
+    return "invalid_request_error" if status < 500 else "api_error"
+
+
+def anthropic_error_body(message: str, type: str) -> dict[str, Any]:
+    return {"type": "error", "error": {"type": type, "message": message}}
+
+
+def anthropic_error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
+    """A domain error as Anthropic's Messages API reports errors, same status."""
+    status, _ = status_of(exc)
+    merged = dict(headers or {})
+    if exc.retry_after is not None:
+        merged["retry-after"] = str(math.ceil(exc.retry_after))
+    return anthropic_error(status, exc.message, merged)
+
+
+def anthropic_error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    body = orjson.dumps(anthropic_error_body(message, anthropic_error_type(status)))
+    return Response(body, status_code=status, headers=headers, media_type="application/json")
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
-    """Starlette's own errors (no route, wrong method) in the same shape."""
+    """Starlette's own errors (no route, wrong method) in the shape of the API asked."""
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
         message, code = f"Unknown path: {request.method} {request.url.path}", "not_found"
@@ -124,4 +170,7 @@ async def http_error(request: Request, exc: Exception) -> Response:
         code = "method_not_allowed"
     else:
         message, code = str(exc.detail), None
-    return plain_error(exc.status_code, message, code=code, headers=dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if request.url.path.startswith("/v1/messages"):  # Anthropic's API, Anthropic's shape
+        return anthropic_error(exc.status_code, message, headers)
+    return plain_error(exc.status_code, message, code=code, headers=headers)

@@ -55,7 +55,16 @@ from gateway.routing.quota import Quota
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint
 from providers.errors import ProviderError, UpstreamServerError
 
-__all__ = ["Backend", "fast_handlers", "proxy_routes"]
+__all__ = [
+    "Backend",
+    "FastEndpoint",
+    "Headers",
+    "check_scope",
+    "fast_handlers",
+    "optimization_of",
+    "proxy_routes",
+    "served_headers",
+]
 
 log = logging.getLogger("gatewise")
 
@@ -104,7 +113,7 @@ class _VideoJobs:
         return found[0], found[1]
 
 
-def _served_headers(exchange: Exchange[Any], limits: Headers = ()) -> list[tuple[bytes, bytes]]:
+def served_headers(exchange: Exchange[Any], limits: Headers = ()) -> list[tuple[bytes, bytes]]:
     job = exchange.job
     return [
         (b"x-request-id", job.request_id.encode()),
@@ -123,7 +132,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
     dispatcher = gateway.dispatcher
     quota = gateway.quota
 
-    def handler(endpoint: Endpoint) -> _Endpoint:
+    def handler(endpoint: Endpoint) -> FastEndpoint:
         ctype = ENDPOINT_TYPES[endpoint]
         streamable = endpoint in _STREAMABLE
 
@@ -136,10 +145,10 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             try:
                 body = await read_json(request, max_body)
                 check_body(endpoint, body)
-                optimization = _optimization(headers.get("x-gatewise-optimize"))
+                optimization = optimization_of(headers.get("x-gatewise-optimize"))
                 asked = body["model"]
                 if tenant is not None:
-                    _check_scope(tenant, asked)
+                    check_scope(tenant, asked)
                     optimization = optimization or tenant.optimization
                     if tenant.limited:
                         admission = quota.admit(tenant)
@@ -169,7 +178,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 return  # the attempt is recorded as the client's leaving; nobody to answer
             await _reply(exchange, send, videos, limits)
 
-        return _Endpoint(handle)
+        return FastEndpoint(handle)
 
     async def video_status(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
@@ -244,7 +253,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
     ]
 
 
-def _check_scope(tenant: Tenant, name: object) -> None:
+def check_scope(tenant: Tenant, name: object) -> None:
     if isinstance(name, str) and not tenant.may_use(name):
         raise NotAllowed(
             f"This API key may not use '{name}'; ask the gateway's operator for access.",
@@ -252,7 +261,7 @@ def _check_scope(tenant: Tenant, name: object) -> None:
         )
 
 
-def _optimization(header: str | None) -> Optimization | None:
+def optimization_of(header: str | None) -> Optimization | None:
     if header is None:
         return None
     for optimization in OPTIMIZATIONS:
@@ -281,7 +290,7 @@ async def _reply(
     if "model" in out or endpoint is not Endpoint.IMAGES:
         out["model"] = name
     try:
-        await send_json(send, reply.status, orjson.dumps(out), _served_headers(exchange, limits))
+        await send_json(send, reply.status, orjson.dumps(out), served_headers(exchange, limits))
     finally:
         # Recorded once the answer is out: none of it is the client's wait, and the
         # upstream's answer counts even if the client has gone.
@@ -292,7 +301,7 @@ def _events(exchange: Streaming[ChunkStream, list[Chunk]], limits: Headers = ())
     response = StreamingResponse(
         _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
     )
-    response.raw_headers += _served_headers(exchange, limits)
+    response.raw_headers += served_headers(exchange, limits)
     return response
 
 
@@ -367,11 +376,11 @@ def _audio(exchange: Streaming[BinaryReply, bytes], limits: Headers = ()) -> Res
                 exchange.close(client_gone=gone)
 
     response = StreamingResponse(body(), media_type=reply.media_type)
-    response.raw_headers += _served_headers(exchange, limits)
+    response.raw_headers += served_headers(exchange, limits)
     return response
 
 
-class _Endpoint:
+class FastEndpoint:
     """An ASGI endpoint: Starlette routes call it as an app, the fast path directly."""
 
     def __init__(self, handle: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
@@ -388,7 +397,7 @@ class _Endpoint:
 def fast_handlers(routes: list[Route]) -> dict[str, Callable[[Scope, Receive, Send], Any]]:
     """The POST endpoints that the app serves straight from a dict, ahead of Starlette's
     router and middleware: the proxy's own cost is the product (gateway/http/app.py)."""
-    return {r.path: r.endpoint for r in routes if isinstance(r.endpoint, _Endpoint)}
+    return {r.path: r.endpoint for r in routes if isinstance(r.endpoint, FastEndpoint)}
 
 
 def _encode_batch(batch: list[Chunk], rid: str, model: str) -> bytes:

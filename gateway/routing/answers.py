@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
+from providers.anthropic_stream import finish_reason
 from providers.base import Endpoint
 
 __all__ = ["Answer", "StreamAnswer", "answer_from_body"]
@@ -42,7 +45,23 @@ def answer_from_body(endpoint: Endpoint, body: dict[str, Any]) -> Answer | None:
         return Answer(text if isinstance(text, str) else "", choice.get("finish_reason"))
     if endpoint is Endpoint.RESPONSES:
         return _responses_answer(body)
+    if endpoint is Endpoint.MESSAGES:
+        return _message_answer(body)
     return None
+
+
+def _message_answer(body: dict[str, Any]) -> Answer:
+    """An Anthropic Message; its stop reason as a chat finish_reason."""
+    texts: list[str] = []
+    arguments: list[str] = []
+    for block in body.get("content") or ():
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+        elif block.get("type") == "tool_use":
+            arguments.append(orjson.dumps(block.get("input")).decode())
+    return Answer("".join(texts), finish_reason(body.get("stop_reason")), None, arguments)
 
 
 def _first_choice(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -114,6 +133,12 @@ class StreamAnswer:
                 self.finish_reason = _responses_finish(
                     response if isinstance(response, dict) else {"status": event[9:]}
                 )
+            elif event == "content_block_delta":  # Anthropic's Messages stream
+                self._message_delta(data)
+            elif event == "message_delta":
+                delta = data.get("delta")
+                stop = delta.get("stop_reason") if isinstance(delta, dict) else None
+                self.finish_reason = finish_reason(stop)
             return
         choice = _first_choice(data)
         if choice is None:
@@ -131,6 +156,18 @@ class StreamAnswer:
                     self._args.setdefault(index, []).append(_arguments(call))
         else:
             self._text(choice.get("text"))
+
+    def _message_delta(self, data: dict[str, Any]) -> None:
+        delta = data.get("delta")
+        if not isinstance(delta, dict):
+            return
+        if delta.get("type") == "text_delta":
+            self._text(delta.get("text"))
+        elif delta.get("type") == "input_json_delta" and isinstance(delta.get("partial_json"), str):
+            index = data.get("index", 0)
+            self._args.setdefault(index if isinstance(index, int) else 0, []).append(
+                delta["partial_json"]
+            )
 
     def _text(self, piece: Any) -> None:
         if isinstance(piece, str) and self._size < _MAX_TEXT:

@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, NamedTuple, Protocol, TypeVar, overload
 
@@ -38,7 +38,17 @@ from gateway.core.ids import new_id
 from gateway.core.types import ENDPOINT_TYPES, Attempt, ConversationType, Optimization
 from gateway.routing.answers import StreamAnswer
 from gateway.routing.catalog import Catalog, Target
-from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Provider, Reply, Usage
+from providers.base import (
+    NO_HEADERS,
+    BinaryReply,
+    Call,
+    Chunk,
+    ChunkStream,
+    Endpoint,
+    Provider,
+    Reply,
+    Usage,
+)
 from providers.errors import (
     CapacityExhausted,
     ClientGone,
@@ -72,6 +82,8 @@ _ID_PREFIX = {
     Endpoint.SPEECH: "speech-",
     Endpoint.VIDEOS: "video_",
     Endpoint.VIDEO_STATUS: "videoq-",
+    Endpoint.MESSAGES: "msg_",  # Anthropic's own prefix: clients may check it
+    Endpoint.COUNT_TOKENS: "count-",
 }
 
 
@@ -96,6 +108,9 @@ class Job(ABC, Generic[R, P]):
     conversation_id: str | None = None
     resource_id: str | None = None
     owner: str | None = None  # the client key's name (None: the gateway is open)
+    # Client headers a provider may pass on (Anthropic's `anthropic-beta`); shared, empty
+    # by default, so that Call does not build a dict of its own per attempt.
+    headers: Mapping[str, str] = NO_HEADERS
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)
@@ -349,7 +364,9 @@ class Dispatcher:
             if min_context and window is not None and window <= min_context:
                 continue
             number += 1
-            call = Call(job.endpoint, job.body, model.upstream, job.stream, job.resource_id)
+            call = Call(
+                job.endpoint, job.body, model.upstream, job.stream, job.resource_id, job.headers
+            )
             started = self._clock()
             try:
                 opened = await job.open(self.catalog.provider_for(model), call)

@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from providers.anthropic_inbound import messages_via_chat, stream_via_chat
 from providers.base import (
     BinaryReply,
     Call,
@@ -116,6 +117,8 @@ class MockProvider(Provider):
             return Reply(self._video_status(call.resource_id))
         if call.endpoint is Endpoint.SPEECH:
             raise self.unsupported(call.endpoint)
+        if call.endpoint is Endpoint.MESSAGES or call.endpoint is Endpoint.COUNT_TOKENS:
+            return await messages_via_chat(self, call)  # as an OpenAI-compatible upstream
         model = self._model(call.upstream_model)
         await self._arrive(model)
         if call.endpoint in _TEXT:
@@ -132,6 +135,8 @@ class MockProvider(Provider):
         return self._create_video(call, created)
 
     async def stream(self, call: Call) -> ChunkStream:
+        if call.endpoint is Endpoint.MESSAGES:
+            return await stream_via_chat(self, call)
         if call.endpoint not in _TEXT:
             raise self.unsupported(call.endpoint)
         model = self._model(call.upstream_model)

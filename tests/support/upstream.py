@@ -55,6 +55,8 @@ class Behaviour:
     # streams: after the first chunk, an SSE comment (`: keep-alive`) every this many
     # seconds, forever: never silent for long, never done
     keep_alive_every: float | None = None
+    # answer with a call of this tool (name, arguments) instead of text, streamed or not
+    tool_call: tuple[str, dict[str, Any]] | None = None
 
 
 class FakeUpstream:
@@ -159,6 +161,10 @@ class FakeUpstream:
         self._counter += 1
         model = body.get("model", "unknown")
         usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        if path == "/messages/count_tokens":
+            return Response(orjson.dumps({"input_tokens": 42}), 200, media_type="application/json")
+        if b.tool_call is not None and path in ("/chat/completions", "/messages"):
+            return self._tool_answer(path, body, b.tool_call)
         if path == "/chat/completions" and body.get("stream"):
             return StreamingResponse(self._stream(body, b), media_type="text/event-stream")
         if path == "/messages" and body.get("stream"):
@@ -174,6 +180,11 @@ class FakeUpstream:
                 "stop_sequence": None,
                 "usage": {"input_tokens": 11, "output_tokens": 7},
             }
+            if b"cache_control" in orjson.dumps(body):  # as if the prefix were cached
+                out["usage"] |= {
+                    "cache_read_input_tokens": 1000,
+                    "cache_creation_input_tokens": 200,
+                }
             return Response(orjson.dumps(out), 200, b.headers, "application/json")
         if path == "/chat/completions":
             out = {
@@ -253,6 +264,91 @@ class FakeUpstream:
         else:
             return Response(b'{"error":{"message":"no such path"}}', 404)
         return Response(orjson.dumps(out), 200, b.headers, "application/json")
+
+    def _tool_answer(self, path: str, body: dict, tool: tuple[str, dict[str, Any]]) -> Response:
+        """A call of `tool`, in the protocol of `path`, streamed if asked."""
+        name, arguments = tool
+        args = orjson.dumps(arguments).decode()
+        model = body.get("model")
+        if path == "/messages":
+            use = {"type": "tool_use", "id": "toolu_up", "name": name, "input": arguments}
+            message = {
+                "id": "msg_up",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [use],
+                "stop_reason": "tool_use",
+                "stop_sequence": None,
+                "usage": {"input_tokens": 11, "output_tokens": 7},
+            }
+            if not body.get("stream"):
+                return Response(orjson.dumps(message), 200, media_type="application/json")
+            events = [
+                {"type": "message_start", "message": {**message, "content": []}},
+                {"type": "content_block_start", "index": 0, "content_block": {**use, "input": {}}},
+                *(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    }
+                    for piece in (args[:5], args[5:])
+                ),
+                {"type": "content_block_stop", "index": 0},
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                    "usage": {"output_tokens": 7},
+                },
+                {"type": "message_stop"},
+            ]
+            raw = b"".join(
+                b"event: " + e["type"].encode() + b"\ndata: " + orjson.dumps(e) + b"\n\n"
+                for e in events
+            )
+            return Response(raw, 200, media_type="text/event-stream")
+        call = {"id": "call_up", "type": "function", "function": {"name": name, "arguments": args}}
+        base = {"id": "chatcmpl-up", "created": 1700000000, "model": model}
+        usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+        if not body.get("stream"):
+            message = {"role": "assistant", "content": None, "tool_calls": [call]}
+            out = {
+                **base,
+                "object": "chat.completion",
+                "choices": [{"index": 0, "finish_reason": "tool_calls", "message": message}],
+                "usage": usage,
+            }
+            return Response(orjson.dumps(out), 200, media_type="application/json")
+        head = {**call, "index": 0, "function": {"name": name, "arguments": ""}}
+        deltas = [
+            {"role": "assistant", "content": None, "tool_calls": [head]},
+            *(
+                {"tool_calls": [{"index": 0, "function": {"arguments": p}}]}
+                for p in (args[:5], args[5:])
+            ),
+        ]
+        chunks = [
+            {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": d, "finish_reason": None}],
+            }
+            for d in deltas
+        ]
+        chunks.append(
+            {
+                **base,
+                "object": "chat.completion.chunk",
+                "choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}],
+            }
+        )
+        if (body.get("stream_options") or {}).get("include_usage"):
+            chunks.append(
+                {**base, "object": "chat.completion.chunk", "choices": [], "usage": usage}
+            )
+        raw = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in chunks) + b"data: [DONE]\n\n"
+        return Response(raw, 200, media_type="text/event-stream")
 
     async def _stream(self, body: dict, b: Behaviour):
         model = body.get("model")

@@ -12,10 +12,12 @@ import yaml
 from gateway.core.config import (
     DEFAULT_CONFIG_PATH,
     ConfigError,
+    Pricing,
     config_path,
     load_config,
     parse_config,
 )
+from providers.base import Usage
 from providers.tls import TlsOptions
 from tests.support.tls import make_pki
 
@@ -393,3 +395,24 @@ def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config_path("explicit.yaml") == "explicit.yaml"
     monkeypatch.setenv("GATEWISE_CONFIG", "")
     assert config_path() == "gateway.yaml"
+
+
+# -- pricing ------------------------------------------------------------------------------
+
+
+def test_cached_tokens_are_priced_as_such() -> None:
+    pricing = Pricing(
+        input_per_million=3,
+        output_per_million=15,
+        cached_input_per_million=0.3,
+        cache_write_per_million=3.75,
+    )
+    usage = Usage(1_000_000 + 2_000_000 + 4_000_000, 1_000_000, 0, 0, 2_000_000, 4_000_000)
+    assert pricing.cost_of(usage) == pytest.approx(3 + 15 + 2 * 0.3 + 4 * 3.75)
+
+
+def test_unpriced_cache_tokens_cost_the_input_price() -> None:
+    pricing = Pricing(input_per_million=3)
+    usage = Usage(3_000_000, 0, cached_tokens=2_000_000, cache_write_tokens=1_000_000)
+    assert pricing.cost_of(usage) == pytest.approx(9)
+    assert pricing.cost_of(None) == 0.0

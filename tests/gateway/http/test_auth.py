@@ -26,6 +26,7 @@ def app(keys: list[str]) -> ApiKeyMiddleware:
         routes=[
             Route("/v1/models", ok),
             Route("/v1/chat/completions", ok, methods=["POST"]),
+            Route("/v1/messages", ok, methods=["POST"]),
             Route("/healthz", ok),
             Route("/admin/api/stats", ok),
         ]
@@ -135,3 +136,25 @@ def test_bearer_token_parsing() -> None:
     assert bearer_token("bearer abc ") == "abc"
     assert bearer_token("Bearer ") is None
     assert bearer_token("Token abc") is None
+
+
+async def test_x_api_key_opens_anthropics_messages_api_only(
+    client_for: Callable[[list[str]], httpx.AsyncClient],
+) -> None:
+    client = client_for(KEYS)
+    key = {"x-api-key": "key-one"}
+    assert (await client.post("/v1/messages", headers=key)).status_code == 200
+    refused = await client.post("/v1/chat/completions", headers=key)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+    bearer = {"authorization": "Bearer key-two"}
+    assert (await client.post("/v1/messages", headers=bearer)).status_code == 200
+
+
+@pytest.mark.parametrize("headers", [{}, {"x-api-key": "nope"}, {"authorization": "Bearer x"}])
+async def test_anthropics_api_is_refused_in_anthropics_shape(
+    client_for: Callable[[list[str]], httpx.AsyncClient], headers: dict[str, str]
+) -> None:
+    r = await client_for(KEYS).post("/v1/messages", headers=headers)
+    assert r.status_code == 401
+    assert r.json()["type"] == "error"
+    assert r.json()["error"]["type"] == "authentication_error"

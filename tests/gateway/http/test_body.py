@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from starlette.requests import Request
 
-from gateway.core.errors import GatewayError
-from gateway.http.body import check_body, read_json
+from gateway.core.errors import GatewayError, InvalidRequest
+from gateway.http.body import check_body, check_message_body, read_json
 from gateway.http.errors import status_of
 from providers.base import Endpoint
 
@@ -52,7 +52,9 @@ def raises(endpoint: Endpoint, body: dict[str, Any]) -> GatewayError:
 
 
 def test_every_body_endpoint_is_covered() -> None:
-    assert set(Endpoint) - set(VALID) == {Endpoint.VIDEO_STATUS}  # a GET: no body
+    # a GET (no body), and Anthropic's Messages API (check_message_body, below)
+    unchecked = {Endpoint.VIDEO_STATUS, Endpoint.MESSAGES, Endpoint.COUNT_TOKENS}
+    assert set(Endpoint) - set(VALID) == unchecked
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS)
@@ -286,3 +288,32 @@ async def test_multipart_without_content_length_is_411() -> None:
     with pytest.raises(GatewayError) as info:
         await read_json(request, 1000)
     assert status_of(info.value)[0] == 411
+
+
+# -- Anthropic's Messages API ------------------------------------------------------------
+
+MESSAGE = {"model": "m", "max_tokens": 10, "messages": [{"role": "user", "content": "hi"}]}
+
+
+def test_a_valid_message_body_passes_with_its_unknown_fields() -> None:
+    check_message_body({**MESSAGE, "system": [{"type": "text", "text": "x"}], "thinking": {}})
+    check_message_body({"model": "m", "messages": []}, counting=True)
+
+
+@pytest.mark.parametrize(
+    ("change", "param"),
+    [
+        ({"max_tokens": None}, "max_tokens"),
+        ({"model": 3}, "model"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "system", "content": "x"}]}, "messages.0"),
+        ({"messages": [{"role": "user", "content": 3}]}, "messages.0.content"),
+        ({"stream": "yes"}, "stream"),
+        ({"stop_sequences": "END"}, "stop_sequences"),
+    ],
+)
+def test_a_bad_message_body_names_the_field(change: dict[str, Any], param: str) -> None:
+    body = {k: v for k, v in {**MESSAGE, **change}.items() if v is not None}
+    with pytest.raises(InvalidRequest) as info:
+        check_message_body(body)
+    assert info.value.param == param

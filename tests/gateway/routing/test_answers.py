@@ -121,3 +121,43 @@ def test_stream_answer_reads_responses_named_events() -> None:
     cut.add("response.output_text.delta", {"delta": "Hi"})
     cut.add("response.incomplete", {"response": {"status": "incomplete"}})
     assert cut.result().finish_reason == "length"
+
+
+# -- Anthropic's Messages API --------------------------------------------------------------
+
+
+def test_answer_from_a_message() -> None:
+    body = {
+        "content": [
+            {"type": "thinking", "thinking": "hm"},
+            {"type": "text", "text": "Checking "},
+            {"type": "text", "text": "now."},
+            {"type": "tool_use", "id": "t", "name": "f", "input": {"a": 1}},
+        ],
+        "stop_reason": "max_tokens",
+    }
+    answer = answer_from_body(Endpoint.MESSAGES, body)
+    assert answer == Answer("Checking now.", "length", None, ['{"a":1}'])
+    assert "truncated" in evaluate(PLAIN, answer).flags
+
+
+def test_stream_answer_from_anthropic_events() -> None:
+    said = StreamAnswer()
+    events: list[tuple[str, dict[str, Any]]] = [
+        ("message_start", {"message": {"id": "msg_1"}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "Hi"}}),
+        ("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": "!"}}),
+        (
+            "content_block_delta",
+            {"index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"a"'}},
+        ),
+        (
+            "content_block_delta",
+            {"index": 1, "delta": {"type": "input_json_delta", "partial_json": ":1}"}},
+        ),
+        ("message_delta", {"delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 5}}),
+        ("message_stop", {}),
+    ]
+    for event, data in events:
+        said.add(event, data)
+    assert said.result() == Answer("Hi!", "tool_calls", None, ['{"a":1}'])

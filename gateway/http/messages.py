@@ -1,0 +1,223 @@
+"""Anthropic's Messages API: where a client that speaks Anthropic enters.
+
+`POST /v1/messages` runs through the same pipeline as chat completions (scope, quota,
+routing, fallback, blacklist, recording, feedback) as an `Endpoint.MESSAGES` job whose
+body stays in Anthropic's shape: an Anthropic upstream gets it as it came, the others
+translate it (`providers.anthropic_inbound`). What is Anthropic's here is only HTTP:
+the answer under the gateway's own `msg_` id, the stream as Anthropic's named events
+(never OpenAI's `[DONE]`), and errors in Anthropic's shape. `POST
+/v1/messages/count_tokens` asks the first model that may serve the request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+from gateway.core.errors import (
+    Failure,
+    GatewayError,
+    NoModelAvailable,
+    RejectedByUpstream,
+    UpstreamFailed,
+)
+from gateway.core.ids import request_id_from
+from gateway.core.types import ENDPOINT_TYPES
+from gateway.http.auth import tenant_of
+from gateway.http.body import check_message_body, read_json
+from gateway.http.disconnect import ClientLeft, unless_client_leaves
+from gateway.http.errors import anthropic_error_body, anthropic_error_response
+from gateway.http.inbound import Inbound, send_json
+from gateway.http.proxy import (
+    Backend,
+    FastEndpoint,
+    Headers,
+    check_scope,
+    optimization_of,
+    served_headers,
+)
+from gateway.http.streaming import StreamingResponse
+from gateway.routing.dispatch import Exchange, ReplyJob, Streaming, StreamJob
+from providers.base import NO_HEADERS, Call, Chunk, ChunkStream, Endpoint, Reply
+from providers.errors import ProviderError, RateLimited, UpstreamServerError
+
+__all__ = ["messages_routes"]
+
+_TEXT = ENDPOINT_TYPES[Endpoint.MESSAGES]
+
+
+def messages_routes(gateway: Backend) -> list[Route]:
+    max_body = gateway.config.server.max_body_bytes
+    catalog = gateway.catalog
+    dispatcher = gateway.dispatcher
+    quota = gateway.quota
+
+    async def messages(scope: Scope, receive: Receive, send: Send) -> None:
+        request = Inbound(scope, receive)
+        headers = request.headers
+        request_id = request_id_from(headers.get("x-request-id"))
+        limits: Headers = ()
+        tenant = tenant_of(scope)
+        try:
+            body = await read_json(request, max_body)
+            check_message_body(body)
+            optimization = optimization_of(headers.get("x-gatewise-optimize"))
+            asked = body["model"]
+            if tenant is not None:
+                check_scope(tenant, asked)
+                optimization = optimization or tenant.optimization
+                if tenant.limited:
+                    admission = quota.admit(tenant)
+                    limits = admission.headers
+                    asked = admission.route or asked
+            target = catalog.resolve(asked, _TEXT)
+            conversation = headers.get("x-gatewise-conversation") or _user_id(body)
+            args = (request_id, Endpoint.MESSAGES, target, body, optimization, conversation)
+            owner = tenant.name if tenant is not None else None
+            passed = _passed_on(headers)
+            if body.get("stream") is True:
+                stream = dispatcher.run(StreamJob(*args, owner=owner, headers=passed))
+                events = await unless_client_leaves(scope, receive, stream)
+                return await _events(events, limits)(scope, receive, send)
+            reply = dispatcher.run(ReplyJob(*args, owner=owner, headers=passed))
+            exchange = await unless_client_leaves(scope, receive, reply)
+        except GatewayError as exc:
+            if tenant is not None and tenant.limited:
+                quota.failed(tenant.name)
+            extra = {"x-request-id": request_id, **{k.decode(): v.decode() for k, v in limits}}
+            return await anthropic_error_response(exc, extra)(scope, receive, send)
+        except ClientLeft:
+            return  # the attempt is recorded as the client's leaving; nobody to answer
+        await _reply(exchange, send, limits)
+
+    async def count_tokens(request: Request) -> Response:
+        request_id = request_id_from(request.headers.get("x-request-id"))
+        headers = {"x-request-id": request_id}
+        try:
+            body = await read_json(request, max_body)
+            check_message_body(body, counting=True)
+            tenant = tenant_of(request.scope)
+            if tenant is not None:
+                check_scope(tenant, body["model"])
+            name, reply = await _count(body, _passed_on(request.headers))
+        except GatewayError as exc:
+            return anthropic_error_response(exc, headers)
+        headers["x-gatewise-model"] = name
+        return Response(orjson.dumps(reply.body), 200, headers, "application/json")
+
+    async def _count(body: dict[str, Any], passed: Mapping[str, str]) -> tuple[str, Reply]:
+        """The count of the first of the target's models whose upstream answers it (an
+        Anthropic upstream counts; the others estimate). Not a routed answer: nothing
+        is recorded against the model."""
+        target = catalog.resolve(body["model"], _TEXT)
+        unable = catalog.unable(Endpoint.COUNT_TOKENS)
+        failures: list[Failure] = []
+        for model in target.candidates:
+            if model.name in unable or model.provider not in catalog.providers:
+                continue
+            call = Call(Endpoint.COUNT_TOKENS, body, model.upstream, headers=passed)
+            try:
+                return model.name, await catalog.provider_for(model).send(call)
+            except ProviderError as exc:
+                if not exc.blames_model:
+                    raise RejectedByUpstream(exc) from None
+                failures.append(Failure(model.name, model.provider, exc))
+        if failures:
+            raise UpstreamFailed(failures)
+        raise NoModelAvailable("No model is available to count this request's tokens.")
+
+    return [
+        Route("/v1/messages", FastEndpoint(messages), methods=["POST"]),
+        Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
+    ]
+
+
+def _passed_on(headers: Mapping[str, str]) -> Mapping[str, str]:
+    """What an Anthropic upstream is told of the client's headers: its betas."""
+    beta = headers.get("anthropic-beta")
+    return {"anthropic-beta": beta} if beta else NO_HEADERS
+
+
+def _user_id(body: dict[str, Any]) -> str | None:
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    return user if isinstance(user, str) else None
+
+
+async def _reply(exchange: Exchange[Reply], send: Send, limits: Headers) -> None:
+    """A whole Message, under the gateway's own id and model name."""
+    reply = exchange.result
+    out = reply.body
+    out["id"] = exchange.job.response_id
+    out["model"] = exchange.model.name
+    try:
+        await send_json(send, reply.status, orjson.dumps(out), served_headers(exchange, limits))
+    finally:
+        exchange.close()
+
+
+def _events(exchange: Streaming[ChunkStream, list[Chunk]], limits: Headers) -> Response:
+    response = StreamingResponse(
+        _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
+    )
+    response.raw_headers += served_headers(exchange, limits)
+    return response
+
+
+async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[bytes]:
+    """Anthropic's events, one write per upstream read; a failure after the first byte
+    is an `error` event, as Anthropic sends it."""
+    upstream = exchange.result
+    rid, name = exchange.job.response_id, exchange.model.name
+    error: ProviderError | None = None
+    gone = closed = False
+    try:
+        batch = exchange.first
+        if batch is not None:
+            exchange.observe(batch)
+            yield _encode(batch, rid, name)
+            async for batch in exchange.rest:
+                exchange.observe(batch)
+                yield _encode(batch, rid, name)
+    except (asyncio.CancelledError, GeneratorExit):
+        gone = True
+        raise
+    except Exception as exc:
+        error = (
+            exc
+            if isinstance(exc, ProviderError)
+            else UpstreamServerError(
+                f"{exchange.provider}: the stream failed ({type(exc).__name__})"
+            )
+        )
+        closed = True
+        await exchange.fail(error)  # a bench it began is stored before the client hears
+        kind = "overloaded_error" if isinstance(error, RateLimited) else "api_error"
+        body = orjson.dumps(anthropic_error_body(error.message, kind))
+        yield b"event: error\ndata: " + body + b"\n\n"
+    finally:
+        with anyio.CancelScope(shield=True):
+            await upstream.aclose()
+        if not closed:
+            exchange.close(error, client_gone=gone)
+
+
+def _encode(batch: list[Chunk], response_id: str, model: str) -> bytes:
+    out: list[bytes] = []
+    for event, data in batch:
+        if event == "message_start":
+            message = data.get("message")
+            if isinstance(message, dict):
+                message["id"] = response_id
+                message["model"] = model
+        name = event or str(data.get("type", "message"))
+        out.append(b"event: " + name.encode() + b"\ndata: " + orjson.dumps(data) + b"\n\n")
+    return b"".join(out)
