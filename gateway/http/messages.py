@@ -40,6 +40,7 @@ from gateway.http.proxy import (
     Backend,
     FastEndpoint,
     Headers,
+    admit,
     check_scope,
     optimization_of,
     served_headers,
@@ -72,12 +73,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
             optimization = optimization_of(headers.get("x-gatewise-optimize"))
             asked = body["model"]
             if tenant is not None:
-                check_scope(tenant, asked)
-                optimization = optimization or tenant.optimization
-                if tenant.limited:
-                    admission = quota.admit(tenant)
-                    limits = admission.headers
-                    asked = admission.route or asked
+                asked, optimization, limits = admit(tenant, asked, optimization, quota)
             target = catalog.resolve(asked, _TEXT)
             conversation = headers.get("x-gatewise-conversation") or _user_id(body)
             args = (request_id, Endpoint.MESSAGES, target, body, optimization, conversation)

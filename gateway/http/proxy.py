@@ -59,6 +59,7 @@ __all__ = [
     "Backend",
     "FastEndpoint",
     "Headers",
+    "admit",
     "check_scope",
     "fast_handlers",
     "optimization_of",
@@ -148,12 +149,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 optimization = optimization_of(headers.get("x-gatewise-optimize"))
                 asked = body["model"]
                 if tenant is not None:
-                    check_scope(tenant, asked)
-                    optimization = optimization or tenant.optimization
-                    if tenant.limited:
-                        admission = quota.admit(tenant)
-                        limits = admission.headers
-                        asked = admission.route or asked  # budget spent: the cheaper route
+                    asked, optimization, limits = admit(tenant, asked, optimization, quota)
                 target = catalog.resolve(asked, ctype)
                 conversation = headers.get("x-gatewise-conversation") or body.get("user")
                 args = (request_id, endpoint, target, body, optimization)
@@ -251,6 +247,22 @@ def proxy_routes(gateway: Backend) -> list[Route]:
         Route("/v1/models", list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", retrieve_model, methods=["GET"]),
     ]
+
+
+def admit(
+    tenant: Tenant, asked: object, optimization: Optimization | None, quota: Quota
+) -> tuple[object, Optimization | None, Headers]:
+    """A key's request as it is served: within its scope (or NotAllowed), with its
+    default optimization, counted against its limits (or RateLimitExceeded,
+    QuotaExceeded), and moved to its cheaper route once its budget is spent. Returns
+    what to serve, how, and the x-ratelimit-* headers for the answer."""
+    check_scope(tenant, asked)
+    limits: Headers = ()
+    if tenant.limited:
+        admission = quota.admit(tenant)
+        limits = admission.headers
+        asked = admission.route or asked
+    return asked, optimization or tenant.optimization, limits
 
 
 def check_scope(tenant: Tenant, name: object) -> None:
