@@ -93,8 +93,18 @@ def key_routes(services: AdminServices) -> list[Route]:
         found = find(request.path_params["name"])
         return json_response({**found, "usage": services.quota.report(found["name"])})
 
+    @operation()
+    async def all_usage(request: Request) -> Response:
+        """Every key with today's and this month's use across the fleet, in one answer
+        (the dashboard's keys panel)."""
+        configured = [describe(t) for t in services.keys.configured()]
+        keys = sorted(configured, key=lambda k: k["name"]) + services.key_registry.listing()
+        data = [{**k, "usage": services.quota.report(k["name"])} for k in keys]
+        return json_response({"object": "list", "data": data})
+
     outages = services.store.OUTAGES
     return [
+        Route("/admin/usage", guarded(all_usage), methods=["GET"]),
         Route("/admin/keys", guarded(keys), methods=["GET"]),
         Route("/admin/keys", guarded(create, outages), methods=["POST"]),
         Route("/admin/keys/{name}", guarded(one), methods=["GET"]),
