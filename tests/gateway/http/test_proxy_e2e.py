@@ -203,10 +203,14 @@ def test_speech_response_format_is_a_format_name(
     assert audio.content.startswith(b"RIFF")
     [seen] = up.calls("/audio/speech")
     assert seen.body["response_format"] == fmt
-    mocked = client.audio.speech.create(
+    mocked = client.audio.speech.with_raw_response.create(
         model="sim-speaker", input="hello", voice="alloy", response_format=fmt
     )
-    assert mocked.content
+    # the content type says what the bytes are (the mock encodes mp3, wav and pcm only)
+    sent = {"mp3": "audio/mpeg", "pcm": "audio/pcm"}.get(fmt, "audio/wav")
+    assert mocked.headers["content-type"] == sent
+    assert mocked.content.startswith(b"RIFF") == (sent == "audio/wav")
+    assert mocked.headers["x-gatewise-model"] == "sim-speaker"
 
 
 def test_a_response_format_of_the_wrong_shape_is_still_refused(gw: GatewayProcess) -> None:
