@@ -75,22 +75,40 @@ def token_cap(body: dict[str, Any], endpoint: Endpoint) -> int | None:
     return None
 
 
+def _named(value: Any) -> dict[str, Any] | None:
+    """A function's description: chat's {"function": {...}} or the Responses' flat shape."""
+    if not isinstance(value, dict):
+        return None
+    function = value.get("function", value)
+    return (
+        function if isinstance(function, dict) and isinstance(function.get("name"), str) else None
+    )
+
+
 def _functions(body: dict[str, Any]) -> list[dict[str, Any]]:
     tools = body.get("tools")
     if not isinstance(tools, list):
         return []
-    found = []
-    for tool in tools:
-        function = tool.get("function") if isinstance(tool, dict) else None
-        if isinstance(function, dict) and isinstance(function.get("name"), str):
-            found.append(function)
-    return found
+    return [
+        f
+        for tool in tools
+        if isinstance(tool, dict)
+        and tool.get("type", "function") == "function"
+        and (f := _named(tool)) is not None
+    ]
 
 
 def _last_message(body: dict[str, Any]) -> dict[str, Any]:
-    messages = body.get("messages")
-    last = messages[-1] if isinstance(messages, list) and messages else None
-    return last if isinstance(last, dict) else {}
+    """The conversation's last turn: a tool's result reads as role "tool" in both APIs."""
+    turns = body.get("messages", body.get("input"))
+    if isinstance(turns, str):
+        return {"role": "user", "content": turns}
+    last = turns[-1] if isinstance(turns, list) and turns else None
+    if not isinstance(last, dict):
+        return {}
+    if last.get("type") == "function_call_output":
+        return {"role": "tool"}
+    return last
 
 
 def tool_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
@@ -107,8 +125,8 @@ def tool_call(body: dict[str, Any]) -> tuple[str, dict[str, Any]] | None:
     choice = body.get("tool_choice", "auto")
     chosen: dict[str, Any] | None = None
     if isinstance(choice, dict):
-        function = choice.get("function")
-        name = function.get("name") if isinstance(function, dict) else None
+        named = _named(choice)
+        name = named["name"] if named is not None else None
         chosen = next((f for f in functions if f["name"] == name), None)
         if chosen is None:
             return (name, {}) if isinstance(name, str) else None
@@ -508,16 +526,25 @@ def completion_script(
 def response_body(
     resp_id: str, msg_id: str, created: int, model: str, answer: Answer, body: dict[str, Any]
 ) -> dict[str, Any]:
-    done = answer.finish == "stop"
+    done = answer.finish != "length"
     status = "completed" if done else "incomplete"
     part = {"type": "output_text", "text": answer.text, "annotations": [], "logprobs": []}
-    message = {
+    message: dict[str, Any] = {
         "type": "message",
         "id": msg_id,
         "status": status,
         "role": "assistant",
         "content": [part],
     }
+    if answer.tool:
+        message = {
+            "type": "function_call",
+            "id": msg_id.replace("msg_", "fc_", 1),
+            "call_id": answer.call_id,
+            "name": answer.tool,
+            "arguments": answer.text,
+            "status": "completed",
+        }
     text = body.get("text")
     return {
         "id": resp_id,
@@ -555,8 +582,40 @@ def response_body(
     }
 
 
+def _function_call_script(final: dict[str, Any], pending: dict[str, Any]) -> Script:
+    call = final["output"][0]
+    item = {"item_id": call["id"], "output_index": 0}
+    pieces = split_text(call["arguments"], 3)
+    events: list[Chunk] = [
+        ("response.created", {"response": pending}),
+        ("response.in_progress", {"response": pending}),
+        (
+            "response.output_item.added",
+            {"output_index": 0, "item": {**call, "arguments": "", "status": "in_progress"}},
+        ),
+    ]
+    events += [("response.function_call_arguments.delta", {**item, "delta": p}) for p in pieces]
+    events += [
+        (
+            "response.function_call_arguments.done",
+            {**item, "name": call["name"], "arguments": call["arguments"]},
+        ),
+        ("response.output_item.done", {"output_index": 0, "item": call}),
+    ]
+    settle = len(events)
+    events.append(("response.completed", {"response": final}))
+    for number, (event, data) in enumerate(events):
+        data["type"] = event
+        data["sequence_number"] = number
+    return Script(events, 3, len(pieces), settle)
+
+
 def response_script(final: dict[str, Any]) -> Script:
     """The Responses event sequence that builds up `final` (a `response_body`)."""
+    if final["output"][0]["type"] == "function_call":
+        pending = {**final, "status": "in_progress", "output": [], "usage": None}
+        pending.update(completed_at=None, incomplete_details=None)
+        return _function_call_script(final, pending)
     message = final["output"][0]
     part = message["content"][0]
     item = {"item_id": message["id"], "output_index": 0, "content_index": 0}

@@ -212,7 +212,7 @@ class MockProvider(Provider):
         prompt = self._prompt_tokens(model, body)
         total = model.config.completion_tokens
         n = payloads.choice_count(body) if call.endpoint is not Endpoint.RESPONSES else 1
-        if call.endpoint is Endpoint.CHAT:
+        if call.endpoint is not Endpoint.COMPLETIONS:
             tool = payloads.tool_call(body)
             if tool is not None:
                 name, parameters = tool

@@ -95,3 +95,11 @@ def test_openai_sdk_parse_n_and_logprobs(client: openai.OpenAI) -> None:
     logprobs = reply.choices[2].logprobs
     assert logprobs is not None and logprobs.content
     assert "".join(t.token for t in logprobs.content) == reply.choices[2].message.content
+
+
+def test_openai_sdk_responses_function_call(client: openai.OpenAI) -> None:
+    tool = {"type": "function", "name": "Person", "parameters": Person.model_json_schema()}
+    reply = client.responses.create(model="sim", input="Describe someone", tools=[tool])  # type: ignore[list-item]
+    [call] = reply.output
+    assert call.type == "function_call"
+    Person.model_validate_json(call.arguments)

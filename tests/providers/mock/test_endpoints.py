@@ -316,3 +316,55 @@ async def test_truncated_responses_stream_ends_incomplete() -> None:
     assert events[-1][0] == "response.incomplete"
     EVENT.validate_python(events[-1][1])
     assert stream.finish_reason == "length"
+
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+        "required": ["city", "days"],
+    },
+}
+
+
+async def test_responses_call_a_tool_then_answer_after_its_output() -> None:
+    provider = make(MockConfig(quality=1.0))
+    body = {"model": "x", "input": "Weather in Oslo?", "tools": [WEATHER]}
+    parsed = Response.model_validate(
+        (await provider.send(Call(Endpoint.RESPONSES, body, "r"))).body
+    )
+    [call] = parsed.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "example", "days": 1}
+    assert call.call_id.startswith("call_") and parsed.status == "completed"
+    follow = {
+        **body,
+        "input": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name,
+             "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+        ],
+    }  # fmt: skip
+    answer = Response.model_validate(
+        (await provider.send(Call(Endpoint.RESPONSES, follow, "r"))).body
+    )
+    assert answer.output_text and answer.output[0].type == "message"
+    none = {**body, "tool_choice": "none"}
+    plain = (await provider.send(Call(Endpoint.RESPONSES, none, "r"))).body
+    assert plain["output"][0]["type"] == "message"
+
+
+async def test_responses_stream_a_tool_call() -> None:
+    provider = make(MockConfig(quality=1.0))
+    body = {"model": "x", "input": "hi", "tools": [WEATHER], "tool_choice": "required"}
+    stream = await provider.stream(Call(Endpoint.RESPONSES, body, "r"))
+    events = [TypeAdapter(ResponseStreamEvent).validate_python(d) for _, d in await collect(stream)]
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert "".join(deltas) == done.arguments and json.loads(done.arguments)["city"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
