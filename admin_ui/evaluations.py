@@ -114,6 +114,7 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
             else None
         )
         levels = {e.model: e.level for e in services.blacklist.active()}
+        simulated = frozenset(p.name for p in services.catalog.config.providers if p.type == "mock")
         for model in services.catalog.models:
             entry = services.blacklist.entry(model)
             if entry is not None and entry.level:
@@ -134,7 +135,7 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
                 "models": [{**a, "flag_rates": _rates(a)} for a in evaluation],
                 "feedback": feedback,
                 "trend": trend,
-                "suggestions": suggestions(rows(services, f.conversation_type), levels),
+                "suggestions": suggestions(rows(services, f.conversation_type), levels, simulated),
                 "generated_at": now,
             }
         )

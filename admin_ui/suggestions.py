@@ -18,11 +18,15 @@ FAILURE_RATE = 0.2
 
 
 def suggestions(
-    rows: list[dict[str, Any]], blacklist_levels: dict[str, int]
+    rows: list[dict[str, Any]],
+    blacklist_levels: dict[str, int],
+    simulated: frozenset[str] = frozenset(),
 ) -> list[dict[str, Any]]:
+    """What to change, from the rows' evidence; `simulated` names the mock providers,
+    whose failures are configured, not an upstream's status or key."""
     out: list[dict[str, Any]] = []
     for row in rows:
-        out += _truncation(row) + _priors(row) + _reliability(row, blacklist_levels)
+        out += _truncation(row) + _priors(row) + _reliability(row, blacklist_levels, simulated)
     by_type: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_type.setdefault(row["conversation_type"], []).append(row)
@@ -97,7 +101,9 @@ def _priors(row: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def _reliability(row: dict[str, Any], levels: dict[str, int]) -> list[dict[str, Any]]:
+def _reliability(
+    row: dict[str, Any], levels: dict[str, int], simulated: frozenset[str]
+) -> list[dict[str, Any]]:
     judged = row["successes"] + row["failures"]
     level = levels.get(row["model"], 0)
     rate = row["failures"] / judged if judged else 0.0
@@ -119,8 +125,14 @@ def _reliability(row: dict[str, Any], levels: dict[str, int]) -> list[dict[str, 
                 "last_error_class": row["last_error_class"],
                 "window": "all recorded attempts",
             },
-            f"Check {row['provider']}'s status and API key, or remove {row['model']} from its "
-            "routes until it is stable.",
+            (
+                f"{row['model']} is simulated by the mock provider '{row['provider']}', which "
+                "fails on purpose: lower its mock failure_rate in the configuration, or remove "
+                "it from its routes."
+            )
+            if row["provider"] in simulated
+            else f"Check {row['provider']}'s status and API key, or remove {row['model']} from "
+            "its routes until it is stable.",
         )
     ]
 

@@ -4,9 +4,19 @@ import { el } from "./dom.js";
 const NS = "http://www.w3.org/2000/svg";
 const W = 520;
 const H = 200;
-const M = { left: 62, right: 16, top: 12, bottom: 28 };
-export const PALETTE = ["#1f5fa8", "#c62828", "#2e7d32", "#7b3fa0", "#b35c00", "#00796b",
-  "#ad1457", "#5d4037"];
+const M = { left: 74, right: 16, top: 12, bottom: 28 };
+// Okabe and Ito's colour-blind-safe hues (their yellow is too pale on white), each far
+// from the others; past them, series repeat a hue with a dash pattern (see seriesStyle).
+export const PALETTE = ["#0072b2", "#d55e00", "#009e73", "#cc79a7", "#56b4e9", "#e69f00",
+  "#000000"];
+const DASHES = ["none", "6 3", "2 3", "8 3 2 3"];
+
+/** The colour and dash of the i-th of many series: no two alike for 28 of them. */
+export function seriesStyle(i) {
+  const k = Math.max(0, i);
+  return { color: PALETTE[k % PALETTE.length],
+    dash: DASHES[Math.floor(k / PALETTE.length) % DASHES.length] };
+}
 
 function svg(tag, attrs = {}, text) {
   const node = document.createElementNS(NS, tag);
@@ -66,10 +76,12 @@ function figure(title, chart, series, note) {
  * A line chart of series [{name, color, dash?, points: [{x, y|null}]}] over [xMin, xMax].
  * Returns a <figure> with the SVG and a text legend.
  */
-export function lineChart({ title, label, series, xMin, xMax, yFormat = String,
-  xFormat = String, note }) {
+export function lineChart({ title, label, series, xMin, xMax, yFormat: given = String,
+  yAxis, yMax: fixedMax, xFormat = String, note }) {
   const ys = series.flatMap((s) => s.points.map((p) => p.y)).filter((y) => Number.isFinite(y));
-  const yMax = niceMax(Math.max(0, ...ys));
+  const yMax = fixedMax || niceMax(Math.max(0, ...ys));
+  // yAxis(yMax) gives a formatter suited to the axis's range (cost: $ or µ$)
+  const yFormat = yAxis ? yAxis(yMax) : given;
   const root = frame(label || title, yMax, yFormat);
   const plotW = W - M.left - M.right;
   const plotH = H - M.top - M.bottom;

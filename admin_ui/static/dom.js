@@ -15,7 +15,8 @@ export function el(tag, props = {}, ...children) {
 }
 
 export function append(node, children) {
-  for (const child of children.flat()) {
+  // Any depth: a helper may return [dt, dd] pairs, and an array is never text.
+  for (const child of children.flat(Infinity)) {
     if (child === null || child === undefined || child === false) continue;
     node.append(child instanceof Node ? child : document.createTextNode(String(child)));
   }
@@ -31,16 +32,28 @@ export function fill(node, ...children) {
 const dash = "–";
 const isNum = (v) => typeof v === "number" && Number.isFinite(v);
 
+/** A number in plain digits (never 7.5e-7), with at most `digits` significant ones. */
+const plain = (v, digits) => v.toLocaleString("en-US", { maximumSignificantDigits: digits });
+
 export const fmt = {
   int: (v) => (isNum(v) ? Math.round(v).toLocaleString("en-US") : dash),
   num: (v, digits = 1) => (isNum(v) ? v.toFixed(digits) : dash),
   pct: (v) => (isNum(v) ? `${(v * 100).toFixed(v >= 0.999 || v === 0 ? 0 : 1)}%` : dash),
-  ms: (v) => (isNum(v) ? (v >= 1000 ? `${(v / 1000).toFixed(2)} s` : `${Math.round(v)} ms`) : dash),
+  ms: (v) => (isNum(v) ? (v >= 1000 ? `${(v / 1000).toFixed(2)} s`
+    : `${v < 10 && v % 1 ? v.toFixed(1) : Math.round(v)} ms`) : dash),
+  /** A count on an axis, where a half-way tick may fall between whole numbers. */
+  count: (v) => (isNum(v) ? (Number.isInteger(v) ? fmt.int(v) : plain(v, 2)) : dash),
   cost: (v) => {
     if (!isNum(v)) return dash;
     if (v === 0) return "$0";
-    if (Math.abs(v) < 0.01) return `$${v.toPrecision(2)}`;
-    return `$${v.toFixed(v < 10 ? 3 : 2)}`;
+    if (Math.abs(v) < 1) return `$${plain(v, 2)}`;
+    return `$${v.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 })}`;
+  },
+  /** Tick labels for a cost axis up to `max`: short, one unit, no exponent; below a
+   * thousandth of a dollar in millionths (µ$), which the chart's note explains. */
+  costAxis: (max) => {
+    if (max >= 0.001) return (v) => (v === 0 ? "$0" : `$${plain(v, 3)}`);
+    return (v) => (v === 0 ? "0" : `${plain(v * 1e6, 3)} µ$`);
   },
   time: (ts) => (isNum(ts) ? new Date(ts * 1000).toLocaleTimeString([], { hour12: false }) : dash),
   datetime: (ts) =>

@@ -1,15 +1,16 @@
 // Time series for the charts: fetched per model, aggregated across models, drawn as SVG.
 import { api } from "./api.js";
 import { fill, fmt } from "./dom.js";
-import { barChart, lineChart, PALETTE } from "./charts.js";
+import { barChart, lineChart, PALETTE, seriesStyle } from "./charts.js";
 import { DIMENSIONS } from "./feedback.js";
 
 const METRICS = {
-  requests: { label: "Requests", format: (v) => fmt.int(v) },
-  failures: { label: "Failures", format: (v) => fmt.int(v) },
+  requests: { label: "Requests", format: (v) => fmt.count(v) },
+  failures: { label: "Failures", format: (v) => fmt.count(v) },
   latency_ms: { label: "Latency (mean)", format: (v) => fmt.ms(v) },
-  cost: { label: "Cost", format: (v) => fmt.cost(v) },
+  cost: { label: "Cost", format: (v) => fmt.cost(v), axis: fmt.costAxis },
 };
+const MICRO = "µ$: millionths of a dollar.";
 const RANGE_NAMES = { 900: "the last 15 minutes", 3600: "the last hour", 86400: "the last 24 hours" };
 const hhmm = (ts) => new Date(ts * 1000).toLocaleTimeString([], { hour: "2-digit",
   minute: "2-digit", hour12: false });
@@ -24,10 +25,13 @@ export async function loadSeries(models, { type, range }) {
   return Object.fromEntries(replies.map((r) => [r.model, r.timeseries]));
 }
 
-function grid(ts) {
+/** The buckets that have ended: the current one, still filling, would be drawn as a
+ * drop at the right edge of every chart. */
+function grid(ts, ended = true) {
   const { since, until, bucket_seconds: size } = ts;
   const out = [];
-  for (let t = Math.floor(since / size) * size; t <= until; t += size) out.push(t);
+  const last = ended ? until - size : until;
+  for (let t = Math.floor(since / size) * size; t <= last; t += size) out.push(t);
   return out;
 }
 
@@ -48,6 +52,7 @@ function aggregate(all, xs) {
       x,
       requests: req,
       failures: pts.reduce((a, p) => a + p.failures, 0),
+      successes: pts.reduce((a, p) => a + (p.successes ?? p.requests - p.failures), 0),
       cost: pts.reduce((a, p) => a + (p.cost || 0), 0),
       latency: weighted("latency_ms"),
       p50: quantiles ? weighted(has("p50_ms") ? "p50_ms" : "latency_p50_ms") : null,
@@ -99,39 +104,51 @@ export function renderCharts(node, seriesByModel, { metric, range, rows, models 
     data: [] };
   const xs = grid(base);
   const agg = aggregate(all, xs);
-  const common = { xMin: base.since, xMax: base.until, xFormat: hhmm };
+  const last = xs.length ? xs[xs.length - 1] : base.until;
+  const common = { xMin: base.since, xMax: last, xFormat: hhmm };
   const line = (key) => agg.map((p) => ({ x: p.x, y: p[key] }));
-  const total = (key) => agg.reduce((a, p) => a + (p[key] || 0), 0);
+  // Totals count every bucket, the one still filling included: they are not drawn.
+  const everything = aggregate(all, grid(base, false));
+  const total = (key) => everything.reduce((a, p) => a + (p[key] || 0), 0);
   const quantiles = agg.some((p) => p.quantiles);
   const latency = quantiles
     ? [{ name: "p50", color: PALETTE[0], points: line("p50") },
       { name: "p95", color: PALETTE[1], dash: "6 3", points: line("p95") }]
     : [{ name: "mean", color: PALETTE[0], points: line("latency") }];
   const m = METRICS[metric] || METRICS.requests;
-  const colorOf = (name) => PALETTE[Math.max(0, models.indexOf(name)) % PALETTE.length];
   const perModel = Object.entries(seriesByModel).sort(([a], [b]) => a.localeCompare(b))
     .map(([name, ts]) => {
       const map = byTs(ts);
-      return { name, color: colorOf(name), points: xs.map((x) => {
+      return { name, ...seriesStyle(models.indexOf(name)), points: xs.map((x) => {
         const p = map.get(x);
         if (metric === "latency_ms") return { x, y: p && p.requests ? p.latency_ms : null };
         return { x, y: p ? p[metric] || 0 : 0 };
       }) };
     });
+  const costMax = Math.max(0, ...agg.map((p) => p.cost || 0));
+  const micro = (max) => max > 0 && max < 0.001;
+  const modelMax = Math.max(0, ...perModel.flatMap((s) => s.points.map((p) => p.y || 0)));
+  const success = agg.map((p) => ({ x: p.x, y: p.successes + p.failures
+    ? p.successes / (p.successes + p.failures) : null }));
   fill(node,
     lineChart({ ...common, title: "Requests and failures",
       label: `Requests and failures over ${when}: ${fmt.int(total("requests"))} requests, ` +
         `${fmt.int(total("failures"))} failures`,
-      yFormat: (v) => fmt.int(v),
+      yFormat: (v) => fmt.count(v), note: "The current minute is drawn once it has ended.",
       series: [{ name: "requests", color: PALETTE[0], points: line("requests") },
         { name: "failures", color: PALETTE[1], dash: "6 3", points: line("failures") }] }),
     lineChart({ ...common, title: quantiles ? "Latency (p50 and p95)" : "Latency (mean)",
       label: `Latency over ${when}`, yFormat: (v) => fmt.ms(v), series: latency,
       note: quantiles ? null : "Mean per time bucket, across all models." }),
+    lineChart({ ...common, title: "Success rate of attempts", yMax: 1,
+      label: `Share of attempts that succeeded over ${when}`, yFormat: (v) => fmt.pct(v),
+      series: [{ name: "succeeded", color: PALETTE[2], points: success }],
+      note: "A failed attempt may still have been answered by the next model." }),
     lineChart({ ...common, title: "Cost", label: `Cost over ${when}: ${fmt.cost(total("cost"))}`,
-      yFormat: (v) => fmt.cost(v), series: [{ name: "cost", color: PALETTE[2],
-        points: line("cost") }] }),
+      yAxis: fmt.costAxis, series: [{ name: "cost", color: PALETTE[5], points: line("cost") }],
+      note: micro(costMax) ? MICRO : null }),
     lineChart({ ...common, title: `${m.label} by model`, label: `${m.label} per model over ${when}`,
-      yFormat: m.format, series: perModel }),
+      yFormat: m.format, yAxis: m.axis, series: perModel,
+      note: m.axis && micro(modelMax) ? MICRO : null }),
     feedbackBars(rows));
 }

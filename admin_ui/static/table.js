@@ -8,31 +8,36 @@ const num = (v, d) => (v === null || v === undefined ? fmt.dash : fmt.num(v, d))
 function feedbackCell(row, dim) {
   const f = row.feedback && row.feedback[dim];
   if (!f || !f.count) return fmt.dash;
-  return [fmt.num(f.mean, 2), " ", el("span", { className: "muted small" }, `(${f.count})`)];
+  return el("span", { title: `${f.count} rating${f.count === 1 ? "" : "s"}` },
+    fmt.num(f.mean, 2), el("span", { className: "muted small" }, ` ·${f.count}`));
 }
 
 function statusCell(row) {
   if (row.blacklisted) return el("span", { className: "badge bad" }, "blacklisted");
   if (row.consecutive_failures) {
-    return el("span", { className: "badge warn" },
-      `${row.consecutive_failures} failure${row.consecutive_failures === 1 ? "" : "s"} in a row`);
+    const n = row.consecutive_failures;
+    return el("span", { className: "badge warn", title: `${n} failed in a row` },
+      `${n} failing`);
   }
   if (!row.requests) return el("span", { className: "muted" }, "no traffic");
   return el("span", { className: "badge ok" }, "ok");
 }
 
+// Feedback headers are abbreviated (the full name is the button's accessible name and tooltip).
+const SHORT = { relevance: "Relev.", accuracy: "Accur.", helpfulness: "Helpf.",
+  creativity: "Creat." };
+
+// Every column fits a 1,400 px window: related figures share a column (latency mean and
+// p95, tokens in and out), and headers wrap rather than widen their column.
 export const COLUMNS = [
   { key: "model", label: "Model", text: true, get: (r) => r.model },
   { key: "type", label: "Type", text: true, get: (r) => r.conversation_type },
   { key: "requests", label: "Requests", get: (r) => r.requests, show: (r) => fmt.int(r.requests) },
-  { key: "successes", label: "OK", get: (r) => r.successes, show: (r) => fmt.int(r.successes) },
   { key: "failures", label: "Failed", get: (r) => r.failures, show: (r) => fmt.int(r.failures) },
   { key: "success_rate", label: "Success rate", get: (r) => r.success_rate,
     show: (r) => fmt.pct(r.success_rate) },
-  { key: "latency_mean", label: "Latency mean", get: (r) => r.latency_ms.mean,
-    show: (r) => fmt.ms(r.latency_ms.mean) },
-  { key: "latency_p95", label: "Latency p95", get: (r) => r.latency_ms.p95,
-    show: (r) => fmt.ms(r.latency_ms.p95) },
+  { key: "latency_mean", label: "Latency mean / p95", get: (r) => r.latency_ms.mean,
+    show: (r) => `${fmt.ms(r.latency_ms.mean)} / ${fmt.ms(r.latency_ms.p95)}` },
   { key: "ttft", label: "TTFT mean", get: (r) => r.ttft_ms.mean, show: (r) => fmt.ms(r.ttft_ms.mean) },
   { key: "tokens", label: "Tokens in / out",
     get: (r) => (r.mean_prompt_tokens === null ? null
@@ -41,13 +46,14 @@ export const COLUMNS = [
   { key: "cost", label: "Cost", get: (r) => r.cost.total, show: (r) => fmt.cost(r.cost.total) },
   { key: "cost_per_request", label: "Cost / request", get: (r) => r.cost.per_request,
     show: (r) => fmt.cost(r.cost.per_request) },
-  ...DIMENSIONS.map((dim) => ({ key: `fb_${dim}`, label: title(dim), group: "feedback",
+  ...DIMENSIONS.map((dim) => ({ key: `fb_${dim}`, label: SHORT[dim] || title(dim),
+    full: title(dim), group: "feedback",
     get: (r) => (r.feedback && r.feedback[dim] ? r.feedback[dim].mean : null),
     show: (r) => feedbackCell(r, dim) })),
   { key: "auto_score", label: "Auto score", get: (r) => r.auto_score,
     show: (r) => num(r.auto_score, 2) },
-  { key: "status", label: "Status", get: (r) => (r.blacklisted ? 2 : r.consecutive_failures ? 1 : 0),
-    show: statusCell },
+  { key: "status", label: "Status",
+    get: (r) => (r.blacklisted ? 2 : r.consecutive_failures ? 1 : 0), show: statusCell },
 ];
 
 export class PerfTable {
@@ -65,15 +71,16 @@ export class PerfTable {
     let groupDone = false;
     this.headers = new Map();
     for (const col of COLUMNS) {
-      const button = el("button", { type: "button", className: "sort", dataset: { key: col.key } },
-        col.label, el("span", { className: "arrow", "aria-hidden": "true" }));
+      const button = el("button", { type: "button", className: "sort", dataset: { key: col.key },
+        title: col.full, "aria-label": col.full },
+      col.label, el("span", { className: "arrow", "aria-hidden": "true" }));
       button.addEventListener("click", () => this.toggle(col));
       const th = el("th", { scope: "col", className: col.text ? "" : "num" }, button);
       this.headers.set(col.key, th);
       if (col.group) {
         if (!groupDone) {
           top.append(el("th", { scope: "colgroup", colSpan: DIMENSIONS.length, className: "group" },
-            "Feedback (mean 1–5, ratings)"));
+            "Feedback (mean 1–5 · ratings)"));
           groupDone = true;
         }
         bottom.append(th);

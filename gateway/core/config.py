@@ -312,9 +312,12 @@ class SelectionConfig(_Strict):
     seed: int | None = None
 
 
+_DEFAULT_STORAGE_URL = "sqlite:///gatewise.db"
+
+
 class StorageConfig(_Strict):
     # $GATEWISE_STORAGE_URL overrides it (parse_config). Not in repr: it may hold a password.
-    url: str = Field("sqlite:///gatewise.db", repr=False)
+    url: str = Field(_DEFAULT_STORAGE_URL, repr=False)
     pool_size: int = Field(10, ge=1)  # connections per process (PostgreSQL)
     log_payloads: bool = False
     retention_days: float = Field(30.0, gt=0)
@@ -416,7 +419,28 @@ def load_config(path: str | os.PathLike[str], env: dict[str, str] | None = None)
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+    if isinstance(raw, dict):
+        raw = _anchor_sqlite(raw, Path(path).parent)
     return parse_config(raw if raw is not None else {}, source=source, env=env)
+
+
+def _anchor_sqlite(raw: dict[str, Any], base: Path) -> dict[str, Any]:
+    """A relative SQLite path in the file (the default's included) is relative to the
+    file, not to wherever the gateway was started: `gatewise serve --config
+    /etc/gatewise/gateway.yaml` keeps one database whatever its working directory.
+    $GATEWISE_STORAGE_URL, applied after, is the caller's and stays as given."""
+    storage = raw.get("storage", {})
+    if not isinstance(storage, dict):
+        return raw  # parse_config names the problem
+    url = storage.get("url", _DEFAULT_STORAGE_URL)
+    prefix = "sqlite:///"
+    if not isinstance(url, str) or not url.startswith(prefix) or "$" in url:
+        return raw
+    relative = url[len(prefix) :]
+    if not relative or relative.startswith("/") or relative == ":memory:":
+        return raw  # absolute (four slashes), or invalid: left to the store to judge
+    anchored = prefix + str((base / relative).absolute())
+    return {**raw, "storage": {**storage, "url": anchored}}
 
 
 def parse_config(raw: Any, source: str = "<memory>", env: dict[str, str] | None = None) -> Config:

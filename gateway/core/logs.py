@@ -7,7 +7,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -31,8 +31,9 @@ class JsonFormatter(logging.Formatter):
         return orjson.dumps(entry, default=str).decode()
 
 
-def configure_logging(level: str = "info") -> None:
-    handler = logging.StreamHandler(sys.stderr)
+def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:
+    """JSON lines at `level` and above, to `stream` (standard error by default)."""
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("gatewise")
     root.handlers[:] = [handler]

@@ -23,6 +23,7 @@ from gateway.http.auth import ApiKeyMiddleware
 from gateway.http.errors import http_error, internal_error
 from gateway.http.messages import messages_routes
 from gateway.http.proxy import Backend, fast_handlers, proxy_routes
+from gateway.http.request_id import stamped
 
 __all__ = ["create_http_app"]
 
@@ -48,13 +49,19 @@ class _GatewayApp(Starlette):
         self.auth = auth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.fast and scope["type"] == "http" and scope["method"] == "POST":
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        if self.fast and scope["method"] == "POST":
             handler = self.fast.get(scope["path"])
             if handler is not None:
                 rejection = self.auth.rejection(scope)
-                await (rejection or handler)(scope, receive, send)
+                if rejection is None:
+                    await handler(scope, receive, send)  # sets its own x-request-id
+                else:
+                    await rejection(scope, receive, stamped(scope, send))
                 return
-        await super().__call__(scope, receive, send)
+        await super().__call__(scope, receive, stamped(scope, send))
 
 
 class _AdminMount(Mount):

@@ -40,6 +40,7 @@ from gateway.http.body import check_body, read_json
 from gateway.http.disconnect import ClientLeft, unless_client_leaves
 from gateway.http.errors import error_body, error_response, internal_error
 from gateway.http.inbound import Inbound, send_json
+from gateway.http.request_id import stamped
 from gateway.http.streaming import StreamingResponse
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import (
@@ -403,7 +404,7 @@ class FastEndpoint:
             await self.handle(scope, receive, send)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await internal_error()(scope, receive, send)
+            await internal_error()(scope, receive, stamped(scope, send))
 
 
 def fast_handlers(routes: list[Route]) -> dict[str, Callable[[Scope, Receive, Send], Any]]:

@@ -92,13 +92,15 @@ class Catalog:
         return found
 
     def _build(self, name: str, ctype: ConversationType) -> Target | None:
+        """A route's members are interchangeable; a named model is not: it is served by
+        itself or by the `fallbacks:` its configuration names, never by a route's other
+        members (which may be dearer or weaker: issue 19)."""
         if name in self.routes:
             route = self.routes[name]
             names, optimization, route_name = route.models, route.optimization, route.name
         else:
             model = self.models[name]
-            member_of = [r for r in self.config.routes if name in r.models]
-            names = [name, *model.fallbacks, *(m for r in member_of for m in r.models)]
+            names = [name, *model.fallbacks]
             optimization = None
             route_name = None
             if name not in self.enabled or ctype not in model.conversation_types:

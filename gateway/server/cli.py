@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import sys
 
 from gateway.core.config import Config, ConfigError, config_path, load_config
@@ -140,17 +141,29 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         # middleware): browsers must not sniff a JSON answer or an error into markup.
         headers=[("x-content-type-options", "nosniff")],
     )
-    if args.workers > 1:
-        from gateway.server.workers import run_workers
+    from gateway.server.workers import STARTUP_FAILURE, announce, run_workers
 
+    if args.workers > 1:
         return run_workers(options, args.workers)
     from gateway.server.app import create_app
     from gateway.server.gctune import tune
 
+    class Server(uvicorn.Server):
+        """uvicorn's server, saying where it listens once it does."""
+
+        async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+            await super().startup(sockets)
+            if self.started:
+                for server in self.servers:
+                    for sock in server.sockets:
+                        host, port = sock.getsockname()[:2]
+                        announce(host, port)
+
     app = create_app(config)
     tune()
-    uvicorn.run(app, **options)
-    return 0
+    server = Server(uvicorn.Config(app, **options))
+    server.run()
+    return 0 if server.started else STARTUP_FAILURE
 
 
 def raise_open_file_limit() -> tuple[int, int]:

@@ -195,7 +195,9 @@ async def drive(
     return sent
 
 
-async def _main(host: str, port: int, duration: float | None, rate: float, db: str) -> None:
+async def _main(
+    host: str, port: int, duration: float | None, rate: float, db: str, logs: str
+) -> None:
     import uvicorn
 
     from gateway.server.app import create_app
@@ -226,6 +228,9 @@ async def _main(host: str, port: int, duration: float | None, rate: float, db: s
     print(f"  Dashboard:       {base}/model-performance")
     print(f"  Feedback form:   {base}/feedback")
     print(f"  OpenAI base_url: {base}/v1   (any api_key)")
+    # The simulated failures log a warning every few seconds: in a file, so that the
+    # lines above stay on screen.
+    print(f"  Logs:            {logs}")
     print("Press Ctrl-C to stop." if duration is None else f"Stopping after {duration:g} s.")
     sys.stdout.flush()
     stop = asyncio.Event()
@@ -249,8 +254,10 @@ def run_demo(
 ) -> int:
     from gateway.core.logs import configure_logging
 
-    configure_logging("warning")
     if db is None:
         db = str(Path(tempfile.mkdtemp(prefix="gatewise-demo-")) / "demo.db")
-    asyncio.run(_main(host, port, duration, rate, db))
+    logs = str(Path(db).with_suffix(".log"))
+    with open(logs, "a", encoding="utf-8") as stream:
+        configure_logging("warning", stream)
+        asyncio.run(_main(host, port, duration, rate, db, logs))
     return 0

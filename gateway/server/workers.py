@@ -26,6 +26,20 @@ STARTUP_FAILURE = 3  # uvicorn's exit code when it cannot start
 WORKERS_ENV = "GATEWISE_WORKERS"  # tells each worker how many serve the port
 
 
+def announce(host: str, port: int, workers: int = 1) -> None:
+    """The one line a person starting the gateway looks for: where it listens (printed,
+    not logged: the log level may hide it, and it is not an event to collect)."""
+    shown = f"[{host}]" if ":" in host else host
+    url = f"http://{shown}:{port}"
+    served = f"{workers} workers" if workers > 1 else "serving"
+    print(
+        f"Gatewise: {served} on {url} (OpenAI API at {url}/v1, dashboard at "
+        f"{url}/model-performance)",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
 def reuse_port_supported() -> bool:
     """SO_REUSEPORT balances connections on Linux; elsewhere it only shares the port."""
     return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
@@ -82,7 +96,7 @@ def run_workers(options: dict[str, Any], workers: int) -> int:
         logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         return STARTUP_FAILURE
     host, port = sock.getsockname()[:2]
-    logger.info("Gatewise: %d workers on http://%s:%d (SO_REUSEPORT)", workers, host, port)
+    announce(host, port, workers)
     try:
         Multiprocess(config, sockets=[sock]).run()
     finally:

@@ -20,7 +20,6 @@ from typing import Any
 from providers.errors import BadRequest
 
 __all__ = [
-    "MEDIA_TYPES",
     "PNG",
     "PNG_B64",
     "WAV",
@@ -28,6 +27,7 @@ __all__ = [
     "bad_request",
     "embeddings_body",
     "images_body",
+    "speech",
     "video_job",
 ]
 
@@ -49,28 +49,51 @@ def _png() -> bytes:
     )
 
 
-def _wav(seconds: float, rate: int = 8000) -> bytes:
+_RATE = 24_000  # OpenAI's speech: 24 kHz, 16-bit, mono
+
+
+def _pcm(seconds: float, rate: int = _RATE) -> bytes:
+    """Silence as OpenAI's `pcm` format sends it: raw 16-bit little-endian mono samples."""
+    return bytes(round(seconds * rate) * 2)
+
+
+def _wav(seconds: float, rate: int = _RATE) -> bytes:
     """A valid silent 16-bit mono PCM WAV file."""
-    data = bytes(int(seconds * rate) * 2)
+    data = _pcm(seconds, rate)
     fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
     body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt
     body += b"data" + struct.pack("<I", len(data)) + data
     return b"RIFF" + struct.pack("<I", len(body)) + body
 
 
+# An MPEG-1 Layer III frame header: no CRC, 32 kbit/s, 48 kHz, no padding, mono. With
+# its side information all zero (no main data) the frame decodes as 1,152 samples of
+# silence; 144 * 32000 / 48000 = 96 bytes a frame.
+_MP3_FRAME = b"\xff\xfb\x14\xc0" + bytes(92)
+_MP3_FRAME_SECONDS = 1152 / 48_000
+
+
 PNG = _png()
 PNG_B64 = base64.b64encode(PNG).decode("ascii")
 WAV_SECONDS = 0.1
 WAV = _wav(WAV_SECONDS)
-# The audio is always the WAV above; only the announced type follows the request.
-MEDIA_TYPES = {
-    "mp3": "audio/mpeg",
-    "wav": "audio/wav",
-    "opus": "audio/ogg",
-    "aac": "audio/aac",
-    "flac": "audio/flac",
-    "pcm": "audio/pcm",
+_MP3_FRAMES = round(WAV_SECONDS / _MP3_FRAME_SECONDS)
+# Each speech format: the bytes sent, their content type and their length in seconds.
+# mp3, wav and pcm are real (silent) audio in the format named; the mock has no Opus,
+# AAC or FLAC encoder, so it sends its WAV for those and says so in the content type
+# rather than label WAV bytes as something they are not.
+_SPEECH: dict[str, tuple[bytes, str, float]] = {
+    "mp3": (_MP3_FRAME * _MP3_FRAMES, "audio/mpeg", _MP3_FRAMES * _MP3_FRAME_SECONDS),
+    "wav": (WAV, "audio/wav", WAV_SECONDS),
+    "pcm": (_pcm(WAV_SECONDS), "audio/pcm", WAV_SECONDS),
 }
+
+
+def speech(response_format: object) -> tuple[bytes, str, float]:
+    """The audio for a speech request: its bytes, their content type and duration."""
+    if response_format is None:
+        response_format = "mp3"  # OpenAI's default
+    return _SPEECH.get(response_format if isinstance(response_format, str) else "", _SPEECH["wav"])
 
 
 def _embedding_inputs(value: Any) -> list[str | tuple[int, ...]]:

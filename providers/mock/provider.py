@@ -163,9 +163,9 @@ class MockProvider(Provider):
             raise self.unsupported(call.endpoint)
         model = self._model(call.upstream_model)
         await self._arrive(model)
-        media_type = media.MEDIA_TYPES.get(call.body.get("response_format") or "mp3")
-        usage = Usage(self._prompt_tokens(model, call.body), seconds=media.WAV_SECONDS)
-        return _Audio(media_type or "application/octet-stream", usage)
+        audio, media_type, seconds = media.speech(call.body.get("response_format"))
+        usage = Usage(self._prompt_tokens(model, call.body), seconds=seconds)
+        return _Audio(audio, media_type, usage)
 
     # ------------------------------------------------------------ fate
 
@@ -213,26 +213,32 @@ class MockProvider(Provider):
         """The answer to a text call, with the number that names it and its timestamp."""
         number = next(self._ids)
         created = int(self._clock())
-        prompt = self._prompt_tokens(model, call.body)
+        body = call.body
+        prompt = self._prompt_tokens(model, body)
         total = model.config.completion_tokens
-        if call.endpoint is Endpoint.CHAT:
-            tool = payloads.forced_tool(call.body)
+        n = payloads.choice_count(body) if call.endpoint is not Endpoint.RESPONSES else 1
+        if call.endpoint is not Endpoint.COMPLETIONS:
+            tool = payloads.tool_call(body)
             if tool is not None:
+                name, parameters = tool
+                arguments = payloads.tool_arguments(parameters)
                 answer = payloads.Answer(
-                    "", "tool_calls", prompt, total, tool, f"call_mock_{number}"
+                    arguments, "tool_calls", prompt, total * n, name, f"call_mock_{number}", n
                 )
                 return answer, number, created
-        cap = payloads.token_cap(call.body, call.endpoint)
+        cap = payloads.token_cap(body, call.endpoint)
         if cap is not None and cap < total:
             kept, completion, cut = cap, cap, True
         elif model.truncated():
             kept, completion, cut = max(1, total * 2 // 3), total, True
         else:
             kept, completion, cut = total, total, False
-        schema = payloads.json_format(call.body, call.endpoint)
+        schema = payloads.json_format(body, call.endpoint)
         text = payloads.answer_text(call.upstream_model, total, kept, cut, schema)
         finish = "length" if cut else "stop"
-        return payloads.Answer(text, finish, prompt, completion), number, created
+        top = payloads.logprobs_asked(body, call.endpoint)
+        answer = payloads.Answer(text, finish, prompt, completion * n, choices=n, top_logprobs=top)
+        return answer, number, created
 
     def _text(self, call: Call, model: _Model) -> Reply:
         answer, number, created = self._answer(call, model)
@@ -346,16 +352,17 @@ class _Replay(ChunkStream):
 
 
 class _Audio(BinaryReply):
-    """The precomputed silent WAV, delivered in two pieces like a real chunked body."""
+    """Precomputed silent audio, delivered in two pieces like a real chunked body."""
 
-    def __init__(self, media_type: str, usage: Usage) -> None:
+    def __init__(self, audio: bytes, media_type: str, usage: Usage) -> None:
+        self.audio = audio
         self.media_type = media_type
         self.usage = usage
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        half = len(media.WAV) // 2
-        yield media.WAV[:half]
-        yield media.WAV[half:]
+        half = len(self.audio) // 2
+        yield self.audio[:half]
+        yield self.audio[half:]
 
     async def aclose(self) -> None:
         pass

@@ -230,7 +230,9 @@ def test_recent_responses_and_one_response(seeded: Seeded) -> None:
 def test_blacklist_listing_and_release(
     upstream: FakeUpstream, tmp_path: Path, start_gateway: Callable[..., GatewayProcess]
 ) -> None:
-    gw = start_gateway(config(upstream, tmp_path / "bl.db"), {"ADMIN_TOKEN_X": TOKEN})
+    cfg = config(upstream, tmp_path / "bl.db")
+    cfg["models"][0]["fallbacks"] = ["beta", "gamma"]  # alpha, asked by name, falls back
+    gw = start_gateway(cfg, {"ADMIN_TOKEN_X": TOKEN})
     upstream.behave("alpha-up", status=500)
     with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as sdk:
         for _ in range(3):

@@ -212,6 +212,13 @@ def test_unreliable_model_cites_failure_rate_and_last_error() -> None:
     assert "flaky" in s["proposed_change"] and "up" in s["proposed_change"]
 
 
+def test_a_simulated_model_is_never_sent_to_check_an_api_key() -> None:
+    flaky = row("flaky", successes=10, failures=15, last_error="mock: simulated 500")
+    s = only(suggestions([flaky], {}, simulated=frozenset({"up"})), "unreliable")
+    assert "API key" not in s["proposed_change"]
+    assert "failure_rate" in s["proposed_change"] and "mock" in s["proposed_change"]
+
+
 def test_repeated_blacklisting_is_unreliable_even_with_few_attempts() -> None:
     s = only(suggestions([row("a", successes=2, failures=6)], {"a": 2}), "unreliable")
     assert "blacklisted 2 times" in s["message"]

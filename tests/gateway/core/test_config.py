@@ -370,6 +370,28 @@ def test_the_environment_overrides_the_storage_url() -> None:
     assert raw["storage"]["url"] == "sqlite:///file.db"  # the caller's mapping is left alone
 
 
+def test_a_relative_sqlite_path_is_relative_to_the_configuration_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # where the gateway starts no longer matters
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    named = write(folder, base(storage={"url": "sqlite:///data/gw.db"}))
+    assert load_config(named, env={}).storage.url == f"sqlite:///{folder}/data/gw.db"
+    default = write(folder, base(), name="default.yaml")
+    assert load_config(default, env={}).storage.url == f"sqlite:///{folder}/gatewise.db"
+    relative = Path("..") / "etc" / "default.yaml"  # a relative --config too
+    assert load_config(relative, env={}).storage.url == f"sqlite:///{elsewhere}/../etc/gatewise.db"
+    for kept in (f"sqlite:///{tmp_path}/abs.db", "sqlite://:memory:", "postgresql://db/gw"):
+        path = write(folder, base(storage={"url": kept}), name="kept.yaml")
+        assert load_config(path, env={}).storage.url == kept
+    # the environment's url is the caller's, taken as given
+    env = {"GATEWISE_STORAGE_URL": "sqlite:///here.db"}
+    assert load_config(named, env=env).storage.url == "sqlite:///here.db"
+
+
 def test_the_storage_url_is_not_in_the_config_repr() -> None:
     env = {"GATEWISE_STORAGE_URL": "postgresql://gw:S3cret@db/gatewise"}
     config = parse_config(base(), env=env)

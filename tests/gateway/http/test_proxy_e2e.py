@@ -203,10 +203,14 @@ def test_speech_response_format_is_a_format_name(
     assert audio.content.startswith(b"RIFF")
     [seen] = up.calls("/audio/speech")
     assert seen.body["response_format"] == fmt
-    mocked = client.audio.speech.create(
+    mocked = client.audio.speech.with_raw_response.create(
         model="sim-speaker", input="hello", voice="alloy", response_format=fmt
     )
-    assert mocked.content
+    # the content type says what the bytes are (the mock encodes mp3, wav and pcm only)
+    sent = {"mp3": "audio/mpeg", "pcm": "audio/pcm"}.get(fmt, "audio/wav")
+    assert mocked.headers["content-type"] == sent
+    assert mocked.content.startswith(b"RIFF") == (sent == "audio/wav")
+    assert mocked.headers["x-gatewise-model"] == "sim-speaker"
 
 
 def test_a_response_format_of_the_wrong_shape_is_still_refused(gw: GatewayProcess) -> None:
@@ -309,6 +313,40 @@ def test_error_body_has_openais_shape(client: openai.OpenAI) -> None:
 def test_healthz(gw: GatewayProcess) -> None:
     response = httpx.get(gw.url + "/healthz")
     assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "auth", "status"),
+    [
+        ("GET", "/healthz", False, 200),
+        ("GET", "/readyz", False, 200),
+        ("GET", "/v1/models", True, 200),
+        ("GET", "/v1/models", False, 401),
+        ("POST", "/v1/chat/completions", False, 401),  # the fast path's key check
+        ("GET", "/v1/chat/completions", True, 405),
+        ("GET", "/nowhere", True, 404),
+        ("GET", "/performance", False, 200),
+    ],
+)
+def test_every_answer_carries_a_request_id(
+    gw: GatewayProcess, method: str, path: str, auth: bool, status: int
+) -> None:
+    headers = {"authorization": "Bearer test-key"} if auth else {}
+    response = httpx.request(method, gw.url + path, headers=headers, json={})
+    assert response.status_code == status
+    assert re.fullmatch(r"req_\w+", response.headers["x-request-id"])
+    assert len(response.headers.get_list("x-request-id")) == 1
+    echoed = httpx.request(method, gw.url + path, headers={**headers, "x-request-id": "mine-1"})
+    assert echoed.headers["x-request-id"] == "mine-1"
+
+
+def test_a_stream_names_the_model_that_served_it_in_its_headers(client: openai.OpenAI) -> None:
+    with client.chat.completions.with_streaming_response.create(
+        model="alpha", messages=HI, stream=True
+    ) as response:
+        assert response.headers["x-gatewise-model"] == "alpha"
+        assert response.headers["x-request-id"]
+        assert list(response.iter_lines())
 
 
 def test_readyz_lists_models_and_names_the_missing_variable(gw: GatewayProcess) -> None:

@@ -80,21 +80,26 @@ def test_route_resolves_to_members_of_the_conversation_type(catalog: Catalog) ->
     assert catalog.resolve("other", "text-to-text").optimization == "accuracy"
 
 
-def test_concrete_model_candidates_are_itself_fallbacks_then_route_members(
+def test_concrete_model_candidates_are_itself_then_its_fallbacks_only(
     catalog: Catalog,
 ) -> None:
     target = catalog.resolve("a", "text-to-text")
     assert target.name == "a"
     assert target.route is None
     assert target.optimization is None
-    # itself, fallbacks (c, b; gpt disabled), then auto's (both) and other's (d) members
-    assert [m.name for m in target.candidates] == ["a", "c", "b", "both", "d"]
+    # itself, then its fallbacks (c, b; gpt disabled); never auto's or other's members
+    assert [m.name for m in target.candidates] == ["a", "c", "b"]
 
 
-def test_concrete_model_candidates_filter_by_conversation_type(catalog: Catalog) -> None:
-    assert names(catalog, "both", "embedding") == ["both", "e"]
-    assert names(catalog, "both", "text-to-text") == ["both", "b", "a"]
-    assert names(catalog, "e", "embedding") == ["e", "both"]
+def test_a_model_without_fallbacks_is_never_served_by_its_routes_peers(
+    catalog: Catalog,
+) -> None:
+    # b, d and both are members of routes, with peers there; asked by name, they are alone
+    assert names(catalog, "b") == ["b"]
+    assert names(catalog, "d") == ["d"]
+    assert names(catalog, "both", "embedding") == ["both"]
+    assert names(catalog, "both", "text-to-text") == ["both"]
+    assert names(catalog, "e", "embedding") == ["e"]
 
 
 def test_model_in_no_route_and_without_fallbacks_is_alone(catalog: Catalog) -> None:
@@ -151,7 +156,8 @@ def test_enabled_provider_with_env_set_serves_its_model() -> None:
         if p["name"] == "openai":
             p["api_key"] = "${TEST_OPENAI_KEY}"
     enabled = Catalog(parse_config(raw, env={"TEST_OPENAI_KEY": "sk-x"}), {})
-    assert names(enabled, "gpt") == ["gpt", "b", "a", "both"]
+    assert names(enabled, "gpt") == ["gpt"]
+    assert names(enabled, "a") == ["a", "c", "gpt", "b"]
     assert names(enabled, "auto") == ["gpt", "b", "a", "both"]
 
 

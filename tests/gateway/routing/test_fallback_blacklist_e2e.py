@@ -28,12 +28,15 @@ Start = Callable[..., GatewayProcess]
 
 
 def config(upstream: FakeUpstream, **selection: Any) -> dict[str, Any]:
-    """The shared config with alpha > beta > gamma on accuracy and no randomness."""
+    """The shared config with alpha > beta > gamma on accuracy and no randomness; alpha
+    names beta and gamma as its fallbacks, gamma names none."""
     cfg = upstream_config(upstream)
     priors = {"alpha": 9, "beta": 8, "gamma": 7}
     for model in cfg["models"]:
         if model["name"] in priors:
             model["priors"] = {"accuracy": priors[model["name"]]}
+        if model["name"] == "alpha":
+            model["fallbacks"] = ["beta", "gamma"]
     cfg["selection"] = {
         "exploration_rate": 0,
         "exploration_bonus": 0,
@@ -118,7 +121,7 @@ def test_three_failures_blacklist_a_model_until_an_admin_clears_it(
 ) -> None:
     upstream.behave("alpha-up", status=500)
     # Asking for alpha by name tries it first while it is healthy (the route would rank
-    # it down after one failure), and falls back to the other members of its route.
+    # it down after one failure), and falls back to its configured fallbacks.
     for _ in range(3):
         assert chat(client, "alpha").headers["x-gatewise-model"] == "beta"
     assert upstream.models_called() == ["alpha-up", "beta-up"] * 3
@@ -146,6 +149,28 @@ def test_three_failures_blacklist_a_model_until_an_admin_clears_it(
     raw = chat(client, "alpha")
     assert raw.headers["x-gatewise-model"] == "alpha"
     assert [s.body["model"] for s in upstream.seen[before:]] == ["alpha-up"]
+
+
+def test_a_model_without_fallbacks_is_never_answered_by_its_routes_peers(
+    gw: GatewayProcess, client: openai.OpenAI, upstream: FakeUpstream
+) -> None:
+    # gamma shares the route "auto" with healthier, dearer models, but names no fallbacks:
+    # asked for by name, its failure is the client's answer (issue 19).
+    upstream.behave("gamma-up", status=500)
+    for _ in range(3):
+        with pytest.raises(openai.InternalServerError) as info:
+            chat(client, "gamma")
+        assert info.value.status_code == 502
+        assert "gamma" in info.value.message
+    assert upstream.models_called() == ["gamma-up"] * 3
+    # benched now: still never replaced; the client is told it is unavailable
+    with pytest.raises(openai.APIStatusError) as benched:
+        chat(client, "gamma")
+    assert benched.value.status_code == 503
+    assert upstream.models_called() == ["gamma-up"] * 3
+    upstream.behaviours.clear()
+    raw = chat(client, "beta")
+    assert raw.headers["x-gatewise-model"] == "beta"
 
 
 def test_every_member_failing_is_a_502_then_a_503_once_all_are_blacklisted(

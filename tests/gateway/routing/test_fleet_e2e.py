@@ -25,6 +25,7 @@ TEXT = "text-to-text"
 def config(upstream: FakeUpstream, url: str) -> dict[str, Any]:
     cfg = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
     cfg["storage"] = {"url": url, "flush_interval": 0.2}
+    cfg["models"][0]["fallbacks"] = ["beta", "gamma"]  # alpha, benched, is served by them
     return cfg
 
 

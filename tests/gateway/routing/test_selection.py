@@ -281,11 +281,19 @@ def test_continuity_sticks_to_the_conversation_model_until_it_is_benched() -> No
     assert w.rank("continuity", conversation="c1") == ["alpha", "gamma"]
 
 
-def test_a_concrete_model_is_tried_first() -> None:
-    w = World(priors(alpha={"accuracy": 9}, beta={"accuracy": 8}, gamma={"accuracy": 2}))
+def test_a_concrete_model_is_tried_first_then_its_fallbacks() -> None:
+    models = priors(alpha={"accuracy": 9}, beta={"accuracy": 8}, gamma={"accuracy": 2})
+    models["gamma"]["fallbacks"] = ["beta", "alpha"]
+    w = World(models)
     assert w.rank(None, target="gamma") == ["gamma", "alpha", "beta"]
     w.bench("gamma")
     assert w.rank(None, target="gamma") == ["alpha", "beta"]
+
+
+def test_a_concrete_model_without_fallbacks_is_alone_even_when_benched() -> None:
+    # alpha and beta share gamma's route; asked by name, gamma is never replaced by them
+    w = World(priors(alpha={"accuracy": 9}, beta={"accuracy": 8}, gamma={"accuracy": 2}))
+    assert w.rank(None, target="gamma") == ["gamma"]
 
 
 def test_blacklisted_models_are_excluded() -> None:

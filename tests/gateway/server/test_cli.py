@@ -234,3 +234,32 @@ def test_check_never_prints_what_a_base_url_query_may_hide(tmp_path: Path) -> No
     assert result.returncode == 0, result.stderr
     assert "https://llm.internal/v1?key=...&api-version=..." in result.stdout
     assert "AIza-secret-123" not in result.stdout
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_serve_prints_the_address_it_listens_on(tmp_path: Path, workers: int) -> None:
+    from tests.support.gateway import GatewayProcess
+
+    config = {"providers": [{"name": "mock", "type": "mock"}], "models": [], "routes": []}
+    args = ["--workers", str(workers)] if workers > 1 else []
+    with GatewayProcess(config, tmp_path, args=args) as gw:
+        served = "2 workers" if workers > 1 else "serving"
+        assert f"Gatewise: {served} on {gw.url} (OpenAI API at {gw.url}/v1" in gw.logs()
+
+
+def test_serve_on_a_taken_port_exits_3_without_announcing(tmp_path: Path) -> None:
+    import socket
+
+    from tests.support.gateway import GatewayProcess
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = {"providers": [{"name": "mock", "type": "mock"}], "models": [], "routes": []}
+        gw = GatewayProcess(config, tmp_path)
+        gw.port = taken.getsockname()[1]
+        gw.url = f"http://127.0.0.1:{gw.port}"
+        with pytest.raises(RuntimeError, match="exited early"):
+            gw.start(timeout=10)
+        assert gw.stop() == 3
+        assert "Gatewise: serving" not in gw.logs()

@@ -71,3 +71,7 @@ def test_demo_shows_rankings_blacklist_fallbacks_and_feedback(tmp_path) -> None:
         out, _ = proc.communicate(timeout=30)
     assert "/model-performance" in out
     assert "Demo stopped after" in out
+    # The banner stays on screen: the simulated failures' warnings go to the log file.
+    assert '"level"' not in out and "blacklisted" not in out, out
+    assert f"Logs:            {tmp_path / 'demo.log'}" in out
+    assert '"event":"blacklisted"' in (tmp_path / "demo.log").read_text()

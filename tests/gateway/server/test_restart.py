@@ -43,6 +43,7 @@ def config(db: Path, *, flaky_fails: bool) -> Any:
                     "provider": "sim",
                     "priors": {"accuracy": 9},
                     "mock": {"latency_ms": 0, "failure_rate": 1.0 if flaky_fails else 0.0},
+                    "fallbacks": ["steady"],  # asked by name, it falls back to steady
                 },
                 {
                     "name": "steady",

@@ -38,6 +38,8 @@ def e2e_config(upstream: FakeUpstream) -> dict[str, Any]:
     for model in cfg["models"]:
         if model["name"] in priors:
             model["priors"] = {"accuracy": priors[model["name"]]}
+        if model["name"] == "alpha":
+            model["fallbacks"] = ["beta", "gamma"]  # asked by name, alpha falls back to them
     cfg["selection"] = {"exploration_rate": 0, "exploration_bonus": 0, "score_refresh_seconds": 0}
     return cfg
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import jsonschema
 import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
@@ -88,9 +89,9 @@ TOOLS = [
     [
         ("required", "get_weather"),
         ({"type": "function", "function": {"name": "get_time"}}, "get_time"),
-        ("auto", None),
+        ("auto", "get_weather"),  # offered and allowed: a real model would call one
         ("none", None),
-        (None, None),
+        (None, "get_weather"),  # "auto" is the default when tools are offered
     ],
 )
 async def test_tool_choice(choice: Any, name: str | None) -> None:
@@ -112,6 +113,103 @@ async def test_tool_choice(choice: Any, name: str | None) -> None:
     assert call.function.name == name
     assert json.loads(call.function.arguments) == {}
     assert call.id.startswith("call_")
+
+
+PERSON = {
+    "type": "object",
+    "title": "Person",
+    "properties": {
+        "name": {"type": "string", "minLength": 2},
+        "age": {"type": "integer", "minimum": 18, "maximum": 130},
+        "score": {"type": "number", "exclusiveMinimum": 0},
+        "email": {"type": "string", "format": "email"},
+        "tags": {"type": "array", "items": {"type": "string"}, "minItems": 2},
+        "pet": {"anyOf": [{"$ref": "#/$defs/Pet"}, {"type": "null"}]},
+        "kind": {"enum": ["friend", "foe"]},
+    },
+    "required": ["name", "age", "score", "email", "tags", "pet", "kind"],
+    "additionalProperties": False,
+    "$defs": {
+        "Pet": {
+            "type": "object",
+            "properties": {"species": {"type": "string"}, "legs": {"type": "integer"}},
+            "required": ["species", "legs"],
+            "additionalProperties": False,
+        }
+    },
+}
+
+
+async def test_tool_arguments_validate_against_the_tools_schema() -> None:
+    tools = [{"type": "function", "function": {"name": "Person", "parameters": PERSON}}]
+    body = {**CHAT_BODY, "tools": tools, "tool_choice": "required"}
+    parsed = ChatCompletion.model_validate((await make().send(chat(body))).body)
+    [call] = parsed.choices[0].message.tool_calls or []
+    arguments = json.loads(call.function.arguments)
+    jsonschema.validate(arguments, PERSON)
+    assert arguments["age"] == 18 and arguments["pet"]["species"]
+
+
+async def test_auto_calls_the_tool_the_message_names_and_answers_after_its_result() -> None:
+    body = {
+        **CHAT_BODY,
+        "messages": [{"role": "user", "content": "What is the time in Paris?"}],
+        "tools": [
+            *TOOLS,
+            {"type": "function", "function": {"name": "time", "parameters": {"type": "object"}}},
+        ],
+    }
+    message = (await make().send(chat(body))).body["choices"][0]["message"]
+    assert message["tool_calls"][0]["function"]["name"] == "time"
+    call = {"role": "assistant", "content": None, "tool_calls": message["tool_calls"]}
+    result = {"role": "tool", "tool_call_id": message["tool_calls"][0]["id"], "content": "9:00"}
+    body["messages"] = [*body["messages"], call, result]
+    parsed = ChatCompletion.model_validate((await make().send(chat(body))).body)
+    assert parsed.choices[0].finish_reason == "stop"
+    assert parsed.choices[0].message.content and not parsed.choices[0].message.tool_calls
+
+
+async def test_n_choices_each_with_its_index_and_usage_for_all() -> None:
+    provider = make(MockConfig(quality=1.0, completion_tokens=10))
+    parsed = ChatCompletion.model_validate((await provider.send(chat({**CHAT_BODY, "n": 3}))).body)
+    assert [c.index for c in parsed.choices] == [0, 1, 2]
+    assert all(c.message.content for c in parsed.choices)
+    assert parsed.usage is not None and parsed.usage.completion_tokens == 30
+    body = {**CHAT_BODY, "n": 2, "stream": True}
+    chunks = [
+        ChatCompletionChunk.model_validate(d)
+        for _, d in await collect(await provider.stream(chat(body)))
+    ]
+    texts = ["", ""]
+    for c in chunks:
+        texts[c.choices[0].index] += c.choices[0].delta.content or ""
+    assert texts[0] == texts[1] == parsed.choices[0].message.content
+    finished = {
+        c.choices[0].index: c.choices[0].finish_reason for c in chunks if c.choices[0].finish_reason
+    }
+    assert finished == {0: "stop", 1: "stop"}
+
+
+async def test_logprobs_when_asked_only() -> None:
+    provider = make(MockConfig(quality=1.0))
+    plain = ChatCompletion.model_validate((await provider.send(chat())).body)
+    assert plain.choices[0].logprobs is None
+    body = {**CHAT_BODY, "logprobs": True, "top_logprobs": 3}
+    parsed = ChatCompletion.model_validate((await provider.send(chat(body))).body)
+    logprobs = parsed.choices[0].logprobs
+    assert logprobs is not None and logprobs.content
+    assert "".join(t.token for t in logprobs.content) == parsed.choices[0].message.content
+    assert all(len(t.top_logprobs) == 3 and t.logprob < 0 for t in logprobs.content)
+    assert all(bytes(t.bytes or []) == t.token.encode() for t in logprobs.content)
+    stream = await provider.stream(chat({**body, "stream": True}))
+    chunks = [ChatCompletionChunk.model_validate(d) for _, d in await collect(stream)]
+    streamed = [
+        t.token
+        for c in chunks
+        if c.choices[0].logprobs
+        for t in c.choices[0].logprobs.content or []
+    ]
+    assert "".join(streamed) == parsed.choices[0].message.content
 
 
 async def test_chat_stream_chunks_validate_and_add_up() -> None:
@@ -164,6 +262,7 @@ async def test_chat_stream_tool_call() -> None:
         if c.choices[0].delta.tool_calls
     )
     assert json.loads(arguments) == {}
+    assert len([c for c in chunks if c.choices[0].delta.tool_calls]) >= 2
     assert chunks[-1].choices[0].finish_reason == "tool_calls"
     assert stream.finish_reason == "tool_calls"
 

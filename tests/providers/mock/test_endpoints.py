@@ -129,32 +129,78 @@ async def test_images_b64_and_url() -> None:
     assert (urls.data[0].url or "").endswith(".png")
 
 
-@pytest.mark.parametrize(
-    ("fmt", "media_type"),
-    [
-        (None, "audio/mpeg"),
-        ("mp3", "audio/mpeg"),
-        ("wav", "audio/wav"),
-        ("opus", "audio/ogg"),
-        ("aac", "audio/aac"),
-        ("flac", "audio/flac"),
-        ("pcm", "audio/pcm"),
-    ],
-)
-async def test_speech_is_a_small_wav(fmt: str | None, media_type: str) -> None:
+async def speech(fmt: str | None) -> tuple[str, bytes, float]:
     body: dict[str, Any] = {"input": "Hello there", "voice": "alloy"}
     if fmt:
         body["response_format"] = fmt
     reply = await make().binary(Call(Endpoint.SPEECH, body, "tts-up"))
-    assert reply.media_type == media_type
     pieces = [piece async for piece in reply]
     await reply.aclose()
     assert len(pieces) >= 2
-    audio = b"".join(pieces)
-    assert audio.startswith(b"RIFF") and audio[8:12] == b"WAVE"
+    assert reply.usage is not None and reply.usage.seconds is not None
+    return reply.media_type, b"".join(pieces), reply.usage.seconds
+
+
+def mp3_seconds(audio: bytes) -> float:
+    """Walks MPEG-1 Layer III frames (no CRC, mono): each header's size must tile the file."""
+    bitrates = [0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320]
+    rates = [44_100, 48_000, 32_000]
+    at, frames, rate = 0, 0, 0
+    while at < len(audio):
+        head = int.from_bytes(audio[at : at + 4], "big")
+        assert head >> 21 == 0x7FF, "frame sync"
+        assert (head >> 19) & 3 == 3 and (head >> 17) & 3 == 1, "MPEG-1 Layer III"
+        rate = rates[(head >> 10) & 3]
+        size = 144 * bitrates[(head >> 12) & 15] * 1000 // rate + ((head >> 9) & 1)
+        at += size
+        frames += 1
+    assert at == len(audio)
+    return frames * 1152 / rate
+
+
+async def test_speech_defaults_to_real_mp3_frames() -> None:
+    for fmt in (None, "mp3"):
+        media_type, audio, seconds = await speech(fmt)
+        assert media_type == "audio/mpeg"
+        assert mp3_seconds(audio) == pytest.approx(seconds)
+        assert seconds == pytest.approx(0.1, abs=0.01)
+
+
+async def test_speech_wav_and_pcm_are_the_format_named() -> None:
+    media_type, audio, seconds = await speech("wav")
+    assert media_type == "audio/wav"
     with wave.open(io.BytesIO(audio)) as parsed:
-        assert parsed.getnframes() / parsed.getframerate() == pytest.approx(0.1)
-    assert reply.usage is not None and reply.usage.seconds == pytest.approx(0.1)
+        assert parsed.getnframes() / parsed.getframerate() == pytest.approx(seconds)
+        assert (parsed.getframerate(), parsed.getsampwidth(), parsed.getnchannels()) == (
+            24_000,
+            2,
+            1,
+        )
+    media_type, audio, seconds = await speech("pcm")
+    assert media_type == "audio/pcm"
+    assert len(audio) == 24_000 * 2 * seconds  # raw 24 kHz 16-bit mono, no header
+    assert not audio.startswith(b"RIFF")
+
+
+@pytest.mark.parametrize("fmt", ["opus", "aac", "flac", "nonsense"])
+async def test_formats_the_mock_cannot_encode_are_labelled_as_the_wav_they_are(fmt: str) -> None:
+    media_type, audio, seconds = await speech(fmt)
+    assert media_type == "audio/wav"
+    assert audio.startswith(b"RIFF") and audio[8:12] == b"WAVE"
+    assert seconds == pytest.approx(0.1)
+
+
+async def test_completion_logprobs_when_asked() -> None:
+    provider = make(MockConfig(quality=1.0))
+    body = {"model": "m", "prompt": "Say hi", "logprobs": 2, "n": 2}
+    parsed = Completion.model_validate(
+        (await provider.send(Call(Endpoint.COMPLETIONS, body, "m"))).body
+    )
+    assert [c.index for c in parsed.choices] == [0, 1]
+    logprobs = parsed.choices[0].logprobs
+    assert logprobs is not None and logprobs.tokens and logprobs.text_offset
+    assert "".join(logprobs.tokens) == parsed.choices[0].text
+    assert all(len(top) == 2 for top in logprobs.top_logprobs or [])
 
 
 async def test_video_job_moves_from_in_progress_to_completed() -> None:
@@ -270,3 +316,55 @@ async def test_truncated_responses_stream_ends_incomplete() -> None:
     assert events[-1][0] == "response.incomplete"
     EVENT.validate_python(events[-1][1])
     assert stream.finish_reason == "length"
+
+
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "days": {"type": "integer", "minimum": 1}},
+        "required": ["city", "days"],
+    },
+}
+
+
+async def test_responses_call_a_tool_then_answer_after_its_output() -> None:
+    provider = make(MockConfig(quality=1.0))
+    body = {"model": "x", "input": "Weather in Oslo?", "tools": [WEATHER]}
+    parsed = Response.model_validate(
+        (await provider.send(Call(Endpoint.RESPONSES, body, "r"))).body
+    )
+    [call] = parsed.output
+    assert call.type == "function_call" and call.name == "get_weather"
+    assert json.loads(call.arguments) == {"city": "example", "days": 1}
+    assert call.call_id.startswith("call_") and parsed.status == "completed"
+    follow = {
+        **body,
+        "input": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"type": "function_call", "call_id": call.call_id, "name": call.name,
+             "arguments": call.arguments},
+            {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"},
+        ],
+    }  # fmt: skip
+    answer = Response.model_validate(
+        (await provider.send(Call(Endpoint.RESPONSES, follow, "r"))).body
+    )
+    assert answer.output_text and answer.output[0].type == "message"
+    none = {**body, "tool_choice": "none"}
+    plain = (await provider.send(Call(Endpoint.RESPONSES, none, "r"))).body
+    assert plain["output"][0]["type"] == "message"
+
+
+async def test_responses_stream_a_tool_call() -> None:
+    provider = make(MockConfig(quality=1.0))
+    body = {"model": "x", "input": "hi", "tools": [WEATHER], "tool_choice": "required"}
+    stream = await provider.stream(Call(Endpoint.RESPONSES, body, "r"))
+    events = [TypeAdapter(ResponseStreamEvent).validate_python(d) for _, d in await collect(stream)]
+    kinds = [e.type for e in events]
+    assert kinds[0] == "response.created" and kinds[-1] == "response.completed"
+    deltas = [e.delta for e in events if e.type == "response.function_call_arguments.delta"]
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert "".join(deltas) == done.arguments and json.loads(done.arguments)["city"]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
