@@ -100,7 +100,9 @@ class Bench:
             key = "gw-" + secrets.token_hex(12)
             env.update(BENCH_UPSTREAM=self.upstream, BENCH_API_KEY=key,
                        BENCH_ADMIN_TOKEN=secrets.token_hex(12))  # fmt: skip
-            config = str(BENCH / "gatewise.yaml")
+            # A copy in the target's own directory: a relative SQLite path is the
+            # config file's folder's, and each start must begin with an empty store.
+            config = str(_config_copy(work))
             if name == "gatewise-solo":
                 config = str(_solo_config(work))
             if name == "gatewise-keys":
@@ -320,6 +322,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.quick:
         args.duration, args.repetitions, args.stream_requests = 2, 1, 50
     return args
+
+
+def _config_copy(work: Path) -> Path:
+    path = work / "gatewise.yaml"
+    path.write_text((BENCH / "gatewise.yaml").read_text())
+    return path
 
 
 def _solo_config(work: Path) -> Path:
