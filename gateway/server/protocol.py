@@ -53,6 +53,7 @@ from uvicorn.protocols.utils import get_remote_addr
 from uvicorn.server import ServerState
 
 from gateway.core.config import ServerConfig
+from gateway.core.ids import request_id_from
 from gateway.core.logs import SummaryLog
 from gateway.http.disconnect import WATCH
 from gateway.http.errors import error_body
@@ -90,9 +91,18 @@ def _answer(status: int, reason: str, message: str, code: str, extra: str = "") 
     body = orjson.dumps(error_body(message, type_, code))
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n{extra}\r\n"
+        f"content-length: {len(body)}\r\nconnection: close\r\n"
+        f"x-content-type-options: nosniff\r\n{extra}\r\n"
     )
     return head.encode("ascii") + body
+
+
+def _with_request_id(answer: bytes) -> bytes:
+    """A refusal with an `x-request-id` of its own, as every answer has (these are
+    written before any request is parsed, so there is no client id to echo)."""
+    line_end = answer.index(b"\r\n")
+    request_id = request_id_from(None).encode()
+    return answer[:line_end] + b"\r\nx-request-id: " + request_id + answer[line_end:]
 
 
 class Inbound:
@@ -390,7 +400,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if not self._idle():  # a response is being written: no room for another
             self.transport.close()
             return
-        self.transport.write(answer)
+        self.transport.write(_with_request_id(answer))
         self._half_close()
 
     def _refuse_connection(self, transport: asyncio.Transport) -> None:
@@ -400,7 +410,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         self._refused = True
         count = len(self.connections)
         self._trip("too_many_connections", f"{count:,} connections are open, the limit")
-        transport.write(self.inbound.overloaded)
+        transport.write(_with_request_id(self.inbound.overloaded))
         self._half_close()
 
     def _half_close(self) -> None:

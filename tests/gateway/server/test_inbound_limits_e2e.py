@@ -160,6 +160,8 @@ def test_oversized_heads_get_431_in_openai_error_shape(
         status, headers, body = parse(until_closed(sock))
     assert status == 431 and headers["connection"] == "close"
     assert headers["content-type"] == "application/json"
+    assert headers["x-request-id"].startswith("req_")  # as on every answer
+    assert headers["x-content-type-options"] == "nosniff"
     error = body["error"]
     assert set(error) == {"message", "type", "param", "code"}
     assert error["type"] == "invalid_request_error"
