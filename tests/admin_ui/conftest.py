@@ -136,7 +136,11 @@ def seeded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Seeded]:
     s = Seeded(gw.start())
     try:
         s.first = [s.chat(m).id for m in TEXT] + [s.chat("auto").id]
-        s.between = time.time()
+        # Between the two groups as the gateway stamped them: an answer's time is taken
+        # when the gateway closes it, which can be just after the client has it.
+        first = wait_for(lambda: s.get("/evaluations")["data"], lambda rows: len(rows) == 4)
+        s.between = max(row["ts"] for row in first) + 1e-6
+        assert s.between < time.time()  # so the second group is stamped after it
         s.second = [s.chat(m).id for m in TEXT]
         s.sdk.embeddings.create(model="embedder", input=["a", "b"])
         s.http.post("/admin/feedback", json={"response_id": s.first[0], "overall": 5})

@@ -48,6 +48,9 @@ pytestmark = pytest.mark.usefixtures("fresh")
 def gw(up: FakeUpstream, tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
     config = upstream_config(up, selection={"exploration_rate": 0, "exploration_bonus": 0})
     config["server"]["max_body_bytes"] = 65536
+    for model in config["models"]:
+        if model["name"] == "alpha":  # a named model falls back to its fallbacks only
+            model["fallbacks"] = ["beta", "gamma"]
     config["server"]["api_keys"] = [
         {"name": "main", "key": KEY},
         {"name": "other", "key": OTHER},
@@ -457,7 +460,7 @@ def test_an_upstream_rejection_is_an_invalid_request(
     assert_anthropic_error(caught.value.response, 400, "invalid_request_error")
 
 
-def test_a_failing_model_falls_back_within_its_route(
+def test_a_failing_model_falls_back_to_its_fallbacks(
     claude: anthropic.Anthropic, up: FakeUpstream
 ) -> None:
     up.behave("alpha-up", status=500)

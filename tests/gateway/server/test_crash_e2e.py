@@ -28,6 +28,9 @@ Start = Callable[..., GatewayProcess]
 
 def config(upstream: FakeUpstream, db: Path, flush_interval: float = 60.0) -> dict[str, Any]:
     cfg = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    for model in cfg["models"]:
+        if model["name"] == "alpha":  # asked for by name, beta answers when it fails
+            model["fallbacks"] = ["beta"]
     cfg["storage"] = {
         "url": f"sqlite:///{db}",
         "share_interval": 60,  # benches every 30 s: never within a test
