@@ -99,6 +99,10 @@ class Job(ABC, Generic[R, P]):
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)
+    # By the dispatcher's clock, for the gateway's own overhead: when `run` began, and
+    # the milliseconds its failed attempts waited on upstreams.
+    began: float = field(init=False, default=0.0)
+    waited_ms: float = field(init=False, default=0.0)
 
     streamed: ClassVar[bool] = False  # the answer is delivered piece by piece
 
@@ -151,6 +155,9 @@ class Timings:
 
     upstream_ms: float  # from sending the attempt to the end of its answer, or its failure
     ttft_ms: float | None  # to the answer's first piece (for a whole reply: all of it)
+    # The request's whole time in routing minus every attempt's upstream wait, for the
+    # attempt that ends the request (None: not known, e.g. a failed attempt).
+    overhead_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -303,6 +310,9 @@ class Sink(Protocol):
 
     def record(self, outcome: Outcome) -> Awaitable[None] | None: ...
 
+    def unanswered(self, job: Job[Any, Any], kind: str) -> None:
+        """The request ends with no answer: `kind` is the error class that ended it."""
+
 
 class Dispatcher:
     def __init__(
@@ -340,7 +350,7 @@ class Dispatcher:
         order = self._candidates(job)
         failures: list[Failure] = []
         min_context = 0  # after a context-length refusal: larger windows only
-        began = self._clock()
+        began = job.began = self._clock()
         number = 0
         for model in order:
             if number >= self._max_attempts or (number and self._clock() - began > self._deadline):
@@ -373,6 +383,7 @@ class Dispatcher:
                 if isinstance(exc, ContextLengthExceeded):
                     min_context = window or 1
                 elif not exc.blames_model:
+                    self._recorder.unanswered(job, exc.kind)
                     raise RejectedByUpstream(exc) from None
                 failures.append(Failure(model.name, model.provider, exc))
                 continue
@@ -380,7 +391,9 @@ class Dispatcher:
             if job.streamed:
                 return Streaming(self, job, model, number, opened, started, now)
             return Exchange(self, job, model, number, opened.result, started, now)
-        raise _exhausted(failures)
+        error = _exhausted(failures)
+        self._recorder.unanswered(job, failures[-1].error.kind if failures else "no_model")
+        raise error
 
     def closed(self, exchange: Exchange[Any], error: ProviderError | None, gone: bool) -> Outcome:
         """Price and time a closed exchange and hand its outcome to the recorder."""
@@ -403,12 +416,15 @@ class Dispatcher:
         ended = exchange.ended if exchange.ended is not None else now
         first = exchange.first_at if isinstance(exchange, Streaming) else ended
         usage = exchange.result.usage if isinstance(exchange.result, _HAS_USAGE) else None
+        job = exchange.job
+        upstream_ms = (ended - exchange.started) * 1000
+        overhead_ms = (now - job.began) * 1000 - job.waited_ms - upstream_ms
         outcome = Outcome(
-            exchange.job,
+            job,
             exchange.model,
             exchange.number,
             error,
-            Timings((ended - exchange.started) * 1000, (first - exchange.started) * 1000),
+            Timings(upstream_ms, (first - exchange.started) * 1000, overhead_ms),
             usage,
             exchange.model.pricing.cost_of(usage),
             self._wall(),
@@ -442,6 +458,7 @@ class Dispatcher:
         error: ProviderError,
     ) -> Awaitable[None] | None:
         elapsed = (self._clock() - started) * 1000
+        job.waited_ms += elapsed
         outcome = Outcome(
             job, model, number, error, Timings(elapsed, None), None, 0.0, self._wall()
         )

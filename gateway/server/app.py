@@ -27,11 +27,13 @@ from gateway.routing.evaluation import Evaluator
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.fleet import Fleet, new_origin
 from gateway.routing.key_registry import KeyRegistry
+from gateway.routing.metrics import RoutingMetrics
 from gateway.routing.quota import Quota, QuotaShare
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.server.gctune import tune
+from gateway.server.metrics import METRICS_DIR_ENV, Metrics
 from gateway.server.workers import WORKERS_ENV
 from gateway.storage import StoreError, create_store
 from gateway.storage.writer import StoreWriter
@@ -105,6 +107,7 @@ class Gateway:
             self.events,
             benches=self.fleet,
             quota=self.quota,
+            metrics=RoutingMetrics(),
         )
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, [m for m in config.models if m.provider == p.name])
@@ -129,6 +132,16 @@ class Gateway:
             self.tracker,
             clock,
             settle=lambda: settle if storage.share or workers > 1 else 0.0,
+        )
+        # Workers of one `gatewise serve` share a directory of their counts (one worker: none).
+        self.metrics = Metrics(
+            self.recorder.metrics,
+            self.writer,
+            self.blacklist,
+            self.selector,
+            self.catalog,
+            directory=os.environ.get(METRICS_DIR_ENV) if workers > 1 else None,
+            clock=clock,
         )
         self.ready = False
 
@@ -157,6 +170,7 @@ class Gateway:
         self.evaluator.start()
         self.fleet.start()
         self.key_registry.start()
+        self.metrics.start()
         if any(tenant.limited for tenant in self.keys.tenants()):
             self.quota_share.start()
         for provider in config.providers:
@@ -197,6 +211,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.metrics.close()
         await self.evaluator.close()
         await self.writer.close()
         if any(tenant.limited for tenant in self.keys.tenants()):
@@ -222,7 +237,7 @@ def create_app(
         finally:
             await gateway.stop()
 
-    admin = create_admin_app(gateway, config.server.admin_token)
+    admin = create_admin_app(gateway, config.server.admin_token, config.server.metrics_token)
     app = create_http_app(gateway, admin=admin, lifespan=lifespan)
     app.state.gateway = gateway
     return app

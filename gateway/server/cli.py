@@ -141,9 +141,15 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         headers=[("x-content-type-options", "nosniff")],
     )
     if args.workers > 1:
+        import tempfile
+
+        from gateway.server.metrics import METRICS_DIR_ENV
         from gateway.server.workers import run_workers
 
-        return run_workers(options, args.workers)
+        # The workers' counts, summed at each scrape; this run's alone, gone after it.
+        with tempfile.TemporaryDirectory(prefix="gatewise-metrics-") as directory:
+            os.environ[METRICS_DIR_ENV] = directory
+            return run_workers(options, args.workers)
     from gateway.server.app import create_app
     from gateway.server.gctune import tune
 
