@@ -166,10 +166,12 @@ class SummaryLog:
         self.schedule = schedule
         self._episodes: dict[str, _Episode] = {}
         self._scheduled = False
+        self.totals: dict[str, int] = {}  # every event since start, by cause (for /metrics)
 
     def record(
         self, cause: str, message: str, level: int = logging.WARNING, **fields: object
     ) -> None:
+        self.totals[cause] = self.totals.get(cause, 0) + 1
         episode = self._episodes.get(cause)
         if episode is not None:
             episode.count += 1

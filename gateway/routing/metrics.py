@@ -18,13 +18,13 @@ from bisect import bisect_left
 from typing import Any
 
 from gateway.routing.dispatch import Job, Outcome
+from providers.base import Endpoint
 
 __all__ = [
     "LATENCY_BUCKETS",
     "OVERHEAD_BUCKETS",
     "RoutingMetrics",
     "Snapshot",
-    "request_outcome",
 ]
 
 # Seconds. Upstream latency and time to first token span ms (a mock, a cache) to minutes.
@@ -37,30 +37,36 @@ OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 
 Snapshot = dict[str, dict[tuple[str, ...], list[float]]]
 
 
-def request_outcome(outcome: Outcome) -> str:
-    """How the request ended, for a request's last attempt: success, fallback (an answer
-    after a failed attempt), client_gone, or the error class that ended it."""
-    error = outcome.error
-    if outcome.client_gone:
-        return "client_gone"
-    if error is not None:
-        return error.kind
-    return "fallback" if outcome.number > 1 else "success"
+class _Cells:
+    """The cells one kind of attempt adds to, found with one dict lookup per attempt."""
+
+    __slots__ = ("attempt", "cost", "latency", "overhead", "request", "tokens", "ttft")
+
+    def __init__(self, metrics: RoutingMetrics, key: _Key, provider: str) -> None:
+        route, model, endpoint, ended, owner, answered = key
+        route = route or ""
+        attempt = "success" if ended == "fallback" else ended
+        self.attempt = _cell(metrics.attempts, (route, model, provider, endpoint.value, attempt))
+        self.latency = _cell(metrics.latency, (model, provider), len(LATENCY_BUCKETS) + 2)
+        ends = answered or ended == "client_gone"  # the request's last attempt
+        self.request = (
+            _cell(metrics.requests, (route, model if answered else "", endpoint.value, ended))
+            if ends
+            else None
+        )
+        who = owner or ""
+        self.ttft = _cell(metrics.ttft, (model,), len(LATENCY_BUCKETS) + 2)
+        self.overhead = _cell(metrics.overhead, (endpoint.value,), len(OVERHEAD_BUCKETS) + 2)
+        self.tokens = (
+            _cell(metrics.tokens, (model, who, "input")),
+            _cell(metrics.tokens, (model, who, "output")),
+        )
+        self.cost = _cell(metrics.cost, (model, who))
 
 
-class _Histogram:
-    __slots__ = ("bounds", "series")
-
-    def __init__(self, bounds: tuple[float, ...]) -> None:
-        self.bounds = bounds
-        self.series: dict[tuple[str, ...], list[float]] = {}
-
-    def observe(self, key: tuple[str, ...], value: float) -> None:
-        counts = self.series.get(key)
-        if counts is None:
-            counts = self.series[key] = [0.0] * (len(self.bounds) + 2)
-        counts[bisect_left(self.bounds, value)] += 1
-        counts[-1] += value
+# route, model, endpoint, how it ended (see RoutingMetrics), client key, answered
+_Key = tuple[str | None, str, Endpoint, str, str | None, bool]
+Series = dict[tuple[str, ...], list[float]]
 
 
 class RoutingMetrics:
@@ -68,7 +74,8 @@ class RoutingMetrics:
 
     - attempts: route, model, provider, endpoint, outcome (success, client_gone, error class)
     - requests: route, model (the one that answered, "" if none), endpoint, outcome
-      (`request_outcome`, or the error class of the last failure when no model answered)
+      (success; fallback: answered after a failed attempt; client_gone; or the error
+      class that ended it: a failure midway, or the last failure when none answered)
     - tokens: model, key, direction (input, output); cost: model, key
     - histograms (seconds): upstream latency by model and provider; time to first token
       by model (answered streams and replies); gateway overhead by endpoint
@@ -81,67 +88,86 @@ class RoutingMetrics:
     }
 
     def __init__(self) -> None:
-        self.attempts: dict[tuple[str, ...], list[float]] = {}
-        self.requests: dict[tuple[str, ...], list[float]] = {}
-        self.tokens: dict[tuple[str, ...], list[float]] = {}
-        self.cost: dict[tuple[str, ...], list[float]] = {}
-        self.latency = _Histogram(LATENCY_BUCKETS)
-        self.ttft = _Histogram(LATENCY_BUCKETS)
-        self.overhead = _Histogram(OVERHEAD_BUCKETS)
+        self.attempts: Series = {}
+        self.requests: Series = {}
+        self.tokens: Series = {}
+        self.cost: Series = {}
+        self.latency: Series = {}  # [bucket counts..., +Inf count, sum]
+        self.ttft: Series = {}
+        self.overhead: Series = {}
+        self._cells: dict[_Key, _Cells] = {}
 
     def observe(self, outcome: Outcome) -> None:
         job = outcome.job
-        model = outcome.model
-        name = model.name
-        route = job.target.route or ""
-        endpoint = job.endpoint.value
         error = outcome.error
-        kind = (
-            "client_gone" if outcome.client_gone else error.kind if error is not None else "success"
-        )
-        _add(self.attempts, (route, name, model.provider, endpoint, kind), 1.0)
+        answered = outcome.answered
+        if outcome.client_gone:
+            ended = "client_gone"
+        elif error is not None:
+            ended = error.kind
+        else:
+            ended = "success" if outcome.number == 1 else "fallback"
+        model = outcome.model
+        key = (job.target.route, model.name, job.endpoint, ended, job.owner, answered)
+        cells = self._cells.get(key)
+        if cells is None:
+            cells = self._cells[key] = _Cells(self, key, model.provider)
+        cells.attempt[0] += 1
         timings = outcome.timings
-        self.latency.observe((name, model.provider), timings.upstream_ms / 1000)
-        if outcome.answered:
-            _add(self.requests, (route, name, endpoint, request_outcome(outcome)), 1.0)
-            if timings.ttft_ms is not None:
-                self.ttft.observe((name,), timings.ttft_ms / 1000)
-            if timings.overhead_ms is not None:
-                self.overhead.observe((endpoint,), max(0.0, timings.overhead_ms) / 1000)
-            usage = outcome.usage
-            owner = job.owner or ""
-            if usage is not None:
-                _add(self.tokens, (name, owner, "input"), usage.prompt_tokens)
-                _add(self.tokens, (name, owner, "output"), usage.completion_tokens)
-            if outcome.cost:
-                _add(self.cost, (name, owner), outcome.cost)
-        elif kind == "client_gone":  # the client left before any answer: the request ends
-            _add(self.requests, (route, "", endpoint, kind), 1.0)
+        seconds = timings.upstream_ms / 1000
+        latency = cells.latency
+        latency[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        latency[-1] += seconds
+        request = cells.request
+        if request is None:
+            return
+        request[0] += 1
+        if not answered:
+            return
+        ttft_ms = timings.ttft_ms
+        if ttft_ms is not None:
+            seconds = ttft_ms / 1000
+            ttft = cells.ttft
+            ttft[bisect_left(LATENCY_BUCKETS, seconds)] += 1
+            ttft[-1] += seconds
+        overhead_ms = timings.overhead_ms
+        if overhead_ms is not None:
+            seconds = overhead_ms / 1000 if overhead_ms > 0 else 0.0
+            overhead = cells.overhead
+            overhead[bisect_left(OVERHEAD_BUCKETS, seconds)] += 1
+            overhead[-1] += seconds
+        usage = outcome.usage
+        if usage is not None:
+            tokens = cells.tokens
+            tokens[0][0] += usage.prompt_tokens
+            tokens[1][0] += usage.completion_tokens
+        if outcome.cost:
+            cells.cost[0] += outcome.cost
 
     def unanswered(self, job: Job[Any, Any], kind: str) -> None:
         """A request no model answered (all failed, or the upstream refused it)."""
-        _add(self.requests, (job.target.route or "", "", job.endpoint.value, kind), 1.0)
+        _cell(self.requests, (job.target.route or "", "", job.endpoint.value, kind))[0] += 1
 
     def snapshot(self) -> Snapshot:
-        """Copies of the cumulative counts, safe to serialize while traffic goes on."""
+        """Copies of the cumulative counts, safe to serialize while traffic goes on.
+        Series never counted (cells made ahead, e.g. tokens of a failure) are left out."""
         return {
             "attempts": _copy(self.attempts),
             "requests": _copy(self.requests),
             "tokens": _copy(self.tokens),
             "cost": _copy(self.cost),
-            "upstream_latency": _copy(self.latency.series),
-            "ttft": _copy(self.ttft.series),
-            "overhead": _copy(self.overhead.series),
+            "upstream_latency": _copy(self.latency),
+            "ttft": _copy(self.ttft),
+            "overhead": _copy(self.overhead),
         }
 
 
-def _add(series: dict[tuple[str, ...], list[float]], key: tuple[str, ...], n: float) -> None:
+def _cell(series: Series, key: tuple[str, ...], size: int = 1) -> list[float]:
     cell = series.get(key)
     if cell is None:
-        series[key] = [n]
-    else:
-        cell[0] += n
+        cell = series[key] = [0.0] * size
+    return cell
 
 
-def _copy(series: dict[tuple[str, ...], list[float]]) -> dict[tuple[str, ...], list[float]]:
-    return {key: list(values) for key, values in series.items()}
+def _copy(series: Series) -> Series:
+    return {key: list(values) for key, values in series.items() if any(values)}

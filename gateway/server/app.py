@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -33,7 +34,7 @@ from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.server.gctune import tune
-from gateway.server.metrics import METRICS_DIR_ENV, Metrics
+from gateway.server.metrics import METRICS_DIR_ENV, TRIPS_STATE, Metrics
 from gateway.server.workers import WORKERS_ENV
 from gateway.storage import StoreError, create_store
 from gateway.storage.writer import StoreWriter
@@ -230,10 +231,10 @@ def create_app(
     gateway = Gateway(config, clock, workers)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await gateway.start()
         try:
-            yield
+            yield {TRIPS_STATE: gateway.metrics}  # for the server protocol's limit trips
         finally:
             await gateway.stop()
 

@@ -42,9 +42,10 @@ from gateway.routing.metrics import RoutingMetrics, Snapshot
 from gateway.routing.selection import Selector
 from gateway.storage.writer import StoreWriter
 
-__all__ = ["METRICS_DIR_ENV", "Metrics", "merge"]
+__all__ = ["METRICS_DIR_ENV", "TRIPS_STATE", "Metrics", "merge"]
 
 METRICS_DIR_ENV = "GATEWISE_METRICS_DIR"
+TRIPS_STATE = "gatewise.metrics"  # the lifespan state's key for `Metrics` (see protocol.py)
 
 log = logging.getLogger("gatewise.metrics")
 

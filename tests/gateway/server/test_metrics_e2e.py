@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from collections.abc import Callable
 
@@ -79,6 +80,12 @@ def test_a_burst_is_counted_exactly_across_two_workers(
     answer = ask(None, gw, "alpha")
     assert answer.status_code == 200 and answer.json()["model"] == "beta"
 
+    # Two connections an inbound limit closes (not HTTP), on either worker.
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+
     deadline = time.monotonic() + 10
     while total(samples := scrape(gw), "gatewise_requests_total") < 17:
         assert time.monotonic() < deadline, "the workers' counts never added up"
@@ -118,6 +125,8 @@ def test_a_burst_is_counted_exactly_across_two_workers(
         assert total(samples, "gatewise_model_blacklist_remaining_seconds", model="alpha") > 3000
         assert total(samples, "gatewise_storage_dropped_rows_total") == 0
         assert total(samples, "gatewise_storage_degraded") == 0
+        trips = "gatewise_inbound_limit_trips_total"
+        assert total(samples, trips, cause="invalid_request") == 2
         score = total(samples, "gatewise_selection_score", model="gamma", optimization="cost")
         assert score != 0
         samples = scrape(gw)
