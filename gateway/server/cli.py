@@ -115,7 +115,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from gateway.core.logs import configure_logging
+    from gateway.core.logs import LOG_CONFIG_ENV, configure_logging
     from gateway.server.protocol import Inbound, InboundLimits, JoinedWritesProtocol
 
     level = args.log_level or config.server.log_level
@@ -140,6 +140,8 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         # middleware): browsers must not sniff a JSON answer or an error into markup.
         headers=[("x-content-type-options", "nosniff")],
     )
+    if os.environ.get(LOG_CONFIG_ENV):  # the operator's file configures uvicorn's loggers too
+        options["log_config"] = None
     if args.workers > 1:
         import tempfile
 
