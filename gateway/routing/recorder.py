@@ -26,6 +26,7 @@ from gateway.routing.dispatch import Job, Outcome
 from gateway.routing.evaluation import Evaluator
 from gateway.routing.metrics import RoutingMetrics
 from gateway.routing.quota import Quota
+from gateway.routing.tracing import Tracing
 from gateway.routing.tracker import Tracker
 from gateway.storage.writer import StoreWriter
 
@@ -51,6 +52,7 @@ class Recorder:
         benches: Benches | None = None,
         quota: Quota | None = None,
         metrics: RoutingMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.tracker = tracker
         self.blacklist = blacklist
@@ -61,6 +63,7 @@ class Recorder:
         self._saves: set[asyncio.Task[None]] = set()  # referenced until done
         self.quota = quota or Quota()
         self.metrics = metrics or RoutingMetrics()
+        self.tracing = tracing  # None: no spans (the default)
 
     def record(self, outcome: Outcome) -> Awaitable[None] | None:
         """Take in one outcome. Returns the write of the bench it caused, if it benched
@@ -76,6 +79,8 @@ class Recorder:
                 owner, attempt.prompt_tokens + attempt.completion_tokens, attempt.cost
             )
         self.metrics.observe(outcome)
+        if self.tracing is not None:
+            self.tracing.observe(outcome)
         self._log(outcome)
         if benched and self.benches is not None:
             return self._save_soon()
@@ -84,6 +89,8 @@ class Recorder:
     def unanswered(self, job: Job[Any, Any], kind: str) -> None:
         """A request ends with no answer (its attempts are recorded already)."""
         self.metrics.unanswered(job, kind)
+        if self.tracing is not None:
+            self.tracing.unanswered(job, kind)
 
     async def let_back(self, model: str) -> bool:
         """An operator lets a benched model back early; returns whether it was benched,

@@ -35,6 +35,7 @@ from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.server.gctune import tune
 from gateway.server.metrics import METRICS_DIR_ENV, TRIPS_STATE, Metrics
+from gateway.server.tracing import tracing_from_env
 from gateway.server.workers import WORKERS_ENV
 from gateway.storage import StoreError, create_store
 from gateway.storage.writer import StoreWriter
@@ -100,6 +101,9 @@ class Gateway:
         self.key_registry = KeyRegistry(
             self.keys, self.store, known, interval=min(0.5, storage.share_interval), clock=clock
         )
+        traces = tracing_from_env()
+        self.tracer_provider = traces[1] if traces is not None else None
+        self.traced = traces is not None
         self.recorder = Recorder(
             self.tracker,
             self.blacklist,
@@ -109,6 +113,7 @@ class Gateway:
             benches=self.fleet,
             quota=self.quota,
             metrics=RoutingMetrics(),
+            tracing=traces[0] if traces is not None else None,
         )
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, [m for m in config.models if m.provider == p.name])
@@ -222,6 +227,8 @@ class Gateway:
         await self.store.close()
         for provider in self.providers.values():
             await provider.aclose()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()  # exports what is left
         self.events.flush()
 
 
