@@ -63,7 +63,8 @@ class OpenAIProvider(HttpProvider):
             resp = await self._request("GET", url, self._get_headers, None)
         else:
             body = orjson.dumps({**call.body, "model": call.upstream_model})
-            resp = await self._request("POST", self._url(call), self._headers, body)
+            headers = self._with(self._headers, call)
+            resp = await self._request("POST", self._url(call), headers, body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
         data = upstream_json(resp.body, f"{self.name}'s response body")
@@ -80,12 +81,13 @@ class OpenAIProvider(HttpProvider):
                     "include_usage": True,
                 }
                 hide_usage = True
-        upstream = await self._open(self._url(call), self._headers, orjson.dumps(body))
+        headers = self._with(self._headers, call)
+        upstream = await self._open(self._url(call), headers, orjson.dumps(body))
         return _OpenAIChunks(upstream, self.name, hide_usage, self._secrets)
 
     async def binary(self, call: Call) -> BinaryReply:
         body = orjson.dumps({**call.body, "model": call.upstream_model})
-        upstream = await self._open(self._url(call), self._headers, body)
+        upstream = await self._open(self._url(call), self._with(self._headers, call), body)
         return _Passthrough(upstream, self.name)
 
     def _url(self, call: Call) -> str:

@@ -58,6 +58,7 @@ __all__ = [
     "StreamJob",
     "Streaming",
     "Timings",
+    "Traces",
 ]
 
 R = TypeVar("R")  # what the upstream answered: Reply, ChunkStream or BinaryReply
@@ -317,6 +318,12 @@ class Sink(Protocol):
         """The request ends with no answer: `kind` is the error class that ended it."""
 
 
+class Traces(Protocol):
+    """Starts an attempt's span (`Tracing`); returns the headers that carry it upstream."""
+
+    def attempt(self, job: Job[Any, Any], model: ModelConfig, number: int) -> dict[str, str]: ...
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -329,8 +336,10 @@ class Dispatcher:
         bench_wait: float = 2.0,
         clock: Callable[[], float] = time.perf_counter,
         wall: Callable[[], float] = time.time,
+        traces: Traces | None = None,
     ) -> None:
         self.catalog = catalog
+        self._traces = traces
         self._selector = selector
         self._recorder = recorder
         self._max_attempts = max_attempts
@@ -364,6 +373,8 @@ class Dispatcher:
                 continue
             number += 1
             call = Call(job.endpoint, job.body, model.upstream, job.stream, job.resource_id)
+            if self._traces is not None:
+                call.headers = self._traces.attempt(job, model, number)
             started = self._clock()
             try:
                 opened = await job.open(self.catalog.provider_for(model), call)

@@ -1,10 +1,10 @@
 """OpenTelemetry spans: one per request, a child per upstream attempt (optional).
 
-Fed by the recorder like the metrics, after the fact: an attempt's span is made when its
-outcome is recorded, with the times the dispatcher measured, so that nothing is added
-to the request path when tracing is off and little when it is on. The request's span
-begins with the first recorded attempt (at the time `Dispatcher.run` began) and ends
-with the outcome that ends the request. A client's `traceparent` makes it the parent.
+The dispatcher starts an attempt's span as it sends it (`attempt`: its `traceparent`
+goes upstream); the recorder ends it with what the outcome says (`observe`). The
+request's span begins with its first attempt (at the time `Dispatcher.run` began) and
+ends with the outcome that ends the request; a client's `traceparent` makes it the
+parent. Tracing off, none of this runs: the dispatcher and recorder hold None.
 
 Attributes follow OpenTelemetry's GenAI semantic conventions (`gen_ai.*`) plus
 Gatewise's own (`gatewise.*`). Never a prompt or an answer's text.
@@ -16,10 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from gateway.core.config import ModelConfig
 from gateway.routing.dispatch import Job, Outcome
 from providers.base import Endpoint
 
-__all__ = ["Tracing"]
+__all__ = ["OPERATIONS", "Tracing"]
 
 # gen_ai.operation.name, by endpoint (the convention's names where it has one)
 OPERATIONS = {
@@ -35,10 +36,11 @@ def _ns(seconds: float) -> int:
 
 
 class _Request:
-    __slots__ = ("last_error", "span")
+    __slots__ = ("attempt", "last_error", "span")
 
     def __init__(self, span: Any) -> None:
         self.span = span
+        self.attempt: Any = None  # the span of the attempt under way, started at its send
         self.last_error: str | None = None  # the failure that made the next attempt a fallback
 
 
@@ -74,6 +76,19 @@ class Tracing:
             state = job.trace = _Request(span)
         return state
 
+    def attempt(self, job: Job[Any, Any], model: ModelConfig, number: int) -> dict[str, str]:
+        """Start an attempt's span as it is sent; its `traceparent` goes to the upstream."""
+        state = self._request(job)
+        span = self.tracer.start_span(
+            f"attempt {model.name}",
+            context=self._trace.set_span_in_context(state.span),
+            kind=self._trace.SpanKind.CLIENT,
+        )
+        state.attempt = span
+        carrier: dict[str, str] = {}
+        self._propagator.inject(carrier, context=self._trace.set_span_in_context(span))
+        return carrier
+
     def observe(self, outcome: Outcome) -> None:
         job = outcome.job
         state = self._request(job)
@@ -95,14 +110,18 @@ class Tracing:
             attributes["gen_ai.usage.output_tokens"] = usage.completion_tokens
         if outcome.timings.ttft_ms is not None and outcome.answered:
             attributes["gatewise.ttft_ms"] = round(outcome.timings.ttft_ms, 3)
-        context = self._trace.set_span_in_context(state.span)
-        span = self.tracer.start_span(
-            f"attempt {model.name}",
-            context=context,
-            kind=self._trace.SpanKind.CLIENT,
-            start_time=_ns(ended - outcome.timings.upstream_ms / 1000),
-            attributes=attributes,
-        )
+        span = state.attempt
+        state.attempt = None
+        if span is not None:  # started by the dispatcher, as it sent the attempt
+            span.set_attributes(attributes)
+        else:
+            span = self.tracer.start_span(
+                f"attempt {model.name}",
+                context=self._trace.set_span_in_context(state.span),
+                kind=self._trace.SpanKind.CLIENT,
+                start_time=_ns(ended - outcome.timings.upstream_ms / 1000),
+                attributes=attributes,
+            )
         kind = "client_gone" if outcome.client_gone else error.kind if error else None
         if kind is not None:
             span.set_attribute("error.type", kind)

@@ -128,6 +128,7 @@ class Gateway:
             max_attempts=sel.max_attempts,
             deadline=sel.deadline_seconds,
             wall=clock,
+            traces=traces[0] if traces is not None else None,
         )
         # An answer another worker or replica gave reaches the store within one flush:
         # a rating that arrives here first waits that long for it instead of a 404.
