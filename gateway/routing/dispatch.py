@@ -105,7 +105,6 @@ class Job(ABC, Generic[R, P]):
     # the milliseconds its failed attempts waited on upstreams.
     began: float = field(init=False, default=0.0)
     waited_ms: float = field(init=False, default=0.0)
-    began_at: float = field(init=False, default=0.0)  # wall clock, for a trace's spans
     trace: Any = field(init=False, default=None)  # the request's span, when tracing
 
     streamed: ClassVar[bool] = False  # the answer is delivered piece by piece
@@ -363,7 +362,6 @@ class Dispatcher:
         failures: list[Failure] = []
         min_context = 0  # after a context-length refusal: larger windows only
         began = job.began = self._clock()
-        job.began_at = self._wall()
         number = 0
         for model in order:
             if number >= self._max_attempts or (number and self._clock() - began > self._deadline):

@@ -2,9 +2,9 @@
 
 The dispatcher starts an attempt's span as it sends it (`attempt`: its `traceparent`
 goes upstream); the recorder ends it with what the outcome says (`observe`). The
-request's span begins with its first attempt (at the time `Dispatcher.run` began) and
-ends with the outcome that ends the request; a client's `traceparent` makes it the
-parent. Tracing off, none of this runs: the dispatcher and recorder hold None.
+request's span begins with its first attempt and ends with the outcome that ends the
+request; a client's `traceparent` makes it the parent. Tracing off, none of this runs:
+the dispatcher and recorder hold None.
 
 Attributes follow OpenTelemetry's GenAI semantic conventions (`gen_ai.*`) plus
 Gatewise's own (`gatewise.*`). Never a prompt or an answer's text.
@@ -53,7 +53,9 @@ class Tracing:
         self._trace = trace
         self._propagator = TraceContextTextMapPropagator()
 
-    def _request(self, job: Job[Any, Any]) -> _Request:
+    def _request(self, job: Job[Any, Any], start: float | None = None) -> _Request:
+        """The request's span, begun with its first attempt (at `start`, wall-clock
+        seconds; None: now)."""
         state: _Request | None = job.trace
         if state is None:
             parent = None
@@ -64,7 +66,7 @@ class Tracing:
                 f"{operation} {job.target.name}",
                 context=parent,
                 kind=self._trace.SpanKind.SERVER,
-                start_time=_ns(job.began_at),
+                start_time=None if start is None else _ns(start),
                 attributes={
                     "gen_ai.operation.name": operation,
                     "gen_ai.request.model": job.target.name,
@@ -91,7 +93,7 @@ class Tracing:
 
     def observe(self, outcome: Outcome) -> None:
         job = outcome.job
-        state = self._request(job)
+        state = self._request(job, outcome.at - outcome.timings.upstream_ms / 1000)
         model = outcome.model
         error = outcome.error
         ended = outcome.at
