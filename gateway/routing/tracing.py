@@ -81,6 +81,7 @@ class Tracing:
     def attempt(self, job: Job[Any, Any], model: ModelConfig, number: int) -> dict[str, str]:
         """Start an attempt's span as it is sent; its `traceparent` goes to the upstream."""
         state = self._request(job)
+        self._unsent(state)
         span = self.tracer.start_span(
             f"attempt {model.name}",
             context=self._trace.set_span_in_context(state.span),
@@ -144,8 +145,18 @@ class Tracing:
             request.end(end_time=_ns(ended))
             job.trace = None
 
+    def _unsent(self, state: _Request) -> None:
+        """An attempt begun and never recorded: it found no connection free (the only
+        attempt the dispatcher does not record), so it never reached the upstream."""
+        if state.attempt is not None:
+            state.attempt.set_attribute("error.type", "pool_exhausted")
+            state.attempt.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
+            state.attempt.end()
+            state.attempt = None
+
     def unanswered(self, job: Job[Any, Any], kind: str) -> None:
         state = self._request(job)
+        self._unsent(state)
         state.span.set_attribute("error.type", kind)
         state.span.set_status(self._trace.Status(self._trace.StatusCode.ERROR))
         state.span.end()

@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 from gateway.routing.tracing import Tracing
 from gateway.server.tracing import wanted
 from providers.errors import UpstreamServerError
-from tests.gateway.routing.test_recorder import Chain
+from tests.gateway.routing.test_recorder import CATALOG, Chain
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
@@ -96,3 +96,19 @@ def test_traces_are_made_only_when_the_environment_asks() -> None:
     assert wanted({"OTEL_TRACES_EXPORTER": "otlp"})
     assert not wanted({"OTEL_TRACES_EXPORTER": "none", "OTEL_EXPORTER_OTLP_ENDPOINT": "x"})
     assert not wanted({"OTEL_SDK_DISABLED": "true", "OTEL_TRACES_EXPORTER": "otlp"})
+
+
+def test_an_attempt_that_found_no_connection_ends_as_never_sent(
+    exported: tuple[Tracing, InMemorySpanExporter],
+) -> None:
+    tracing, exporter = exported
+    chain = Chain()
+    job = chain.outcome().job
+    headers = tracing.attempt(job, CATALOG.models["m"], 1)  # then CapacityExhausted
+    assert headers["traceparent"].startswith("00-")
+    tracing.unanswered(job, "pool_exhausted")
+    attempt, request = exporter.get_finished_spans()
+    assert attempt.attributes is not None
+    assert attempt.attributes["error.type"] == "pool_exhausted"
+    assert f"{attempt.context.span_id:016x}" == headers["traceparent"].split("-")[2]
+    assert attempt.parent is not None and attempt.parent.span_id == request.context.span_id
