@@ -15,13 +15,16 @@ from admin_ui.keys import key_routes
 from admin_ui.openapi import openapi, operation
 from admin_ui.pages import page_routes
 from admin_ui.performance import json_response, performance_routes
+from admin_ui.prometheus import metrics_routes
 from admin_ui.services import AdminServices
 from gateway.http.errors import http_error
 
 __all__ = ["create_admin_app"]
 
 
-def create_admin_app(services: AdminServices, admin_token: str | None) -> Starlette:
+def create_admin_app(
+    services: AdminServices, admin_token: str | None, metrics_token: str | None = None
+) -> Starlette:
     async def index(request: Request) -> Response:
         """Where the admin API describes itself."""
         return json_response({"service": "gatewise-admin", "openapi": "/admin/openapi.json"})
@@ -37,11 +40,14 @@ def create_admin_app(services: AdminServices, admin_token: str | None) -> Starle
         *performance_routes(services),
         *evaluation_routes(services),
         *key_routes(services),
+        *metrics_routes(services),
         *page_routes(),
     ]
     document = openapi(routes)
     return Starlette(
         routes=routes,
-        middleware=[Middleware(AdminAuthMiddleware, token=admin_token)],
+        middleware=[
+            Middleware(AdminAuthMiddleware, token=admin_token, metrics_token=metrics_token)
+        ],
         exception_handlers={HTTPException: http_error},
     )

@@ -24,7 +24,8 @@ from gateway.http.errors import plain_error
 
 __all__ = ["DIRECT_ONLY", "AdminAuthMiddleware", "is_direct_local"]
 
-PROTECTED = ("/performance", "/evaluations", "/admin")
+PROTECTED = ("/performance", "/evaluations", "/admin", "/metrics")
+METRICS = "/metrics"  # also read with the metrics token, which reads nothing else
 PUBLIC = frozenset({"/admin/openapi.json"})
 
 DIRECT_ONLY = (
@@ -96,16 +97,28 @@ def is_direct_local(scope: Scope) -> bool:
 
 
 class AdminAuthMiddleware:
-    def __init__(self, app: ASGIApp, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, token: str | None, metrics_token: str | None = None) -> None:
         self.app = app
         self.token = token.encode() if token else None
+        self.metrics_token = metrics_token.encode() if metrics_token else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
         if scope["type"] != "http" or not path.startswith(PROTECTED) or path in PUBLIC:
             await self.app(scope, receive, send)
             return
-        if self.token is None:
+        if path == METRICS and self.metrics_token is not None:
+            if self._presents(scope, self.metrics_token) or (
+                self.token is not None and self._presents(scope, self.token)
+            ):
+                await self.app(scope, receive, send)
+                return
+            error = plain_error(
+                401,
+                "/metrics needs 'Authorization: Bearer <metrics token>'.",
+                code="invalid_metrics_token",
+            )
+        elif self.token is None:
             if is_direct_local(scope):
                 await self.app(scope, receive, send)
                 return
@@ -116,11 +129,7 @@ class AdminAuthMiddleware:
                 code="admin_loopback_only",
             )
         else:
-            header = next(
-                (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
-            )
-            token = bearer_token(header)
-            if token is not None and hmac.compare_digest(token.encode(), self.token):
+            if self._presents(scope, self.token):
                 await self.app(scope, receive, send)
                 return
             error = plain_error(
@@ -129,3 +138,11 @@ class AdminAuthMiddleware:
                 code="invalid_admin_token",
             )
         await error(scope, receive, send)
+
+    @staticmethod
+    def _presents(scope: Scope, expected: bytes) -> bool:
+        header = next(
+            (v.decode("latin-1") for k, v in scope["headers"] if k == b"authorization"), None
+        )
+        token = bearer_token(header)
+        return token is not None and hmac.compare_digest(token.encode(), expected)

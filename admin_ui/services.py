@@ -15,7 +15,13 @@ from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.storage import Store
 
-__all__ = ["AdminServices"]
+__all__ = ["AdminServices", "Exposition"]
+
+
+class Exposition(Protocol):
+    """The Prometheus text of this replica's metrics (`gateway.server.metrics.Metrics`)."""
+
+    def exposition(self) -> bytes: ...
 
 
 class AdminServices(Protocol):
@@ -30,3 +36,6 @@ class AdminServices(Protocol):
     keys: KeyRing
     key_registry: KeyRegistry
     quota: Quota
+
+    @property
+    def metrics(self) -> Exposition: ...

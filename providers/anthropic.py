@@ -60,7 +60,7 @@ class AnthropicProvider(HttpProvider):
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
         body = orjson.dumps(to_anthropic(call.body, call.upstream_model, stream=False))
-        resp = await self._request("POST", self._url, self._headers, body)
+        resp = await self._request("POST", self._url, self._with(self._headers, call), body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
         data = upstream_json(resp.body, f"{self.name}'s response body")
@@ -78,7 +78,7 @@ class AnthropicProvider(HttpProvider):
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
         body = orjson.dumps(to_anthropic(call.body, call.upstream_model, stream=True))
-        upstream = await self._open(self._url, self._headers, body)
+        upstream = await self._open(self._url, self._with(self._headers, call), body)
         options = call.body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         return AnthropicChunks(
@@ -98,7 +98,8 @@ class AnthropicProvider(HttpProvider):
     def _native_headers(self, call: Call) -> dict[str, str]:
         """The client's `anthropic-beta` travels with its body: beta fields need it."""
         beta = call.headers.get("anthropic-beta")
-        return {**self._headers, "anthropic-beta": beta} if beta else self._headers
+        headers = {**self._headers, "anthropic-beta": beta} if beta else self._headers
+        return {**headers, **call.trace} if call.trace else headers
 
 
 # --- request: OpenAI chat body -> Anthropic Messages body -------------------------------

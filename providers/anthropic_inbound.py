@@ -52,7 +52,10 @@ async def messages_via_chat(provider: Provider, call: Call) -> Reply:
         return Reply({"input_tokens": estimate_tokens(call.body)})
     if call.endpoint is not Endpoint.MESSAGES:
         raise provider.unsupported(call.endpoint)
-    chat = Call(Endpoint.CHAT, to_chat(call.body), call.upstream_model, headers=call.headers)
+    chat = Call(
+        Endpoint.CHAT, to_chat(call.body), call.upstream_model, headers=call.headers,
+        trace=call.trace,
+    )  # fmt: skip
     reply = await provider.send(chat)
     message = to_message(reply.body, call.upstream_model)
     if message is None:
@@ -62,7 +65,10 @@ async def messages_via_chat(provider: Provider, call: Call) -> Reply:
 
 async def stream_via_chat(provider: Provider, call: Call) -> ChunkStream:
     """A streamed Messages call answered by `provider`'s streamed chat completions."""
-    chat = Call(Endpoint.CHAT, to_chat(call.body), call.upstream_model, True, headers=call.headers)
+    chat = Call(
+        Endpoint.CHAT, to_chat(call.body), call.upstream_model, True, headers=call.headers,
+        trace=call.trace,
+    )  # fmt: skip
     return MessageEvents(await provider.stream(chat), call.upstream_model)
 
 

@@ -105,6 +105,7 @@ class Call:
     stream: bool = False
     resource_id: str | None = None
     headers: Mapping[str, str] = NO_HEADERS  # client headers the provider may pass on
+    trace: Mapping[str, str] = NO_HEADERS  # sent to every upstream: the trace context
 
 
 @dataclass(slots=True)

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from urllib.parse import urlsplit, urlunsplit
 
-from providers.base import Provider
+from providers.base import Call, Provider
 from providers.errors import InvalidResponse, ProviderError, TransportError, classify_status
 from providers.transport import Transport, UpstreamResponse, UpstreamStream
 
@@ -54,6 +54,11 @@ class HttpProvider(Provider):
                 upstream.status, content, upstream.headers, self.name, self._secrets
             )
         return upstream
+
+    @staticmethod
+    def _with(headers: dict[str, str], call: Call) -> Mapping[str, str]:
+        """The provider's headers plus the call's trace context, if it has one."""
+        return {**headers, **call.trace} if call.trace else headers
 
     async def aclose(self) -> None:
         await self._transport.aclose()

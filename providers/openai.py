@@ -67,7 +67,7 @@ class OpenAIProvider(HttpProvider):
             if post is None:  # no path of its own: Anthropic's Messages API, via chat
                 return await messages_via_chat(self, call)
             body = orjson.dumps({**call.body, "model": call.upstream_model})
-            resp = await self._request("POST", post, self._headers, body)
+            resp = await self._request("POST", post, self._with(self._headers, call), body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
         data = upstream_json(resp.body, f"{self.name}'s response body")
@@ -86,12 +86,13 @@ class OpenAIProvider(HttpProvider):
                     "include_usage": True,
                 }
                 hide_usage = True
-        upstream = await self._open(self._url(call), self._headers, orjson.dumps(body))
+        headers = self._with(self._headers, call)
+        upstream = await self._open(self._url(call), headers, orjson.dumps(body))
         return _OpenAIChunks(upstream, self.name, hide_usage, self._secrets)
 
     async def binary(self, call: Call) -> BinaryReply:
         body = orjson.dumps({**call.body, "model": call.upstream_model})
-        upstream = await self._open(self._url(call), self._headers, body)
+        upstream = await self._open(self._url(call), self._with(self._headers, call), body)
         return _Passthrough(upstream, self.name)
 
     def _url(self, call: Call) -> str:

@@ -127,6 +127,9 @@ class ServerConfig(_Strict):
     # Plain strings (anonymous keys, named after their hash) or named keys.
     api_keys: list[_KeyEntry] = []
     admin_token: str | None = None
+    # A token that reads GET /metrics only (Prometheus's bearer_token); the admin token
+    # reads it too. Unset: /metrics is guarded like the admin API.
+    metrics_token: str | None = None
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
     cors: CorsConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"
@@ -479,9 +482,10 @@ def _resolve_server(raw: dict[str, Any], env: dict[str, str], source: str) -> No
             else:
                 resolved.append(key)
         server["api_keys"] = resolved
-    token = server.get("admin_token")
-    if isinstance(token, str):
-        server["admin_token"] = _expand(token, env) or None
+    for name in ("admin_token", "metrics_token"):
+        token = server.get(name)
+        if isinstance(token, str):
+            server[name] = _expand(token, env) or None
     raw["server"] = server
 
 

@@ -78,7 +78,7 @@ def create_http_app(
     gateway: Backend,
     *,
     admin: ASGIApp | None = None,
-    lifespan: Callable[[Starlette], AbstractAsyncContextManager[None]] | None = None,
+    lifespan: Callable[[Starlette], AbstractAsyncContextManager[Any]] | None = None,
 ) -> Starlette:
     config = gateway.config
 

@@ -79,11 +79,14 @@ def messages_routes(gateway: Backend) -> list[Route]:
             args = (request_id, Endpoint.MESSAGES, target, body, optimization, conversation)
             owner = tenant.name if tenant is not None else None
             passed = _passed_on(headers)
+            parent = headers.get("traceparent") if gateway.traced else None
             if body.get("stream") is True:
-                stream = dispatcher.run(StreamJob(*args, owner=owner, headers=passed))
+                stream = dispatcher.run(
+                    StreamJob(*args, owner=owner, headers=passed, traceparent=parent)
+                )
                 events = await unless_client_leaves(scope, receive, stream)
                 return await _events(events, limits)(scope, receive, send)
-            reply = dispatcher.run(ReplyJob(*args, owner=owner, headers=passed))
+            reply = dispatcher.run(ReplyJob(*args, owner=owner, headers=passed, traceparent=parent))
             exchange = await unless_client_leaves(scope, receive, reply)
         except GatewayError as exc:
             if tenant is not None and tenant.limited:

@@ -88,6 +88,7 @@ class Backend(Protocol):
     dispatcher: Dispatcher
     feedback: FeedbackService
     quota: Quota
+    traced: bool  # spans are made: a client's traceparent is read
 
     @property
     def ready(self) -> bool: ...
@@ -133,6 +134,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
     catalog = gateway.catalog
     dispatcher = gateway.dispatcher
     quota = gateway.quota
+    traced = gateway.traced
 
     def handler(endpoint: Endpoint) -> FastEndpoint:
         ctype = ENDPOINT_TYPES[endpoint]
@@ -156,15 +158,22 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 args = (request_id, endpoint, target, body, optimization)
                 conversation_id = conversation if isinstance(conversation, str) else None
                 owner = tenant.name if tenant is not None else None
+                parent = headers.get("traceparent") if traced else None
                 if endpoint is Endpoint.SPEECH:
-                    speech = dispatcher.run(AudioJob(*args, conversation_id, owner=owner))
+                    speech = dispatcher.run(
+                        AudioJob(*args, conversation_id, owner=owner, traceparent=parent)
+                    )
                     audio = await unless_client_leaves(scope, receive, speech)
                     return await _audio(audio, limits)(scope, receive, send)
                 if streamable and body.get("stream") is True:
-                    stream = dispatcher.run(StreamJob(*args, conversation_id, owner=owner))
+                    stream = dispatcher.run(
+                        StreamJob(*args, conversation_id, owner=owner, traceparent=parent)
+                    )
                     events = await unless_client_leaves(scope, receive, stream)
                     return await _events(events, limits)(scope, receive, send)
-                reply = dispatcher.run(ReplyJob(*args, conversation_id, owner=owner))
+                reply = dispatcher.run(
+                    ReplyJob(*args, conversation_id, owner=owner, traceparent=parent)
+                )
                 exchange = await unless_client_leaves(scope, receive, reply)
             except GatewayError as exc:
                 if tenant is not None and tenant.limited:

@@ -68,6 +68,7 @@ __all__ = [
     "StreamJob",
     "Streaming",
     "Timings",
+    "Traces",
 ]
 
 R = TypeVar("R")  # what the upstream answered: Reply, ChunkStream or BinaryReply
@@ -111,9 +112,15 @@ class Job(ABC, Generic[R, P]):
     # Client headers a provider may pass on (Anthropic's `anthropic-beta`); shared, empty
     # by default, so that Call does not build a dict of its own per attempt.
     headers: Mapping[str, str] = NO_HEADERS
+    traceparent: str | None = None  # the client's W3C trace context (read when tracing)
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)
+    # By the dispatcher's clock, for the gateway's own overhead: when `run` began, and
+    # the milliseconds its failed attempts waited on upstreams.
+    began: float = field(init=False, default=0.0)
+    waited_ms: float = field(init=False, default=0.0)
+    trace: Any = field(init=False, default=None)  # the request's span, when tracing
 
     streamed: ClassVar[bool] = False  # the answer is delivered piece by piece
 
@@ -166,6 +173,9 @@ class Timings:
 
     upstream_ms: float  # from sending the attempt to the end of its answer, or its failure
     ttft_ms: float | None  # to the answer's first piece (for a whole reply: all of it)
+    # The request's whole time in routing minus every attempt's upstream wait, for the
+    # attempt that ends the request (None: not known, e.g. a failed attempt).
+    overhead_ms: float | None = None
 
 
 @dataclass(slots=True)
@@ -318,6 +328,15 @@ class Sink(Protocol):
 
     def record(self, outcome: Outcome) -> Awaitable[None] | None: ...
 
+    def unanswered(self, job: Job[Any, Any], kind: str) -> None:
+        """The request ends with no answer: `kind` is the error class that ended it."""
+
+
+class Traces(Protocol):
+    """Starts an attempt's span (`Tracing`); returns the headers that carry it upstream."""
+
+    def attempt(self, job: Job[Any, Any], model: ModelConfig, number: int) -> dict[str, str]: ...
+
 
 class Dispatcher:
     def __init__(
@@ -331,8 +350,10 @@ class Dispatcher:
         bench_wait: float = 2.0,
         clock: Callable[[], float] = time.perf_counter,
         wall: Callable[[], float] = time.time,
+        traces: Traces | None = None,
     ) -> None:
         self.catalog = catalog
+        self._traces = traces
         self._selector = selector
         self._recorder = recorder
         self._max_attempts = max_attempts
@@ -355,7 +376,7 @@ class Dispatcher:
         order = self._candidates(job)
         failures: list[Failure] = []
         min_context = 0  # after a context-length refusal: larger windows only
-        began = self._clock()
+        began = job.began = self._clock()
         number = 0
         for model in order:
             if number >= self._max_attempts or (number and self._clock() - began > self._deadline):
@@ -367,6 +388,8 @@ class Dispatcher:
             call = Call(
                 job.endpoint, job.body, model.upstream, job.stream, job.resource_id, job.headers
             )
+            if self._traces is not None:
+                call.trace = self._traces.attempt(job, model, number)
             started = self._clock()
             try:
                 opened = await job.open(self.catalog.provider_for(model), call)
@@ -390,6 +413,7 @@ class Dispatcher:
                 if isinstance(exc, ContextLengthExceeded):
                     min_context = window or 1
                 elif not exc.blames_model:
+                    self._recorder.unanswered(job, exc.kind)
                     raise RejectedByUpstream(exc) from None
                 failures.append(Failure(model.name, model.provider, exc))
                 continue
@@ -397,7 +421,9 @@ class Dispatcher:
             if job.streamed:
                 return Streaming(self, job, model, number, opened, started, now)
             return Exchange(self, job, model, number, opened.result, started, now)
-        raise _exhausted(failures)
+        error = _exhausted(failures)
+        self._recorder.unanswered(job, failures[-1].error.kind if failures else "no_model")
+        raise error
 
     def closed(self, exchange: Exchange[Any], error: ProviderError | None, gone: bool) -> Outcome:
         """Price and time a closed exchange and hand its outcome to the recorder."""
@@ -420,12 +446,15 @@ class Dispatcher:
         ended = exchange.ended if exchange.ended is not None else now
         first = exchange.first_at if isinstance(exchange, Streaming) else ended
         usage = exchange.result.usage if isinstance(exchange.result, _HAS_USAGE) else None
+        job = exchange.job
+        upstream_ms = (ended - exchange.started) * 1000
+        overhead_ms = (now - job.began) * 1000 - job.waited_ms - upstream_ms
         outcome = Outcome(
-            exchange.job,
+            job,
             exchange.model,
             exchange.number,
             error,
-            Timings((ended - exchange.started) * 1000, (first - exchange.started) * 1000),
+            Timings(upstream_ms, (first - exchange.started) * 1000, overhead_ms),
             usage,
             exchange.model.pricing.cost_of(usage),
             self._wall(),
@@ -459,6 +488,7 @@ class Dispatcher:
         error: ProviderError,
     ) -> Awaitable[None] | None:
         elapsed = (self._clock() - started) * 1000
+        job.waited_ms += elapsed
         outcome = Outcome(
             job, model, number, error, Timings(elapsed, None), None, 0.0, self._wall()
         )

@@ -2,8 +2,9 @@
 
 tracker (live stats) -> blacklist (failure streaks) -> evaluator (the answer, judged
 in the background) -> writer (the attempt row, stored in batches) -> quota (what the
-client key used), and one JSON log line. Built once at start-up with all of them;
-nothing is attached later. Runs on the request path: every step is in memory and O(1).
+client key used), the Prometheus counts (`routing/metrics.py`), and one JSON log line.
+Built once at start-up with all of them; nothing is attached later. Runs on the request
+path: every step is in memory and O(1).
 
 The one exception is rare and does no I/O here either: an attempt that benches its
 model starts a prompt write of the bench (`Benches.save_benches`, in a task of its own)
@@ -16,14 +17,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable
-from typing import Protocol
+from typing import Any, Protocol
 
 from gateway.core.logs import EventLog
 from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist, Entry
-from gateway.routing.dispatch import Outcome
+from gateway.routing.dispatch import Job, Outcome
 from gateway.routing.evaluation import Evaluator
+from gateway.routing.metrics import RoutingMetrics
 from gateway.routing.quota import Quota
+from gateway.routing.tracing import Tracing
 from gateway.routing.tracker import Tracker
 from gateway.storage.writer import StoreWriter
 
@@ -48,6 +51,8 @@ class Recorder:
         events: EventLog,
         benches: Benches | None = None,
         quota: Quota | None = None,
+        metrics: RoutingMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.tracker = tracker
         self.blacklist = blacklist
@@ -57,6 +62,8 @@ class Recorder:
         self.benches = benches  # None: benches live in memory only (tests, simulations)
         self._saves: set[asyncio.Task[None]] = set()  # referenced until done
         self.quota = quota or Quota()
+        self.metrics = metrics or RoutingMetrics()
+        self.tracing = tracing  # None: no spans (the default)
 
     def record(self, outcome: Outcome) -> Awaitable[None] | None:
         """Take in one outcome. Returns the write of the bench it caused, if it benched
@@ -71,10 +78,19 @@ class Recorder:
             self.quota.record(
                 owner, attempt.prompt_tokens + attempt.completion_tokens, attempt.cost
             )
+        self.metrics.observe(outcome)
+        if self.tracing is not None:
+            self.tracing.observe(outcome)
         self._log(outcome)
         if benched and self.benches is not None:
             return self._save_soon()
         return None
+
+    def unanswered(self, job: Job[Any, Any], kind: str) -> None:
+        """A request ends with no answer (its attempts are recorded already)."""
+        self.metrics.unanswered(job, kind)
+        if self.tracing is not None:
+            self.tracing.unanswered(job, kind)
 
     async def let_back(self, model: str) -> bool:
         """An operator lets a benched model back early; returns whether it was benched,

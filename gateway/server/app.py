@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from starlette.applications import Starlette
 
@@ -27,11 +28,14 @@ from gateway.routing.evaluation import Evaluator
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.fleet import Fleet, new_origin
 from gateway.routing.key_registry import KeyRegistry
+from gateway.routing.metrics import RoutingMetrics
 from gateway.routing.quota import Quota, QuotaShare
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.server.gctune import tune
+from gateway.server.metrics import METRICS_DIR_ENV, TRIPS_STATE, Metrics
+from gateway.server.tracing import tracing_from_env
 from gateway.server.workers import WORKERS_ENV
 from gateway.storage import StoreError, create_store
 from gateway.storage.writer import StoreWriter
@@ -97,6 +101,9 @@ class Gateway:
         self.key_registry = KeyRegistry(
             self.keys, self.store, known, interval=min(0.5, storage.share_interval), clock=clock
         )
+        traces = tracing_from_env()
+        self.tracer_provider = traces[1] if traces is not None else None
+        self.traced = traces is not None
         self.recorder = Recorder(
             self.tracker,
             self.blacklist,
@@ -105,6 +112,8 @@ class Gateway:
             self.events,
             benches=self.fleet,
             quota=self.quota,
+            metrics=RoutingMetrics(),
+            tracing=traces[0] if traces is not None else None,
         )
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, [m for m in config.models if m.provider == p.name])
@@ -119,6 +128,7 @@ class Gateway:
             max_attempts=sel.max_attempts,
             deadline=sel.deadline_seconds,
             wall=clock,
+            traces=traces[0] if traces is not None else None,
         )
         # An answer another worker or replica gave reaches the store within one flush:
         # a rating that arrives here first waits that long for it instead of a 404.
@@ -129,6 +139,16 @@ class Gateway:
             self.tracker,
             clock,
             settle=lambda: settle if storage.share or workers > 1 else 0.0,
+        )
+        # Workers of one `gatewise serve` share a directory of their counts (one worker: none).
+        self.metrics = Metrics(
+            self.recorder.metrics,
+            self.writer,
+            self.blacklist,
+            self.selector,
+            self.catalog,
+            directory=os.environ.get(METRICS_DIR_ENV) if workers > 1 else None,
+            clock=clock,
         )
         self.ready = False
 
@@ -157,6 +177,7 @@ class Gateway:
         self.evaluator.start()
         self.fleet.start()
         self.key_registry.start()
+        self.metrics.start()
         if any(tenant.limited for tenant in self.keys.tenants()):
             self.quota_share.start()
         for provider in config.providers:
@@ -197,6 +218,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.metrics.close()
         await self.evaluator.close()
         await self.writer.close()
         if any(tenant.limited for tenant in self.keys.tenants()):
@@ -206,6 +228,8 @@ class Gateway:
         await self.store.close()
         for provider in self.providers.values():
             await provider.aclose()
+        if self.tracer_provider is not None:
+            self.tracer_provider.shutdown()  # exports what is left
         self.events.flush()
 
 
@@ -215,14 +239,14 @@ def create_app(
     gateway = Gateway(config, clock, workers)
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await gateway.start()
         try:
-            yield
+            yield {TRIPS_STATE: gateway.metrics}  # for the server protocol's limit trips
         finally:
             await gateway.stop()
 
-    admin = create_admin_app(gateway, config.server.admin_token)
+    admin = create_admin_app(gateway, config.server.admin_token, config.server.metrics_token)
     app = create_http_app(gateway, admin=admin, lifespan=lifespan)
     app.state.gateway = gateway
     return app

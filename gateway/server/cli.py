@@ -116,7 +116,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
 
     import uvicorn
 
-    from gateway.core.logs import configure_logging
+    from gateway.core.logs import LOG_CONFIG_ENV, configure_logging
     from gateway.server.protocol import Inbound, InboundLimits, JoinedWritesProtocol
 
     level = args.log_level or config.server.log_level
@@ -143,8 +143,17 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
     )
     from gateway.server.workers import STARTUP_FAILURE, announce, run_workers
 
+    if os.environ.get(LOG_CONFIG_ENV):  # the operator's file configures uvicorn's loggers too
+        options["log_config"] = None
     if args.workers > 1:
-        return run_workers(options, args.workers)
+        import tempfile
+
+        from gateway.server.metrics import METRICS_DIR_ENV
+
+        # The workers' counts, summed at each scrape; this run's alone, gone after it.
+        with tempfile.TemporaryDirectory(prefix="gatewise-metrics-") as directory:
+            os.environ[METRICS_DIR_ENV] = directory
+            return run_workers(options, args.workers)
     from gateway.server.app import create_app
     from gateway.server.gctune import tune
 

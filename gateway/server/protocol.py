@@ -57,6 +57,7 @@ from gateway.core.ids import request_id_from
 from gateway.core.logs import SummaryLog
 from gateway.http.disconnect import WATCH
 from gateway.http.errors import error_body
+from gateway.server.metrics import TRIPS_STATE
 
 __all__ = ["Inbound", "InboundLimits", "JoinedWritesProtocol"]
 
@@ -145,6 +146,10 @@ class Inbound:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Inbound, (self.limits,)
+
+    def totals(self) -> dict[str, int]:
+        """Limits tripped in this process since it started, by cause."""
+        return dict(self.trips.totals)
 
 
 class _TooManyHeaders(Exception):
@@ -387,6 +392,11 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         self.inbound.trips.record(
             cause, f"closed a connection from {peer}: {what}", level, peer=peer
         )
+        # The app's metrics live in the lifespan's state; they learn of these counts here,
+        # off the request path (a limit tripped), since uvicorn builds the two apart.
+        metrics = self.app_state.get(TRIPS_STATE)
+        if metrics is not None and metrics.trips is None:
+            metrics.trips = self.inbound
 
     def _refuse(self, cause: str, what: str, answer: bytes) -> None:
         """Answer a request a limit refuses, and close; nothing more on it is parsed."""

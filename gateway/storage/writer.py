@@ -54,6 +54,7 @@ class StoreWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
         self._last_prune = 0.0
+        self.flushed_at = clock()  # when a flush last succeeded: the lag operators watch
         self.failing_since: float | None = None  # when writes began to fail (None: they work)
         self.last_error: str | None = None  # the class of the last failure, never its text
         self._dropped_told = 0
@@ -94,6 +95,7 @@ class StoreWriter:
             except Exception as exc:
                 self._failed(exc)
             else:
+                self.flushed_at = self.clock()
                 self._recovered()
 
     def _failed(self, exc: Exception) -> None:

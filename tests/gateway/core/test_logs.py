@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+import io
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import orjson
 import pytest
 
-from gateway.core.logs import SummaryLog
+from gateway.core.logs import (
+    EventLog,
+    JsonFormatter,
+    JsonStreamHandler,
+    SummaryLog,
+    configure_logging,
+)
 
 
 class Clock:
@@ -151,3 +160,90 @@ def test_disabled_levels_write_nothing_but_still_count(
     clock.now += 60
     timers.fire()
     assert caplog.records == []
+
+
+# -- through logging: operators' handlers, filters and formats --------------------------
+
+
+class Captured(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@pytest.fixture
+def attempts_logger() -> Iterator[logging.Logger]:
+    logger = logging.getLogger("test.logs.attempts")
+    saved = logger.handlers[:], logger.filters[:], logger.propagate, logger.level
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield logger
+    finally:
+        logger.handlers[:], logger.filters[:], logger.propagate, logger.level = saved
+
+
+def test_attempt_lines_are_records_an_operators_handler_receives(
+    attempts_logger: logging.Logger,
+) -> None:
+    captured = Captured()
+    attempts_logger.addHandler(captured)
+    events = EventLog(attempts_logger.name)
+    events.emit(logging.INFO, "attempt", {"model": "m", "ok": True})
+    [record] = captured.records
+    assert record.getMessage() == "attempt"
+    assert record.fields == {"model": "m", "ok": True}  # type: ignore[attr-defined]
+    line = orjson.loads(JsonFormatter().format(record))
+    assert line["model"] == "m" and line["message"] == "attempt"  # the default format
+
+
+def test_a_filter_on_the_default_handler_sees_every_attempt(
+    attempts_logger: logging.Logger,
+) -> None:
+    stream = io.StringIO()
+    handler = JsonStreamHandler(stream)
+    handler.addFilter(lambda record: record.fields["model"] != "hidden")  # type: ignore[attr-defined]
+    attempts_logger.addHandler(handler)
+    events = EventLog(attempts_logger.name)
+    events.emit(logging.INFO, "attempt", {"model": "hidden"})
+    events.emit(logging.INFO, "attempt", {"model": "shown"})
+    events.flush()
+    assert [orjson.loads(line)["model"] for line in stream.getvalue().splitlines()] == ["shown"]
+
+
+def test_the_default_handler_alone_gets_batched_json_lines(
+    attempts_logger: logging.Logger,
+) -> None:
+    stream = io.StringIO()
+    attempts_logger.addHandler(JsonStreamHandler(stream))
+    events = EventLog(attempts_logger.name)
+    events.emit(logging.INFO, "attempt", {"model": "m"})
+    events.flush()
+    [line] = stream.getvalue().splitlines()
+    assert orjson.loads(line)["model"] == "m"
+
+
+def test_a_dict_config_file_replaces_the_default(tmp_path: Path) -> None:
+    path = tmp_path / "logging.yaml"
+    path.write_text(
+        "version: 1\n"
+        "disable_existing_loggers: false\n"
+        "handlers:\n"
+        "  file: {class: logging.FileHandler, filename: '" + str(tmp_path / "out.log") + "'}\n"
+        "loggers:\n"
+        "  test.logs.configured: {handlers: [file], level: INFO, propagate: false}\n"
+    )
+    configure_logging("info", config_file=str(path))
+    logger = logging.getLogger("test.logs.configured")
+    try:
+        EventLog(logger.name).emit(logging.INFO, "attempt", {"model": "m"})
+        for handler in logger.handlers:
+            handler.flush()
+        assert (tmp_path / "out.log").read_text().strip() == "attempt"
+    finally:
+        for handler in logger.handlers:
+            handler.close()
+        logger.handlers.clear()

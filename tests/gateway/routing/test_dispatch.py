@@ -110,9 +110,13 @@ class Outcomes:
 
     def __init__(self) -> None:
         self.seen: list[Outcome] = []
+        self.gave_up: list[str] = []
 
     def record(self, outcome: Outcome) -> None:
         self.seen.append(outcome)
+
+    def unanswered(self, job: Any, kind: str) -> None:
+        self.gave_up.append(kind)
 
     @property
     def attempts(self) -> list[Attempt]:
@@ -477,6 +481,9 @@ class Stored:
         write: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.writes.append(write)
         return write
+
+    def unanswered(self, job: Any, kind: str) -> None:
+        pass
 
 
 async def test_the_next_model_is_tried_once_the_bench_a_failure_caused_is_stored() -> None:

@@ -1,0 +1,319 @@
+"""GET /metrics: the Prometheus text of what every worker of this replica served.
+
+Each worker counts in memory (`gateway.routing.metrics.RoutingMetrics`, a few µs per
+attempt) and, every `interval` seconds and at shutdown, writes its cumulative counts to
+`<dir>/<pid>.json` (`GATEWISE_METRICS_DIR`, a fresh directory `gatewise serve` makes for
+its workers). The worker that answers a scrape adds its own live counts to every other
+worker's file: counters and histograms are the sum over workers, at most one interval
+old for the others. A worker that died keeps its file, so counters never go back;
+per-process gauges (the storage queue) count only files written within three intervals.
+
+This is prometheus_client's multiprocess mode in outline, without its cost on the hot
+path: its mmap'd values take a lock and a write per `inc()`, several µs per request.
+State that the fleet shares (benches, scores) is read at scrape time from the answering
+worker, whose view is the fleet's. The exposition itself is prometheus_client's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from gateway.core.types import OPTIMIZATIONS
+from gateway.routing.blacklist import Blacklist
+from gateway.routing.catalog import Catalog
+from gateway.routing.metrics import RoutingMetrics, Snapshot
+from gateway.routing.selection import Selector
+from gateway.storage.writer import StoreWriter
+
+__all__ = ["METRICS_DIR_ENV", "TRIPS_STATE", "Metrics", "merge"]
+
+METRICS_DIR_ENV = "GATEWISE_METRICS_DIR"
+TRIPS_STATE = "gatewise.metrics"  # the lifespan state's key for `Metrics` (see protocol.py)
+
+log = logging.getLogger("gatewise.metrics")
+
+# name in the snapshot -> (Prometheus name, help, label names)
+COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "requests": (
+        "gatewise_requests",
+        "Client requests by how they ended (success, fallback, client_gone, error class).",
+        ("route", "model", "endpoint", "outcome"),
+    ),
+    "attempts": (
+        "gatewise_attempts",
+        "Upstream attempts by outcome (success, client_gone, error class).",
+        ("route", "model", "provider", "endpoint", "outcome"),
+    ),
+    "tokens": (
+        "gatewise_tokens",
+        "Tokens of answered requests, by model, client key and direction (input, output).",
+        ("model", "key", "direction"),
+    ),
+    "cost": (
+        "gatewise_cost",
+        "Cost of answered requests, by model and client key.",
+        ("model", "key"),
+    ),
+    "trips": (
+        "gatewise_inbound_limit_trips",
+        "Connections closed by an inbound limit, by cause.",
+        ("cause",),
+    ),
+    "dropped": ("gatewise_storage_dropped_rows", "Rows dropped with the write queue full.", ()),
+}
+HISTOGRAMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
+    "upstream_latency": (
+        "gatewise_upstream_latency_seconds",
+        "From sending an attempt to the end of its answer or its failure.",
+        ("model", "provider"),
+    ),
+    "ttft": (
+        "gatewise_time_to_first_token_seconds",
+        "From sending an attempt to its answer's first piece (a whole reply: all of it).",
+        ("model",),
+    ),
+    "overhead": (
+        "gatewise_overhead_seconds",
+        "A request's time in routing minus its time waiting on upstreams.",
+        ("endpoint",),
+    ),
+}
+# Per-process gauges and how workers add up: queued rows sum, the rest take the worst.
+GAUGES: dict[str, tuple[str, str, str]] = {
+    "queued": ("gatewise_storage_queued_rows", "Rows waiting to be written.", "sum"),
+    "degraded": ("gatewise_storage_degraded", "1 while store writes fail.", "max"),
+    "flush_lag": (
+        "gatewise_storage_flush_lag_seconds",
+        "Seconds since the last successful flush to the store.",
+        "max",
+    ),
+}
+
+
+class TripCounts(Protocol):
+    """Inbound limits tripped in this process, by cause (`server.protocol.Inbound`)."""
+
+    def totals(self) -> dict[str, int]: ...
+
+
+def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
+    """Counters and histograms of several processes, series by series, summed."""
+    total: Snapshot = {}
+    for snapshot in snapshots:
+        for name, series in snapshot.items():
+            into = total.setdefault(name, {})
+            for key, values in series.items():
+                have = into.get(key)
+                if have is None:
+                    into[key] = list(values)
+                else:
+                    for i, value in enumerate(values):
+                        have[i] += value
+    return total
+
+
+def _encode(snapshot: Snapshot) -> dict[str, list[list[Any]]]:
+    return {name: [[list(k), v] for k, v in series.items()] for name, series in snapshot.items()}
+
+
+def _decode(data: dict[str, list[list[Any]]]) -> Snapshot:
+    return {name: {tuple(k): list(v) for k, v in rows} for name, rows in data.items()}
+
+
+class Metrics(Collector):
+    """This process's metrics and the shared directory's; `exposition()` is the scrape."""
+
+    def __init__(
+        self,
+        routing: RoutingMetrics,
+        writer: StoreWriter,
+        blacklist: Blacklist,
+        selector: Selector,
+        catalog: Catalog,
+        directory: str | None = None,
+        interval: float = 1.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.routing = routing
+        self.writer = writer
+        self.blacklist = blacklist
+        self.selector = selector
+        self.catalog = catalog
+        self.directory = Path(directory) if directory else None
+        self.interval = interval
+        self.clock = clock
+        self.trips: TripCounts | None = None
+        self.pid = os.getpid()
+        self._task: asyncio.Task[None] | None = None
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    # -- this process ----------------------------------------------------------------
+    def own(self) -> tuple[Snapshot, dict[str, float]]:
+        """This process's counts and per-process gauges, now."""
+        snapshot = self.routing.snapshot()
+        writer = self.writer
+        snapshot["dropped"] = {(): [float(writer.dropped)]}
+        if self.trips is not None:
+            snapshot["trips"] = {(c,): [float(n)] for c, n in self.trips.totals().items()}
+        gauges = {
+            "queued": float(writer.queued),
+            "degraded": 1.0 if writer.degraded else 0.0,
+            "flush_lag": max(0.0, self.clock() - writer.flushed_at),
+        }
+        return snapshot, gauges
+
+    def write(self) -> None:
+        """This process's file in the shared directory, replaced whole."""
+        if self.directory is None:
+            return
+        snapshot, gauges = self.own()
+        data = {"pid": self.pid, "at": self.clock(), "counts": _encode(snapshot), "gauges": gauges}
+        path = self.directory / f"{self.pid}.json"
+        temporary = path.with_suffix(".tmp")
+        try:
+            temporary.write_bytes(orjson.dumps(data))
+            os.replace(temporary, path)
+        except OSError as exc:
+            log.warning("metrics not shared", extra={"fields": {"error": type(exc).__name__}})
+
+    def start(self) -> None:
+        if self.directory is not None:
+            self._task = asyncio.create_task(self._run(), name="gatewise-metrics")
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.write()
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.write()  # what this worker served stays in the sum after it is gone
+
+    # -- the scrape --------------------------------------------------------------------
+    def _others(self) -> Iterator[dict[str, Any]]:
+        if self.directory is None:
+            return
+        for path in self.directory.glob("*.json"):
+            if path.name == f"{self.pid}.json":
+                continue
+            try:
+                yield orjson.loads(path.read_bytes())
+            except (OSError, orjson.JSONDecodeError):
+                continue  # a worker mid-write replaces its file atomically; this is rare
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        own, gauges = self.own()
+        fresh_after = self.clock() - 3 * self.interval
+        snapshots = [own]
+        per_process = [gauges]
+        for other in self._others():
+            snapshots.append(_decode(other.get("counts", {})))
+            if other.get("at", 0) >= fresh_after:
+                per_process.append(other.get("gauges", {}))
+        total = merge(snapshots)
+        yield from _counters(total)
+        yield from _histograms(total)
+        for name, (metric, doc, how) in GAUGES.items():
+            values = [g.get(name, 0.0) for g in per_process]
+            family = GaugeMetricFamily(metric, doc)
+            family.add_metric([], sum(values) if how == "sum" else max(values))
+            yield family
+        workers = GaugeMetricFamily("gatewise_workers", "Worker processes reporting.")
+        workers.add_metric([], len(per_process))
+        yield workers
+        yield from self._benches()
+        yield from self._scores()
+
+    def _benches(self) -> Iterator[Metric]:
+        blacklist = self.blacklist
+        now = self.clock()
+        benched = GaugeMetricFamily(
+            "gatewise_model_blacklisted", "1 while the model is benched.", labels=["model"]
+        )
+        remaining = GaugeMetricFamily(
+            "gatewise_model_blacklist_remaining_seconds",
+            "Seconds until a benched model returns (0: not benched).",
+            labels=["model"],
+        )
+        streak = GaugeMetricFamily(
+            "gatewise_model_consecutive_failures",
+            "The model's current failure streak.",
+            labels=["model"],
+        )
+        for model in sorted(self.catalog.enabled):
+            until = blacklist.until(model)
+            benched.add_metric([model], 0.0 if until is None else 1.0)
+            remaining.add_metric([model], 0.0 if until is None else max(0.0, until - now))
+            streak.add_metric([model], blacklist.consecutive_failures(model))
+        yield benched
+        yield remaining
+        yield streak
+
+    def _scores(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "gatewise_selection_score",
+            "The routing score of each model, by conversation type and optimization.",
+            labels=["model", "conversation_type", "optimization"],
+        )
+        catalog = self.catalog
+        models = [m for m in catalog.config.models if m.name in catalog.enabled]
+        ctypes = sorted({t for m in models for t in m.conversation_types})
+        for ctype in ctypes:
+            serving = [m for m in models if ctype in m.conversation_types]
+            for optimization in OPTIMIZATIONS:
+                for score in self.selector.rankings(serving, ctype, optimization):
+                    family.add_metric([score.model, ctype, optimization], score.total)
+        yield family
+
+
+def _counters(total: Snapshot) -> Iterator[Metric]:
+    for name, (metric, doc, labels) in COUNTERS.items():
+        family = CounterMetricFamily(metric, doc, labels=list(labels))
+        for key, values in sorted(total.get(name, {}).items()):
+            family.add_metric(list(key), values[0])
+        yield family
+
+
+def _histograms(total: Snapshot) -> Iterator[Metric]:
+    for name, (metric, doc, labels) in HISTOGRAMS.items():
+        bounds = RoutingMetrics.HISTOGRAMS[name]
+        family = HistogramMetricFamily(metric, doc, labels=list(labels))
+        for key, values in sorted(total.get(name, {}).items()):
+            buckets: list[tuple[str, float]] = []
+            running = 0.0
+            for bound, count in zip(bounds, values, strict=False):
+                running += count
+                buckets.append((_le(bound), running))
+            running += values[len(bounds)]
+            buckets.append(("+Inf", running))
+            family.add_metric(list(key), buckets, values[-1])
+        yield family
+
+
+def _le(bound: float) -> str:
+    return repr(float(bound))

@@ -1,0 +1,62 @@
+"""Metrics: the workers' counts, shared through a directory and summed at the scrape."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.routing.metrics import RoutingMetrics
+from gateway.routing.selection import Selector
+from gateway.server.metrics import Metrics, merge
+from tests.gateway.routing.test_recorder import CATALOG, Chain
+
+
+def test_merge_adds_series_by_series() -> None:
+    a = {"attempts": {("x",): [1.0]}, "ttft": {("m",): [1.0, 0.0, 0.5]}}
+    b = {"attempts": {("x",): [2.0], ("y",): [1.0]}, "ttft": {("m",): [0.0, 1.0, 2.0]}}
+    assert merge([a, b]) == {
+        "attempts": {("x",): [3.0], ("y",): [1.0]},
+        "ttft": {("m",): [1.0, 1.0, 2.5]},
+    }
+    assert a["attempts"] == {("x",): [1.0]}  # the inputs stay as they were
+
+
+def worker(chain: Chain, directory: Path, clock: list[float]) -> Metrics:
+    return Metrics(
+        RoutingMetrics(),
+        chain.writer,
+        chain.blacklist,
+        Selector(chain.tracker, chain.blacklist, CATALOG.config.selection),
+        CATALOG,
+        directory=str(directory),
+        clock=lambda: clock[0],
+    )
+
+
+def values(metrics: Metrics) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics.exposition().decode()):
+        for sample in family.samples:
+            if not sample.labels or sample.name == "gatewise_requests_total":
+                out[sample.name] = out.get(sample.name, 0.0) + sample.value
+    return out
+
+
+def test_a_scrape_sums_every_worker_and_keeps_a_dead_ones_counts(tmp_path: Path) -> None:
+    chain = Chain()
+    clock = [1000.0]
+    one, two = worker(chain, tmp_path, clock), worker(chain, tmp_path, clock)
+    two.pid = one.pid + 1  # two processes, as far as files go
+    for _ in range(3):
+        one.routing.observe(chain.outcome())
+    two.routing.observe(chain.outcome())
+    chain.writer.enqueue(chain.outcome().attempt())
+    two.write()
+    assert values(one)["gatewise_requests_total"] == 4  # its own, live, and two's file
+    assert values(one)["gatewise_workers"] == 2
+    assert values(one)["gatewise_storage_queued_rows"] == 2  # each process's queue, summed
+    clock[0] += 10  # two has stopped writing: its gauges no longer count, its counts do
+    assert values(one)["gatewise_requests_total"] == 4
+    assert values(one)["gatewise_workers"] == 1
+    assert values(one)["gatewise_storage_queued_rows"] == 1

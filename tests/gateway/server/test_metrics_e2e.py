@@ -1,0 +1,156 @@
+"""GET /metrics on a real gateway with two workers: the sums of what both served, exact."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from gateway.server.workers import reuse_port_supported
+from tests.conftest import upstream_config
+from tests.gateway.server.test_workers import two_workers
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
+
+pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="Linux SO_REUSEPORT")
+
+ADMIN = {"authorization": "Bearer admin-secret"}
+SCRAPER = {"authorization": "Bearer metrics-secret"}
+KEY = {"authorization": "Bearer test-key"}
+CHAT = "/v1/chat/completions"
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def scrape(gw: GatewayProcess, headers: dict[str, str] = SCRAPER) -> Samples:
+    """One scrape on a new connection (so on either worker), parsed by prometheus_client."""
+    answer = httpx.get(gw.url + "/metrics", headers=headers, timeout=10)
+    assert answer.status_code == 200, answer.text
+    assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(answer.text)
+        for s in family.samples
+    }
+
+
+def total(samples: Samples, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, ls), v in samples.items() if n == name and want <= ls)
+
+
+def ask(client: httpx.Client | None, gw: GatewayProcess, model: str) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}]}
+    if client is None:  # a new connection: either worker
+        return httpx.post(gw.url + CHAT, json=body, headers=KEY, timeout=10)
+    return client.post(gw.url + CHAT, json=body, headers=KEY, timeout=10)
+
+
+def test_a_burst_is_counted_exactly_across_two_workers(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    config = upstream_config(upstream)
+    config["server"].update(admin_token="admin-secret", metrics_token="metrics-secret")
+    models = {m["name"]: m for m in config["models"]}
+    models["alpha"]["fallbacks"] = ["beta"]
+    models["gamma"]["pricing"] = {"input_per_million": 1, "output_per_million": 2}
+    config["routes"] = [{"name": "solo", "models": ["gamma"]}]
+    config["selection"] = {"blacklist_threshold": 3, "exploration_rate": 0}
+    gw = two_workers_with(upstream, start_gateway, config)
+
+    # 12 answers by the route, each on a new connection: spread over both workers.
+    for _ in range(12):
+        assert ask(None, gw, "solo").status_code == 200
+    # One the upstream refuses (400): no fallback, nobody blamed.
+    upstream.behave("gamma-up", status=400, times=1)
+    assert ask(None, gw, "solo").status_code == 400
+    # alpha fails three times on one connection (one worker: its streak benches alpha);
+    # beta answers each as the fallback.
+    upstream.behave("alpha-up", status=500, times=3)
+    with httpx.Client() as client:
+        for _ in range(3):
+            answer = ask(client, gw, "alpha")
+            assert answer.status_code == 200 and answer.json()["model"] == "beta"
+    time.sleep(1.5)  # the other worker adopts the bench (fleet round: 0.5 s)
+    # Benched, alpha is not tried: beta answers at the first attempt.
+    answer = ask(None, gw, "alpha")
+    assert answer.status_code == 200 and answer.json()["model"] == "beta"
+
+    # Two connections an inbound limit closes (not HTTP), on either worker.
+    for _ in range(2):
+        with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+            sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+            assert sock.recv(4096).startswith(b"HTTP/1.1 400")
+
+    deadline = time.monotonic() + 10
+    while total(samples := scrape(gw), "gatewise_requests_total") < 17:
+        assert time.monotonic() < deadline, "the workers' counts never added up"
+        time.sleep(0.2)
+    time.sleep(1.2)  # other workers' counts are up to one interval (1 s) old
+    samples = scrape(gw)
+    chat = "chat.completions"
+    for _ in range(4):  # every scrape, on either worker, says the same
+        assert total(samples, "gatewise_workers") == 2
+        assert total(samples, "gatewise_requests_total") == 17
+        assert total(samples, "gatewise_requests_total", route="solo", model="gamma",
+                     outcome="success") == 12  # fmt: skip
+        assert total(samples, "gatewise_requests_total", route="solo", model="",
+                     outcome="bad_request") == 1  # fmt: skip
+        assert total(samples, "gatewise_requests_total", model="beta", outcome="fallback") == 3
+        assert total(samples, "gatewise_requests_total", model="beta", outcome="success") == 1
+        attempts = "gatewise_attempts_total"
+        assert total(samples, attempts) == 20
+        assert total(samples, attempts, model="gamma", provider="up", outcome="success") == 12
+        assert total(samples, attempts, model="gamma", outcome="bad_request") == 1
+        assert total(samples, attempts, model="alpha", outcome="server_error") == 3
+        assert total(samples, attempts, model="beta", outcome="success", endpoint=chat) == 4
+        latency = "gatewise_upstream_latency_seconds_count"
+        assert total(samples, latency, model="alpha") == 3
+        assert total(samples, latency, model="gamma") == 13
+        assert total(samples, "gatewise_time_to_first_token_seconds_count", model="beta") == 4
+        assert total(samples, "gatewise_overhead_seconds_count") == 16  # answered requests
+        tokens = "gatewise_tokens_total"
+        assert total(samples, tokens, model="gamma", direction="input") == 12 * 11
+        assert total(samples, tokens, model="gamma", direction="output") == 12 * 7
+        assert total(samples, tokens, model="beta", direction="output") == 4 * 7
+        assert total(samples, "gatewise_cost_total", model="gamma") == pytest.approx(
+            12 * (11 * 1 + 7 * 2) / 1e6
+        )
+        assert total(samples, "gatewise_model_blacklisted", model="alpha") == 1
+        assert total(samples, "gatewise_model_blacklisted", model="beta") == 0
+        assert total(samples, "gatewise_model_blacklist_remaining_seconds", model="alpha") > 3000
+        assert total(samples, "gatewise_storage_dropped_rows_total") == 0
+        assert total(samples, "gatewise_storage_degraded") == 0
+        trips = "gatewise_inbound_limit_trips_total"
+        assert total(samples, trips, cause="invalid_request") == 2
+        score = total(samples, "gatewise_selection_score", model="gamma", optimization="cost")
+        assert score != 0
+        samples = scrape(gw)
+    # Nothing secret or unbounded in a label.
+    labels = {value for (_, ls) in samples for _, value in ls}
+    assert not {"test-key", "admin-secret", "metrics-secret", "hi"} & labels
+    assert not [v for v in labels if v.startswith("chatcmpl-")]
+
+
+def two_workers_with(
+    upstream: FakeUpstream, start: Callable[..., GatewayProcess], config: dict[str, object]
+) -> GatewayProcess:
+    return two_workers(upstream, lambda _config, **kw: start(config, **kw))
+
+
+def test_metrics_need_the_metrics_or_the_admin_token(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    config = upstream_config(upstream)
+    config["server"].update(admin_token="admin-secret", metrics_token="metrics-secret")
+    gw = start_gateway(config)
+    assert httpx.get(gw.url + "/metrics", timeout=10).status_code == 401
+    assert httpx.get(gw.url + "/metrics", headers=KEY, timeout=10).status_code == 401
+    scrape(gw, SCRAPER)
+    scrape(gw, ADMIN)
+    # The metrics token reads /metrics and nothing else.
+    assert httpx.get(gw.url + "/admin/keys", headers=SCRAPER, timeout=10).status_code == 401
