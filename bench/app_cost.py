@@ -1,6 +1,6 @@
 """What one chat request costs the whole ASGI app, in process, with a 0 ms mock upstream.
 
-    python bench/app_cost.py [--requests 2000]
+    python bench/app_cost.py [--requests 2000] [--limited-key]
 
 Every layer a request crosses (key check, body, routing, the mock provider, the
 recorder with its counting and log line), without the network or the server protocol:
@@ -49,12 +49,27 @@ SCOPE: dict[str, Any] = {
 }
 
 
-async def run(requests: int) -> float:
+LIMITS = {
+    "rate_limit": {"requests_per_minute": 10**9, "tokens_per_minute": 10**12},
+    "budget": {"daily_usd": 10**9, "monthly_usd": 10**10},
+}
+
+
+def keys(limited: bool) -> list[Any]:
+    """One plain key; or (`--limited-key`) the same secret as one of 101 named keys with
+    a rate limit and a budget, checked and counted on every request (never reached)."""
+    if not limited:
+        return ["test-key"]
+    others = [{"name": f"team-{i}", "key": f"other-{i}", **LIMITS} for i in range(100)]
+    return [{"name": "bench", "key": "test-key", **LIMITS}, *others]
+
+
+async def run(requests: int, limited: bool = False) -> float:
     configure_logging("info")
     logging.getLogger("gatewise").handlers[0].stream = io.StringIO()  # type: ignore[attr-defined]
     config = parse_config(
         {
-            "server": {"api_keys": ["test-key"]},
+            "server": {"api_keys": keys(limited)},
             "providers": [{"name": "m", "type": "mock"}],
             "models": [{"name": "a", "provider": "m"}, {"name": "b", "provider": "m"}],
             "routes": [{"name": "auto", "models": ["a", "b"]}],
@@ -89,7 +104,9 @@ async def run(requests: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
-    print(f"{asyncio.run(run(parser.parse_args().requests)):.2f} µs per request")
+    parser.add_argument("--limited-key", action="store_true")
+    args = parser.parse_args()
+    print(f"{asyncio.run(run(args.requests, args.limited_key)):.2f} µs per request")
 
 
 if __name__ == "__main__":

@@ -172,6 +172,7 @@ class Admission:
 
 
 _FREE = Admission()
+_RESETS: dict[int, bytes] = {}  # whole seconds -> its x-ratelimit-reset-* value
 
 
 def _duration(seconds: float) -> str:
@@ -179,6 +180,9 @@ def _duration(seconds: float) -> str:
     whole = max(1, math.ceil(seconds))
     minutes, rest = divmod(whole, 60)
     return f"{minutes}m{rest}s" if minutes else f"{rest}s"
+
+
+_RESETS.update({n: _duration(n).encode() for n in range(1, WINDOW + 1)})
 
 
 class Quota:
@@ -232,7 +236,7 @@ class Quota:
                     f"Try again in {_duration(reset)}.",
                     retry_after=max(1, math.ceil(reset)),
                 )
-            resets = _duration(reset or WINDOW).encode()
+            resets = _RESETS[min(WINDOW, max(1, math.ceil(reset or WINDOW)))]
             if rpm is not None:
                 headers = (
                     (b"x-ratelimit-limit-requests", b"%d" % rpm),
@@ -316,23 +320,31 @@ class Quota:
                 yield theirs
 
     def _recent(self, name: str, now: float) -> tuple[float, float, int | None]:
-        requests = tokens = 0.0
-        oldest: int | None = None
-        for usage in self._all(name):
-            r, t, o = usage.recent(now)
-            requests += r
-            tokens += t
-            if o is not None:
-                oldest = o if oldest is None else min(oldest, o)
+        mine = self.own.get(name)
+        requests, tokens, oldest = mine.recent(now) if mine is not None else (0.0, 0.0, None)
+        if self.peers:  # a fleet: theirs too (a lone process skips the loop)
+            for keys in self.peers.values():
+                theirs = keys.get(name)
+                if theirs is not None:
+                    r, t, o = theirs.recent(now)
+                    requests += r
+                    tokens += t
+                    if o is not None:
+                        oldest = o if oldest is None else min(oldest, o)
         return requests, tokens, oldest
 
     def _spent(self, name: str, now: float) -> tuple[float, float]:
         day = _day(now)
+        month = day[:7]
         spent_day = spent_month = 0.0
-        for usage in self._all(name):
+        mine = self.own.get(name)
+        usages = [mine] if mine is not None else []
+        if self.peers:
+            usages += [k[name] for k in self.peers.values() if name in k]
+        for usage in usages:
             if usage.day == day:
                 spent_day += usage.spend_day
-            if usage.month == day[:7]:
+            if usage.month == month:
                 spent_month += usage.spend_month
         return spent_day, spent_month
 
