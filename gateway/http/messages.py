@@ -44,11 +44,12 @@ from gateway.http.proxy import (
     check_scope,
     optimization_of,
     served_headers,
+    stream_failure,
 )
 from gateway.http.streaming import StreamingResponse
 from gateway.routing.dispatch import Exchange, ReplyJob, Streaming, StreamJob
 from providers.base import NO_HEADERS, Call, Chunk, ChunkStream, Endpoint, Reply
-from providers.errors import ProviderError, RateLimited, UpstreamServerError
+from providers.errors import ProviderError, RateLimited
 
 __all__ = ["messages_routes"]
 
@@ -190,13 +191,7 @@ async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[b
         gone = True
         raise
     except Exception as exc:
-        error = (
-            exc
-            if isinstance(exc, ProviderError)
-            else UpstreamServerError(
-                f"{exchange.provider}: the stream failed ({type(exc).__name__})"
-            )
-        )
+        error = stream_failure(exchange, exc)
         closed = True
         await exchange.fail(error)  # a bench it began is stored before the client hears
         kind = "overloaded_error" if isinstance(error, RateLimited) else "api_error"

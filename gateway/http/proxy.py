@@ -66,6 +66,7 @@ __all__ = [
     "optimization_of",
     "proxy_routes",
     "served_headers",
+    "stream_failure",
 ]
 
 log = logging.getLogger("gatewise")
@@ -259,6 +260,14 @@ def proxy_routes(gateway: Backend) -> list[Route]:
     ]
 
 
+def stream_failure(exchange: Exchange[Any], exc: Exception) -> ProviderError:
+    """What broke a stream after its first byte, as the upstream's error (a bug in
+    reading it counts as the upstream's server error: its stream is what failed)."""
+    if isinstance(exc, ProviderError):
+        return exc
+    return UpstreamServerError(f"{exchange.provider}: the stream failed ({type(exc).__name__})")
+
+
 def admit(
     tenant: Tenant, asked: object, optimization: Optimization | None, quota: Quota
 ) -> tuple[object, Optimization | None, Headers]:
@@ -356,13 +365,7 @@ async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[b
         gone = True  # the client left (or the server is stopping): nobody to tell
         raise
     except Exception as exc:  # after the first byte, the stream is all we can report on
-        error = (
-            exc
-            if isinstance(exc, ProviderError)
-            else UpstreamServerError(
-                f"{exchange.provider}: the stream failed ({type(exc).__name__})"
-            )
-        )
+        error = stream_failure(exchange, exc)
         closed = True
         await exchange.fail(error)  # a bench it began is stored before the client hears
         body = error_body(error.message, "server_error", error.kind)
