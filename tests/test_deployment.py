@@ -53,8 +53,8 @@ async def schema() -> AsyncIterator[PgSchema]:
 @pytest.fixture
 def nginx_in_front(
     upstream: FakeUpstream,
+    schema: PgSchema,  # before start_gateway: the schema outlives the replicas using it
     start_gateway: Callable[..., GatewayProcess],
-    schema: PgSchema,
     tmp_path: Path,
 ) -> Iterator[tuple[str, list[GatewayProcess]]]:
     cfg = upstream_config(upstream, selection={"exploration_rate": 0})

@@ -38,8 +38,8 @@ def until(check: Callable[[], bool], what: str, within: float = 2.0) -> float:
 
 def test_a_key_made_on_one_replica_works_on_both_and_rotation_and_revocation_hold(
     upstream: FakeUpstream,
+    store_url: str,  # before start_gateway: its schema outlives the gateways using it
     start_gateway: Callable[..., GatewayProcess],
-    store_url: str,
 ) -> None:
     cfg: dict[str, Any] = upstream_config(upstream)
     cfg["storage"] = {"url": store_url, "flush_interval": 0.2}

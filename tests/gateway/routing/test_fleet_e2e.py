@@ -61,7 +61,7 @@ def within(seconds: float, check: Callable[[], bool]) -> float:
 
 @pytest.fixture
 def replicas(
-    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], store_url: str
+    upstream: FakeUpstream, store_url: str, start_gateway: Callable[..., GatewayProcess]
 ) -> tuple[GatewayProcess, GatewayProcess]:
     return start_gateway(config(upstream, store_url)), start_gateway(config(upstream, store_url))
 
@@ -118,7 +118,7 @@ def test_every_replica_reports_the_fleets_exact_counts(
 
 @pytest.mark.skipif(not reuse_port_supported(), reason="Linux SO_REUSEPORT")
 def test_two_workers_count_as_one_and_a_let_back_reaches_both(
-    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], store_url: str
+    upstream: FakeUpstream, store_url: str, start_gateway: Callable[..., GatewayProcess]
 ) -> None:
     gw = start_gateway(config(upstream, store_url), args=["--workers", "2"])
     for _ in range(40):  # new connections: spread over both workers

@@ -97,8 +97,8 @@ def refused_rating(gw: GatewayProcess, response_id: str) -> None:
 
 async def test_a_database_unreachable_at_start(
     upstream: FakeUpstream,
+    schema: PgSchema,  # before start_gateway: the schema outlives the gateway using it
     start_gateway: Callable[..., GatewayProcess],
-    schema: PgSchema,
     proxy: TcpProxy,
 ) -> None:
     proxy.down()
@@ -117,8 +117,8 @@ async def test_a_database_unreachable_at_start(
 
 async def test_a_database_lost_and_back_mid_traffic(
     upstream: FakeUpstream,
+    schema: PgSchema,  # before start_gateway: the schema outlives the gateway using it
     start_gateway: Callable[..., GatewayProcess],
-    schema: PgSchema,
     proxy: TcpProxy,
 ) -> None:
     gw = start(upstream, start_gateway, through(schema, proxy))
