@@ -7,6 +7,7 @@ event-by-event state machine can each be read on their own.
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -55,7 +56,31 @@ def prompt_tokens(usage: dict[str, Any]) -> int:
     return total
 
 
-class AnthropicChunks(ChunkStream):
+class _EventStream(ChunkStream):
+    """An upstream Messages stream read event by event: `_read` (each subclass's)
+    turns events into chunks; a stream that breaks or ends before message_stop fails."""
+
+    _upstream: UpstreamStream
+    _provider: str
+
+    async def batches(self) -> AsyncIterator[list[Chunk]]:
+        try:
+            async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
+                yield batch
+        except (TransportError, ResponseTooLarge) as exc:
+            raise exc.prefixed(f"{self._provider}: stream broke") from None
+        if not self.complete:
+            raise InvalidResponse(f"{self._provider} stream ended before message_stop")
+
+    @abstractmethod
+    def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
+        """Translate `events` into `batch`; True at message_stop."""
+
+    async def aclose(self) -> None:
+        await self._upstream.aclose()
+
+
+class AnthropicChunks(_EventStream):
     """Translates one upstream Messages stream; iterate it once."""
 
     def __init__(
@@ -77,15 +102,6 @@ class AnthropicChunks(ChunkStream):
         self._completion = 0
         self._tools: dict[int, int] = {}  # Anthropic block index -> OpenAI tool_calls index
 
-    async def batches(self) -> AsyncIterator[list[Chunk]]:
-        try:
-            async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
-                yield batch
-        except (TransportError, ResponseTooLarge) as exc:
-            raise exc.prefixed(f"{self._provider}: stream broke") from None
-        if not self.complete:
-            raise InvalidResponse(f"{self._provider} stream ended before message_stop")
-
     def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
         """Translate `events` into `batch`; True at message_stop."""
         for _name, data in events:
@@ -99,9 +115,6 @@ class AnthropicChunks(ChunkStream):
             if chunk is not None:
                 batch.append((None, chunk))
         return False
-
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
 
     def _translate(self, kind: Any, event: dict[str, Any]) -> dict[str, Any] | None:
         """Update state from one event; return the chunk to emit, if any."""
@@ -189,7 +202,7 @@ class AnthropicChunks(ChunkStream):
         }
 
 
-class MessageStream(ChunkStream):
+class MessageStream(_EventStream):
     """An Anthropic upstream's Messages stream for an Anthropic client: every event
     passes as it came (named as it came); usage is read on the way, for pricing."""
 
@@ -200,15 +213,6 @@ class MessageStream(ChunkStream):
         self._provider = provider
         self._secrets = secrets
         self._usage: dict[str, Any] = {}
-
-    async def batches(self) -> AsyncIterator[list[Chunk]]:
-        try:
-            async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
-                yield batch
-        except (TransportError, ResponseTooLarge) as exc:
-            raise exc.prefixed(f"{self._provider}: stream broke") from None
-        if not self.complete:
-            raise InvalidResponse(f"{self._provider} stream ended before message_stop")
 
     def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
         for name, data in events:
@@ -238,6 +242,3 @@ class MessageStream(ChunkStream):
         if isinstance(usage, dict):
             self._usage.update((k, v) for k, v in usage.items() if isinstance(v, int))
             self.usage = message_usage(self._usage)
-
-    async def aclose(self) -> None:
-        await self._upstream.aclose()
