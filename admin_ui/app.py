@@ -11,6 +11,7 @@ from starlette.routing import Route
 
 from admin_ui.auth import AdminAuthMiddleware
 from admin_ui.evaluations import evaluation_routes
+from admin_ui.experiments import experiment_routes
 from admin_ui.keys import key_routes
 from admin_ui.openapi import openapi, operation
 from admin_ui.pages import page_routes
@@ -40,6 +41,7 @@ def create_admin_app(
         *performance_routes(services),
         *evaluation_routes(services),
         *key_routes(services),
+        *experiment_routes(services),
         *metrics_routes(services),
         *page_routes(),
     ]

@@ -7,6 +7,7 @@ from typing import Protocol
 from gateway.core.keys import KeyRing
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
+from gateway.routing.experiments import Experiments
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.key_registry import KeyRegistry
 from gateway.routing.quota import Quota
@@ -36,6 +37,7 @@ class AdminServices(Protocol):
     keys: KeyRing
     key_registry: KeyRegistry
     quota: Quota
+    experiments: Experiments
 
     @property
     def metrics(self) -> Exposition: ...

@@ -20,6 +20,7 @@ from typing import Any
 from gateway.core.errors import InvalidFeedback, NotFound, StoreUnavailable
 from gateway.core.keys import Tenant
 from gateway.core.types import ResponseRecord
+from gateway.routing.experiments import Experiments
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 from gateway.storage import Store
 
@@ -141,8 +142,10 @@ class FeedbackService:
         clock: Callable[[], float] = time.time,
         settle: Callable[[], float] = lambda: 0.0,
         pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        experiments: Experiments | None = None,
     ) -> None:
         self.index = index
+        self.experiments = experiments
         self.store = store
         self.tracker = tracker
         self.clock = clock
@@ -198,6 +201,8 @@ class FeedbackService:
             row.get("answer"),
             owner=row.get("owner"),
             stored=True,
+            experiment=row.get("experiment"),
+            arm=row.get("arm"),
         )
 
     @asynccontextmanager
@@ -245,6 +250,8 @@ class FeedbackService:
             self.tracker.add_feedback(
                 record.model, record.conversation_type, scores, previous, key=record.owner or ""
             )
+            if record.experiment is not None and self.experiments is not None:
+                self.experiments.rated(record, scores, previous)
         return {
             "object": "feedback",
             "response_id": response_id,

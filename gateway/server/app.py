@@ -25,6 +25,7 @@ from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, build_provider
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.evaluation import Evaluator
+from gateway.routing.experiments import Experiments
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.fleet import Fleet, new_origin
 from gateway.routing.key_registry import KeyRegistry
@@ -88,8 +89,22 @@ class Gateway:
             clock=clock,
         )
         self.index = ResponseIndex()
+        self.experiments = Experiments(
+            config.experiments,
+            {m.name: m for m in config.models},
+            {r.name: r for r in config.routes},
+            self.store,
+            self.fleet.origin,
+            benched=self.blacklist.is_blacklisted,
+            interval=min(0.5, storage.share_interval),
+            clock=clock,
+        )
         self.evaluator = Evaluator(
-            self.tracker, self.index, self.writer, log_payloads=storage.log_payloads
+            self.tracker,
+            self.index,
+            self.writer,
+            log_payloads=storage.log_payloads,
+            experiments=self.experiments,
         )
         self.events = EventLog("gatewise.attempts")
         self.keys = KeyRing(config.server.api_keys)
@@ -114,6 +129,7 @@ class Gateway:
             quota=self.quota,
             metrics=RoutingMetrics(),
             tracing=traces[0] if traces is not None else None,
+            experiments=self.experiments,
         )
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, [m for m in config.models if m.provider == p.name])
@@ -129,6 +145,7 @@ class Gateway:
             deadline=sel.deadline_seconds,
             wall=clock,
             traces=traces[0] if traces is not None else None,
+            experiments=self.experiments,
         )
         # An answer another worker or replica gave reaches the store within one flush:
         # a rating that arrives here first waits that long for it instead of a 404.
@@ -139,6 +156,7 @@ class Gateway:
             self.tracker,
             clock,
             settle=lambda: settle if storage.share or workers > 1 else 0.0,
+            experiments=self.experiments,
         )
         # Workers of one `gatewise serve` share a directory of their counts (one worker: none).
         self.metrics = Metrics(
@@ -158,6 +176,7 @@ class Gateway:
             await self.store.open()
             await self.fleet.load()
             await self.key_registry.pull()
+            await self.experiments.load()
         except self.store.OUTAGES as exc:
             # Traffic does not wait for the database: route on the configuration's priors
             # (and what this process learns), buffer what is to be stored, and connect in
@@ -177,6 +196,7 @@ class Gateway:
         self.evaluator.start()
         self.fleet.start()
         self.key_registry.start()
+        self.experiments.start()
         self.metrics.start()
         if any(tenant.limited for tenant in self.keys.tenants()):
             self.quota_share.start()
@@ -224,6 +244,7 @@ class Gateway:
         if any(tenant.limited for tenant in self.keys.tenants()):
             await self.quota_share.stop()
         await self.key_registry.close()
+        await self.experiments.close()
         await self.fleet.close()
         await self.store.close()
         for provider in self.providers.values():

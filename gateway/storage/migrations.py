@@ -122,5 +122,11 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE written_batches (batch TEXT PRIMARY KEY, ts REAL NOT NULL);
     """,
-    # Append the next migration (version 5) here, with PostgreSQL's in migrations_postgres.py.
+    # 5: the experiment and arm that served an answer (issue 21), so that its ratings, even
+    # after a restart, count for that arm.
+    """
+    ALTER TABLE responses ADD COLUMN experiment TEXT;
+    ALTER TABLE responses ADD COLUMN arm TEXT;
+    """,
+    # Append the next migration (version 6) here, with PostgreSQL's in migrations_postgres.py.
 ]
