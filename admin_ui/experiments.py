@@ -28,29 +28,27 @@ async def _body(request: Request, optional: bool = False) -> Any:
 
 
 def experiment_routes(services: AdminServices) -> list[Route]:
-    experiments = services.experiments
-
     @operation()
     async def listing(request: Request) -> Response:
         """Every experiment, running first: its arms' n, mean, interval, difference to the
         control, status and cost."""
-        return json_response({"object": "list", "data": experiments.listing()})
+        return json_response({"object": "list", "data": services.experiments.listing()})
 
     @operation(body=EXPERIMENT_BODY)
     async def create(request: Request) -> Response:
         """Start an experiment on a route; stored before it is acknowledged, running on
         every worker and replica within a second."""
-        return json_response(await experiments.create(await _body(request)), status=201)
+        return json_response(await services.experiments.create(await _body(request)), status=201)
 
     @operation()
     async def one(request: Request) -> Response:
         """One experiment, with its curves over time."""
-        return json_response(experiments.report(request.path_params["name"]))
+        return json_response(services.experiments.report(request.path_params["name"]))
 
     @operation()
     async def stop(request: Request) -> Response:
         """Stop an experiment: its route goes back to its usual routing."""
-        return json_response(await experiments.stop(request.path_params["name"]))
+        return json_response(await services.experiments.stop(request.path_params["name"]))
 
     @operation(body={"type": "object", "properties": {"arm": {"type": "string"}}})
     async def promote(request: Request) -> Response:
@@ -58,7 +56,7 @@ def experiment_routes(services: AdminServices) -> list[Route]:
         route's default: every request to the route is then served by its model, with
         its overrides."""
         body = await _body(request, optional=True)
-        return json_response(await experiments.promote(request.path_params["name"], body))
+        return json_response(await services.experiments.promote(request.path_params["name"], body))
 
     outages = services.store.OUTAGES
     return [

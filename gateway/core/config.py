@@ -686,10 +686,15 @@ def _describe(exc: ValidationError, source: str) -> str:
             message = "unknown key"
         elif err["type"] == "missing":
             message = "required key is missing"
+        inner = _INNER_PATH.match(message) if where.startswith("experiments[") else None
+        if inner is not None:  # a nested model's validator named a path inside it
+            sep = "" if inner.group(1).startswith("[") else "."
+            where, message = where + sep + inner.group(1), message[inner.end() :]
         lines.append(f"  {where}: {message}" if where else f"  {message}")
     return "\n".join(lines)
 
 
+_INNER_PATH = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): ")
 _UNION_TAGS = ("literal", "str", "int", "plain", "named")  # pydantic's, not the file's
 
 

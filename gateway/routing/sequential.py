@@ -161,7 +161,10 @@ def log_rate_evidence(events: float, n: float, p0: float, a: float = 1.0, b: flo
 
 
 def rate_exceeds(events: float, n: float, p0: float, alpha: float) -> bool:
-    """Whether the evidence that the rate is above p0 has reached 1/alpha."""
+    """Whether the evidence that the rate is above p0 has reached 1/alpha. The mixture
+    is Beta(1, b) with mean 2 p0: most power for rates a few times the limit, the harm
+    a guard is for."""
     if n <= 0 or events <= p0 * n:
         return False
-    return bool(log_rate_evidence(events, n, p0) >= math.log(1 / alpha))
+    b = max(1.0, (1 - 2 * p0) / (2 * p0))
+    return bool(log_rate_evidence(events, n, p0, 1.0, b) >= math.log(1 / alpha))

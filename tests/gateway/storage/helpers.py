@@ -62,6 +62,8 @@ def response(response_id: str, ts: float, **fields) -> dict:
         "prompt": f"prompt {response_id}",
         "answer": f"answer {response_id}",
         "owner": "team-a",
+        "experiment": "haiku-vs-mini",
+        "arm": "challenger",
     }
     values.update(fields)
     return values
