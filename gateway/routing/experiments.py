@@ -461,7 +461,7 @@ class Experiments:
         ):
             raise InvalidRequest('The body is empty (promote the winner) or {"arm": "<arm name>"}.')
         if asked is None:
-            decision = running.decision or self._decide(running, running.combined())
+            decision = self.decision(name)
             winner = decision.get("winner") if decision else None
             if winner is None:
                 raise Conflict(
@@ -592,6 +592,12 @@ class Experiments:
         if curve:
             out["curve"] = self._curve(running, stats, floor)
         return out
+
+    def decision(self, name: str) -> dict[str, Any] | None:
+        """The experiment's decision: the one reached (kept once reached), else what the
+        results say now (None: no decision yet)."""
+        running = self.all[name]
+        return running.decision or self._decide(running, running.combined())
 
     def _difference(
         self, running: _Running, control: ArmStats, arm: ArmStats, floor: float

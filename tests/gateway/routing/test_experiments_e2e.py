@@ -219,7 +219,9 @@ def test_experiments_made_at_runtime_survive_a_restart_and_bad_input_gets_clear_
     assert error(httpx.post(url, json=unknown_model), 400) == "arms[1].model: unknown model 'nope'"
     uneven = {**AB, "arms": [AB["arms"][0], {**AB["arms"][1], "share": 0.7}]}
     assert "the shares must sum to 1, they sum to 1.2" in error(httpx.post(url, json=uneven), 400)
-    assert "route: unknown route 'slow'" in error(httpx.post(url, json={**AB, "route": "slow"}), 400)
+    assert "route: unknown route 'slow'" in error(
+        httpx.post(url, json={**AB, "route": "slow"}), 400
+    )
     assert "arms: " in error(httpx.post(url, json={**AB, "arms": AB["arms"][:1]}), 400)
     assert "must be a JSON object" in error(httpx.post(url, json=[1]), 400)
     assert "colour: unknown field" in error(httpx.post(url, json={**AB, "colour": 1}), 400)
