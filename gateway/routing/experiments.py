@@ -805,8 +805,8 @@ class Experiments:
             else np.argmax(draws, axis=0)
         )
         wins = np.bincount(best, minlength=len(stats)) / draws.shape[1]
-        shares = np.maximum(wins, config.min_share)
-        return [float(x) for x in shares / shares.sum()]
+        least = min(config.min_share, 1.0 / len(stats))  # every arm keeps at least this
+        return [float(least + (1 - least * len(stats)) * w) for w in wins]
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gatewise-experiments")

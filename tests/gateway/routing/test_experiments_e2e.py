@@ -252,3 +252,49 @@ def test_experiments_made_at_runtime_survive_a_restart_and_bad_input_gets_clear_
     assert stopped.status_code == 200 and stopped.json()["finish"]["action"] == "stopped"
     assert "x-gatewise-experiment" not in ask(client_of(again), "c1")[0]
     assert "is finished (stopped)" in error(httpx.post(again.url + "/experiments/ab/stop"), 409)
+
+
+def test_two_replicas_on_one_store_run_one_experiment(
+    upstream: FakeUpstream,
+    store_url: str,  # before start_gateway: its schema outlives the gateways using it
+    start_gateway: Callable[..., GatewayProcess],
+    client_of: Callable[[GatewayProcess], openai.OpenAI],
+) -> None:
+    cfg = upstream_config(upstream)
+    cfg["storage"] = {"url": store_url, "flush_interval": 0.2, "share_interval": 0.5}
+    one, two = start_gateway(cfg), start_gateway(cfg)
+    first, second = client_of(one), client_of(two)
+    assert httpx.post(one.url + "/experiments", json=AB).status_code == 201
+    until(lambda: "x-gatewise-arm" in ask(second, "probe")[0], "replica two runs it", 3)
+
+    in_experiment = 0
+    served_by_two: list[tuple[str, str]] = []
+    for i in range(10):
+        in_experiment += "x-gatewise-arm" in ask(first, f"one-{i}")[0]
+        headers, answer_id = ask(second, f"two-{i}")
+        in_experiment += "x-gatewise-arm" in headers
+        served_by_two.append((headers["x-gatewise-arm"], answer_id))
+    # Ratings of replica two's answers, given to replica one, count for their arms.
+    for arm, answer_id in served_by_two[:4]:
+        rated = httpx.post(
+            one.url + "/v1/feedback", json={"response_id": answer_id, "overall": 4}, headers=KEY
+        )
+        assert rated.status_code == 200, rated.text
+
+    def totals(gw: GatewayProcess) -> tuple[int, int]:
+        arms = httpx.get(gw.url + "/experiments/ab").json()["arms"]
+        return sum(a["answers"] for a in arms), sum(a["n"] for a in arms)
+
+    def agreed() -> bool:
+        answers_one, rated_one = totals(one)
+        return (
+            totals(two) == (answers_one, rated_one)
+            and rated_one == 4
+            and (answers_one >= in_experiment)
+        )
+
+    until(agreed, "both replicas report every answer and rating", 5)
+    assert httpx.post(two.url + "/experiments/ab/stop").status_code == 200
+    until(lambda: "x-gatewise-arm" not in ask(first, "after")[0], "stopped on one too", 3)
+    refused = httpx.post(one.url + "/experiments/ab/promote", json={"arm": "control"})
+    assert refused.status_code == 409
