@@ -275,7 +275,9 @@ def test_two_replicas_on_one_store_run_one_experiment(
         in_experiment += "x-gatewise-arm" in headers
         served_by_two.append((headers["x-gatewise-arm"], answer_id))
     # Ratings of replica two's answers, given to replica one, count for their arms.
+    expected = {"control": 0, "challenger": 0}
     for arm, answer_id in served_by_two[:4]:
+        expected[arm] += 1
         rated = httpx.post(
             one.url + "/v1/feedback", json={"response_id": answer_id, "overall": 4}, headers=KEY
         )
