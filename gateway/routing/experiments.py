@@ -75,8 +75,11 @@ EVENTS = "experiment_event"  # name \x1f event -> a guard stop or a decision, on
 STATS = "experiment_stats"  # origin \x1f name -> this origin's tallies per arm
 _SEP = "\x1f"
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one (clock skew)
-CURVE_SECONDS = 300  # the width of a curve's bucket
-MAX_BUCKETS = 2000  # per arm and origin; older buckets fold into `before`
+CURVE_SECONDS = 600  # the width of a curve's bucket
+# Per arm and origin (a week of 10-minute buckets, ~15 KB of JSON); older buckets fold
+# into `before`, so the totals stay exact.
+MAX_BUCKETS = 1008
+PUBLISH_EVERY = 4  # rounds between publishing this process's tallies (2 s by default)
 RATINGS = ("overall", "accuracy", "relevance", "helpfulness", "creativity")
 LOWER_IS_BETTER = frozenset({"cost", "latency"})
 # The smallest difference that matters when none is configured: rating points, auto
@@ -289,6 +292,7 @@ class Experiments:
         self._by_route: dict[str, _Running] = {}
         self._defaults: dict[str, tuple[ArmConfig, ModelConfig]] = {}
         self._pulled: float | None = None
+        self._rounds = -1  # the first round publishes
         self.failing = False
         self._task: asyncio.Task[None] | None = None
         for experiment in configured:
@@ -725,9 +729,12 @@ class Experiments:
         self._index()
 
     async def round(self) -> None:
-        """One background round: publish, pull, judge guards and decisions, reshare."""
-        for running in list(self.all.values()):
-            await self._publish(running)
+        """One background round: publish (every PUBLISH_EVERY rounds), pull, judge
+        guards and decisions, reshare."""
+        self._rounds += 1
+        if self._rounds % PUBLISH_EVERY == 0:
+            for running in list(self.all.values()):
+                await self._publish(running)
         await self.pull()
         for running in list(self.all.values()):
             if running.running:
