@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -239,8 +240,33 @@ def test_experiments_made_at_runtime_survive_a_restart_and_bad_input_gets_clear_
     assert "Unknown arm 'x'" in error(httpx.post(url + "/ab/promote", json={"arm": "x"}), 400)
 
     client = client_of(gw)
-    for i in range(12):
+    for i in range(10):
         assert ask(client, f"c{i}")[0]["x-gatewise-experiment"] == "ab"
+    # A stream, and Anthropic's Messages API, are in the experiment too: the same headers,
+    # the arm's model, its system prompt in the request the upstream got.
+    upstream.seen.clear()
+    with client.chat.completions.with_streaming_response.create(
+        model="auto", messages=ASKED, stream=True, user="streamer"
+    ) as streamed:
+        arm = streamed.headers["x-gatewise-arm"]
+        assert streamed.headers["x-gatewise-model"] == ("beta" if arm == "challenger" else "alpha")
+        assert "".join(streamed.iter_lines())
+    with anthropic.Anthropic(base_url=gw.url, api_key="test-key", max_retries=0) as claude:
+        raw = claude.messages.with_raw_response.create(
+            model="auto", max_tokens=50, system="Be kind.",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_headers={"x-gatewise-conversation": "claude-conversation"},
+        )  # fmt: skip
+        assert raw.headers["x-gatewise-experiment"] == "ab"
+        assert raw.parse().content[0].text
+    sent = [s.body for s in upstream.calls("/chat/completions")]
+    assert len(sent) == 2
+    for arm_name, body in zip((arm, raw.headers["x-gatewise-arm"]), sent, strict=True):
+        if arm_name == "challenger":
+            assert body["model"] == "beta-up" and body["temperature"] == 0.2
+            assert body["messages"][0]["content"] == "Answer briefly. Be kind."
+        else:
+            assert body["model"] == "alpha-up" and body["messages"][0]["content"] == "Be kind."
     gw.stop()  # a graceful stop publishes this process's tallies
 
     again = start_gateway(cfg)
