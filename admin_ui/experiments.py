@@ -88,7 +88,12 @@ EXPERIMENT_BODY: dict[str, Any] = {
         "route": {"type": "string"},
         "arms": {"type": "array", "minItems": 2, "maxItems": 10, "items": _ARM},
         "control": {"type": "string"},
-        "metric": {"enum": list(EXPERIMENT_METRICS)},
+        "metric": {"enum": [*EXPERIMENT_METRICS, "combination"]},
+        "combination": {
+            "type": "object",
+            "propertyNames": {"enum": list(EXPERIMENT_METRICS)},
+            "additionalProperties": {"type": "number"},
+        },
         "split": {"enum": ["fixed", "adaptive"]},
         "min_share": {"type": "number"},
         "sticky_by": {"enum": ["conversation", "user", "none"]},

@@ -33,6 +33,7 @@ from providers.tls import TlsOptions
 from providers.transport import MAX_BODY
 
 __all__ = [
+    "COMBINATION",
     "DEFAULT_CONFIG_PATH",
     "EXPERIMENT_METRICS",
     "STORAGE_URL_ENV",
@@ -349,6 +350,12 @@ ExperimentMetric = Literal[
     "overall", "accuracy", "relevance", "helpfulness", "creativity", "auto_score", "cost",
     "latency",
 ]  # fmt: skip
+# `metric: combination`: a weighted sum of these per answer (`combination:` the weights).
+COMBINATION = "combination"
+_Metric = Literal[
+    "overall", "accuracy", "relevance", "helpfulness", "creativity", "auto_score", "cost",
+    "latency", "combination",
+]  # fmt: skip
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 # Request fields an arm may not set: they say what is asked, not how it is answered.
 _FIXED_PARAMS = frozenset(
@@ -391,7 +398,11 @@ class ExperimentConfig(_Strict):
     route: str = Field(min_length=1)
     arms: list[ArmConfig] = Field(min_length=2, max_length=10)
     control: str | None = None  # the arm the others are compared to (unset: the first)
-    metric: ExperimentMetric = "overall"
+    metric: _Metric = "overall"
+    # metric: combination: each answer's score is the weighted sum of these metrics
+    # (higher is better: give cost and latency negative weights), e.g.
+    # {overall: 1, cost: -100}. An answer counts once every part of it is known.
+    combination: dict[ExperimentMetric, float] | None = None
     split: Literal["fixed", "adaptive"] = "fixed"
     min_share: float = Field(0.1, ge=0, le=0.5)  # adaptive: no arm gets less
     sticky_by: Literal["conversation", "user", "none"] = "conversation"
@@ -424,6 +435,14 @@ class ExperimentConfig(_Strict):
             raise ValueError(f"arms[{missing}].share: give every arm a share, or none")
         if given and abs(sum(given) - 1.0) > 1e-6:
             raise ValueError(f"arms: the shares must sum to 1, they sum to {round(sum(given), 6)}")
+        if self.metric == COMBINATION:
+            if not self.combination or not any(self.combination.values()):
+                raise ValueError(
+                    "combination: give the weights of the metrics to combine, "
+                    "e.g. {overall: 1, cost: -100}"
+                )
+        elif self.combination is not None:
+            raise ValueError("combination: only with metric: combination")
         return self
 
     def shares(self) -> list[float]:

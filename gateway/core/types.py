@@ -97,6 +97,7 @@ class ResponseRecord:
     stored: bool = False
     experiment: str | None = None  # the experiment and arm that served it (issue 21)
     arm: str | None = None
+    cost: float | None = None  # USD, as priced when it was answered
 
     def to_row(self) -> dict[str, Any]:
         """The store's columns (everything but `stored`); written for every answer."""
@@ -107,5 +108,5 @@ class ResponseRecord:
             "optimization": self.optimization, "ts": self.ts, "latency_ms": self.latency_ms,
             "flags": self.flags, "auto_score": self.auto_score, "prompt": self.prompt,
             "answer": self.answer, "owner": self.owner, "experiment": self.experiment,
-            "arm": self.arm,
+            "arm": self.arm, "cost": self.cost,
         }  # fmt: skip

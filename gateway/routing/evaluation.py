@@ -158,6 +158,7 @@ class Evaluator:
             owner=job.owner,
             experiment=job.experiment,
             arm=job.arm,
+            cost=outcome.cost,
         )
         self.index.add(record)
         if not outcome.judged or len(self._pending) >= self.limit:

@@ -40,6 +40,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from gateway.core.config import (
+    COMBINATION,
     ArmConfig,
     ExperimentConfig,
     ModelConfig,
@@ -90,6 +91,8 @@ _VARIANCE_FLOOR = {"auto_score": 0.0025}  # ratings: 0.25 (below the rounding's 
 
 
 def _floor(metric: str, control_mean: float | None) -> float:
+    if metric == COMBINATION:
+        return 0.0
     if metric in RATINGS:
         return 0.25
     if metric in _VARIANCE_FLOOR:
@@ -215,6 +218,16 @@ class _Running:
         self.decision: dict[str, Any] | None = None
         self.shares = config.shares()
         self._bounds: list[float] = []
+        # A combined metric: its weights, and which outcome completes an answer's score
+        # (a rating, the auto score, or the answer itself).
+        self.weights: dict[str, float] = {k: w for k, w in (config.combination or {}).items()}
+        self.last_part = (
+            "rating"
+            if any(k in RATINGS for k in self.weights)
+            else "auto_score"
+            if "auto_score" in self.weights
+            else "answer"
+        )
         self.rho = rho_for(config.expected_samples / 2, config.alpha)
         self.rho_arm = rho_for(config.expected_samples, config.alpha)
         self.reshare(self.shares)
@@ -372,16 +385,27 @@ class Experiments:
                 stats.observe(outcome.cost, outcome.at)
             elif metric == "latency":
                 stats.observe(latency, outcome.at)
+            elif metric == COMBINATION and running.last_part == "answer":
+                value = _combined(running.weights, {"cost": outcome.cost, "latency": latency})
+                if value is not None:
+                    stats.observe(value, outcome.at)
         running.version += 1
 
     def scored(self, record: ResponseRecord, score: float) -> None:
         """An answer's automatic evaluation score (from the evaluator)."""
         running = self.all.get(record.experiment or "")
-        if running is None or running.config.metric != "auto_score":
+        if running is None:
             return
         i = running.index.get(record.arm or "")
-        if i is not None:
-            running.own[i].observe(score, self.clock())
+        if i is None:
+            return
+        value: float | None = None
+        if running.config.metric == "auto_score":
+            value = score
+        elif running.config.metric == COMBINATION and running.last_part == "auto_score":
+            value = _combined(running.weights, {**_parts(record), "auto_score": score})
+        if value is not None:
+            running.own[i].observe(value, self.clock())
             running.version += 1
 
     def rated(
@@ -394,14 +418,25 @@ class Experiments:
             return
         metric = running.config.metric
         i = running.index.get(record.arm or "")
-        if i is None or metric not in RATINGS:
+        if i is None:
+            return
+        old: float | None = None
+        new: float | None = None
+        if metric in RATINGS:
+            old = previous.get(metric) if previous else None
+            new = scores.get(metric)
+        elif metric == COMBINATION and running.last_part == "rating":
+            # (A re-rating's earlier score is recomputed from the same parts: an answer
+            # judged between its two ratings is counted by its later auto score.)
+            parts = _parts(record)
+            old = _combined(running.weights, {**parts, **previous}) if previous else None
+            new = _combined(running.weights, {**parts, **scores})
+        else:
             return
         stats = running.own[i]
         now = self.clock()
-        old = previous.get(metric) if previous else None
         if old is not None:
             stats.observe(float(old), now, -1.0)
-        new = scores.get(metric)
         if new is not None:
             stats.observe(float(new), now)
         running.version += 1
@@ -582,6 +617,7 @@ class Experiments:
             "finish": running.row.get("finish"),
             "created_at": running.row.get("created_at"),
             "metric": config.metric,
+            "combination": config.combination,
             "higher_is_better": config.metric not in LOWER_IS_BETTER,
             "split": config.split,
             "sticky_by": config.sticky_by,
@@ -623,6 +659,8 @@ class Experiments:
         config = running.config
         if config.min_effect is not None:
             return config.min_effect
+        if config.metric == COMBINATION:
+            return 0.0  # no scale to guess from: "no detectable difference" needs min_effect
         if config.metric in RATINGS:
             return 0.1
         if config.metric in _MIN_EFFECT:
@@ -894,6 +932,21 @@ class Experiments:
         """The model of the arm promoted on `route` (None: none)."""
         found = self._defaults.get(route)
         return found[1].name if found is not None else None
+
+
+def _parts(record: ResponseRecord) -> dict[str, float | None]:
+    return {"cost": record.cost, "latency": record.latency_ms, "auto_score": record.auto_score}
+
+
+def _combined(weights: Mapping[str, float], parts: Mapping[str, Any]) -> float | None:
+    """The weighted sum of an answer's parts; None while one of them is not known."""
+    total = 0.0
+    for name, weight in weights.items():
+        value = parts.get(name)
+        if value is None:
+            return None
+        total += weight * float(value)
+    return total
 
 
 def _guard(config: ExperimentConfig, stats: ArmStats) -> str | None:

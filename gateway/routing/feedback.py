@@ -203,6 +203,7 @@ class FeedbackService:
             stored=True,
             experiment=row.get("experiment"),
             arm=row.get("arm"),
+            cost=row.get("cost"),
         )
 
     @asynccontextmanager

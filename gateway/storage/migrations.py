@@ -123,10 +123,11 @@ MIGRATIONS: list[str] = [
     CREATE TABLE written_batches (batch TEXT PRIMARY KEY, ts REAL NOT NULL);
     """,
     # 5: the experiment and arm that served an answer (issue 21), so that its ratings, even
-    # after a restart, count for that arm.
+    # after a restart, count for that arm; and what it cost (a combined metric weighs it).
     """
     ALTER TABLE responses ADD COLUMN experiment TEXT;
     ALTER TABLE responses ADD COLUMN arm TEXT;
+    ALTER TABLE responses ADD COLUMN cost REAL;
     """,
     # Append the next migration (version 6) here, with PostgreSQL's in migrations_postgres.py.
 ]

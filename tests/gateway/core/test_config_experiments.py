@@ -59,6 +59,12 @@ def test_the_issues_example_loads() -> None:
     assert experiment.guards.max_latency_p95_ms == 8000
 
 
+def test_a_stated_combination_of_metrics() -> None:
+    raw = with_experiment(metric="combination", combination={"overall": 1, "cost": -100})
+    (experiment,) = parse_config(raw).experiments
+    assert experiment.combination == {"overall": 1, "cost": -100}
+
+
 def test_shares_left_out_everywhere_are_equal() -> None:
     arms = [{"name": a["name"], "model": a["model"]} for a in EXAMPLE["arms"]]
     (experiment,) = parse_config(with_experiment(arms=arms)).experiments
@@ -94,6 +100,12 @@ def test_shares_left_out_everywhere_are_equal() -> None:
         ),
         ({"guards": {"max_error_rate": 2}}, "experiments[0].guards.max_error_rate"),
         ({"colour": "red"}, "experiments[0].colour: unknown key"),
+        ({"metric": "combination"}, "experiments[0].combination: give the weights"),
+        ({"combination": {"overall": 1}}, "experiments[0].combination: only with metric"),
+        (
+            {"metric": "combination", "combination": {"vibes": 1}},
+            "experiments[0].combination.vibes.[key]: Input should be 'overall'",
+        ),
     ],
 )
 def test_mistakes_are_named_by_their_yaml_path(changes: dict[str, Any], expected: str) -> None:

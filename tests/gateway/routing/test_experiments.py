@@ -157,3 +157,22 @@ def test_lower_is_better_for_cost_and_latency(metric: str) -> None:
         running.own[1].observe(5.0 + (i % 3), 0.0)
     assert exp.decision("ab") == {"status": "winner", "winner": "b"}
     assert exp.report("ab")["higher_is_better"] is False
+
+
+def test_a_combination_scores_each_answer_once_its_rating_is_in() -> None:
+    spec = {**SPEC, "metric": "combination", "combination": {"overall": 1.0, "cost": -100.0}}
+    exp = experiments(SQLiteStore(":memory:"), "one", Clock(), spec)
+    cheap, dear = record("control"), record("b")
+    cheap.cost, dear.cost = 0.001, 0.02  # 0.1 and 2 points off the rating
+    for _ in range(40):
+        exp.rated(cheap, {"overall": 4}, None)
+        exp.rated(dear, {"overall": 5}, None)
+    exp.rated(dear, {"overall": 3}, {"overall": 5})  # a re-rating replaces its score
+    arms = {a["name"]: a for a in exp.report("ab")["arms"]}
+    assert arms["control"]["mean"] == pytest.approx(3.9)
+    assert arms["b"]["mean"] == pytest.approx((39 * 3 + 1) / 40)
+    # Better rated, but dearer by more than its ratings make up for: the control wins.
+    assert exp.decision("ab") == {"status": "winner", "winner": "control"}
+    unpriced = record("b")  # its cost is not known: the answer does not count
+    exp.rated(unpriced, {"overall": 5}, None)
+    assert {a["name"]: a for a in exp.report("ab")["arms"]}["b"]["n"] == 40

@@ -64,6 +64,7 @@ def response(response_id: str, ts: float, **fields) -> dict:
         "owner": "team-a",
         "experiment": "haiku-vs-mini",
         "arm": "challenger",
+        "cost": 0.0021,
     }
     values.update(fields)
     return values
