@@ -68,14 +68,37 @@ function curves(exp, detail) {
     points: points.map((p) => ({ x: p.ts, y: p.arms[arm.name] ? p.arms[arm.name].mean : null })),
   }));
   const xs = points.map((p) => p.ts);
-  return lineChart({
+  const span = { xMin: Math.min(...xs) - 600, xMax: Math.max(...xs), xFormat: fmt.time };
+  const means = lineChart({
     title: `${exp.metric}: each arm's mean so far`,
     series,
-    xMin: Math.min(...xs) - 300,
-    xMax: Math.max(...xs),
-    xFormat: fmt.time,
+    ...span,
     yFormat: (v) => value(exp, v),
   });
+  // Each challenger's difference to the control over time: the interval's two ends, on
+  // an axis symmetric around zero (a winner once both ends are on one side of it).
+  const bounds = exp.arms.filter((arm) => !arm.control).flatMap((arm, i) => ["lower", "upper"]
+    .map((end, j) => ({
+      name: `${arm.name} − control, ${end} bound`,
+      color: PALETTE[(i + 1) % PALETTE.length],
+      dash: j ? "6 3" : "none",
+      points: points.map((p) => {
+        const diff = p.arms[arm.name] && p.arms[arm.name].difference;
+        return { x: p.ts, y: diff ? diff[j] : null };
+      }),
+    })));
+  const reach = Math.max(0, ...bounds.flatMap((b) => b.points.map((p) => Math.abs(p.y ?? 0))));
+  const extent = reach > 0 ? Number((reach * 1.1).toPrecision(2)) : 1;
+  const differences = lineChart({
+    title: "Difference to the control: its interval over time",
+    series: bounds,
+    ...span,
+    yMax: extent,
+    yMin: -extent,
+    yFormat: (v) => value(exp, v),
+    note: "The middle line is zero: a winner once both bounds lie on one side of it.",
+  });
+  return el("div", { className: "charts" }, means, differences);
 }
 
 function actions(exp, refresh) {
@@ -114,7 +137,7 @@ function card(exp, detail, refresh) {
     el("p", { className: "muted small" },
       `Metric ${exp.metric} (${exp.higher_is_better ? "higher" : "lower"} is better), ` +
       `${exp.split} split, sticky by ${exp.sticky_by}; always-valid intervals at ` +
-      `${fmt.pct(1 - exp.alpha)}, decided from ${exp.min_samples} per arm. ` +
+      `${fmt.pct(1 - exp.alpha)}, decisions from ${exp.min_samples} per arm. ` +
       `Cost so far ${fmt.cost(exp.cost_usd)}.` +
       (guards.length ? ` Guards: ${guards.join(", ")}.` : "")),
     arms(exp), curves(exp, detail), actions(exp, refresh));

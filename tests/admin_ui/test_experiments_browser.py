@@ -61,7 +61,11 @@ def test_the_experiments_panel_shows_each_arms_results_and_promotes_the_winner(
     expect(cell(page, "short-answers", "control", "status")).to_have_text("behind the winner")
     expect(cell(page, "short-answers", "brief", "difference")).to_contain_text("2 (")
     expect(cell(page, "short-answers", "brief", "share")).to_have_text("50.0%")
-    expect(panel.locator("figure figcaption")).to_have_text("overall: each arm's mean so far")
+    expect(panel.locator("figure figcaption")).to_have_text(
+        ["overall: each arm's mean so far", "Difference to the control: its interval over time"]
+    )
+    legend = panel.locator("figure").nth(1).locator(".legend li")
+    expect(legend).to_have_text(["brief − control, lower bound", "brief − control, upper bound"])
 
     panel.get_by_role("button", name="Promote brief").click()
     expect(panel.locator('[data-col="verdict"]')).to_have_text("finished: brief promoted")
