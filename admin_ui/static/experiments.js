@@ -79,7 +79,7 @@ function curves(exp, detail) {
   // an axis symmetric around zero (a winner once both ends are on one side of it).
   const bounds = exp.arms.filter((arm) => !arm.control).flatMap((arm, i) => ["lower", "upper"]
     .map((end, j) => ({
-      name: `${arm.name} − control, ${end} bound`,
+      name: `${arm.name} vs control, ${end} bound`,
       color: PALETTE[(i + 1) % PALETTE.length],
       dash: j ? "6 3" : "none",
       points: points.map((p) => {

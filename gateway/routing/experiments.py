@@ -32,7 +32,7 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -288,6 +288,7 @@ class Experiments:
         origin: str,
         *,
         benched: Callable[[str], bool] = lambda model: False,
+        enabled: Collection[str] | None = None,
         interval: float = 0.5,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
@@ -298,6 +299,9 @@ class Experiments:
         self.store = store
         self.origin = origin
         self.benched = benched
+        # The models whose provider is enabled (None: all): an experiment whose arm names
+        # another is not run (the arm could not be served).
+        self.enabled = frozenset(self.models if enabled is None else enabled)
         self.interval = interval
         self.clock = clock
         self.rng = rng or random.Random()
@@ -326,7 +330,7 @@ class Experiments:
             if default is not None and job.ctype in default[1].conversation_types:
                 arm, model = default
                 job.body = apply_arm(job.endpoint, job.body, arm)
-                if not self.benched(model.name):
+                if model.name in self.enabled and not self.benched(model.name):
                     job.pinned = model
             return
         if job.ctype not in running.ctypes:
@@ -466,6 +470,13 @@ class Experiments:
         except ValueError as exc:
             text = str(exc)
             raise InvalidRequest(text, param=text.split(":", 1)[0]) from None
+        for j, arm in enumerate(config.arms):
+            if arm.model not in self.enabled:
+                raise InvalidRequest(
+                    f"arms[{j}].model: the model '{arm.model}' is unavailable (its provider "
+                    "is disabled)",
+                    param=f"arms[{j}].model",
+                )
         busy = self._by_route.get(config.route)
         if busy is not None:
             raise Conflict(
@@ -612,6 +623,7 @@ class Experiments:
             "route": config.route,
             "source": running.row.get("source", "runtime"),
             "state": "running" if running.running else "finished",
+            "unavailable": [m.name for m in running.models if m.name not in self.enabled],
             "status": decision["status"] if decision else "running",
             "winner": decision.get("winner") if decision else None,
             "finish": running.row.get("finish"),
@@ -917,7 +929,8 @@ class Experiments:
         for running in self.all.values():
             route = running.config.route
             if running.running:
-                by_route.setdefault(route, running)
+                if all(m.name in self.enabled for m in running.models):
+                    by_route.setdefault(route, running)
                 continue
             finish = running.row.get("finish") or {}
             if finish.get("action") == "promoted" and finish.get("arm") in running.index:

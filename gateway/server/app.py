@@ -96,6 +96,7 @@ class Gateway:
             self.store,
             self.fleet.origin,
             benched=self.blacklist.is_blacklisted,
+            enabled={m.name for m in config.models if config.provider(m.provider).enabled},
             interval=min(0.5, storage.share_interval),
             clock=clock,
         )

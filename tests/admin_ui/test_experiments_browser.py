@@ -65,7 +65,7 @@ def test_the_experiments_panel_shows_each_arms_results_and_promotes_the_winner(
         ["overall: each arm's mean so far", "Difference to the control: its interval over time"]
     )
     legend = panel.locator("figure").nth(1).locator(".legend li")
-    expect(legend).to_have_text(["brief − control, lower bound", "brief − control, upper bound"])
+    expect(legend).to_have_text(["brief vs control, lower bound", "brief vs control, upper bound"])
 
     panel.get_by_role("button", name="Promote brief").click()
     expect(panel.locator('[data-col="verdict"]')).to_have_text("finished: brief promoted")

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gateway.core.config import ArmConfig, ExperimentConfig, ModelConfig
+from gateway.core.errors import InvalidRequest
 from gateway.core.types import ResponseRecord
 from gateway.routing.catalog import Target
 from gateway.routing.dispatch import ReplyJob
@@ -176,3 +177,16 @@ def test_a_combination_scores_each_answer_once_its_rating_is_in() -> None:
     unpriced = record("b")  # its cost is not known: the answer does not count
     exp.rated(unpriced, {"overall": 5}, None)
     assert {a["name"]: a for a in exp.report("ab")["arms"]}["b"]["n"] == 40
+
+
+async def test_an_arm_whose_provider_is_disabled_is_refused_or_not_run() -> None:
+    store = SQLiteStore(":memory:")
+    configured = ExperimentConfig.model_validate(SPEC)
+    exp = Experiments([configured], MODELS, ROUTES, store, "one", enabled={"alpha"})
+    job = ReplyJob("q", Endpoint.CHAT, TARGET, {"model": "auto", "messages": []}, None, "c")
+    exp.assign(job)
+    assert job.experiment is None and job.pinned is None  # beta cannot serve: not run
+    assert exp.report("ab")["unavailable"] == ["beta"]
+    other = Experiments([], MODELS, ROUTES, store, "two", enabled={"alpha"})
+    with pytest.raises(InvalidRequest, match=r"arms\[1\]\.model: the model 'beta' is unavailable"):
+        await other.create(SPEC)
