@@ -27,6 +27,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 if __package__ in (None, ""):  # run as a script: the checkout it lives in is imported
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -88,7 +90,10 @@ async def run(requests: int, limited: bool = False, upstream: str | None = None)
     if upstream:
         bench = Path(__file__).resolve().parent
         work = Path(tempfile.mkdtemp())
-        (work / "gatewise.yaml").write_text((bench / "gatewise.yaml").read_text())
+        raw = yaml.safe_load((bench / "gatewise.yaml").read_text())
+        if limited:
+            raw["server"]["api_keys"] = keys(True)
+        (work / "gatewise.yaml").write_text(yaml.safe_dump(raw))
         env = {"BENCH_UPSTREAM": upstream, "BENCH_API_KEY": "test-key", "BENCH_ADMIN_TOKEN": "x"}
         config = load_config(work / "gatewise.yaml", env=env)
     else:
