@@ -81,29 +81,30 @@ class Usage:
         self.window_requests = sum(v[0] for v in self.seconds.values())
         self.window_tokens = sum(v[1] for v in self.seconds.values())
 
-    def add(self, now: float, requests: int = 0, tokens: int = 0) -> None:
-        second = int(now)
-        bucket = self.seconds.get(second)
-        if bucket is None:
-            bucket = self.seconds[second] = [0.0, 0.0]
-            self._expire(second)
-        bucket[0] += requests
-        bucket[1] += tokens
-        self.window_requests += requests
-        self.window_tokens += tokens
+    def add(self, now: float, requests: int = 0, tokens: int = 0, cost: float = 0.0) -> None:
+        if requests or tokens:
+            second = int(now)
+            bucket = self.seconds.get(second)
+            if bucket is None:
+                bucket = self.seconds[second] = [0.0, 0.0]
+                self._expire(second)
+            bucket[0] += requests
+            bucket[1] += tokens
+            self.window_requests += requests
+            self.window_tokens += tokens
         row = self._roll(now)
         self.requests_day += requests
         self.tokens_day += tokens
+        self.spend_day += cost
+        self.spend_month += cost
+        row[0] += cost
         row[1] += requests
         row[2] += tokens
 
-    def spend(self, now: float, cost: float, failed: bool) -> None:
+    def error(self, now: float) -> None:
         row = self._roll(now)
-        self.spend_day += cost
-        self.spend_month += cost
-        self.errors_day += failed
-        row[0] += cost
-        row[3] += failed
+        self.errors_day += 1
+        row[3] += 1
 
     def recent(self, now: float) -> tuple[float, float, int | None]:
         """Requests and tokens in the last WINDOW seconds, and the oldest second counted."""
@@ -263,15 +264,12 @@ class Quota:
         """What an attempt for `owner`'s key used (from the recorder: streams included,
         counted when they close)."""
         now = self.clock()
-        usage = self._usage(owner)
-        if tokens:
-            usage.add(now, tokens=tokens)
-        usage.spend(now, cost, False)
+        (self.own.get(owner) or self._usage(owner)).add(now, tokens=tokens, cost=cost)
         self.changed.add(owner)
 
     def failed(self, name: str) -> None:
         """A request of this key ended in an error (for its daily report)."""
-        self._usage(name).spend(self.clock(), 0.0, True)
+        self._usage(name).error(self.clock())
         self.changed.add(name)
 
     # -- reading ------------------------------------------------------------------------
