@@ -76,6 +76,8 @@ class Usage:
     window_requests: float = 0.0  # the sums of `seconds`
     window_tokens: float = 0.0
     _row: list[float] | None = None  # days[day], while it is the current day
+    _row_until: float = 0.0  # when the current day ends (until then, _row is the row)
+    _expired: int = -1  # the second the window was last trimmed for
 
     def __post_init__(self) -> None:
         self.window_requests = sum(v[0] for v in self.seconds.values())
@@ -87,7 +89,8 @@ class Usage:
             bucket = self.seconds.get(second)
             if bucket is None:
                 bucket = self.seconds[second] = [0.0, 0.0]
-                self._expire(second)
+                if second != self._expired:
+                    self._expire(second)
             bucket[0] += requests
             bucket[1] += tokens
             self.window_requests += requests
@@ -108,12 +111,15 @@ class Usage:
 
     def recent(self, now: float) -> tuple[float, float, int | None]:
         """Requests and tokens in the last WINDOW seconds, and the oldest second counted."""
-        self._expire(int(now))
+        second = int(now)
+        if second != self._expired:  # at most once a second: nothing leaves in between
+            self._expire(second)
         return self.window_requests, self.window_tokens, next(iter(self.seconds), None)
 
     def _expire(self, second: int) -> None:
         """Drop the seconds that left the window (the oldest first: seconds are added in
         order), taking them out of the sums."""
+        self._expired = second
         since = second - WINDOW + 1
         seconds = self.seconds
         while seconds:
@@ -126,9 +132,12 @@ class Usage:
 
     def _roll(self, now: float) -> list[float]:
         """Start a new day (and month) when `now` is in one; the current day's row."""
-        day = _day(now)
         row = self._row
+        if row is not None and now < self._row_until:
+            return row
+        day = _day(now)
         if day == self.day and row is not None:
+            self._row_until = _today[1]
             return row
         if day != self.day:
             if day[:7] != self.month:
@@ -141,6 +150,7 @@ class Usage:
             for old in sorted(self.days)[:-DAYS_KEPT]:
                 del self.days[old]
         self._row = row
+        self._row_until = _today[1]
         return row
 
     def to_dict(self) -> dict[str, Any]:
