@@ -1,0 +1,155 @@
+"""What pairwise judgements say: win rates with Wilson intervals, and a Bradley-Terry
+rating per model with intervals from its Fisher information.
+
+Kept apart from where judgements are collected (`pairwise.py`) so that the benchmark
+(`bench/comparisons.py`) fits the very same model the admin API reports.
+
+The model: P(i beats j) = 1 / (1 + exp(θj - θi)). A tie counts as half a win for each
+side. The strengths θ are fitted by maximum likelihood with a weak Gaussian prior
+(`RIDGE`: θ ~ N(0, 1/RIDGE)), which keeps them finite when one model has won every
+judgement and fixes their sum (the likelihood only sees differences) at zero; the
+intervals come from the (pseudo-)inverse of the penalised log-likelihood's Hessian on
+the strengths that sum to zero (the observed Fisher information). Ratings are shown on the Elo scale:
+1000 + θ · 400 / ln 10, so 100 points ≈ a 64 % chance to win.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import optimize, stats
+
+__all__ = [
+    "ELO",
+    "RIDGE",
+    "BradleyTerry",
+    "Rating",
+    "Tally",
+    "bradley_terry",
+    "wilson",
+]
+
+RIDGE = 0.01  # the prior's precision: θ ~ N(0, 100), weak next to any real evidence
+ELO = 400 / math.log(10)  # θ to Elo points
+_BASE = 1000.0
+
+
+def wilson(wins: float, n: float, confidence: float = 0.95) -> tuple[float, float] | None:
+    """The Wilson score interval of a proportion `wins` / `n` (None when n is 0).
+    A whole number of wins goes to scipy's own; half-wins (ties) use the same formula."""
+    if n <= 0:
+        return None
+    if float(wins).is_integer() and float(n).is_integer():
+        ci = stats.binomtest(int(wins), int(n)).proportion_ci(confidence, method="wilson")
+        return float(ci.low), float(ci.high)
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    p = wins / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """Judgements between two models: how often each won, and the ties."""
+
+    a: str
+    b: str
+    a_wins: int
+    b_wins: int
+    ties: int
+
+    @property
+    def n(self) -> int:
+        return self.a_wins + self.b_wins + self.ties
+
+
+@dataclass(frozen=True, slots=True)
+class Rating:
+    model: str
+    theta: float  # log-strength, the model's own scale
+    se: float  # its standard error
+    judgements: int  # judgements it took part in
+
+    def elo(self, z: float = 0.0) -> float:
+        return _BASE + (self.theta + z * self.se) * ELO
+
+
+@dataclass(frozen=True, slots=True)
+class BradleyTerry:
+    """A fit: ratings best first, and the covariance of the strengths (in `models`'
+    order) for intervals on differences."""
+
+    models: tuple[str, ...]
+    ratings: tuple[Rating, ...]
+    cov: np.ndarray
+
+    def difference(self, better: str, worse: str) -> tuple[float, float]:
+        """θ(better) - θ(worse) and its standard error."""
+        i, j = self.models.index(better), self.models.index(worse)
+        theta = {r.model: r.theta for r in self.ratings}
+        variance = self.cov[i, i] + self.cov[j, j] - 2 * self.cov[i, j]
+        return theta[better] - theta[worse], math.sqrt(max(variance, 0.0))
+
+    def separated(self, confidence: float = 0.95) -> bool:
+        """Every model is ahead of the next one down by more than the two-sided
+        `confidence` interval of their difference: the order is decided."""
+        z = float(stats.norm.ppf(0.5 + confidence / 2))
+        order = self.ratings
+        for upper, lower in zip(order, order[1:], strict=False):
+            diff, se = self.difference(upper.model, lower.model)
+            if diff - z * se <= 0:
+                return False
+        return len(order) > 1
+
+
+def bradley_terry(tallies: Sequence[Tally], ridge: float = RIDGE) -> BradleyTerry:
+    """Fit strengths to the tallies (see the module's docstring)."""
+    models = tuple(sorted({t.a for t in tallies} | {t.b for t in tallies}))
+    index = {m: k for k, m in enumerate(models)}
+    k = len(models)
+    if k == 0:
+        return BradleyTerry((), (), np.zeros((0, 0)))
+    i = np.array([index[t.a] for t in tallies], dtype=np.intp)
+    j = np.array([index[t.b] for t in tallies], dtype=np.intp)
+    w_ij = np.array([t.a_wins + t.ties / 2 for t in tallies], dtype=float)
+    w_ji = np.array([t.b_wins + t.ties / 2 for t in tallies], dtype=float)
+    n = w_ij + w_ji
+
+    def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
+        d = theta[i] - theta[j]
+        # -log σ(d) = log(1 + e^-d), computed stably
+        nll = float(np.sum(w_ij * np.logaddexp(0.0, -d) + w_ji * np.logaddexp(0.0, d)))
+        nll += ridge / 2 * float(theta @ theta)
+        p = 1.0 / (1.0 + np.exp(-d))
+        g_pair = n * p - w_ij  # d nll / d d
+        grad = ridge * theta
+        np.add.at(grad, i, g_pair)
+        np.add.at(grad, j, -g_pair)
+        return nll, grad
+
+    fit = optimize.minimize(objective, np.zeros(k), jac=True, method="L-BFGS-B")
+    theta = fit.x - fit.x.mean()  # the prior centres it; this only removes rounding
+    d = theta[i] - theta[j]
+    p = 1.0 / (1.0 + np.exp(-d))
+    weight = n * p * (1 - p)
+    # The likelihood sees differences only: intervals are for strengths that sum to
+    # zero, so the prior acts on that subspace and the pseudo-inverse leaves out the rest.
+    hessian = ridge * (np.eye(k) - 1.0 / k)
+    np.add.at(hessian, (i, i), weight)
+    np.add.at(hessian, (j, j), weight)
+    np.add.at(hessian, (i, j), -weight)
+    np.add.at(hessian, (j, i), -weight)
+    cov = np.linalg.pinv(hessian, hermitian=True)
+    counts = np.zeros(k)
+    np.add.at(counts, i, n)
+    np.add.at(counts, j, n)
+    ratings = [
+        Rating(models[m], float(theta[m]), math.sqrt(float(cov[m, m])), int(round(counts[m])))
+        for m in range(k)
+    ]
+    ratings.sort(key=lambda r: (-r.theta, r.model))
+    return BradleyTerry(models, tuple(ratings), cov)
