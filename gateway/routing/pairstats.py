@@ -9,12 +9,13 @@ side. The strengths θ are fitted by maximum likelihood with a weak Gaussian pri
 (`RIDGE`: θ ~ N(0, 1/RIDGE)), which keeps them finite when one model has won every
 judgement and fixes their sum (the likelihood only sees differences) at zero; the
 intervals come from the (pseudo-)inverse of the penalised log-likelihood's Hessian on
-the strengths that sum to zero (the observed Fisher information). Ratings are shown on the Elo scale:
-1000 + θ · 400 / ln 10, so 100 points ≈ a 64 % chance to win.
+the strengths that sum to zero (the observed Fisher information). Ratings are shown on
+the Elo scale: 1000 + θ · 400 / ln 10, so 100 points ≈ a 64 % chance to win.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -99,7 +100,7 @@ class BradleyTerry:
         `confidence` interval of their difference: the order is decided."""
         z = float(stats.norm.ppf(0.5 + confidence / 2))
         order = self.ratings
-        for upper, lower in zip(order, order[1:], strict=False):
+        for upper, lower in itertools.pairwise(order):
             diff, se = self.difference(upper.model, lower.model)
             if diff - z * se <= 0:
                 return False
@@ -121,7 +122,7 @@ def bradley_terry(tallies: Sequence[Tally], ridge: float = RIDGE) -> BradleyTerr
 
     def objective(theta: np.ndarray) -> tuple[float, np.ndarray]:
         d = theta[i] - theta[j]
-        # -log σ(d) = log(1 + e^-d), computed stably
+        # -log(sigmoid(d)) = log(1 + e^-d), computed stably
         nll = float(np.sum(w_ij * np.logaddexp(0.0, -d) + w_ji * np.logaddexp(0.0, d)))
         nll += ridge / 2 * float(theta @ theta)
         p = 1.0 / (1.0 + np.exp(-d))
@@ -148,7 +149,7 @@ def bradley_terry(tallies: Sequence[Tally], ridge: float = RIDGE) -> BradleyTerr
     np.add.at(counts, i, n)
     np.add.at(counts, j, n)
     ratings = [
-        Rating(models[m], float(theta[m]), math.sqrt(float(cov[m, m])), int(round(counts[m])))
+        Rating(models[m], float(theta[m]), math.sqrt(float(cov[m, m])), round(counts[m]))
         for m in range(k)
     ]
     ratings.sort(key=lambda r: (-r.theta, r.model))

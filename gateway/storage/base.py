@@ -50,8 +50,8 @@ implementation shares:
   (``add_verdict``) replaces the earlier verdict on the same two answers, whichever way
   round they were given, and marks its pair judged; ``verdict_tallies`` counts the
   latest verdicts by (model_a, model_b, winner).
-* ``prune()`` never deletes responses, feedback, pairs or verdicts; ``prune_payloads()`` clears the stored
-  ``prompt``/``answer`` text of responses older than the cut-off.
+* ``prune()`` never deletes responses, feedback, pairs or verdicts; ``prune_payloads()``
+  clears the stored ``prompt``/``answer`` text of responses older than the cut-off.
 """
 
 from __future__ import annotations

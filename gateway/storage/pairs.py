@@ -93,9 +93,7 @@ class PairSql:
             f"INSERT INTO pairwise_verdicts ({vcols}) VALUES ({vvalues}) "
             f"ON CONFLICT (pair_key) DO UPDATE SET {vupdates}"
         )
-        self.judged = (
-            f"UPDATE comparison_pairs SET judged_at = {ph(1)} WHERE pair_id = {ph(2)}"
-        )
+        self.judged = f"UPDATE comparison_pairs SET judged_at = {ph(1)} WHERE pair_id = {ph(2)}"
         self.tallies = (
             "SELECT model_a, model_b, winner, COUNT(*) FROM pairwise_verdicts{route} "
             "GROUP BY model_a, model_b, winner ORDER BY model_a, model_b, winner"
@@ -105,7 +103,9 @@ class PairSql:
             "GROUP BY comparison ORDER BY comparison"
         )
 
-    def next_pair_sql(self, owner: str | None, everyone: bool, offset: int) -> tuple[str, list[Any]]:
+    def next_pair_sql(
+        self, owner: str | None, everyone: bool, offset: int
+    ) -> tuple[str, list[Any]]:
         """The newest unjudged pair `owner` may see (`everyone`: the admin sees all; a
         pair with no owner was answered while the gateway was open, and is anyone's)."""
         if everyone:

@@ -43,6 +43,8 @@ import asyncpg
 import orjson
 
 from gateway.core.types import Attempt
+from gateway.storage.base import Store, StoreError
+from gateway.storage.migrations_postgres import MIGRATIONS
 from gateway.storage.pairs import (
     PAIR_COLUMNS,
     PairSql,
@@ -50,8 +52,6 @@ from gateway.storage.pairs import (
     previous_winner,
     verdict_values,
 )
-from gateway.storage.base import Store, StoreError
-from gateway.storage.migrations_postgres import MIGRATIONS
 from gateway.storage.query import Params, Query, bucket_size, where
 from gateway.storage.rows import (
     ATTEMPT_COLUMNS,
@@ -638,9 +638,7 @@ class PostgresStore(Store):
     async def verdict_tallies(self, route: str | None = None) -> list[Row]:
         sql, values = _PAIRS.tallies_sql(route)
         rows = await self._ready().fetch(sql, *_without_nul(values))
-        return [
-            {"model_a": a, "model_b": b, "winner": w, "count": int(n)} for a, b, w, n in rows
-        ]
+        return [{"model_a": a, "model_b": b, "winner": w, "count": int(n)} for a, b, w, n in rows]
 
     async def pair_counts(self) -> list[Row]:
         rows = await self._ready().fetch(_PAIRS.pair_counts)

@@ -550,9 +550,7 @@ class SQLiteStore(Store):
         sql, values = _PAIRS.tallies_sql(route)
         async with self._connection() as db:
             rows = await _fetch(db, sql, values)
-        return [
-            {"model_a": a, "model_b": b, "winner": w, "count": int(n)} for a, b, w, n in rows
-        ]
+        return [{"model_a": a, "model_b": b, "winner": w, "count": int(n)} for a, b, w, n in rows]
 
     async def pair_counts(self) -> list[Row]:
         async with self._connection() as db:
