@@ -57,7 +57,7 @@ def comparison_routes(services: AdminServices) -> list[Route]:
     @operation(OFFSET)
     async def next_pair(request: Request) -> Response:
         """The newest pair still to be judged, blind: two answers to one prompt in a
-        random order, without their models."""
+        random order, without their models; null when none is waiting (the page polls)."""
         raw = request.query_params.get("offset", "0")
         if not raw.isdigit() or int(raw) > _MAX_OFFSET:
             raise InvalidFilter(

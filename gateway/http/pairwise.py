@@ -16,7 +16,7 @@ from gateway.core.ids import request_id_from
 from gateway.http.auth import tenant_of
 from gateway.http.body import read_json
 from gateway.http.errors import error_response
-from gateway.routing.pairwise import MAX_PAIRWISE_BYTES, PairwiseService
+from gateway.routing.pairwise import MAX_PAIRWISE_BYTES, PairwiseService, no_pending_pair
 
 __all__ = ["PairwiseBackend", "pairwise_routes"]
 
@@ -45,6 +45,8 @@ def pairwise_routes(gateway: PairwiseBackend) -> list[Route]:
         try:
             offset = _offset(request.query_params.get("offset"))
             result = await pairwise.next_pair(tenant_of(request.scope), offset)
+            if result is None:
+                raise no_pending_pair()
         except GatewayError as exc:
             return error_response(exc, {"x-request-id": request_id})
         return Response(orjson.dumps(result), 200, {"x-request-id": request_id}, _JSON)

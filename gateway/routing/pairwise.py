@@ -22,11 +22,15 @@ from gateway.routing.feedback import FeedbackService
 from gateway.routing.pairstats import Tally, bradley_terry, wilson
 from gateway.storage.pairs import WINNERS
 
-__all__ = ["MAX_PAIRWISE_BYTES", "PairwiseService", "parse_verdict", "results"]
+__all__ = ["MAX_PAIRWISE_BYTES", "PairwiseService", "no_pending_pair", "parse_verdict", "results"]
 
 MAX_PAIRWISE_BYTES = 4 * 1024  # two ids and a word
 _FIELDS = ("a", "b", "winner")
 _MAX_ID = 256
+
+
+def no_pending_pair() -> NotFound:
+    return NotFound("No pair of answers is waiting to be judged.", code="no_pending_pair")
 
 
 def parse_verdict(payload: Any) -> tuple[str, str, str]:
@@ -119,9 +123,11 @@ class PairwiseService:
             "replaced_previous": previous is not None,
         }
 
-    async def next_pair(self, caller: Tenant | None = None, offset: int = 0) -> dict[str, Any]:
+    async def next_pair(
+        self, caller: Tenant | None = None, offset: int = 0
+    ) -> dict[str, Any] | None:
         """The newest pair not yet judged that `caller` may see, blind: the two answers
-        in a random order, named only by their response ids."""
+        in a random order, named only by their response ids (None: none is waiting)."""
         async with self.feedback.store_needed():
             everyone = caller is None
             pair = await self.store.next_pair(
@@ -130,7 +136,7 @@ class PairwiseService:
                 offset=offset,
             )
         if pair is None:
-            raise NotFound("No pair of answers is waiting to be judged.", code="no_pending_pair")
+            return None
         sides = [
             {"response_id": pair["a_response_id"], "answer": pair["answer_a"]},
             {"response_id": pair["b_response_id"], "answer": pair["answer_b"]},

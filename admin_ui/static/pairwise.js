@@ -1,0 +1,85 @@
+// Blind pairwise judging on the /feedback page: two answers to one prompt, in the order
+// the gateway shuffled them, with no model named until the verdict is in.
+import { api, ApiError } from "./api.js";
+import { el, fill } from "./dom.js";
+
+/** Build the judging panel inside `root`; returns {refresh} to fetch a pair when none
+ * is shown (a pair on screen is never swapped under the judge). */
+export function mountPairwise(root) {
+  const body = el("div", { id: "pw-pair", "aria-live": "polite" });
+  const result = el("div", { id: "pw-result", className: "result", role: "status",
+    "aria-live": "polite" });
+  fill(root,
+    el("h2", { id: "pw-h" }, "Compare two answers"),
+    el("p", { className: "muted small" },
+      "Two answers to the same prompt, in a random order. Which models gave them is shown " +
+      "once you have judged."),
+    body, result);
+
+  let shown = null; // the pair on screen
+  let skipped = 0; // pairs passed over, so that Skip shows the next one
+  let busy = false;
+
+  const answer = (label, side) => el("figure", { className: "pw-answer",
+    dataset: { side: label.toLowerCase() } },
+  el("figcaption", {}, `Answer ${label}`),
+  el("blockquote", { className: "answer" }, side.answer || "(empty answer)"));
+
+  function show(pair) {
+    shown = pair;
+    if (!pair) {
+      fill(body, el("p", { id: "pw-empty", className: "muted" },
+        "No pair of answers is waiting to be judged."));
+      return;
+    }
+    const choice = (text, winner) => el("button", { type: "button", dataset: { winner },
+      on: { click: () => judge(winner) } }, text);
+    fill(body,
+      el("h3", {}, "Prompt"),
+      el("blockquote", { id: "pw-prompt", className: "answer" }, pair.prompt || "(not stored)"),
+      el("div", { className: "two" }, answer("A", pair.first), answer("B", pair.second)),
+      el("div", { className: "row", role: "group", "aria-label": "Which answer is better?" },
+        choice("A is better", "a"), choice("Tie", "tie"), choice("B is better", "b"),
+        el("button", { type: "button", className: "secondary",
+          on: { click: () => { skipped += 1; load(); } } }, "Skip")));
+  }
+
+  async function load() {
+    const pair = await api(`/admin/pairs/next?offset=${skipped}`);
+    if (!pair && skipped) {
+      skipped = 0; // passed over them all: start again from the newest
+      return load();
+    }
+    return show(pair);
+  }
+
+  async function judge(winner) {
+    if (busy || !shown) return;
+    busy = true;
+    for (const button of body.querySelectorAll("button")) button.disabled = true;
+    const pair = shown;
+    try {
+      const saved = await api("/admin/feedback/pairwise", { method: "POST",
+        body: { a: pair.first.response_id, b: pair.second.response_id, winner } });
+      const verdict = winner === "tie" ? "a tie"
+        : `${winner.toUpperCase()} (${winner === "a" ? saved.model_a : saved.model_b}) better`;
+      result.className = "result ok";
+      fill(result, el("p", {}, el("strong", {}, "Thanks — verdict saved: "), verdict, ". ",
+        `A was ${saved.model_a}, B was ${saved.model_b}.`));
+      skipped = 0;
+      await load();
+    } catch (exc) {
+      result.className = "result error";
+      fill(result, el("p", { role: "alert" }, exc instanceof ApiError ? exc.message : String(exc)));
+      for (const button of body.querySelectorAll("button")) button.disabled = false;
+    } finally {
+      busy = false;
+    }
+  }
+
+  async function refresh() {
+    if (!shown && !busy) await load();
+  }
+
+  return { refresh };
+}
