@@ -45,7 +45,7 @@ def test_bradley_terry_recovers_known_strengths() -> None:
 
 def test_a_clean_sweep_stays_finite_and_undecided_when_small() -> None:
     fit = bradley_terry([Tally("a", "b", 3, 0, 0)])
-    top, bottom = fit.ratings
+    top, _ = fit.ratings
     assert top.model == "a" and math.isfinite(top.theta) and top.theta > 0
     assert not fit.separated()  # three judgements decide nothing at 95 %
 
