@@ -132,19 +132,32 @@ def bradley_terry(tallies: Sequence[Tally], ridge: float = RIDGE) -> BradleyTerr
         np.add.at(grad, j, -g_pair)
         return nll, grad
 
-    fit = optimize.minimize(objective, np.zeros(k), jac=True, method="L-BFGS-B")
+    def information(theta: np.ndarray) -> np.ndarray:
+        """The data's Hessian of the negative log-likelihood (the Fisher information)."""
+        p = 1.0 / (1.0 + np.exp(-(theta[i] - theta[j])))
+        weight = n * p * (1 - p)
+        out = np.zeros((k, k))
+        np.add.at(out, (i, i), weight)
+        np.add.at(out, (j, j), weight)
+        np.add.at(out, (i, j), -weight)
+        np.add.at(out, (j, i), -weight)
+        return out
+
+    prior = ridge * np.eye(k)
+    # Newton's steps in a trust region on the exact gradient and Hessian: a few
+    # iterations for a handful of models.
+    fit = optimize.minimize(
+        objective,
+        np.zeros(k),
+        jac=True,
+        hess=lambda theta: information(theta) + prior,
+        method="trust-exact",
+    )
     theta = fit.x - fit.x.mean()  # the prior centres it; this only removes rounding
-    d = theta[i] - theta[j]
-    p = 1.0 / (1.0 + np.exp(-d))
-    weight = n * p * (1 - p)
-    # The likelihood sees differences only: intervals are for strengths that sum to
-    # zero, so the prior acts on that subspace and the pseudo-inverse leaves out the rest.
-    hessian = ridge * (np.eye(k) - 1.0 / k)
-    np.add.at(hessian, (i, i), weight)
-    np.add.at(hessian, (j, j), weight)
-    np.add.at(hessian, (i, j), -weight)
-    np.add.at(hessian, (j, i), -weight)
-    cov = np.linalg.pinv(hessian, hermitian=True)
+    # The likelihood sees differences only: intervals are for strengths that sum to zero,
+    # so the prior counts on that subspace and the pseudo-inverse leaves the sum out.
+    centred = ridge * (np.eye(k) - 1.0 / k)
+    cov = np.linalg.pinv(information(theta) + centred, hermitian=True)
     counts = np.zeros(k)
     np.add.at(counts, i, n)
     np.add.at(counts, j, n)
