@@ -115,7 +115,7 @@ def summarise(runs: list[dict[str, Any]], max_judgements: int) -> dict[str, Any]
         # the share of runs decided, and right, within the 95th percentile's count
         "right_within_p95": round(
             sum(1 for n in right if p95 is not None and n <= p95) / len(runs), 4
-        ),  # fmt: skip
+        ),
         "max_judgements": max_judgements,
     }
 
