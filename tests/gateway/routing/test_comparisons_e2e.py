@@ -120,3 +120,33 @@ def test_the_shadow_is_no_key_spend(start_gateway, upstream) -> None:
     # alpha: 11 x $1 + 7 x $2 per million; gamma's $0.018 is not there.
     assert abs(usage["usage"]["spend_day"] - 0.000025) < 1e-9, usage
     sdk.close()
+
+
+def test_two_replicas_share_the_spend_the_pairs_and_the_verdicts(
+    start_gateway, upstream, store_url
+) -> None:
+    """The cap is the fleet's: a replica that shadowed nothing sees the other's spend,
+    stops sampling once it is reached, and judges the other's pair."""
+    config = comparison_config(upstream)  # $0.018 a shadow, $0.03 a day
+    config["storage"] = {"url": store_url, "share_interval": 0.2, "flush_interval": 0.2}
+    one, two = start_gateway(config), start_gateway(config)
+    status = lambda gw: httpx.get(gw.url + "/comparisons").json()["comparisons"][0]  # noqa: E731
+    with openai.OpenAI(base_url=one.url + "/v1", api_key="test-key", max_retries=0) as sdk:
+        for _ in range(2):
+            sdk.chat.completions.create(model="solo", messages=HI)
+    seen = wait_for(lambda: status(two), lambda s: s["shadows"] == 2 and s["pairs"] == 2)
+    assert seen["cap_reached"] is True and abs(seen["spent_usd"] - 0.036) < 1e-9
+    with openai.OpenAI(base_url=two.url + "/v1", api_key="test-key", max_retries=0) as sdk:
+        sdk.chat.completions.create(model="solo", messages=HI)
+    assert wait_for(lambda: status(two), lambda s: s["capped"] == 1)["shadows"] == 2
+    assert len([s for s in upstream.seen if s.body.get("model") == "gamma-up"]) == 2
+
+    pair = httpx.get(two.url + "/admin/pairs/next").json()
+    verdict = {"a": pair["first"]["response_id"], "b": pair["second"]["response_id"],
+               "winner": "tie"}  # fmt: skip
+    judged = httpx.post(two.url + "/admin/feedback/pairwise", json=verdict)
+    assert judged.status_code == 200, judged.text
+    results = httpx.get(one.url + "/comparisons").json()["results"]
+    assert [(p["model_a"], p["model_b"], p["ties"]) for p in results["pairs"]] == [
+        ("alpha", "gamma", 1)
+    ]
