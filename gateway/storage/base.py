@@ -51,7 +51,8 @@ implementation shares:
   round they were given, and marks its pair judged; ``verdict_tallies`` counts the
   latest verdicts by (model_a, model_b, winner).
 * ``prune()`` never deletes responses, feedback, pairs or verdicts; ``prune_payloads()``
-  clears the stored ``prompt``/``answer`` text of responses older than the cut-off.
+  clears the stored ``prompt``/``answer`` text of responses older than the cut-off, and
+  the text of pairs older than it (such a pair is no longer offered by ``next_pair``).
 """
 
 from __future__ import annotations

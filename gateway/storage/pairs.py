@@ -79,7 +79,8 @@ class PairSql:
         )
         # The newest pair not yet judged; {owner} is filled by `next_pair`.
         self.next_pair = (
-            f"SELECT {cols} FROM comparison_pairs WHERE judged_at IS NULL{{owner}} "
+            f"SELECT {cols} FROM comparison_pairs "
+            "WHERE judged_at IS NULL AND answer_a IS NOT NULL{owner} "
             "ORDER BY ts DESC, pair_id DESC LIMIT {limit} OFFSET {offset}"
         )
         self.placeholder = ph
@@ -97,6 +98,11 @@ class PairSql:
         self.tallies = (
             "SELECT model_a, model_b, winner, COUNT(*) FROM pairwise_verdicts{route} "
             "GROUP BY model_a, model_b, winner ORDER BY model_a, model_b, winner"
+        )
+        # With the responses' payloads (prune_payloads): the text goes, the pair stays.
+        self.prune_texts = (
+            "UPDATE comparison_pairs SET prompt = NULL, answer_a = NULL, answer_b = NULL "
+            f"WHERE ts < {ph(1)} AND answer_a IS NOT NULL"
         )
         self.pair_counts = (
             "SELECT comparison, COUNT(*), COUNT(judged_at) FROM comparison_pairs "

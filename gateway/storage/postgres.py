@@ -599,6 +599,7 @@ class PostgresStore(Store):
 
     async def prune_payloads(self, older_than: float) -> int:
         async with self._transaction() as conn:
+            await conn.execute(_PAIRS.prune_texts, float(older_than))
             status = await conn.execute(_PRUNE_PAYLOADS, float(older_than))
         return int(status.rpartition(" ")[2])  # "UPDATE n"
 

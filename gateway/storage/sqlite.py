@@ -514,8 +514,10 @@ class SQLiteStore(Store):
         return merge_trend(answered_rows, rated_rows)
 
     async def prune_payloads(self, older_than: float) -> int:
-        async with self._transaction() as db, db.execute(_PRUNE_PAYLOADS, (older_than,)) as cursor:
-            return cursor.rowcount
+        async with self._transaction() as db:
+            await db.execute(_PAIRS.prune_texts, (older_than,))
+            async with db.execute(_PRUNE_PAYLOADS, (older_than,)) as cursor:
+                return cursor.rowcount
 
     # ---- same-prompt pairs and pairwise verdicts (schema version 5) ----
 

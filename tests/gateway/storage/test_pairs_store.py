@@ -76,3 +76,18 @@ async def test_pair_counts_per_comparison(harness: Harness) -> None:
         {"comparison": "auto-vs-gamma", "pairs": 2, "judged": 1},
         {"comparison": "other", "pairs": 1, "judged": 0},
     ]
+
+
+async def test_pruning_payloads_clears_old_pairs_text_and_stops_offering_them(
+    harness: Harness,
+) -> None:
+    store = harness.store
+    await store.write_pairs([pair("old", H0), pair("new", H0 + 100)])
+    await store.prune_payloads(H0 + 50)
+    old = await store.pair_of("old-a", "old-b")
+    assert old is not None and (old["prompt"], old["answer_a"], old["answer_b"]) == (
+        None, None, None,
+    )  # fmt: skip
+    assert (await store.pair_of("new-a", "new-b"))["answer_a"] == "hello"  # type: ignore[index]
+    assert (await store.next_pair(None, everyone=True))["pair_id"] == "new"  # type: ignore[index]
+    assert await store.next_pair(None, everyone=True, offset=1) is None
