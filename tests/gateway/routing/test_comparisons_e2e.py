@@ -150,3 +150,28 @@ def test_two_replicas_share_the_spend_the_pairs_and_the_verdicts(
     assert [(p["model_a"], p["model_b"], p["ties"]) for p in results["pairs"]] == [
         ("alpha", "gamma", 1)
     ]
+
+
+def test_an_anthropic_client_s_request_is_compared_too(start_gateway, upstream) -> None:
+    """/v1/messages, streamed: the client's stream is untouched, the challenger gets the
+    same conversation (translated for its upstream), not streamed."""
+    import anthropic
+
+    upstream.behave("gamma-up", content=CHALLENGER)
+    gw = start_gateway(comparison_config(upstream, max_daily_usd=5))
+    client = anthropic.Anthropic(base_url=gw.url, api_key="test-key", max_retries=0)
+    with client.messages.stream(
+        model="solo", max_tokens=50, system="Be brief.", messages=HI
+    ) as stream:
+        text = "".join(stream.text_stream)
+    assert text and CHALLENGER not in text
+    wait_for(
+        lambda: httpx.get(gw.url + "/comparisons").json()["comparisons"][0],
+        lambda s: s["pairs"] == 1,
+    )
+    [shadow] = [s for s in upstream.seen if s.body.get("model") == "gamma-up"]
+    assert shadow.path == "/chat/completions" and shadow.body.get("stream") is not True
+    pair = httpx.get(gw.url + "/admin/pairs/next").json()
+    assert pair["prompt"] == "system: Be brief.\nuser: Name a colour."
+    assert {pair["first"]["answer"], pair["second"]["answer"]} == {text, CHALLENGER}
+    client.close()
