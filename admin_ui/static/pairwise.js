@@ -1,7 +1,7 @@
 // Blind pairwise judging on the /feedback page: two answers to one prompt, in the order
 // the gateway shuffled them, with no model named until the verdict is in.
 import { api, ApiError } from "./api.js";
-import { el, fill } from "./dom.js";
+import { el, fill, fmt } from "./dom.js";
 
 /** Build the judging panel inside `root`; returns {refresh} to fetch a pair when none
  * is shown (a pair on screen is never swapped under the judge). */
@@ -9,12 +9,42 @@ export function mountPairwise(root) {
   const body = el("div", { id: "pw-pair", "aria-live": "polite" });
   const result = el("div", { id: "pw-result", className: "result", role: "status",
     "aria-live": "polite" });
+  const standings = el("div", { id: "pw-standings" });
   fill(root,
     el("h2", { id: "pw-h" }, "Compare two answers"),
     el("p", { className: "muted small" },
       "Two answers to the same prompt, in a random order. Which models gave them is shown " +
       "once you have judged."),
-    body, result);
+    body, result, standings);
+
+  const interval = (ci, show) => (ci ? `${show(ci[0])} – ${show(ci[1])}` : fmt.dash);
+  async function showStandings() {
+    const { results } = await api("/comparisons");
+    if (!results.ratings.length) return fill(standings);
+    const head = (...names) => el("thead", {}, el("tr", {}, names.map((n) => el("th", {}, n))));
+    fill(standings,
+      el("h3", {}, "Results so far"),
+      el("div", { className: "table-wrap" }, el("table", { id: "pw-ratings", className: "data" },
+        el("caption", { className: "visually-hidden" }, "Bradley-Terry ratings"),
+        head("Rank", "Model", "Rating", "95 % interval", "Judgements"),
+        el("tbody", {}, results.ratings.map((r) => el("tr", { dataset: { model: r.model } },
+          el("td", { className: "num" }, r.rank), el("th", {}, r.model),
+          el("td", { className: "num", dataset: { col: "rating" } }, fmt.num(r.rating, 0)),
+          el("td", { className: "num" }, interval(r.rating_ci, (v) => fmt.num(v, 0))),
+          el("td", { className: "num" }, fmt.int(r.judgements))))))),
+      el("div", { className: "table-wrap" }, el("table", { id: "pw-pairs", className: "data" },
+        el("caption", { className: "visually-hidden" }, "Win rates"),
+        head("Models", "First wins", "95 % interval", "Wins", "Ties"),
+        el("tbody", {}, results.pairs.map((p) => el("tr", {},
+          el("th", {}, `${p.model_a} vs ${p.model_b}`),
+          el("td", { className: "num" }, fmt.pct(p.a_win_rate)),
+          el("td", { className: "num" }, interval(p.a_win_rate_ci, fmt.pct)),
+          el("td", { className: "num" }, `${p.a_wins} – ${p.b_wins}`),
+          el("td", { className: "num" }, fmt.int(p.ties))))))),
+      el("p", { id: "pw-decided", className: "muted small" }, results.order_decided
+        ? "The order is decided: each model leads the next by more than its 95 % interval."
+        : "The order is not decided yet: some leads are within their 95 % interval."));
+  }
 
   let shown = null; // the pair on screen
   let skipped = 0; // pairs passed over, so that Skip shows the next one
@@ -64,10 +94,10 @@ export function mountPairwise(root) {
       const verdict = winner === "tie" ? "a tie"
         : `${winner.toUpperCase()} (${winner === "a" ? saved.model_a : saved.model_b}) better`;
       result.className = "result ok";
-      fill(result, el("p", {}, el("strong", {}, "Thanks — verdict saved: "), verdict, ". ",
+      fill(result, el("p", {}, el("strong", {}, "Thanks — verdict saved for that pair: "), verdict, ". ",
         `A was ${saved.model_a}, B was ${saved.model_b}.`));
       skipped = 0;
-      await load();
+      await Promise.all([load(), showStandings()]);
     } catch (exc) {
       result.className = "result error";
       fill(result, el("p", { role: "alert" }, exc instanceof ApiError ? exc.message : String(exc)));
@@ -77,7 +107,12 @@ export function mountPairwise(root) {
     }
   }
 
+  let first = true;
   async function refresh() {
+    if (first) {
+      first = false;
+      await showStandings();
+    }
     if (!shown && !busy) await load();
   }
 

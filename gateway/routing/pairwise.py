@@ -195,7 +195,7 @@ def results(tallies: list[dict[str, Any]], confidence: float = 0.95) -> dict[str
         "order_decided": order_decided,
         "method": (
             "win rates leave ties out, with Wilson score intervals; Bradley-Terry "
-            "strengths by maximum likelihood (ties count half a win each, a weak N(0, 100) "
+            "strengths by maximum likelihood (ties count half a win each, a N(0, 1) "
             "prior), shown on the Elo scale (1000 + 400·θ/ln 10) with Fisher-information "
             "intervals; order_decided: every model's lead over the next one down is "
             "outside its interval"

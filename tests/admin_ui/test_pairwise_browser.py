@@ -58,6 +58,12 @@ def test_a_pair_is_judged_blind_and_the_verdict_recorded(
     expect(result).to_contain_text("verdict saved")
     expect(result).to_contain_text(f"A was {a_model}, B was {b_model}.")
     expect(panel.locator("#pw-empty")).to_have_text("No pair of answers is waiting to be judged.")
+    # The standings take the verdict in: the winner first, both judged once.
+    ratings = panel.locator("#pw-ratings tbody tr")
+    expect(ratings).to_have_count(2)
+    expect(ratings.first).to_have_attribute("data-model", a_model)
+    expect(panel.locator("#pw-pairs tbody")).to_contain_text("alpha vs gamma")
+    expect(panel.locator("#pw-decided")).to_contain_text("not decided yet")
 
     results = comparisons(gw)["results"]
     [pair] = results["pairs"]
@@ -65,4 +71,30 @@ def test_a_pair_is_judged_blind_and_the_verdict_recorded(
     assert (pair["a_wins"], pair["b_wins"]) == ((1, 0) if a_model == "alpha" else (0, 1))
     assert results["ratings"][0]["model"] == a_model
     assert comparisons(gw)["comparisons"][0]["judged"] == 1
+    assert tab.errors == []
+
+
+def test_skip_shows_the_next_pair_and_comes_back_round(
+    start_gateway, ui_config, sdk_for, tab, expect
+):
+    gw = start_gateway(with_comparison(ui_config))
+    sdk = sdk_for(gw.url)
+    for question in ("First question?", "Second question?"):
+        sdk.chat.completions.create(model="solo", messages=[{"role": "user", "content": question}])
+    deadline = time.monotonic() + 15
+    while comparisons(gw)["comparisons"][0]["pairs"] < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    page = tab.page
+    page.goto(gw.url + "/feedback")
+    prompt = page.locator("#pw-prompt")
+    expect(prompt).to_have_text("user: Second question?")  # the newest first
+    page.get_by_role("button", name="Skip").click()
+    expect(prompt).to_have_text("user: First question?")
+    page.get_by_role("button", name="Skip").click()
+    expect(prompt).to_have_text("user: Second question?")  # passed over both: round again
+    page.get_by_role("button", name="Tie").click()
+    expect(page.locator("#pw-result")).to_contain_text("a tie")
+    expect(prompt).to_have_text("user: First question?")
+    assert comparisons(gw)["results"]["pairs"][0]["ties"] == 1
     assert tab.errors == []

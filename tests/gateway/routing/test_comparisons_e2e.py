@@ -100,6 +100,16 @@ def test_a_slow_challenger_never_reaches_or_delays_the_client(start_gateway, ups
     assert pair["prompt"] == "user: Name a colour."
     assert "model" not in pair["first"] and "model" not in pair["second"]
     assert len(ids) == 2
+    # Both answers were evaluated automatically, each under its own model.
+    judged = {
+        rid: wait_for(
+            lambda rid=rid: httpx.get(f"{gw.url}/admin/responses/{rid}").json(),
+            lambda r: r["auto_score"] is not None,
+        )
+        for rid in ids
+    }
+    assert {r["model"] for r in judged.values()} == {"alpha", "gamma"}
+    assert all(r["auto_score"] == 1.0 and r["owner"] is not None for r in judged.values())
     sdk.close()
 
 
