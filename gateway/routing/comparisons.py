@@ -36,6 +36,7 @@ from typing import Any
 from gateway.core.config import ComparisonConfig, ModelConfig
 from gateway.core.errors import GatewayError
 from gateway.core.ids import new_id
+from gateway.routing.answers import Answer
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, Target
 from gateway.routing.dispatch import Dispatcher, Job, Outcome, ReplyJob, Sink
@@ -326,8 +327,8 @@ class Comparisons:
         return out
 
 
-def _answer_text(answer: Any) -> str:
-    text: str = answer.text or ""
+def _answer_text(answer: Answer) -> str:
+    text = answer.text or ""
     if not text and answer.tool_arguments:
         text = "\n".join(f"(tool call) {args}" for args in answer.tool_arguments)
     if not text and answer.refusal:
