@@ -162,3 +162,22 @@ def test_comparisons_report_win_rates_and_bradley_terry(gw) -> None:
 def judge_model(gw, response_id: str) -> str:
     """Which model gave an answer, as the admin sees it."""
     return httpx.get(f"{gw.url}/admin/responses/{response_id}").json()["model"]
+
+
+def test_comparisons_and_blind_pairs_are_the_admins(start_gateway, upstream) -> None:
+    config = upstream_config(upstream)
+    config["server"]["admin_token"] = "admin-secret"
+    gw = start_gateway(config)
+    for method, path in (("GET", "/comparisons"), ("GET", "/admin/pairs/next"),
+                         ("POST", "/admin/feedback/pairwise")):  # fmt: skip
+        refused = httpx.request(method, gw.url + path, json={})
+        assert refused.status_code == 401, path
+        assert refused.json()["error"]["code"] == "invalid_admin_token"
+    ok = httpx.get(gw.url + "/comparisons", headers={"authorization": "Bearer admin-secret"})
+    assert ok.status_code == 200
+    assert ok.json() == {
+        "object": "comparisons", "comparisons": [],
+        "results": {**ok.json()["results"], "pairs": [], "ratings": [], "order_decided": False},
+    }  # fmt: skip
+    # The client key's own queue is not the admin's: a key sees none of it here.
+    assert pending(gw, "test-key").json()["error"]["code"] == "no_pending_pair"
