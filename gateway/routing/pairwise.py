@@ -14,12 +14,10 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from scipy import stats
-
 from gateway.core.errors import InvalidFeedback, NotFound
 from gateway.core.keys import Tenant
 from gateway.routing.feedback import FeedbackService
-from gateway.routing.pairstats import Tally, bradley_terry, wilson
+from gateway.routing.pairstats import Tally, bradley_terry, wilson, z_of
 from gateway.storage.pairs import WINNERS
 
 __all__ = ["MAX_PAIRWISE_BYTES", "PairwiseService", "no_pending_pair", "parse_verdict", "results"]
@@ -179,7 +177,7 @@ def results(tallies: list[dict[str, Any]], confidence: float = 0.95) -> dict[str
     order_decided = False
     if counted:
         fit = bradley_terry(counted)
-        z = _z(confidence)
+        z = z_of(confidence)
         for rank, r in enumerate(fit.ratings, 1):
             ratings.append({
                 "model": r.model, "rank": rank, "rating": round(r.elo(), 1),
@@ -201,7 +199,3 @@ def results(tallies: list[dict[str, Any]], confidence: float = 0.95) -> dict[str
             "outside its interval"
         ),
     }
-
-
-def _z(confidence: float) -> float:
-    return float(stats.norm.ppf(0.5 + confidence / 2))

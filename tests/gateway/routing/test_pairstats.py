@@ -54,3 +54,13 @@ def test_ties_pull_strengths_together() -> None:
     apart = bradley_terry([Tally("a", "b", 30, 10, 0)])
     tied = bradley_terry([Tally("a", "b", 30, 10, 40)])
     assert 0 < tied.difference("a", "b")[0] < apart.difference("a", "b")[0]
+
+
+def test_the_gateway_starts_without_importing_scipy() -> None:
+    """scipy.stats alone takes about a second to import: only the results need it."""
+    import subprocess
+    import sys
+
+    code = "import sys, gateway.server.app; print(sorted({'scipy', 'numpy'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
