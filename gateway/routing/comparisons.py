@@ -29,7 +29,7 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +53,7 @@ _SEP = "\x1f"
 _TEXT = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES})
 MAX_TEXT = 20_000  # characters of a prompt or an answer kept in a pair
 MAX_UNSAVED = 1_000  # pairs kept for the next try while the store is down
+DAYS_KEPT = 31  # days of spend history per comparison
 
 
 def _day(now: float) -> int:
@@ -61,14 +62,16 @@ def _day(now: float) -> int:
 
 @dataclass(slots=True)
 class Spend:
-    """One origin's counts for one comparison on one UTC day (a day number)."""
+    """One origin's counts for one comparison on one UTC day (a day number), and its
+    spend and shadow calls on each of the last DAYS_KEPT days."""
 
     day: int = 0
     spent: float = 0.0  # USD of the challenger's answers
-    shadows: int = 0  # shadow calls made
-    failed: int = 0  # of them, those the challenger did not answer
+    shadows: int = 0  # shadow calls answered
+    failed: int = 0  # shadow calls the challenger did not answer
     dropped: int = 0  # sampled but not sent: max_concurrent calls already in flight
     capped: int = 0  # sampled but not sent: the day's cap was reached
+    days: dict[int, list[float]] = field(default_factory=dict)  # day -> [spent, shadows]
 
     def today(self, now: float) -> Spend:
         """This, or a fresh count when `now` is a later day."""
@@ -78,15 +81,29 @@ class Spend:
             self.failed = self.dropped = self.capped = 0
         return self
 
+    def answered(self, now: float, cost: float) -> None:
+        self.today(now)
+        self.spent += cost
+        self.shadows += 1
+        row = self.days.get(self.day)
+        if row is None:
+            row = self.days[self.day] = [0.0, 0.0]
+            for old in sorted(self.days)[:-DAYS_KEPT]:
+                del self.days[old]
+        row[0] += cost
+        row[1] += 1
+
     def to_dict(self) -> dict[str, Any]:
         return {"day": self.day, "spent": self.spent, "shadows": self.shadows,
-                "failed": self.failed, "dropped": self.dropped, "capped": self.capped}  # fmt: skip
+                "failed": self.failed, "dropped": self.dropped, "capped": self.capped,
+                "days": {str(d): row for d, row in self.days.items()}}  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Spend:
+        days = {int(d): [float(v) for v in row] for d, row in (data.get("days") or {}).items()}
         return cls(int(data.get("day", 0)), float(data.get("spent", 0.0)),
                    int(data.get("shadows", 0)), int(data.get("failed", 0)),
-                   int(data.get("dropped", 0)), int(data.get("capped", 0)))  # fmt: skip
+                   int(data.get("dropped", 0)), int(data.get("capped", 0)), days)  # fmt: skip
 
 
 class _AsGiven:
@@ -209,9 +226,7 @@ class Comparisons:
                 log.info("the challenger %s did not answer: %s", config.challenger, exc.message)
                 return
             theirs = exchange.close()  # recorded once, as the shadow it is
-            own = comparison.own.today(self.clock())
-            own.spent += theirs.cost
-            own.shadows += 1
+            comparison.own.answered(self.clock(), theirs.cost)
             pair = self._pair(config, outcome, theirs)
             if pair is not None:
                 await self._save([pair])
@@ -323,8 +338,24 @@ class Comparisons:
                 "capped": sum(s.capped for s in today),
                 "cap_reached": spent >= config.max_daily_usd,
                 "in_flight": comparison.in_flight,
+                "history": _history(spends),
             })  # fmt: skip
         return out
+
+
+def _history(spends: list[Spend]) -> list[dict[str, Any]]:
+    """The fleet's spend and shadow calls per UTC day, newest first."""
+    days: dict[int, list[float]] = {}
+    for spend in spends:
+        for day, row in spend.days.items():
+            total = days.setdefault(day, [0.0, 0.0])
+            total[0] += row[0]
+            total[1] += row[1]
+    return [
+        {"day": datetime.fromtimestamp(day * 86400, UTC).strftime("%Y-%m-%d"),
+         "spent_usd": round(row[0], 6), "shadows": int(row[1])}
+        for day, row in sorted(days.items(), reverse=True)
+    ]  # fmt: skip
 
 
 def _answer_text(answer: Answer) -> str:

@@ -185,6 +185,10 @@ async def test_the_daily_cap_holds_across_processes_and_renews_the_next_day(stor
     await one.answer()
     await one.settle()
     assert one.status()["shadows"] == 1 and one.status()["spent_usd"] == pytest.approx(0.02)
+    # What each day cost the fleet: one's own, and two's as it was last published.
+    history = one.status()["history"]
+    assert [(h["day"], h["shadows"]) for h in history] == [("2023-11-15", 1), ("2023-11-14", 3)]
+    assert history[1]["spent_usd"] == pytest.approx(0.06)
 
 
 def test_the_prompt_a_judge_reads() -> None:
