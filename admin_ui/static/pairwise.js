@@ -1,7 +1,7 @@
 // Blind pairwise judging on the /feedback page: two answers to one prompt, in the order
 // the gateway shuffled them, with no model named until the verdict is in.
 import { api, ApiError } from "./api.js";
-import { el, fill, fmt } from "./dom.js";
+import { append, el, fill, fmt } from "./dom.js";
 
 /** Build the judging panel inside `root`; returns {refresh} to fetch a pair when none
  * is shown (a pair on screen is never swapped under the judge). */
@@ -19,10 +19,24 @@ export function mountPairwise(root) {
 
   const interval = (ci, show) => (ci ? `${show(ci[0])} – ${show(ci[1])}` : fmt.dash);
   async function showStandings() {
-    const { results } = await api("/comparisons");
-    if (!results.ratings.length) return fill(standings);
+    const { comparisons, results } = await api("/comparisons");
+    const running = el("ul", { id: "pw-comparisons", className: "small" },
+      comparisons.map((c) => el("li", { dataset: { comparison: c.name } },
+        el("strong", {}, c.name), `: ${c.route} against ${c.challenger}, `,
+        `${fmt.pct(c.sample)} sampled; today ${fmt.cost(c.spent_usd)} of `,
+        `${fmt.cost(c.max_daily_usd)} (${fmt.int(c.shadows)} answers`,
+        c.cap_reached ? ", cap reached" : "", `); ${fmt.int(c.judged)} of `,
+        `${fmt.int(c.pairs)} pairs judged.`)));
+    // Closed until asked for: the models' names and standings stay out of the judge's
+    // sight while judging (keeping it open across refreshes once opened).
+    const open = standings.querySelector("details")?.open ?? false;
+    const details = el("details", { id: "pw-details", open },
+      el("summary", {}, "Comparisons and results so far (names the models)"));
+    fill(standings, details);
+    if (!results.ratings.length) return append(details, comparisons.length ? running : null);
     const head = (...names) => el("thead", {}, el("tr", {}, names.map((n) => el("th", {}, n))));
-    fill(standings,
+    append(details, [
+      comparisons.length ? running : null,
       el("h3", {}, "Results so far"),
       el("div", { className: "table-wrap" }, el("table", { id: "pw-ratings", className: "data" },
         el("caption", { className: "visually-hidden" }, "Bradley-Terry ratings"),
@@ -43,7 +57,7 @@ export function mountPairwise(root) {
           el("td", { className: "num" }, fmt.int(p.ties))))))),
       el("p", { id: "pw-decided", className: "muted small" }, results.order_decided
         ? "The order is decided: each model leads the next by more than its 95 % interval."
-        : "The order is not decided yet: some leads are within their 95 % interval."));
+        : "The order is not decided yet: some leads are within their 95 % interval.")]);
   }
 
   let shown = null; // the pair on screen

@@ -58,12 +58,19 @@ def test_a_pair_is_judged_blind_and_the_verdict_recorded(
     expect(result).to_contain_text("verdict saved")
     expect(result).to_contain_text(f"A was {a_model}, B was {b_model}.")
     expect(panel.locator("#pw-empty")).to_have_text("No pair of answers is waiting to be judged.")
-    # The standings take the verdict in: the winner first, both judged once.
+    # The standings, closed while judging, take the verdict in: the winner first.
+    details = panel.locator("#pw-details")
+    expect(details).not_to_have_attribute("open", "")
+    details.locator("summary").click()
     ratings = panel.locator("#pw-ratings tbody tr")
     expect(ratings).to_have_count(2)
     expect(ratings.first).to_have_attribute("data-model", a_model)
     expect(panel.locator("#pw-pairs tbody")).to_contain_text("alpha vs gamma")
     expect(panel.locator("#pw-decided")).to_contain_text("not decided yet")
+    expect(panel.locator('[data-comparison="solo-vs-gamma"]')).to_have_text(
+        "solo-vs-gamma: solo against gamma, 100% sampled; today $0 of $5.00 (1 answers); "
+        "1 of 1 pairs judged."
+    )
 
     results = comparisons(gw)["results"]
     [pair] = results["pairs"]
