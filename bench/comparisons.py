@@ -172,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     if path is None:
         day = datetime.now(UTC).strftime("%Y-%m-%d")
         path = Path(__file__).parent / "results" / f"comparisons-{args.design}-{day}.json"
-    path.write_text(json.dumps({**result, "runs_detail": runs}, indent=1) + "\n")
+    # One line per run: [seed, judgements until decided (null: never), the order decided]
+    detail = [[r["seed"], r["decided_at"], "".join(r["order"] or ())] for r in runs]
+    text = json.dumps({**result, "runs_detail": "RUNS"}, indent=1)
+    rows = ",\n  ".join(json.dumps(row) for row in detail)
+    path.write_text(text.replace('"RUNS"', f"[\n  {rows}\n ]") + "\n")
     print(f"  written to {path}")
     return 0
 
