@@ -64,6 +64,7 @@ __all__ = [
     "Outcome",
     "Ranker",
     "ReplyJob",
+    "Shadows",
     "Sink",
     "StreamJob",
     "Streaming",
@@ -113,6 +114,9 @@ class Job(ABC, Generic[R, P]):
     # by default, so that Call does not build a dict of its own per attempt.
     headers: Mapping[str, str] = NO_HEADERS
     traceparent: str | None = None  # the client's W3C trace context (read when tracing)
+    # A same-prompt comparison's call to a challenger, off the client's path
+    # (routing/comparisons.py): its answer is nobody's reply, and no key is billed for it.
+    shadow: bool = False
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)
@@ -332,6 +336,13 @@ class Sink(Protocol):
         """The request ends with no answer: `kind` is the error class that ended it."""
 
 
+class Shadows(Protocol):
+    """Takes every answer that reached its client whole (`Comparisons`): a sampled one is
+    also put to a challenger, in a task of its own. Must return at once."""
+
+    def offer(self, outcome: Outcome) -> None: ...
+
+
 class Traces(Protocol):
     """Starts an attempt's span (`Tracing`); returns the headers that carry it upstream."""
 
@@ -351,8 +362,10 @@ class Dispatcher:
         clock: Callable[[], float] = time.perf_counter,
         wall: Callable[[], float] = time.time,
         traces: Traces | None = None,
+        shadows: Shadows | None = None,
     ) -> None:
         self.catalog = catalog
+        self._shadows = shadows
         self._traces = traces
         self._selector = selector
         self._recorder = recorder
@@ -462,7 +475,10 @@ class Dispatcher:
             client_gone=gone,
         )
         exchange._describe(outcome)
-        return outcome, self._recorder.record(outcome)
+        stored = self._recorder.record(outcome)
+        if self._shadows is not None and outcome.judged:
+            self._shadows.offer(outcome)  # the client has its answer: nothing waits on this
+        return outcome, stored
 
     def _candidates(self, job: Job[Any, Any]) -> Sequence[ModelConfig]:
         order = self._selector.rank(job)

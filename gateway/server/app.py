@@ -23,12 +23,14 @@ from gateway.core.logs import EventLog, configure_logging
 from gateway.http.app import create_http_app
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, build_provider
+from gateway.routing.comparisons import Comparisons
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.evaluation import Evaluator
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.fleet import Fleet, new_origin
 from gateway.routing.key_registry import KeyRegistry
 from gateway.routing.metrics import RoutingMetrics
+from gateway.routing.pairwise import PairwiseService
 from gateway.routing.quota import Quota, QuotaShare
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
@@ -121,6 +123,16 @@ class Gateway:
             if p.enabled
         }
         self.catalog = Catalog(config, self.providers)
+        self.comparisons = Comparisons(
+            config.comparisons,
+            self.catalog,
+            self.recorder,
+            self.blacklist,
+            self.store,
+            self.fleet.origin,
+            interval=storage.share_interval,
+            clock=clock,
+        )
         self.dispatcher = Dispatcher(
             self.catalog,
             self.selector,
@@ -129,6 +141,7 @@ class Gateway:
             deadline=sel.deadline_seconds,
             wall=clock,
             traces=traces[0] if traces is not None else None,
+            shadows=self.comparisons if config.comparisons else None,
         )
         # An answer another worker or replica gave reaches the store within one flush:
         # a rating that arrives here first waits that long for it instead of a 404.
@@ -140,6 +153,7 @@ class Gateway:
             clock,
             settle=lambda: settle if storage.share or workers > 1 else 0.0,
         )
+        self.pairwise = PairwiseService(self.feedback, clock)
         # Workers of one `gatewise serve` share a directory of their counts (one worker: none).
         self.metrics = Metrics(
             self.recorder.metrics,
@@ -178,6 +192,7 @@ class Gateway:
         self.fleet.start()
         self.key_registry.start()
         self.metrics.start()
+        self.comparisons.start()
         if any(tenant.limited for tenant in self.keys.tenants()):
             self.quota_share.start()
         for provider in config.providers:
@@ -218,6 +233,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.comparisons.stop()  # its calls' outcomes reach the evaluator and writer
         await self.metrics.close()
         await self.evaluator.close()
         await self.writer.close()
