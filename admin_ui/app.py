@@ -10,6 +10,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from admin_ui.auth import AdminAuthMiddleware
+from admin_ui.comparisons import comparison_routes
 from admin_ui.evaluations import evaluation_routes
 from admin_ui.experiments import experiment_routes
 from admin_ui.keys import key_routes
@@ -40,6 +41,7 @@ def create_admin_app(
         Route("/admin/openapi.json", spec, methods=["GET"]),
         *performance_routes(services),
         *evaluation_routes(services),
+        *comparison_routes(services),
         *key_routes(services),
         *experiment_routes(services),
         *metrics_routes(services),

@@ -7,9 +7,11 @@ from typing import Protocol
 from gateway.core.keys import KeyRing
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
+from gateway.routing.comparisons import Comparisons
 from gateway.routing.experiments import Experiments
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.key_registry import KeyRegistry
+from gateway.routing.pairwise import PairwiseService
 from gateway.routing.quota import Quota
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
@@ -38,6 +40,8 @@ class AdminServices(Protocol):
     key_registry: KeyRegistry
     quota: Quota
     experiments: Experiments
+    comparisons: Comparisons
+    pairwise: PairwiseService
 
     @property
     def metrics(self) -> Exposition: ...

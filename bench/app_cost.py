@@ -1,12 +1,18 @@
 """What one chat request costs the whole ASGI app, in process, with a 0 ms mock upstream.
 
-    python bench/app_cost.py [--requests 2000] [--limited-key]
+    python bench/app_cost.py [--requests 2000] [--limited-key] [--upstream URL]
 
 Every layer a request crosses (key check, body, routing, the mock provider, the
 recorder with its counting and log line), without the network or the server protocol:
 a small change per request shows here when a load test on a shared machine cannot
-resolve it. Prints the best of 5 rounds, µs per request. To compare two commits, run it
-from each checkout in turn (`git archive <commit> | tar -x -C /tmp/base`), alternating.
+resolve it. Prints the best of 5 rounds, µs of the process's CPU per request. To compare
+two commits, run it from each checkout in turn (`git archive <commit> | tar -x -C
+/tmp/base`), alternating.
+
+`--upstream URL` serves through bench/gatewise.yaml's real `openai` providers and HTTP
+pool instead, against an upstream such as the overhead benchmark's nginx
+(bench/upstream/nginx.conf): the path production requests take, and one that does not
+move when the mock provider changes between two commits.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 if __package__ in (None, ""):  # run as a script: the checkout it lives in is imported
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.core.config import parse_config
+from gateway.core.config import load_config, parse_config
 from gateway.core.logs import configure_logging
 from gateway.server.app import create_app
 
@@ -55,6 +63,18 @@ LIMITS = {
 }
 
 
+def _mock_config(limited: bool) -> Any:
+    return parse_config(
+        {
+            "server": {"api_keys": keys(limited)},
+            "providers": [{"name": "m", "type": "mock"}],
+            "models": [{"name": "a", "provider": "m"}, {"name": "b", "provider": "m"}],
+            "routes": [{"name": "auto", "models": ["a", "b"]}],
+            "storage": {"url": f"sqlite:///{tempfile.mkdtemp()}/gatewise.db"},
+        }
+    )
+
+
 def keys(limited: bool) -> list[Any]:
     """One plain key; or (`--limited-key`) the same secret as one of 101 named keys with
     a rate limit and a budget, checked and counted on every request (never reached)."""
@@ -64,18 +84,20 @@ def keys(limited: bool) -> list[Any]:
     return [{"name": "bench", "key": "test-key", **LIMITS}, *others]
 
 
-async def run(requests: int, limited: bool = False) -> float:
+async def run(requests: int, limited: bool = False, upstream: str | None = None) -> float:
     configure_logging("info")
     logging.getLogger("gatewise").handlers[0].stream = io.StringIO()  # type: ignore[attr-defined]
-    config = parse_config(
-        {
-            "server": {"api_keys": keys(limited)},
-            "providers": [{"name": "m", "type": "mock"}],
-            "models": [{"name": "a", "provider": "m"}, {"name": "b", "provider": "m"}],
-            "routes": [{"name": "auto", "models": ["a", "b"]}],
-            "storage": {"url": f"sqlite:///{tempfile.mkdtemp()}/gatewise.db"},
-        }
-    )
+    if upstream:
+        bench = Path(__file__).resolve().parent
+        work = Path(tempfile.mkdtemp())
+        raw = yaml.safe_load((bench / "gatewise.yaml").read_text())
+        if limited:
+            raw["server"]["api_keys"] = keys(True)
+        (work / "gatewise.yaml").write_text(yaml.safe_dump(raw))
+        env = {"BENCH_UPSTREAM": upstream, "BENCH_API_KEY": "test-key", "BENCH_ADMIN_TOKEN": "x"}
+        config = load_config(work / "gatewise.yaml", env=env)
+    else:
+        config = _mock_config(limited)
     app = create_app(config)
     gateway = app.state.gateway
     await gateway.start()
@@ -92,10 +114,10 @@ async def run(requests: int, limited: bool = False) -> float:
         await app(dict(SCOPE), receive, send)
     best = float("inf")
     for _ in range(5):
-        started = time.perf_counter()
+        started = time.process_time()
         for _ in range(requests):
             await app(dict(SCOPE), receive, send)
-        best = min(best, (time.perf_counter() - started) / requests * 1e6)
+        best = min(best, (time.process_time() - started) / requests * 1e6)
     await gateway.stop()
     assert statuses == {200}, statuses
     return best
@@ -105,8 +127,10 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--limited-key", action="store_true")
+    parser.add_argument("--upstream", default=None, help="e.g. http://127.0.0.1:8999")
     args = parser.parse_args()
-    print(f"{asyncio.run(run(args.requests, args.limited_key)):.2f} µs per request")
+    cost = asyncio.run(run(args.requests, args.limited_key, args.upstream))
+    print(f"{cost:.2f} µs per request")
 
 
 if __name__ == "__main__":

@@ -39,7 +39,10 @@ TARGETS = ("direct", "passthrough", "gatewise", "gatewise-2w", "litellm")
 # budgets (checked on every request); gatewise-pg and gatewise-pg-2w store in PostgreSQL
 # ($BENCH_POSTGRES_URL, default the test server), each round in a schema of its own.
 FLEET_TARGETS = ("gatewise-solo", "gatewise-pg", "gatewise-pg-2w", "gatewise-keys")
-KNOWN = TARGETS + FLEET_TARGETS
+# gatewise-baseline is gatewise as it was at --baseline REV (a commit), with that commit's
+# bench config, interleaved with today's: "within N % of the last full run" judged in
+# one run on one machine instead of across days on a VM whose speed swings 2x.
+KNOWN = TARGETS + FLEET_TARGETS + ("gatewise-baseline",)
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHAT = "/v1/chat/completions"
 SSE = "/stream/v1/chat/completions"
@@ -64,6 +67,13 @@ class Bench:
         self.litellm_exe: Path | None = None
         self.unavailable: dict[str, str] = {}
         self.children: list[Child] = []
+        self.baseline: Path | None = None
+        if args.baseline:
+            self.baseline = tmp / "baseline"
+            self.baseline.mkdir()
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline],
+                                     check=True, capture_output=True).stdout  # fmt: skip
+            subprocess.run(["tar", "-x", "-C", str(self.baseline)], input=archive, check=True)
 
     # -- processes -------------------------------------------------------------------
     def start_upstream(self) -> None:
@@ -103,6 +113,10 @@ class Bench:
             # A copy in the target's own directory: a relative SQLite path is the
             # config file's folder's, and each start must begin with an empty store.
             config = str(_config_copy(work))
+            if name == "gatewise-baseline":
+                assert self.baseline is not None
+                env["PYTHONPATH"] = str(self.baseline)  # its packages before the installed ones
+                config = str(_config_copy(work, self.baseline / "bench"))
             if name == "gatewise-solo":
                 config = str(_solo_config(work))
             if name == "gatewise-keys":
@@ -288,6 +302,7 @@ class Bench:
             "litellm": litellm_proxy.VERSION if self.litellm_exe else None,
             "litellm_server": litellm_proxy.server_stack() if self.litellm_exe else None,
             "commit": version(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]),
+            "baseline": a.baseline,
             "nginx_startup_ms": self.nginx_startup_ms,
             "note": "gatewise-2w, nginx and wrk share both CPUs in the gatewise-2w rounds",
         }
@@ -312,11 +327,17 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--load-policy", choices=("batch", "other"), default="batch",
                    help="scheduling policy of nginx and wrk: SCHED_BATCH (default) or "
                         "SCHED_OTHER (bench/README.md, Scheduling)")  # fmt: skip
+    p.add_argument("--baseline", default=None, metavar="REV",
+                   help="a commit run as target gatewise-baseline")  # fmt: skip
     args = p.parse_args(argv)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     unknown = set(args.targets) - set(KNOWN)
     if unknown:
         p.error(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(KNOWN)})")
+    if args.baseline and "gatewise-baseline" not in args.targets:
+        args.targets.append("gatewise-baseline")
+    if "gatewise-baseline" in args.targets and not args.baseline:
+        p.error("the gatewise-baseline target needs --baseline REV")
     if args.skip_litellm and "litellm" in args.targets:
         args.targets.remove("litellm")
     if args.quick:
@@ -324,9 +345,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def _config_copy(work: Path) -> Path:
+def _config_copy(work: Path, bench: Path = BENCH) -> Path:
     path = work / "gatewise.yaml"
-    path.write_text((BENCH / "gatewise.yaml").read_text())
+    path.write_text((bench / "gatewise.yaml").read_text())
     return path
 
 

@@ -18,6 +18,7 @@ LIMITS = [
     ("gatewise_2w_vs_1w_rps", ">=", 1.7, "--workers 2 >= 1.7x one worker's throughput"),
     ("gatewise_vs_solo_rps", ">=", 0.95, "fleet sharing on >= 95% of the throughput without"),
     ("gatewise_keys_vs_plain_rps", ">=", 0.95, "limited keys >= 95% of one plain key's throughput"),
+    ("gatewise_vs_baseline_rps", ">=", 0.95, "throughput >= 95% of the --baseline commit's"),
 ]
 
 # Per-round metrics: name -> how to read it from one measurement.
@@ -84,6 +85,11 @@ def ratios(rounds: list[dict], summary: dict[str, dict]) -> dict[str, float | No
         "gatewise_vs_solo_rps": _paired(rounds, "gatewise", "gatewise-solo", "rps", "/"),
         # Keys as tenants: lookup, rate limit and budget on every request.
         "gatewise_keys_vs_plain_rps": _paired(rounds, "gatewise-keys", "gatewise", "rps", "/"),
+        # Today's code against an earlier commit's (--baseline), in the same rounds.
+        "gatewise_vs_baseline_rps": _paired(rounds, "gatewise", "gatewise-baseline", "rps", "/"),
+        "gatewise_vs_baseline_cpu": _paired(
+            rounds, "gatewise", "gatewise-baseline", "cpu_us_per_req", "/"
+        ),
         "gatewise_pg_vs_sqlite_rps": _paired(rounds, "gatewise-pg", "gatewise", "rps", "/"),
         "gatewise_pg_2w_vs_1w_rps": _paired(rounds, "gatewise-pg-2w", "gatewise-pg", "rps", "/"),
         # Why the ratio above is what it is: the CPU the two workers got (the rest of the

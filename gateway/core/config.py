@@ -38,6 +38,7 @@ __all__ = [
     "EXPERIMENT_METRICS",
     "STORAGE_URL_ENV",
     "ArmConfig",
+    "ComparisonConfig",
     "Config",
     "ConfigError",
     "ExperimentConfig",
@@ -470,6 +471,25 @@ def check_experiment(
             raise ValueError(f"{where}arms[{j}].model: unknown model '{arm.model}'")
 
 
+class ComparisonConfig(_Strict):
+    """A same-prompt comparison: a `sample` share of the route's answered requests is
+    also sent to `challenger`, off the client's path, for at most `max_daily_usd` a UTC
+    day across the fleet (gateway/routing/comparisons.py)."""
+
+    route: str
+    challenger: str
+    sample: float = Field(gt=0, le=1)
+    max_daily_usd: float = Field(gt=0)
+    # Shadow calls in flight per process; a sampled request past it is not shadowed.
+    max_concurrent: int = Field(4, ge=1, le=256)
+    name: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+    @property
+    def key(self) -> str:
+        """Its name in the API and the store: `name`, else "<route>-vs-<challenger>"."""
+        return self.name or f"{self.route}-vs-{self.challenger}"
+
+
 class Config(_Strict):
     server: ServerConfig = ServerConfig()
     providers: list[ProviderConfig] = []
@@ -478,6 +498,7 @@ class Config(_Strict):
     selection: SelectionConfig = SelectionConfig()
     storage: StorageConfig = StorageConfig()
     experiments: list[ExperimentConfig] = []
+    comparisons: list[ComparisonConfig] = []
     source: str = "<memory>"
 
     @model_validator(mode="after")
@@ -532,6 +553,7 @@ class Config(_Strict):
                 if name not in models:
                     raise ValueError(f"routes[{i}].models[{j}]: unknown model '{name}'")
         self._check_experiments()
+        _check_comparisons(self)
         return self
 
     def _check_experiments(self) -> None:
@@ -550,6 +572,35 @@ class Config(_Strict):
 
     def provider(self, name: str) -> ProviderConfig:
         return next(p for p in self.providers if p.name == name)
+
+
+def _check_comparisons(config: Config) -> None:
+    """`comparisons:` names a route and a model that exist, the challenger answers text,
+    and no two entries share a name."""
+    routes = {r.name for r in config.routes}
+    models = {m.name: m for m in config.models}
+    seen: set[str] = set()
+    for i, comparison in enumerate(config.comparisons):
+        if comparison.route not in routes:
+            raise ValueError(
+                f"comparisons[{i}].route: unknown route '{comparison.route}'"
+                f" (expected one of: {', '.join(sorted(routes)) or 'none defined'})"
+            )
+        challenger = models.get(comparison.challenger)
+        if challenger is None:
+            raise ValueError(
+                f"comparisons[{i}].challenger: unknown model '{comparison.challenger}'"
+            )
+        if "text-to-text" not in challenger.conversation_types:
+            raise ValueError(
+                f"comparisons[{i}].challenger: '{challenger.name}' does not serve "
+                "text-to-text; only text answers are compared"
+            )
+        if comparison.key in seen:
+            raise ValueError(
+                f"comparisons[{i}]: '{comparison.key}' is defined twice (give it a name)"
+            )
+        seen.add(comparison.key)
 
 
 def _unique(section: str, names: list[str]) -> None:

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.http.auth import ApiKeyMiddleware
 from gateway.http.errors import http_error, internal_error
 from gateway.http.messages import messages_routes
+from gateway.http.pairwise import pairwise_routes
 from gateway.http.proxy import Backend, fast_handlers, proxy_routes
 from gateway.http.request_id import stamped
 
@@ -101,7 +102,7 @@ def create_http_app(
         status = 200 if gateway.ready else 503
         return Response(orjson.dumps(body), status, media_type="application/json")
 
-    proxy = proxy_routes(gateway) + messages_routes(gateway)
+    proxy = proxy_routes(gateway) + messages_routes(gateway) + pairwise_routes(gateway)
     keys = gateway.keys
     middleware = [Middleware(ApiKeyMiddleware, keys=keys)]
     cors = config.server.cors

@@ -52,6 +52,7 @@ from gateway.routing.dispatch import (
     StreamJob,
 )
 from gateway.routing.feedback import MAX_FEEDBACK_BYTES, FeedbackService
+from gateway.routing.pairwise import PairwiseService
 from gateway.routing.quota import Quota
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint
 from providers.errors import ProviderError, UpstreamServerError
@@ -88,6 +89,7 @@ class Backend(Protocol):
     catalog: Catalog
     dispatcher: Dispatcher
     feedback: FeedbackService
+    pairwise: PairwiseService
     quota: Quota
     traced: bool  # spans are made: a client's traceparent is read
 

@@ -65,6 +65,7 @@ __all__ = [
     "Outcome",
     "Ranker",
     "ReplyJob",
+    "Shadows",
     "Sink",
     "StreamJob",
     "Streaming",
@@ -114,6 +115,9 @@ class Job(ABC, Generic[R, P]):
     # by default, so that Call does not build a dict of its own per attempt.
     headers: Mapping[str, str] = NO_HEADERS
     traceparent: str | None = None  # the client's W3C trace context (read when tracing)
+    # A same-prompt comparison's call to a challenger, off the client's path
+    # (routing/comparisons.py): its answer is nobody's reply, and no key is billed for it.
+    shadow: bool = False
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)
@@ -344,6 +348,13 @@ class Assigner(Protocol):
     def assign(self, job: Job[Any, Any]) -> None: ...
 
 
+class Shadows(Protocol):
+    """Takes every answer that reached its client whole (`Comparisons`): a sampled one is
+    also put to a challenger, in a task of its own. Must return at once."""
+
+    def offer(self, outcome: Outcome) -> None: ...
+
+
 class Traces(Protocol):
     """Starts an attempt's span (`Tracing`); returns the headers that carry it upstream."""
 
@@ -364,9 +375,11 @@ class Dispatcher:
         wall: Callable[[], float] = time.time,
         traces: Traces | None = None,
         experiments: Assigner | None = None,
+        shadows: Shadows | None = None,
     ) -> None:
         self.catalog = catalog
         self._experiments = experiments
+        self._shadows = shadows
         self._traces = traces
         self._selector = selector
         self._recorder = recorder
@@ -478,7 +491,10 @@ class Dispatcher:
             client_gone=gone,
         )
         exchange._describe(outcome)
-        return outcome, self._recorder.record(outcome)
+        stored = self._recorder.record(outcome)
+        if self._shadows is not None and outcome.judged:
+            self._shadows.offer(outcome)  # the client has its answer: nothing waits on this
+        return outcome, stored
 
     def _candidates(self, job: Job[Any, Any]) -> Sequence[ModelConfig]:
         order = self._selector.rank(job)

@@ -36,7 +36,6 @@ from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from pydantic import ValidationError
 
 from gateway.core.config import (
@@ -840,6 +839,8 @@ class Experiments:
     def _thompson(self, running: _Running, stats: list[ArmStats]) -> list[float]:
         """Adaptive shares: each arm's chance of being best under a normal posterior of
         its mean (numpy draws), no arm below min_share while it runs."""
+        import numpy as np  # here: a gateway without adaptive experiments never loads it
+
         config = running.config
         floor = _floor(config.metric, stats[running.control].metric.mean)
         means = [s.metric.mean for s in stats]

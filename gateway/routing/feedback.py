@@ -14,7 +14,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from gateway.core.errors import InvalidFeedback, NotFound, StoreUnavailable
@@ -205,6 +205,11 @@ class FeedbackService:
             arm=row.get("arm"),
             cost=row.get("cost"),
         )
+
+    def store_needed(self) -> AbstractAsyncContextManager[None]:
+        """A block that needs the store: its outage becomes a 503 with Retry-After
+        (for pairwise verdicts as for ratings)."""
+        return self._store_needed()
 
     @asynccontextmanager
     async def _store_needed(self) -> AsyncIterator[None]:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from gateway.core.config import KeyBudget
 from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded
 from gateway.core.keys import Tenant
 from gateway.storage.base import Store
@@ -75,43 +76,50 @@ class Usage:
     window_requests: float = 0.0  # the sums of `seconds`
     window_tokens: float = 0.0
     _row: list[float] | None = None  # days[day], while it is the current day
+    _row_until: float = 0.0  # when the current day ends (until then, _row is the row)
+    _expired: int = -1  # the second the window was last trimmed for
 
     def __post_init__(self) -> None:
         self.window_requests = sum(v[0] for v in self.seconds.values())
         self.window_tokens = sum(v[1] for v in self.seconds.values())
 
-    def add(self, now: float, requests: int = 0, tokens: int = 0) -> None:
-        second = int(now)
-        bucket = self.seconds.get(second)
-        if bucket is None:
-            bucket = self.seconds[second] = [0.0, 0.0]
-            self._expire(second)
-        bucket[0] += requests
-        bucket[1] += tokens
-        self.window_requests += requests
-        self.window_tokens += tokens
+    def add(self, now: float, requests: int = 0, tokens: int = 0, cost: float = 0.0) -> None:
+        if requests or tokens:
+            second = int(now)
+            bucket = self.seconds.get(second)
+            if bucket is None:
+                bucket = self.seconds[second] = [0.0, 0.0]
+                if second != self._expired:
+                    self._expire(second)
+            bucket[0] += requests
+            bucket[1] += tokens
+            self.window_requests += requests
+            self.window_tokens += tokens
         row = self._roll(now)
         self.requests_day += requests
         self.tokens_day += tokens
+        self.spend_day += cost
+        self.spend_month += cost
+        row[0] += cost
         row[1] += requests
         row[2] += tokens
 
-    def spend(self, now: float, cost: float, failed: bool) -> None:
+    def error(self, now: float) -> None:
         row = self._roll(now)
-        self.spend_day += cost
-        self.spend_month += cost
-        self.errors_day += failed
-        row[0] += cost
-        row[3] += failed
+        self.errors_day += 1
+        row[3] += 1
 
     def recent(self, now: float) -> tuple[float, float, int | None]:
         """Requests and tokens in the last WINDOW seconds, and the oldest second counted."""
-        self._expire(int(now))
+        second = int(now)
+        if second != self._expired:  # at most once a second: nothing leaves in between
+            self._expire(second)
         return self.window_requests, self.window_tokens, next(iter(self.seconds), None)
 
     def _expire(self, second: int) -> None:
         """Drop the seconds that left the window (the oldest first: seconds are added in
         order), taking them out of the sums."""
+        self._expired = second
         since = second - WINDOW + 1
         seconds = self.seconds
         while seconds:
@@ -124,9 +132,12 @@ class Usage:
 
     def _roll(self, now: float) -> list[float]:
         """Start a new day (and month) when `now` is in one; the current day's row."""
-        day = _day(now)
         row = self._row
+        if row is not None and now < self._row_until:
+            return row
+        day = _day(now)
         if day == self.day and row is not None:
+            self._row_until = _today[1]
             return row
         if day != self.day:
             if day[:7] != self.month:
@@ -139,6 +150,7 @@ class Usage:
             for old in sorted(self.days)[:-DAYS_KEPT]:
                 del self.days[old]
         self._row = row
+        self._row_until = _today[1]
         return row
 
     def to_dict(self) -> dict[str, Any]:
@@ -162,17 +174,22 @@ class Usage:
         )  # fmt: skip
 
 
+Header = tuple[bytes, bytes]
+Headers = tuple[Header, ...]
+
+
 @dataclass(frozen=True, slots=True)
 class Admission:
     """A request let through: the route to serve it instead (its budget is spent and the
     key says where to go), and the x-ratelimit-* headers for its answer."""
 
     route: str | None = None
-    headers: tuple[tuple[bytes, bytes], ...] = ()
+    headers: Headers = ()
 
 
 _FREE = Admission()
 _RESETS: dict[int, bytes] = {}  # whole seconds -> its x-ratelimit-reset-* value
+_LIMITS: dict[tuple[int | None, int | None], tuple[Header, Header]] = {}
 
 
 def _duration(seconds: float) -> str:
@@ -199,29 +216,28 @@ class Quota:
             return _FREE
         now = self.clock()
         name = tenant.name
+        usage = self.own.get(name) or self._usage(name)
         route = None
         budget = tenant.budget
         if budget is not None:
-            spent_day, spent_month = self._spent(name, now)
-            over = None
-            if budget.daily_usd is not None and spent_day >= budget.daily_usd:
-                over = ("daily", budget.daily_usd, _seconds_to_next_day(now))
-            elif budget.monthly_usd is not None and spent_month >= budget.monthly_usd:
-                over = ("monthly", budget.monthly_usd, _seconds_to_next_month(now))
-            if over is not None:
-                if isinstance(budget.when_exhausted, str):
-                    period, cap, wait = over
-                    raise QuotaExceeded(
-                        f"This API key has spent its {period} budget of ${cap:g}; "
-                        "it renews at the start of the next "
-                        f"{'day' if period == 'daily' else 'month'} (UTC).",
-                        retry_after=math.ceil(wait),
-                    )
-                route = budget.when_exhausted.route
-        headers: tuple[tuple[bytes, bytes], ...] = ()
+            if self.peers:
+                spent_day, spent_month = self._spent(name, now)
+            else:  # a lone process: its own counts are all there is
+                day = _day(now)
+                spent_day = usage.spend_day if usage.day == day else 0.0
+                spent_month = usage.spend_month if usage.month == day[:7] else 0.0
+            daily, monthly = budget.daily_usd, budget.monthly_usd
+            if (daily is not None and spent_day >= daily) or (
+                monthly is not None and spent_month >= monthly
+            ):
+                route = _exhausted(budget, daily is not None and spent_day >= daily, now)
+        headers: Headers = ()
         limit = tenant.rate_limit
         if limit is not None:
-            requests, tokens, oldest = self._recent(name, now)
+            if self.peers:
+                requests, tokens, oldest = self._recent(name, now)
+            else:
+                requests, tokens, oldest = usage.recent(now)
             reset = (oldest + WINDOW - now) if oldest is not None else 0.0
             rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
             if rpm is not None and requests >= rpm:
@@ -237,35 +253,33 @@ class Quota:
                     retry_after=max(1, math.ceil(reset)),
                 )
             resets = _RESETS[min(WINDOW, max(1, math.ceil(reset or WINDOW)))]
+            limits = _LIMITS.get((rpm, tpm)) or _limits(rpm, tpm)
             if rpm is not None:
                 headers = (
-                    (b"x-ratelimit-limit-requests", b"%d" % rpm),
+                    limits[0],
                     (b"x-ratelimit-remaining-requests", b"%d" % max(0, rpm - requests - 1)),
                     (b"x-ratelimit-reset-requests", resets),
                 )
             if tpm is not None:
                 headers += (
-                    (b"x-ratelimit-limit-tokens", b"%d" % tpm),
+                    limits[1],
                     (b"x-ratelimit-remaining-tokens", b"%d" % max(0, tpm - tokens)),
                     (b"x-ratelimit-reset-tokens", resets),
                 )
-        self._usage(name).add(now, requests=1)
+        usage.add(now, requests=1)
         self.changed.add(name)
-        return Admission(route, headers)
+        return Admission(route, headers) if route is not None or headers else _FREE
 
     def record(self, owner: str, tokens: int, cost: float) -> None:
         """What an attempt for `owner`'s key used (from the recorder: streams included,
         counted when they close)."""
         now = self.clock()
-        usage = self._usage(owner)
-        if tokens:
-            usage.add(now, tokens=tokens)
-        usage.spend(now, cost, False)
+        (self.own.get(owner) or self._usage(owner)).add(now, tokens=tokens, cost=cost)
         self.changed.add(owner)
 
     def failed(self, name: str) -> None:
         """A request of this key ended in an error (for its daily report)."""
-        self._usage(name).spend(self.clock(), 0.0, True)
+        self._usage(name).error(self.clock())
         self.changed.add(name)
 
     # -- reading ------------------------------------------------------------------------
@@ -347,6 +361,33 @@ class Quota:
             if usage.month == month:
                 spent_month += usage.spend_month
         return spent_day, spent_month
+
+
+def _exhausted(budget: KeyBudget, daily: bool, now: float) -> str:
+    """The route a key whose budget is spent goes to, or the 429 that says when it renews."""
+    if isinstance(budget.when_exhausted, str):
+        period = "daily" if daily else "monthly"
+        cap = budget.daily_usd if daily else budget.monthly_usd
+        wait = _seconds_to_next_day(now) if daily else _seconds_to_next_month(now)
+        raise QuotaExceeded(
+            f"This API key has spent its {period} budget of ${cap:g}; "
+            "it renews at the start of the next "
+            f"{'day' if daily else 'month'} (UTC).",
+            retry_after=math.ceil(wait),
+        )
+    return budget.when_exhausted.route
+
+
+def _limits(rpm: int | None, tpm: int | None) -> tuple[Header, Header]:
+    """The x-ratelimit-limit-* headers of a key's limits, formatted once per pair (as
+    many pairs as keys with limits, at most; runtime keys may come and go, hence a cap)."""
+    if len(_LIMITS) >= 4096:
+        _LIMITS.clear()
+    found = _LIMITS[(rpm, tpm)] = (
+        (b"x-ratelimit-limit-requests", b"%d" % (rpm or 0)),
+        (b"x-ratelimit-limit-tokens", b"%d" % (tpm or 0)),
+    )
+    return found
 
 
 def _seconds_to_next_day(now: float) -> float:

@@ -4,6 +4,8 @@ tracker (live stats) -> blacklist (failure streaks) -> evaluator (the answer, ju
 in the background) -> writer (the attempt row, stored in batches) -> quota (what the
 client key used), the experiment's arm (`routing/experiments.py`), the Prometheus
 counts (`routing/metrics.py`), and one JSON log line.
+A comparison's shadow call (`job.shadow`) stops after the writer: it teaches routing
+about its model and its cost is stored, but it is no key's spend and no client traffic.
 Built once at start-up with all of them; nothing is attached later. Runs on the request
 path: every step is in memory and O(1).
 
@@ -77,7 +79,13 @@ class Recorder:
         if outcome.answered and outcome.error is None:
             self.evaluator.submit(outcome)
         self.writer.enqueue(attempt)
-        owner = outcome.job.owner
+        job = outcome.job
+        if job.shadow:
+            # A comparison's challenger: what routing learns of the model and the stored
+            # attempt (its cost is spent) count it; no key pays, no client's request is it.
+            self._log(outcome)
+            return self._save_soon() if benched and self.benches is not None else None
+        owner = job.owner
         if owner is not None:
             self.quota.record(
                 owner, attempt.prompt_tokens + attempt.completion_tokens, attempt.cost

@@ -34,12 +34,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from numpy.typing import ArrayLike, NDArray
-from scipy.optimize import minimize_scalar
-from scipy.special import betaincc, betaln
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import ArrayLike, NDArray
+
+# numpy and scipy are imported where they are used: a gateway without experiments never
+# loads them (scipy adds about a second to the start), and the report's intervals are
+# plain floats (`radius`).
 
 __all__ = [
     "Interval",
@@ -48,15 +51,22 @@ __all__ = [
     "log_rate_evidence",
     "mean_interval",
     "mixture_radius",
+    "radius",
     "rate_exceeds",
     "rho_for",
 ]
 
 
-def mixture_radius(t: ArrayLike, alpha: float, rho: float) -> NDArray[np.float64]:
+def radius(t: float, alpha: float, rho: float) -> float:
     """The normal-mixture boundary for a standardized sum at intrinsic time `t`, divided
-    by sqrt(t): the half-width of the confidence sequence in standard errors. Works on
-    arrays (the benchmark evaluates every prefix of a run at once)."""
+    by sqrt(t): the half-width of the confidence sequence in standard errors."""
+    return math.sqrt((t + rho) * (2 * math.log(1 / alpha) + math.log((t + rho) / rho)) / t)
+
+
+def mixture_radius(t: ArrayLike, alpha: float, rho: float) -> NDArray[np.float64]:
+    """`radius` over an array of times (every prefix of a simulated run at once)."""
+    import numpy as np
+
     t = np.asarray(t, dtype=np.float64)
     radius: NDArray[np.float64] = np.sqrt(
         (t + rho) * (2 * math.log(1 / alpha) + np.log((t + rho) / rho)) / t
@@ -66,8 +76,10 @@ def mixture_radius(t: ArrayLike, alpha: float, rho: float) -> NDArray[np.float64
 
 def rho_for(t: float, alpha: float) -> float:
     """The mixture parameter that makes the sequence narrowest at intrinsic time `t`."""
+    from scipy.optimize import minimize_scalar
+
     found = minimize_scalar(
-        lambda r: float(mixture_radius(t, alpha, math.exp(r))),
+        lambda r: radius(t, alpha, math.exp(r)),
         bounds=(math.log(t) - 8, math.log(t) + 8),
         method="bounded",
     )
@@ -129,7 +141,7 @@ def mean_interval(m: Moments, alpha: float, rho: float, floor: float = 0.0) -> I
     if m.n < 2 or m.mean is None:
         return None
     se = math.sqrt(m.variance(floor) / m.n)
-    half = se * float(mixture_radius(m.n, alpha, rho))
+    half = se * radius(m.n, alpha, rho)
     return Interval(m.mean, m.mean - half, m.mean + half)
 
 
@@ -142,7 +154,7 @@ def difference_interval(
         return None
     se = math.sqrt(control.variance(floor) / control.n + arm.variance(floor) / arm.n)
     t = 1.0 / (1.0 / control.n + 1.0 / arm.n)
-    half = se * float(mixture_radius(t, alpha, rho))
+    half = se * radius(t, alpha, rho)
     diff = arm.mean - control.mean
     return Interval(diff, diff - half, diff + half)
 
@@ -151,6 +163,8 @@ def log_rate_evidence(events: float, n: float, p0: float, a: float = 1.0, b: flo
     """log of the Beta(a, b)-mixture likelihood ratio, over rates p > p0, of `events` in
     `n` Bernoulli trials against rate p0. Under any true rate <= p0 the ratio is a
     nonnegative supermartingale: it ever reaches 1/alpha with probability <= alpha."""
+    from scipy.special import betaincc, betaln
+
     misses = n - events
     mixed = betaln(a + events, b + misses) + math.log(
         max(betaincc(a + events, b + misses, p0), 1e-300)

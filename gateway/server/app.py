@@ -23,6 +23,7 @@ from gateway.core.logs import EventLog, configure_logging
 from gateway.http.app import create_http_app
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, build_provider
+from gateway.routing.comparisons import Comparisons
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.evaluation import Evaluator
 from gateway.routing.experiments import Experiments
@@ -30,6 +31,7 @@ from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.fleet import Fleet, new_origin
 from gateway.routing.key_registry import KeyRegistry
 from gateway.routing.metrics import RoutingMetrics
+from gateway.routing.pairwise import PairwiseService
 from gateway.routing.quota import Quota, QuotaShare
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
@@ -138,6 +140,16 @@ class Gateway:
             if p.enabled
         }
         self.catalog = Catalog(config, self.providers)
+        self.comparisons = Comparisons(
+            config.comparisons,
+            self.catalog,
+            self.recorder,
+            self.blacklist,
+            self.store,
+            self.fleet.origin,
+            interval=storage.share_interval,
+            clock=clock,
+        )
         self.dispatcher = Dispatcher(
             self.catalog,
             self.selector,
@@ -147,6 +159,7 @@ class Gateway:
             wall=clock,
             traces=traces[0] if traces is not None else None,
             experiments=self.experiments,
+            shadows=self.comparisons if config.comparisons else None,
         )
         # An answer another worker or replica gave reaches the store within one flush:
         # a rating that arrives here first waits that long for it instead of a 404.
@@ -159,6 +172,7 @@ class Gateway:
             settle=lambda: settle if storage.share or workers > 1 else 0.0,
             experiments=self.experiments,
         )
+        self.pairwise = PairwiseService(self.feedback, clock)
         # Workers of one `gatewise serve` share a directory of their counts (one worker: none).
         self.metrics = Metrics(
             self.recorder.metrics,
@@ -199,6 +213,7 @@ class Gateway:
         self.key_registry.start()
         self.experiments.start()
         self.metrics.start()
+        self.comparisons.start()
         if any(tenant.limited for tenant in self.keys.tenants()):
             self.quota_share.start()
         for provider in config.providers:
@@ -239,6 +254,7 @@ class Gateway:
 
     async def stop(self) -> None:
         self.ready = False
+        await self.comparisons.stop()  # its calls' outcomes reach the evaluator and writer
         await self.metrics.close()
         await self.evaluator.close()
         await self.writer.close()

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import socket
 import sys
+from collections.abc import Mapping
 
 from gateway.core.config import Config, ConfigError, config_path, load_config
 
@@ -51,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"gatewise: {exc}", file=sys.stderr)
         return 2
-    problem = _storage_problem(config)
+    problem = _storage_problem(config) or _log_config_problem(os.environ)
     if args.command == "check":
         print(describe(config))
         if problem:
@@ -83,7 +85,60 @@ def _storage_problem(config: Config) -> str | None:
         return str(exc)
 
 
-def describe(config: Config) -> str:
+def _log_config_problem(env: Mapping[str, str]) -> str | None:
+    """A GATEWISE_LOG_CONFIG that could not configure logging, said before start-up."""
+    from gateway.core.logs import LOG_CONFIG_ENV
+
+    path = env.get(LOG_CONFIG_ENV)
+    if not path:
+        return None
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            raw = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as exc:
+        return f"{LOG_CONFIG_ENV}={path}: cannot be read as YAML or JSON ({exc.__class__.__name__})"
+    if not isinstance(raw, dict) or "version" not in raw:
+        return (
+            f"{LOG_CONFIG_ENV}={path}: expected a logging.config.dictConfig mapping with 'version'"
+        )
+    return None
+
+
+def _observability(config: Config, env: Mapping[str, str]) -> list[str]:
+    """Where the admin API, /metrics, traces and logs go, as `serve` would set them up."""
+    from gateway.core.logs import LOG_CONFIG_ENV
+    from gateway.server.tracing import wanted
+
+    s = config.server
+    local = "direct local requests only (no server.admin_token)"
+    admin = "server.admin_token" if s.admin_token else local
+    if s.metrics_token:
+        metrics = "server.metrics_token (or the admin token)"
+    else:
+        metrics = "the admin token" if s.admin_token else local
+    if not wanted(env):
+        traces = "off (set OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT)"
+    elif importlib.util.find_spec("opentelemetry.sdk") is None:
+        traces = "asked for by OTEL_*, but the 'tracing' extra is not installed: off"
+    elif env.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "console":
+        traces = "to the console (OTEL_TRACES_EXPORTER=console)"
+    else:
+        endpoint = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get(
+            "OTEL_EXPORTER_OTLP_ENDPOINT", "the SDK's default endpoint"
+        )
+        traces = f"OTLP to {_shown(endpoint)}"
+    logs = env.get(LOG_CONFIG_ENV)
+    return [
+        f"admin api: {admin}",
+        f"metrics: GET /metrics, {metrics}",
+        f"traces: {traces}",
+        "logs: " + (f"as {LOG_CONFIG_ENV}={logs} says" if logs else "JSON lines to stderr"),
+    ]
+
+
+def describe(config: Config, env: Mapping[str, str] = os.environ) -> str:
     lines = [f"configuration: {config.source}", "providers:"]
     for p in config.providers:
         state = "enabled" if p.enabled else f"DISABLED ({', '.join(p.missing_env)} not set)"
@@ -115,6 +170,7 @@ def describe(config: Config) -> str:
         f"{s.idle_timeout:g} s, max connections {connections}, max head "
         f"{s.max_header_bytes:,} bytes / {s.max_headers:,} headers"
     )
+    lines.extend(_observability(config, env))
     return "\n".join(lines)
 
 

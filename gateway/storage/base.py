@@ -45,8 +45,14 @@ implementation shares:
 * Filters (``model``, ``conversation_type``, ``since``, ``until``) apply to the rows
   being counted: for feedback aggregates and trends that is the latest rating of each
   response (its ``ts`` decides the window and the bucket).
-* ``prune()`` never deletes responses or feedback; ``prune_payloads()`` clears the stored
-  ``prompt``/``answer`` text of responses older than the cut-off.
+* ``comparison_pairs`` (schema version 5) holds same-prompt pairs by ``pair_id``
+  (``PAIR_COLUMNS``, storage/pairs.py); writing one again replaces it. A verdict
+  (``add_verdict``) replaces the earlier verdict on the same two answers, whichever way
+  round they were given, and marks its pair judged; ``verdict_tallies`` counts the
+  latest verdicts by (model_a, model_b, winner).
+* ``prune()`` never deletes responses, feedback, pairs or verdicts; ``prune_payloads()``
+  clears the stored ``prompt``/``answer`` text of responses older than the cut-off, and
+  the text of pairs older than it (such a pair is no longer offered by ``next_pair``).
 """
 
 from __future__ import annotations
@@ -189,6 +195,35 @@ class Store(ABC):
         """Epoch-aligned buckets, ascending: ``ts`` (bucket start), ``responses``, mean
         ``auto_score``, ``flagged``, and ``feedback``/mean ``overall`` over the latest
         rating of each response, bucketed by that rating's ``ts``."""
+
+    # ---- same-prompt pairs and pairwise verdicts (schema version 5) ----
+
+    @abstractmethod
+    async def write_pairs(self, pairs: Sequence[Mapping[str, Any]]) -> None:
+        """Upsert pairs (``PAIR_COLUMNS``) by pair_id, in one transaction."""
+
+    @abstractmethod
+    async def pair_of(self, a_response_id: str, b_response_id: str) -> Row | None:
+        """The pair of these two answers, in either order, or ``None``."""
+
+    @abstractmethod
+    async def next_pair(self, owner: str | None, *, everyone: bool, offset: int = 0) -> Row | None:
+        """The newest pair not yet judged that ``owner`` may see (``everyone``: any pair;
+        else the owner's and those with no owner), skipping ``offset`` of them."""
+
+    @abstractmethod
+    async def add_verdict(self, verdict: Mapping[str, Any]) -> str | None:
+        """Record a verdict (``VERDICT_COLUMNS`` but ``pair_key``) and mark its pair (if
+        ``pair_id``) judged at its ``ts``; return the replaced verdict's winner, as seen
+        from this verdict's ``a``, or ``None``. One atomic step."""
+
+    @abstractmethod
+    async def verdict_tallies(self, route: str | None = None) -> list[Row]:
+        """``model_a``, ``model_b``, ``winner``, ``count`` over the latest verdicts."""
+
+    @abstractmethod
+    async def pair_counts(self) -> list[Row]:
+        """Per comparison: ``pairs`` kept and how many are ``judged``."""
 
     @abstractmethod
     async def prune_payloads(self, older_than: float) -> int:

@@ -122,12 +122,49 @@ MIGRATIONS: list[str] = [
     """
     CREATE TABLE written_batches (batch TEXT PRIMARY KEY, ts REAL NOT NULL);
     """,
-    # 5: the experiment and arm that served an answer (issue 21), so that its ratings, even
+    # 5: same-prompt comparisons: pairs of answers to one prompt (the client's and a
+    # challenger's shadow answer, with their text, to be judged blind), and the pairwise
+    # verdicts on them (the latest per unordered pair of answers: pair_key).
+    """
+    CREATE TABLE comparison_pairs (
+        pair_id TEXT PRIMARY KEY,
+        comparison TEXT NOT NULL,
+        route TEXT,
+        a_response_id TEXT NOT NULL,
+        b_response_id TEXT NOT NULL,
+        model_a TEXT NOT NULL,
+        model_b TEXT NOT NULL,
+        prompt TEXT,
+        answer_a TEXT,
+        answer_b TEXT,
+        owner TEXT,
+        ts REAL NOT NULL,
+        cost_b REAL NOT NULL DEFAULT 0,
+        judged_at REAL
+    );
+    CREATE INDEX comparison_pairs_a ON comparison_pairs (a_response_id);
+    CREATE INDEX comparison_pairs_b ON comparison_pairs (b_response_id);
+    CREATE INDEX comparison_pairs_pending ON comparison_pairs (judged_at, ts);
+
+    CREATE TABLE pairwise_verdicts (
+        pair_key TEXT PRIMARY KEY,
+        a_response_id TEXT NOT NULL,
+        b_response_id TEXT NOT NULL,
+        model_a TEXT NOT NULL,
+        model_b TEXT NOT NULL,
+        winner TEXT NOT NULL,
+        pair_id TEXT,
+        route TEXT,
+        ts REAL NOT NULL
+    );
+    CREATE INDEX pairwise_verdicts_models ON pairwise_verdicts (model_a, model_b);
+    """,
+    # 6: the experiment and arm that served an answer (issue 21), so that its ratings, even
     # after a restart, count for that arm; and what it cost (a combined metric weighs it).
     """
     ALTER TABLE responses ADD COLUMN experiment TEXT;
     ALTER TABLE responses ADD COLUMN arm TEXT;
     ALTER TABLE responses ADD COLUMN cost REAL;
     """,
-    # Append the next migration (version 6) here, with PostgreSQL's in migrations_postgres.py.
+    # Append the next migration (version 7) here, with PostgreSQL's in migrations_postgres.py.
 ]

@@ -45,6 +45,13 @@ import orjson
 from gateway.core.types import Attempt
 from gateway.storage.base import Store, StoreError
 from gateway.storage.migrations_postgres import MIGRATIONS
+from gateway.storage.pairs import (
+    PAIR_COLUMNS,
+    PairSql,
+    pair_values,
+    previous_winner,
+    verdict_values,
+)
 from gateway.storage.query import Params, Query, bucket_size, where
 from gateway.storage.rows import (
     ATTEMPT_COLUMNS,
@@ -73,6 +80,7 @@ __all__ = [
     "FEEDBACK_LOCK",
     "MIGRATION_LOCK",
     "PRUNE_LOCK",
+    "VERDICT_LOCK",
     "PostgresStore",
     "describe_url",
     "lock_key",
@@ -86,6 +94,7 @@ COUNTED_TABLES = ("attempts", "attempt_hourly", "state", "responses", "feedback"
 MIGRATION_LOCK = 0x67770001  # (this, lock_key(schema)): migrating one schema
 FEEDBACK_LOCK = 0x67770002  # (this, lock_key(response_id)): rating one response
 PRUNE_LOCK = 0x67770003  # (this, lock_key(schema)): pruning one schema
+VERDICT_LOCK = 0x67770005  # (this, lock_key(pair_key)): judging one pair of answers
 # PostgreSQL's refusals of a NUL character (22021) or its \u0000 escape (22P05).
 _NUL_REFUSED = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
 _HOST = r"(?:[\w.-]+|\[[\w:.%]+\])(?::\d+)?"  # name, IPv4 or [IPv6], and a port
@@ -233,6 +242,9 @@ def _bucket(size: int, p: Params) -> str:
     """The start of the epoch-aligned ``size``-second bucket holding ``ts`` (``floor``:
     a cast to an integer would round)."""
     return f"floor(ts / {p(size)}) * {p(size)}"
+
+
+_PAIRS = PairSql(lambda n: f"${n}")
 
 
 class PostgresStore(Store):
@@ -587,5 +599,48 @@ class PostgresStore(Store):
 
     async def prune_payloads(self, older_than: float) -> int:
         async with self._transaction() as conn:
+            await conn.execute(_PAIRS.prune_texts, float(older_than))
             status = await conn.execute(_PRUNE_PAYLOADS, float(older_than))
         return int(status.rpartition(" ")[2])  # "UPDATE n"
+
+    # ---- same-prompt pairs and pairwise verdicts (schema version 5) ----
+
+    async def write_pairs(self, pairs: Sequence[Mapping[str, Any]]) -> None:
+        rows = sorted((pair_values(pair) for pair in pairs), key=lambda row: str(row[0]))
+
+        async def upsert(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
+            await conn.executemany(_PAIRS.upsert_pair, rows)
+
+        await self._write(rows, upsert)
+
+    async def pair_of(self, a_response_id: str, b_response_id: str) -> Row | None:
+        values = _without_nul((a_response_id, b_response_id))
+        row = await self._ready().fetchrow(_PAIRS.pair_of, *values)
+        return dict(zip(PAIR_COLUMNS, row, strict=True)) if row is not None else None
+
+    async def next_pair(self, owner: str | None, *, everyone: bool, offset: int = 0) -> Row | None:
+        sql, values = _PAIRS.next_pair_sql(owner, everyone, offset)
+        row = await self._ready().fetchrow(sql, *_without_nul(values))
+        return dict(zip(PAIR_COLUMNS, row, strict=True)) if row is not None else None
+
+    async def add_verdict(self, verdict: Mapping[str, Any]) -> str | None:
+        values = _without_nul(verdict_values(verdict))
+        async with self._transaction() as conn:
+            # Verdicts on one pair of answers queue here until the previous one commits.
+            await conn.execute(
+                "SELECT pg_advisory_xact_lock($1, $2)", VERDICT_LOCK, lock_key(values[0])
+            )
+            previous = await conn.fetchrow(_PAIRS.previous_verdict, values[0])
+            await conn.execute(_PAIRS.upsert_verdict, *values)
+            if verdict.get("pair_id") is not None:
+                await conn.execute(_PAIRS.judged, verdict["ts"], values[6])
+        return previous_winner(tuple(previous) if previous is not None else None, values[1])
+
+    async def verdict_tallies(self, route: str | None = None) -> list[Row]:
+        sql, values = _PAIRS.tallies_sql(route)
+        rows = await self._ready().fetch(sql, *_without_nul(values))
+        return [{"model_a": a, "model_b": b, "winner": w, "count": int(n)} for a, b, w, n in rows]
+
+    async def pair_counts(self) -> list[Row]:
+        rows = await self._ready().fetch(_PAIRS.pair_counts)
+        return [{"comparison": c, "pairs": int(n), "judged": int(j)} for c, n, j in rows]

@@ -32,6 +32,13 @@ import orjson
 from gateway.core.types import Attempt
 from gateway.storage.base import Store, StoreError
 from gateway.storage.migrations import MIGRATIONS
+from gateway.storage.pairs import (
+    PAIR_COLUMNS,
+    PairSql,
+    pair_values,
+    previous_winner,
+    verdict_values,
+)
 from gateway.storage.query import Params, Query, bucket_size, where
 from gateway.storage.rows import (
     ATTEMPT_COLUMNS,
@@ -180,6 +187,9 @@ async def _enable_wal(db: aiosqlite.Connection) -> None:
                 raise
         await _pause(delay)
         delay = min(delay * 2, 0.1)
+
+
+_PAIRS = PairSql(lambda n: f"?{n}")  # numbered: a value may appear twice
 
 
 class SQLiteStore(Store):
@@ -504,5 +514,47 @@ class SQLiteStore(Store):
         return merge_trend(answered_rows, rated_rows)
 
     async def prune_payloads(self, older_than: float) -> int:
-        async with self._transaction() as db, db.execute(_PRUNE_PAYLOADS, (older_than,)) as cursor:
-            return cursor.rowcount
+        async with self._transaction() as db:
+            await db.execute(_PAIRS.prune_texts, (older_than,))
+            async with db.execute(_PRUNE_PAYLOADS, (older_than,)) as cursor:
+                return cursor.rowcount
+
+    # ---- same-prompt pairs and pairwise verdicts (schema version 5) ----
+
+    async def write_pairs(self, pairs: Sequence[Mapping[str, Any]]) -> None:
+        rows = [pair_values(pair) for pair in pairs]
+        if not rows:
+            return
+        async with self._transaction() as db:
+            await db.executemany(_PAIRS.upsert_pair, rows)
+
+    async def pair_of(self, a_response_id: str, b_response_id: str) -> Row | None:
+        async with self._connection() as db:
+            rows = await _fetch(db, _PAIRS.pair_of, (a_response_id, b_response_id))
+        return dict(zip(PAIR_COLUMNS, rows[0], strict=True)) if rows else None
+
+    async def next_pair(self, owner: str | None, *, everyone: bool, offset: int = 0) -> Row | None:
+        sql, values = _PAIRS.next_pair_sql(owner, everyone, offset)
+        async with self._connection() as db:
+            rows = await _fetch(db, sql, values)
+        return dict(zip(PAIR_COLUMNS, rows[0], strict=True)) if rows else None
+
+    async def add_verdict(self, verdict: Mapping[str, Any]) -> str | None:
+        values = verdict_values(verdict)
+        async with self._transaction() as db:
+            previous = await _fetch(db, _PAIRS.previous_verdict, (values[0],))
+            await db.execute(_PAIRS.upsert_verdict, values)
+            if verdict.get("pair_id") is not None:
+                await db.execute(_PAIRS.judged, (verdict["ts"], verdict["pair_id"]))
+        return previous_winner(tuple(previous[0]) if previous else None, values[1])
+
+    async def verdict_tallies(self, route: str | None = None) -> list[Row]:
+        sql, values = _PAIRS.tallies_sql(route)
+        async with self._connection() as db:
+            rows = await _fetch(db, sql, values)
+        return [{"model_a": a, "model_b": b, "winner": w, "count": int(n)} for a, b, w, n in rows]
+
+    async def pair_counts(self) -> list[Row]:
+        async with self._connection() as db:
+            rows = await _fetch(db, _PAIRS.pair_counts)
+        return [{"comparison": c, "pairs": int(n), "judged": int(j)} for c, n, j in rows]

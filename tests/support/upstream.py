@@ -57,6 +57,9 @@ class Behaviour:
     keep_alive_every: float | None = None
     # answer with a call of this tool (name, arguments) instead of text, streamed or not
     tool_call: tuple[str, dict[str, Any]] | None = None
+    # a barrier: a request sets `held` on arrival and is answered only once `hold` is set
+    hold: threading.Event | None = None
+    held: threading.Event = field(default_factory=threading.Event)
 
 
 class FakeUpstream:
@@ -124,6 +127,9 @@ class FakeUpstream:
             self.seen.append(Seen(request.method, path, dict(request.headers), body))
             model = body.get("model") if isinstance(body, dict) else None
             b = self._behaviour(model)
+            if b and b.hold is not None:
+                b.held.set()
+                await asyncio.to_thread(b.hold.wait, 60)
             if b and b.delay and await self._left_during(request, b.delay):
                 return Response(status_code=499)  # nobody reads it
             if b and (b.status != 200 or b.body is not None):

@@ -438,3 +438,44 @@ def test_unpriced_cache_tokens_cost_the_input_price() -> None:
     usage = Usage(3_000_000, 0, cached_tokens=2_000_000, cache_write_tokens=1_000_000)
     assert pricing.cost_of(usage) == pytest.approx(9)
     assert pricing.cost_of(None) == 0.0
+
+
+def _with_comparisons(*entries: dict) -> dict:
+    return {
+        "providers": [{"name": "p", "type": "mock"}],
+        "models": [
+            {"name": "a", "provider": "p"},
+            {"name": "e", "provider": "p", "conversation_types": ["embedding"]},
+        ],
+        "routes": [{"name": "auto", "models": ["a"]}],
+        "comparisons": list(entries),
+    }
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        ({"route": "nope", "challenger": "a", "sample": 0.1, "max_daily_usd": 1},
+         "comparisons[0].route: unknown route 'nope' (expected one of: auto)"),
+        ({"route": "auto", "challenger": "zz", "sample": 0.1, "max_daily_usd": 1},
+         "comparisons[0].challenger: unknown model 'zz'"),
+        ({"route": "auto", "challenger": "e", "sample": 0.1, "max_daily_usd": 1},
+         "comparisons[0].challenger: 'e' does not serve text-to-text"),
+        ({"route": "auto", "challenger": "a", "sample": 0, "max_daily_usd": 1},
+         "comparisons[0].sample: Input should be greater than 0"),
+        ({"route": "auto", "challenger": "a", "sample": 0.1},
+         "comparisons[0].max_daily_usd: required key is missing"),
+    ],
+)  # fmt: skip
+def test_comparison_errors_name_the_yaml_path(entry: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(_with_comparisons(entry), source="gw.yaml")
+    assert message in str(info.value)
+
+
+def test_a_comparison_is_named_after_its_route_and_challenger() -> None:
+    entry = {"route": "auto", "challenger": "a", "sample": 0.02, "max_daily_usd": 5}
+    [comparison] = parse_config(_with_comparisons(entry)).comparisons
+    assert comparison.key == "auto-vs-a" and comparison.max_concurrent == 4
+    with pytest.raises(ConfigError, match=r"comparisons\[1\]: 'auto-vs-a' is defined twice"):
+        parse_config(_with_comparisons(entry, entry))

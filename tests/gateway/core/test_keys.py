@@ -106,3 +106,18 @@ def test_runtime_keys_join_the_ring_and_revoking_them_all_never_opens_it() -> No
     ring.set_runtime({}, ever=True)  # revoked
     assert ring.find("gw-made") is None and not ring.open
     assert ring.configured() == []
+
+
+def test_a_runtime_key_found_once_is_found_as_it_is_now() -> None:
+    ring = KeyRing(["plain"])
+    hashed = hashlib.sha256(b"gw-made").hexdigest()
+    ring.set_runtime({hashed: Tenant("made")}, ever=True)
+    assert ring.find("gw-made") == Tenant("made")
+    # Its settings change (the admin narrowed it): the next request sees the new ones.
+    narrowed = Tenant("made", allowed=frozenset({"auto"}))
+    ring.set_runtime({hashed: narrowed}, ever=True)
+    assert ring.find("gw-made") == narrowed
+    # Rotated: the old secret stops working at once, the new one works.
+    ring.set_runtime({hashlib.sha256(b"gw-new").hexdigest(): narrowed}, ever=True)
+    assert ring.find("gw-made") is None and ring.find("gw-new") == narrowed
+    assert ring.find("plain") is not None and ring.find("plain") == ring.find("plain")

@@ -287,3 +287,44 @@ def test_check_names_a_bad_experiment_by_its_path_and_lists_good_ones(tmp_path: 
     assert result.returncode == 2
     assert "experiments[0].arms[1].model: unknown model 'c'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_says_where_metrics_traces_and_logs_go(tmp_path: Path) -> None:
+    config = yaml.safe_load(SHIPPED.read_text())
+    config["server"].update(admin_token="a-token", metrics_token="m-token")
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(config))
+    logging_config = tmp_path / "logging.yaml"
+    logging_config.write_text("version: 1\nroot: {level: INFO}\n")
+    result = run("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "admin api: server.admin_token" in result.stdout
+    assert "metrics: GET /metrics, server.metrics_token (or the admin token)" in result.stdout
+    assert "traces: off (set OTEL_TRACES_EXPORTER or OTEL_EXPORTER_OTLP_ENDPOINT)" in result.stdout
+    assert "logs: JSON lines to stderr" in result.stdout
+    assert "m-token" not in result.stdout and "a-token" not in result.stdout
+
+    result = run(
+        "check",
+        "--config",
+        str(path),
+        OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:4318",
+        GATEWISE_LOG_CONFIG=str(logging_config),
+    )
+    assert result.returncode == 0, result.stderr
+    assert "traces: OTLP to http://127.0.0.1:4318" in result.stdout
+    assert f"logs: as GATEWISE_LOG_CONFIG={logging_config} says" in result.stdout
+
+
+def test_check_and_serve_refuse_a_log_config_logging_cannot_use(tmp_path: Path) -> None:
+    broken = tmp_path / "logging.yaml"
+    broken.write_text("handlers: [not, a, mapping\n")
+    for command in ("check", "serve"):
+        result = run(command, "--config", str(SHIPPED), GATEWISE_LOG_CONFIG=str(broken))
+        assert result.returncode == 2, result.stderr
+        assert f"GATEWISE_LOG_CONFIG={broken}: cannot be read as YAML or JSON" in result.stderr
+    missing_version = tmp_path / "plain.yaml"
+    missing_version.write_text("handlers: {}\n")
+    result = run("check", "--config", str(SHIPPED), GATEWISE_LOG_CONFIG=str(missing_version))
+    assert result.returncode == 2
+    assert "expected a logging.config.dictConfig mapping with 'version'" in result.stderr

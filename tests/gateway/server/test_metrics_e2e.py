@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+import re
 import socket
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -18,6 +21,7 @@ from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="Linux SO_REUSEPORT")
 
+ROOT = Path(__file__).resolve().parents[3]
 ADMIN = {"authorization": "Bearer admin-secret"}
 SCRAPER = {"authorization": "Bearer metrics-secret"}
 KEY = {"authorization": "Bearer test-key"}
@@ -130,10 +134,34 @@ def test_a_burst_is_counted_exactly_across_two_workers(
         score = total(samples, "gatewise_selection_score", model="gamma", optimization="cost")
         assert score != 0
         samples = scrape(gw)
+    dashboard_reads_what_is_exported(samples)
     # Nothing secret or unbounded in a label.
     labels = {value for (_, ls) in samples for _, value in ls}
     assert not {"test-key", "admin-secret", "metrics-secret", "hi"} & labels
     assert not [v for v in labels if v.startswith("chatcmpl-")]
+
+
+def dashboard_reads_what_is_exported(samples: Samples) -> None:
+    """Every query of deploy/grafana-dashboard.json names series this scrape has, grouped
+    by labels they carry, and every $variable it uses is defined: a renamed metric or
+    label breaks this test, not the operators' dashboard."""
+    dashboard = json.loads((ROOT / "deploy" / "grafana-dashboard.json").read_text())
+    defined = {v["name"] for v in dashboard["templating"]["list"]}
+    labels_of: dict[str, set[str]] = {}
+    for name, ls in samples:
+        labels_of.setdefault(name, set()).update(k for k, _ in ls)
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 15
+    for expr in exprs:
+        names = set(re.findall(r"\bgatewise_[a-z_]+", expr))
+        assert names, expr
+        for name in names:
+            assert name in labels_of, f"{name} (in {expr!r}) is not exported"
+            for group in re.findall(r"by \(([^)]*)\)", expr):
+                wanted = {label.strip() for label in group.split(",")}
+                assert wanted <= labels_of[name] | {"instance", "job"}, (name, wanted)
+        for variable in re.findall(r"\$(\w+)", expr):
+            assert variable.startswith("__") or variable in defined, (variable, expr)
 
 
 def two_workers_with(

@@ -5,13 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import httpx
-import pytest
 
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
-
-pytest.importorskip("opentelemetry.sdk")
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 CLIENT_SPAN = "00f067aa0ba902b7"
