@@ -190,3 +190,38 @@ async def test_an_arm_whose_provider_is_disabled_is_refused_or_not_run() -> None
     other = Experiments([], MODELS, ROUTES, store, "two", enabled={"alpha"})
     with pytest.raises(InvalidRequest, match=r"arms\[1\]\.model: the model 'beta' is unavailable"):
         await other.create(SPEC)
+
+
+async def test_latency_and_cost_guards_stop_a_harmful_arm_not_a_noisy_one() -> None:
+    spec = {**SPEC, "guards": {"max_latency_p95_ms": 1000, "max_cost_per_answer_usd": 0.01,
+                               "min_samples": 20}}  # fmt: skip
+    exp = experiments(SQLiteStore(":memory:"), "one", Clock(), spec)
+    await exp.store.open()
+    running = exp.all["ab"]
+    b = running.own[1]
+    for i in range(40):  # 1 in 20 slower than 1 s (the p95 at the limit), cheap enough
+        latency = 1500.0 if i % 20 == 0 else 300.0
+        b.latency.add(latency)
+        b.slow += latency > 1000
+        b.cost.add(0.009 if i % 2 else 0.0105)
+    await exp.round()
+    assert exp.report("ab")["arms"][1]["status"] == "running"
+    for _ in range(30):  # now a third of its answers are slow
+        b.latency.add(2000.0)
+        b.slow += 1
+        b.cost.add(0.009)
+    await exp.round()
+    arm = exp.report("ab")["arms"][1]
+    assert arm["status"] == "stopped_by_guard" and arm["share"] == 0.0
+    assert arm["guard"] == "latency p95 above 1000 ms: 32 of 70 answers slower"
+    await exp.store.close()
+
+    dear = experiments(SQLiteStore(":memory:"), "two", Clock(), spec)
+    await dear.store.open()
+    c = dear.all["ab"].own[1]
+    for _ in range(25):
+        c.latency.add(100.0)
+        c.cost.add(0.05)
+    await dear.round()
+    assert dear.report("ab")["arms"][1]["guard"].startswith("cost per answer above $0.01")
+    await dear.store.close()
