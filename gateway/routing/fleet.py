@@ -14,6 +14,10 @@ when it changed later. A bench that begins here, and an operator's let-back, do 
 wait for the round: `save_benches()` stores them at once (in its own task for a bench,
 awaited by the admin request for a let-back), so what was acknowledged survives a
 crash. Nothing here runs on the request path.
+
+The per-prompt learners' evidence (gateway.routing.prompt_router) is shared the same way:
+each origin publishes its own sufficient statistics per (route, model), and each process
+adds every other origin's to its own (evidence is merged by adding, never overwritten).
 """
 
 from __future__ import annotations
@@ -27,15 +31,17 @@ import time
 from collections.abc import Callable
 
 from gateway.routing.blacklist import Blacklist
+from gateway.routing.prompt_router import Evidence, PromptRouter
 from gateway.routing.tracker import Stats, Tracker, aged
 from gateway.storage.base import Store
 
-__all__ = ["BLACKLIST", "STATS", "Fleet", "new_origin"]
+__all__ = ["BLACKLIST", "PROMPTS", "STATS", "Fleet", "new_origin"]
 
 log = logging.getLogger("gatewise.fleet")
 
 STATS = "stats"  # state kind of published Stats, keyed origin \x1f model \x1f conversation type
 BLACKLIST = "blacklist"  # state kind of bench entries, keyed by model
+PROMPTS = "prompts"  # state kind of per-prompt evidence, keyed origin \x1f route \x1f model
 _SEP = "\x1f"
 HALF_LIFE = 60.0  # seconds after which a silent peer's recent figures count half
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one
@@ -59,8 +65,10 @@ class Fleet:
         share: bool = True,
         clock: Callable[[], float] = time.time,
         half_life: float = HALF_LIFE,
+        prompts: PromptRouter | None = None,
     ) -> None:
         self.origin = origin
+        self.prompts = prompts  # per-prompt learners, if any route has one
         self.tracker = tracker
         self.blacklist = blacklist
         self.store = store
@@ -75,6 +83,9 @@ class Fleet:
         self._rows: dict[str, dict[tuple[str, str], tuple[Stats, float]]] = {}
         self._pulled: float | None = None  # when the last pull began
         self._published = -1  # the tracker's own_version last published
+        self._prompts_published = 0  # the per-prompt learners' version last published
+        # origin -> (route, model) -> that origin's per-prompt evidence
+        self._prompt_rows: dict[str, dict[tuple[str, str], Evidence]] = {}
         self._task: asyncio.Task[None] | None = None
         self._saving = asyncio.Lock()  # one writer of benches at a time: the newest wins
 
@@ -103,6 +114,7 @@ class Fleet:
 
     async def publish(self) -> None:
         """Store this process's own stats, if they changed since the last time."""
+        await self._publish_prompts()
         version = self.tracker.own_version
         if version == self._published:
             return
@@ -118,6 +130,45 @@ class Fleet:
             await self.store.save_states(items)
         self._published = version
 
+    async def _publish_prompts(self) -> None:
+        prompts = self.prompts
+        if prompts is None or prompts.version == self._prompts_published:
+            return
+        version = prompts.version
+        items = [
+            (PROMPTS, _SEP.join((self.origin, route, model)), data)
+            for route, model, data in prompts.state()
+        ]
+        if items:
+            await self.store.save_states(items)
+        self._prompts_published = version
+
+    async def _pull_prompts(self, since: float | None) -> None:
+        """Take in the other origins' per-prompt evidence that changed."""
+        prompts = self.prompts
+        if prompts is None:
+            return
+        changed = False
+        for key, data in (await self.store.load_states(PROMPTS, changed_since=since)).items():
+            origin, route, model = _parse(key)
+            if origin == self.origin or not origin:
+                continue
+            try:
+                evidence = Evidence.from_dict(data)
+            except (KeyError, TypeError, ValueError):
+                log.warning(
+                    "ignoring unreadable per-prompt evidence", extra={"fields": {"key": key}}
+                )
+                continue
+            self._prompt_rows.setdefault(origin, {})[(route, model)] = evidence
+            changed = True
+        if changed:
+            peers: dict[tuple[str, str], list[Evidence]] = {}
+            for rows in self._prompt_rows.values():
+                for which, evidence in rows.items():
+                    peers.setdefault(which, []).append(evidence)
+            prompts.set_peers(peers)
+
     async def pull(self) -> None:
         """Take in every other origin's latest stats: all at the first call, then what
         changed since the last (with a margin for clocks that differ between machines
@@ -125,6 +176,7 @@ class Fleet:
         now = self.clock()
         since = None if self._pulled is None else self._pulled - PULL_MARGIN
         self._pulled = now
+        await self._pull_prompts(since)
         clock = self.tracker.clock
         for key, data in (await self.store.load_states(STATS, changed_since=since)).items():
             origin, model, ctype = _parse(key)

@@ -1,0 +1,168 @@
+"""A prompt as a fixed-size vector, for learning which model answers which prompts well.
+
+No vocabulary and no pretrained model: words, word pairs and character 4-grams are
+hashed into a fixed number of buckets (the "hashing trick"), so the vector has the same
+size whatever the traffic, and two processes (or two machines) map the same prompt to
+the same vector. A few slots hold what hashing blurs: the prompt's length, its numbers,
+and markers of code and of mathematics.
+
+The text is the conversation's first and last user messages (the topic, and what is
+asked now), each cut to `MAX_CHARS`, so that the cost per request is bounded whatever
+the prompt's length: ~30-60 µs (bench/prompt_routing.py --timing).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import zlib
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["DENSE", "DIM", "Vector", "features", "prompt_text"]
+
+Vector = npt.NDArray[np.float64]
+
+DIM = 256  # the vector's size: a full covariance per model stays 512 KB (prompt_router)
+DENSE = 12  # slots 0..DENSE-1: the bias and the hand-made markers; hashed buckets after
+_BUCKETS = DIM - DENSE
+MAX_CHARS = 2000  # of each message used: the cost per request is bounded
+
+_TOKEN = re.compile(r"[a-z]+|0+|[^\sa-z0]")
+_DIGITS = str.maketrans("123456789", "000000000")  # every digit 0: a number's shape stays
+_CODE = ("```", "def ", "function", "class ", "#include", "import ", "=>", "()", "{", ";\n")
+_MATH = re.compile("0\\s?[-+*/^\u00d7\u00f7=<>]\\s?0|\\\\frac|\\\\sqrt|\\$")  # x, /: U+00D7, U+00F7
+_LOG_CHARS = math.log1p(4000.0)
+_LOG_NUMBERS = math.log1p(40.0)
+_LOG_TURNS = math.log1p(20.0)
+_HALF = 1 / math.sqrt(2.0)  # words and characters each make half the hashed part's norm
+_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads the 4-gram codes
+
+
+def prompt_text(body: Mapping[str, Any]) -> tuple[str, int]:
+    """The text to learn from in a request body of any of the text APIs (chat, messages,
+    completions, responses), and the number of user turns in it; ("", 0) if none."""
+    messages = body.get("messages")
+    if isinstance(messages, list):
+        users = [_text(m.get("content")) for m in messages if _is_user(m)]
+        users = [u for u in users if u]
+        if not users:
+            return "", 0
+        first, last = users[0][:MAX_CHARS], users[-1][:MAX_CHARS]
+        return (last if len(users) == 1 else f"{first}\n{last}"), len(users)
+    for key in ("prompt", "input"):
+        value = body.get(key)
+        if isinstance(value, str):
+            return value[:MAX_CHARS], 1
+        if isinstance(value, list):  # Responses input items, or a batch of prompts
+            parts = [_text(v.get("content")) if isinstance(v, dict) else _text(v) for v in value]
+            text = "\n".join(p for p in parts if p)
+            return text[:MAX_CHARS], 1 if text else 0
+    return "", 0
+
+
+def _is_user(message: Any) -> bool:
+    return isinstance(message, dict) and message.get("role") == "user"
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: {"type": "text", "text": ...}
+        return "\n".join(
+            p["text"] for p in content if isinstance(p, dict) and isinstance(p.get("text"), str)
+        )
+    return ""
+
+
+def features(text: str, turns: int = 1) -> Vector:
+    """The vector of one prompt: slot 0 the bias (always 1), then the markers (each in
+    0..1), then hashed words, word pairs and character 4-grams (with random signs, so
+    collisions cancel on average rather than add up), scaled to unit length."""
+    x = np.zeros(DIM)
+    x[0] = 1.0
+    if not text:
+        return x
+    lower = text.lower().translate(_DIGITS)
+    tokens = _TOKEN.findall(lower)
+    numbers = [t for t in tokens if t[0] == "0"]
+    n = len(text)
+    x[1] = min(math.log1p(n) / _LOG_CHARS, 1.0)
+    x[2] = min(math.log1p(len(numbers)) / _LOG_NUMBERS, 1.0)
+    x[3] = min(5.0 * sum(map(len, numbers)) / n, 1.0)
+    x[4] = min(len(_MATH.findall(lower)) / 3.0, 1.0)
+    x[5] = min(sum(map(lower.count, _CODE)) / 3.0, 1.0)
+    x[6] = 1.0 if "?" in text else 0.0
+    x[7] = min(text.count("\n") / 20.0, 1.0)
+    x[8] = min(math.log1p(max(turns - 1, 0)) / _LOG_TURNS, 1.0)
+    x[9] = min(4.0 * (len(text.encode()) - n) / n, 1.0)  # bytes past ASCII: other scripts
+    x[10] = 1.0 - len(numbers) / max(len(tokens), 1)
+    x[11] = 1.0 if any(t in _IMPERATIVE for t in tokens[:3]) else 0.0
+    hashed = x[DENSE:]
+    _words(hashed, tokens)
+    _chars(hashed, lower)
+    return x
+
+
+# Openings of a task rather than a question ("write", "rewrite", "explain"...): generic
+# English, not tuned to any data set.
+_IMPERATIVE = frozenset(
+    [
+        "write",
+        "rewrite",
+        "compose",
+        "draft",
+        "create",
+        "describe",
+        "explain",
+        "summarize",
+        "summarise",
+        "imagine",
+        "pretend",
+        "act",
+        "suggest",
+        "generate",
+        "list",
+        "edit",
+        "translate",
+        "give",
+        "help",
+    ]
+)
+
+
+def _words(out: Vector, tokens: list[str]) -> None:
+    """Words and adjacent pairs (every digit is a 0 by now: a number's value says little
+    about what kind of prompt it is, its length a little)."""
+    if not tokens:
+        return
+    crc = zlib.crc32
+    h = np.fromiter((crc(t.encode()) for t in tokens), dtype=np.uint64, count=len(tokens))
+    pairs = (h[:-1] * np.uint64(0x9E3779B1) + h[1:]) * _MIX >> np.uint64(32)
+    _add(out, np.concatenate((h, pairs)))
+
+
+def _chars(out: Vector, lower: str) -> None:
+    """Character 4-grams, hashed in one vectorised pass."""
+    code = np.frombuffer(lower.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    if len(code) < 4:
+        return
+    h = ((code[:-3] * np.uint64(1_000_003) + code[1:-2]) * np.uint64(1_000_003) + code[2:-1]) * (
+        np.uint64(1_000_003)
+    ) + code[3:]
+    h = (h * _MIX) >> np.uint64(32)
+    _add(out, h)
+
+
+def _add(out: Vector, h: npt.NDArray[np.uint64]) -> None:
+    """Count hashes `h` in their buckets, each signed by another bit of its hash, and
+    add the counts scaled to half of unit length."""
+    bucket = (h % np.uint64(_BUCKETS)).astype(np.intp)
+    sign = np.where((h >> np.uint64(24)) & np.uint64(1), 1.0, -1.0)
+    block = np.bincount(bucket, weights=sign, minlength=_BUCKETS)
+    norm = float(np.sqrt(block @ block))
+    if norm > 0:
+        out += block * (_HALF / norm)
