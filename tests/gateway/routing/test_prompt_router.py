@@ -25,7 +25,18 @@ from providers.base import Endpoint
 
 ROUTE = "auto"
 MODELS = ("prose", "maths")
-WORDS = "river garden letter story friend morning colour autumn music window".split()
+WORDS = [
+    "river",
+    "garden",
+    "letter",
+    "story",
+    "friend",
+    "morning",
+    "colour",
+    "autumn",
+    "music",
+    "window",
+]
 
 
 def math_prompt(rng: random.Random) -> str:
