@@ -249,7 +249,13 @@ class FeedbackService:
                 record.model, record.conversation_type, scores, previous, key=record.owner or ""
             )
             if self.prompts is not None:
-                self.prompts.rate(response_id, record.model, scores, key=record.owner or "")
+                self.prompts.rate(
+                    response_id,
+                    record.model,
+                    scores,
+                    key=record.owner or "",
+                    stored=(record.route, record.prompt),
+                )
         return {
             "object": "feedback",
             "response_id": response_id,

@@ -16,8 +16,9 @@ feature makes each regression's intercept a model-level estimate, so with few ra
 route has any rating, the selector's own order stands.
 
 The features of each answered request wait for their rating in a bounded map by
-response id (`PENDING` answers, ~0.5 KB each). One rating is one observation, however
-many dimensions it fills; a re-rating replaces the earlier one. No client key steers
+response id (`PENDING` answers, ~0.5 KB each); a rating of an answer that another
+worker gave is learned from when the store kept its prompt (`storage.log_payloads`).
+One rating is one observation, however many dimensions it fills; a re-rating replaces the earlier one. No client key steers
 routing for everyone: a key's ratings count up to the median weight of the keys that
 rated the route and no further (until the others catch up), as
 gateway.routing.scoring caps them for the model-level estimate.
@@ -31,6 +32,7 @@ Constants, and why (none is fitted to a data set):
 from __future__ import annotations
 
 import base64
+import contextlib
 import math
 import random
 import statistics
@@ -40,8 +42,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import orjson
 
-from gateway.routing.prompt_features import DIM, Vector
+from gateway.routing.prompt_features import DIM, Vector, features, prompt_text
 
 __all__ = ["NOISE", "PENDING", "RIDGE", "Posterior", "PromptRouter", "rating_value"]
 
@@ -259,12 +262,21 @@ class PromptRouter:
 
     # -- ratings -------------------------------------------------------------------------
     def rate(
-        self, response_id: str, model: str, scores: Mapping[str, float], key: str = ""
+        self,
+        response_id: str,
+        model: str,
+        scores: Mapping[str, float],
+        key: str = "",
+        stored: tuple[str | None, str | None] | None = None,
     ) -> bool:
         """Learn from one rating of an answer, by its response id; whether it taught
         anything (False: not an answer of a per-prompt route that this process still
-        remembers, or a rating of no quality dimension)."""
+        remembers, or a rating of no quality dimension). `stored` is the answer's route
+        and prompt as the store has them (the prompt when payloads are logged): an
+        answer another worker gave is learned from through them."""
         entry = self._pending.get(response_id)
+        if entry is None and stored is not None:
+            entry = self._from_stored(response_id, *stored)
         value = rating_value(scores)
         if entry is None or value is None:
             return False
@@ -285,6 +297,22 @@ class PromptRouter:
         entry.rated = (model, value, weight)
         self.version += 1
         return True
+
+    def _from_stored(
+        self, response_id: str, route: str | None, prompt: str | None
+    ) -> _Pending | None:
+        if route not in self.posteriors or not prompt:
+            return None
+        body: dict[str, Any] = {"prompt": prompt}
+        if prompt.startswith("["):  # the messages, as JSON (evaluation._prompt_text)
+            with contextlib.suppress(orjson.JSONDecodeError):
+                body = {"messages": orjson.loads(prompt)}
+        text, turns = prompt_text(body)
+        if not text:
+            return None
+        assert route is not None
+        self.remember(response_id, route, features(text, turns))
+        return self._pending[response_id]
 
     @staticmethod
     def _weight(learners: Iterable[Posterior], key: str) -> float:

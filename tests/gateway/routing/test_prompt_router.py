@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
+import orjson
 import pytest
 
 from gateway.core.config import parse_config
@@ -240,3 +241,17 @@ def test_the_selector_puts_the_model_for_this_prompt_first() -> None:
     assert first(math_prompt(rng), "m1") == "maths"
     assert first(prose_prompt(rng), "p1") == "prose"
     assert router.rate("m1", "maths", {"accuracy": 5})  # the features wait for the rating
+
+
+def test_an_answer_another_worker_gave_is_learned_from_its_stored_prompt() -> None:
+    """With payloads logged, the store has the prompt: the rating teaches as if the
+    features had waited here (the same features: the hashing is the same everywhere)."""
+    here, there = new_router(), new_router()
+    prompt = math_prompt(random.Random(6))
+    here.remember("r", ROUTE, x_of(prompt))
+    here.rate("r", "maths", {"accuracy": 5})
+    stored = orjson.dumps([{"role": "user", "content": prompt}]).decode()
+    assert there.rate("r", "maths", {"accuracy": 5}, stored=(ROUTE, stored))
+    assert np.allclose(here.posteriors[ROUTE]["maths"].mean, there.posteriors[ROUTE]["maths"].mean)
+    assert not there.rate("q", "maths", {"accuracy": 5}, stored=("other-route", stored))
+    assert not there.rate("q", "maths", {"accuracy": 5}, stored=(ROUTE, None))
