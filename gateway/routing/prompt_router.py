@@ -7,21 +7,26 @@ a ridge regression whose sufficient statistics are a D x D matrix and a D vector
 memory is fixed (~1.5 MB per model of such a route at D = 256) and evidence from other
 processes is merged by adding theirs (`state()` / `set_peers()`, shared by the Fleet).
 
-Routing samples each model's expected rating for this prompt from its posterior
-(Thompson sampling: a model whose quality on such prompts is uncertain is tried in
-proportion to the chance that it is the best) and serves the best, or with a quality
-tolerance the cheapest whose sample is within that fraction of the best. The bias
-feature makes each regression's intercept a model-level estimate, so with few ratings
-(or prompts unlike any rated one) routing falls back to model-level routing; before a
-route has any rating, the selector's own order stands.
+Routing takes each model's expected rating for this prompt (the posterior mean) plus a
+draw of its model-level uncertainty, that of a mean of its n ratings (Thompson sampling
+at the model level, so a model that fell behind by bad luck keeps being tried), and
+serves the best, or with a quality tolerance the cheapest within that fraction of the
+best. Per prompt it is greedy: prompts differ enough that greedy choices keep teaching
+both models (Bastani, Bayati and Khosravi, "Mostly exploration-free algorithms for
+contextual bandits", 2021); sampling the per-prompt posterior as well was measured to
+route almost at random, because the words no earlier prompt had keep their prior
+uncertainty forever (bench/README.md). The bias feature makes each regression's
+intercept a model-level estimate, so with few ratings (or prompts unlike any rated one)
+routing is model-level routing; before a route has any rating, the selector's order
+stands.
 
 The features of each answered request wait for their rating in a bounded map by
 response id (`PENDING` answers, ~0.5 KB each); a rating of an answer that another
 worker gave is learned from when the store kept its prompt (`storage.log_payloads`).
-One rating is one observation, however many dimensions it fills; a re-rating replaces the earlier one. No client key steers
-routing for everyone: a key's ratings count up to the median weight of the keys that
-rated the route and no further (until the others catch up), as
-gateway.routing.scoring caps them for the model-level estimate.
+One rating is one observation, however many dimensions it fills; a re-rating replaces
+the earlier one. No client key steers routing for everyone: a key's ratings count up to
+the median weight of the keys that rated the route and no further (until the others
+catch up), as gateway.routing.scoring caps them for the model-level estimate.
 
 Constants, and why (none is fitted to a data set):
 - `NOISE` 0.25: the variance of any score in 0..1 is at most 1/4 (a coin flip's).
