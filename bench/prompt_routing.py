@@ -17,8 +17,9 @@ Two measurements per seed (prompts shuffled by the seed):
 - held-out: a quarter of the prompts is set aside; the learner streams the rest (again
   and again, reshuffled, if it takes more to reach the checkpoint) until it has R
   ratings, then routes the set-aside prompts by its expected gain from the strong
-  model, sending to it those above the median gain over the prompts it learned from
-  (so about half): PGR at about half the strong calls, after R rated prompts.
+  model, sending to it the half with the highest gain (a threshold a gateway can set
+  from its recent traffic's expected gains, with no answer's quality known): PGR at
+  half the strong calls, after R rated prompts.
 
 PGR = (q - q_weak) / (q_strong - q_weak); the random-mix line at a share s of strong
 calls is q_weak + s (q_strong - q_weak) over the same prompts; the gap is q minus it.
@@ -184,8 +185,13 @@ def held_out(items: list[Item], seed: int, checkpoints: Sequence[int]) -> dict[i
         def gain(item: Item, learners: Any = learners) -> float:
             return float(item.x @ (learners["strong"].mean - learners["weak"].mean))
 
-        threshold = statistics.median(gain(item) for item in train)
-        served = [(item, int(gain(item) > threshold)) for item in test]
+        # Half of the set-aside prompts to the strong model, those it gains most on: the
+        # threshold is the median expected gain over them, as a gateway can calibrate it
+        # on its recent traffic without knowing any answer's quality.
+        gains = [gain(item) for item in test]
+        ranked = sorted(range(len(test)), key=gains.__getitem__, reverse=True)
+        strong = set(ranked[: len(test) // 2])
+        served = [(item, int(i in strong)) for i, item in enumerate(test)]
         result: dict[str, Any] = dict(_segment(served))
         result["requests_seen"] = stream.served
         result["repeats"] = passes > 0

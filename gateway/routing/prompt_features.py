@@ -38,8 +38,10 @@ _MATH = re.compile("0\\s?[-+*/^\u00d7\u00f7=<>]\\s?0|\\\\frac|\\\\sqrt|\\$")  # 
 _LOG_CHARS = math.log1p(4000.0)
 _LOG_NUMBERS = math.log1p(40.0)
 _LOG_TURNS = math.log1p(20.0)
-_HALF = 1 / math.sqrt(2.0)  # words and characters each make half the hashed part's norm
-_MIX = np.uint64(0x9E3779B97F4A7C15)  # Fibonacci hashing: spreads the 4-gram codes
+_HALF = 1 / math.sqrt(2.0)  # words and 4-grams each make half the hashed part's norm
+_MIX = np.uint32(0x9E3779B1)  # 2^32 / golden ratio
+_PAIR = np.uint32(0x01000193)  # FNV's prime: combines two word hashes into a pair's
+_GRAM = np.uint32(1_000_003)
 
 
 def prompt_text(body: Mapping[str, Any]) -> tuple[str, int]:
@@ -101,9 +103,7 @@ def features(text: str, turns: int = 1) -> Vector:
     x[9] = min(4.0 * (len(text.encode()) - n) / n, 1.0)  # bytes past ASCII: other scripts
     x[10] = 1.0 - len(numbers) / max(len(tokens), 1)
     x[11] = 1.0 if any(t in _IMPERATIVE for t in tokens[:3]) else 0.0
-    hashed = x[DENSE:]
-    _words(hashed, tokens)
-    _chars(hashed, lower)
+    _hashed(x[DENSE:], tokens, lower)
     return x
 
 
@@ -134,35 +134,24 @@ _IMPERATIVE = frozenset(
 )
 
 
-def _words(out: Vector, tokens: list[str]) -> None:
-    """Words and adjacent pairs (every digit is a 0 by now: a number's value says little
-    about what kind of prompt it is, its length a little)."""
-    if not tokens:
-        return
+def _hashed(out: Vector, tokens: list[str], lower: str) -> None:
+    """Words with adjacent word pairs, and character 4-grams, counted in their buckets
+    (each signed by another bit of its hash, so collisions cancel on average rather
+    than add up); each of the two scaled to half the hashed part's (unit) length. Every
+    digit is a 0 by now: a number's value says little about the kind of prompt, its
+    length a little. One vectorised pass in 32-bit arithmetic that wraps, as hashing
+    wants."""
     crc = zlib.crc32
-    h = np.fromiter((crc(t.encode()) for t in tokens), dtype=np.uint64, count=len(tokens))
-    pairs = (h[:-1] * np.uint64(0x9E3779B1) + h[1:]) * _MIX >> np.uint64(32)
-    _add(out, np.concatenate((h, pairs)))
-
-
-def _chars(out: Vector, lower: str) -> None:
-    """Character 4-grams, hashed in one vectorised pass."""
-    code = np.frombuffer(lower.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
-    if len(code) < 4:
-        return
-    h = ((code[:-3] * np.uint64(1_000_003) + code[1:-2]) * np.uint64(1_000_003) + code[2:-1]) * (
-        np.uint64(1_000_003)
-    ) + code[3:]
-    h = (h * _MIX) >> np.uint64(32)
-    _add(out, h)
-
-
-def _add(out: Vector, h: npt.NDArray[np.uint64]) -> None:
-    """Count hashes `h` in their buckets, each signed by another bit of its hash, and
-    add the counts scaled to half of unit length."""
-    bucket = (h % np.uint64(_BUCKETS)).astype(np.intp)
-    sign = np.where((h >> np.uint64(24)) & np.uint64(1), 1.0, -1.0)
-    block = np.bincount(bucket, weights=sign, minlength=_BUCKETS)
-    norm = float(np.sqrt(block @ block))
-    if norm > 0:
-        out += block * (_HALF / norm)
+    words = np.fromiter((crc(t.encode()) for t in tokens), dtype=np.uint32, count=len(tokens))
+    pairs = words[:-1] * _PAIR + words[1:]
+    code = np.frombuffer(lower.encode("utf-32-le"), dtype=np.uint32)
+    grams = ((code[:-3] * _GRAM + code[1:-2]) * _GRAM + code[2:-1]) * _GRAM + code[3:]
+    h = np.concatenate((words, pairs, grams)) * _MIX  # Fibonacci hashing: high bits mixed
+    bucket = ((h >> np.uint32(8)) % np.uint32(_BUCKETS)).astype(np.intp)
+    bucket[len(words) + len(pairs) :] += _BUCKETS  # 4-grams counted apart from words
+    sign = np.where(h >> np.uint32(31), 1.0, -1.0)
+    both = np.bincount(bucket, weights=sign, minlength=2 * _BUCKETS)
+    for block in (both[:_BUCKETS], both[_BUCKETS:]):
+        norm = math.sqrt(float(block @ block))
+        if norm > 0:
+            out += block * (_HALF / norm)
