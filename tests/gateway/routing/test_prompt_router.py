@@ -118,7 +118,7 @@ def test_it_learns_which_model_answers_which_kind_of_prompt() -> None:
     prose = [router.choose(ROUTE, x_of(prose_prompt(fresh)), MODELS, (1, 1)) for _ in range(50)]
     assert maths.count(1) >= 48 and prose.count(0) >= 48
     expected = router.expected(ROUTE, x_of(math_prompt(fresh)))
-    assert expected["maths"][0] > 0.8 > 0.2 > expected["prose"][0]
+    assert expected["maths"][0] > 0.75 > 0.25 > expected["prose"][0]
 
 
 def test_with_a_tolerance_the_cheaper_model_serves_when_it_is_close_enough() -> None:
