@@ -1,11 +1,13 @@
 """Per-prompt routing end to end: a real gateway process, a fake upstream over HTTP, the
 official openai SDK and ratings posted to /v1/feedback. One model is rated well on maths
 prompts and badly on prose, the other the other way round; after a few dozen ratings,
-requests go to the right model by the kind of their prompt."""
+requests go to the right model by the kind of their prompt, on the replica that took
+the ratings and on another replica of the same store."""
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -29,8 +31,8 @@ def prose(rng: random.Random) -> str:
     return f"Write a short poem about the {' '.join(rng.sample(WORDS, 3))}, gently."
 
 
-def config(upstream: FakeUpstream, per_prompt: bool) -> dict[str, Any]:
-    return {
+def config(upstream: FakeUpstream, per_prompt: bool, store: str | None = None) -> dict[str, Any]:
+    cfg = {
         "server": {"api_keys": ["test-key"]},
         "providers": [{"name": "up", "type": "openai", "base_url": upstream.url,
                        "api_key": "sk-upstream-secret-123456", "timeout": 5}],
@@ -41,6 +43,9 @@ def config(upstream: FakeUpstream, per_prompt: bool) -> dict[str, Any]:
         "routes": [{"name": "auto", "models": ["writer", "solver"], "per_prompt": per_prompt}],
         "selection": {"exploration_rate": 0, "score_refresh_seconds": 0, "seed": 1},
     }  # fmt: skip
+    if store is not None:
+        cfg["storage"] = {"url": store, "flush_interval": 0.2, "share_interval": 0.5}
+    return cfg
 
 
 @pytest.fixture
@@ -80,14 +85,18 @@ def rate(gw: GatewayProcess, response_id: str, accuracy: int) -> None:
     assert reply.status_code == 200, reply.text
 
 
-def train_and_test(gw: GatewayProcess, client: openai.OpenAI) -> tuple[int, int]:
-    """60 rated requests (solver right on maths, writer on prose), then 20 fresh prompts
-    of each kind: how many of each went to the model rated well on their kind."""
+def train(gw: GatewayProcess, client: openai.OpenAI) -> None:
+    """60 rated requests: solver right on maths, writer on prose."""
     rng = random.Random(3)
     for i in range(60):
         kind = "solver" if i % 2 else "writer"
         rid, model = ask(client, maths(rng) if kind == "solver" else prose(rng))
         rate(gw, rid, 5 if model == kind else 1)
+
+
+def routed(client: openai.OpenAI) -> tuple[int, int]:
+    """20 fresh prompts of each kind: how many of each went to the model rated well on
+    their kind."""
     fresh = random.Random(4)
     to_solver = sum(ask(client, maths(fresh))[1] == "solver" for _ in range(20))
     to_writer = sum(ask(client, prose(fresh))[1] == "writer" for _ in range(20))
@@ -99,7 +108,9 @@ def test_requests_go_to_the_model_rated_well_on_their_kind_of_prompt(
     client_of: Callable[[GatewayProcess], openai.OpenAI],
 ) -> None:
     gw = start(True)
-    to_solver, to_writer = train_and_test(gw, client_of(gw))
+    client = client_of(gw)
+    train(gw, client)
+    to_solver, to_writer = routed(client)
     assert to_solver >= 18 and to_writer >= 18
 
 
@@ -110,5 +121,28 @@ def test_without_per_prompt_one_model_serves_every_kind(
     """The same traffic and ratings on a model-level route: each model is right half
     the time, so the route cannot be right on both kinds (what per_prompt adds)."""
     gw = start(False)
-    to_solver, to_writer = train_and_test(gw, client_of(gw))
+    client = client_of(gw)
+    train(gw, client)
+    to_solver, to_writer = routed(client)
     assert to_solver + to_writer <= 30
+
+
+def test_another_replica_routes_on_what_the_first_learned(
+    upstream: FakeUpstream,
+    store_url: str,
+    start_gateway: Callable[..., GatewayProcess],
+    client_of: Callable[[GatewayProcess], openai.OpenAI],
+) -> None:
+    """Ratings taken by replica a reach replica b through the store (the evidence is
+    added to b's own, not copied over it): b routes by prompt kind too."""
+    a = start_gateway(config(upstream, True, store_url))
+    b = start_gateway(config(upstream, True, store_url))
+    on_b = client_of(b)
+    assert ask(on_b, maths(random.Random(9)))[1] == "writer"  # b knows nothing yet
+    train(a, client_of(a))
+    deadline = time.monotonic() + 10
+    while ask(on_b, maths(random.Random(9)))[1] != "solver":  # b's next pull
+        assert time.monotonic() < deadline, "b never learned what a did"
+        time.sleep(0.1)
+    to_solver, to_writer = routed(on_b)
+    assert to_solver >= 18 and to_writer >= 18
