@@ -334,6 +334,44 @@ class PromptRouter:
         cap = statistics.median(weights.values())
         return min(1.0, max(cap - mine, 0.0))
 
+    def summary(self) -> list[dict[str, Any]]:
+        """What each per-prompt learner rests on, for the admin API: per route and model,
+        the ratings (weighted, the fleet's), the keys they came from, their mean, and the
+        expected rating (1-5) on the typical rated prompt of the route and how far it
+        spreads between the route's rated prompts (a learner that tells prompts apart
+        spreads its expectations)."""
+        out = []
+        for route, learners in self.posteriors.items():
+            together = Evidence()
+            for posterior in learners.values():
+                together.add(posterior.own)
+                together.add(posterior.peers)
+            # x[0] is 1 for every prompt: row 0 of sum(w x xT) is sum(w x), so the
+            # typical rated prompt is that over sum(w).
+            typical = together.xx[0] / together.n if together.n else None
+            for model, posterior in learners.items():
+                n = posterior.n
+                keys = set(posterior.own.keys) | set(posterior.peers.keys)
+                mean = float(posterior.own.xy[0] + posterior.peers.xy[0]) / n if n else None
+                expected = spread = None
+                if typical is not None:
+                    expected = 1 + 4 * float(typical @ posterior.mean)
+                    # E[(x.m)^2] over rated prompts, from the second moments
+                    second = float(posterior.mean @ together.xx @ posterior.mean) / together.n
+                    spread = 4 * math.sqrt(max(second - (expected - 1) ** 2 / 16, 0.0))
+                out.append(
+                    {
+                        "route": route,
+                        "model": model,
+                        "ratings": round(n, 3),
+                        "keys": len(keys),
+                        "mean_rating": None if mean is None else round(1 + 4 * mean, 3),
+                        "expected_typical": None if expected is None else round(expected, 3),
+                        "expected_spread": None if spread is None else round(spread, 3),
+                    }
+                )
+        return out
+
     # -- the fleet -----------------------------------------------------------------------
     def state(self) -> list[tuple[str, str, dict[str, Any]]]:
         """This process's own evidence: (route, model, data) for each that has some."""

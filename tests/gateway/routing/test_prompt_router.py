@@ -255,3 +255,15 @@ def test_an_answer_another_worker_gave_is_learned_from_its_stored_prompt() -> No
     assert np.allclose(here.posteriors[ROUTE]["maths"].mean, there.posteriors[ROUTE]["maths"].mean)
     assert not there.rate("q", "maths", {"accuracy": 5}, stored=("other-route", stored))
     assert not there.rate("q", "maths", {"accuracy": 5}, stored=(ROUTE, None))
+
+
+def test_the_summary_shows_what_each_learner_rests_on() -> None:
+    router = new_router()
+    assert [r["ratings"] for r in router.summary()] == [0, 0]
+    teach(router, random.Random(7), 80, key="k")
+    rows = {r["model"]: r for r in router.summary()}
+    assert rows["maths"]["ratings"] + rows["prose"]["ratings"] == 80
+    assert rows["maths"]["keys"] == 1
+    assert 1 <= rows["maths"]["mean_rating"] <= 5
+    # each model is right on half the prompts: its expectations spread far apart
+    assert rows["maths"]["expected_spread"] > 1.0 and rows["prose"]["expected_spread"] > 1.0

@@ -112,6 +112,12 @@ def test_requests_go_to_the_model_rated_well_on_their_kind_of_prompt(
     train(gw, client)
     to_solver, to_writer = routed(client)
     assert to_solver >= 18 and to_writer >= 18
+    # The evidence, for the dashboard: 60 ratings between the two, and each model's
+    # expectations spread apart over the prompts (it tells maths from prose).
+    learners = httpx.get(gw.url + "/performance/prompts", timeout=10).json()["data"]
+    assert {(r["route"], r["model"]) for r in learners} == {("auto", "writer"), ("auto", "solver")}
+    assert sum(r["ratings"] for r in learners) == pytest.approx(60)
+    assert all(r["expected_spread"] > 1.0 for r in learners)
 
 
 def test_without_per_prompt_one_model_serves_every_kind(
