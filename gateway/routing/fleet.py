@@ -45,6 +45,7 @@ PROMPTS = "prompts"  # state kind of per-prompt evidence, keyed origin \x1f rout
 _SEP = "\x1f"
 HALF_LIFE = 60.0  # seconds after which a silent peer's recent figures count half
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one
+MAX_ORIGINS = 32  # peers whose per-prompt evidence is kept apart (the rest: one sum)
 
 
 def new_origin() -> str:
@@ -84,8 +85,12 @@ class Fleet:
         self._pulled: float | None = None  # when the last pull began
         self._published = -1  # the tracker's own_version last published
         self._prompts_published = 0  # the per-prompt learners' version last published
-        # origin -> (route, model) -> that origin's per-prompt evidence
+        # origin -> (route, model) -> that origin's per-prompt evidence (~0.5 MB each),
+        # kept apart for the latest MAX_ORIGINS origins; older ones are folded into one sum
         self._prompt_rows: dict[str, dict[tuple[str, str], Evidence]] = {}
+        self._prompt_at: dict[str, float] = {}  # origin -> when its evidence last changed
+        self._folded: dict[tuple[str, str], Evidence] = {}
+        self._folded_n: dict[str, dict[tuple[str, str], float]] = {}  # what each folded had
         self._task: asyncio.Task[None] | None = None
         self._saving = asyncio.Lock()  # one writer of benches at a time: the newest wins
 
@@ -153,6 +158,12 @@ class Fleet:
             origin, route, model = _parse(key)
             if origin == self.origin or not origin:
                 continue
+            n = data.get("n")
+            if self._folded_n.get(origin, {}).get((route, model)) == n:
+                continue  # counted already, in the folded sum
+            known = self._prompt_rows.get(origin, {}).get((route, model))
+            if known is not None and known.n == n and known.xy.tolist() == data.get("xy"):
+                continue  # read again within the look-back: not a change
             try:
                 evidence = Evidence.from_dict(data)
             except (KeyError, TypeError, ValueError):
@@ -161,13 +172,36 @@ class Fleet:
                 )
                 continue
             self._prompt_rows.setdefault(origin, {})[(route, model)] = evidence
+            self._prompt_at[origin] = self.clock()
             changed = True
         if changed:
-            peers: dict[tuple[str, str], list[Evidence]] = {}
+            self._fold()
+            peers: dict[tuple[str, str], list[Evidence]] = {
+                which: [evidence] for which, evidence in self._folded.items()
+            }
             for rows in self._prompt_rows.values():
                 for which, evidence in rows.items():
                     peers.setdefault(which, []).append(evidence)
             prompts.set_peers(peers)
+
+    def _fold(self) -> None:
+        """Bound the memory that stopped processes hold here: past MAX_ORIGINS origins,
+        the evidence of those silent longest (and past the pulls' look-back, so that
+        their rows are not read again) is added into one sum and its matrices let go.
+        A folded origin that publishes again is counted anew (its old part twice): a
+        process silent that long has stopped, as a restart is a new origin."""
+        now = self.clock()
+        while len(self._prompt_rows) > MAX_ORIGINS:
+            oldest = min(self._prompt_at, key=self._prompt_at.__getitem__)
+            if now - self._prompt_at[oldest] < 3 * PULL_MARGIN:
+                return  # that many live processes: they are the fleet, not a leak
+            del self._prompt_at[oldest]
+            rows = self._prompt_rows.pop(oldest)
+            for which, evidence in rows.items():
+                self._folded.setdefault(which, Evidence()).add(evidence)
+            self._folded_n[oldest] = {which: e.n for which, e in rows.items()}
+            if len(self._folded_n) > 10_000:  # names only, ~100 bytes each
+                del self._folded_n[next(iter(self._folded_n))]
 
     async def pull(self) -> None:
         """Take in every other origin's latest stats: all at the first call, then what

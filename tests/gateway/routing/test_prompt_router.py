@@ -16,7 +16,7 @@ from gateway.core.config import parse_config
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import ReplyJob
-from gateway.routing.fleet import Fleet
+from gateway.routing.fleet import MAX_ORIGINS, Fleet
 from gateway.routing.prompt_features import DIM, features, prompt_text
 from gateway.routing.prompt_router import Evidence, PromptRouter, rating_value
 from gateway.routing.selection import Selector
@@ -267,3 +267,34 @@ def test_the_summary_shows_what_each_learner_rests_on() -> None:
     assert 1 <= rows["maths"]["mean_rating"] <= 5
     # each model is right on half the prompts: its expectations spread far apart
     assert rows["maths"]["expected_spread"] > 1.0 and rows["prose"]["expected_spread"] > 1.0
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_stopped_processes_evidence_is_folded_not_kept_apart(store: SQLiteStore) -> None:
+    """Every restart is a new origin: past MAX_ORIGINS, the evidence of the long silent
+    ones is summed into one (memory stays bounded) and still counts, exactly once."""
+    for i in range(MAX_ORIGINS + 8):  # processes that rated once each, then stopped
+        router = new_router(i)
+        router.remember("r", ROUTE, x_of(math_prompt(random.Random(i))))
+        router.rate("r", "maths", {"accuracy": 5})
+        await Fleet(f"dead{i}", Tracker(), Blacklist(), store, prompts=router).publish()
+    clock = Clock()
+    here = new_router()
+    fleet = Fleet("here", Tracker(), Blacklist(), store, prompts=here, clock=clock)
+    await fleet.load()
+    assert here.posteriors[ROUTE]["maths"].n == MAX_ORIGINS + 8
+    clock.now += 60  # they stay silent; one process is alive
+    live = new_router()
+    teach(live, random.Random(1), 5)
+    await Fleet("live", Tracker(), Blacklist(), store, prompts=live).publish()
+    for _ in range(2):  # the look-back reads the old rows again: not counted twice
+        await fleet.pull()
+        assert len(fleet._prompt_rows) <= MAX_ORIGINS
+        assert sum(p.n for p in here.posteriors[ROUTE].values()) == MAX_ORIGINS + 8 + 5
