@@ -35,9 +35,6 @@ _TOKEN = re.compile(r"[a-z]+|0+|[^\sa-z0]")
 _DIGITS = str.maketrans("123456789", "000000000")  # every digit 0: a number's shape stays
 _CODE = ("```", "def ", "function", "class ", "#include", "import ", "=>", "()", "{", ";\n")
 _MATH = re.compile("0\\s?[-+*/^\u00d7\u00f7=<>]\\s?0|\\\\frac|\\\\sqrt|\\$")  # x, /: U+00D7, U+00F7
-_LOG_CHARS = math.log1p(4000.0)
-_LOG_NUMBERS = math.log1p(40.0)
-_LOG_TURNS = math.log1p(20.0)
 _HALF = 1 / math.sqrt(2.0)  # words and 4-grams each make half the hashed part's norm
 _MIX = np.uint32(0x9E3779B1)  # 2^32 / golden ratio
 _PAIR = np.uint32(0x01000193)  # FNV's prime: combines two word hashes into a pair's
@@ -81,9 +78,14 @@ def _text(content: Any) -> str:
 
 
 def features(text: str, turns: int = 1) -> Vector:
-    """The vector of one prompt: slot 0 the bias (always 1), then the markers (each in
-    0..1), then hashed words, word pairs and character 4-grams (with random signs, so
-    collisions cancel on average rather than add up), scaled to unit length."""
+    """The vector of one prompt: slot 0 the bias (always 1), then the markers, then
+    hashed words, word pairs and character 4-grams, scaled to unit length.
+
+    The markers are in units that span about 1 between a short and a long (or a plain
+    and a marked) prompt: counts on a log2 scale with 16x per unit, fractions scaled up.
+    A ridge regression's prior treats every unit alike, and a marker whose values all lie
+    within a few hundredths (log-length over 0..4,000 characters did) is all but ignored:
+    its effect cannot be told from the intercept's on a few hundred ratings."""
     x = np.zeros(DIM)
     x[0] = 1.0
     if not text:
@@ -92,16 +94,16 @@ def features(text: str, turns: int = 1) -> Vector:
     tokens = _TOKEN.findall(lower)
     numbers = [t for t in tokens if t[0] == "0"]
     n = len(text)
-    x[1] = min(math.log1p(n) / _LOG_CHARS, 1.0)
-    x[2] = min(math.log1p(len(numbers)) / _LOG_NUMBERS, 1.0)
-    x[3] = min(5.0 * sum(map(len, numbers)) / n, 1.0)
-    x[4] = min(len(_MATH.findall(lower)) / 3.0, 1.0)
-    x[5] = min(sum(map(lower.count, _CODE)) / 3.0, 1.0)
+    x[1] = _clip(math.log2(n / 256) / 4)  # 0 at 256 characters, 1 at 4,096
+    x[2] = _clip(math.log2(1 + len(numbers)) / 4)  # 1 at 15 numbers
+    x[3] = _clip(5.0 * sum(map(len, numbers)) / n)  # digits among the characters
+    x[4] = _clip(len(_MATH.findall(lower)) / 3.0)
+    x[5] = _clip(sum(map(lower.count, _CODE)) / 3.0)
     x[6] = 1.0 if "?" in text else 0.0
-    x[7] = min(text.count("\n") / 20.0, 1.0)
-    x[8] = min(math.log1p(max(turns - 1, 0)) / _LOG_TURNS, 1.0)
-    x[9] = min(4.0 * (len(text.encode()) - n) / n, 1.0)  # bytes past ASCII: other scripts
-    x[10] = 1.0 - len(numbers) / max(len(tokens), 1)
+    x[7] = _clip(math.log2(1 + text.count("\n")) / 4)  # 1 at 15 line breaks
+    x[8] = _clip(math.log2(max(turns, 1)) / 2)  # 1 at the fourth user turn
+    x[9] = _clip(4.0 * (len(text.encode()) - n) / n)  # bytes past ASCII: other scripts
+    x[10] = _clip(4.0 * len(numbers) / max(len(tokens), 1))  # numbers among the tokens
     x[11] = 1.0 if any(t in _IMPERATIVE for t in tokens[:3]) else 0.0
     _hashed(x[DENSE:], tokens, lower)
     return x
@@ -132,6 +134,10 @@ _IMPERATIVE = frozenset(
         "help",
     ]
 )
+
+
+def _clip(v: float) -> float:
+    return -2.0 if v < -2.0 else 2.0 if v > 2.0 else v
 
 
 def _hashed(out: Vector, tokens: list[str], lower: str) -> None:
