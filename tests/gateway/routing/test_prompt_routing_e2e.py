@@ -95,11 +95,13 @@ def train(gw: GatewayProcess, client: openai.OpenAI) -> None:
 
 
 def routed(client: openai.OpenAI) -> tuple[int, int]:
-    """20 fresh prompts of each kind: how many of each went to the model rated well on
-    their kind."""
+    """20 fresh prompts of each kind, alternating: how many of each went to the model
+    rated well on their kind."""
     fresh = random.Random(4)
-    to_solver = sum(ask(client, maths(fresh))[1] == "solver" for _ in range(20))
-    to_writer = sum(ask(client, prose(fresh))[1] == "writer" for _ in range(20))
+    to_solver = to_writer = 0
+    for _ in range(20):
+        to_solver += ask(client, maths(fresh))[1] == "solver"
+        to_writer += ask(client, prose(fresh))[1] == "writer"
     return to_solver, to_writer
 
 
