@@ -18,6 +18,8 @@ crash. Nothing here runs on the request path.
 The per-prompt learners' evidence (gateway.routing.prompt_router) is shared the same way:
 each origin publishes its own sufficient statistics per (route, model), and each process
 adds every other origin's to its own (evidence is merged by adding, never overwritten).
+A rating of an answer whose features another process holds is passed to it the same
+way (`PROMPT_RATINGS` rows, deleted once every process has had time to pull them).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
 
 from gateway.routing.blacklist import Blacklist
@@ -35,13 +38,16 @@ from gateway.routing.prompt_router import Evidence, PromptRouter
 from gateway.routing.tracker import Stats, Tracker, aged
 from gateway.storage.base import Store
 
-__all__ = ["BLACKLIST", "PROMPTS", "STATS", "Fleet", "new_origin"]
+__all__ = ["BLACKLIST", "PROMPTS", "PROMPT_RATINGS", "STATS", "Fleet", "new_origin"]
 
 log = logging.getLogger("gatewise.fleet")
 
 STATS = "stats"  # state kind of published Stats, keyed origin \x1f model \x1f conversation type
 BLACKLIST = "blacklist"  # state kind of bench entries, keyed by model
 PROMPTS = "prompts"  # state kind of per-prompt evidence, keyed origin \x1f route \x1f model
+# State kind of ratings taken here of answers another process gave (it holds their
+# features), keyed origin \x1f response id; deleted once every process has pulled them.
+PROMPT_RATINGS = "prompt_ratings"
 _SEP = "\x1f"
 HALF_LIFE = 60.0  # seconds after which a silent peer's recent figures count half
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one
@@ -91,6 +97,7 @@ class Fleet:
         self._prompt_at: dict[str, float] = {}  # origin -> when its evidence last changed
         self._folded: dict[tuple[str, str], Evidence] = {}
         self._folded_n: dict[str, dict[tuple[str, str], float]] = {}  # what each folded had
+        self._passed: deque[tuple[str, float]] = deque()  # rating rows sent, and when
         self._task: asyncio.Task[None] | None = None
         self._saving = asyncio.Lock()  # one writer of benches at a time: the newest wins
 
@@ -137,7 +144,10 @@ class Fleet:
 
     async def _publish_prompts(self) -> None:
         prompts = self.prompts
-        if prompts is None or prompts.version == self._prompts_published:
+        if prompts is None:
+            return
+        await self._pass_ratings(prompts)
+        if prompts.version == self._prompts_published:
             return
         version = prompts.version
         items = [
@@ -148,11 +158,48 @@ class Fleet:
             await self.store.save_states(items)
         self._prompts_published = version
 
+    async def _pass_ratings(self, prompts: PromptRouter) -> None:
+        """Store the ratings taken here of answers this process has no features of, for
+        the process that has them; delete those stored long enough ago that every
+        process has pulled them (their pulls look back PULL_MARGIN)."""
+        now = self.clock()
+        passed = self._passed
+        while passed and now - passed[0][1] > 3 * PULL_MARGIN + 2 * self.interval:
+            await self.store.delete_state(PROMPT_RATINGS, passed[0][0])
+            passed.popleft()
+        if not prompts.outbox:
+            return
+        waiting = list(prompts.outbox)
+        items = [
+            (PROMPT_RATINGS, _SEP.join((self.origin, rid)), {"model": m, "scores": s, "key": k})
+            for rid, m, s, k in waiting
+        ]
+        await self.store.save_states(items)  # kept in the outbox until stored
+        for _ in waiting:
+            prompts.outbox.popleft()
+        passed.extend((row, now) for _, row, _ in items)
+
+    async def _pull_ratings(self, prompts: PromptRouter, since: float | None) -> None:
+        """Learn from the ratings other processes took of answers given here."""
+        for row, data in (
+            await self.store.load_states(PROMPT_RATINGS, changed_since=since)
+        ).items():
+            origin, _, response_id = row.partition(_SEP)
+            if origin == self.origin:
+                continue
+            try:
+                prompts.rate(
+                    response_id, str(data["model"]), dict(data["scores"]), str(data["key"])
+                )
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring an unreadable passed rating", extra={"fields": {"key": row}})
+
     async def _pull_prompts(self, since: float | None) -> None:
         """Take in the other origins' per-prompt evidence that changed."""
         prompts = self.prompts
         if prompts is None:
             return
+        await self._pull_ratings(prompts, since)
         changed = False
         for key, data in (await self.store.load_states(PROMPTS, changed_since=since)).items():
             origin, route, model = _parse(key)

@@ -21,8 +21,10 @@ routing is model-level routing; before a route has any rating, the selector's or
 stands.
 
 The features of each answered request wait for their rating in a bounded map by
-response id (`PENDING` answers, ~0.5 KB each); a rating of an answer that another
-worker gave is learned from when the store kept its prompt (`storage.log_payloads`).
+response id (`PENDING` answers, ~0.5 KB each). A rating of an answer that another
+worker or replica gave is passed to the fleet (`outbox`), and the process that holds
+the answer's features learns from it at its next round; with `storage.log_payloads`
+the features are rebuilt from the stored prompt at once instead.
 One rating is one observation, however many dimensions it fills; a re-rating replaces
 the earlier one. No client key steers routing for everyone: a key's ratings count up to
 the median weight of the keys that rated the route and no further (until the others
@@ -56,6 +58,7 @@ __all__ = ["NOISE", "PENDING", "RIDGE", "Posterior", "PromptRouter", "rating_val
 NOISE = 0.25
 RIDGE = 1.0
 PENDING = 20_000  # answers whose features wait for a rating (matches ResponseIndex)
+OUTBOX = 10_000  # ratings waiting to be passed to the fleet (oldest dropped past it)
 KEYS = 10_000  # client keys remembered per route (their weights); more share one slot
 _ACCURACY = ("accuracy", "overall", "relevance", "helpfulness")  # as scoring.ACCURACY_DIMS
 _REFRESH = 500  # local rank-one updates before the inverse is recomputed from scratch
@@ -211,6 +214,9 @@ class PromptRouter:
         self._order: deque[str] = deque()
         self._size = pending
         self.version = 0  # bumped by every rating taken in (the fleet publishes on change)
+        # Ratings of answers of per-prompt routes whose features this process does not
+        # hold (another worker or replica answered): for the Fleet to pass on.
+        self.outbox: deque[tuple[str, str, dict[str, float], str]] = deque(maxlen=OUTBOX)
 
     def routes(self, route: str | None) -> bool:
         """Whether `route` routes per prompt."""
@@ -283,7 +289,13 @@ class PromptRouter:
         if entry is None and stored is not None:
             entry = self._from_stored(response_id, *stored)
         value = rating_value(scores)
-        if entry is None or value is None:
+        if value is None:
+            return False
+        if entry is None:
+            if stored is not None and stored[0] in self.posteriors:
+                # Another process of the fleet may hold its features: the Fleet passes
+                # the rating on (`outbox`), and that process learns from it.
+                self.outbox.append((response_id, model, dict(scores), key))
             return False
         learners = self.posteriors.get(entry.route)
         posterior = learners.get(model) if learners is not None else None
@@ -292,6 +304,8 @@ class PromptRouter:
         x = entry.x.astype(np.float64)
         if entry.rated is not None and entry.rated[0] == model:
             _, old, weight = entry.rated
+            if old == value:
+                return False  # the same rating again (e.g. read again from the fleet)
             posterior.replace(x, old, value, weight)
         else:
             weight = self._weight(learners.values(), key)

@@ -16,7 +16,7 @@ from gateway.core.config import parse_config
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import ReplyJob
-from gateway.routing.fleet import MAX_ORIGINS, Fleet
+from gateway.routing.fleet import MAX_ORIGINS, PROMPT_RATINGS, Fleet
 from gateway.routing.prompt_features import DIM, features, prompt_text
 from gateway.routing.prompt_router import Evidence, PromptRouter, rating_value
 from gateway.routing.selection import Selector
@@ -298,3 +298,31 @@ async def test_stopped_processes_evidence_is_folded_not_kept_apart(store: SQLite
         await fleet.pull()
         assert len(fleet._prompt_rows) <= MAX_ORIGINS
         assert sum(p.n for p in here.posteriors[ROUTE].values()) == MAX_ORIGINS + 8 + 5
+
+
+async def test_a_rating_taken_elsewhere_reaches_the_process_with_the_features(
+    store: SQLiteStore,
+) -> None:
+    """Worker a answered (it holds the features); the rating reached worker b, which has
+    no features of it and no stored prompt: b passes the rating on through the store, a
+    learns from it, and b then has the evidence through a's."""
+    clock = Clock()
+    routers = {name: new_router() for name in ("a", "b")}
+    fleets = {
+        name: Fleet(name, Tracker(), Blacklist(), store, prompts=router, clock=clock)
+        for name, router in routers.items()
+    }
+    routers["a"].remember("r1", ROUTE, x_of(math_prompt(random.Random(1))))
+    assert not routers["b"].rate("r1", "maths", {"accuracy": 5}, stored=(ROUTE, None))
+    assert not routers["b"].rate("r2", "maths", {"accuracy": 5}, stored=("other", None))
+    assert len(routers["b"].outbox) == 1  # only answers of per-prompt routes travel
+    for _ in range(3):  # rounds repeat: the rating is learned once
+        for fleet in fleets.values():
+            await fleet.publish()
+            await fleet.pull()
+    assert routers["a"].posteriors[ROUTE]["maths"].own.n == 1
+    assert routers["b"].posteriors[ROUTE]["maths"].n == 1
+    assert routers["b"].posteriors[ROUTE]["maths"].own.n == 0
+    clock.now += 60  # every process has pulled it by now: the passed rating is deleted
+    await fleets["b"].publish()
+    assert await store.load_states(PROMPT_RATINGS) == {}

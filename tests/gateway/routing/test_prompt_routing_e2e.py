@@ -141,16 +141,33 @@ def test_another_replica_routes_on_what_the_first_learned(
     start_gateway: Callable[..., GatewayProcess],
     client_of: Callable[[GatewayProcess], openai.OpenAI],
 ) -> None:
-    """Ratings taken by replica a reach replica b through the store (the evidence is
-    added to b's own, not copied over it): b routes by prompt kind too."""
+    """What replica a learned reaches replica b through the store (the evidence is
+    added to b's own, not copied over it): b routes by prompt kind too. Half of a's
+    answers are rated through b, which has neither their features nor (payloads not
+    logged) their prompts: b passes those ratings to a through the store."""
     a = start_gateway(config(upstream, True, store_url))
     b = start_gateway(config(upstream, True, store_url))
     on_b = client_of(b)
     assert ask(on_b, maths(random.Random(9)))[1] == "writer"  # b knows nothing yet
-    train(a, client_of(a))
+    on_a = client_of(a)
+    rng = random.Random(3)
+    for i in range(60):
+        kind = "solver" if i % 2 else "writer"
+        rid, model = ask(on_a, maths(rng) if kind == "solver" else prose(rng))
+        rate(a if i % 4 < 2 else b, rid, 5 if model == kind else 1)
     deadline = time.monotonic() + 10
     while ask(on_b, maths(random.Random(9)))[1] != "solver":  # b's next pull
         assert time.monotonic() < deadline, "b never learned what a did"
         time.sleep(0.1)
     to_solver, to_writer = routed(on_b)
     assert to_solver >= 18 and to_writer >= 18
+
+    # all 60 ratings taught the learners: those taken by b too, once each
+    def learned() -> float:
+        rows = httpx.get(b.url + "/performance/prompts", timeout=10).json()["data"]
+        return sum(r["ratings"] for r in rows)
+
+    deadline = time.monotonic() + 10
+    while learned() != pytest.approx(60):
+        assert time.monotonic() < deadline, f"learned from {learned()} ratings, not 60"
+        time.sleep(0.1)
