@@ -20,6 +20,7 @@ from typing import Any
 from gateway.core.errors import InvalidFeedback, NotFound, StoreUnavailable
 from gateway.core.keys import Tenant
 from gateway.core.types import ResponseRecord
+from gateway.routing.prompt_router import PromptRouter
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 from gateway.storage import Store
 
@@ -141,8 +142,10 @@ class FeedbackService:
         clock: Callable[[], float] = time.time,
         settle: Callable[[], float] = lambda: 0.0,
         pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        prompts: PromptRouter | None = None,
     ) -> None:
         self.index = index
+        self.prompts = prompts  # per-prompt learners: a rating teaches them too
         self.store = store
         self.tracker = tracker
         self.clock = clock
@@ -250,6 +253,14 @@ class FeedbackService:
             self.tracker.add_feedback(
                 record.model, record.conversation_type, scores, previous, key=record.owner or ""
             )
+            if self.prompts is not None:
+                self.prompts.rate(
+                    response_id,
+                    record.model,
+                    scores,
+                    key=record.owner or "",
+                    stored=(record.route, record.prompt),
+                )
         return {
             "object": "feedback",
             "response_id": response_id,

@@ -21,6 +21,8 @@ from gateway.core.config import ModelConfig, SelectionConfig
 from gateway.core.errors import AllModelsBlacklisted
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.dispatch import Job
+from gateway.routing.prompt_features import features, prompt_text
+from gateway.routing.prompt_router import PromptRouter
 from gateway.routing.ranking_table import RankingTable
 from gateway.routing.scoring import (
     AGING,
@@ -34,10 +36,12 @@ from gateway.routing.scoring import (
     total,
 )
 from gateway.routing.tracker import Stats, Tracker
+from providers.base import Endpoint
 
 __all__ = ["Score", "Selector"]
 
 _MODEL = attrgetter("model")
+_TEXT = frozenset((Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES))
 _RANKINGS = 256  # rankings kept, oldest out first; each table ~32 KB for 100 models
 
 
@@ -70,8 +74,10 @@ class Selector:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         refresh_seconds: float = 0.05,
+        prompts: PromptRouter | None = None,
     ) -> None:
         self.tracker = tracker
+        self.prompts = prompts  # the per-prompt learners of the routes that have them
         self.blacklist = blacklist
         self.config = config
         self.rng = rng or random.Random(config.seed)
@@ -206,6 +212,9 @@ class Selector:
         ordered = ranked.ordered
         if self.config.exploration_rate and self.rng.random() < self.config.exploration_rate:
             ordered = self._explore(target.name, healthy, ordered, job.ctype, optimization)
+        prompts = self.prompts
+        if prompts is not None and optimization == "accuracy" and prompts.routes(target.route):
+            ordered = self._per_prompt(prompts, job, ordered)
         if not first:
             return ordered
         if len(first) == 1:  # a target holds one object per model name (Catalog)
@@ -217,6 +226,37 @@ class Selector:
             return out
         ahead = {m.name for m in first}
         return first + [m for m in ordered if m.name not in ahead]
+
+    def _per_prompt(
+        self,
+        prompts: PromptRouter,
+        job: Job[Any, Any],
+        ordered: list[ModelConfig],
+        tolerance: float = 0.0,
+    ) -> list[ModelConfig]:
+        """The model the route's per-prompt learner picks for this prompt first, the
+        model-level order after it (for fallback); the features wait for the rating.
+        With a quality `tolerance`, the cheapest model within it of the best."""
+        if job.endpoint not in _TEXT:
+            return ordered
+        text, turns = prompt_text(job.body)
+        if not text:
+            return ordered
+        route = job.target.route
+        assert route is not None
+        x = features(text, turns)
+        prompts.remember(job.response_id, route, x)
+        costs = (
+            [self.expected_cost(m, self.tracker.stats(m.name, job.ctype)) for m in ordered]
+            if tolerance > 0
+            else ()
+        )
+        pick = prompts.choose(route, x, [m.name for m in ordered], costs, tolerance)
+        if not pick:  # None (no rating yet) or the model-level first already
+            return ordered
+        out = ordered[:]
+        out.insert(0, out.pop(pick))
+        return out
 
     def _healthy_of(
         self, candidates: Sequence[ModelConfig]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -31,6 +32,7 @@ from gateway.routing.fleet import Fleet, new_origin
 from gateway.routing.key_registry import KeyRegistry
 from gateway.routing.metrics import RoutingMetrics
 from gateway.routing.pairwise import PairwiseService
+from gateway.routing.prompt_router import PromptRouter
 from gateway.routing.quota import Quota, QuotaShare
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
@@ -69,8 +71,19 @@ class Gateway:
             clock=clock,
         )
         self.tracker = Tracker(clock=clock)
+        models = {m.name: m for m in config.models}
+        per_prompt = {
+            r.name: {m: models[m].priors.accuracy / 10 for m in r.models}
+            for r in config.routes
+            if r.per_prompt
+        }
+        self.prompts = PromptRouter(per_prompt, rng=random.Random(sel.seed)) if per_prompt else None
         self.selector = Selector(
-            self.tracker, self.blacklist, sel, refresh_seconds=sel.score_refresh_seconds
+            self.tracker,
+            self.blacklist,
+            sel,
+            refresh_seconds=sel.score_refresh_seconds,
+            prompts=self.prompts,
         )
         self.store = create_store(storage.url, pool_size=storage.pool_size)
         self.fleet = Fleet(
@@ -81,6 +94,7 @@ class Gateway:
             interval=storage.share_interval,
             share=storage.share,
             clock=clock,
+            prompts=self.prompts,
         )
         self.writer = StoreWriter(
             self.store,
@@ -152,6 +166,7 @@ class Gateway:
             self.tracker,
             clock,
             settle=lambda: settle if storage.share or workers > 1 else 0.0,
+            prompts=self.prompts,
         )
         self.pairwise = PairwiseService(self.feedback, clock)
         # Workers of one `gatewise serve` share a directory of their counts (one worker: none).

@@ -203,6 +203,30 @@ def test_unknown_model_in_a_route(tmp_path: Path) -> None:
     assert "routes[0].models[1]: unknown model 'ghost'" in message
 
 
+def test_per_prompt_route_needs_two_models(tmp_path: Path) -> None:
+    raw = base(routes=[{"name": "auto", "models": ["m1"], "per_prompt": True}])
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert "routes[0].per_prompt: a route needs at least two models" in message
+
+
+def test_per_prompt_route_needs_accuracy(tmp_path: Path) -> None:
+    raw = base(
+        routes=[
+            {"name": "auto", "models": ["m1", "m2"], "optimization": "cost", "per_prompt": True}
+        ]
+    )
+    message, _ = error_of(tmp_path, raw)
+    assert "routes[0].per_prompt: learns the accuracy" in message
+    assert "not 'cost'" in message
+
+
+def test_per_prompt_must_be_a_boolean(tmp_path: Path) -> None:
+    raw = base(routes=[{"name": "auto", "models": ["m1", "m2"], "per_prompt": "sometimes"}])
+    message, _ = error_of(tmp_path, raw)
+    assert "routes[0].per_prompt" in message
+
+
 def test_unknown_model_in_fallbacks(tmp_path: Path) -> None:
     raw = base()
     raw["models"][0]["fallbacks"] = ["ghost"]
