@@ -299,6 +299,9 @@ class RouteConfig(_Strict):
     name: str = Field(min_length=1)
     models: list[str] = Field(min_length=1)
     optimization: Optimization = "accuracy"
+    # With `cost`: serve the cheapest model whose expected quality (learned from ratings)
+    # is within this fraction of the best model's (0: the best; 1: the cheapest).
+    quality_tolerance: float | None = Field(None, ge=0, le=1)
 
 
 class SelectionConfig(_Strict):

@@ -113,6 +113,9 @@ class Job(ABC, Generic[R, P]):
     # by default, so that Call does not build a dict of its own per attempt.
     headers: Mapping[str, str] = NO_HEADERS
     traceparent: str | None = None  # the client's W3C trace context (read when tracing)
+    # With `cost`: the cheapest model within this fraction of the best expected quality
+    # (the x-gatewise-quality-tolerance header, else the route's quality_tolerance).
+    tolerance: float | None = None
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)
@@ -127,6 +130,8 @@ class Job(ABC, Generic[R, P]):
     def __post_init__(self) -> None:
         self.ctype = ENDPOINT_TYPES[self.endpoint]
         self.optimization = self.optimization or self.target.optimization
+        if self.tolerance is None:
+            self.tolerance = self.target.tolerance
         self.response_id = new_id(_ID_PREFIX[self.endpoint])
         self.stream = self.body.get("stream") is True
 

@@ -13,7 +13,9 @@ value * success + k / sqrt(p + f * q), with k = c * sqrt(ln(1 + N)), p = 1 / suc
 and q = m / success². Aging is factored: a model's aged evidence
 n = evidence * AGING ** (seq - last_seq) is f * m, with m = evidence * AGING **
 (anchor - last_seq) kept per model and f = AGING ** (seq - anchor) computed once per
-ranking; the anchor moves every REANCHOR attempts. The totals equal the explained ones
+ranking; the anchor moves every REANCHOR attempts. Quality's value is its posterior mean aged to
+the ranking's attempt count (`beliefs()`, with the spread selection samples from). The
+totals equal the explained ones
 (gateway.routing.scoring.total) to rounding: tests/gateway/routing/test_ranking_table.py checks it.
 """
 
@@ -26,7 +28,7 @@ from math import log1p, sqrt
 from operator import mul, ne
 
 from gateway.core.config import ModelConfig
-from gateway.routing.scoring import AGING, own
+from gateway.routing.scoring import AGING, Posterior, belief, level, own
 from gateway.routing.tracker import Stats, Tracker
 
 __all__ = ["RankingTable"]
@@ -51,8 +53,8 @@ class RankingTable:
 
     __slots__ = (
         "aged", "anchor", "changes", "count", "counted", "ctype", "evidence", "generation",
-        "index", "last_seq", "models", "optimization", "prior_weight", "reference", "requests",
-        "rows", "seen", "stats", "stream",
+        "index", "last_seq", "models", "optimization", "posteriors", "prior_weight",
+        "reference", "requests", "rows", "seen", "stats", "stream", "success",
     )  # fmt: skip
 
     def __init__(
@@ -86,6 +88,8 @@ class RankingTable:
         self.counted = [False] * n  # whether it counts towards the reference mean
         self.count = 0  # how many do
         self.anchor = 0
+        self.posteriors: list[Posterior | None] = [None] * n  # quality: what values rest on
+        self.success = [1.0] * n
 
     def sync(self, tracker: Tracker) -> int:
         """Recompute the parts of the models whose stats changed; returns how many."""
@@ -135,7 +139,7 @@ class RankingTable:
     def _set(self, i: int) -> None:
         stats = self.stats[i]
         opt = self.optimization
-        base, weight, lat, n, last, success, requests = own(
+        base, weight, lat, n, last, success, requests, post = own(
             self.models[i],
             None if stats is _NO_STATS else stats,  # type: ignore[arg-type]
             opt,
@@ -145,6 +149,8 @@ class RankingTable:
         self.evidence[i] = n
         self.last_seq[i] = last
         self.requests[i] = requests
+        self.posteriors[i] = post
+        self.success[i] = success
         m = self.aged[i] = n * AGING ** (self.anchor - last) if n else 0.0
         p = 1.0 / (success * success)  # success > 0: it has a prior
         if opt == "speed":
@@ -170,9 +176,11 @@ class RankingTable:
             own(m, None if s is _NO_STATS else s, opt, self.stream, self.prior_weight)  # type: ignore[arg-type]
             for m, s in zip(self.models, self.stats, strict=True)
         ]
-        base, weight, latency, evidence, last_seq, success, requests = map(
+        base, weight, latency, evidence, last_seq, success, requests, posteriors = map(
             list, zip(*parts, strict=True)
         )
+        self.posteriors = posteriors
+        self.success = success
         self.evidence = evidence
         self.last_seq = last_seq
         self.requests = requests
@@ -228,7 +236,23 @@ class RankingTable:
             ref = sum(self.reference) / count if count else 1.0
             # value * success = success * ref / (ref + cost): a free model (0) is worth 1
             return [s * ref / (ref + x) + k / sqrt(p + f * q) for s, x, p, q in self.rows]
-        return [vs + k / sqrt(p + f * q) for vs, p, q in self.rows]
+        means = [m for m, _ in self.beliefs(seq)]
+        if not k:
+            return means
+        return [m + k / sqrt(p + f * q) for m, (_, p, q) in zip(means, self.rows, strict=True)]
+
+    def beliefs(self, seq: int) -> list[tuple[float, float]]:
+        """Quality: every model's expected quality at `seq` and its standard error, both
+        times its success rate, in `models` order."""
+        shift = level(self.posteriors, seq)
+        return [
+            (mean * s, spread * s)
+            for (mean, spread), s in zip(
+                [belief(p, seq, shift) for p in self.posteriors],  # type: ignore[arg-type]
+                self.success,
+                strict=True,
+            )
+        ]
 
     def ranked(self, seq: int, c: float) -> list[ModelConfig]:
         """`models` best first; ties keep the configured order."""
