@@ -34,6 +34,10 @@ from gateway.routing.tracker import Stats, Tracker
 __all__ = ["RankingTable"]
 
 REANCHOR = 1024  # AGING ** 1024 ~ 0.006: m stays far from overflow and underflow
+# Routing's quality beliefs are recomputed for every model at most this many attempts
+# apart (in between, only the models whose stats changed): aging moves them by under
+# 7 % in that time (RATING_AGING ** 64), and recomputing 100 of them costs ~300 µs.
+BELIEFS_FRESH = 64
 FEW = 16  # changes since the last sync looked up one by one; more: every model checked
 
 
@@ -52,9 +56,10 @@ class RankingTable:
     only speed looks at)."""
 
     __slots__ = (
-        "aged", "anchor", "changes", "count", "counted", "ctype", "evidence", "generation",
-        "index", "last_seq", "models", "optimization", "posteriors", "prior_weight",
-        "reference", "requests", "rows", "seen", "stats", "stream", "success",
+        "aged", "anchor", "believed", "believed_seq", "changes", "count", "counted", "ctype",
+        "evidence", "generation", "index", "last_seq", "models", "optimization", "posteriors",
+        "prior_weight", "reference", "requests", "rows", "seen", "shift", "stale", "stats",
+        "stream", "success",
     )  # fmt: skip
 
     def __init__(
@@ -90,6 +95,12 @@ class RankingTable:
         self.anchor = 0
         self.posteriors: list[Posterior | None] = [None] * n  # quality: what values rest on
         self.success = [1.0] * n
+        # Routing's copy of beliefs(): as of `believed_seq` and level `shift`, but for the
+        # `stale` models (their stats changed since), which routing_beliefs() refreshes.
+        self.believed: list[tuple[float, float]] = []
+        self.believed_seq = 0
+        self.shift = 0.0
+        self.stale: set[int] = set()
 
     def sync(self, tracker: Tracker) -> int:
         """Recompute the parts of the models whose stats changed; returns how many."""
@@ -151,6 +162,7 @@ class RankingTable:
         self.requests[i] = requests
         self.posteriors[i] = post
         self.success[i] = success
+        self.stale.add(i)
         m = self.aged[i] = n * AGING ** (self.anchor - last) if n else 0.0
         p = 1.0 / (success * success)  # success > 0: it has a prior
         if opt == "speed":
@@ -181,6 +193,7 @@ class RankingTable:
         )
         self.posteriors = posteriors
         self.success = success
+        self.believed = []  # all changed: routing_beliefs() starts afresh
         self.evidence = evidence
         self.last_seq = last_seq
         self.requests = requests
@@ -245,14 +258,27 @@ class RankingTable:
         """Quality: every model's expected quality at `seq` and its standard error, both
         times its success rate, in `models` order."""
         shift = level(self.posteriors, seq)
-        return [
-            (mean * s, spread * s)
-            for (mean, spread), s in zip(
-                [belief(p, seq, shift) for p in self.posteriors],  # type: ignore[arg-type]
-                self.success,
-                strict=True,
-            )
-        ]
+        return [self._belief(i, seq, shift) for i in range(len(self.models))]
+
+    def _belief(self, i: int, seq: int, shift: float) -> tuple[float, float]:
+        mean, spread = belief(self.posteriors[i], seq, shift)  # type: ignore[arg-type]
+        s = self.success[i]
+        return mean * s, spread * s
+
+    def routing_beliefs(self, seq: int) -> list[tuple[float, float]]:
+        """beliefs() as routing uses them: recomputed for every model when the last full
+        pass is BELIEFS_FRESH attempts old, otherwise only for the models whose stats
+        changed since (by the same level)."""
+        n = len(self.models)
+        if len(self.believed) != n or seq - self.believed_seq >= BELIEFS_FRESH:
+            self.shift = level(self.posteriors, seq)
+            self.believed = [self._belief(i, seq, self.shift) for i in range(n)]
+            self.believed_seq = seq
+        else:
+            for i in self.stale:
+                self.believed[i] = self._belief(i, seq, self.shift)
+        self.stale.clear()
+        return self.believed
 
     def ranked(self, seq: int, c: float) -> list[ModelConfig]:
         """`models` best first; ties keep the configured order."""

@@ -51,6 +51,10 @@ _QUALITY = frozenset({"accuracy", "creativity"})
 # A model whose expected quality is this many standard errors (its own and the best's)
 # below the best is not drawn: its chance of being the best is below 1 in 30,000.
 _CONTENDING = 4.0
+# At most this many contenders are drawn from per request (those with the highest upper
+# bound, mean + 2 standard errors): a route of 100 models that ratings cannot yet tell
+# apart would otherwise cost 100 draws per request.
+_DRAWN = 8
 
 
 @dataclass(slots=True)
@@ -313,18 +317,23 @@ class Selector:
     def _believe(ranked: _Ranked, seq: int) -> None:
         """A quality ranking: by expected quality, with the models that may be the best."""
         models = ranked.table.models
-        beliefs = ranked.beliefs = ranked.table.beliefs(seq)
-        means = [m for m, _ in beliefs]
-        ranked.ordered = sorted(models, key=partial(next, iter(means)), reverse=True)
+        beliefs = ranked.beliefs = ranked.table.routing_beliefs(seq)
         if not beliefs:
-            ranked.contenders = []
+            ranked.ordered, ranked.contenders = [], []
             return
-        top = max(beliefs)
-        floor = top[0] - _CONTENDING * top[1]
+        means = [m for m, _ in beliefs]
+        spreads = [s for _, s in beliefs]
+        ranked.ordered = sorted(models, key=partial(next, iter(means)), reverse=True)
+        top = means.index(max(means))
+        floor = means[top] - _CONTENDING * spreads[top]
+        picked: Sequence[int] = range(len(means))
+        if len(means) > _DRAWN:  # the likeliest to be the best: bounded work per request
+            upper = [m + 2 * s for m, s in beliefs]
+            picked = sorted(picked, key=upper.__getitem__)[-_DRAWN:]
         ranked.contenders = [
-            (model, mean, spread)
-            for model, (mean, spread) in zip(models, beliefs, strict=True)
-            if mean + _CONTENDING * spread >= floor
+            (models[i], means[i], spreads[i])
+            for i in picked
+            if means[i] + _CONTENDING * spreads[i] >= floor
         ]
 
     def _drawn(self, contenders: Sequence[tuple[ModelConfig, float, float]]) -> ModelConfig:
@@ -412,7 +421,10 @@ class Selector:
 def _ahead(model: ModelConfig, ordered: list[ModelConfig]) -> list[ModelConfig]:
     if ordered[0] is model:
         return ordered
-    return [model, *(m for m in ordered if m is not model)]  # by identity: == compares fields
+    for i, m in enumerate(ordered):  # by identity: == compares fields; contenders lead
+        if m is model:
+            return [model, *ordered[:i], *ordered[i + 1 :]]
+    return ordered
 
 
 def _same(a: Sequence[ModelConfig], b: Sequence[ModelConfig]) -> bool:
