@@ -114,9 +114,9 @@ def belief(p: Posterior, seq: int, shift: float = 0.0) -> tuple[float, float]:
     standard error grows, up to that of a rating anywhere on the scale, so a model that
     is not rated for a while is re-tested, and a new rating weighs more against old ones."""
     f = RATING_AGING ** (seq - p.seq) if seq > p.seq else 1.0
-    w, s1, s2 = f * p.weight, f * p.total, f * p.squares
+    w, s1 = p.weight, p.total  # as of p.seq: prior and ratings fade alike, the mean stays
     mu = min(max(p.prior + shift, 0.0), 1.0)
-    prior = f * p.left * p.strength / VARIANCE_PRIOR  # the prior's precision
+    prior = p.left * p.strength / VARIANCE_PRIOR  # the prior's precision, as of p.seq
     # One rating's variance: before the ratings say how spread they are, the widest a
     # rating of this mean can have (all at the ends of the scale, m(1 - m)), as if seen
     # in VARIANCE_PRIOR_WEIGHT ratings; so that a few ratings that happen to agree (two
@@ -124,11 +124,11 @@ def belief(p: Posterior, seq: int, shift: float = 0.0) -> tuple[float, float]:
     m = (prior * mu + s1) / (prior + w)
     spread = VARIANCE_PRIOR_WEIGHT * max(m * (1.0 - m), 1e-4)
     if w > 1e-9:
-        spread += max(s2 - s1 * s1 / w, 0.0)
-    variance = spread / (VARIANCE_PRIOR_WEIGHT + w)
-    precision = prior + w / variance
-    mean = (prior * mu + s1 / variance) / precision
-    spread_of_mean = math.sqrt(min(1.0 / precision, VARIANCE_PRIOR))
+        spread += f * max(p.squares - s1 * s1 / w, 0.0)
+    variance = spread / (VARIANCE_PRIOR_WEIGHT + f * w)
+    mean = (prior * mu + s1 / variance) / (prior + w / variance)
+    precision = f * (prior + w / variance)
+    spread_of_mean = math.sqrt(VARIANCE_PRIOR if precision * VARIANCE_PRIOR <= 1 else 1 / precision)
     return mean * p.scale, spread_of_mean * p.scale
 
 

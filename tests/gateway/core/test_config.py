@@ -72,7 +72,8 @@ def test_shipped_config_validates_without_any_env_vars() -> None:
     # no client keys and no admin token: the gateway is open
     assert config.server.api_keys == []
     assert config.server.admin_token is None
-    assert {r.name for r in config.routes} == {"auto", "fast", "cheap"}
+    assert {r.name for r in config.routes} == {"auto", "fast", "cheap", "thrifty"}
+    assert next(r for r in config.routes if r.name == "thrifty").quality_tolerance == 0.1
 
 
 def test_shipped_config_with_keys_enables_providers() -> None:
@@ -438,3 +439,12 @@ def test_unpriced_cache_tokens_cost_the_input_price() -> None:
     usage = Usage(3_000_000, 0, cached_tokens=2_000_000, cache_write_tokens=1_000_000)
     assert pricing.cost_of(usage) == pytest.approx(9)
     assert pricing.cost_of(None) == 0.0
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "a lot"])
+def test_a_quality_tolerance_outside_0_to_1_names_its_path(tmp_path: Path, value: Any) -> None:
+    raw = base(routes=[{"name": "auto", "models": ["m1"], "optimization": "cost",
+                        "quality_tolerance": value}])  # fmt: skip
+    message, path = error_of(tmp_path, raw)
+    assert message.startswith(f"{path}: ")
+    assert "routes[0].quality_tolerance" in message
