@@ -303,6 +303,9 @@ class RouteConfig(_Strict):
     # Learn from ratings which of the route's models answers which kind of prompt well,
     # and route each text request on its own prompt (gateway/routing/prompt_router.py).
     per_prompt: bool = False
+    # With `cost`: serve the cheapest model whose expected quality (learned from ratings)
+    # is within this fraction of the best model's (0: the best; 1: the cheapest).
+    quality_tolerance: float | None = Field(None, ge=0, le=1)
 
 
 class SelectionConfig(_Strict):
