@@ -15,14 +15,16 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.errors import InvalidFeedback, NotFound, StoreUnavailable
 from gateway.core.keys import Tenant
 from gateway.core.types import ResponseRecord
-from gateway.routing.prompt_router import PromptRouter
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 from gateway.storage import Store
+
+if TYPE_CHECKING:  # numpy is loaded only when a route routes per prompt
+    from gateway.routing.prompt_router import PromptRouter
 
 __all__ = [
     "MAX_FEEDBACK_BYTES",

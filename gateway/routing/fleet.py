@@ -32,11 +32,14 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.routing.blacklist import Blacklist
-from gateway.routing.prompt_router import Evidence, PromptRouter
 from gateway.routing.tracker import Stats, Tracker, aged
 from gateway.storage.base import Store
+
+if TYPE_CHECKING:  # numpy is loaded only when a route routes per prompt
+    from gateway.routing.prompt_router import Evidence, PromptRouter
 
 __all__ = ["BLACKLIST", "PROMPTS", "PROMPT_RATINGS", "STATS", "Fleet", "new_origin"]
 
@@ -199,6 +202,8 @@ class Fleet:
         prompts = self.prompts
         if prompts is None:
             return
+        from gateway.routing.prompt_router import Evidence
+
         await self._pull_ratings(prompts, since)
         changed = False
         for key, data in (await self.store.load_states(PROMPTS, changed_since=since)).items():
@@ -231,12 +236,14 @@ class Fleet:
                     peers.setdefault(which, []).append(evidence)
             prompts.set_peers(peers)
 
-    def _fold(self) -> None:
+    def _fold(self) -> None:  # only with per-prompt routes (see _pull_prompts)
         """Bound the memory that stopped processes hold here: past MAX_ORIGINS origins,
         the evidence of those silent longest (and past the pulls' look-back, so that
         their rows are not read again) is added into one sum and its matrices let go.
         A folded origin that publishes again is counted anew (its old part twice): a
         process silent that long has stopped, as a restart is a new origin."""
+        from gateway.routing.prompt_router import Evidence
+
         now = self.clock()
         while len(self._prompt_rows) > MAX_ORIGINS:
             oldest = min(self._prompt_at, key=self._prompt_at.__getitem__)

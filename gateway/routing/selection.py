@@ -21,14 +21,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.config import ModelConfig, SelectionConfig
 from gateway.core.errors import AllModelsBlacklisted
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.dispatch import Job
-from gateway.routing.prompt_features import features, prompt_text
-from gateway.routing.prompt_router import PromptRouter
 from gateway.routing.ranking_table import RankingTable
 from gateway.routing.scoring import (
     AGING,
@@ -44,6 +42,9 @@ from gateway.routing.scoring import (
     total,
 )
 from gateway.routing.tracker import Stats, Tracker
+
+if TYPE_CHECKING:  # numpy is loaded only when a route routes per prompt
+    from gateway.routing.prompt_router import PromptRouter
 from providers.base import Endpoint
 
 __all__ = ["Score", "Selector"]
@@ -271,6 +272,8 @@ class Selector:
         """The model the route's per-prompt learner picks for this prompt first, the
         model-level order after it (for fallback); the features wait for the rating.
         With a quality `tolerance`, the cheapest model within it of the best."""
+        from gateway.routing.prompt_features import features, prompt_text
+
         if job.endpoint not in _TEXT:
             return ordered
         text, turns = prompt_text(job.body)

@@ -32,7 +32,6 @@ from gateway.routing.fleet import Fleet, new_origin
 from gateway.routing.key_registry import KeyRegistry
 from gateway.routing.metrics import RoutingMetrics
 from gateway.routing.pairwise import PairwiseService
-from gateway.routing.prompt_router import PromptRouter
 from gateway.routing.quota import Quota, QuotaShare
 from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
@@ -77,7 +76,11 @@ class Gateway:
             for r in config.routes
             if r.per_prompt
         }
-        self.prompts = PromptRouter(per_prompt, rng=random.Random(sel.seed)) if per_prompt else None
+        self.prompts = None
+        if per_prompt:  # numpy is loaded only when a route routes per prompt
+            from gateway.routing.prompt_router import PromptRouter
+
+            self.prompts = PromptRouter(per_prompt, rng=random.Random(sel.seed))
         self.selector = Selector(
             self.tracker,
             self.blacklist,
