@@ -195,8 +195,17 @@ def performance_routes(services: AdminServices) -> list[Route]:
             }
         )
 
+    async def prompts(request: Request) -> Response:
+        """The per-prompt learners of the routes that have one (`per_prompt: true`): the
+        ratings each model's rests on and what it expects."""
+        learners = services.selector.prompts
+        return json_response(
+            {"object": "list", "data": learners.summary() if learners is not None else []}
+        )
+
     return [
         Route("/performance", guarded(performance, services.store.OUTAGES), methods=["GET"]),
+        Route("/performance/prompts", guarded(prompts), methods=["GET"]),
         Route("/performance/rankings", guarded(ranking, services.store.OUTAGES), methods=["GET"]),
         Route("/performance/summary", guarded(summary, services.store.OUTAGES), methods=["GET"]),
         Route(

@@ -307,6 +307,12 @@ class RouteConfig(_Strict):
     name: str = Field(min_length=1)
     models: list[str] = Field(min_length=1)
     optimization: Optimization = "accuracy"
+    # Learn from ratings which of the route's models answers which kind of prompt well,
+    # and route each text request on its own prompt (gateway/routing/prompt_router.py).
+    per_prompt: bool = False
+    # With `cost`: serve the cheapest model whose expected quality (learned from ratings)
+    # is within this fraction of the best model's (0: the best; 1: the cheapest).
+    quality_tolerance: float | None = Field(None, ge=0, le=1)
 
 
 class SelectionConfig(_Strict):
@@ -552,6 +558,16 @@ class Config(_Strict):
             for j, name in enumerate(route.models):
                 if name not in models:
                     raise ValueError(f"routes[{i}].models[{j}]: unknown model '{name}'")
+            if route.per_prompt and len(set(route.models)) < 2:
+                raise ValueError(
+                    f"routes[{i}].per_prompt: a route needs at least two models to choose "
+                    "between per prompt"
+                )
+            if route.per_prompt and route.optimization != "accuracy":
+                raise ValueError(
+                    f"routes[{i}].per_prompt: learns the accuracy of answers from ratings, "
+                    f"so it needs optimization 'accuracy', not '{route.optimization}'"
+                )
         self._check_experiments()
         _check_comparisons(self)
         return self

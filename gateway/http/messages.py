@@ -45,6 +45,7 @@ from gateway.http.proxy import (
     optimization_of,
     served_headers,
     stream_failure,
+    tolerance_of,
 )
 from gateway.http.streaming import StreamingResponse
 from gateway.routing.dispatch import Exchange, ReplyJob, Streaming, StreamJob
@@ -72,6 +73,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
             body = await read_json(request, max_body)
             check_message_body(body)
             optimization = optimization_of(headers.get("x-gatewise-optimize"))
+            tolerance = tolerance_of(headers.get("x-gatewise-quality-tolerance"))
             asked = body["model"]
             if tenant is not None:
                 asked, optimization, limits = admit(tenant, asked, optimization, quota)
@@ -83,11 +85,17 @@ def messages_routes(gateway: Backend) -> list[Route]:
             parent = headers.get("traceparent") if gateway.traced else None
             if body.get("stream") is True:
                 stream = dispatcher.run(
-                    StreamJob(*args, owner=owner, headers=passed, traceparent=parent)
+                    StreamJob(
+                        *args, owner=owner, headers=passed, traceparent=parent, tolerance=tolerance
+                    )
                 )
                 events = await unless_client_leaves(scope, receive, stream)
                 return await _events(events, limits)(scope, receive, send)
-            reply = dispatcher.run(ReplyJob(*args, owner=owner, headers=passed, traceparent=parent))
+            reply = dispatcher.run(
+                ReplyJob(
+                    *args, owner=owner, headers=passed, traceparent=parent, tolerance=tolerance
+                )
+            )
             exchange = await unless_client_leaves(scope, receive, reply)
         except GatewayError as exc:
             if tenant is not None and tenant.limited:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, Protocol
@@ -68,6 +69,7 @@ __all__ = [
     "proxy_routes",
     "served_headers",
     "stream_failure",
+    "tolerance_of",
 ]
 
 log = logging.getLogger("gatewise")
@@ -159,6 +161,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 body = await read_json(request, max_body)
                 check_body(endpoint, body)
                 optimization = optimization_of(headers.get("x-gatewise-optimize"))
+                tolerance = tolerance_of(headers.get("x-gatewise-quality-tolerance"))
                 asked = body["model"]
                 if tenant is not None:
                     asked, optimization, limits = admit(tenant, asked, optimization, quota)
@@ -170,18 +173,32 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 parent = headers.get("traceparent") if traced else None
                 if endpoint is Endpoint.SPEECH:
                     speech = dispatcher.run(
-                        AudioJob(*args, conversation_id, owner=owner, traceparent=parent)
+                        AudioJob(
+                            *args,
+                            conversation_id,
+                            owner=owner,
+                            traceparent=parent,
+                            tolerance=tolerance,
+                        )
                     )
                     audio = await unless_client_leaves(scope, receive, speech)
                     return await _audio(audio, limits)(scope, receive, send)
                 if streamable and body.get("stream") is True:
                     stream = dispatcher.run(
-                        StreamJob(*args, conversation_id, owner=owner, traceparent=parent)
+                        StreamJob(
+                            *args,
+                            conversation_id,
+                            owner=owner,
+                            traceparent=parent,
+                            tolerance=tolerance,
+                        )
                     )
                     events = await unless_client_leaves(scope, receive, stream)
                     return await _events(events, limits)(scope, receive, send)
                 reply = dispatcher.run(
-                    ReplyJob(*args, conversation_id, owner=owner, traceparent=parent)
+                    ReplyJob(
+                        *args, conversation_id, owner=owner, traceparent=parent, tolerance=tolerance
+                    )
                 )
                 exchange = await unless_client_leaves(scope, receive, reply)
             except GatewayError as exc:
@@ -311,6 +328,24 @@ def optimization_of(header: str | None) -> Optimization | None:
         f"{', '.join(OPTIMIZATIONS)}.",
         param="x-gatewise-optimize",
     )
+
+
+def tolerance_of(header: str | None) -> float | None:
+    """x-gatewise-quality-tolerance: a fraction of the best expected quality, 0 to 1."""
+    if header is None:
+        return None
+    try:
+        value = float(header)
+    except ValueError:
+        value = math.nan
+    if not 0.0 <= value <= 1.0:  # also NaN
+        raise InvalidRequest(
+            f"Invalid x-gatewise-quality-tolerance header '{header[:64]}': expected a number "
+            "from 0 to 1, the fraction of the best model's expected quality a cheaper model "
+            "may fall short by (e.g. 0.05).",
+            param="x-gatewise-quality-tolerance",
+        )
+    return value
 
 
 async def _reply(

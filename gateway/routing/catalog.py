@@ -27,6 +27,7 @@ class Target:
     route: str | None
     optimization: Optimization | None
     candidates: tuple[ModelConfig, ...]
+    tolerance: float | None = None  # the route's quality_tolerance
 
 
 class Catalog:
@@ -98,11 +99,13 @@ class Catalog:
         if name in self.routes:
             route = self.routes[name]
             names, optimization, route_name = route.models, route.optimization, route.name
+            tolerance = route.quality_tolerance
         else:
             model = self.models[name]
             names = [name, *model.fallbacks]
             optimization = None
             route_name = None
+            tolerance = None
             if name not in self.enabled or ctype not in model.conversation_types:
                 return None
         seen: dict[str, ModelConfig] = {}
@@ -112,7 +115,7 @@ class Catalog:
                 seen.setdefault(candidate, model)
         if not seen:
             return None
-        return Target(name, route_name, optimization, tuple(seen.values()))
+        return Target(name, route_name, optimization, tuple(seen.values()), tolerance)
 
     def listing(self) -> list[dict[str, object]]:
         """Entries for GET /v1/models: every available model, then every route."""

@@ -118,6 +118,9 @@ class Job(ABC, Generic[R, P]):
     # A same-prompt comparison's call to a challenger, off the client's path
     # (routing/comparisons.py): its answer is nobody's reply, and no key is billed for it.
     shadow: bool = False
+    # With `cost`: the cheapest model within this fraction of the best expected quality
+    # (the x-gatewise-quality-tolerance header, else the route's quality_tolerance).
+    tolerance: float | None = None
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)
@@ -137,6 +140,8 @@ class Job(ABC, Generic[R, P]):
     def __post_init__(self) -> None:
         self.ctype = ENDPOINT_TYPES[self.endpoint]
         self.optimization = self.optimization or self.target.optimization
+        if self.tolerance is None:
+            self.tolerance = self.target.tolerance
         self.response_id = new_id(_ID_PREFIX[self.endpoint])
         self.stream = self.body.get("stream") is True
 

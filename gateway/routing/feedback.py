@@ -15,7 +15,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.errors import InvalidFeedback, NotFound, StoreUnavailable
 from gateway.core.keys import Tenant
@@ -23,6 +23,9 @@ from gateway.core.types import ResponseRecord
 from gateway.routing.experiments import Experiments
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 from gateway.storage import Store
+
+if TYPE_CHECKING:  # numpy is loaded only when a route routes per prompt
+    from gateway.routing.prompt_router import PromptRouter
 
 __all__ = [
     "MAX_FEEDBACK_BYTES",
@@ -143,9 +146,11 @@ class FeedbackService:
         settle: Callable[[], float] = lambda: 0.0,
         pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
         experiments: Experiments | None = None,
+        prompts: PromptRouter | None = None,
     ) -> None:
         self.index = index
         self.experiments = experiments
+        self.prompts = prompts  # per-prompt learners: a rating teaches them too
         self.store = store
         self.tracker = tracker
         self.clock = clock
@@ -258,6 +263,14 @@ class FeedbackService:
             )
             if record.experiment is not None and self.experiments is not None:
                 self.experiments.rated(record, scores, previous)
+            if self.prompts is not None:
+                self.prompts.rate(
+                    response_id,
+                    record.model,
+                    scores,
+                    key=record.owner or "",
+                    stored=(record.route, record.prompt),
+                )
         return {
             "object": "feedback",
             "response_id": response_id,

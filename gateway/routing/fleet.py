@@ -14,6 +14,12 @@ when it changed later. A bench that begins here, and an operator's let-back, do 
 wait for the round: `save_benches()` stores them at once (in its own task for a bench,
 awaited by the admin request for a let-back), so what was acknowledged survives a
 crash. Nothing here runs on the request path.
+
+The per-prompt learners' evidence (gateway.routing.prompt_router) is shared the same way:
+each origin publishes its own sufficient statistics per (route, model), and each process
+adds every other origin's to its own (evidence is merged by adding, never overwritten).
+A rating of an answer whose features another process holds is passed to it the same
+way (`PROMPT_RATINGS` rows, deleted once every process has had time to pull them).
 """
 
 from __future__ import annotations
@@ -24,21 +30,31 @@ import logging
 import os
 import socket
 import time
+from collections import deque
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.tracker import Stats, Tracker, aged
 from gateway.storage.base import Store
 
-__all__ = ["BLACKLIST", "STATS", "Fleet", "new_origin"]
+if TYPE_CHECKING:  # numpy is loaded only when a route routes per prompt
+    from gateway.routing.prompt_router import Evidence, PromptRouter
+
+__all__ = ["BLACKLIST", "PROMPTS", "PROMPT_RATINGS", "STATS", "Fleet", "new_origin"]
 
 log = logging.getLogger("gatewise.fleet")
 
 STATS = "stats"  # state kind of published Stats, keyed origin \x1f model \x1f conversation type
 BLACKLIST = "blacklist"  # state kind of bench entries, keyed by model
+PROMPTS = "prompts"  # state kind of per-prompt evidence, keyed origin \x1f route \x1f model
+# State kind of ratings taken here of answers another process gave (it holds their
+# features), keyed origin \x1f response id; deleted once every process has pulled them.
+PROMPT_RATINGS = "prompt_ratings"
 _SEP = "\x1f"
 HALF_LIFE = 60.0  # seconds after which a silent peer's recent figures count half
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one
+MAX_ORIGINS = 32  # peers whose per-prompt evidence is kept apart (the rest: one sum)
 
 
 def new_origin() -> str:
@@ -59,8 +75,10 @@ class Fleet:
         share: bool = True,
         clock: Callable[[], float] = time.time,
         half_life: float = HALF_LIFE,
+        prompts: PromptRouter | None = None,
     ) -> None:
         self.origin = origin
+        self.prompts = prompts  # per-prompt learners, if any route has one
         self.tracker = tracker
         self.blacklist = blacklist
         self.store = store
@@ -75,6 +93,14 @@ class Fleet:
         self._rows: dict[str, dict[tuple[str, str], tuple[Stats, float]]] = {}
         self._pulled: float | None = None  # when the last pull began
         self._published = -1  # the tracker's own_version last published
+        self._prompts_published = 0  # the per-prompt learners' version last published
+        # origin -> (route, model) -> that origin's per-prompt evidence (~0.5 MB each),
+        # kept apart for the latest MAX_ORIGINS origins; older ones are folded into one sum
+        self._prompt_rows: dict[str, dict[tuple[str, str], Evidence]] = {}
+        self._prompt_at: dict[str, float] = {}  # origin -> when its evidence last changed
+        self._folded: dict[tuple[str, str], Evidence] = {}
+        self._folded_n: dict[str, dict[tuple[str, str], float]] = {}  # what each folded had
+        self._passed: deque[tuple[str, float]] = deque()  # rating rows sent, and when
         self._task: asyncio.Task[None] | None = None
         self._saving = asyncio.Lock()  # one writer of benches at a time: the newest wins
 
@@ -103,6 +129,7 @@ class Fleet:
 
     async def publish(self) -> None:
         """Store this process's own stats, if they changed since the last time."""
+        await self._publish_prompts()
         version = self.tracker.own_version
         if version == self._published:
             return
@@ -118,6 +145,118 @@ class Fleet:
             await self.store.save_states(items)
         self._published = version
 
+    async def _publish_prompts(self) -> None:
+        prompts = self.prompts
+        if prompts is None:
+            return
+        await self._pass_ratings(prompts)
+        if prompts.version == self._prompts_published:
+            return
+        version = prompts.version
+        items = [
+            (PROMPTS, _SEP.join((self.origin, route, model)), data)
+            for route, model, data in prompts.state()
+        ]
+        if items:
+            await self.store.save_states(items)
+        self._prompts_published = version
+
+    async def _pass_ratings(self, prompts: PromptRouter) -> None:
+        """Store the ratings taken here of answers this process has no features of, for
+        the process that has them; delete those stored long enough ago that every
+        process has pulled them (their pulls look back PULL_MARGIN)."""
+        now = self.clock()
+        passed = self._passed
+        while passed and now - passed[0][1] > 3 * PULL_MARGIN + 2 * self.interval:
+            await self.store.delete_state(PROMPT_RATINGS, passed[0][0])
+            passed.popleft()
+        if not prompts.outbox:
+            return
+        waiting = list(prompts.outbox)
+        items = [
+            (PROMPT_RATINGS, _SEP.join((self.origin, rid)), {"model": m, "scores": s, "key": k})
+            for rid, m, s, k in waiting
+        ]
+        await self.store.save_states(items)  # kept in the outbox until stored
+        for _ in waiting:
+            prompts.outbox.popleft()
+        passed.extend((row, now) for _, row, _ in items)
+
+    async def _pull_ratings(self, prompts: PromptRouter, since: float | None) -> None:
+        """Learn from the ratings other processes took of answers given here."""
+        for row, data in (
+            await self.store.load_states(PROMPT_RATINGS, changed_since=since)
+        ).items():
+            origin, _, response_id = row.partition(_SEP)
+            if origin == self.origin:
+                continue
+            try:
+                prompts.rate(
+                    response_id, str(data["model"]), dict(data["scores"]), str(data["key"])
+                )
+            except (KeyError, TypeError, ValueError):
+                log.warning("ignoring an unreadable passed rating", extra={"fields": {"key": row}})
+
+    async def _pull_prompts(self, since: float | None) -> None:
+        """Take in the other origins' per-prompt evidence that changed."""
+        prompts = self.prompts
+        if prompts is None:
+            return
+        from gateway.routing.prompt_router import Evidence
+
+        await self._pull_ratings(prompts, since)
+        changed = False
+        for key, data in (await self.store.load_states(PROMPTS, changed_since=since)).items():
+            origin, route, model = _parse(key)
+            if origin == self.origin or not origin:
+                continue
+            n = data.get("n")
+            if self._folded_n.get(origin, {}).get((route, model)) == n:
+                continue  # counted already, in the folded sum
+            known = self._prompt_rows.get(origin, {}).get((route, model))
+            if known is not None and known.n == n and known.xy.tolist() == data.get("xy"):
+                continue  # read again within the look-back: not a change
+            try:
+                evidence = Evidence.from_dict(data)
+            except (KeyError, TypeError, ValueError):
+                log.warning(
+                    "ignoring unreadable per-prompt evidence", extra={"fields": {"key": key}}
+                )
+                continue
+            self._prompt_rows.setdefault(origin, {})[(route, model)] = evidence
+            self._prompt_at[origin] = self.clock()
+            changed = True
+        if changed:
+            self._fold()
+            peers: dict[tuple[str, str], list[Evidence]] = {
+                which: [evidence] for which, evidence in self._folded.items()
+            }
+            for rows in self._prompt_rows.values():
+                for which, evidence in rows.items():
+                    peers.setdefault(which, []).append(evidence)
+            prompts.set_peers(peers)
+
+    def _fold(self) -> None:  # only with per-prompt routes (see _pull_prompts)
+        """Bound the memory that stopped processes hold here: past MAX_ORIGINS origins,
+        the evidence of those silent longest (and past the pulls' look-back, so that
+        their rows are not read again) is added into one sum and its matrices let go.
+        A folded origin that publishes again is counted anew (its old part twice): a
+        process silent that long has stopped, as a restart is a new origin."""
+        from gateway.routing.prompt_router import Evidence
+
+        now = self.clock()
+        while len(self._prompt_rows) > MAX_ORIGINS:
+            oldest = min(self._prompt_at, key=self._prompt_at.__getitem__)
+            if now - self._prompt_at[oldest] < 3 * PULL_MARGIN:
+                return  # that many live processes: they are the fleet, not a leak
+            del self._prompt_at[oldest]
+            rows = self._prompt_rows.pop(oldest)
+            for which, evidence in rows.items():
+                self._folded.setdefault(which, Evidence()).add(evidence)
+            self._folded_n[oldest] = {which: e.n for which, e in rows.items()}
+            if len(self._folded_n) > 10_000:  # names only, ~100 bytes each
+                del self._folded_n[next(iter(self._folded_n))]
+
     async def pull(self) -> None:
         """Take in every other origin's latest stats: all at the first call, then what
         changed since the last (with a margin for clocks that differ between machines
@@ -125,6 +264,7 @@ class Fleet:
         now = self.clock()
         since = None if self._pulled is None else self._pulled - PULL_MARGIN
         self._pulled = now
+        await self._pull_prompts(since)
         clock = self.tracker.clock
         for key, data in (await self.store.load_states(STATS, changed_since=since)).items():
             origin, model, ctype = _parse(key)

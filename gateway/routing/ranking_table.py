@@ -13,7 +13,9 @@ value * success + k / sqrt(p + f * q), with k = c * sqrt(ln(1 + N)), p = 1 / suc
 and q = m / success². Aging is factored: a model's aged evidence
 n = evidence * AGING ** (seq - last_seq) is f * m, with m = evidence * AGING **
 (anchor - last_seq) kept per model and f = AGING ** (seq - anchor) computed once per
-ranking; the anchor moves every REANCHOR attempts. The totals equal the explained ones
+ranking; the anchor moves every REANCHOR attempts. Quality's value is its posterior mean aged to
+the ranking's attempt count (`beliefs()`, with the spread selection samples from). The
+totals equal the explained ones
 (gateway.routing.scoring.total) to rounding: tests/gateway/routing/test_ranking_table.py checks it.
 """
 
@@ -26,12 +28,16 @@ from math import log1p, sqrt
 from operator import mul, ne
 
 from gateway.core.config import ModelConfig
-from gateway.routing.scoring import AGING, own
+from gateway.routing.scoring import AGING, Posterior, belief, level, own
 from gateway.routing.tracker import Stats, Tracker
 
 __all__ = ["RankingTable"]
 
 REANCHOR = 1024  # AGING ** 1024 ~ 0.006: m stays far from overflow and underflow
+# Routing's quality beliefs are recomputed for every model at most this many attempts
+# apart (in between, only the models whose stats changed): aging moves them by under
+# 7 % in that time (RATING_AGING ** 64), and recomputing 100 of them costs ~300 µs.
+BELIEFS_FRESH = 64
 FEW = 16  # changes since the last sync looked up one by one; more: every model checked
 
 
@@ -50,9 +56,10 @@ class RankingTable:
     only speed looks at)."""
 
     __slots__ = (
-        "aged", "anchor", "changes", "count", "counted", "ctype", "evidence", "generation",
-        "index", "last_seq", "models", "optimization", "prior_weight", "reference", "requests",
-        "rows", "seen", "stats", "stream",
+        "aged", "anchor", "believed", "believed_seq", "changes", "count", "counted", "ctype",
+        "evidence", "generation", "index", "last_seq", "models", "optimization", "posteriors",
+        "prior_weight", "reference", "requests", "rows", "seen", "shift", "stale", "stats",
+        "stream", "success",
     )  # fmt: skip
 
     def __init__(
@@ -86,6 +93,14 @@ class RankingTable:
         self.counted = [False] * n  # whether it counts towards the reference mean
         self.count = 0  # how many do
         self.anchor = 0
+        self.posteriors: list[Posterior | None] = [None] * n  # quality: what values rest on
+        self.success = [1.0] * n
+        # Routing's copy of beliefs(): as of `believed_seq` and level `shift`, but for the
+        # `stale` models (their stats changed since), which routing_beliefs() refreshes.
+        self.believed: list[tuple[float, float]] = []
+        self.believed_seq = 0
+        self.shift = 0.0
+        self.stale: set[int] = set()
 
     def sync(self, tracker: Tracker) -> int:
         """Recompute the parts of the models whose stats changed; returns how many."""
@@ -135,7 +150,7 @@ class RankingTable:
     def _set(self, i: int) -> None:
         stats = self.stats[i]
         opt = self.optimization
-        base, weight, lat, n, last, success, requests = own(
+        base, weight, lat, n, last, success, requests, post = own(
             self.models[i],
             None if stats is _NO_STATS else stats,  # type: ignore[arg-type]
             opt,
@@ -145,6 +160,9 @@ class RankingTable:
         self.evidence[i] = n
         self.last_seq[i] = last
         self.requests[i] = requests
+        self.posteriors[i] = post
+        self.success[i] = success
+        self.stale.add(i)
         m = self.aged[i] = n * AGING ** (self.anchor - last) if n else 0.0
         p = 1.0 / (success * success)  # success > 0: it has a prior
         if opt == "speed":
@@ -170,9 +188,12 @@ class RankingTable:
             own(m, None if s is _NO_STATS else s, opt, self.stream, self.prior_weight)  # type: ignore[arg-type]
             for m, s in zip(self.models, self.stats, strict=True)
         ]
-        base, weight, latency, evidence, last_seq, success, requests = map(
+        base, weight, latency, evidence, last_seq, success, requests, posteriors = map(
             list, zip(*parts, strict=True)
         )
+        self.posteriors = posteriors
+        self.success = success
+        self.believed = []  # all changed: routing_beliefs() starts afresh
         self.evidence = evidence
         self.last_seq = last_seq
         self.requests = requests
@@ -228,7 +249,36 @@ class RankingTable:
             ref = sum(self.reference) / count if count else 1.0
             # value * success = success * ref / (ref + cost): a free model (0) is worth 1
             return [s * ref / (ref + x) + k / sqrt(p + f * q) for s, x, p, q in self.rows]
-        return [vs + k / sqrt(p + f * q) for vs, p, q in self.rows]
+        means = [m for m, _ in self.beliefs(seq)]
+        if not k:
+            return means
+        return [m + k / sqrt(p + f * q) for m, (_, p, q) in zip(means, self.rows, strict=True)]
+
+    def beliefs(self, seq: int) -> list[tuple[float, float]]:
+        """Quality: every model's expected quality at `seq` and its standard error, both
+        times its success rate, in `models` order."""
+        shift = level(self.posteriors, seq)
+        return [self._belief(i, seq, shift) for i in range(len(self.models))]
+
+    def _belief(self, i: int, seq: int, shift: float) -> tuple[float, float]:
+        mean, spread = belief(self.posteriors[i], seq, shift)  # type: ignore[arg-type]
+        s = self.success[i]
+        return mean * s, spread * s
+
+    def routing_beliefs(self, seq: int) -> list[tuple[float, float]]:
+        """beliefs() as routing uses them: recomputed for every model when the last full
+        pass is BELIEFS_FRESH attempts old, otherwise only for the models whose stats
+        changed since (by the same level)."""
+        n = len(self.models)
+        if len(self.believed) != n or seq - self.believed_seq >= BELIEFS_FRESH:
+            self.shift = level(self.posteriors, seq)
+            self.believed = [self._belief(i, seq, self.shift) for i in range(n)]
+            self.believed_seq = seq
+        else:
+            for i in self.stale:
+                self.believed[i] = self._belief(i, seq, self.shift)
+        self.stale.clear()
+        return self.believed
 
     def ranked(self, seq: int, c: float) -> list[ModelConfig]:
         """`models` best first; ties keep the configured order."""

@@ -4,6 +4,12 @@ One scoring formula (gateway.routing.scoring) serves routing and the admin ranki
 runs on every request, so it keeps each ranking's per-model parts in a RankingTable
 (refreshed only for the models whose stats changed) and reuses the resulting order
 while the tracker has not changed, or for `refresh_seconds` while it keeps changing.
+
+Quality is learned from sparse ratings, so each request draws every contending model's
+quality from its posterior and the highest draw goes first (Thompson sampling): a model
+is tried as often as it may be the best, and one that fell behind by bad luck is
+re-tested until its ratings say where it stands. With a quality tolerance, `cost` serves
+the cheapest model whose drawn quality is within that fraction of the best draw.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.config import ModelConfig, SelectionConfig
 from gateway.core.errors import AllModelsBlacklisted
@@ -26,19 +32,34 @@ from gateway.routing.scoring import (
     AGING,
     BONUS,
     aged,
+    belief,
     details,
     evidence,
     expected_cost,
     latency,
+    level,
     own,
     total,
 )
 from gateway.routing.tracker import Stats, Tracker
 
+if TYPE_CHECKING:  # numpy is loaded only when a route routes per prompt
+    from gateway.routing.prompt_router import PromptRouter
+from providers.base import Endpoint
+
 __all__ = ["Score", "Selector"]
 
 _MODEL = attrgetter("model")
+_TEXT = frozenset((Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES))
 _RANKINGS = 256  # rankings kept, oldest out first; each table ~32 KB for 100 models
+_QUALITY = frozenset({"accuracy", "creativity"})
+# A model whose expected quality is this many standard errors (its own and the best's)
+# below the best is not drawn: its chance of being the best is below 1 in 30,000.
+_CONTENDING = 4.0
+# At most this many contenders are drawn from per request (those with the highest upper
+# bound, mean + 2 standard errors): a route of 100 models that ratings cannot yet tell
+# apart would otherwise cost 100 draws per request.
+_DRAWN = 8
 
 
 @dataclass(slots=True)
@@ -58,6 +79,10 @@ class _Ranked:
     version: int = -1
     at: float = -math.inf
     ordered: list[ModelConfig] = field(default_factory=list)
+    # Quality: each model's expected quality and standard error (in the table's order),
+    # and the models that may be the best, with theirs (drawn from per request).
+    beliefs: list[tuple[float, float]] = field(default_factory=list)
+    contenders: list[tuple[ModelConfig, float, float]] = field(default_factory=list)
 
 
 class Selector:
@@ -70,8 +95,10 @@ class Selector:
         rng: random.Random | None = None,
         clock: Callable[[], float] = time.monotonic,
         refresh_seconds: float = 0.05,
+        prompts: PromptRouter | None = None,
     ) -> None:
         self.tracker = tracker
+        self.prompts = prompts  # the per-prompt learners of the routes that have them
         self.blacklist = blacklist
         self.config = config
         self.rng = rng or random.Random(config.seed)
@@ -130,6 +157,9 @@ class Selector:
         elif optimization == "cost":
             parts = {"expected_cost": mine.base, "reference_cost": reference}
             weight = None
+        if mine.posterior is not None:
+            parts["level"] = reference
+            parts["uncertainty"] = belief(mine.posterior, self.tracker.seq, reference or 0.0)[1]
         parts.update(
             {
                 "weight_live": weight,
@@ -149,8 +179,13 @@ class Selector:
             reference: float | None = self.reference_cost(models, ctype)
         elif optimization == "speed":
             reference = self.reference_latency(models, ctype, stream)
-        else:
-            reference = None
+        else:  # quality: where the models' ratings put them all (scoring.level)
+            k = self.config.prior_weight
+            ratings = [
+                own(m, self.tracker.stats(m.name, ctype), optimization, stream, k).posterior
+                for m in models
+            ]
+            reference = level(ratings, self.tracker.seq)
         seq = self.tracker.seq
         stats = [self.tracker.stats(m.name, ctype) for m in models]
         together = sum(aged(evidence(s, optimization), s.last_seq if s else 0, seq) for s in stats)
@@ -204,8 +239,17 @@ class Selector:
         stream = job.body.get("stream") is True
         ranked = self._ranked(target.name, healthy, job.ctype, optimization, stream)
         ordered = ranked.ordered
-        if self.config.exploration_rate and self.rng.random() < self.config.exploration_rate:
+        sampling = self.config.exploration_bonus > 0
+        if optimization in _QUALITY and sampling:
+            if len(ranked.contenders) > 1:
+                ordered = _ahead(self._drawn(ranked.contenders), ordered)
+        elif self.config.exploration_rate and self.rng.random() < self.config.exploration_rate:
             ordered = self._explore(target.name, healthy, ordered, job.ctype, optimization)
+        if optimization == "cost" and job.tolerance is not None:
+            ordered = self._within(target.name, healthy, ordered, job, job.tolerance, sampling)
+        prompts = self.prompts
+        if prompts is not None and optimization == "accuracy" and prompts.routes(target.route):
+            ordered = self._per_prompt(prompts, job, ordered)
         if not first:
             return ordered
         if len(first) == 1:  # a target holds one object per model name (Catalog)
@@ -217,6 +261,39 @@ class Selector:
             return out
         ahead = {m.name for m in first}
         return first + [m for m in ordered if m.name not in ahead]
+
+    def _per_prompt(
+        self,
+        prompts: PromptRouter,
+        job: Job[Any, Any],
+        ordered: list[ModelConfig],
+        tolerance: float = 0.0,
+    ) -> list[ModelConfig]:
+        """The model the route's per-prompt learner picks for this prompt first, the
+        model-level order after it (for fallback); the features wait for the rating.
+        With a quality `tolerance`, the cheapest model within it of the best."""
+        from gateway.routing.prompt_features import features, prompt_text
+
+        if job.endpoint not in _TEXT:
+            return ordered
+        text, turns = prompt_text(job.body)
+        if not text:
+            return ordered
+        route = job.target.route
+        assert route is not None
+        x = features(text, turns)
+        prompts.remember(job.response_id, route, x)
+        costs = (
+            [self.expected_cost(m, self.tracker.stats(m.name, job.ctype)) for m in ordered]
+            if tolerance > 0
+            else ()
+        )
+        pick = prompts.choose(route, x, [m.name for m in ordered], costs, tolerance)
+        if not pick:  # None (no rating yet) or the model-level first already
+            return ordered
+        out = ordered[:]
+        out.insert(0, out.pop(pick))
+        return out
 
     def _healthy_of(
         self, candidates: Sequence[ModelConfig]
@@ -270,11 +347,74 @@ class Selector:
             return ranked
         table = ranked.table
         table.sync(tracker)
-        c = self.config.exploration_bonus * BONUS[optimization]
-        ranked.ordered = table.ranked(tracker.seq, c)
+        if optimization in _QUALITY:
+            self._believe(ranked, tracker.seq)
+        else:
+            c = self.config.exploration_bonus * BONUS[optimization]
+            ranked.ordered = table.ranked(tracker.seq, c)
         ranked.version = tracker.version
         ranked.at = now
         return ranked
+
+    @staticmethod
+    def _believe(ranked: _Ranked, seq: int) -> None:
+        """A quality ranking: by expected quality, with the models that may be the best."""
+        models = ranked.table.models
+        beliefs = ranked.beliefs = ranked.table.routing_beliefs(seq)
+        if not beliefs:
+            ranked.ordered, ranked.contenders = [], []
+            return
+        means = [m for m, _ in beliefs]
+        spreads = [s for _, s in beliefs]
+        ranked.ordered = sorted(models, key=partial(next, iter(means)), reverse=True)
+        top = means.index(max(means))
+        floor = means[top] - _CONTENDING * spreads[top]
+        picked: Sequence[int] = range(len(means))
+        if len(means) > _DRAWN:  # the likeliest to be the best: bounded work per request
+            upper = [m + 2 * s for m, s in beliefs]
+            picked = sorted(picked, key=upper.__getitem__)[-_DRAWN:]
+        ranked.contenders = [
+            (models[i], means[i], spreads[i])
+            for i in picked
+            if means[i] + _CONTENDING * spreads[i] >= floor
+        ]
+
+    def _drawn(self, contenders: Sequence[tuple[ModelConfig, float, float]]) -> ModelConfig:
+        """The model with the highest quality drawn from each contender's posterior."""
+        gauss = self.rng.gauss
+        best, best_draw = contenders[0][0], -math.inf
+        for model, mean, spread in contenders:
+            draw = mean + spread * gauss(0.0, 1.0)
+            if draw > best_draw:
+                best, best_draw = model, draw
+        return best
+
+    def _within(
+        self,
+        key: str,
+        models: Sequence[ModelConfig],
+        ordered: list[ModelConfig],
+        job: Job[Any, Any],
+        tolerance: float,
+        sampling: bool,
+    ) -> list[ModelConfig]:
+        """`ordered` (cheapest first) with the models whose quality is within the job's
+        tolerance of the best ahead of the rest: "the cheapest model whose expected
+        quality is within X of the best". Qualities are drawn from their posteriors
+        (with `sampling`), so a model's place is re-tested as ratings come in."""
+        quality = self._ranked(key, models, job.ctype, "accuracy", False)
+        gauss = self.rng.gauss
+        draws = [mean + spread * gauss(0.0, 1.0) if sampling else mean
+                 for mean, spread in quality.beliefs]  # fmt: skip
+        if not draws:
+            return ordered
+        bar = (1.0 - tolerance) * max(draws)
+        within = {m.name for m, d in zip(quality.table.models, draws, strict=True) if d >= bar}
+        if len(within) == len(ordered):
+            return ordered
+        return [m for m in ordered if m.name in within] + [
+            m for m in ordered if m.name not in within
+        ]
 
     def _explore(
         self,
@@ -319,6 +459,15 @@ class Selector:
             f"failures ({names}); '{returns[0].name}' returns in {wait} s.",
             retry_after=wait,
         )
+
+
+def _ahead(model: ModelConfig, ordered: list[ModelConfig]) -> list[ModelConfig]:
+    if ordered[0] is model:
+        return ordered
+    for i, m in enumerate(ordered):  # by identity: == compares fields; contenders lead
+        if m is model:
+            return [model, *ordered[:i], *ordered[i + 1 :]]
+    return ordered
 
 
 def _same(a: Sequence[ModelConfig], b: Sequence[ModelConfig]) -> bool:

@@ -16,7 +16,17 @@ from typing import Any
 from gateway.core.types import Attempt
 from gateway.routing.histogram import WindowedHistogram
 
-__all__ = ["AGING", "FEEDBACK_DIMENSIONS", "Stats", "Tracker", "aged", "combined"]
+__all__ = [
+    "AGING",
+    "FEEDBACK_DIMENSIONS",
+    "QUALITY_GROUPS",
+    "RATING_AGING",
+    "Stats",
+    "Tracker",
+    "aged",
+    "combined",
+    "rated",
+]
 
 log = logging.getLogger("gatewise.tracker")
 
@@ -27,11 +37,18 @@ _TOKENS_EWMA = 0.05  # token counts vary more per request than latency does
 # Evidence ages by attempts recorded, all models together (Tracker.seq): a model that
 # has not served for a while is uncertain again. Halves in ~140 attempts.
 AGING = 0.995
-# Recent feedback fades per rating (an effective memory of ~10 ratings per dimension) and,
-# like evidence, with the attempts since the model was last rated: a model rated again
-# after hundreds of attempts away is judged mostly by its new ratings, so a model that
-# got better is noticed from the few ratings its exploration brings in.
-_FEEDBACK_DECAY = 0.9
+# What a quality optimization learns from: one rating is one observation of each group,
+# the mean of the group's dimensions it fills (1-5 mapped to 0-1).
+QUALITY_GROUPS = {
+    "accuracy": ("accuracy", "overall", "relevance", "helpfulness"),
+    "creativity": ("creativity",),
+}
+# Ratings fade by this per attempt recorded (all models): an effective memory of 1,000
+# attempts (half of a rating's weight is left after ~700), so what a model was like
+# long ago counts less, and a model that has not been rated for a while is uncertain
+# again and gets re-tested; but the estimate rests on every rating of that window, not
+# on the last ten (issue 22: a short unlucky run froze the best model out).
+RATING_AGING = 0.999
 
 
 @dataclass(slots=True)
@@ -62,13 +79,12 @@ class Stats:
     recent_ok: float = 0.0
     recent_n: float = 0.0
     feedback: dict[str, list[float]] = field(default_factory=dict)  # dim -> [sum, count]
-    # The same ratings with older ones fading, so a model that changes is noticed:
-    # dim -> [weighted sum, weight, Tracker.seq at the last rating].
-    feedback_recent: dict[str, list[float]] = field(default_factory=dict)
-    # The same two tallies per client key that the rated answers belong to (key name ->
-    # [feedback, feedback_recent]; "" for answers with no owner), so that scoring can
-    # keep any one key from outweighing the others (scoring._feedback).
-    feedback_keys: dict[str, list[dict[str, list[float]]]] = field(default_factory=dict)
+    # What the quality estimates rest on, per client key the rated answers belong to
+    # ("" for answers with no owner, so scoring can keep any one key from outweighing the
+    # others) and quality group: key -> group -> [weight, sum, sum of squares, seq, prior],
+    # the ratings (0-1) fading by RATING_AGING per attempt, as of Tracker.seq `seq`, and
+    # what is left of the prior, which fades alike from the first rating on.
+    feedback_keys: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     auto_score_sum: float = 0.0
     auto_score_count: int = 0
     flags: dict[str, int] = field(default_factory=dict)  # evaluator flag -> answers flagged
@@ -120,16 +136,14 @@ class Stats:
             fields["completion_ewma"] = fields.get("completion_tokens", 0) / n
         if "served_recent" not in fields:  # saved before it existed: all served, aged since
             fields["served_recent"] = float(fields.get("requests", 0))
-        for recent in (fields.get("feedback_recent") or {}).values():
-            if len(recent) == 2:  # saved before ratings aged: as if last rated last served
-                recent.append(fields.get("last_seq", 0))
-        if "feedback_keys" not in fields and fields.get("feedback"):
-            # Saved before ratings had owners: all of them one anonymous key's.
+        keys = fields.get("feedback_keys")
+        if any(isinstance(tallies, list) for tallies in (keys or {}).values()) or (
+            keys is None and fields.get("feedback")
+        ):
+            # Saved before the quality tallies (issue 22): what the all-time means say,
+            # as one anonymous key's ratings, each at its dimension's mean.
             fields["feedback_keys"] = {
-                "": [
-                    {d: list(v) for d, v in fields["feedback"].items()},
-                    {d: list(v) for d, v in (fields.get("feedback_recent") or {}).items()},
-                ]
+                "": _from_means(fields["feedback"], fields.get("last_seq", 0))
             }
         return cls(**fields)
 
@@ -274,9 +288,8 @@ class Tracker:
         """Fold 1-5 ratings into the aggregates; a re-rating replaces its earlier scores.
         `key` is the client key the rated answer belongs to ("" for none)."""
         for stats in self._targets(model, ctype):
-            _fold(stats.feedback, stats.feedback_recent, scores, previous, self.seq)
-            tallies = stats.feedback_keys.setdefault(key, [{}, {}])
-            _fold(tallies[0], tallies[1], scores, previous, self.seq)
+            _fold(stats.feedback, scores, previous)
+            _observe(stats.feedback_keys.setdefault(key, {}), scores, previous, self.seq)
             self._changed(stats)
         self._bump()
 
@@ -319,52 +332,76 @@ class Tracker:
 
 def _fold(
     feedback: dict[str, list[float]],
-    fading: dict[str, list[float]],
     scores: Mapping[str, float],
     previous: Mapping[str, float] | None,
-    seq: int,
 ) -> None:
-    """One rating into a tally of all ratings (dim -> [sum, count]) and one of recent
-    ones (dim -> [weighted sum, weight, seq of the last rating])."""
+    """One rating into the all-time tally (dim -> [sum, count]); a re-rating replaces."""
     for dimension, value in (previous or {}).items():
         pair = feedback.get(dimension)
         if pair and pair[1] > 0:
             pair[0] -= value
             pair[1] -= 1
-        recent = fading.get(dimension)
-        if recent and recent[1] > 0:
-            # The earlier rating has faded by an unknown amount: take out what it can
-            # still weigh and keep the rest a mean of 1-5 ratings.
-            weight = min(1.0, recent[1])
-            recent[0] -= value * weight
-            recent[1] -= weight
-            recent[0] = min(max(recent[0], recent[1]), 5 * recent[1])
     for dimension, value in scores.items():
         pair = feedback.setdefault(dimension, [0.0, 0])
         pair[0] += value
         pair[1] += 1
-        recent = fading.setdefault(dimension, [0.0, 0.0, seq])
-        fade = min(_FEEDBACK_DECAY, AGING ** (seq - recent[2]))
-        recent[0] = recent[0] * fade + value
-        recent[1] = recent[1] * fade + 1
-        recent[2] = seq
 
 
-def _merge_tallies(
-    feedback: dict[str, list[float]],
-    fading: dict[str, list[float]],
-    part: Sequence[dict[str, list[float]]],
-    fresh: float,
+def _group_value(scores: Mapping[str, float], dims: Sequence[str]) -> float | None:
+    """A rating's one observation of a quality group: its dimensions' mean, 0-1."""
+    values = [scores[d] for d in dims if d in scores]
+    return (sum(values) / len(values) - 1) / 4 if values else None
+
+
+def _observe(
+    groups: dict[str, list[float]],
+    scores: Mapping[str, float],
+    previous: Mapping[str, float] | None,
     seq: int,
 ) -> None:
-    for dim, (total, rated) in part[0].items():
-        pair = feedback.setdefault(dim, [0.0, 0.0])
-        pair[0] += total
-        pair[1] += rated
-    for dim, recent in part[1].items():
-        mine = fading.setdefault(dim, [0.0, 0.0, seq])
-        mine[0] += fresh * recent[0]
-        mine[1] += fresh * recent[1]
+    """One rating into one key's quality tallies: one observation per group it fills."""
+    for group, dims in QUALITY_GROUPS.items():
+        new = _group_value(scores, dims)
+        old = _group_value(previous, dims) if previous else None
+        if new is None and old is None:
+            continue
+        tally = groups.setdefault(group, [0.0, 0.0, 0.0, seq, 1.0])
+        rated(tally, seq)
+        if old is not None and tally[0] > 0:
+            # The earlier rating has faded by an unknown amount: take out what it can
+            # still weigh, keeping the tally one of 0-1 values.
+            w = min(1.0, tally[0])
+            tally[0] -= w
+            tally[1] = min(max(tally[1] - w * old, 0.0), tally[0])
+            tally[2] = min(max(tally[2] - w * old * old, 0.0), tally[1])
+        if new is not None:
+            tally[0] += 1
+            tally[1] += new
+            tally[2] += new * new
+
+
+def rated(tally: list[float], seq: int) -> list[float]:
+    """A quality tally ([weight, sum, sum of squares, seq, prior]) aged to `seq`, in place."""
+    gap = seq - tally[3]
+    if gap > 0:
+        f = RATING_AGING**gap
+        tally[0] *= f
+        tally[1] *= f
+        tally[2] *= f
+        tally[4] *= f
+        tally[3] = seq
+    return tally
+
+
+def _from_means(feedback: Mapping[str, Sequence[float]], seq: int) -> dict[str, list[float]]:
+    groups: dict[str, list[float]] = {}
+    for group, dims in QUALITY_GROUPS.items():
+        pairs = [feedback[d] for d in dims if d in feedback and feedback[d][1]]
+        if pairs:
+            n = max(p[1] for p in pairs)
+            mean = sum((p[0] / p[1] - 1) / 4 for p in pairs) / len(pairs)
+            groups[group] = [float(n), n * mean, n * mean * mean, seq, 1.0]
+    return groups
 
 
 def combined(
@@ -375,7 +412,7 @@ def combined(
 ) -> Stats:
     """One model's Stats across the fleet: this process's own (its evidence aged to `seq`,
     its attempt count) and its peers' (each aged to its own count when published). Counts
-    and sums add up; what is recent (success record, evidence, recent ratings) counts by
+    and sums add up; what is recent (success record, evidence, rating tallies) counts by
     how fresh each part is, and the moving averages are weighted by it; latency windows
     merge slot by slot."""
     parts = [*([] if own is None else [(own, 1.0)]), *peers]
@@ -402,11 +439,20 @@ def combined(
         out.served_recent += fresh * (aged(served, part.last_seq, seq) if part is own else served)
         for flag, n in part.flags.items():
             out.flags[flag] = out.flags.get(flag, 0) + n
-        _merge_tallies(out.feedback, out.feedback_recent, (part.feedback, part.feedback_recent),
-                       fresh, seq)  # fmt: skip
-        for key, tallies in part.feedback_keys.items():
-            mine = out.feedback_keys.setdefault(key, [{}, {}])
-            _merge_tallies(mine[0], mine[1], tallies, fresh, seq)
+        for dim, (total, count) in part.feedback.items():
+            pair = out.feedback.setdefault(dim, [0.0, 0.0])
+            pair[0] += total
+            pair[1] += count
+        for key, groups in part.feedback_keys.items():
+            mine = out.feedback_keys.setdefault(key, {})
+            for group, tally in groups.items():
+                # Own tallies age to now; a peer's were aged to its own count.
+                w, s1, s2, _, prior = rated(list(tally), seq) if part is own else tally
+                into = mine.setdefault(group, [0.0, 0.0, 0.0, seq, 0.0])
+                into[0] += fresh * w
+                into[1] += fresh * s1
+                into[2] += fresh * s2
+                into[4] = max(into[4], prior)
         if part.last_error_at is not None and (
             out.last_error_at is None or part.last_error_at > out.last_error_at
         ):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -70,8 +71,23 @@ class Gateway:
             clock=clock,
         )
         self.tracker = Tracker(clock=clock)
+        models = {m.name: m for m in config.models}
+        per_prompt = {
+            r.name: {m: models[m].priors.accuracy / 10 for m in r.models}
+            for r in config.routes
+            if r.per_prompt
+        }
+        self.prompts = None
+        if per_prompt:  # numpy is loaded only when a route routes per prompt
+            from gateway.routing.prompt_router import PromptRouter
+
+            self.prompts = PromptRouter(per_prompt, rng=random.Random(sel.seed))
         self.selector = Selector(
-            self.tracker, self.blacklist, sel, refresh_seconds=sel.score_refresh_seconds
+            self.tracker,
+            self.blacklist,
+            sel,
+            refresh_seconds=sel.score_refresh_seconds,
+            prompts=self.prompts,
         )
         self.store = create_store(storage.url, pool_size=storage.pool_size)
         self.fleet = Fleet(
@@ -82,6 +98,7 @@ class Gateway:
             interval=storage.share_interval,
             share=storage.share,
             clock=clock,
+            prompts=self.prompts,
         )
         self.writer = StoreWriter(
             self.store,
@@ -171,6 +188,7 @@ class Gateway:
             clock,
             settle=lambda: settle if storage.share or workers > 1 else 0.0,
             experiments=self.experiments,
+            prompts=self.prompts,
         )
         self.pairwise = PairwiseService(self.feedback, clock)
         # Workers of one `gatewise serve` share a directory of their counts (one worker: none).

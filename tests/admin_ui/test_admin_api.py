@@ -25,7 +25,8 @@ from tests.support.upstream import FakeUpstream
 # ---- auth ----------------------------------------------------------------------------------
 
 ADMIN_GETS = ["/performance", "/performance/rankings", "/performance/metrics/alpha",
-              "/performance/summary", "/performance/blacklisted", "/evaluations",
+              "/performance/summary", "/performance/blacklisted", "/performance/prompts",
+              "/evaluations",
               "/evaluations/model/alpha", "/evaluations/summary", "/admin/responses",
               "/admin", "/experiments"]  # fmt: skip
 

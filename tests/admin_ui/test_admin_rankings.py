@@ -16,6 +16,7 @@ def test_openapi_describes_every_admin_path(seeded: Seeded) -> None:
         "/performance": "get", "/performance/rankings": "get",
         "/performance/metrics/{model}": "get", "/performance/summary": "get",
         "/performance/blacklisted": "get", "/performance/blacklisted/{model}": "delete",
+        "/performance/prompts": "get",
         "/evaluations": "get", "/evaluations/model/{model}": "get",
         "/evaluations/summary": "get", "/admin/responses": "get", "/admin/feedback": "post",
     }  # fmt: skip

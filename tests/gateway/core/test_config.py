@@ -72,7 +72,8 @@ def test_shipped_config_validates_without_any_env_vars() -> None:
     # no client keys and no admin token: the gateway is open
     assert config.server.api_keys == []
     assert config.server.admin_token is None
-    assert {r.name for r in config.routes} == {"auto", "fast", "cheap"}
+    assert {r.name for r in config.routes} == {"auto", "fast", "cheap", "thrifty"}
+    assert next(r for r in config.routes if r.name == "thrifty").quality_tolerance == 0.1
 
 
 def test_shipped_config_with_keys_enables_providers() -> None:
@@ -201,6 +202,30 @@ def test_unknown_model_in_a_route(tmp_path: Path) -> None:
     message, path = error_of(tmp_path, raw)
     assert path in message
     assert "routes[0].models[1]: unknown model 'ghost'" in message
+
+
+def test_per_prompt_route_needs_two_models(tmp_path: Path) -> None:
+    raw = base(routes=[{"name": "auto", "models": ["m1"], "per_prompt": True}])
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert "routes[0].per_prompt: a route needs at least two models" in message
+
+
+def test_per_prompt_route_needs_accuracy(tmp_path: Path) -> None:
+    raw = base(
+        routes=[
+            {"name": "auto", "models": ["m1", "m2"], "optimization": "cost", "per_prompt": True}
+        ]
+    )
+    message, _ = error_of(tmp_path, raw)
+    assert "routes[0].per_prompt: learns the accuracy" in message
+    assert "not 'cost'" in message
+
+
+def test_per_prompt_must_be_a_boolean(tmp_path: Path) -> None:
+    raw = base(routes=[{"name": "auto", "models": ["m1", "m2"], "per_prompt": "sometimes"}])
+    message, _ = error_of(tmp_path, raw)
+    assert "routes[0].per_prompt" in message
 
 
 def test_unknown_model_in_fallbacks(tmp_path: Path) -> None:
@@ -479,3 +504,12 @@ def test_a_comparison_is_named_after_its_route_and_challenger() -> None:
     assert comparison.key == "auto-vs-a" and comparison.max_concurrent == 4
     with pytest.raises(ConfigError, match=r"comparisons\[1\]: 'auto-vs-a' is defined twice"):
         parse_config(_with_comparisons(entry, entry))
+
+
+@pytest.mark.parametrize("value", [1.5, -0.1, "a lot"])
+def test_a_quality_tolerance_outside_0_to_1_names_its_path(tmp_path: Path, value: Any) -> None:
+    raw = base(routes=[{"name": "auto", "models": ["m1"], "optimization": "cost",
+                        "quality_tolerance": value}])  # fmt: skip
+    message, path = error_of(tmp_path, raw)
+    assert message.startswith(f"{path}: ")
+    assert "routes[0].quality_tolerance" in message

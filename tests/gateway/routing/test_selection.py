@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import random
 from typing import Any
 
@@ -15,7 +14,6 @@ from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import ReplyJob
 from gateway.routing.recorder import learn
-from gateway.routing.scoring import AGING, BONUS
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from providers.base import Endpoint
@@ -189,23 +187,29 @@ def test_a_model_that_turns_verbose_loses_the_cost_ranking_within_tens_of_answer
 
 
 def test_accuracy_follows_priors_without_data_then_feedback() -> None:
-    w = World(priors(alpha={"accuracy": 8}, beta={"accuracy": 6}))
+    w = World(priors(alpha={"accuracy": 8}, beta={"accuracy": 6}), exploration_bonus=0)
     assert w.rank("accuracy") == ["alpha", "beta"]
     w.rate("beta", 3, "accuracy", 5)
     assert w.rank("accuracy") == ["alpha", "beta"]  # three ratings do not beat a strong prior
-    w.record("alpha", 100)  # alpha served (and went unrated): no longer a newcomer
+    w.record("alpha", 100)
     w.rate("beta", 200, "accuracy", 5)
+    w.rate("alpha", 20, "accuracy", 4)
     assert w.rank("accuracy") == ["beta", "alpha"]
 
 
-def test_a_model_that_never_served_is_tried_before_the_rated_one() -> None:
+def first_share(w: World, model: str, draws: int = 400) -> float:
+    """How often `model` goes first (quality draws from the posteriors per request)."""
+    return sum(w.rank("accuracy")[0] == model for _ in range(draws)) / draws
+
+
+def test_a_model_that_never_was_rated_is_tried_beside_the_rated_one() -> None:
     w = World(priors(alpha={"accuracy": 6}, beta={"accuracy": 6}))
     w.record("alpha", 50)
     w.rate("alpha", 15, "accuracy", 4)
-    assert w.rank("accuracy") == ["beta", "alpha"]  # exploration bonus: beta gets data
+    assert first_share(w, "beta") > 0.2  # it may be better: it gets data
     w.record("beta", 50)
     w.rate("beta", 15, "accuracy", 2)
-    assert w.rank("accuracy") == ["alpha", "beta"]  # then the evidence decides
+    assert first_share(w, "beta") < 0.02  # then the evidence decides
 
 
 def test_three_lucky_ratings_earn_a_try_not_the_verdict() -> None:
@@ -214,31 +218,54 @@ def test_three_lucky_ratings_earn_a_try_not_the_verdict() -> None:
     w.rate("beta", 3, "overall", 5)
     ranked = w.rankings("accuracy")
     alpha, beta = ranked["alpha"].parts, ranked["beta"].parts
-    # What the ratings say: three 5s do not outweigh three thousand 4s ...
-    assert beta["value"] - beta["rating_optimism"] < alpha["value"] - alpha["rating_optimism"]
-    # ... but a model rated three times may be better: it is tried first,
-    assert w.rank("accuracy") == ["beta", "alpha"]
-    w.rate("beta", 7, "overall", 3)  # and its next ratings decide
-    assert w.rank("accuracy") == ["alpha", "beta"]
+    # What the ratings say about alpha is all but certain; about beta, not yet:
+    assert beta["uncertainty"] > 5 * alpha["uncertainty"]
+    # so beta is tried often,
+    assert 0.3 < first_share(w, "beta") < 0.95
+    w.rate("beta", 20, "overall", 3)  # and its next ratings decide
+    assert first_share(w, "beta") < 0.05
 
 
 def test_a_served_but_unrated_model_is_tried_again_under_a_well_rated_best() -> None:
-    """Without ratings a model sits at its prior (0.5 here); the bonus alone, which fades
-    with what a model served, cannot lift that to a best rated .875, so the runner-up
-    that its first serves left unrated was never tried again."""
+    """A runner-up that its first serves left unrated is judged against where the rated
+    model's ratings put the route (priors of 5/10 say nothing of the rating scale), not
+    against its prior of 0.5 under a best rated .875: so it is tried again."""
     w = World(priors(best={"accuracy": 5}, runner={"accuracy": 5}))
     w.record("runner", 5)
     for _ in range(150):
         w.record("best", 2)
         w.rate("best", 1, "overall", 4)
         w.rate("best", 1, "overall", 5)
-    assert w.rank("accuracy") == ["runner", "best"]
+    assert first_share(w, "runner") > 0.2
     w.rate("runner", 10, "overall", 3)  # rated now: judged by its ratings
-    assert w.rank("accuracy") == ["best", "runner"]
+    assert first_share(w, "runner") < 0.02
+
+
+@pytest.mark.parametrize("seed", range(1, 7))
+def test_a_model_that_fell_behind_by_bad_luck_is_re_tested_until_it_recovers(seed: int) -> None:
+    """Issue 22: the strong model (right 86 % of the time) starts with four wrong answers
+    in a row while the weak one (64 %) is rated 30 times. It is then served only as often
+    as it may still be the best, but its evidence ages while it waits, so it is
+    re-tested, and its ratings bring it back: never frozen out."""
+    w = World(priors(weak={"accuracy": 5}, strong={"accuracy": 5}), seed=seed)
+    truth = {"weak": 0.64, "strong": 0.86}
+    luck = random.Random(seed)
+    w.rate("strong", 4, "accuracy", 1)
+    for _ in range(30):
+        w.rate("weak", 1, "accuracy", 5 if luck.random() < truth["weak"] else 1)
+    served = []
+    for step in range(3000):
+        model = w.rank("accuracy")[0]
+        served.append(model)
+        w.record(model)
+        if step % 3 == 0:  # a third of the answers are rated
+            w.rate(model, 1, "accuracy", 5 if luck.random() < truth[model] else 1)
+    assert "strong" in served[:1000]  # re-tested, not frozen out
+    assert served[2500:].count("strong") / 500 > 0.9  # and back where it belongs
 
 
 def test_automatic_scores_only_discount_flagged_models() -> None:
-    w = World(priors(alpha={"accuracy": 6}, beta={"accuracy": 7}))
+    w = World(priors(alpha={"accuracy": 6}, beta={"accuracy": 7}), exploration_bonus=0)
     for _ in range(400):
         w.tracker.add_auto_score("alpha", TT, 1.0)  # clean answers are the norm: no lift
     assert w.rank("accuracy") == ["beta", "alpha"]
@@ -250,7 +277,8 @@ def test_automatic_scores_only_discount_flagged_models() -> None:
 
 
 def test_creativity_uses_the_creativity_dimension() -> None:
-    w = World(priors(alpha={"accuracy": 9, "creativity": 3}, beta={"accuracy": 4, "creativity": 8}))
+    w = World(priors(alpha={"accuracy": 9, "creativity": 3}, beta={"accuracy": 4, "creativity": 8}),
+              exploration_bonus=0)  # fmt: skip
     assert w.rank("accuracy") == ["alpha", "beta"]
     assert w.rank("creativity") == ["beta", "alpha"]
     w.rate("beta", 500, "accuracy", 1)  # accuracy ratings leave creativity alone
@@ -261,7 +289,7 @@ def test_creativity_uses_the_creativity_dimension() -> None:
 
 
 def test_low_recent_success_rate_discounts_a_model() -> None:
-    w = World(priors(alpha={"accuracy": 8}, beta={"accuracy": 6}))
+    w = World(priors(alpha={"accuracy": 8}, beta={"accuracy": 6}), exploration_bonus=0)
     for _ in range(30):  # never three failures in a row, so never benched
         w.record("alpha", 2, ok=False)
         w.record("alpha", 1)
@@ -272,7 +300,8 @@ def test_low_recent_success_rate_discounts_a_model() -> None:
 
 
 def test_continuity_sticks_to_the_conversation_model_until_it_is_benched() -> None:
-    w = World(priors(alpha={"accuracy": 9}, beta={"accuracy": 7}, gamma={"accuracy": 8}))
+    w = World(priors(alpha={"accuracy": 9}, beta={"accuracy": 7}, gamma={"accuracy": 8}),
+              exploration_bonus=0)  # fmt: skip
     assert w.rank("continuity", conversation="c1") == ["alpha", "gamma", "beta"]
     w.record("beta", conversation_id="c1")
     assert w.rank("continuity", conversation="c1") == ["beta", "alpha", "gamma"]
@@ -284,7 +313,7 @@ def test_continuity_sticks_to_the_conversation_model_until_it_is_benched() -> No
 def test_a_concrete_model_is_tried_first_then_its_fallbacks() -> None:
     models = priors(alpha={"accuracy": 9}, beta={"accuracy": 8}, gamma={"accuracy": 2})
     models["gamma"]["fallbacks"] = ["beta", "alpha"]
-    w = World(models)
+    w = World(models, exploration_bonus=0)
     assert w.rank(None, target="gamma") == ["gamma", "alpha", "beta"]
     w.bench("gamma")
     assert w.rank(None, target="gamma") == ["alpha", "beta"]
@@ -337,11 +366,11 @@ def test_all_blacklisted_in_probe_mode_returns_the_soonest() -> None:
 
 def exploration_orders(seed: int, rate: float, n: int = 40) -> list[list[str]]:
     w = World(
-        priors(alpha={"accuracy": 6}, beta={"accuracy": 5.8}, gamma={"accuracy": 5.6}),
+        priors(alpha={"speed": 6}, beta={"speed": 5.8}, gamma={"speed": 5.6}),
         seed=seed,
         exploration_rate=rate,
     )
-    return [w.rank("accuracy") for _ in range(n)]
+    return [w.rank("speed") for _ in range(n)]
 
 
 def test_exploration_is_reproducible_with_a_seeded_rng() -> None:
@@ -380,16 +409,17 @@ def test_rankings_expose_the_parts() -> None:
     alpha, beta = scores
     assert alpha.parts["prior"] == pytest.approx(0.8)
     assert alpha.parts["live"] == pytest.approx(1.0)
+    assert alpha.parts["evidence"] == pytest.approx(5.0)  # five ratings, one each
     assert alpha.parts["weight_live"] == pytest.approx(0.5)  # n / (n + prior_weight / 4)
     assert alpha.parts["success_rate"] == pytest.approx(0.95)  # the prior, before requests
-    assert alpha.parts["rating_optimism"] == pytest.approx(0.3 / 6)  # / (1 + ratings)
-    assert alpha.parts["value"] == pytest.approx(0.9 + 0.05)
-    # c * sqrt(ln(1 + N) / (1 + n)): alpha never served (n = 0), its peer served 10 in a
-    # row (N, each fading by AGING since); c = exploration_bonus times accuracy's weight
-    lately = sum(AGING**i for i in range(10))
-    bonus = 0.35 * BONUS["accuracy"] * math.sqrt(math.log1p(lately) / 1)
-    assert alpha.parts["exploration_bonus"] == pytest.approx(bonus)
-    assert alpha.total == pytest.approx((0.95 + bonus) * 0.95)
+    # Where the ratings put the route: the pooled ratings (priors as 5 each) less the
+    # mean prior.
+    level = (5 * 0.8 + 5 * 0.6 + 5 * 0.999**10) / (10 + 5 * 0.999**10) - 0.7  # aged 10
+    assert alpha.parts["level"] == pytest.approx(level)
+    assert 0.8 < alpha.parts["value"] < 1.0  # between its (shifted) prior and its ratings
+    assert 0 < alpha.parts["uncertainty"] < beta.parts["uncertainty"]
+    assert alpha.parts["exploration_bonus"] == 0  # quality explores by sampling instead
+    assert alpha.total == pytest.approx(alpha.parts["value"] * 0.95)
     assert beta.parts["live"] is None
     assert beta.parts["weight_live"] == 0.0
     assert 0.95 < beta.parts["success_rate"] <= 1.0  # ten successes lift it

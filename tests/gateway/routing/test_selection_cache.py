@@ -78,23 +78,22 @@ def test_routing_follows_the_explained_scores(seed: int) -> None:
 
 def test_exploration_samples_around_the_explained_scores() -> None:
     w = World(
-        priors(alpha={"accuracy": 6}, beta={"accuracy": 5.8}, gamma={"accuracy": 5.6}),
+        priors(alpha={"speed": 6}, beta={"speed": 5.8}, gamma={"speed": 5.6}),
         seed=3,
         exploration_rate=1.0,
     )
-    w.record("beta", 30)
-    w.record("gamma", 3)
+    w.record("beta", 30, latency_ms=50.0)
+    w.record("gamma", 3, latency_ms=80.0)
     mirror = random.Random(3)  # the same draws as the selector's rng
     for _ in range(30):
-        ordered = w.rank("accuracy")
+        ordered = w.rank("speed")
         mirror.random()  # the draw that decided to explore
-        base = w.rankings("accuracy")
+        base = w.rankings("speed")
         planned = sorted(base, key=lambda n: base[n].total, reverse=True)
         stats = {n: w.tracker.stats(n, TT) for n in NAMES}
         seq = w.tracker.seq
         seen = {  # the aged evidence, as the exploration bonus sees it
-            n: aged(evidence(s, "accuracy"), s.last_seq, seq) if s else 0.0
-            for n, s in stats.items()
+            n: aged(evidence(s, "speed"), s.last_seq, seq) if s else 0.0 for n, s in stats.items()
         }
         sampled = {
             n: base[n].total + mirror.gauss(0.0, 0.3 / math.sqrt(1 + seen[n])) for n in planned

@@ -7,7 +7,7 @@ import pytest
 
 from gateway.core.types import Attempt
 from gateway.routing.histogram import Histogram
-from gateway.routing.tracker import Stats, Tracker
+from gateway.routing.tracker import RATING_AGING, Stats, Tracker
 
 T0 = 1_700_000_000.0
 TT = "text-to-text"
@@ -188,34 +188,45 @@ def test_feedback_accumulates_and_replacement_replaces(tracker: Tracker) -> None
     assert stats.feedback_mean("creativity") is None
 
 
-def recent_mean(tracker: Tracker, model: str) -> float:
-    recent = tracker.stats(model, TT).feedback_recent["overall"]
-    return recent[0] / recent[1]
+def tally(tracker: Tracker, model: str, key: str = "") -> list[float]:
+    """The model's accuracy tally: [weight, sum, sum of squares, seq, prior left]."""
+    return tracker.stats(model, TT).feedback_keys[key]["accuracy"]
 
 
-def test_recent_feedback_keeps_about_ten_ratings_given_in_a_row(tracker: Tracker) -> None:
+def test_a_rating_that_fills_two_fields_is_one_observation(tracker: Tracker) -> None:
+    """Issue 22: accuracy = overall = 5 counted as two ratings of 5."""
+    tracker.add_feedback("alpha", TT, {"accuracy": 5, "overall": 3})
+    tracker.add_feedback("alpha", TT, {"relevance": 1})
+    weight, total, squares, _, _ = tally(tracker, "alpha")
+    assert weight == 2  # two ratings, however many fields they fill
+    assert total == pytest.approx(0.75 + 0.0)  # (5 + 3) / 2 on 0-1, and 1
+    assert squares == pytest.approx(0.75**2)
+    assert "creativity" not in tracker.stats("alpha", TT).feedback_keys[""]
+
+
+def test_every_rating_counts_not_the_last_ten(tracker: Tracker) -> None:
+    """_FEEDBACK_DECAY = 0.9 kept about the last ten ratings; ratings given in a row
+    now all count, and only fade with attempts (RATING_AGING)."""
     for _ in range(20):
         tracker.add_feedback("alpha", TT, {"overall": 1})
     for _ in range(3):
         tracker.add_feedback("alpha", TT, {"overall": 5})
-    # weights 0.9 per rating: the three fives hold 1 + .9 + .81 of ~9.8
-    assert recent_mean(tracker, "alpha") == pytest.approx(2.1, abs=0.1)
-    assert tracker.stats("alpha", TT).feedback_mean("overall") == pytest.approx(35 / 23)
+    weight, total, _, _, _ = tally(tracker, "alpha")
+    assert weight == 23
+    assert total / weight == pytest.approx(3 / 23)
 
 
-def test_recent_feedback_fades_with_the_attempts_since_the_last_rating(
-    tracker: Tracker,
-) -> None:
-    """A model rated again after serving nothing for hundreds of attempts is judged
-    mostly by its new rating: it may have changed meanwhile."""
+def test_ratings_and_prior_fade_with_the_attempts_since(tracker: Tracker) -> None:
     for _ in range(20):
         tracker.add_feedback("alpha", TT, {"overall": 1})
-    for _ in range(600):  # others serve; alpha's ratings age (0.995 ** 600 ~ 0.05)
+    for _ in range(600):  # others serve
         tracker.record(attempt("beta"))
     tracker.add_feedback("alpha", TT, {"overall": 5})
-    old = sum(0.9**i for i in range(20)) * 0.995**600  # what is left of the twenty ones
-    assert recent_mean(tracker, "alpha") == pytest.approx((old * 1 + 5) / (old + 1))
-    assert recent_mean(tracker, "alpha") > 3.5  # by ratings alone it would be ~1.4
+    weight, total, _, seq, left = tally(tracker, "alpha")
+    assert seq == 600
+    assert weight == pytest.approx(20 * RATING_AGING**600 + 1)
+    assert total == pytest.approx(1.0)  # the twenty ones are 0 on the 0-1 scale
+    assert left == pytest.approx(RATING_AGING**600)
     assert tracker.stats("alpha", TT).feedback_mean("overall") == pytest.approx(25 / 21)
 
 
@@ -241,25 +252,29 @@ def test_a_state_saved_before_served_recent_existed_counts_every_request(
     assert Stats.from_dict(old, clock).served_recent == 70.0  # aged from last_seq on
 
 
-def test_re_rating_a_faded_answer_keeps_the_recent_mean_a_rating(tracker: Tracker) -> None:
-    """Taking a re-rated answer's earlier score out of the fading aggregate at full
-    weight, after it had faded, left means outside 1-5 (a live quality of 10)."""
+def test_re_rating_a_faded_answer_keeps_the_tally_one_of_ratings(tracker: Tracker) -> None:
+    """Taking a re-rated answer's earlier score out at full weight, after it had faded,
+    left means outside the scale."""
     tracker.add_feedback("alpha", TT, {"overall": 1})
     for _ in range(600):
         tracker.record(attempt("beta"))
     tracker.add_feedback("alpha", TT, {"overall": 5})
     tracker.add_feedback("alpha", TT, {"overall": 5}, previous={"overall": 1})
-    assert 1 <= recent_mean(tracker, "alpha") <= 5
+    weight, total, squares, _, _ = tally(tracker, "alpha")
+    assert 0 <= total <= weight
+    assert 0 <= squares <= total
     assert tracker.stats("alpha", TT).feedback_mean("overall") == 5
 
 
-def test_a_state_saved_before_ratings_aged_reads_as_last_rated_when_it_last_served(
-    clock: Clock,
-) -> None:
+def test_a_state_saved_before_the_quality_tallies_reads_its_means(clock: Clock) -> None:
     old = Stats(last_seq=40).to_dict()
-    old["feedback"] = {"overall": [8.0, 2]}
-    old["feedback_recent"] = {"overall": [8.0, 2.0]}  # no rating time then
-    assert Stats.from_dict(old, clock).feedback_recent["overall"] == [8.0, 2.0, 40]
+    old["feedback"] = {"overall": [8.0, 2], "accuracy": [10.0, 2]}
+    old["feedback_recent"] = {"overall": [8.0, 2.0, 40]}
+    old["feedback_keys"] = {"": [{"overall": [8.0, 2]}, {"overall": [8.0, 2.0, 40]}]}
+    restored = Stats.from_dict(old, clock)
+    # two ratings, at the mean of the dimensions' means: (4 + 5) / 2 on 0-1
+    mean = ((4 - 1) / 4 + (5 - 1) / 4) / 2
+    assert restored.feedback_keys == {"": {"accuracy": [2.0, 2 * mean, 2 * mean**2, 40, 1.0]}}
 
 
 def test_auto_scores_average(tracker: Tracker) -> None:
@@ -382,15 +397,14 @@ def test_ratings_are_also_tallied_per_key_and_survive_a_save(
     tracker.add_feedback("alpha", TT, {"overall": 3}, previous={"overall": 1}, key="bob")
     stats = tracker.stats("alpha", TT)
     assert stats.feedback["overall"] == [8.0, 2]  # all keys together, as before
-    assert stats.feedback_keys["alice"][0] == {"overall": [5.0, 1]}
-    assert stats.feedback_keys["bob"][0] == {"overall": [3.0, 1]}  # the re-rating replaced
+    assert tally(tracker, "alpha", "alice")[:3] == [1.0, 1.0, 1.0]
+    assert tally(tracker, "alpha", "bob")[:3] == pytest.approx([1.0, 0.5, 0.25])  # replaced
     restored = Stats.from_dict(orjson.loads(orjson.dumps(stats.to_dict())), clock)
     assert restored.feedback_keys == stats.feedback_keys
 
 
 def test_a_state_saved_before_keys_holds_its_ratings_as_one_anonymous_key(clock: Clock) -> None:
-    old = Stats(feedback={"overall": [12.0, 3]}, feedback_recent={"overall": [12.0, 3.0, 0]})
-    data = old.to_dict()
+    data = Stats(feedback={"overall": [12.0, 3]}).to_dict()
     del data["feedback_keys"]
     restored = Stats.from_dict(data, clock)
-    assert restored.feedback_keys == {"": [{"overall": [12.0, 3]}, {"overall": [12.0, 3.0, 0]}]}
+    assert restored.feedback_keys == {"": {"accuracy": [3.0, 2.25, 2.25 * 0.75, 0, 1.0]}}
