@@ -1,0 +1,58 @@
+"""Every garbage collection of a benchmarked process, timed (bench/streams.py).
+
+On PYTHONPATH with BENCH_GC_DIR set, every Python process started (a gateway worker
+or the pass-through) records each collection with `gc.callbacks` and, twice a second,
+writes to BENCH_GC_DIR/<pid>.json: counts and total milliseconds per generation, and
+every pause of 1 ms or more as [monotonic seconds at its end, generation, ms]. With
+BENCH_GC_OBJECTS set too, also how many objects each generation holds (a walk of the
+heap: for diagnosis, not for a measured run). Without BENCH_GC_DIR it does nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import threading
+import time
+
+__all__: list[str] = []
+
+
+def _install(folder: str) -> None:
+    counts = [0, 0, 0]
+    totals = [0.0, 0.0, 0.0]
+    pauses: list[list[float]] = []
+    began = [0.0]
+    clock = time.perf_counter
+
+    def timed(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            began[0] = clock()
+            return
+        ms = (clock() - began[0]) * 1000
+        gen = info["generation"]
+        counts[gen] += 1
+        totals[gen] += ms
+        if ms >= 1.0 and len(pauses) < 100_000:
+            pauses.append([time.monotonic(), gen, round(ms, 3)])
+
+    gc.callbacks.append(timed)
+    path = os.path.join(folder, f"{os.getpid()}.json")
+
+    def write() -> None:
+        while True:
+            time.sleep(0.5)
+            state: dict[str, object] = {"counts": counts, "total_ms": totals, "pauses": pauses}
+            if os.environ.get("BENCH_GC_OBJECTS"):  # diagnosis only: walks the heap
+                state["objects"] = [len(gc.get_objects(g)) for g in range(3)]
+                state["frozen"] = gc.get_freeze_count()
+            with open(path + ".tmp", "w") as out:
+                json.dump(state, out)
+            os.replace(path + ".tmp", path)
+
+    threading.Thread(target=write, name="gc-probe", daemon=True).start()
+
+
+if os.environ.get("BENCH_GC_DIR"):
+    _install(os.environ["BENCH_GC_DIR"])
