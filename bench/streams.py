@@ -313,19 +313,30 @@ def _rss_kib(child: Child) -> int:
     return total
 
 
+def _waited_s(child: Child) -> float:
+    """Seconds the target's threads have waited, runnable, for a CPU (schedstat)."""
+    total = 0
+    for pid in child.pids():
+        for task in Path(f"/proc/{pid}/task").glob("*"):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def _gc(folder: Path, window: tuple[float, float]) -> dict[str, Any]:
-    longest, in_window, counts = 0.0, 0.0, [0, 0, 0]
+    longest, longest_cpu, in_window, counts = 0.0, 0.0, 0.0, [0, 0, 0]
     by_gen = [0.0, 0.0, 0.0]
     for path in folder.glob("*.json"):
         with contextlib.suppress(OSError, ValueError):
             state = json.loads(path.read_text())
             counts = [a + b for a, b in zip(counts, state["counts"], strict=True)]
-            for at, gen, ms in state["pauses"]:
+            for at, gen, ms, cpu_ms in state["pauses"]:
                 if window[0] <= at <= window[1]:
                     longest = max(longest, ms)
+                    longest_cpu = max(longest_cpu, cpu_ms)
                     by_gen[gen] = max(by_gen[gen], ms)
                     in_window += ms
-    return {"gc_max_ms": longest, "gc_max_ms_by_generation": by_gen,
+    return {"gc_max_ms": longest, "gc_max_cpu_ms": longest_cpu, "gc_max_ms_by_generation": by_gen,
             "gc_ms_over_1ms_in_window": in_window, "gc_counts": counts}  # fmt: skip
 
 
@@ -368,7 +379,7 @@ class Bench:
         gc_dir = work / "gc"
         gc_dir.mkdir()
         upstream = f"http://127.0.0.1:{self.upstream_port}"
-        env = {**os.environ, "PYTHONPATH": f"{ROOT}:{BENCH / 'gcprobe'}",
+        env = {**os.environ, "PYTHONPATH": f"{self.args.tree}:{BENCH / 'gcprobe'}",
                "BENCH_GC_DIR": str(gc_dir), "PYTHONUNBUFFERED": "1"}  # fmt: skip
         key, path, cpus, ready = "none", "/slow/v1/chat/completions", self.target_cpus, "/healthz"
         if name == "passthrough":
@@ -415,10 +426,12 @@ class Bench:
                 probe = asyncio.ensure_future(_probe(port, probe_until, window))
                 await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
                 samples["cpu0"], samples["t0"] = child.cpu_ticks(), time.monotonic()
+                samples["wait0"] = _waited_s(child)
                 await asyncio.sleep(max(0.0, (window[0] + window[1]) / 2 - time.monotonic()))
                 samples["rss"] = _rss_kib(child)
                 await asyncio.sleep(max(0.0, window[1] - time.monotonic()))
                 samples["cpu1"], samples["t1"] = child.cpu_ticks(), time.monotonic()
+                samples["wait1"] = _waited_s(child)
                 health = await probe
                 await asyncio.sleep(max(0.0, window[1] + 0.5 - time.monotonic()))
                 samples["cpu2"] = child.cpu_ticks()
@@ -465,6 +478,8 @@ class Bench:
             "gap_max_ms": round(max(gaps) * ms, 1) if gaps else None,
             "health_p99_ms": q(health, 0.99), "health_probes": len(health),
             "cpu_pct": round(cpu_s / seconds * 100, 1),
+            # Runnable but not running: the share of the window other processes had.
+            "waited_for_cpu_pct": round((samples["wait1"] - samples["wait0"]) / seconds * 100, 1),
             "rss_kib_per_stream": round((samples["rss"] - rss_idle) / n, 1),
             "events_per_s": round(events / seconds),
             "cpu_us_per_event": round(cpu_s / events * 1e6, 1) if events else None,
@@ -482,9 +497,10 @@ def table(rows: list[dict[str, Any]]) -> str:
             ("ttfb_p50_ms", "TTFB p50"), ("ttfb_p99_ms", "TTFB p99"),
             ("gap_p50_ms", "gap p50"), ("gap_p99_ms", "gap p99"), ("gap_max_ms", "gap max"),
             ("health_p99_ms", "health p99"), ("cpu_pct", "CPU %"),
+            ("waited_for_cpu_pct", "waited %"),
             ("rss_kib_per_stream", "KiB/stream"), ("cpu_us_per_event", "µs/event"),
             ("held_us_per_event", "µs/event held"),
-            ("gc_max_ms", "GC max ms")]  # fmt: skip
+            ("gc_max_ms", "GC max ms"), ("gc_max_cpu_ms", "GC max ms CPU")]  # fmt: skip
     out = ["| " + " | ".join(h for _, h in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
         out.append("| " + " | ".join(str(r.get(k)) for k, _ in cols) + " |")
@@ -498,6 +514,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals per run")
     p.add_argument("--loaders", type=int, default=4, help="client processes")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--tree", type=Path, default=ROOT,
+                   help="the Gatewise source tree to run (another commit's worktree)")  # fmt: skip
     a = p.parse_args(argv)
     if a.duration <= STEADY_FROM + 1:
         p.error(f"--duration must be more than {STEADY_FROM + 1} s")

@@ -57,7 +57,7 @@ from gateway.core.ids import request_id_from
 from gateway.core.logs import SummaryLog
 from gateway.http.disconnect import WATCH
 from gateway.http.errors import error_body
-from gateway.server.gctune import Sweeper
+from gateway.server.gctune import Collector
 from gateway.server.metrics import TRIPS_STATE
 
 __all__ = ["RESERVED_FILES", "Inbound", "InboundLimits", "JoinedWritesProtocol"]
@@ -126,8 +126,9 @@ class Inbound:
         )
         self.lingering = 0
         self.max_lingering = max(64, limits.max_connections // 8)
-        # Full garbage collections when at most 1 % of the connections are open.
-        self.sweeper = Sweeper(quiet=max(16, limits.max_connections // 100))
+        # Young collections on a clock; full ones when at most 1 % of the connections
+        # are open. Started by the worker's first connection (gateway/server/gctune.py).
+        self.collector = Collector(quiet=max(16, limits.max_connections // 100))
         self.overloaded = _answer(
             503,
             "Service Unavailable",
@@ -239,6 +240,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if len(self.connections) >= self.limits.max_connections:
             self._refuse_connection(transport)
             return
+        if not self.inbound.collector.running:
+            self.inbound.collector.start(self.loop, self.connections)
         # One per connection, not per request.
         self._extensions: dict[str, dict[object, object]] = {WATCH: {"watch": self}}
         super().connection_made(_HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
@@ -258,7 +261,6 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if gone is not None:
             self._gone = None
             gone()
-        self.inbound.sweeper.closed(len(self.connections))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
