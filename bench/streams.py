@@ -28,6 +28,7 @@ import multiprocessing
 import os
 import resource
 import secrets
+import signal
 import sys
 import tempfile
 import time
@@ -517,6 +518,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--tree", type=Path, default=ROOT,
                    help="the Gatewise source tree to run (another commit's worktree)")  # fmt: skip
     a = p.parse_args(argv)
+    # Stopped (a test's timeout): the finally clauses stop nginx and the targets.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if a.duration <= STEADY_FROM + 1:
         p.error(f"--duration must be more than {STEADY_FROM + 1} s")
     if not ECHO_MODULE.exists():
