@@ -110,9 +110,11 @@ http {{
 """
 
 
-def gateway_yaml(upstream: str, key: str, connections: int) -> str:
-    """The full product path (routing, tracking, evaluation, SQLite), one model."""
-    return f"""server:
+def gateway_yaml(upstream: str, key: str, connections: int, inbound: int | None) -> str:
+    """The full product path (routing, tracking, evaluation, SQLite), one model;
+    `inbound`: the workers' max_connections (None: the default, from the file limit)."""
+    limit = f"\n  max_connections: {inbound}" if inbound else ""
+    return f"""server:{limit}
   api_keys: ["{key}"]
   admin_token: "{secrets.token_hex(12)}"
   log_level: warning
@@ -168,6 +170,7 @@ class _Stream(asyncio.Protocol):
                 self.finished = True
                 self._close()
                 return
+            self.rec.opened()
         seen = self.tail + data
         count = seen.count(b"\n\n")
         self.tail = data[-1:]
@@ -187,6 +190,7 @@ class _Stream(asyncio.Protocol):
         if b"[DONE]" in seen:
             self.finished = True
             rec.completed += 1
+            rec.open -= 1
             self._close()
 
     def _close(self) -> None:
@@ -196,6 +200,8 @@ class _Stream(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.finished:
             self.rec.error("reset" if exc else "closed early")
+            if self.status == 200:
+                self.rec.open -= 1
         if not self.done.done():
             self.done.set_result(None)
 
@@ -212,6 +218,11 @@ class _Record:
         self.completed = 0
         self.started = 0
         self.errors: dict[str, int] = {}
+        self.open = self.peak = 0  # streams answered 200 and not ended
+
+    def opened(self) -> None:
+        self.open += 1
+        self.peak = max(self.peak, self.open)
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -234,6 +245,8 @@ async def _one(port: int, request: bytes, rec: _Record) -> None:
             await asyncio.wait_for(asyncio.shield(done), STREAM_SECONDS)
         if not done.done() and proto.events == seen:
             rec.error("timeout")
+            if proto.status == 200:
+                rec.open -= 1
             proto.finished = True
             transport.abort()
             await done
@@ -267,7 +280,7 @@ async def _load(
         await asyncio.wait(tasks, timeout=STREAM_SECONDS + 15)
     return {
         "ttfb": rec.ttfb.tobytes(), "gaps": rec.gaps.tobytes(), "events": rec.events_in_window,
-        "drain_events": rec.events_in_drain,
+        "drain_events": rec.events_in_drain, "peak_open": rec.peak,
         "errors": rec.errors, "started": rec.started, "completed": rec.completed,
     }  # fmt: skip
 
@@ -391,7 +404,7 @@ class Bench:
             cpus = self.both if workers == 2 else cpus
             key = "gw-" + secrets.token_hex(12)
             config = work / "gatewise.yaml"
-            config.write_text(gateway_yaml(upstream, key, 20_000))
+            config.write_text(gateway_yaml(upstream, key, 20_000, self.args.max_connections))
             cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config),
                    "--port", str(port), "--workers", str(workers)]  # fmt: skip
             path, ready = "/v1/chat/completions", "/readyz"
@@ -451,12 +464,13 @@ class Bench:
             child.stop()
         ttfb, gaps = array.array("d"), array.array("d")
         errors: dict[str, int] = {}
-        events = started = completed = drained = 0
+        events = started = completed = drained = peak = 0
         for r in results:
             ttfb.frombytes(r["ttfb"])
             gaps.frombytes(r["gaps"])
             events += r["events"]
             drained += r["drain_events"]
+            peak += r["peak_open"]
             started += r["started"]
             completed += r["completed"]
             for k, v in r["errors"].items():
@@ -474,6 +488,8 @@ class Bench:
         return {
             "target": name, "streams": n, "alive": alive, "started": started,
             "completed": completed, "errors": sum(errors.values()), "error_kinds": errors,
+            "refused_503": errors.get("http 503", 0),
+            "held_peak": peak,  # streams open at once at most (summed over the loaders)
             "ttfb_p50_ms": q(ttfb, 0.5), "ttfb_p99_ms": q(ttfb, 0.99),
             "gap_p50_ms": q(gaps, 0.5), "gap_p99_ms": q(gaps, 0.99),
             "gap_max_ms": round(max(gaps) * ms, 1) if gaps else None,
@@ -495,6 +511,7 @@ class Bench:
 
 def table(rows: list[dict[str, Any]]) -> str:
     cols = [("target", "target"), ("streams", "N"), ("errors", "errors"),
+            ("refused_503", "of which 503"), ("held_peak", "held at most"),
             ("ttfb_p50_ms", "TTFB p50"), ("ttfb_p99_ms", "TTFB p99"),
             ("gap_p50_ms", "gap p50"), ("gap_p99_ms", "gap p99"), ("gap_max_ms", "gap max"),
             ("health_p99_ms", "health p99"), ("cpu_pct", "CPU %"),
@@ -515,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals per run")
     p.add_argument("--loaders", type=int, default=4, help="client processes")
     p.add_argument("--json", type=Path, default=None)
+    p.add_argument("--max-connections", type=int, default=None,
+                   help="Gatewise's server.max_connections per worker (default: from the "
+                   "open-file limit); past it a stream is refused with 503")  # fmt: skip
     p.add_argument("--tree", type=Path, default=ROOT,
                    help="the Gatewise source tree to run (another commit's worktree)")  # fmt: skip
     a = p.parse_args(argv)
