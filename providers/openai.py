@@ -62,6 +62,9 @@ _CONTENT = b'"content":"'
 _MODEL = b',"model":"'
 _NULL_USAGE = b',"usage":null'
 _DELTA_KEYS = frozenset({"role", "content", "refusal"})
+# A stream whose chunks are rarely plain (tool calls, another framing) stops looking
+# for a template after this many: its chunks are parsed, as they would be anyway.
+_MAX_MISSES = 8
 
 
 class OpenAIProvider(HttpProvider):
@@ -152,6 +155,7 @@ class _OpenAIChunks(ChunkStream):
         # the same as the client gets them): `_read_pieces` forwards the chunks that
         # match it without parsing them.
         self._plain: tuple[bytes, bytes, bytes, bytes] | None = None
+        self._misses = 0  # chunks parsed that could not be a template
 
     def batches(self) -> AsyncIterator[list[Chunk]]:
         upstream = self._upstream.aiter_bytes()
@@ -190,9 +194,9 @@ class _OpenAIChunks(ChunkStream):
             batch.extend(parsed)
             if done:
                 return True
-            if parsed and name is None:
-                self._plain = _template(data, parsed[0][1], self._served, self._hide_usage)
-                plain = self._plain
+            if parsed and name is None and self._misses < _MAX_MISSES:
+                plain = self._plain = _template(data, parsed[0][1], self._served, self._hide_usage)
+                self._misses += plain is None
         return False
 
     def _read(self, events: list[Event], batch: list[Chunk] | list[Piece]) -> bool:

@@ -298,3 +298,17 @@ async def test_any_content_and_any_cuts_read_the_same(
 ) -> None:
     stream = sse(ROLE, *(content(t) for t in texts), FINISH, USAGE)
     await same(cut(stream, size), client_usage)
+
+
+async def test_a_stream_of_unusual_chunks_stops_looking_for_a_template() -> None:
+    tool = HEAD + (
+        b'[{"index":0,"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]},'
+        b'"logprobs":null,"finish_reason":null}],"usage":null}'
+    )
+    plain = [content(b"a"), content(b"b")]
+    few = await same([sse(*[tool] * 3, *plain, FINISH)])
+    assert few["raw"] == 1  # a template was still looked for after 3 misses
+    # Eight chunks that cannot be templates (each carries a usage): no more looking.
+    with_usage = content(b"x", b',"usage":{"prompt_tokens":1}}')
+    many = await same([sse(*[with_usage] * 8, *plain)])
+    assert many["raw"] == 0 and many["texts"] == "x" * 8 + "ab"  # parsed, all the same
