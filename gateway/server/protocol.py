@@ -57,7 +57,7 @@ from gateway.core.ids import request_id_from
 from gateway.core.logs import SummaryLog
 from gateway.http.disconnect import WATCH
 from gateway.http.errors import error_body
-from gateway.server.gctune import Collector
+from gateway.server.collector import Collector
 from gateway.server.metrics import TRIPS_STATE
 
 __all__ = ["RESERVED_FILES", "Inbound", "InboundLimits", "JoinedWritesProtocol"]
@@ -127,7 +127,7 @@ class Inbound:
         self.lingering = 0
         self.max_lingering = max(64, limits.max_connections // 8)
         # Young collections on a clock; full ones when at most 1 % of the connections
-        # are open. Started by the worker's first connection (gateway/server/gctune.py).
+        # are open. Started by the worker's first connection (gateway/server/collector.py).
         self.collector = Collector(quiet=max(16, limits.max_connections // 100))
         self.overloaded = _answer(
             503,
