@@ -20,7 +20,7 @@ stream begun since the last one: the passes grew with the streams held (7 ms, th
 gateway/server/collector.py, every 0.1 s, the two
 young generations every other time: a pass walks what was made in the last 0.2 s, a few
 milliseconds at a thousand new streams a second), the thresholds remain only as a
-net for a burst, and the full collection never runs by itself: `Collector` runs it
+net for a burst or a late tick, and the full collection never runs by itself: `Collector` runs it
 when the worker is quiet (few connections open, so the pause is short) and, as a bound
 on the memory a cycle that outlived the young generations can hold, at the latest
 every `overdue` seconds of unbroken load (a pause as long as the heap is large, logged
@@ -33,10 +33,12 @@ import gc
 
 __all__ = ["THRESHOLDS", "tune"]
 
-# Automatic collections, a net under `Collector` (gateway/server/collector.py): a young
-# one past 100,000 new objects between its ticks, the oldest never (no count of middle
-# passes reaches 1 << 30).
-THRESHOLDS = (100_000, 50, 1 << 30)
+# Automatic collections, a net under `Collector` (gateway/server/collector.py) for a
+# core so busy that its ticks come late: a young one past 20,000 new objects (net), the
+# middle one every other, the oldest never (no count of middle passes reaches 1 << 30).
+# At 3,000 streams on a full core the longest pause was 25 ms of CPU with these, 34
+# with (100_000, 50): bench/README.md, "Long streams".
+THRESHOLDS = (20_000, 2, 1 << 30)
 
 
 def tune() -> None:
