@@ -17,14 +17,13 @@ in a steady state (as many streams ending as beginning, their old objects freed 
 ones are made) the young generation grows without a collection until it holds every
 stream begun since the last one: the passes grew with the streams held (7 ms, then
 40-60 ms). So here young collections run on a clock (`Collector` in
-gateway/server/collector.py, every 0.1 s, the two
-young generations every other time: a pass walks what was made in the last 0.2 s, a few
-milliseconds at a thousand new streams a second), the thresholds remain only as a
-net for a burst or a late tick, and the full collection never runs by itself: `Collector` runs it
-when the worker is quiet (few connections open, so the pause is short) and, as a bound
-on the memory a cycle that outlived the young generations can hold, at the latest
-every `overdue` seconds of unbroken load (a pause as long as the heap is large, logged
-with its length).
+gateway/server/collector.py: every 0.1 s, the two young generations every other time,
+so a pass walks what was made in the last 0.2 s, a few milliseconds at a thousand new
+streams a second), the thresholds remain only as a net for a burst or a late tick, and
+the full collection never runs by itself: `Collector` runs it when the worker is quiet
+(few connections open, so the pause is short) and, as a bound on the memory a cycle
+that outlived the young generations can hold, at the latest every `overdue` seconds of
+unbroken load (a pause as long as the heap is large, logged with its length).
 """
 
 from __future__ import annotations
