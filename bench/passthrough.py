@@ -2,9 +2,12 @@
 
 Usage: python bench/passthrough.py UPSTREAM_BASE PORT   (e.g. http://127.0.0.1:8999 8081)
 Forwards every POST body verbatim to UPSTREAM_BASE + path; streams SSE back.
+PASSTHROUGH_POOL: upstream connections at most (default 256; 0: no limit, for
+bench/streams.py, where each open stream holds one).
 """
 
 import contextlib
+import os
 import sys
 
 import aiohttp
@@ -20,7 +23,8 @@ pool: dict[str, aiohttp.ClientSession] = {}
 
 @contextlib.asynccontextmanager
 async def lifespan(app):
-    connector = aiohttp.TCPConnector(limit=256, ttl_dns_cache=300)
+    limit = int(os.environ.get("PASSTHROUGH_POOL", "256"))
+    connector = aiohttp.TCPConnector(limit=limit, ttl_dns_cache=300)
     async with aiohttp.ClientSession(connector=connector, skip_auto_headers=("User-Agent",)) as s:
         pool["s"] = s
         yield

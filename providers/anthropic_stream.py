@@ -15,8 +15,6 @@ from providers.anthropic_inbound import message_usage
 from providers.base import Chunk, ChunkStream, Usage
 from providers.errors import (
     InvalidResponse,
-    ResponseTooLarge,
-    TransportError,
     UpstreamServerError,
     redact,
     upstream_json,
@@ -63,14 +61,13 @@ class _EventStream(ChunkStream):
     _upstream: UpstreamStream
     _provider: str
 
-    async def batches(self) -> AsyncIterator[list[Chunk]]:
-        try:
-            async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
-                yield batch
-        except (TransportError, ResponseTooLarge) as exc:
-            raise exc.prefixed(f"{self._provider}: stream broke") from None
-        if not self.complete:
-            raise InvalidResponse(f"{self._provider} stream ended before message_stop")
+    def batches(self) -> AsyncIterator[list[Chunk]]:
+        return chunk_batches(
+            self, self._upstream.aiter_bytes(), self._read, self._provider, self._ended
+        )
+
+    def _ended(self) -> None:
+        raise InvalidResponse(f"{self._provider} stream ended before message_stop")
 
     @abstractmethod
     def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:

@@ -10,10 +10,12 @@ client's body untouched and the others translate (`providers.anthropic_inbound`)
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+
+import orjson
 
 from providers.errors import UnsupportedRequest
 
@@ -24,9 +26,12 @@ __all__ = [
     "Chunk",
     "ChunkStream",
     "Endpoint",
+    "Piece",
     "Provider",
+    "RawChunk",
     "Reply",
     "Usage",
+    "json_text",
 ]
 
 
@@ -119,6 +124,32 @@ class Reply:
 Chunk = tuple[str | None, dict[str, Any]]
 
 
+class RawChunk:
+    """A chunk as its client will read it, never parsed: the upstream's bytes with the
+    id and model replaced (`sse`, a whole `data: ...` event), and its delta's content
+    still JSON-escaped (`text`, for the evaluator). A provider hands one out only for a
+    chunk whose every other byte matches one it has parsed and checked to be a plain
+    content chunk (providers.openai); `chunk()` is what a full parse gives."""
+
+    __slots__ = ("sse", "text")
+
+    def __init__(self, sse: bytes, text: bytes) -> None:
+        self.sse = sse
+        self.text = text
+
+    def chunk(self) -> Chunk:
+        return None, orjson.loads(self.sse[6:-2])
+
+
+def json_text(value: str) -> bytes:
+    """`value` as the inside of a JSON string: escaped, without its quotes."""
+    return orjson.dumps(value)[1:-1]
+
+
+# What a stream hands out: a parsed chunk, or a checked one left as bytes.
+Piece = Chunk | RawChunk
+
+
 class ChunkStream(ABC):
     """A streamed answer as OpenAI-shaped chunks. Usage is filled in as it arrives."""
 
@@ -130,6 +161,12 @@ class ChunkStream(ABC):
     def batches(self) -> AsyncIterator[list[Chunk]]:
         """The chunks grouped as they arrived (each group non-empty), so the gateway
         writes a group to its client in one go rather than one write per chunk."""
+
+    def pieces(self, response_id: str, model: str) -> AsyncIterator[Sequence[Piece]]:
+        """Like `batches()`, but a stream that can may hand out chunks as `RawChunk`s,
+        already under `response_id` and `model`: the gateway's path to its client, which
+        then writes them as they are. Streams that read the chunks use `batches()`."""
+        return self.batches()
 
     async def __aiter__(self) -> AsyncIterator[Chunk]:
         async for batch in self.batches():

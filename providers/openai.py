@@ -3,13 +3,25 @@ llama.cpp): the body passes through with only `model` rewritten."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import re
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import orjson
 
 from providers.anthropic_inbound import messages_via_chat, stream_via_chat
-from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Reply, Usage
+from providers.base import (
+    BinaryReply,
+    Call,
+    Chunk,
+    ChunkStream,
+    Endpoint,
+    Piece,
+    RawChunk,
+    Reply,
+    Usage,
+    json_text,
+)
 from providers.errors import (
     InvalidResponse,
     ResponseTooLarge,
@@ -20,7 +32,7 @@ from providers.errors import (
     upstream_json,
 )
 from providers.http_provider import HttpProvider, endpoint_url
-from providers.sse import chunk_batches
+from providers.sse import Event, chunk_batches
 from providers.transport import Transport, UpstreamStream
 
 __all__ = ["OpenAIProvider"]
@@ -37,6 +49,22 @@ _PATHS = {
 }
 _USAGE_STREAMS = (Endpoint.CHAT, Endpoint.COMPLETIONS)
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
+
+# Bytes a JSON string may not hold as they are (their escapes are checked apart).
+_UNPLAIN = re.compile(rb'["\\\x00-\x1f]')
+# The inside of a JSON string, escapes checked (a surrogate only in a pair).
+_ESCAPE = (
+    rb'\\(?:["\\/bfnrt]|u(?:[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}'
+    rb"|(?![dD][89a-fA-F])[0-9a-fA-F]{4}))"
+)
+_STRING = re.compile(rb'[^"\\\x00-\x1f]*(?:' + _ESCAPE + rb'[^"\\\x00-\x1f]*)*')
+_CONTENT = b'"content":"'
+_MODEL = b',"model":"'
+_NULL_USAGE = b',"usage":null'
+_DELTA_KEYS = frozenset({"role", "content", "refusal"})
+# A stream whose chunks are rarely plain (tool calls, another framing) stops looking
+# for a template after this many: its chunks are parsed, as they would be anyway.
+_MAX_MISSES = 8
 
 
 class OpenAIProvider(HttpProvider):
@@ -122,21 +150,56 @@ class _OpenAIChunks(ChunkStream):
         self._upstream = upstream
         self._provider = provider
         self._hide_usage = hide_usage
+        self._served = (b"", b"")  # the response id and model the client sees, escaped
+        # The last plain content chunk as (its bytes before and after the content, and
+        # the same as the client gets them): `_read_pieces` forwards the chunks that
+        # match it without parsing them.
+        self._plain: tuple[bytes, bytes, bytes, bytes] | None = None
+        self._misses = 0  # chunks parsed that could not be a template
 
-    async def batches(self) -> AsyncIterator[list[Chunk]]:
-        try:
-            async for batch in chunk_batches(self, self._upstream.aiter_bytes(), self._read):
-                yield batch
-        except (TransportError, ResponseTooLarge) as exc:
-            raise exc.prefixed(f"{self._provider}: stream broke") from None
-        if not self.complete:
-            if self.finish_reason is None:
-                raise InvalidResponse(f"{self._provider}: the stream ended before it was complete")
-            # Some upstreams close after the chunk with finish_reason and send no
-            # `[DONE]`: the answer is whole all the same.
-            self.complete = True
+    def batches(self) -> AsyncIterator[list[Chunk]]:
+        upstream = self._upstream.aiter_bytes()
+        return chunk_batches(self, upstream, self._read, self._provider, self._ended)
 
-    def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
+    def pieces(self, response_id: str, model: str) -> AsyncIterator[Sequence[Piece]]:
+        self._served = (json_text(response_id), json_text(model))
+        upstream = self._upstream.aiter_bytes()
+        return chunk_batches(self, upstream, self._read_pieces, self._provider, self._ended)
+
+    def _ended(self) -> None:
+        if self.finish_reason is None:
+            raise InvalidResponse(f"{self._provider}: the stream ended before it was complete")
+        # Some upstreams close after the chunk with finish_reason and send no `[DONE]`:
+        # the answer is whole all the same.
+        self.complete = True
+
+    def _read_pieces(self, events: list[Event], batch: list[Piece]) -> bool:
+        """Like `_read`, but a chunk that matches the stream's last plain content chunk
+        in every byte but its content is forwarded as bytes (`RawChunk`)."""
+        plain = self._plain
+        for event in events:
+            name, data = event
+            if plain is not None and name is None:
+                head, tail, before, after = plain
+                end = len(data) - len(tail)
+                if data.startswith(head) and data.endswith(tail) and end >= len(head):
+                    text = data[len(head) : end]
+                    if (_UNPLAIN.search(text) is None or _STRING.fullmatch(text)) and (
+                        text.isascii() or _utf8(text)
+                    ):
+                        batch.append(RawChunk(before + text + after, text))
+                        continue
+            parsed: list[Chunk] = []
+            done = self._read([event], parsed)
+            batch.extend(parsed)
+            if done:
+                return True
+            if parsed and name is None and self._misses < _MAX_MISSES:
+                plain = self._plain = _template(data, parsed[0][1], self._served, self._hide_usage)
+                self._misses += plain is None
+        return False
+
+    def _read(self, events: list[Event], batch: list[Chunk] | list[Piece]) -> bool:
         """Parse `events` into `batch`; True at a proper end ([DONE] or a final
         Responses event)."""
         for event, data in events:
@@ -176,6 +239,81 @@ class _OpenAIChunks(ChunkStream):
 
     async def aclose(self) -> None:
         await self._upstream.aclose()
+
+
+def _template(
+    data: bytes, chunk: dict[str, Any], served: tuple[bytes, bytes], hide_usage: bool
+) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """`data`, parsed as `chunk`, as a template for the plain content chunks after it:
+    None unless it is one, framed so that its id, model and content can be found by
+    their bytes alone. Every byte but the content's is then what a matching chunk must
+    have: no whitespace or escape (no key hides behind either), as many `":` as the
+    chunk has keys (none repeated), the id first and the model once."""
+    if not data.startswith(b'{"id":"') or data.count(_CONTENT) != 1:
+        return None
+    if chunk.get("object") != "chat.completion.chunk" or "error" in chunk:
+        return None
+    if chunk.get("usage") is not None:
+        return None
+    choices = chunk.get("choices")
+    if not (isinstance(choices, list) and len(choices) == 1 and isinstance(choices[0], dict)):
+        return None
+    choice = choices[0]
+    delta = choice.get("delta")
+    if choice.get("index") != 0 or choice.get("finish_reason") is not None:
+        return None
+    if not isinstance(delta, dict) or not delta.keys() <= _DELTA_KEYS:
+        return None
+    if not isinstance(delta.get("content"), str) or delta.get("refusal") is not None:
+        return None
+    rid, model = chunk.get("id"), chunk.get("model")
+    if not (isinstance(rid, str) and isinstance(model, str)):
+        return None
+    start = data.index(_CONTENT) + len(_CONTENT)
+    found = _STRING.match(data, start)
+    end = found.end() if found is not None else -1
+    if data[end : end + 1] != b'"':
+        return None
+    head, tail = data[:start], data[end:]
+    outside = head + tail
+    if any(c in outside for c in (b" ", b"\t", b"\r", b"\n", b"\\")):
+        return None
+    # A null usage the stream hides was taken out of `chunk` already.
+    hidden = int("usage" not in chunk and outside.count(_NULL_USAGE) == 1)
+    if outside.count(b'":') != _keys(chunk) + hidden or head.count(_MODEL) != 1:
+        return None
+    id_end = 7 + len(rid.encode())
+    model_at = head.index(_MODEL) + len(_MODEL)
+    model_end = model_at + len(model.encode())
+    if head[7:id_end] != rid.encode() or head[model_at:model_end] != model.encode():
+        return None
+    if head[id_end : id_end + 1] != b'"' or head[model_end : model_end + 1] != b'"':
+        return None
+    rid_out, model_out = served
+    before = b'data: {"id":"' + rid_out + head[id_end:model_at] + model_out + head[model_end:]
+    after = tail + b"\n\n"
+    if hide_usage and _NULL_USAGE in outside:
+        if _NULL_USAGE in head:
+            return None
+        after = after.replace(_NULL_USAGE, b"")
+    return head, tail, before, after
+
+
+def _keys(value: Any) -> int:
+    """How many keys `value` holds, at every depth."""
+    if isinstance(value, dict):
+        return len(value) + sum(_keys(v) for v in value.values())
+    if isinstance(value, list):
+        return sum(_keys(v) for v in value)
+    return 0
+
+
+def _utf8(data: bytes) -> bool:
+    try:
+        data.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 class _Passthrough(BinaryReply):

@@ -151,7 +151,8 @@ class ServerConfig(_Strict):
     # the gateway is closing.
     idle_timeout: float = Field(75.0, gt=0, le=3600)
     # Open client connections per worker; one more is answered 503 with Retry-After and
-    # closed. Unset: half the worker's open-file limit (the other half is for upstreams).
+    # closed. Unset: half the worker's open-file limit, less 64 files for the store, logs
+    # and listener (a stream holds two files: its client's and its upstream's).
     max_connections: int | None = Field(None, gt=0)
     # A request line and headers larger than this, or more headers, get 431.
     max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)

@@ -12,7 +12,7 @@ the answer under the gateway's own `msg_` id, the stream as Anthropic's named ev
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -49,7 +49,7 @@ from gateway.http.proxy import (
 )
 from gateway.http.streaming import StreamingResponse
 from gateway.routing.dispatch import Exchange, ReplyJob, Streaming, StreamJob
-from providers.base import NO_HEADERS, Call, Chunk, ChunkStream, Endpoint, Reply
+from providers.base import NO_HEADERS, Call, ChunkStream, Endpoint, Piece, RawChunk, Reply
 from providers.errors import ProviderError, RateLimited
 
 __all__ = ["messages_routes"]
@@ -172,7 +172,7 @@ async def _reply(exchange: Exchange[Reply], send: Send, limits: Headers) -> None
         exchange.close()
 
 
-def _events(exchange: Streaming[ChunkStream, list[Chunk]], limits: Headers) -> Response:
+def _events(exchange: Streaming[ChunkStream, Sequence[Piece]], limits: Headers) -> Response:
     response = StreamingResponse(
         _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
     )
@@ -180,7 +180,7 @@ def _events(exchange: Streaming[ChunkStream, list[Chunk]], limits: Headers) -> R
     return response
 
 
-async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[bytes]:
+async def _sse(exchange: Streaming[ChunkStream, Sequence[Piece]]) -> AsyncIterator[bytes]:
     """Anthropic's events, one write per upstream read; a failure after the first byte
     is an `error` event, as Anthropic sends it."""
     upstream = exchange.result
@@ -212,9 +212,11 @@ async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[b
             exchange.close(error, client_gone=gone)
 
 
-def _encode(batch: list[Chunk], response_id: str, model: str) -> bytes:
+def _encode(batch: Sequence[Piece], response_id: str, model: str) -> bytes:
     out: list[bytes] = []
-    for event, data in batch:
+    for piece in batch:
+        # Messages streams are translated or Anthropic's: parsed chunks, never raw ones.
+        event, data = piece.chunk() if isinstance(piece, RawChunk) else piece
         if event == "message_start":
             message = data.get("message")
             if isinstance(message, dict):

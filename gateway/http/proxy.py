@@ -13,7 +13,7 @@ import asyncio
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, Protocol
 
 import anyio
@@ -55,7 +55,7 @@ from gateway.routing.dispatch import (
 from gateway.routing.feedback import MAX_FEEDBACK_BYTES, FeedbackService
 from gateway.routing.pairwise import PairwiseService
 from gateway.routing.quota import Quota
-from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint
+from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Piece, RawChunk
 from providers.errors import ProviderError, UpstreamServerError
 
 __all__ = [
@@ -371,7 +371,7 @@ async def _reply(
         exchange.close()
 
 
-def _events(exchange: Streaming[ChunkStream, list[Chunk]], limits: Headers = ()) -> Response:
+def _events(exchange: Streaming[ChunkStream, Sequence[Piece]], limits: Headers = ()) -> Response:
     response = StreamingResponse(
         _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
     )
@@ -379,7 +379,7 @@ def _events(exchange: Streaming[ChunkStream, list[Chunk]], limits: Headers = ())
     return response
 
 
-async def _sse(exchange: Streaming[ChunkStream, list[Chunk]]) -> AsyncIterator[bytes]:
+async def _sse(exchange: Streaming[ChunkStream, Sequence[Piece]]) -> AsyncIterator[bytes]:
     """The stream's events, one write per upstream read, ending with exactly one end
     marker whatever the upstream's end looked like: it rides on the last write when
     the upstream's end came with content, else goes alone (and after an error event)."""
@@ -468,10 +468,12 @@ def fast_handlers(routes: list[Route]) -> dict[str, Callable[[Scope, Receive, Se
     return {r.path: r.endpoint for r in routes if isinstance(r.endpoint, FastEndpoint)}
 
 
-def _encode_batch(batch: list[Chunk], rid: str, model: str) -> bytes:
+def _encode_batch(batch: Sequence[Piece], rid: str, model: str) -> bytes:
+    """The events as the client reads them; a `RawChunk` is already."""
     if len(batch) == 1:
-        return _encode(batch[0], rid, model)
-    return b"".join([_encode(chunk, rid, model) for chunk in batch])
+        piece = batch[0]
+        return piece.sse if isinstance(piece, RawChunk) else _encode(piece, rid, model)
+    return b"".join([p.sse if isinstance(p, RawChunk) else _encode(p, rid, model) for p in batch])
 
 
 def _encode(chunk: Chunk, response_id: str, model: str) -> bytes:

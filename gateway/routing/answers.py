@@ -114,7 +114,9 @@ class StreamAnswer:
     __slots__ = ("_args", "_parts", "_size", "finish_reason", "refusal")
 
     def __init__(self) -> None:
-        self._parts: list[str] = []
+        # Text as it came: parsed (str) or still JSON-escaped (bytes, from chunks the
+        # gateway forwarded unparsed), decoded only if the answer is judged.
+        self._parts: list[str | bytes] = []
         self._args: dict[int, list[str]] = {}
         self._size = 0
         self.finish_reason: str | None = None
@@ -169,6 +171,12 @@ class StreamAnswer:
                 delta["partial_json"]
             )
 
+    def add_escaped(self, text: bytes) -> None:
+        """Content text still JSON-escaped (a `RawChunk`'s)."""
+        if text and self._size < _MAX_TEXT:
+            self._parts.append(text)
+            self._size += len(text)
+
     def _text(self, piece: Any) -> None:
         if isinstance(piece, str) and self._size < _MAX_TEXT:
             self._parts.append(piece)
@@ -176,4 +184,21 @@ class StreamAnswer:
 
     def result(self) -> Answer:
         args = ["".join(parts) for _, parts in sorted(self._args.items())]
-        return Answer("".join(self._parts), self.finish_reason, self.refusal, args)
+        return Answer(_joined(self._parts), self.finish_reason, self.refusal, args)
+
+
+def _joined(parts: list[str | bytes]) -> str:
+    """The parts' text, each run of escaped ones decoded in one go."""
+    out: list[str] = []
+    escaped: list[bytes] = []
+    for part in parts:
+        if isinstance(part, bytes):
+            escaped.append(part)
+            continue
+        if escaped:
+            out.append(orjson.loads(b'"' + b"".join(escaped) + b'"'))
+            escaped.clear()
+        out.append(part)
+    if escaped:
+        out.append(orjson.loads(b'"' + b"".join(escaped) + b'"'))
+    return "".join(out)

@@ -42,10 +42,11 @@ from providers.base import (
     NO_HEADERS,
     BinaryReply,
     Call,
-    Chunk,
     ChunkStream,
     Endpoint,
+    Piece,
     Provider,
+    RawChunk,
     Reply,
     Usage,
 )
@@ -146,29 +147,32 @@ class Job(ABC, Generic[R, P]):
         self.stream = self.body.get("stream") is True
 
     @abstractmethod
-    async def open(self, provider: Provider, call: Call) -> Opened[R, P]:
+    async def open(self, provider: Provider, call: Call, model: str) -> Opened[R, P]:
         """Ask the provider for the answer (and read a streamed answer's first piece, so
-        that an upstream that breaks before it can still be replaced)."""
+        that an upstream that breaks before it can still be replaced); `model` is the
+        name the client will see."""
 
 
 class ReplyJob(Job[Reply, None]):
-    async def open(self, provider: Provider, call: Call) -> Opened[Reply, None]:
+    async def open(self, provider: Provider, call: Call, model: str) -> Opened[Reply, None]:
         return Opened(await provider.send(call), None, None)
 
 
-class StreamJob(Job[ChunkStream, list[Chunk]]):
+class StreamJob(Job[ChunkStream, Sequence[Piece]]):
     streamed = True
 
-    async def open(self, provider: Provider, call: Call) -> Opened[ChunkStream, list[Chunk]]:
+    async def open(
+        self, provider: Provider, call: Call, model: str
+    ) -> Opened[ChunkStream, Sequence[Piece]]:
         stream = await provider.stream(call)
-        batches = stream.batches()
+        batches = stream.pieces(self.response_id, model)
         return Opened(stream, await _first(stream, batches), batches)
 
 
 class AudioJob(Job[BinaryReply, bytes]):
     streamed = True
 
-    async def open(self, provider: Provider, call: Call) -> Opened[BinaryReply, bytes]:
+    async def open(self, provider: Provider, call: Call, model: str) -> Opened[BinaryReply, bytes]:
         reply = await provider.binary(call)
         pieces = aiter(reply)
         return Opened(reply, await _first(reply, pieces), pieces)
@@ -320,12 +324,15 @@ class Streaming(Exchange[R], Generic[R, P]):
         self.first_at = first_at
         self.said = StreamAnswer() if isinstance(opened.result, ChunkStream) else None
 
-    def observe(self, batch: list[Chunk]) -> None:
+    def observe(self, batch: Sequence[Piece]) -> None:
         """Keep what a streamed answer says, for the evaluator."""
         said = self.said
         if said is not None:
-            for event, data in batch:
-                said.add(event, data)
+            for piece in batch:
+                if isinstance(piece, RawChunk):
+                    said.add_escaped(piece.text)
+                else:
+                    said.add(*piece)
 
     def _describe(self, outcome: Outcome) -> None:
         outcome.said = self.said
@@ -396,7 +403,7 @@ class Dispatcher:
         self.saturated = 0  # attempts that found no connection free in this gateway
 
     @overload
-    async def run(self, job: StreamJob) -> Streaming[ChunkStream, list[Chunk]]: ...
+    async def run(self, job: StreamJob) -> Streaming[ChunkStream, Sequence[Piece]]: ...
     @overload
     async def run(self, job: AudioJob) -> Streaming[BinaryReply, bytes]: ...
     @overload
@@ -426,7 +433,7 @@ class Dispatcher:
                 call.trace = self._traces.attempt(job, model, number)
             started = self._clock()
             try:
-                opened = await job.open(self.catalog.provider_for(model), call)
+                opened = await job.open(self.catalog.provider_for(model), call, model.name)
             except CapacityExhausted as exc:
                 # Never reached the upstream: nothing to record against the model.
                 self.saturated += 1

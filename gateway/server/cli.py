@@ -164,7 +164,9 @@ def describe(config: Config, env: Mapping[str, str] = os.environ) -> str:
     keys = len(config.server.api_keys)
     lines.append(f"client api keys: {keys}" + ("" if keys else " (the gateway is OPEN)"))
     s = config.server
-    connections = f"{s.max_connections:,}" if s.max_connections else "half the open-file limit"
+    connections = (
+        f"{s.max_connections:,}" if s.max_connections else "half the open-file limit, less 64"
+    )
     lines.append(
         f"inbound limits per worker: header timeout {s.header_timeout:g} s, idle timeout "
         f"{s.idle_timeout:g} s, max connections {connections}, max head "

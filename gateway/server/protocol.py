@@ -57,10 +57,14 @@ from gateway.core.ids import request_id_from
 from gateway.core.logs import SummaryLog
 from gateway.http.disconnect import WATCH
 from gateway.http.errors import error_body
+from gateway.server.collector import Collector
 from gateway.server.metrics import TRIPS_STATE
 
-__all__ = ["Inbound", "InboundLimits", "JoinedWritesProtocol"]
+__all__ = ["RESERVED_FILES", "Inbound", "InboundLimits", "JoinedWritesProtocol"]
 
+# Files a worker keeps apart from its connections: the listening socket, the store, the
+# logs, the event loop's own, a metrics scrape.
+RESERVED_FILES = 64
 LINGER_SECONDS = 1.0  # how long a refused connection is read (and dropped) at most
 LINGER_BYTES = 256 * 1024  # and how much of it
 
@@ -76,11 +80,15 @@ class InboundLimits:
 
     @classmethod
     def of(cls, server: ServerConfig, open_files: int) -> InboundLimits:
-        """The configured limits; unset max_connections is half the open-file limit (the
-        other half is for upstream connections, the store and the logs)."""
+        """The configured limits. Unset, max_connections is what the open-file limit
+        allows once `RESERVED_FILES` are set aside: half the rest, for a streamed answer
+        holds two files (its client's connection and its upstream's). Past it a client is
+        refused with 503; at the open-file limit itself, accepting would fail and every
+        stream the worker holds would stall behind the failing accepts."""
+        spare = max(2, open_files - RESERVED_FILES)
         return cls(
             header_timeout=server.header_timeout,
-            max_connections=server.max_connections or max(1, open_files // 2),
+            max_connections=server.max_connections or spare // 2,
             max_header_bytes=server.max_header_bytes,
             max_headers=server.max_headers,
         )
@@ -118,6 +126,9 @@ class Inbound:
         )
         self.lingering = 0
         self.max_lingering = max(64, limits.max_connections // 8)
+        # Young collections on a clock; full ones when at most 1 % of the connections
+        # are open. Started by the worker's first connection (gateway/server/collector.py).
+        self.collector = Collector(quiet=max(16, limits.max_connections // 100))
         self.overloaded = _answer(
             503,
             "Service Unavailable",
@@ -229,6 +240,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if len(self.connections) >= self.limits.max_connections:
             self._refuse_connection(transport)
             return
+        if not self.inbound.collector.running:
+            self.inbound.collector.start(self.loop, self.connections)
         # One per connection, not per request.
         self._extensions: dict[str, dict[object, object]] = {WATCH: {"watch": self}}
         super().connection_made(_HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]

@@ -161,3 +161,18 @@ def test_stream_answer_from_anthropic_events() -> None:
     for event, data in events:
         said.add(event, data)
     assert said.result() == Answer("Hi!", "tool_calls", None, ['{"a":1}'])
+
+
+def test_stream_answer_keeps_forwarded_chunks_text_in_order_and_decodes_it_once() -> None:
+    """Chunks the gateway forwarded unparsed give their content still JSON-escaped."""
+    said = StreamAnswer()
+    said.add(None, {"choices": [{"index": 0, "delta": {"role": "assistant", "content": "A"}}]})
+    said.add_escaped(rb" \"quoted\"")
+    said.add_escaped(b"")
+    said.add_escaped(rb"\n\u00e9 \ud83d\ude00")
+    said.add(
+        None, {"choices": [{"index": 0, "delta": {"content": " end"}, "finish_reason": "stop"}]}
+    )
+    answer = said.result()
+    assert answer.text == 'A "quoted"\né 😀 end'
+    assert answer.finish_reason == "stop"

@@ -41,7 +41,9 @@ def config(upstream: FakeUpstream, per_prompt: bool, store: str | None = None) -
             {"name": "solver", "provider": "up", "upstream_model": "solver-up"},
         ],
         "routes": [{"name": "auto", "models": ["writer", "solver"], "per_prompt": per_prompt}],
-        "selection": {"exploration_rate": 0, "score_refresh_seconds": 0, "seed": 1},
+        # No model-level draws: before any rating the route's order is its list's.
+        "selection": {"exploration_rate": 0, "exploration_bonus": 0,
+                      "score_refresh_seconds": 0, "seed": 1},
     }  # fmt: skip
     if store is not None:
         cfg["storage"] = {"url": store, "flush_interval": 0.2, "share_interval": 0.5}

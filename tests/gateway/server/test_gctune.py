@@ -1,4 +1,5 @@
-"""The serving process collects garbage rarely and never walks its start-up objects."""
+"""The serving process collects garbage in bounded young passes, never walks its start-up
+objects, and runs full collections only when a worker is quiet (or long overdue)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gateway.server.app import app_factory
+from gateway.server.collector import TICK, Collector
 from gateway.server.gctune import THRESHOLDS, tune
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -26,11 +28,14 @@ def restored_gc() -> Iterator[None]:
         gc.set_threshold(*thresholds)
 
 
-def test_tune_freezes_what_exists_and_raises_the_thresholds(restored_gc: None) -> None:
+def test_tune_freezes_what_exists_and_leaves_full_collections_to_the_sweeper(
+    restored_gc: None,
+) -> None:
     assert gc.get_threshold() != THRESHOLDS
     survivor = [object() for _ in range(3)]  # lists are tracked; this one lives on
     tune()
     assert gc.get_threshold() == THRESHOLDS
+    assert THRESHOLDS[2] >= 1 << 30  # no count of middle passes reaches it: never by itself
     assert gc.get_freeze_count() > 10_000  # the interpreter, starlette, uvicorn, ...
     assert not any(o is survivor for o in gc.get_objects())  # frozen: walked by no collection
 
@@ -46,3 +51,72 @@ def test_worker_processes_tune_the_collector_once_the_app_is_built(
     app_factory()
     assert gc.get_threshold() == THRESHOLDS
     assert gc.get_freeze_count() > 0
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _collector(clock: _Clock, runs: list[int]) -> Collector:
+    return Collector(quiet=10, every=60, overdue=1800, clock=clock, collect=runs.append)
+
+
+def test_young_collections_run_on_every_tick_the_middle_one_every_other() -> None:
+    clock, runs = _Clock(), []
+    collector = _collector(clock, runs)
+    for _ in range(4):
+        collector.tick(still_open=5_000)
+    assert runs == [1, 0, 1, 0]
+
+
+def test_the_collector_ticks_on_the_loop_once_started() -> None:
+    scheduled: list[tuple[float, object]] = []
+
+    class Loop:
+        def call_later(self, delay: float, callback: object) -> None:
+            scheduled.append((delay, callback))
+
+    runs: list[int] = []
+    collector = _collector(_Clock(), runs)
+    collector.start(Loop(), connections=set())  # type: ignore[arg-type]
+    assert collector.running and len(scheduled) == 1 and scheduled[0][0] == TICK
+    scheduled[0][1]()  # type: ignore[operator]
+    assert runs == [1] and len(scheduled) == 2  # collected, and the next tick is due
+
+
+def test_a_full_collection_waits_for_a_quiet_moment_with_something_to_collect() -> None:
+    clock, runs = _Clock(), []
+    collector = _collector(clock, runs)
+    gc.collect(1)  # something reached the oldest generation since its last collection
+    clock.now += 30
+    collector.tick(still_open=0)
+    assert 2 not in runs  # quiet, but the last full collection is too recent
+    clock.now += 60
+    collector.tick(still_open=5_000)
+    assert 2 not in runs  # due, but 5,000 open connections would make a long pause
+    collector.tick(still_open=10)
+    assert runs.count(2) == 1
+    clock.now += 61
+    gc.collect()  # the oldest generation was just collected: nothing new in it
+    collector.tick(still_open=0)
+    assert runs.count(2) == 1
+
+
+def test_under_unbroken_load_an_overdue_full_collection_runs_and_is_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    clock, runs = _Clock(), []
+    collector = _collector(clock, runs)
+    clock.now += 1799
+    collector.tick(still_open=9_000)
+    assert 2 not in runs
+    clock.now += 2
+    with caplog.at_level(logging.WARNING, "gatewise.gc"):
+        collector.tick(still_open=9_000)
+    assert runs.count(2) == 1
+    assert "full garbage collection after 1801 s of load" in caplog.text
+    assert "9000 connections open" in caplog.text

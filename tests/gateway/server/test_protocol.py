@@ -173,7 +173,7 @@ MINIMAL = {
 def test_the_limits_default_to_what_a_public_gateway_needs() -> None:
     limits = InboundLimits.of(parse_config(MINIMAL, env={}).server, open_files=20_000)
     assert limits == InboundLimits(
-        header_timeout=10, max_connections=10_000, max_header_bytes=65_536, max_headers=100
+        header_timeout=10, max_connections=9_968, max_header_bytes=65_536, max_headers=100
     )
     server = parse_config({**MINIMAL, "server": {"max_connections": 50}}, env={}).server
     assert InboundLimits.of(server, open_files=20_000).max_connections == 50

@@ -1,0 +1,79 @@
+"""A worker's garbage collections on a clock, and its full ones when it is quiet: why,
+in gateway/server/gctune.py. Started by the worker's first connection (its protocol,
+gateway/server/protocol.py, which knows how many are open)."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import Callable, Sized
+
+__all__ = ["TICK", "Collector"]
+
+TICK = 0.1  # seconds between the young collections
+
+log = logging.getLogger("gatewise.gc")
+
+
+class Collector:
+    """Runs a worker's collections: the youngest generation every `TICK` seconds and
+    the middle one with it every other tick (so an object reaches the oldest after
+    surviving 0.1-0.2 s); and the full collection the thresholds leave out, at a tick
+    where at most `quiet` connections are open, if `every` seconds have passed since
+    the last one and objects have reached the oldest generation since; or, past
+    `overdue` seconds, at the next tick whatever the load."""
+
+    __slots__ = ("_clock", "_collect", "_ticks", "every", "last", "overdue", "quiet", "running")
+
+    def __init__(
+        self,
+        quiet: int,
+        every: float = 60.0,
+        overdue: float = 1800.0,
+        clock: Callable[[], float] = time.monotonic,
+        collect: Callable[[int], object] = gc.collect,
+    ) -> None:
+        self.quiet = quiet
+        self.every = every
+        self.overdue = overdue
+        self._clock = clock
+        self._collect = collect
+        self.last = clock()
+        self.running = False
+        self._ticks = 0
+
+    def start(self, loop: asyncio.AbstractEventLoop, connections: Sized) -> None:
+        """Tick on `loop` from now on, `connections` being the worker's open ones."""
+        self.running = True
+
+        def tick() -> None:
+            self.tick(len(connections))
+            loop.call_later(TICK, tick)
+
+        loop.call_later(TICK, tick)
+
+    def tick(self, still_open: int) -> None:
+        self._ticks += 1
+        self._collect(self._ticks & 1)
+        now = self._clock()
+        since = now - self.last
+        if since < self.every:
+            return
+        if still_open <= self.quiet:
+            if gc.get_count()[2] == 0:  # nothing reached the oldest generation since
+                self.last = now
+                return
+        elif since < self.overdue:
+            return
+        self.last = now
+        self._collect(2)
+        took = self._clock() - now
+        if still_open > self.quiet:
+            log.warning(
+                "full garbage collection after %.0f s of load: %.0f ms with %d connections open",
+                since,
+                took * 1000,
+                still_open,
+            )
