@@ -12,6 +12,7 @@ from starlette.routing import Route
 from admin_ui.auth import AdminAuthMiddleware
 from admin_ui.comparisons import comparison_routes
 from admin_ui.evaluations import evaluation_routes
+from admin_ui.experiments import experiment_routes
 from admin_ui.keys import key_routes
 from admin_ui.openapi import openapi, operation
 from admin_ui.pages import page_routes
@@ -42,6 +43,7 @@ def create_admin_app(
         *evaluation_routes(services),
         *comparison_routes(services),
         *key_routes(services),
+        *experiment_routes(services),
         *metrics_routes(services),
         *page_routes(),
     ]

@@ -24,7 +24,7 @@ from gateway.http.errors import plain_error
 
 __all__ = ["DIRECT_ONLY", "AdminAuthMiddleware", "is_direct_local"]
 
-PROTECTED = ("/performance", "/evaluations", "/admin", "/metrics", "/comparisons")
+PROTECTED = ("/performance", "/evaluations", "/admin", "/metrics", "/experiments", "/comparisons")
 METRICS = "/metrics"  # also read with the metrics token, which reads nothing else
 PUBLIC = frozenset({"/admin/openapi.json"})
 

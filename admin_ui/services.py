@@ -8,6 +8,7 @@ from gateway.core.keys import KeyRing
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.comparisons import Comparisons
+from gateway.routing.experiments import Experiments
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.key_registry import KeyRegistry
 from gateway.routing.pairwise import PairwiseService
@@ -38,6 +39,7 @@ class AdminServices(Protocol):
     keys: KeyRing
     key_registry: KeyRegistry
     quota: Quota
+    experiments: Experiments
     comparisons: Comparisons
     pairwise: PairwiseService
 

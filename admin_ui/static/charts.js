@@ -32,7 +32,7 @@ function niceMax(value) {
   return 10 * step;
 }
 
-function frame(label, yMax, yFormat) {
+function frame(label, yMax, yFormat, yMin = 0) {
   const root = svg("svg", {
     viewBox: `0 0 ${W} ${H}`,
     role: "img",
@@ -47,7 +47,7 @@ function frame(label, yMax, yFormat) {
     root.append(svg("line", { x1: M.left, x2: W - M.right, y1: y, y2: y, class: "grid" }));
     root.append(
       svg("text", { x: M.left - 6, y: y + 4, "text-anchor": "end", class: "tick" },
-        yFormat(yMax * f)),
+        yFormat(yMin + (yMax - yMin) * f)),
     );
   }
   return root;
@@ -77,17 +77,17 @@ function figure(title, chart, series, note) {
  * Returns a <figure> with the SVG and a text legend.
  */
 export function lineChart({ title, label, series, xMin, xMax, yFormat: given = String,
-  yAxis, yMax: fixedMax, xFormat = String, note }) {
+  yAxis, yMax: fixedMax, yMin = 0, xFormat = String, note }) {
   const ys = series.flatMap((s) => s.points.map((p) => p.y)).filter((y) => Number.isFinite(y));
   const yMax = fixedMax || niceMax(Math.max(0, ...ys));
   // yAxis(yMax) gives a formatter suited to the axis's range (cost: $ or µ$)
   const yFormat = yAxis ? yAxis(yMax) : given;
-  const root = frame(label || title, yMax, yFormat);
+  const root = frame(label || title, yMax, yFormat, yMin);
   const plotW = W - M.left - M.right;
   const plotH = H - M.top - M.bottom;
   const span = xMax - xMin || 1;
   const sx = (x) => M.left + ((x - xMin) / span) * plotW;
-  const sy = (y) => M.top + plotH * (1 - y / yMax);
+  const sy = (y) => M.top + plotH * (1 - (y - yMin) / (yMax - yMin));
   for (const [i, x] of [xMin, xMin + span / 2, xMax].entries()) {
     const anchor = ["start", "middle", "end"][i];
     root.append(svg("text", { x: sx(x), y: H - 8, "text-anchor": anchor, class: "tick" },

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -32,17 +33,23 @@ from providers.tls import TlsOptions
 from providers.transport import MAX_BODY
 
 __all__ = [
+    "COMBINATION",
     "DEFAULT_CONFIG_PATH",
+    "EXPERIMENT_METRICS",
     "STORAGE_URL_ENV",
+    "ArmConfig",
     "ComparisonConfig",
     "Config",
     "ConfigError",
+    "ExperimentConfig",
+    "GuardConfig",
     "KeyBudget",
     "KeyConfig",
     "KeyRateLimit",
     "ModelConfig",
     "ProviderConfig",
     "RouteConfig",
+    "check_experiment",
     "config_path",
     "load_config",
     "parse_config",
@@ -341,6 +348,136 @@ class StorageConfig(_Strict):
     share_interval: float = Field(1.0, gt=0, le=60)
 
 
+# ---- experiments (issue 21): A/B tests on a route --------------------------------------
+
+EXPERIMENT_METRICS = (
+    "overall", "accuracy", "relevance", "helpfulness", "creativity", "auto_score", "cost",
+    "latency",
+)  # fmt: skip
+ExperimentMetric = Literal[
+    "overall", "accuracy", "relevance", "helpfulness", "creativity", "auto_score", "cost",
+    "latency",
+]  # fmt: skip
+# `metric: combination`: a weighted sum of these per answer (`combination:` the weights).
+COMBINATION = "combination"
+_Metric = Literal[
+    "overall", "accuracy", "relevance", "helpfulness", "creativity", "auto_score", "cost",
+    "latency", "combination",
+]  # fmt: skip
+_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+# Request fields an arm may not set: they say what is asked, not how it is answered.
+_FIXED_PARAMS = frozenset(
+    {"model", "messages", "input", "prompt", "system", "instructions", "stream", "n", "user"}
+)
+
+
+class ArmConfig(_Strict):
+    """One arm: a model, and how its requests change (a system prompt, parameters)."""
+
+    name: str = Field(pattern=_NAME)
+    model: str = Field(min_length=1)
+    share: float | None = Field(None, ge=0, le=1)  # fixed split; unset everywhere: equal
+    # Replaces the client's system prompt; "{system}" in it stands for the client's own.
+    system_prompt: str | None = Field(None, max_length=20_000)
+    params: dict[str, Any] = {}  # e.g. {temperature: 0.2}, set on every request of the arm
+
+    @field_validator("params")
+    @classmethod
+    def _free_params(cls, value: dict[str, Any]) -> dict[str, Any]:
+        fixed = sorted(set(value) & _FIXED_PARAMS)
+        if fixed:
+            raise ValueError(f"an arm cannot set {', '.join(fixed)}")
+        return value
+
+
+class GuardConfig(_Strict):
+    """What stops an arm that harms users (its traffic goes to the control arm). Each is
+    a sequential test at `alpha`, judged once the arm has `min_samples` answers."""
+
+    max_error_rate: float | None = Field(None, gt=0, lt=1)
+    max_latency_p95_ms: float | None = Field(None, gt=0)
+    max_cost_per_answer_usd: float | None = Field(None, gt=0)
+    min_samples: int = Field(20, ge=1)
+    alpha: float = Field(0.01, gt=0, lt=0.5)
+
+
+class ExperimentConfig(_Strict):
+    name: str = Field(pattern=_NAME)
+    route: str = Field(min_length=1)
+    arms: list[ArmConfig] = Field(min_length=2, max_length=10)
+    control: str | None = None  # the arm the others are compared to (unset: the first)
+    metric: _Metric = "overall"
+    # metric: combination: each answer's score is the weighted sum of these metrics
+    # (higher is better: give cost and latency negative weights), e.g.
+    # {overall: 1, cost: -100}. An answer counts once every part of it is known.
+    combination: dict[ExperimentMetric, float] | None = None
+    split: Literal["fixed", "adaptive"] = "fixed"
+    min_share: float = Field(0.1, ge=0, le=0.5)  # adaptive: no arm gets less
+    sticky_by: Literal["conversation", "user", "none"] = "conversation"
+    guards: GuardConfig = GuardConfig()
+    alpha: float = Field(0.05, gt=0, lt=0.5)  # the chance of a false winner, peeking included
+    min_samples: int = Field(30, ge=2)  # observations per arm before any decision
+    # Differences smaller than this do not matter: once the interval of every arm's
+    # difference lies inside +-min_effect, "no detectable difference". Unset: 0.1 rating
+    # points, 0.02 of auto score, 5 % of the control's mean cost or latency.
+    min_effect: float | None = Field(None, gt=0)
+    # Where the confidence sequence is narrowest: the observations per arm you expect.
+    expected_samples: int = Field(150, ge=10)
+
+    @property
+    def control_arm(self) -> str:
+        return self.control or self.arms[0].name
+
+    @model_validator(mode="after")
+    def _arms_agree(self) -> ExperimentConfig:
+        names = [a.name for a in self.arms]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                raise ValueError(f"arms[{i}].name: the arm '{name}' is defined twice")
+        if self.control is not None and self.control not in names:
+            raise ValueError(f"control: unknown arm '{self.control}' (arms: {', '.join(names)})")
+        shares = [a.share for a in self.arms]
+        given = [s for s in shares if s is not None]
+        if given and len(given) != len(shares):
+            missing = next(i for i, s in enumerate(shares) if s is None)
+            raise ValueError(f"arms[{missing}].share: give every arm a share, or none")
+        if given and abs(sum(given) - 1.0) > 1e-6:
+            raise ValueError(f"arms: the shares must sum to 1, they sum to {round(sum(given), 6)}")
+        if self.metric == COMBINATION:
+            if not self.combination or not any(self.combination.values()):
+                raise ValueError(
+                    "combination: give the weights of the metrics to combine, "
+                    "e.g. {overall: 1, cost: -100}"
+                )
+        elif self.combination is not None:
+            raise ValueError("combination: only with metric: combination")
+        return self
+
+    def shares(self) -> list[float]:
+        given = [a.share for a in self.arms]
+        if any(s is None for s in given):
+            return [1.0 / len(self.arms)] * len(self.arms)
+        return [float(s or 0.0) for s in given]
+
+
+def check_experiment(
+    experiment: ExperimentConfig,
+    models: dict[str, ModelConfig],
+    routes: Collection[str],
+    where: str = "",
+) -> None:
+    """The names an experiment uses exist: its route, and every arm's model (serving at
+    least one conversation type with the route). Raises ValueError naming the path."""
+    if experiment.route not in routes:
+        raise ValueError(
+            f"{where}route: unknown route '{experiment.route}'"
+            f" (expected one of: {', '.join(sorted(routes)) or 'none defined'})"
+        )
+    for j, arm in enumerate(experiment.arms):
+        if arm.model not in models:
+            raise ValueError(f"{where}arms[{j}].model: unknown model '{arm.model}'")
+
+
 class ComparisonConfig(_Strict):
     """A same-prompt comparison: a `sample` share of the route's answered requests is
     also sent to `challenger`, off the client's path, for at most `max_daily_usd` a UTC
@@ -367,6 +504,7 @@ class Config(_Strict):
     routes: list[RouteConfig] = []
     selection: SelectionConfig = SelectionConfig()
     storage: StorageConfig = StorageConfig()
+    experiments: list[ExperimentConfig] = []
     comparisons: list[ComparisonConfig] = []
     source: str = "<memory>"
 
@@ -431,8 +569,23 @@ class Config(_Strict):
                     f"routes[{i}].per_prompt: learns the accuracy of answers from ratings, "
                     f"so it needs optimization 'accuracy', not '{route.optimization}'"
                 )
+        self._check_experiments()
         _check_comparisons(self)
         return self
+
+    def _check_experiments(self) -> None:
+        _unique("experiments", [e.name for e in self.experiments])
+        models = {m.name: m for m in self.models}
+        routes = {r.name for r in self.routes}
+        running: dict[str, str] = {}
+        for i, experiment in enumerate(self.experiments):
+            check_experiment(experiment, models, routes, f"experiments[{i}].")
+            if experiment.route in running:
+                raise ValueError(
+                    f"experiments[{i}].route: the route '{experiment.route}' already has the "
+                    f"experiment '{running[experiment.route]}'; one experiment per route"
+                )
+            running[experiment.route] = experiment.name
 
     def provider(self, name: str) -> ProviderConfig:
         return next(p for p in self.providers if p.name == name)
@@ -620,10 +773,15 @@ def _describe(exc: ValidationError, source: str) -> str:
             message = "unknown key"
         elif err["type"] == "missing":
             message = "required key is missing"
+        inner = _INNER_PATH.match(message) if where.startswith("experiments[") else None
+        if inner is not None:  # a nested model's validator named a path inside it
+            sep = "" if inner.group(1).startswith("[") else "."
+            where, message = where + sep + inner.group(1), message[inner.end() :]
         lines.append(f"  {where}: {message}" if where else f"  {message}")
     return "\n".join(lines)
 
 
+_INNER_PATH = re.compile(r"^([a-z_]+(?:\[\d+\])?(?:\.[a-z_]+(?:\[\d+\])?)*): ")
 _UNION_TAGS = ("literal", "str", "int", "plain", "named")  # pydantic's, not the file's
 
 

@@ -95,6 +95,9 @@ class ResponseRecord:
     answer: str | None = None
     owner: str | None = None  # the client key's name that received it (None: open gateway)
     stored: bool = False
+    experiment: str | None = None  # the experiment and arm that served it (issue 21)
+    arm: str | None = None
+    cost: float | None = None  # USD, as priced when it was answered
 
     def to_row(self) -> dict[str, Any]:
         """The store's columns (everything but `stored`); written for every answer."""
@@ -104,5 +107,6 @@ class ResponseRecord:
             "conversation_type": self.conversation_type, "route": self.route,
             "optimization": self.optimization, "ts": self.ts, "latency_ms": self.latency_ms,
             "flags": self.flags, "auto_score": self.auto_score, "prompt": self.prompt,
-            "answer": self.answer, "owner": self.owner,
+            "answer": self.answer, "owner": self.owner, "experiment": self.experiment,
+            "arm": self.arm, "cost": self.cost,
         }  # fmt: skip

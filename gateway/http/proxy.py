@@ -123,7 +123,7 @@ class _VideoJobs:
 
 def served_headers(exchange: Exchange[Any], limits: Headers = ()) -> list[tuple[bytes, bytes]]:
     job = exchange.job
-    return [
+    headers = [
         (b"x-request-id", job.request_id.encode()),
         (b"x-gatewise-model", exchange.model.name.encode()),
         (b"x-gatewise-provider", exchange.provider.encode()),
@@ -131,6 +131,12 @@ def served_headers(exchange: Exchange[Any], limits: Headers = ()) -> list[tuple[
         (b"x-gatewise-response-id", job.response_id.encode()),
         *limits,
     ]
+    if job.experiment is not None and job.arm is not None:
+        headers += [
+            (b"x-gatewise-experiment", job.experiment.encode()),
+            (b"x-gatewise-arm", job.arm.encode()),
+        ]
+    return headers
 
 
 def proxy_routes(gateway: Backend) -> list[Route]:

@@ -58,6 +58,7 @@ from providers.errors import (
 )
 
 __all__ = [
+    "Assigner",
     "AudioJob",
     "Dispatcher",
     "Exchange",
@@ -129,6 +130,11 @@ class Job(ABC, Generic[R, P]):
     began: float = field(init=False, default=0.0)
     waited_ms: float = field(init=False, default=0.0)
     trace: Any = field(init=False, default=None)  # the request's span, when tracing
+    # Set by an experiment on the route (routing/experiments.py): the arm's name, and
+    # its model, tried first.
+    experiment: str | None = field(init=False, default=None)
+    arm: str | None = field(init=False, default=None)
+    pinned: ModelConfig | None = field(init=False, default=None)
 
     streamed: ClassVar[bool] = False  # the answer is delivered piece by piece
 
@@ -348,6 +354,12 @@ class Sink(Protocol):
         """The request ends with no answer: `kind` is the error class that ended it."""
 
 
+class Assigner(Protocol):
+    """Puts a request in an experiment's arm, if its route runs one (`Experiments`)."""
+
+    def assign(self, job: Job[Any, Any]) -> None: ...
+
+
 class Shadows(Protocol):
     """Takes every answer that reached its client whole (`Comparisons`): a sampled one is
     also put to a challenger, in a task of its own. Must return at once."""
@@ -374,9 +386,11 @@ class Dispatcher:
         clock: Callable[[], float] = time.perf_counter,
         wall: Callable[[], float] = time.time,
         traces: Traces | None = None,
+        experiments: Assigner | None = None,
         shadows: Shadows | None = None,
     ) -> None:
         self.catalog = catalog
+        self._experiments = experiments
         self._shadows = shadows
         self._traces = traces
         self._selector = selector
@@ -398,6 +412,8 @@ class Dispatcher:
     async def run(self, job: Job[Any, Any]) -> Exchange[Any]:
         """The exchange of the first ranked model that answers. When none does, raises
         the `GatewayError` that says why (every failed attempt already recorded)."""
+        if self._experiments is not None:
+            self._experiments.assign(job)
         order = self._candidates(job)
         failures: list[Failure] = []
         min_context = 0  # after a context-length refusal: larger windows only
@@ -494,6 +510,9 @@ class Dispatcher:
 
     def _candidates(self, job: Job[Any, Any]) -> Sequence[ModelConfig]:
         order = self._selector.rank(job)
+        pinned = job.pinned
+        if pinned is not None and (not order or order[0].name != pinned.name):
+            order = [pinned, *(m for m in order if m.name != pinned.name)]
         unable = self.catalog.unable(job.endpoint)
         if not unable:
             return order

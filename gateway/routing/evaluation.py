@@ -23,7 +23,7 @@ from gateway.routing.feedback import ResponseIndex
 from gateway.routing.schema_check import Conformance, conformance
 from gateway.routing.tracker import Tracker
 
-__all__ = ["FLAGS", "Evaluation", "Evaluator", "ResponseSink", "evaluate", "said"]
+__all__ = ["FLAGS", "Evaluation", "Evaluator", "ResponseSink", "ScoreSink", "evaluate", "said"]
 
 log = logging.getLogger("gatewise.evaluator")
 
@@ -98,6 +98,12 @@ def evaluate(
     return Evaluation(flags, round(score, 4))
 
 
+class ScoreSink(Protocol):
+    """Where the auto score of an answer in an experiment goes too (`Experiments`)."""
+
+    def scored(self, record: ResponseRecord, score: float) -> None: ...
+
+
 class ResponseSink(Protocol):
     """Where judged answers go to be stored (`StoreWriter`)."""
 
@@ -121,8 +127,10 @@ class Evaluator:
         log_payloads: bool = False,
         interval: float = 0.25,
         limit: int = 10_000,
+        experiments: ScoreSink | None = None,
     ) -> None:
         self.tracker = tracker
+        self.experiments = experiments
         self.index = index
         self.writer = writer
         self.log_payloads = log_payloads
@@ -148,6 +156,9 @@ class Evaluator:
             outcome.at,
             outcome.timings.upstream_ms,
             owner=job.owner,
+            experiment=job.experiment,
+            arm=job.arm,
+            cost=outcome.cost,
         )
         self.index.add(record)
         if not outcome.judged or len(self._pending) >= self.limit:
@@ -211,6 +222,8 @@ class Evaluator:
         self.tracker.add_auto_score(
             record.model, record.conversation_type, result.score, result.flags
         )
+        if record.experiment is not None and self.experiments is not None:
+            self.experiments.scored(record, result.score)
 
     def _keep(self, record: ResponseRecord, outcome: Outcome, answer: Answer | None) -> None:
         if self.log_payloads:

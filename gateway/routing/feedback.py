@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from gateway.core.errors import InvalidFeedback, NotFound, StoreUnavailable
 from gateway.core.keys import Tenant
 from gateway.core.types import ResponseRecord
+from gateway.routing.experiments import Experiments
 from gateway.routing.tracker import FEEDBACK_DIMENSIONS, Tracker
 from gateway.storage import Store
 
@@ -144,9 +145,11 @@ class FeedbackService:
         clock: Callable[[], float] = time.time,
         settle: Callable[[], float] = lambda: 0.0,
         pause: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        experiments: Experiments | None = None,
         prompts: PromptRouter | None = None,
     ) -> None:
         self.index = index
+        self.experiments = experiments
         self.prompts = prompts  # per-prompt learners: a rating teaches them too
         self.store = store
         self.tracker = tracker
@@ -203,6 +206,9 @@ class FeedbackService:
             row.get("answer"),
             owner=row.get("owner"),
             stored=True,
+            experiment=row.get("experiment"),
+            arm=row.get("arm"),
+            cost=row.get("cost"),
         )
 
     def store_needed(self) -> AbstractAsyncContextManager[None]:
@@ -255,6 +261,8 @@ class FeedbackService:
             self.tracker.add_feedback(
                 record.model, record.conversation_type, scores, previous, key=record.owner or ""
             )
+            if record.experiment is not None and self.experiments is not None:
+                self.experiments.rated(record, scores, previous)
             if self.prompts is not None:
                 self.prompts.rate(
                     response_id,

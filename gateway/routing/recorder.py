@@ -2,7 +2,8 @@
 
 tracker (live stats) -> blacklist (failure streaks) -> evaluator (the answer, judged
 in the background) -> writer (the attempt row, stored in batches) -> quota (what the
-client key used), the Prometheus counts (`routing/metrics.py`), and one JSON log line.
+client key used), the experiment's arm (`routing/experiments.py`), the Prometheus
+counts (`routing/metrics.py`), and one JSON log line.
 A comparison's shadow call (`job.shadow`) stops after the writer: it teaches routing
 about its model and its cost is stored, but it is no key's spend and no client traffic.
 Built once at start-up with all of them; nothing is attached later. Runs on the request
@@ -26,6 +27,7 @@ from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist, Entry
 from gateway.routing.dispatch import Job, Outcome
 from gateway.routing.evaluation import Evaluator
+from gateway.routing.experiments import Experiments
 from gateway.routing.metrics import RoutingMetrics
 from gateway.routing.quota import Quota
 from gateway.routing.tracing import Tracing
@@ -55,8 +57,10 @@ class Recorder:
         quota: Quota | None = None,
         metrics: RoutingMetrics | None = None,
         tracing: Tracing | None = None,
+        experiments: Experiments | None = None,
     ) -> None:
         self.tracker = tracker
+        self.experiments = experiments
         self.blacklist = blacklist
         self.evaluator = evaluator
         self.writer = writer
@@ -87,6 +91,8 @@ class Recorder:
                 owner, attempt.prompt_tokens + attempt.completion_tokens, attempt.cost
             )
         self.metrics.observe(outcome)
+        if outcome.job.experiment is not None and self.experiments is not None:
+            self.experiments.observe(outcome)
         if self.tracing is not None:
             self.tracing.observe(outcome)
         self._log(outcome)

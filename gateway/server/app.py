@@ -27,6 +27,7 @@ from gateway.routing.catalog import Catalog, build_provider
 from gateway.routing.comparisons import Comparisons
 from gateway.routing.dispatch import Dispatcher
 from gateway.routing.evaluation import Evaluator
+from gateway.routing.experiments import Experiments
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.fleet import Fleet, new_origin
 from gateway.routing.key_registry import KeyRegistry
@@ -107,8 +108,23 @@ class Gateway:
             clock=clock,
         )
         self.index = ResponseIndex()
+        self.experiments = Experiments(
+            config.experiments,
+            {m.name: m for m in config.models},
+            {r.name: r for r in config.routes},
+            self.store,
+            self.fleet.origin,
+            benched=self.blacklist.is_blacklisted,
+            enabled={m.name for m in config.models if config.provider(m.provider).enabled},
+            interval=min(0.5, storage.share_interval),
+            clock=clock,
+        )
         self.evaluator = Evaluator(
-            self.tracker, self.index, self.writer, log_payloads=storage.log_payloads
+            self.tracker,
+            self.index,
+            self.writer,
+            log_payloads=storage.log_payloads,
+            experiments=self.experiments,
         )
         self.events = EventLog("gatewise.attempts")
         self.keys = KeyRing(config.server.api_keys)
@@ -133,6 +149,7 @@ class Gateway:
             quota=self.quota,
             metrics=RoutingMetrics(),
             tracing=traces[0] if traces is not None else None,
+            experiments=self.experiments,
         )
         self.providers: dict[str, Provider] = {
             p.name: build_provider(p, [m for m in config.models if m.provider == p.name])
@@ -158,6 +175,7 @@ class Gateway:
             deadline=sel.deadline_seconds,
             wall=clock,
             traces=traces[0] if traces is not None else None,
+            experiments=self.experiments,
             shadows=self.comparisons if config.comparisons else None,
         )
         # An answer another worker or replica gave reaches the store within one flush:
@@ -169,6 +187,7 @@ class Gateway:
             self.tracker,
             clock,
             settle=lambda: settle if storage.share or workers > 1 else 0.0,
+            experiments=self.experiments,
             prompts=self.prompts,
         )
         self.pairwise = PairwiseService(self.feedback, clock)
@@ -190,6 +209,7 @@ class Gateway:
             await self.store.open()
             await self.fleet.load()
             await self.key_registry.pull()
+            await self.experiments.load()
         except self.store.OUTAGES as exc:
             # Traffic does not wait for the database: route on the configuration's priors
             # (and what this process learns), buffer what is to be stored, and connect in
@@ -209,6 +229,7 @@ class Gateway:
         self.evaluator.start()
         self.fleet.start()
         self.key_registry.start()
+        self.experiments.start()
         self.metrics.start()
         self.comparisons.start()
         if any(tenant.limited for tenant in self.keys.tenants()):
@@ -258,6 +279,7 @@ class Gateway:
         if any(tenant.limited for tenant in self.keys.tenants()):
             await self.quota_share.stop()
         await self.key_registry.close()
+        await self.experiments.close()
         await self.fleet.close()
         await self.store.close()
         for provider in self.providers.values():

@@ -154,6 +154,13 @@ def describe(config: Config, env: Mapping[str, str] = os.environ) -> str:
     lines.append("routes:")
     for r in config.routes:
         lines.append(f"  {r.name:<12} {r.optimization:<11} {', '.join(r.models)}")
+    if config.experiments:
+        lines.append("experiments (the store decides whether each still runs):")
+    for e in config.experiments:
+        arms = ", ".join(
+            f"{a.name}={a.model} {share:.0%}" for a, share in zip(e.arms, e.shares(), strict=True)
+        )
+        lines.append(f"  {e.name:<12} on {e.route}, {e.metric}, {e.split}: {arms}")
     keys = len(config.server.api_keys)
     lines.append(f"client api keys: {keys}" + ("" if keys else " (the gateway is OPEN)"))
     s = config.server

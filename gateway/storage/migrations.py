@@ -159,5 +159,12 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX pairwise_verdicts_models ON pairwise_verdicts (model_a, model_b);
     """,
-    # Append the next migration (version 6) here, with PostgreSQL's in migrations_postgres.py.
+    # 6: the experiment and arm that served an answer (issue 21), so that its ratings, even
+    # after a restart, count for that arm; and what it cost (a combined metric weighs it).
+    """
+    ALTER TABLE responses ADD COLUMN experiment TEXT;
+    ALTER TABLE responses ADD COLUMN arm TEXT;
+    ALTER TABLE responses ADD COLUMN cost REAL;
+    """,
+    # Append the next migration (version 7) here, with PostgreSQL's in migrations_postgres.py.
 ]

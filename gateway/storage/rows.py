@@ -60,6 +60,7 @@ FEEDBACK_SCORES: tuple[str, ...] = (
 RESPONSE_COLUMNS: tuple[str, ...] = (
     "response_id", "request_id", "model", "provider", "conversation_type", "route",
     "optimization", "ts", "latency_ms", "flags", "auto_score", "prompt", "answer", "owner",
+    "experiment", "arm", "cost",
 )  # fmt: skip
 _RESPONSE_REQUIRED = ("response_id", "request_id", "model", "provider", "conversation_type", "ts")
 # In insertion order; the table also has an autoincrement ``id``.
@@ -167,7 +168,8 @@ def response_values(record: Mapping[str, Any]) -> tuple[Any, ...]:
         get("conversation_type"), get("route"), get("optimization"), float(record["ts"]),
         float(get("latency_ms") or 0.0), list(flags),
         None if auto_score is None else float(auto_score), get("prompt"), get("answer"),
-        get("owner"),
+        get("owner"), get("experiment"), get("arm"),
+        None if get("cost") is None else float(record["cost"]),
     )  # fmt: skip
 
 

@@ -28,7 +28,7 @@ ADMIN_GETS = ["/performance", "/performance/rankings", "/performance/metrics/alp
               "/performance/summary", "/performance/blacklisted", "/performance/prompts",
               "/evaluations",
               "/evaluations/model/alpha", "/evaluations/summary", "/admin/responses",
-              "/admin"]  # fmt: skip
+              "/admin", "/experiments"]  # fmt: skip
 
 
 @pytest.mark.parametrize("path", ADMIN_GETS)
@@ -47,6 +47,13 @@ def test_token_protects_writes_too_and_openapi_is_public(seeded: Seeded) -> None
     assert httpx.delete(url + "/performance/blacklisted/alpha").status_code == 401
     feedback = {"response_id": seeded.first[1], "overall": 1}
     assert httpx.post(url + "/admin/feedback", json=feedback).status_code == 401
+    experiment = {
+        "name": "x",
+        "route": "auto",
+        "arms": [{"name": "a", "model": "alpha"}, {"name": "b", "model": "beta"}],
+    }
+    assert httpx.post(url + "/experiments", json=experiment).status_code == 401
+    assert httpx.post(url + "/experiments/x/stop").status_code == 401
     assert httpx.get(url + "/admin/openapi.json").status_code == 200
 
 

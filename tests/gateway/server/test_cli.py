@@ -265,6 +265,30 @@ def test_serve_on_a_taken_port_exits_3_without_announcing(tmp_path: Path) -> Non
         assert "Gatewise: serving" not in gw.logs()
 
 
+def test_check_names_a_bad_experiment_by_its_path_and_lists_good_ones(tmp_path: Path) -> None:
+    raw = {
+        "providers": [{"name": "mock", "type": "mock"}],
+        "models": [{"name": "a", "provider": "mock"}, {"name": "b", "provider": "mock"}],
+        "routes": [{"name": "auto", "models": ["a", "b"]}],
+        "experiments": [
+            {"name": "ab", "route": "auto", "arms": [
+                {"name": "control", "model": "a", "share": 0.7},
+                {"name": "challenger", "model": "b", "share": 0.3}]},
+        ],
+    }  # fmt: skip
+    path = tmp_path / "gateway.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    result = run("check", "--config", str(path))
+    assert result.returncode == 0, result.stderr
+    assert "ab           on auto, overall, fixed: control=a 70%, challenger=b 30%" in result.stdout
+    raw["experiments"][0]["arms"][1]["model"] = "c"
+    path.write_text(yaml.safe_dump(raw))
+    result = run("check", "--config", str(path))
+    assert result.returncode == 2
+    assert "experiments[0].arms[1].model: unknown model 'c'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_check_says_where_metrics_traces_and_logs_go(tmp_path: Path) -> None:
     config = yaml.safe_load(SHIPPED.read_text())
     config["server"].update(admin_token="a-token", metrics_token="m-token")

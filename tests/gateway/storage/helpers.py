@@ -62,6 +62,9 @@ def response(response_id: str, ts: float, **fields) -> dict:
         "prompt": f"prompt {response_id}",
         "answer": f"answer {response_id}",
         "owner": "team-a",
+        "experiment": "haiku-vs-mini",
+        "arm": "challenger",
+        "cost": 0.0021,
     }
     values.update(fields)
     return values

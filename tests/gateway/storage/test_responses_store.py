@@ -24,6 +24,7 @@ async def test_response_round_trip_and_upsert(harness: Harness) -> None:
     await store.write_responses([first])
     assert await store.get_response("a") == first
     assert first["owner"] == "team-a"  # the key that received it, kept
+    assert first["arm"] == "challenger"  # and the experiment arm that served it
     assert await store.get_response("missing") is None
 
     # A later write of the same id replaces flags, score and payload; one row remains.
@@ -44,7 +45,7 @@ async def test_response_round_trip_and_upsert(harness: Harness) -> None:
         "response_id": "b", "request_id": "rb", "model": "m", "provider": "p",
         "conversation_type": "embedding", "route": None, "optimization": None, "ts": H0,
         "latency_ms": 7.0, "flags": [], "auto_score": None, "prompt": None, "answer": None,
-        "owner": None,
+        "owner": None, "experiment": None, "arm": None, "cost": None,
     }  # fmt: skip
     assert type(b["ts"]) is float and type(b["latency_ms"]) is float
 
