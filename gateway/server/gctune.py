@@ -16,7 +16,8 @@ CPython starts a young collection when allocations net of frees pass its thresho
 in a steady state (as many streams ending as beginning, their old objects freed as new
 ones are made) the young generation grows without a collection until it holds every
 stream begun since the last one: the passes grew with the streams held (7 ms, then
-40-60 ms). So here young collections run on a clock (`Collector` in
+40-60 ms). So here, while a worker holds many connections (more than 1 % of its
+`max_connections`), young collections run on a clock (`Collector` in
 gateway/server/collector.py: every 0.1 s, the two young generations every other time,
 so a pass walks what was made in the last 0.2 s, a few milliseconds at a thousand new
 streams a second), the thresholds remain only as a net for a burst or a late tick, and

@@ -73,6 +73,16 @@ def test_young_collections_run_on_every_tick_the_middle_one_every_other() -> Non
     assert runs == [1, 0, 1, 0]
 
 
+def test_with_few_connections_open_the_thresholds_run_the_young_collections() -> None:
+    clock, runs = _Clock(), []
+    collector = _collector(clock, runs)  # quiet: 10
+    for _ in range(4):
+        collector.tick(still_open=10)
+    assert runs == []  # short requests: their objects die by reference count
+    collector.tick(still_open=11)
+    assert runs == [1]
+
+
 def test_the_collector_ticks_on_the_loop_once_started() -> None:
     scheduled: list[tuple[float, object]] = []
 
@@ -82,7 +92,7 @@ def test_the_collector_ticks_on_the_loop_once_started() -> None:
 
     runs: list[int] = []
     collector = _collector(_Clock(), runs)
-    collector.start(Loop(), connections=set())  # type: ignore[arg-type]
+    collector.start(Loop(), connections=list(range(11)))  # type: ignore[arg-type]
     assert collector.running and len(scheduled) == 1 and scheduled[0][0] == TICK
     scheduled[0][1]()  # type: ignore[operator]
     assert runs == [1] and len(scheduled) == 2  # collected, and the next tick is due
