@@ -68,7 +68,7 @@ class Bench:
         self.unavailable: dict[str, str] = {}
         self.children: list[Child] = []
         self.baseline: Path | None = None
-        if args.baseline:
+        if getattr(args, "baseline", None):  # soak.py and ab.py build their own args
             self.baseline = tmp / "baseline"
             self.baseline.mkdir()
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.baseline],

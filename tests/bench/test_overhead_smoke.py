@@ -73,7 +73,7 @@ def test_overhead_quick_run_measures_every_target(tmp_path: Path) -> None:
         assert isinstance(ratios[key], int | float)
     assert ratios["gatewise_vs_litellm_rps"] is None  # LiteLLM was skipped
     assert {c["result"] for c in doc["checks"]} <= {"PASS", "FAIL", "n/a"}
-    assert len(doc["checks"]) == len(report.LIMITS) == 9  # sharing on vs off, limited keys
+    assert len(doc["checks"]) == len(report.LIMITS) == 10  # solo, keys, baseline: 3 more
     for name in TARGETS:
         assert f"| {name} |" in proc.stdout
 
