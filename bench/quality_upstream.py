@@ -21,7 +21,7 @@ from aiohttp import web
 
 from bench.quality_scenarios import Scenario
 
-__all__ = ["Hit", "ScriptedUpstream", "prompt_for", "step_of"]
+__all__ = ["ChatServer", "Hit", "ScriptedUpstream", "prompt_for", "step_of"]
 
 _PREFIX = "bench step "
 
@@ -48,18 +48,20 @@ class Hit:
     status: int
 
 
-class ScriptedUpstream:
-    def __init__(self, scenario: Scenario, seed: int) -> None:
-        self.scenario = scenario
-        self.seed = seed
-        self.hits: list[Hit] = []
-        self.url = ""
-        self._runner: web.AppRunner | None = None
-        self._tries: dict[tuple[int, str], int] = {}
-        self._counter = 0
+class ChatServer:
+    """An aiohttp server on a free loopback port answering POST /v1/chat/completions
+    with `_chat`: the shape of the benchmarks' fake upstreams."""
+
+    max_body = 1024**2  # aiohttp's default
+
+    url: str = ""
+    _runner: web.AppRunner | None = None
+
+    async def _chat(self, request: web.Request) -> web.Response:
+        raise NotImplementedError
 
     async def start(self) -> str:
-        app = web.Application()
+        app = web.Application(client_max_size=self.max_body)
         app.router.add_post("/v1/chat/completions", self._chat)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -74,6 +76,15 @@ class ScriptedUpstream:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+
+
+class ScriptedUpstream(ChatServer):
+    def __init__(self, scenario: Scenario, seed: int) -> None:
+        self.scenario = scenario
+        self.seed = seed
+        self.hits: list[Hit] = []
+        self._tries: dict[tuple[int, str], int] = {}
+        self._counter = 0
 
     def reset(self) -> None:
         """Forget the attempts: the next strategy starts from the same truth."""

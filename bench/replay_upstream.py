@@ -8,12 +8,12 @@ Every request is matched to its prompt by the messages' text.
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Sequence
 
 import orjson
 from aiohttp import web
 
+from bench.quality_upstream import ChatServer
 from bench.replay_data import MODELS, Prompt
 
 __all__ = ["RecordedUpstream", "key_of"]
@@ -23,29 +23,12 @@ def key_of(contents: Sequence[str]) -> str:
     return "\x1e".join(contents)
 
 
-class RecordedUpstream:
+class RecordedUpstream(ChatServer):
+    max_body = 4 * 1024 * 1024
+
     def __init__(self, prompts: Sequence[Prompt]) -> None:
         self.prompts = {key_of([c for _, c in p.messages]): p for p in prompts}
-        self.url = ""
         self.calls = 0
-        self._runner: web.AppRunner | None = None
-
-    async def start(self) -> str:
-        app = web.Application(client_max_size=4 * 1024 * 1024)
-        app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await self._runner.setup()
-        sock = socket.socket()
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        await web.SockSite(self._runner, sock).start()
-        self.url = f"http://127.0.0.1:{port}/v1"
-        return self.url
-
-    async def stop(self) -> None:
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
 
     async def _chat(self, request: web.Request) -> web.Response:
         try:
