@@ -36,6 +36,7 @@ from typing import Any
 from gateway.core.config import ComparisonConfig, ModelConfig
 from gateway.core.errors import GatewayError
 from gateway.core.ids import new_id
+from gateway.core.tasks import cancel
 from gateway.routing.answers import Answer
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, Target
@@ -308,9 +309,7 @@ class Comparisons:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel(self._task)
             self._task = None
             with contextlib.suppress(*self.store.OUTAGES):
                 await self.round()

@@ -8,7 +8,6 @@ tracker (so selection learns from it) and queues the answer's record for the sto
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 from dataclasses import dataclass, field
@@ -16,6 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from gateway.core.tasks import cancel
 from gateway.core.types import ResponseRecord
 from gateway.routing.answers import Answer, answer_from_body
 from gateway.routing.dispatch import Outcome
@@ -234,11 +234,8 @@ class Evaluator:
         self.writer.enqueue_response(record)
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         self.drain()
 
 

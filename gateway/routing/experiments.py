@@ -26,7 +26,6 @@ every request to the route is served by its model, with its overrides.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import math
@@ -46,6 +45,7 @@ from gateway.core.config import (
     check_experiment,
 )
 from gateway.core.errors import Conflict, InvalidRequest, NotFound
+from gateway.core.tasks import cancel
 from gateway.core.types import CONVERSATION_TYPES, ResponseRecord
 from gateway.routing.dispatch import Job, Outcome
 from gateway.routing.sequential import (
@@ -870,11 +870,8 @@ class Experiments:
         self._task = asyncio.create_task(self._run(), name="gatewise-experiments")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         try:
             for running in self.all.values():
                 await self._publish(running)

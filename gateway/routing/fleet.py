@@ -25,7 +25,6 @@ way (`PROMPT_RATINGS` rows, deleted once every process has had time to pull them
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -34,6 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from gateway.core.tasks import cancel
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.tracker import Stats, Tracker, aged
 from gateway.storage.base import Store
@@ -332,11 +332,8 @@ class Fleet:
 
     async def close(self) -> None:
         """Stop the task and publish what is left (on a graceful stop, nothing is lost)."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         try:
             await self.sync_blacklist()
             # Failure streaks too, so that a restart does not forget a model was failing

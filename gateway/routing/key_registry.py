@@ -12,7 +12,6 @@ must not inherit the ratings rights of an old one.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
@@ -24,6 +23,7 @@ from pydantic import ValidationError
 from gateway.core.config import KeyConfig
 from gateway.core.errors import Conflict, InvalidRequest, NotFound
 from gateway.core.keys import KeyRing, Tenant, digest, tenant_of_config
+from gateway.core.tasks import cancel
 from gateway.storage.base import Store
 
 __all__ = ["KEYS", "KeyRegistry"]
@@ -128,10 +128,7 @@ class KeyRegistry:
         self._task = asyncio.create_task(self._run(), name="gatewise-keys")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
 
     async def _run(self) -> None:
         while True:

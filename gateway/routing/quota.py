@@ -29,6 +29,7 @@ from typing import Any
 from gateway.core.config import KeyBudget
 from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded
 from gateway.core.keys import Tenant
+from gateway.core.tasks import cancel
 from gateway.storage.base import Store
 
 __all__ = ["USAGE", "Admission", "Quota", "QuotaShare", "Usage"]
@@ -450,9 +451,6 @@ class QuotaShare:
             await asyncio.sleep(self.interval)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await cancel(self._task)
         with contextlib.suppress(*self.store.OUTAGES):
             await self.round()  # what was counted last is kept for the next start

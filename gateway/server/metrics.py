@@ -17,7 +17,6 @@ worker, whose view is the fleet's. The exposition itself is prometheus_client's.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import time
@@ -35,6 +34,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from gateway.core.tasks import cancel
 from gateway.core.types import OPTIMIZATIONS
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
@@ -204,11 +204,8 @@ class Metrics(Collector):
             self.write()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-            self._task = None
+        await cancel(self._task)
+        self._task = None
         self.write()  # what this worker served stays in the sum after it is gone
 
     # -- the scrape --------------------------------------------------------------------
