@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gateway.core.config import KeyBudget, KeyConfig, KeyRateLimit
 from gateway.core.types import Optimization
@@ -37,11 +37,12 @@ class Tenant:
     optimization: Optimization | None = None
     budget: KeyBudget | None = None
     rate_limit: KeyRateLimit | None = None
+    # Whether its requests are counted against anything (most keys: no). A field, not a
+    # property: every request of every key asks.
+    limited: bool = field(init=False, compare=False, repr=False)
 
-    @property
-    def limited(self) -> bool:
-        """Whether its requests are counted against anything (most keys: no)."""
-        return self.budget is not None or self.rate_limit is not None
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "limited", self.budget is not None or self.rate_limit is not None)
 
     def may_use(self, name: str) -> bool:
         return self.allowed is None or name in self.allowed

@@ -303,9 +303,8 @@ def admit(
     check_scope(tenant, asked)
     limits: Headers = ()
     if tenant.limited:
-        admission = quota.admit(tenant)
-        limits = admission.headers
-        asked = admission.route or asked
+        route, limits = quota.admit(tenant)
+        asked = route or asked
     return asked, optimization or tenant.optimization, limits
 
 

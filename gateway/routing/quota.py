@@ -86,17 +86,12 @@ class Usage:
 
     def add(self, now: float, requests: int = 0, tokens: int = 0, cost: float = 0.0) -> None:
         if requests or tokens:
-            second = int(now)
-            bucket = self.seconds.get(second)
-            if bucket is None:
-                bucket = self.seconds[second] = [0.0, 0.0]
-                if second != self._expired:
-                    self._expire(second)
+            bucket = self.bucket(int(now))
             bucket[0] += requests
             bucket[1] += tokens
             self.window_requests += requests
             self.window_tokens += tokens
-        row = self._roll(now)
+        row = self.row(now)
         self.requests_day += requests
         self.tokens_day += tokens
         self.spend_day += cost
@@ -105,8 +100,30 @@ class Usage:
         row[1] += requests
         row[2] += tokens
 
+    def bucket(self, second: int) -> list[float]:
+        """The [requests, tokens] of `second` (the latest second: seconds come in order)."""
+        bucket = self.seconds.get(second)
+        if bucket is None:
+            bucket = self.seconds[second] = [0.0, 0.0]
+            if second != self._expired:
+                self._expire(second)
+        return bucket
+
+    def admitted(
+        self, second: int, bucket: list[float], day: str, row: list[float], n: int
+    ) -> None:
+        """`n` requests let through in `second` (whose bucket, day and day's row these
+        are), counted afterwards: a second that has left the window meanwhile only counts
+        in its day."""
+        if self.seconds.get(second) is bucket:
+            bucket[0] += n
+            self.window_requests += n
+        if self.day == day:
+            self.requests_day += n
+        row[1] += n
+
     def error(self, now: float) -> None:
-        row = self._roll(now)
+        row = self.row(now)
         self.errors_day += 1
         row[3] += 1
 
@@ -131,7 +148,7 @@ class Usage:
             self.window_requests -= req
             self.window_tokens -= tok
 
-    def _roll(self, now: float) -> list[float]:
+    def row(self, now: float) -> list[float]:
         """Start a new day (and month) when `now` is in one; the current day's row."""
         row = self._row
         if row is not None and now < self._row_until:
@@ -177,20 +194,14 @@ class Usage:
 
 Header = tuple[bytes, bytes]
 Headers = tuple[Header, ...]
+# A request let through: the route to serve it instead (its key's budget is spent and the
+# key says where to go; None: as asked), and the x-ratelimit-* headers for its answer.
+Admission = tuple[str | None, Headers]
 
-
-@dataclass(frozen=True, slots=True)
-class Admission:
-    """A request let through: the route to serve it instead (its budget is spent and the
-    key says where to go), and the x-ratelimit-* headers for its answer."""
-
-    route: str | None = None
-    headers: Headers = ()
-
-
-_FREE = Admission()
+_FREE: Admission = (None, ())
 _RESETS: dict[int, bytes] = {}  # whole seconds -> its x-ratelimit-reset-* value
-_LIMITS: dict[tuple[int | None, int | None], tuple[Header, Header]] = {}
+_REMAINING_REQUESTS = b"x-ratelimit-remaining-requests"
+_REMAINING_TOKENS = b"x-ratelimit-remaining-tokens"
 
 
 def _duration(seconds: float) -> str:
@@ -203,12 +214,51 @@ def _duration(seconds: float) -> str:
 _RESETS.update({n: _duration(n).encode() for n in range(1, WINDOW + 1)})
 
 
+@dataclass(slots=True, eq=False)
+class _Gate:
+    """One limited key's admission during one second: the fleet's counts as they were
+    when the second's first request came, and what passed since.
+
+    Nothing a request is checked against moves within a second but this process's own
+    counts: seconds leave the window and days end on second boundaries, the fleet's
+    counts change when a share round brings them (it closes every gate), and tokens and
+    spend come from `record`, which closes the gate when they cross a limit. So a
+    request in an open gate is one comparison and one addition; it is counted in its
+    key's `Usage` when the gate closes. The full check over the key's `Usage` costs ~14 µs
+    on a busy worker (cache-cold), 4 % of a proxied request; the gate's, ~1 µs.
+    """
+
+    tenant: Tenant
+    usage: Usage
+    second: int
+    bucket: list[float]  # usage's [requests, tokens] of `second`
+    day: str
+    row: list[float]  # usage's row of `day`
+    route: str | None
+    room: float  # requests that may pass before the rate limit is reached (inf: none)
+    tokens_room: float  # tokens until the token limit is (inf: none)
+    spend_room: float  # USD until the budget may be spent (inf: none or spent already)
+    headers: tuple[Header, ...]  # the limit and reset headers: [limit, reset] per limit
+    passed: int = 0  # let through since it opened, not yet in `usage`
+
+    def close(self) -> bool:
+        """Count what passed in `usage`; whether anything did."""
+        passed = self.passed
+        if not passed:
+            return False
+        self.passed = 0
+        self.room -= passed
+        self.usage.admitted(self.second, self.bucket, self.day, self.row, passed)
+        return True
+
+
 class Quota:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self.clock = clock
         self.own: dict[str, Usage] = {}  # key name -> what this process counted
         self.peers: dict[str, dict[str, Usage]] = {}  # origin -> key name -> theirs
         self.changed: set[str] = set()  # keys counted since the last publication
+        self._gates: dict[str, _Gate] = {}  # key name -> its gate of the current second
 
     # -- the request path ---------------------------------------------------------------
     def admit(self, tenant: Tenant) -> Admission:
@@ -216,29 +266,87 @@ class Quota:
         if not tenant.limited:
             return _FREE
         now = self.clock()
+        gate = self._gates.get(tenant.name)
+        if (
+            gate is None
+            or now >= gate.second + 1
+            or gate.passed >= gate.room
+            or (gate.tenant is not tenant and gate.tenant != tenant)
+        ):
+            gate = self._open(tenant, now)
+        passed = gate.passed = gate.passed + 1
+        headers = gate.headers
+        if len(headers) == 4:  # both limits, the usual case
+            return gate.route, (
+                headers[0],
+                (_REMAINING_REQUESTS, b"%d" % (gate.room - passed)),
+                headers[1],
+                headers[2],
+                (_REMAINING_TOKENS, b"%d" % max(0, gate.tokens_room)),
+                headers[3],
+            )
+        if not headers:
+            return gate.route, ()
+        if gate.room != math.inf:
+            remaining = (_REMAINING_REQUESTS, b"%d" % (gate.room - passed))
+        else:
+            remaining = (_REMAINING_TOKENS, b"%d" % max(0, gate.tokens_room))
+        return gate.route, (headers[0], remaining, headers[1])
+
+    def record(self, owner: str, tokens: int, cost: float) -> None:
+        """What an attempt for `owner`'s key used (from the recorder: streams included,
+        counted when they close)."""
+        now = self.clock()
+        (self.own.get(owner) or self._usage(owner)).add(now, tokens=tokens, cost=cost)
+        self.changed.add(owner)
+        gate = self._gates.get(owner)
+        if gate is not None:
+            before = gate.tokens_room, gate.spend_room
+            gate.tokens_room -= tokens
+            gate.spend_room -= cost
+            if before[0] > 0 >= gate.tokens_room or before[1] > 0 >= gate.spend_room:
+                gate.room = 0  # a limit may be reached: the next request checks all
+
+    def failed(self, name: str) -> None:
+        """A request of this key ended in an error (for its daily report)."""
+        self._usage(name).error(self.clock())
+        self.changed.add(name)
+
+    def settle(self) -> None:
+        """Count in every key's `Usage` what its gate let through; close the gates, so
+        the next requests see what changed (the fleet's counts, a key's limits)."""
+        for name, gate in self._gates.items():
+            if gate.close():
+                self.changed.add(name)
+        self._gates.clear()
+
+    def _open(self, tenant: Tenant, now: float) -> _Gate:
+        """The full check, at a key's first request in a second (or when something
+        changed): raises if the request may not pass, else opens the second's gate."""
         name = tenant.name
+        old = self._gates.pop(name, None)
+        if old is not None and old.close():
+            self.changed.add(name)
         usage = self.own.get(name) or self._usage(name)
         route = None
+        spend_room = math.inf
         budget = tenant.budget
         if budget is not None:
-            if self.peers:
-                spent_day, spent_month = self._spent(name, now)
-            else:  # a lone process: its own counts are all there is
-                day = _day(now)
-                spent_day = usage.spend_day if usage.day == day else 0.0
-                spent_month = usage.spend_month if usage.month == day[:7] else 0.0
+            spent_day, spent_month = self._spent(name, now)
             daily, monthly = budget.daily_usd, budget.monthly_usd
             if (daily is not None and spent_day >= daily) or (
                 monthly is not None and spent_month >= monthly
             ):
                 route = _exhausted(budget, daily is not None and spent_day >= daily, now)
-        headers: Headers = ()
+            else:  # what is left, less a margin for rounding: `record` looks again then
+                for cap, spent in ((daily, spent_day), (monthly, spent_month)):
+                    if cap is not None:
+                        spend_room = min(spend_room, cap - spent - cap * 1e-9)
+        room = tokens_room = math.inf
+        headers: tuple[Header, ...] = ()
         limit = tenant.rate_limit
         if limit is not None:
-            if self.peers:
-                requests, tokens, oldest = self._recent(name, now)
-            else:
-                requests, tokens, oldest = usage.recent(now)
+            requests, tokens, oldest = self._recent(name, now)
             reset = (oldest + WINDOW - now) if oldest is not None else 0.0
             rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
             if rpm is not None and requests >= rpm:
@@ -254,38 +362,28 @@ class Quota:
                     retry_after=max(1, math.ceil(reset)),
                 )
             resets = _RESETS[min(WINDOW, max(1, math.ceil(reset or WINDOW)))]
-            limits = _LIMITS.get((rpm, tpm)) or _limits(rpm, tpm)
             if rpm is not None:
-                headers = (
-                    limits[0],
-                    (b"x-ratelimit-remaining-requests", b"%d" % max(0, rpm - requests - 1)),
-                    (b"x-ratelimit-reset-requests", resets),
-                )
+                room = int(rpm - requests)
+                headers = ((b"x-ratelimit-limit-requests", b"%d" % rpm),
+                           (b"x-ratelimit-reset-requests", resets))  # fmt: skip
             if tpm is not None:
-                headers += (
-                    limits[1],
-                    (b"x-ratelimit-remaining-tokens", b"%d" % max(0, tpm - tokens)),
-                    (b"x-ratelimit-reset-tokens", resets),
-                )
-        usage.add(now, requests=1)
-        self.changed.add(name)
-        return Admission(route, headers) if route is not None or headers else _FREE
-
-    def record(self, owner: str, tokens: int, cost: float) -> None:
-        """What an attempt for `owner`'s key used (from the recorder: streams included,
-        counted when they close)."""
-        now = self.clock()
-        (self.own.get(owner) or self._usage(owner)).add(now, tokens=tokens, cost=cost)
-        self.changed.add(owner)
-
-    def failed(self, name: str) -> None:
-        """A request of this key ended in an error (for its daily report)."""
-        self._usage(name).error(self.clock())
-        self.changed.add(name)
+                tokens_room = int(tpm - tokens)
+                headers += ((b"x-ratelimit-limit-tokens", b"%d" % tpm),
+                            (b"x-ratelimit-reset-tokens", resets))  # fmt: skip
+        second = int(now)
+        bucket = usage.bucket(second)
+        row = usage.row(now)
+        gate = _Gate(
+            tenant, usage, second, bucket, usage.day, row, route,
+            room, tokens_room, spend_room, headers,
+        )  # fmt: skip
+        self._gates[name] = gate
+        return gate
 
     # -- reading ------------------------------------------------------------------------
     def report(self, name: str) -> dict[str, Any]:
         """The fleet's figures for one key today and this month, and the last minute's."""
+        self.settle()
         now = self.clock()
         requests, tokens, _ = self._recent(name, now)
         day, month = _day(now), _day(now)[:7]
@@ -379,18 +477,6 @@ def _exhausted(budget: KeyBudget, daily: bool, now: float) -> str:
     return budget.when_exhausted.route
 
 
-def _limits(rpm: int | None, tpm: int | None) -> tuple[Header, Header]:
-    """The x-ratelimit-limit-* headers of a key's limits, formatted once per pair (as
-    many pairs as keys with limits, at most; runtime keys may come and go, hence a cap)."""
-    if len(_LIMITS) >= 4096:
-        _LIMITS.clear()
-    found = _LIMITS[(rpm, tpm)] = (
-        (b"x-ratelimit-limit-requests", b"%d" % (rpm or 0)),
-        (b"x-ratelimit-limit-tokens", b"%d" % (tpm or 0)),
-    )
-    return found
-
-
 def _seconds_to_next_day(now: float) -> float:
     return 86400 - now % 86400
 
@@ -418,6 +504,7 @@ class QuotaShare:
 
     async def round(self) -> None:
         quota = self.quota
+        quota.settle()
         changed, quota.changed = quota.changed, set()
         try:
             if changed:
@@ -438,6 +525,8 @@ class QuotaShare:
             origin, _, name = key.partition(_SEP)
             if origin != self.origin:
                 quota.peers.setdefault(origin, {})[name] = Usage.from_dict(data)
+        if rows:
+            quota.settle()  # the next requests see what the others counted
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gatewise-quota")

@@ -3,6 +3,8 @@ counts added up, and the headers OpenAI clients read. Time is an injected clock.
 
 from __future__ import annotations
 
+import math
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -33,12 +35,12 @@ def limited(rpm: int | None = None, tpm: int | None = None, **budget: object) ->
 
 
 def headers(admission: object) -> dict[str, str]:
-    return {k.decode(): v.decode() for k, v in admission.headers}  # type: ignore[attr-defined]
+    return {k.decode(): v.decode() for k, v in admission[1]}  # type: ignore[index]
 
 
 def test_a_key_without_limits_is_not_counted() -> None:
     quota = Quota(Clock())
-    assert quota.admit(Tenant("free")).headers == ()
+    assert quota.admit(Tenant("free")) == (None, ())
     assert quota.own == {}
 
 
@@ -105,11 +107,11 @@ def test_a_spent_monthly_budget_and_a_fallback_route() -> None:
     clock = Clock()
     quota = Quota(clock)
     team = limited(monthly_usd=2.0, when_exhausted={"route": "cheap"})
-    assert quota.admit(team).route is None
+    assert quota.admit(team)[0] is None
     quota.record("team", 0, 2.5)
-    assert quota.admit(team).route == "cheap"  # served, by the cheaper route
+    assert quota.admit(team)[0] == "cheap"  # served, by the cheaper route
     clock.now = datetime(2027, 1, 1, 0, 0, 1, tzinfo=UTC).timestamp()
-    assert quota.admit(team).route is None  # a new month
+    assert quota.admit(team)[0] is None  # a new month
 
 
 async def test_the_fleet_adds_up_and_a_restart_keeps_the_days_spend() -> None:
@@ -161,3 +163,145 @@ async def test_the_report_keeps_each_days_figures_across_the_fleet() -> None:
             {"day": "2026-12-04", "spend": 0.5, "requests": 2, "tokens": 5, "errors": 1},
             {"day": "2026-12-03", "spend": 0.25, "requests": 1, "tokens": 30, "errors": 0},
         ]
+
+
+class Reference:
+    """What the limits mean, worked out the slow way from every request and answer kept:
+    the gate's shortcuts must decide exactly as this does."""
+
+    def __init__(self, tenant: Tenant) -> None:
+        self.tenant = tenant
+        self.requests: list[float] = []
+        self.answers: list[tuple[float, int, float]] = []  # (when, tokens, cost)
+
+    def admit(self, now: float) -> tuple[str | None, dict[str, str]]:
+        second = int(now)
+        recent = [t for t in self.requests if int(t) > second - 60]
+        used = [(t, n) for t, n, _ in self.answers if int(t) > second - 60]
+        day = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%d")
+        spent_day = sum(c for t, _, c in self.answers if _day(t) == day)
+        spent_month = sum(c for t, _, c in self.answers if _day(t)[:7] == day[:7])
+        route = None
+        budget = self.tenant.budget
+        if budget is not None:
+            daily, monthly = budget.daily_usd, budget.monthly_usd
+            over_day = daily is not None and spent_day >= daily
+            if over_day or (monthly is not None and spent_month >= monthly):
+                if isinstance(budget.when_exhausted, str):
+                    raise QuotaExceeded("spent")
+                route = budget.when_exhausted.route
+        out: dict[str, str] = {}
+        limit = self.tenant.rate_limit
+        if limit is not None:
+            seconds = [int(t) for t in recent] + [int(t) for t, n in used if n]
+            reset = min(seconds) + 60 - now if seconds else 0.0
+            wait = str(max(1, math.ceil(reset)))
+            rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
+            tokens = sum(n for _, n in used)
+            if rpm is not None and len(recent) >= rpm:
+                raise RateLimitExceeded("requests", retry_after=int(wait))
+            if tpm is not None and tokens >= tpm:
+                raise TokenRateLimitExceeded("tokens", retry_after=int(wait))
+            whole = min(60, max(1, math.ceil(reset or 60)))
+            resets = "1m0s" if whole == 60 else f"{whole}s"
+            if rpm is not None:
+                out["x-ratelimit-limit-requests"] = str(rpm)
+                out["x-ratelimit-remaining-requests"] = str(rpm - len(recent) - 1)
+                out["x-ratelimit-reset-requests"] = resets
+            if tpm is not None:
+                out["x-ratelimit-limit-tokens"] = str(tpm)
+                out["x-ratelimit-remaining-tokens"] = str(max(0, tpm - tokens))
+                out["x-ratelimit-reset-tokens"] = resets
+        self.requests.append(now)
+        return route, out
+
+
+def _day(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).strftime("%Y-%m-%d")
+
+
+def _random_tenant(rng: random.Random) -> Tenant:
+    rpm = rng.choice([None, rng.randint(1, 25)])
+    tpm = rng.choice([None, rng.randint(50, 600)])
+    budget: dict[str, object] = {}
+    if rng.random() < 0.7:
+        budget = {"daily_usd": rng.choice([None, rng.uniform(0.05, 1.0)]),
+                  "monthly_usd": rng.uniform(0.5, 3.0),
+                  "when_exhausted": rng.choice(["reject", {"route": "cheap"}])}  # fmt: skip
+    if rpm is None and tpm is None and not budget:
+        rpm = 10
+    return Tenant(
+        "team",
+        rate_limit=KeyRateLimit(requests_per_minute=rpm, tokens_per_minute=tpm)
+        if rpm is not None or tpm is not None
+        else None,
+        budget=KeyBudget.model_validate(budget) if budget else None,
+    )
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_admission_decides_as_counting_every_request_would(seed: int) -> None:
+    """Random traffic (bursts within a second, pauses across the window's edge, days and
+    months ending, limits changed at runtime, reports read in between): every request
+    is let through, routed or refused, with the same headers, as the slow reference
+    decides, and the counts reported are its counts."""
+    rng = random.Random(seed)
+    clock = Clock(datetime(2026, 12, 31, 23, 50, 0, tzinfo=UTC).timestamp())
+    quota = Quota(clock)
+    team = _random_tenant(rng)
+    reference = Reference(team)
+    outcomes: set[str] = set()
+    for _ in range(700):
+        roll = rng.random()
+        if roll < 0.6:
+            try:
+                expected: object = reference.admit(clock.now)
+            except (QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded) as exc:
+                expected = (type(exc), exc.retry_after if not isinstance(exc, QuotaExceeded) else 0)
+            try:
+                route, got = quota.admit(team)
+                actual: object = (route, {k.decode(): v.decode() for k, v in got})
+            except (QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded) as exc:
+                actual = (type(exc), exc.retry_after if not isinstance(exc, QuotaExceeded) else 0)
+            assert actual == expected
+            outcomes.add(str(actual[0]))  # type: ignore[index]
+        elif roll < 0.85 and reference.requests:
+            tokens, cost = rng.choice([0, rng.randint(1, 80)]), rng.uniform(0.0, 0.08)
+            quota.record("team", tokens, cost)
+            reference.answers.append((clock.now, tokens, cost))
+        elif roll < 0.88:
+            report = quota.report("team")
+            second = int(clock.now)
+            assert report["requests_last_minute"] == sum(
+                1 for t in reference.requests if int(t) > second - 60
+            )
+            today = _day(clock.now)
+            assert report["requests_day"] == sum(1 for t in reference.requests if _day(t) == today)
+        elif roll < 0.89:
+            team = _random_tenant(rng)  # its limits changed at runtime
+            reference.tenant = team
+        else:
+            pause = [rng.uniform(0, 0.3)] * 6 + [rng.uniform(1, 5), rng.uniform(55, 65)]
+            clock.now += rng.choice(pause)
+    assert len(outcomes) >= 2, outcomes  # a limit was reached, not only let through
+
+
+async def test_what_the_fleet_counted_counts_within_the_same_second() -> None:
+    """A share round brings the others' requests; the very next request here is checked
+    against them, not against what this process knew when its second began."""
+    clock = Clock()
+    async with SQLiteStore(":memory:") as store:
+        a, b = Quota(clock), Quota(clock)
+        share_a, share_b = QuotaShare("a", a, store), QuotaShare("b", b, store)
+        team = limited(rpm=5)
+        assert headers(a.admit(team))["x-ratelimit-remaining-requests"] == "4"
+        for _ in range(3):
+            b.admit(team)
+        await share_b.round()
+        await share_a.round()
+        assert headers(a.admit(team))["x-ratelimit-remaining-requests"] == "0"
+        with pytest.raises(RateLimitExceeded):
+            a.admit(team)
+        await share_a.round()  # what `a` let through is published, gates or not
+        await share_b.round()
+        assert b.report("team")["requests_last_minute"] == 5
