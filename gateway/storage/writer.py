@@ -186,10 +186,16 @@ class StoreWriter:
             self.written += len(chunk)
 
     async def prune(self) -> None:
-        self._last_prune = self.clock()
-        removed = await self.store.prune(self.clock() - self.retention_seconds)
-        if removed:
-            log.info("pruned attempts", extra={"fields": {"rolled_up": removed}})
+        """Roll up attempts past the retention, and clear the prompt and answer texts
+        stored with older answers and comparison pairs (`log_payloads`, pairs for blind
+        judging): a user's text is not kept longer than the attempts that describe it,
+        and the store does not grow with traffic forever."""
+        now = self._last_prune = self.clock()
+        removed = await self.store.prune(now - self.retention_seconds)
+        cleared = await self.store.prune_payloads(now - self.retention_seconds)
+        if removed or cleared:
+            fields = {"rolled_up": removed, "texts_cleared": cleared}
+            log.info("pruned attempts and texts", extra={"fields": fields})
 
     async def close(self) -> None:
         """Stop the loop (letting a write in progress finish) and write what is left."""

@@ -272,6 +272,25 @@ async def test_prune_uses_the_retention_and_the_clock(clock: Clock, opened: Open
     assert (await store.counts())["attempt_hourly"] >= 1
 
 
+async def test_prune_clears_the_texts_of_answers_past_the_retention(
+    clock: Clock, opened: Opened
+) -> None:
+    store = await opened(SQLiteStore())
+    writer = StoreWriter(store, retention_seconds=100, clock=clock)
+    for i in (0, 150):
+        writer.enqueue_response(
+            ResponseRecord(f"r{i}", f"q{i}", "alpha", "up", "text-to-text", None, None,
+                           T0 + i, 1.0, prompt=f"secret {i}", answer=f"answer {i}")
+        )  # fmt: skip
+    await writer.flush()
+    clock.now = T0 + 200  # keep ts >= T0 + 100
+    await writer.prune()
+    old, recent = await store.get_response("r0"), await store.get_response("r150")
+    assert old is not None and recent is not None
+    assert (old["prompt"], old["answer"]) == (None, None)  # the answer itself is kept
+    assert (recent["prompt"], recent["answer"]) == ("secret 150", "answer 150")
+
+
 class ChunkStore(FailingStore):
     """Records the size of every attempt and response write; `failures` as FailingStore."""
 
