@@ -52,6 +52,7 @@ import numpy as np
 import orjson
 
 from gateway.routing.prompt_features import DIM, Vector, features, prompt_text
+from gateway.routing.scoring import NORMALS
 
 __all__ = ["NOISE", "PENDING", "RIDGE", "Posterior", "PromptRouter", "rating_value"]
 
@@ -239,7 +240,7 @@ class PromptRouter:
         learners = self.posteriors.get(route)
         if learners is None:
             return None
-        gauss = self.rng.gauss
+        uniform, n = self.rng.random, len(NORMALS)
         samples: list[float] = []
         rated = False
         for name in models:
@@ -248,7 +249,7 @@ class PromptRouter:
                 return None
             rated = rated or posterior.n > 0
             mean, sd = posterior.predict(x)
-            samples.append(mean + sd * gauss(0.0, 1.0))
+            samples.append(mean + sd * NORMALS[int(uniform() * n)])
         if not rated:
             return None
         best = max(range(len(models)), key=samples.__getitem__)

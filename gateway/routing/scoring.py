@@ -29,6 +29,7 @@ from gateway.routing.tracker import AGING, RATING_AGING, Stats, aged, rated
 __all__ = [
     "AGING",
     "BONUS",
+    "NORMALS",
     "PRIOR_SUCCESS",
     "Own",
     "Posterior",
@@ -43,6 +44,16 @@ __all__ = [
     "total",
     "value",
 ]
+
+
+# Standard normal draws for Thompson sampling: `NORMALS[int(random() * len(NORMALS))]`,
+# the inverse CDF at 4,096 evenly spaced quantiles, is one uniform number and a lookup
+# (~0.12 µs) where random.gauss is Python code (~0.42 µs), for every contender of every
+# request. Its tails end at ±3.67 standard deviations (a chance of 1 in 4,096 of a draw
+# beyond, both tails together); its variance is 0.9997.
+NORMALS: tuple[float, ...] = tuple(
+    statistics.NormalDist().inv_cdf((i + 0.5) / 4096) for i in range(4096)
+)
 
 AUTO_PENALTY = 0.5  # a model whose every answer is flagged keeps half its quality
 # Optimism for models with little evidence (c = selection.exploration_bonus times these

@@ -31,6 +31,7 @@ from gateway.routing.ranking_table import RankingTable
 from gateway.routing.scoring import (
     AGING,
     BONUS,
+    NORMALS,
     aged,
     belief,
     details,
@@ -381,10 +382,10 @@ class Selector:
 
     def _drawn(self, contenders: Sequence[tuple[ModelConfig, float, float]]) -> ModelConfig:
         """The model with the highest quality drawn from each contender's posterior."""
-        gauss = self.rng.gauss
+        uniform, n = self.rng.random, len(NORMALS)
         best, best_draw = contenders[0][0], -math.inf
         for model, mean, spread in contenders:
-            draw = mean + spread * gauss(0.0, 1.0)
+            draw = mean + spread * NORMALS[int(uniform() * n)]
             if draw > best_draw:
                 best, best_draw = model, draw
         return best
@@ -403,8 +404,8 @@ class Selector:
         quality is within X of the best". Qualities are drawn from their posteriors
         (with `sampling`), so a model's place is re-tested as ratings come in."""
         quality = self._ranked(key, models, job.ctype, "accuracy", False)
-        gauss = self.rng.gauss
-        draws = [mean + spread * gauss(0.0, 1.0) if sampling else mean
+        uniform, n = self.rng.random, len(NORMALS)
+        draws = [mean + spread * NORMALS[int(uniform() * n)] if sampling else mean
                  for mean, spread in quality.beliefs]  # fmt: skip
         if not draws:
             return ordered

@@ -8,7 +8,7 @@ import random
 
 import pytest
 
-from gateway.routing.scoring import VARIANCE_PRIOR, Posterior, belief, level
+from gateway.routing.scoring import NORMALS, VARIANCE_PRIOR, Posterior, belief, level
 from gateway.routing.tracker import RATING_AGING
 
 
@@ -73,3 +73,22 @@ def test_an_unrated_model_is_judged_against_where_the_rated_ones_stand() -> None
     assert belief(new, 0, shift)[0] == pytest.approx(0.5 + shift)
     # Priors keep their differences: a model configured 0.2 better sits 0.2 higher.
     assert level([rated([], prior=0.7), rated([], prior=0.5)], 0) == pytest.approx(0.0)
+
+
+def test_the_normal_draws_are_scipys_standard_normal() -> None:
+    """Selection draws from a table of quantiles instead of random.gauss (for speed):
+    its draws must pass for the standard normal, and each model must win a Thompson
+    draw as often as the normal distribution says it may be the best."""
+    from scipy import stats
+
+    rng = random.Random(7)
+    draws = [NORMALS[int(rng.random() * len(NORMALS))] for _ in range(50_000)]
+    assert stats.kstest(draws, "norm").pvalue > 0.01
+    assert stats.kstest([rng.gauss(0.0, 2.0) for _ in range(50_000)], "norm").pvalue < 1e-6
+    # Two models, 0.80 +- 0.05 and 0.75 +- 0.05: P(first is better) = Phi(0.05 / 0.0707).
+    wins = sum(
+        0.80 + 0.05 * NORMALS[int(rng.random() * len(NORMALS))]
+        > 0.75 + 0.05 * NORMALS[int(rng.random() * len(NORMALS))]
+        for _ in range(40_000)
+    )
+    assert wins / 40_000 == pytest.approx(stats.norm.cdf(0.05 / math.sqrt(0.005)), abs=0.01)
