@@ -594,7 +594,11 @@ class Experiments:
                     "system_prompt": arm.system_prompt,
                     "params": arm.params,
                     "status": _arm_status(running, decision, arm.name),
-                    "guard": running.stopped.get(arm.name),
+                    # Why a guard stopped it; for the control, which is never stopped
+                    # (its traffic has nowhere else to go), the guard it is breaching.
+                    "guard": _guard(config, s)
+                    if i == running.control
+                    else running.stopped.get(arm.name),
                     "n": round(s.metric.n),
                     "mean": _round(s.metric.mean),
                     "ci": None

@@ -225,3 +225,18 @@ async def test_latency_and_cost_guards_stop_a_harmful_arm_not_a_noisy_one() -> N
     await dear.round()
     assert dear.report("ab")["arms"][1]["guard"].startswith("cost per answer above $0.01")
     await dear.store.close()
+
+
+async def test_a_control_that_breaches_a_guard_is_reported_not_stopped() -> None:
+    """The control's traffic has nowhere else to go: it keeps serving, and the report
+    says which guard it breaches."""
+    spec = {**SPEC, "guards": {"max_error_rate": 0.05, "min_samples": 20}}
+    async with SQLiteStore(":memory:") as store:
+        exp = experiments(store, "one", Clock(), spec)
+        control = exp.all["ab"].own[0]
+        control.attempts, control.failures = 40, 12
+        await exp.round()
+        arm = exp.report("ab")["arms"][0]
+    assert arm["guard"] == "error rate above 0.05: 12 of 40 attempts failed"
+    assert arm["status"] == "running" and arm["share"] == 0.5  # still serving its share
+    assert exp.report("ab")["arms"][1]["guard"] is None
