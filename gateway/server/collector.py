@@ -10,6 +10,8 @@ import logging
 import time
 from collections.abc import Callable, Sized
 
+from gateway.server.gctune import BUSY_THRESHOLDS, THRESHOLDS
+
 __all__ = ["TICK", "Collector"]
 
 TICK = 0.1  # seconds between the young collections
@@ -23,9 +25,14 @@ class Collector:
     (so an object reaches the oldest after surviving 0.1-0.2 s); and the full collection
     the thresholds leave out, at a tick where at most `quiet` connections are open, if
     `every` seconds have passed since the last one and objects have reached the oldest
-    generation since; or, past `overdue` seconds, at the next tick whatever the load."""
+    generation since; or, past `overdue` seconds, at the next tick whatever the load.
+    The automatic thresholds follow: gctune's THRESHOLDS while quiet, BUSY_THRESHOLDS
+    (a net under the clock) while not."""
 
-    __slots__ = ("_clock", "_collect", "_ticks", "every", "last", "overdue", "quiet", "running")
+    __slots__ = (
+        "_busy", "_clock", "_collect", "_set_threshold", "_ticks",
+        "every", "last", "overdue", "quiet", "running",
+    )  # fmt: skip
 
     def __init__(
         self,
@@ -34,8 +41,11 @@ class Collector:
         overdue: float = 1800.0,
         clock: Callable[[], float] = time.monotonic,
         collect: Callable[[int], object] = gc.collect,
+        set_threshold: Callable[..., object] = gc.set_threshold,
     ) -> None:
         self.quiet = quiet
+        self._set_threshold = set_threshold
+        self._busy = False  # the thresholds in force are THRESHOLDS (gctune.tune's)
         self.every = every
         self.overdue = overdue
         self._clock = clock
@@ -56,7 +66,11 @@ class Collector:
 
     def tick(self, still_open: int) -> None:
         self._ticks += 1
-        if still_open > self.quiet:
+        busy = still_open > self.quiet
+        if busy != self._busy:
+            self._busy = busy
+            self._set_threshold(*(BUSY_THRESHOLDS if busy else THRESHOLDS))
+        if busy:
             # Many connections held (streams): the young generation can grow without
             # its count passing the threshold, so it is collected on the clock. With
             # few, the thresholds do: a tick's pass would walk every per-request object

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.server.app import app_factory
 from gateway.server.collector import TICK, Collector
-from gateway.server.gctune import THRESHOLDS, tune
+from gateway.server.gctune import BUSY_THRESHOLDS, THRESHOLDS, tune
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -61,8 +61,10 @@ class _Clock:
         return self.now
 
 
-def _collector(clock: _Clock, runs: list[int]) -> Collector:
-    return Collector(quiet=10, every=60, overdue=1800, clock=clock, collect=runs.append)
+def _collector(clock: _Clock, runs: list[int], thresholds: list | None = None) -> Collector:
+    sink = thresholds if thresholds is not None else []
+    return Collector(quiet=10, every=60, overdue=1800, clock=clock, collect=runs.append,
+                     set_threshold=lambda *t: sink.append(t))  # fmt: skip
 
 
 def test_young_collections_run_on_every_tick_the_middle_one_every_other() -> None:
@@ -81,6 +83,21 @@ def test_with_few_connections_open_the_thresholds_run_the_young_collections() ->
     assert runs == []  # short requests: their objects die by reference count
     collector.tick(still_open=11)
     assert runs == [1]
+
+
+def test_the_thresholds_are_tight_only_while_the_clock_collects() -> None:
+    """Short requests get the larger young generation (cheaper: fewer passes); a worker
+    holding many streams gets the tight ones as a net under the clock's passes."""
+    clock, runs, thresholds = _Clock(), [], []
+    collector = _collector(clock, runs, thresholds)
+    collector.tick(still_open=5)
+    assert thresholds == []  # tune()'s THRESHOLDS are in force already
+    collector.tick(still_open=5_000)
+    collector.tick(still_open=4_000)
+    assert thresholds == [BUSY_THRESHOLDS]
+    collector.tick(still_open=3)
+    assert thresholds == [BUSY_THRESHOLDS, THRESHOLDS]
+    assert THRESHOLDS[0] > BUSY_THRESHOLDS[0] and THRESHOLDS[1] > BUSY_THRESHOLDS[1]
 
 
 def test_the_collector_ticks_on_the_loop_once_started() -> None:
