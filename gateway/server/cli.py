@@ -205,6 +205,8 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         # On every response, added by the server itself (the fast path bypasses any
         # middleware): browsers must not sniff a JSON answer or an error into markup.
         headers=[("x-content-type-options", "nosniff")],
+        # No `server: uvicorn`: it tells every stranger what to aim at, on every answer.
+        server_header=False,
     )
     from gateway.server.workers import STARTUP_FAILURE, announce, run_workers
 

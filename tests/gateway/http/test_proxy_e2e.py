@@ -102,10 +102,11 @@ def test_gateway_response_headers(client: openai.OpenAI) -> None:
     assert raw.parse().model == "alpha"
 
 
-def test_every_answer_tells_browsers_not_to_sniff_it(
+def test_every_answer_tells_browsers_not_to_sniff_it_and_names_no_server_software(
     gw: GatewayProcess, client: openai.OpenAI
 ) -> None:
-    """A JSON answer or error echoes client text; sniffed as markup, it would run."""
+    """A JSON answer or error echoes client text; sniffed as markup, it would run. And
+    no answer tells a stranger which server (and version range) to aim at."""
     raw = client.chat.completions.with_raw_response.create(model="alpha", messages=HI)
     replies = [raw.http_response]
     key = {"authorization": "Bearer test-key"}
@@ -119,6 +120,7 @@ def test_every_answer_tells_browsers_not_to_sniff_it(
     ]
     for reply in replies:
         assert reply.headers.get("x-content-type-options") == "nosniff", reply.url
+        assert "server" not in reply.headers, reply.url
     assert [r.status_code for r in replies] == [200, 200, 400, 401, 200, 200, 404]
 
 
