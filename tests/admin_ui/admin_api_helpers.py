@@ -44,7 +44,9 @@ def config(upstream: FakeUpstream, db: Path, **server: Any) -> dict[str, Any]:
             {"name": "embedder", "provider": "up", "conversation_types": ["embedding"]},
         ],
         "routes": [{"name": "auto", "models": list(TEXT)}],
-        "selection": {"exploration_rate": 0, "score_refresh_seconds": 0},
+        # No random exploration and no Thompson draws (exploration_bonus 0): routing
+        # follows the ranking exactly, so the rankings can be checked against it.
+        "selection": {"exploration_rate": 0, "exploration_bonus": 0, "score_refresh_seconds": 0},
         "storage": {"url": f"sqlite:///{db}", "flush_interval": 0.1},
     }
 
