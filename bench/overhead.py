@@ -36,9 +36,12 @@ ROOT = BENCH.parent
 TARGETS = ("direct", "passthrough", "gatewise", "gatewise-2w", "litellm")
 # Run on request (--targets): the fleet's costs. gatewise-solo is gatewise with sharing
 # off (storage.share: false); gatewise-keys has 101 named keys with rate limits and
-# budgets (checked on every request); gatewise-pg and gatewise-pg-2w store in PostgreSQL
-# ($BENCH_POSTGRES_URL, default the test server), each round in a schema of its own.
-FLEET_TARGETS = ("gatewise-solo", "gatewise-pg", "gatewise-pg-2w", "gatewise-keys")
+# budgets (checked on every request), gatewise-open none (no key asked for);
+# gatewise-pg and gatewise-pg-2w store in PostgreSQL ($BENCH_POSTGRES_URL, default the
+# test server), each round in a schema of its own.
+FLEET_TARGETS = (
+    "gatewise-solo", "gatewise-pg", "gatewise-pg-2w", "gatewise-keys", "gatewise-open"
+)  # fmt: skip
 # gatewise-baseline is gatewise as it was at --baseline REV (a commit), with that commit's
 # bench config, interleaved with today's: "within N % of the last full run" judged in
 # one run on one machine instead of across days on a VM whose speed swings 2x.
@@ -121,6 +124,8 @@ class Bench:
                 config = str(_solo_config(work))
             if name == "gatewise-keys":
                 config = str(_keys_config(work))
+            if name == "gatewise-open":
+                config = str(_open_config(work))
             if name.startswith("gatewise-pg"):
                 env["GATEWISE_STORAGE_URL"] = _pg_schema(f"gw_bench_{rnd}_{port}")
             cmd = [sys.executable, "-m", "gateway", "serve", "--config", config,
@@ -376,6 +381,18 @@ def _keys_config(work: Path) -> Path:
     others = [{"name": f"team-{i}", "key": secrets.token_hex(16), **limits} for i in range(100)]
     raw["server"]["api_keys"] = [{"name": "bench", "key": "${BENCH_API_KEY}", **limits}, *others]
     path = work / "gatewise-keys.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def _open_config(work: Path) -> Path:
+    """bench/gatewise.yaml with no client key at all: what the keys cost, every one of
+    them, against a gateway that has none (issue 18: "with and without keys")."""
+    import yaml
+
+    raw = yaml.safe_load((BENCH / "gatewise.yaml").read_text())
+    raw["server"]["api_keys"] = []
+    path = work / "gatewise-open.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
 

@@ -10,11 +10,20 @@ import logging
 import time
 from collections.abc import Callable, Sized
 
-from gateway.server.gctune import BUSY_THRESHOLDS, THRESHOLDS
-
-__all__ = ["TICK", "Collector"]
+__all__ = ["BUSY_THRESHOLDS", "THRESHOLDS", "TICK", "Collector"]
 
 TICK = 0.1  # seconds between the young collections
+# Automatic collections while few connections are open (short requests, whose objects
+# die by reference count): a young one past 50,000 new objects (net), the middle one
+# every 20th, the oldest never (no count of middle passes reaches 1 << 30). Tighter
+# ones cost short requests 1.4 % more CPU (bench/README.md, "Two at once"). Set by
+# gateway/server/gctune.py at start.
+THRESHOLDS = (50_000, 20, 1 << 30)
+# While many are (streams), young collections run on the clock, and these are its net
+# for a core so busy that its ticks come late: at 3,000 streams on a full core the
+# longest pause was 25 ms of CPU with these, 34 with (100_000, 50): bench/README.md,
+# "Long streams".
+BUSY_THRESHOLDS = (20_000, 2, 1 << 30)
 
 log = logging.getLogger("gatewise.gc")
 
@@ -26,8 +35,8 @@ class Collector:
     the thresholds leave out, at a tick where at most `quiet` connections are open, if
     `every` seconds have passed since the last one and objects have reached the oldest
     generation since; or, past `overdue` seconds, at the next tick whatever the load.
-    The automatic thresholds follow: gctune's THRESHOLDS while quiet, BUSY_THRESHOLDS
-    (a net under the clock) while not."""
+    The automatic thresholds follow: THRESHOLDS while quiet, BUSY_THRESHOLDS (a net
+    under the clock) while not."""
 
     __slots__ = (
         "_busy", "_clock", "_collect", "_set_threshold", "_ticks",

@@ -31,18 +31,9 @@ from __future__ import annotations
 
 import gc
 
-__all__ = ["BUSY_THRESHOLDS", "THRESHOLDS", "tune"]
+from gateway.server.collector import THRESHOLDS
 
-# Automatic collections while few connections are open (short requests, whose objects
-# die by reference count): a young one past 50,000 new objects (net), the middle one
-# every 20th, the oldest never (no count of middle passes reaches 1 << 30). Tighter
-# ones cost short requests 1.4 % more CPU (bench/README.md, "Two at once").
-THRESHOLDS = (50_000, 20, 1 << 30)
-# While many are (streams), young collections run on `Collector`'s clock, and these are
-# its net for a core so busy that its ticks come late: at 3,000 streams on a full core
-# the longest pause was 25 ms of CPU with these, 34 with (100_000, 50): bench/README.md,
-# "Long streams". `Collector` switches between the two.
-BUSY_THRESHOLDS = (20_000, 2, 1 << 30)
+__all__ = ["THRESHOLDS", "tune"]
 
 
 def tune() -> None:

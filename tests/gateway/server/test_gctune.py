@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gateway.server.app import app_factory
-from gateway.server.collector import TICK, Collector
-from gateway.server.gctune import BUSY_THRESHOLDS, THRESHOLDS, tune
+from gateway.server.collector import BUSY_THRESHOLDS, TICK, Collector
+from gateway.server.gctune import THRESHOLDS, tune
 
 ROOT = Path(__file__).resolve().parents[3]
 
