@@ -44,6 +44,8 @@ class GatewayError(Exception):
 
     code: str | None = None
     retry_after: float | None = None  # seconds after which trying again makes sense
+    # Headers its answer carries besides (a refused key's x-ratelimit-* ones).
+    headers: tuple[tuple[str, str], ...] = ()
 
     def __init__(
         self,

@@ -98,6 +98,7 @@ def error_body(
 def error_response(exc: GatewayError, headers: dict[str, str] | None = None) -> Response:
     status, type_ = status_of(exc)
     merged = dict(headers or {})
+    merged.update(exc.headers)
     if exc.retry_after is not None:
         merged["retry-after"] = str(math.ceil(exc.retry_after))
     return plain_error(status, exc.message, type_, exc.code, exc.param, merged)
@@ -150,6 +151,7 @@ def anthropic_error_response(exc: GatewayError, headers: dict[str, str] | None =
     """A domain error as Anthropic's Messages API reports errors, same status."""
     status, _ = status_of(exc)
     merged = dict(headers or {})
+    merged.update(exc.headers)
     if exc.retry_after is not None:
         merged["retry-after"] = str(math.ceil(exc.retry_after))
     return anthropic_error(status, exc.message, merged)

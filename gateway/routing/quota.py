@@ -349,19 +349,23 @@ class Quota:
             requests, tokens, oldest = self._recent(name, now)
             reset = (oldest + WINDOW - now) if oldest is not None else 0.0
             rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
+            resets = _RESETS[min(WINDOW, max(1, math.ceil(reset or WINDOW)))]
+            refused: RateLimitExceeded | None = None
             if rpm is not None and requests >= rpm:
-                raise RateLimitExceeded(
+                refused = RateLimitExceeded(
                     f"Rate limit reached for this API key: {rpm} requests per minute. "
                     f"Try again in {_duration(reset)}.",
                     retry_after=max(1, math.ceil(reset)),
                 )
-            if tpm is not None and tokens >= tpm:
-                raise TokenRateLimitExceeded(
+            elif tpm is not None and tokens >= tpm:
+                refused = TokenRateLimitExceeded(
                     f"Rate limit reached for this API key: {tpm} tokens per minute. "
                     f"Try again in {_duration(reset)}.",
                     retry_after=max(1, math.ceil(reset)),
                 )
-            resets = _RESETS[min(WINDOW, max(1, math.ceil(reset or WINDOW)))]
+            if refused is not None:  # the refusal carries the headers too, as OpenAI's
+                refused.headers = _refusal_headers(rpm, tpm, requests, tokens, resets)
+                raise refused
             if rpm is not None:
                 room = int(rpm - requests)
                 headers = ((b"x-ratelimit-limit-requests", b"%d" % rpm),
@@ -460,6 +464,22 @@ class Quota:
             if usage.month == month:
                 spent_month += usage.spend_month
         return spent_day, spent_month
+
+
+def _refusal_headers(
+    rpm: int | None, tpm: int | None, requests: float, tokens: float, resets: bytes
+) -> tuple[tuple[str, str], ...]:
+    reset = resets.decode()
+    out: tuple[tuple[str, str], ...] = ()
+    if rpm is not None:
+        out = (("x-ratelimit-limit-requests", str(rpm)),
+               ("x-ratelimit-remaining-requests", str(max(0, int(rpm - requests)))),
+               ("x-ratelimit-reset-requests", reset))  # fmt: skip
+    if tpm is not None:
+        out += (("x-ratelimit-limit-tokens", str(tpm)),
+                ("x-ratelimit-remaining-tokens", str(max(0, int(tpm - tokens)))),
+                ("x-ratelimit-reset-tokens", reset))  # fmt: skip
+    return out
 
 
 def _exhausted(budget: KeyBudget, daily: bool, now: float) -> str:

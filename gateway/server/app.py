@@ -232,8 +232,10 @@ class Gateway:
         self.experiments.start()
         self.metrics.start()
         self.comparisons.start()
-        if any(tenant.limited for tenant in self.keys.tenants()):
-            self.quota_share.start()
+        # Always: a key with limits can be made at runtime, and every key's usage is
+        # reported fleet-wide and kept across restarts (a lone process's round is one
+        # read a second when nothing was counted).
+        self.quota_share.start()
         for provider in config.providers:
             if not provider.enabled:
                 log.warning(
@@ -276,8 +278,7 @@ class Gateway:
         await self.metrics.close()
         await self.evaluator.close()
         await self.writer.close()
-        if any(tenant.limited for tenant in self.keys.tenants()):
-            await self.quota_share.stop()
+        await self.quota_share.stop()
         await self.key_registry.close()
         await self.experiments.close()
         await self.fleet.close()

@@ -77,6 +77,38 @@ def test_a_key_made_on_one_replica_works_on_both_and_rotation_and_revocation_hol
     assert chat(one, "test-key").status_code == 200  # the configured key is untouched
 
 
+def test_a_limited_key_made_at_runtime_is_limited_across_the_fleet(
+    upstream: FakeUpstream,
+    store_url: str,
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
+    """The replicas start with one plain key and no limits; a key with a rate limit made
+    at runtime is counted by the fleet, as a configured one is (its usage shared through
+    the store), so N replicas do not let N times its limit through."""
+    cfg: dict[str, Any] = upstream_config(upstream)
+    cfg["storage"] = {"url": store_url, "flush_interval": 0.2}
+    one, two = start_gateway(cfg), start_gateway(cfg)
+    made = httpx.post(
+        one.url + "/admin/keys",
+        json={"name": "metered", "rate_limit": {"requests_per_minute": 4}},
+    )
+    assert made.status_code == 201, made.text
+    secret = made.json()["key"]
+    until(lambda: chat(two, secret).status_code == 200, "the key reaches replica two")
+    for _ in range(2):
+        assert chat(two, secret).status_code == 200  # three on two
+
+    def seen_by_one() -> bool:
+        usage = httpx.get(one.url + "/admin/keys/metered/usage").json()["usage"]
+        return bool(usage["requests_last_minute"] == 3)
+
+    until(seen_by_one, "replica one counts replica two's requests", within=5.0)
+    assert chat(one, secret).status_code == 200  # the fourth of the fleet's minute
+    refused = chat(one, secret)
+    assert refused.status_code == 429, refused.text  # one's own count alone is 1
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+
+
 def test_bad_runtime_key_requests_get_clear_errors(
     upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
 ) -> None:

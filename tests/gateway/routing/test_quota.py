@@ -63,6 +63,11 @@ def test_requests_per_minute_is_a_sliding_minute_with_openais_headers() -> None:
     with pytest.raises(RateLimitExceeded) as info:
         quota.admit(team)
     assert info.value.retry_after == 20 and "3 requests per minute" in info.value.message
+    assert dict(info.value.headers) == {  # the refusal says it too, as OpenAI's does
+        "x-ratelimit-limit-requests": "3",
+        "x-ratelimit-remaining-requests": "0",
+        "x-ratelimit-reset-requests": "20s",
+    }
     clock.now += 19.5
     with pytest.raises(RateLimitExceeded):
         quota.admit(team)  # no edge of a fixed minute to slip through
