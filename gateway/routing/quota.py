@@ -259,6 +259,9 @@ class Quota:
         self.peers: dict[str, dict[str, Usage]] = {}  # origin -> key name -> theirs
         self.changed: set[str] = set()  # keys counted since the last publication
         self._gates: dict[str, _Gate] = {}  # key name -> its gate of the current second
+        # key name -> [second, tokens, cost, first time] of its answers in that second,
+        # not yet in its Usage (`record`)
+        self._tallies: dict[str, list[float]] = {}
 
     # -- the request path ---------------------------------------------------------------
     def admit(self, tenant: Tenant) -> Admission:
@@ -295,10 +298,17 @@ class Quota:
 
     def record(self, owner: str, tokens: int, cost: float) -> None:
         """What an attempt for `owner`'s key used (from the recorder: streams included,
-        counted when they close)."""
+        counted when they close). Every keyed answer comes here, so it is summed per
+        second and counted in the key's `Usage` when the second is over (`_fold`): two
+        additions an answer instead of a dozen."""
         now = self.clock()
-        (self.own.get(owner) or self._usage(owner)).add(now, tokens=tokens, cost=cost)
-        self.changed.add(owner)
+        tally = self._tallies.get(owner)
+        if tally is None or now >= tally[0] + 1:
+            if tally is not None:
+                self._fold(owner, tally)
+            tally = self._tallies[owner] = [float(int(now)), 0.0, 0.0, now]
+        tally[1] += tokens
+        tally[2] += cost
         gate = self._gates.get(owner)
         if gate is not None:
             before = gate.tokens_room, gate.spend_room
@@ -309,16 +319,31 @@ class Quota:
 
     def failed(self, name: str) -> None:
         """A request of this key ended in an error (for its daily report)."""
+        tally = self._tallies.pop(name, None)
+        if tally is not None:
+            self._fold(name, tally)
         self._usage(name).error(self.clock())
         self.changed.add(name)
 
     def settle(self) -> None:
-        """Count in every key's `Usage` what its gate let through; close the gates, so
-        the next requests see what changed (the fleet's counts, a key's limits)."""
+        """Count in every key's `Usage` what its gate let through and its answers used;
+        close the gates, so the next requests see what changed (the fleet's counts, a
+        key's limits)."""
         for name, gate in self._gates.items():
             if gate.close():
                 self.changed.add(name)
         self._gates.clear()
+        tallies, self._tallies = self._tallies, {}
+        for name, tally in tallies.items():
+            self._fold(name, tally)
+
+    def _fold(self, name: str, tally: list[float]) -> None:
+        """A second's answers into the key's `Usage`, at that second. Called before
+        anything else of the key's `Usage` moves on to a later second (a gate opening,
+        an error, a report), so its seconds and days still come in order."""
+        usage = self.own.get(name) or self._usage(name)
+        usage.add(tally[3], tokens=int(tally[1]), cost=tally[2])
+        self.changed.add(name)
 
     def _open(self, tenant: Tenant, now: float) -> _Gate:
         """The full check, at a key's first request in a second (or when something
@@ -327,6 +352,9 @@ class Quota:
         old = self._gates.pop(name, None)
         if old is not None and old.close():
             self.changed.add(name)
+        tally = self._tallies.pop(name, None)
+        if tally is not None:
+            self._fold(name, tally)
         usage = self.own.get(name) or self._usage(name)
         route = None
         spend_room = math.inf

@@ -282,6 +282,14 @@ def test_admission_decides_as_counting_every_request_would(seed: int) -> None:
             )
             today = _day(clock.now)
             assert report["requests_day"] == sum(1 for t in reference.requests if _day(t) == today)
+            answers = reference.answers
+            assert report["tokens_last_minute"] == sum(
+                n for t, n, _ in answers if int(t) > second - 60
+            )
+            assert report["tokens_day"] == sum(n for t, n, _ in answers if _day(t) == today)
+            assert report["spend_day"] == pytest.approx(
+                sum(c for t, _, c in answers if _day(t) == today), abs=1e-5
+            )
         elif roll < 0.89:
             team = _random_tenant(rng)  # its limits changed at runtime
             reference.tenant = team
