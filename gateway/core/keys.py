@@ -65,6 +65,8 @@ class KeyRing:
         # Only working keys enter (a stranger's guesses never do); emptied whenever the
         # runtime keys change, so a revoked key is not found here either.
         self._found: dict[str, Tenant] = {}
+        # The same, by the credential exactly as it arrived (`recall`): no parsing either.
+        self._recalled: dict[bytes, Tenant] = {}
         for key in keys:
             if isinstance(key, str):
                 hashed = digest(key)
@@ -90,6 +92,18 @@ class KeyRing:
             self._found[secret] = tenant
         return tenant
 
+    def recall(self, raw: bytes) -> Tenant | None:
+        """The holder of a credential as it arrived (a raw header value), if one was
+        found for it before (`remember`)."""
+        return self._recalled.get(raw)
+
+    def remember(self, raw: bytes, tenant: Tenant) -> None:
+        """`raw` was found to be `tenant`'s working credential (never a stranger's
+        guess: only found keys are remembered, at most _FOUND_MAX, forgotten whenever
+        the runtime keys change)."""
+        if len(self._recalled) < _FOUND_MAX:
+            self._recalled[raw] = tenant
+
     def tenants(self) -> list[Tenant]:
         return [*self._by_digest.values(), *self._runtime.values()]
 
@@ -101,6 +115,7 @@ class KeyRing:
         whether any was ever made (a gateway whose keys were all revoked stays closed)."""
         if by_digest != self._runtime:
             self._found = {}
+            self._recalled = {}
         self._runtime = by_digest
         self._runtime_any = self._runtime_any or ever or bool(by_digest)
 

@@ -53,12 +53,18 @@ class ApiKeyMiddleware:
         if self.keys.open or not scope["path"].startswith(self.prefix):
             return None
         header = None
+        raw = b""
         for name, value in scope["headers"]:
             if name == b"authorization":
-                header = value.decode("latin-1")
+                known = self.keys.recall(value)  # a key seen before: no parsing
+                if known is not None:
+                    scope[_TENANT] = known
+                    return None
+                raw, header = value, value.decode("latin-1")
                 break
         token = bearer_token(header)
         if token is not None and (tenant := self.keys.find(token)) is not None:
+            self.keys.remember(raw, tenant)
             scope[_TENANT] = tenant
             return None
         anthropic = scope["path"].startswith(_MESSAGES)

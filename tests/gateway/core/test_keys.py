@@ -121,3 +121,17 @@ def test_a_runtime_key_found_once_is_found_as_it_is_now() -> None:
     ring.set_runtime({hashlib.sha256(b"gw-new").hexdigest(): narrowed}, ever=True)
     assert ring.find("gw-made") is None and ring.find("gw-new") == narrowed
     assert ring.find("plain") is not None and ring.find("plain") == ring.find("plain")
+
+
+def test_a_remembered_credential_is_forgotten_when_the_runtime_keys_change() -> None:
+    """The raw-header memory must not outlive a revocation."""
+    ring = KeyRing(["plain"])
+    hashed = hashlib.sha256(b"gw-made").hexdigest()
+    ring.set_runtime({hashed: Tenant("made")}, ever=True)
+    ring.remember(b"Bearer gw-made", Tenant("made"))
+    assert ring.recall(b"Bearer gw-made") == Tenant("made")
+    ring.set_runtime({hashed: Tenant("made")}, ever=True)  # unchanged: still remembered
+    assert ring.recall(b"Bearer gw-made") == Tenant("made")
+    ring.set_runtime({}, ever=True)  # revoked
+    assert ring.recall(b"Bearer gw-made") is None
+    assert ring.recall(b"Bearer never-found") is None
