@@ -238,7 +238,7 @@ class _Gate:
     room: float  # requests that may pass before the rate limit is reached (inf: none)
     tokens_room: float  # tokens until the token limit is (inf: none)
     spend_room: float  # USD until the budget may be spent (inf: none or spent already)
-    headers: tuple[Header, ...]  # the limit and reset headers: [limit, reset] per limit
+    headers: tuple[Header, ...]  # (limit, reset) per limit it has: `_answer_headers`
     passed: int = 0  # let through since it opened, not yet in `usage`
 
     def close(self) -> bool:
@@ -288,13 +288,9 @@ class Quota:
                 (_REMAINING_TOKENS, b"%d" % max(0, gate.tokens_room)),
                 headers[3],
             )
-        if not headers:
-            return gate.route, ()
-        if gate.room != math.inf:
-            remaining = (_REMAINING_REQUESTS, b"%d" % (gate.room - passed))
-        else:
-            remaining = (_REMAINING_TOKENS, b"%d" % max(0, gate.tokens_room))
-        return gate.route, (headers[0], remaining, headers[1])
+        requests_left = None if gate.room == math.inf else int(gate.room - passed)
+        tokens_left = None if gate.tokens_room == math.inf else max(0, int(gate.tokens_room))
+        return gate.route, _answer_headers(headers, requests_left, tokens_left)
 
     def record(self, owner: str, tokens: int, cost: float) -> None:
         """What an attempt for `owner`'s key used (from the recorder: streams included,
@@ -378,6 +374,14 @@ class Quota:
             reset = (oldest + WINDOW - now) if oldest is not None else 0.0
             rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
             resets = _RESETS[min(WINDOW, max(1, math.ceil(reset or WINDOW)))]
+            if rpm is not None:
+                room = int(rpm - requests)
+                headers = ((b"x-ratelimit-limit-requests", b"%d" % rpm),
+                           (b"x-ratelimit-reset-requests", resets))  # fmt: skip
+            if tpm is not None:
+                tokens_room = int(tpm - tokens)
+                headers += ((b"x-ratelimit-limit-tokens", b"%d" % tpm),
+                            (b"x-ratelimit-reset-tokens", resets))  # fmt: skip
             refused: RateLimitExceeded | None = None
             if rpm is not None and requests >= rpm:
                 refused = RateLimitExceeded(
@@ -392,16 +396,13 @@ class Quota:
                     retry_after=max(1, math.ceil(reset)),
                 )
             if refused is not None:  # the refusal carries the headers too, as OpenAI's
-                refused.headers = _refusal_headers(rpm, tpm, requests, tokens, resets)
+                nothing_left = _answer_headers(
+                    headers,
+                    None if rpm is None else max(0, int(rpm - requests)),
+                    None if tpm is None else max(0, int(tpm - tokens)),
+                )
+                refused.headers = tuple((k.decode(), v.decode()) for k, v in nothing_left)
                 raise refused
-            if rpm is not None:
-                room = int(rpm - requests)
-                headers = ((b"x-ratelimit-limit-requests", b"%d" % rpm),
-                           (b"x-ratelimit-reset-requests", resets))  # fmt: skip
-            if tpm is not None:
-                tokens_room = int(tpm - tokens)
-                headers += ((b"x-ratelimit-limit-tokens", b"%d" % tpm),
-                            (b"x-ratelimit-reset-tokens", resets))  # fmt: skip
         second = int(now)
         bucket = usage.bucket(second)
         row = usage.row(now)
@@ -494,19 +495,18 @@ class Quota:
         return spent_day, spent_month
 
 
-def _refusal_headers(
-    rpm: int | None, tpm: int | None, requests: float, tokens: float, resets: bytes
-) -> tuple[tuple[str, str], ...]:
-    reset = resets.decode()
-    out: tuple[tuple[str, str], ...] = ()
-    if rpm is not None:
-        out = (("x-ratelimit-limit-requests", str(rpm)),
-               ("x-ratelimit-remaining-requests", str(max(0, int(rpm - requests)))),
-               ("x-ratelimit-reset-requests", reset))  # fmt: skip
-    if tpm is not None:
-        out += (("x-ratelimit-limit-tokens", str(tpm)),
-                ("x-ratelimit-remaining-tokens", str(max(0, int(tpm - tokens)))),
-                ("x-ratelimit-reset-tokens", reset))  # fmt: skip
+def _answer_headers(
+    limits: tuple[Header, ...], requests_left: int | None, tokens_left: int | None
+) -> Headers:
+    """An answer's x-ratelimit-* headers: each limit's (limit, reset) pair from the gate,
+    with what is left between them; None for a limit the key does not have."""
+    out: Headers = ()
+    at = 0
+    if requests_left is not None:
+        out = (limits[0], (_REMAINING_REQUESTS, b"%d" % requests_left), limits[1])
+        at = 2
+    if tokens_left is not None:
+        out += (limits[at], (_REMAINING_TOKENS, b"%d" % tokens_left), limits[at + 1])
     return out
 
 
