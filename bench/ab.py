@@ -50,7 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--json", type=Path, default=None)
     args = p.parse_args(argv)
-    if "gatewise-baseline" in (args.a, args.b) and not args.baseline:
+    if any(t.startswith("gatewise-baseline") for t in (args.a, args.b)) and not args.baseline:
         p.error("gatewise-baseline needs --baseline REV")
     if args.a == args.b:
         p.error("--a and --b must differ")

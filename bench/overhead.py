@@ -45,7 +45,10 @@ FLEET_TARGETS = (
 # gatewise-baseline is gatewise as it was at --baseline REV (a commit), with that commit's
 # bench config, interleaved with today's: "within N % of the last full run" judged in
 # one run on one machine instead of across days on a VM whose speed swings 2x.
-KNOWN = TARGETS + FLEET_TARGETS + ("gatewise-baseline",)
+# gatewise-baseline-keys and -open: the baseline with today's keys and open configs.
+KNOWN = TARGETS + FLEET_TARGETS + (
+    "gatewise-baseline", "gatewise-baseline-keys", "gatewise-baseline-open"
+)  # fmt: skip
 POSTGRES = os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 CHAT = "/v1/chat/completions"
 SSE = "/stream/v1/chat/completions"
@@ -116,15 +119,15 @@ class Bench:
             # A copy in the target's own directory: a relative SQLite path is the
             # config file's folder's, and each start must begin with an empty store.
             config = str(_config_copy(work))
-            if name == "gatewise-baseline":
+            if name.startswith("gatewise-baseline"):
                 assert self.baseline is not None
                 env["PYTHONPATH"] = str(self.baseline)  # its packages before the installed ones
                 config = str(_config_copy(work, self.baseline / "bench"))
             if name == "gatewise-solo":
                 config = str(_solo_config(work))
-            if name == "gatewise-keys":
+            if name.endswith("-keys"):
                 config = str(_keys_config(work))
-            if name == "gatewise-open":
+            if name.endswith("-open"):
                 config = str(_open_config(work))
             if name.startswith("gatewise-pg"):
                 env["GATEWISE_STORAGE_URL"] = _pg_schema(f"gw_bench_{rnd}_{port}")
@@ -341,7 +344,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         p.error(f"unknown targets: {', '.join(sorted(unknown))} (known: {', '.join(KNOWN)})")
     if args.baseline and "gatewise-baseline" not in args.targets:
         args.targets.append("gatewise-baseline")
-    if "gatewise-baseline" in args.targets and not args.baseline:
+    if any(t.startswith("gatewise-baseline") for t in args.targets) and not args.baseline:
         p.error("the gatewise-baseline target needs --baseline REV")
     if args.skip_litellm and "litellm" in args.targets:
         args.targets.remove("litellm")

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
@@ -159,8 +160,22 @@ class ServerConfig(_Strict):
     max_headers: int = Field(100, ge=8, le=10_000)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def _header_safe(name: str) -> str:
+    """Model and provider names go out in every answer's x-gatewise-* headers, rendered as
+    they are (gateway.core.headers): no control character may split the head."""
+    if _CONTROL.search(name):
+        raise ValueError("must not contain control characters (it is sent in a header)")
+    return name
+
+
+_HeaderSafeName = Annotated[str, Field(min_length=1), AfterValidator(_header_safe)]
+
+
 class ProviderConfig(_Strict):
-    name: str = Field(min_length=1)
+    name: _HeaderSafeName
     type: Literal["openai", "anthropic", "mock"]
     base_url: str | None = None
     api_key: str | None = None
@@ -282,7 +297,7 @@ class Priors(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = Field(min_length=1)
+    name: _HeaderSafeName
     provider: str
     upstream_model: str | None = None
     conversation_types: list[ConversationType] = ["text-to-text"]

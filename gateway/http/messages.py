@@ -29,6 +29,7 @@ from gateway.core.errors import (
     RejectedByUpstream,
     UpstreamFailed,
 )
+from gateway.core.headers import header_pairs, header_strings
 from gateway.core.ids import request_id_from
 from gateway.core.types import ENDPOINT_TYPES
 from gateway.http.auth import tenant_of
@@ -39,11 +40,10 @@ from gateway.http.inbound import Inbound, send_json
 from gateway.http.proxy import (
     Backend,
     FastEndpoint,
-    Headers,
     admit,
     check_scope,
     optimization_of,
-    served_headers,
+    served_lines,
     stream_failure,
     tolerance_of,
 )
@@ -67,7 +67,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
         request = Inbound(scope, receive)
         headers = request.headers
         request_id = request_id_from(headers.get("x-request-id"))
-        limits: Headers = ()
+        limits: bytes = b""
         tenant = tenant_of(scope)
         try:
             body = await read_json(request, max_body)
@@ -100,7 +100,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
         except GatewayError as exc:
             if tenant is not None and tenant.limited:
                 quota.failed(tenant.name)
-            extra = {"x-request-id": request_id, **{k.decode(): v.decode() for k, v in limits}}
+            extra = {"x-request-id": request_id, **header_strings(limits)}
             return await anthropic_error_response(exc, extra)(scope, receive, send)
         except ClientLeft:
             return  # the attempt is recorded as the client's leaving; nobody to answer
@@ -160,23 +160,23 @@ def _user_id(body: dict[str, Any]) -> str | None:
     return user if isinstance(user, str) else None
 
 
-async def _reply(exchange: Exchange[Reply], send: Send, limits: Headers) -> None:
+async def _reply(exchange: Exchange[Reply], send: Send, limits: bytes) -> None:
     """A whole Message, under the gateway's own id and model name."""
     reply = exchange.result
     out = reply.body
     out["id"] = exchange.job.response_id
     out["model"] = exchange.model.name
     try:
-        await send_json(send, reply.status, orjson.dumps(out), served_headers(exchange, limits))
+        await send_json(send, reply.status, orjson.dumps(out), served_lines(exchange, limits))
     finally:
         exchange.close()
 
 
-def _events(exchange: Streaming[ChunkStream, Sequence[Piece]], limits: Headers) -> Response:
+def _events(exchange: Streaming[ChunkStream, Sequence[Piece]], limits: bytes) -> Response:
     response = StreamingResponse(
         _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
     )
-    response.raw_headers += served_headers(exchange, limits)
+    response.raw_headers += header_pairs(served_lines(exchange, limits))
     return response
 
 

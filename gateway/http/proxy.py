@@ -33,6 +33,7 @@ from gateway.core.errors import (
     RejectedByUpstream,
     UpstreamFailed,
 )
+from gateway.core.headers import header_pairs, header_strings, render_headers
 from gateway.core.ids import request_id_from
 from gateway.core.keys import KeyRing, Tenant
 from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Optimization
@@ -61,13 +62,12 @@ from providers.errors import ProviderError, UpstreamServerError
 __all__ = [
     "Backend",
     "FastEndpoint",
-    "Headers",
     "admit",
     "check_scope",
     "fast_handlers",
     "optimization_of",
     "proxy_routes",
-    "served_headers",
+    "served_lines",
     "stream_failure",
     "tolerance_of",
 ]
@@ -80,7 +80,10 @@ _JSON = "application/json"
 _DONE = b"data: [DONE]\n\n"
 
 
-Headers = tuple[tuple[bytes, bytes], ...]
+_SERVED = (
+    b"x-request-id: %s\r\nx-gatewise-model: %s\r\nx-gatewise-provider: %s\r\n"
+    b"x-gatewise-attempts: %d\r\nx-gatewise-response-id: %s\r\n%s"
+)
 
 
 class Backend(Protocol):
@@ -121,22 +124,25 @@ class _VideoJobs:
         return found[0], found[1]
 
 
-def served_headers(exchange: Exchange[Any], limits: Headers = ()) -> list[tuple[bytes, bytes]]:
+def served_lines(exchange: Exchange[Any], limits: bytes = b"") -> bytes:
+    """The header lines every answer carries (gateway.core.headers): what served it,
+    its ids, and the key's x-ratelimit-* lines. Model and provider names are checked
+    for what a header may hold when the configuration loads; ids are the gateway's."""
     job = exchange.job
-    headers = [
-        (b"x-request-id", job.request_id.encode()),
-        (b"x-gatewise-model", exchange.model.name.encode()),
-        (b"x-gatewise-provider", exchange.provider.encode()),
-        (b"x-gatewise-attempts", b"%d" % exchange.number),
-        (b"x-gatewise-response-id", job.response_id.encode()),
-        *limits,
-    ]
+    lines = _SERVED % (
+        job.request_id.encode(),
+        exchange.model.name.encode(),
+        exchange.provider.encode(),
+        exchange.number,
+        job.response_id.encode(),
+        limits,
+    )
     if job.experiment is not None and job.arm is not None:
-        headers += [
-            (b"x-gatewise-experiment", job.experiment.encode()),
-            (b"x-gatewise-arm", job.arm.encode()),
-        ]
-    return headers
+        lines += render_headers(
+            ((b"x-gatewise-experiment", job.experiment.encode()),
+             (b"x-gatewise-arm", job.arm.encode()))
+        )  # fmt: skip
+    return lines
 
 
 def proxy_routes(gateway: Backend) -> list[Route]:
@@ -155,7 +161,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             request = Inbound(scope, receive)
             headers = request.headers
             request_id = request_id_from(headers.get("x-request-id"))
-            limits: Headers = ()
+            limits: bytes = b""
             tenant = tenant_of(scope)
             try:
                 body = await read_json(request, max_body)
@@ -204,7 +210,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             except GatewayError as exc:
                 if tenant is not None and tenant.limited:
                     quota.failed(tenant.name)
-                extra = {"x-request-id": request_id, **{k.decode(): v.decode() for k, v in limits}}
+                extra = {"x-request-id": request_id, **header_strings(limits)}
                 return await error_response(exc, extra)(scope, receive, send)
             except ClientLeft:
                 return  # the attempt is recorded as the client's leaving; nobody to answer
@@ -295,13 +301,13 @@ def stream_failure(exchange: Exchange[Any], exc: Exception) -> ProviderError:
 
 def admit(
     tenant: Tenant, asked: object, optimization: Optimization | None, quota: Quota
-) -> tuple[object, Optimization | None, Headers]:
+) -> tuple[object, Optimization | None, bytes]:
     """A key's request as it is served: within its scope (or NotAllowed), with its
     default optimization, counted against its limits (or RateLimitExceeded,
     QuotaExceeded), and moved to its cheaper route once its budget is spent. Returns
-    what to serve, how, and the x-ratelimit-* headers for the answer."""
+    what to serve, how, and the x-ratelimit-* header lines for the answer."""
     check_scope(tenant, asked)
-    limits: Headers = ()
+    limits: bytes = b""
     if tenant.limited:
         route, limits = quota.admit(tenant)
         asked = route or asked
@@ -348,7 +354,7 @@ def tolerance_of(header: str | None) -> float | None:
 
 
 async def _reply(
-    exchange: Exchange[Any], send: Send, videos: _VideoJobs, limits: Headers = ()
+    exchange: Exchange[Any], send: Send, videos: _VideoJobs, limits: bytes = b""
 ) -> None:
     """A whole answer, as JSON under the gateway's own response id and model name."""
     job = exchange.job
@@ -363,18 +369,18 @@ async def _reply(
     if "model" in out or endpoint is not Endpoint.IMAGES:
         out["model"] = name
     try:
-        await send_json(send, reply.status, orjson.dumps(out), served_headers(exchange, limits))
+        await send_json(send, reply.status, orjson.dumps(out), served_lines(exchange, limits))
     finally:
         # Recorded once the answer is out: none of it is the client's wait, and the
         # upstream's answer counts even if the client has gone.
         exchange.close()
 
 
-def _events(exchange: Streaming[ChunkStream, Sequence[Piece]], limits: Headers = ()) -> Response:
+def _events(exchange: Streaming[ChunkStream, Sequence[Piece]], limits: bytes = b"") -> Response:
     response = StreamingResponse(
         _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
     )
-    response.raw_headers += served_headers(exchange, limits)
+    response.raw_headers += header_pairs(served_lines(exchange, limits))
     return response
 
 
@@ -419,7 +425,7 @@ async def _sse(exchange: Streaming[ChunkStream, Sequence[Piece]]) -> AsyncIterat
             exchange.close(error, client_gone=gone)
 
 
-def _audio(exchange: Streaming[BinaryReply, bytes], limits: Headers = ()) -> Response:
+def _audio(exchange: Streaming[BinaryReply, bytes], limits: bytes = b"") -> Response:
     reply = exchange.result
 
     async def body() -> AsyncIterator[bytes]:
@@ -443,7 +449,7 @@ def _audio(exchange: Streaming[BinaryReply, bytes], limits: Headers = ()) -> Res
                 exchange.close(client_gone=gone)
 
     response = StreamingResponse(body(), media_type=reply.media_type)
-    response.raw_headers += served_headers(exchange, limits)
+    response.raw_headers += header_pairs(served_lines(exchange, limits))
     return response
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from gateway.core.config import KeyBudget
 from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded
+from gateway.core.headers import header_pairs, render_headers
 from gateway.core.keys import Tenant
 from gateway.core.tasks import cancel
 from gateway.storage.base import Store
@@ -192,16 +193,14 @@ class Usage:
         )  # fmt: skip
 
 
-Header = tuple[bytes, bytes]
-Headers = tuple[Header, ...]
 # A request let through: the route to serve it instead (its key's budget is spent and the
-# key says where to go; None: as asked), and the x-ratelimit-* headers for its answer.
-Admission = tuple[str | None, Headers]
+# key says where to go; None: as asked), and the x-ratelimit-* header lines for its answer
+# (gateway.core.headers).
+Admission = tuple[str | None, bytes]
 
-_FREE: Admission = (None, ())
+_FREE: Admission = (None, b"")
 _RESETS: dict[int, bytes] = {}  # whole seconds -> its x-ratelimit-reset-* value
-_REMAINING_REQUESTS = b"x-ratelimit-remaining-requests"
-_REMAINING_TOKENS = b"x-ratelimit-remaining-tokens"
+_REQUESTS, _TOKENS = 1, 2  # the limits a gate's header lines count down
 
 
 def _duration(seconds: float) -> str:
@@ -238,7 +237,8 @@ class _Gate:
     room: float  # requests that may pass before the rate limit is reached (inf: none)
     tokens_room: float  # tokens until the token limit is (inf: none)
     spend_room: float  # USD until the budget may be spent (inf: none or spent already)
-    headers: tuple[Header, ...]  # (limit, reset) per limit it has: `_answer_headers`
+    lines: bytes  # its answers' x-ratelimit-* header lines: `_limit_lines`
+    counts: int  # which of them: _REQUESTS | _TOKENS
     passed: int = 0  # let through since it opened, not yet in `usage`
 
     def close(self) -> bool:
@@ -278,19 +278,14 @@ class Quota:
         ):
             gate = self._open(tenant, now)
         passed = gate.passed = gate.passed + 1
-        headers = gate.headers
-        if len(headers) == 4:  # both limits, the usual case
-            return gate.route, (
-                headers[0],
-                (_REMAINING_REQUESTS, b"%d" % (gate.room - passed)),
-                headers[1],
-                headers[2],
-                (_REMAINING_TOKENS, b"%d" % max(0, gate.tokens_room)),
-                headers[3],
-            )
-        requests_left = None if gate.room == math.inf else int(gate.room - passed)
-        tokens_left = None if gate.tokens_room == math.inf else max(0, int(gate.tokens_room))
-        return gate.route, _answer_headers(headers, requests_left, tokens_left)
+        counts = gate.counts
+        if counts == _REQUESTS | _TOKENS:  # both limits, the usual case
+            return gate.route, gate.lines % (gate.room - passed, max(0, gate.tokens_room))
+        if counts == _REQUESTS:
+            return gate.route, gate.lines % (gate.room - passed)
+        if counts == _TOKENS:
+            return gate.route, gate.lines % max(0, gate.tokens_room)
+        return gate.route, b""
 
     def record(self, owner: str, tokens: int, cost: float) -> None:
         """What an attempt for `owner`'s key used (from the recorder: streams included,
@@ -367,21 +362,18 @@ class Quota:
                     if cap is not None:
                         spend_room = min(spend_room, cap - spent - cap * 1e-9)
         room = tokens_room = math.inf
-        headers: tuple[Header, ...] = ()
+        lines, counts = b"", 0
         limit = tenant.rate_limit
         if limit is not None:
             requests, tokens, oldest = self._recent(name, now)
             reset = (oldest + WINDOW - now) if oldest is not None else 0.0
             rpm, tpm = limit.requests_per_minute, limit.tokens_per_minute
             resets = _RESETS[min(WINDOW, max(1, math.ceil(reset or WINDOW)))]
+            lines, counts = _limit_lines(rpm, tpm, resets)
             if rpm is not None:
                 room = int(rpm - requests)
-                headers = ((b"x-ratelimit-limit-requests", b"%d" % rpm),
-                           (b"x-ratelimit-reset-requests", resets))  # fmt: skip
             if tpm is not None:
                 tokens_room = int(tpm - tokens)
-                headers += ((b"x-ratelimit-limit-tokens", b"%d" % tpm),
-                            (b"x-ratelimit-reset-tokens", resets))  # fmt: skip
             refused: RateLimitExceeded | None = None
             if rpm is not None and requests >= rpm:
                 refused = RateLimitExceeded(
@@ -396,19 +388,21 @@ class Quota:
                     retry_after=max(1, math.ceil(reset)),
                 )
             if refused is not None:  # the refusal carries the headers too, as OpenAI's
-                nothing_left = _answer_headers(
-                    headers,
-                    None if rpm is None else max(0, int(rpm - requests)),
-                    None if tpm is None else max(0, int(tpm - tokens)),
+                left = tuple(
+                    max(0, int(cap - used))
+                    for cap, used in ((rpm, requests), (tpm, tokens))
+                    if cap is not None
                 )
-                refused.headers = tuple((k.decode(), v.decode()) for k, v in nothing_left)
+                refused.headers = tuple(
+                    (k.decode(), v.decode()) for k, v in header_pairs(lines % left)
+                )
                 raise refused
         second = int(now)
         bucket = usage.bucket(second)
         row = usage.row(now)
         gate = _Gate(
             tenant, usage, second, bucket, usage.day, row, route,
-            room, tokens_room, spend_room, headers,
+            room, tokens_room, spend_room, lines, counts,
         )  # fmt: skip
         self._gates[name] = gate
         return gate
@@ -495,19 +489,22 @@ class Quota:
         return spent_day, spent_month
 
 
-def _answer_headers(
-    limits: tuple[Header, ...], requests_left: int | None, tokens_left: int | None
-) -> Headers:
-    """An answer's x-ratelimit-* headers: each limit's (limit, reset) pair from the gate,
-    with what is left between them; None for a limit the key does not have."""
-    out: Headers = ()
-    at = 0
-    if requests_left is not None:
-        out = (limits[0], (_REMAINING_REQUESTS, b"%d" % requests_left), limits[1])
-        at = 2
-    if tokens_left is not None:
-        out += (limits[at], (_REMAINING_TOKENS, b"%d" % tokens_left), limits[at + 1])
-    return out
+def _limit_lines(rpm: int | None, tpm: int | None, resets: bytes) -> tuple[bytes, int]:
+    """The x-ratelimit-* header lines of a key's answers, with a `%d` for each of what
+    is left (requests, then tokens), and which limits they count down. Made once per
+    key and second, filled in per answer: one format operation."""
+    lines, counts = [], 0
+    if rpm is not None:
+        lines += [(b"x-ratelimit-limit-requests", b"%d" % rpm),
+                  (b"x-ratelimit-remaining-requests", b"%d"),
+                  (b"x-ratelimit-reset-requests", resets)]  # fmt: skip
+        counts |= _REQUESTS
+    if tpm is not None:
+        lines += [(b"x-ratelimit-limit-tokens", b"%d" % tpm),
+                  (b"x-ratelimit-remaining-tokens", b"%d"),
+                  (b"x-ratelimit-reset-tokens", resets)]  # fmt: skip
+        counts |= _TOKENS
+    return render_headers(lines), counts
 
 
 def _exhausted(budget: KeyBudget, daily: bool, now: float) -> str:

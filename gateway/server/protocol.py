@@ -1,6 +1,6 @@
 """uvicorn's httptools protocol, with the gateway's inbound limits, sending a response's
-head and body in one write, and telling a handler at once when its client's connection
-is lost.
+head and body in one write, writing the proxy's rendered heads as they are, and telling
+a handler at once when its client's connection is lost.
 
 Inbound limits: uvicorn times a connection out only once it has answered on it (its
 keep-alive timer), has no limit on connections but `limit_concurrency`, which answers
@@ -31,6 +31,9 @@ connection and leaves with it in one send, or leaves at the end of the loop iter
 nothing follows (a stream whose first chunk is not ready), so no byte waits past the
 current iteration.
 
+Rendered heads: an answer whose headers are `RenderedHeaders` (gateway.core.headers: the
+proxy's) has its head written as it is, not checked and rendered pair by pair.
+
 Lost connections: the protocol is also the connection's `DisconnectWatch`
 (gateway/http/disconnect.py), offered in every request's scope: a handler awaiting an
 upstream arms it, and a lost connection cancels that handler at once, with no task per
@@ -48,11 +51,16 @@ from typing import Any
 import httptools
 import orjson
 from uvicorn.config import Config
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
 from uvicorn.protocols.utils import get_remote_addr
 from uvicorn.server import ServerState
 
 from gateway.core.config import ServerConfig
+from gateway.core.headers import RenderedHeaders, render_headers
 from gateway.core.ids import request_id_from
 from gateway.core.logs import SummaryLog
 from gateway.http.disconnect import WATCH
@@ -204,6 +212,47 @@ class _HeadHoldingTransport:
 
     def __getattr__(self, name: str) -> Any:  # the rarely used rest of the interface
         return getattr(self._transport, name)
+
+
+# The server's own headers (date, x-content-type-options) as lines: uvicorn replaces its
+# list once a second, so the lines are rendered again when the list is another one.
+_defaults: list[Any] = [None, b""]
+
+
+def _default_lines(headers: list[tuple[bytes, bytes]]) -> bytes:
+    cached = _defaults
+    if cached[0] is not headers:
+        cached[:] = [headers, render_headers(headers)]
+    lines: bytes = cached[1]
+    return lines
+
+
+class _Cycle(RequestResponseCycle):
+    """uvicorn's request-response cycle, writing a head of `RenderedHeaders`
+    (gateway.core.headers) as it is: the proxy's answers, whose headers uvicorn would
+    check and render pair by pair (~0.6 µs a header, 15 on a keyed answer). Anything
+    else, and anything uvicorn must see (an access log, a paused or lost connection),
+    goes uvicorn's way."""
+
+    async def send(self, message: Any) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers")
+            if (
+                type(headers) is RenderedHeaders
+                and not self.response_started
+                and not self.access_log
+                and not self.disconnected
+                and not self.flow.write_paused
+            ):
+                self.response_started = True
+                self.waiting_for_100_continue = False
+                self.chunked_encoding = False
+                self.expected_content_length = headers.content_length
+                head = STATUS_LINE[message["status"]] + _default_lines(self.default_headers)
+                close = b"" if self.keep_alive else b"connection: close\r\n"
+                self.transport.write(head + headers.lines + close + b"\r\n")
+                return
+        await RequestResponseCycle.send(self, message)
 
 
 class JoinedWritesProtocol(HttpToolsProtocol):
@@ -366,6 +415,10 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         self._reading_head = False
         self._head_bytes = 0
         super().on_headers_complete()
+        cycle = self.cycle
+        if cycle is not None and type(cycle) is RequestResponseCycle:
+            # Made by uvicorn; its task has not run yet, so it sends through ours.
+            cycle.__class__ = _Cycle
 
     def on_message_complete(self) -> None:
         self._reading_head = True

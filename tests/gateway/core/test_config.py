@@ -242,6 +242,15 @@ def test_route_named_like_a_model(tmp_path: Path) -> None:
     assert "routes[1].name: 'm2' is already a model name" in message
 
 
+@pytest.mark.parametrize("where", ["models", "providers"])
+def test_a_name_that_could_split_a_header_is_refused(tmp_path: Path, where: str) -> None:
+    raw = base()
+    raw[where][0]["name"] = "m1\r\nset-cookie: x=1"  # sent in every answer's headers
+    message, path = error_of(tmp_path, raw)
+    assert path in message
+    assert f"{where}[0].name: must not contain control characters" in message
+
+
 def test_duplicate_model_names(tmp_path: Path) -> None:
     raw = base()
     raw["models"].append({"name": "m1", "provider": "mock"})

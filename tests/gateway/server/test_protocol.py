@@ -15,6 +15,7 @@ import orjson
 import pytest
 
 from gateway.core.config import ConfigError, parse_config
+from gateway.core.headers import RenderedHeaders, render_headers
 from gateway.server.protocol import (
     Inbound,
     InboundLimits,
@@ -361,3 +362,95 @@ async def test_a_connection_over_the_limit_is_answered_503_and_never_parsed() ->
     assert wire.trips.causes == ["too_many_connections"] and wire.inbound.lingering == 0
     for protocol in (b, c):
         protocol.connection_lost(None)
+
+
+# -- rendered heads, against uvicorn's own rendering ------------------------------------
+
+RENDERED_BODY = b'{"id":"chatcmpl-1"}'
+RENDERED_PAIRS = [
+    (b"content-type", b"application/json"),
+    (b"content-length", b"%d" % len(RENDERED_BODY)),
+    (b"x-request-id", b"req_1"),
+    (b"x-ratelimit-remaining-requests", b"59"),
+]
+
+
+async def _rendered_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """Answers with the headers as pairs on /pairs, as RenderedHeaders elsewhere."""
+    if scope["type"] != "http":
+        return
+    if scope["path"] == "/pairs":
+        headers: Any = RENDERED_PAIRS
+    else:
+        headers = RenderedHeaders(render_headers(RENDERED_PAIRS), len(RENDERED_BODY))
+    await send({"type": "http.response.start", "status": 201, "headers": headers})
+    await send({"type": "http.response.body", "body": RENDERED_BODY})
+
+
+async def _serve(protocol: Callable[..., Any]) -> tuple[asyncio.Server, int]:
+    """A uvicorn protocol listening on loopback, as uvicorn's server starts one."""
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    config = Config(
+        _rendered_app,
+        headers=[("x-content-type-options", "nosniff")],
+        server_header=False,
+        access_log=False,  # as the gateway runs by default: with one, uvicorn's way
+    )
+    config.load()
+    state = ServerState()
+    state.default_headers = [(b"date", b"Fri, 04 Dec 2026 03:00:00 GMT")]
+    state.default_headers += config.encoded_headers
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: protocol(config=config, server_state=state, app_state={}), "127.0.0.1", 0
+    )
+    return server, server.sockets[0].getsockname()[1]
+
+
+async def _heads(port: int, requests: bytes, count: int) -> list[bytes]:
+    """Send `requests` at once (pipelined); the heads of the `count` answers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(requests)
+    heads = []
+    for _ in range(count):
+        head = await reader.readuntil(b"\r\n\r\n")
+        assert await reader.readexactly(len(RENDERED_BODY)) == RENDERED_BODY
+        heads.append(head)
+    writer.close()
+    return heads
+
+
+async def test_a_rendered_head_is_what_uvicorn_writes_for_the_same_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    read_as_pairs = []  # by which server: ours writes the lines without reading pairs
+    iterate = RenderedHeaders.__iter__
+    monkeypatch.setattr(
+        RenderedHeaders, "__iter__", lambda self: read_as_pairs.append(name) or iterate(self)
+    )
+
+    ours = functools.partial(JoinedWritesProtocol, inbound=Inbound(InboundLimits()))
+    keep = b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n"
+    close = b"GET / HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+    old = b"GET / HTTP/1.0\r\nHost: gw\r\n\r\n"
+    heads = {}
+    for name, protocol in (("ours", ours), ("uvicorn's", HttpToolsProtocol)):
+        server, port = await _serve(protocol)
+        async with server:
+            # Kept alive, pipelined behind another (its cycle waits in uvicorn's queue),
+            # then closing: the connection's state after each is uvicorn's.
+            heads[name] = await _heads(port, keep + keep + close, 3)
+            heads[name] += await _heads(port, old, 1)
+            paired = await _heads(port, keep.replace(b"/ ", b"/pairs "), 1)
+    assert heads["ours"] == heads["uvicorn's"]
+    assert read_as_pairs == ["uvicorn's"] * 4
+    assert paired == heads["ours"][:1]  # pairs and rendered lines: the same head
+    assert heads["ours"][0] == (
+        b"HTTP/1.1 201 Created\r\ndate: Fri, 04 Dec 2026 03:00:00 GMT\r\n"
+        b"x-content-type-options: nosniff\r\n" + render_headers(RENDERED_PAIRS) + b"\r\n"
+    )
+    assert b"connection: close" in heads["ours"][2] and b"connection: close" in heads["ours"][3]
