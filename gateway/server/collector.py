@@ -29,17 +29,19 @@ log = logging.getLogger("gatewise.gc")
 
 
 class Collector:
-    """Runs a worker's collections: while more than `quiet` connections are open, the
-    youngest generation every `TICK` seconds and the middle one with it every other tick
-    (so an object reaches the oldest after surviving 0.1-0.2 s); and the full collection
-    the thresholds leave out, at a tick where at most `quiet` connections are open, if
-    `every` seconds have passed since the last one and objects have reached the oldest
-    generation since; or, past `overdue` seconds, at the next tick whatever the load.
-    The automatic thresholds follow: THRESHOLDS while quiet, BUSY_THRESHOLDS (a net
-    under the clock) while not."""
+    """Runs a worker's collections: while more than `quiet` connections are open, the two
+    young generations every `TICK` seconds, so an object reaches the oldest after
+    surviving one tick and each pass walks only what was made since the last (at 3,000
+    streams the longest pause was 9-19 ms so, 16-33 ms with the middle generation every
+    other tick: bench/README.md, "Long streams"); and the full collection the thresholds
+    leave out, at a tick where at most `quiet` connections are open, if `every` seconds
+    have passed since the last one and objects have reached the oldest generation since;
+    or, past `overdue` seconds, at the next tick whatever the load. The automatic
+    thresholds follow: THRESHOLDS while quiet, BUSY_THRESHOLDS (a net under the clock)
+    while not."""
 
     __slots__ = (
-        "_busy", "_clock", "_collect", "_set_threshold", "_ticks",
+        "_busy", "_clock", "_collect", "_set_threshold",
         "every", "last", "overdue", "quiet", "running",
     )  # fmt: skip
 
@@ -61,7 +63,6 @@ class Collector:
         self._collect = collect
         self.last = clock()
         self.running = False
-        self._ticks = 0
 
     def start(self, loop: asyncio.AbstractEventLoop, connections: Sized) -> None:
         """Tick on `loop` from now on, `connections` being the worker's open ones."""
@@ -74,7 +75,6 @@ class Collector:
         loop.call_later(TICK, tick)
 
     def tick(self, still_open: int) -> None:
-        self._ticks += 1
         busy = still_open > self.quiet
         if busy != self._busy:
             self._busy = busy
@@ -84,7 +84,7 @@ class Collector:
             # its count passing the threshold, so it is collected on the clock. With
             # few, the thresholds do: a tick's pass would walk every per-request object
             # still alive, ~5 % of a worker's CPU under short requests at c=50 (py-spy).
-            self._collect(self._ticks & 1)
+            self._collect(1)
         now = self._clock()
         since = now - self.last
         if since < self.every:
