@@ -9,7 +9,9 @@ A policy that finds the better model whatever the models' true qualities ("unifo
 good": its regret grows slower than any power of the run's length) must, by Lai and
 Robbins (1985), call the weaker model at least ln(T) / KL times by request T, where KL
 is the Kullback-Leibler divergence of the weaker model's rating distribution from the
-stronger one's: the information one rating carries about which is better. With a share
+stronger one's: the information one rating carries about which is better. (The exact
+constant, Burnetas and Katehakis' K_inf, is at most this KL: the bound here is loose in
+the router's favour.) With a share
 r of answers rated, each call carries r x KL on average. Between request T/2 and T
 that leaves at least ln(2) / (r x KL) weak calls: an asymptotic bound on the mean over
 runs, so a single run can fall below it, but a goal for every run cannot be met by a
