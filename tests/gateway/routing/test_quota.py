@@ -13,7 +13,7 @@ from gateway.core.config import KeyBudget, KeyRateLimit
 from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded
 from gateway.core.headers import header_strings
 from gateway.core.keys import Tenant
-from gateway.routing.quota import Quota, QuotaShare
+from gateway.routing.quota import Quota, QuotaShare, Usage
 from gateway.storage import SQLiteStore
 
 NOON = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC).timestamp()
@@ -319,3 +319,63 @@ async def test_what_the_fleet_counted_counts_within_the_same_second() -> None:
         await share_a.round()  # what `a` let through is published, gates or not
         await share_b.round()
         assert b.report("team")["requests_last_minute"] == 5
+
+
+# -- many origins: a fleet that restarted often ---------------------------------------
+
+
+def _peer_usage(rng: random.Random, now: float) -> Usage:
+    """What another origin published: counted just now, a while ago, or days ago."""
+    usage = Usage()
+    when = now - rng.choice([0, 0, 5, 50, 70, 3600, 86400, 40 * 86400])
+    for _ in range(rng.randint(1, 4)):
+        usage.add(when, requests=rng.randint(0, 3), tokens=rng.randint(0, 50),
+                  cost=rng.uniform(0, 0.2))  # fmt: skip
+    return usage
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_with_many_origins_admission_counts_every_one_of_them(seed: int) -> None:
+    """Idle and stopped origins are kept apart from the active ones for speed; every
+    decision must still be the one a count over every origin gives: a budget just
+    under or over the fleet's spend today and this month, a rate limit just under or
+    over its requests in the last minute, across seconds, hours, days and months."""
+    rng = random.Random(seed)
+    clock = Clock(datetime(2026, 11, 28, 23, 59, 0, tzinfo=UTC).timestamp())
+    quota = Quota(clock)
+    origins = [f"host:{i}" for i in range(60)]
+    for origin in origins:
+        quota.take(origin, "team", _peer_usage(rng, clock.now))
+    checked = 0
+    for _ in range(400):
+        clock.now += rng.choice([1, 1, 2, 30, 61, 3600, 86400])
+        for origin in rng.sample(origins, rng.randint(0, 3)):
+            quota.take(origin, "team", _peer_usage(rng, clock.now))
+        quota.settle()
+        now, day = clock.now, _day(clock.now)
+        counted = [quota.own.get("team"), *(p.get("team") for p in quota.peers.values())]
+        usages = [u for u in counted if u is not None]
+        spent_day = sum(u.spend_day for u in usages if u.day == day)
+        spent_month = sum(u.spend_month for u in usages if u.month == day[:7])
+        requests = sum(u.recent(now)[0] for u in usages)
+        which = rng.choice(["daily", "monthly", "rpm"])
+        over = rng.random() < 0.5
+        if which == "rpm":
+            rpm = int(requests) if over else int(requests) + 1
+            tenant = limited(rpm=max(rpm, 1))
+            refused = requests >= max(rpm, 1)
+        else:
+            spent = spent_day if which == "daily" else spent_month
+            cap = spent * (0.999 if over else 1.001) + (0 if over else 1e-6)
+            if cap <= 0:
+                continue
+            tenant = limited(**{f"{which}_usd": cap})
+            refused = spent >= cap
+        try:
+            quota.admit(tenant)
+            passed = True
+        except (QuotaExceeded, RateLimitExceeded):
+            passed = False
+        assert passed is not refused, (which, over)
+        checked += 1
+    assert checked > 300
