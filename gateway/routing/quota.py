@@ -33,14 +33,18 @@ from gateway.core.keys import Tenant
 from gateway.core.tasks import cancel
 from gateway.storage.base import Store
 
-__all__ = ["USAGE", "Admission", "Quota", "QuotaShare", "Usage"]
+__all__ = ["STOPPED", "USAGE", "Admission", "Quota", "QuotaShare", "Usage", "merge_usage"]
 
 log = logging.getLogger("gatewise.quota")
 
 USAGE = "usage"  # state kind of published usage, keyed origin \x1f key name
+# The origin under which stopped processes' usage is kept, one row per key (`QuotaShare.stop`): a
+# real origin is host:pid:suffix, never this.
+STOPPED = "~stopped"
 WINDOW = 60  # seconds a rate limit looks back
 DAYS_KEPT = 92  # days of per-key history in reports
 _SEP = "\x1f"
+_STOPPED_PREFIX = STOPPED + _SEP
 
 
 _today: list[Any] = [0.0, 0.0, ""]  # [start, end, "YYYY-MM-DD"] of the last day asked
@@ -252,6 +256,39 @@ class _Gate:
         return True
 
 
+def merge_usage(into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+    """A stopped process's usage of a key added into the usage of all stopped ones (as
+    stored: `Usage.to_dict`): seconds and days add up; the current day's and month's
+    figures are those of the latest day and month either has, added where both do."""
+    if into is None:
+        return part
+    usages = [Usage.from_dict(into), Usage.from_dict(part)]
+    out = Usage()
+    for usage in usages:
+        for second, (requests, tokens) in usage.seconds.items():
+            bucket = out.seconds.setdefault(second, [0.0, 0.0])
+            bucket[0] += requests
+            bucket[1] += tokens
+        for day, row in usage.days.items():
+            mine = out.days.setdefault(day, [0.0, 0.0, 0.0, 0.0])
+            for i, value in enumerate(row):
+                mine[i] += value
+    out.seconds = dict(sorted(out.seconds.items()))
+    for old in sorted(out.days)[:-DAYS_KEPT]:
+        del out.days[old]
+    out.day = max(u.day for u in usages)
+    out.month = max(u.month for u in usages)
+    for usage in usages:
+        if usage.day == out.day:
+            out.spend_day += usage.spend_day
+            out.requests_day += usage.requests_day
+            out.tokens_day += usage.tokens_day
+            out.errors_day += usage.errors_day
+        if usage.month == out.month:
+            out.spend_month += usage.spend_month
+    return out.to_dict()
+
+
 @dataclass(slots=True, eq=False)
 class _Others:
     """The other origins' usage of one key, grouped for admission: those with requests
@@ -369,6 +406,11 @@ class Quota:
         others = self._others.get(name)
         if others is not None:
             others.wake(origin, usage)
+
+    def forget_peers(self) -> None:
+        """Drop every other origin's counts (before they are all read again)."""
+        self.peers = {}
+        self._others = {}
 
     def settle(self) -> None:
         """Count in every key's `Usage` what its gate let through and its answers used;
@@ -626,8 +668,14 @@ class QuotaShare:
             began = quota.clock()
             # At first this month's rows (and last month's end), then what changed since
             # the previous pull, with a margin for clocks and commits in flight.
-            since = began - 40 * 86400 if self._pulled is None else self._pulled - 10.0
+            first = began - 40 * 86400
+            since = first if self._pulled is None else self._pulled - 10.0
             rows = await self.store.load_states(USAGE, changed_since=since)
+            if since != first and any(k.startswith(_STOPPED_PREFIX) for k in rows):
+                # A process stopped and its rows went into the stopped ones': all again,
+                # or its counts would be here twice (its old row and the stopped row).
+                rows = await self.store.load_states(USAGE, changed_since=first)
+                quota.forget_peers()
         except BaseException:
             quota.changed |= changed  # published next round
             raise
@@ -654,3 +702,10 @@ class QuotaShare:
         await cancel(self._task)
         with contextlib.suppress(*self.store.OUTAGES):
             await self.round()  # what was counted last is kept for the next start
+            # This origin's rows join the stopped processes' (a restart is a new origin,
+            # so they would pile up, each read at every start and by every check).
+            moves = {
+                f"{self.origin}{_SEP}{name}": f"{STOPPED}{_SEP}{name}" for name in self.quota.own
+            }
+            if moves:
+                await self.store.fold_states(USAGE, moves, merge_usage)

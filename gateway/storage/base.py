@@ -58,14 +58,17 @@ implementation shares:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from gateway.core.types import Attempt
 from gateway.storage.query import Query
 from gateway.storage.rows import Row
 
-__all__ = ["Store", "StoreError"]
+__all__ = ["Merge", "Store", "StoreError"]
+
+# How a folded row joins the row it is folded into (None: there is none yet).
+Merge = Callable[[dict[str, Any] | None, dict[str, Any]], dict[str, Any]]
 
 
 class StoreError(Exception):
@@ -120,6 +123,15 @@ class Store(ABC):
 
     @abstractmethod
     async def delete_state(self, kind: str, key: str) -> None: ...
+
+    @abstractmethod
+    async def fold_states(self, kind: str, moves: Mapping[str, str], merge: Merge) -> int:
+        """Fold rows of `kind` into others, in one transaction that no other fold of this
+        store runs beside: for each `key -> into` of `moves`, the row of `key`, if it is
+        still there, is merged into the row of `into` (`merge(into's data or None,
+        key's data)`) and deleted. Returns how many were folded. State kept per process
+        (under its origin) would otherwise pile up with every restart: a stopped
+        process's rows join one row for all the stopped ones."""
 
     @abstractmethod
     async def prune(self, older_than: float) -> int:

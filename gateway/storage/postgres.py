@@ -43,7 +43,7 @@ import asyncpg
 import orjson
 
 from gateway.core.types import Attempt
-from gateway.storage.base import Store, StoreError
+from gateway.storage.base import Merge, Store, StoreError
 from gateway.storage.migrations_postgres import MIGRATIONS
 from gateway.storage.pairs import (
     PAIR_COLUMNS,
@@ -78,6 +78,7 @@ from gateway.storage.rows import (
 
 __all__ = [
     "FEEDBACK_LOCK",
+    "FOLD_LOCK",
     "MIGRATION_LOCK",
     "PRUNE_LOCK",
     "VERDICT_LOCK",
@@ -94,6 +95,7 @@ COUNTED_TABLES = ("attempts", "attempt_hourly", "state", "responses", "feedback"
 MIGRATION_LOCK = 0x67770001  # (this, lock_key(schema)): migrating one schema
 FEEDBACK_LOCK = 0x67770002  # (this, lock_key(response_id)): rating one response
 PRUNE_LOCK = 0x67770003  # (this, lock_key(schema)): pruning one schema
+FOLD_LOCK = 0x67770004  # (this, lock_key(schema)): folding state rows in one schema
 VERDICT_LOCK = 0x67770005  # (this, lock_key(pair_key)): judging one pair of answers
 # PostgreSQL's refusals of a NUL character (22021) or its \u0000 escape (22P05).
 _NUL_REFUSED = (asyncpg.CharacterNotInRepertoireError, asyncpg.UntranslatableCharacterError)
@@ -429,6 +431,30 @@ class PostgresStore(Store):
             await conn.execute(
                 "DELETE FROM state WHERE kind = $1 AND key = $2", *_without_nul((kind, key))
             )
+
+    async def fold_states(self, kind: str, moves: Mapping[str, str], merge: Merge) -> int:
+        now = float(self.clock())
+        folded = 0
+        read = "SELECT data FROM state WHERE kind = $1 AND key = $2"
+        async with self._transaction() as conn:
+            # Folds run one at a time: two folding into the same new row would both see
+            # none and the second's insert would replace the first's.
+            await conn.execute("SELECT pg_advisory_xact_lock($1, $2)", FOLD_LOCK, self._schema_key)
+            for key, into in moves.items():
+                data = await conn.fetchval(read, *_without_nul((kind, key)))
+                if data is None:
+                    continue  # folded already (by another process)
+                target = await conn.fetchval(read, *_without_nul((kind, into)))
+                merged = merge(
+                    orjson.loads(target) if target is not None else None, orjson.loads(data)
+                )
+                row = _without_nul((kind, into, orjson.dumps(merged).decode(), now))
+                await conn.execute(_UPSERT_STATE, *row)
+                await conn.execute(
+                    "DELETE FROM state WHERE kind = $1 AND key = $2", *_without_nul((kind, key))
+                )
+                folded += 1
+        return folded
 
     async def prune(self, older_than: float) -> int:
         async with self._transaction() as conn:

@@ -30,7 +30,7 @@ import aiosqlite
 import orjson
 
 from gateway.core.types import Attempt
-from gateway.storage.base import Store, StoreError
+from gateway.storage.base import Merge, Store, StoreError
 from gateway.storage.migrations import MIGRATIONS
 from gateway.storage.pairs import (
     PAIR_COLUMNS,
@@ -347,6 +347,24 @@ class SQLiteStore(Store):
     async def delete_state(self, kind: str, key: str) -> None:
         async with self._transaction() as db:
             await db.execute("DELETE FROM state WHERE kind = ? AND key = ?", (kind, key))
+
+    async def fold_states(self, kind: str, moves: Mapping[str, str], merge: Merge) -> int:
+        now = self.clock()
+        folded = 0
+        read = "SELECT data FROM state WHERE kind = ? AND key = ?"
+        async with self._transaction() as db:  # BEGIN IMMEDIATE: no other writer meanwhile
+            for key, into in moves.items():
+                row = await _fetch(db, read, (kind, key))
+                if not row:
+                    continue  # folded already (by another process)
+                target = await _fetch(db, read, (kind, into))
+                merged = merge(
+                    orjson.loads(target[0][0]) if target else None, orjson.loads(row[0][0])
+                )
+                await db.execute(_UPSERT_STATE, (kind, into, orjson.dumps(merged).decode(), now))
+                await db.execute("DELETE FROM state WHERE kind = ? AND key = ?", (kind, key))
+                folded += 1
+        return folded
 
     async def prune(self, older_than: float) -> int:
         async with self._transaction() as db:

@@ -3,6 +3,7 @@ counts added up, and the headers OpenAI clients read. Time is an injected clock.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import random
 from datetime import UTC, datetime
@@ -13,8 +14,8 @@ from gateway.core.config import KeyBudget, KeyRateLimit
 from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded
 from gateway.core.headers import header_strings
 from gateway.core.keys import Tenant
-from gateway.routing.quota import Quota, QuotaShare, Usage
-from gateway.storage import SQLiteStore
+from gateway.routing.quota import STOPPED, USAGE, Quota, QuotaShare, Usage
+from gateway.storage import SQLiteStore, create_store
 
 NOON = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC).timestamp()
 
@@ -379,3 +380,56 @@ def test_with_many_origins_admission_counts_every_one_of_them(seed: int) -> None
         assert passed is not refused, (which, over)
         checked += 1
     assert checked > 300
+
+
+# -- stopped processes: one row for all of them ------------------------------------------
+
+
+async def test_stopped_processes_fold_into_one_row_and_the_fleets_figures_hold(
+    store_url: str,
+) -> None:
+    """Every restart is a new origin, so each stopped process's rows would stay for good,
+    read at every start and by every check. A process that stops folds its rows into
+    one row per key for all stopped ones (two stopping at once, each on its own
+    connection, here): the figures do not move, for a process that runs on (which reads
+    every row again, or it would count the stopped twice) or one started later."""
+    clock = Clock(NOON - 86400)  # "a" counts yesterday, the others today
+    stores = [create_store(store_url) for _ in range(4)]
+    for store in stores:
+        await store.open()
+    try:
+        quotas = {origin: Quota(clock) for origin in ("host:1:a", "host:2:b", "host:3:c")}
+        shares = {o: QuotaShare(o, q, s) for (o, q), s in zip(quotas.items(), stores, strict=False)}
+        team = limited(rpm=100, daily_usd=10.0, monthly_usd=100.0)
+        for (origin, quota), (requests, spend) in zip(
+            quotas.items(), [(3, 0.7), (2, 0.4), (1, 0.2)], strict=True
+        ):
+            for _ in range(requests):
+                quota.admit(team)
+            quota.record("team", 10 * requests, spend)
+            await shares[origin].round()
+            clock.now = NOON
+        for share in shares.values():
+            await share.round()
+        running = quotas["host:3:c"]
+        before = running.report("team")
+        assert before["spend_day"] == pytest.approx(0.6) and before["spend_month"] == pytest.approx(
+            1.3
+        )
+
+        await asyncio.gather(shares["host:1:a"].stop(), shares["host:2:b"].stop())
+        assert sorted(await stores[3].load_states(USAGE)) == [
+            "host:3:c\x1fteam",
+            f"{STOPPED}\x1fteam",
+        ]
+        clock.now += 1
+        await shares["host:3:c"].round()
+        assert running.report("team") == before
+        later = Quota(clock)
+        await QuotaShare("host:4:d", later, stores[3]).round()
+        assert later.report("team") == before
+        with pytest.raises(QuotaExceeded):  # the stopped processes' spend still counts
+            later.admit(limited(rpm=100, monthly_usd=1.3))
+    finally:
+        for store in stores:
+            await store.close()

@@ -68,3 +68,26 @@ async def test_load_states_changed_since(harness: Harness) -> None:
 
     store = await harness.reopen()  # the stamps are stored
     assert await store.load_states("stats", changed_since=H0 + 5) == recent
+
+
+async def test_fold_merges_rows_into_another_and_deletes_them(harness: Harness) -> None:
+    store = harness.store
+    await store.save_states(
+        [("usage", "p1\x1fteam", {"n": 2}), ("usage", "p2\x1fteam", {"n": 3}),
+         ("usage", "p3\x1fteam", {"n": 5}), ("stats", "p1\x1fteam", {"n": 7})]
+    )  # fmt: skip
+    seen: list[tuple[object, object]] = []
+
+    def merge(into: dict[str, int] | None, part: dict[str, int]) -> dict[str, int]:
+        seen.append((into, part))
+        return {"n": (into or {"n": 0})["n"] + part["n"]}
+
+    moves = {"p1\x1fteam": "~all\x1fteam", "p2\x1fteam": "~all\x1fteam", "gone": "~all\x1fteam"}
+    assert await store.fold_states("usage", moves, merge) == 2  # "gone" was never there
+    assert seen == [(None, {"n": 2}), ({"n": 2}, {"n": 3})]
+    assert await store.load_states("usage") == {"p3\x1fteam": {"n": 5}, "~all\x1fteam": {"n": 5}}
+    assert await store.load_states("stats") == {"p1\x1fteam": {"n": 7}}  # another kind
+    # Folding again finds nothing left to fold: a fold is never counted twice.
+    assert await store.fold_states("usage", moves, merge) == 0
+    store = await harness.reopen()
+    assert (await store.load_states("usage"))["~all\x1fteam"] == {"n": 5}
