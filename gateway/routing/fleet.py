@@ -20,6 +20,15 @@ each origin publishes its own sufficient statistics per (route, model), and each
 adds every other origin's to its own (evidence is merged by adding, never overwritten).
 A rating of an answer whose features another process holds is passed to it the same
 way (`PROMPT_RATINGS` rows, deleted once every process has had time to pull them).
+
+A process that stops folds its stats and evidence rows into one row per (model,
+conversation type) and per (route, model) for all stopped processes (origin `STOPPED`,
+in one transaction of the store): every restart is a new origin, and their rows would
+otherwise pile up, each read by every process at every start. The fold keeps what the
+rows said: counts add up, and what is recent is weighed by each row's freshness at the
+fold, the folded row then fading from the fold on, as each would have. A process that
+sees a folded row change reads every row of its kind again, so none counts twice. A
+process that crashed leaves its rows as they were (they still count).
 """
 
 from __future__ import annotations
@@ -31,17 +40,17 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from gateway.core.tasks import cancel
 from gateway.routing.blacklist import Blacklist
-from gateway.routing.tracker import Stats, Tracker, aged
+from gateway.routing.tracker import Stats, Tracker, aged, combined
 from gateway.storage.base import Store
 
 if TYPE_CHECKING:  # numpy is loaded only when a route routes per prompt
     from gateway.routing.prompt_router import Evidence, PromptRouter
 
-__all__ = ["BLACKLIST", "PROMPTS", "PROMPT_RATINGS", "STATS", "Fleet", "new_origin"]
+__all__ = ["BLACKLIST", "PROMPTS", "PROMPT_RATINGS", "STATS", "STOPPED", "Fleet", "new_origin"]
 
 log = logging.getLogger("gatewise.fleet")
 
@@ -52,6 +61,10 @@ PROMPTS = "prompts"  # state kind of per-prompt evidence, keyed origin \x1f rout
 # features), keyed origin \x1f response id; deleted once every process has pulled them.
 PROMPT_RATINGS = "prompt_ratings"
 _SEP = "\x1f"
+# The origin of the rows stopped processes folded theirs into: a real origin is
+# host:pid:suffix, never this.
+STOPPED = "~stopped"
+_STOPPED_PREFIX = STOPPED + _SEP
 HALF_LIFE = 60.0  # seconds after which a silent peer's recent figures count half
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one
 MAX_ORIGINS = 32  # peers whose per-prompt evidence is kept apart (the rest: one sum)
@@ -206,7 +219,13 @@ class Fleet:
 
         await self._pull_ratings(prompts, since)
         changed = False
-        for key, data in (await self.store.load_states(PROMPTS, changed_since=since)).items():
+        stored = await self.store.load_states(PROMPTS, changed_since=since)
+        if since is not None and any(key.startswith(_STOPPED_PREFIX) for key in stored):
+            stored = await self.store.load_states(PROMPTS)  # a process stopped: all again
+            self._prompt_rows, self._prompt_at = {}, {}
+            self._folded, self._folded_n = {}, {}
+            changed = True
+        for key, data in stored.items():
             origin, route, model = _parse(key)
             if origin == self.origin or not origin:
                 continue
@@ -266,27 +285,25 @@ class Fleet:
         self._pulled = now
         await self._pull_prompts(since)
         clock = self.tracker.clock
-        for key, data in (await self.store.load_states(STATS, changed_since=since)).items():
+        stored = await self.store.load_states(STATS, changed_since=since)
+        if since is not None and any(key.startswith(_STOPPED_PREFIX) for key in stored):
+            stored = await self.store.load_states(STATS)  # a process stopped: all again
+            self._rows = {}
+        for key, data in stored.items():
             origin, model, ctype = _parse(key)
             if origin == self.origin:
                 continue
             try:
-                stats = Stats.from_dict(data, clock)
+                stats, at = _published(data, clock)
             except (KeyError, TypeError, ValueError):
                 log.warning("ignoring unreadable shared stats", extra={"fields": {"key": key}})
                 continue
-            # Evidence as of publishing, in the publisher's own attempt count.
-            seq = data.get("origin_seq")
-            if isinstance(seq, int) and seq >= stats.last_seq:
-                stats.served_recent = aged(stats.served_recent, stats.last_seq, seq)
-            published = data.get("published_at")
-            at = float(published) if isinstance(published, int | float) else float("-inf")
             self._rows.setdefault(origin, {})[(model, ctype)] = (stats, at)
         peers: dict[tuple[str, str], list[tuple[Stats, float]]] = {}
         live = 0
-        for rows in self._rows.values():
+        for origin, rows in self._rows.items():
             newest = max(at for _, at in rows.values())
-            if now - newest < self.half_life:
+            if now - newest < self.half_life and origin != STOPPED:
                 live += 1
             for which, (stats, at) in rows.items():
                 fresh = 0.5 ** (max(now - at, 0.0) / self.half_life)
@@ -341,6 +358,7 @@ class Fleet:
             entries = self.blacklist.snapshot()
             await self.store.save_states([(BLACKLIST, m, e) for m, e in entries.items()])
             await self.publish()
+            await self._fold_into_stopped()
         except self.store.OUTAGES as exc:
             log.warning(
                 "storage is unavailable at shutdown: this process's latest state not stored",
@@ -348,6 +366,60 @@ class Fleet:
             )
         except Exception:
             log.exception("could not store the fleet state at shutdown")
+
+    async def _fold_into_stopped(self) -> None:
+        """This process's rows into the stopped processes' (see the module's doc)."""
+        moves = {
+            _SEP.join((self.origin, model, ctype)): _SEP.join((STOPPED, model, ctype))
+            for model, ctype in self.tracker.own()
+        }
+        if moves:
+            await self.store.fold_states(STATS, moves, self._merge_stats)
+        if self.prompts is not None:
+            moves = {
+                _SEP.join((self.origin, route, model)): _SEP.join((STOPPED, route, model))
+                for route, model, _ in self.prompts.state()
+            }
+            if moves:
+                await self.store.fold_states(PROMPTS, moves, _merge_evidence)
+
+    def _merge_stats(self, into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+        """Two rows of stats as one, published now: what is recent in each weighed by
+        its freshness now (`combined`, as a puller would), so that the sum fades from
+        now as the parts would have from their own times."""
+        now = self.clock()
+        parts = []
+        for data in (into, part):
+            if data is not None:
+                stats, at = _published(data, self.tracker.clock)
+                parts.append((stats, 0.5 ** (max(now - at, 0.0) / self.half_life)))
+        out = combined(None, parts, 0, self.tracker.clock).to_dict()
+        out["published_at"] = now
+        out["origin_seq"] = 0
+        return out
+
+
+def _published(data: dict[str, Any], clock: Callable[[], float]) -> tuple[Stats, float]:
+    """A published row's Stats, its evidence aged to when it was published (in the
+    publisher's own attempt count), and when that was."""
+    stats = Stats.from_dict(data, clock)
+    seq = data.get("origin_seq")
+    if isinstance(seq, int) and seq >= stats.last_seq:
+        stats.served_recent = aged(stats.served_recent, stats.last_seq, seq)
+    published = data.get("published_at")
+    at = float(published) if isinstance(published, int | float) else float("-inf")
+    return stats, at
+
+
+def _merge_evidence(into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+    """Per-prompt evidence adds up (sufficient statistics)."""
+    from gateway.routing.prompt_router import Evidence
+
+    if into is None:
+        return part
+    evidence = Evidence.from_dict(into)
+    evidence.add(Evidence.from_dict(part))
+    return evidence.to_dict()
 
 
 def _parse(key: str) -> tuple[str, str, str]:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.core.types import Attempt
 from gateway.routing.blacklist import Blacklist
-from gateway.routing.fleet import STATS, Fleet
+from gateway.routing.fleet import STATS, STOPPED, Fleet
 from gateway.routing.recorder import learn
 from gateway.routing.tracker import Tracker
 from gateway.storage import SQLiteStore, Store
@@ -234,3 +234,49 @@ async def test_prompt_saves_and_rounds_write_one_at_a_time(store: Store) -> None
     fresh = Process("fresh", store, clock)
     await fresh.fleet.load()
     assert fresh.blacklist.is_blacklisted("alpha")
+
+
+async def test_stopped_processes_fold_into_one_row_and_the_fleet_sees_the_same(
+    any_store: Store,
+) -> None:
+    """Every restart is a new origin. A process that stops folds its rows into one row
+    per model for all stopped ones; what the fleet sees does not move: counts, and what
+    is recent (weighed by freshness) as it fades, for a process that runs on (it reads
+    every row again, or the stopped would count twice) and for one started later."""
+    clock = Clock()
+    a, b, c = (Process(o, any_store, clock) for o in ("host:1:a", "host:2:b", "host:3:c"))
+    a.serve(7)
+    await a.round()
+    clock.now += 30  # a's row is older: its recent figures weigh less than b's
+    b.serve(2, model="alpha", ok=False)  # two: not benched (a bench resets what is recent)
+    b.serve(2, model="beta")
+    c.serve(1)
+    for p in (b, c, a, b, c):
+        await p.round()
+    c.serve(1)  # not published: c's own
+
+    def view(p: Process, model: str) -> tuple[float, ...]:
+        stats = p.tracker.stats(model, TT)
+        assert stats is not None
+        return (stats.requests, stats.successes, stats.failures, stats.recent_ok,
+                stats.recent_n, stats.served_recent)  # fmt: skip
+
+    await c.fleet.pull()  # the view as a pull computes it (answers since shift it a bit)
+    before = {m: view(c, m) for m in ("alpha", "beta")}
+    await asyncio.gather(a.fleet.close(), b.fleet.close())
+    stored = await any_store.load_states(STATS)
+    assert {key.split("\x1f")[0] for key in stored} == {"host:3:c", STOPPED}
+    await c.fleet.pull()
+    for model in ("alpha", "beta"):
+        assert view(c, model) == pytest.approx(before[model])
+    assert view(c, "alpha")[:3] == (11, 9, 2)
+    later = Process("host:4:d", any_store, clock)
+    await later.fleet.load()
+    assert view(later, "alpha")[:3] == (10, 8, 2)  # c's last answer is not published yet
+    assert view(later, "beta")[:3] == (2, 2, 0)
+    await c.fleet.close()
+    stored = await any_store.load_states(STATS)
+    assert {key.split("\x1f")[0] for key in stored} == {STOPPED}
+    last = Process("host:5:e", any_store, clock)
+    await last.fleet.load()
+    assert view(last, "alpha")[:3] == (11, 9, 2)  # every answer, once

@@ -4,6 +4,7 @@ key's weight, sharing over a real store, and the selector's hook."""
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -16,7 +17,7 @@ from gateway.core.config import parse_config
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import ReplyJob
-from gateway.routing.fleet import MAX_ORIGINS, PROMPT_RATINGS, Fleet
+from gateway.routing.fleet import MAX_ORIGINS, PROMPT_RATINGS, PROMPTS, STOPPED, Fleet
 from gateway.routing.prompt_features import DIM, features, prompt_text
 from gateway.routing.prompt_router import Evidence, PromptRouter, rating_value
 from gateway.routing.selection import Selector
@@ -215,6 +216,38 @@ async def test_two_processes_learn_from_each_others_ratings(store: SQLiteStore) 
     assert np.allclose(a["maths"].mean, b["maths"].mean, atol=1e-4)
     fresh = random.Random(8)
     assert routers[1].choose(ROUTE, x_of(math_prompt(fresh)), MODELS, (1, 1)) == 1
+
+
+async def test_a_stopping_process_folds_its_evidence_and_it_counts_once(
+    store: SQLiteStore,
+) -> None:
+    """A process that stops adds its evidence into the stopped processes' row (one per
+    route and model) and deletes its own; a running process reads every row again and
+    keeps the sum, and a process started later finds it too."""
+    routers = [new_router(1), new_router(2), new_router(3)]
+    fleets = [
+        Fleet(origin, Tracker(), Blacklist(), store, prompts=router)
+        for origin, router in zip(("h:1:a", "h:2:b", "h:3:c"), routers, strict=True)
+    ]
+    for i, (router, n) in enumerate(zip(routers, (60, 40, 20), strict=True)):
+        teach(router, random.Random(10 + i), n, key="k")
+    for _ in range(2):
+        for fleet in fleets:
+            await fleet.publish()
+            await fleet.pull()
+    c = routers[2].posteriors[ROUTE]
+    before = {model: (c[model].n, c[model].mean.copy()) for model in MODELS}
+    await asyncio.gather(fleets[0].close(), fleets[1].close())
+    origins = {key.split("\x1f")[0] for key in await store.load_states(PROMPTS)}
+    assert origins == {"h:3:c", STOPPED}
+    await fleets[2].pull()
+    later = new_router(4)
+    await Fleet("h:4:d", Tracker(), Blacklist(), store, prompts=later).load()
+    for model in MODELS:
+        for view in (c, later.posteriors[ROUTE]):
+            assert view[model].n == pytest.approx(before[model][0])
+            assert np.allclose(view[model].mean, before[model][1], atol=1e-4)
+    assert sum(c[m].n for m in MODELS) == pytest.approx(120)
 
 
 def test_the_selector_puts_the_model_for_this_prompt_first() -> None:
