@@ -45,11 +45,13 @@ from gateway.routing.evaluation import said
 from gateway.storage.base import Store
 from providers.base import Endpoint
 
-__all__ = ["SPEND", "Comparisons", "Spend", "prompt_text"]
+__all__ = ["SPEND", "STOPPED", "Comparisons", "Spend", "merge_spend", "prompt_text"]
 
 log = logging.getLogger("gatewise.comparisons")
 
 SPEND = "comparison_spend"  # state kind: origin \x1f comparison -> that origin's Spend
+# The origin stopped processes fold their spend into (`Comparisons.stop`), never a real one.
+STOPPED = "~stopped"
 _SEP = "\x1f"
 _TEXT = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES})
 MAX_TEXT = 20_000  # characters of a prompt or an answer kept in a pair
@@ -105,6 +107,30 @@ class Spend:
         return cls(int(data.get("day", 0)), float(data.get("spent", 0.0)),
                    int(data.get("shadows", 0)), int(data.get("failed", 0)),
                    int(data.get("dropped", 0)), int(data.get("capped", 0)), days)  # fmt: skip
+
+
+def merge_spend(into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+    """A stopped process's spend on a comparison added into all stopped ones' (as
+    stored): each day's history adds up; the current day's counts are those of the
+    latest day either has, added where both have it."""
+    if into is None:
+        return part
+    spends = [Spend.from_dict(into), Spend.from_dict(part)]
+    out = Spend(day=max(s.day for s in spends))
+    for spend in spends:
+        if spend.day == out.day:
+            out.spent += spend.spent
+            out.shadows += spend.shadows
+            out.failed += spend.failed
+            out.dropped += spend.dropped
+            out.capped += spend.capped
+        for day, row in spend.days.items():
+            mine = out.days.setdefault(day, [0.0, 0.0])
+            mine[0] += row[0]
+            mine[1] += row[1]
+    for old in sorted(out.days)[:-DAYS_KEPT]:
+        del out.days[old]
+    return out.to_dict()
 
 
 class _AsGiven:
@@ -278,6 +304,10 @@ class Comparisons:
                 )  # fmt: skip
             since = None if self._pulled is None else self._pulled - 10.0
             rows = await self.store.load_states(SPEND, changed_since=since)
+            if since is not None and any(k.startswith(STOPPED + _SEP) for k in rows):
+                # A process stopped and folded its rows: all again, none counted twice.
+                rows = await self.store.load_states(SPEND)
+                self.peers = {}
         except BaseException:
             self.changed |= changed
             raise
@@ -313,6 +343,12 @@ class Comparisons:
             self._task = None
             with contextlib.suppress(*self.store.OUTAGES):
                 await self.round()
+        # This origin's rows join the stopped processes' (a restart is a new origin: they
+        # would pile up, each read at every start and at every sampled answer).
+        moves = {f"{self.origin}{_SEP}{key}": f"{STOPPED}{_SEP}{key}" for key in self.comparisons}
+        if moves:
+            with contextlib.suppress(*self.store.OUTAGES):
+                await self.store.fold_states(SPEND, moves, merge_spend)
 
     # -- reading ------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:

@@ -14,7 +14,7 @@ import pytest
 from gateway.core.config import parse_config
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
-from gateway.routing.comparisons import Comparisons, prompt_text
+from gateway.routing.comparisons import SPEND, STOPPED, Comparisons, prompt_text
 from gateway.routing.dispatch import Dispatcher, Job, Outcome, ReplyJob
 from gateway.storage import SQLiteStore, Store
 from providers.base import Call, Endpoint, Provider, Reply, Usage
@@ -189,6 +189,35 @@ async def test_the_daily_cap_holds_across_processes_and_renews_the_next_day(stor
     history = one.status()["history"]
     assert [(h["day"], h["shadows"]) for h in history] == [("2023-11-15", 1), ("2023-11-14", 3)]
     assert history[1]["spent_usd"] == pytest.approx(0.06)
+
+
+async def test_a_stopping_process_folds_its_spend_and_the_fleet_sees_the_same(store) -> None:
+    """Every restart is a new origin: a process that stops adds its spend into the
+    stopped processes' row and deletes its own; the others read every row again, so the
+    day's cap and history hold, counted once, here and in a process started later."""
+    one, two, three = Process(store, "h:1:a"), Process(store, "h:2:b"), Process(store, "h:3:c")
+    one.now = T0 - 86400  # a shadow of the day before, too
+    one.provider.gate.set()
+    await one.answer()
+    await one.settle()
+    one.now = T0
+    for p in (one, two):
+        p.provider.gate.set()
+        await p.answer()
+        await p.settle()
+    for p in (one, two, three, three):
+        await p.comparisons.round()
+    before = {k: v for k, v in three.status().items() if k != "in_flight"}
+    assert before["spent_usd"] == pytest.approx(0.04)
+    await asyncio.gather(one.comparisons.stop(), two.comparisons.stop())
+    origins = {key.split("\x1f")[0] for key in await store.load_states(SPEND)}
+    assert origins == {STOPPED}  # three spent nothing: it has no row
+    await three.comparisons.round()
+    assert {k: v for k, v in three.status().items() if k != "in_flight"} == before
+    later = Process(store, "h:4:d")
+    await later.comparisons.round()
+    assert {k: v for k, v in later.status().items() if k != "in_flight"} == before
+    assert [h["shadows"] for h in later.status()["history"]] == [2, 1]
 
 
 def test_the_prompt_a_judge_reads() -> None:
