@@ -174,14 +174,17 @@ def test_bursts_of_keep_alive_connections_are_spread_over_both_workers(
 ) -> None:
     gw = two_workers(upstream, start_gateway)
     assert gw.proc is not None
+    served: Counter[int] = Counter()
     for _ in range(3):  # a shared socket gives one burst to one worker about half the time
         owners = burst_owners(gw.port, 32)
         assert len(owners) == 32
         per_worker = Counter(owners.values())
         assert len(per_worker) == 2, per_worker
         assert gw.proc.pid not in per_worker  # the supervisor serves none
-        # Spread by hash: either worker below 6 of 32 has odds of about 1 in 10,000.
-        assert min(per_worker.values()) >= 6, per_worker
+        served += per_worker
+    # Spread by hash, so counted over all 96: either worker below 24 has odds of about
+    # 3 in 10 million. (One burst of 32 alone went 28:4 in CI: 1 in 3,000 over 3 bursts.)
+    assert min(served.values()) >= 24, served
 
 
 def test_two_workers_serve_the_sdk_and_stop_together(
