@@ -63,9 +63,11 @@ __all__ = [
     "EVENTS",
     "EXPERIMENTS",
     "STATS",
+    "STOPPED",
     "ArmStats",
     "Experiments",
     "apply_arm",
+    "merge_tallies",
 ]
 
 log = logging.getLogger("gatewise.experiments")
@@ -73,6 +75,9 @@ log = logging.getLogger("gatewise.experiments")
 EXPERIMENTS = "experiment"  # state kind: name -> definition and lifecycle
 EVENTS = "experiment_event"  # name \x1f event -> a guard stop or a decision, once reached
 STATS = "experiment_stats"  # origin \x1f name -> this origin's tallies per arm
+# The origin stopped processes fold their tallies into (`Experiments.close`), never a
+# real one (host:pid:suffix).
+STOPPED = "~stopped"
 _SEP = "\x1f"
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one (clock skew)
 CURVE_SECONDS = 600  # the width of a curve's bucket
@@ -158,6 +163,25 @@ class ArmStats:
             {int(b): Moments.from_list(m) for b, m in data.get("curve", {}).items()},
             Moments.from_list(data.get("before", [0, 0, 0])),
         )
+
+
+def merge_tallies(into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+    """A stopped process's tallies of an experiment added into all stopped ones' (as
+    stored): per arm, everything adds up (the curve's oldest buckets folding into
+    `before` past MAX_BUCKETS, as in one process)."""
+    if into is None:
+        return part
+    arms: dict[str, Any] = {}
+    for name in {*into["arms"], *part["arms"]}:
+        stats = ArmStats()
+        for data in (into, part):
+            if name in data["arms"]:
+                stats.merge(ArmStats.from_dict(data["arms"][name]))
+        while len(stats.curve) > MAX_BUCKETS:
+            stats.before.merge(stats.curve.pop(min(stats.curve)))
+        arms[name] = stats.to_dict()
+    at = max(float(into.get("published_at", 0.0)), float(part.get("published_at", 0.0)))
+    return {"arms": arms, "published_at": at}
 
 
 def apply_arm(endpoint: Endpoint, body: dict[str, Any], arm: ArmConfig) -> dict[str, Any]:
@@ -756,6 +780,11 @@ class Experiments:
         rows = await self.store.load_states(EXPERIMENTS, changed_since=since)
         events = await self.store.load_states(EVENTS, changed_since=since)
         tallies = await self.store.load_states(STATS, changed_since=since)
+        if since is not None and any(key.startswith(STOPPED + _SEP) for key in tallies):
+            # A process stopped and folded its tallies: all again, none counted twice.
+            tallies = await self.store.load_states(STATS)
+            for known in self.all.values():
+                known.peers = {}
         self._pulled = began
         for row in rows.values():
             self._adopt(row)
@@ -879,6 +908,11 @@ class Experiments:
         try:
             for running in self.all.values():
                 await self._publish(running)
+            # This origin's tallies join the stopped processes' (a restart is a new
+            # origin: they would pile up, each read at every start and every round).
+            moves = {f"{self.origin}{_SEP}{name}": f"{STOPPED}{_SEP}{name}" for name in self.all}
+            if moves:
+                await self.store.fold_states(STATS, moves, merge_tallies)
         except self.store.OUTAGES as exc:
             log.warning(
                 "experiment tallies not stored at shutdown",

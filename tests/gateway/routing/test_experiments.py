@@ -14,7 +14,7 @@ from gateway.core.errors import InvalidRequest
 from gateway.core.types import ResponseRecord
 from gateway.routing.catalog import Target
 from gateway.routing.dispatch import ReplyJob
-from gateway.routing.experiments import Experiments, apply_arm
+from gateway.routing.experiments import STATS, STOPPED, Experiments, apply_arm
 from gateway.storage import SQLiteStore, Store
 from providers.base import Endpoint
 
@@ -147,6 +147,39 @@ async def test_processes_on_one_store_run_one_experiment(tmp_path: Path) -> None
     assert three.report("ab")["state"] == "finished"
     await one_store.close()
     await two_store.close()
+
+
+async def test_a_stopping_process_folds_its_tallies_and_they_count_once(tmp_path: Path) -> None:
+    """Every restart is a new origin: a process that stops adds its tallies into the
+    stopped processes' row and deletes its own; the others read every row again, so
+    each rating counts once, there and in a process started later."""
+    clock = Clock()
+    url = str(tmp_path / "shared.db")
+    stores = [SQLiteStore(url) for _ in range(4)]
+    for store in stores:
+        await store.open()
+    procs = [experiments(s, f"h:{i}:x", clock) for i, s in enumerate(stores[:3])]
+    rate(procs[0], "control", [3] * 4)
+    rate(procs[1], "b", [5] * 3)
+    rate(procs[2], "b", [4] * 2)
+    for proc in (*procs, procs[2]):
+        await proc.round()
+        await proc._publish(proc.all["ab"])
+    await procs[2].pull()
+    before = [(a["n"], a["mean"]) for a in procs[2].report("ab")["arms"]]
+    assert [n for n, _ in before] == [4, 5]
+    await procs[0].close()
+    await procs[1].close()
+    origins = {key.split("\x1f")[0] for key in await stores[3].load_states(STATS)}
+    assert origins == {"h:2:x", STOPPED}
+    clock.now += 1
+    await procs[2].pull()
+    assert [(a["n"], a["mean"]) for a in procs[2].report("ab")["arms"]] == before
+    later = experiments(stores[3], "h:9:x", clock)
+    await later.load()
+    assert [(a["n"], a["mean"]) for a in later.report("ab")["arms"]] == before
+    for store in stores:
+        await store.close()
 
 
 @pytest.mark.parametrize("metric", ["cost", "latency"])
