@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import re
 import socket
@@ -15,7 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.server.workers import reuse_port_supported
 from tests.conftest import upstream_config
-from tests.gateway.server.test_workers import two_workers
+from tests.gateway.server.test_workers import (
+    listening_processes,
+    server_side_owners,
+    two_workers,
+)
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
 
@@ -26,6 +31,7 @@ ADMIN = {"authorization": "Bearer admin-secret"}
 SCRAPER = {"authorization": "Bearer metrics-secret"}
 KEY = {"authorization": "Bearer test-key"}
 CHAT = "/v1/chat/completions"
+BENCHED = "gatewise_model_blacklisted"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -35,11 +41,51 @@ def scrape(gw: GatewayProcess, headers: dict[str, str] = SCRAPER) -> Samples:
     answer = httpx.get(gw.url + "/metrics", headers=headers, timeout=10)
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/plain; version=0.0.4")
+    return parse(answer.text)
+
+
+def parse(text: str) -> Samples:
     return {
         (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(answer.text)
+        for family in text_string_to_metric_families(text)
         for s in family.samples
     }
+
+
+def scrape_one(gw: GatewayProcess) -> tuple[int, Samples]:
+    """A scrape on a new connection, and the worker that answered it: the process that
+    holds the server end of the connection while it is still open."""
+    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=10)
+    try:
+        conn.connect()
+        assert conn.sock is not None
+        client_port = conn.sock.getsockname()[1]
+        conn.request("GET", "/metrics", headers=SCRAPER)
+        answer = conn.getresponse()
+        text = answer.read().decode()
+        assert answer.status == 200, text
+        owner = server_side_owners(gw.port, {client_port})[client_port]
+    finally:
+        conn.close()
+    return owner, parse(text)
+
+
+def each_worker_until(
+    gw: GatewayProcess, workers: set[int], ready: Callable[[Samples], bool]
+) -> dict[int, Samples]:
+    """Scrapes until every worker has answered one that is `ready` (what a worker knows
+    of the others arrives with the fleet's rounds): worker -> that scrape."""
+    seen: dict[int, Samples] = {}
+    deadline = time.monotonic() + 15
+    while set(seen) != workers:
+        assert time.monotonic() < deadline, f"not ready on every worker: {set(seen)}"
+        worker, samples = scrape_one(gw)
+        assert worker in workers
+        if ready(samples):
+            seen[worker] = samples
+        else:
+            time.sleep(0.05)  # polling: the next fleet round is due within a second
+    return seen
 
 
 def total(samples: Samples, name: str, **labels: str) -> float:
@@ -79,7 +125,10 @@ def test_a_burst_is_counted_exactly_across_two_workers(
         for _ in range(3):
             answer = ask(client, gw, "alpha")
             assert answer.status_code == 200 and answer.json()["model"] == "beta"
-    time.sleep(1.5)  # the other worker adopts the bench (fleet round: 0.5 s)
+    # The worker that saw the streak benches alpha; the other adopts it from the store.
+    workers = listening_processes(gw.port) - {gw.proc.pid}
+    assert len(workers) == 2
+    each_worker_until(gw, workers, lambda s: total(s, BENCHED, model="alpha") == 1)
     # Benched, alpha is not tried: beta answers at the first attempt.
     answer = ask(None, gw, "alpha")
     assert answer.status_code == 200 and answer.json()["model"] == "beta"
@@ -90,14 +139,17 @@ def test_a_burst_is_counted_exactly_across_two_workers(
             sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
             assert sock.recv(4096).startswith(b"HTTP/1.1 400")
 
-    deadline = time.monotonic() + 10
-    while total(samples := scrape(gw), "gatewise_requests_total") < 17:
-        assert time.monotonic() < deadline, "the workers' counts never added up"
-        time.sleep(0.2)
-    time.sleep(1.2)  # other workers' counts are up to one interval (1 s) old
-    samples = scrape(gw)
+    trips = "gatewise_inbound_limit_trips_total"
+    views = each_worker_until(
+        gw,  # each worker's own counts and the other's latest published ones
+        workers,
+        lambda s: (
+            total(s, "gatewise_requests_total") == 17
+            and total(s, trips, cause="invalid_request") == 2
+        ),
+    )
     chat = "chat.completions"
-    for _ in range(4):  # every scrape, on either worker, says the same
+    for samples in views.values():  # either worker says the same
         assert total(samples, "gatewise_workers") == 2
         assert total(samples, "gatewise_requests_total") == 17
         assert total(samples, "gatewise_requests_total", route="solo", model="gamma",
@@ -124,16 +176,14 @@ def test_a_burst_is_counted_exactly_across_two_workers(
         assert total(samples, "gatewise_cost_total", model="gamma") == pytest.approx(
             12 * (11 * 1 + 7 * 2) / 1e6
         )
-        assert total(samples, "gatewise_model_blacklisted", model="alpha") == 1
-        assert total(samples, "gatewise_model_blacklisted", model="beta") == 0
+        assert total(samples, BENCHED, model="alpha") == 1
+        assert total(samples, BENCHED, model="beta") == 0
         assert total(samples, "gatewise_model_blacklist_remaining_seconds", model="alpha") > 3000
         assert total(samples, "gatewise_storage_dropped_rows_total") == 0
         assert total(samples, "gatewise_storage_degraded") == 0
-        trips = "gatewise_inbound_limit_trips_total"
         assert total(samples, trips, cause="invalid_request") == 2
         score = total(samples, "gatewise_selection_score", model="gamma", optimization="cost")
         assert score != 0
-        samples = scrape(gw)
     dashboard_reads_what_is_exported(samples)
     # Nothing secret or unbounded in a label.
     labels = {value for (_, ls) in samples for _, value in ls}
