@@ -42,6 +42,7 @@ from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, Target
 from gateway.routing.dispatch import Dispatcher, Job, Outcome, ReplyJob, Sink
 from gateway.routing.evaluation import said
+from gateway.routing.origins import SEP, STOPPED, Fold
 from gateway.storage.base import Store
 from providers.base import Endpoint
 
@@ -50,9 +51,7 @@ __all__ = ["SPEND", "STOPPED", "Comparisons", "Spend", "merge_spend", "prompt_te
 log = logging.getLogger("gatewise.comparisons")
 
 SPEND = "comparison_spend"  # state kind: origin \x1f comparison -> that origin's Spend
-# The origin stopped processes fold their spend into (`Comparisons.stop`), never a real one.
-STOPPED = "~stopped"
-_SEP = "\x1f"
+_SEP = SEP
 _TEXT = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES})
 MAX_TEXT = 20_000  # characters of a prompt or an answer kept in a pair
 MAX_UNSAVED = 1_000  # pairs kept for the next try while the store is down
@@ -331,6 +330,11 @@ class Comparisons:
             except self.store.OUTAGES as exc:
                 log.warning("comparison spend could not be shared: %s", type(exc).__name__)
             await asyncio.sleep(self.interval)
+
+    @property
+    def folds(self) -> list[Fold]:
+        """What a dead process left of this kind, and how to fold it (`Origins`)."""
+        return [(SPEND, merge_spend)]
 
     async def stop(self) -> None:
         """Cancel the shadow calls in flight and the sharing task; publish the last counts."""

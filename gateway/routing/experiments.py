@@ -48,6 +48,7 @@ from gateway.core.errors import Conflict, InvalidRequest, NotFound
 from gateway.core.tasks import cancel
 from gateway.core.types import CONVERSATION_TYPES, ResponseRecord
 from gateway.routing.dispatch import Job, Outcome
+from gateway.routing.origins import SEP, STOPPED, Fold
 from gateway.routing.sequential import (
     Interval,
     Moments,
@@ -75,10 +76,7 @@ log = logging.getLogger("gatewise.experiments")
 EXPERIMENTS = "experiment"  # state kind: name -> definition and lifecycle
 EVENTS = "experiment_event"  # name \x1f event -> a guard stop or a decision, once reached
 STATS = "experiment_stats"  # origin \x1f name -> this origin's tallies per arm
-# The origin stopped processes fold their tallies into (`Experiments.close`), never a
-# real one (host:pid:suffix).
-STOPPED = "~stopped"
-_SEP = "\x1f"
+_SEP = SEP
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one (clock skew)
 CURVE_SECONDS = 600  # the width of a curve's bucket
 # Per arm and origin (a week of 10-minute buckets, ~15 KB of JSON); older buckets fold
@@ -901,6 +899,11 @@ class Experiments:
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="gatewise-experiments")
+
+    @property
+    def folds(self) -> list[Fold]:
+        """What a dead process left of this kind, and how to fold it (`Origins`)."""
+        return [(STATS, merge_tallies)]
 
     async def close(self) -> None:
         await cancel(self._task)

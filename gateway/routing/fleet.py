@@ -28,15 +28,14 @@ otherwise pile up, each read by every process at every start. The fold keeps wha
 rows said: counts add up, and what is recent is weighed by each row's freshness at the
 fold, the folded row then fading from the fold on, as each would have. A process that
 sees a folded row change reads every row of its kind again, so none counts twice. A
-process that crashed leaves its rows as they were (they still count).
+process that crashed leaves its rows as they were (they still count) until another
+process folds them for it, a day after its last heartbeat (gateway.routing.origins).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import socket
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,13 +43,14 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.core.tasks import cancel
 from gateway.routing.blacklist import Blacklist
+from gateway.routing.origins import SEP, STOPPED, Fold
 from gateway.routing.tracker import Stats, Tracker, aged, combined
 from gateway.storage.base import Store
 
 if TYPE_CHECKING:  # numpy is loaded only when a route routes per prompt
     from gateway.routing.prompt_router import Evidence, PromptRouter
 
-__all__ = ["BLACKLIST", "PROMPTS", "PROMPT_RATINGS", "STATS", "STOPPED", "Fleet", "new_origin"]
+__all__ = ["BLACKLIST", "PROMPTS", "PROMPT_RATINGS", "STATS", "STOPPED", "Fleet", "merge_evidence"]
 
 log = logging.getLogger("gatewise.fleet")
 
@@ -60,20 +60,11 @@ PROMPTS = "prompts"  # state kind of per-prompt evidence, keyed origin \x1f rout
 # State kind of ratings taken here of answers another process gave (it holds their
 # features), keyed origin \x1f response id; deleted once every process has pulled them.
 PROMPT_RATINGS = "prompt_ratings"
-_SEP = "\x1f"
-# The origin of the rows stopped processes folded theirs into: a real origin is
-# host:pid:suffix, never this.
-STOPPED = "~stopped"
+_SEP = SEP
 _STOPPED_PREFIX = STOPPED + _SEP
 HALF_LIFE = 60.0  # seconds after which a silent peer's recent figures count half
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one
 MAX_ORIGINS = 32  # peers whose per-prompt evidence is kept apart (the rest: one sum)
-
-
-def new_origin() -> str:
-    """This process's name in the fleet: host, process id and a random suffix, so a
-    restarted process (or a reused pid) is never mistaken for the one before."""
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
 class Fleet:
@@ -347,6 +338,11 @@ class Fleet:
                         extra={"fields": {"error": type(exc).__name__}},
                     )
 
+    @property
+    def folds(self) -> list[Fold]:
+        """What a dead process left of this kind, and how to fold it (`Origins`)."""
+        return [(STATS, self.merge_stats), (PROMPTS, merge_evidence)]
+
     async def close(self) -> None:
         """Stop the task and publish what is left (on a graceful stop, nothing is lost)."""
         await cancel(self._task)
@@ -374,16 +370,16 @@ class Fleet:
             for model, ctype in self.tracker.own()
         }
         if moves:
-            await self.store.fold_states(STATS, moves, self._merge_stats)
+            await self.store.fold_states(STATS, moves, self.merge_stats)
         if self.prompts is not None:
             moves = {
                 _SEP.join((self.origin, route, model)): _SEP.join((STOPPED, route, model))
                 for route, model, _ in self.prompts.state()
             }
             if moves:
-                await self.store.fold_states(PROMPTS, moves, _merge_evidence)
+                await self.store.fold_states(PROMPTS, moves, merge_evidence)
 
-    def _merge_stats(self, into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+    def merge_stats(self, into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
         """Two rows of stats as one, published now: what is recent in each weighed by
         its freshness now (`combined`, as a puller would), so that the sum fades from
         now as the parts would have from their own times."""
@@ -411,7 +407,7 @@ def _published(data: dict[str, Any], clock: Callable[[], float]) -> tuple[Stats,
     return stats, at
 
 
-def _merge_evidence(into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
+def merge_evidence(into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
     """Per-prompt evidence adds up (sufficient statistics)."""
     from gateway.routing.prompt_router import Evidence
 

@@ -31,6 +31,7 @@ from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimit
 from gateway.core.headers import header_pairs, render_headers
 from gateway.core.keys import Tenant
 from gateway.core.tasks import cancel
+from gateway.routing.origins import SEP, STOPPED, Fold
 from gateway.storage.base import Store
 
 __all__ = ["STOPPED", "USAGE", "Admission", "Quota", "QuotaShare", "Usage", "merge_usage"]
@@ -38,12 +39,9 @@ __all__ = ["STOPPED", "USAGE", "Admission", "Quota", "QuotaShare", "Usage", "mer
 log = logging.getLogger("gatewise.quota")
 
 USAGE = "usage"  # state kind of published usage, keyed origin \x1f key name
-# The origin under which stopped processes' usage is kept, one row per key (`QuotaShare.stop`): a
-# real origin is host:pid:suffix, never this.
-STOPPED = "~stopped"
 WINDOW = 60  # seconds a rate limit looks back
 DAYS_KEPT = 92  # days of per-key history in reports
-_SEP = "\x1f"
+_SEP = SEP
 _STOPPED_PREFIX = STOPPED + _SEP
 
 
@@ -697,6 +695,11 @@ class QuotaShare:
             except self.store.OUTAGES as exc:
                 log.warning("usage could not be shared: %s", type(exc).__name__)
             await asyncio.sleep(self.interval)
+
+    @property
+    def folds(self) -> list[Fold]:
+        """What a dead process left of this kind, and how to fold it (`Origins`)."""
+        return [(USAGE, merge_usage)]
 
     async def stop(self) -> None:
         await cancel(self._task)

@@ -29,9 +29,10 @@ from gateway.routing.dispatch import Dispatcher
 from gateway.routing.evaluation import Evaluator
 from gateway.routing.experiments import Experiments
 from gateway.routing.feedback import FeedbackService, ResponseIndex
-from gateway.routing.fleet import Fleet, new_origin
+from gateway.routing.fleet import Fleet
 from gateway.routing.key_registry import KeyRegistry
 from gateway.routing.metrics import RoutingMetrics
+from gateway.routing.origins import Origins, new_origin
 from gateway.routing.pairwise import PairwiseService
 from gateway.routing.quota import Quota, QuotaShare
 from gateway.routing.recorder import Recorder
@@ -167,6 +168,18 @@ class Gateway:
             interval=storage.share_interval,
             clock=clock,
         )
+        # Rows a crashed process left, folded by whoever outlives it (see origins.py).
+        self.origins = Origins(
+            self.store,
+            self.fleet.origin,
+            [
+                *self.fleet.folds,
+                *self.quota_share.folds,
+                *self.comparisons.folds,
+                *self.experiments.folds,
+            ],
+            clock=clock,
+        )
         self.dispatcher = Dispatcher(
             self.catalog,
             self.selector,
@@ -236,6 +249,7 @@ class Gateway:
         # reported fleet-wide and kept across restarts (a lone process's round is one
         # read a second when nothing was counted).
         self.quota_share.start()
+        self.origins.start()
         for provider in config.providers:
             if not provider.enabled:
                 log.warning(
@@ -282,6 +296,7 @@ class Gateway:
         await self.key_registry.close()
         await self.experiments.close()
         await self.fleet.close()
+        await self.origins.close()  # after every row of this process was folded
         await self.store.close()
         for provider in self.providers.values():
             await provider.aclose()

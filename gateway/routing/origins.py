@@ -1,0 +1,144 @@
+"""Which processes of the fleet are alive, and what becomes of the rows of one that died.
+
+Every process shares its state under an origin of its own (`new_origin`; a restart is a
+new one): stats, per-prompt evidence, keys' usage, comparisons' spend, experiments'
+tallies, each a state kind keyed `origin \\x1f rest`. A process that stops folds its rows
+into the stopped processes' (`STOPPED \\x1f rest`); one that crashed cannot, so its rows
+would stay for good, read by every process at every start. So every process marks
+itself alive in the store every `heartbeat` seconds, and one that finds an origin
+silent for `dead_after` (a day) folds that origin's rows for it, as the origin would
+have at a graceful stop, then forgets it.
+
+A process cut off from the store for longer than `dead_after` while it kept running is
+folded too: when it is back its rows, which are cumulative, count a second time beside
+their folded part. It says so in its log (an error); `dead_after` is long so that this
+takes an outage of a day, not of a network blip. Rows of processes that died before
+heartbeats existed are never folded: without a heartbeat, a dead process cannot be
+told from a live one of an older version during a rolling upgrade. Nothing here runs on
+the request path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+
+from gateway.core.tasks import cancel
+from gateway.storage.base import Merge, Store
+
+__all__ = ["ALIVE", "SEP", "STOPPED", "Fold", "Origins", "fold_origin", "new_origin"]
+
+log = logging.getLogger("gatewise.origins")
+
+ALIVE = "origin"  # state kind: origin -> {"at": its latest heartbeat}
+SEP = "\x1f"
+# The origin of the rows stopped processes folded theirs into: a real origin is
+# host:pid:suffix, never this.
+STOPPED = "~stopped"
+HEARTBEAT = 60.0
+DEAD_AFTER = 86400.0
+
+Fold = tuple[str, Merge]  # a state kind keyed by origin, and how two of its rows add up
+
+
+def new_origin() -> str:
+    """This process's name in the fleet: host, process id and a random suffix, so a
+    restarted process (or a reused pid) is never mistaken for the one before."""
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+async def fold_origin(store: Store, origin: str, kind: str, merge: Merge) -> int:
+    """Every row of `kind` that `origin` published, folded into the stopped processes'
+    row of the same name; how many were."""
+    prefix = origin + SEP
+    moves = {
+        key: STOPPED + SEP + key[len(prefix) :]
+        for key in await store.load_states(kind)
+        if key.startswith(prefix)
+    }
+    return await store.fold_states(kind, moves, merge) if moves else 0
+
+
+class Origins:
+    """This process's heartbeat, and the folding of dead processes' rows."""
+
+    def __init__(
+        self,
+        store: Store,
+        origin: str,
+        folds: Sequence[Fold],
+        *,
+        heartbeat: float = HEARTBEAT,
+        dead_after: float = DEAD_AFTER,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self.origin = origin
+        self.folds = list(folds)
+        self.heartbeat = heartbeat
+        self.dead_after = dead_after
+        self.clock = clock
+        self._beaten = False  # a heartbeat of ours is stored
+        self._task: asyncio.Task[None] | None = None
+
+    async def beat(self) -> list[str]:
+        """Mark this process alive, and fold the rows of every origin silent for
+        `dead_after`; the origins folded."""
+        now = self.clock()
+        alive = await self.store.load_states(ALIVE)
+        if self._beaten and self.origin not in alive:
+            log.error(
+                "this process was taken for dead (no heartbeat stored for %.0f s): its "
+                "shared counts from before now count twice in the fleet's figures",
+                self.dead_after,
+                extra={"fields": {"origin": self.origin}},
+            )
+        await self.store.save_states([(ALIVE, self.origin, {"at": now})])
+        self._beaten = True
+        dead = []
+        for origin, data in alive.items():
+            at = data.get("at")
+            silent = now - at if isinstance(at, int | float) else float("inf")
+            if origin == self.origin or silent <= self.dead_after:
+                continue
+            folded = 0
+            for kind, merge in self.folds:
+                folded += await fold_origin(self.store, origin, kind, merge)
+            await self.store.delete_state(ALIVE, origin)
+            dead.append(origin)
+            if folded:  # none: another process folded them first
+                log.warning(
+                    "folded the rows of a process silent for %.0f s",
+                    silent,
+                    extra={"fields": {"origin": origin, "rows": folded}},
+                )
+        return dead
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="gatewise-origins")
+
+    async def _run(self) -> None:
+        failed = False
+        while True:
+            try:
+                await self.beat()
+                failed = False
+            except Exception as exc:
+                if not failed and not isinstance(exc, self.store.OUTAGES):
+                    log.exception("heartbeat failed")
+                failed = True  # the fleet's task reports outages; retried next beat
+            await asyncio.sleep(self.heartbeat)
+
+    async def close(self) -> None:
+        """Stop beating; after a graceful stop folded this process's rows, its heartbeat
+        is not needed either."""
+        await cancel(self._task)
+        self._task = None
+        # If the store is down, another process forgets it later (finding no rows).
+        with contextlib.suppress(*self.store.OUTAGES):
+            await self.store.delete_state(ALIVE, self.origin)
