@@ -123,15 +123,13 @@ class Origins:
         self._task = asyncio.create_task(self._run(), name="gatewise-origins")
 
     async def _run(self) -> None:
-        failed = False
         while True:
             try:
                 await self.beat()
-                failed = False
-            except Exception as exc:
-                if not failed and not isinstance(exc, self.store.OUTAGES):
-                    log.exception("heartbeat failed")
-                failed = True  # the fleet's task reports outages; retried next beat
+            except self.store.OUTAGES:
+                pass  # the fleet's task reports outages; the next beat tries again
+            except Exception:
+                log.exception("heartbeat failed")  # at most once a beat
             await asyncio.sleep(self.heartbeat)
 
     async def close(self) -> None:
