@@ -26,12 +26,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from gateway.core.tasks import cancel
 from gateway.storage.base import Merge, Store
 
-__all__ = ["ALIVE", "SEP", "STOPPED", "Fold", "Origins", "fold_origin", "new_origin"]
+__all__ = ["ALIVE", "SEP", "STOPPED", "Fold", "Origins", "fold_origins", "new_origin"]
 
 log = logging.getLogger("gatewise.origins")
 
@@ -52,15 +52,14 @@ def new_origin() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
-async def fold_origin(store: Store, origin: str, kind: str, merge: Merge) -> int:
-    """Every row of `kind` that `origin` published, folded into the stopped processes'
-    row of the same name; how many were."""
-    prefix = origin + SEP
-    moves = {
-        key: STOPPED + SEP + key[len(prefix) :]
-        for key in await store.load_states(kind)
-        if key.startswith(prefix)
-    }
+async def fold_origins(store: Store, origins: Collection[str], kind: str, merge: Merge) -> int:
+    """Every row of `kind` that one of `origins` published, folded into the stopped
+    processes' row of the same name (one read of the kind, one fold); how many were."""
+    moves = {}
+    for key in await store.load_states(kind):
+        origin, sep, rest = key.partition(SEP)
+        if sep and origin in origins:
+            moves[key] = STOPPED + SEP + rest
     return await store.fold_states(kind, moves, merge) if moves else 0
 
 
@@ -100,23 +99,25 @@ class Origins:
             )
         await self.store.save_states([(ALIVE, self.origin, {"at": now})])
         self._beaten = True
-        dead = []
+        silent = {}
         for origin, data in alive.items():
             at = data.get("at")
-            silent = now - at if isinstance(at, int | float) else float("inf")
-            if origin == self.origin or silent <= self.dead_after:
-                continue
-            folded = 0
-            for kind, merge in self.folds:
-                folded += await fold_origin(self.store, origin, kind, merge)
+            silent[origin] = now - at if isinstance(at, int | float) else float("inf")
+        dead = sorted(o for o, s in silent.items() if s > self.dead_after and o != self.origin)
+        if not dead:
+            return []
+        folded = 0
+        for kind, merge in self.folds:
+            folded += await fold_origins(self.store, set(dead), kind, merge)
+        for origin in dead:
             await self.store.delete_state(ALIVE, origin)
-            dead.append(origin)
-            if folded:  # none: another process folded them first
-                log.warning(
-                    "folded the rows of a process silent for %.0f s",
-                    silent,
-                    extra={"fields": {"origin": origin, "rows": folded}},
-                )
+        if folded:  # none: another process folded them first
+            log.warning(
+                "folded the rows of %d processes silent for over %.0f s",
+                len(dead),
+                self.dead_after,
+                extra={"fields": {"origins": dead[:20], "rows": folded}},
+            )
         return dead
 
     def start(self) -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.core.config import KeyBudget, KeyRateLimit, parse_config
 from gateway.core.keys import Tenant
-from gateway.routing.origins import ALIVE, STOPPED, Origins, fold_origin
+from gateway.routing.origins import ALIVE, STOPPED, Origins, fold_origins
 from gateway.routing.quota import USAGE, Quota, QuotaShare
 from gateway.server.app import Gateway
 from gateway.storage import SQLiteStore, create_store
@@ -104,10 +104,15 @@ async def test_only_the_dead_origins_rows_are_folded_of_every_kind_given() -> No
                 ("two", "host:1:a\x1fz", {"n": 16}),
             ]
         )
-        assert await fold_origin(store, "host:1:a", "one", added) == 2
+        assert await fold_origins(store, {"host:1:a", "host:9:z"}, "one", added) == 2
         assert await store.load_states("one") == {
             "host:1:ab\x1fx": {"n": 4},
             f"{STOPPED}\x1fx": {"n": 9},
+            f"{STOPPED}\x1fy": {"n": 2},
+        }
+        assert await fold_origins(store, {"host:1:ab"}, "one", added) == 1
+        assert await store.load_states("one") == {
+            f"{STOPPED}\x1fx": {"n": 13},
             f"{STOPPED}\x1fy": {"n": 2},
         }
         assert await store.load_states("two") == {"host:1:a\x1fz": {"n": 16}}
