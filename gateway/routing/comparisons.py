@@ -42,7 +42,7 @@ from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, Target
 from gateway.routing.dispatch import Dispatcher, Job, Outcome, ReplyJob, Sink
 from gateway.routing.evaluation import said
-from gateway.routing.origins import SEP, STOPPED, Fold
+from gateway.routing.origins import SEP, STOPPED, Fold, fold_own, stopped_among
 from gateway.storage.base import Store
 from providers.base import Endpoint
 
@@ -51,7 +51,6 @@ __all__ = ["SPEND", "STOPPED", "Comparisons", "Spend", "merge_spend", "prompt_te
 log = logging.getLogger("gatewise.comparisons")
 
 SPEND = "comparison_spend"  # state kind: origin \x1f comparison -> that origin's Spend
-_SEP = SEP
 _TEXT = frozenset({Endpoint.CHAT, Endpoint.COMPLETIONS, Endpoint.RESPONSES, Endpoint.MESSAGES})
 MAX_TEXT = 20_000  # characters of a prompt or an answer kept in a pair
 MAX_UNSAVED = 1_000  # pairs kept for the next try while the store is down
@@ -298,12 +297,12 @@ class Comparisons:
         try:
             if changed:
                 await self.store.save_states(
-                    [(SPEND, f"{self.origin}{_SEP}{key}",
+                    [(SPEND, f"{self.origin}{SEP}{key}",
                       self.comparisons[key].own.to_dict()) for key in changed]
                 )  # fmt: skip
             since = None if self._pulled is None else self._pulled - 10.0
             rows = await self.store.load_states(SPEND, changed_since=since)
-            if since is not None and any(k.startswith(STOPPED + _SEP) for k in rows):
+            if since is not None and stopped_among(rows):
                 # A process stopped and folded its rows: all again, none counted twice.
                 rows = await self.store.load_states(SPEND)
                 self.peers = {}
@@ -312,7 +311,7 @@ class Comparisons:
             raise
         self._pulled = began
         for key, data in rows.items():
-            origin, _, name = key.partition(_SEP)
+            origin, _, name = key.partition(SEP)
             if origin != self.origin and name in self.comparisons:
                 self.peers.setdefault(origin, {})[name] = Spend.from_dict(data)
         if self._unsaved:
@@ -349,10 +348,8 @@ class Comparisons:
                 await self.round()
         # This origin's rows join the stopped processes' (a restart is a new origin: they
         # would pile up, each read at every start and at every sampled answer).
-        moves = {f"{self.origin}{_SEP}{key}": f"{STOPPED}{_SEP}{key}" for key in self.comparisons}
-        if moves:
-            with contextlib.suppress(*self.store.OUTAGES):
-                await self.store.fold_states(SPEND, moves, merge_spend)
+        with contextlib.suppress(*self.store.OUTAGES):
+            await fold_own(self.store, self.origin, SPEND, self.comparisons, merge_spend)
 
     # -- reading ------------------------------------------------------------------------------
     def status(self) -> list[dict[str, Any]]:

@@ -48,7 +48,7 @@ from gateway.core.errors import Conflict, InvalidRequest, NotFound
 from gateway.core.tasks import cancel
 from gateway.core.types import CONVERSATION_TYPES, ResponseRecord
 from gateway.routing.dispatch import Job, Outcome
-from gateway.routing.origins import SEP, STOPPED, Fold
+from gateway.routing.origins import SEP, STOPPED, Fold, fold_own, stopped_among
 from gateway.routing.sequential import (
     Interval,
     Moments,
@@ -76,7 +76,6 @@ log = logging.getLogger("gatewise.experiments")
 EXPERIMENTS = "experiment"  # state kind: name -> definition and lifecycle
 EVENTS = "experiment_event"  # name \x1f event -> a guard stop or a decision, once reached
 STATS = "experiment_stats"  # origin \x1f name -> this origin's tallies per arm
-_SEP = SEP
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one (clock skew)
 CURVE_SECONDS = 600  # the width of a curve's bucket
 # Per arm and origin (a week of 10-minute buckets, ~15 KB of JSON); older buckets fold
@@ -381,7 +380,7 @@ class Experiments:
                 key = job.body["metadata"].get("user_id")
         if not isinstance(key, str) or not key:
             return self.rng.random()
-        digest = hashlib.blake2b(f"{running.name}{_SEP}{key}".encode(), digest_size=8).digest()
+        digest = hashlib.blake2b(f"{running.name}{SEP}{key}".encode(), digest_size=8).digest()
         return int.from_bytes(digest, "big") / 2**64
 
     # -- outcomes --------------------------------------------------------------------------
@@ -778,7 +777,7 @@ class Experiments:
         rows = await self.store.load_states(EXPERIMENTS, changed_since=since)
         events = await self.store.load_states(EVENTS, changed_since=since)
         tallies = await self.store.load_states(STATS, changed_since=since)
-        if since is not None and any(key.startswith(STOPPED + _SEP) for key in tallies):
+        if since is not None and stopped_among(tallies):
             # A process stopped and folded its tallies: all again, none counted twice.
             tallies = await self.store.load_states(STATS)
             for known in self.all.values():
@@ -787,12 +786,12 @@ class Experiments:
         for row in rows.values():
             self._adopt(row)
         for key, event in events.items():
-            name, _, what = key.partition(_SEP)
+            name, _, what = key.partition(SEP)
             running = self.all.get(name)
             if running is not None:
                 self._event(running, what, event)
         for key, data in tallies.items():
-            origin, _, name = key.partition(_SEP)
+            origin, _, name = key.partition(SEP)
             running = self.all.get(name)
             if running is None or origin == self.origin:
                 continue
@@ -828,7 +827,7 @@ class Experiments:
             "arms": {a.name: s.to_dict() for a, s in zip(running.arms, running.own, strict=True)},
             "published_at": self.clock(),
         }
-        await self.store.save_states([(STATS, f"{self.origin}{_SEP}{running.name}", data)])
+        await self.store.save_states([(STATS, f"{self.origin}{SEP}{running.name}", data)])
         running.published = version
 
     async def _judge(self, running: _Running) -> None:
@@ -840,7 +839,7 @@ class Experiments:
             reason = _guard(running.config, stats[i])
             if reason is not None:
                 event = {"arm": arm.name, "reason": reason, "at": self.clock()}
-                events.append((EVENTS, f"{running.name}{_SEP}guard:{arm.name}", event))
+                events.append((EVENTS, f"{running.name}{SEP}guard:{arm.name}", event))
                 self._event(running, f"guard:{arm.name}", event)
                 log.warning(
                     "experiment arm stopped by a guard",
@@ -851,7 +850,7 @@ class Experiments:
             decision = self._decide(running, stats)
             if decision is not None:
                 decision = {**decision, "at": self.clock()}
-                events.append((EVENTS, f"{running.name}{_SEP}decision", decision))
+                events.append((EVENTS, f"{running.name}{SEP}decision", decision))
                 running.decision = decision
         if running.config.split == "adaptive":
             running.reshare(self._thompson(running, stats))
@@ -913,9 +912,7 @@ class Experiments:
                 await self._publish(running)
             # This origin's tallies join the stopped processes' (a restart is a new
             # origin: they would pile up, each read at every start and every round).
-            moves = {f"{self.origin}{_SEP}{name}": f"{STOPPED}{_SEP}{name}" for name in self.all}
-            if moves:
-                await self.store.fold_states(STATS, moves, merge_tallies)
+            await fold_own(self.store, self.origin, STATS, self.all, merge_tallies)
         except self.store.OUTAGES as exc:
             log.warning(
                 "experiment tallies not stored at shutdown",

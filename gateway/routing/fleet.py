@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 from gateway.core.tasks import cancel
 from gateway.routing.blacklist import Blacklist
-from gateway.routing.origins import SEP, STOPPED, Fold
+from gateway.routing.origins import SEP, STOPPED, Fold, fold_own, stopped_among
 from gateway.routing.tracker import Stats, Tracker, aged, combined
 from gateway.storage.base import Store
 
@@ -60,8 +60,6 @@ PROMPTS = "prompts"  # state kind of per-prompt evidence, keyed origin \x1f rout
 # State kind of ratings taken here of answers another process gave (it holds their
 # features), keyed origin \x1f response id; deleted once every process has pulled them.
 PROMPT_RATINGS = "prompt_ratings"
-_SEP = SEP
-_STOPPED_PREFIX = STOPPED + _SEP
 HALF_LIFE = 60.0  # seconds after which a silent peer's recent figures count half
 PULL_MARGIN = 10.0  # seconds a pull looks back past the previous one
 MAX_ORIGINS = 32  # peers whose per-prompt evidence is kept apart (the rest: one sum)
@@ -144,7 +142,7 @@ class Fleet:
             data = stats.to_dict()
             data["published_at"] = now
             data["origin_seq"] = seq
-            items.append((STATS, _SEP.join((self.origin, model, ctype)), data))
+            items.append((STATS, SEP.join((self.origin, model, ctype)), data))
         if items:
             await self.store.save_states(items)
         self._published = version
@@ -158,7 +156,7 @@ class Fleet:
             return
         version = prompts.version
         items = [
-            (PROMPTS, _SEP.join((self.origin, route, model)), data)
+            (PROMPTS, SEP.join((self.origin, route, model)), data)
             for route, model, data in prompts.state()
         ]
         if items:
@@ -178,7 +176,7 @@ class Fleet:
             return
         waiting = list(prompts.outbox)
         items = [
-            (PROMPT_RATINGS, _SEP.join((self.origin, rid)), {"model": m, "scores": s, "key": k})
+            (PROMPT_RATINGS, SEP.join((self.origin, rid)), {"model": m, "scores": s, "key": k})
             for rid, m, s, k in waiting
         ]
         await self.store.save_states(items)  # kept in the outbox until stored
@@ -191,7 +189,7 @@ class Fleet:
         for row, data in (
             await self.store.load_states(PROMPT_RATINGS, changed_since=since)
         ).items():
-            origin, _, response_id = row.partition(_SEP)
+            origin, _, response_id = row.partition(SEP)
             if origin == self.origin:
                 continue
             try:
@@ -211,7 +209,7 @@ class Fleet:
         await self._pull_ratings(prompts, since)
         changed = False
         stored = await self.store.load_states(PROMPTS, changed_since=since)
-        if since is not None and any(key.startswith(_STOPPED_PREFIX) for key in stored):
+        if since is not None and stopped_among(stored):
             stored = await self.store.load_states(PROMPTS)  # a process stopped: all again
             self._prompt_rows, self._prompt_at = {}, {}
             self._folded, self._folded_n = {}, {}
@@ -277,7 +275,7 @@ class Fleet:
         await self._pull_prompts(since)
         clock = self.tracker.clock
         stored = await self.store.load_states(STATS, changed_since=since)
-        if since is not None and any(key.startswith(_STOPPED_PREFIX) for key in stored):
+        if since is not None and stopped_among(stored):
             stored = await self.store.load_states(STATS)  # a process stopped: all again
             self._rows = {}
         for key, data in stored.items():
@@ -365,19 +363,11 @@ class Fleet:
 
     async def _fold_into_stopped(self) -> None:
         """This process's rows into the stopped processes' (see the module's doc)."""
-        moves = {
-            _SEP.join((self.origin, model, ctype)): _SEP.join((STOPPED, model, ctype))
-            for model, ctype in self.tracker.own()
-        }
-        if moves:
-            await self.store.fold_states(STATS, moves, self.merge_stats)
+        own = [SEP.join(which) for which in self.tracker.own()]
+        await fold_own(self.store, self.origin, STATS, own, self.merge_stats)
         if self.prompts is not None:
-            moves = {
-                _SEP.join((self.origin, route, model)): _SEP.join((STOPPED, route, model))
-                for route, model, _ in self.prompts.state()
-            }
-            if moves:
-                await self.store.fold_states(PROMPTS, moves, merge_evidence)
+            evidence = [SEP.join((route, model)) for route, model, _ in self.prompts.state()]
+            await fold_own(self.store, self.origin, PROMPTS, evidence, merge_evidence)
 
     def merge_stats(self, into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, Any]:
         """Two rows of stats as one, published now: what is recent in each weighed by
@@ -420,7 +410,7 @@ def merge_evidence(into: dict[str, Any] | None, part: dict[str, Any]) -> dict[st
 
 def _parse(key: str) -> tuple[str, str, str]:
     """origin, model, conversation type; rows stored before origins existed have none."""
-    parts = key.split(_SEP)
+    parts = key.split(SEP)
     if len(parts) == 3:
         return parts[0], parts[1], parts[2]
-    return "", parts[0], _SEP.join(parts[1:])
+    return "", parts[0], SEP.join(parts[1:])

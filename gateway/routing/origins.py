@@ -26,12 +26,22 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 
 from gateway.core.tasks import cancel
 from gateway.storage.base import Merge, Store
 
-__all__ = ["ALIVE", "SEP", "STOPPED", "Fold", "Origins", "fold_origins", "new_origin"]
+__all__ = [
+    "ALIVE",
+    "SEP",
+    "STOPPED",
+    "Fold",
+    "Origins",
+    "fold_origins",
+    "fold_own",
+    "new_origin",
+    "stopped_among",
+]
 
 log = logging.getLogger("gatewise.origins")
 
@@ -40,6 +50,7 @@ SEP = "\x1f"
 # The origin of the rows stopped processes folded theirs into: a real origin is
 # host:pid:suffix, never this.
 STOPPED = "~stopped"
+_STOPPED_PREFIX = STOPPED + SEP
 HEARTBEAT = 60.0
 DEAD_AFTER = 86400.0
 
@@ -52,6 +63,19 @@ def new_origin() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
+def stopped_among(keys: Iterable[str]) -> bool:
+    """Whether a pull's changed rows hold the stopped processes' row: a process folded
+    its rows into it, so the puller reads the kind again (or counts them twice)."""
+    return any(key.startswith(_STOPPED_PREFIX) for key in keys)
+
+
+async def fold_own(store: Store, origin: str, kind: str, rests: Iterable[str], merge: Merge) -> int:
+    """At a graceful stop: `origin`'s rows of `kind` named `origin \x1f rest`, folded into
+    the stopped processes' row of the same rest; how many were."""
+    moves = {origin + SEP + rest: _STOPPED_PREFIX + rest for rest in rests}
+    return await store.fold_states(kind, moves, merge) if moves else 0
+
+
 async def fold_origins(store: Store, origins: Collection[str], kind: str, merge: Merge) -> int:
     """Every row of `kind` that one of `origins` published, folded into the stopped
     processes' row of the same name (one read of the kind, one fold); how many were."""
@@ -59,7 +83,7 @@ async def fold_origins(store: Store, origins: Collection[str], kind: str, merge:
     for key in await store.load_states(kind):
         origin, sep, rest = key.partition(SEP)
         if sep and origin in origins:
-            moves[key] = STOPPED + SEP + rest
+            moves[key] = _STOPPED_PREFIX + rest
     return await store.fold_states(kind, moves, merge) if moves else 0
 
 

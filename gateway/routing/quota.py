@@ -31,7 +31,7 @@ from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimit
 from gateway.core.headers import header_pairs, render_headers
 from gateway.core.keys import Tenant
 from gateway.core.tasks import cancel
-from gateway.routing.origins import SEP, STOPPED, Fold
+from gateway.routing.origins import SEP, STOPPED, Fold, fold_own, stopped_among
 from gateway.storage.base import Store
 
 __all__ = ["STOPPED", "USAGE", "Admission", "Quota", "QuotaShare", "Usage", "merge_usage"]
@@ -41,8 +41,6 @@ log = logging.getLogger("gatewise.quota")
 USAGE = "usage"  # state kind of published usage, keyed origin \x1f key name
 WINDOW = 60  # seconds a rate limit looks back
 DAYS_KEPT = 92  # days of per-key history in reports
-_SEP = SEP
-_STOPPED_PREFIX = STOPPED + _SEP
 
 
 _today: list[Any] = [0.0, 0.0, ""]  # [start, end, "YYYY-MM-DD"] of the last day asked
@@ -660,7 +658,7 @@ class QuotaShare:
         try:
             if changed:
                 await self.store.save_states(
-                    [(USAGE, f"{self.origin}{_SEP}{name}", quota.own[name].to_dict())
+                    [(USAGE, f"{self.origin}{SEP}{name}", quota.own[name].to_dict())
                      for name in changed]
                 )  # fmt: skip
             began = quota.clock()
@@ -669,7 +667,7 @@ class QuotaShare:
             first = began - 40 * 86400
             since = first if self._pulled is None else self._pulled - 10.0
             rows = await self.store.load_states(USAGE, changed_since=since)
-            if since != first and any(k.startswith(_STOPPED_PREFIX) for k in rows):
+            if since != first and stopped_among(rows):
                 # A process stopped and its rows went into the stopped ones': all again,
                 # or its counts would be here twice (its old row and the stopped row).
                 rows = await self.store.load_states(USAGE, changed_since=first)
@@ -679,7 +677,7 @@ class QuotaShare:
             raise
         self._pulled = began
         for key, data in rows.items():
-            origin, _, name = key.partition(_SEP)
+            origin, _, name = key.partition(SEP)
             if origin != self.origin:
                 quota.take(origin, name, Usage.from_dict(data))
         if rows:
@@ -707,8 +705,4 @@ class QuotaShare:
             await self.round()  # what was counted last is kept for the next start
             # This origin's rows join the stopped processes' (a restart is a new origin,
             # so they would pile up, each read at every start and by every check).
-            moves = {
-                f"{self.origin}{_SEP}{name}": f"{STOPPED}{_SEP}{name}" for name in self.quota.own
-            }
-            if moves:
-                await self.store.fold_states(USAGE, moves, merge_usage)
+            await fold_own(self.store, self.origin, USAGE, self.quota.own, merge_usage)
