@@ -70,7 +70,7 @@ def stopped_among(keys: Iterable[str]) -> bool:
 
 
 async def fold_own(store: Store, origin: str, kind: str, rests: Iterable[str], merge: Merge) -> int:
-    """At a graceful stop: `origin`'s rows of `kind` named `origin \x1f rest`, folded into
+    """At a graceful stop: `origin`'s rows of `kind` named `origin \\x1f rest`, folded into
     the stopped processes' row of the same rest; how many were."""
     moves = {origin + SEP + rest: _STOPPED_PREFIX + rest for rest in rests}
     return await store.fold_states(kind, moves, merge) if moves else 0
