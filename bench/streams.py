@@ -49,7 +49,9 @@ GAP = 0.5  # seconds nginx waits before each content chunk
 STREAM_SECONDS = CONTENT_CHUNKS * GAP
 STEADY_FROM = 12.0  # seconds into a run: every stream open then began in the run's steady state
 PROBE_EVERY = 0.05
-TARGETS = ("gatewise", "passthrough", "gatewise-2w")
+TARGETS = ("gatewise", "passthrough", "gatewise-2w", "nginx", "relay")
+# "nginx" (an nginx proxy) and "relay" (bench/relay.py, bytes copied by uvloop) are the
+# references: what a forwarded event costs in C, and at least in CPython, on this machine.
 
 _HEAD = (
     '{"id":"chatcmpl-bench0003","object":"chat.completion.chunk","created":1700000000,'
@@ -104,6 +106,46 @@ http {{
             default_type text/event-stream;
             add_header cache-control no-cache;
 {chr(10).join(steps)}
+        }}
+    }}
+}}
+"""
+
+
+def proxy_conf(port: int, upstream: int, work: Path, connections: int) -> str:
+    """The reference target: nginx proxying the streams unbuffered, over kept-alive
+    upstream connections (what the issue's "nginx: 9 µs per event" measured)."""
+    temp = "\n".join(f"    {k}_temp_path {work}/{k};" for k in
+                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
+    return f"""worker_processes 1;
+worker_rlimit_nofile {connections + 100};
+daemon off;
+pid {work}/nginx.pid;
+error_log {work}/error.log warn;
+events {{
+    worker_connections {connections};
+    multi_accept on;
+}}
+http {{
+    access_log off;
+    server_tokens off;
+{temp}
+    upstream slow {{
+        server 127.0.0.1:{upstream};
+        keepalive 1024;
+    }}
+    server {{
+        listen 127.0.0.1:{port} backlog=4096;
+        location = /healthz {{
+            default_type application/json;
+            return 200 '{{"status":"ok"}}';
+        }}
+        location / {{
+            proxy_pass http://slow;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 60s;
         }}
     }}
 }}
@@ -399,6 +441,12 @@ class Bench:
         if name == "passthrough":
             env["PASSTHROUGH_POOL"] = "0"  # no limit: a stream holds its connection
             cmd = [sys.executable, str(BENCH / "passthrough.py"), upstream, str(port)]
+        elif name == "relay":
+            cmd = [sys.executable, str(BENCH / "relay.py"), upstream, str(port)]
+        elif name == "nginx":
+            conf = work / "nginx.conf"
+            conf.write_text(proxy_conf(port, self.upstream_port, work, 2 * n + 1000))
+            cmd = ["nginx", "-p", str(work), "-c", str(conf), "-e", str(work / "e.log")]
         else:
             workers = 2 if name.endswith("-2w") else 1
             cpus = self.both if workers == 2 else cpus
