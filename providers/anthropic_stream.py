@@ -62,9 +62,7 @@ class _EventStream(ChunkStream):
     _provider: str
 
     def batches(self) -> AsyncIterator[list[Chunk]]:
-        return chunk_batches(
-            self, self._upstream.aiter_bytes(), self._read, self._provider, self._ended
-        )
+        return chunk_batches(self, self._upstream, self._read, self._provider, self._ended)
 
     def _ended(self) -> None:
         raise InvalidResponse(f"{self._provider} stream ended before message_stop")

@@ -158,13 +158,11 @@ class _OpenAIChunks(ChunkStream):
         self._misses = 0  # chunks parsed that could not be a template
 
     def batches(self) -> AsyncIterator[list[Chunk]]:
-        upstream = self._upstream.aiter_bytes()
-        return chunk_batches(self, upstream, self._read, self._provider, self._ended)
+        return chunk_batches(self, self._upstream, self._read, self._provider, self._ended)
 
     def pieces(self, response_id: str, model: str) -> AsyncIterator[Sequence[Piece]]:
         self._served = (json_text(response_id), json_text(model))
-        upstream = self._upstream.aiter_bytes()
-        return chunk_batches(self, upstream, self._read_pieces, self._provider, self._ended)
+        return chunk_batches(self, self._upstream, self._read_pieces, self._provider, self._ended)
 
     def _ended(self) -> None:
         if self.finish_reason is None:

@@ -2,13 +2,23 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import NoReturn, TypeVar
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Generic, NoReturn, TypeVar
 
 from providers.base import ChunkStream
 from providers.errors import InvalidResponse, ProviderError, ResponseTooLarge, TransportError
+from providers.transport import UpstreamStream
 
-__all__ = ["MAX_EVENT_BYTES", "Event", "EventSplitter", "chunk_batches", "iter_event_batches"]
+__all__ = [
+    "MAX_EVENT_BYTES",
+    "ChunkBatches",
+    "Event",
+    "EventSplitter",
+    "Sink",
+    "chunk_batches",
+    "iter_event_batches",
+]
 
 Event = tuple[str | None, bytes]
 T = TypeVar("T")
@@ -104,52 +114,210 @@ async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list
         yield last
 
 
-async def chunk_batches(
+def chunk_batches(
     stream: ChunkStream,
-    chunks: AsyncIterator[bytes],
+    upstream: UpstreamStream,
     read: Callable[[list[Event], list[T]], bool],
     provider: str,
     ended: Callable[[], None],
-) -> AsyncIterator[list[T]]:
+) -> ChunkBatches[T]:
     """A provider's `batches()`: `read` turns each read's events into chunks and says
     whether the stream properly ended; at the upstream's end before that, `ended()`
     says what that means (raises, or accepts it). A failure of the network is
-    `provider`'s. One generator between the socket and the gateway, where a stream's
-    every event passes: it cuts the events itself (`EventSplitter`)."""
-    splitter = EventSplitter()
-    try:
-        async for data in chunks:
-            events = splitter.feed(data)
-            if not events:
-                continue
-            batch: list[T] = []
+    `provider`'s."""
+    return ChunkBatches(stream, upstream, read, provider, ended)
+
+
+# What a relay's sink returns: None, or what to await before it can take more.
+Sink = Callable[[list[T]], Awaitable[None] | None]
+
+
+class ChunkBatches(Generic[T]):
+    """A stream's batches, the one place where its every event passes: it cuts the
+    events itself (`EventSplitter`) and hands each read's batch out, pulled (`async
+    for`) or pushed (`relay`).
+
+    Why both: pulled, every upstream read wakes the reading task and resumes the
+    generators between the socket and the client, once per event of a long stream;
+    `relay` hands the batches to a sink from the socket's own callback instead
+    (upstreams that can push: `UpstreamStream.pushes`), which is most of what a
+    forwarded event costs above copying its bytes (bench/README.md, Long streams)."""
+
+    __slots__ = (
+        "_ended", "_error", "_provider", "_pull", "_read", "_sink", "_splitter", "_state",
+        "_stream", "_upstream", "_wake",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        stream: ChunkStream,
+        upstream: UpstreamStream,
+        read: Callable[[list[Event], list[T]], bool],
+        provider: str,
+        ended: Callable[[], None],
+    ) -> None:
+        self._stream = stream
+        self._upstream = upstream
+        self._read = read
+        self._provider = provider
+        self._ended = ended
+        self._splitter = EventSplitter()
+        self._pull: AsyncIterator[bytes] | None = None
+        self._error: BaseException | None = None  # raised after the batch before it
+        self._state = _OPEN
+        self._sink: Sink[T] = _nowhere
+        self._wake: asyncio.Future[Awaitable[None] | None] | None = None
+
+    def __aiter__(self) -> ChunkBatches[T]:
+        return self
+
+    async def __anext__(self) -> list[T]:
+        while True:
+            if self._error is not None:
+                error, self._error = self._error, None
+                self._state = _DONE
+                raise error
+            if self._state is _DONE:
+                raise StopAsyncIteration
+            if self._state is _EOF:  # the upstream's end came, and its last batch went
+                self._state = _DONE
+                if not self._stream.complete:
+                    self._ended()
+                raise StopAsyncIteration
+            if self._pull is None:
+                self._pull = self._upstream.aiter_bytes()
             try:
-                done = read(events, batch)
-            except ProviderError:
-                if batch:  # what came before the error still reaches the client
-                    yield batch
-                raise
-            stream.complete = done
+                data = await anext(self._pull)
+            except StopAsyncIteration:
+                self._state = _EOF
+                batch = self._batch(self._splitter.end())
+            except (TransportError, ResponseTooLarge) as exc:
+                self._state = _DONE
+                raise exc.prefixed(f"{self._provider}: stream broke") from None
+            else:
+                batch = self._batch(self._splitter.feed(data))
             if batch:
-                yield batch
-            if done:
-                return
-        events = splitter.end()
-    except (TransportError, ResponseTooLarge) as exc:
-        raise exc.prefixed(f"{provider}: stream broke") from None
-    if events:
-        batch = []
+                return batch
+
+    def _batch(self, events: list[Event]) -> list[T]:
+        """The chunks of `events`; a failure is raised at once, or kept for the next
+        call when chunks came before it (they still reach the client)."""
+        batch: list[T] = []
+        if not events:
+            return batch
         try:
-            done = read(events, batch)
-        except ProviderError:
+            done = self._read(events, batch)
+        except ProviderError as exc:
+            if not batch:
+                self._state = _DONE
+                raise
+            self._error = exc
+            return batch
+        self._stream.complete = done
+        if done:
+            self._state = _DONE
+        return batch
+
+    async def relay(self, sink: Sink[T]) -> None:
+        """Hand the rest of the batches to `sink` as they arrive, and return at the
+        stream's end (raising what broke it). When `sink` returns an awaitable, reading
+        pauses until it is done. From an upstream that cannot push, the batches are
+        pulled as before."""
+        upstream = self._upstream
+        if not upstream.pushes or self._state is not _OPEN or self._error is not None:
+            async for batch in self:
+                wait = sink(batch)
+                if wait is not None:
+                    await wait
+            return
+        if self._pull is not None:
+            # Pulled so far (the first batch, read while fallback was possible). The
+            # pull waits at a `yield`: what is read and not yet pulled is still the
+            # upstream's to hand out.
+            pull, self._pull = self._pull, None
+            await pull.aclose()  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        self._sink = sink
+        try:
+            while True:
+                wake = self._wake = loop.create_future()
+                upstream.listen(self._pushed, self._pushed_end)
+                wait = await wake
+                if wait is not None:
+                    await wait
+                if self._state is not _OPEN:
+                    return
+        finally:
+            self._wake = None
+            self._sink = _nowhere
+            upstream.hold()
+            if self._state is _OPEN:
+                self._state = _DONE
+
+    def _pushed(self, data: bytes) -> None:
+        """One upstream read, from the socket's callback."""
+        wait = None
+        try:
+            batch = self._batch(self._splitter.feed(data))
             if batch:
-                yield batch
-            raise
-        stream.complete = done
-        if batch:
-            yield batch
-    if not stream.complete:
-        ended()
+                wait = self._sink(batch)
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+        except Exception as exc:
+            self._stop(exc, wait)
+            return
+        if self._state is _DONE:
+            self._stop(None, wait)
+        elif wait is not None:  # the sink is full: read on once it has drained
+            self._upstream.hold()
+            wake = self._wake
+            if wake is not None and not wake.done():
+                wake.set_result(wait)
+
+    def _pushed_end(self, exc: BaseException | None) -> None:
+        """The upstream's end (exc None) or failure, from the socket's callback."""
+        if exc is not None:
+            if isinstance(exc, TransportError | ResponseTooLarge):
+                exc = exc.prefixed(f"{self._provider}: stream broke")
+            self._stop(exc, None)
+            return
+        wait = None
+        try:
+            self._state = _EOF
+            batch = self._batch(self._splitter.end())
+            if batch:
+                wait = self._sink(batch)
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            if not self._stream.complete:
+                self._ended()
+        except Exception as error:
+            self._stop(error, wait)
+            return
+        self._stop(None, wait)
+
+    def _stop(self, exc: BaseException | None, wait: Awaitable[None] | None) -> None:
+        """The relay ends: with `exc`, or once the sink's `wait` is done."""
+        self._state = _DONE
+        self._upstream.hold()
+        wake = self._wake
+        if wake is not None and not wake.done():
+            if exc is None:
+                wake.set_result(wait)
+                return
+            wake.set_exception(exc)
+        close = getattr(wait, "close", None)
+        if close is not None:  # a coroutine nobody will await now
+            close()
+
+
+def _nowhere(batch: list[Any]) -> None:
+    """The sink while nothing relays."""
+
+
+_OPEN, _EOF, _DONE = "open", "eof", "done"  # ChunkBatches' states: reading, at the end, over
 
 
 def _parse(block: bytes) -> Event | None:

@@ -17,7 +17,7 @@ answer is not a failure here: the provider classifies it. Every transport offere
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 
 from providers.errors import ResponseTooLarge
@@ -83,10 +83,25 @@ class UpstreamResponse:
 
 
 class UpstreamStream(ABC):
-    """An upstream response whose body is read as it arrives; always `aclose()` it."""
+    """An upstream response whose body is read as it arrives; always `aclose()` it.
+
+    A stream that `pushes` can also hand each piece to a callback as it arrives, from
+    the socket's own callback (`listen`), until told to `hold` (providers/sse.py's
+    `ChunkBatches.relay`: no task woken per piece)."""
 
     status: int
     headers: Mapping[str, str]
+    pushes = False
+
+    def listen(
+        self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException | None], None]
+    ) -> None:
+        """Hand every piece to `on_data` (those already read first) and then the end, or
+        what broke the stream, to `on_end` (once); only where `pushes`."""
+        raise NotImplementedError
+
+    def hold(self) -> None:  # noqa: B027 - a no-op where nothing is pushed
+        """Stop handing pieces out and pause reading; `listen` again goes on."""
 
     @abstractmethod
     def aiter_bytes(self) -> AsyncIterator[bytes]: ...

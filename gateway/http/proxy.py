@@ -43,7 +43,7 @@ from gateway.http.disconnect import ClientLeft, unless_client_leaves
 from gateway.http.errors import error_body, error_response, internal_error
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.request_id import stamped
-from gateway.http.streaming import StreamingResponse
+from gateway.http.streaming import BodyWriter, StreamingResponse, body_writer
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import (
     AudioJob,
@@ -58,6 +58,7 @@ from gateway.routing.pairwise import PairwiseService
 from gateway.routing.quota import Quota
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Piece, RawChunk
 from providers.errors import ProviderError, UpstreamServerError
+from providers.sse import ChunkBatches
 
 __all__ = [
     "Backend",
@@ -200,7 +201,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                         )
                     )
                     events = await unless_client_leaves(scope, receive, stream)
-                    return await _events(events, limits)(scope, receive, send)
+                    return await _events(events, body_writer(scope), limits)(scope, receive, send)
                 reply = dispatcher.run(
                     ReplyJob(
                         *args, conversation_id, owner=owner, traceparent=parent, tolerance=tolerance
@@ -376,18 +377,29 @@ async def _reply(
         exchange.close()
 
 
-def _events(exchange: Streaming[ChunkStream, Sequence[Piece]], limits: bytes = b"") -> Response:
+def _events(
+    exchange: Streaming[ChunkStream, Sequence[Piece]],
+    writer: BodyWriter | None,
+    limits: bytes = b"",
+) -> Response:
     response = StreamingResponse(
-        _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
+        _sse(exchange, writer),
+        headers={"cache-control": "no-cache"},
+        media_type="text/event-stream",
     )
     response.raw_headers += header_pairs(served_lines(exchange, limits))
     return response
 
 
-async def _sse(exchange: Streaming[ChunkStream, Sequence[Piece]]) -> AsyncIterator[bytes]:
+async def _sse(
+    exchange: Streaming[ChunkStream, Sequence[Piece]], writer: BodyWriter | None
+) -> AsyncIterator[bytes]:
     """The stream's events, one write per upstream read, ending with exactly one end
     marker whatever the upstream's end looked like: it rides on the last write when
-    the upstream's end came with content, else goes alone (and after an error event)."""
+    the upstream's end came with content, else goes alone (and after an error event).
+    After the first write, a stream that can push its batches (`ChunkBatches`) writes
+    them through the server's `writer` from the upstream socket's callback, with no
+    task woken per event: long streams' cost per event (bench/README.md)."""
     upstream = exchange.result
     rid, name = exchange.job.response_id, exchange.model.name
     done = b"" if exchange.job.endpoint is Endpoint.RESPONSES else _DONE
@@ -401,12 +413,25 @@ async def _sse(exchange: Streaming[ChunkStream, Sequence[Piece]]) -> AsyncIterat
             if upstream.complete:
                 out, done = out + done, b""
             yield out
-            async for batch in exchange.rest:
-                exchange.observe(batch)
-                out = _encode_batch(batch, rid, name)
-                if upstream.complete:
-                    out, done = out + done, b""
-                yield out
+            rest = exchange.rest
+            if writer is not None and isinstance(rest, ChunkBatches):
+
+                def sink(batch: Sequence[Piece]) -> Awaitable[None] | None:
+                    nonlocal done
+                    exchange.observe(batch)
+                    out = _encode_batch(batch, rid, name)
+                    if upstream.complete:
+                        out, done = out + done, b""
+                    return writer.write_body(out)
+
+                await rest.relay(sink)
+            else:
+                async for batch in rest:
+                    exchange.observe(batch)
+                    out = _encode_batch(batch, rid, name)
+                    if upstream.complete:
+                        out, done = out + done, b""
+                    yield out
         if done:
             yield done
     except (asyncio.CancelledError, GeneratorExit):

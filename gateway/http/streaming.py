@@ -12,11 +12,32 @@ once, as before, rather than at the next chunk.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable
+from typing import Protocol
 
 from starlette import responses
 from starlette.types import Message, Receive, Scope, Send
 
-__all__ = ["StreamingResponse"]
+__all__ = ["BODY", "BodyWriter", "StreamingResponse", "body_writer"]
+
+BODY = "gatewise.body"  # scope["extensions"][BODY]["writer"]: a BodyWriter
+
+
+class BodyWriter(Protocol):
+    """The server's way to write a streamed response's body without an ASGI `send`
+    per piece: a stream that pushes its pieces from a socket callback
+    (providers/sse.py's `ChunkBatches.relay`) cannot await one."""
+
+    def write_body(self, data: bytes) -> Awaitable[None] | None:
+        """Write `data` as the next piece of the body under way (after its first `send`);
+        returns what to await before writing more when the client is slow to read."""
+
+
+def body_writer(scope: Scope) -> BodyWriter | None:
+    """The server's BodyWriter, where it offers one (the gateway's own server does)."""
+    extensions = scope.get("extensions")
+    offered = extensions.get(BODY) if extensions else None
+    return offered["writer"] if offered is not None else None
 
 
 class StreamingResponse(responses.StreamingResponse):

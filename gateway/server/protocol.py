@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -65,6 +65,7 @@ from gateway.core.ids import request_id_from
 from gateway.core.logs import SummaryLog
 from gateway.http.disconnect import WATCH
 from gateway.http.errors import error_body
+from gateway.http.streaming import BODY
 from gateway.server.collector import Collector
 from gateway.server.metrics import TRIPS_STATE
 
@@ -292,7 +293,10 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if not self.inbound.collector.running:
             self.inbound.collector.start(self.loop, self.connections)
         # One per connection, not per request.
-        self._extensions: dict[str, dict[object, object]] = {WATCH: {"watch": self}}
+        self._extensions: dict[str, dict[object, object]] = {
+            WATCH: {"watch": self},
+            BODY: {"writer": self},
+        }
         super().connection_made(_HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
 
@@ -323,6 +327,18 @@ class JoinedWritesProtocol(HttpToolsProtocol):
 
     def disarm(self) -> None:
         self._gone = None
+
+    def write_body(self, data: bytes) -> Awaitable[None] | None:
+        """A BodyWriter's write (gateway/http/streaming.py): what uvicorn's `send` does
+        with a chunked body's piece, minus the message and the coroutine."""
+        cycle = self.cycle
+        if cycle is None or cycle.disconnected:
+            return None  # nobody to write to (the stream is being cancelled)
+        if not cycle.response_started or cycle.response_complete or not cycle.chunked_encoding:
+            raise RuntimeError("write_body outside a chunked response's body")
+        cycle.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        flow = cycle.flow
+        return flow.drain() if flow.write_paused else None
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, plus the head's limits; a parse error is logged with counts, not per

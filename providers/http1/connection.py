@@ -22,7 +22,8 @@ from __future__ import annotations
 import asyncio
 import math
 import zlib
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from typing import Any, Protocol
 
 import httptools
@@ -146,7 +147,11 @@ def decoder(encoding: str) -> Decoder | None:
 
 
 class NativeStream(UpstreamStream):
-    """A response body arriving as chunks; always `aclose()` (drops an unfinished body)."""
+    """A response body arriving as chunks; always `aclose()` (drops an unfinished body).
+    Pulled (`aiter_bytes`) or pushed (`listen`): then each piece goes to the listener
+    from the protocol's `data_received`, and nothing is buffered unless held."""
+
+    pushes = True
 
     def __init__(self, conn: Connection, status: int, headers: Headers, max_body: int) -> None:
         self.status = status
@@ -154,16 +159,24 @@ class NativeStream(UpstreamStream):
         self._max_body = max_body
         self._conn: Connection | None = conn  # None once the body ended or failed
         self._loop = conn.loop
-        self._chunks: list[bytes] = []
+        self._chunks: deque[bytes] = deque()
         self._done = False
         self._exc: BaseException | None = None
         self._waiter: asyncio.Future[None] | None = None
+        self._on_data: Callable[[bytes], None] | None = None
+        self._on_end: Callable[[BaseException | None], None] | None = None
 
-    def _feed(self, data: bytes) -> None:
+    def _feed(self, data: bytes) -> bool:
+        """Take a piece; True if it was buffered (counts toward pausing the socket)."""
+        on_data = self._on_data
+        if on_data is not None:
+            on_data(data)
+            return False
         self._chunks.append(data)
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
+        return True
 
     def _finish(self, exc: BaseException | None) -> None:
         if self._done:
@@ -171,20 +184,48 @@ class NativeStream(UpstreamStream):
         self._done = True
         self._exc = exc
         self._conn = None
+        if self._on_data is not None:
+            self._ended()
+            return
         w = self._waiter
         if w is not None and not w.done():
             w.set_result(None)
 
+    def _ended(self) -> None:
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end(self._exc)
+
+    def listen(
+        self, on_data: Callable[[bytes], None], on_end: Callable[[BaseException | None], None]
+    ) -> None:
+        self._on_data, self._on_end = on_data, on_end
+        chunks = self._chunks
+        while chunks and self._on_data is on_data:  # handling one may hold again
+            on_data(chunks.popleft())
+        if self._on_data is not on_data:
+            return
+        if self._done:
+            self._ended()
+        elif self._conn is not None:
+            self._conn.consumed()  # resumes reading if held
+
+    def hold(self) -> None:
+        self._on_data = None
+        conn = self._conn
+        if conn is not None:
+            conn.hold()
+
     async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        chunks = self._chunks
         while True:
-            chunks = self._chunks
             if chunks:
-                self._chunks = []
-                conn = self._conn
-                if conn is not None:
-                    conn.consumed()
-                for chunk in chunks:
-                    yield chunk
+                chunk = chunks.popleft()
+                if not chunks:
+                    conn = self._conn
+                    if conn is not None:
+                        conn.consumed()
+                yield chunk
             elif self._done:
                 if self._exc is not None:
                     raise self._exc
@@ -201,7 +242,8 @@ class NativeStream(UpstreamStream):
 
     def close_now(self) -> None:
         """Synchronous aclose: an unfinished body cannot be reused, so the socket goes."""
-        self._chunks = []
+        self._chunks.clear()
+        self._on_data = self._on_end = None
         if self._done:
             return
         conn = self._conn
@@ -296,6 +338,12 @@ class Connection(asyncio.Protocol):
             self.paused = False
             self.last_io = self.loop.time()
             self.transport.resume_reading()
+
+    def hold(self) -> None:
+        """The stream consumer cannot take more now: pause reading (`consumed` resumes)."""
+        if not self.paused and not self.closed:
+            self.paused = True
+            self.transport.pause_reading()
 
     def abort(self, exc: BaseException | None = None) -> None:
         """Drop the socket now, failing any exchange in flight."""
@@ -413,7 +461,8 @@ class Connection(asyncio.Protocol):
                 raise _TooLarge
             self.body.append(body)
             return
-        s._feed(body)
+        if not s._feed(body):
+            return
         self.buffered += len(body)
         if self.buffered > PAUSE_AT and not self.paused:
             self.paused = True

@@ -1,12 +1,20 @@
-"""iter_event_batches: server-sent events parsed incrementally, however the bytes are cut."""
+"""providers/sse.py: server-sent events parsed incrementally, however the bytes are cut;
+a stream's batches pulled, or pushed from the socket's callback (`ChunkBatches.relay`)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Iterable
 
 import pytest
 
-from providers.sse import iter_event_batches
+from providers.base import Chunk, ChunkStream
+from providers.errors import InvalidResponse, UpstreamConnectionError
+from providers.http1.connection import NativeStream
+from providers.http1.pool import NativeTransport
+from providers.sse import ChunkBatches, chunk_batches, iter_event_batches
+from providers.transport import Timeout, UpstreamStream
+from tests.providers.http1.native_helpers import Server, chunked, serving, until
 
 Event = tuple[str | None, bytes]
 
@@ -140,3 +148,188 @@ async def test_each_read_gives_the_events_it_completes_and_no_empty_batches() ->
         [(None, b'{"n":2}')],
         [(None, b"[DONE]")],
     ]
+
+
+# -- ChunkBatches: pulled, and pushed from the socket's callback (relay) -------------------
+
+
+class _Answer(ChunkStream):
+    """The stream whose batches are cut: `complete` is all ChunkBatches touches."""
+
+    def batches(self) -> AsyncIterator[list[Chunk]]:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        pass
+
+
+def _until_done(events: list[Event], batch: list[Event]) -> bool:
+    for event in events:
+        if event[1] == b"[DONE]":
+            return True
+        batch.append(event)
+    return False
+
+
+def _never_ends() -> None:
+    raise InvalidResponse("the stream ended before it was complete")
+
+
+def _scripted(reads: list[bytes], gates: dict[int, asyncio.Event], close: bool = False):
+    """An SSE server writing `reads` as chunks, each flushed; before read i it waits for
+    gates[i]; `close`: drop the socket instead of ending the body."""
+
+    async def handler(srv: Server, reader, writer) -> None:
+        await srv.read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        for i, read in enumerate(reads):
+            if i in gates:
+                await gates[i].wait()
+            writer.write(chunked(read)[: -len(b"0\r\n\r\n")])
+            await writer.drain()
+        if close:
+            writer.transport.abort()
+            return
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+        await reader.read()
+
+    return handler
+
+
+async def _open(srv: Server, transport: NativeTransport) -> ChunkBatches[Event]:
+    upstream = await transport.stream("POST", srv.url(), {"content-type": "text/plain"}, b"{}")
+    return chunk_batches(_Answer(), upstream, _until_done, "up", _never_ends)
+
+
+READS = [
+    b'data: {"n":1}\n\ndata: {"n":2}\n\ndata: {"n',
+    b'":3}\n\n',
+    b'data: {"n":4}\n\n',
+    b'data: {"n":5}\n\ndata: [DONE]\n\n',
+]
+BATCHES = [
+    [(None, b'{"n":1}'), (None, b'{"n":2}')],
+    [(None, b'{"n":3}')],
+    [(None, b'{"n":4}')],
+    [(None, b'{"n":5}')],
+]
+
+
+async def test_relay_hands_out_the_batches_pulling_gives_after_the_first_was_pulled() -> None:
+    gates = {1: asyncio.Event()}
+    transport = NativeTransport(Timeout(total=5, connect=5))
+    async with serving(_scripted(READS, {})) as srv:
+        pulled = await _open(srv, transport)
+        assert [b async for b in pulled] == BATCHES  # the same script, pulled throughout
+    async with serving(_scripted(READS, gates)) as srv:
+        batches = await _open(srv, transport)
+        got = [await anext(batches)]  # the first, as the dispatcher reads it
+        gates[1].set()
+        upstream = batches._upstream
+        assert isinstance(upstream, NativeStream)
+        await until(lambda: upstream._chunks)  # read, not yet handed out: not to be lost
+        await batches.relay(lambda batch: got.append(batch))
+    await transport.aclose()
+    assert got == BATCHES
+
+
+async def test_relay_stops_reading_while_the_sink_cannot_take_more() -> None:
+    gates = {1: asyncio.Event()}
+    transport = NativeTransport(Timeout(total=5, connect=5))
+    busy: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    got: list[list[Event]] = []
+
+    def sink(batch: list[Event]) -> asyncio.Future[None] | None:
+        got.append(batch)
+        return busy if len(got) == 1 else None
+
+    async with serving(_scripted(READS, gates)) as srv:
+        batches = await _open(srv, transport)
+        relay = asyncio.ensure_future(batches.relay(sink))
+        await until(lambda: got)
+        gates[1].set()
+        for _ in range(20):  # the loop goes round; nothing more is handed out meanwhile
+            await asyncio.sleep(0)
+        assert got == BATCHES[:1]
+        busy.set_result(None)
+        await relay
+    await transport.aclose()
+    assert got == BATCHES
+
+
+async def test_relay_raises_what_broke_the_stream_after_the_batches_before_it() -> None:
+    transport = NativeTransport(Timeout(total=5, connect=5))
+    got: list[list[Event]] = []
+    async with serving(_scripted(READS[:1], {}, close=True)) as srv:
+        batches = await _open(srv, transport)
+        with pytest.raises(UpstreamConnectionError, match="up: stream broke"):
+            await batches.relay(got.append)
+    await transport.aclose()
+    assert got == BATCHES[:1]
+
+
+async def test_relay_says_what_an_end_before_done_means() -> None:
+    transport = NativeTransport(Timeout(total=5, connect=5))
+    got: list[list[Event]] = []
+    async with serving(_scripted(READS[:3], {})) as srv:
+        batches = await _open(srv, transport)
+        with pytest.raises(InvalidResponse, match="ended before it was complete"):
+            await batches.relay(got.append)
+    await transport.aclose()
+    assert got == BATCHES[:3]
+
+
+class _PullOnly(UpstreamStream):
+    status = 200
+    headers: dict[str, str] = {}
+
+    async def aiter_bytes(self) -> AsyncIterator[bytes]:
+        for read in READS:
+            yield read
+
+    async def aread(self) -> bytes:
+        return b"".join(READS)
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_relay_pulls_from_an_upstream_that_cannot_push() -> None:
+    got: list[list[Event]] = []
+    busy = 0
+
+    async def wait() -> None:
+        nonlocal busy
+        busy += 1
+
+    def sink(batch: list[Event]) -> Awaitable[None]:
+        got.append(batch)
+        return wait()
+
+    batches = chunk_batches(_Answer(), _PullOnly(), _until_done, "up", _never_ends)
+    await batches.relay(sink)
+    assert got == BATCHES
+    assert busy == len(BATCHES)  # what the sink asked to await was awaited
+
+
+async def test_relay_returns_once_the_sink_has_taken_the_last_batch() -> None:
+    transport = NativeTransport(Timeout(total=5, connect=5))
+    busy: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    got: list[list[Event]] = []
+
+    def sink(batch: list[Event]) -> asyncio.Future[None] | None:
+        got.append(batch)
+        return busy if len(got) == len(BATCHES) else None
+
+    async with serving(_scripted(READS, {})) as srv:
+        batches = await _open(srv, transport)
+        relay = asyncio.ensure_future(batches.relay(sink))
+        await until(lambda: len(got) == len(BATCHES))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not relay.done()  # the stream is over, but its last batch is not out yet
+        busy.set_result(None)
+        await relay
+    await transport.aclose()
+    assert got == BATCHES

@@ -454,3 +454,60 @@ async def test_a_rendered_head_is_what_uvicorn_writes_for_the_same_headers(
         b"x-content-type-options: nosniff\r\n" + render_headers(RENDERED_PAIRS) + b"\r\n"
     )
     assert b"connection: close" in heads["ours"][2] and b"connection: close" in heads["ours"][3]
+
+
+# -- the BodyWriter: a streamed body's pieces written without an ASGI send ----------------
+
+_EVENTS = (b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n")
+
+
+async def _streamed(wire: Wire, direct: bool) -> tuple[JoinedWritesProtocol, WireTransport]:
+    """A POST answered with a chunked body: the first piece sent, the rest written by
+    `write_body` (direct) or sent as uvicorn is sent them."""
+    protocol, transport = wire.connect()
+    protocol.data_received(b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    cycle = protocol.cycle
+    headers = [(b"content-type", b"text/event-stream")]
+    await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
+    await cycle.send({"type": "http.response.body", "body": _EVENTS[0], "more_body": True})
+    for event in _EVENTS[1:]:
+        if direct:
+            assert protocol.write_body(event) is None
+        else:
+            await cycle.send({"type": "http.response.body", "body": event, "more_body": True})
+    await cycle.send({"type": "http.response.body", "body": b"", "more_body": False})
+    return protocol, transport
+
+
+async def test_write_body_puts_on_the_wire_what_uvicorns_send_would() -> None:
+    wire = Wire()
+    direct, by_writer = await _streamed(wire, True)
+    _, by_send = await _streamed(wire, False)
+    assert direct._extensions["gatewise.body"]["writer"] is direct
+    wire_bytes = b"".join(by_writer.writes)
+    assert wire_bytes == b"".join(by_send.writes)
+    assert wire_bytes.endswith(b"9\r\ndata: 2\n\n\r\n9\r\ndata: 3\n\n\r\n0\r\n\r\n")
+
+
+async def test_write_body_hands_back_the_wait_while_the_client_is_slow_to_read() -> None:
+    protocol, transport = Wire().connect()
+    protocol.data_received(b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\n\r\n")
+    with pytest.raises(RuntimeError, match="outside a chunked response's body"):
+        protocol.write_body(b"data: early\n\n")  # nothing has started the response
+    cycle = protocol.cycle
+    await cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+    await cycle.send({"type": "http.response.body", "body": b"data: 0\n\n", "more_body": True})
+    protocol.pause_writing()  # the transport's buffer is past its high-water mark
+    wait = protocol.write_body(b"data: 1\n\n")
+    assert wait is not None and b"data: 1" in transport.writes[-1]
+    waiting = asyncio.ensure_future(wait)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    protocol.resume_writing()
+    await waiting
+    assert protocol.write_body(b"data: 2\n\n") is None
+    protocol.connection_lost(None)
+    writes = len(transport.writes)
+    assert protocol.write_body(b"data: 3\n\n") is None  # the client left: nothing written
+    assert len(transport.writes) == writes
