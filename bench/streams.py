@@ -1,10 +1,11 @@
 """Thousands of long streams: Gatewise beside the pass-through under real LLM traffic's shape.
 
     python bench/streams.py [--streams 1000,3000,9500] [--targets gatewise,passthrough]
-                            [--duration 30] [--loaders 4] [--json out.json]
+                            [--duration 30] [--loaders 4] [--chunks 20] [--json out.json]
 
 An nginx upstream (its echo module) streams an OpenAI chat completion: a role chunk,
-20 content chunks 0.5 s apart, a finish chunk, a usage chunk and [DONE] (10 s a stream).
+20 content chunks 0.5 s apart (`--chunks`: that many, spread over the same 10 s), a
+finish chunk, a usage chunk and [DONE].
 For each N, about N/10 new streams a second arrive, so that N are open once the first
 have ended; each is a POST read to its end by a raw asyncio client (several processes,
 `--loaders`). The target runs pinned to the first CPU, nginx, the clients and this
@@ -44,9 +45,17 @@ from bench.harness import Child
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")
-CONTENT_CHUNKS = 20
-GAP = 0.5  # seconds nginx waits before each content chunk
-STREAM_SECONDS = CONTENT_CHUNKS * GAP
+CONTENT_CHUNKS = 20  # --chunks; a stream lasts STREAM_SECONDS whatever their number
+STREAM_SECONDS = 10.0
+GAP = STREAM_SECONDS / CONTENT_CHUNKS  # seconds nginx waits before each content chunk
+
+
+def _shape(chunks: int) -> None:
+    """Set the content chunks per stream (this process's; the loaders are told too)."""
+    global CONTENT_CHUNKS, GAP
+    CONTENT_CHUNKS, GAP = chunks, STREAM_SECONDS / chunks
+
+
 STEADY_FROM = 12.0  # seconds into a run: every stream open then began in the run's steady state
 PROBE_EVERY = 0.05
 TARGETS = ("gatewise", "passthrough", "gatewise-2w", "nginx", "relay")
@@ -327,7 +336,8 @@ async def _load(
     }  # fmt: skip
 
 
-def _loader(conn: Any, cpu: int, *args: Any) -> None:
+def _loader(conn: Any, cpu: int, chunks: int, *args: Any) -> None:
+    _shape(chunks)
     os.sched_setaffinity(0, {cpu})
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -477,7 +487,9 @@ class Bench:
                 here, there = ctx.Pipe(duplex=False)
                 core = cpu if cpu >= 0 else sorted(os.sched_getaffinity(0))[i % 2]
                 args = (port, path, key, n / STREAM_SECONDS / loaders, start, a.duration, window)
-                proc = ctx.Process(target=_loader, args=(there, core, *args), daemon=True)
+                proc = ctx.Process(
+                    target=_loader, args=(there, core, CONTENT_CHUNKS, *args), daemon=True
+                )
                 proc.start()
                 pipes.append(here)
                 procs.append(proc)
@@ -534,7 +546,8 @@ class Bench:
             return None if v is None else round(v * ms, 1)
 
         return {
-            "target": name, "streams": n, "alive": alive, "started": started,
+            "target": name, "streams": n, "chunks": CONTENT_CHUNKS, "alive": alive,
+            "started": started,
             "completed": completed, "errors": sum(errors.values()), "error_kinds": errors,
             "refused_503": errors.get("http 503", 0),
             "held_peak": peak,  # streams open at once at most (summed over the loaders)
@@ -579,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default="gatewise,passthrough", help=f"of {', '.join(TARGETS)}")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals per run")
     p.add_argument("--loaders", type=int, default=4, help="client processes")
+    p.add_argument("--chunks", type=int, default=CONTENT_CHUNKS,
+                   help="content chunks per 10 s stream (a real model sends ~50 a second: "
+                   "500 weighs the events against each stream's start and end)")  # fmt: skip
     p.add_argument("--json", type=Path, default=None)
     p.add_argument("--max-connections", type=int, default=None,
                    help="Gatewise's server.max_connections per worker (default: from the "
@@ -593,6 +609,7 @@ def main(argv: list[str] | None = None) -> int:
     if not ECHO_MODULE.exists():
         print(f"streams: nginx's echo module ({ECHO_MODULE}) is needed", file=sys.stderr)
         return 2
+    _shape(a.chunks)
     counts = [int(x) for x in a.streams.split(",")]
     targets = a.targets.split(",")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
