@@ -144,7 +144,9 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
     async def recent(request: Request) -> Response:
         """Recent answers that can be rated."""
         f = filters(request)
-        data = [r.to_row() for r in services.index.recent(f.limit)]
+        records = services.index.recent(f.limit)
+        services.evaluator.settle(records)
+        data = [r.to_row() for r in records]
         if not data:
             data = await services.store.responses(Query(limit=f.limit))
         return json_response({"object": "list", "data": data})
@@ -155,6 +157,7 @@ def evaluation_routes(services: AdminServices) -> list[Route]:
         record = await services.feedback.lookup(response_id)
         if record is None:
             raise unknown_response(response_id)
+        services.evaluator.settle((record,))
         return json_response(record.to_row())
 
     @operation(body=FEEDBACK_BODY)

@@ -8,6 +8,7 @@ from gateway.core.keys import KeyRing
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.comparisons import Comparisons
+from gateway.routing.evaluation import Evaluator
 from gateway.routing.experiments import Experiments
 from gateway.routing.feedback import FeedbackService, ResponseIndex
 from gateway.routing.key_registry import KeyRegistry
@@ -35,6 +36,7 @@ class AdminServices(Protocol):
     recorder: Recorder
     store: Store
     index: ResponseIndex
+    evaluator: Evaluator
     feedback: FeedbackService
     keys: KeyRing
     key_registry: KeyRegistry

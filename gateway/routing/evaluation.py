@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -189,6 +190,22 @@ class Evaluator:
         else:
             batch = self._pending[:limit]
             del self._pending[:limit]
+        self._judge_all(batch)
+
+    def settle(self, records: Iterable[ResponseRecord]) -> None:
+        """Judge now those of `records` still waiting: an answer read through the admin
+        API right after it was given is then shown whole (its text, score and flags),
+        not as it was before judging. Linear in what waits (at most `limit`); for admin
+        reads, never on the request path."""
+        wanted = {id(record) for record in records}
+        if not wanted or not self._pending:
+            return
+        batch = [entry for entry in self._pending if id(entry[0]) in wanted]
+        if batch:
+            self._pending = [entry for entry in self._pending if id(entry[0]) not in wanted]
+            self._judge_all(batch)
+
+    def _judge_all(self, batch: list[tuple[ResponseRecord, Outcome]]) -> None:
         p95s: dict[tuple[str, str], float | None] = {}
         for record, outcome in batch:
             answer = None

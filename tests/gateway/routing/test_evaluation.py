@@ -256,6 +256,24 @@ def test_drain_with_a_limit_judges_the_oldest_and_keeps_the_rest(tracker: Tracke
     assert [r.response_id for r in seen] == ["r0", "r1", "r2", "r3", "r4"]
 
 
+def test_settle_judges_the_records_asked_for_now_and_leaves_the_rest_waiting(
+    tracker: Tracker,
+) -> None:
+    """An admin read right after an answer shows it whole: its text and score."""
+    evaluator, seen = make_evaluator(tracker, log_payloads=True)
+    records = [evaluator.submit(answered(f"r{i}", body=chat(f"text {i}"))) for i in range(4)]
+    assert records[2].answer is None and records[2].auto_score is None  # not judged yet
+    evaluator.settle([records[2], records[0]])
+    assert (records[2].answer, records[0].answer) == ("text 2", "text 0")
+    assert records[2].auto_score is not None
+    assert [r.response_id for r in seen] == ["r0", "r2"]  # stored, in the order they came
+    assert [r.response_id for r, _ in evaluator._pending] == ["r1", "r3"]
+    evaluator.settle(records)  # the judged ones are not judged twice
+    assert [r.response_id for r in seen] == ["r0", "r2", "r1", "r3"]
+    evaluator.settle(records)
+    assert len(seen) == 4 and evaluator._pending == []
+
+
 async def test_the_background_task_judges_a_backlog_in_slices(
     tracker: Tracker, monkeypatch: pytest.MonkeyPatch
 ) -> None:
