@@ -155,6 +155,10 @@ class ServerConfig(_Strict):
     # closed. Unset: half the worker's open-file limit, less 64 files for the store, logs
     # and listener (a stream holds two files: its client's and its upstream's).
     max_connections: int | None = Field(None, gt=0)
+    # A client that takes nothing of its answer for this long while the worker's write
+    # buffer for it is full is disconnected (nginx's send_timeout): a stream it stalls is
+    # recorded as the client's leaving, not the model's failure.
+    send_timeout: float = Field(60.0, gt=0, le=3600)
     # A request line and headers larger than this, or more headers, get 431.
     max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_headers: int = Field(100, ge=8, le=10_000)

@@ -83,6 +83,7 @@ class InboundLimits:
     """The limits one worker enforces (gateway.core.config.ServerConfig documents them)."""
 
     header_timeout: float = 10.0
+    send_timeout: float = 60.0
     max_connections: int = 10_000
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
@@ -97,6 +98,7 @@ class InboundLimits:
         spare = max(2, open_files - RESERVED_FILES)
         return cls(
             header_timeout=server.header_timeout,
+            send_timeout=server.send_timeout,
             max_connections=server.max_connections or spare // 2,
             max_header_bytes=server.max_header_bytes,
             max_headers=server.max_headers,
@@ -269,6 +271,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     _dropped = 0
     _linger: asyncio.TimerHandle | None = None
     _gone: Callable[[], None] | None = None  # the armed handler's cancellation
+    _send_timer: asyncio.TimerHandle | None = None  # while the client's buffer is full
     _lost = False
 
     def __init__(
@@ -304,6 +307,9 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
@@ -450,6 +456,28 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     def _idle(self) -> bool:
         """No response is on its way on this connection (one may start writing)."""
         return self.cycle is None or self.cycle.response_complete
+
+    def pause_writing(self) -> None:
+        """The client's write buffer is full: it has `send_timeout` to take some of it."""
+        super().pause_writing()
+        if self._send_timer is None and not self._lost:
+            timeout = self.limits.send_timeout
+            self._send_timer = self.loop.call_later(timeout, self._send_timed_out)
+
+    def resume_writing(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+        super().resume_writing()
+
+    def _send_timed_out(self) -> None:
+        """A client that takes nothing of its answer: dropped, as if it had left (its
+        stream's upstream is closed and the attempt blames no model)."""
+        self._send_timer = None
+        if self.transport.is_closing():
+            return
+        self._trip("send_timeout", f"took nothing for {self.limits.send_timeout:g} s")
+        self.transport.abort()
 
     def _head_timed_out(self) -> None:
         self._head_timer = None

@@ -1,7 +1,8 @@
 """Who is blamed when an answer never comes, end to end: a client that leaves before the
 first byte cancels the upstream call at once and blames nobody; a stream that keeps
 sending keep-alive comments ends at its provider's `stream_timeout`, as a timeout of
-the upstream's.
+the upstream's; a client that stops reading is dropped at `send_timeout`, as one
+that left.
 
 A real gateway process and the fake upstream. The provider's `timeout` is 30 s, far past
 what any test here waits, so nothing below is the old per-request timeout at work.
@@ -9,6 +10,8 @@ what any test here waits, so nothing below is the old per-request timeout at wor
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import sqlite3
 import threading
 import time
@@ -120,3 +123,40 @@ def test_a_stream_of_keep_alives_ends_at_stream_timeout_as_the_upstreams_timeout
     [row] = attempts(workdir, "keeps-alive")
     assert row["error_class"] == "timeout" and row["counts_as_failure"] == 1
     assert stats(gw, "beta")["failures"] == 1
+
+
+def test_a_client_that_stops_reading_is_dropped_at_send_timeout_and_blames_nobody(
+    up: FakeUpstream, tmp_path: Path
+) -> None:
+    """A client that takes nothing of a long stream while the gateway's buffer for it is
+    full is disconnected after `send_timeout`, not held for as long as it likes; the
+    attempt is not the model's failure (as for a client that leaves mid-stream)."""
+    config = upstream_config(up, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    config["server"]["send_timeout"] = 0.5
+    config["storage"] = {"url": f"sqlite:///{tmp_path / 'gw.db'}", "flush_interval": 0.1}
+    # ~30 MB of events: far more than the socket buffers between the two hold.
+    up.behave("alpha-up", content=" ".join(f"w{i:06d}" for i in range(200_000)))
+    body = orjson.dumps({"model": "alpha", "messages": HI, "stream": True})
+    with GatewayProcess(config, tmp_path) as gw:
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", gw.port))
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+            b"Authorization: Bearer test-key\r\nX-Request-Id: stops-reading\r\n"
+            b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+        )
+        got = sock.recv(4096)
+        assert got.startswith(b"HTTP/1.1 200")  # then it reads no more, for a while
+        within(10, lambda: bool(attempts(tmp_path, "stops-reading")))
+        [row] = attempts(tmp_path, "stops-reading")
+        assert row["ok"] == 1 and row["counts_as_failure"] == 0
+        assert stats(gw, "alpha")["failures"] == 0
+        logs = [orjson.loads(x) for x in gw.logs().splitlines() if x.startswith("{")]
+        assert [x["cause"] for x in logs if x.get("event") == "inbound_limit"] == ["send_timeout"]
+        sock.settimeout(10)
+        with contextlib.suppress(ConnectionResetError):  # what was buffered, then the close
+            while chunk := sock.recv(1 << 20):
+                got += chunk
+        sock.close()
+    assert len(got) < 15_000_000 and b"[DONE]" not in got  # cut well before its end

@@ -511,3 +511,21 @@ async def test_write_body_hands_back_the_wait_while_the_client_is_slow_to_read()
     writes = len(transport.writes)
     assert protocol.write_body(b"data: 3\n\n") is None  # the client left: nothing written
     assert len(transport.writes) == writes
+
+
+async def test_a_client_whose_buffer_stays_full_for_send_timeout_is_dropped() -> None:
+    wire = Wire(send_timeout=7)
+    protocol, transport = wire.connect()
+    protocol.pause_writing()  # the client takes nothing: its write buffer is full
+    timer = protocol._send_timer
+    assert timer is not None and round(timer.when() - asyncio.get_running_loop().time()) == 7
+    protocol.resume_writing()  # it read some: no deadline while it keeps up
+    assert protocol._send_timer is None and timer.cancelled()
+    protocol.pause_writing()
+    aborted: list[bool] = []
+    transport.abort = lambda: aborted.append(True)  # type: ignore[attr-defined]
+    protocol._send_timed_out()  # the deadline passes
+    assert aborted == [True] and wire.trips.causes == ["send_timeout"]
+    protocol.pause_writing()
+    protocol.connection_lost(None)
+    assert protocol._send_timer is None  # nothing left armed on a closed connection
