@@ -87,46 +87,40 @@ def nginx_conf(port: int, work: Path, connections: int) -> str:
             steps.append("            echo_flush;")
     steps += [f"            echo 'data: {FINISH}\\n';", f"            echo 'data: {USAGE}\\n';",
               "            echo 'data: [DONE]\\n';"]  # fmt: skip
-    temp = "\n".join(f"    {k}_temp_path {work}/{k};" for k in
-                     ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
-    return f"""load_module {ECHO_MODULE};
-worker_processes 1;
-worker_rlimit_nofile {connections + 100};
-daemon off;
-pid {work}/nginx.pid;
-error_log {work}/error.log warn;
-events {{
-    worker_connections {connections};
-    multi_accept on;
-}}
-http {{
-    access_log off;
-    server_tokens off;
-{temp}
-    keepalive_requests 10000000;
-    keepalive_timeout 300s;
-    server {{
-        listen 127.0.0.1:{port} backlog=4096;
-        location = /healthz {{
-            default_type application/json;
-            return 200 '{{"status":"ok"}}';
-        }}
-        location = /slow/v1/chat/completions {{
+    location = f"""        location = /slow/v1/chat/completions {{
             default_type text/event-stream;
             add_header cache-control no-cache;
 {chr(10).join(steps)}
-        }}
-    }}
-}}
-"""
+        }}"""
+    http = "    keepalive_requests 10000000;\n    keepalive_timeout 300s;"
+    return _nginx(work, port, connections, http, location, f"load_module {ECHO_MODULE};\n")
 
 
 def proxy_conf(port: int, upstream: int, work: Path, connections: int) -> str:
     """The reference target: nginx proxying the streams unbuffered, over kept-alive
     upstream connections (what the issue's "nginx: 9 µs per event" measured)."""
+    http = f"""    upstream slow {{
+        server 127.0.0.1:{upstream};
+        keepalive 1024;
+    }}"""
+    location = """        location / {
+            proxy_pass http://slow;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+            proxy_read_timeout 60s;
+        }"""
+    return _nginx(work, port, connections, http, location)
+
+
+def _nginx(
+    work: Path, port: int, connections: int, http: str, location: str, modules: str = ""
+) -> str:
+    """One nginx worker's configuration, its files under `work`: `http` and `location`
+    are what the upstream and the proxy differ by; /healthz answers in both."""
     temp = "\n".join(f"    {k}_temp_path {work}/{k};" for k in
                      ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))  # fmt: skip
-    return f"""worker_processes 1;
+    return f"""{modules}worker_processes 1;
 worker_rlimit_nofile {connections + 100};
 daemon off;
 pid {work}/nginx.pid;
@@ -139,23 +133,14 @@ http {{
     access_log off;
     server_tokens off;
 {temp}
-    upstream slow {{
-        server 127.0.0.1:{upstream};
-        keepalive 1024;
-    }}
+{http}
     server {{
         listen 127.0.0.1:{port} backlog=4096;
         location = /healthz {{
             default_type application/json;
             return 200 '{{"status":"ok"}}';
         }}
-        location / {{
-            proxy_pass http://slow;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_buffering off;
-            proxy_read_timeout 60s;
-        }}
+{location}
     }}
 }}
 """

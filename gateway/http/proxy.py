@@ -405,33 +405,25 @@ async def _sse(
     done = b"" if exchange.job.endpoint is Endpoint.RESPONSES else _DONE
     error: ProviderError | None = None
     gone = closed = False
+
+    def take(batch: Sequence[Piece]) -> bytes:
+        """A batch kept for the evaluator and encoded, with the end marker if it ends."""
+        nonlocal done
+        exchange.observe(batch)
+        out = _encode_batch(batch, rid, name)
+        if upstream.complete:
+            out, done = out + done, b""
+        return out
+
     try:
-        batch = exchange.first
-        if batch is not None:
-            exchange.observe(batch)
-            out = _encode_batch(batch, rid, name)
-            if upstream.complete:
-                out, done = out + done, b""
-            yield out
+        if exchange.first is not None:
+            yield take(exchange.first)
             rest = exchange.rest
             if writer is not None and isinstance(rest, ChunkBatches):
-
-                def sink(batch: Sequence[Piece]) -> Awaitable[None] | None:
-                    nonlocal done
-                    exchange.observe(batch)
-                    out = _encode_batch(batch, rid, name)
-                    if upstream.complete:
-                        out, done = out + done, b""
-                    return writer.write_body(out)
-
-                await rest.relay(sink)
+                await rest.relay(lambda batch: writer.write_body(take(batch)))
             else:
                 async for batch in rest:
-                    exchange.observe(batch)
-                    out = _encode_batch(batch, rid, name)
-                    if upstream.complete:
-                        out, done = out + done, b""
-                    yield out
+                    yield take(batch)
         if done:
             yield done
     except (asyncio.CancelledError, GeneratorExit):

@@ -464,9 +464,8 @@ class Connection(asyncio.Protocol):
         if not s._feed(body):
             return
         self.buffered += len(body)
-        if self.buffered > PAUSE_AT and not self.paused:
-            self.paused = True
-            self.transport.pause_reading()
+        if self.buffered > PAUSE_AT:
+            self.hold()
 
     def on_message_complete(self) -> None:
         if self.interim:
