@@ -208,7 +208,14 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         # No `server: uvicorn`: it tells every stranger what to aim at, on every answer.
         server_header=False,
     )
-    from gateway.server.workers import STARTUP_FAILURE, announce, run_workers
+    from gateway.server.workers import (
+        STARTUP_FAILURE,
+        announce,
+        logger,
+        reserve_listeners,
+        reuse_port_supported,
+        run_workers,
+    )
 
     if os.environ.get(LOG_CONFIG_ENV):  # the operator's file configures uvicorn's loggers too
         options["log_config"] = None
@@ -230,15 +237,25 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
             await super().startup(sockets)
             if self.started:
-                for server in self.servers:
-                    for sock in server.sockets:
-                        host, port = sock.getsockname()[:2]
-                        announce(host, port)
+                host, port = self.servers[0].sockets[0].getsockname()[:2]
+                announce(host, port)
 
     app = create_app(config)
     tune()
     server = Server(uvicorn.Config(app, **options))
-    server.run()
+    # Several listening sockets, as each worker of many has (why: gateway/server/workers.py).
+    listeners = None
+    if reuse_port_supported():
+        try:
+            listeners = reserve_listeners(args.host, args.port)
+        except OSError as exc:
+            logger.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+            return STARTUP_FAILURE
+    try:
+        server.run(sockets=listeners)
+    finally:
+        for sock in listeners or ():
+            sock.close()
     return 0 if server.started else STARTUP_FAILURE
 
 

@@ -1,4 +1,4 @@
-"""Several worker processes, each accepting on its own SO_REUSEPORT socket.
+"""How workers listen: each on its own SO_REUSEPORT sockets, several of them.
 
 uvicorn's workers share one listening socket, and whichever wakes first accepts a whole
 burst of new connections. Clients that keep their connections (SDK pools, proxies in
@@ -10,6 +10,13 @@ over the workers by their address hash.
 uvicorn's supervisor stays in charge (restarting dead workers, SIGHUP, TTIN/TTOU): the
 socket it hands to every worker it spawns is a `ReusePortSocket`, which the parent binds
 but never listens on, and whose pickled form opens a fresh listener in the worker.
+
+Several listeners per worker, even a single one (`LISTENERS`): uvloop's libuv accepts one
+connection per listening socket per turn of the event loop. A busy worker turns a few
+hundred times a second, so with one socket new connections queued in the kernel: at
+9,500 held streams and 950 new ones a second on one core, up to 900 waited, the time to
+first byte reached 1.4-2.5 s at p99 and the health probe 1.3-2.8 s, while the streams
+held saw gaps of 17-33 ms (bench/README.md, "Accepting").
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ from typing import Any
 
 logger = logging.getLogger("uvicorn.error")
 
+# Listening sockets per worker, so up to this many connections are accepted per turn of
+# the loop (the kernel spreads them by address hash). At 16, 950 new connections a second
+# queue no longer at 9,500 held streams; an idle listener costs an fd and nothing per turn.
+LISTENERS = 16
 STARTUP_FAILURE = 3  # uvicorn's exit code when it cannot start
 WORKERS_ENV = "GATEWISE_WORKERS"  # tells each worker how many serve the port
 
@@ -79,6 +90,28 @@ def reserve(host: str, port: int) -> ReusePortSocket:
     return sock
 
 
+def reserve_listeners(host: str, port: int, count: int = LISTENERS) -> list[socket.socket]:
+    """`count` sockets bound to one port (the first picks it when `port` is 0): in a single
+    worker they are its listeners; pickled to spawned workers, each opens its own. A port
+    another process listens on is refused, though SO_REUSEPORT would let this user share
+    it: a second gateway started on a port in use must fail, not take half its clients."""
+    if port:
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAITs may stay
+            probe.bind((host, port))  # OSError (EADDRINUSE) while anyone listens there
+    first = reserve(host, port)
+    sockets: list[socket.socket] = [first]
+    try:
+        port = first.getsockname()[1]
+        sockets.extend(reserve(host, port) for _ in range(count - 1))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 def run_workers(options: dict[str, Any], workers: int) -> int:
     """Serve `gateway.server.app:app_factory` in `workers` processes; returns the exit code."""
     import uvicorn
@@ -91,14 +124,15 @@ def run_workers(options: dict[str, Any], workers: int) -> int:
         return 0
     config = uvicorn.Config(target, factory=True, workers=workers, **options)
     try:
-        sock = reserve(config.host, config.port)
+        sockets = reserve_listeners(config.host, config.port)
     except OSError as exc:
         logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
         return STARTUP_FAILURE
-    host, port = sock.getsockname()[:2]
+    host, port = sockets[0].getsockname()[:2]
     announce(host, port, workers)
     try:
-        Multiprocess(config, sockets=[sock]).run()
+        Multiprocess(config, sockets=sockets).run()
     finally:
-        sock.close()
+        for sock in sockets:
+            sock.close()
     return 0

@@ -263,6 +263,8 @@ def test_serve_on_a_taken_port_exits_3_without_announcing(tmp_path: Path) -> Non
             gw.start(timeout=10)
         assert gw.stop() == 3
         assert "Gatewise: serving" not in gw.logs()
+        assert f"cannot listen on 127.0.0.1:{gw.port}" in gw.logs()
+        assert "Traceback" not in gw.logs()
 
 
 def test_check_names_a_bad_experiment_by_its_path_and_lists_good_ones(tmp_path: Path) -> None:

@@ -1,11 +1,13 @@
-"""`gatewise serve --workers N`: every worker accepts on its own SO_REUSEPORT socket.
+"""`gatewise serve [--workers N]`: every worker accepts on its own SO_REUSEPORT sockets.
 
 With one shared listening socket, the worker that wakes first takes a whole burst of new
-connections, and keep-alive clients then stay on it; these tests open such a burst.
+connections, and keep-alive clients then stay on it; these tests open such a burst. With
+one socket per worker, a busy worker accepts one connection per turn of its loop.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
@@ -21,8 +23,15 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+import uvloop
 
-from gateway.server.workers import STARTUP_FAILURE, reserve, reuse_port_supported
+from gateway.server.workers import (
+    LISTENERS,
+    STARTUP_FAILURE,
+    reserve,
+    reserve_listeners,
+    reuse_port_supported,
+)
 from tests.conftest import upstream_config
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
@@ -70,6 +79,58 @@ def test_a_port_in_use_without_sharing_cannot_be_reserved() -> None:
             reserve("127.0.0.1", taken.getsockname()[1]).close()
 
 
+def test_a_burst_is_accepted_in_far_fewer_turns_of_the_loop_than_connections() -> None:
+    """uvloop takes one connection per listening socket per turn of its event loop: a
+    worker busy with thousands of streams turns a few hundred times a second, and with a
+    single socket new connections waited in the kernel's queue (bench/README.md)."""
+
+    async def turns_to_accept(burst_size: int) -> int:
+        loop = asyncio.get_running_loop()
+        accepted = 0
+
+        class Counting(asyncio.Protocol):
+            def connection_made(self, transport: asyncio.BaseTransport) -> None:
+                nonlocal accepted
+                accepted += 1
+                transport.close()
+
+        sockets = reserve_listeners("127.0.0.1", 0)
+        assert len(sockets) == LISTENERS
+        servers = [await loop.create_server(Counting, sock=s, backlog=256) for s in sockets]
+        conns = burst(sockets[0].getsockname()[1], burst_size)  # all queued in the kernel
+        try:
+            turns = 0
+            while accepted < burst_size:
+                await asyncio.sleep(0)  # one turn of the loop
+                turns += 1
+                assert turns < 50 * burst_size, f"{accepted} of {burst_size} accepted"
+            return turns
+        finally:
+            for sock in conns:
+                sock.close()
+            for server in servers:
+                server.close()
+
+    # By address hash over 16 sockets the fullest gets ~9 of 64; past 32 has odds far
+    # below one in a billion. One socket takes 64 turns.
+    assert uvloop.run(turns_to_accept(64)) <= 32
+
+
+def test_a_port_another_gateway_listens_on_is_refused_not_shared(reserved: socket.socket) -> None:
+    """SO_REUSEPORT would let this user's second gateway take half the first one's clients."""
+    port = reserved.getsockname()[1]
+    other = worker_copy(reserved)  # another gateway's worker, listening with SO_REUSEPORT
+    try:
+        other.listen()
+        with pytest.raises(OSError):
+            reserve_listeners("127.0.0.1", port)
+        other.close()
+        for sock in reserve_listeners("127.0.0.1", port):  # free again: taken
+            sock.close()
+    finally:
+        other.close()
+
+
 def test_serve_with_workers_on_a_taken_port_exits_with_a_clear_error(tmp_path: Path) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
@@ -103,6 +164,12 @@ def port_of(address: str) -> int:
     return int(address.rsplit(":", 1)[1], 16)
 
 
+def listeners_held(port: int) -> Counter[int]:
+    """pid -> how many sockets listening on the port it holds."""
+    inodes = {f[9] for f in tcp_table() if port_of(f[1]) == port and f[3] == LISTEN}
+    return Counter(pid for _, pid in holders(inodes))
+
+
 def two_workers(upstream: FakeUpstream, start: Callable[..., GatewayProcess]) -> GatewayProcess:
     """A gateway started with --workers 2, once both workers listen (ready means one)."""
     gw = start(upstream_config(upstream), args=["--workers", "2"])
@@ -111,6 +178,28 @@ def two_workers(upstream: FakeUpstream, start: Callable[..., GatewayProcess]) ->
         assert time.monotonic() < deadline, "the second worker never listened"
         time.sleep(0.02)
     return gw
+
+
+def test_a_single_worker_listens_on_all_its_sockets(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    gw = start_gateway(upstream_config(upstream))
+    assert gw.proc is not None
+    assert listeners_held(gw.port) == {gw.proc.pid: LISTENERS}
+    owners = burst_owners(gw.port, 32)  # every socket's connections are served
+    assert set(owners.values()) == {gw.proc.pid}
+
+
+def test_each_of_two_workers_listens_on_its_own_sockets(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    gw = two_workers(upstream, start_gateway)
+    assert gw.proc is not None
+    deadline = time.monotonic() + 30
+    while sorted(listeners_held(gw.port).values()) != [LISTENERS, LISTENERS]:
+        assert time.monotonic() < deadline, f"not all listening: {listeners_held(gw.port)}"
+        time.sleep(0.02)
+    assert gw.proc.pid not in listeners_held(gw.port)  # the supervisor only reserves
 
 
 def holders(inodes: set[str]) -> Iterator[tuple[str, int]]:
