@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 
+from tests.gateway.server.test_workers import LISTEN, port_of, tcp_table
 from tests.support.gateway import GatewayProcess
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
@@ -29,6 +30,19 @@ def config(**server: Any) -> dict[str, Any]:
         "models": [{"name": "m1", "provider": "mock", "mock": {"latency_ms": 0}}],
         "routes": [{"name": "auto", "models": ["m1"]}],
     }
+
+
+def wait_until_accepted(port: int) -> None:
+    """Until no listening socket on `port` has a connection waiting to be accepted (the
+    rx_queue of its row in /proc/net/tcp)."""
+    deadline = time.monotonic() + 10
+    while any(
+        int(row[4].split(":")[1], 16)
+        for row in tcp_table()
+        if port_of(row[1]) == port and row[3] == LISTEN
+    ):
+        assert time.monotonic() < deadline, "connections left waiting to be accepted"
+        time.sleep(0.01)  # polling the kernel's queue, not waiting for time
 
 
 def connect(gw: GatewayProcess) -> socket.socket:
@@ -212,7 +226,10 @@ def test_past_max_connections_a_new_connection_is_refused_and_open_ones_are_serv
     normal = connect(gw)
     normal.sendall(HEALTHZ)
     assert response(normal)[0] == 200
-    silent = [connect(gw) for _ in range(9)]  # the worker holds 10 now
+    silent = [connect(gw) for _ in range(9)]
+    # The worker holds 10 once it has accepted them all: over its several listening
+    # sockets, a later connection may otherwise be accepted before an earlier one.
+    wait_until_accepted(gw.port)
 
     for _ in range(3):
         with connect(gw) as sock:
