@@ -40,6 +40,8 @@ from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.metrics import RoutingMetrics, Snapshot
 from gateway.routing.selection import Selector
+from gateway.server.looplag import LoopLag
+from gateway.server.workers import accept_queue
 from gateway.storage.writer import StoreWriter
 
 __all__ = ["METRICS_DIR_ENV", "TRIPS_STATE", "Metrics", "merge"]
@@ -95,8 +97,23 @@ HISTOGRAMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("endpoint",),
     ),
 }
-# Per-process gauges and how workers add up: queued rows sum, the rest take the worst.
+# Per-process gauges and how workers add up: counts sum, the rest take the worst.
 GAUGES: dict[str, tuple[str, str, str]] = {
+    "connections": (
+        "gatewise_open_connections",
+        "Client connections the workers hold (each stream holds one).",
+        "sum",
+    ),
+    "accept_queue": (
+        "gatewise_accept_queue",
+        "Client connections set up by the kernel, waiting for a worker to accept them.",
+        "sum",
+    ),
+    "loop_lag": (
+        "gatewise_event_loop_lag_seconds",
+        "The longest a worker's event loop ran late in the last 10 s (its saturation).",
+        "max",
+    ),
     "queued": ("gatewise_storage_queued_rows", "Rows waiting to be written.", "sum"),
     "degraded": ("gatewise_storage_degraded", "1 while store writes fail.", "max"),
     "flush_lag": (
@@ -107,10 +124,13 @@ GAUGES: dict[str, tuple[str, str, str]] = {
 }
 
 
-class TripCounts(Protocol):
-    """Inbound limits tripped in this process, by cause (`server.protocol.Inbound`)."""
+class InboundState(Protocol):
+    """What this process's server holds and has refused (`server.protocol.Inbound`)."""
 
-    def totals(self) -> dict[str, int]: ...
+    def totals(self) -> dict[str, int]:
+        """Inbound limits tripped, by cause."""
+
+    def open_connections(self) -> int: ...
 
 
 def merge(snapshots: Iterable[Snapshot]) -> Snapshot:
@@ -159,7 +179,8 @@ class Metrics(Collector):
         self.directory = Path(directory) if directory else None
         self.interval = interval
         self.clock = clock
-        self.trips: TripCounts | None = None
+        self.inbound: InboundState | None = None  # told by the server's first connection
+        self.lag = LoopLag()
         self.pid = os.getpid()
         self._task: asyncio.Task[None] | None = None
         self.registry = CollectorRegistry(auto_describe=False)
@@ -171,9 +192,13 @@ class Metrics(Collector):
         snapshot = self.routing.snapshot()
         writer = self.writer
         snapshot["dropped"] = {(): [float(writer.dropped)]}
-        if self.trips is not None:
-            snapshot["trips"] = {(c,): [float(n)] for c, n in self.trips.totals().items()}
+        inbound = self.inbound
+        if inbound is not None:
+            snapshot["trips"] = {(c,): [float(n)] for c, n in inbound.totals().items()}
         gauges = {
+            "connections": float(inbound.open_connections() if inbound is not None else 0),
+            "accept_queue": float(accept_queue()),
+            "loop_lag": self.lag.worst(),
             "queued": float(writer.queued),
             "degraded": 1.0 if writer.degraded else 0.0,
             "flush_lag": max(0.0, self.clock() - writer.flushed_at),
@@ -195,6 +220,7 @@ class Metrics(Collector):
             log.warning("metrics not shared", extra={"fields": {"error": type(exc).__name__}})
 
     def start(self) -> None:
+        self.lag.start(asyncio.get_running_loop())
         if self.directory is not None:
             self._task = asyncio.create_task(self._run(), name="gatewise-metrics")
 

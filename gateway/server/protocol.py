@@ -44,7 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sized
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,6 +136,7 @@ class Inbound:
             logging.getLogger("gatewise.inbound"), "inbound_limit", "connections closed"
         )
         self.lingering = 0
+        self.connections: Sized = ()  # the server's open connections, from the first one on
         self.max_lingering = max(64, limits.max_connections // 8)
         # Young collections on a clock; full ones when at most 1 % of the connections
         # are open. Started by the worker's first connection (gateway/server/collector.py).
@@ -169,9 +170,24 @@ class Inbound:
     def __reduce__(self) -> tuple[Any, ...]:
         return Inbound, (self.limits,)
 
+    def serve(
+        self, loop: asyncio.AbstractEventLoop, connections: Sized, app_state: dict[str, Any]
+    ) -> None:
+        """From the worker's first connection on: collect on the clock, and count
+        `connections` (the server's open ones). The app's metrics live in the lifespan's
+        state, and learn of this here, since uvicorn builds the app and the protocol apart."""
+        self.connections = connections
+        self.collector.start(loop, connections)
+        metrics = app_state.get(TRIPS_STATE)
+        if metrics is not None:
+            metrics.inbound = self
+
     def totals(self) -> dict[str, int]:
         """Limits tripped in this process since it started, by cause."""
         return dict(self.trips.totals)
+
+    def open_connections(self) -> int:
+        return len(self.connections)
 
 
 class _TooManyHeaders(Exception):
@@ -293,8 +309,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if len(self.connections) >= self.limits.max_connections:
             self._refuse_connection(transport)
             return
-        if not self.inbound.collector.running:
-            self.inbound.collector.start(self.loop, self.connections)
+        if not self.inbound.collector.running:  # the worker's first connection
+            self.inbound.serve(self.loop, self.connections, self.app_state)
         # One per connection, not per request.
         self._extensions: dict[str, dict[object, object]] = {
             WATCH: {"watch": self},
@@ -502,11 +518,6 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         self.inbound.trips.record(
             cause, f"closed a connection from {peer}: {what}", level, peer=peer
         )
-        # The app's metrics live in the lifespan's state; they learn of these counts here,
-        # off the request path (a limit tripped), since uvicorn builds the two apart.
-        metrics = self.app_state.get(TRIPS_STATE)
-        if metrics is not None and metrics.trips is None:
-            metrics.trips = self.inbound
 
     def _refuse(self, cause: str, what: str, answer: bytes) -> None:
         """Answer a request a limit refuses, and close; nothing more on it is parsed."""

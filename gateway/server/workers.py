@@ -24,7 +24,9 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import struct
 import sys
+import weakref
 from typing import Any
 
 logger = logging.getLogger("uvicorn.error")
@@ -34,6 +36,8 @@ logger = logging.getLogger("uvicorn.error")
 # queue no longer at 9,500 held streams; an idle listener costs an fd and nothing per turn.
 LISTENERS = 16
 STARTUP_FAILURE = 3  # uvicorn's exit code when it cannot start
+_LISTEN = 10  # TCP_LISTEN, tcp_info's state of a listening socket (Linux)
+_bound: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # this process's, for accept_queue
 WORKERS_ENV = "GATEWISE_WORKERS"  # tells each worker how many serve the port
 
 
@@ -65,6 +69,7 @@ def _bind_shared(sock: socket.socket, host: str, port: int) -> None:
     except BaseException:
         sock.close()
         raise
+    _bound.add(sock)
 
 
 def open_listener(family: int, host: str, port: int) -> socket.socket:
@@ -110,6 +115,29 @@ def reserve_listeners(host: str, port: int, count: int = LISTENERS) -> list[sock
             sock.close()
         raise
     return sockets
+
+
+def accept_queue() -> int:
+    """Connections the kernel has set up for this process's listening sockets and the
+    process has not accepted yet: above 0 for long, the worker cannot keep up (the
+    queue reached 900 with one socket, bench/README.md "Accepting"). Linux's TCP_INFO
+    of a listening socket gives it; 0 where there is none."""
+    if not hasattr(socket, "TCP_INFO"):
+        return 0
+    waiting = 0
+    for sock in list(_bound):
+        if sock.fileno() < 0:
+            continue
+        try:
+            info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 32)
+        except OSError:
+            continue
+        # struct tcp_info: u8 state, 7 more bytes, then u32 rto, ato, snd_mss, rcv_mss,
+        # unacked (a listener's accept queue), sacked (its backlog).
+        state, queued = struct.unpack_from("B7x16xI", info)
+        if state == _LISTEN:
+            waiting += queued
+    return waiting
 
 
 def run_workers(options: dict[str, Any], workers: int) -> int:

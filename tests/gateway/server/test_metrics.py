@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -9,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gateway.routing.metrics import RoutingMetrics
 from gateway.routing.selection import Selector
 from gateway.server.metrics import Metrics, merge
+from gateway.server.workers import accept_queue, reserve_listeners
 from tests.gateway.routing.test_recorder import CATALOG, Chain
 
 
@@ -60,3 +62,51 @@ def test_a_scrape_sums_every_worker_and_keeps_a_dead_ones_counts(tmp_path: Path)
     assert values(one)["gatewise_requests_total"] == 4
     assert values(one)["gatewise_workers"] == 1
     assert values(one)["gatewise_storage_queued_rows"] == 1
+
+
+class Held:
+    """A worker's server, as the metrics see it (`server.protocol.Inbound`)."""
+
+    def __init__(self, connections: int) -> None:
+        self.connections = connections
+
+    def totals(self) -> dict[str, int]:
+        return {"header_timeout": 1}
+
+    def open_connections(self) -> int:
+        return self.connections
+
+
+def test_a_scrape_says_what_the_workers_hold_queue_and_how_late_they_run(
+    tmp_path: Path,
+) -> None:
+    chain = Chain()
+    clock = [1000.0]
+    one, two = worker(chain, tmp_path, clock), worker(chain, tmp_path, clock)
+    two.pid = one.pid + 1
+    one.inbound, two.inbound = Held(30), Held(12)
+    one.lag.note(0.5, 0.040)
+    two.lag.note(0.5, 0.300)  # the other worker's loop ran 0.3 s late
+    before = accept_queue()  # whatever else this test process listens on
+    two.write()
+    listener = reserve_listeners("127.0.0.1", 0, 1)[0]
+    listener.listen(16)
+    clients = [socket.create_connection(listener.getsockname()[:2]) for _ in range(3)]
+    try:
+        seen = values(one)
+        assert seen["gatewise_open_connections"] == 42  # summed over the workers
+        assert seen["gatewise_accept_queue"] == 2 * before + 3  # never accepted: queued
+        assert seen["gatewise_event_loop_lag_seconds"] == 0.3  # the worst worker's
+        trips = [
+            sample
+            for family in text_string_to_metric_families(one.exposition().decode())
+            for sample in family.samples
+            if sample.name == "gatewise_inbound_limit_trips_total"
+        ]
+        assert [(s.labels, s.value) for s in trips] == [({"cause": "header_timeout"}, 2.0)]
+        listener.accept()[0].close()
+        assert values(one)["gatewise_accept_queue"] == 2 * before + 2
+    finally:
+        for client in clients:
+            client.close()
+        listener.close()

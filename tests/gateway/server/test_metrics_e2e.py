@@ -220,6 +220,29 @@ def two_workers_with(
     return two_workers(upstream, lambda _config, **kw: start(config, **kw))
 
 
+def test_a_scrape_counts_the_connections_both_workers_hold(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    config = upstream_config(upstream)
+    config["server"].update(admin_token="admin-secret", metrics_token="metrics-secret")
+    gw = two_workers_with(upstream, start_gateway, config)
+    workers = listening_processes(gw.port) - {gw.proc.pid}  # type: ignore[union-attr]
+    held = "gatewise_open_connections"
+    # 8 clients that stay (a stream's client, between two events), spread by address hash
+    clients = [socket.create_connection(("127.0.0.1", gw.port), timeout=10) for _ in range(8)]
+    try:
+        # 8, the scrape's own, and at most a scrape or two the other worker still held
+        # when it last published its gauges.
+        views = each_worker_until(gw, workers, lambda s: 9 <= total(s, held) <= 11)
+        for samples in views.values():
+            assert total(samples, "gatewise_accept_queue") == 0  # every one taken at once
+            assert 0 <= total(samples, "gatewise_event_loop_lag_seconds") < 5
+    finally:
+        for client in clients:
+            client.close()
+    each_worker_until(gw, workers, lambda s: total(s, held) <= 3)
+
+
 def test_metrics_need_the_metrics_or_the_admin_token(
     upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
 ) -> None:
