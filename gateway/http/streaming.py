@@ -3,20 +3,24 @@
 Under uvicorn (ASGI spec 2.3) Starlette's StreamingResponse runs every stream in an anyio
 task group, beside a second task that waits for the client's disconnect. Under streaming
 load that machinery cost a fifth of what one worker could serve (2,701 -> 3,278 streamed
-chats/s without it, one worker, 49 connections). Here one future waits for the
-disconnect and, if it comes before the end, cancels the streaming task: the body's
-generator sees the cancellation at its await, and its `finally` closes the upstream at
-once, as before, rather than at the next chunk.
+chats/s without it, one worker, 49 connections). Here, if the client leaves before the
+end, the streaming task is cancelled: the body's generator sees the cancellation at its
+await, and its `finally` closes the upstream at once, as before, rather than at the next
+chunk. The gateway's own server says so through its `DisconnectWatch`
+(gateway/http/disconnect.py), with no task per stream; under any other server one
+future waits for the `http.disconnect` message.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from starlette import responses
 from starlette.types import Message, Receive, Scope, Send
+
+from gateway.http.disconnect import WATCH, DisconnectWatch
 
 __all__ = ["BODY", "BodyWriter", "StreamingResponse", "body_writer"]
 
@@ -44,18 +48,14 @@ class StreamingResponse(responses.StreamingResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
-        ended = gone = False
+        gone = False
 
-        def heard(message: asyncio.Future[Message]) -> None:
+        def lost() -> None:
             nonlocal gone
-            if ended or message.cancelled() or message.exception() is not None:
-                return
-            if message.result()["type"] == "http.disconnect":
-                gone = True
-                task.cancel()
+            gone = True
+            task.cancel()
 
-        listener = asyncio.ensure_future(receive())
-        listener.add_done_callback(heard)
+        stop = _listen(scope, receive, lost)
         try:
             await self.stream_response(send)
         except asyncio.CancelledError:
@@ -64,7 +64,36 @@ class StreamingResponse(responses.StreamingResponse):
             task.uncancel()  # the client left; there is no one to answer
             return
         finally:
-            ended = True
-            listener.cancel()
+            stop()
         if self.background is not None:
             await self.background()
+
+
+def _listen(scope: Scope, receive: Receive, lost: Callable[[], None]) -> Callable[[], None]:
+    """Call `lost()` if the client leaves (at once if it has); returns what stops
+    listening. The server's watch where offered: ~20 µs less a stream than a task
+    awaiting `receive()`, and its cancellation."""
+    extensions = scope.get("extensions")
+    offered = extensions.get(WATCH) if extensions else None
+    if offered is not None:
+        watch: DisconnectWatch = offered["watch"]
+        if not watch.arm(lost):
+            lost()  # before the first await: the stream stops there
+        return watch.disarm
+    ended = False
+
+    def heard(message: asyncio.Future[Message]) -> None:
+        if ended or message.cancelled() or message.exception() is not None:
+            return
+        if message.result()["type"] == "http.disconnect":
+            lost()
+
+    listener = asyncio.ensure_future(receive())
+    listener.add_done_callback(heard)
+
+    def stop() -> None:
+        nonlocal ended
+        ended = True
+        listener.cancel()
+
+    return stop
