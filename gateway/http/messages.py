@@ -47,10 +47,11 @@ from gateway.http.proxy import (
     stream_failure,
     tolerance_of,
 )
-from gateway.http.streaming import StreamingResponse
+from gateway.http.streaming import BodyWriter, StreamingResponse, body_writer
 from gateway.routing.dispatch import Exchange, ReplyJob, Streaming, StreamJob
 from providers.base import NO_HEADERS, Call, ChunkStream, Endpoint, Piece, RawChunk, Reply
 from providers.errors import ProviderError, RateLimited
+from providers.sse import ChunkBatches
 
 __all__ = ["messages_routes"]
 
@@ -90,7 +91,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
                     )
                 )
                 events = await unless_client_leaves(scope, receive, stream)
-                return await _events(events, limits)(scope, receive, send)
+                return await _events(events, limits, body_writer(scope))(scope, receive, send)
             reply = dispatcher.run(
                 ReplyJob(
                     *args, owner=owner, headers=passed, traceparent=parent, tolerance=tolerance
@@ -172,29 +173,43 @@ async def _reply(exchange: Exchange[Reply], send: Send, limits: bytes) -> None:
         exchange.close()
 
 
-def _events(exchange: Streaming[ChunkStream, Sequence[Piece]], limits: bytes) -> Response:
+def _events(
+    exchange: Streaming[ChunkStream, Sequence[Piece]], limits: bytes, writer: BodyWriter | None
+) -> Response:
     response = StreamingResponse(
-        _sse(exchange), headers={"cache-control": "no-cache"}, media_type="text/event-stream"
+        _sse(exchange, writer),
+        headers={"cache-control": "no-cache"},
+        media_type="text/event-stream",
     )
     response.raw_headers += header_pairs(served_lines(exchange, limits))
     return response
 
 
-async def _sse(exchange: Streaming[ChunkStream, Sequence[Piece]]) -> AsyncIterator[bytes]:
+async def _sse(
+    exchange: Streaming[ChunkStream, Sequence[Piece]], writer: BodyWriter | None
+) -> AsyncIterator[bytes]:
     """Anthropic's events, one write per upstream read; a failure after the first byte
-    is an `error` event, as Anthropic sends it."""
+    is an `error` event, as Anthropic sends it. After the first write, an upstream
+    Anthropic stream (`ChunkBatches`) is written through the server's `writer` from the
+    upstream socket's callback, as the OpenAI path does (gateway/http/proxy.py)."""
     upstream = exchange.result
     rid, name = exchange.job.response_id, exchange.model.name
     error: ProviderError | None = None
     gone = closed = False
+
+    def take(batch: Sequence[Piece]) -> bytes:
+        exchange.observe(batch)
+        return _encode(batch, rid, name)
+
     try:
-        batch = exchange.first
-        if batch is not None:
-            exchange.observe(batch)
-            yield _encode(batch, rid, name)
-            async for batch in exchange.rest:
-                exchange.observe(batch)
-                yield _encode(batch, rid, name)
+        if exchange.first is not None:
+            yield take(exchange.first)
+            rest = exchange.rest
+            if writer is not None and isinstance(rest, ChunkBatches):
+                await rest.relay(lambda batch: writer.write_body(take(batch)))
+            else:
+                async for batch in rest:
+                    yield take(batch)
     except (asyncio.CancelledError, GeneratorExit):
         gone = True
         raise
