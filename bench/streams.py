@@ -2,10 +2,14 @@
 
     python bench/streams.py [--streams 1000,3000,9500] [--targets gatewise,passthrough]
                             [--duration 30] [--loaders 4] [--chunks 20] [--json out.json]
+                            [--api openai|anthropic]
 
 An nginx upstream (its echo module) streams an OpenAI chat completion: a role chunk,
 20 content chunks 0.5 s apart (`--chunks`: that many, spread over the same 10 s), a
-finish chunk, a usage chunk and [DONE].
+finish chunk, a usage chunk and [DONE]. With `--api anthropic` it is an Anthropic Messages
+stream instead (message_start and content_block_start, the content_block_delta events,
+content_block_stop, message_delta, message_stop), asked of Gatewise's /v1/messages and
+served by an `anthropic` provider.
 For each N, about N/10 new streams a second arrive, so that N are open once the first
 have ended; each is a POST read to its end by a raw asyncio client (several processes,
 `--loaders`). The target runs pinned to the first CPU, nginx, the clients and this
@@ -50,10 +54,18 @@ STREAM_SECONDS = 10.0
 GAP = STREAM_SECONDS / CONTENT_CHUNKS  # seconds nginx waits before each content chunk
 
 
-def _shape(chunks: int) -> None:
-    """Set the content chunks per stream (this process's; the loaders are told too)."""
-    global CONTENT_CHUNKS, GAP
+API = "openai"  # --api: the shape of the streams, and the API Gatewise is asked through
+HEAD_EVENTS = 1  # events in a stream's first write (before the first content chunk)
+END = b"[DONE]"  # the stream's last bytes
+
+
+def _shape(chunks: int, api: str = "openai") -> None:
+    """Set the content chunks per stream and its API (this process's; the loaders are told
+    too)."""
+    global CONTENT_CHUNKS, GAP, API, HEAD_EVENTS, END
     CONTENT_CHUNKS, GAP = chunks, STREAM_SECONDS / chunks
+    API = api
+    HEAD_EVENTS, END = (2, b"event: message_stop") if api == "anthropic" else (1, b"[DONE]")
 
 
 STEADY_FROM = 12.0  # seconds into a run: every stream open then began in the run's steady state
@@ -78,8 +90,50 @@ USAGE = (
 )
 
 
+_ANTHROPIC_HEAD = (
+    '{"type":"message_start","message":{"id":"msg_bench0003","type":"message",'
+    '"role":"assistant","model":"bench","content":[],"stop_reason":null,'
+    '"stop_sequence":null,"usage":{"input_tokens":12,"output_tokens":1}}}'
+)
+_ANTHROPIC_CONTENT = (
+    '{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"token %d, "}}'
+)
+
+
+def anthropic_steps() -> list[str]:
+    """The echo module's steps for one Anthropic Messages stream of CONTENT_CHUNKS deltas."""
+
+    def event(name: str, data: str) -> str:
+        return f"            echo 'event: {name}\\ndata: {data}\\n';"
+
+    start = '{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}'
+    steps = [event("message_start", _ANTHROPIC_HEAD), event("content_block_start", start),
+             "            echo_flush;"]  # fmt: skip
+    for i in range(CONTENT_CHUNKS):
+        steps += [f"            echo_sleep {GAP};",
+                  event("content_block_delta", _ANTHROPIC_CONTENT % i)]  # fmt: skip
+        if i < CONTENT_CHUNKS - 1:
+            steps.append("            echo_flush;")
+    delta = ('{"type":"message_delta","delta":{"stop_reason":"end_turn","stop_sequence":null},'
+             f'"usage":{{"output_tokens":{CONTENT_CHUNKS}}}}}')  # fmt: skip
+    stop = '{"type":"message_stop"}'
+    steps += [event("content_block_stop", '{"type":"content_block_stop","index":0}'),
+              event("message_delta", delta), event("message_stop", stop)]  # fmt: skip
+    return steps
+
+
 def nginx_conf(port: int, work: Path, connections: int) -> str:
-    """The upstream: /slow/v1/chat/completions streams, /healthz answers."""
+    """The upstream: /slow/v1/chat/completions (or, `--api anthropic`, /slow/v1/messages)
+    streams, /healthz answers."""
+    if API == "anthropic":
+        steps = anthropic_steps()
+        location = f"""        location = /slow/v1/messages {{
+            default_type text/event-stream;
+            add_header cache-control no-cache;
+{chr(10).join(steps)}
+        }}"""
+        http = "    keepalive_requests 10000000;\n    keepalive_timeout 300s;"
+        return _nginx(work, port, connections, http, location, f"load_module {ECHO_MODULE};\n")
     steps = [f"            echo 'data: {ROLE}\\n';", "            echo_flush;"]
     for i in range(CONTENT_CHUNKS):
         steps += [f"            echo_sleep {GAP};", f"            echo 'data: {CONTENT % i}\\n';"]
@@ -150,12 +204,16 @@ def gateway_yaml(upstream: str, key: str, connections: int, inbound: int | None)
     """The full product path (routing, tracking, evaluation, SQLite), one model;
     `inbound`: the workers' max_connections (None: the default, from the file limit)."""
     limit = f"\n  max_connections: {inbound}" if inbound else ""
+    if API == "anthropic":
+        kind, base = "anthropic", f"{upstream}/slow"
+    else:
+        kind, base = "openai", f"{upstream}/slow/v1"
     return f"""server:{limit}
   api_keys: ["{key}"]
   admin_token: "{secrets.token_hex(12)}"
   log_level: warning
 providers:
-  - {{name: slow, type: openai, base_url: "{upstream}/slow/v1", timeout: 30,
+  - {{name: slow, type: {kind}, base_url: "{base}", timeout: 30,
       max_connections: {connections}}}
 models:
   - name: bench-stream
@@ -220,10 +278,10 @@ class _Stream(asyncio.Protocol):
                 rec.events_in_window += 1
                 if index == 0:
                     rec.ttfb.append(now - self.sent)
-                elif index <= CONTENT_CHUNKS:
+                elif HEAD_EVENTS <= index < HEAD_EVENTS + CONTENT_CHUNKS:
                     rec.gaps.append(now - self.last - GAP)
             self.last = now
-        if b"[DONE]" in seen:
+        if END in seen:
             self.finished = True
             rec.completed += 1
             rec.open -= 1
@@ -292,7 +350,8 @@ async def _load(
     port: int, path: str, key: str, rate: float, start: float, duration: float,
     window: tuple[float, float],
 ) -> dict[str, Any]:  # fmt: skip
-    body = b'{"model":"bench-stream","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+    body = b'{"model":"bench-stream","stream":true,"messages":[{"role":"user","content":"hi"}]'
+    body += b',"max_tokens":100}' if API == "anthropic" else b"}"
     request = (
         f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAuthorization: Bearer {key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
@@ -321,8 +380,8 @@ async def _load(
     }  # fmt: skip
 
 
-def _loader(conn: Any, cpu: int, chunks: int, *args: Any) -> None:
-    _shape(chunks)
+def _loader(conn: Any, cpu: int, chunks: int, api: str, *args: Any) -> None:
+    _shape(chunks, api)
     os.sched_setaffinity(0, {cpu})
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -432,7 +491,8 @@ class Bench:
         upstream = f"http://127.0.0.1:{self.upstream_port}"
         env = {**os.environ, "PYTHONPATH": f"{self.args.tree}:{BENCH / 'gcprobe'}",
                "BENCH_GC_DIR": str(gc_dir), "PYTHONUNBUFFERED": "1"}  # fmt: skip
-        key, path, cpus, ready = "none", "/slow/v1/chat/completions", self.target_cpus, "/healthz"
+        api_path = "/v1/messages" if API == "anthropic" else "/v1/chat/completions"
+        key, path, cpus, ready = "none", "/slow" + api_path, self.target_cpus, "/healthz"
         if name == "passthrough":
             env["PASSTHROUGH_POOL"] = "0"  # no limit: a stream holds its connection
             cmd = [sys.executable, str(BENCH / "passthrough.py"), upstream, str(port)]
@@ -450,7 +510,7 @@ class Bench:
             config.write_text(gateway_yaml(upstream, key, 20_000, self.args.max_connections))
             cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config),
                    "--port", str(port), "--workers", str(workers)]  # fmt: skip
-            path, ready = "/v1/chat/completions", "/readyz"
+            path, ready = api_path, "/readyz"
         child = Child(name, cmd, cpus, env=env, cwd=work, log=work / "output.log").start()
         self.children.append(child)
         harness.wait_ready(child, port, ready, 60)
@@ -473,7 +533,7 @@ class Bench:
                 core = cpu if cpu >= 0 else sorted(os.sched_getaffinity(0))[i % 2]
                 args = (port, path, key, n / STREAM_SECONDS / loaders, start, a.duration, window)
                 proc = ctx.Process(
-                    target=_loader, args=(there, core, CONTENT_CHUNKS, *args), daemon=True
+                    target=_loader, args=(there, core, CONTENT_CHUNKS, API, *args), daemon=True
                 )
                 proc.start()
                 pipes.append(here)
@@ -531,7 +591,7 @@ class Bench:
             return None if v is None else round(v * ms, 1)
 
         return {
-            "target": name, "streams": n, "chunks": CONTENT_CHUNKS, "alive": alive,
+            "target": name, "api": API, "streams": n, "chunks": CONTENT_CHUNKS, "alive": alive,
             "started": started,
             "completed": completed, "errors": sum(errors.values()), "error_kinds": errors,
             "refused_503": errors.get("http 503", 0),
@@ -577,6 +637,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--targets", default="gatewise,passthrough", help=f"of {', '.join(TARGETS)}")
     p.add_argument("--duration", type=float, default=30.0, help="seconds of arrivals per run")
     p.add_argument("--loaders", type=int, default=4, help="client processes")
+    p.add_argument("--api", choices=("openai", "anthropic"), default="openai",
+                   help="the streams' shape and the API asked (anthropic: /v1/messages; "
+                   "not with passthrough)")  # fmt: skip
     p.add_argument("--chunks", type=int, default=CONTENT_CHUNKS,
                    help="content chunks per 10 s stream (a real model sends ~50 a second: "
                    "500 weighs the events against each stream's start and end)")  # fmt: skip
@@ -594,9 +657,11 @@ def main(argv: list[str] | None = None) -> int:
     if not ECHO_MODULE.exists():
         print(f"streams: nginx's echo module ({ECHO_MODULE}) is needed", file=sys.stderr)
         return 2
-    _shape(a.chunks)
+    _shape(a.chunks, a.api)
     counts = [int(x) for x in a.streams.split(",")]
     targets = a.targets.split(",")
+    if a.api == "anthropic" and "passthrough" in targets:
+        p.error("the pass-through speaks the chat API only: leave it out with --api anthropic")
     hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     print(f"streams: open-file hard limit {hard}; a 1-worker target needs 2 per stream",
           file=sys.stderr)  # fmt: skip
