@@ -3,7 +3,6 @@ llama.cpp): the body passes through with only `model` rewritten."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
@@ -32,6 +31,7 @@ from providers.errors import (
     upstream_json,
 )
 from providers.http_provider import HttpProvider, endpoint_url
+from providers.splice import frame, plain_text
 from providers.sse import Event, chunk_batches
 from providers.transport import Transport, UpstreamStream
 
@@ -50,14 +50,6 @@ _PATHS = {
 _USAGE_STREAMS = (Endpoint.CHAT, Endpoint.COMPLETIONS)
 _FINAL_EVENTS = frozenset({"response.completed", "response.incomplete", "response.failed"})
 
-# Bytes a JSON string may not hold as they are (their escapes are checked apart).
-_UNPLAIN = re.compile(rb'["\\\x00-\x1f]')
-# The inside of a JSON string, escapes checked (a surrogate only in a pair).
-_ESCAPE = (
-    rb'\\(?:["\\/bfnrt]|u(?:[dD][89abAB][0-9a-fA-F]{2}\\u[dD][c-fC-F][0-9a-fA-F]{2}'
-    rb"|(?![dD][89a-fA-F])[0-9a-fA-F]{4}))"
-)
-_STRING = re.compile(rb'[^"\\\x00-\x1f]*(?:' + _ESCAPE + rb'[^"\\\x00-\x1f]*)*')
 _CONTENT = b'"content":"'
 _MODEL = b',"model":"'
 _NULL_USAGE = b',"usage":null'
@@ -179,14 +171,10 @@ class _OpenAIChunks(ChunkStream):
             name, data = event
             if plain is not None and name is None:
                 head, tail, before, after = plain
-                end = len(data) - len(tail)
-                if data.startswith(head) and data.endswith(tail) and end >= len(head):
-                    text = data[len(head) : end]
-                    if (_UNPLAIN.search(text) is None or _STRING.fullmatch(text)) and (
-                        text.isascii() or _utf8(text)
-                    ):
-                        batch.append(RawChunk(before + text + after, text))
-                        continue
+                text = plain_text(data, head, tail)
+                if text is not None:
+                    batch.append(RawChunk(before + text + after, text))
+                    continue
             parsed: list[Chunk] = []
             done = self._read([event], parsed)
             batch.extend(parsed)
@@ -242,12 +230,10 @@ class _OpenAIChunks(ChunkStream):
 def _template(
     data: bytes, chunk: dict[str, Any], served: tuple[bytes, bytes], hide_usage: bool
 ) -> tuple[bytes, bytes, bytes, bytes] | None:
-    """`data`, parsed as `chunk`, as a template for the plain content chunks after it:
-    None unless it is one, framed so that its id, model and content can be found by
-    their bytes alone. Every byte but the content's is then what a matching chunk must
-    have: no whitespace or escape (no key hides behind either), as many `":` as the
-    chunk has keys (none repeated), the id first and the model once."""
-    if not data.startswith(b'{"id":"') or data.count(_CONTENT) != 1:
+    """`data`, parsed as `chunk`, as a template for the plain content chunks after it
+    (providers/splice.py): None unless it is one, framed so that its id, model and
+    content can be found by their bytes alone: the id first and the model once."""
+    if not data.startswith(b'{"id":"'):
         return None
     if chunk.get("object") != "chat.completion.chunk" or "error" in chunk:
         return None
@@ -267,18 +253,14 @@ def _template(
     rid, model = chunk.get("id"), chunk.get("model")
     if not (isinstance(rid, str) and isinstance(model, str)):
         return None
-    start = data.index(_CONTENT) + len(_CONTENT)
-    found = _STRING.match(data, start)
-    end = found.end() if found is not None else -1
-    if data[end : end + 1] != b'"':
+    # A null usage the stream hides was taken out of `chunk` already. (Its bytes cannot
+    # be in the content: a quote there is escaped.)
+    hidden = int("usage" not in chunk and data.count(_NULL_USAGE) == 1)
+    framed = frame(data, _CONTENT, chunk, hidden)
+    if framed is None:
         return None
-    head, tail = data[:start], data[end:]
-    outside = head + tail
-    if any(c in outside for c in (b" ", b"\t", b"\r", b"\n", b"\\")):
-        return None
-    # A null usage the stream hides was taken out of `chunk` already.
-    hidden = int("usage" not in chunk and outside.count(_NULL_USAGE) == 1)
-    if outside.count(b'":') != _keys(chunk) + hidden or head.count(_MODEL) != 1:
+    head, tail = framed
+    if head.count(_MODEL) != 1:
         return None
     id_end = 7 + len(rid.encode())
     model_at = head.index(_MODEL) + len(_MODEL)
@@ -290,28 +272,11 @@ def _template(
     rid_out, model_out = served
     before = b'data: {"id":"' + rid_out + head[id_end:model_at] + model_out + head[model_end:]
     after = tail + b"\n\n"
-    if hide_usage and _NULL_USAGE in outside:
+    if hide_usage and hidden:
         if _NULL_USAGE in head:
             return None
         after = after.replace(_NULL_USAGE, b"")
     return head, tail, before, after
-
-
-def _keys(value: Any) -> int:
-    """How many keys `value` holds, at every depth."""
-    if isinstance(value, dict):
-        return len(value) + sum(_keys(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(_keys(v) for v in value)
-    return 0
-
-
-def _utf8(data: bytes) -> bool:
-    try:
-        data.decode()
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 class _Passthrough(BinaryReply):
