@@ -8,18 +8,19 @@ from __future__ import annotations
 
 import time
 from abc import abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 from providers.anthropic_inbound import message_usage
-from providers.base import Chunk, ChunkStream, Usage
+from providers.base import Chunk, ChunkStream, Piece, RawChunk, Usage
 from providers.errors import (
     InvalidResponse,
     UpstreamServerError,
     redact,
     upstream_json,
 )
-from providers.sse import chunk_batches
+from providers.splice import frame, plain_text
+from providers.sse import Event, chunk_batches
 from providers.transport import UpstreamStream
 
 __all__ = [
@@ -197,9 +198,19 @@ class AnthropicChunks(_EventStream):
         }
 
 
+_DELTA = "content_block_delta"
+_DELTA_SSE = b"event: content_block_delta\ndata: "
+_TEXT = b'"text":"'
+# A stream whose deltas are rarely plain text (tool input) stops looking for a template
+# after this many: its deltas are parsed, as they would be anyway.
+_MAX_MISSES = 8
+
+
 class MessageStream(_EventStream):
     """An Anthropic upstream's Messages stream for an Anthropic client: every event
-    passes as it came (named as it came); usage is read on the way, for pricing."""
+    passes as it came (named as it came); usage is read on the way, for pricing. Text
+    deltas like the last one parsed, but for their text, pass as their bytes
+    (`pieces`; providers/splice.py)."""
 
     def __init__(
         self, upstream: UpstreamStream, provider: str, secrets: tuple[str, ...] = ()
@@ -208,6 +219,32 @@ class MessageStream(_EventStream):
         self._provider = provider
         self._secrets = secrets
         self._usage: dict[str, Any] = {}
+        self._plain: tuple[bytes, bytes] | None = None  # the last text delta's head, tail
+        self._misses = 0
+
+    def pieces(self, response_id: str, model: str) -> AsyncIterator[Sequence[Piece]]:
+        return chunk_batches(self, self._upstream, self._read_pieces, self._provider, self._ended)
+
+    def _read_pieces(self, events: list[Event], batch: list[Piece]) -> bool:
+        """Like `_read`, but a text delta that matches the last one parsed in every byte
+        but its text is passed on as bytes (`RawChunk`)."""
+        plain = self._plain
+        for event in events:
+            name, data = event
+            if plain is not None and name == _DELTA:
+                text = plain_text(data, *plain)
+                if text is not None:
+                    batch.append(RawChunk(_DELTA_SSE + data + b"\n\n", text))
+                    continue
+            parsed: list[Chunk] = []
+            done = self._read([event], parsed)
+            batch.extend(parsed)
+            if done:
+                return True
+            if name == _DELTA and parsed and self._misses < _MAX_MISSES:
+                plain = self._plain = _text_delta(data, parsed[0][1])
+                self._misses += plain is None
+        return False
 
     def _read(self, events: list[tuple[str | None, bytes]], batch: list[Chunk]) -> bool:
         for name, data in events:
@@ -237,3 +274,16 @@ class MessageStream(_EventStream):
         if isinstance(usage, dict):
             self._usage.update((k, v) for k, v in usage.items() if isinstance(v, int))
             self.usage = message_usage(self._usage)
+
+
+def _text_delta(data: bytes, event: dict[str, Any]) -> tuple[bytes, bytes] | None:
+    """`data`, parsed as `event`, as a template for the text deltas after it: None unless
+    it is a text delta and nothing else (providers/splice.py checks its bytes)."""
+    if event.get("type") != _DELTA or not isinstance(event.get("index"), int):
+        return None
+    delta = event.get("delta")
+    if not isinstance(delta, dict) or delta.get("type") != "text_delta":
+        return None
+    if not isinstance(delta.get("text"), str) or len(delta) != 2 or len(event) != 3:
+        return None
+    return frame(data, _TEXT, event)

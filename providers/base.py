@@ -126,10 +126,10 @@ Chunk = tuple[str | None, dict[str, Any]]
 
 class RawChunk:
     """A chunk as its client will read it, never parsed: the upstream's bytes with the
-    id and model replaced (`sse`, a whole `data: ...` event), and its delta's content
-    still JSON-escaped (`text`, for the evaluator). A provider hands one out only for a
-    chunk whose every other byte matches one it has parsed and checked to be a plain
-    content chunk (providers.openai); `chunk()` is what a full parse gives."""
+    id and model replaced (`sse`, a whole `data: ...` event, or `event: NAME\ndata: ...`),
+    and its text still JSON-escaped (`text`, for the evaluator). A provider hands one
+    out only for a chunk whose every other byte matches one it has parsed and checked to
+    be a plain text chunk (providers/splice.py); `chunk()` is what a full parse gives."""
 
     __slots__ = ("sse", "text")
 
@@ -138,6 +138,9 @@ class RawChunk:
         self.text = text
 
     def chunk(self) -> Chunk:
+        if self.sse.startswith(b"event: "):
+            name, _, data = self.sse[7:].partition(b"\ndata: ")
+            return name.decode(), orjson.loads(data[:-2])
         return None, orjson.loads(self.sse[6:-2])
 
 

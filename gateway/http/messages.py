@@ -230,8 +230,10 @@ async def _sse(
 def _encode(batch: Sequence[Piece], response_id: str, model: str) -> bytes:
     out: list[bytes] = []
     for piece in batch:
-        # Messages streams are translated or Anthropic's: parsed chunks, never raw ones.
-        event, data = piece.chunk() if isinstance(piece, RawChunk) else piece
+        if isinstance(piece, RawChunk):  # an Anthropic text delta, as it came
+            out.append(piece.sse)
+            continue
+        event, data = piece
         if event == "message_start":
             message = data.get("message")
             if isinstance(message, dict):

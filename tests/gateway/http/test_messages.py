@@ -11,8 +11,9 @@ from typing import Any, cast
 import orjson
 
 from gateway.http import messages
+from gateway.routing.answers import StreamAnswer
 from providers.anthropic_stream import MessageStream
-from providers.base import Piece
+from providers.base import Piece, RawChunk
 from providers.http1.pool import NativeTransport
 from providers.transport import Timeout
 from tests.providers.http1.native_helpers import serving
@@ -54,21 +55,29 @@ class Exchange(SimpleNamespace):
 
     def observe(self, batch: Sequence[Piece]) -> None:
         self.observed.extend(batch)
+        for piece in batch:  # as Streaming.observe keeps it for the evaluator
+            if isinstance(piece, RawChunk):
+                self.said.add_escaped(piece.text)
+            else:
+                self.said.add(*piece)
 
     def close(self, error: Exception | None = None, client_gone: bool = False) -> None:
         self.closed = (error, client_gone)
 
 
-async def streamed(writer: Writer | None) -> tuple[list[bytes], Exchange]:
-    """`_sse` over a real upstream stream: what it yielded, and its exchange."""
+async def streamed(writer: Writer | None, parsed: bool = False) -> tuple[list[bytes], Exchange]:
+    """`_sse` over a real upstream stream, as the dispatcher opens it (`pieces`: text
+    deltas as bytes) or parsed throughout: what it yielded, and its exchange."""
     transport = NativeTransport(Timeout(total=5, connect=5))
     try:
         async with serving(_scripted(READS, {})) as srv:
             upstream = await transport.stream("POST", srv.url(), {}, b"{}")
-            batches = MessageStream(upstream, "anthropic").batches()
+            stream = MessageStream(upstream, "anthropic")
+            batches = stream.batches() if parsed else stream.pieces("msg_gw", "claude")
             first = await anext(batches)  # as the dispatcher reads it
             exchange = Exchange(
                 result=upstream, first=first, rest=batches, observed=[], closed=None,
+                said=StreamAnswer(),
                 job=SimpleNamespace(response_id="msg_gw"), model=SimpleNamespace(name="claude"),
             )  # fmt: skip
             yielded = [piece async for piece in messages._sse(cast(Any, exchange), writer)]
@@ -79,6 +88,7 @@ async def streamed(writer: Writer | None) -> tuple[list[bytes], Exchange]:
 
 async def test_the_rest_of_an_anthropic_stream_is_written_from_the_socket() -> None:
     pulled, pulled_exchange = await streamed(None)
+    assert pulled == (await streamed(None, parsed=True))[0]  # bytes or parsed, the same
     writer = Writer()
     yielded, exchange = await streamed(writer)
     assert len(yielded) == 1  # the first batch went through the response; the rest pushed
@@ -86,6 +96,8 @@ async def test_the_rest_of_an_anthropic_stream_is_written_from_the_socket() -> N
     assert yielded + writer.written == pulled  # the same bytes either way
     assert b'"id":"msg_gw"' in pulled[0] and b'"model":"claude"' in pulled[0]
     assert pulled[-1] == b'event: message_stop\ndata: {"type":"message_stop"}\n\n'
-    assert exchange.observed == pulled_exchange.observed  # the evaluator hears all of it
-    assert len(exchange.observed) == len(EVENTS)
+    assert len(exchange.observed) == len(pulled_exchange.observed) == len(EVENTS)
+    assert sum(isinstance(p, RawChunk) for p in exchange.observed) == 3  # deltas 2-4
+    answer = exchange.said.result()  # what the evaluator judges
+    assert answer.text == "word0 word1 word2 word3 " and answer.finish_reason == "stop"
     assert exchange.closed == (None, False)
