@@ -126,10 +126,11 @@ Chunk = tuple[str | None, dict[str, Any]]
 
 class RawChunk:
     """A chunk as its client will read it, never parsed: the upstream's bytes with the
-    id and model replaced (`sse`, a whole `data: ...` event, or `event: NAME\ndata: ...`),
-    and its text still JSON-escaped (`text`, for the evaluator). A provider hands one
-    out only for a chunk whose every other byte matches one it has parsed and checked to
-    be a plain text chunk (providers/splice.py); `chunk()` is what a full parse gives."""
+    id and model replaced (`sse`, a whole `data: ...` event, after an `event:` line if
+    it has a name), and its text still JSON-escaped (`text`, for the evaluator). A
+    provider hands one out only for a chunk whose every other byte matches one it has
+    parsed and checked to be a plain text chunk (providers/splice.py); `chunk()` is
+    what a full parse gives."""
 
     __slots__ = ("sse", "text")
 

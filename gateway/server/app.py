@@ -39,7 +39,7 @@ from gateway.routing.recorder import Recorder
 from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.server.gctune import tune
-from gateway.server.metrics import METRICS_DIR_ENV, TRIPS_STATE, Metrics
+from gateway.server.metrics import METRICS_DIR_ENV, METRICS_STATE, Metrics
 from gateway.server.tracing import tracing_from_env
 from gateway.server.workers import WORKERS_ENV
 from gateway.storage import StoreError, create_store
@@ -314,7 +314,7 @@ def create_app(
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await gateway.start()
         try:
-            yield {TRIPS_STATE: gateway.metrics}  # for the server protocol's limit trips
+            yield {METRICS_STATE: gateway.metrics}  # for the server protocol (Inbound.serve)
         finally:
             await gateway.stop()
 

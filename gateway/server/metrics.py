@@ -44,10 +44,10 @@ from gateway.server.looplag import LoopLag
 from gateway.server.workers import accept_queue
 from gateway.storage.writer import StoreWriter
 
-__all__ = ["METRICS_DIR_ENV", "TRIPS_STATE", "Metrics", "merge"]
+__all__ = ["METRICS_DIR_ENV", "METRICS_STATE", "Metrics", "merge"]
 
 METRICS_DIR_ENV = "GATEWISE_METRICS_DIR"
-TRIPS_STATE = "gatewise.metrics"  # the lifespan state's key for `Metrics` (see protocol.py)
+METRICS_STATE = "gatewise.metrics"  # the lifespan state's key for `Metrics` (see protocol.py)
 
 log = logging.getLogger("gatewise.metrics")
 

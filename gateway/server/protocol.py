@@ -67,7 +67,7 @@ from gateway.http.disconnect import WATCH
 from gateway.http.errors import error_body
 from gateway.http.streaming import BODY
 from gateway.server.collector import Collector
-from gateway.server.metrics import TRIPS_STATE
+from gateway.server.metrics import METRICS_STATE
 
 __all__ = ["RESERVED_FILES", "Inbound", "InboundLimits", "JoinedWritesProtocol"]
 
@@ -178,7 +178,7 @@ class Inbound:
         state, and learn of this here, since uvicorn builds the app and the protocol apart."""
         self.connections = connections
         self.collector.start(loop, connections)
-        metrics = app_state.get(TRIPS_STATE)
+        metrics = app_state.get(METRICS_STATE)
         if metrics is not None:
             metrics.inbound = self
 
