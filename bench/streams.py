@@ -657,6 +657,10 @@ def main(argv: list[str] | None = None) -> int:
     if not ECHO_MODULE.exists():
         print(f"streams: nginx's echo module ({ECHO_MODULE}) is needed", file=sys.stderr)
         return 2
+    if a.chunks < 1 or round(STREAM_SECONDS / a.chunks, 3) != STREAM_SECONDS / a.chunks:
+        # nginx's echo_sleep takes milliseconds at most: 30 chunks (0.333... s) failed
+        # every stream with the upstream's error.
+        p.error(f"--chunks must split {STREAM_SECONDS:g} s into whole milliseconds")
     _shape(a.chunks, a.api)
     counts = [int(x) for x in a.streams.split(",")]
     targets = a.targets.split(",")
