@@ -24,13 +24,14 @@ _UNSAFE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
 
 
 class RenderedHeaders:
-    """An answer's headers as header lines, content-length among them. An ASGI message's
-    `headers` may be any iterable of pairs, so servers other than the gateway's read
-    them as pairs (`__iter__`); the gateway's writes `lines` at once."""
+    """An answer's headers as header lines, content-length among them (or, with
+    `content_length` None, none: a streamed body the server frames as chunked). An ASGI
+    message's `headers` may be any iterable of pairs, so servers other than the
+    gateway's read them as pairs (`__iter__`); the gateway's writes `lines` at once."""
 
     __slots__ = ("content_length", "lines")
 
-    def __init__(self, lines: bytes, content_length: int) -> None:
+    def __init__(self, lines: bytes, content_length: int | None) -> None:
         self.lines = lines
         self.content_length = content_length
 

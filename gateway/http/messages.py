@@ -29,7 +29,7 @@ from gateway.core.errors import (
     RejectedByUpstream,
     UpstreamFailed,
 )
-from gateway.core.headers import header_pairs, header_strings
+from gateway.core.headers import header_strings
 from gateway.core.ids import request_id_from
 from gateway.core.types import ENDPOINT_TYPES
 from gateway.http.auth import tenant_of
@@ -47,7 +47,7 @@ from gateway.http.proxy import (
     stream_failure,
     tolerance_of,
 )
-from gateway.http.streaming import BodyWriter, StreamingResponse, body_writer
+from gateway.http.streaming import BodyWriter, body_writer, event_stream
 from gateway.routing.dispatch import Exchange, ReplyJob, Streaming, StreamJob
 from providers.base import NO_HEADERS, Call, ChunkStream, Endpoint, Piece, RawChunk, Reply
 from providers.errors import ProviderError, RateLimited
@@ -176,13 +176,7 @@ async def _reply(exchange: Exchange[Reply], send: Send, limits: bytes) -> None:
 def _events(
     exchange: Streaming[ChunkStream, Sequence[Piece]], limits: bytes, writer: BodyWriter | None
 ) -> Response:
-    response = StreamingResponse(
-        _sse(exchange, writer),
-        headers={"cache-control": "no-cache"},
-        media_type="text/event-stream",
-    )
-    response.raw_headers += header_pairs(served_lines(exchange, limits))
-    return response
+    return event_stream(_sse(exchange, writer), served_lines(exchange, limits))
 
 
 async def _sse(

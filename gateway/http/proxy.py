@@ -43,7 +43,7 @@ from gateway.http.disconnect import ClientLeft, unless_client_leaves
 from gateway.http.errors import error_body, error_response, internal_error
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.request_id import stamped
-from gateway.http.streaming import BodyWriter, StreamingResponse, body_writer
+from gateway.http.streaming import BodyWriter, StreamingResponse, body_writer, event_stream
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import (
     AudioJob,
@@ -382,13 +382,7 @@ def _events(
     writer: BodyWriter | None,
     limits: bytes = b"",
 ) -> Response:
-    response = StreamingResponse(
-        _sse(exchange, writer),
-        headers={"cache-control": "no-cache"},
-        media_type="text/event-stream",
-    )
-    response.raw_headers += header_pairs(served_lines(exchange, limits))
-    return response
+    return event_stream(_sse(exchange, writer), served_lines(exchange, limits))
 
 
 async def _sse(

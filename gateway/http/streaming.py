@@ -14,15 +14,16 @@ future waits for the `http.disconnect` message.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Protocol
 
 from starlette import responses
 from starlette.types import Message, Receive, Scope, Send
 
+from gateway.core.headers import RenderedHeaders
 from gateway.http.disconnect import WATCH, DisconnectWatch
 
-__all__ = ["BODY", "BodyWriter", "StreamingResponse", "body_writer"]
+__all__ = ["BODY", "BodyWriter", "StreamingResponse", "body_writer", "event_stream"]
 
 BODY = "gatewise.body"  # scope["extensions"][BODY]["writer"]: a BodyWriter
 
@@ -44,7 +45,32 @@ def body_writer(scope: Scope) -> BodyWriter | None:
     return offered["writer"] if offered is not None else None
 
 
+# A server-sent-events answer's own header lines, as Starlette's would render them.
+_EVENT_STREAM = b"content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
+
+
+def event_stream(body: AsyncIterable[bytes], lines: bytes) -> StreamingResponse:
+    """A server-sent-events answer of `body`, with the header lines `lines` besides its
+    own, sent rendered (gateway.core.headers): uvicorn checked and rendered a stream's
+    dozen headers pair by pair, on every stream."""
+    response = StreamingResponse(body)
+    response.rendered = RenderedHeaders(_EVENT_STREAM + lines, None)
+    return response
+
+
 class StreamingResponse(responses.StreamingResponse):
+    rendered: RenderedHeaders | None = None  # the head, if set, instead of raw_headers
+
+    async def stream_response(self, send: Send) -> None:
+        """Starlette's, with the head as `rendered` where set."""
+        headers = self.rendered if self.rendered is not None else self.raw_headers
+        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
+        async for chunk in self.body_iterator:
+            if not isinstance(chunk, bytes | memoryview):
+                chunk = chunk.encode(self.charset)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None

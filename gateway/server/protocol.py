@@ -262,14 +262,22 @@ class _Cycle(RequestResponseCycle):
                 and not self.access_log
                 and not self.disconnected
                 and not self.flow.write_paused
+                and (headers.content_length is not None or self.scope["method"] != "HEAD")
             ):
                 self.response_started = True
                 self.waiting_for_100_continue = False
-                self.chunked_encoding = False
-                self.expected_content_length = headers.content_length
+                length = headers.content_length
+                if length is None:  # a streamed body: chunked, as uvicorn frames it
+                    self.chunked_encoding = True
+                    self.expected_content_length = 0
+                    framing = b"transfer-encoding: chunked\r\n"
+                else:
+                    self.chunked_encoding = False
+                    self.expected_content_length = length
+                    framing = b""
                 head = STATUS_LINE[message["status"]] + _default_lines(self.default_headers)
                 close = b"" if self.keep_alive else b"connection: close\r\n"
-                self.transport.write(head + headers.lines + close + b"\r\n")
+                self.transport.write(head + headers.lines + close + framing + b"\r\n")
                 return
         await RequestResponseCycle.send(self, message)
 

@@ -375,9 +375,22 @@ RENDERED_PAIRS = [
 ]
 
 
+STREAMED_PAIRS = [(b"content-type", b"text/event-stream"), (b"x-request-id", b"req_2")]
+
+
 async def _rendered_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers with the headers as pairs on /pairs, as RenderedHeaders elsewhere."""
+    """Answers with the headers as pairs on /pairs, as RenderedHeaders elsewhere; on
+    /stream and /stream-pairs a streamed (chunked) body the same two ways."""
     if scope["type"] != "http":
+        return
+    if scope["path"].startswith("/stream"):
+        streamed: Any = STREAMED_PAIRS
+        if scope["path"] == "/stream":
+            streamed = RenderedHeaders(render_headers(STREAMED_PAIRS), None)
+        await send({"type": "http.response.start", "status": 200, "headers": streamed})
+        for event in (b"data: 1\n\n", b"data: 2\n\n"):
+            await send({"type": "http.response.body", "body": event, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
         return
     if scope["path"] == "/pairs":
         headers: Any = RENDERED_PAIRS
@@ -529,3 +542,43 @@ async def test_a_client_whose_buffer_stays_full_for_send_timeout_is_dropped() ->
     protocol.pause_writing()
     protocol.connection_lost(None)
     assert protocol._send_timer is None  # nothing left armed on a closed connection
+
+
+async def _streams(port: int, requests: bytes, count: int) -> list[bytes]:
+    """Send `requests` at once (pipelined); the `count` chunked answers, whole."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(requests)
+    answers = [await reader.readuntil(b"0\r\n\r\n") for _ in range(count)]
+    writer.close()
+    return answers
+
+
+async def test_a_rendered_streamed_head_is_framed_as_uvicorn_frames_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    read_as_pairs = []  # by which server: ours writes the lines without reading pairs
+    iterate = RenderedHeaders.__iter__
+    monkeypatch.setattr(
+        RenderedHeaders, "__iter__", lambda self: read_as_pairs.append(name) or iterate(self)
+    )
+    ours = functools.partial(JoinedWritesProtocol, inbound=Inbound(InboundLimits()))
+    keep = b"POST /stream HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n"
+    close = keep.replace(b"Host: gw", b"Host: gw\r\nConnection: close")
+    old = keep.replace(b"HTTP/1.1", b"HTTP/1.0")
+    answers = {}
+    for name, protocol in (("ours", ours), ("uvicorn's", HttpToolsProtocol)):
+        server, port = await _serve(protocol)
+        async with server:
+            answers[name] = await _streams(port, keep + keep + close, 3)
+            answers[name] += await _streams(port, old, 1)
+            paired = await _streams(port, keep.replace(b"/stream", b"/stream-pairs"), 1)
+    assert answers["ours"] == answers["uvicorn's"]
+    assert read_as_pairs == ["uvicorn's"] * 4
+    assert paired == answers["ours"][:1]
+    assert answers["ours"][0] == (
+        b"HTTP/1.1 200 OK\r\ndate: Fri, 04 Dec 2026 03:00:00 GMT\r\n"
+        b"x-content-type-options: nosniff\r\n" + render_headers(STREAMED_PAIRS)
+        + b"transfer-encoding: chunked\r\n\r\n9\r\ndata: 1\n\n\r\n9\r\ndata: 2\n\n\r\n0\r\n\r\n"
+    )  # fmt: skip
