@@ -32,7 +32,8 @@ nothing follows (a stream whose first chunk is not ready), so no byte waits past
 current iteration.
 
 Rendered heads: an answer whose headers are `RenderedHeaders` (gateway.core.headers: the
-proxy's) has its head written as it is, not checked and rendered pair by pair.
+proxy's) has its head written as it is, not checked and rendered pair by pair; a
+streamed one (no content-length) is framed as chunked, as uvicorn would frame it.
 
 Lost connections: the protocol is also the connection's `DisconnectWatch`
 (gateway/http/disconnect.py), offered in every request's scope: a handler awaiting an
