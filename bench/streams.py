@@ -333,10 +333,14 @@ async def _one(port: int, request: bytes, rec: _Record) -> None:
     except (TimeoutError, OSError) as exc:
         rec.error("connect " + type(exc).__name__)
         return
-    while not done.done():  # no event for 10 s: a stalled stream
+    # No event for this long: a stalled stream. Twice the gap between chunks at least, or
+    # with one chunk (10 s after the first event) a stream whose first event came before
+    # this wait began was called stalled a moment before its next one.
+    stall = max(STREAM_SECONDS, 2 * GAP)
+    while not done.done():
         seen = proto.events
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(asyncio.shield(done), STREAM_SECONDS)
+            await asyncio.wait_for(asyncio.shield(done), stall)
         if not done.done() and proto.events == seen:
             rec.error("timeout")
             if proto.status == 200:
