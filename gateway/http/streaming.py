@@ -54,23 +54,14 @@ def event_stream(body: AsyncIterable[bytes], lines: bytes) -> StreamingResponse:
     own, sent rendered (gateway.core.headers): uvicorn checked and rendered a stream's
     dozen headers pair by pair, on every stream."""
     response = StreamingResponse(body)
-    response.rendered = RenderedHeaders(_EVENT_STREAM + lines, None)
+    # Starlette sends raw_headers as the start message's headers, which ASGI lets be any
+    # iterable of pairs: the gateway's server writes these lines as they are, any other
+    # reads them as pairs (a middleware copies them into a list).
+    response.raw_headers = RenderedHeaders(_EVENT_STREAM + lines, None)  # type: ignore[assignment]
     return response
 
 
 class StreamingResponse(responses.StreamingResponse):
-    rendered: RenderedHeaders | None = None  # the head, if set, instead of raw_headers
-
-    async def stream_response(self, send: Send) -> None:
-        """Starlette's, with the head as `rendered` where set."""
-        headers = self.rendered if self.rendered is not None else self.raw_headers
-        await send({"type": "http.response.start", "status": self.status_code, "headers": headers})
-        async for chunk in self.body_iterator:
-            if not isinstance(chunk, bytes | memoryview):
-                chunk = chunk.encode(self.charset)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None
