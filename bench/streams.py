@@ -126,14 +126,20 @@ def nginx_conf(port: int, work: Path, connections: int) -> str:
     """The upstream: /slow/v1/chat/completions (or, `--api anthropic`, /slow/v1/messages)
     streams, /healthz answers."""
     if API == "anthropic":
-        steps = anthropic_steps()
-        location = f"""        location = /slow/v1/messages {{
+        path, steps = "/slow/v1/messages", anthropic_steps()
+    else:
+        path, steps = "/slow/v1/chat/completions", openai_steps()
+    location = f"""        location = {path} {{
             default_type text/event-stream;
             add_header cache-control no-cache;
 {chr(10).join(steps)}
         }}"""
-        http = "    keepalive_requests 10000000;\n    keepalive_timeout 300s;"
-        return _nginx(work, port, connections, http, location, f"load_module {ECHO_MODULE};\n")
+    http = "    keepalive_requests 10000000;\n    keepalive_timeout 300s;"
+    return _nginx(work, port, connections, http, location, f"load_module {ECHO_MODULE};\n")
+
+
+def openai_steps() -> list[str]:
+    """The echo module's steps for one chat completion stream of CONTENT_CHUNKS chunks."""
     steps = [f"            echo 'data: {ROLE}\\n';", "            echo_flush;"]
     for i in range(CONTENT_CHUNKS):
         steps += [f"            echo_sleep {GAP};", f"            echo 'data: {CONTENT % i}\\n';"]
@@ -141,13 +147,7 @@ def nginx_conf(port: int, work: Path, connections: int) -> str:
             steps.append("            echo_flush;")
     steps += [f"            echo 'data: {FINISH}\\n';", f"            echo 'data: {USAGE}\\n';",
               "            echo 'data: [DONE]\\n';"]  # fmt: skip
-    location = f"""        location = /slow/v1/chat/completions {{
-            default_type text/event-stream;
-            add_header cache-control no-cache;
-{chr(10).join(steps)}
-        }}"""
-    http = "    keepalive_requests 10000000;\n    keepalive_timeout 300s;"
-    return _nginx(work, port, connections, http, location, f"load_module {ECHO_MODULE};\n")
+    return steps
 
 
 def proxy_conf(port: int, upstream: int, work: Path, connections: int) -> str:

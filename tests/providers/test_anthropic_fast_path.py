@@ -5,7 +5,6 @@ finish reason, end and errors. Adversarial deltas try to make the two disagree."
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import orjson
@@ -16,7 +15,7 @@ from hypothesis import strategies as st
 from providers.anthropic_stream import MessageStream
 from providers.base import RawChunk
 from providers.errors import ProviderError
-from providers.transport import UpstreamStream
+from tests.providers.test_openai_fast_path import _Upstream, cut
 
 START = (
     b'{"type":"message_start","message":{"id":"msg_1","type":"message","role":"assistant",'
@@ -47,27 +46,6 @@ def sse(*events: bytes) -> bytes:
 
 def stream_of(*deltas: bytes) -> bytes:
     return sse(START, BLOCK, *deltas, STOP_BLOCK, DELTA_END, STOP)
-
-
-class _Upstream(UpstreamStream):
-    def __init__(self, reads: list[bytes]) -> None:
-        self.status = 200
-        self.headers: Mapping[str, str] = {"content-type": "text/event-stream"}
-        self._reads = reads
-
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        for read in self._reads:
-            yield read
-
-    async def aread(self) -> bytes:
-        return b"".join(self._reads)
-
-    async def aclose(self) -> None:
-        pass
-
-
-def cut(data: bytes, size: int) -> list[bytes]:
-    return [data[i : i + size] for i in range(0, len(data), size)]
 
 
 async def _outcome(reads: list[bytes], fast: bool) -> dict[str, Any]:

@@ -8,7 +8,7 @@ import functools
 import pickle
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -435,30 +435,48 @@ async def _heads(port: int, requests: bytes, count: int) -> list[bytes]:
     return heads
 
 
-async def test_a_rendered_head_is_what_uvicorn_writes_for_the_same_headers(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+Read = Callable[[int, bytes, int], Awaitable[list[bytes]]]
+
+
+async def _both_servers(
+    monkeypatch: pytest.MonkeyPatch, read: Read, keep: bytes, close: bytes, old: bytes,
+    paired: bytes,
+) -> tuple[dict[str, list[bytes]], list[bytes], list[str]]:  # fmt: skip
+    """The answers of our protocol and uvicorn's (`read` each) to a kept-alive request
+    pipelined behind another, a closing one, an HTTP/1.0 one; the answer to `paired`;
+    and by which server RenderedHeaders were read as pairs (ours writes the lines)."""
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-    read_as_pairs = []  # by which server: ours writes the lines without reading pairs
+    read_as_pairs: list[str] = []
+    serving = [""]
     iterate = RenderedHeaders.__iter__
     monkeypatch.setattr(
-        RenderedHeaders, "__iter__", lambda self: read_as_pairs.append(name) or iterate(self)
+        RenderedHeaders, "__iter__", lambda self: read_as_pairs.append(serving[0]) or iterate(self)
     )
-
     ours = functools.partial(JoinedWritesProtocol, inbound=Inbound(InboundLimits()))
-    keep = b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n"
-    close = b"GET / HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
-    old = b"GET / HTTP/1.0\r\nHost: gw\r\n\r\n"
-    heads = {}
+    answers = {}
     for name, protocol in (("ours", ours), ("uvicorn's", HttpToolsProtocol)):
+        serving[0] = name
         server, port = await _serve(protocol)
         async with server:
             # Kept alive, pipelined behind another (its cycle waits in uvicorn's queue),
             # then closing: the connection's state after each is uvicorn's.
-            heads[name] = await _heads(port, keep + keep + close, 3)
-            heads[name] += await _heads(port, old, 1)
-            paired = await _heads(port, keep.replace(b"/ ", b"/pairs "), 1)
+            answers[name] = await read(port, keep + keep + close, 3)
+            answers[name] += await read(port, old, 1)
+            pairs = await read(port, paired, 1)
+    return answers, pairs, read_as_pairs
+
+
+async def test_a_rendered_head_is_what_uvicorn_writes_for_the_same_headers(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    keep = b"GET / HTTP/1.1\r\nHost: gw\r\n\r\n"
+    close = b"GET / HTTP/1.1\r\nHost: gw\r\nConnection: close\r\n\r\n"
+    old = b"GET / HTTP/1.0\r\nHost: gw\r\n\r\n"
+    paired_request = keep.replace(b"/ ", b"/pairs ")
+    heads, paired, read_as_pairs = await _both_servers(
+        monkeypatch, _heads, keep, close, old, paired_request
+    )
     assert heads["ours"] == heads["uvicorn's"]
     assert read_as_pairs == ["uvicorn's"] * 4
     assert paired == heads["ours"][:1]  # pairs and rendered lines: the same head
@@ -556,24 +574,13 @@ async def _streams(port: int, requests: bytes, count: int) -> list[bytes]:
 async def test_a_rendered_streamed_head_is_framed_as_uvicorn_frames_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-
-    read_as_pairs = []  # by which server: ours writes the lines without reading pairs
-    iterate = RenderedHeaders.__iter__
-    monkeypatch.setattr(
-        RenderedHeaders, "__iter__", lambda self: read_as_pairs.append(name) or iterate(self)
-    )
-    ours = functools.partial(JoinedWritesProtocol, inbound=Inbound(InboundLimits()))
     keep = b"POST /stream HTTP/1.1\r\nHost: gw\r\nContent-Length: 0\r\n\r\n"
     close = keep.replace(b"Host: gw", b"Host: gw\r\nConnection: close")
     old = keep.replace(b"HTTP/1.1", b"HTTP/1.0")
-    answers = {}
-    for name, protocol in (("ours", ours), ("uvicorn's", HttpToolsProtocol)):
-        server, port = await _serve(protocol)
-        async with server:
-            answers[name] = await _streams(port, keep + keep + close, 3)
-            answers[name] += await _streams(port, old, 1)
-            paired = await _streams(port, keep.replace(b"/stream", b"/stream-pairs"), 1)
+    paired_request = keep.replace(b"/stream", b"/stream-pairs")
+    answers, paired, read_as_pairs = await _both_servers(
+        monkeypatch, _streams, keep, close, old, paired_request
+    )
     assert answers["ours"] == answers["uvicorn's"]
     assert read_as_pairs == ["uvicorn's"] * 4
     assert paired == answers["ours"][:1]
