@@ -43,15 +43,30 @@ def sse(*events: bytes, done: bool = True) -> bytes:
     return out + (b"data: [DONE]\n\n" if done else b"")
 
 
+class _Reads:
+    def __init__(self, reads: list[bytes]) -> None:
+        self._reads = iter(reads)
+
+    def __aiter__(self) -> _Reads:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return next(self._reads)
+        except StopIteration:
+            raise StopAsyncIteration from None
+
+
 class _Upstream(UpstreamStream):
     def __init__(self, reads: list[bytes]) -> None:
         self.status = 200
         self.headers: Mapping[str, str] = {"content-type": "text/event-stream"}
         self._reads = reads
 
-    async def aiter_bytes(self) -> AsyncIterator[bytes]:
-        for read in self._reads:
-            yield read
+    def aiter_bytes(self) -> AsyncIterator[bytes]:
+        # A plain iterator, not an async generator: a stream a test leaves unfinished
+        # (an error mid-way) has nothing to finalize once its event loop is closed.
+        return _Reads(self._reads)
 
     async def aread(self) -> bytes:
         return b"".join(self._reads)
