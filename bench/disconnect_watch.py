@@ -41,9 +41,9 @@ class Connection:
 
     def __init__(self) -> None:
         self.extensions = {WATCH: {"watch": self}}
-        self.gone: Callable[[], None] | None = None
+        self.gone: Callable[[bool], None] | None = None
 
-    def arm(self, gone: Callable[[], None]) -> bool:
+    def arm(self, gone: Callable[[bool], None]) -> bool:
         self.gone = gone
         return True
 

@@ -18,10 +18,12 @@ from providers.base import (
     Usage,
 )
 from providers.errors import (
+    STOPPING,
     BadRequest,
     CapacityExhausted,
     ClientGone,
     ContextLengthExceeded,
+    GatewayStopped,
     InvalidResponse,
     ProviderError,
     RateLimited,
@@ -38,6 +40,7 @@ from providers.errors import (
     UpstreamTimeout,
     classify_status,
     redact,
+    stopped,
     upstream_json,
 )
 from providers.factory import (
@@ -56,6 +59,7 @@ from providers.transport import MAX_BODY, Timeout, Transport, UpstreamResponse, 
 
 __all__ = [
     "MAX_BODY",
+    "STOPPING",
     "TRANSPORTS",
     "AnthropicProvider",
     "BadRequest",
@@ -67,6 +71,7 @@ __all__ = [
     "ClientGone",
     "ContextLengthExceeded",
     "Endpoint",
+    "GatewayStopped",
     "InvalidResponse",
     "MockConfig",
     "MockProvider",
@@ -99,5 +104,6 @@ __all__ = [
     "create_provider",
     "create_transport",
     "redact",
+    "stopped",
     "upstream_json",
 ]

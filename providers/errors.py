@@ -15,6 +15,7 @@ before it is put in one.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Mapping
 from typing import Any, ClassVar, Self
@@ -22,10 +23,12 @@ from typing import Any, ClassVar, Self
 import orjson
 
 __all__ = [
+    "STOPPING",
     "BadRequest",
     "CapacityExhausted",
     "ClientGone",
     "ContextLengthExceeded",
+    "GatewayStopped",
     "InvalidResponse",
     "ProviderError",
     "RateLimited",
@@ -42,6 +45,7 @@ __all__ = [
     "UpstreamTimeout",
     "classify_status",
     "redact",
+    "stopped",
     "upstream_json",
 ]
 
@@ -188,6 +192,25 @@ class ClientGone(ProviderError):
 
     kind = "client_gone"
     blames_model = False
+
+
+class GatewayStopped(ProviderError):
+    """The gateway ended the attempt itself: it was shutting down, and the answer was
+    still under way at its drain deadline. Says nothing about the upstream (only
+    recorded, and told to the client)."""
+
+    kind = "gateway_stopped"
+    blames_model = False
+
+
+# The message a task is cancelled with when the server stops waiting for its request
+# (its shutdown deadline): the awaits it lands in tell it from a client's leaving.
+STOPPING = "gatewise: the server is shutting down"
+
+
+def stopped(exc: BaseException) -> bool:
+    """Whether `exc` is the cancellation of a request the server stopped waiting for."""
+    return isinstance(exc, asyncio.CancelledError) and exc.args[:1] == (STOPPING,)
 
 
 # -- classification ------------------------------------------------------------------------

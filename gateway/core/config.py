@@ -159,6 +159,11 @@ class ServerConfig(_Strict):
     # buffer for it is full is disconnected (nginx's send_timeout): a stream it stalls is
     # recorded as the client's leaving, not the model's failure.
     send_timeout: float = Field(60.0, gt=0, le=3600)
+    # On SIGTERM a worker stops accepting and gives the answers under way this long to
+    # finish; then it ends each in its API's shape (a stream: an error event and its end
+    # marker; an answer not begun: 503 with Retry-After) and exits. Under Kubernetes'
+    # default 30 s grace period, with time left to write them and store the last records.
+    shutdown_timeout: float = Field(25.0, ge=0, le=3600)
     # A request line and headers larger than this, or more headers, get 431.
     max_header_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_headers: int = Field(100, ge=8, le=10_000)

@@ -32,6 +32,7 @@ __all__ = [
     "RateLimitExceeded",
     "RejectedByUpstream",
     "RequestTooLarge",
+    "ShuttingDown",
     "StoreUnavailable",
     "TokenRateLimitExceeded",
     "UpstreamFailed",
@@ -146,6 +147,15 @@ class StoreUnavailable(GatewayError):
 
     code = "store_unavailable"
     retry_after = 5.0
+
+
+class ShuttingDown(GatewayError):
+    """The gateway is shutting down and stopped waiting for this answer at its drain
+    deadline (`server.shutdown_timeout`): another replica or a restarted worker will
+    serve it."""
+
+    code = "shutting_down"
+    retry_after = 1.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,6 +12,10 @@ offers a `DisconnectWatch` in the scope's extensions, called from its `connectio
 Under any other server (tests, plain uvicorn) a future waits for the `http.disconnect`
 message instead, as `StreamingResponse` does (streaming.py): a task per request, ~10 µs,
 4% of what a proxied request costs the gateway (~250 µs of CPU), hence the watch.
+
+The same watch says when the server stops waiting: at its shutdown deadline
+(`server.shutdown_timeout`) a request still awaiting its upstream is cancelled with
+`providers.STOPPING` and answered `ShuttingDown` (503, Retry-After), rather than cut.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Protocol, TypeVar
 
 from starlette.types import Message, Receive, Scope
+
+from gateway.core.errors import ShuttingDown
+from providers import STOPPING
 
 __all__ = ["WATCH", "ClientLeft", "DisconnectWatch", "unless_client_leaves"]
 
@@ -34,10 +41,13 @@ class ClientLeft(Exception):
 
 
 class DisconnectWatch(Protocol):
-    """The server's word that a connection is lost, for one request at a time."""
+    """The server's word that a connection is lost, or that it stops waiting for the
+    request (shutting down), for one request at a time."""
 
-    def arm(self, gone: Callable[[], None]) -> bool:
-        """Call `gone()` when the connection is lost; False if it already is."""
+    def arm(self, gone: Callable[[bool], None]) -> bool:
+        """Call `gone(False)` when the connection is lost, `gone(True)` when the server
+        stops waiting for this request (its shutdown deadline); False if the connection
+        is already lost."""
 
     def disarm(self) -> None: ...
 
@@ -58,12 +68,12 @@ def unless_client_leaves(
 async def _watched(watch: DisconnectWatch, work: Coroutine[Any, Any, T]) -> T:
     task = asyncio.current_task()
     assert task is not None
-    gone = False
+    gone = stop = False
 
-    def lost() -> None:
-        nonlocal gone
-        gone = True
-        task.cancel()
+    def lost(stopping: bool) -> None:
+        nonlocal gone, stop
+        gone, stop = True, stopping
+        task.cancel(STOPPING if stopping else None)  # `work` records which it was
 
     if not watch.arm(lost):
         work.close()
@@ -72,8 +82,10 @@ async def _watched(watch: DisconnectWatch, work: Coroutine[Any, Any, T]) -> T:
         return await work
     except asyncio.CancelledError:
         if not gone:
-            raise  # cancelled from elsewhere (shutdown): not ours to swallow
+            raise  # cancelled from elsewhere (uvicorn's own deadline): not ours to swallow
         task.uncancel()
+        if stop:
+            raise ShuttingDown("the gateway is shutting down; retry the request") from None
         raise ClientLeft from None
     finally:
         watch.disarm()

@@ -31,6 +31,7 @@ from gateway.core.errors import (
     RateLimitExceeded,
     RejectedByUpstream,
     RequestTooLarge,
+    ShuttingDown,
     StoreUnavailable,
     TokenRateLimitExceeded,
     UpstreamFailed,
@@ -68,6 +69,7 @@ _STATUS: tuple[tuple[type[GatewayError], int, str], ...] = (
     (ModelUnavailable, 503, _SERVER),
     (NoModelAvailable, 503, _SERVER),
     (StoreUnavailable, 503, _SERVER),
+    (ShuttingDown, 503, _SERVER),
     (RejectedByUpstream, 400, _CLIENT),
     (UpstreamFailed, 502, _SERVER),
 )

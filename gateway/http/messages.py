@@ -44,6 +44,7 @@ from gateway.http.proxy import (
     check_scope,
     optimization_of,
     served_lines,
+    stopped_midway,
     stream_failure,
     tolerance_of,
 )
@@ -204,9 +205,14 @@ async def _sse(
             else:
                 async for batch in rest:
                     yield take(batch)
-    except (asyncio.CancelledError, GeneratorExit):
-        gone = True
-        raise
+    except (asyncio.CancelledError, GeneratorExit) as exc:
+        cut = stopped_midway(exchange, exc)
+        if cut is None:
+            gone = True
+            raise
+        closed = True  # an `error` event a client retries on, as Anthropic's when overloaded
+        body = orjson.dumps(anthropic_error_body(cut.message, "overloaded_error"))
+        yield b"event: error\ndata: " + body + b"\n\n"
     except Exception as exc:
         error = stream_failure(exchange, exc)
         closed = True

@@ -31,6 +31,7 @@ from gateway.core.errors import (
     NotAllowed,
     NotFound,
     RejectedByUpstream,
+    ShuttingDown,
     UpstreamFailed,
 )
 from gateway.core.headers import header_pairs, header_strings, render_headers
@@ -57,7 +58,7 @@ from gateway.routing.feedback import MAX_FEEDBACK_BYTES, FeedbackService
 from gateway.routing.pairwise import PairwiseService
 from gateway.routing.quota import Quota
 from providers.base import BinaryReply, Call, Chunk, ChunkStream, Endpoint, Piece, RawChunk
-from providers.errors import ProviderError, UpstreamServerError
+from providers.errors import GatewayStopped, ProviderError, UpstreamServerError, stopped
 from providers.sse import ChunkBatches
 
 __all__ = [
@@ -69,6 +70,7 @@ __all__ = [
     "optimization_of",
     "proxy_routes",
     "served_lines",
+    "stopped_midway",
     "stream_failure",
     "tolerance_of",
 ]
@@ -300,6 +302,28 @@ def stream_failure(exchange: Exchange[Any], exc: Exception) -> ProviderError:
     return UpstreamServerError(f"{exchange.provider}: the stream failed ({type(exc).__name__})")
 
 
+def stopped_midway(exchange: Exchange[Any], exc: BaseException) -> GatewayStopped | None:
+    """If `exc` is the server's shutdown deadline landing in a stream under way (not the
+    client's leaving): the stream's task goes on to tell its client, and the exchange is
+    closed as cut by the gateway, which blames no model. None otherwise."""
+    if not stopped(exc):
+        return None
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
+    error = _cut()
+    exchange.close(error)
+    return error
+
+
+def _cut() -> GatewayStopped:
+    return GatewayStopped(
+        "the gateway is shutting down and ended this stream at its drain deadline; "
+        "retry the request",
+        status=503,
+    )
+
+
 def admit(
     tenant: Tenant, asked: object, optimization: Optimization | None, quota: Quota
 ) -> tuple[object, Optimization | None, bytes]:
@@ -420,9 +444,14 @@ async def _sse(
                     yield take(batch)
         if done:
             yield done
-    except (asyncio.CancelledError, GeneratorExit):
-        gone = True  # the client left (or the server is stopping): nobody to tell
-        raise
+    except (asyncio.CancelledError, GeneratorExit) as exc:
+        cut = stopped_midway(exchange, exc)
+        if cut is None:
+            gone = True  # the client left (or uvicorn's own deadline): nobody to tell
+            raise
+        closed = True
+        body = error_body(cut.message, "server_error", ShuttingDown.code)
+        yield b"data: " + orjson.dumps(body) + b"\n\n" + done
     except Exception as exc:  # after the first byte, the stream is all we can report on
         error = stream_failure(exchange, exc)
         closed = True
@@ -446,7 +475,10 @@ def _audio(exchange: Streaming[BinaryReply, bytes], limits: bytes = b"") -> Resp
                 yield exchange.first
             async for piece in exchange.rest:
                 yield piece
-        except (asyncio.CancelledError, GeneratorExit):
+        except (asyncio.CancelledError, GeneratorExit) as exc:
+            if stopped(exc):  # the server's deadline: audio has no way to say so, it is cut
+                closed = True
+                exchange.close(_cut())
             gone = True
             raise
         except ProviderError as exc:

@@ -22,6 +22,7 @@ from starlette.types import Message, Receive, Scope, Send
 
 from gateway.core.headers import RenderedHeaders
 from gateway.http.disconnect import WATCH, DisconnectWatch
+from providers import STOPPING
 
 __all__ = ["BODY", "BodyWriter", "StreamingResponse", "body_writer", "event_stream"]
 
@@ -67,18 +68,20 @@ class StreamingResponse(responses.StreamingResponse):
         assert task is not None
         gone = False
 
-        def lost() -> None:
+        def lost(stopping: bool) -> None:
             nonlocal gone
             gone = True
-            task.cancel()
+            # Stopping (the server's shutdown deadline), the body's generator ends the
+            # stream in its API's shape where it can (gateway/http/proxy.py `_sse`).
+            task.cancel(STOPPING if stopping else None)
 
         stop = _listen(scope, receive, lost)
         try:
             await self.stream_response(send)
         except asyncio.CancelledError:
             if not gone:
-                raise  # cancelled from elsewhere (shutdown): not ours to swallow
-            task.uncancel()  # the client left; there is no one to answer
+                raise  # cancelled from elsewhere (uvicorn's own deadline): not ours to swallow
+            task.uncancel()  # the client left, or cannot be written to: nobody to answer
             return
         finally:
             stop()
@@ -86,16 +89,17 @@ class StreamingResponse(responses.StreamingResponse):
             await self.background()
 
 
-def _listen(scope: Scope, receive: Receive, lost: Callable[[], None]) -> Callable[[], None]:
-    """Call `lost()` if the client leaves (at once if it has); returns what stops
-    listening. The server's watch where offered: ~20 µs less a stream than a task
-    awaiting `receive()`, and its cancellation."""
+def _listen(scope: Scope, receive: Receive, lost: Callable[[bool], None]) -> Callable[[], None]:
+    """Call `lost(False)` if the client leaves (at once if it has), `lost(True)` if the
+    server stops waiting (DisconnectWatch); returns what stops listening. The server's
+    watch where offered: ~20 µs less a stream than a task awaiting `receive()`, and its
+    cancellation."""
     extensions = scope.get("extensions")
     offered = extensions.get(WATCH) if extensions else None
     if offered is not None:
         watch: DisconnectWatch = offered["watch"]
         if not watch.arm(lost):
-            lost()  # before the first await: the stream stops there
+            lost(False)  # before the first await: the stream stops there
         return watch.disarm
     ended = False
 
@@ -103,7 +107,7 @@ def _listen(scope: Scope, receive: Receive, lost: Callable[[], None]) -> Callabl
         if ended or message.cancelled() or message.exception() is not None:
             return
         if message.result()["type"] == "http.disconnect":
-            lost()
+            lost(False)
 
     listener = asyncio.ensure_future(receive())
     listener.add_done_callback(heard)

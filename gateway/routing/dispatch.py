@@ -12,8 +12,9 @@ it has finished streaming. Nothing here touches HTTP or a database.
 Two rare cases wait. A failure that benches its model: the next model is tried (or, for
 a stream that fails midway, the client told) only once the bench is stored (the sink's
 write, bounded by `bench_wait`), so a crash after the answer cannot forget it. A
-cancelled attempt (the client left, or the server stops): its upstream call is abandoned
-with its connection, and it is recorded as `ClientGone`, which blames nobody.
+cancelled attempt (the client left, or the server stopped waiting at its shutdown
+deadline): its upstream call is abandoned with its connection, and it is recorded as
+`ClientGone` or `GatewayStopped`, which blame nobody.
 """
 
 from __future__ import annotations
@@ -54,7 +55,9 @@ from providers.errors import (
     CapacityExhausted,
     ClientGone,
     ContextLengthExceeded,
+    GatewayStopped,
     ProviderError,
+    stopped,
 )
 
 __all__ = [
@@ -439,13 +442,17 @@ class Dispatcher:
                 self.saturated += 1
                 failures.append(Failure(model.name, model.provider, exc))
                 continue
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
                 # The transport closed the connection (never back to the pool half-read);
                 # the upstream had no chance to answer, so it is not blamed.
-                gone = ClientGone(
-                    "the request was cancelled before the upstream answered", status=499
+                cut: ProviderError = (
+                    GatewayStopped("the gateway shut down before the upstream answered", status=503)
+                    if stopped(exc)
+                    else ClientGone(
+                        "the request was cancelled before the upstream answered", status=499
+                    )
                 )
-                self._failed(job, model, number, started, gone)
+                self._failed(job, model, number, started, cut)
                 raise
             except ProviderError as exc:
                 stored = self._failed(job, model, number, started, exc)

@@ -182,7 +182,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
     import uvicorn
 
     from gateway.core.logs import LOG_CONFIG_ENV, configure_logging
-    from gateway.server.protocol import Inbound, InboundLimits, JoinedWritesProtocol
+    from gateway.server.protocol import END_GRACE, Inbound, InboundLimits, JoinedWritesProtocol
 
     level = args.log_level or config.server.log_level
     configure_logging(level)
@@ -201,7 +201,9 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         log_level="warning" if level == "info" else level,
         access_log=args.access_log,
         lifespan="on",
-        timeout_graceful_shutdown=10,
+        # The answers under way end at shutdown_timeout, told why (protocol.py); this is
+        # uvicorn's cut of whatever could not be told.
+        timeout_graceful_shutdown=config.server.shutdown_timeout + END_GRACE,
         # On every response, added by the server itself (the fast path bypasses any
         # middleware): browsers must not sniff a JSON answer or an error into markup.
         headers=[("x-content-type-options", "nosniff")],

@@ -39,6 +39,15 @@ Lost connections: the protocol is also the connection's `DisconnectWatch`
 (gateway/http/disconnect.py), offered in every request's scope: a handler awaiting an
 upstream arms it, and a lost connection cancels that handler at once, with no task per
 request listening for it.
+
+Shutting down: uvicorn stops accepting, closes idle connections, lets the answers under
+way finish for its `timeout_graceful_shutdown`, then cancels what is left and stops
+without waiting for it: a long stream was cut mid-chunk (the client saw a broken
+connection, the log a traceback). Here a connection with an answer under way gets
+`shutdown_timeout` to finish it; then its handler hears, through the same watch, that
+the server stops waiting, and ends the answer in its API's shape (a stream: an error
+event and its end marker; before the first byte: 503 with Retry-After). uvicorn's own
+deadline comes `END_GRACE` seconds later, for what could not be told.
 """
 
 from __future__ import annotations
@@ -70,13 +79,16 @@ from gateway.http.streaming import BODY
 from gateway.server.collector import Collector
 from gateway.server.metrics import METRICS_STATE
 
-__all__ = ["RESERVED_FILES", "Inbound", "InboundLimits", "JoinedWritesProtocol"]
+__all__ = ["END_GRACE", "RESERVED_FILES", "Inbound", "InboundLimits", "JoinedWritesProtocol"]
 
 # Files a worker keeps apart from its connections: the listening socket, the store, the
 # logs, the event loop's own, a metrics scrape.
 RESERVED_FILES = 64
 LINGER_SECONDS = 1.0  # how long a refused connection is read (and dropped) at most
 LINGER_BYTES = 256 * 1024  # and how much of it
+# Seconds from `shutdown_timeout` to uvicorn's cancelling of what is still running: for
+# the answers ended at the deadline to be written and recorded.
+END_GRACE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +97,7 @@ class InboundLimits:
 
     header_timeout: float = 10.0
     send_timeout: float = 60.0
+    shutdown_timeout: float = 25.0
     max_connections: int = 10_000
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
@@ -100,6 +113,7 @@ class InboundLimits:
         return cls(
             header_timeout=server.header_timeout,
             send_timeout=server.send_timeout,
+            shutdown_timeout=server.shutdown_timeout,
             max_connections=server.max_connections or spare // 2,
             max_header_bytes=server.max_header_bytes,
             max_headers=server.max_headers,
@@ -295,7 +309,9 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     _refused = False  # answered by a limit: what arrives now is dropped
     _dropped = 0
     _linger: asyncio.TimerHandle | None = None
-    _gone: Callable[[], None] | None = None  # the armed handler's cancellation
+    _gone: Callable[[bool], None] | None = None  # the armed handler's cancellation
+    _stop_timer: asyncio.TimerHandle | None = None  # the shutdown deadline of its answer
+    _stopping = False  # past it: a handler that arms hears it at once
     _send_timer: asyncio.TimerHandle | None = None  # while the client's buffer is full
     _lost = False
 
@@ -339,21 +355,41 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             self._linger.cancel()
             self._linger = None
             self.inbound.lingering -= 1
+        if self._stop_timer is not None:
+            self._stop_timer.cancel()
+            self._stop_timer = None
         self._lost = True
         super().connection_lost(exc)
         gone = self._gone
         if gone is not None:
             self._gone = None
-            gone()
+            gone(False)
+
+    def shutdown(self) -> None:
+        """uvicorn's (close if idle, else after this answer), and a deadline for the
+        answer under way: past it, its handler is told to end it (`_stop`)."""
+        super().shutdown()
+        if not self.transport.is_closing() and self._stop_timer is None:
+            self._stop_timer = self.loop.call_later(self.limits.shutdown_timeout, self._stop)
+
+    def _stop(self) -> None:
+        self._stop_timer = None
+        self._stopping = True
+        gone = self._gone
+        if gone is not None:
+            self._gone = None
+            gone(True)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self.scope["extensions"] = self._extensions
 
-    def arm(self, gone: Callable[[], None]) -> bool:
+    def arm(self, gone: Callable[[bool], None]) -> bool:
         if self._lost:
             return False
         self._gone = gone
+        if self._stopping:  # armed after the deadline: told on the loop's next turn
+            self.loop.call_soon(self._stop)
         return True
 
     def disarm(self) -> None:

@@ -10,6 +10,7 @@ from providers.errors import (
     CapacityExhausted,
     ClientGone,
     ContextLengthExceeded,
+    GatewayStopped,
     InvalidResponse,
     ProviderError,
     RateLimited,
@@ -44,6 +45,7 @@ KINDS = {
     UnsupportedRequest: "unsupported",
     CapacityExhausted: "pool_exhausted",
     ClientGone: "client_gone",
+    GatewayStopped: "gateway_stopped",
 }
 CATEGORIES = (
     ProviderError,
@@ -83,8 +85,8 @@ def test_blame_follows_the_two_branches() -> None:
     for cls, kind in KINDS.items():
         assert cls.blames_model is (kind in BLAMED), cls
         assert issubclass(cls, UpstreamError) is cls.blames_model
-        # the gateway's saturation, the client's leaving: no one's fault upstream
-        own = cls in (CapacityExhausted, ClientGone)
+        # the gateway's saturation, the client's leaving, its stopping: not the upstream's
+        own = cls in (CapacityExhausted, ClientGone, GatewayStopped)
         assert issubclass(cls, RequestRejected) is not (cls.blames_model or own)
 
 

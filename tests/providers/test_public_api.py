@@ -19,8 +19,10 @@ PUBLIC = {
     "UpstreamConnectionError", "InvalidResponse", "ResponseTooLarge", "UpstreamStatusError",
     "UpstreamServerError", "RateLimited", "UpstreamAuthError", "UpstreamNotFound",
     "RequestRejected", "BadRequest", "ContextLengthExceeded", "UnsupportedRequest",
-    "CapacityExhausted", "ClientGone",
+    "CapacityExhausted", "ClientGone", "GatewayStopped",
     "classify_status", "redact", "upstream_json",
+    # a request's cancellation by the server's shutdown deadline, told from a client's
+    "STOPPING", "stopped",
     # the network (transport.py)
     "Transport", "Timeout", "UpstreamResponse", "UpstreamStream", "MAX_BODY",
     # building (factory.py)

@@ -10,7 +10,9 @@ from collections.abc import Callable
 import pytest
 from starlette.types import Message, Scope
 
+from gateway.core.errors import ShuttingDown
 from gateway.http.disconnect import WATCH, ClientLeft, unless_client_leaves
+from providers import stopped
 
 
 class Client:
@@ -20,7 +22,7 @@ class Client:
         self.watched = watched
         self.gone = asyncio.Event()
         self.listening = 0
-        self.armed: Callable[[], None] | None = None
+        self.armed: Callable[[bool], None] | None = None
         self.lost = False
 
     @property
@@ -37,7 +39,7 @@ class Client:
         return {"type": "http.disconnect"}
 
     # the gateway's server: its DisconnectWatch
-    def arm(self, gone: Callable[[], None]) -> bool:
+    def arm(self, gone: Callable[[bool], None]) -> bool:
         if self.lost:
             return False
         self.armed = gone
@@ -50,7 +52,7 @@ class Client:
         self.lost = True
         self.gone.set()
         if self.armed is not None:
-            self.armed()
+            self.armed(False)
 
     @property
     def idle(self) -> bool:
@@ -103,7 +105,7 @@ async def test_a_cancellation_from_elsewhere_is_not_taken_for_the_client_leaving
     work = forever(began, cancelled)
     waiting = asyncio.ensure_future(unless_client_leaves(client.scope, client.receive, work))
     await began.wait()
-    waiting.cancel()  # the server stops
+    waiting.cancel()  # uvicorn's own deadline
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert client.idle
@@ -114,3 +116,29 @@ async def test_a_connection_lost_before_the_wait_begins_is_heard_too(client: Cli
     began, cancelled = asyncio.Event(), []
     with pytest.raises(ClientLeft):
         await unless_client_leaves(client.scope, client.receive, forever(began, cancelled))
+
+
+async def test_the_servers_deadline_answers_shutting_down_and_tells_the_work_why() -> None:
+    """The server's watch says it stops waiting (its shutdown deadline): the work is
+    cancelled with the reason it records, and the handler answers 503 to retry."""
+    client = Client(watched=True)
+    began, seen = asyncio.Event(), []
+
+    async def work() -> str:
+        began.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError as exc:
+            seen.append(stopped(exc))
+            raise
+        return "never"
+
+    waiting = asyncio.ensure_future(unless_client_leaves(client.scope, client.receive, work()))
+    await began.wait()
+    assert client.armed is not None
+    client.armed(True)
+    with pytest.raises(ShuttingDown) as refused:
+        await waiting
+    assert refused.value.retry_after == 1.0
+    assert seen == [True]  # a client's leaving would be False
+    assert not waiting.cancelled()  # the handler goes on to answer

@@ -44,7 +44,7 @@ class Client:
         if message["type"] == "http.response.body" and not message.get("more_body"):
             self.left.set()  # as uvicorn does: receive() answers disconnect once complete
 
-    def arm(self, gone: Callable[[], None]) -> bool:
+    def arm(self, gone: Callable[[bool], None]) -> bool:
         if self.lost:
             return False
         self.armed = gone
@@ -57,7 +57,7 @@ class Client:
         self.lost = True
         self.left.set()
         if self.armed is not None:
-            self.armed()
+            self.armed(False)
 
     @property
     def body(self) -> bytes:
