@@ -55,6 +55,7 @@ class ProviderError(Exception):
 
     kind: ClassVar[str]
     blames_model: ClassVar[bool]
+    routine: ClassVar[bool] = False  # the gateway's own doing, worth no warning in its log
 
     def __init__(
         self,
@@ -192,6 +193,7 @@ class ClientGone(ProviderError):
 
     kind = "client_gone"
     blames_model = False
+    routine = True
 
 
 class GatewayStopped(ProviderError):
@@ -201,6 +203,7 @@ class GatewayStopped(ProviderError):
 
     kind = "gateway_stopped"
     blames_model = False
+    routine = True
 
 
 # The message a task is cancelled with when the server stops waiting for its request

@@ -134,7 +134,9 @@ class Recorder:
 
     def _log(self, outcome: Outcome) -> None:
         error = outcome.error
-        level = logging.WARNING if error is not None else logging.INFO
+        # The gateway's own routine (a client leaving, its stopping) is no warning: a
+        # restart under load ends thousands of answers at once (logged once, server side).
+        level = logging.WARNING if error is not None and not error.routine else logging.INFO
         events = self.events
         if not events.enabled(level):
             return

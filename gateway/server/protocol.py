@@ -151,6 +151,7 @@ class Inbound:
             logging.getLogger("gatewise.inbound"), "inbound_limit", "connections closed"
         )
         self.lingering = 0
+        self._stopped = 0  # answers ended at the shutdown deadline
         self.connections: Sized = ()  # the server's open connections, from the first one on
         self.max_lingering = max(64, limits.max_connections // 8)
         # Young collections on a clock; full ones when at most 1 % of the connections
@@ -184,6 +185,22 @@ class Inbound:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return Inbound, (self.limits,)
+
+    def stopped(self, loop: asyncio.AbstractEventLoop) -> None:
+        """One more answer ended at the shutdown deadline: counted, and logged once for
+        all of them (their timers fire in the same turn of the loop), not per answer."""
+        self._stopped += 1
+        if self._stopped == 1:
+            loop.call_soon(self._log_stopped)
+
+    def _log_stopped(self) -> None:
+        logging.getLogger("gatewise.inbound").warning(
+            "shutdown_timeout (%g s) passed: %d answers under way were ended, their clients "
+            "told to retry",
+            self.limits.shutdown_timeout,
+            self._stopped,
+            extra={"fields": {"event": "shutdown_deadline", "ended": self._stopped}},
+        )
 
     def serve(
         self, loop: asyncio.AbstractEventLoop, connections: Sized, app_state: dict[str, Any]
@@ -374,7 +391,9 @@ class JoinedWritesProtocol(HttpToolsProtocol):
 
     def _stop(self) -> None:
         self._stop_timer = None
-        self._stopping = True
+        if not self._stopping:
+            self._stopping = True
+            self.inbound.stopped(self.loop)
         gone = self._gone
         if gone is not None:
             self._gone = None

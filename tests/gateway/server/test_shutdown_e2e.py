@@ -144,8 +144,14 @@ def test_answers_under_way_finish_and_the_rest_end_as_errors_to_retry_at_the_dea
         # Then it exits, without waiting for uvicorn's own cut, and logs no traceback.
         gw.proc.wait(timeout=DEADLINE + END_GRACE + 10)
         assert time.monotonic() - stopped_at < DEADLINE + END_GRACE - 1
-        assert "Traceback" not in gw.logs()
-        assert "timeout graceful shutdown exceeded" not in gw.logs()
+        logs = gw.logs()
+        assert "Traceback" not in logs
+        assert "timeout graceful shutdown exceeded" not in logs
+        # One line per worker says how many it ended, none per answer at warning.
+        lines = [orjson.loads(line) for line in logs.splitlines() if line.startswith("{")]
+        ended = [line for line in lines if line.get("event") == "shutdown_deadline"]
+        assert sum(line["ended"] for line in ended) == 4
+        assert all(line["level"] == "info" for line in lines if line["message"] == "attempt")
     finally:
         gw.stop()
 
