@@ -147,6 +147,10 @@ class ServerConfig(_Strict):
     # the head's first byte, on a kept-alive connection): silent and trickling clients are
     # cut at that deadline, not per byte.
     header_timeout: float = Field(10.0, gt=0, le=300)
+    # A request body must arrive whole within body_timeout seconds of its head's end (not
+    # reset per byte: a trickled body is cut too); past it, 408 and the connection closed.
+    # 60 s carries the largest body (max_body_bytes, 10 MiB) at 1.4 Mbit/s.
+    body_timeout: float = Field(60.0, gt=0, le=3600)
     # A kept-alive connection with no request for this long is closed. Longer than the
     # 60 s nginx keeps idle upstream connections, so that nginx in front never reuses one
     # the gateway is closing.

@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
 from gateway.core.errors import InvalidRequest, LengthRequired, RequestTooLarge
@@ -27,16 +27,27 @@ async def read_bytes(request: Request | Inbound, limit: int) -> bytes:
         return await _receive_all(request.receive, limit)  # the hot path: no async generator
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise _too_large(limit)
+            chunks.append(chunk)
+    except ClientDisconnect:
+        raise _incomplete() from None
     return b"".join(chunks)
+
+
+def _incomplete() -> InvalidRequest:
+    """The connection ended, or was ended (`server.body_timeout`), before the body was
+    whole: the request is not served on what arrived of it."""
+    return InvalidRequest("The request body ended before it was complete.", code="incomplete_body")
 
 
 async def _receive_all(receive: Receive, limit: int) -> bytes:
     message = await receive()
+    if message["type"] == "http.disconnect":
+        raise _incomplete()
     body: bytes = message.get("body", b"")
     if not message.get("more_body", False):  # almost every request: one message
         if len(body) > limit:
@@ -47,7 +58,7 @@ async def _receive_all(receive: Receive, limit: int) -> bytes:
     while message.get("more_body", False):
         message = await receive()
         if message["type"] == "http.disconnect":
-            break
+            raise _incomplete()
         chunk: bytes = message.get("body", b"")
         size += len(chunk)
         if size > limit:

@@ -16,6 +16,11 @@ silent connection was held forever, and a 128 MiB header took seconds of CPU. He
   and closed, before anything is read, and the connections already open are served;
 - a head larger than `max_header_bytes` is refused with 431 before the parser sees the
   excess, and so is one with more than `max_headers` headers;
+- a request's body must arrive whole within `body_timeout` of its head's end, again not
+  reset per byte: a client that trickles a body (slow POST), even one already answered
+  (a 401 before its body), held its connection for as long as it liked. Past it: 408 if
+  the request is not answered yet (its handler hears a disconnect), and the connection
+  is closed;
 - idle kept-alive connections are uvicorn's (`timeout_keep_alive` = `idle_timeout`).
 
 Every limit tripped is logged once per cause with counts (`SummaryLog`), never once per
@@ -96,6 +101,7 @@ class InboundLimits:
     """The limits one worker enforces (gateway.core.config.ServerConfig documents them)."""
 
     header_timeout: float = 10.0
+    body_timeout: float = 60.0
     send_timeout: float = 60.0
     shutdown_timeout: float = 25.0
     max_connections: int = 10_000
@@ -112,6 +118,7 @@ class InboundLimits:
         spare = max(2, open_files - RESERVED_FILES)
         return cls(
             header_timeout=server.header_timeout,
+            body_timeout=server.body_timeout,
             send_timeout=server.send_timeout,
             shutdown_timeout=server.shutdown_timeout,
             max_connections=server.max_connections or spare // 2,
@@ -180,6 +187,12 @@ class Inbound:
             408,
             "Request Timeout",
             f"The request head did not arrive within {limits.header_timeout:g} s.",
+            "request_timeout",
+        )
+        self.body_timeout = _answer(
+            408,
+            "Request Timeout",
+            f"The request body did not arrive whole within {limits.body_timeout:g} s.",
             "request_timeout",
         )
 
@@ -321,6 +334,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     request path unless it changes."""
 
     _head_timer: asyncio.TimerHandle | None = None
+    _body_timer: asyncio.TimerHandle | None = None  # from a head's end to its body's
     _reading_head = True  # from connecting, or the end of the last request, to a full head
     _head_bytes = 0  # bytes of the head so far
     _refused = False  # answered by a limit: what arrives now is dropped
@@ -365,6 +379,9 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         if self._send_timer is not None:
             self._send_timer.cancel()
             self._send_timer = None
@@ -453,16 +470,19 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             else:
                 self._unsupported_upgrade_warning()
             return
-        if (
-            head
-            and self._reading_head
-            and self._head_timer is None
-            and (self.cycle is None or self.cycle.response_complete)  # _idle(), inlined
-        ):
-            # The first bytes of a head on a kept-alive connection: its deadline starts now.
-            self._head_timer = self.loop.call_later(
-                self.limits.header_timeout, self._head_timed_out
-            )
+        if self._reading_head:
+            if (
+                head
+                and self._head_timer is None
+                and (self.cycle is None or self.cycle.response_complete)  # _idle(), inlined
+            ):
+                # The first bytes of a head on a kept-alive connection: its deadline
+                # starts now.
+                self._head_timer = self.loop.call_later(
+                    self.limits.header_timeout, self._head_timed_out
+                )
+        elif self._body_timer is None:  # a head is in and its body is not: it has a deadline
+            self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
 
     def _drop(self, data: bytes) -> None:
         self._dropped += len(data)
@@ -525,6 +545,10 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._reading_head = True
         self._head_bytes = 0
+        timer = self._body_timer
+        if timer is not None:
+            timer.cancel()
+            self._body_timer = None
         super().on_message_complete()
 
     def timeout_keep_alive_handler(self) -> None:
@@ -575,6 +599,28 @@ class JoinedWritesProtocol(HttpToolsProtocol):
                 f"request head incomplete after {timeout} s",
                 self.inbound.header_timeout,
             )
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        cycle = self.cycle
+        if self.transport.is_closing() or self._refused or self._reading_head or cycle is None:
+            return
+        self._trip("body_timeout", f"request body incomplete after {self.limits.body_timeout:g} s")
+        self._refused = True
+        self._reading_head = True  # what still arrives is dropped, not parsed
+        self._unset_keepalive_if_required()
+        if cycle.response_started:
+            if cycle.response_complete:  # answered before its body (a 401): that answer stands
+                self._half_close()
+            else:
+                self.transport.close()
+            return
+        # Its handler still waits for the body: it hears a disconnect, and what it answers
+        # goes nowhere; the client gets 408.
+        cycle.disconnected = True
+        cycle.message_event.set()
+        self.transport.write(_with_request_id(self.inbound.body_timeout))
+        self._half_close()
 
     def _trip(self, cause: str, what: str, level: int = logging.WARNING) -> None:
         client = self.client

@@ -12,6 +12,7 @@ from starlette.requests import Request
 from gateway.core.errors import GatewayError, InvalidRequest
 from gateway.http.body import check_body, check_message_body, read_json
 from gateway.http.errors import status_of
+from gateway.http.inbound import Inbound
 from providers.base import Endpoint
 
 VALID: dict[Endpoint, dict[str, Any]] = {
@@ -245,6 +246,30 @@ async def test_streamed_size_over_the_limit_is_413(declared: int | None) -> None
         await read_json(request, 100)
     assert status_of(info.value)[0] == 413
     assert info.value.code == "request_too_large"
+
+
+@pytest.mark.parametrize("reader", ["starlette", "inbound"])
+@pytest.mark.parametrize("pieces", [0, 1, 2])
+async def test_a_body_cut_short_by_a_disconnect_is_not_read_as_whole(
+    reader: str, pieces: int
+) -> None:
+    """The connection ends (or the server's body_timeout ends it) after part of the body:
+    what arrived is never taken for the body, even when it parses on its own."""
+    parts = [b'{"model": "m", "messages": []}', b" " * 10][:pieces]
+    messages: list[dict[str, Any]] = [
+        {"type": "http.request", "body": part, "more_body": True} for part in parts
+    ]
+    messages.append({"type": "http.disconnect"})
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
+
+    scope = {"type": "http", "method": "POST", "path": "/", "headers": [], "query_string": b""}
+    request = Request(scope, receive) if reader == "starlette" else Inbound(scope, receive)
+    with pytest.raises(InvalidRequest) as info:
+        await read_json(request, 1000)
+    assert info.value.code == "incomplete_body"
+    assert status_of(info.value)[0] == 400
 
 
 @pytest.mark.parametrize("raw", [b"{not json", b'{"a": 1', b"\xff\xfe"])

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -134,6 +135,95 @@ def test_a_head_trickled_byte_by_byte_is_cut_at_the_deadline_not_per_byte(
     assert status == 408 and headers["connection"] == "close"
     assert body["error"]["code"] == "request_timeout"
     assert healthy(gw)
+
+
+def trickle(sock: socket.socket, data: bytes) -> int:
+    """Send `data` a byte every 20 ms until the gateway answers or closes; returns the
+    bytes sent."""
+    sent = 0
+    while sent < len(data):
+        try:
+            sock.sendall(data[sent : sent + 1])
+        except (BrokenPipeError, ConnectionResetError):
+            break
+        sent += 1
+        if select.select([sock], [], [], 0.02)[0]:
+            break
+    return sent
+
+
+CHAT = b'{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
+
+
+def chat_head(length: int, key: bool = True) -> bytes:
+    auth = b"Authorization: Bearer sk-body-test\r\n" if key else b""
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n" + auth
+        + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length
+    )  # fmt: skip
+
+
+def test_a_body_trickled_after_its_head_is_cut_at_the_body_timeout_not_per_byte(
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
+    """A slow POST: the head whole, the body a byte at a time. Cut with 408 at the
+    deadline, never served on what arrived of it."""
+    gw = start_gateway(config(api_keys=["sk-body-test"], body_timeout=0.5))
+    padded = CHAT + b" " * 1000  # valid JSON long before its declared end
+    with connect(gw) as sock:
+        sock.sendall(chat_head(len(padded)))
+        started = time.monotonic()
+        sent = trickle(sock, padded)
+        answered = time.monotonic() - started
+        status, headers, body = parse(until_closed(sock))
+    assert sent < len(padded) and 0.4 < answered < 3
+    assert status == 408 and headers["connection"] == "close"
+    assert body["error"]["code"] == "request_timeout"
+    assert "body" in body["error"]["message"]
+    [line] = [line for line in inbound_lines(gw) if line["cause"] == "body_timeout"]
+    assert line["level"] == "warning" and line["peer"]
+    # Not served on the part that arrived: no attempt of any model.
+    assert gw_attempts(gw) == 0
+    assert healthy(gw)
+
+
+def test_a_client_answered_before_its_body_cannot_hold_the_connection_by_trickling_it(
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
+    """A stranger's request is refused (401) before its body is read; trickling the rest
+    of that body held the connection for as long as the stranger liked."""
+    gw = start_gateway(config(api_keys=["sk-body-test"], body_timeout=0.5))
+    padded = CHAT + b" " * 1000
+    with connect(gw) as sock:
+        sock.sendall(chat_head(len(padded), key=False) + padded[:10])
+        status, _, _ = response(sock)
+        assert status == 401
+        started = time.monotonic()
+        trickle(sock, padded[10:])
+        assert until_closed(sock) == b""  # the 401 stands; nothing more is said
+        assert time.monotonic() - started < 3
+    assert healthy(gw)
+
+
+def test_a_body_sent_in_pieces_within_the_deadline_is_served(
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
+    gw = start_gateway(config(api_keys=["sk-body-test"], body_timeout=5))
+    with connect(gw) as sock:
+        sock.sendall(chat_head(len(CHAT)) + CHAT[:10])
+        for start in (10, 30):
+            assert not select.select([sock], [], [], 0.05)[0]  # nothing answered yet
+            sock.sendall(CHAT[start : start + 20] if start == 10 else CHAT[start:])
+        status, _, body = response(sock)
+    assert status == 200
+    assert orjson.loads(body)["choices"][0]["message"]["content"]
+
+
+def gw_attempts(gw: GatewayProcess) -> int:
+    """Attempts of any model this gateway recorded (its performance API)."""
+    resp = httpx.get(gw.url + "/performance", timeout=10)
+    assert resp.status_code == 200, resp.text
+    return sum(row["requests"] for row in resp.json()["data"])
 
 
 def test_a_kept_alive_connection_gets_a_fresh_deadline_for_each_head(
