@@ -1,7 +1,8 @@
 """What an attacker can do to a real gateway, measured: one subcommand per attack.
 
     python bench/reliability.py inbound [--silent 5000] [--max-connections 2000]
-        [--header-timeout S] [--wait 30] [--bomb-mib 128] [--bombs 2] [--json PATH]
+        [--header-timeout S] [--wait 30] [--bomb-mib 128] [--bombs 2]
+        [--slow N] [--body-timeout S] [--json PATH]
 
 `inbound` (issue 17, items 1-2) starts one `gatewise serve` worker (built-in mock
 model, the default inbound limits but `max_connections`; 0 for any option: the
@@ -15,6 +16,9 @@ gateway's default) and measures:
   kept-alive client asks /healthz every 20 ms: how much each sent before the gateway
   refused it, how long that took, and the slowest /healthz meanwhile; then one request
   with 10,000 headers (its status and time); the worker's peak RSS.
+- slow bodies (`--slow N`): N connections each send a request's head and then its body
+  a byte a second: held and refused, the kept-alive and a new client meanwhile, and when
+  the worker has closed them all (`--body-timeout`: server.body_timeout).
 
 It prints a table row per measurement, with the command, for bench/README.md's
 Reliability table, and writes the numbers to --json.
@@ -156,6 +160,85 @@ def silent(port: int, count: int, wait: float) -> dict[str, Any]:
     }
 
 
+SLOW_HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100000\r\n\r\n{"
+)
+
+
+def slow_bodies(port: int, count: int, wait: float) -> dict[str, Any]:
+    """`count` connections each send a request's head and the first byte of its body,
+    then one more byte a second (a slow POST): how many the worker holds and refuses,
+    how a kept-alive client and a new one fare meanwhile, and when the worker has
+    answered (408) and closed every one."""
+    kept = connect(port)
+    assert ask(kept)[0] == 200
+    began = time.perf_counter()
+    socks = []
+    for _ in range(count):
+        try:
+            sock = connect(port, timeout=5)
+            sock.sendall(SLOW_HEAD)
+        except OSError:
+            break
+        socks.append(sock)
+    opened = time.perf_counter() - began
+    kept_ms = max(ask(kept)[1] for _ in range(10)) * 1000
+    with connect(port, timeout=5) as sock:
+        new_status = ask(sock)[0]
+    answers: dict[str, int] = {}
+    waiting = selectors.DefaultSelector()
+    for sock in socks:
+        sock.setblocking(False)
+        waiting.register(sock, selectors.EVENT_READ)
+    closed_after: float | None = None
+    served_again: float | None = 0.0 if new_status == 200 else None
+    deadline = time.perf_counter() + wait
+    next_probe = next_byte = 0.0
+    while waiting.get_map() and time.perf_counter() < deadline:
+        for key, _ in waiting.select(timeout=0.05):
+            sock = key.fileobj
+            assert isinstance(sock, socket.socket)
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                data = b""
+            status = data[9:12].decode() if data.startswith(b"HTTP/1.1 ") else "closed"
+            answers[status] = answers.get(status, 0) + 1
+            waiting.unregister(sock)
+            sock.close()
+        now = time.perf_counter()
+        if now >= next_byte:  # a byte a second to each: never silent, never done
+            next_byte = now + 1.0
+            for key in list(waiting.get_map().values()):
+                with contextlib.suppress(OSError):
+                    key.fileobj.send(b" ")  # type: ignore[union-attr]
+        if served_again is None and now >= next_probe:
+            next_probe = now + 0.1
+            if ask_new(port) == 200:
+                served_again = now - began
+    if not waiting.get_map():
+        closed_after = time.perf_counter() - began
+        if served_again is None and ask_new(port) == 200:
+            served_again = time.perf_counter() - began
+    still_open = len(waiting.get_map())
+    for key in list(waiting.get_map().values()):
+        key.fileobj.close()  # type: ignore[union-attr]
+    kept_after = ask(kept)[0]
+    kept.close()
+    return {
+        "slow_opened": len(socks),
+        "open_seconds": round(opened, 2),
+        "answers": answers,
+        "still_open_at_end": still_open,
+        "kept_alive_healthz_max_ms": round(kept_ms, 1),
+        "kept_alive_served_after": kept_after == 200,
+        "new_client_status": new_status,
+        "new_client_served_after_s": None if served_again is None else round(served_again, 2),
+        "all_slow_closed_after_s": None if closed_after is None else round(closed_after, 2),
+    }
+
+
 def bomb(port: int, mib: int, out: dict[str, Any]) -> None:
     chunk = b"a" * 65536
     sent = 0
@@ -231,7 +314,12 @@ def inbound(args: argparse.Namespace) -> dict[str, Any]:
             held = silent(port, args.silent, args.wait)
         with gateway(Path(tmp), server) as (port, pid):
             bombed = bombs(port, pid, args.bombs, args.bomb_mib)
-    return {"server": server, "silent": held, "bombs": bombed}
+        slowed = None
+        if args.slow:
+            timed = {**server, "body_timeout": args.body_timeout} if args.body_timeout else server
+            with gateway(Path(tmp), timed) as (port, _):
+                slowed = slow_bodies(port, args.slow, args.wait)
+    return {"server": server, "silent": held, "bombs": bombed, "slow_bodies": slowed}
 
 
 def rows(result: dict[str, Any], command: str) -> list[str]:
@@ -248,7 +336,20 @@ def rows(result: dict[str, Any], command: str) -> list[str]:
         f"({b['each'][0]['refused_by']}) | /healthz max {b['healthz_max_ms']} ms "
         f"({b['healthz_probes']} probes); 10,000 headers: {b['headers_10000_status']} in "
         f"{b['headers_10000_ms']} ms; peak RSS {b['peak_rss_mib']} MiB | `{command}` |",
-    ]
+    ] + ([] if result["slow_bodies"] is None else [_slow_row(result, command)])
+
+
+def _slow_row(result: dict[str, Any], command: str) -> str:
+    w = result["slow_bodies"]
+    limit = result["server"].get("max_connections", "default")
+    answers = ", ".join(f"{n:,} {status}" for status, n in sorted(w["answers"].items()))
+    return (
+        f"| slow bodies, a byte a second (max_connections {limit}) | {w['slow_opened']:,} "
+        f"opened: answered {answers or 'none'}; {w['still_open_at_end']:,} still open at the "
+        f"end | kept-alive /healthz max {w['kept_alive_healthz_max_ms']} ms; a new client: "
+        f"{w['new_client_status']}, served after {w['new_client_served_after_s']} s; all "
+        f"closed after {w['all_slow_closed_after_s']} s | `{command}` |"
+    )
 
 
 def main() -> int:
@@ -261,6 +362,8 @@ def main() -> int:
     q.add_argument("--wait", type=float, default=30, help="s to wait for silent closes")
     q.add_argument("--bomb-mib", type=int, default=128)
     q.add_argument("--bombs", type=int, default=2)
+    q.add_argument("--slow", type=int, default=0, help="slow-body connections (0: none)")
+    q.add_argument("--body-timeout", type=float, default=0, help="0: the default (60 s)")
     q.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)

@@ -16,10 +16,11 @@ def test_the_inbound_benchmark_measures_silent_connections_and_header_bombs(
     out = tmp_path / "reliability.json"
     cmd = [sys.executable, str(ROOT / "bench" / "reliability.py"), "inbound", "--silent", "60",
            "--max-connections", "20", "--header-timeout", "2", "--wait", "10",
-           "--bomb-mib", "32", "--bombs", "1", "--json", str(out)]  # fmt: skip
+           "--bomb-mib", "32", "--bombs", "1", "--slow", "30", "--body-timeout", "2",
+           "--json", str(out)]  # fmt: skip
     result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count("| `python bench/reliability.py inbound") == 2  # two table rows
+    assert result.stdout.count("| `python bench/reliability.py inbound") == 3  # three table rows
     measured = json.loads(out.read_text())["inbound"]
     silent = measured["silent"]
     assert silent["silent_opened"] == 60
@@ -32,3 +33,11 @@ def test_the_inbound_benchmark_measures_silent_connections_and_header_bombs(
     bombs = measured["bombs"]
     assert [bomb["sent_mib"] < 32 for bomb in bombs["each"]] == [True]
     assert bombs["headers_10000_status"] == "431"
+    slow = measured["slow_bodies"]
+    # 19 slow bodies held (and the kept-alive client), the rest refused; the held ones
+    # answered 408 at the body timeout and closed.
+    assert slow["slow_opened"] == 30 and slow["still_open_at_end"] == 0
+    assert set(slow["answers"]) == {"408", "503"} and sum(slow["answers"].values()) == 30
+    assert slow["answers"]["408"] >= 18
+    assert 1.5 < slow["all_slow_closed_after_s"] < 10
+    assert slow["new_client_served_after_s"] is not None
