@@ -189,6 +189,13 @@ class Inbound:
             f"The request head did not arrive within {limits.header_timeout:g} s.",
             "request_timeout",
         )
+        self.shutting_down = _answer(
+            503,
+            "Service Unavailable",
+            "The gateway is shutting down; retry the request.",
+            "shutting_down",
+            "retry-after: 1\r\n",
+        )
         self.body_timeout = _answer(
             408,
             "Request Timeout",
@@ -415,6 +422,9 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if gone is not None:
             self._gone = None
             gone(True)
+        elif not self._reading_head:  # its body is still arriving: no handler to tell yet
+            what = "request body incomplete at the shutdown deadline"
+            self._cut_body("shutdown_timeout", what, self.inbound.shutting_down)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -602,10 +612,16 @@ class JoinedWritesProtocol(HttpToolsProtocol):
 
     def _body_timed_out(self) -> None:
         self._body_timer = None
+        what = f"request body incomplete after {self.limits.body_timeout:g} s"
+        self._cut_body("body_timeout", what, self.inbound.body_timeout)
+
+    def _cut_body(self, cause: str, what: str, answer: bytes) -> None:
+        """A request whose body has not all arrived is given up: `answer` if it is not
+        answered yet (its handler hears a disconnect), and the connection closed."""
         cycle = self.cycle
         if self.transport.is_closing() or self._refused or self._reading_head or cycle is None:
             return
-        self._trip("body_timeout", f"request body incomplete after {self.limits.body_timeout:g} s")
+        self._trip(cause, what)
         self._refused = True
         self._reading_head = True  # what still arrives is dropped, not parsed
         self._unset_keepalive_if_required()
@@ -616,10 +632,10 @@ class JoinedWritesProtocol(HttpToolsProtocol):
                 self.transport.close()
             return
         # Its handler still waits for the body: it hears a disconnect, and what it answers
-        # goes nowhere; the client gets 408.
+        # goes nowhere; the client gets `answer`.
         cycle.disconnected = True
         cycle.message_event.set()
-        self.transport.write(_with_request_id(self.inbound.body_timeout))
+        self.transport.write(_with_request_id(answer))
         self._half_close()
 
     def _trip(self, cause: str, what: str, level: int = logging.WARNING) -> None:

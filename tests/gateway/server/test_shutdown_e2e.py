@@ -8,6 +8,7 @@ on, and is stored as cut by the gateway, blaming no model.
 from __future__ import annotations
 
 import signal
+import socket
 import sqlite3
 import threading
 import time
@@ -68,7 +69,8 @@ def test_answers_under_way_finish_and_the_rest_end_as_errors_to_retry_at_the_dea
     try:
         gpt = openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0)
         claude = anthropic.Anthropic(base_url=gw.url, api_key="test-key", max_retries=0)
-        begun = threading.Barrier(5)  # four streams have their first event, and the test
+        begun = threading.Barrier(6)  # four streams have their first event, a body is
+        # under way, and the test
 
         def openai_stream(model: str, rid: str) -> str:
             stream = gpt.chat.completions.create(
@@ -108,7 +110,24 @@ def test_answers_under_way_finish_and_the_rest_end_as_errors_to_retry_at_the_dea
                 model="gamma", messages=HI, extra_headers={"x-request-id": rid}
             )
 
+        def slow_body() -> bytes:
+            """A request whose body is still arriving at the deadline."""
+            body = b'{"model":"alpha","messages":[]}'
+            head = (
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                b"Authorization: Bearer test-key\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % (len(body) + 1)
+            )
+            with socket.create_connection(("127.0.0.1", gw.port), timeout=30) as sock:
+                sock.sendall(head + body)  # all but its last byte
+                begun.wait(10)
+                data = b""
+                while chunk := sock.recv(65536):
+                    data += chunk
+                return data
+
         finishing = pool.submit(openai_stream, "alpha", "finishing")
+        partial = pool.submit(slow_body)
         cut = pool.submit(openai_stream, "beta", "cut")
         raw = pool.submit(raw_stream, "raw")
         claude_cut = pool.submit(anthropic_stream, "claude-cut")
@@ -138,6 +157,9 @@ def test_answers_under_way_finish_and_the_rest_end_as_errors_to_retry_at_the_dea
         assert refused.value.status_code == 503
         assert refused.value.code == "shutting_down"
         assert refused.value.response.headers["retry-after"] == "1"
+        head, _, rest = partial.result(timeout=10).partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 503") and b"retry-after: 1" in head.lower()
+        assert orjson.loads(rest)["error"]["code"] == "shutting_down"
         elapsed = time.monotonic() - stopped_at
         assert elapsed > DEADLINE - 0.5
 
@@ -150,7 +172,7 @@ def test_answers_under_way_finish_and_the_rest_end_as_errors_to_retry_at_the_dea
         # One line per worker says how many it ended, none per answer at warning.
         lines = [orjson.loads(line) for line in logs.splitlines() if line.startswith("{")]
         ended = [line for line in lines if line.get("event") == "shutdown_deadline"]
-        assert sum(line["ended"] for line in ended) == 4
+        assert sum(line["ended"] for line in ended) == 5
         assert all(line["level"] == "info" for line in lines if line["message"] == "attempt")
     finally:
         gw.stop()
