@@ -79,7 +79,7 @@ from gateway.core.headers import RenderedHeaders, render_headers
 from gateway.core.ids import request_id_from
 from gateway.core.logs import SummaryLog
 from gateway.http.disconnect import WATCH
-from gateway.http.errors import error_body
+from gateway.http.errors import anthropic_error_body, anthropic_error_type, error_body
 from gateway.http.streaming import BODY
 from gateway.server.collector import Collector
 from gateway.server.metrics import METRICS_STATE
@@ -127,10 +127,16 @@ class InboundLimits:
         )
 
 
-def _answer(status: int, reason: str, message: str, code: str, extra: str = "") -> bytes:
-    """A whole response that closes its connection, with an OpenAI-shaped error body."""
-    type_ = "server_error" if status >= 500 else "invalid_request_error"
-    body = orjson.dumps(error_body(message, type_, code))
+def _answer(
+    status: int, reason: str, message: str, code: str, extra: str = "", anthropic: bool = False
+) -> bytes:
+    """A whole response that closes its connection, with an OpenAI-shaped error body (or
+    Anthropic's, for its Messages API)."""
+    if anthropic:
+        body = orjson.dumps(anthropic_error_body(message, anthropic_error_type(status)))
+    else:
+        type_ = "server_error" if status >= 500 else "invalid_request_error"
+        body = orjson.dumps(error_body(message, type_, code))
     head = (
         f"HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\n"
         f"content-length: {len(body)}\r\nconnection: close\r\n"
@@ -189,18 +195,28 @@ class Inbound:
             f"The request head did not arrive within {limits.header_timeout:g} s.",
             "request_timeout",
         )
-        self.shutting_down = _answer(
-            503,
-            "Service Unavailable",
-            "The gateway is shutting down; retry the request.",
-            "shutting_down",
-            "retry-after: 1\r\n",
+        # Given up while its body arrives, a request's path is known: these answer in the
+        # shape of the API asked (OpenAI's, or Anthropic's for /v1/messages).
+        self.shutting_down = tuple(
+            _answer(
+                503,
+                "Service Unavailable",
+                "The gateway is shutting down; retry the request.",
+                "shutting_down",
+                "retry-after: 1\r\n",
+                anthropic,
+            )
+            for anthropic in (False, True)
         )
-        self.body_timeout = _answer(
-            408,
-            "Request Timeout",
-            f"The request body did not arrive whole within {limits.body_timeout:g} s.",
-            "request_timeout",
+        self.body_timeout = tuple(
+            _answer(
+                408,
+                "Request Timeout",
+                f"The request body did not arrive whole within {limits.body_timeout:g} s.",
+                "request_timeout",
+                anthropic=anthropic,
+            )
+            for anthropic in (False, True)
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -615,9 +631,10 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         what = f"request body incomplete after {self.limits.body_timeout:g} s"
         self._cut_body("body_timeout", what, self.inbound.body_timeout)
 
-    def _cut_body(self, cause: str, what: str, answer: bytes) -> None:
-        """A request whose body has not all arrived is given up: `answer` if it is not
-        answered yet (its handler hears a disconnect), and the connection closed."""
+    def _cut_body(self, cause: str, what: str, answers: tuple[bytes, ...]) -> None:
+        """A request whose body has not all arrived is given up: answered (`answers`: in
+        OpenAI's shape, then Anthropic's) if it is not yet (its handler hears a
+        disconnect), and the connection closed."""
         cycle = self.cycle
         if self.transport.is_closing() or self._refused or self._reading_head or cycle is None:
             return
@@ -632,10 +649,11 @@ class JoinedWritesProtocol(HttpToolsProtocol):
                 self.transport.close()
             return
         # Its handler still waits for the body: it hears a disconnect, and what it answers
-        # goes nowhere; the client gets `answer`.
+        # goes nowhere; the client gets the answer.
         cycle.disconnected = True
         cycle.message_event.set()
-        self.transport.write(_with_request_id(answer))
+        anthropic = cycle.scope["path"].startswith("/v1/messages")
+        self.transport.write(_with_request_id(answers[anthropic]))
         self._half_close()
 
     def _trip(self, cause: str, what: str, level: int = logging.WARNING) -> None:

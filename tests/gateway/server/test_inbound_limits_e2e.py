@@ -155,30 +155,40 @@ def trickle(sock: socket.socket, data: bytes) -> int:
 CHAT = b'{"model":"m1","messages":[{"role":"user","content":"hi"}]}'
 
 
-def chat_head(length: int, key: bool = True) -> bytes:
+MESSAGE = b'{"model":"m1","max_tokens":10,"messages":[{"role":"user","content":"hi"}]}'
+
+
+def chat_head(length: int, key: bool = True, path: bytes = b"/v1/chat/completions") -> bytes:
     auth = b"Authorization: Bearer sk-body-test\r\n" if key else b""
     return (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n" + auth
+        b"POST " + path + b" HTTP/1.1\r\nHost: gw\r\n" + auth
         + b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % length
     )  # fmt: skip
 
 
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
 def test_a_body_trickled_after_its_head_is_cut_at_the_body_timeout_not_per_byte(
-    start_gateway: Callable[..., GatewayProcess],
+    start_gateway: Callable[..., GatewayProcess], api: str
 ) -> None:
     """A slow POST: the head whole, the body a byte at a time. Cut with 408 at the
-    deadline, never served on what arrived of it."""
+    deadline, in the shape of the API asked, never served on what arrived of it."""
     gw = start_gateway(config(api_keys=["sk-body-test"], body_timeout=0.5))
-    padded = CHAT + b" " * 1000  # valid JSON long before its declared end
+    path, valid = (
+        (b"/v1/messages", MESSAGE) if api == "anthropic" else (b"/v1/chat/completions", CHAT)
+    )
+    padded = valid + b" " * 1000  # valid JSON long before its declared end
     with connect(gw) as sock:
-        sock.sendall(chat_head(len(padded)))
+        sock.sendall(chat_head(len(padded), path=path))
         started = time.monotonic()
         sent = trickle(sock, padded)
         answered = time.monotonic() - started
         status, headers, body = parse(until_closed(sock))
     assert sent < len(padded) and 0.4 < answered < 3
     assert status == 408 and headers["connection"] == "close"
-    assert body["error"]["code"] == "request_timeout"
+    if api == "anthropic":
+        assert body["type"] == "error" and body["error"]["type"] == "invalid_request_error"
+    else:
+        assert body["error"]["code"] == "request_timeout"
     assert "body" in body["error"]["message"]
     [line] = [line for line in inbound_lines(gw) if line["cause"] == "body_timeout"]
     assert line["level"] == "warning" and line["peer"]
