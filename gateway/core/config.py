@@ -163,6 +163,10 @@ class ServerConfig(_Strict):
     # buffer for it is full is disconnected (nginx's send_timeout): a stream it stalls is
     # recorded as the client's leaving, not the model's failure.
     send_timeout: float = Field(60.0, gt=0, le=3600)
+    # A stream that wrote nothing for this long (its upstream thinking, or preparing a
+    # tool call) gets an SSE comment, so that a proxy or load balancer in front does not
+    # close it as idle (60 s in AWS ALB's and nginx's defaults). 0: never.
+    stream_keepalive: float = Field(15.0, ge=0, le=300)
     # On SIGTERM a worker stops accepting and gives the answers under way this long to
     # finish; then it ends each in its API's shape (a stream: an error event and its end
     # marker; an answer not begun: 503 with Retry-After) and exits. Under Kubernetes'

@@ -36,6 +36,7 @@ from gateway.http.auth import tenant_of
 from gateway.http.body import check_message_body, read_json
 from gateway.http.disconnect import ClientLeft, unless_client_leaves
 from gateway.http.errors import anthropic_error_body, anthropic_error_response
+from gateway.http.heartbeat import NO_HEARTBEATS, Beat, Heartbeats
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.proxy import (
     Backend,
@@ -61,6 +62,7 @@ _TEXT = ENDPOINT_TYPES[Endpoint.MESSAGES]
 
 def messages_routes(gateway: Backend) -> list[Route]:
     max_body = gateway.config.server.max_body_bytes
+    heartbeats = Heartbeats(gateway.config.server.stream_keepalive)
     catalog = gateway.catalog
     dispatcher = gateway.dispatcher
     quota = gateway.quota
@@ -92,7 +94,8 @@ def messages_routes(gateway: Backend) -> list[Route]:
                     )
                 )
                 events = await unless_client_leaves(scope, receive, stream)
-                return await _events(events, limits, body_writer(scope))(scope, receive, send)
+                answer = _events(events, limits, body_writer(scope), heartbeats)
+                return await answer(scope, receive, send)
             reply = dispatcher.run(
                 ReplyJob(
                     *args, owner=owner, headers=passed, traceparent=parent, tolerance=tolerance
@@ -175,13 +178,18 @@ async def _reply(exchange: Exchange[Reply], send: Send, limits: bytes) -> None:
 
 
 def _events(
-    exchange: Streaming[ChunkStream, Sequence[Piece]], limits: bytes, writer: BodyWriter | None
+    exchange: Streaming[ChunkStream, Sequence[Piece]],
+    limits: bytes,
+    writer: BodyWriter | None,
+    heartbeats: Heartbeats,
 ) -> Response:
-    return event_stream(_sse(exchange, writer), served_lines(exchange, limits))
+    return event_stream(_sse(exchange, writer, heartbeats), served_lines(exchange, limits))
 
 
 async def _sse(
-    exchange: Streaming[ChunkStream, Sequence[Piece]], writer: BodyWriter | None
+    exchange: Streaming[ChunkStream, Sequence[Piece]],
+    writer: BodyWriter | None,
+    heartbeats: Heartbeats = NO_HEARTBEATS,
 ) -> AsyncIterator[bytes]:
     """Anthropic's events, one write per upstream read; a failure after the first byte
     is an `error` event, as Anthropic sends it. After the first write, an upstream
@@ -191,14 +199,19 @@ async def _sse(
     rid, name = exchange.job.response_id, exchange.model.name
     error: ProviderError | None = None
     gone = closed = False
+    beat: Beat | None = None  # kept alive while its upstream is quiet (heartbeat.py)
 
     def take(batch: Sequence[Piece]) -> bytes:
+        if beat is not None:
+            beat.wrote = True
         exchange.observe(batch)
         return _encode(batch, rid, name)
 
     try:
         if exchange.first is not None:
             yield take(exchange.first)
+            if writer is not None:  # the head is out: comments may follow
+                beat = heartbeats.add(writer.write_body)
             rest = exchange.rest
             if writer is not None and isinstance(rest, ChunkBatches):
                 await rest.relay(lambda batch: writer.write_body(take(batch)))
@@ -221,6 +234,7 @@ async def _sse(
         body = orjson.dumps(anthropic_error_body(error.message, kind))
         yield b"event: error\ndata: " + body + b"\n\n"
     finally:
+        heartbeats.discard(beat)
         with anyio.CancelScope(shield=True):
             await upstream.aclose()
         if not closed:

@@ -42,6 +42,7 @@ from gateway.http.auth import tenant_of
 from gateway.http.body import check_body, read_json
 from gateway.http.disconnect import ClientLeft, unless_client_leaves
 from gateway.http.errors import error_body, error_response, internal_error
+from gateway.http.heartbeat import NO_HEARTBEATS, Beat, Heartbeats
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.request_id import stamped
 from gateway.http.streaming import BodyWriter, StreamingResponse, body_writer, event_stream
@@ -151,6 +152,7 @@ def served_lines(exchange: Exchange[Any], limits: bytes = b"") -> bytes:
 def proxy_routes(gateway: Backend) -> list[Route]:
     videos = _VideoJobs()
     max_body = gateway.config.server.max_body_bytes
+    heartbeats = Heartbeats(gateway.config.server.stream_keepalive)
     catalog = gateway.catalog
     dispatcher = gateway.dispatcher
     quota = gateway.quota
@@ -203,7 +205,9 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                         )
                     )
                     events = await unless_client_leaves(scope, receive, stream)
-                    return await _events(events, body_writer(scope), limits)(scope, receive, send)
+                    return await _events(events, body_writer(scope), limits, heartbeats)(
+                        scope, receive, send
+                    )
                 reply = dispatcher.run(
                     ReplyJob(
                         *args, conversation_id, owner=owner, traceparent=parent, tolerance=tolerance
@@ -404,13 +408,16 @@ async def _reply(
 def _events(
     exchange: Streaming[ChunkStream, Sequence[Piece]],
     writer: BodyWriter | None,
-    limits: bytes = b"",
+    limits: bytes,
+    heartbeats: Heartbeats,
 ) -> Response:
-    return event_stream(_sse(exchange, writer), served_lines(exchange, limits))
+    return event_stream(_sse(exchange, writer, heartbeats), served_lines(exchange, limits))
 
 
 async def _sse(
-    exchange: Streaming[ChunkStream, Sequence[Piece]], writer: BodyWriter | None
+    exchange: Streaming[ChunkStream, Sequence[Piece]],
+    writer: BodyWriter | None,
+    heartbeats: Heartbeats = NO_HEARTBEATS,
 ) -> AsyncIterator[bytes]:
     """The stream's events, one write per upstream read, ending with exactly one end
     marker whatever the upstream's end looked like: it rides on the last write when
@@ -423,10 +430,13 @@ async def _sse(
     done = b"" if exchange.job.endpoint is Endpoint.RESPONSES else _DONE
     error: ProviderError | None = None
     gone = closed = False
+    beat: Beat | None = None  # kept alive while its upstream is quiet (heartbeat.py)
 
     def take(batch: Sequence[Piece]) -> bytes:
         """A batch kept for the evaluator and encoded, with the end marker if it ends."""
         nonlocal done
+        if beat is not None:
+            beat.wrote = True
         exchange.observe(batch)
         out = _encode_batch(batch, rid, name)
         if upstream.complete:
@@ -436,6 +446,8 @@ async def _sse(
     try:
         if exchange.first is not None:
             yield take(exchange.first)
+            if writer is not None:  # the head is out: comments may follow
+                beat = heartbeats.add(writer.write_body)
             rest = exchange.rest
             if writer is not None and isinstance(rest, ChunkBatches):
                 await rest.relay(lambda batch: writer.write_body(take(batch)))
@@ -459,6 +471,7 @@ async def _sse(
         body = error_body(error.message, "server_error", error.kind)
         yield b"data: " + orjson.dumps(body) + b"\n\n" + done
     finally:
+        heartbeats.discard(beat)
         with anyio.CancelScope(shield=True):
             await upstream.aclose()
         if not closed:

@@ -1,0 +1,77 @@
+"""Keep-alive comments on streams whose upstream has gone quiet.
+
+An answer's upstream can be silent for minutes mid-stream: a model thinking (Anthropic's
+thinking deltas have no OpenAI chunk, so an OpenAI client hears nothing of them), a tool
+call being prepared, an upstream's own keep-alive comments (which the gateway parses
+away). Load balancers and proxies between a client and the gateway close a connection
+idle for 60 s (AWS ALB's and nginx's defaults), and the client sees its stream break.
+So every `interval` seconds, each stream that wrote nothing since the round before gets
+an SSE comment (`: keep-alive`), which every SSE client skips: a stream silent for
+longer than 2 x `interval` never goes more than that without a byte.
+
+One timer per worker while streams are open, not one per stream: a forwarded event costs
+a flag set. Only streams the server writes directly (a `BodyWriter`) get comments.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+__all__ = ["COMMENT", "NO_HEARTBEATS", "Beat", "Heartbeats"]
+
+COMMENT = b": keep-alive\n\n"
+
+
+class Beat:
+    """One open stream: `wrote` is set by each of its writes, cleared by each round."""
+
+    __slots__ = ("write", "wrote")
+
+    def __init__(self, write: Callable[[bytes], Awaitable[None] | None]) -> None:
+        self.write = write
+        self.wrote = True
+
+
+class Heartbeats:
+    """The open streams of one worker, and the round that keeps the quiet ones alive."""
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval  # 0: no comments
+        self._beats: set[Beat] = set()
+        self._timer: asyncio.TimerHandle | None = None
+
+    def add(self, write: Callable[[bytes], Awaitable[None] | None]) -> Beat | None:
+        """Keep a stream alive through `write` (its BodyWriter's) until `discard`; None
+        when comments are off."""
+        if not self.interval:
+            return None
+        beat = Beat(write)
+        self._beats.add(beat)
+        if self._timer is None:
+            loop = asyncio.get_running_loop()
+            self._timer = loop.call_later(self.interval, self._round, loop)
+        return beat
+
+    def discard(self, beat: Beat | None) -> None:
+        if beat is not None:
+            self._beats.discard(beat)
+
+    def _round(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._timer = None
+        for beat in list(self._beats):
+            if beat.wrote:
+                beat.wrote = False
+                continue
+            try:
+                wait = beat.write(COMMENT)
+            except RuntimeError:  # its response is over: it is being discarded
+                continue
+            close = getattr(wait, "close", None)
+            if close is not None:  # a full buffer's drain: nobody awaits it here
+                close()
+        if self._beats:
+            self._timer = loop.call_later(self.interval, self._round, loop)
+
+
+NO_HEARTBEATS = Heartbeats(0)  # streams kept alive by nothing (comments off)
