@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sized
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -164,8 +164,9 @@ class Inbound:
             logging.getLogger("gatewise.inbound"), "inbound_limit", "connections closed"
         )
         self.lingering = 0
-        self._stopped = 0  # answers ended at the shutdown deadline
-        self.connections: Sized = ()  # the server's open connections, from the first one on
+        self._told_stopped = False  # the shutdown deadline's one log line is out
+        # The server's open connections (its protocols), from the first one on.
+        self.connections: Collection[Any] = ()
         self.max_lingering = max(64, limits.max_connections // 8)
         # Young collections on a clock; full ones when at most 1 % of the connections
         # are open. Started by the worker's first connection (gateway/server/collector.py).
@@ -222,24 +223,27 @@ class Inbound:
     def __reduce__(self) -> tuple[Any, ...]:
         return Inbound, (self.limits,)
 
-    def stopped(self, loop: asyncio.AbstractEventLoop) -> None:
-        """One more answer ended at the shutdown deadline: counted, and logged once for
-        all of them (their timers fire in the same turn of the loop), not per answer."""
-        self._stopped += 1
-        if self._stopped == 1:
-            loop.call_soon(self._log_stopped)
-
-    def _log_stopped(self) -> None:
+    def stopping(self) -> None:
+        """The shutdown deadline passed for the first of this worker's answers under way:
+        one line for all of them, not one per answer. The others' deadlines have not fired
+        yet (they fire in this turn of the loop or the next), so they are counted."""
+        if self._told_stopped:
+            return
+        self._told_stopped = True
+        ended = 1 + sum(1 for c in self.connections if getattr(c, "_stop_timer", None) is not None)
         logging.getLogger("gatewise.inbound").warning(
             "shutdown_timeout (%g s) passed: %d answers under way were ended, their clients "
             "told to retry",
             self.limits.shutdown_timeout,
-            self._stopped,
-            extra={"fields": {"event": "shutdown_deadline", "ended": self._stopped}},
+            ended,
+            extra={"fields": {"event": "shutdown_deadline", "ended": ended}},
         )
 
     def serve(
-        self, loop: asyncio.AbstractEventLoop, connections: Sized, app_state: dict[str, Any]
+        self,
+        loop: asyncio.AbstractEventLoop,
+        connections: Collection[Any],
+        app_state: dict[str, Any],
     ) -> None:
         """From the worker's first connection on: collect on the clock, and count
         `connections` (the server's open ones). The app's metrics live in the lifespan's
@@ -433,7 +437,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         self._stop_timer = None
         if not self._stopping:
             self._stopping = True
-            self.inbound.stopped(self.loop)
+            self.inbound.stopping()
         gone = self._gone
         if gone is not None:
             self._gone = None
