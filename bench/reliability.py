@@ -38,6 +38,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -98,79 +99,10 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def silent(port: int, count: int, wait: float) -> dict[str, Any]:
-    kept = connect(port)
-    assert ask(kept)[0] == 200
-    began = time.perf_counter()
-    socks = []
-    for _ in range(count):
-        try:
-            socks.append(connect(port, timeout=5))
-        except OSError:
-            break  # the gateway (or this process) is out of files: what is held is the answer
-    opened = time.perf_counter() - began
-    kept_ms = max(ask(kept)[1] for _ in range(10)) * 1000
-    with connect(port, timeout=5) as sock:
-        new_status, new_seconds = ask(sock)
-    refused = 0
-    waiting = selectors.DefaultSelector()
-    for sock in socks:
-        sock.setblocking(False)
-        waiting.register(sock, selectors.EVENT_READ)
-    closed_after: float | None = None
-    served_again: float | None = 0.0 if new_status == 200 else None
-    deadline = time.perf_counter() + wait
-    next_probe = 0.0
-    while waiting.get_map() and time.perf_counter() < deadline:
-        for key, _ in waiting.select(timeout=0.05):
-            sock = key.fileobj
-            assert isinstance(sock, socket.socket)
-            try:
-                data = sock.recv(65536)
-            except OSError:
-                data = b""
-            if data.startswith(b"HTTP/1.1 503"):
-                refused += 1
-            waiting.unregister(sock)
-            sock.close()
-        now = time.perf_counter()
-        if served_again is None and now >= next_probe:
-            next_probe = now + 0.1
-            if ask_new(port) == 200:
-                served_again = now - began
-    if not waiting.get_map():
-        closed_after = time.perf_counter() - began
-        if served_again is None and ask_new(port) == 200:
-            served_again = time.perf_counter() - began
-    for key in list(waiting.get_map().values()):
-        key.fileobj.close()  # type: ignore[union-attr]
-    kept_after = ask(kept)[0]
-    kept.close()
-    return {
-        "silent_opened": len(socks),
-        "open_seconds": round(opened, 2),
-        "held": len(socks) - refused,
-        "refused_503": refused,
-        "kept_alive_healthz_max_ms": round(kept_ms, 1),
-        "kept_alive_served_after": kept_after == 200,
-        "new_client_status": new_status,
-        "new_client_ms": round(new_seconds * 1000, 1),
-        "new_client_served_after_s": None if served_again is None else round(served_again, 2),
-        "all_silent_closed_after_s": None if closed_after is None else round(closed_after, 2),
-    }
-
-
-SLOW_HEAD = (
-    b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-    b"Content-Length: 100000\r\n\r\n{"
-)
-
-
-def slow_bodies(port: int, count: int, wait: float) -> dict[str, Any]:
-    """`count` connections each send a request's head and the first byte of its body,
-    then one more byte a second (a slow POST): how many the worker holds and refuses,
-    how a kept-alive client and a new one fare meanwhile, and when the worker has
-    answered (408) and closed every one."""
+def _hold(port: int, count: int, wait: float, head: bytes = b"", trickle: bool = False) -> Held:
+    """Open `count` connections that send `head` (and, with `trickle`, a byte a second
+    after it), beside a kept-alive client; then wait up to `wait` s for the gateway to
+    answer or close each, probing for a new client every 0.1 s until one is served."""
     kept = connect(port)
     assert ask(kept)[0] == 200
     began = time.perf_counter()
@@ -178,14 +110,15 @@ def slow_bodies(port: int, count: int, wait: float) -> dict[str, Any]:
     for _ in range(count):
         try:
             sock = connect(port, timeout=5)
-            sock.sendall(SLOW_HEAD)
+            if head:
+                sock.sendall(head)
         except OSError:
-            break
+            break  # the gateway (or this process) is out of files: what is held is the answer
         socks.append(sock)
     opened = time.perf_counter() - began
     kept_ms = max(ask(kept)[1] for _ in range(10)) * 1000
     with connect(port, timeout=5) as sock:
-        new_status = ask(sock)[0]
+        new_status, new_seconds = ask(sock)
     answers: dict[str, int] = {}
     waiting = selectors.DefaultSelector()
     for sock in socks:
@@ -208,7 +141,7 @@ def slow_bodies(port: int, count: int, wait: float) -> dict[str, Any]:
             waiting.unregister(sock)
             sock.close()
         now = time.perf_counter()
-        if now >= next_byte:  # a byte a second to each: never silent, never done
+        if trickle and now >= next_byte:  # a byte a second to each: never silent, never done
             next_byte = now + 1.0
             for key in list(waiting.get_map().values()):
                 with contextlib.suppress(OSError):
@@ -226,16 +159,77 @@ def slow_bodies(port: int, count: int, wait: float) -> dict[str, Any]:
         key.fileobj.close()  # type: ignore[union-attr]
     kept_after = ask(kept)[0]
     kept.close()
+    return Held(
+        opened=len(socks),
+        open_seconds=round(opened, 2),
+        answers=answers,
+        still_open=still_open,
+        kept_alive_healthz_max_ms=round(kept_ms, 1),
+        kept_alive_served_after=kept_after == 200,
+        new_client_status=new_status,
+        new_client_ms=round(new_seconds * 1000, 1),
+        new_client_served_after_s=None if served_again is None else round(served_again, 2),
+        all_closed_after_s=None if closed_after is None else round(closed_after, 2),
+    )
+
+
+@dataclass
+class Held:
+    """What `_hold` saw: `answers` counts each connection's end by status ("closed" for
+    none)."""
+
+    opened: int
+    open_seconds: float
+    answers: dict[str, int]
+    still_open: int
+    kept_alive_healthz_max_ms: float
+    kept_alive_served_after: bool
+    new_client_status: int
+    new_client_ms: float
+    new_client_served_after_s: float | None
+    all_closed_after_s: float | None
+
+
+def silent(port: int, count: int, wait: float) -> dict[str, Any]:
+    """Connections that never send a byte."""
+    h = _hold(port, count, wait)
+    refused = h.answers.get("503", 0)
     return {
-        "slow_opened": len(socks),
-        "open_seconds": round(opened, 2),
-        "answers": answers,
-        "still_open_at_end": still_open,
-        "kept_alive_healthz_max_ms": round(kept_ms, 1),
-        "kept_alive_served_after": kept_after == 200,
-        "new_client_status": new_status,
-        "new_client_served_after_s": None if served_again is None else round(served_again, 2),
-        "all_slow_closed_after_s": None if closed_after is None else round(closed_after, 2),
+        "silent_opened": h.opened,
+        "open_seconds": h.open_seconds,
+        "held": h.opened - refused,
+        "refused_503": refused,
+        "kept_alive_healthz_max_ms": h.kept_alive_healthz_max_ms,
+        "kept_alive_served_after": h.kept_alive_served_after,
+        "new_client_status": h.new_client_status,
+        "new_client_ms": h.new_client_ms,
+        "new_client_served_after_s": h.new_client_served_after_s,
+        "all_silent_closed_after_s": h.all_closed_after_s,
+    }
+
+
+SLOW_HEAD = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+    b"Content-Length: 100000\r\n\r\n{"
+)
+
+
+def slow_bodies(port: int, count: int, wait: float) -> dict[str, Any]:
+    """`count` connections each send a request's head and the first byte of its body,
+    then one more byte a second (a slow POST): how many the worker holds and refuses,
+    how a kept-alive client and a new one fare meanwhile, and when the worker has
+    answered (408) and closed every one."""
+    h = _hold(port, count, wait, SLOW_HEAD, trickle=True)
+    return {
+        "slow_opened": h.opened,
+        "open_seconds": h.open_seconds,
+        "answers": h.answers,
+        "still_open_at_end": h.still_open,
+        "kept_alive_healthz_max_ms": h.kept_alive_healthz_max_ms,
+        "kept_alive_served_after": h.kept_alive_served_after,
+        "new_client_status": h.new_client_status,
+        "new_client_served_after_s": h.new_client_served_after_s,
+        "all_slow_closed_after_s": h.all_closed_after_s,
     }
 
 

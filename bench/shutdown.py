@@ -135,8 +135,8 @@ def run(n: int, deadline: float, workers: int, tmp: Path) -> dict[str, Any]:
         nginx.stop()
         os.sched_setaffinity(0, set(cores))
     outcomes = [s.outcome for s in got["streams"]]
-    heard = sorted(s.ended_at - got["signalled"] - deadline
-                   for s in got["streams"] if s.outcome == "told")  # fmt: skip
+    heard = [s.ended_at - got["signalled"] - deadline
+             for s in got["streams"] if s.outcome == "told"]  # fmt: skip
     with sqlite3.connect(work / "streams-bench.db") as db:
         stored = dict(
             db.execute("SELECT coalesce(error_class, 'ok'), count(*) FROM attempts GROUP BY 1")
@@ -158,9 +158,8 @@ def run(n: int, deadline: float, workers: int, tmp: Path) -> dict[str, Any]:
 
 
 def _ms(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
-    return round(1000 * values[min(len(values) - 1, int(q * len(values)))], 1)
+    seconds = harness._pct(values, q)
+    return None if seconds is None else round(1000 * seconds, 1)
 
 
 def main(argv: list[str] | None = None) -> int:
