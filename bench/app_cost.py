@@ -1,6 +1,6 @@
 """What one chat request costs the whole ASGI app, in process, with a 0 ms mock upstream.
 
-    python bench/app_cost.py [--requests 2000] [--limited-key] [--upstream URL]
+    python bench/app_cost.py [--requests 2000] [--limited-key] [--upstream URL [--stream]]
 
 Every layer a request crosses (key check, body, routing, the mock provider, the
 recorder with its counting and log line), without the network or the server protocol:
@@ -12,7 +12,10 @@ two commits, run it from each checkout in turn (`git archive <commit> | tar -x -
 `--upstream URL` serves through bench/gatewise.yaml's real `openai` providers and HTTP
 pool instead, against an upstream such as the overhead benchmark's nginx
 (bench/upstream/nginx.conf): the path production requests take, and one that does not
-move when the mock provider changes between two commits.
+move when the mock provider changes between two commits. With `--stream` the request
+asks for a stream (the `auto-stream` route: the nginx mock's whole SSE answer in one
+read), so what shows is what each stream costs to begin and end, apart from its events
+(bench/event_cost.py): the part of a long stream's cost that grows with arrivals.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from gateway.core.logs import configure_logging
 from gateway.server.app import create_app
 
 BODY = b'{"model":"auto","messages":[{"role":"user","content":"hi"}]}'
+STREAM_BODY = b'{"model":"auto-stream","stream":true,"messages":[{"role":"user","content":"hi"}]}'
 SCOPE: dict[str, Any] = {
     "type": "http",
     "method": "POST",
@@ -84,7 +88,9 @@ def keys(limited: bool) -> list[Any]:
     return [{"name": "bench", "key": "test-key", **LIMITS}, *others]
 
 
-async def run(requests: int, limited: bool = False, upstream: str | None = None) -> float:
+async def run(
+    requests: int, limited: bool = False, upstream: str | None = None, stream: bool = False
+) -> float:
     configure_logging("info")
     logging.getLogger("gatewise").handlers[0].stream = io.StringIO()  # type: ignore[attr-defined]
     if upstream:
@@ -102,24 +108,31 @@ async def run(requests: int, limited: bool = False, upstream: str | None = None)
     gateway = app.state.gateway
     await gateway.start()
     statuses: set[int] = set()
+    ended: list[bool] = []
+    body = STREAM_BODY if stream else BODY
+    headers = [h for h in SCOPE["headers"] if h[0] != b"content-length"]
+    scope = {**SCOPE, "headers": [*headers, (b"content-length", str(len(body)).encode())]}
 
     async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": BODY, "more_body": False}
+        return {"type": "http.request", "body": body, "more_body": False}
 
     async def send(message: dict[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses.add(message["status"])
+        elif message.get("body", b"").endswith(b"data: [DONE]\n\n"):
+            ended.append(True)
 
     for _ in range(requests):  # warm up
-        await app(dict(SCOPE), receive, send)
+        await app(dict(scope), receive, send)
     best = float("inf")
     for _ in range(5):
         started = time.process_time()
         for _ in range(requests):
-            await app(dict(SCOPE), receive, send)
+            await app(dict(scope), receive, send)
         best = min(best, (time.process_time() - started) / requests * 1e6)
     await gateway.stop()
     assert statuses == {200}, statuses
+    assert not stream or len(ended) == 6 * requests, "a stream did not end with [DONE]"
     return best
 
 
@@ -128,8 +141,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--limited-key", action="store_true")
     parser.add_argument("--upstream", default=None, help="e.g. http://127.0.0.1:8999")
+    parser.add_argument("--stream", action="store_true", help="streamed chats (needs --upstream)")
     args = parser.parse_args()
-    cost = asyncio.run(run(args.requests, args.limited_key, args.upstream))
+    if args.stream and not args.upstream:
+        parser.error("--stream needs --upstream (the nginx mock's SSE location)")
+    cost = asyncio.run(run(args.requests, args.limited_key, args.upstream, args.stream))
     print(f"{cost:.2f} µs per request")
 
 
