@@ -165,7 +165,8 @@ class ServerConfig(_Strict):
     send_timeout: float = Field(60.0, gt=0, le=3600)
     # A stream that wrote nothing for this long (its upstream thinking, or preparing a
     # tool call) gets an SSE comment, so that a proxy or load balancer in front does not
-    # close it as idle (60 s in AWS ALB's and nginx's defaults). 0: never.
+    # close it as idle (60 s in AWS ALB's and nginx's defaults); one whose answer has not
+    # begun gets its head first (gateway/http/heartbeat.py, EarlyHead). 0: never.
     stream_keepalive: float = Field(15.0, ge=0, le=300)
     # On SIGTERM a worker stops accepting and gives the answers under way this long to
     # finish; then it ends each in its API's shape (a stream: an error event and its end

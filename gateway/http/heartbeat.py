@@ -11,6 +11,12 @@ longer than 2 x `interval` never goes more than that without a byte.
 
 One timer per worker while streams are open, not one per stream: a forwarded event costs
 a flag set. Only streams the server writes directly (a `BodyWriter`) get comments.
+
+The same silence comes before a stream's first event: a reasoning model can think for
+minutes before it, and the dispatcher may fail over meanwhile. The head is held until
+that event so that a failure can still be an error status and the head can name the
+model that answered; past a whole silent round (`EarlyHead`) the connection matters
+more, and the head goes out, then comments.
 """
 
 from __future__ import annotations
@@ -18,7 +24,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
-__all__ = ["COMMENT", "NO_HEARTBEATS", "Beat", "Heartbeats"]
+from gateway.http.streaming import BodyWriter
+
+__all__ = ["COMMENT", "NO_HEARTBEATS", "Beat", "EarlyHead", "Heartbeats"]
 
 COMMENT = b": keep-alive\n\n"
 
@@ -31,6 +39,28 @@ class Beat:
     def __init__(self, write: Callable[[bytes], Awaitable[None] | None]) -> None:
         self.write = write
         self.wrote = True
+
+
+class EarlyHead:
+    """A stream whose answer has not begun, kept in the round like a stream that wrote
+    nothing: at its turn its head goes out with a comment (`started`), without the
+    lines that name the model (not known yet). From then on the answer is the body's,
+    and so is a failure: an error event, not an error status."""
+
+    __slots__ = ("_lines", "_writer", "beat", "started")
+
+    def __init__(self, writer: BodyWriter, lines: Callable[[], bytes]) -> None:
+        self._writer = writer
+        self._lines = lines  # the head's lines, content-type among them: made if it goes
+        self.started = False
+        self.beat: Beat | None = None
+
+    def write(self, data: bytes) -> Awaitable[None] | None:
+        if not self.started:
+            if not self._writer.start_body(self._lines()):
+                return None  # not now (the connection cannot take it): the next round
+            self.started = True
+        return self._writer.write_body(data)
 
 
 class Heartbeats:
@@ -52,6 +82,16 @@ class Heartbeats:
             loop = asyncio.get_running_loop()
             self._timer = loop.call_later(self.interval, self._round, loop)
         return beat
+
+    def early(self, writer: BodyWriter | None, lines: Callable[[], bytes]) -> EarlyHead | None:
+        """Keep a stream whose answer has not begun alive through `writer`, its head of
+        `lines()` going out at its first comment, until `discard(head.beat)`; None when
+        comments are off or the server offers no writer."""
+        if writer is None or not self.interval:
+            return None
+        head = EarlyHead(writer, lines)
+        head.beat = self.add(head.write)
+        return head
 
     def discard(self, beat: Beat | None) -> None:
         if beat is not None:

@@ -35,15 +35,22 @@ from gateway.core.types import ENDPOINT_TYPES
 from gateway.http.auth import tenant_of
 from gateway.http.body import check_message_body, read_json
 from gateway.http.disconnect import ClientLeft, unless_client_leaves
-from gateway.http.errors import anthropic_error_body, anthropic_error_response
-from gateway.http.heartbeat import NO_HEARTBEATS, Beat, Heartbeats
+from gateway.http.errors import (
+    anthropic_error_body,
+    anthropic_error_response,
+    anthropic_error_type,
+    status_of,
+)
+from gateway.http.heartbeat import NO_HEARTBEATS, Beat, EarlyHead, Heartbeats
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.proxy import (
     Backend,
     FastEndpoint,
     admit,
     check_scope,
+    early_lines,
     optimization_of,
+    send_last,
     served_lines,
     stopped_midway,
     stream_failure,
@@ -73,6 +80,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
         request_id = request_id_from(headers.get("x-request-id"))
         limits: bytes = b""
         tenant = tenant_of(scope)
+        early: EarlyHead | None = None  # a stream's head, sent before its answer began
         try:
             body = await read_json(request, max_body)
             check_message_body(body)
@@ -88,13 +96,18 @@ def messages_routes(gateway: Backend) -> list[Route]:
             passed = _passed_on(headers)
             parent = headers.get("traceparent") if gateway.traced else None
             if body.get("stream") is True:
-                stream = dispatcher.run(
-                    StreamJob(
-                        *args, owner=owner, headers=passed, traceparent=parent, tolerance=tolerance
-                    )
+                job = StreamJob(
+                    *args, owner=owner, headers=passed, traceparent=parent, tolerance=tolerance
                 )
-                events = await unless_client_leaves(scope, receive, stream)
-                answer = _events(events, limits, body_writer(scope), heartbeats)
+                writer = body_writer(scope)
+                early = heartbeats.early(writer, lambda: early_lines(job, limits))
+                try:
+                    events = await unless_client_leaves(scope, receive, dispatcher.run(job))
+                finally:
+                    if early is not None:
+                        heartbeats.discard(early.beat)
+                head_sent = early is not None and early.started
+                answer = _events(events, limits, writer, heartbeats, head_sent)
                 return await answer(scope, receive, send)
             reply = dispatcher.run(
                 ReplyJob(
@@ -105,6 +118,8 @@ def messages_routes(gateway: Backend) -> list[Route]:
         except GatewayError as exc:
             if tenant is not None and tenant.limited:
                 quota.failed(tenant.name)
+            if early is not None and early.started:  # the head is out: an event says it
+                return await send_last(send, _error_event(exc))
             extra = {"x-request-id": request_id, **header_strings(limits)}
             return await anthropic_error_response(exc, extra)(scope, receive, send)
         except ClientLeft:
@@ -177,13 +192,23 @@ async def _reply(exchange: Exchange[Reply], send: Send, limits: bytes) -> None:
         exchange.close()
 
 
+def _error_event(exc: GatewayError) -> bytes:
+    """A failure before a stream's answer began, once its head is out: an `error` event,
+    as Anthropic's own streams report one."""
+    status, _ = status_of(exc)
+    error = anthropic_error_body(exc.message, anthropic_error_type(status))
+    return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+
+
 def _events(
     exchange: Streaming[ChunkStream, Sequence[Piece]],
     limits: bytes,
     writer: BodyWriter | None,
     heartbeats: Heartbeats,
+    head_sent: bool = False,
 ) -> Response:
-    return event_stream(_sse(exchange, writer, heartbeats), served_lines(exchange, limits))
+    body = _sse(exchange, writer, heartbeats)
+    return event_stream(body, served_lines(exchange, limits), head_sent)
 
 
 async def _sse(

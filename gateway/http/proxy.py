@@ -41,16 +41,23 @@ from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Optimization
 from gateway.http.auth import tenant_of
 from gateway.http.body import check_body, read_json
 from gateway.http.disconnect import ClientLeft, unless_client_leaves
-from gateway.http.errors import error_body, error_response, internal_error
-from gateway.http.heartbeat import NO_HEARTBEATS, Beat, Heartbeats
+from gateway.http.errors import error_body, error_response, internal_error, status_of
+from gateway.http.heartbeat import NO_HEARTBEATS, Beat, EarlyHead, Heartbeats
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.request_id import stamped
-from gateway.http.streaming import BodyWriter, StreamingResponse, body_writer, event_stream
+from gateway.http.streaming import (
+    BodyWriter,
+    StreamingResponse,
+    body_writer,
+    event_stream,
+    event_stream_lines,
+)
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import (
     AudioJob,
     Dispatcher,
     Exchange,
+    Job,
     ReplyJob,
     Streaming,
     StreamJob,
@@ -67,9 +74,11 @@ __all__ = [
     "FastEndpoint",
     "admit",
     "check_scope",
+    "early_lines",
     "fast_handlers",
     "optimization_of",
     "proxy_routes",
+    "send_last",
     "served_lines",
     "stopped_midway",
     "stream_failure",
@@ -84,6 +93,7 @@ _JSON = "application/json"
 _DONE = b"data: [DONE]\n\n"
 
 
+_EARLY = b"x-request-id: %s\r\nx-gatewise-response-id: %s\r\n"
 _SERVED = (
     b"x-request-id: %s\r\nx-gatewise-model: %s\r\nx-gatewise-provider: %s\r\n"
     b"x-gatewise-attempts: %d\r\nx-gatewise-response-id: %s\r\n%s"
@@ -149,6 +159,18 @@ def served_lines(exchange: Exchange[Any], limits: bytes = b"") -> bytes:
     return lines
 
 
+def early_lines(job: Job[Any, Any], limits: bytes = b"") -> bytes:
+    """The header lines of a stream's head sent before its answer began (`EarlyHead`):
+    its ids and the key's x-ratelimit-* lines, but not yet the model that answers."""
+    ids = _EARLY % (job.request_id.encode(), job.response_id.encode())
+    return event_stream_lines(ids + limits)
+
+
+async def send_last(send: Send, data: bytes) -> None:
+    """The last piece of a streamed body whose head is out."""
+    await send({"type": "http.response.body", "body": data, "more_body": False})
+
+
 def proxy_routes(gateway: Backend) -> list[Route]:
     videos = _VideoJobs()
     max_body = gateway.config.server.max_body_bytes
@@ -168,6 +190,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             request_id = request_id_from(headers.get("x-request-id"))
             limits: bytes = b""
             tenant = tenant_of(scope)
+            early: EarlyHead | None = None  # a stream's head, sent before its answer began
             try:
                 body = await read_json(request, max_body)
                 check_body(endpoint, body)
@@ -195,19 +218,19 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                     audio = await unless_client_leaves(scope, receive, speech)
                     return await _audio(audio, limits)(scope, receive, send)
                 if streamable and body.get("stream") is True:
-                    stream = dispatcher.run(
-                        StreamJob(
-                            *args,
-                            conversation_id,
-                            owner=owner,
-                            traceparent=parent,
-                            tolerance=tolerance,
-                        )
+                    job = StreamJob(
+                        *args, conversation_id, owner=owner, traceparent=parent, tolerance=tolerance
                     )
-                    events = await unless_client_leaves(scope, receive, stream)
-                    return await _events(events, body_writer(scope), limits, heartbeats)(
-                        scope, receive, send
-                    )
+                    writer = body_writer(scope)
+                    early = heartbeats.early(writer, lambda: early_lines(job, limits))
+                    try:
+                        events = await unless_client_leaves(scope, receive, dispatcher.run(job))
+                    finally:
+                        if early is not None:
+                            heartbeats.discard(early.beat)
+                    head_sent = early is not None and early.started
+                    answer = _events(events, writer, limits, heartbeats, head_sent)
+                    return await answer(scope, receive, send)
                 reply = dispatcher.run(
                     ReplyJob(
                         *args, conversation_id, owner=owner, traceparent=parent, tolerance=tolerance
@@ -217,6 +240,8 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             except GatewayError as exc:
                 if tenant is not None and tenant.limited:
                     quota.failed(tenant.name)
+                if early is not None and early.started:  # the head is out: an event says it
+                    return await send_last(send, _error_event(exc, endpoint))
                 extra = {"x-request-id": request_id, **header_strings(limits)}
                 return await error_response(exc, extra)(scope, receive, send)
             except ClientLeft:
@@ -410,8 +435,18 @@ def _events(
     writer: BodyWriter | None,
     limits: bytes,
     heartbeats: Heartbeats,
+    head_sent: bool = False,
 ) -> Response:
-    return event_stream(_sse(exchange, writer, heartbeats), served_lines(exchange, limits))
+    body = _sse(exchange, writer, heartbeats)
+    return event_stream(body, served_lines(exchange, limits), head_sent)
+
+
+def _error_event(exc: GatewayError, endpoint: Endpoint) -> bytes:
+    """A failure before a stream's answer began, once its head is out: what the stream
+    would have said had it failed midway (`_sse`)."""
+    _, kind = status_of(exc)
+    body = orjson.dumps(error_body(exc.message, kind, exc.code, exc.param))
+    return b"data: " + body + b"\n\n" + (b"" if endpoint is Endpoint.RESPONSES else _DONE)
 
 
 async def _sse(

@@ -24,7 +24,9 @@ from gateway.core.headers import RenderedHeaders
 from gateway.http.disconnect import WATCH, DisconnectWatch
 from providers import STOPPING
 
-__all__ = ["BODY", "BodyWriter", "StreamingResponse", "body_writer", "event_stream"]
+__all__ = [
+    "BODY", "BodyWriter", "StreamingResponse", "body_writer", "event_stream", "event_stream_lines",
+]  # fmt: skip
 
 BODY = "gatewise.body"  # scope["extensions"][BODY]["writer"]: a BodyWriter
 
@@ -38,6 +40,11 @@ class BodyWriter(Protocol):
         """Write `data` as the next piece of the body under way (after its first `send`);
         returns what to await before writing more when the client is slow to read."""
 
+    def start_body(self, lines: bytes) -> bool:
+        """Write a 200 streamed answer's head, of these header lines, now and without
+        `send` (the answer not begun yet: gateway/http/heartbeat.py); False if it cannot
+        (a head is out already, or the connection cannot take it)."""
+
 
 def body_writer(scope: Scope) -> BodyWriter | None:
     """The server's BodyWriter, where it offers one (the gateway's own server does)."""
@@ -50,19 +57,40 @@ def body_writer(scope: Scope) -> BodyWriter | None:
 _EVENT_STREAM = b"content-type: text/event-stream; charset=utf-8\r\ncache-control: no-cache\r\n"
 
 
-def event_stream(body: AsyncIterable[bytes], lines: bytes) -> StreamingResponse:
+def event_stream(
+    body: AsyncIterable[bytes], lines: bytes, head_sent: bool = False
+) -> StreamingResponse:
     """A server-sent-events answer of `body`, with the header lines `lines` besides its
     own, sent rendered (gateway.core.headers): uvicorn checked and rendered a stream's
-    dozen headers pair by pair, on every stream."""
+    dozen headers pair by pair, on every stream. With `head_sent`, its head went out
+    before the answer began (`EARLY_HEAD`): only the body is sent."""
     response = StreamingResponse(body)
+    response.head_sent = head_sent
     # Starlette sends raw_headers as the start message's headers, which ASGI lets be any
     # iterable of pairs: the gateway's server writes these lines as they are, any other
     # reads them as pairs (a middleware copies them into a list).
-    response.raw_headers = RenderedHeaders(_EVENT_STREAM + lines, None)  # type: ignore[assignment]
+    response.raw_headers = RenderedHeaders(event_stream_lines(lines), None)  # type: ignore[assignment]
     return response
 
 
+def event_stream_lines(lines: bytes) -> bytes:
+    """A server-sent-events answer's header lines: its own, then `lines`."""
+    return _EVENT_STREAM + lines
+
+
 class StreamingResponse(responses.StreamingResponse):
+    head_sent = False  # the head is out already (`event_stream`): the body only
+
+    async def stream_response(self, send: Send) -> None:
+        if not self.head_sent:
+            start = "http.response.start"
+            await send({"type": start, "status": self.status_code, "headers": self.raw_headers})
+        async for chunk in self.body_iterator:
+            if not isinstance(chunk, bytes | memoryview):
+                chunk = chunk.encode(self.charset)
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
         assert task is not None

@@ -328,30 +328,36 @@ class _Cycle(RequestResponseCycle):
     async def send(self, message: Any) -> None:
         if message["type"] == "http.response.start":
             headers = message.get("headers")
-            if (
-                type(headers) is RenderedHeaders
-                and not self.response_started
-                and not self.access_log
-                and not self.disconnected
-                and not self.flow.write_paused
-                and (headers.content_length is not None or self.scope["method"] != "HEAD")
-            ):
-                self.response_started = True
-                self.waiting_for_100_continue = False
-                length = headers.content_length
-                if length is None:  # a streamed body: chunked, as uvicorn frames it
-                    self.chunked_encoding = True
-                    self.expected_content_length = 0
-                    framing = b"transfer-encoding: chunked\r\n"
-                else:
-                    self.chunked_encoding = False
-                    self.expected_content_length = length
-                    framing = b""
-                head = STATUS_LINE[message["status"]] + _default_lines(self.default_headers)
-                close = b"" if self.keep_alive else b"connection: close\r\n"
-                self.transport.write(head + headers.lines + close + framing + b"\r\n")
+            if type(headers) is RenderedHeaders and self.start(message["status"], headers):
                 return
         await RequestResponseCycle.send(self, message)
+
+    def start(self, status: int, headers: RenderedHeaders) -> bool:
+        """Write the head now, as uvicorn would; False where uvicorn must write it (an
+        access log, a paused or lost connection, a HEAD) or one is out already."""
+        if (
+            self.response_started
+            or self.access_log
+            or self.disconnected
+            or self.flow.write_paused
+            or (headers.content_length is None and self.scope["method"] == "HEAD")
+        ):
+            return False
+        self.response_started = True
+        self.waiting_for_100_continue = False
+        length = headers.content_length
+        if length is None:  # a streamed body: chunked, as uvicorn frames it
+            self.chunked_encoding = True
+            self.expected_content_length = 0
+            framing = b"transfer-encoding: chunked\r\n"
+        else:
+            self.chunked_encoding = False
+            self.expected_content_length = length
+            framing = b""
+        head = STATUS_LINE[status] + _default_lines(self.default_headers)
+        close = b"" if self.keep_alive else b"connection: close\r\n"
+        self.transport.write(head + headers.lines + close + framing + b"\r\n")
+        return True
 
 
 class JoinedWritesProtocol(HttpToolsProtocol):
@@ -472,6 +478,14 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         cycle.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
         flow = cycle.flow
         return flow.drain() if flow.write_paused else None
+
+    def start_body(self, lines: bytes) -> bool:
+        """A BodyWriter's: a 200 chunked head of these header lines, written outside the
+        handler's `send` (the heartbeat round, gateway/http/heartbeat.py)."""
+        cycle = self.cycle
+        if type(cycle) is not _Cycle or cycle.response_complete:
+            return False
+        return cycle.start(200, RenderedHeaders(lines, None))
 
     def data_received(self, data: bytes) -> None:
         # uvicorn's, plus the head's limits; a parse error is logged with counts, not per

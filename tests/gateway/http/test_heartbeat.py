@@ -62,3 +62,62 @@ async def test_no_timer_runs_without_streams_and_none_with_comments_off() -> Non
     beats._round(asyncio.get_running_loop())
     assert beats._timer is None
     assert Heartbeats(0).add(Writer()) is None
+
+
+class BodyWriter:
+    """A server's BodyWriter: a head goes out once, and only when the connection can
+    take it (`ready`)."""
+
+    def __init__(self, ready: bool = True) -> None:
+        self.ready = ready
+        self.heads: list[bytes] = []
+        self.written: list[bytes] = []
+
+    def start_body(self, lines: bytes) -> bool:
+        if not self.ready or self.heads:
+            return False
+        self.heads.append(lines)
+        return True
+
+    def write_body(self, data: bytes) -> Awaitable[None] | None:
+        if not self.heads:
+            raise RuntimeError("write_body outside a chunked response's body")
+        self.written.append(data)
+        return None
+
+
+async def test_an_answer_not_begun_gets_its_head_with_its_first_comment() -> None:
+    beats = Heartbeats(15)
+    writer = BodyWriter()
+    early = beats.early(writer, lambda: b"x-request-id: r1\r\n")
+    assert early is not None and not early.started
+    loop = asyncio.get_running_loop()
+    beats._round(loop)  # just added: a whole round has not passed
+    assert writer.heads == [] and not early.started
+    beats._round(loop)
+    assert writer.heads == [b"x-request-id: r1\r\n"] and writer.written == [COMMENT]
+    assert early.started
+    beats._round(loop)  # still not begun: comments only, the head went once
+    assert len(writer.heads) == 1 and writer.written == [COMMENT, COMMENT]
+    beats.discard(early.beat)
+    beats._round(loop)
+    assert writer.written == [COMMENT, COMMENT]
+
+
+async def test_a_head_the_connection_cannot_take_waits_for_a_later_round() -> None:
+    beats = Heartbeats(15)
+    writer = BodyWriter(ready=False)
+    early = beats.early(writer, lambda: b"x-request-id: r2\r\n")
+    assert early is not None
+    loop = asyncio.get_running_loop()
+    beats._round(loop)
+    beats._round(loop)
+    assert not early.started and writer.written == []
+    writer.ready = True
+    beats._round(loop)
+    assert early.started and writer.written == [COMMENT]
+
+
+async def test_no_early_head_without_a_writer_or_with_comments_off() -> None:
+    assert Heartbeats(15).early(None, bytes) is None
+    assert Heartbeats(0).early(BodyWriter(), bytes) is None

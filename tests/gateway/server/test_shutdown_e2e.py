@@ -184,3 +184,39 @@ def test_answers_under_way_finish_and_the_rest_end_as_errors_to_retry_at_the_dea
         assert rows[rid]["error_class"] == "gateway_stopped", rid
         assert rows[rid]["http_status"] == 503
         assert rows[rid]["counts_as_failure"] == 0
+
+
+def test_a_stream_whose_head_went_early_ends_with_an_error_event_at_the_deadline(
+    upstream: FakeUpstream, tmp_path: Path
+) -> None:
+    # beta's upstream never answers: the gateway's head and keep-alive comments are all
+    # its client has had when the gateway stops (gateway/http/heartbeat.py, EarlyHead).
+    hold = threading.Event()
+    upstream.behave("beta-up", hold=hold)
+    config = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    config["server"].update(shutdown_timeout=DEADLINE, stream_keepalive=0.2)
+    config["providers"][0].update(timeout=60, stream_timeout=60)
+    db = tmp_path / "gw.db"
+    config["storage"] = {"url": f"sqlite:///{db}", "flush_interval": 0.1}
+    gw = GatewayProcess(config, tmp_path).start()
+    try:
+        body = {"model": "beta", "messages": HI, "stream": True}
+        headers = {"authorization": "Bearer test-key", "x-request-id": "early"}
+        url = gw.url + "/v1/chat/completions"
+        with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as resp:
+            assert resp.status_code == 200
+            lines = resp.iter_lines()
+            assert next(line for line in lines if line) == ": keep-alive"
+            assert gw.proc is not None
+            gw.proc.send_signal(signal.SIGTERM)
+            rest = [line for line in lines if line and not line.startswith(":")]
+        error = orjson.loads(rest[0].removeprefix("data: "))["error"]
+        assert error["code"] == "shutting_down" and "retry" in error["message"]
+        assert rest[1:] == ["data: [DONE]"]
+        gw.proc.wait(timeout=DEADLINE + END_GRACE + 10)
+        assert "Traceback" not in gw.logs()
+    finally:
+        hold.set()
+        gw.stop()
+    row = attempts(db)["early"]
+    assert row["error_class"] == "gateway_stopped" and row["counts_as_failure"] == 0
