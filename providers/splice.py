@@ -29,7 +29,7 @@ _ESCAPE = (
     rb"|(?![dD][89a-fA-F])[0-9a-fA-F]{4}))"
 )
 _STRING = re.compile(rb'[^"\\\x00-\x1f]*(?:' + _ESCAPE + rb'[^"\\\x00-\x1f]*)*')
-_HIDING = (b" ", b"\t", b"\r", b"\n", b"\\")
+_HIDING = re.compile(rb"[ \t\r\n\\]")  # whitespace or an escape, where a key could hide
 
 
 def plain_text(data: bytes, head: bytes, tail: bytes) -> bytes | None:
@@ -62,7 +62,7 @@ def frame(data: bytes, marker: bytes, event: dict[str, Any], extra_keys: int = 0
         return None
     head, tail = data[:start], data[end:]
     outside = head + tail
-    if any(c in outside for c in _HIDING):
+    if _HIDING.search(outside) is not None:
         return None
     if outside.count(b'":') != keys_in(event) + extra_keys:
         return None
@@ -70,12 +70,19 @@ def frame(data: bytes, marker: bytes, event: dict[str, Any], extra_keys: int = 0
 
 
 def keys_in(value: Any) -> int:
-    """How many keys `value` holds, at every depth."""
+    """How many keys `value` holds, at every depth. (A loop that skips the leaves: a
+    template is made once or twice a stream, and this was 2.1 of its 7.6 µs.)"""
     if isinstance(value, dict):
-        return len(value) + sum(keys_in(v) for v in value.values())
-    if isinstance(value, list):
-        return sum(keys_in(v) for v in value)
-    return 0
+        count = len(value)
+        values: Any = value.values()
+    elif isinstance(value, list):
+        count, values = 0, value
+    else:
+        return 0
+    for v in values:
+        if isinstance(v, dict | list):
+            count += keys_in(v)
+    return count
 
 
 def _utf8(data: bytes) -> bool:
