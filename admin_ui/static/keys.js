@@ -1,5 +1,5 @@
-// The dashboard's "Keys" panel: each client key's use today and this month, against its
-// budget and rate limit. Polls /admin/usage on its own; hidden while there are no keys.
+// The dashboard's "Keys" panel: each client key's use today and this month, and its
+// answers in flight, against its budget and rate limits. Polls /admin/usage on its own; hidden while there are no keys.
 import { api } from "./api.js";
 import { el, fill, fmt } from "./dom.js";
 
@@ -29,6 +29,7 @@ function row(key) {
     ["tokens_day", fmt.int(u.tokens_day)],
     ["errors_day", fmt.int(u.errors_day)],
     ["last_minute", limit(u.requests_last_minute, rate.requests_per_minute, fmt.int)],
+    ["in_flight", limit(u.in_flight || 0, rate.max_concurrent, fmt.int)],
   ];
   return el("tr", { dataset: { key: key.name } },
     cells.map(([col, text]) => el("td", { dataset: { col } }, text)));
@@ -38,7 +39,7 @@ export function renderKeys(host, keys) {
   const section = host.closest("section");
   if (section) section.hidden = keys.length === 0;
   const head = ["Key", "Source", "May use", "Spent today", "This month", "Requests today",
-    "Tokens today", "Errors today", "Last minute"];
+    "Tokens today", "Errors today", "Last minute", "In flight"];
   fill(host, el("table", { className: "keys" },
     el("thead", {}, el("tr", {}, head.map((h) => el("th", { scope: "col" }, h)))),
     el("tbody", {}, keys.map(row))));

@@ -88,10 +88,14 @@ class KeyBudget(_Strict):
 
 
 class KeyRateLimit(_Strict):
-    """Over the last 60 seconds, across the fleet; 429 with Retry-After past them."""
+    """Over the last 60 seconds (and at once), across the fleet; 429 with Retry-After
+    past them."""
 
     requests_per_minute: int | None = Field(None, gt=0)
     tokens_per_minute: int | None = Field(None, gt=0)
+    # Answers in flight at once (a stream until it ends), across the fleet: a key's long
+    # streams cannot take every connection a worker has.
+    max_concurrent: int | None = Field(None, gt=0)
 
 
 class KeyConfig(_Strict):

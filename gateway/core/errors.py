@@ -16,6 +16,7 @@ from providers.errors import ContextLengthExceeded, ProviderError, RateLimited, 
 
 __all__ = [
     "AllModelsBlacklisted",
+    "ConcurrencyLimitExceeded",
     "Conflict",
     "Failure",
     "GatewayError",
@@ -100,6 +101,10 @@ class RateLimitExceeded(GatewayError):
 
 class TokenRateLimitExceeded(RateLimitExceeded):
     """The caller's key used more tokens in the last minute than it may."""
+
+
+class ConcurrencyLimitExceeded(RateLimitExceeded):
+    """The caller's key has as many answers in flight as it may."""
 
 
 class QuotaExceeded(GatewayError):

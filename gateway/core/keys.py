@@ -40,9 +40,13 @@ class Tenant:
     # Whether its requests are counted against anything (most keys: no). A field, not a
     # property: every request of every key asks.
     limited: bool = field(init=False, compare=False, repr=False)
+    # How many of its answers may be in flight at once (None: any number).
+    concurrency: int | None = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "limited", self.budget is not None or self.rate_limit is not None)
+        limit = self.rate_limit
+        object.__setattr__(self, "concurrency", limit.max_concurrent if limit else None)
 
     def may_use(self, name: str) -> bool:
         return self.allowed is None or name in self.allowed

@@ -81,6 +81,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
         limits: bytes = b""
         tenant = tenant_of(scope)
         early: EarlyHead | None = None  # a stream's head, sent before its answer began
+        flying = False  # counted in flight for its key (max_concurrent) until it ends
         try:
             body = await read_json(request, max_body)
             check_message_body(body)
@@ -89,6 +90,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
             asked = body["model"]
             if tenant is not None:
                 asked, optimization, limits = admit(tenant, asked, optimization, quota)
+                flying = tenant.concurrency is not None
             target = catalog.resolve(asked, _TEXT)
             conversation = headers.get("x-gatewise-conversation") or _user_id(body)
             args = (request_id, Endpoint.MESSAGES, target, body, optimization, conversation)
@@ -124,7 +126,11 @@ def messages_routes(gateway: Backend) -> list[Route]:
             return await anthropic_error_response(exc, extra)(scope, receive, send)
         except ClientLeft:
             return  # the attempt is recorded as the client's leaving; nobody to answer
-        await _reply(exchange, send, limits)
+        else:
+            await _reply(exchange, send, limits)
+        finally:
+            if flying and tenant is not None:
+                quota.leave(tenant.name)
 
     async def count_tokens(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))

@@ -191,6 +191,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             limits: bytes = b""
             tenant = tenant_of(scope)
             early: EarlyHead | None = None  # a stream's head, sent before its answer began
+            flying = False  # counted in flight for its key (max_concurrent) until it ends
             try:
                 body = await read_json(request, max_body)
                 check_body(endpoint, body)
@@ -199,6 +200,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 asked = body["model"]
                 if tenant is not None:
                     asked, optimization, limits = admit(tenant, asked, optimization, quota)
+                    flying = tenant.concurrency is not None
                 target = catalog.resolve(asked, ctype)
                 conversation = headers.get("x-gatewise-conversation") or body.get("user")
                 args = (request_id, endpoint, target, body, optimization)
@@ -246,7 +248,11 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 return await error_response(exc, extra)(scope, receive, send)
             except ClientLeft:
                 return  # the attempt is recorded as the client's leaving; nobody to answer
-            await _reply(exchange, send, videos, limits)
+            else:
+                await _reply(exchange, send, videos, limits)
+            finally:
+                if flying and tenant is not None:
+                    quota.leave(tenant.name)
 
         return FastEndpoint(handle)
 

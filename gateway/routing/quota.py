@@ -12,6 +12,11 @@ since their last publication, so at most the requests in flight plus what the fl
 admits in one interval (plus its own pull's) go past a limit. A budget is checked before
 a request, so the answer that crosses it is served and the next one refused; a stream in
 progress always finishes.
+
+A key's answers in flight (`max_concurrent`) are counted from admission to the answer's
+end (`leave`). Each origin publishes its own count with the time it did, every round
+while it has any; another origin's count is believed while it is that fresh
+(`stale_after`), so a crashed process's answers stop counting by themselves.
 """
 
 from __future__ import annotations
@@ -27,7 +32,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from gateway.core.config import KeyBudget
-from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded
+from gateway.core.errors import (
+    ConcurrencyLimitExceeded,
+    QuotaExceeded,
+    RateLimitExceeded,
+    TokenRateLimitExceeded,
+)
 from gateway.core.headers import header_pairs, render_headers
 from gateway.core.keys import Tenant
 from gateway.core.tasks import cancel
@@ -77,6 +87,8 @@ class Usage:
     days: dict[str, list[float]] = field(default_factory=dict)
     window_requests: float = 0.0  # the sums of `seconds`
     window_tokens: float = 0.0
+    in_flight: int = 0  # answers admitted and not yet ended
+    at: float = 0.0  # when its origin published it (another origin's: `Quota.stale_after`)
     _row: list[float] | None = None  # days[day], while it is the current day
     _row_until: float = 0.0  # when the current day ends (until then, _row is the row)
     _expired: int = -1  # the second the window was last trimmed for
@@ -179,11 +191,12 @@ class Usage:
             "month": self.month, "spend_month": self.spend_month,
             "requests_day": self.requests_day, "tokens_day": self.tokens_day,
             "errors_day": self.errors_day, "days": self.days,
+            "in_flight": self.in_flight, "at": self.at,
         }  # fmt: skip
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Usage:
-        return cls(
+        usage = cls(
             {int(s): list(v) for s, v in (data.get("seconds") or {}).items()},
             data.get("day", ""), float(data.get("spend_day", 0.0)),
             data.get("month", ""), float(data.get("spend_month", 0.0)),
@@ -191,6 +204,9 @@ class Usage:
             int(data.get("errors_day", 0)),
             {d: list(v) for d, v in (data.get("days") or {}).items()},
         )  # fmt: skip
+        usage.in_flight = int(data.get("in_flight", 0))
+        usage.at = float(data.get("at", 0.0))
+        return usage
 
 
 # A request let through: the route to serve it instead (its key's budget is spent and the
@@ -257,7 +273,7 @@ def merge_usage(into: dict[str, Any] | None, part: dict[str, Any]) -> dict[str, 
     stored: `Usage.to_dict`): seconds and days add up; the current day's and month's
     figures are those of the latest day and month either has, added where both do."""
     if into is None:
-        return part
+        return {**part, "in_flight": 0}  # a stopped process has no answer in flight
     usages = [Usage.from_dict(into), Usage.from_dict(part)]
     out = Usage()
     for usage in usages:
@@ -342,13 +358,54 @@ class Quota:
         # key name -> [second, tokens, cost, first time] of its answers in that second,
         # not yet in its Usage (`record`)
         self._tallies: dict[str, list[float]] = {}
+        # key name -> origin -> its usage, for the other origins with answers in flight
+        self._flying: dict[str, dict[str, Usage]] = {}
+        # Another origin's answers in flight count while its count is this fresh: a live
+        # one publishes every round while it has any (QuotaShare sets it by its interval).
+        self.stale_after = 10.0
 
     # -- the request path ---------------------------------------------------------------
     def admit(self, tenant: Tenant) -> Admission:
-        """Let a request of `tenant` through, counted, or raise why not."""
+        """Let a request of `tenant` through, counted, or raise why not. A key with
+        `max_concurrent` has its answer counted in flight until `leave`."""
         if not tenant.limited:
             return _FREE
         now = self.clock()
+        cap = tenant.concurrency
+        if cap is None:
+            return self._pass(tenant, now)
+        flying = self.in_flight(tenant.name, now)
+        if flying >= cap:
+            raise ConcurrencyLimitExceeded(
+                f"Concurrency limit reached for this API key: {cap} answers in flight at "
+                "once. Try again when one has ended.",
+                retry_after=1,
+            )
+        admission = self._pass(tenant, now)
+        self._usage(tenant.name).in_flight += 1
+        self.changed.add(tenant.name)
+        return admission
+
+    def leave(self, name: str) -> None:
+        """An answer counted in flight (`admit`) has ended, however it ended."""
+        usage = self.own.get(name)
+        if usage is not None and usage.in_flight > 0:
+            usage.in_flight -= 1
+            self.changed.add(name)
+
+    def in_flight(self, name: str, now: float) -> int:
+        """The fleet's answers in flight for a key: this origin's, and the others' whose
+        count is fresh."""
+        mine = self.own.get(name)
+        count = mine.in_flight if mine is not None else 0
+        theirs = self._flying.get(name)
+        if theirs:
+            fresh = now - self.stale_after
+            count += sum(u.in_flight for u in theirs.values() if u.at >= fresh)
+        return count
+
+    def _pass(self, tenant: Tenant, now: float) -> Admission:
+        """The rate limits and budget: the second's gate, or the full check."""
         gate = self._gates.get(tenant.name)
         if (
             gate is None
@@ -402,11 +459,18 @@ class Quota:
         others = self._others.get(name)
         if others is not None:
             others.wake(origin, usage)
+        if usage.in_flight:
+            self._flying.setdefault(name, {})[origin] = usage
+        else:
+            flying = self._flying.get(name)
+            if flying is not None:
+                flying.pop(origin, None)
 
     def forget_peers(self) -> None:
         """Drop every other origin's counts (before they are all read again)."""
         self.peers = {}
         self._others = {}
+        self._flying = {}
 
     def settle(self) -> None:
         """Count in every key's `Usage` what its gate let through and its answers used;
@@ -532,7 +596,7 @@ class Quota:
             "spend_day": round(spend_day, 6), "spend_month": round(spend_month, 6),
             "requests_day": requests_day, "tokens_day": tokens_day, "errors_day": errors_day,
             "requests_last_minute": int(requests), "tokens_last_minute": int(tokens),
-            "days": history,
+            "in_flight": self.in_flight(name, now), "days": history,
         }  # fmt: skip
         return out
 
@@ -650,11 +714,20 @@ class QuotaShare:
         self.interval = interval
         self._pulled: float | None = None
         self._task: asyncio.Task[None] | None = None
+        # Three rounds missed (plus the store's own delays) before a live origin's
+        # answers in flight stop counting elsewhere.
+        quota.stale_after = 3 * interval + 5.0
 
     async def round(self) -> None:
         quota = self.quota
         quota.settle()
         changed, quota.changed = quota.changed, set()
+        # Answers in flight are published every round while there are any: their time is
+        # what tells the others this origin is still alive.
+        changed.update(name for name, usage in quota.own.items() if usage.in_flight)
+        now = quota.clock()
+        for name in changed:
+            quota.own[name].at = now
         try:
             if changed:
                 await self.store.save_states(

@@ -26,7 +26,7 @@ def test_the_keys_panel_shows_each_keys_use_against_its_limits(
         "key": SECRET,
         "routes": ["auto"],
         "budget": {"daily_usd": 5, "monthly_usd": 100},
-        "rate_limit": {"requests_per_minute": 60},
+        "rate_limit": {"requests_per_minute": 60, "max_concurrent": 8},
     }
     gw = start_gateway(ui_config(api_keys=[limited, {"name": "team-b", "key": "sk-b"}]))
     with openai.OpenAI(base_url=gw.url + "/v1", api_key=SECRET, max_retries=0) as team_a:
@@ -38,6 +38,7 @@ def test_the_keys_panel_shows_each_keys_use_against_its_limits(
     expect(key_cell(page, "team-a", "requests_day")).to_have_text("3")
     expect(key_cell(page, "team-a", "scope")).to_have_text("auto")
     expect(key_cell(page, "team-a", "last_minute")).to_have_text("3 of 60")
+    expect(key_cell(page, "team-a", "in_flight")).to_have_text("0 of 8")  # all answered
     # Three answers of whichever models the route drew (Thompson sampling): under a
     # dollar, not nothing.
     spent = r"\$0\.0*[1-9]\d*"

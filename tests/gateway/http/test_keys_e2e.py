@@ -3,11 +3,14 @@ the store across a restart. An answer belongs to the key that received it."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -192,6 +195,77 @@ def test_a_rate_limit_holds_across_two_replicas_with_openais_headers(
             assert response.json()["error"]["type"] == "requests"
             assert 1 <= int(response.headers["retry-after"]) <= 60
     assert len(upstream.calls("/chat/completions")) == 3
+
+
+def test_answers_in_flight_are_limited_across_two_replicas_until_they_end(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    """`max_concurrent`: a key's long streams hold their place until they end, on any
+    replica; the next answer is a 429 the SDK retries on, and one ending makes room."""
+    hold = threading.Event()
+    upstream.behave("alpha-up", content="held answer", hold=hold)
+    cfg = limited_config(upstream, tmp_path / "cc.db", rate_limit={"max_concurrent": 2})
+    one, two = start_gateway(cfg), start_gateway(cfg)
+
+    def stream(gw: GatewayProcess) -> str:
+        with sdk(gw, "sk-team") as client:
+            chunks = client.chat.completions.create(model="alpha", messages=HI, stream=True)
+            return "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+
+    def in_flight(count: int) -> None:
+        deadline = time.monotonic() + 10
+        while {usage_of(gw)["in_flight"] for gw in (one, two)} != {count}:
+            assert time.monotonic() < deadline  # each replica's share reaches the other
+            time.sleep(0.05)
+
+    with ThreadPoolExecutor(2) as pool:
+        held = [pool.submit(stream, one), pool.submit(stream, two)]
+        try:
+            in_flight(2)
+            for gw in (one, two):
+                with sdk(gw, "sk-team") as client, pytest.raises(openai.RateLimitError) as info:
+                    client.chat.completions.create(model="alpha", messages=HI)
+                error = info.value.response.json()["error"]
+                assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
+                assert "2 answers in flight" in error["message"]
+                assert info.value.response.headers["retry-after"] == "1"
+        finally:
+            hold.set()
+        assert [f.result(timeout=30) for f in held] == ["held answer"] * 2
+    in_flight(0)
+    with sdk(two, "sk-team") as client:
+        assert client.chat.completions.create(model="alpha", messages=HI).choices
+    assert len(upstream.calls("/chat/completions")) == 3  # the refused never went upstream
+
+
+def test_anthropic_answers_in_flight_count_and_free_their_place(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    hold = threading.Event()
+    upstream.behave("alpha-up", content="held answer", hold=hold)
+    cfg = limited_config(upstream, tmp_path / "cc.db", rate_limit={"max_concurrent": 1})
+    gw = start_gateway(cfg)
+    claude = anthropic.Anthropic(base_url=gw.url, api_key="sk-team", max_retries=0)
+
+    def stream() -> str:
+        with claude.messages.stream(model="alpha", max_tokens=20, messages=HI) as answer:
+            return "".join(answer.text_stream)
+
+    with claude, ThreadPoolExecutor(1) as pool:
+        held = pool.submit(stream)
+        try:
+            assert upstream.behaviours["alpha-up"].held.wait(10)
+            with pytest.raises(anthropic.RateLimitError) as info:
+                claude.messages.create(model="alpha", max_tokens=20, messages=HI)
+            assert info.value.body["error"]["type"] == "rate_limit_error"  # type: ignore[index]
+        finally:
+            hold.set()
+        assert held.result(timeout=30) == "held answer"
+        deadline = time.monotonic() + 10
+        while usage_of(gw)["in_flight"]:  # its place is freed as its handler ends
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert claude.messages.create(model="alpha", max_tokens=20, messages=HI).content
 
 
 def test_a_spent_budget_refuses_after_the_answer_that_spent_it_streams_included(

@@ -11,7 +11,12 @@ from datetime import UTC, datetime
 import pytest
 
 from gateway.core.config import KeyBudget, KeyRateLimit
-from gateway.core.errors import QuotaExceeded, RateLimitExceeded, TokenRateLimitExceeded
+from gateway.core.errors import (
+    ConcurrencyLimitExceeded,
+    QuotaExceeded,
+    RateLimitExceeded,
+    TokenRateLimitExceeded,
+)
 from gateway.core.headers import header_strings
 from gateway.core.keys import Tenant
 from gateway.routing.quota import STOPPED, USAGE, Quota, QuotaShare, Usage
@@ -433,3 +438,89 @@ async def test_stopped_processes_fold_into_one_row_and_the_fleets_figures_hold(
     finally:
         for store in stores:
             await store.close()
+
+
+# -- answers in flight ------------------------------------------------------------------
+
+
+def concurrent(cap: int, rpm: int | None = None) -> Tenant:
+    return Tenant("team", rate_limit=KeyRateLimit(requests_per_minute=rpm, max_concurrent=cap))
+
+
+def test_a_key_has_at_most_max_concurrent_answers_in_flight() -> None:
+    clock = Clock()
+    quota = Quota(clock)
+    team = concurrent(2)
+    quota.admit(team)
+    quota.admit(team)
+    with pytest.raises(ConcurrencyLimitExceeded) as info:
+        quota.admit(team)
+    assert info.value.retry_after == 1 and "2 answers in flight" in info.value.message
+    assert isinstance(info.value, RateLimitExceeded)  # a 429 as OpenAI's clients retry it
+    quota.leave("team")
+    quota.admit(team)  # one ended: room for one
+    assert quota.report("team")["in_flight"] == 2
+    assert quota.report("team")["requests_day"] == 3  # the refused one was not counted
+
+
+def test_a_request_refused_by_its_rate_limit_is_not_in_flight() -> None:
+    quota = Quota(Clock())
+    team = concurrent(5, rpm=1)
+    quota.admit(team)
+    with pytest.raises(RateLimitExceeded):
+        quota.admit(team)
+    assert quota.in_flight("team", NOON) == 1
+    quota.leave("team")
+    quota.leave("team")  # more ends than admissions never go below none
+    assert quota.in_flight("team", NOON) == 0
+
+
+async def test_the_fleets_answers_in_flight_count_while_their_origin_is_alive() -> None:
+    """Another origin's count is believed while it is fresh: a live origin publishes it
+    every round while it has any; one that crashed stops counting by itself."""
+    clock = Clock()
+    async with SQLiteStore(":memory:") as store:
+        a, b = Quota(clock), Quota(clock)
+        share_a, share_b = QuotaShare("a", a, store), QuotaShare("b", b, store)
+        team = concurrent(3)
+        for _ in range(2):
+            a.admit(team)
+        await share_a.round()
+        await share_b.round()
+        b.admit(team)
+        with pytest.raises(ConcurrencyLimitExceeded):
+            b.admit(team)  # 2 in a, 1 here
+        assert b.report("team")["in_flight"] == 3
+        # a stays alive (its rounds go on, nothing else changing): still counted
+        clock.now += 60
+        await share_a.round()
+        await share_b.round()
+        with pytest.raises(ConcurrencyLimitExceeded):
+            b.admit(team)
+        # a crashes: no more rounds; past `stale_after` its answers stop counting
+        clock.now += share_b.quota.stale_after + 1
+        await share_b.round()
+        b.admit(team)
+        b.admit(team)
+        assert b.in_flight("team", clock.now) == 3
+        # a was only slow: back, it ends its answers, and each side counts the other's
+        a.leave("team")
+        a.leave("team")
+        await share_a.round()
+        await share_b.round()
+        await share_a.round()
+        assert b.in_flight("team", clock.now) == 3 and a.in_flight("team", clock.now) == 3
+
+
+async def test_a_stopped_process_leaves_no_answer_in_flight() -> None:
+    clock = Clock()
+    async with SQLiteStore(":memory:") as store:
+        a = Quota(clock)
+        share_a = QuotaShare("host:1:a", a, store)
+        team = concurrent(1)
+        a.admit(team)
+        await share_a.stop()  # stopped with its answer cut
+        later = Quota(clock)
+        await QuotaShare("host:2:b", later, store).round()
+        later.admit(team)
+        assert later.report("team")["in_flight"] == 1
