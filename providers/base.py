@@ -31,7 +31,9 @@ __all__ = [
     "RawChunk",
     "Reply",
     "Usage",
+    "estimate_usage",
     "json_text",
+    "request_chars",
 ]
 
 
@@ -73,6 +75,40 @@ class Usage:
             prompt if isinstance(prompt, int) else 0,
             completion if isinstance(completion, int) else 0,
         )
+
+
+def request_chars(body: Mapping[str, Any]) -> int:
+    """The characters of text a request carries, in any of the APIs' shapes (chat
+    messages, a prompt, Responses input and instructions, Anthropic's system): what a
+    count of its tokens is guessed from."""
+    return sum(_chars(body[key]) for key in _TEXT_KEYS if key in body)
+
+
+def estimate_usage(body: Mapping[str, Any], said: int, known: Usage | None = None) -> Usage:
+    """What an answer is charged when its upstream never said: about four characters a
+    token over the request's text (unless `known` has its prompt's count) and the `said`
+    characters of the answer. A stream cut before its usage came (the client leaving,
+    the upstream breaking) was charged nothing, so a client that left just before each
+    end used the upstream for free as far as its budget could tell."""
+    prompt = known.prompt_tokens if known is not None and known.prompt_tokens else 0
+    if not prompt:
+        prompt = -(-request_chars(body) // 4)
+    return Usage(prompt, -(-said // 4))
+
+
+_TEXT_KEYS = ("messages", "prompt", "input", "instructions", "system")
+
+
+def _chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, int):  # a token id
+        return 4
+    if isinstance(value, list):
+        return sum(_chars(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_chars(value[key]) for key in ("content", "text") if key in value)
+    return 0
 
 
 class _NoHeaders(Mapping[str, str]):

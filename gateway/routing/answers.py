@@ -111,7 +111,7 @@ def _responses_finish(body: dict[str, Any]) -> str | None:
 class StreamAnswer:
     """Accumulates a streamed answer chunk by chunk, bounded in size."""
 
-    __slots__ = ("_args", "_parts", "_size", "finish_reason", "refusal")
+    __slots__ = ("_args", "_parts", "_size", "finish_reason", "length", "refusal")
 
     def __init__(self) -> None:
         # Text as it came: parsed (str) or still JSON-escaped (bytes, from chunks the
@@ -119,6 +119,9 @@ class StreamAnswer:
         self._parts: list[str | bytes] = []
         self._args: dict[int, list[str]] = {}
         self._size = 0
+        # How much it said in all, kept past the bound (characters, or escaped bytes):
+        # what it is charged when the upstream never counts it (providers.estimate_usage).
+        self.length = 0
         self.finish_reason: str | None = None
         self.refusal: str | None = None
 
@@ -173,12 +176,22 @@ class StreamAnswer:
 
     def add_escaped(self, text: bytes) -> None:
         """Content text still JSON-escaped (a `RawChunk`'s)."""
+        self.length += len(text)
         if text and self._size < _MAX_TEXT:
             self._parts.append(text)
             self._size += len(text)
 
+    def spoken(self) -> int:
+        """Everything it said, in characters (or escaped bytes): text, tool calls'
+        arguments and a refusal."""
+        calls = sum(len(part) for parts in self._args.values() for part in parts)
+        return self.length + calls + len(self.refusal or "")
+
     def _text(self, piece: Any) -> None:
-        if isinstance(piece, str) and self._size < _MAX_TEXT:
+        if not isinstance(piece, str):
+            return
+        self.length += len(piece)
+        if self._size < _MAX_TEXT:
             self._parts.append(piece)
             self._size += len(piece)
 

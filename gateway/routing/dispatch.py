@@ -50,6 +50,7 @@ from providers.base import (
     RawChunk,
     Reply,
     Usage,
+    estimate_usage,
 )
 from providers.errors import (
     CapacityExhausted,
@@ -214,6 +215,7 @@ class Outcome:
     at: float  # wall-clock seconds when it closed
     answered: bool = False  # its answer went to the client (whole or in part)
     client_gone: bool = False  # the client left before the answer's end
+    usage_estimated: bool = False  # `usage` is the gateway's guess (providers.estimate_usage)
     body: dict[str, Any] | None = None  # a whole reply, for the evaluator
     said: StreamAnswer | None = None  # what a streamed reply said, for the evaluator
 
@@ -495,6 +497,14 @@ class Dispatcher:
         first = exchange.first_at if isinstance(exchange, Streaming) else ended
         usage = exchange.result.usage if isinstance(exchange.result, _HAS_USAGE) else None
         job = exchange.job
+        estimated = False
+        said = exchange.said if isinstance(exchange, Streaming) else None
+        if said is not None and (usage is None or not usage.completion_tokens):
+            # The upstream's count never came (cut before its end, or never sent): a
+            # guess, not nothing, or leaving just before the end would be free.
+            spoken = said.spoken()
+            if usage is None or spoken:
+                usage, estimated = estimate_usage(job.body, spoken, usage), True
         upstream_ms = (ended - exchange.started) * 1000
         overhead_ms = (now - job.began) * 1000 - job.waited_ms - upstream_ms
         outcome = Outcome(
@@ -508,6 +518,7 @@ class Dispatcher:
             self._wall(),
             answered=True,
             client_gone=gone,
+            usage_estimated=estimated,
         )
         exchange._describe(outcome)
         stored = self._recorder.record(outcome)

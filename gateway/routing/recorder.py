@@ -155,6 +155,7 @@ class Recorder:
                 "elapsed_ms": round(outcome.timings.upstream_ms, 2),
                 "error": error.message if error is not None else None,
                 "client_gone": outcome.client_gone,
+                "usage_estimated": outcome.usage_estimated,
             },
         )
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from providers.base import Chunk, Endpoint
+from providers.base import Chunk, Endpoint, request_chars
 
 __all__ = [
     "Answer",
@@ -42,24 +42,9 @@ __all__ = [
 # ---------------------------------------------------------------- request reading
 
 
-def _chars(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, int):  # a token id
-        return 4
-    if isinstance(value, list):
-        return sum(_chars(item) for item in value)
-    if isinstance(value, dict):
-        return sum(_chars(value[key]) for key in ("content", "text") if key in value)
-    return 0
-
-
 def estimate_tokens(body: dict[str, Any]) -> int:
     """About four characters a token over every text the request carries."""
-    chars = sum(
-        _chars(body[key]) for key in ("messages", "prompt", "input", "instructions") if key in body
-    )
-    return chars // 4 + 1
+    return request_chars(body) // 4 + 1
 
 
 def token_cap(body: dict[str, Any], endpoint: Endpoint) -> int | None:

@@ -13,6 +13,7 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.conftest import upstream_config
@@ -290,6 +291,40 @@ def test_a_spent_budget_refuses_after_the_answer_that_spent_it_streams_included(
     dashboard = sum(r["cost"]["total"] for r in rows)  # the same accounting as the dashboard
     assert usage["spend_day"] == pytest.approx(dashboard) and dashboard > 0.00004
     assert (usage["requests_day"], usage["errors_day"]) == (2, 1)  # served; refused
+
+
+def test_a_stream_cut_before_its_usage_is_charged_an_estimate_not_nothing(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    """A client that leaves each stream just before its end (where the upstream's usage
+    comes) used to spend nothing of its budget."""
+    upstream.behave("alpha-up", content="first " + "x" * 400, pause_after_first=30)
+    # The cut stream said "first" and asked "hi": about 2 tokens out and 1 in, $0.000005
+    # at alpha's $1/M in and $2/M out; the budget is less than that.
+    cfg = limited_config(upstream, tmp_path / "cut.db", budget={"daily_usd": 0.000004})
+    gw = start_gateway(cfg)
+    body = {"model": "alpha", "messages": HI, "stream": True}
+    url = gw.url + "/v1/chat/completions"
+    headers = {"authorization": "Bearer sk-team"}
+    with httpx.stream("POST", url, json=body, headers=headers, timeout=30) as resp:
+        first = next(line for line in resp.iter_lines() if line)
+        assert '"content":"first"' in first  # then the client leaves, long before the usage
+    deadline = time.monotonic() + 10
+    while not usage_of(gw)["spend_day"]:  # recorded once the gateway hears it left
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with sdk(gw, "sk-team") as team, pytest.raises(openai.RateLimitError) as info:
+        team.chat.completions.create(model="alpha", messages=HI)
+    assert info.value.response.json()["error"]["code"] == "insufficient_quota"
+
+    def cut() -> list[dict[str, Any]]:  # attempt lines are written within 0.2 s
+        lines = [orjson.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
+        return [line for line in lines if line["message"] == "attempt" and line["client_gone"]]
+
+    while not cut():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert cut()[0]["usage_estimated"] is True
 
 
 def test_a_spent_budget_can_move_a_key_to_its_cheaper_route(

@@ -99,6 +99,21 @@ def test_stream_answer_accumulates_chat_chunks() -> None:
     assert evaluate(PLAIN, answer).flags == ["truncated", "invalid_tool_arguments"]
 
 
+def test_stream_answer_counts_all_it_said_past_what_it_keeps() -> None:
+    stream = StreamAnswer()
+    stream.add(None, chunk({"role": "assistant", "content": "Hel"}))
+    stream.add_escaped(b"lo \\u00e9")  # forwarded unparsed: its escaped bytes
+    call = {"index": 0, "function": {"name": "f", "arguments": '{"a":1}'}}
+    stream.add(None, chunk({"tool_calls": [call]}))
+    stream.add(None, chunk({"refusal": "no"}))
+    assert stream.spoken() == 3 + 9 + 7 + 2
+    long = StreamAnswer()
+    for _ in range(100):
+        long.add_escaped(b"x" * 1024)  # 100 KiB: more than an answer keeps to judge
+    assert long.spoken() == 100 * 1024
+    assert len(long.result().text) < 100 * 1024
+
+
 def test_stream_answer_collects_refusal_deltas_and_completion_text() -> None:
     stream = StreamAnswer()
     stream.add(None, chunk({"refusal": "I can't "}))

@@ -1,0 +1,26 @@
+"""The shared vocabulary of providers/base.py: what an answer is charged when its
+upstream never counted it."""
+
+from __future__ import annotations
+
+from providers.base import Usage, estimate_usage, request_chars
+
+
+def test_request_text_is_counted_in_every_apis_shape() -> None:
+    chat = {"messages": [{"role": "user", "content": "hello"}, {"content": [{"text": "abc"}]}]}
+    assert request_chars(chat) == 8
+    assert request_chars({"prompt": "12345678"}) == 8
+    assert request_chars({"input": "ab", "instructions": "cd"}) == 4
+    anthropic = {"system": "rules", "messages": [{"role": "user", "content": "hi"}]}
+    assert request_chars(anthropic) == 7
+    image = {"messages": [{"content": [{"type": "image_url", "image_url": {"url": "x" * 99}}]}]}
+    assert request_chars(image) == 0  # what a picture costs is not its bytes
+
+
+def test_an_estimate_is_four_characters_a_token_rounded_up() -> None:
+    body = {"messages": [{"role": "user", "content": "x" * 9}]}
+    assert estimate_usage(body, 0) == Usage(3, 0)
+    assert estimate_usage(body, 1) == Usage(3, 1)
+    assert estimate_usage(body, 8) == Usage(3, 2)
+    # The upstream's own count of the prompt (Anthropic's message_start) is kept.
+    assert estimate_usage(body, 8, Usage(prompt_tokens=40)) == Usage(40, 2)
