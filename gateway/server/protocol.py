@@ -378,6 +378,9 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     _stopping = False  # past it: a handler that arms hears it at once
     _send_timer: asyncio.TimerHandle | None = None  # while the client's buffer is full
     _lost = False
+    # The cycle whose answer is under way. Not always `cycle`: uvicorn sets `cycle` to a
+    # pipelined request's as soon as its head is read, and starts it after this one.
+    _answering: RequestResponseCycle | None = None
 
     def __init__(
         self,
@@ -470,7 +473,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     def write_body(self, data: bytes) -> Awaitable[None] | None:
         """A BodyWriter's write (gateway/http/streaming.py): what uvicorn's `send` does
         with a chunked body's piece, minus the message and the coroutine."""
-        cycle = self.cycle
+        cycle = self._answering
         if cycle is None or cycle.disconnected:
             return None  # nobody to write to (the stream is being cancelled)
         if not cycle.response_started or cycle.response_complete or not cycle.chunked_encoding:
@@ -482,7 +485,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     def start_body(self, lines: bytes) -> bool:
         """A BodyWriter's: a 200 chunked head of these header lines, written outside the
         handler's `send` (the heartbeat round, gateway/http/heartbeat.py)."""
-        cycle = self.cycle
+        cycle = self._answering
         if type(cycle) is not _Cycle or cycle.response_complete:
             return False
         return cycle.start(200, RenderedHeaders(lines, None))
@@ -580,11 +583,21 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             self._head_timer = None
         self._reading_head = False
         self._head_bytes = 0
+        under_way = self._answering
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and type(cycle) is RequestResponseCycle:
             # Made by uvicorn; its task has not run yet, so it sends through ours.
             cycle.__class__ = _Cycle
+        if under_way is None or under_way.response_complete:
+            self._answering = cycle  # else pipelined: started once the answer ends
+
+    def on_response_complete(self) -> None:
+        pipeline = self.pipeline
+        following = pipeline[-1][0] if pipeline else None
+        super().on_response_complete()
+        if following is not None and not (pipeline and pipeline[-1][0] is following):
+            self._answering = following  # uvicorn started the pipelined request
 
     def on_message_complete(self) -> None:
         self._reading_head = True

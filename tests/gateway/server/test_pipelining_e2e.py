@@ -1,0 +1,68 @@
+"""A request pipelined behind a stream, against a real `gatewise serve`: the stream's
+pieces are written from the upstream socket's callback (`write_body`), and uvicorn makes
+the next request's cycle current as soon as its head is read. Those pieces once went to
+the pipelined request's cycle, which failed the stream as its upstream's fault: any
+client could bench a model by pipelining. Now the stream ends whole, then the next
+request is answered, and no model is blamed."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.conftest import upstream_config
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
+
+BODY = b'{"model":"beta","messages":[{"role":"user","content":"hi"}],"stream":true}'
+STREAM = (
+    b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer test-key\r\n"
+    b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)
+) + BODY
+HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
+
+
+@pytest.fixture
+def gw(upstream: FakeUpstream, tmp_path: Path) -> Iterator[GatewayProcess]:
+    with GatewayProcess(upstream_config(upstream), tmp_path) as process:
+        yield process
+
+
+def read_until(sock: socket.socket, data: bytes, end: bytes) -> bytes:
+    while end not in data:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed before {end!r}: {data[-300:]!r}"
+        data += chunk
+    return data
+
+
+def test_a_request_pipelined_behind_a_stream_waits_for_it_to_end_whole(
+    gw: GatewayProcess, upstream: FakeUpstream
+) -> None:
+    # Silent for a moment after its first chunk: the next request's head arrives then.
+    upstream.behave("beta-up", content="one two three four", pause_after_first=0.5)
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(STREAM)
+        data = read_until(sock, b"", b"data: ")
+        sock.sendall(HEALTHZ)
+        data = read_until(sock, data, b'{"status":"ok"}')
+    stream, _, health = data.partition(b"0\r\n\r\n")
+    events = [line[6:] for line in stream.split(b"\n") if line.startswith(b"data: ")]
+    assert events[-1] == b"[DONE]"
+    chunks = [orjson.loads(event) for event in events[:-1]]
+    assert not [c for c in chunks if "error" in c]
+    text = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+    assert text == "one two three four"
+    assert health.startswith(b"HTTP/1.1 200 OK")
+
+    deadline = time.monotonic() + 10
+    while '"message":"attempt"' not in gw.logs():  # attempt lines are written within 0.2 s
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    attempt = next(line for line in gw.logs().splitlines() if '"message":"attempt"' in line)
+    assert orjson.loads(attempt)["ok"] is True
