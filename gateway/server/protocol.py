@@ -378,8 +378,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     _stopping = False  # past it: a handler that arms hears it at once
     _send_timer: asyncio.TimerHandle | None = None  # while the client's buffer is full
     _lost = False
-    # The cycle whose answer is under way. Not always `cycle`: uvicorn sets `cycle` to a
-    # pipelined request's as soon as its head is read, and starts it after this one.
+    # The cycle whose answer is under way (`_start_asgi_task`). Not always `cycle`: uvicorn
+    # sets `cycle` to a pipelined request's as soon as its head is read.
     _answering: RequestResponseCycle | None = None
 
     def __init__(
@@ -583,21 +583,17 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             self._head_timer = None
         self._reading_head = False
         self._head_bytes = 0
-        under_way = self._answering
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and type(cycle) is RequestResponseCycle:
             # Made by uvicorn; its task has not run yet, so it sends through ours.
             cycle.__class__ = _Cycle
-        if under_way is None or under_way.response_complete:
-            self._answering = cycle  # else pipelined: started once the answer ends
 
-    def on_response_complete(self) -> None:
-        pipeline = self.pipeline
-        following = pipeline[-1][0] if pipeline else None
-        super().on_response_complete()
-        if following is not None and not (pipeline and pipeline[-1][0] is following):
-            self._answering = following  # uvicorn started the pipelined request
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: Any) -> None:
+        # At once for a request on a connection with nothing under way, or, pipelined,
+        # once the answer ahead of it has ended.
+        self._answering = cycle
+        super()._start_asgi_task(cycle, app)
 
     def on_message_complete(self) -> None:
         self._reading_head = True

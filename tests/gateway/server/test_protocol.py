@@ -261,7 +261,12 @@ class Wire:
         protocol = JoinedWritesProtocol(
             config=self.config, server_state=self.state, app_state={}, inbound=self.inbound
         )
-        protocol._start_asgi_task = lambda cycle, app: self.started.append(cycle.scope)  # type: ignore[method-assign]
+
+        def start(cycle: Any, app: Any) -> None:
+            protocol._answering = cycle  # what the protocol's own does, minus the task
+            self.started.append(cycle.scope)
+
+        protocol._start_asgi_task = start  # type: ignore[method-assign]
         transport = WireTransport()
         protocol.connection_made(transport)  # type: ignore[arg-type]
         return protocol, transport
