@@ -381,6 +381,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     # The cycle whose answer is under way (`_start_asgi_task`). Not always `cycle`: uvicorn
     # sets `cycle` to a pipelined request's as soon as its head is read.
     _answering: RequestResponseCycle | None = None
+    _pipelined = 0  # requests read while an answer was under way, not started yet
 
     def __init__(
         self,
@@ -528,7 +529,9 @@ class JoinedWritesProtocol(HttpToolsProtocol):
                 self._head_timer = self.loop.call_later(
                     self.limits.header_timeout, self._head_timed_out
                 )
-        elif self._body_timer is None:  # a head is in and its body is not: it has a deadline
+        elif self._body_timer is None and not self._pipelined:
+            # A head is in and its body is not: it has a deadline. (A pipelined request's
+            # starts with it: its body is not read while the answer ahead goes out.)
             self._body_timer = self.loop.call_later(self.limits.body_timeout, self._body_timed_out)
 
     def _drop(self, data: bytes) -> None:
@@ -583,6 +586,9 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             self._head_timer = None
         self._reading_head = False
         self._head_bytes = 0
+        ahead = self.cycle
+        if ahead is not None and not ahead.response_complete:
+            self._pipelined += 1  # uvicorn queues it (`pipeline`) behind the answer ahead
         super().on_headers_complete()
         cycle = self.cycle
         if cycle is not None and type(cycle) is RequestResponseCycle:
@@ -594,6 +600,11 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         # once the answer ahead of it has ended.
         self._answering = cycle
         super()._start_asgi_task(cycle, app)
+        if self._pipelined:  # from on_response_complete: a pipelined request starts
+            self._pipelined -= 1
+            if not self._reading_head and self._body_timer is None:  # its body is due
+                timeout = self.limits.body_timeout
+                self._body_timer = self.loop.call_later(timeout, self._body_timed_out)
 
     def on_message_complete(self) -> None:
         self._reading_head = True

@@ -3,7 +3,8 @@ pieces are written from the upstream socket's callback (`write_body`), and uvico
 the next request's cycle current as soon as its head is read. Those pieces once went to
 the pipelined request's cycle, which failed the stream as its upstream's fault: any
 client could bench a model by pipelining. Now the stream ends whole, then the next
-request is answered, and no model is blamed."""
+request is answered, and no model is blamed; and a pipelined request's body deadline
+starts with it, not while the answer ahead of it (which holds its reading) goes out."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: gw\r\n\r\n"
 
 @pytest.fixture
 def gw(upstream: FakeUpstream, tmp_path: Path) -> Iterator[GatewayProcess]:
-    with GatewayProcess(upstream_config(upstream), tmp_path) as process:
+    config = upstream_config(upstream)
+    config["server"]["body_timeout"] = 1.0
+    with GatewayProcess(config, tmp_path) as process:
         yield process
 
 
@@ -66,3 +69,22 @@ def test_a_request_pipelined_behind_a_stream_waits_for_it_to_end_whole(
         time.sleep(0.05)
     attempt = next(line for line in gw.logs().splitlines() if '"message":"attempt"' in line)
     assert orjson.loads(attempt)["ok"] is True
+
+
+def test_a_pipelined_requests_body_deadline_starts_with_it(
+    gw: GatewayProcess, upstream: FakeUpstream
+) -> None:
+    # The stream is silent for longer than the body deadline after its first chunk.
+    upstream.behave("beta-up", content="one two three four", pause_after_first=1.5)
+    partial = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer test-key\r\n"
+        b'Content-Length: 50\r\n\r\n{"mo'
+    )
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(STREAM)
+        data = read_until(sock, b"", b"data: ")
+        sock.sendall(partial)  # and never the rest
+        data = read_until(sock, data, b"request_timeout")
+    stream, _, refused = data.partition(b"0\r\n\r\n")
+    assert stream.rstrip().endswith(b"data: [DONE]")  # whole, before the refusal
+    assert refused.startswith(b"HTTP/1.1 408")
