@@ -358,6 +358,8 @@ class Quota:
         # key name -> [second, tokens, cost, first time] of its answers in that second,
         # not yet in its Usage (`record`)
         self._tallies: dict[str, list[float]] = {}
+        # (key name, reason) -> requests this process refused (`_reason`), for /metrics
+        self.refusals: dict[tuple[str, str], int] = {}
         # key name -> origin -> its usage, for the other origins with answers in flight
         self._flying: dict[str, dict[str, Usage]] = {}
         # Another origin's answers in flight count while its count is this fresh: a live
@@ -370,18 +372,23 @@ class Quota:
         `max_concurrent` has its answer counted in flight until `leave`."""
         if not tenant.limited:
             return _FREE
-        now = self.clock()
-        cap = tenant.concurrency
-        if cap is None:
-            return self._pass(tenant, now)
-        flying = self.in_flight(tenant.name, now)
-        if flying >= cap:
-            raise ConcurrencyLimitExceeded(
-                f"Concurrency limit reached for this API key: {cap} answers in flight at "
-                "once. Try again when one has ended.",
-                retry_after=1,
-            )
-        admission = self._pass(tenant, now)
+        try:
+            now = self.clock()
+            cap = tenant.concurrency
+            if cap is None:
+                return self._pass(tenant, now)
+            flying = self.in_flight(tenant.name, now)
+            if flying >= cap:
+                raise ConcurrencyLimitExceeded(
+                    f"Concurrency limit reached for this API key: {cap} answers in flight at "
+                    "once. Try again when one has ended.",
+                    retry_after=1,
+                )
+            admission = self._pass(tenant, now)
+        except (RateLimitExceeded, QuotaExceeded) as refused:
+            cause = (tenant.name, _reason(refused))
+            self.refusals[cause] = self.refusals.get(cause, 0) + 1
+            raise
         self._usage(tenant.name).in_flight += 1
         self.changed.add(tenant.name)
         return admission
@@ -673,6 +680,17 @@ def _limit_lines(rpm: int | None, tpm: int | None, resets: bytes) -> tuple[bytes
                   (b"x-ratelimit-reset-tokens", resets)]  # fmt: skip
         counts |= _TOKENS
     return render_headers(lines), counts
+
+
+def _reason(refused: RateLimitExceeded | QuotaExceeded) -> str:
+    """Which of a key's limits refused a request, as /metrics labels it."""
+    if isinstance(refused, ConcurrencyLimitExceeded):
+        return "concurrency"
+    if isinstance(refused, TokenRateLimitExceeded):
+        return "tokens"
+    if isinstance(refused, QuotaExceeded):
+        return "budget"
+    return "requests"
 
 
 def _exhausted(budget: KeyBudget, daily: bool, now: float) -> str:

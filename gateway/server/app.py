@@ -213,6 +213,7 @@ class Gateway:
             self.catalog,
             directory=os.environ.get(METRICS_DIR_ENV) if workers > 1 else None,
             clock=clock,
+            quota=self.quota,
         )
         self.ready = False
 

@@ -39,6 +39,7 @@ from gateway.core.types import OPTIMIZATIONS
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.metrics import RoutingMetrics, Snapshot
+from gateway.routing.quota import Quota
 from gateway.routing.selection import Selector
 from gateway.server.looplag import LoopLag
 from gateway.server.workers import accept_queue
@@ -72,6 +73,12 @@ COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "gatewise_cost",
         "Cost of answered requests, by model and client key.",
         ("model", "key"),
+    ),
+    "refusals": (
+        "gatewise_key_refusals",
+        "Requests a client key's limits refused (429), by key and reason (requests, tokens, "
+        "concurrency, budget).",
+        ("key", "reason"),
     ),
     "trips": (
         "gatewise_inbound_limit_trips",
@@ -170,8 +177,10 @@ class Metrics(Collector):
         directory: str | None = None,
         interval: float = 1.0,
         clock: Callable[[], float] = time.time,
+        quota: Quota | None = None,
     ) -> None:
         self.routing = routing
+        self.quota = quota
         self.writer = writer
         self.blacklist = blacklist
         self.selector = selector
@@ -195,6 +204,8 @@ class Metrics(Collector):
         inbound = self.inbound
         if inbound is not None:
             snapshot["trips"] = {(c,): [float(n)] for c, n in inbound.totals().items()}
+        if self.quota is not None:
+            snapshot["refusals"] = {k: [float(n)] for k, n in self.quota.refusals.items()}
         gauges = {
             "connections": float(inbound.open_connections() if inbound is not None else 0),
             "accept_queue": float(accept_queue()),

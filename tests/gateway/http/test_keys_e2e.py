@@ -230,6 +230,9 @@ def test_answers_in_flight_are_limited_across_two_replicas_until_they_end(
                 assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
                 assert "2 answers in flight" in error["message"]
                 assert info.value.response.headers["retry-after"] == "1"
+                # Operators see it: each replica counted the one it refused.
+                scrape = httpx.get(gw.url + "/metrics").text
+                assert 'gatewise_key_refusals_total{key="team",reason="concurrency"} 1.0' in scrape
         finally:
             hold.set()
         assert [f.result(timeout=30) for f in held] == ["held answer"] * 2

@@ -93,6 +93,7 @@ def test_tokens_per_minute_counts_what_answers_used() -> None:
     with pytest.raises(TokenRateLimitExceeded) as info:
         quota.admit(team)
     assert info.value.code == "rate_limit_exceeded" and "100 tokens per minute" in str(info.value)
+    assert quota.refusals == {("team", "tokens"): 1}
     clock.now += 60
     quota.admit(team)
 
@@ -109,6 +110,7 @@ def test_a_spent_daily_budget_refuses_until_the_next_utc_day() -> None:
         quota.admit(team)
     assert info.value.code == "insufficient_quota" and "daily budget of $1" in str(info.value)
     assert info.value.retry_after == 12 * 3600  # from noon to midnight UTC
+    assert quota.refusals == {("team", "budget"): 1}
     clock.now += 12 * 3600
     quota.admit(team)
     assert quota.report("team")["spend_month"] == pytest.approx(1.2)
@@ -461,6 +463,7 @@ def test_a_key_has_at_most_max_concurrent_answers_in_flight() -> None:
     quota.admit(team)  # one ended: room for one
     assert quota.report("team")["in_flight"] == 2
     assert quota.report("team")["requests_day"] == 3  # the refused one was not counted
+    assert quota.refusals == {("team", "concurrency"): 1}  # for /metrics
 
 
 def test_a_request_refused_by_its_rate_limit_is_not_in_flight() -> None:

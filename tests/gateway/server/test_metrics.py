@@ -5,9 +5,14 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.core.config import KeyRateLimit
+from gateway.core.errors import RateLimitExceeded
+from gateway.core.keys import Tenant
 from gateway.routing.metrics import RoutingMetrics
+from gateway.routing.quota import Quota
 from gateway.routing.selection import Selector
 from gateway.server.metrics import Metrics, merge
 from gateway.server.workers import accept_queue, reserve_listeners
@@ -110,3 +115,29 @@ def test_a_scrape_says_what_the_workers_hold_queue_and_how_late_they_run(
         for client in clients:
             client.close()
         listener.close()
+
+
+def test_a_keys_refusals_are_counted_by_reason_and_summed_over_workers(tmp_path: Path) -> None:
+    chain = Chain()
+    clock = [1000.0]
+    one, two = worker(chain, tmp_path, clock), worker(chain, tmp_path, clock)
+    two.pid = one.pid + 1
+    one.quota, two.quota = Quota(lambda: clock[0]), Quota(lambda: clock[0])
+    team = Tenant("team", rate_limit=KeyRateLimit(requests_per_minute=1, max_concurrent=1))
+    for quota in (one.quota, two.quota):
+        quota.admit(team)
+        for _ in range(2):
+            with pytest.raises(RateLimitExceeded):
+                quota.admit(team)
+    assert one.quota.refusals == {("team", "concurrency"): 2}
+    one.quota.leave("team")
+    with pytest.raises(RateLimitExceeded):
+        one.quota.admit(team)  # room in flight now, but not in the minute
+    two.write()
+    refusals = {
+        sample.labels["reason"]: sample.value
+        for family in text_string_to_metric_families(one.exposition().decode())
+        for sample in family.samples
+        if sample.name == "gatewise_key_refusals_total" and sample.labels["key"] == "team"
+    }
+    assert refusals == {"concurrency": 4.0, "requests": 1.0}
