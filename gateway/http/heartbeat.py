@@ -47,13 +47,12 @@ class EarlyHead:
     lines that name the model (not known yet). From then on the answer is the body's,
     and so is a failure: an error event, not an error status."""
 
-    __slots__ = ("_lines", "_writer", "beat", "started")
+    __slots__ = ("_lines", "_writer", "started")
 
     def __init__(self, writer: BodyWriter, lines: Callable[[], bytes]) -> None:
         self._writer = writer
         self._lines = lines  # the head's lines, content-type among them: made if it goes
         self.started = False
-        self.beat: Beat | None = None
 
     def write(self, data: bytes) -> Awaitable[None] | None:
         if not self.started:
@@ -83,15 +82,17 @@ class Heartbeats:
             self._timer = loop.call_later(self.interval, self._round, loop)
         return beat
 
-    def early(self, writer: BodyWriter | None, lines: Callable[[], bytes]) -> EarlyHead | None:
+    def early(
+        self, writer: BodyWriter | None, lines: Callable[[], bytes]
+    ) -> tuple[EarlyHead, Beat | None] | None:
         """Keep a stream whose answer has not begun alive through `writer`, its head of
-        `lines()` going out at its first comment, until `discard(head.beat)`; None when
-        comments are off or the server offers no writer."""
+        `lines()` going out at its first comment, until `discard(beat)`; None when
+        comments are off or the server offers no writer. (The head does not hold its
+        beat: the two would be a reference cycle, freed only by a full collection.)"""
         if writer is None or not self.interval:
             return None
         head = EarlyHead(writer, lines)
-        head.beat = self.add(head.write)
-        return head
+        return head, self.add(head.write)
 
     def discard(self, beat: Beat | None) -> None:
         if beat is not None:

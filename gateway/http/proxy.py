@@ -224,12 +224,14 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                         *args, conversation_id, owner=owner, traceparent=parent, tolerance=tolerance
                     )
                     writer = body_writer(scope)
-                    early = heartbeats.early(writer, lambda: early_lines(job, limits))
+                    waiting = heartbeats.early(writer, lambda: early_lines(job, limits))
                     try:
+                        if waiting is not None:
+                            early = waiting[0]
                         events = await unless_client_leaves(scope, receive, dispatcher.run(job))
                     finally:
-                        if early is not None:
-                            heartbeats.discard(early.beat)
+                        if waiting is not None:
+                            heartbeats.discard(waiting[1])
                     head_sent = early is not None and early.started
                     answer = _events(events, writer, limits, heartbeats, head_sent)
                     return await answer(scope, receive, send)

@@ -4,6 +4,8 @@ streams get a comment, and what a writer that cannot take one does to the others
 from __future__ import annotations
 
 import asyncio
+import gc
+import weakref
 from collections.abc import Awaitable
 
 from gateway.http.heartbeat import COMMENT, Heartbeats
@@ -89,8 +91,10 @@ class BodyWriter:
 async def test_an_answer_not_begun_gets_its_head_with_its_first_comment() -> None:
     beats = Heartbeats(15)
     writer = BodyWriter()
-    early = beats.early(writer, lambda: b"x-request-id: r1\r\n")
-    assert early is not None and not early.started
+    waiting = beats.early(writer, lambda: b"x-request-id: r1\r\n")
+    assert waiting is not None
+    early, beat = waiting
+    assert not early.started
     loop = asyncio.get_running_loop()
     beats._round(loop)  # just added: a whole round has not passed
     assert writer.heads == [] and not early.started
@@ -99,7 +103,7 @@ async def test_an_answer_not_begun_gets_its_head_with_its_first_comment() -> Non
     assert early.started
     beats._round(loop)  # still not begun: comments only, the head went once
     assert len(writer.heads) == 1 and writer.written == [COMMENT, COMMENT]
-    beats.discard(early.beat)
+    beats.discard(beat)
     beats._round(loop)
     assert writer.written == [COMMENT, COMMENT]
 
@@ -107,8 +111,9 @@ async def test_an_answer_not_begun_gets_its_head_with_its_first_comment() -> Non
 async def test_a_head_the_connection_cannot_take_waits_for_a_later_round() -> None:
     beats = Heartbeats(15)
     writer = BodyWriter(ready=False)
-    early = beats.early(writer, lambda: b"x-request-id: r2\r\n")
-    assert early is not None
+    waiting = beats.early(writer, lambda: b"x-request-id: r2\r\n")
+    assert waiting is not None
+    early = waiting[0]
     loop = asyncio.get_running_loop()
     beats._round(loop)
     beats._round(loop)
@@ -121,3 +126,24 @@ async def test_a_head_the_connection_cannot_take_waits_for_a_later_round() -> No
 async def test_no_early_head_without_a_writer_or_with_comments_off() -> None:
     assert Heartbeats(15).early(None, bytes) is None
     assert Heartbeats(0).early(BodyWriter(), bytes) is None
+
+
+async def test_a_discarded_early_head_is_freed_by_reference_counting() -> None:
+    """The head and its beat once referred to each other (and to the request's job through
+    its lines): a reference cycle per stream, freed only by a full collection."""
+    beats = Heartbeats(15)
+
+    def lines() -> bytes:
+        return b"x-request-id: r3\r\n"
+
+    made = weakref.ref(lines)
+    waiting = beats.early(BodyWriter(), lines)
+    assert waiting is not None
+    del lines
+    beats.discard(waiting[1])
+    gc.disable()
+    try:
+        del waiting
+        assert made() is None
+    finally:
+        gc.enable()
