@@ -26,7 +26,9 @@ from collections.abc import Awaitable, Callable
 
 from gateway.http.streaming import BodyWriter
 
-__all__ = ["COMMENT", "NO_HEARTBEATS", "Beat", "EarlyHead", "Heartbeats"]
+__all__ = [
+    "COMMENT", "NOT_WAITING", "NO_HEARTBEATS", "Beat", "EarlyHead", "Heartbeats", "Waiting",
+]  # fmt: skip
 
 COMMENT = b": keep-alive\n\n"
 
@@ -62,6 +64,30 @@ class EarlyHead:
         return self._writer.write_body(data)
 
 
+class Waiting:
+    """A handler's wait for its stream's first event (`Heartbeats.early`), as a context:
+    its head in the round until the wait ends, and whether the head went out (`started`).
+    Apart from the head, which its beat refers to: the head holding its beat would be a
+    reference cycle a stream, freed only by a full collection."""
+
+    __slots__ = ("_beat", "_beats", "_head")
+
+    def __init__(self, beats: Heartbeats, head: EarlyHead | None, beat: Beat | None) -> None:
+        self._beats = beats
+        self._head = head
+        self._beat = beat
+
+    @property
+    def started(self) -> bool:
+        return self._head is not None and self._head.started
+
+    def __enter__(self) -> Waiting:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._beats.discard(self._beat)
+
+
 class Heartbeats:
     """The open streams of one worker, and the round that keeps the quiet ones alive."""
 
@@ -82,17 +108,14 @@ class Heartbeats:
             self._timer = loop.call_later(self.interval, self._round, loop)
         return beat
 
-    def early(
-        self, writer: BodyWriter | None, lines: Callable[[], bytes]
-    ) -> tuple[EarlyHead, Beat | None] | None:
+    def early(self, writer: BodyWriter | None, lines: Callable[[], bytes]) -> Waiting:
         """Keep a stream whose answer has not begun alive through `writer`, its head of
-        `lines()` going out at its first comment, until `discard(beat)`; None when
-        comments are off or the server offers no writer. (The head does not hold its
-        beat: the two would be a reference cycle, freed only by a full collection.)"""
+        `lines()` going out at its first comment, while the handler waits in `with`;
+        nothing happens when comments are off or the server offers no writer."""
         if writer is None or not self.interval:
-            return None
+            return NOT_WAITING
         head = EarlyHead(writer, lines)
-        return head, self.add(head.write)
+        return Waiting(self, head, self.add(head.write))
 
     def discard(self, beat: Beat | None) -> None:
         if beat is not None:
@@ -116,3 +139,4 @@ class Heartbeats:
 
 
 NO_HEARTBEATS = Heartbeats(0)  # streams kept alive by nothing (comments off)
+NOT_WAITING = Waiting(NO_HEARTBEATS, None, None)  # an early head that never goes out

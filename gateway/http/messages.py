@@ -41,7 +41,7 @@ from gateway.http.errors import (
     anthropic_error_type,
     status_of,
 )
-from gateway.http.heartbeat import NO_HEARTBEATS, Beat, EarlyHead, Heartbeats
+from gateway.http.heartbeat import NO_HEARTBEATS, NOT_WAITING, Beat, Heartbeats
 from gateway.http.inbound import Inbound, send_json
 from gateway.http.proxy import (
     Backend,
@@ -80,7 +80,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
         request_id = request_id_from(headers.get("x-request-id"))
         limits: bytes = b""
         tenant = tenant_of(scope)
-        early: EarlyHead | None = None  # a stream's head, sent before its answer began
+        early = NOT_WAITING  # a stream's wait for its first event, its head maybe sent
         flying = False  # counted in flight for its key (max_concurrent) until it ends
         try:
             body = await read_json(request, max_body)
@@ -102,16 +102,10 @@ def messages_routes(gateway: Backend) -> list[Route]:
                     *args, owner=owner, headers=passed, traceparent=parent, tolerance=tolerance
                 )
                 writer = body_writer(scope)
-                waiting = heartbeats.early(writer, lambda: early_lines(job, limits))
-                try:
-                    if waiting is not None:
-                        early = waiting[0]
+                early = heartbeats.early(writer, lambda: early_lines(job, limits))
+                with early:
                     events = await unless_client_leaves(scope, receive, dispatcher.run(job))
-                finally:
-                    if waiting is not None:
-                        heartbeats.discard(waiting[1])
-                head_sent = early is not None and early.started
-                answer = _events(events, limits, writer, heartbeats, head_sent)
+                answer = _events(events, limits, writer, heartbeats, early.started)
                 return await answer(scope, receive, send)
             reply = dispatcher.run(
                 ReplyJob(
@@ -122,7 +116,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
         except GatewayError as exc:
             if tenant is not None and tenant.limited:
                 quota.failed(tenant.name)
-            if early is not None and early.started:  # the head is out: an event says it
+            if early.started:  # the head is out: an event says it
                 return await send_last(send, _error_event(exc))
             extra = {"x-request-id": request_id, **header_strings(limits)}
             return await anthropic_error_response(exc, extra)(scope, receive, send)

@@ -8,7 +8,7 @@ import gc
 import weakref
 from collections.abc import Awaitable
 
-from gateway.http.heartbeat import COMMENT, Heartbeats
+from gateway.http.heartbeat import COMMENT, NOT_WAITING, Heartbeats
 
 
 class Writer:
@@ -91,29 +91,24 @@ class BodyWriter:
 async def test_an_answer_not_begun_gets_its_head_with_its_first_comment() -> None:
     beats = Heartbeats(15)
     writer = BodyWriter()
-    waiting = beats.early(writer, lambda: b"x-request-id: r1\r\n")
-    assert waiting is not None
-    early, beat = waiting
-    assert not early.started
     loop = asyncio.get_running_loop()
-    beats._round(loop)  # just added: a whole round has not passed
-    assert writer.heads == [] and not early.started
-    beats._round(loop)
-    assert writer.heads == [b"x-request-id: r1\r\n"] and writer.written == [COMMENT]
-    assert early.started
-    beats._round(loop)  # still not begun: comments only, the head went once
-    assert len(writer.heads) == 1 and writer.written == [COMMENT, COMMENT]
-    beats.discard(beat)
-    beats._round(loop)
+    with beats.early(writer, lambda: b"x-request-id: r1\r\n") as early:
+        assert not early.started
+        beats._round(loop)  # just added: a whole round has not passed
+        assert writer.heads == [] and not early.started
+        beats._round(loop)
+        assert writer.heads == [b"x-request-id: r1\r\n"] and writer.written == [COMMENT]
+        assert early.started
+        beats._round(loop)  # still not begun: comments only, the head went once
+        assert len(writer.heads) == 1 and writer.written == [COMMENT, COMMENT]
+    beats._round(loop)  # the wait is over: out of the round
     assert writer.written == [COMMENT, COMMENT]
 
 
 async def test_a_head_the_connection_cannot_take_waits_for_a_later_round() -> None:
     beats = Heartbeats(15)
     writer = BodyWriter(ready=False)
-    waiting = beats.early(writer, lambda: b"x-request-id: r2\r\n")
-    assert waiting is not None
-    early = waiting[0]
+    early = beats.early(writer, lambda: b"x-request-id: r2\r\n")
     loop = asyncio.get_running_loop()
     beats._round(loop)
     beats._round(loop)
@@ -124,11 +119,13 @@ async def test_a_head_the_connection_cannot_take_waits_for_a_later_round() -> No
 
 
 async def test_no_early_head_without_a_writer_or_with_comments_off() -> None:
-    assert Heartbeats(15).early(None, bytes) is None
-    assert Heartbeats(0).early(BodyWriter(), bytes) is None
+    for beats, writer in ((Heartbeats(15), None), (Heartbeats(0), BodyWriter())):
+        with beats.early(writer, bytes) as early:
+            assert early is NOT_WAITING and not early.started
+        assert not beats._beats and beats._timer is None
 
 
-async def test_a_discarded_early_head_is_freed_by_reference_counting() -> None:
+async def test_an_early_head_is_freed_by_reference_counting_once_its_wait_ends() -> None:
     """The head and its beat once referred to each other (and to the request's job through
     its lines): a reference cycle per stream, freed only by a full collection."""
     beats = Heartbeats(15)
@@ -138,9 +135,9 @@ async def test_a_discarded_early_head_is_freed_by_reference_counting() -> None:
 
     made = weakref.ref(lines)
     waiting = beats.early(BodyWriter(), lines)
-    assert waiting is not None
     del lines
-    beats.discard(waiting[1])
+    with waiting:
+        pass
     gc.disable()
     try:
         del waiting
