@@ -63,7 +63,8 @@ def event_stream(
     """A server-sent-events answer of `body`, with the header lines `lines` besides its
     own, sent rendered (gateway.core.headers): uvicorn checked and rendered a stream's
     dozen headers pair by pair, on every stream. With `head_sent`, its head went out
-    before the answer began (`EARLY_HEAD`): only the body is sent."""
+    before the answer began (gateway/http/heartbeat.py, `EarlyHead`): only the body is
+    sent."""
     response = StreamingResponse(body)
     response.head_sent = head_sent
     # Starlette sends raw_headers as the start message's headers, which ASGI lets be any
@@ -82,14 +83,7 @@ class StreamingResponse(responses.StreamingResponse):
     head_sent = False  # the head is out already (`event_stream`): the body only
 
     async def stream_response(self, send: Send) -> None:
-        if not self.head_sent:
-            start = "http.response.start"
-            await send({"type": start, "status": self.status_code, "headers": self.raw_headers})
-        async for chunk in self.body_iterator:
-            if not isinstance(chunk, bytes | memoryview):
-                chunk = chunk.encode(self.charset)
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await super().stream_response(_body_only(send) if self.head_sent else send)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         task = asyncio.current_task()
@@ -115,6 +109,16 @@ class StreamingResponse(responses.StreamingResponse):
             stop()
         if self.background is not None:
             await self.background()
+
+
+def _body_only(send: Send) -> Send:
+    """`send` for a response whose head is out already: its start message is dropped."""
+
+    async def body(message: Message) -> None:
+        if message["type"] != "http.response.start":
+            await send(message)
+
+    return body
 
 
 def _listen(scope: Scope, receive: Receive, lost: Callable[[bool], None]) -> Callable[[], None]:
