@@ -117,7 +117,8 @@ def messages_routes(gateway: Backend) -> list[Route]:
             if tenant is not None and tenant.limited:
                 quota.failed(tenant.name)
             if early.started:  # the head is out: an event says it
-                return await send_last(send, _error_event(exc))
+                kind = anthropic_error_type(status_of(exc)[0])
+                return await send_last(send, _error_event(exc.message, kind))
             extra = {"x-request-id": request_id, **header_strings(limits)}
             return await anthropic_error_response(exc, extra)(scope, receive, send)
         except ClientLeft:
@@ -194,12 +195,11 @@ async def _reply(exchange: Exchange[Reply], send: Send, limits: bytes) -> None:
         exchange.close()
 
 
-def _error_event(exc: GatewayError) -> bytes:
-    """A failure before a stream's answer began, once its head is out: an `error` event,
-    as Anthropic's own streams report one."""
-    status, _ = status_of(exc)
-    error = anthropic_error_body(exc.message, anthropic_error_type(status))
-    return b"event: error\ndata: " + orjson.dumps(error) + b"\n\n"
+def _error_event(message: str, kind: str) -> bytes:
+    """An error told in a stream whose head is out, as Anthropic's own streams report
+    one: a failure midway, the gateway stopping, or a failure before the answer began
+    after an early head."""
+    return b"event: error\ndata: " + orjson.dumps(anthropic_error_body(message, kind)) + b"\n\n"
 
 
 def _events(
@@ -251,15 +251,13 @@ async def _sse(
             gone = True
             raise
         closed = True  # an `error` event a client retries on, as Anthropic's when overloaded
-        body = orjson.dumps(anthropic_error_body(cut.message, "overloaded_error"))
-        yield b"event: error\ndata: " + body + b"\n\n"
+        yield _error_event(cut.message, "overloaded_error")
     except Exception as exc:
         error = stream_failure(exchange, exc)
         closed = True
         await exchange.fail(error)  # a bench it began is stored before the client hears
         kind = "overloaded_error" if isinstance(error, RateLimited) else "api_error"
-        body = orjson.dumps(anthropic_error_body(error.message, kind))
-        yield b"event: error\ndata: " + body + b"\n\n"
+        yield _error_event(error.message, kind)
     finally:
         heartbeats.discard(beat)
         with anyio.CancelScope(shield=True):

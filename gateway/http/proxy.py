@@ -239,7 +239,8 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                 if tenant is not None and tenant.limited:
                     quota.failed(tenant.name)
                 if early.started:  # the head is out: an event says it
-                    return await send_last(send, _error_event(exc, endpoint))
+                    body = error_body(exc.message, status_of(exc)[1], exc.code, exc.param)
+                    return await send_last(send, _error_event(body, _done(endpoint)))
                 extra = {"x-request-id": request_id, **header_strings(limits)}
                 return await error_response(exc, extra)(scope, receive, send)
             except ClientLeft:
@@ -443,12 +444,15 @@ def _events(
     return event_stream(body, served_lines(exchange, limits), head_sent)
 
 
-def _error_event(exc: GatewayError, endpoint: Endpoint) -> bytes:
-    """A failure before a stream's answer began, once its head is out: what the stream
-    would have said had it failed midway (`_sse`)."""
-    _, kind = status_of(exc)
-    body = orjson.dumps(error_body(exc.message, kind, exc.code, exc.param))
-    return b"data: " + body + b"\n\n" + (b"" if endpoint is Endpoint.RESPONSES else _DONE)
+def _done(endpoint: Endpoint) -> bytes:
+    """A stream's end marker: none for the Responses API, whose last event ends it."""
+    return b"" if endpoint is Endpoint.RESPONSES else _DONE
+
+
+def _error_event(body: dict[str, Any], done: bytes) -> bytes:
+    """An error told in a stream whose head is out (a failure midway, the gateway
+    stopping, or a failure before the answer began after an early head), then its end."""
+    return b"data: " + orjson.dumps(body) + b"\n\n" + done
 
 
 async def _sse(
@@ -464,7 +468,7 @@ async def _sse(
     task woken per event: long streams' cost per event (bench/README.md)."""
     upstream = exchange.result
     rid, name = exchange.job.response_id, exchange.model.name
-    done = b"" if exchange.job.endpoint is Endpoint.RESPONSES else _DONE
+    done = _done(exchange.job.endpoint)
     error: ProviderError | None = None
     gone = closed = False
     beat: Beat | None = None  # kept alive while its upstream is quiet (heartbeat.py)
@@ -499,14 +503,12 @@ async def _sse(
             gone = True  # the client left (or uvicorn's own deadline): nobody to tell
             raise
         closed = True
-        body = error_body(cut.message, "server_error", ShuttingDown.code)
-        yield b"data: " + orjson.dumps(body) + b"\n\n" + done
+        yield _error_event(error_body(cut.message, "server_error", ShuttingDown.code), done)
     except Exception as exc:  # after the first byte, the stream is all we can report on
         error = stream_failure(exchange, exc)
         closed = True
         await exchange.fail(error)  # a bench it began is stored before the client hears
-        body = error_body(error.message, "server_error", error.kind)
-        yield b"data: " + orjson.dumps(body) + b"\n\n" + done
+        yield _error_event(error_body(error.message, "server_error", error.kind), done)
     finally:
         heartbeats.discard(beat)
         with anyio.CancelScope(shield=True):
