@@ -90,7 +90,7 @@ def estimate_usage(body: Mapping[str, Any], said: int, known: Usage | None = Non
     characters of the answer. A stream cut before its usage came (the client leaving,
     the upstream breaking) was charged nothing, so a client that left just before each
     end used the upstream for free as far as its budget could tell."""
-    prompt = known.prompt_tokens if known is not None and known.prompt_tokens else 0
+    prompt = known.prompt_tokens if known is not None else 0
     if not prompt:
         prompt = -(-request_chars(body) // 4)
     return Usage(prompt, -(-said // 4))
