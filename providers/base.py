@@ -21,6 +21,7 @@ from providers.errors import UnsupportedRequest
 
 __all__ = [
     "NO_HEADERS",
+    "TOKEN_PRICED",
     "BinaryReply",
     "Call",
     "Chunk",
@@ -31,6 +32,7 @@ __all__ = [
     "RawChunk",
     "Reply",
     "Usage",
+    "answer_chars",
     "estimate_usage",
     "json_text",
     "request_chars",
@@ -96,7 +98,43 @@ def estimate_usage(body: Mapping[str, Any], said: int, known: Usage | None = Non
     return Usage(prompt, -(-said // 4))
 
 
+# The operations priced by tokens of text: one whose reply does not count its tokens is
+# charged an estimate, not nothing (an upstream that omits `usage` would otherwise serve
+# a budgeted key for free).
+TOKEN_PRICED = frozenset(
+    {
+        Endpoint.CHAT,
+        Endpoint.COMPLETIONS,
+        Endpoint.RESPONSES,
+        Endpoint.MESSAGES,
+        Endpoint.EMBEDDINGS,
+    }
+)
+
+
+def answer_chars(body: Mapping[str, Any]) -> int:
+    """The characters an answer says, in any of the APIs' shapes (chat choices, completion
+    text, Anthropic content blocks, Responses output; tool calls' names and arguments
+    included, labels such as roles and finish reasons not): what its completion tokens are
+    guessed from when the upstream did not count them. An embedding says nothing."""
+    return sum(_said(body[key]) for key in _ANSWER_KEYS if key in body)
+
+
 _TEXT_KEYS = ("messages", "prompt", "input", "instructions", "system")
+_ANSWER_KEYS = ("choices", "content", "output")
+_LABELS = frozenset(
+    {"id", "index", "logprobs", "object", "role", "status", "type", "finish_reason", "stop_reason"}
+)
+
+
+def _said(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, list):
+        return sum(_said(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_said(item) for key, item in value.items() if key not in _LABELS)
+    return 0
 
 
 def _chars(value: Any) -> int:

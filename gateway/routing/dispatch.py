@@ -41,6 +41,7 @@ from gateway.routing.answers import StreamAnswer
 from gateway.routing.catalog import Catalog, Target
 from providers.base import (
     NO_HEADERS,
+    TOKEN_PRICED,
     BinaryReply,
     Call,
     ChunkStream,
@@ -50,6 +51,7 @@ from providers.base import (
     RawChunk,
     Reply,
     Usage,
+    answer_chars,
     estimate_usage,
 )
 from providers.errors import (
@@ -505,6 +507,10 @@ class Dispatcher:
             spoken = said.spoken()
             if usage is None or spoken:
                 usage, estimated = estimate_usage(job.body, spoken, usage), True
+        elif usage is None and error is None and job.endpoint in TOKEN_PRICED:
+            result = exchange.result
+            if isinstance(result, Reply) and result.status == 200:  # no count in the reply
+                usage, estimated = estimate_usage(job.body, answer_chars(result.body)), True
         upstream_ms = (ended - exchange.started) * 1000
         overhead_ms = (now - job.began) * 1000 - job.waited_ms - upstream_ms
         outcome = Outcome(

@@ -3,7 +3,7 @@ upstream never counted it."""
 
 from __future__ import annotations
 
-from providers.base import Usage, estimate_usage, request_chars
+from providers.base import Usage, answer_chars, estimate_usage, request_chars
 
 
 def test_request_text_is_counted_in_every_apis_shape() -> None:
@@ -24,3 +24,43 @@ def test_an_estimate_is_four_characters_a_token_rounded_up() -> None:
     assert estimate_usage(body, 8) == Usage(3, 2)
     # The upstream's own count of the prompt (Anthropic's message_start) is kept.
     assert estimate_usage(body, 8, Usage(prompt_tokens=40)) == Usage(40, 2)
+
+
+def test_an_answers_text_is_counted_in_every_apis_shape_labels_left_out() -> None:
+    chat = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "m",
+        "choices": [
+            {
+                "index": 0,
+                "message": {
+                    "role": "assistant",
+                    "content": "hello",
+                    "tool_calls": [
+                        {
+                            "id": "c",
+                            "type": "function",
+                            "function": {"name": "f", "arguments": "{}"},
+                        }
+                    ],
+                },
+                "finish_reason": "tool_calls",
+            }
+        ],
+    }
+    assert answer_chars(chat) == 5 + 1 + 2
+    assert answer_chars({"choices": [{"text": "1234", "index": 0}]}) == 4
+    anthropic = {
+        "id": "msg_1",
+        "type": "message",
+        "role": "assistant",
+        "content": [{"type": "text", "text": "abc"}, {"type": "tool_use", "input": {"q": "de"}}],
+        "stop_reason": "end_turn",
+    }
+    assert answer_chars(anthropic) == 5
+    responses = {
+        "output": [{"type": "message", "content": [{"type": "output_text", "text": "xy"}]}]
+    }
+    assert answer_chars(responses) == 2
+    assert answer_chars({"data": [{"embedding": [0.1, 0.2]}]}) == 0

@@ -330,6 +330,46 @@ def test_a_stream_cut_before_its_usage_is_charged_an_estimate_not_nothing(
     assert cut()[0]["usage_estimated"] is True
 
 
+def test_a_reply_without_usage_is_charged_an_estimate_not_nothing(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
+) -> None:
+    """An upstream that leaves `usage` out of its reply (some self-hosted servers do)
+    used to serve a budgeted key for free: the gateway counted it $0."""
+    answer = {
+        "id": "x",
+        "object": "chat.completion",
+        "model": "alpha-up",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "y" * 40},
+                "finish_reason": "stop",
+            }
+        ],
+    }
+    upstream.behave("alpha-up", body=orjson.dumps(answer))
+    # "hi" and 40 characters said: ~1 token in, 10 out, $0.000021 at alpha's $1/$2 per M.
+    cfg = limited_config(upstream, tmp_path / "nousage.db", budget={"daily_usd": 0.00002})
+    gw = start_gateway(cfg)
+    with sdk(gw, "sk-team") as team:
+        reply = team.chat.completions.create(model="alpha", messages=HI)
+        assert reply.choices[0].message.content == "y" * 40
+        with pytest.raises(openai.RateLimitError) as info:
+            team.chat.completions.create(model="alpha", messages=HI)
+    assert info.value.response.json()["error"]["code"] == "insufficient_quota"
+    assert usage_of(gw)["spend_day"] == pytest.approx(0.000021)
+
+    def attempts() -> list[dict[str, Any]]:  # attempt lines are written within 0.2 s
+        lines = [orjson.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
+        return [line for line in lines if line["message"] == "attempt"]
+
+    deadline = time.monotonic() + 10
+    while not attempts():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert [a["usage_estimated"] for a in attempts()] == [True]
+
+
 def test_a_spent_budget_can_move_a_key_to_its_cheaper_route(
     upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], tmp_path: Path
 ) -> None:
