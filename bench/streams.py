@@ -16,7 +16,9 @@ have ended; each is a POST read to its end by a raw asyncio client (several proc
 script to the second (`--workers 2` targets use both). Measured over the steady part
 of the run (from 12 s on): errors of any kind (the whole run), time to the first event
 (p50/p99), the added gap between content chunks (the gap minus the 0.5 s nginx waits;
-p50/p99/max), a health probe's latency (a fresh connection to /healthz every 50 ms; p99),
+p50/p99/max), a health probe's latency (a fresh connection to /healthz every 50 ms; p99;
+with `--probe-port`, Gatewise is also given a probe port, probed the same way; the same
+probe of nginx's own /healthz is the measurement's floor, the second CPU's load),
 the target's CPU (% of one core), its RSS per open stream, its CPU per event the
 clients received, and its longest garbage-collection pause (every collection timed
 with gc.callbacks in the target: bench/gcprobe/sitecustomize.py). See bench/README.md.
@@ -486,8 +488,9 @@ class Bench:
         harness.wait_ready(nginx, port, "/healthz", 10)
         self.upstream_port = port
 
-    def launch(self, name: str, n: int) -> tuple[Child, int, str, str, Path]:
+    def launch(self, name: str, n: int) -> tuple[Child, int, str, str, Path, int | None]:
         port = harness.free_port()
+        probe_port = None
         work = self.tmp / f"{name}-{n}"
         work.mkdir()
         gc_dir = work / "gc"
@@ -514,15 +517,18 @@ class Bench:
             config.write_text(gateway_yaml(upstream, key, 20_000, self.args.max_connections))
             cmd = [sys.executable, "-m", "gateway", "serve", "--config", str(config),
                    "--port", str(port), "--workers", str(workers)]  # fmt: skip
+            if self.args.probe_port:
+                probe_port = harness.free_port()
+                cmd += ["--probe-port", str(probe_port)]
             path, ready = api_path, "/readyz"
         child = Child(name, cmd, cpus, env=env, cwd=work, log=work / "output.log").start()
         self.children.append(child)
         harness.wait_ready(child, port, ready, 60)
-        return child, port, key, path, gc_dir
+        return child, port, key, path, gc_dir, probe_port
 
     def measure(self, name: str, n: int) -> dict[str, Any]:
         a = self.args
-        child, port, key, path, gc_dir = self.launch(name, n)
+        child, port, key, path, gc_dir, probe_port = self.launch(name, n)
         try:
             time.sleep(1.0)  # start-up's own collections and imports settle
             rss_idle = _rss_kib(child)
@@ -547,6 +553,9 @@ class Bench:
 
             async def watch() -> list[float]:
                 probe = asyncio.ensure_future(_probe(port, probe_until, window))
+                if probe_port is not None:
+                    aside = asyncio.ensure_future(_probe(probe_port, probe_until, window))
+                floor = asyncio.ensure_future(_probe(self.upstream_port, probe_until, window))
                 await asyncio.sleep(max(0.0, window[0] - time.monotonic()))
                 samples["cpu0"], samples["t0"] = child.cpu_ticks(), time.monotonic()
                 samples["wait0"] = _waited_s(child)
@@ -556,6 +565,9 @@ class Bench:
                 samples["cpu1"], samples["t1"] = child.cpu_ticks(), time.monotonic()
                 samples["wait1"] = _waited_s(child)
                 health = await probe
+                if probe_port is not None:
+                    samples["probe_port"] = await aside
+                samples["floor"] = await floor
                 await asyncio.sleep(max(0.0, window[1] + 0.5 - time.monotonic()))
                 samples["cpu2"] = child.cpu_ticks()
                 await asyncio.sleep(max(0.0, window[1] + STREAM_SECONDS - 2 - time.monotonic()))
@@ -604,6 +616,10 @@ class Bench:
             "gap_p50_ms": q(gaps, 0.5), "gap_p99_ms": q(gaps, 0.99),
             "gap_max_ms": round(max(gaps) * ms, 1) if gaps else None,
             "health_p99_ms": q(health, 0.99), "health_probes": len(health),
+            "probe_port_p99_ms": q(array.array("d", samples.get("probe_port", ())), 0.99),
+            # nginx's own /healthz, probed by the same client: what the probe's numbers
+            # include of the second CPU's load (the clients, nginx, this script).
+            "probe_floor_p99_ms": q(array.array("d", samples["floor"]), 0.99),
             "cpu_pct": round(cpu_s / seconds * 100, 1),
             # Runnable but not running: the share of the window other processes had.
             "waited_for_cpu_pct": round((samples["wait1"] - samples["wait0"]) / seconds * 100, 1),
@@ -624,7 +640,9 @@ def table(rows: list[dict[str, Any]]) -> str:
             ("refused_503", "of which 503"), ("held_peak", "held at most"),
             ("ttfb_p50_ms", "TTFB p50"), ("ttfb_p99_ms", "TTFB p99"),
             ("gap_p50_ms", "gap p50"), ("gap_p99_ms", "gap p99"), ("gap_max_ms", "gap max"),
-            ("health_p99_ms", "health p99"), ("cpu_pct", "CPU %"),
+            ("health_p99_ms", "health p99"), ("probe_port_p99_ms", "probe port p99"),
+            ("probe_floor_p99_ms", "probe floor p99"),
+            ("cpu_pct", "CPU %"),
             ("waited_for_cpu_pct", "waited %"),
             ("rss_kib_per_stream", "KiB/stream"), ("cpu_us_per_event", "µs/event"),
             ("held_us_per_event", "µs/event held"),
@@ -651,6 +669,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-connections", type=int, default=None,
                    help="Gatewise's server.max_connections per worker (default: from the "
                    "open-file limit); past it a stream is refused with 503")  # fmt: skip
+    p.add_argument("--probe-port", action="store_true",
+                   help="give Gatewise a probe port (--probe-port) and probe it too")  # fmt: skip
     p.add_argument("--tree", type=Path, default=ROOT,
                    help="the Gatewise source tree to run (another commit's worktree)")  # fmt: skip
     a = p.parse_args(argv)

@@ -41,7 +41,11 @@ def test_compose_runs_two_replicas_on_postgresql_behind_one_port() -> None:
 def test_the_image_runs_unprivileged_with_a_health_check() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.M)
-    assert re.search(r"^HEALTHCHECK .*\n?.*/healthz", dockerfile, re.M)
+    check = re.search(r"^HEALTHCHECK .*\n?.*127\.0\.0\.1:(\d+)/healthz", dockerfile, re.M)
+    assert check is not None
+    # On the probe port the command opens, where probes do not queue behind clients.
+    serve = re.search(r'^CMD \["gatewise", "serve", .*"--probe-port", "(\d+)"', dockerfile, re.M)
+    assert serve is not None and serve.group(1) == check.group(1)
 
 
 @pytest.fixture

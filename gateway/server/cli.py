@@ -27,6 +27,14 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
     serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument(
+        "--probe-port",
+        type=int,
+        default=None,
+        help="also answer /healthz, /readyz and /metrics (only) on this port, on listeners "
+        "of their own: probes never queue behind clients, and are answered past "
+        "server.max_connections",
+    )
     serve.add_argument("--log-level", default=None, choices=["debug", "info", "warning", "error"])
     serve.add_argument("--access-log", action="store_true", help="log every HTTP request")
 
@@ -190,7 +198,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
     os.environ["GATEWISE_LOG_LEVEL"] = level
     open_files, _ = raise_open_file_limit()  # before workers are forked: they inherit it
     # Each worker process unpickles its own Inbound: the limits are per worker.
-    inbound = Inbound(InboundLimits.of(config.server, open_files))
+    inbound = Inbound(InboundLimits.of(config.server, open_files), probe_port=args.probe_port or 0)
     options = dict(
         host=args.host,
         port=args.port,
@@ -213,14 +221,18 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
     from gateway.server.workers import (
         STARTUP_FAILURE,
         announce,
+        listening,
         logger,
-        reserve_listeners,
+        reserve_all,
         reuse_port_supported,
         run_workers,
     )
 
     if os.environ.get(LOG_CONFIG_ENV):  # the operator's file configures uvicorn's loggers too
         options["log_config"] = None
+    if args.probe_port is not None and not reuse_port_supported():
+        print("gatewise: --probe-port needs Linux (SO_REUSEPORT)", file=sys.stderr)
+        return 2
     if args.workers > 1:
         import tempfile
 
@@ -229,7 +241,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         # The workers' counts, summed at each scrape; this run's alone, gone after it.
         with tempfile.TemporaryDirectory(prefix="gatewise-metrics-") as directory:
             os.environ[METRICS_DIR_ENV] = directory
-            return run_workers(options, args.workers)
+            return run_workers(options, args.workers, args.probe_port)
     from gateway.server.app import create_app
     from gateway.server.gctune import tune
 
@@ -240,7 +252,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
             await super().startup(sockets)
             if self.started:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
-                announce(host, port)
+                announce(host, port, probe_port=args.probe_port)
 
     app = create_app(config)
     tune()
@@ -249,9 +261,10 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
     listeners = None
     if reuse_port_supported():
         try:
-            listeners = reserve_listeners(args.host, args.port)
+            listeners = reserve_all(args.host, args.port, args.probe_port)
         except OSError as exc:
-            logger.error("cannot listen on %s:%s: %s", args.host, args.port, exc)
+            where = listening(args.host, args.port, args.probe_port)
+            logger.error("cannot listen on %s: %s", where, exc)
             return STARTUP_FAILURE
     try:
         server.run(sockets=listeners)

@@ -41,15 +41,16 @@ _bound: weakref.WeakSet[socket.socket] = weakref.WeakSet()  # this process's, fo
 WORKERS_ENV = "GATEWISE_WORKERS"  # tells each worker how many serve the port
 
 
-def announce(host: str, port: int, workers: int = 1) -> None:
+def announce(host: str, port: int, workers: int = 1, probe_port: int | None = None) -> None:
     """The one line a person starting the gateway looks for: where it listens (printed,
     not logged: the log level may hide it, and it is not an event to collect)."""
     shown = f"[{host}]" if ":" in host else host
     url = f"http://{shown}:{port}"
     served = f"{workers} workers" if workers > 1 else "serving"
+    probes = f"; probes on port {probe_port}" if probe_port is not None else ""
     print(
         f"Gatewise: {served} on {url} (OpenAI API at {url}/v1, dashboard at "
-        f"{url}/model-performance)",
+        f"{url}/model-performance{probes})",
         file=sys.stderr,
         flush=True,
     )
@@ -117,6 +118,27 @@ def reserve_listeners(host: str, port: int, count: int = LISTENERS) -> list[sock
     return sockets
 
 
+def listening(host: str, port: int, probe_port: int | None = None) -> str:
+    """Where the gateway listens, as its start-up messages say it."""
+    where = f"{host}:{port}"
+    return where if probe_port is None else f"{where} and probe port {probe_port}"
+
+
+def reserve_all(host: str, port: int, probe_port: int | None = None) -> list[socket.socket]:
+    """The port's LISTENERS, then the probe port's one listener if asked for (a probe
+    arrives now and then: one is accepted per turn of the loop, more than enough)."""
+    sockets = reserve_listeners(host, port)
+    if probe_port is None:
+        return sockets
+    try:
+        sockets.extend(reserve_listeners(host, probe_port, 1))
+    except BaseException:
+        for sock in sockets:
+            sock.close()
+        raise
+    return sockets
+
+
 def accept_queue() -> int:
     """Connections the kernel has set up for this process's listening sockets and the
     process has not accepted yet: above 0 for long, the worker cannot keep up (the
@@ -140,7 +162,7 @@ def accept_queue() -> int:
     return waiting
 
 
-def run_workers(options: dict[str, Any], workers: int) -> int:
+def run_workers(options: dict[str, Any], workers: int, probe_port: int | None = None) -> int:
     """Serve `gateway.server.app:app_factory` in `workers` processes; returns the exit code."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
@@ -152,12 +174,13 @@ def run_workers(options: dict[str, Any], workers: int) -> int:
         return 0
     config = uvicorn.Config(target, factory=True, workers=workers, **options)
     try:
-        sockets = reserve_listeners(config.host, config.port)
+        sockets = reserve_all(config.host, config.port, probe_port)
     except OSError as exc:
-        logger.error("cannot listen on %s:%s: %s", config.host, config.port, exc)
+        where = listening(config.host, config.port, probe_port)
+        logger.error("cannot listen on %s: %s", where, exc)
         return STARTUP_FAILURE
     host, port = sockets[0].getsockname()[:2]
-    announce(host, port, workers)
+    announce(host, port, workers, probe_port)
     try:
         Multiprocess(config, sockets=sockets).run()
     finally:

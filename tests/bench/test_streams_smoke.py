@@ -16,8 +16,8 @@ from bench.streams import ECHO_MODULE
 from tests.bench.test_overhead_smoke import _run
 
 NUMBERS = ("ttfb_p50_ms", "ttfb_p99_ms", "gap_p50_ms", "gap_p99_ms", "gap_max_ms",
-           "health_p99_ms", "cpu_pct", "rss_kib_per_stream", "cpu_us_per_event",
-           "held_us_per_event", "gc_max_ms", "gc_max_cpu_ms")  # fmt: skip
+           "health_p99_ms", "probe_floor_p99_ms", "cpu_pct", "rss_kib_per_stream",
+           "cpu_us_per_event", "held_us_per_event", "gc_max_ms", "gc_max_cpu_ms")  # fmt: skip
 
 
 def needs_nginx() -> None:
@@ -33,7 +33,7 @@ def test_a_short_run_holds_streams_through_every_target_and_reports_them(tmp_pat
     out = tmp_path / "streams.json"
     proc = _run(
         ["bench/streams.py", "--streams", "40", "--duration", "14", "--loaders", "1",
-         "--targets", "gatewise,passthrough,nginx,relay", "--json", str(out)],
+         "--targets", "gatewise,passthrough,nginx,relay", "--probe-port", "--json", str(out)],
         timeout=240,
     )  # fmt: skip
     rows = json.loads(out.read_text())["rows"]
@@ -45,6 +45,8 @@ def test_a_short_run_holds_streams_through_every_target_and_reports_them(tmp_pat
         assert all(row[k] is not None for k in NUMBERS), row
         # The probe heard the Python targets' collections (nginx has none).
         assert (sum(row["gc_counts"]) > 0) is (row["target"] != "nginx"), row
+        # Only Gatewise has a probe port (`--probe-port`), probed beside the clients' port.
+        assert (row["probe_port_p99_ms"] is not None) is (row["target"] == "gatewise"), row
     assert "| gatewise | 40 | 0 |" in proc.stdout
 
 

@@ -1,0 +1,124 @@
+"""The probe port (`gatewise serve --probe-port`) against a real gateway, with raw sockets
+and the openai SDK: it answers health, readiness and metrics, nothing else, and it is
+answered when the clients' port is full."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from gateway.server.protocol import PROBE_SPARE
+from gateway.server.workers import STARTUP_FAILURE
+from tests.gateway.server.test_inbound_limits_e2e import (
+    HEALTHZ,
+    config,
+    connect,
+    parse,
+    response,
+    until_closed,
+    wait_until_accepted,
+)
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import free_port
+
+ROOT = Path(__file__).resolve().parents[3]
+HI = [{"role": "user", "content": "hi"}]
+
+
+def probed(port: int) -> socket.socket:
+    return socket.create_connection(("127.0.0.1", port), timeout=10)
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_probe_port_answers_health_readiness_and_metrics_and_nothing_else(
+    start_gateway: Callable[..., GatewayProcess], workers: int
+) -> None:
+    port = free_port()
+    gw = start_gateway(config(), args=["--probe-port", str(port), "--workers", str(workers)])
+    probes = f"http://127.0.0.1:{port}"
+    assert httpx.get(probes + "/healthz").json() == {"status": "ok"}
+    ready = httpx.get(probes + "/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert "gatewise_open_connections" in httpx.get(probes + "/metrics").text
+
+    on_probes = openai.OpenAI(base_url=probes + "/v1", api_key="none", max_retries=0)
+    with pytest.raises(openai.NotFoundError) as info:
+        on_probes.chat.completions.create(
+            model="auto", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert "probe port answers only" in info.value.message
+    assert httpx.get(probes + "/model-performance").status_code == 404
+
+    # The clients' port serves as ever.
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="none", max_retries=0)
+    reply = client.chat.completions.create(
+        model="auto", messages=[{"role": "user", "content": "hi"}]
+    )
+    assert reply.choices[0].message.content
+    assert "Traceback" not in gw.logs()
+
+
+def test_past_max_connections_probes_are_still_answered_up_to_a_bound(
+    start_gateway: Callable[..., GatewayProcess],
+) -> None:
+    port = free_port()
+    gw = start_gateway(
+        config(header_timeout=10, max_connections=4), args=["--probe-port", str(port)]
+    )
+    silent = [connect(gw) for _ in range(4)]
+    wait_until_accepted(gw.port)
+    with connect(gw) as sock:  # the clients' port is full
+        sock.sendall(HEALTHZ)
+        status, _, body = parse(until_closed(sock))
+        assert status == 503 and body["error"]["code"] == "too_many_connections"
+
+    held = []
+    for _ in range(PROBE_SPARE):  # kept-alive probes, each answered, all held open
+        sock = probed(port)
+        sock.sendall(HEALTHZ)
+        assert response(sock)[0] == 200
+        held.append(sock)
+    with probed(port) as sock:  # one more is past the probes' own bound
+        sock.sendall(HEALTHZ)
+        status, _, body = parse(until_closed(sock))
+        assert status == 503 and body["error"]["code"] == "too_many_connections"
+
+    held.pop().close()
+    deadline = time.monotonic() + 10
+    while True:  # once the worker hears of the close, a probe comes in again
+        with probed(port) as sock:
+            sock.sendall(HEALTHZ)
+            if response(sock)[0] == 200:
+                break
+        assert time.monotonic() < deadline
+    for sock in held + silent:
+        sock.close()
+
+
+def test_a_taken_probe_port_stops_the_start_with_a_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        probe = str(taken.getsockname()[1])
+        port = str(free_port())
+        serve = ["serve", "--config", str(ROOT / "gateway.yaml"), "--port", port]
+        done = subprocess.run(
+            [sys.executable, "-m", "gateway", *serve, "--probe-port", probe],
+            cwd=tmp_path,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert done.returncode == STARTUP_FAILURE
+    assert f"cannot listen on 127.0.0.1:{port} and probe port {probe}" in done.stderr
+    assert "Traceback" not in done.stderr
