@@ -15,13 +15,21 @@ from typing import Any
 
 import orjson
 
-from providers.base import Call, Chunk, ChunkStream, Endpoint, Provider, Reply, Usage
+from providers.base import (
+    Call,
+    Chunk,
+    ChunkStream,
+    Endpoint,
+    Provider,
+    Reply,
+    Usage,
+    estimate_prompt,
+)
 from providers.errors import BadRequest, InvalidResponse
 
 __all__ = [
     "STOP_REASONS",
     "MessageEvents",
-    "estimate_tokens",
     "message_usage",
     "messages_via_chat",
     "stream_via_chat",
@@ -49,7 +57,8 @@ def _bad(message: str, param: str | None = None) -> BadRequest:
 async def messages_via_chat(provider: Provider, call: Call) -> Reply:
     """A Messages call answered by `provider`'s chat completions, as a Message."""
     if call.endpoint is Endpoint.COUNT_TOKENS:
-        return Reply({"input_tokens": estimate_tokens(call.body)})
+        # A budget hint: the guess an uncounted answer is charged by serves it.
+        return Reply({"input_tokens": estimate_prompt(call.body)})
     if call.endpoint is not Endpoint.MESSAGES:
         raise provider.unsupported(call.endpoint)
     chat = Call(
@@ -70,15 +79,6 @@ async def stream_via_chat(provider: Provider, call: Call) -> ChunkStream:
         trace=call.trace,
     )  # fmt: skip
     return MessageEvents(await provider.stream(chat), call.upstream_model)
-
-
-def estimate_tokens(body: dict[str, Any]) -> int:
-    """A rough count (4 bytes of text a token) for upstreams that cannot count: the
-    Messages API's count_tokens is a budget hint, and a close guess serves it."""
-    size = len(orjson.dumps(body.get("system") or ""))
-    size += len(orjson.dumps(body.get("messages") or []))
-    size += len(orjson.dumps(body.get("tools") or []))
-    return max(1, size // 4)
 
 
 # --- request: Anthropic Messages body -> OpenAI chat body --------------------------------

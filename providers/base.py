@@ -33,6 +33,7 @@ __all__ = [
     "Reply",
     "Usage",
     "answer_chars",
+    "estimate_prompt",
     "estimate_usage",
     "json_text",
     "request_chars",
@@ -81,9 +82,14 @@ class Usage:
 
 def request_chars(body: Mapping[str, Any]) -> int:
     """The characters of text a request carries, in any of the APIs' shapes (chat
-    messages, a prompt, Responses input and instructions, Anthropic's system): what a
-    count of its tokens is guessed from."""
-    return sum(_chars(body[key]) for key in _TEXT_KEYS if key in body)
+    messages, a prompt, Responses input and instructions, Anthropic's system), and its
+    tools' definitions as JSON (a model reads them as prompt): what a count of its tokens
+    is guessed from."""
+    chars = sum(_chars(body[key]) for key in _TEXT_KEYS if key in body)
+    tools = body.get("tools")
+    if isinstance(tools, list) and tools:
+        chars += len(orjson.dumps(tools))
+    return chars
 
 
 def estimate_usage(body: Mapping[str, Any], said: int, known: Usage | None = None) -> Usage:
@@ -93,9 +99,14 @@ def estimate_usage(body: Mapping[str, Any], said: int, known: Usage | None = Non
     the upstream breaking) was charged nothing, so a client that left just before each
     end used the upstream for free as far as its budget could tell."""
     prompt = known.prompt_tokens if known is not None else 0
-    if not prompt:
-        prompt = -(-request_chars(body) // 4)
-    return Usage(prompt, -(-said // 4))
+    return Usage(prompt or estimate_prompt(body), -(-said // 4))
+
+
+def estimate_prompt(body: Mapping[str, Any]) -> int:
+    """A request's prompt tokens, guessed as four characters a token (at least one): for
+    charging an answer whose upstream never counted, and for Anthropic's count_tokens
+    on an upstream that cannot count."""
+    return max(1, -(-request_chars(body) // 4))
 
 
 # The operations priced by tokens of text: one whose reply does not count its tokens is

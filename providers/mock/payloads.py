@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from providers.base import Chunk, Endpoint, request_chars
+from providers.base import Chunk, Endpoint
 
 __all__ = [
     "Answer",
@@ -27,7 +27,6 @@ __all__ = [
     "choice_count",
     "completion_body",
     "completion_script",
-    "estimate_tokens",
     "json_format",
     "logprobs_asked",
     "response_body",
@@ -40,11 +39,6 @@ __all__ = [
 
 
 # ---------------------------------------------------------------- request reading
-
-
-def estimate_tokens(body: dict[str, Any]) -> int:
-    """About four characters a token over every text the request carries."""
-    return request_chars(body) // 4 + 1
 
 
 def token_cap(body: dict[str, Any], endpoint: Endpoint) -> int | None:

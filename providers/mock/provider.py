@@ -30,6 +30,7 @@ from providers.base import (
     Provider,
     Reply,
     Usage,
+    estimate_prompt,
 )
 from providers.errors import (
     BadRequest,
@@ -207,7 +208,7 @@ class MockProvider(Provider):
 
     def _prompt_tokens(self, model: _Model, body: dict[str, Any]) -> int:
         configured = model.config.prompt_tokens
-        return configured if configured is not None else payloads.estimate_tokens(body)
+        return configured if configured is not None else estimate_prompt(body)
 
     def _answer(self, call: Call, model: _Model) -> tuple[payloads.Answer, int, int]:
         """The answer to a text call, with the number that names it and its timestamp."""

@@ -285,8 +285,13 @@ async def test_a_messages_call_is_served_through_chat_completions() -> None:
     assert reply.body["content"] == [{"type": "text", "text": "Hi!"}]
     assert reply.usage == Usage(3, 2)
     counted = await messages_via_chat(chat, Call(Endpoint.COUNT_TOKENS, body, "up-model"))
-    assert isinstance(counted.body["input_tokens"], int) and counted.body["input_tokens"] > 0
+    assert counted.body == {"input_tokens": 1}  # "hi": four characters a token, at least one
     assert len(chat.calls) == 1  # an estimate: the upstream is not asked
+    tools = [{"name": "lookup", "input_schema": {"type": "object"}}]
+    with_tools = await messages_via_chat(
+        chat, Call(Endpoint.COUNT_TOKENS, {**body, "tools": tools}, "up-model")
+    )
+    assert with_tools.body["input_tokens"] == -(-(2 + len(orjson.dumps(tools))) // 4)
 
 
 def _chunk(delta: dict[str, Any], finish: str | None = None) -> Chunk:

@@ -3,7 +3,9 @@ upstream never counted it."""
 
 from __future__ import annotations
 
-from providers.base import Usage, answer_chars, estimate_usage, request_chars
+import orjson
+
+from providers.base import Usage, answer_chars, estimate_prompt, estimate_usage, request_chars
 
 
 def test_request_text_is_counted_in_every_apis_shape() -> None:
@@ -64,3 +66,14 @@ def test_an_answers_text_is_counted_in_every_apis_shape_labels_left_out() -> Non
     }
     assert answer_chars(responses) == 2
     assert answer_chars({"data": [{"embedding": [0.1, 0.2]}]}) == 0
+
+
+def test_tools_definitions_count_as_prompt_and_a_prompt_is_at_least_a_token() -> None:
+    """A model reads its tools' schemas as prompt: a request with large tools was charged
+    as if they were free when its upstream did not count."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}]
+    body = {"messages": [{"role": "user", "content": "x" * 8}], "tools": tools}
+    assert request_chars(body) == 8 + len(orjson.dumps(tools))
+    assert estimate_prompt(body) == -(-request_chars(body) // 4)
+    assert estimate_usage(body, 0).prompt_tokens == estimate_prompt(body)
+    assert estimate_prompt({}) == 1

@@ -38,7 +38,7 @@ async def test_completions_shape_and_stream() -> None:
     assert parsed.model == "text-up"
     assert parsed.choices[0].finish_reason == "stop"
     assert parsed.choices[0].logprobs is None
-    assert parsed.usage is not None and parsed.usage.prompt_tokens == 16 // 4 + 1
+    assert parsed.usage is not None and parsed.usage.prompt_tokens == 16 // 4  # 4 chars a token
 
     capped = await provider.send(Call(Endpoint.COMPLETIONS, {**body, "max_tokens": 2}, "t"))
     assert capped.body["choices"][0]["finish_reason"] == "length"
@@ -71,7 +71,7 @@ async def test_embeddings_float_vectors_are_normalised_and_deterministic() -> No
     assert vectors[0] == vectors[2] != vectors[1]
     again = await make().send(Call(Endpoint.EMBEDDINGS, body, "embed-up"))
     assert again.body["data"][1]["embedding"] == vectors[1]
-    assert parsed.usage.prompt_tokens == parsed.usage.total_tokens == 14 // 4 + 1
+    assert parsed.usage.prompt_tokens == parsed.usage.total_tokens == -(-14 // 4)
 
 
 async def test_embeddings_base64_decodes_to_the_same_vector() -> None:
