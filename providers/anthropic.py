@@ -17,7 +17,14 @@ import orjson
 from providers.anthropic_inbound import message_usage
 from providers.anthropic_stream import AnthropicChunks, MessageStream, finish_reason, prompt_tokens
 from providers.base import Call, ChunkStream, Endpoint, Reply, Usage
-from providers.errors import BadRequest, InvalidResponse, classify_status, upstream_json
+from providers.errors import (
+    BadRequest,
+    InvalidResponse,
+    classify_status,
+    encodable,
+    request_json,
+    upstream_json,
+)
 from providers.http_provider import HttpProvider, endpoint_url
 from providers.transport import Transport
 
@@ -59,7 +66,7 @@ class AnthropicProvider(HttpProvider):
             return await self._native(call)
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
-        body = orjson.dumps(to_anthropic(call.body, call.upstream_model, stream=False))
+        body = request_json(to_anthropic(call.body, call.upstream_model, stream=False))
         resp = await self._request("POST", self._url, self._with(self._headers, call), body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
@@ -72,12 +79,12 @@ class AnthropicProvider(HttpProvider):
 
     async def stream(self, call: Call) -> ChunkStream:
         if call.endpoint is Endpoint.MESSAGES:
-            body = orjson.dumps({**call.body, "model": call.upstream_model, "stream": True})
+            body = request_json({**call.body, "model": call.upstream_model, "stream": True})
             upstream = await self._open(self._url, self._native_headers(call), body)
             return MessageStream(upstream, self.name, self._secrets)
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
-        body = orjson.dumps(to_anthropic(call.body, call.upstream_model, stream=True))
+        body = request_json(to_anthropic(call.body, call.upstream_model, stream=True))
         upstream = await self._open(self._url, self._with(self._headers, call), body)
         options = call.body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
@@ -89,7 +96,7 @@ class AnthropicProvider(HttpProvider):
         body = {**call.body, "model": call.upstream_model}
         body.pop("stream", None)
         url = self._url if call.endpoint is Endpoint.MESSAGES else self._count_url
-        resp = await self._request("POST", url, self._native_headers(call), orjson.dumps(body))
+        resp = await self._request("POST", url, self._native_headers(call), request_json(body))
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
         data = upstream_json(resp.body, f"{self.name}'s response body")
@@ -233,6 +240,8 @@ def _tool_use(call: Any) -> dict[str, Any]:
         parsed = orjson.loads(arguments) if isinstance(arguments, str) else arguments
     except orjson.JSONDecodeError:
         raise _bad(f"tool call {call.get('id')!r} has arguments that are not JSON") from None
+    if isinstance(arguments, str) and not encodable(arguments, parsed):
+        raise _bad(f"tool call {call.get('id')!r} has arguments nested too deep")
     if not isinstance(parsed, dict):
         raise _bad(f"tool call {call.get('id')!r} arguments must be a JSON object")
     return {"type": "tool_use", "id": call.get("id"), "name": function["name"], "input": parsed}

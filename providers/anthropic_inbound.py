@@ -25,7 +25,7 @@ from providers.base import (
     Usage,
     estimate_prompt,
 )
-from providers.errors import BadRequest, InvalidResponse
+from providers.errors import BadRequest, InvalidResponse, encodable, request_json
 
 __all__ = [
     "STOP_REASONS",
@@ -205,7 +205,7 @@ def _assistant(content: Any, i: int) -> dict[str, Any]:
         if kind == "text":
             texts.append(block.get("text") or "")
         elif kind == "tool_use":
-            arguments = orjson.dumps(block.get("input") or {}).decode()
+            arguments = request_json(block.get("input") or {}).decode()
             function = {"name": block.get("name"), "arguments": arguments}
             calls.append({"id": block.get("id"), "type": "function", "function": function})
         elif kind in ("thinking", "redacted_thinking"):
@@ -298,6 +298,8 @@ def _arguments(arguments: Any) -> Any:
     try:
         parsed = orjson.loads(arguments)
     except orjson.JSONDecodeError:
+        return {"arguments": arguments}
+    if not encodable(arguments, parsed):  # could not be passed on: as broken as the above
         return {"arguments": arguments}
     return parsed if isinstance(parsed, dict) else {"arguments": parsed}
 

@@ -85,10 +85,13 @@ def request_chars(body: Mapping[str, Any]) -> int:
     messages, a prompt, Responses input and instructions, Anthropic's system), and its
     tools' definitions as JSON (a model reads them as prompt): what a count of its tokens
     is guessed from."""
-    chars = sum(_chars(body[key]) for key in _TEXT_KEYS if key in body)
+    chars = _chars([body[key] for key in _TEXT_KEYS if key in body])
     tools = body.get("tools")
     if isinstance(tools, list) and tools:
-        chars += len(orjson.dumps(tools))
+        try:
+            chars += len(orjson.dumps(tools))
+        except orjson.JSONEncodeError:  # nested too deep to pass on: refused when sent
+            chars += _said(tools)
     return chars
 
 
@@ -128,7 +131,7 @@ def answer_chars(body: Mapping[str, Any]) -> int:
     text, Anthropic content blocks, Responses output; tool calls' names and arguments
     included, labels such as roles and finish reasons not): what its completion tokens are
     guessed from when the upstream did not count them. An embedding says nothing."""
-    return sum(_said(body[key]) for key in _ANSWER_KEYS if key in body)
+    return _said([body[key] for key in _ANSWER_KEYS if key in body])
 
 
 _TEXT_KEYS = ("messages", "prompt", "input", "instructions", "system")
@@ -138,26 +141,40 @@ _LABELS = frozenset(
 )
 
 
+# The two walks below take bodies from strangers (a client's request, an upstream's
+# reply), nested up to the 1,024 levels orjson parses: loops over a stack, not recursion,
+# which Python stops at 1,000 frames.
+
+
 def _said(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, list):
-        return sum(_said(item) for item in value)
-    if isinstance(value, dict):
-        return sum(_said(item) for key, item in value.items() if key not in _LABELS)
-    return 0
+    """The characters of every string in `value`, but under the keys in _LABELS."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(v for k, v in item.items() if k not in _LABELS)
+    return total
 
 
 def _chars(value: Any) -> int:
-    if isinstance(value, str):
-        return len(value)
-    if isinstance(value, int):  # a token id
-        return 4
-    if isinstance(value, list):
-        return sum(_chars(item) for item in value)
-    if isinstance(value, dict):
-        return sum(_chars(value[key]) for key in ("content", "text") if key in value)
-    return 0
+    """The characters of text in `value`: strings, lists of them, a dict's "content" and
+    "text"; a token id counts as four."""
+    total, stack = 0, [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, str):
+            total += len(item)
+        elif isinstance(item, int):  # a token id
+            total += 4
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, dict):
+            stack.extend(item[key] for key in ("content", "text") if key in item)
+    return total
 
 
 class _NoHeaders(Mapping[str, str]):

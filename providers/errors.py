@@ -23,6 +23,7 @@ from typing import Any, ClassVar, Self
 import orjson
 
 __all__ = [
+    "MAX_NESTING",
     "STOPPING",
     "BadRequest",
     "CapacityExhausted",
@@ -44,7 +45,9 @@ __all__ = [
     "UpstreamStatusError",
     "UpstreamTimeout",
     "classify_status",
+    "encodable",
     "redact",
+    "request_json",
     "stopped",
     "upstream_json",
 ]
@@ -244,15 +247,54 @@ def redact(text: str, secrets: tuple[str, ...] = (), limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+# orjson parses JSON nested up to 1,024 levels deep but encodes at most this many: a
+# body nested deeper can be read and never passed on. A client's 600-byte body of nested
+# lists made a 500 and a traceback, wherever it was encoded again or walked.
+MAX_NESTING = 254
+
+
 def upstream_json(data: bytes, what: str) -> dict[str, Any]:
-    """Parse a JSON object an upstream sent; anything else is an invalid upstream body."""
+    """Parse a JSON object an upstream sent; anything else, or one nested too deep to be
+    passed on (MAX_NESTING), is an invalid upstream body."""
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
         raise InvalidResponse(f"{what} is not JSON") from None
     if not isinstance(parsed, dict):
         raise InvalidResponse(f"{what} is not a JSON object")
+    if not encodable(data, parsed):
+        raise InvalidResponse(f"{what} nests JSON deeper than {MAX_NESTING} levels")
     return parsed
+
+
+def encodable(raw: bytes | str, value: Any) -> bool:
+    """Whether `value`, parsed from `raw`, can be encoded again: it nests at most
+    MAX_NESTING levels. Fewer brackets than that cannot nest deeper, which counting them
+    (at C speed, ~0.2 µs for a stream event) settles for almost every body; the rest are
+    encoded once to see."""
+    if isinstance(raw, str):
+        opens = raw.count("{") + raw.count("[")
+    else:
+        opens = raw.count(b"{") + raw.count(b"[")
+    if opens <= MAX_NESTING:
+        return True
+    try:
+        orjson.dumps(value)
+    except orjson.JSONEncodeError:
+        return False
+    return True
+
+
+def request_json(body: Any) -> bytes:
+    """A request body as its upstream is sent it. A client's body nested deeper than
+    MAX_NESTING levels cannot be encoded again: the client's error, said as such."""
+    try:
+        return orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        raise BadRequest(
+            f"The request nests JSON deeper than {MAX_NESTING} levels; it cannot be passed on.",
+            status=400,
+        ) from None
 
 
 def _upstream_message(body: bytes) -> str:

@@ -6,8 +6,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-import orjson
-
 from providers.anthropic_inbound import messages_via_chat, stream_via_chat
 from providers.base import (
     BinaryReply,
@@ -28,6 +26,7 @@ from providers.errors import (
     UpstreamServerError,
     classify_status,
     redact,
+    request_json,
     upstream_json,
 )
 from providers.http_provider import HttpProvider, endpoint_url
@@ -86,7 +85,7 @@ class OpenAIProvider(HttpProvider):
             post = self._urls.get(call.endpoint)
             if post is None:  # no path of its own: Anthropic's Messages API, via chat
                 return await messages_via_chat(self, call)
-            body = orjson.dumps({**call.body, "model": call.upstream_model})
+            body = request_json({**call.body, "model": call.upstream_model})
             resp = await self._request("POST", post, self._with(self._headers, call), body)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
@@ -107,11 +106,11 @@ class OpenAIProvider(HttpProvider):
                 }
                 hide_usage = True
         headers = self._with(self._headers, call)
-        upstream = await self._open(self._url(call), headers, orjson.dumps(body))
+        upstream = await self._open(self._url(call), headers, request_json(body))
         return _OpenAIChunks(upstream, self.name, hide_usage, self._secrets)
 
     async def binary(self, call: Call) -> BinaryReply:
-        body = orjson.dumps({**call.body, "model": call.upstream_model})
+        body = request_json({**call.body, "model": call.upstream_model})
         upstream = await self._open(self._url(call), self._with(self._headers, call), body)
         return _Passthrough(upstream, self.name)
 

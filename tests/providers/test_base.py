@@ -77,3 +77,12 @@ def test_tools_definitions_count_as_prompt_and_a_prompt_is_at_least_a_token() ->
     assert estimate_prompt(body) == -(-request_chars(body) // 4)
     assert estimate_usage(body, 0).prompt_tokens == estimate_prompt(body)
     assert estimate_prompt({}) == 1
+
+
+def test_text_nested_as_deep_as_json_can_be_read_is_counted_without_recursion() -> None:
+    """orjson reads 1,024 levels; Python stops recursing at 1,000 frames. The mock model's
+    count of a client's prompt hit that: a 500 and a traceback."""
+    deep = orjson.loads("[" * 1000 + '"abcd"' + "]" * 1000)
+    assert request_chars({"messages": deep}) == 4
+    assert answer_chars({"choices": deep}) == 4
+    assert request_chars({"messages": "x", "tools": [deep]}) == 1 + 4  # too deep for JSON

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import orjson
 import pytest
 
 from providers import errors
@@ -183,3 +184,24 @@ def test_upstream_json_refuses_anything_but_an_object(data: bytes) -> None:
     with pytest.raises(InvalidResponse, match="the body is not"):
         upstream_json(data, "the body")
     assert upstream_json(b'{"a": 1}', "the body") == {"a": 1}
+
+
+def test_json_nested_deeper_than_orjson_writes_is_refused_as_read_not_when_passed_on() -> None:
+    def nested(levels: int) -> bytes:
+        return b'{"a":' + b"[" * (levels - 1) + b"]" * (levels - 1) + b"}"
+
+    upstream_json(nested(254), "the body")  # as deep as can be encoded again
+    with pytest.raises(InvalidResponse, match="the body nests JSON deeper than 254 levels"):
+        upstream_json(nested(255), "the body")
+    # Many brackets side by side are not depth: encoded once to see, and kept.
+    wide = b'{"a":[' + b",".join([b"[]"] * 1000) + b"]}"
+    assert len(upstream_json(wide, "the body")["a"]) == 1000
+    assert errors.encodable("[" * 300 + "]" * 300, orjson.loads("[" * 300 + "]" * 300)) is False
+
+
+def test_a_request_nested_too_deep_to_send_is_the_clients_error() -> None:
+    assert errors.request_json({"a": [[1]]}) == b'{"a":[[1]]}'
+    body = {"messages": orjson.loads("[" * 300 + "]" * 300)}
+    with pytest.raises(errors.BadRequest, match="deeper than 254 levels") as caught:
+        errors.request_json(body)
+    assert caught.value.blames_model is False and caught.value.status == 400

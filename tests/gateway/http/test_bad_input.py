@@ -228,3 +228,26 @@ def test_unknown_path_is_an_openai_shaped_404(http: httpx.Client) -> None:
 def test_wrong_method_is_an_openai_shaped_405(http: httpx.Client) -> None:
     error = refused(http.get("/v1/chat/completions", headers=AUTH), 405)
     assert error["code"] == "method_not_allowed"
+
+
+DEEP = "[" * 300 + "]" * 300  # orjson reads 1,024 levels and writes 254
+ASKED = '{"model":"alpha","messages":[{"role":"user","content":"hi"}],'
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        '{"model":"alpha","messages":[{"role":"user","content":' + DEEP + "}]}",
+        ASKED + '"metadata":{"x":' + DEEP + "}}",
+        ASKED + '"tools":[' + DEEP + "]}",
+    ],
+    ids=["content", "metadata", "tools"],
+)
+def test_json_nested_deeper_than_can_be_passed_on_is_400_not_a_500(
+    http: httpx.Client, gw: GatewayProcess, body: str
+) -> None:
+    """A 600-byte body of nested lists was read, then failed where it was encoded again
+    or walked: a 500 and a traceback in the log."""
+    error = refused(post(http, "/v1/chat/completions", body.encode()), 400)
+    assert "deeper than 254 levels" in error["message"]
+    assert "Traceback" not in gw.logs()

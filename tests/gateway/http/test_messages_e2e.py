@@ -429,6 +429,26 @@ def test_a_bad_body_is_an_invalid_request(gw: GatewayProcess, up: FakeUpstream) 
     assert up.seen == []
 
 
+@pytest.mark.parametrize("model", ["sonnet", "alpha"])  # passed through; translated
+@pytest.mark.parametrize("path", ["/v1/messages", "/v1/messages/count_tokens"])
+def test_json_nested_too_deep_to_pass_on_is_an_invalid_request(
+    gw: GatewayProcess, up: FakeUpstream, model: str, path: str
+) -> None:
+    """orjson reads 1,024 levels and writes 254: such a body was a 500 and a traceback."""
+    deep = "[" * 300 + "]" * 300
+    block = '{"type":"tool_use","id":"t1","name":"f","input":{"q":' + deep + "}}"
+    messages = '[{"role":"user","content":"hi"},{"role":"assistant","content":[' + block + "]}"
+    body = '{"model":"' + model + '","max_tokens":5,"messages":' + messages + "]}"
+    reply = httpx.post(gw.url + path, content=body, headers={"x-api-key": KEY}, timeout=10)
+    if path.endswith("count_tokens") and model == "alpha":  # estimated, nothing passed on
+        assert reply.status_code == 200 and reply.json()["input_tokens"] >= 1
+    else:
+        message = assert_anthropic_error(reply, 400, "invalid_request_error")
+        assert "deeper than 254 levels" in message
+    assert up.seen == []
+    assert "Traceback" not in gw.logs()
+
+
 def test_a_wrong_method_or_path_is_in_anthropics_shape(gw: GatewayProcess) -> None:
     key = {"x-api-key": KEY}
     assert_anthropic_error(

@@ -146,3 +146,20 @@ def test_a_body_that_does_not_decode_falls_back_whatever_the_transport(
     assert raw.parse().model == "beta"
     assert raw.headers["x-gatewise-attempts"] == "2"
     assert upstream.models_called() == ["alpha-up", "beta-up"]
+
+
+def test_an_answer_nested_deeper_than_can_be_passed_on_falls_back(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    """orjson reads 1,024 levels and writes 254: such an answer was taken, then failed
+    when written to the client (a 500), where the next model could answer."""
+    config = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    gw = start_gateway(config)
+    deep = b'{"choices":' + b"[" * 300 + b"]" * 300 + b"}"
+    upstream.behave("alpha-up", body=deep, headers={"content-type": "application/json"})
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
+    assert raw.parse().model == "beta"
+    assert upstream.models_called() == ["alpha-up", "beta-up"]
+    assert "nests JSON deeper than 254 levels" in gw.logs()
+    assert "Traceback" not in gw.logs()
