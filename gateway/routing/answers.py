@@ -28,9 +28,9 @@ def answer_from_body(endpoint: Endpoint, body: dict[str, Any]) -> Answer | None:
         choice = _first_choice(body)
         if choice is None:
             return None
-        message = choice.get("message") or {}
+        message = _dict(choice.get("message"))
         content = message.get("content")
-        calls = message.get("tool_calls") or []
+        calls = _list(message.get("tool_calls"))
         return Answer(
             content if isinstance(content, str) else "",
             choice.get("finish_reason"),
@@ -54,7 +54,7 @@ def _message_answer(body: dict[str, Any]) -> Answer:
     """An Anthropic Message; its stop reason as a chat finish_reason."""
     texts: list[str] = []
     arguments: list[str] = []
-    for block in body.get("content") or ():
+    for block in _list(body.get("content")):
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text" and isinstance(block.get("text"), str):
@@ -62,6 +62,18 @@ def _message_answer(body: dict[str, Any]) -> Answer:
         elif block.get("type") == "tool_use":
             arguments.append(orjson.dumps(block.get("input")).decode())
     return Answer("".join(texts), finish_reason(body.get("stop_reason")), None, arguments)
+
+
+# An upstream's body may hold anything where a list or an object belongs: what is not one
+# counts as empty, so that judging it never fails.
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
 
 
 def _first_choice(body: dict[str, Any]) -> dict[str, Any] | None:
@@ -81,12 +93,12 @@ def _responses_answer(body: dict[str, Any]) -> Answer:
     parts: list[str] = []
     refusals: list[str] = []
     arguments: list[str] = []
-    for item in body.get("output") or []:
+    for item in _list(body.get("output")):
         if not isinstance(item, dict):
             continue
         if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
             arguments.append(item["arguments"])
-        for content in item.get("content") or []:
+        for content in _list(item.get("content")):
             if not isinstance(content, dict):
                 continue
             if isinstance(content.get("text"), str):

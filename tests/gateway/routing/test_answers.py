@@ -79,6 +79,22 @@ def test_no_answer_from_bodies_without_choices_or_other_endpoints() -> None:
     assert answer_from_body(Endpoint.EMBEDDINGS, {"data": []}) is None
 
 
+def test_an_upstream_body_with_anything_where_a_list_or_object_belongs_is_judged_empty() -> None:
+    """An Anthropic reply whose content was a number failed its judging with a traceback
+    in the log (found by sending odd shapes from a fake upstream)."""
+    for odd in (1.5, True, "text", {"a": 1}):
+        chat = {"choices": [{"message": odd, "finish_reason": "stop"}]}
+        assert answer_from_body(Endpoint.CHAT, chat) == Answer("", "stop", None, [])
+        calls = {"choices": [{"message": {"content": "x", "tool_calls": odd}}]}
+        assert answer_from_body(Endpoint.CHAT, calls) == Answer("x", None, None, [])
+        message = {"content": odd, "stop_reason": "end_turn"}
+        assert answer_from_body(Endpoint.MESSAGES, message) == Answer("", "stop", None, [])
+        responses = {"output": odd, "status": "completed"}
+        assert answer_from_body(Endpoint.RESPONSES, responses) == Answer("", "stop", None, [])
+        items = {"output": [{"type": "message", "content": odd}], "status": "completed"}
+        assert answer_from_body(Endpoint.RESPONSES, items) == Answer("", "stop", None, [])
+
+
 def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
     return {"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
 
