@@ -141,4 +141,4 @@ async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:
 
 async def _internal_error(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s %s", request.method, request.url.path)
-    return internal_error()
+    return internal_error(request.url.path)

@@ -119,8 +119,12 @@ def plain_error(
     return Response(body, status_code=status, headers=headers, media_type="application/json")
 
 
-def internal_error() -> Response:
-    return plain_error(500, "The gateway hit an internal error.", _SERVER, "internal_error")
+def internal_error(path: str) -> Response:
+    """A 500 for what the gateway did not foresee, in the shape of the API asked."""
+    message = "The gateway hit an internal error."
+    if path.startswith("/v1/messages"):  # Anthropic's API, Anthropic's shape
+        return anthropic_error(500, message)
+    return plain_error(500, message, _SERVER, "internal_error")
 
 
 # Anthropic's error types by status (its documented table); 503 has no type of its own

@@ -559,7 +559,7 @@ class FastEndpoint:
             await self.handle(scope, receive, send)
         except Exception:
             log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            await internal_error()(scope, receive, stamped(scope, send))
+            await internal_error(scope["path"])(scope, receive, stamped(scope, send))
 
 
 def fast_handlers(routes: list[Route]) -> dict[str, Callable[[Scope, Receive, Send], Any]]:

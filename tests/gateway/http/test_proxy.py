@@ -9,6 +9,7 @@ import orjson
 import pytest
 
 from gateway.core.config import parse_config
+from gateway.http.proxy import FastEndpoint
 from gateway.server.app import Gateway, create_app
 
 AUTH = (b"authorization", b"Bearer test-key")
@@ -96,3 +97,37 @@ async def test_the_attempt_is_recorded_once_the_answer_is_sent(app) -> None:
     stats = gw.tracker.stats("m1", "text-to-text")
     assert stats is not None and stats.successes == 1
     assert gw.index.get(orjson.loads(answer)["id"]) is not None  # feedback can find it
+
+
+@pytest.mark.parametrize(
+    ("path", "shape"),
+    [("/v1/chat/completions", "openai"), ("/v1/messages", "anthropic")],
+)
+async def test_an_unforeseen_failure_is_a_500_in_the_shape_of_the_api_asked(
+    path: str, shape: str
+) -> None:
+    """An Anthropic client's 500 came in OpenAI's shape, which its SDK reads as no error
+    type at all."""
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("a bug")
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": path, "headers": [], "state": {}}
+    await FastEndpoint(broken)(scope, receive, send)
+    assert sent[0]["status"] == 500
+    body = orjson.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    if shape == "anthropic":
+        assert body == {
+            "type": "error",
+            "error": {"type": "api_error", "message": "The gateway hit an internal error."},
+        }
+    else:
+        assert body["error"]["code"] == "internal_error"
+        assert body["error"]["type"] == "server_error"
