@@ -70,22 +70,29 @@ class Waiting:
     Apart from the head, which its beat refers to: the head holding its beat would be a
     reference cycle a stream, freed only by a full collection."""
 
-    __slots__ = ("_beat", "_beats", "_head")
+    __slots__ = ("_beat", "_beats", "_head", "_started")
 
     def __init__(self, beats: Heartbeats, head: EarlyHead | None, beat: Beat | None) -> None:
         self._beats = beats
         self._head = head
         self._beat = beat
+        self._started = False
 
     @property
     def started(self) -> bool:
-        return self._head is not None and self._head.started
+        head = self._head
+        return self._started if head is None else head.started
 
     def __enter__(self) -> Waiting:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # The handler keeps this for the whole stream, to know whether the head is out:
+        # the head, its beat and what they hold go now (fewer objects a stream for the
+        # young collections to walk).
         self._beats.discard(self._beat)
+        self._started = self.started
+        self._head = self._beat = None
 
 
 class Heartbeats:

@@ -8,6 +8,8 @@ import gc
 import weakref
 from collections.abc import Awaitable
 
+import pytest
+
 from gateway.http.heartbeat import COMMENT, NOT_WAITING, Heartbeats
 
 
@@ -142,5 +144,30 @@ async def test_an_early_head_is_freed_by_reference_counting_once_its_wait_ends()
     try:
         del waiting
         assert made() is None
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("rounds", [0, 2])
+async def test_a_wait_that_ended_lets_its_head_go_and_still_says_if_it_went_out(
+    rounds: int,
+) -> None:
+    """A handler holds its wait for the whole stream, to know whether the head is out:
+    its head, its beat and the head's lines (the request's job) stayed as long."""
+    beats = Heartbeats(15)
+    loop = asyncio.get_running_loop()
+
+    def lines() -> bytes:
+        return b"x-request-id: r4\r\n"
+
+    made = weakref.ref(lines)
+    with beats.early(BodyWriter(), lines) as waiting:
+        del lines
+        for _ in range(rounds):  # two rounds: the head goes out
+            beats._round(loop)
+    gc.disable()
+    try:
+        assert made() is None  # while `waiting` is still held
+        assert waiting.started is (rounds == 2)
     finally:
         gc.enable()
