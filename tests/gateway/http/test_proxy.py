@@ -108,6 +108,7 @@ async def test_an_unforeseen_failure_is_a_500_in_the_shape_of_the_api_asked(
 ) -> None:
     """An Anthropic client's 500 came in OpenAI's shape, which its SDK reads as no error
     type at all."""
+
     async def broken(scope: Any, receive: Any, send: Any) -> None:
         raise RuntimeError("a bug")
 
