@@ -305,7 +305,9 @@ def to_openai(data: Any, model: str) -> dict[str, Any] | None:
         if not isinstance(block, dict):
             return None
         if block.get("type") == "text":
-            texts.append(block.get("text") or "")
+            text = block.get("text")
+            if isinstance(text, str):  # an upstream's odd value says nothing
+                texts.append(text)
         elif block.get("type") == "tool_use":
             arguments = orjson.dumps(block.get("input") or {}).decode()
             function = {"name": block.get("name"), "arguments": arguments}

@@ -266,7 +266,7 @@ def to_message(data: Any, model: str) -> dict[str, Any] | None:
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    for call in message.get("tool_calls") or ():
+    for call in _listed(message.get("tool_calls")):
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             content.append(
@@ -288,6 +288,11 @@ def to_message(data: Any, model: str) -> dict[str, Any] | None:
         "stop_sequence": None,
         "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
     }
+
+
+def _listed(value: Any) -> list[Any]:
+    """An upstream's list, or none where it sent something else."""
+    return value if isinstance(value, list) else []
 
 
 def _arguments(arguments: Any) -> Any:
@@ -378,7 +383,7 @@ class MessageEvents(ChunkStream):
             if self._open != "text":
                 self._block(out, {"type": "text", "text": ""}, "text")
             out.append(self._delta({"type": "text_delta", "text": text}))
-        for call in delta.get("tool_calls") or ():
+        for call in _listed(delta.get("tool_calls")):
             if not isinstance(call, dict):
                 continue
             key = f"tool{call.get('index', 0)}"

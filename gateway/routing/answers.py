@@ -167,9 +167,10 @@ class StreamAnswer:
             self._text(delta.get("content"))
             if isinstance(delta.get("refusal"), str):
                 self.refusal = (self.refusal or "") + delta["refusal"]
-            for call in delta.get("tool_calls") or ():
+            for call in _list(delta.get("tool_calls")):
                 if isinstance(call, dict):
                     index = call.get("index", 0)
+                    index = index if isinstance(index, int) else 0
                     self._args.setdefault(index, []).append(_arguments(call))
         else:
             self._text(choice.get("text"))

@@ -227,6 +227,15 @@ def test_finish_reasons_become_stop_reasons(finish: str | None, stop: str) -> No
     assert message is not None and message["stop_reason"] == stop
 
 
+def test_odd_tool_calls_from_a_chat_upstream_are_none_not_a_failure() -> None:
+    """A chat upstream's tool_calls that were not a list made a 500 (found by the odd
+    upstreams of tests/gateway/http/test_odd_upstreams_e2e.py)."""
+    for odd in (True, 1.5, "x", {"a": 1}):
+        completion = {"choices": [{"message": {"content": "x", "tool_calls": odd}}]}
+        message = to_message(completion, "m")
+        assert message is not None and message["content"] == [{"type": "text", "text": "x"}]
+
+
 def test_anthropic_usage_counts_cached_tokens_in_the_prompt_and_apart() -> None:
     usage = message_usage(
         {
@@ -346,6 +355,14 @@ async def test_a_chat_stream_becomes_anthropics_event_sequence() -> None:
         "usage": {"input_tokens": 30, "output_tokens": 4},
     }
     assert events.complete and events.usage == Usage(30, 4)
+
+
+async def test_odd_tool_calls_in_a_chat_stream_are_none_not_a_failure() -> None:
+    batches = [[_chunk({"content": "x", "tool_calls": True})], [_chunk({}, "stop")]]
+    events = MessageEvents(_Script(batches), "up-model")
+    names = [name async for name, _ in events]
+    assert names[:3] == ["message_start", "content_block_start", "content_block_delta"]
+    assert names[-1] == "message_stop"
 
 
 # -- native: an Anthropic upstream gets the client's body ---------------------------------

@@ -115,6 +115,13 @@ def test_stream_answer_accumulates_chat_chunks() -> None:
     assert evaluate(PLAIN, answer).flags == ["truncated", "invalid_tool_arguments"]
 
 
+def test_stream_answer_takes_odd_tool_calls_from_an_upstream_without_failing() -> None:
+    stream = StreamAnswer()
+    stream.add(None, chunk({"content": "x", "tool_calls": True}))
+    stream.add(None, chunk({"tool_calls": [{"index": [1], "function": {"arguments": "{}"}}]}))
+    assert stream.result() == Answer("x", None, None, ["{}"])
+
+
 def test_stream_answer_counts_all_it_said_past_what_it_keeps() -> None:
     stream = StreamAnswer()
     stream.add(None, chunk({"role": "assistant", "content": "Hel"}))
