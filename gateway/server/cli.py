@@ -230,9 +230,15 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
 
     if os.environ.get(LOG_CONFIG_ENV):  # the operator's file configures uvicorn's loggers too
         options["log_config"] = None
-    if args.probe_port is not None and not reuse_port_supported():
-        print("gatewise: --probe-port needs Linux (SO_REUSEPORT)", file=sys.stderr)
-        return 2
+    if args.probe_port is not None:
+        if not reuse_port_supported():
+            print("gatewise: --probe-port needs Linux (SO_REUSEPORT)", file=sys.stderr)
+            return 2
+        if not 0 < args.probe_port < 65536 or args.probe_port == args.port:
+            # 0 would be a random port serving everything, --port's own would serve probes
+            # only: neither is what was asked for.
+            print("gatewise: --probe-port must be a port of its own, 1-65535", file=sys.stderr)
+            return 2
     if args.workers > 1:
         import tempfile
 

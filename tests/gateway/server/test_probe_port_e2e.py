@@ -122,3 +122,26 @@ def test_a_taken_probe_port_stops_the_start_with_a_clear_error(tmp_path: Path) -
     assert done.returncode == STARTUP_FAILURE
     assert f"cannot listen on 127.0.0.1:{port} and probe port {probe}" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("probe", ["0", "70000", "same"])
+def test_a_probe_port_that_is_not_a_port_of_its_own_is_refused(tmp_path: Path, probe: str) -> None:
+    port = str(free_port())
+    serve = ["serve", "--config", str(ROOT / "gateway.yaml"), "--port", port]
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            *serve,
+            "--probe-port",
+            port if probe == "same" else probe,
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert "--probe-port must be a port of its own" in done.stderr
