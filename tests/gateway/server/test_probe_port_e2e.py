@@ -4,10 +4,7 @@ answered when the clients' port is full."""
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +15,7 @@ import pytest
 
 from gateway.server.protocol import PROBE_SPARE
 from gateway.server.workers import STARTUP_FAILURE
+from tests.gateway.server.test_cli import SHIPPED, run
 from tests.gateway.server.test_inbound_limits_e2e import (
     HEALTHZ,
     config,
@@ -30,7 +28,6 @@ from tests.gateway.server.test_inbound_limits_e2e import (
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import free_port
 
-ROOT = Path(__file__).resolve().parents[3]
 HI = [{"role": "user", "content": "hi"}]
 
 
@@ -110,15 +107,8 @@ def test_a_taken_probe_port_stops_the_start_with_a_clear_error(tmp_path: Path) -
         taken.listen()
         probe = str(taken.getsockname()[1])
         port = str(free_port())
-        serve = ["serve", "--config", str(ROOT / "gateway.yaml"), "--port", port]
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", *serve, "--probe-port", probe],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        serve = ["--config", str(SHIPPED), "--port", port, "--probe-port", probe]
+        done = run("serve", *serve, cwd=tmp_path)
     assert done.returncode == STARTUP_FAILURE
     assert f"cannot listen on 127.0.0.1:{port} and probe port {probe}" in done.stderr
     assert "Traceback" not in done.stderr
@@ -127,21 +117,7 @@ def test_a_taken_probe_port_stops_the_start_with_a_clear_error(tmp_path: Path) -
 @pytest.mark.parametrize("probe", ["0", "70000", "same"])
 def test_a_probe_port_that_is_not_a_port_of_its_own_is_refused(tmp_path: Path, probe: str) -> None:
     port = str(free_port())
-    serve = ["serve", "--config", str(ROOT / "gateway.yaml"), "--port", port]
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            *serve,
-            "--probe-port",
-            port if probe == "same" else probe,
-        ],
-        cwd=tmp_path,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    serve = ["--config", str(SHIPPED), "--port", port]
+    done = run("serve", *serve, "--probe-port", port if probe == "same" else probe, cwd=tmp_path)
     assert done.returncode == 2
     assert "--probe-port must be a port of its own" in done.stderr

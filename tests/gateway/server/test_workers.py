@@ -12,8 +12,6 @@ import os
 import select
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -33,12 +31,12 @@ from gateway.server.workers import (
     reuse_port_supported,
 )
 from tests.conftest import upstream_config
+from tests.gateway.server.test_cli import SHIPPED, run
 from tests.support.gateway import GatewayProcess
 from tests.support.upstream import FakeUpstream
 
 pytestmark = pytest.mark.skipif(not reuse_port_supported(), reason="Linux SO_REUSEPORT")
 
-ROOT = Path(__file__).resolve().parents[3]
 LISTEN = "0A"  # the state column of /proc/net/tcp
 
 
@@ -136,16 +134,8 @@ def test_serve_with_workers_on_a_taken_port_exits_with_a_clear_error(tmp_path: P
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = str(taken.getsockname()[1])
-        config = str(ROOT / "gateway.yaml")
-        serve = ["serve", "--config", config, "--port", port, "--workers", "2"]
-        done = subprocess.run(
-            [sys.executable, "-m", "gateway", *serve],
-            cwd=tmp_path,
-            env={**os.environ, "PYTHONPATH": str(ROOT)},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        serve = ["--config", str(SHIPPED), "--port", port, "--workers", "2"]
+        done = run("serve", *serve, cwd=tmp_path)
     assert done.returncode == STARTUP_FAILURE
     assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
     assert "Traceback" not in done.stderr
