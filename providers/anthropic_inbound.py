@@ -24,6 +24,7 @@ from providers.base import (
     Reply,
     Usage,
     estimate_prompt,
+    listed,
 )
 from providers.errors import BadRequest, InvalidResponse, encodable, request_json
 
@@ -266,7 +267,7 @@ def to_message(data: Any, model: str) -> dict[str, Any] | None:
     text = message.get("content")
     if isinstance(text, str) and text:
         content.append({"type": "text", "text": text})
-    for call in _listed(message.get("tool_calls")):
+    for call in listed(message.get("tool_calls")):
         function = call.get("function") if isinstance(call, dict) else None
         if isinstance(function, dict):
             content.append(
@@ -288,11 +289,6 @@ def to_message(data: Any, model: str) -> dict[str, Any] | None:
         "stop_sequence": None,
         "usage": {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens},
     }
-
-
-def _listed(value: Any) -> list[Any]:
-    """An upstream's list, or none where it sent something else."""
-    return value if isinstance(value, list) else []
 
 
 def _arguments(arguments: Any) -> Any:
@@ -383,7 +379,7 @@ class MessageEvents(ChunkStream):
             if self._open != "text":
                 self._block(out, {"type": "text", "text": ""}, "text")
             out.append(self._delta({"type": "text_delta", "text": text}))
-        for call in _listed(delta.get("tool_calls")):
+        for call in listed(delta.get("tool_calls")):
             if not isinstance(call, dict):
                 continue
             key = f"tool{call.get('index', 0)}"

@@ -36,6 +36,7 @@ __all__ = [
     "estimate_prompt",
     "estimate_usage",
     "json_text",
+    "listed",
     "request_chars",
 ]
 
@@ -139,6 +140,12 @@ _ANSWER_KEYS = ("choices", "content", "output")
 _LABELS = frozenset(
     {"id", "index", "logprobs", "object", "role", "status", "type", "finish_reason", "stop_reason"}
 )
+
+
+def listed(value: Any) -> list[Any]:
+    """`value` where an upstream's body should hold a list, or an empty one where it holds
+    anything else: reading an odd body never fails."""
+    return value if isinstance(value, list) else []
 
 
 # The two walks below take bodies from strangers (a client's request, an upstream's

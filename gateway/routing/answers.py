@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from providers.anthropic_stream import finish_reason
-from providers.base import Endpoint
+from providers.base import Endpoint, listed
 
 __all__ = ["Answer", "StreamAnswer", "answer_from_body"]
 
@@ -30,7 +30,7 @@ def answer_from_body(endpoint: Endpoint, body: dict[str, Any]) -> Answer | None:
             return None
         message = _dict(choice.get("message"))
         content = message.get("content")
-        calls = _list(message.get("tool_calls"))
+        calls = listed(message.get("tool_calls"))
         return Answer(
             content if isinstance(content, str) else "",
             choice.get("finish_reason"),
@@ -54,7 +54,7 @@ def _message_answer(body: dict[str, Any]) -> Answer:
     """An Anthropic Message; its stop reason as a chat finish_reason."""
     texts: list[str] = []
     arguments: list[str] = []
-    for block in _list(body.get("content")):
+    for block in listed(body.get("content")):
         if not isinstance(block, dict):
             continue
         if block.get("type") == "text" and isinstance(block.get("text"), str):
@@ -64,15 +64,9 @@ def _message_answer(body: dict[str, Any]) -> Answer:
     return Answer("".join(texts), finish_reason(body.get("stop_reason")), None, arguments)
 
 
-# An upstream's body may hold anything where a list or an object belongs: what is not one
-# counts as empty, so that judging it never fails.
-
-
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else []
-
-
 def _dict(value: Any) -> dict[str, Any]:
+    """`value` where an upstream's body should hold an object, or an empty one (`listed`'s
+    twin for objects): judging an odd body never fails."""
     return value if isinstance(value, dict) else {}
 
 
@@ -93,12 +87,12 @@ def _responses_answer(body: dict[str, Any]) -> Answer:
     parts: list[str] = []
     refusals: list[str] = []
     arguments: list[str] = []
-    for item in _list(body.get("output")):
+    for item in listed(body.get("output")):
         if not isinstance(item, dict):
             continue
         if item.get("type") == "function_call" and isinstance(item.get("arguments"), str):
             arguments.append(item["arguments"])
-        for content in _list(item.get("content")):
+        for content in listed(item.get("content")):
             if not isinstance(content, dict):
                 continue
             if isinstance(content.get("text"), str):
@@ -167,7 +161,7 @@ class StreamAnswer:
             self._text(delta.get("content"))
             if isinstance(delta.get("refusal"), str):
                 self.refusal = (self.refusal or "") + delta["refusal"]
-            for call in _list(delta.get("tool_calls")):
+            for call in listed(delta.get("tool_calls")):
                 if isinstance(call, dict):
                     index = call.get("index", 0)
                     index = index if isinstance(index, int) else 0

@@ -445,8 +445,8 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         ):
             self._refuse_connection(transport)
             return
-        if not self.inbound.collector.running:  # the worker's first connection
-            self.inbound.serve(self.loop, self.connections, self.app_state)
+        if not inbound.collector.running:  # the worker's first connection
+            inbound.serve(self.loop, self.connections, self.app_state)
         # Offered in each request's scope: this protocol as its DisconnectWatch and its
         # BodyWriter. One per connection, not per request.
         self._extensions: dict[str, dict[object, object]] = {
