@@ -1,6 +1,6 @@
 """How far per-prompt routing on these features can go, given far more than a gateway sees.
 
-    python bench/pgr_ceiling.py [--train 120,250,500,1000] [--repeats 20]
+    python bench/pgr_ceiling.py [--train 120,250,500,1000] [--repeats 20] [--cascade]
 
 Issue 22 asks for PGR >= 0.7 at half the strong model's calls after 500 rated prompts.
 The gateway's learner gets, per rated prompt, one model's rating (the model that served
@@ -14,6 +14,11 @@ reach from N ratings on these features; "length" (the longer half to the strong 
 and "oracle" (knowing every answer) are the reference lines. With scikit-learn
 installed it also fits 32,768 hashed TF-IDF word 1-2-grams and character 3-5-grams, to
 see whether more features would help.
+
+`--cascade` also fits the same features of the prompt *and of the weak model's recorded
+answer* (`prompt_features.features` of each, side by side): what a cascade would know,
+where the cheap model answers first and the gateway decides from its answer whether to
+ask the strong one. It bounds how much such a design could add, not what Gatewise does.
 """
 
 from __future__ import annotations
@@ -85,6 +90,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--train", default="120,250,500,1000", help="prompts fitted on")
     parser.add_argument("--repeats", type=int, default=20, help="random splits per N")
     parser.add_argument("--data", default="gsm8k,mt_bench")
+    parser.add_argument(
+        "--cascade", action="store_true", help="also: features of the weak model's answer"
+    )
     args = parser.parse_args(argv)
     rng = np.random.default_rng(0)
     for name in args.data.split(","):
@@ -103,19 +111,25 @@ def main(argv: list[str] | None = None) -> int:
             f"the longer half to the strong model: {half_to_strong_pgr(length, weak, strong):.3f}"
         )
         tfidf = _tfidf([text for text, _ in texts])
+        # The weak model's answer beside the prompt (its bias slot dropped): a cascade's view.
+        views = [("gateway's", x)]
+        if args.cascade:
+            answers = np.array([features(p.answers["weak"])[1:] for p in prompts])
+            views.append(("gateway's, prompt and weak answer", np.hstack([x, answers])))
         print("| fitted on N | features | ridge strength | PGR on the rest, half strong (95 %) |")
         print("|---:|---|---:|---|")
         for size in (int(s) for s in args.train.split(",")):
             if size >= n - 10:
                 continue
-            for lam in LAMBDAS:
-                results = []
-                for _ in range(args.repeats):
-                    order = rng.permutation(n)
-                    fit, rest = order[:size], order[size:]
-                    w = ridge(x[fit], gain[fit], lam)
-                    results.append(half_to_strong_pgr(x[rest] @ w, weak[rest], strong[rest]))
-                print(f"| {size} | gateway's | {lam:g} | {_mean_ci(results)} |")
+            for label, seen in views:
+                for lam in LAMBDAS:
+                    results = []
+                    for _ in range(args.repeats):
+                        order = rng.permutation(n)
+                        fit, rest = order[:size], order[size:]
+                        w = ridge(seen[fit], gain[fit], lam)
+                        results.append(half_to_strong_pgr(seen[rest] @ w, weak[rest], strong[rest]))
+                    print(f"| {size} | {label} | {lam:g} | {_mean_ci(results)} |")
             for alpha in (0.3, 1.0, 3.0) if tfidf is not None else ():
                 results = []
                 for _ in range(args.repeats):
