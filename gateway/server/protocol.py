@@ -675,6 +675,13 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             timer.cancel()
             self._body_timer = None
         super().on_message_complete()
+        # uvicorn pauses reading while more than 64 KiB of a body waits for the app, and
+        # resumes only when the app asks for more. Once the body is whole the app never
+        # asks again, so after a large body the socket stayed paused: the client's leaving
+        # (its FIN, unread) went unheard until a write failed, and a stream whose upstream
+        # was silent (thinking, or sending only comments) ran on for nobody. Nothing of
+        # this body can come now; a pipelined request's head pauses reading again.
+        self.flow.resume_reading()
 
     def timeout_keep_alive_handler(self) -> None:
         if not self.transport.is_closing():

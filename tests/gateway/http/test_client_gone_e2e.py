@@ -125,6 +125,24 @@ def test_a_stream_of_keep_alives_ends_at_stream_timeout_as_the_upstreams_timeout
     assert stats(gw, "beta")["failures"] == 1
 
 
+def test_a_client_that_leaves_a_silent_stream_after_a_large_body_is_heard_at_once(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    # The server paused reading while the body's last 64 KiB and more waited for the
+    # handler, and nothing resumed it: the client's leaving went unread until the next
+    # write, and an upstream sending only comments (or thinking) never brings one.
+    upstream.behave("beta-up", keep_alive_every=0.05)  # a first chunk, then comments only
+    server = {"api_keys": ["test-key"], "max_body_bytes": 1 << 20}
+    gw = start_gateway(upstream_config(upstream, server=server))
+    said = [{"role": "user", "content": "word " * 60_000}]  # 300 KB
+    body = {"model": "beta", "messages": said, "stream": True}
+    url = gw.url + "/v1/chat/completions"
+    with httpx.stream("POST", url, json=body, headers=AUTH, timeout=20) as resp:
+        assert resp.status_code == 200
+        assert next(line for line in resp.iter_lines() if line.startswith("data: "))
+    assert set_within(upstream.disconnected, 5), "the client's leaving was not heard"
+
+
 def test_a_client_that_stops_reading_is_dropped_at_send_timeout_and_blames_nobody(
     up: FakeUpstream, tmp_path: Path
 ) -> None:

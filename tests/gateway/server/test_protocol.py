@@ -214,11 +214,18 @@ def test_every_worker_process_gets_the_limits_and_a_state_of_its_own() -> None:
 
 
 class WireTransport(RecordingTransport):
-    """A transport that also half-closes, as uvloop's does."""
+    """A transport that also half-closes, as uvloop's does, and says whether it reads."""
 
     def __init__(self) -> None:
         super().__init__()
         self.eof = False
+        self.reading = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
 
     def can_write_eof(self) -> bool:
         return True
@@ -293,6 +300,24 @@ async def test_a_body_in_the_same_read_as_a_small_head_is_not_counted_as_head() 
     protocol.data_received(b"GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n")
     assert [scope["path"] for scope in wire.started] == ["/v1/x", "/healthz"]
     protocol.connection_lost(None)
+
+
+async def test_reading_resumes_once_a_large_body_is_whole_so_a_client_leaving_is_heard() -> None:
+    wire = Wire()
+    protocol, transport = wire.connect()
+    body = b"x" * (100 * 1024)
+    protocol.data_received(
+        b"POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: %d\r\n\r\n" % len(body) + body[:40_000]
+    )
+    protocol.data_received(body[40_000:90_000])
+    assert not transport.reading  # 90,000 bytes wait for the app: uvicorn pauses
+    protocol.data_received(body[90_000:])
+    assert protocol.cycle.body == body and not protocol.cycle.more_body
+    # The body is whole: reading goes on, so that the client's leaving is heard at once.
+    assert transport.reading
+    cycle = protocol.cycle
+    protocol.connection_lost(None)
+    assert cycle.disconnected
 
 
 async def test_a_head_over_the_limit_is_answered_431_and_the_rest_dropped() -> None:
