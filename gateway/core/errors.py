@@ -24,6 +24,7 @@ __all__ = [
     "InvalidFilter",
     "InvalidRequest",
     "LengthRequired",
+    "MemoryBusy",
     "ModelUnavailable",
     "NoModelAvailable",
     "NotAllowed",
@@ -141,6 +142,15 @@ class AllModelsBlacklisted(NoModelAvailable):
 class Overloaded(NoModelAvailable):
     """Every model that could serve had no connection free in this gateway: its own
     saturation, not the upstreams'. The client may retry shortly."""
+
+    code = "gateway_overloaded"
+    retry_after = 1.0
+
+
+class MemoryBusy(GatewayError):
+    """The request bodies this worker holds left no room for this one now
+    (`server.max_body_memory`): the gateway's own saturation. The client may retry
+    shortly, when answers under way have ended."""
 
     code = "gateway_overloaded"
     retry_after = 1.0

@@ -23,6 +23,7 @@ from gateway.core.errors import (
     InvalidFilter,
     InvalidRequest,
     LengthRequired,
+    MemoryBusy,
     ModelUnavailable,
     NoModelAvailable,
     NotAllowed,
@@ -70,6 +71,7 @@ _STATUS: tuple[tuple[type[GatewayError], int, str], ...] = (
     (NoModelAvailable, 503, _SERVER),
     (StoreUnavailable, 503, _SERVER),
     (ShuttingDown, 503, _SERVER),
+    (MemoryBusy, 503, _SERVER),
     (RejectedByUpstream, 400, _CLIENT),
     (UpstreamFailed, 502, _SERVER),
 )

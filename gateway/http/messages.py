@@ -73,6 +73,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
     catalog = gateway.catalog
     dispatcher = gateway.dispatcher
     quota = gateway.quota
+    bodies = gateway.bodies
 
     async def messages(scope: Scope, receive: Receive, send: Send) -> None:
         request = Inbound(scope, receive)
@@ -82,8 +83,9 @@ def messages_routes(gateway: Backend) -> list[Route]:
         tenant = tenant_of(scope)
         early = NOT_WAITING  # a stream's wait for its first event, its head maybe sent
         flying = False  # counted in flight for its key (max_concurrent) until it ends
+        held = bodies.hold()  # the body's memory, until the answer ends
         try:
-            body = await read_json(request, max_body)
+            body = await read_json(request, max_body, held)
             check_message_body(body)
             optimization = optimization_of(headers.get("x-gatewise-optimize"))
             tolerance = tolerance_of(headers.get("x-gatewise-quality-tolerance"))
@@ -126,14 +128,16 @@ def messages_routes(gateway: Backend) -> list[Route]:
         else:
             await _reply(exchange, send, limits)
         finally:
+            held.release()
             if flying and tenant is not None:
                 quota.leave(tenant.name)
 
     async def count_tokens(request: Request) -> Response:
         request_id = request_id_from(request.headers.get("x-request-id"))
         headers = {"x-request-id": request_id}
+        held = bodies.hold()
         try:
-            body = await read_json(request, max_body)
+            body = await read_json(request, max_body, held)
             check_message_body(body, counting=True)
             tenant = tenant_of(request.scope)
             if tenant is not None:
@@ -141,6 +145,8 @@ def messages_routes(gateway: Backend) -> list[Route]:
             name, reply = await _count(body, _passed_on(request.headers))
         except GatewayError as exc:
             return anthropic_error_response(exc, headers)
+        finally:
+            held.release()
         headers["x-gatewise-model"] = name
         return Response(orjson.dumps(reply.body), 200, headers, "application/json")
 

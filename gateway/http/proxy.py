@@ -39,7 +39,7 @@ from gateway.core.ids import request_id_from
 from gateway.core.keys import KeyRing, Tenant
 from gateway.core.types import ENDPOINT_TYPES, OPTIMIZATIONS, Optimization
 from gateway.http.auth import tenant_of
-from gateway.http.body import check_body, read_json
+from gateway.http.body import BodyBudget, check_body, read_json
 from gateway.http.disconnect import ClientLeft, unless_client_leaves
 from gateway.http.errors import error_body, error_response, internal_error, status_of
 from gateway.http.heartbeat import NO_HEARTBEATS, NOT_WAITING, Beat, Heartbeats
@@ -111,6 +111,7 @@ class Backend(Protocol):
     pairwise: PairwiseService
     quota: Quota
     traced: bool  # spans are made: a client's traceparent is read
+    bodies: BodyBudget  # the request bodies this worker holds, bounded together
 
     @property
     def ready(self) -> bool: ...
@@ -179,6 +180,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
     dispatcher = gateway.dispatcher
     quota = gateway.quota
     traced = gateway.traced
+    bodies = gateway.bodies
 
     def handler(endpoint: Endpoint) -> FastEndpoint:
         ctype = ENDPOINT_TYPES[endpoint]
@@ -192,8 +194,9 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             tenant = tenant_of(scope)
             early = NOT_WAITING  # a stream's wait for its first event, its head maybe sent
             flying = False  # counted in flight for its key (max_concurrent) until it ends
+            held = bodies.hold()  # the body's memory, until the answer ends
             try:
-                body = await read_json(request, max_body)
+                body = await read_json(request, max_body, held)
                 check_body(endpoint, body)
                 optimization = optimization_of(headers.get("x-gatewise-optimize"))
                 tolerance = tolerance_of(headers.get("x-gatewise-quality-tolerance"))
@@ -248,6 +251,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             else:
                 await _reply(exchange, send, videos, limits)
             finally:
+                held.release()
                 if flying and tenant is not None:
                     quota.leave(tenant.name)
 

@@ -22,6 +22,7 @@ from gateway.core.config import Config, config_path, load_config
 from gateway.core.keys import KeyRing
 from gateway.core.logs import EventLog, configure_logging
 from gateway.http.app import create_http_app
+from gateway.http.body import BodyBudget
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, build_provider
 from gateway.routing.comparisons import Comparisons
@@ -204,6 +205,7 @@ class Gateway:
             prompts=self.prompts,
         )
         self.pairwise = PairwiseService(self.feedback, clock)
+        self.bodies = BodyBudget(config.server.max_body_memory)
         # Workers of one `gatewise serve` share a directory of their counts (one worker: none).
         self.metrics = Metrics(
             self.recorder.metrics,
@@ -214,6 +216,7 @@ class Gateway:
             directory=os.environ.get(METRICS_DIR_ENV) if workers > 1 else None,
             clock=clock,
             quota=self.quota,
+            bodies=self.bodies,
         )
         self.ready = False
 

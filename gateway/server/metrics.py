@@ -36,6 +36,7 @@ from prometheus_client.registry import Collector
 
 from gateway.core.tasks import cancel
 from gateway.core.types import OPTIMIZATIONS
+from gateway.http.body import BodyBudget
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog
 from gateway.routing.metrics import RoutingMetrics, Snapshot
@@ -86,6 +87,12 @@ COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("cause",),
     ),
     "dropped": ("gatewise_storage_dropped_rows", "Rows dropped with the write queue full.", ()),
+    "body_refusals": (
+        "gatewise_request_body_refusals",
+        "Requests refused (503) because the request bodies a worker holds reached "
+        "server.max_body_memory.",
+        (),
+    ),
 }
 HISTOGRAMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "upstream_latency": (
@@ -120,6 +127,11 @@ GAUGES: dict[str, tuple[str, str, str]] = {
         "gatewise_event_loop_lag_seconds",
         "The longest a worker's event loop ran late in the last 10 s (its saturation).",
         "max",
+    ),
+    "bodies": (
+        "gatewise_request_body_bytes",
+        "Memory the request bodies the workers hold take, parsed (an upper estimate).",
+        "sum",
     ),
     "queued": ("gatewise_storage_queued_rows", "Rows waiting to be written.", "sum"),
     "degraded": ("gatewise_storage_degraded", "1 while store writes fail.", "max"),
@@ -178,9 +190,11 @@ class Metrics(Collector):
         interval: float = 1.0,
         clock: Callable[[], float] = time.time,
         quota: Quota | None = None,
+        bodies: BodyBudget | None = None,
     ) -> None:
         self.routing = routing
         self.quota = quota
+        self.bodies = bodies
         self.writer = writer
         self.blacklist = blacklist
         self.selector = selector
@@ -206,10 +220,14 @@ class Metrics(Collector):
             snapshot["trips"] = {(c,): [float(n)] for c, n in inbound.totals().items()}
         if self.quota is not None:
             snapshot["refusals"] = {k: [float(n)] for k, n in self.quota.refusals.items()}
+        bodies = self.bodies
+        if bodies is not None:
+            snapshot["body_refusals"] = {(): [float(bodies.refused)]}
         gauges = {
             "connections": float(inbound.open_connections() if inbound is not None else 0),
             "accept_queue": float(accept_queue()),
             "loop_lag": self.lag.worst(),
+            "bodies": float(bodies.held if bodies is not None else 0),
             "queued": float(writer.queued),
             "degraded": 1.0 if writer.degraded else 0.0,
             "flush_lag": max(0.0, self.clock() - writer.flushed_at),

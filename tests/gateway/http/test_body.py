@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import copy
+import tracemalloc
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 import pytest
 from starlette.requests import Request
 
-from gateway.core.errors import GatewayError, InvalidRequest
-from gateway.http.body import check_body, check_message_body, read_json
+from gateway.core.errors import GatewayError, InvalidRequest, MemoryBusy, RequestTooLarge
+from gateway.http.body import BodyBudget, check_body, check_message_body, parsed_size, read_json
 from gateway.http.errors import status_of
 from gateway.http.inbound import Inbound
 from providers.base import Endpoint
@@ -342,3 +344,117 @@ def test_a_bad_message_body_names_the_field(change: dict[str, Any], param: str) 
     with pytest.raises(InvalidRequest) as info:
         check_message_body(body)
     assert info.value.param == param
+
+
+# -- the memory the bodies a worker holds take (BodyBudget) -----------------------------
+
+N = 20_000
+_PROSE = " ".join(
+    ("the", "model,", "answers", "quickly,", "and", "x:", "we", "see")[i % 8] for i in range(N)
+)
+_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "f",
+        "parameters": {"type": "object", "properties": {"a": {"type": "string"}}},
+    },
+}
+# Shapes an attacker would pick (the most objects for the bytes), and a client's own.
+HOSTILE: dict[str, bytes] = {
+    "empty objects": b"[" + b"{}," * N + b"{}]",
+    "empty arrays": b"[" + b"[]," * N + b"[]]",
+    "short strings": b"[" + b'"ab",' * N + b'"ab"]',
+    "one-key objects": b"[" + b'{"a":1},' * N + b'{"a":1}]',
+    "objects of strings": b"[" + b'{"a":"xy"},' * N + b'{"a":"xy"}]',
+    "objects of distinct keys": b"[" + b"".join(b'{"k%d":"xy"},' % i for i in range(N)) + b"{}]",
+    "objects of nine keys": b"["
+    + b'{"a":1,"b":2,"c":3,"d":4,"e":5,"f":6,"g":7,"h":8,"i":9},' * N
+    + b"{}]",
+    "one object of many keys": orjson.dumps({f"key{i}": i for i in range(N)}),
+    "numbers": b"[" + b"123456," * N + b"1]",
+    "long numbers": b"[" + b"12345678901234567890123," * N + b"1]",
+    "floats": b"[" + b"1.5," * N + b"1.5]",
+    "nested arrays": b"[" + b"[1]," * N + b"[1]]",
+    "an emoji, then ASCII": orjson.dumps({"c": "\U0001f600" + "a" * 4 * N}),
+    "an escaped emoji, then ASCII": b'{"c":"\\ud83d\\ude00' + b"a" * 4 * N + b'"}',
+    "a 2-byte character, then ASCII": orjson.dumps({"c": "\u0100" + "a" * 4 * N}),
+}
+CLIENTS: dict[str, bytes] = {
+    "prose": orjson.dumps({"messages": [{"role": "user", "content": _PROSE}]}),
+    "a conversation": orjson.dumps(
+        {"messages": [{"role": "user", "content": "hello there, how are you? " * 3}] * 2000}
+    ),
+    "emoji": orjson.dumps({"messages": [{"role": "user", "content": "\U0001f600" * N}]}),
+    "CJK": orjson.dumps({"messages": [{"role": "user", "content": "\u6f22" * N}]}),
+    "tools": orjson.dumps({"tools": [_TOOL] * 2000}),
+}
+
+
+def parsed_memory(raw: bytes) -> int:
+    """What orjson's parse of `raw` holds, as tracemalloc counts it."""
+    tracemalloc.start()
+    try:
+        value = orjson.loads(raw)
+        taken, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    del value
+    return taken
+
+
+@pytest.mark.parametrize("name", [*HOSTILE, *CLIENTS])
+def test_parsed_size_is_never_below_what_parsing_takes(name: str) -> None:
+    raw = {**HOSTILE, **CLIENTS}[name]
+    taken = parsed_memory(raw)
+    assert parsed_size(raw) >= taken
+
+
+@pytest.mark.parametrize("name", CLIENTS)
+def test_parsed_size_of_a_clients_body_is_within_a_few_times_the_truth(name: str) -> None:
+    raw = CLIENTS[name]
+    assert parsed_size(raw) <= 5 * parsed_memory(raw)  # emoji: 4 bytes, counted 4 wide
+
+
+def test_a_budget_refuses_what_does_not_fit_now_and_what_never_could() -> None:
+    budget = BodyBudget(1000)
+    first, second = budget.hold(), budget.hold()
+    first.take(600)
+    with pytest.raises(MemoryBusy) as busy:
+        second.take(500)
+    assert status_of(busy.value) == (503, "server_error")
+    assert busy.value.retry_after == 1.0 and busy.value.code == "gateway_overloaded"
+    assert (budget.held, budget.refused, second.size) == (600, 1, 0)
+    with pytest.raises(RequestTooLarge) as never:
+        second.take(1001)
+    assert status_of(never.value)[0] == 413 and "max_body_memory" in never.value.message
+    first.release()
+    first.release()  # twice gives back nothing more
+    assert budget.held == 0
+    second.take(1000)
+    assert budget.held == 1000
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+async def test_read_json_takes_the_bytes_and_the_parsed_size_from_the_budget(pieces: int) -> None:
+    raw = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})
+    cut = len(raw) // pieces
+    parts = [raw[i * cut : (i + 1) * cut if i < pieces - 1 else None] for i in range(pieces)]
+    budget = BodyBudget(10_000)
+    held = budget.hold()
+    assert await read_json(make_request(parts), 1000, held) == orjson.loads(raw)
+    assert held.size == budget.held == len(raw) + parsed_size(raw)
+    held.release()
+    assert budget.held == 0
+
+
+async def test_a_body_arriving_in_pieces_is_refused_once_the_pieces_fill_the_budget() -> None:
+    budget = BodyBudget(1000)
+    budget.hold().take(750)  # another request's
+    held = budget.hold()
+    request = make_request([b'{"a": "' + b"x" * 100, b"x" * 100, b"x" * 100, b'"}'])
+    with pytest.raises(MemoryBusy):
+        await read_json(request, 1000, held)
+    assert request.state.received[-1]["body"] == b"x" * 100  # the third piece: not the end
+    assert (budget.held, held.size) == (957, 207)  # what it holds when refused, until released
+    held.release()
+    assert budget.held == 750

@@ -1,0 +1,127 @@
+"""The request bodies a worker holds, bounded all together (`server.max_body_memory`): a
+real gateway, a fake upstream that holds its answers, and the official SDKs.
+
+Each request takes its body's bytes and an estimate of what parsing them takes
+(gateway.http.body.parsed_size) from the worker's budget, and gives them back when its
+answer ends. A body of plain text takes about twice its bytes; one of tiny objects many
+times more."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.conftest import upstream_config
+from tests.gateway.http.test_client_gone_e2e import within
+from tests.gateway.server.test_metrics_e2e import parse, total
+from tests.support.gateway import GatewayProcess
+from tests.support.upstream import FakeUpstream
+
+BUDGET = 3_000_000  # bytes of memory for every body held at once
+HI = [{"role": "user", "content": "hi"}]
+HELD = "gatewise_request_body_bytes"
+REFUSED = "gatewise_request_body_refusals_total"
+
+
+def config(upstream: FakeUpstream) -> dict[str, Any]:
+    cfg = upstream_config(upstream)
+    cfg["server"]["max_body_bytes"] = 4 * 1024 * 1024
+    cfg["server"]["max_body_memory"] = BUDGET
+    return cfg
+
+
+def said(size: int) -> list[dict[str, str]]:
+    """A user message of `size` bytes of plain text: its body takes about 2 x `size`."""
+    return [{"role": "user", "content": "word " * (size // 5)}]
+
+
+def sdk(gw: GatewayProcess) -> openai.OpenAI:
+    return openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0)
+
+
+def claude(gw: GatewayProcess) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key="test-key", max_retries=0)
+
+
+def metrics(gw: GatewayProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    answer = httpx.get(gw.url + "/metrics", timeout=10)  # no admin token: loopback reads it
+    assert answer.status_code == 200, answer.text
+    return parse(answer.text)
+
+
+def test_a_body_with_no_room_beside_those_held_is_told_to_retry_in_its_apis_shape(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    gate = threading.Event()
+    alpha = upstream.behave("alpha-up", hold=gate)
+    gw = start_gateway(config(upstream))
+    with sdk(gw) as client, claude(gw) as anthropic_client, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.chat.completions.create, model="alpha", messages=said(1_000_000))
+        assert alpha.held.wait(10)  # its 1 MB body is held (~2 MB of the 3 MB) until it ends
+        assert 2_000_000 <= total(metrics(gw), HELD) < BUDGET
+
+        with pytest.raises(openai.InternalServerError) as refused:
+            client.chat.completions.create(model="beta", messages=said(600_000))
+        assert refused.value.status_code == 503
+        assert refused.value.response.headers["retry-after"] == "1"
+        assert refused.value.code == "gateway_overloaded"
+        assert "retry shortly" in refused.value.message
+
+        with pytest.raises(anthropic.InternalServerError) as told:
+            anthropic_client.messages.create(model="beta", max_tokens=16, messages=said(600_000))
+        assert told.value.status_code == 503
+        assert told.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+
+        # A small request still fits beside the large one.
+        assert client.chat.completions.create(model="beta", messages=HI).model == "beta"
+        gate.set()
+        assert first.result(timeout=30).model == "alpha"
+
+        # Its answer ended, its share is back: the same 600 KB request now fits.
+        within(10, lambda: total(metrics(gw), HELD) == 0)
+        assert client.chat.completions.create(model="beta", messages=said(600_000)).model == "beta"
+    assert total(metrics(gw), REFUSED) == 2
+    assert len([s for s in upstream.seen if s.body["model"] == "beta-up"]) == 2  # refused: none
+
+
+def test_a_body_of_tiny_objects_counts_what_parsing_it_takes(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    gw = start_gateway(config(upstream))
+    tiny = [{} for _ in range(20_000)]  # 60 KB of JSON, over 1 MB of dicts once parsed
+    with sdk(gw) as client:
+        with pytest.raises(openai.APIStatusError) as refused:
+            client.chat.completions.create(model="beta", messages=HI, extra_body={"x": tiny})
+        # Alone it would take more than every body together may: it could never fit.
+        assert refused.value.status_code == 413
+        assert refused.value.code == "request_too_large"
+        assert "max_body_memory" in refused.value.message
+        # The same bytes of plain text take a fraction of it.
+        assert client.chat.completions.create(model="beta", messages=said(60_000)).model == "beta"
+    assert upstream.models_called() == ["beta-up"]
+
+
+def test_a_stream_holds_its_body_until_it_ends(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    upstream.behave("alpha-up", keep_alive_every=0.05)  # one chunk, then never done
+    gw = start_gateway(config(upstream))
+    with sdk(gw) as client:
+        stream = client.chat.completions.create(
+            model="alpha", messages=said(1_000_000), stream=True
+        )
+        with stream:
+            assert next(iter(stream)).choices[0].delta.role == "assistant"
+            with pytest.raises(openai.InternalServerError) as refused:
+                client.chat.completions.create(model="beta", messages=said(600_000))
+            assert refused.value.status_code == 503
+        # The client left: the stream ended, and its body's share with it.
+        within(10, lambda: total(metrics(gw), HELD) == 0)
+        assert client.chat.completions.create(model="beta", messages=said(600_000)).model == "beta"
