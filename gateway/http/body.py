@@ -27,12 +27,13 @@ __all__ = [
     "BodyBudget", "Held", "check_body", "check_message_body", "parsed_size", "read_json",
 ]  # fmt: skip
 
-# What parsing adds, in bytes, above the body's own (CPython 3.11, 64-bit): a small
-# dict (up to five keys) 232, a list 56 and a pointer each, a string 49 (half per quote),
-# a number or a dict's entry up to 40 (each follows a `:`, `,` or `[`).
-_DICT, _LIST, _QUOTE, _VALUE = 232, 64, 25, 40
+# What parsing adds, in bytes, above the body's own (CPython 3.11, 64-bit): up to 40 for
+# every mark (a number with its pointer follows a `:`, `,` or `[`; a string of 49 has two
+# quotes), and more for each `{` (a small dict, up to five keys: 232) and `[` (a list:
+# 56 and a pointer each).
+_MARK, _DICT, _LIST = 40, 232 - 40, 64 - 40
 _FOUR_BYTES = re.compile(rb"[\xf0-\xff]")  # a UTF-8 character past U+FFFF begins so
-# Every byte but the marks counted below, so that one pass (translate) leaves only these.
+# Every byte but the marks, so that one pass (translate) leaves only the marks.
 _NOT_MARKS = bytes(b for b in range(256) if b not in b'{[",:\\')
 
 
@@ -40,10 +41,10 @@ def parsed_size(raw: bytes) -> int:
     """An upper estimate of the memory `raw` takes once parsed, from its bytes alone: its
     text, at the width CPython stores its widest character in (any `\\u` escape counted
     as the widest), and what each object costs by the brackets, quotes and separators
-    that make it. One pass over the bytes at C speed, about what parsing them costs (13
-    µs for 10 KB of text, 2 µs for a short chat). Checked against tracemalloc
-    (tests/gateway/http/test_body.py): never below on the shapes tried, and 1-5x above
-    on clients' bodies (text full of commas, CJK text at 3x, emoji at 4x)."""
+    that make it. One pass over the bytes at C speed, about what parsing them costs.
+    Checked against tracemalloc (tests/gateway/http/test_body.py): never below on the
+    shapes tried, and 1-5x above on clients' bodies (text full of commas, CJK text at 3x,
+    emoji at 4x)."""
     marks = raw.translate(None, _NOT_MARKS)
     if b"\\" in marks and b"\\u" in raw:
         width = 4
@@ -53,10 +54,9 @@ def parsed_size(raw: bytes) -> int:
         width = 4 if _FOUR_BYTES.search(raw) else 2
     return (
         width * len(raw)
+        + _MARK * len(marks)
         + _DICT * marks.count(b"{")
         + _LIST * marks.count(b"[")
-        + _QUOTE * marks.count(b'"')
-        + _VALUE * (marks.count(b",") + marks.count(b":"))
     )
 
 
