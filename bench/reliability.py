@@ -20,6 +20,17 @@ gateway's default) and measures:
   a byte a second: held and refused, the kept-alive and a new client meanwhile, and when
   the worker has closed them all (`--body-timeout`: server.body_timeout).
 
+    python bench/reliability.py bodies [--clients 24] [--body-mib 10]
+        [--max-body-memory BYTES] [--hold 20] [--json PATH]
+
+`bodies` (request bodies held in memory, `server.max_body_memory`): one worker whose
+mock model answers after `--hold` seconds; `--clients` connections at once each POST a
+chat request carrying `--body-mib` MiB of `[{},{},...]` (the most memory parsed JSON
+takes for its bytes), while a kept-alive client sends a short chat every 0.2 s. It
+reports the answers (200 after the hold, or 503 at once), the short chats' statuses and
+slowest time, and the worker's peak RSS. `--max-body-memory 0`: the default (1 GiB);
+a huge value stands for no bound.
+
 It prints a table row per measurement, with the command, for bench/README.md's
 Reliability table, and writes the numbers to --json.
 """
@@ -52,12 +63,16 @@ HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
 
 
 @contextlib.contextmanager
-def gateway(work: Path, server: dict[str, Any]) -> Iterator[tuple[int, int]]:
-    """A `gatewise serve` worker on a free port: (port, pid)."""
+def gateway(work: Path, server: dict[str, Any], hold: float = 0.0) -> Iterator[tuple[int, int]]:
+    """A `gatewise serve` worker on a free port: (port, pid). With `hold`, model `m1`
+    (route `auto`) answers after that many seconds; `fast` at once."""
     config = {
         "server": server,
         "providers": [{"name": "sim", "type": "mock"}],
-        "models": [{"name": "m1", "provider": "sim"}],
+        "models": [
+            {"name": "m1", "provider": "sim", "mock": {"latency_ms": hold * 1000}},
+            {"name": "fast", "provider": "sim"},
+        ],
         "routes": [{"name": "auto", "models": ["m1"]}],
         "storage": {"url": f"sqlite:///{work / 'bench.db'}"},
     }
@@ -316,7 +331,97 @@ def inbound(args: argparse.Namespace) -> dict[str, Any]:
     return {"server": server, "silent": held, "bombs": bombed, "slow_bodies": slowed}
 
 
+def bodies(args: argparse.Namespace) -> dict[str, Any]:
+    server: dict[str, Any] = {"max_body_bytes": (args.body_mib + 1) * 1024 * 1024}
+    if args.max_body_memory:
+        server["max_body_memory"] = args.max_body_memory
+    pad = b"{}," * (args.body_mib * 1024 * 1024 // 3)
+    big = b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"x":[' + pad + b"{}]}"
+    small = b'{"model":"fast","messages":[{"role":"user","content":"hi"}]}'
+    statuses: list[int] = []
+    answered: list[float] = []
+    lock = threading.Lock()
+
+    def post(port: int, body: bytes) -> None:
+        began = time.perf_counter()
+        status = 0
+        with contextlib.suppress(OSError), connect(port, timeout=args.hold + 60) as sock:
+            sock.sendall(_chat_head(len(body)) + body)
+            data = b""
+            while b"\r\n" not in data:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+            if data:
+                status = int(data.split(b" ", 2)[1])
+        with lock:
+            statuses.append(status)
+            answered.append(time.perf_counter() - began)
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        gateway(Path(tmp), server, args.hold) as (
+            port,
+            pid,
+        ),
+    ):
+        threads = [threading.Thread(target=post, args=(port, big)) for _ in range(args.clients)]
+        for thread in threads:
+            thread.start()
+        smalls: list[tuple[int, float]] = []
+        with connect(port) as kept:
+            while any(t.is_alive() for t in threads):
+                began = time.perf_counter()
+                kept.sendall(_chat_head(len(small)) + small)
+                data = b""
+                while not data.endswith(b"}") or b"\r\n\r\n" not in data:
+                    chunk = kept.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                smalls.append((int(data.split(b" ", 2)[1]), time.perf_counter() - began))
+                time.sleep(0.2)
+        for thread in threads:
+            thread.join()
+        rss = peak_rss_mib(pid)
+    counts: dict[str, int] = {}
+    for status in statuses:
+        counts[str(status)] = counts.get(str(status), 0) + 1
+    small_counts: dict[str, int] = {}
+    for status, _ in smalls:
+        small_counts[str(status)] = small_counts.get(str(status), 0) + 1
+    return {
+        "server": server,
+        "clients": args.clients,
+        "body_mib": args.body_mib,
+        "hold_s": args.hold,
+        "answers": counts,
+        "slowest_answer_s": round(max(answered), 2),
+        "short_chats": small_counts,
+        "short_chat_max_ms": round(1000 * max(t for _, t in smalls), 1) if smalls else None,
+        "peak_rss_mib": rss,
+    }
+
+
+def _chat_head(length: int) -> bytes:
+    return (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\ncontent-type: application/json"
+        b"\r\ncontent-length: %d\r\n\r\n" % length
+    )
+
+
 def rows(result: dict[str, Any], command: str) -> list[str]:
+    if "answers" in result:  # bodies
+        limit = result["server"].get("max_body_memory", "1 GiB (default)")
+        answers = ", ".join(f"{n} {status}" for status, n in sorted(result["answers"].items()))
+        smalls = ", ".join(f"{n} {s}" for s, n in sorted(result["short_chats"].items()))
+        return [
+            f"| {result['clients']} x {result['body_mib']} MiB of `[{{}},...]` at once "
+            f"(max_body_memory {limit}) | {answers} (slowest {result['slowest_answer_s']} s) "
+            f"| short chats meanwhile: {smalls}, slowest {result['short_chat_max_ms']} ms; "
+            f"peak RSS {result['peak_rss_mib']} MiB | `{command}` |"
+        ]
     s, b = result["silent"], result["bombs"]
     limit = result["server"].get("max_connections", "default")
     each = ", ".join(f"{r['sent_mib']} MiB in {r['seconds']} s" for r in b["each"])
@@ -359,13 +464,19 @@ def main() -> int:
     q.add_argument("--slow", type=int, default=0, help="slow-body connections (0: none)")
     q.add_argument("--body-timeout", type=float, default=0, help="0: the default (60 s)")
     q.add_argument("--json", type=Path, default=None)
+    b = commands.add_parser("bodies", help="many large request bodies at once")
+    b.add_argument("--clients", type=int, default=24)
+    b.add_argument("--body-mib", type=int, default=10)
+    b.add_argument("--max-body-memory", type=int, default=0, help="0: the default (1 GiB)")
+    b.add_argument("--hold", type=float, default=20, help="s the mock model takes to answer")
+    b.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the silent sockets are files
     result: dict[str, Any] = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/reliability.py", *sys.argv[1:]]),
-        args.command: inbound(args),
+        args.command: inbound(args) if args.command == "inbound" else bodies(args),
     }
     for row in rows(result[args.command], result["command"]):
         print(row)
