@@ -59,7 +59,8 @@ def test_check_shipped_config() -> None:
     assert "(the gateway is OPEN)" in out
     assert (
         "inbound limits per worker: header timeout 10 s, idle timeout 75 s, max connections "
-        "half the open-file limit, less 64, max head 65,536 bytes / 100 headers"
+        "half the open-file limit, less 64, max head 65,536 bytes / 100 headers, request "
+        "bodies 10,485,760 bytes each and 1,073,741,824 bytes together, parsed"
     ) in out
     assert result.stderr == ""
 
