@@ -22,8 +22,11 @@ from typing import Any, ClassVar, Self
 
 import orjson
 
+from providers.json_memory import parsed_size
+
 __all__ = [
     "MAX_NESTING",
+    "MAX_PARSED",
     "STOPPING",
     "BadRequest",
     "CapacityExhausted",
@@ -253,9 +256,22 @@ def redact(text: str, secrets: tuple[str, ...] = (), limit: int = 300) -> str:
 MAX_NESTING = 254
 
 
-def upstream_json(data: bytes, what: str) -> dict[str, Any]:
-    """Parse a JSON object an upstream sent; anything else, or one nested too deep to be
-    passed on (MAX_NESTING), is an invalid upstream body."""
+# The memory one upstream body may take once parsed. A reply may be max_response_bytes
+# (128 MiB) of base64 image; the same bytes of tiny objects would take 3 GB, enough for
+# one bad answer to have the worker killed for memory with every stream it holds. A body
+# under _ESTIMATED bytes cannot take more than ~40 times them: it is not estimated.
+MAX_PARSED = 1 << 30
+_ESTIMATED = 1 << 20
+
+
+def upstream_json(data: bytes, what: str, max_parsed: int = MAX_PARSED) -> dict[str, Any]:
+    """Parse a JSON object an upstream sent; anything else, one nested too deep to be
+    passed on (MAX_NESTING), or one that would take more than `max_parsed` bytes of
+    memory parsed (refused before it does) is an invalid upstream body."""
+    if len(data) > _ESTIMATED and parsed_size(data) > max_parsed:
+        raise ResponseTooLarge(
+            f"{what} would take more than {max_parsed:,} bytes of memory once parsed"
+        )
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:

@@ -12,7 +12,6 @@ few dozen requests.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import orjson
@@ -22,50 +21,17 @@ from starlette.types import Receive
 from gateway.core.errors import InvalidRequest, LengthRequired, MemoryBusy, RequestTooLarge
 from gateway.http.inbound import Inbound
 from providers.base import Endpoint
+from providers.json_memory import parsed_size
 
-__all__ = [
-    "BodyBudget", "Held", "check_body", "check_message_body", "parsed_size", "read_json",
-]  # fmt: skip
-
-# What parsing adds, in bytes, above the body's own (CPython 3.11, 64-bit): up to 40 for
-# every mark (a number with its pointer follows a `:`, `,` or `[`; a string of 49 has two
-# quotes), and more for each `{` (a small dict, up to five keys: 232) and `[` (a list:
-# 56 and a pointer each).
-_MARK, _DICT, _LIST = 40, 232 - 40, 64 - 40
-_FOUR_BYTES = re.compile(rb"[\xf0-\xff]")  # a UTF-8 character past U+FFFF begins so
-# Every byte but the marks, so that one pass (translate) leaves only the marks.
-_NOT_MARKS = bytes(b for b in range(256) if b not in b'{[",:\\')
-
-
-def parsed_size(raw: bytes) -> int:
-    """An upper estimate of the memory `raw` takes once parsed, from its bytes alone: its
-    text, at the width CPython stores its widest character in (any `\\u` escape counted
-    as the widest), and what each object costs by the brackets, quotes and separators
-    that make it. One pass over the bytes at C speed, about what parsing them costs.
-    Checked against tracemalloc (tests/gateway/http/test_body.py): never below on the
-    shapes tried, and 1-5x above on clients' bodies (text full of commas, CJK text at 3x,
-    emoji at 4x)."""
-    marks = raw.translate(None, _NOT_MARKS)
-    if b"\\" in marks and b"\\u" in raw:
-        width = 4
-    elif raw.isascii():
-        width = 1
-    else:
-        width = 4 if _FOUR_BYTES.search(raw) else 2
-    return (
-        width * len(raw)
-        + _MARK * len(marks)
-        + _DICT * marks.count(b"{")
-        + _LIST * marks.count(b"[")
-    )
+__all__ = ["BodyBudget", "Held", "check_body", "check_message_body", "read_json"]
 
 
 class BodyBudget:
     """The request bodies one worker holds, all its requests together, in bytes of
-    memory (`parsed_size`, an upper estimate): `server.max_body_memory`. A request takes
-    its share as its body arrives and before it is parsed, and gives it back when its
-    answer ends; one that does not fit now is refused (503, retry), one that could never
-    fit is too large (413)."""
+    memory (`providers.json_memory.parsed_size`, an upper estimate):
+    `server.max_body_memory`. A request takes its share as its body arrives and before
+    it is parsed, and gives it back when its answer ends; one that does not fit now is
+    refused (503, retry), one that could never fit is too large (413)."""
 
     __slots__ = ("held", "limit", "refused")
 

@@ -205,3 +205,14 @@ def test_a_request_nested_too_deep_to_send_is_the_clients_error() -> None:
     with pytest.raises(errors.BadRequest, match="deeper than 254 levels") as caught:
         errors.request_json(body)
     assert caught.value.blames_model is False and caught.value.status == 400
+
+
+def test_an_upstream_body_that_would_take_too_much_memory_is_refused_unparsed() -> None:
+    objects = b'{"x":[' + b"{}," * 1_000_000 + b"{}]}"  # 3 MB, ~90 MB estimated parsed
+    with pytest.raises(ResponseTooLarge) as refused:
+        upstream_json(objects, "the body", max_parsed=50_000_000)
+    assert refused.value.blames_model  # the next model is tried
+    assert "more than 50,000,000 bytes of memory once parsed" in str(refused.value)
+    text = orjson.dumps({"x": "word " * 600_000})  # 3 MB of text: about its bytes parsed
+    assert upstream_json(text, "the body", max_parsed=50_000_000)["x"].startswith("word")
+    assert len(upstream_json(objects, "the body")["x"]) == 1_000_001  # within the default

@@ -163,3 +163,29 @@ def test_an_answer_nested_deeper_than_can_be_passed_on_falls_back(
     assert upstream.models_called() == ["alpha-up", "beta-up"]
     assert "nests JSON deeper than 254 levels" in gw.logs()
     assert "Traceback" not in gw.logs()
+
+
+def test_an_answer_that_would_take_too_much_memory_parsed_falls_back_unparsed(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    """12 MiB of tiny objects is within max_response_bytes (128 MiB) but ~300 MB parsed;
+    128 MiB of them, 3 GB: one such answer could have the worker killed for memory."""
+    config = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    gw = start_gateway(config)
+    answer = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "model": "alpha-up",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}
+        ],
+    }
+    tiny = b',"x":[' + b"{}," * (4 * 1024 * 1024) + b"{}]}"
+    body = orjson.dumps(answer)[:-1] + tiny  # a valid answer, and 12 MiB more
+    upstream.behave("alpha-up", body=body, headers={"content-type": "application/json"})
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
+    assert raw.parse().model == "beta"
+    assert upstream.models_called() == ["alpha-up", "beta-up"]
+    assert "bytes of memory once parsed" in gw.logs()
+    assert "Traceback" not in gw.logs()
