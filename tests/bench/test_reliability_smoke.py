@@ -41,3 +41,17 @@ def test_the_inbound_benchmark_measures_silent_connections_and_header_bombs(
     assert slow["answers"]["408"] >= 18
     assert 1.5 < slow["all_slow_closed_after_s"] < 10
     assert slow["new_client_served_after_s"] is not None
+
+
+def test_the_bodies_benchmark_measures_large_bodies_held_at_once(tmp_path: Path) -> None:
+    out = tmp_path / "bodies.json"
+    # 1 MiB of `[{},...]` is estimated at ~97 MB parsed: 150 MB holds one at a time.
+    cmd = [sys.executable, str(ROOT / "bench" / "reliability.py"), "bodies", "--clients", "4",
+           "--body-mib", "1", "--hold", "3", "--max-body-memory", "150000000",
+           "--json", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("| `python bench/reliability.py bodies") == 1
+    measured = json.loads(out.read_text())["bodies"]
+    assert measured["answers"] == {"200": 1, "503": 3}
+    assert set(measured["short_chats"]) == {"200"} and measured["peak_rss_mib"] > 0
