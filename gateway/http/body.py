@@ -19,6 +19,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.types import Receive
 
 from gateway.core.errors import InvalidRequest, LengthRequired, MemoryBusy, RequestTooLarge
+from gateway.core.logs import SummaryLog
 from gateway.http.inbound import Inbound
 from providers.base import Endpoint
 from providers.json_memory import parsed_size
@@ -33,12 +34,13 @@ class BodyBudget:
     it is parsed, and gives it back when its answer ends; one that does not fit now is
     refused (503, retry), one that could never fit is too large (413)."""
 
-    __slots__ = ("held", "limit", "refused")
+    __slots__ = ("held", "limit", "log", "refused")
 
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, log: SummaryLog | None = None) -> None:
         self.limit = limit
         self.held = 0
         self.refused = 0  # requests refused for want of room, since start (for /metrics)
+        self.log = log  # refusals, once per episode with counts (as the inbound limits)
 
     def hold(self) -> Held:
         """A request's share, empty until its body is read; `release()` it at the end."""
@@ -65,6 +67,13 @@ class Held:
             )
         if budget.held + size > budget.limit:
             budget.refused += 1
+            if budget.log is not None:
+                budget.log.record(
+                    "body_memory",
+                    f"request bodies held reached max_body_memory ({budget.limit:,} bytes); "
+                    "new requests are told to retry",
+                    held=budget.held,
+                )
             raise MemoryBusy(
                 "The gateway holds as many request bodies as it may right now; retry shortly."
             )

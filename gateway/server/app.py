@@ -20,7 +20,7 @@ from starlette.applications import Starlette
 from admin_ui import DIRECT_ONLY, create_admin_app
 from gateway.core.config import Config, config_path, load_config
 from gateway.core.keys import KeyRing
-from gateway.core.logs import EventLog, configure_logging
+from gateway.core.logs import EventLog, SummaryLog, configure_logging
 from gateway.http.app import create_http_app
 from gateway.http.body import BodyBudget
 from gateway.routing.blacklist import Blacklist
@@ -205,7 +205,8 @@ class Gateway:
             prompts=self.prompts,
         )
         self.pairwise = PairwiseService(self.feedback, clock)
-        self.bodies = BodyBudget(config.server.max_body_memory)
+        refusals = SummaryLog(logging.getLogger("gatewise.inbound"), "inbound_limit", "refused")
+        self.bodies = BodyBudget(config.server.max_body_memory, refusals)
         # Workers of one `gatewise serve` share a directory of their counts (one worker: none).
         self.metrics = Metrics(
             self.recorder.metrics,

@@ -16,6 +16,7 @@ from typing import Any
 import anthropic
 import httpx
 import openai
+import orjson
 import pytest
 
 from tests.conftest import upstream_config
@@ -88,6 +89,10 @@ def test_a_body_with_no_room_beside_those_held_is_told_to_retry_in_its_apis_shap
         within(10, lambda: total(metrics(gw), HELD) == 0)
         assert client.chat.completions.create(model="beta", messages=said(600_000)).model == "beta"
     assert total(metrics(gw), REFUSED) == 2
+    # Logged once, with the cause, not once per refusal (the second is counted).
+    lines = [orjson.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
+    [line] = [line for line in lines if line.get("cause") == "body_memory"]
+    assert line["event"] == "inbound_limit" and line["level"] == "warning"
     assert len([s for s in upstream.seen if s.body["model"] == "beta-up"]) == 2  # refused: none
 
 
