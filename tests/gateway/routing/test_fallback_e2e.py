@@ -148,19 +148,28 @@ def test_a_body_that_does_not_decode_falls_back_whatever_the_transport(
     assert upstream.models_called() == ["alpha-up", "beta-up"]
 
 
+def answered_past_alpha(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], body: bytes
+) -> GatewayProcess:
+    """A gateway whose route's first member, alpha, answers with `body` as JSON: beta
+    answers the client instead, once alpha was tried. The gateway, for its logs."""
+    config = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
+    gw = start_gateway(config)
+    upstream.behave("alpha-up", body=body, headers={"content-type": "application/json"})
+    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as client:
+        raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
+    assert raw.parse().model == "beta"
+    assert upstream.models_called() == ["alpha-up", "beta-up"]
+    return gw
+
+
 def test_an_answer_nested_deeper_than_can_be_passed_on_falls_back(
     upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
 ) -> None:
     """orjson reads 1,024 levels and writes 254: such an answer was taken, then failed
     when written to the client (a 500), where the next model could answer."""
-    config = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
-    gw = start_gateway(config)
     deep = b'{"choices":' + b"[" * 300 + b"]" * 300 + b"}"
-    upstream.behave("alpha-up", body=deep, headers={"content-type": "application/json"})
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as client:
-        raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
-    assert raw.parse().model == "beta"
-    assert upstream.models_called() == ["alpha-up", "beta-up"]
+    gw = answered_past_alpha(upstream, start_gateway, deep)
     assert "nests JSON deeper than 254 levels" in gw.logs()
     assert "Traceback" not in gw.logs()
 
@@ -170,8 +179,6 @@ def test_an_answer_that_would_take_too_much_memory_parsed_falls_back_unparsed(
 ) -> None:
     """12 MiB of tiny objects is within max_response_bytes (128 MiB) but ~300 MB parsed;
     128 MiB of them, 3 GB: one such answer could have the worker killed for memory."""
-    config = upstream_config(upstream, selection={"exploration_rate": 0, "exploration_bonus": 0})
-    gw = start_gateway(config)
     answer = {
         "id": "chatcmpl-1",
         "object": "chat.completion",
@@ -182,10 +189,6 @@ def test_an_answer_that_would_take_too_much_memory_parsed_falls_back_unparsed(
     }
     tiny = b',"x":[' + b"{}," * (4 * 1024 * 1024) + b"{}]}"
     body = orjson.dumps(answer)[:-1] + tiny  # a valid answer, and 12 MiB more
-    upstream.behave("alpha-up", body=body, headers={"content-type": "application/json"})
-    with openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0) as client:
-        raw = client.chat.completions.with_raw_response.create(model="auto", messages=HI)
-    assert raw.parse().model == "beta"
-    assert upstream.models_called() == ["alpha-up", "beta-up"]
+    gw = answered_past_alpha(upstream, start_gateway, body)
     assert "bytes of memory once parsed" in gw.logs()
     assert "Traceback" not in gw.logs()
