@@ -48,6 +48,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -84,11 +85,12 @@ def connect(port: int, timeout: float = 10) -> socket.socket:
     return socket.create_connection(("127.0.0.1", port), timeout=timeout)
 
 
-def ask(sock: socket.socket) -> tuple[int, float]:
-    """GET /healthz on a connection: (status, seconds); (0, seconds) if it was closed."""
+def ask(sock: socket.socket, request: bytes = HEALTHZ) -> tuple[int, float]:
+    """`request` (GET /healthz) on a connection, its answer read to the end of its JSON
+    body: (status, seconds); (0, seconds) if the connection was closed."""
     began = time.perf_counter()
     try:
-        sock.sendall(HEALTHZ)
+        sock.sendall(request)
         data = b""
         while b"\r\n\r\n" not in data or not data.endswith(b"}"):
             chunk = sock.recv(65536)
@@ -346,15 +348,7 @@ def bodies(args: argparse.Namespace) -> dict[str, Any]:
         began = time.perf_counter()
         status = 0
         with contextlib.suppress(OSError), connect(port, timeout=args.hold + 60) as sock:
-            sock.sendall(_chat_head(len(body)) + body)
-            data = b""
-            while b"\r\n" not in data:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    break
-                data += chunk
-            if data:
-                status = int(data.split(b" ", 2)[1])
+            status, _ = ask(sock, _chat_head(len(body)) + body)
         with lock:
             statuses.append(status)
             answered.append(time.perf_counter() - began)
@@ -372,25 +366,13 @@ def bodies(args: argparse.Namespace) -> dict[str, Any]:
         smalls: list[tuple[int, float]] = []
         with connect(port) as kept:
             while any(t.is_alive() for t in threads):
-                began = time.perf_counter()
-                kept.sendall(_chat_head(len(small)) + small)
-                data = b""
-                while not data.endswith(b"}") or b"\r\n\r\n" not in data:
-                    chunk = kept.recv(65536)
-                    if not chunk:
-                        break
-                    data += chunk
-                smalls.append((int(data.split(b" ", 2)[1]), time.perf_counter() - began))
+                smalls.append(ask(kept, _chat_head(len(small)) + small))
                 time.sleep(0.2)
         for thread in threads:
             thread.join()
         rss = peak_rss_mib(pid)
-    counts: dict[str, int] = {}
-    for status in statuses:
-        counts[str(status)] = counts.get(str(status), 0) + 1
-    small_counts: dict[str, int] = {}
-    for status, _ in smalls:
-        small_counts[str(status)] = small_counts.get(str(status), 0) + 1
+    counts = dict(Counter(str(status) for status in statuses))
+    small_counts = dict(Counter(str(status) for status, _ in smalls))
     return {
         "server": server,
         "clients": args.clients,
