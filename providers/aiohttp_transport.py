@@ -23,6 +23,7 @@ from providers.errors import (
 from providers.transport import (
     IDLE_TIMEOUT,
     MAX_BODY,
+    TakeMemory,
     Timeout,
     Transport,
     UpstreamResponse,
@@ -72,12 +73,17 @@ class AiohttpTransport(Transport):
         return self._session
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        memory: TakeMemory | None = None,
     ) -> UpstreamResponse:
         try:
             request = self._client().request
             async with request(method, url, headers=headers, data=body, proxy=self._proxy) as resp:
-                data = await read_capped(resp.content.iter_any(), self.max_body)
+                data = await read_capped(resp.content.iter_any(), self.max_body, memory)
                 return UpstreamResponse(resp.status, resp.headers, data)
         except ProviderError:
             raise

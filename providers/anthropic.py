@@ -67,10 +67,11 @@ class AnthropicProvider(HttpProvider):
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
         body = request_json(to_anthropic(call.body, call.upstream_model, stream=False))
-        resp = await self._request("POST", self._url, self._with(self._headers, call), body)
+        headers = self._with(self._headers, call)
+        resp = await self._request("POST", self._url, headers, body, call.memory)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
-        data = upstream_json(resp.body, f"{self.name}'s response body")
+        data = upstream_json(resp.body, f"{self.name}'s response body", memory=call.memory)
         body_out = to_openai(data, call.upstream_model)
         if body_out is None:
             raise InvalidResponse(f"{self.name} returned an unexpected body")
@@ -96,10 +97,11 @@ class AnthropicProvider(HttpProvider):
         body = {**call.body, "model": call.upstream_model}
         body.pop("stream", None)
         url = self._url if call.endpoint is Endpoint.MESSAGES else self._count_url
-        resp = await self._request("POST", url, self._native_headers(call), request_json(body))
+        headers = self._native_headers(call)
+        resp = await self._request("POST", url, headers, request_json(body), call.memory)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
-        data = upstream_json(resp.body, f"{self.name}'s response body")
+        data = upstream_json(resp.body, f"{self.name}'s response body", memory=call.memory)
         return Reply(data, message_usage(data.get("usage")))
 
     def _native_headers(self, call: Call) -> dict[str, str]:

@@ -64,7 +64,7 @@ async def messages_via_chat(provider: Provider, call: Call) -> Reply:
         raise provider.unsupported(call.endpoint)
     chat = Call(
         Endpoint.CHAT, to_chat(call.body), call.upstream_model, headers=call.headers,
-        trace=call.trace,
+        trace=call.trace, memory=call.memory,
     )  # fmt: skip
     reply = await provider.send(chat)
     message = to_message(reply.body, call.upstream_model)

@@ -18,6 +18,7 @@ from typing import Any
 import orjson
 
 from providers.errors import UnsupportedRequest
+from providers.transport import TakeMemory
 
 __all__ = [
     "NO_HEADERS",
@@ -220,6 +221,7 @@ class Call:
     resource_id: str | None = None
     headers: Mapping[str, str] = NO_HEADERS  # client headers the provider may pass on
     trace: Mapping[str, str] = NO_HEADERS  # sent to every upstream: the trace context
+    memory: TakeMemory | None = None  # a whole answer's bodies are charged to it
 
 
 @dataclass(slots=True)

@@ -9,7 +9,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from providers.base import Call, Provider
 from providers.errors import InvalidResponse, ProviderError, TransportError, classify_status
-from providers.transport import Transport, UpstreamResponse, UpstreamStream
+from providers.transport import TakeMemory, Transport, UpstreamResponse, UpstreamStream
 
 __all__ = ["HttpProvider", "endpoint_url"]
 
@@ -30,10 +30,15 @@ class HttpProvider(Provider):
         self._secrets = (api_key,) if api_key else ()
 
     async def _request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None,
+        memory: TakeMemory | None,
     ) -> UpstreamResponse:
         try:
-            return await self._transport.request(method, url, headers, body)
+            return await self._transport.request(method, url, headers, body, memory)
         except (TransportError, InvalidResponse) as exc:  # the transport's, incl. too large
             raise exc.prefixed(self.name) from None
 

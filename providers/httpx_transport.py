@@ -32,6 +32,7 @@ from providers.errors import (
 from providers.transport import (
     IDLE_TIMEOUT,
     MAX_BODY,
+    TakeMemory,
     Timeout,
     Transport,
     UpstreamResponse,
@@ -77,13 +78,19 @@ class HttpxTransport(Transport):
         )
 
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        memory: TakeMemory | None = None,
     ) -> UpstreamResponse:
         try:
             async with asyncio.timeout(self._total):  # httpx's bounds each read only
                 stream = await self._send(method, url, headers, body, math.inf)
                 try:
-                    return UpstreamResponse(stream.status, stream.headers, await stream.aread())
+                    data = await read_capped(stream.aiter_bytes(), self.max_body, memory)
+                    return UpstreamResponse(stream.status, stream.headers, data)
                 finally:
                     await stream.aclose()
         except TimeoutError:

@@ -80,16 +80,17 @@ class OpenAIProvider(HttpProvider):
     async def send(self, call: Call) -> Reply:
         if call.endpoint is Endpoint.VIDEO_STATUS:
             url = endpoint_url(self._base, f"/videos/{call.resource_id}")
-            resp = await self._request("GET", url, self._get_headers, None)
+            resp = await self._request("GET", url, self._get_headers, None, call.memory)
         else:
             post = self._urls.get(call.endpoint)
             if post is None:  # no path of its own: Anthropic's Messages API, via chat
                 return await messages_via_chat(self, call)
             body = request_json({**call.body, "model": call.upstream_model})
-            resp = await self._request("POST", post, self._with(self._headers, call), body)
+            headers = self._with(self._headers, call)
+            resp = await self._request("POST", post, headers, body, call.memory)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
-        data = upstream_json(resp.body, f"{self.name}'s response body")
+        data = upstream_json(resp.body, f"{self.name}'s response body", memory=call.memory)
         return Reply(data, _usage(call.endpoint, data))
 
     async def stream(self, call: Call) -> ChunkStream:

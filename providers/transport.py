@@ -25,6 +25,7 @@ from providers.errors import ResponseTooLarge
 __all__ = [
     "IDLE_TIMEOUT",
     "MAX_BODY",
+    "TakeMemory",
     "Timeout",
     "Transport",
     "UpstreamResponse",
@@ -43,6 +44,14 @@ MAX_BODY = 128 * 1024 * 1024
 IDLE_TIMEOUT = 30.0
 
 
+# What an answer's bodies are charged to as they are read and parsed: takes a size in
+# bytes, and raises NoMemory when the worker holds too much to take it (the gateway's
+# `server.max_body_memory`, which bounds a worker's requests and their answers together).
+# Upstream answers are the client's to shape (`n`, images, embeddings: tens of MB each),
+# so a bound per answer alone let a few hundred at once take gigabytes.
+TakeMemory = Callable[[int], None]
+
+
 @dataclass(frozen=True, slots=True)
 class Timeout:
     """Seconds: `total` bounds an exchange (a stream's head, then each silence in its
@@ -56,8 +65,11 @@ class Timeout:
     stream: float = 600.0
 
 
-async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
-    """A whole body, or ResponseTooLarge as soon as it passes `limit` bytes.
+async def read_capped(
+    chunks: AsyncIterator[bytes], limit: int, memory: TakeMemory | None = None
+) -> bytes:
+    """A whole body, or ResponseTooLarge as soon as it passes `limit` bytes; each piece
+    is charged to `memory` as it comes.
 
     One growing buffer rather than a list of the pieces: a large one lives in a mapping
     of its own, which goes back to the system when freed, where thousands of 64 KiB
@@ -71,6 +83,12 @@ async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> bytes:
             # `buf`, for as long as anything holds the error.
             buf.clear()
             raise ResponseTooLarge.beyond(limit)
+        if memory is not None:
+            try:
+                memory(len(chunk))
+            except BaseException:
+                buf.clear()
+                raise
         buf += chunk
     return bytes(buf)
 
@@ -118,8 +136,14 @@ class Transport(ABC):
 
     @abstractmethod
     async def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
-    ) -> UpstreamResponse: ...
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        memory: TakeMemory | None = None,
+    ) -> UpstreamResponse:
+        """The whole answer, its body charged to `memory` as it arrives."""
 
     @abstractmethod
     async def stream(

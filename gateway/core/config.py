@@ -144,8 +144,9 @@ class ServerConfig(_Strict):
     # reads it too. Unset: /metrics is guarded like the admin API.
     metrics_token: str | None = None
     max_body_bytes: int = Field(10 * 1024 * 1024, gt=0)
-    # The memory all request bodies one worker holds may take together, parsed (an upper
-    # estimate: providers/json_memory.py). Past it new requests get 503 with Retry-After.
+    # The memory all request bodies one worker holds, and the whole answers read for them,
+    # may take together, parsed (an upper estimate: providers/json_memory.py). Past it new
+    # requests, and answers that do not fit, get 503 with Retry-After.
     max_body_memory: int = Field(1024**3, gt=0)
     cors: CorsConfig | None = None
     log_level: Literal["debug", "info", "warning", "error"] = "info"

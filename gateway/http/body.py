@@ -7,7 +7,8 @@ The bodies a worker holds are bounded all together (`BodyBudget`), not only one 
 one: a body is held for its request's whole life (a stream's: minutes), and parsed
 JSON can take many times its bytes (a 10 MiB array of `{}` is 250 MB of dicts), so a
 client with a key and `max_body_bytes` alone could have a worker hold gigabytes with a
-few dozen requests.
+few dozen requests. The whole answers read for them count too (`Held.take_answer`): a
+client shapes those as well (`n`, images, embeddings).
 """
 
 from __future__ import annotations
@@ -22,24 +23,28 @@ from gateway.core.errors import InvalidRequest, LengthRequired, MemoryBusy, Requ
 from gateway.core.logs import SummaryLog
 from gateway.http.inbound import Inbound
 from providers.base import Endpoint
+from providers.errors import NoMemory
 from providers.json_memory import parsed_size
 
 __all__ = ["BodyBudget", "Held", "check_body", "check_message_body", "read_json"]
 
 
 class BodyBudget:
-    """The request bodies one worker holds, all its requests together, in bytes of
-    memory (`providers.json_memory.parsed_size`, an upper estimate):
-    `server.max_body_memory`. A request takes its share as its body arrives and before
-    it is parsed, and gives it back when its answer ends; one that does not fit now is
-    refused (503, retry), one that could never fit is too large (413)."""
+    """The bodies one worker holds, all its requests together, in bytes of memory
+    (`providers.json_memory.parsed_size`, an upper estimate): `server.max_body_memory`.
+    A request takes its share as its body arrives and before it is parsed, and gives it
+    back when its answer ends; one that does not fit now is refused (503, retry), one
+    that could never fit is too large (413). A whole answer (not a stream's, which is
+    read piece by piece) takes its share as it arrives and before it is parsed; one that
+    does not fit is dropped (503, retry)."""
 
-    __slots__ = ("held", "limit", "log", "refused")
+    __slots__ = ("answers_refused", "held", "limit", "log", "refused")
 
     def __init__(self, limit: int, log: SummaryLog | None = None) -> None:
         self.limit = limit
         self.held = 0
         self.refused = 0  # requests refused for want of room, since start (for /metrics)
+        self.answers_refused = 0  # answers dropped for want of room, since start
         self.log = log  # refusals, once per episode with counts (as the inbound limits)
 
     def hold(self) -> Held:
@@ -76,6 +81,28 @@ class Held:
                 )
             raise MemoryBusy(
                 "The gateway holds as many request bodies as it may right now; retry shortly."
+            )
+        budget.held += size
+        self.size += size
+
+    def take_answer(self, size: int) -> None:
+        """`size` bytes more for this request's answer (`providers.transport.TakeMemory`),
+        or NoMemory: the upstream has answered, and the answer is dropped."""
+        budget = self._budget
+        if budget.held + size > budget.limit:
+            budget.answers_refused += 1
+            if budget.log is not None:
+                budget.log.record(
+                    "answer_memory",
+                    f"bodies held reached max_body_memory ({budget.limit:,} bytes); "
+                    "an answer was dropped and its client told to retry",
+                    held=budget.held,
+                )
+            raise NoMemory(
+                "The gateway holds as many bodies as it may right now, and could not hold "
+                "this answer; retry shortly.",
+                status=503,
+                retry_after=1.0,
             )
         budget.held += size
         self.size += size

@@ -111,7 +111,12 @@ def messages_routes(gateway: Backend) -> list[Route]:
                 return await answer(scope, receive, send)
             reply = dispatcher.run(
                 ReplyJob(
-                    *args, owner=owner, headers=passed, traceparent=parent, tolerance=tolerance
+                    *args,
+                    owner=owner,
+                    headers=passed,
+                    traceparent=parent,
+                    tolerance=tolerance,
+                    memory=held.take_answer,
                 )
             )
             exchange = await unless_client_leaves(scope, receive, reply)

@@ -234,7 +234,12 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                     return await answer(scope, receive, send)
                 reply = dispatcher.run(
                     ReplyJob(
-                        *args, conversation_id, owner=owner, traceparent=parent, tolerance=tolerance
+                        *args,
+                        conversation_id,
+                        owner=owner,
+                        traceparent=parent,
+                        tolerance=tolerance,
+                        memory=held.take_answer,
                     )
                 )
                 exchange = await unless_client_leaves(scope, receive, reply)

@@ -30,6 +30,7 @@ from gateway.core.config import ModelConfig
 from gateway.core.errors import (
     Failure,
     InvalidRequest,
+    MemoryBusy,
     NoModelAvailable,
     Overloaded,
     RejectedByUpstream,
@@ -59,9 +60,11 @@ from providers.errors import (
     ClientGone,
     ContextLengthExceeded,
     GatewayStopped,
+    NoMemory,
     ProviderError,
     stopped,
 )
+from providers.transport import TakeMemory
 
 __all__ = [
     "Assigner",
@@ -128,6 +131,9 @@ class Job(ABC, Generic[R, P]):
     # With `cost`: the cheapest model within this fraction of the best expected quality
     # (the x-gatewise-quality-tolerance header, else the route's quality_tolerance).
     tolerance: float | None = None
+    # What a whole answer's bodies are charged to as they are read (the worker's bound on
+    # the bodies it holds); a stream's pieces are not held, and not charged.
+    memory: TakeMemory | None = None
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)
@@ -434,8 +440,9 @@ class Dispatcher:
                 continue
             number += 1
             call = Call(
-                job.endpoint, job.body, model.upstream, job.stream, job.resource_id, job.headers
-            )
+                job.endpoint, job.body, model.upstream, job.stream, job.resource_id, job.headers,
+                memory=job.memory,
+            )  # fmt: skip
             if self._traces is not None:
                 call.trace = self._traces.attempt(job, model, number)
             started = self._clock()
@@ -458,6 +465,11 @@ class Dispatcher:
                 )
                 self._failed(job, model, number, started, cut)
                 raise
+            except NoMemory as exc:
+                # Answered, and dropped: another model's answer would need the same room.
+                self._failed(job, model, number, started, exc)
+                self._recorder.unanswered(job, exc.kind)
+                raise MemoryBusy(exc.message) from None
             except ProviderError as exc:
                 stored = self._failed(job, model, number, started, exc)
                 if stored is not None:  # this failure benched the model

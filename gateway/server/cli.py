@@ -179,7 +179,8 @@ def describe(config: Config, env: Mapping[str, str] = os.environ) -> str:
         f"inbound limits per worker: header timeout {s.header_timeout:g} s, idle timeout "
         f"{s.idle_timeout:g} s, max connections {connections}, max head "
         f"{s.max_header_bytes:,} bytes / {s.max_headers:,} headers, request bodies "
-        f"{s.max_body_bytes:,} bytes each and {s.max_body_memory:,} bytes together, parsed"
+        f"{s.max_body_bytes:,} bytes each and {s.max_body_memory:,} bytes together with "
+        "their answers, parsed"
     )
     lines.extend(_observability(config, env))
     return "\n".join(lines)

@@ -93,6 +93,12 @@ COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         "server.max_body_memory.",
         (),
     ),
+    "answer_refusals": (
+        "gatewise_answer_body_refusals",
+        "Answers dropped, their clients told to retry (503), because the bodies a worker "
+        "holds reached server.max_body_memory.",
+        (),
+    ),
 }
 HISTOGRAMS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     "upstream_latency": (
@@ -130,7 +136,8 @@ GAUGES: dict[str, tuple[str, str, str]] = {
     ),
     "bodies": (
         "gatewise_request_body_bytes",
-        "Memory the request bodies the workers hold take, parsed (an upper estimate).",
+        "Memory the request bodies the workers hold take, with the whole answers read for "
+        "them, parsed (an upper estimate).",
         "sum",
     ),
     "queued": ("gatewise_storage_queued_rows", "Rows waiting to be written.", "sum"),
@@ -223,6 +230,7 @@ class Metrics(Collector):
         bodies = self.bodies
         if bodies is not None:
             snapshot["body_refusals"] = {(): [float(bodies.refused)]}
+            snapshot["answer_refusals"] = {(): [float(bodies.answers_refused)]}
         gauges = {
             "connections": float(inbound.open_connections() if inbound is not None else 0),
             "accept_queue": float(accept_queue()),

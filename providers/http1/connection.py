@@ -30,12 +30,13 @@ import httptools
 
 from providers.errors import (
     InvalidResponse,
+    NoMemory,
     ProviderError,
     ResponseTooLarge,
     UpstreamConnectionError,
     UpstreamTimeout,
 )
-from providers.transport import UpstreamResponse, UpstreamStream, read_capped
+from providers.transport import TakeMemory, UpstreamResponse, UpstreamStream, read_capped
 
 __all__ = [
     "MAX_HEADER_BYTES",
@@ -266,7 +267,7 @@ class Connection(asyncio.Protocol):
     __slots__ = (
         "body", "buffered", "closed", "decoder", "ends_by", "eof_body", "fut", "got_bytes",
         "head_only", "header_bytes", "headers", "idle", "interim", "last_io", "loop",
-        "max_body", "parser", "paused", "raw", "room", "status", "stream", "streaming",
+        "max_body", "memory", "parser", "paused", "raw", "room", "status", "stream", "streaming",
         "timer", "transport",
     )  # fmt: skip
 
@@ -291,6 +292,7 @@ class Connection(asyncio.Protocol):
         self.status = self.header_bytes = self.buffered = self.room = 0
         self.idle: float | None = None
         self.ends_by = math.inf  # a stream's overall deadline (loop time)
+        self.memory: TakeMemory | None = None  # a whole body's pieces are charged to it
         self.got_bytes = self.eof_body = self.interim = self.streaming = self.head_only = False
 
     # -- what the owner overrides ---------------------------------------------------------
@@ -305,11 +307,12 @@ class Connection(asyncio.Protocol):
     # -- driving ----------------------------------------------------------------------------
     def start(
         self, head: bytes, body: bytes | None, deadline: float, idle: float | None,
-        ends_by: float, streaming: bool, head_only: bool,
+        ends_by: float, streaming: bool, head_only: bool, memory: TakeMemory | None = None,
     ) -> asyncio.Future[UpstreamResponse | NativeStream]:  # fmt: skip
         """Write one request. The future gets an UpstreamResponse, or a NativeStream at the
         headers; `deadline` bounds it, then for streams `idle` bounds each silence and
-        `ends_by` the whole (one timer either way: the nearer of the two)."""
+        `ends_by` the whole (one timer either way: the nearer of the two). A whole body's
+        pieces are charged to `memory` as they arrive."""
         self.raw = []
         self.body = []
         self.header_bytes = self.buffered = 0
@@ -317,6 +320,7 @@ class Connection(asyncio.Protocol):
         self.got_bytes = self.eof_body = self.interim = False
         self.streaming = streaming
         self.head_only = head_only
+        self.memory = memory
         self.idle = idle
         self.ends_by = ends_by
         f = self.fut = self.loop.create_future()
@@ -376,6 +380,8 @@ class Connection(asyncio.Protocol):
         cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
         if isinstance(cause, _TooLarge):
             return ResponseTooLarge.beyond(self.max_body)
+        if isinstance(cause, NoMemory):
+            return cause.with_traceback(None)  # its frames hold this connection
         if isinstance(cause, zlib.error):
             return InvalidResponse.undecodable()
         return failed("UnexpectedData" if isinstance(cause, _Stop) else type(cause or exc).__name__)
@@ -459,6 +465,8 @@ class Connection(asyncio.Protocol):
             self.room -= len(body)
             if self.room < 0:
                 raise _TooLarge
+            if self.memory is not None:
+                self.memory(len(body))  # NoMemory fails the exchange (_parse_failure)
             self.body.append(body)
             return
         if not s._feed(body):
@@ -489,7 +497,7 @@ class Connection(asyncio.Protocol):
             self._fail(ResponseTooLarge.beyond(self.max_body))
             return
         s, f = self.stream, self.fut
-        self.stream = self.fut = self.decoder = None
+        self.stream = self.fut = self.decoder = self.memory = None
         if s is not None:
             if tail:
                 s._feed(tail)
@@ -534,7 +542,7 @@ class Connection(asyncio.Protocol):
             timer.cancel()
             self.timer = None
         f, s = self.fut, self.stream
-        self.fut = self.stream = self.decoder = None
+        self.fut = self.stream = self.decoder = self.memory = None
         self.body = []  # the partial body goes now, not when the connection is collected
         if f is not None and not f.done():
             f.set_exception(exc)

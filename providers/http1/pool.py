@@ -29,7 +29,14 @@ from providers.errors import CapacityExhausted, UpstreamConnectionError, Upstrea
 from providers.http1.connection import Connection, NativeStream, Unanswered, failed
 from providers.http1.proxy import Proxy, TunnelRefused, open_tunnel, proxy_for
 from providers.http1.request import HeadWriter, parse_url
-from providers.transport import IDLE_TIMEOUT, MAX_BODY, Timeout, Transport, UpstreamResponse
+from providers.transport import (
+    IDLE_TIMEOUT,
+    MAX_BODY,
+    TakeMemory,
+    Timeout,
+    Transport,
+    UpstreamResponse,
+)
 
 __all__ = ["NativeTransport", "Origin", "PooledConnection"]
 
@@ -124,9 +131,14 @@ class NativeTransport(Transport):
 
     # Plain methods returning the coroutine: one await layer less on every resumption.
     def request(
-        self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
+        self,
+        method: str,
+        url: str,
+        headers: Mapping[str, str],
+        body: bytes | None = None,
+        memory: TakeMemory | None = None,
     ) -> Coroutine[Any, Any, UpstreamResponse]:
-        return self._send(method, url, headers, body, False)
+        return self._send(method, url, headers, body, False, memory)
 
     def stream(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
@@ -152,18 +164,18 @@ class NativeTransport(Transport):
     @overload
     async def _send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
-        streaming: Literal[False],
+        streaming: Literal[False], memory: TakeMemory | None = None,
     ) -> UpstreamResponse: ...  # fmt: skip
 
     @overload
     async def _send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
-        streaming: Literal[True],
+        streaming: Literal[True], memory: TakeMemory | None = None,
     ) -> NativeStream: ...  # fmt: skip
 
     async def _send(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None,
-        streaming: bool,
+        streaming: bool, memory: TakeMemory | None = None,
     ) -> UpstreamResponse | NativeStream:  # fmt: skip
         loop = self._loop
         if loop is None:
@@ -190,7 +202,9 @@ class NativeTransport(Transport):
             reused = conn.reused
             fut: asyncio.Future[UpstreamResponse | NativeStream] | None = None
             try:
-                fut = conn.start(head, body, deadline, idle, ends_by, streaming, method == "HEAD")
+                fut = conn.start(
+                    head, body, deadline, idle, ends_by, streaming, method == "HEAD", memory
+                )
                 return await fut
             except Unanswered as exc:
                 if not (reused and method in _SAFE_METHODS) or attempts:

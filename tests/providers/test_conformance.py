@@ -27,6 +27,7 @@ import pytest
 
 from providers.errors import (
     InvalidResponse,
+    NoMemory,
     ResponseTooLarge,
     UpstreamConnectionError,
     UpstreamTimeout,
@@ -371,6 +372,46 @@ async def test_a_refused_body_is_freed_at_once_without_a_collection(make: Make, 
             tracemalloc.stop()
             gc.enable()
     assert held < limit // 2, held  # 3 refused bodies of 4 MiB each were read
+
+
+# -- the worker's memory for bodies ---------------------------------------------------------
+
+
+class Memory:
+    """A TakeMemory with room for `room` bytes: what the gateway's BodyBudget does."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+        self.taken: list[int] = []
+
+    def __call__(self, size: int) -> None:
+        if sum(self.taken) + size > self.room:
+            raise NoMemory("no room", status=503, retry_after=1.0)
+        self.taken.append(size)
+
+
+@pytest.mark.parametrize("framing", ["content-length", "chunked-with-trailer", "gzip"])
+async def test_a_whole_body_is_charged_as_it_arrives(make: Make, framing: str) -> None:
+    t = make(max_body=1 << 20)
+    memory = Memory(1 << 20)
+    async with serving(answering(FRAMINGS[framing])) as srv:
+        resp = await t.request("GET", srv.url(), {}, None, memory)
+    assert resp.body == PLAIN
+    assert sum(memory.taken) == len(PLAIN)  # decoded bytes, as they are held
+
+
+@pytest.mark.parametrize("how", ["length", "chunked", "close"])
+async def test_a_body_without_room_fails_and_frees_its_connection(make: Make, how: str) -> None:
+    """A worker holding all it may: the answer is dropped with NoMemory (the gateway's
+    own saturation, not the upstream's), and the next exchange still works."""
+    t = make(max_body=1 << 20)
+    body = b"z" * 3000
+    async with serving(_server(body, how)) as srv:
+        with pytest.raises(NoMemory) as info:
+            await t.request("GET", srv.url(), {}, None, Memory(1000))
+        assert info.value.blames_model is False
+        assert (await t.request("GET", srv.url(), {}, None, Memory(1 << 20))).body == body
+        await until(lambda: srv.open <= 1)
 
 
 # -- a real nginx: keep-alive as servers do it, gzip, chunked, TLS --------------------------

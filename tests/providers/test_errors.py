@@ -13,6 +13,7 @@ from providers.errors import (
     ContextLengthExceeded,
     GatewayStopped,
     InvalidResponse,
+    NoMemory,
     ProviderError,
     RateLimited,
     RequestRejected,
@@ -30,6 +31,7 @@ from providers.errors import (
     redact,
     upstream_json,
 )
+from providers.json_memory import parsed_size
 
 # The names stored in the attempts table and shown on the dashboard: never rename one.
 KINDS = {
@@ -47,6 +49,7 @@ KINDS = {
     CapacityExhausted: "pool_exhausted",
     ClientGone: "client_gone",
     GatewayStopped: "gateway_stopped",
+    NoMemory: "memory_busy",
 }
 CATEGORIES = (
     ProviderError,
@@ -87,7 +90,7 @@ def test_blame_follows_the_two_branches() -> None:
         assert cls.blames_model is (kind in BLAMED), cls
         assert issubclass(cls, UpstreamError) is cls.blames_model
         # the gateway's saturation, the client's leaving, its stopping: not the upstream's
-        own = cls in (CapacityExhausted, ClientGone, GatewayStopped)
+        own = cls in (CapacityExhausted, ClientGone, GatewayStopped, NoMemory)
         assert issubclass(cls, RequestRejected) is not (cls.blames_model or own)
 
 
@@ -216,3 +219,16 @@ def test_an_upstream_body_that_would_take_too_much_memory_is_refused_unparsed() 
     text = orjson.dumps({"x": "word " * 600_000})  # 3 MB of text: about its bytes parsed
     assert upstream_json(text, "the body", max_parsed=50_000_000)["x"].startswith("word")
     assert len(upstream_json(objects, "the body")["x"]) == 1_000_001  # within the default
+
+
+def test_what_parsing_an_upstream_body_will_take_is_charged_before_it_is_parsed() -> None:
+    body = orjson.dumps({"choices": [{"message": {"content": "hi"}}], "usage": {}})
+    taken: list[int] = []
+    assert upstream_json(body, "the body", memory=taken.append)["usage"] == {}
+    assert taken == [parsed_size(body)]
+
+    def full(size: int) -> None:
+        raise NoMemory("no room", status=503)
+
+    with pytest.raises(NoMemory):
+        upstream_json(b"{not json", "the body", memory=full)  # refused before parsing

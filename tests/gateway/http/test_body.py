@@ -15,6 +15,7 @@ from gateway.http.body import BodyBudget, check_body, check_message_body, read_j
 from gateway.http.errors import status_of
 from gateway.http.inbound import Inbound
 from providers.base import Endpoint
+from providers.errors import NoMemory
 from providers.json_memory import parsed_size
 
 VALID: dict[Endpoint, dict[str, Any]] = {
@@ -366,6 +367,25 @@ def test_a_budget_refuses_what_does_not_fit_now_and_what_never_could() -> None:
     assert budget.held == 0
     second.take(1000)
     assert budget.held == 1000
+
+
+def test_an_answer_takes_from_the_same_budget_and_is_dropped_when_it_does_not_fit() -> None:
+    """A whole answer read for a request (providers.transport.TakeMemory) counts with
+    the bodies: refused with NoMemory, the provider's error, which dispatch turns into
+    a 503 to retry; given back with the request's own share."""
+    budget = BodyBudget(1000)
+    other, held = budget.hold(), budget.hold()
+    other.take(500)
+    held.take(100)  # the request's body
+    held.take_answer(300)  # its answer, as it arrives
+    assert (budget.held, held.size) == (900, 400)
+    with pytest.raises(NoMemory) as dropped:
+        held.take_answer(101)
+    assert dropped.value.blames_model is False
+    assert (dropped.value.status, dropped.value.retry_after) == (503, 1.0)
+    assert (budget.held, budget.answers_refused, budget.refused) == (900, 1, 0)
+    held.release()
+    assert budget.held == 500
 
 
 @pytest.mark.parametrize("pieces", [1, 3])

@@ -130,3 +130,56 @@ def test_a_stream_holds_its_body_until_it_ends(
         # The client left: the stream ended, and its body's share with it.
         within(10, lambda: total(metrics(gw), HELD) == 0)
         assert client.chat.completions.create(model="beta", messages=said(600_000)).model == "beta"
+
+
+DROPPED = "gatewise_answer_body_refusals_total"
+BIG = "word " * 120_000  # a 600 KB answer: about 1.3 MB held, raw and parsed
+
+
+def test_an_answer_with_no_room_beside_the_bodies_held_is_dropped_and_told_to_retry(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    """Answers are the client's to shape (`n`, images, embeddings): they count with the
+    bodies. One that does not fit is dropped, no other model is asked (its answer would
+    need the same room), and the client is told to retry in its API's shape."""
+    gate = threading.Event()
+    alpha = upstream.behave("alpha-up", hold=gate)
+    upstream.behave("beta-up", content=BIG)
+    upstream.behave("gamma-up", content=BIG)
+    cfg = config(upstream)
+    cfg["routes"].append({"name": "big", "models": ["beta", "gamma"]})
+    gw = start_gateway(cfg)
+
+    def asked_for_big() -> list[str]:
+        return [m for m in upstream.models_called() if m in ("beta-up", "gamma-up")]
+
+    with sdk(gw) as client, claude(gw) as anthropic_client, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.chat.completions.create, model="alpha", messages=said(1_000_000))
+        assert alpha.held.wait(10)  # ~2 MB of the 3 MB held until it ends
+
+        with pytest.raises(openai.InternalServerError) as dropped:
+            client.chat.completions.create(model="big", messages=HI)
+        assert dropped.value.status_code == 503
+        assert dropped.value.response.headers["retry-after"] == "1"
+        assert dropped.value.code == "gateway_overloaded"
+        assert "retry shortly" in dropped.value.message
+        assert len(asked_for_big()) == 1  # answered once, and no other model asked
+
+        with pytest.raises(anthropic.InternalServerError) as told:
+            anthropic_client.messages.create(model="big", max_tokens=16, messages=HI)
+        assert told.value.status_code == 503
+        assert told.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+        assert len(asked_for_big()) == 2
+
+        gate.set()
+        assert first.result(timeout=30).model == "alpha"
+        # Its body's share is back, and the dropped answers' shares went with them.
+        within(10, lambda: total(metrics(gw), HELD) == 0)
+        answer = client.chat.completions.create(model="big", messages=HI)
+        assert answer.choices[0].message.content == BIG
+    assert total(metrics(gw), DROPPED) == 2
+    assert total(metrics(gw), REFUSED) == 0  # no request body was refused
+    lines = [orjson.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
+    [line] = [line for line in lines if line.get("cause") == "answer_memory"]
+    assert line["level"] == "warning"
+    assert "sk-upstream-secret" not in gw.logs()

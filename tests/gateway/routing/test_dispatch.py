@@ -12,6 +12,7 @@ from gateway.core.config import parse_config
 from gateway.core.errors import (
     GatewayError,
     InvalidRequest,
+    MemoryBusy,
     NoModelAvailable,
     Overloaded,
     RejectedByUpstream,
@@ -355,6 +356,40 @@ async def test_saturation_beside_real_failures_reports_the_upstreams() -> None:
     error = await s.fail()
     assert isinstance(error, UpstreamFailed) and error.code == "upstream_timeout"
     assert [a.model for a in s.attempts] == ["b", "c"]
+
+
+async def test_an_answer_with_no_room_is_a_503_to_retry_and_no_other_model_is_tried() -> None:
+    """The worker could not hold the answer (server.max_body_memory): another model's
+    answer would need the same room, so none is asked; the model is not blamed."""
+    s = Setup({"a": errors.NoMemory("no room", status=503), "b": reply("from b")})
+    error = await s.fail()
+    assert isinstance(error, MemoryBusy)
+    assert (status_of(error)[0], error.code, error.retry_after) == (503, "gateway_overloaded", 1)
+    assert s.calls == ["a"]
+    [attempt] = s.attempts  # the upstream answered: the attempt is on record, not held against a
+    assert (attempt.model, attempt.ok, attempt.counts_as_failure) == ("a", False, False)
+    assert attempt.error_class == "memory_busy"
+    assert s.outcomes.gave_up == ["memory_busy"]
+
+
+async def test_the_jobs_memory_reaches_the_call() -> None:
+    taken: list[int] = []
+    s = Setup({"a": reply("from a")})
+    seen: list[Call] = []
+    script = s.providers["one"].send
+
+    async def send(call: Call) -> Reply:
+        seen.append(call)
+        return await script(call)
+
+    s.providers["one"].send = send  # type: ignore[method-assign]
+    target = s.catalog.resolve("auto", TT)
+    job = ReplyJob("req-1", Endpoint.CHAT, target, HI, memory=taken.append)
+    (await s.dispatcher.run(job)).close()
+    [call] = seen
+    assert call.memory is not None
+    call.memory(7)
+    assert taken == [7]
 
 
 async def test_nothing_left_to_try_is_a_503() -> None:

@@ -60,7 +60,7 @@ def test_check_shipped_config() -> None:
     assert (
         "inbound limits per worker: header timeout 10 s, idle timeout 75 s, max connections "
         "half the open-file limit, less 64, max head 65,536 bytes / 100 headers, request "
-        "bodies 10,485,760 bytes each and 1,073,741,824 bytes together, parsed"
+        "bodies 10,485,760 bytes each and 1,073,741,824 bytes together with their answers, parsed"
     ) in out
     assert result.stderr == ""
 
