@@ -71,7 +71,7 @@ class AnthropicProvider(HttpProvider):
         resp = await self._request("POST", self._url, headers, body, call.memory)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
-        data = upstream_json(resp.body, f"{self.name}'s response body", memory=call.memory)
+        data = upstream_json(resp.body, f"{self.name}'s response body")
         body_out = to_openai(data, call.upstream_model)
         if body_out is None:
             raise InvalidResponse(f"{self.name} returned an unexpected body")
@@ -101,7 +101,7 @@ class AnthropicProvider(HttpProvider):
         resp = await self._request("POST", url, headers, request_json(body), call.memory)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
-        data = upstream_json(resp.body, f"{self.name}'s response body", memory=call.memory)
+        data = upstream_json(resp.body, f"{self.name}'s response body")
         return Reply(data, message_usage(data.get("usage")))
 
     def _native_headers(self, call: Call) -> dict[str, str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, ClassVar, Self
 
 import orjson
@@ -275,24 +275,14 @@ MAX_PARSED = 1 << 30
 _ESTIMATED = 1 << 20
 
 
-def upstream_json(
-    data: bytes,
-    what: str,
-    max_parsed: int = MAX_PARSED,
-    memory: Callable[[int], None] | None = None,
-) -> dict[str, Any]:
+def upstream_json(data: bytes, what: str, max_parsed: int = MAX_PARSED) -> dict[str, Any]:
     """Parse a JSON object an upstream sent; anything else, one nested too deep to be
     passed on (MAX_NESTING), or one that would take more than `max_parsed` bytes of
-    memory parsed (refused before it does) is an invalid upstream body. With `memory`
-    (the exchange's `TakeMemory`), what parsing will take is charged to it first."""
-    if memory is not None or len(data) > _ESTIMATED:
-        size = parsed_size(data)
-        if size > max_parsed:
-            raise ResponseTooLarge(
-                f"{what} would take more than {max_parsed:,} bytes of memory once parsed"
-            )
-        if memory is not None:
-            memory(size)
+    memory parsed (refused before it does) is an invalid upstream body."""
+    if len(data) > _ESTIMATED and parsed_size(data) > max_parsed:
+        raise ResponseTooLarge(
+            f"{what} would take more than {max_parsed:,} bytes of memory once parsed"
+        )
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:

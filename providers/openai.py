@@ -90,7 +90,7 @@ class OpenAIProvider(HttpProvider):
             resp = await self._request("POST", post, headers, body, call.memory)
         if resp.status >= 400:
             raise classify_status(resp.status, resp.body, resp.headers, self.name, self._secrets)
-        data = upstream_json(resp.body, f"{self.name}'s response body", memory=call.memory)
+        data = upstream_json(resp.body, f"{self.name}'s response body")
         return Reply(data, _usage(call.endpoint, data))
 
     async def stream(self, call: Call) -> ChunkStream:

@@ -44,12 +44,14 @@ MAX_BODY = 128 * 1024 * 1024
 IDLE_TIMEOUT = 30.0
 
 
-# What an answer's bodies are charged to as they are read and parsed: takes a size in
-# bytes, and raises NoMemory when the worker holds too much to take it (the gateway's
-# `server.max_body_memory`, which bounds a worker's requests and their answers together).
-# Upstream answers are the client's to shape (`n`, images, embeddings: tens of MB each),
-# so a bound per answer alone let a few hundred at once take gigabytes.
-TakeMemory = Callable[[int], None]
+# What a whole answer's body is charged to, piece by piece as it arrives (decoded), for
+# what the piece takes raw and will take parsed: raises NoMemory when the worker holds too
+# much to take it (the gateway's `server.max_body_memory`, which bounds a worker's
+# requests and their answers together). Answers are the client's to shape (`n`, images,
+# embeddings: tens of MB each), so a bound per answer alone let a few hundred at once
+# take gigabytes. Charged as it arrives, not once whole: an answer that cannot fit is
+# dropped before it holds the room the others need to finish.
+TakeMemory = Callable[[bytes], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,7 +87,7 @@ async def read_capped(
             raise ResponseTooLarge.beyond(limit)
         if memory is not None:
             try:
-                memory(len(chunk))
+                memory(chunk)
             except BaseException:
                 buf.clear()
                 raise

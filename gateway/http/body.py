@@ -7,8 +7,8 @@ The bodies a worker holds are bounded all together (`BodyBudget`), not only one 
 one: a body is held for its request's whole life (a stream's: minutes), and parsed
 JSON can take many times its bytes (a 10 MiB array of `{}` is 250 MB of dicts), so a
 client with a key and `max_body_bytes` alone could have a worker hold gigabytes with a
-few dozen requests. The whole answers read for them count too (`Held.take_answer`): a
-client shapes those as well (`n`, images, embeddings).
+few dozen requests. The whole answers read for them count too (`Held.take_answer`), piece
+by piece as they arrive: a client shapes those as well (`n`, images, embeddings).
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ class BodyBudget:
     (`providers.json_memory.parsed_size`, an upper estimate): `server.max_body_memory`.
     A request takes its share as its body arrives and before it is parsed, and gives it
     back when its answer ends; one that does not fit now is refused (503, retry), one
-    that could never fit is too large (413). A whole answer (not a stream's, which is
-    read piece by piece) takes its share as it arrives and before it is parsed; one that
-    does not fit is dropped (503, retry)."""
+    that could never fit is too large (413). A whole answer (not a stream's, whose
+    pieces are passed on as they come) takes its share, raw and parsed, piece by piece
+    as it arrives; one that does not fit is dropped (503, retry)."""
 
     __slots__ = ("answers_refused", "held", "limit", "log", "refused")
 
@@ -85,9 +85,10 @@ class Held:
         budget.held += size
         self.size += size
 
-    def take_answer(self, size: int) -> None:
-        """`size` bytes more for this request's answer (`providers.transport.TakeMemory`),
-        or NoMemory: the upstream has answered, and the answer is dropped."""
+    def take_answer(self, piece: bytes) -> None:
+        """What a piece of this request's answer takes, raw and parsed (estimated), as it
+        arrives (`providers.transport.TakeMemory`); or NoMemory: the answer is dropped."""
+        size = len(piece) + parsed_size(piece)
         budget = self._budget
         if budget.held + size > budget.limit:
             budget.answers_refused += 1

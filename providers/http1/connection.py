@@ -466,7 +466,7 @@ class Connection(asyncio.Protocol):
             if self.room < 0:
                 raise _TooLarge
             if self.memory is not None:
-                self.memory(len(body))  # NoMemory fails the exchange (_parse_failure)
+                self.memory(body)  # NoMemory fails the exchange (_parse_failure)
             self.body.append(body)
             return
         if not s._feed(body):

@@ -31,7 +31,6 @@ from providers.errors import (
     redact,
     upstream_json,
 )
-from providers.json_memory import parsed_size
 
 # The names stored in the attempts table and shown on the dashboard: never rename one.
 KINDS = {
@@ -219,16 +218,3 @@ def test_an_upstream_body_that_would_take_too_much_memory_is_refused_unparsed() 
     text = orjson.dumps({"x": "word " * 600_000})  # 3 MB of text: about its bytes parsed
     assert upstream_json(text, "the body", max_parsed=50_000_000)["x"].startswith("word")
     assert len(upstream_json(objects, "the body")["x"]) == 1_000_001  # within the default
-
-
-def test_what_parsing_an_upstream_body_will_take_is_charged_before_it_is_parsed() -> None:
-    body = orjson.dumps({"choices": [{"message": {"content": "hi"}}], "usage": {}})
-    taken: list[int] = []
-    assert upstream_json(body, "the body", memory=taken.append)["usage"] == {}
-    assert taken == [parsed_size(body)]
-
-    def full(size: int) -> None:
-        raise NoMemory("no room", status=503)
-
-    with pytest.raises(NoMemory):
-        upstream_json(b"{not json", "the body", memory=full)  # refused before parsing

@@ -371,19 +371,22 @@ def test_a_budget_refuses_what_does_not_fit_now_and_what_never_could() -> None:
 
 def test_an_answer_takes_from_the_same_budget_and_is_dropped_when_it_does_not_fit() -> None:
     """A whole answer read for a request (providers.transport.TakeMemory) counts with
-    the bodies: refused with NoMemory, the provider's error, which dispatch turns into
-    a 503 to retry; given back with the request's own share."""
-    budget = BodyBudget(1000)
+    the bodies, piece by piece, raw and parsed: refused with NoMemory, the provider's
+    error, which dispatch turns into a 503 to retry; given back with the request's."""
+    piece = b'{"data": [{"embedding": [0.0123, -0.0456, 0.0789]}, '
+    cost = len(piece) + parsed_size(piece)
+    budget = BodyBudget(500 + 100 + 2 * cost)
     other, held = budget.hold(), budget.hold()
     other.take(500)
     held.take(100)  # the request's body
-    held.take_answer(300)  # its answer, as it arrives
-    assert (budget.held, held.size) == (900, 400)
+    held.take_answer(piece)  # its answer, as it arrives
+    held.take_answer(piece)
+    assert (budget.held, held.size) == (600 + 2 * cost, 100 + 2 * cost)
     with pytest.raises(NoMemory) as dropped:
-        held.take_answer(101)
+        held.take_answer(b"1")
     assert dropped.value.blames_model is False
     assert (dropped.value.status, dropped.value.retry_after) == (503, 1.0)
-    assert (budget.held, budget.answers_refused, budget.refused) == (900, 1, 0)
+    assert (budget.held, budget.answers_refused, budget.refused) == (budget.limit, 1, 0)
     held.release()
     assert budget.held == 500
 

@@ -373,7 +373,7 @@ async def test_an_answer_with_no_room_is_a_503_to_retry_and_no_other_model_is_tr
 
 
 async def test_the_jobs_memory_reaches_the_call() -> None:
-    taken: list[int] = []
+    taken: list[bytes] = []
     s = Setup({"a": reply("from a")})
     seen: list[Call] = []
     script = s.providers["one"].send
@@ -388,8 +388,8 @@ async def test_the_jobs_memory_reaches_the_call() -> None:
     (await s.dispatcher.run(job)).close()
     [call] = seen
     assert call.memory is not None
-    call.memory(7)
-    assert taken == [7]
+    call.memory(b"{}")
+    assert taken == [b"{}"]
 
 
 async def test_nothing_left_to_try_is_a_503() -> None:
