@@ -31,6 +31,18 @@ reports the answers (200 after the hold, or 503 at once), the short chats' statu
 slowest time, and the worker's peak RSS. `--max-body-memory 0`: the default (1 GiB);
 a huge value stands for no bound.
 
+    python bench/reliability.py answers [--clients 24] [--answer-mib 64] [--trickle 10]
+        [--max-body-memory BYTES] [--json PATH]
+
+`answers` (whole upstream answers held in memory, the same `server.max_body_memory`):
+one worker whose model `m1` is an OpenAI-shaped upstream on loopback (a thread of this
+script) that answers every embeddings request with `--answer-mib` MiB of embeddings
+(3,072 floats each, as OpenAI writes them), sent in 50 pieces over `--trickle` seconds,
+so that every answer is under way at once; `--clients` connections ask for one each at
+once, while a kept-alive client sends a short chat (the built-in mock) every 0.2 s. It
+reports the answers (200 whole, or 503 dropped), the short chats, and the worker's peak
+RSS.
+
 It prints a table row per measurement, with the command, for bench/README.md's
 Reliability table, and writes the numbers to --json.
 """
@@ -38,9 +50,11 @@ Reliability table, and writes the numbers to --json.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import datetime
 import json
+import random
 import resource
 import selectors
 import socket
@@ -386,6 +400,136 @@ def bodies(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def embeddings(mib: int) -> bytes:
+    """An OpenAI embeddings answer of about `mib` MiB: rows of 3,072 floats."""
+    rng = random.Random(1)
+    row = ",".join(f"{rng.uniform(-0.1, 0.1):.10f}" for _ in range(3072))
+    count = max(1, mib * 1024 * 1024 // (len(row) + 48))
+    items = ",".join(
+        f'{{"object":"embedding","index":{i},"embedding":[{row}]}}' for i in range(count)
+    )
+    usage = '"usage":{"prompt_tokens":1,"total_tokens":1}'
+    return f'{{"object":"list","data":[{items}],"model":"m1-up",{usage}}}'.encode()
+
+
+@contextlib.contextmanager
+def trickling_upstream(body: bytes, seconds: float, pieces: int = 50) -> Iterator[int]:
+    """An HTTP/1.1 upstream on a loopback port (yielded) in a thread of its own: every
+    request is answered with `body`, in `pieces` spread over `seconds`."""
+    loop = asyncio.new_event_loop()
+    view = memoryview(body)
+    step = -(-len(body) // pieces)
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"content-length: %d\r\n\r\n" % len(body)
+                )
+                for start in range(0, len(body), step):
+                    writer.write(view[start : start + step])
+                    await writer.drain()
+                    await asyncio.sleep(seconds / pieces)
+        writer.close()
+
+    server = loop.run_until_complete(asyncio.start_server(answer, "127.0.0.1", 0))
+    port = server.sockets[0].getsockname()[1]
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield port
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join(10)
+
+
+def fetch_whole(port: int, request: bytes, timeout: float) -> tuple[int, int]:
+    """`request` (which asks the server to close) on a new connection, its answer read
+    to the end: (status, bytes of the answer); (0, bytes) if cut before its head."""
+    data = bytearray()
+    with contextlib.suppress(OSError), connect(port, timeout=timeout) as sock:
+        sock.sendall(request)
+        while chunk := sock.recv(1 << 20):
+            data += chunk
+    head, _, rest = bytes(data[:4096]).partition(b"\r\n\r\n")
+    if not rest and not head.startswith(b"HTTP/"):
+        return 0, len(data)
+    return int(head.split(b" ", 2)[1]), len(data)
+
+
+def answers(args: argparse.Namespace) -> dict[str, Any]:
+    server: dict[str, Any] = {}
+    if args.max_body_memory:
+        server["max_body_memory"] = args.max_body_memory
+    body = embeddings(args.answer_mib)
+    ask_for = b'{"model":"m1","input":"hi"}'
+    request = (
+        b"POST /v1/embeddings HTTP/1.1\r\nHost: bench\r\nconnection: close\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(ask_for)
+    ) + ask_for
+    small = b'{"model":"fast","messages":[{"role":"user","content":"hi"}]}'
+    results: list[tuple[int, int, float]] = []
+    lock = threading.Lock()
+    start = threading.Barrier(args.clients)
+
+    def client(port: int) -> None:
+        start.wait()
+        began = time.perf_counter()
+        status, size = fetch_whole(port, request, args.trickle + 120)
+        with lock:
+            results.append((status, size, time.perf_counter() - began))
+
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        trickling_upstream(body, args.trickle) as upstream,
+    ):
+        config = {
+            "server": server,
+            "providers": [
+                {"name": "up", "type": "openai", "base_url": f"http://127.0.0.1:{upstream}/v1"},
+                {"name": "sim", "type": "mock"},
+            ],
+            "models": [
+                {"name": "m1", "provider": "up", "conversation_types": ["embedding"]},
+                {"name": "fast", "provider": "sim"},
+            ],
+            "storage": {"url": f"sqlite:///{Path(tmp) / 'bench.db'}"},
+        }
+        with serve_gateway(config, Path(tmp), log_level=None) as (port, proc):
+            threads = [threading.Thread(target=client, args=(port,)) for _ in range(args.clients)]
+            for thread in threads:
+                thread.start()
+            smalls: list[tuple[int, float]] = []
+            with connect(port) as kept:
+                while any(t.is_alive() for t in threads):
+                    smalls.append(ask(kept, _chat_head(len(small)) + small))
+                    time.sleep(0.2)
+            for thread in threads:
+                thread.join()
+            rss = peak_rss_mib(proc.pid)
+    whole = [r for r in results if r[0] == 200]
+    return {
+        "server": server,
+        "clients": args.clients,
+        "answer_bytes": len(body),
+        "trickle_s": args.trickle,
+        "statuses": dict(Counter(str(status) for status, _, _ in results)),
+        "whole_answers_mib": round(sum(size for _, size, _ in whole) / 2**20, 1),
+        "slowest_answer_s": round(max(t for _, _, t in results), 2),
+        "short_chats": dict(Counter(str(status) for status, _ in smalls)),
+        "short_chat_max_ms": round(1000 * max(t for _, t in smalls), 1) if smalls else None,
+        "peak_rss_mib": rss,
+    }
+
+
 def _chat_head(length: int) -> bytes:
     return (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: bench\r\ncontent-type: application/json"
@@ -394,6 +538,17 @@ def _chat_head(length: int) -> bytes:
 
 
 def rows(result: dict[str, Any], command: str) -> list[str]:
+    if "statuses" in result:  # answers
+        limit = result["server"].get("max_body_memory", "1 GiB (default)")
+        statuses = ", ".join(f"{n} {s}" for s, n in sorted(result["statuses"].items()))
+        smalls = ", ".join(f"{n} {s}" for s, n in sorted(result["short_chats"].items()))
+        return [
+            f"| {result['clients']} x {result['answer_bytes'] / 2**20:.0f} MiB embeddings "
+            f"answers at once, over {result['trickle_s']:g} s (max_body_memory {limit}) | "
+            f"{statuses} (slowest {result['slowest_answer_s']} s) | short chats meanwhile: "
+            f"{smalls}, slowest {result['short_chat_max_ms']} ms; peak RSS "
+            f"{result['peak_rss_mib']} MiB | `{command}` |"
+        ]
     if "answers" in result:  # bodies
         limit = result["server"].get("max_body_memory", "1 GiB (default)")
         answers = ", ".join(f"{n} {status}" for status, n in sorted(result["answers"].items()))
@@ -452,13 +607,21 @@ def main() -> int:
     b.add_argument("--max-body-memory", type=int, default=0, help="0: the default (1 GiB)")
     b.add_argument("--hold", type=float, default=20, help="s the mock model takes to answer")
     b.add_argument("--json", type=Path, default=None)
+    a = commands.add_parser("answers", help="many large upstream answers at once")
+    a.add_argument("--clients", type=int, default=24)
+    a.add_argument("--answer-mib", type=int, default=64)
+    a.add_argument("--trickle", type=float, default=10, help="s each answer takes to arrive")
+    a.add_argument("--max-body-memory", type=int, default=0, help="0: the default (1 GiB)")
+    a.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # the silent sockets are files
     result: dict[str, Any] = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "command": " ".join(["python", "bench/reliability.py", *sys.argv[1:]]),
-        args.command: inbound(args) if args.command == "inbound" else bodies(args),
+        args.command: {"inbound": inbound, "bodies": bodies, "answers": answers}[args.command](
+            args
+        ),
     }
     for row in rows(result[args.command], result["command"]):
         print(row)

@@ -55,3 +55,18 @@ def test_the_bodies_benchmark_measures_large_bodies_held_at_once(tmp_path: Path)
     measured = json.loads(out.read_text())["bodies"]
     assert measured["answers"] == {"200": 1, "503": 3}
     assert set(measured["short_chats"]) == {"200"} and measured["peak_rss_mib"] > 0
+
+
+def test_the_answers_benchmark_measures_large_answers_held_at_once(tmp_path: Path) -> None:
+    out = tmp_path / "answers.json"
+    # 1 MiB of embeddings is charged ~4 MB raw and parsed: 6 MB holds one at a time.
+    cmd = [sys.executable, str(ROOT / "bench" / "reliability.py"), "answers", "--clients", "3",
+           "--answer-mib", "1", "--trickle", "1", "--max-body-memory", "6000000",
+           "--json", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("| `python bench/reliability.py answers") == 1
+    measured = json.loads(out.read_text())["answers"]
+    assert set(measured["statuses"]) <= {"200", "503"} and measured["statuses"].get("503", 0) >= 1
+    assert sum(measured["statuses"].values()) == 3
+    assert set(measured["short_chats"]) == {"200"} and measured["peak_rss_mib"] > 0
