@@ -23,7 +23,7 @@ from gateway.core.errors import InvalidRequest, LengthRequired, MemoryBusy, Requ
 from gateway.core.logs import SummaryLog
 from gateway.http.inbound import Inbound
 from providers.base import Endpoint
-from providers.errors import NoMemory
+from providers.errors import NoMemory, ResponseTooLarge
 from providers.json_memory import parsed_size
 
 __all__ = ["BodyBudget", "Held", "check_body", "check_message_body", "read_json"]
@@ -87,9 +87,17 @@ class Held:
 
     def take_answer(self, piece: bytes) -> None:
         """What a piece of this request's answer takes, raw and parsed (estimated), as it
-        arrives (`providers.transport.TakeMemory`); or NoMemory: the answer is dropped."""
+        arrives (`providers.transport.TakeMemory`); or NoMemory: the answer is dropped. An
+        answer that could never fit is the upstream's ResponseTooLarge."""
         size = len(piece) + parsed_size(piece)
         budget = self._budget
+        if self.size + size > budget.limit:
+            # Could never fit: the upstream's answer is too large, as one past
+            # max_response_bytes is (the next model is tried).
+            raise ResponseTooLarge(
+                "upstream answer would take more memory once parsed than this gateway holds "
+                f"for all bodies together ({budget.limit:,} bytes, server.max_body_memory)"
+            )
         if budget.held + size > budget.limit:
             budget.answers_refused += 1
             if budget.log is not None:

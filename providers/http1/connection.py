@@ -30,7 +30,6 @@ import httptools
 
 from providers.errors import (
     InvalidResponse,
-    NoMemory,
     ProviderError,
     ResponseTooLarge,
     UpstreamConnectionError,
@@ -380,7 +379,7 @@ class Connection(asyncio.Protocol):
         cause = exc.__context__ if isinstance(exc, httptools.HttpParserCallbackError) else exc
         if isinstance(cause, _TooLarge):
             return ResponseTooLarge.beyond(self.max_body)
-        if isinstance(cause, NoMemory):
+        if isinstance(cause, ProviderError):  # the body's memory refused (TakeMemory)
             return cause.with_traceback(None)  # its frames hold this connection
         if isinstance(cause, zlib.error):
             return InvalidResponse.undecodable()

@@ -415,6 +415,17 @@ async def test_a_body_without_room_fails_and_frees_its_connection(make: Make, ho
         await until(lambda: srv.open <= 1)
 
 
+async def test_a_body_that_could_never_fit_is_the_upstreams_and_too_large(make: Make) -> None:
+    def never(piece: bytes) -> None:
+        raise ResponseTooLarge("upstream answer would take more memory than all bodies may")
+
+    t = make(max_body=1 << 20)
+    async with serving(_server(b"z" * 3000, "length")) as srv:
+        with pytest.raises(ResponseTooLarge) as info:
+            await t.request("GET", srv.url(), {}, None, never)
+    assert info.value.blames_model and "more memory" in str(info.value)
+
+
 # -- a real nginx: keep-alive as servers do it, gzip, chunked, TLS --------------------------
 
 

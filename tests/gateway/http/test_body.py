@@ -15,7 +15,7 @@ from gateway.http.body import BodyBudget, check_body, check_message_body, read_j
 from gateway.http.errors import status_of
 from gateway.http.inbound import Inbound
 from providers.base import Endpoint
-from providers.errors import NoMemory
+from providers.errors import NoMemory, ResponseTooLarge
 from providers.json_memory import parsed_size
 
 VALID: dict[Endpoint, dict[str, Any]] = {
@@ -388,6 +388,11 @@ def test_an_answer_takes_from_the_same_budget_and_is_dropped_when_it_does_not_fi
     assert (dropped.value.status, dropped.value.retry_after) == (503, 1.0)
     assert (budget.held, budget.answers_refused, budget.refused) == (budget.limit, 1, 0)
     held.release()
+    assert budget.held == 500
+    with pytest.raises(ResponseTooLarge) as never:  # alone more than all bodies may take
+        budget.hold().take_answer(b"x" * budget.limit)
+    assert never.value.blames_model  # the upstream's answer: the next model is tried
+    assert "max_body_memory" in str(never.value)
     assert budget.held == 500
 
 
