@@ -244,7 +244,7 @@ def _tool_choice(choice: Any, out: dict[str, Any]) -> None:
     kind = choice.get("type")
     if kind == "tool":
         out["tool_choice"] = {"type": "function", "function": {"name": choice.get("name")}}
-    elif kind in _TOOL_CHOICES:
+    elif isinstance(kind, str) and kind in _TOOL_CHOICES:
         out["tool_choice"] = _TOOL_CHOICES[kind]
     else:
         raise _bad(f"unknown tool_choice type {kind!r}", "tool_choice")

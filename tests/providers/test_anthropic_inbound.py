@@ -163,6 +163,8 @@ def test_a_named_tool_choice_and_an_error_result() -> None:
         {"messages": [{"role": "system", "content": "x"}]},
         {"messages": [], "tools": [{"type": "web_search_20250305", "name": "web_search"}]},
         {"messages": [], "tool_choice": {"type": "sometimes"}},
+        {"messages": [], "tool_choice": {"type": ["auto"]}},  # unhashable: was a 500
+        {"messages": [], "tool_choice": {"type": {"auto": 1}}},
     ],
 )
 def test_what_a_chat_upstream_cannot_take_is_a_bad_request(body: dict[str, Any]) -> None:
