@@ -140,6 +140,8 @@ def to_anthropic(body: dict[str, Any], model: str, *, stream: bool) -> dict[str,
         out["metadata"] = {"user_id": body["user"]}
     tools = body.get("tools")
     if tools:
+        if not isinstance(tools, list):
+            raise _bad("'tools' must be a list", "tools")
         out["tools"] = [_tool(tool) for tool in tools]
         choice = _tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
         if choice is not None:
@@ -167,7 +169,10 @@ def _messages(raw: Any) -> tuple[str, list[dict[str, Any]]]:
         if role == "user":
             blocks = _blocks(content)
         elif role == "assistant":
-            blocks = _blocks(content) + [_tool_use(c) for c in message.get("tool_calls") or []]
+            calls = message.get("tool_calls") or []
+            if not isinstance(calls, list):
+                raise _bad("'tool_calls' must be a list", "messages")
+            blocks = _blocks(content) + [_tool_use(c) for c in calls]
         elif role == "tool":
             role, blocks = "user", [_tool_result(message)]
         else:

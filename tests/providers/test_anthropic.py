@@ -311,6 +311,24 @@ async def test_invalid_tool_arguments_is_bad_request(provider):
 
 
 @pytest.mark.parametrize(
+    "change",
+    [
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": True}]},
+        {"messages": [{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": 7}]},
+        {"messages": [{"role": "user", "content": "x"}], "tools": 5},
+    ],
+    ids=["tool_calls-true", "tool_calls-int", "tools-int"],
+)
+async def test_a_field_of_the_wrong_type_is_a_bad_request_not_a_crash(
+    provider: AnthropicProvider, change: dict[str, Any]
+) -> None:
+    """Found by fuzzing a real gateway: iterating a bool or an int was a 500."""
+    with pytest.raises(ProviderError) as info:
+        await provider.send(chat(change))
+    assert info.value.kind == "bad_request"
+
+
+@pytest.mark.parametrize(
     "url", ["ftp://example.com/cat.png", "data:image/png,notbase64", "data:;base64,AAAA"]
 )
 async def test_bad_image_urls_are_bad_requests(provider, url):
