@@ -21,6 +21,8 @@ from providers.errors import UnsupportedRequest
 from providers.transport import TakeMemory
 
 __all__ = [
+    "MAX_COUNT",
+    "MAX_SECONDS",
     "NO_HEADERS",
     "TOKEN_PRICED",
     "BinaryReply",
@@ -57,11 +59,22 @@ class Endpoint(StrEnum):
     COUNT_TOKENS = "messages.count_tokens"
 
 
+# The largest count, and the most seconds, an upstream may report and be believed: more
+# than any answer takes, and what a 64-bit column and a float hold exactly. An upstream's
+# number past them, below 0, or not a number at all ("nan", "1e400") is taken as 0, as a
+# missing one is: it was stored as NULL or refused by the store (stopping every write
+# after it) and billed as infinity.
+MAX_COUNT = 1 << 53
+MAX_SECONDS = 1e6
+_COUNTS = ("prompt_tokens", "completion_tokens", "images", "cached_tokens", "cache_write_tokens")
+
+
 @dataclass(slots=True)
 class Usage:
     """What an answer consumed. `prompt_tokens` counts every input token, cached ones
     included (OpenAI's sense); `cached_tokens` and `cache_write_tokens` say how many of
-    them were read from or written to a prompt cache, which upstreams price apart."""
+    them were read from or written to a prompt cache, which upstreams price apart. Every
+    figure is an upstream's, so it is checked as it is made (MAX_COUNT, MAX_SECONDS)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
@@ -69,6 +82,15 @@ class Usage:
     seconds: float = 0.0
     cached_tokens: int = 0
     cache_write_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        for name in _COUNTS:
+            value = getattr(self, name)
+            if type(value) is not int or not 0 <= value <= MAX_COUNT:
+                setattr(self, name, 0)
+        seconds = self.seconds
+        if type(seconds) not in (int, float) or not 0 <= seconds <= MAX_SECONDS:
+            self.seconds = 0.0
 
     @classmethod
     def from_openai(cls, usage: Any) -> Usage | None:

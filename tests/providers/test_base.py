@@ -3,9 +3,21 @@ upstream never counted it."""
 
 from __future__ import annotations
 
-import orjson
+import math
+from typing import Any
 
-from providers.base import Usage, answer_chars, estimate_prompt, estimate_usage, request_chars
+import orjson
+import pytest
+
+from providers.base import (
+    MAX_COUNT,
+    MAX_SECONDS,
+    Usage,
+    answer_chars,
+    estimate_prompt,
+    estimate_usage,
+    request_chars,
+)
 
 
 def test_request_text_is_counted_in_every_apis_shape() -> None:
@@ -86,3 +98,30 @@ def test_text_nested_as_deep_as_json_can_be_read_is_counted_without_recursion() 
     assert request_chars({"messages": deep}) == 4
     assert answer_chars({"choices": deep}) == 4
     assert request_chars({"messages": "x", "tools": [deep]}) == 1 + 4  # too deep for JSON
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"prompt_tokens": 2**64 - 1},  # orjson reads it; no 64-bit column stores it
+        {"completion_tokens": -5},
+        {"prompt_tokens": True},
+        {"images": 3.0},
+        {"cached_tokens": MAX_COUNT + 1},
+        {"seconds": math.nan},  # float("nan"): stored as NULL, refused NOT NULL
+        {"seconds": math.inf},  # float("1e400"): a cost of infinity
+        {"seconds": -1.0},
+        {"seconds": MAX_SECONDS * 2},
+    ],
+)
+def test_an_upstreams_absurd_count_is_taken_as_zero(given: dict[str, Any]) -> None:
+    """Found by a misbehaving upstream: a video's "seconds": "nan" made a cost of NaN,
+    which SQLite stores as NULL, so the store refused the batch and every write after
+    it; a count past 2**63 did the same."""
+    assert Usage(**given) == Usage()
+
+
+def test_a_sane_usage_is_kept() -> None:
+    usage = Usage(10, 20, images=2, seconds=8.5, cached_tokens=4, cache_write_tokens=1)
+    assert (usage.prompt_tokens, usage.completion_tokens, usage.seconds) == (10, 20, 8.5)
+    assert Usage(seconds=4) == Usage(seconds=4.0) and Usage(MAX_COUNT).prompt_tokens == MAX_COUNT
