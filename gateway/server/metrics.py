@@ -87,6 +87,11 @@ COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
         ("cause",),
     ),
     "dropped": ("gatewise_storage_dropped_rows", "Rows dropped with the write queue full.", ()),
+    "refused": (
+        "gatewise_storage_refused_rows",
+        "Rows the store refused as they were (a value no column holds), dropped alone.",
+        (),
+    ),
     "body_refusals": (
         "gatewise_request_body_refusals",
         "Requests refused (503) because the request bodies a worker holds reached "
@@ -222,6 +227,7 @@ class Metrics(Collector):
         snapshot = self.routing.snapshot()
         writer = self.writer
         snapshot["dropped"] = {(): [float(writer.dropped)]}
+        snapshot["refused"] = {(): [float(writer.refused)]}
         inbound = self.inbound
         if inbound is not None:
             snapshot["trips"] = {(c,): [float(n)] for c, n in inbound.totals().items()}

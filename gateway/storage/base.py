@@ -82,6 +82,10 @@ class Store(ABC):
     # dropped connections, timeouts): callers that must answer now say "try again
     # later" for these, and the background writers keep their rows for the next try.
     OUTAGES: ClassVar[tuple[type[BaseException], ...]] = (StoreError, OSError, TimeoutError)
+    # What this store raises for a row it will never take (a value no column holds): a
+    # write that failed so is not retried whole, or one bad row would stop every write
+    # after it; its rows are written one by one and the refused ones dropped.
+    REFUSALS: ClassVar[tuple[type[BaseException], ...]] = (OverflowError, ValueError, TypeError)
 
     @abstractmethod
     async def open(self) -> None:

@@ -263,6 +263,9 @@ class PostgresStore(Store):
         asyncpg.InterfaceError,  # a connection closed under the pool
         asyncpg.CannotConnectNowError,
     )
+    # a value out of a column's range or type, a constraint (asyncpg.DataError is neither
+    # an outage nor a ValueError)
+    REFUSALS = (*Store.REFUSALS, asyncpg.DataError, asyncpg.IntegrityConstraintViolationError)
 
     def __init__(
         self,

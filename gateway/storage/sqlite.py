@@ -196,6 +196,8 @@ class SQLiteStore(Store):
     """A store in one SQLite file (or ``":memory:"``), brought up to date on open."""
 
     OUTAGES = (*Store.OUTAGES, sqlite3.OperationalError)  # locked, disk full, unopenable
+    # NOT NULL (a NaN is stored as NULL), an int past 64 bits, a type it cannot bind
+    REFUSALS = (*Store.REFUSALS, sqlite3.IntegrityError, sqlite3.DataError, sqlite3.InterfaceError)
 
     def __init__(
         self, path: str | os.PathLike[str] = ":memory:", *, clock: Callable[[], float] = time.time

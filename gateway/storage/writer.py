@@ -47,6 +47,7 @@ class StoreWriter:
         self.clock = clock
         self.close_timeout = 30.0
         self.dropped = 0
+        self.refused = 0  # rows the store would never take (Store.REFUSALS), dropped
         self.written = 0
         self._pending: list[Attempt] = []
         self._retry: tuple[str, list[Attempt]] | None = None  # a chunk that failed, named
@@ -148,14 +149,35 @@ class StoreWriter:
         for start in range(0, len(batch), self.chunk):
             chunk = batch[start : start + self.chunk]
             try:
-                await self.store.write_responses([r.to_row() for r in chunk])
+                await self._write_responses(chunk)  # on a failure: what is left of it
             except Exception:
-                rest = batch[start:]
+                rest = chunk + batch[start + self.chunk :]
                 room = self.queue_size - len(self._responses)
                 self.dropped += max(0, len(rest) - room)
                 self._responses[:0] = rest[:room]
                 raise
+
+    async def _write_responses(self, chunk: list[ResponseRecord]) -> None:
+        """One chunk, whole; if the store refuses a record in it, one by one, the refused
+        ones dropped (as `_write_attempts`). On a failure `chunk` is left holding what is
+        still to write."""
+        try:
+            await self.store.write_responses([r.to_row() for r in chunk])
+        except self.store.REFUSALS:
+            pass
+        else:
             for record in chunk:
+                record.stored = True
+            return
+        for i, record in enumerate(chunk):
+            try:
+                await self.store.write_responses([record.to_row()])
+            except self.store.REFUSALS as exc:
+                self._refused("response", record.response_id, exc)
+            except BaseException:
+                del chunk[:i]
+                raise
+            else:
                 record.stored = True
 
     async def _flush_attempts(self) -> None:
@@ -164,26 +186,57 @@ class StoreWriter:
         after the commit, the store has it already and writes nothing (no row twice)."""
         while self._retry is not None:
             name, chunk = self._retry
-            await self.store.write_attempts(chunk, name)  # raises: kept for the next try
             self._retry = None
-            self.written += len(chunk)
+            await self._write_attempts(chunk, name)  # raises: kept for the next try
         if not self._pending:
             return
         batch, self._pending = self._pending, []
         for start in range(0, len(batch), self.chunk):
             chunk = batch[start : start + self.chunk]
-            name = uuid.uuid4().hex
             try:
-                await self.store.write_attempts(chunk, name)
+                await self._write_attempts(chunk, uuid.uuid4().hex)
             except Exception:
-                self._retry = (name, chunk)
                 # Keep what fits so a store hiccup loses nothing while there is room.
                 rest = batch[start + len(chunk) :]
                 room = self.queue_size - len(self._pending)
                 self.dropped += max(0, len(rest) - room)
                 self._pending[:0] = rest[:room]
                 raise
+
+    async def _write_attempts(self, chunk: list[Attempt], name: str) -> None:
+        """One chunk, whole, or kept as `_retry` when the write fails (and raised). If the
+        store refuses a row in it (Store.REFUSALS), the rows go one by one, each under a
+        name of its own, and the refused ones are dropped: retried whole, one bad row
+        would fail every flush after it, and the rows queued behind it would be lost."""
+        try:
+            await self.store.write_attempts(chunk, name)
+        except self.store.REFUSALS:
+            pass
+        except BaseException:
+            self._retry = (name, chunk)
+            raise
+        else:
             self.written += len(chunk)
+            return
+        for i, row in enumerate(chunk):
+            single = uuid.uuid4().hex
+            try:
+                await self.store.write_attempts([row], single)
+            except self.store.REFUSALS as exc:
+                self._refused("attempt", row.request_id, exc)
+            except BaseException:
+                self._retry = (single, [row])  # maybe committed: retried under its name
+                self._pending[:0] = chunk[i + 1 :]  # never sent
+                raise
+            else:
+                self.written += 1
+
+    def _refused(self, what: str, key: str, exc: BaseException) -> None:
+        self.refused += 1
+        log.error(
+            f"the store refused {what} {key}: dropped",
+            extra={"fields": {"event": "storage_refused", "error": type(exc).__name__}},
+        )
 
     async def prune(self) -> None:
         """Roll up attempts past the retention, and clear the prompt and answer texts

@@ -4,7 +4,9 @@ it has room for."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,6 +15,7 @@ from gateway.core.types import Attempt, ResponseRecord
 from gateway.routing.tracker import Tracker
 from gateway.storage import Query, SQLiteStore, Store
 from gateway.storage.writer import StoreWriter
+from tests.gateway.storage.helpers import Harness
 
 T0 = 1_700_000_000.0
 
@@ -390,3 +393,73 @@ async def test_a_batch_whose_commit_answer_was_lost_is_not_written_twice(
     assert writer.written == 6
     first, retried, *_ = store.batches
     assert first is not None and retried == first  # retried under its own name
+
+
+async def test_a_row_the_store_will_never_take_is_dropped_alone(harness: Harness) -> None:
+    """Found by a misbehaving upstream: a token count past 64 bits (in SQLite also a NaN
+    cost, stored as NULL) made the store refuse its whole batch, and the writer retried
+    that batch at every flush: no attempt after it was ever stored."""
+    store = harness.store
+    writer = StoreWriter(store, chunk=4)
+    for i in range(10):
+        writer.enqueue(replace(attempt(i), prompt_tokens=2**64 - 1) if i in (3, 8) else attempt(i))
+    await writer.flush()  # no error: the store is not down
+    assert await stored(store) == sorted(set(ids(10)) - {"req-3", "req-8"})
+    assert (writer.written, writer.refused, writer.dropped, writer.queued) == (8, 2, 0, 0)
+    writer.enqueue(attempt(10))
+    await writer.flush()
+    assert "req-10" in await stored(store)
+
+    good = [
+        ResponseRecord(f"r{i}", f"q{i}", "alpha", "up", "text-to-text", None, None, T0, 1.0)
+        for i in range(3)
+    ]
+    bad = replace(good[1], response_id="bad", cost=10**400)  # no float holds it
+    for record in (good[0], bad, good[1], good[2]):
+        writer.enqueue_response(record)
+    await writer.flush()
+    assert [await store.get_response(r.response_id) is not None for r in good] == [True] * 3
+    assert await store.get_response("bad") is None
+    assert writer.refused == 3 and all(r.stored for r in good) and not bad.stored
+
+
+async def test_a_nan_cost_is_refused_by_sqlite_and_dropped_alone(opened: Opened) -> None:
+    store = await opened(SQLiteStore())
+    writer = StoreWriter(store)
+    writer.enqueue(replace(attempt(0), cost=math.nan))  # NOT NULL: NaN is stored as NULL
+    writer.enqueue(attempt(1))
+    await writer.flush()
+    assert await stored(store) == ["req-1"]
+    assert writer.refused == 1 and not writer.degraded
+
+
+async def test_an_outage_while_going_row_by_row_keeps_the_rest_for_the_next_flush(
+    opened: Opened,
+) -> None:
+    class Store(SQLiteStore):
+        """Refuses a chunk with a bad row in it; down once, at the second row alone."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.singles = 0
+
+        async def write_attempts(
+            self, attempts: Sequence[Attempt], batch: str | None = None
+        ) -> None:
+            if len(attempts) == 1:
+                self.singles += 1
+                if self.singles == 2:
+                    raise OSError("down for a moment")
+            await super().write_attempts(attempts, batch)
+
+    store = await opened(Store())
+    writer = StoreWriter(store)
+    for i in range(5):
+        writer.enqueue(replace(attempt(i), prompt_tokens=2**64 - 1) if i == 0 else attempt(i))
+    with pytest.raises(OSError):
+        await writer.flush()
+    assert await stored(store) == []  # req-0 refused, req-1 met the outage
+    assert writer.queued == 4 and writer.refused == 1
+    await writer.flush()
+    assert await stored(store) == ids(4, start=1)
+    assert (writer.written, writer.queued, writer.dropped) == (4, 0, 0)
