@@ -467,7 +467,10 @@ class Dispatcher:
                 raise
             except NoMemory as exc:
                 # Answered, and dropped: another model's answer would need the same room.
-                self._failed(job, model, number, started, exc)
+                # The upstream charged for it, so the key pays what can be told: its
+                # prompt, guessed (how long the answer was is not known).
+                priced = job.endpoint in TOKEN_PRICED
+                self._failed(job, model, number, started, exc, priced)
                 self._recorder.unanswered(job, exc.kind)
                 raise MemoryBusy(exc.message) from None
             except ProviderError as exc:
@@ -569,12 +572,16 @@ class Dispatcher:
         number: int,
         started: float,
         error: ProviderError,
+        charged: bool = False,
     ) -> Awaitable[None] | None:
+        """Record a failed attempt; `charged`: its prompt was paid for (a guess of it)."""
         elapsed = (self._clock() - started) * 1000
         job.waited_ms += elapsed
+        usage = estimate_usage(job.body, 0) if charged else None
         outcome = Outcome(
-            job, model, number, error, Timings(elapsed, None), None, 0.0, self._wall()
-        )
+            job, model, number, error, Timings(elapsed, None), usage,
+            model.pricing.cost_of(usage), self._wall(), usage_estimated=charged,
+        )  # fmt: skip
         return self._recorder.record(outcome)
 
 

@@ -23,7 +23,7 @@ from gateway.http.errors import status_of
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import Dispatcher, Exchange, Job, Outcome, ReplyJob
 from providers import errors
-from providers.base import Call, Endpoint, Provider, Reply, Usage
+from providers.base import Call, Endpoint, Provider, Reply, Usage, estimate_prompt
 from providers.errors import ProviderError
 
 T0 = 1_700_000_000.0
@@ -370,6 +370,13 @@ async def test_an_answer_with_no_room_is_a_503_to_retry_and_no_other_model_is_tr
     assert (attempt.model, attempt.ok, attempt.counts_as_failure) == ("a", False, False)
     assert attempt.error_class == "memory_busy"
     assert s.outcomes.gave_up == ["memory_busy"]
+    # It was paid for upstream: the key pays its prompt, guessed (a's input is $2 / M).
+    [outcome] = s.outcomes.seen
+    assert outcome.usage_estimated and (attempt.prompt_tokens, attempt.completion_tokens) == (
+        estimate_prompt(HI),
+        0,
+    )
+    assert attempt.cost == pytest.approx(attempt.prompt_tokens * 2 / 1_000_000)
 
 
 async def test_the_jobs_memory_reaches_the_call() -> None:
