@@ -51,6 +51,16 @@ class BodyBudget:
         """A request's share, empty until its body is read; `release()` it at the end."""
         return Held(self)
 
+    def full(self, cause: str, what: str, then: str) -> None:
+        """Log that `what` held reached the limit, and `then` what happened (`cause`:
+        the log's, once per episode with counts)."""
+        if self.log is not None:
+            self.log.record(
+                cause,
+                f"{what} held reached max_body_memory ({self.limit:,} bytes); {then}",
+                held=self.held,
+            )
+
 
 class Held:
     """One request's share of a BodyBudget."""
@@ -72,13 +82,7 @@ class Held:
             )
         if budget.held + size > budget.limit:
             budget.refused += 1
-            if budget.log is not None:
-                budget.log.record(
-                    "body_memory",
-                    f"request bodies held reached max_body_memory ({budget.limit:,} bytes); "
-                    "new requests are told to retry",
-                    held=budget.held,
-                )
+            budget.full("body_memory", "request bodies", "new requests are told to retry")
             raise MemoryBusy(
                 "The gateway holds as many request bodies as it may right now; retry shortly."
             )
@@ -100,13 +104,8 @@ class Held:
             )
         if budget.held + size > budget.limit:
             budget.answers_refused += 1
-            if budget.log is not None:
-                budget.log.record(
-                    "answer_memory",
-                    f"bodies held reached max_body_memory ({budget.limit:,} bytes); "
-                    "an answer was dropped and its client told to retry",
-                    held=budget.held,
-                )
+            then = "an answer was dropped and its client told to retry"
+            budget.full("answer_memory", "bodies", then)
             raise NoMemory(
                 "The gateway holds as many bodies as it may right now, and could not hold "
                 "this answer; retry shortly.",
