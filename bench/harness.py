@@ -378,6 +378,18 @@ def _pct(xs: list[float], q: float) -> float | None:
     return s[min(len(s) - 1, int(q * len(s)))]
 
 
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    """One request's body off a raw HTTP/1.1 connection (its head read and dropped, its
+    body by Content-Length): for the benches' own loopback upstreams."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            length = int(value)
+    return await reader.readexactly(length)
+
+
 @contextlib.contextmanager
 def serve_gateway(
     config: dict, work: Path, *, log_level: str | None = "error"

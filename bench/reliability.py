@@ -72,7 +72,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import serve_gateway  # noqa: E402
+from bench.harness import read_request, serve_gateway  # noqa: E402
 
 HEALTHZ = b"GET /healthz HTTP/1.1\r\nHost: bench\r\n\r\n"
 
@@ -353,7 +353,6 @@ def bodies(args: argparse.Namespace) -> dict[str, Any]:
         server["max_body_memory"] = args.max_body_memory
     pad = b"{}," * (args.body_mib * 1024 * 1024 // 3)
     big = b'{"model":"auto","messages":[{"role":"user","content":"hi"}],"x":[' + pad + b"{}]}"
-    small = b'{"model":"fast","messages":[{"role":"user","content":"hi"}]}'
     statuses: list[int] = []
     answered: list[float] = []
     lock = threading.Lock()
@@ -375,15 +374,7 @@ def bodies(args: argparse.Namespace) -> dict[str, Any]:
         ),
     ):
         threads = [threading.Thread(target=post, args=(port, big)) for _ in range(args.clients)]
-        for thread in threads:
-            thread.start()
-        smalls: list[tuple[int, float]] = []
-        with connect(port) as kept:
-            while any(t.is_alive() for t in threads):
-                smalls.append(ask(kept, _chat_head(len(small)) + small))
-                time.sleep(0.2)
-        for thread in threads:
-            thread.join()
+        smalls = beside_short_chats(port, threads)
         rss = peak_rss_mib(pid)
     counts = dict(Counter(str(status) for status in statuses))
     small_counts = dict(Counter(str(status) for status, _ in smalls))
@@ -423,13 +414,7 @@ def trickling_upstream(body: bytes, seconds: float, pieces: int = 50) -> Iterato
     async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError, asyncio.IncompleteReadError):
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                await reader.readexactly(length)
+                await read_request(reader)
                 writer.write(
                     b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                     b"content-length: %d\r\n\r\n" % len(body)
@@ -475,7 +460,6 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
         b"POST /v1/embeddings HTTP/1.1\r\nHost: bench\r\nconnection: close\r\n"
         b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(ask_for)
     ) + ask_for
-    small = b'{"model":"fast","messages":[{"role":"user","content":"hi"}]}'
     results: list[tuple[int, int, float]] = []
     lock = threading.Lock()
     start = threading.Barrier(args.clients)
@@ -505,15 +489,7 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
         }
         with serve_gateway(config, Path(tmp), log_level=None) as (port, proc):
             threads = [threading.Thread(target=client, args=(port,)) for _ in range(args.clients)]
-            for thread in threads:
-                thread.start()
-            smalls: list[tuple[int, float]] = []
-            with connect(port) as kept:
-                while any(t.is_alive() for t in threads):
-                    smalls.append(ask(kept, _chat_head(len(small)) + small))
-                    time.sleep(0.2)
-            for thread in threads:
-                thread.join()
+            smalls = beside_short_chats(port, threads)
             rss = peak_rss_mib(proc.pid)
     whole = [r for r in results if r[0] == 200]
     return {
@@ -528,6 +504,24 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
         "short_chat_max_ms": round(1000 * max(t for _, t in smalls), 1) if smalls else None,
         "peak_rss_mib": rss,
     }
+
+
+SHORT_CHAT = b'{"model":"fast","messages":[{"role":"user","content":"hi"}]}'
+
+
+def beside_short_chats(port: int, threads: list[threading.Thread]) -> list[tuple[int, float]]:
+    """Run `threads` to their end while a kept-alive client sends a short chat (model
+    `fast`) every 0.2 s: each chat's (status, seconds)."""
+    for thread in threads:
+        thread.start()
+    smalls: list[tuple[int, float]] = []
+    with connect(port) as kept:
+        while any(t.is_alive() for t in threads):
+            smalls.append(ask(kept, _chat_head(len(SHORT_CHAT)) + SHORT_CHAT))
+            time.sleep(0.2)
+    for thread in threads:
+        thread.join()
+    return smalls
 
 
 def _chat_head(length: int) -> bytes:

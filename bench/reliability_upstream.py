@@ -37,7 +37,7 @@ BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.harness import free_port, serve_gateway  # noqa: E402
+from bench.harness import free_port, read_request, serve_gateway  # noqa: E402
 
 KEY = "reliability-bench-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
@@ -86,13 +86,7 @@ class RawUpstream:
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = 0
-                for line in head.split(b"\r\n"):
-                    name, _, value = line.partition(b":")
-                    if name.strip().lower() == b"content-length":
-                        length = int(value)
-                body = await reader.readexactly(length)
+                body = await read_request(reader)
                 if b'"huge"' in body:
                     await self._huge(writer)
                 else:
