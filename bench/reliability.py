@@ -533,26 +533,14 @@ def _chat_head(length: int) -> bytes:
 
 def rows(result: dict[str, Any], command: str) -> list[str]:
     if "statuses" in result:  # answers
-        limit = result["server"].get("max_body_memory", "1 GiB (default)")
-        statuses = ", ".join(f"{n} {s}" for s, n in sorted(result["statuses"].items()))
-        smalls = ", ".join(f"{n} {s}" for s, n in sorted(result["short_chats"].items()))
-        return [
-            f"| {result['clients']} x {result['answer_bytes'] / 2**20:.0f} MiB embeddings "
-            f"answers at once, over {result['trickle_s']:g} s (max_body_memory {limit}) | "
-            f"{statuses} (slowest {result['slowest_answer_s']} s) | short chats meanwhile: "
-            f"{smalls}, slowest {result['short_chat_max_ms']} ms; peak RSS "
-            f"{result['peak_rss_mib']} MiB | `{command}` |"
-        ]
+        what = (
+            f"{result['clients']} x {result['answer_bytes'] / 2**20:.0f} MiB embeddings "
+            f"answers at once, over {result['trickle_s']:g} s"
+        )
+        return [_held_row(result, what, result["statuses"], command)]
     if "answers" in result:  # bodies
-        limit = result["server"].get("max_body_memory", "1 GiB (default)")
-        answers = ", ".join(f"{n} {status}" for status, n in sorted(result["answers"].items()))
-        smalls = ", ".join(f"{n} {s}" for s, n in sorted(result["short_chats"].items()))
-        return [
-            f"| {result['clients']} x {result['body_mib']} MiB of `[{{}},...]` at once "
-            f"(max_body_memory {limit}) | {answers} (slowest {result['slowest_answer_s']} s) "
-            f"| short chats meanwhile: {smalls}, slowest {result['short_chat_max_ms']} ms; "
-            f"peak RSS {result['peak_rss_mib']} MiB | `{command}` |"
-        ]
+        what = f"{result['clients']} x {result['body_mib']} MiB of `[{{}},...]` at once"
+        return [_held_row(result, what, result["answers"], command)]
     s, b = result["silent"], result["bombs"]
     limit = result["server"].get("max_connections", "default")
     each = ", ".join(f"{r['sent_mib']} MiB in {r['seconds']} s" for r in b["each"])
@@ -567,6 +555,20 @@ def rows(result: dict[str, Any], command: str) -> list[str]:
         f"({b['healthz_probes']} probes); 10,000 headers: {b['headers_10000_status']} in "
         f"{b['headers_10000_ms']} ms; peak RSS {b['peak_rss_mib']} MiB | `{command}` |",
     ] + ([] if result["slow_bodies"] is None else [_slow_row(result, command)])
+
+
+def _held_row(result: dict[str, Any], what: str, told: dict[str, int], command: str) -> str:
+    """A row of `bodies` or `answers`: what was held, how each was answered, and how the
+    short chats and the worker's memory fared meanwhile."""
+    limit = result["server"].get("max_body_memory", "1 GiB (default)")
+    answers = ", ".join(f"{n} {status}" for status, n in sorted(told.items()))
+    smalls = ", ".join(f"{n} {s}" for s, n in sorted(result["short_chats"].items()))
+    return (
+        f"| {what} (max_body_memory {limit}) | {answers} (slowest "
+        f"{result['slowest_answer_s']} s) | short chats meanwhile: {smalls}, slowest "
+        f"{result['short_chat_max_ms']} ms; peak RSS {result['peak_rss_mib']} MiB | "
+        f"`{command}` |"
+    )
 
 
 def _slow_row(result: dict[str, Any], command: str) -> str:
