@@ -82,7 +82,7 @@ class AnthropicProvider(HttpProvider):
         if call.endpoint is Endpoint.MESSAGES:
             body = request_json({**call.body, "model": call.upstream_model, "stream": True})
             upstream = await self._open(self._url, self._native_headers(call), body)
-            return MessageStream(upstream, self.name, self._secrets)
+            return MessageStream(upstream, self.name, self._secrets, call.event_memory)
         if call.endpoint is not Endpoint.CHAT:
             raise self.unsupported(call.endpoint)
         body = request_json(to_anthropic(call.body, call.upstream_model, stream=True))
@@ -90,8 +90,9 @@ class AnthropicProvider(HttpProvider):
         options = call.body.get("stream_options")
         include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
         return AnthropicChunks(
-            upstream, self.name, call.upstream_model, include_usage, self._secrets
-        )
+            upstream, self.name, call.upstream_model, include_usage, self._secrets,
+            call.event_memory,
+        )  # fmt: skip
 
     async def _native(self, call: Call) -> Reply:
         body = {**call.body, "model": call.upstream_model}

@@ -77,7 +77,7 @@ async def stream_via_chat(provider: Provider, call: Call) -> ChunkStream:
     """A streamed Messages call answered by `provider`'s streamed chat completions."""
     chat = Call(
         Endpoint.CHAT, to_chat(call.body), call.upstream_model, True, headers=call.headers,
-        trace=call.trace,
+        trace=call.trace, event_memory=call.event_memory,
     )  # fmt: skip
     return MessageEvents(await provider.stream(chat), call.upstream_model)
 

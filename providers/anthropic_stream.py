@@ -21,7 +21,7 @@ from providers.errors import (
 )
 from providers.splice import frame, plain_text
 from providers.sse import Event, chunk_batches
-from providers.transport import UpstreamStream
+from providers.transport import EventMemory, UpstreamStream
 
 __all__ = [
     "FINISH_REASONS",
@@ -61,9 +61,12 @@ class _EventStream(ChunkStream):
 
     _upstream: UpstreamStream
     _provider: str
+    _memory: EventMemory | None = None  # the call's event_memory
 
     def batches(self) -> AsyncIterator[list[Chunk]]:
-        return chunk_batches(self, self._upstream, self._read, self._provider, self._ended)
+        return chunk_batches(
+            self, self._upstream, self._read, self._provider, self._ended, self._memory
+        )
 
     def _ended(self) -> None:
         raise InvalidResponse(f"{self._provider} stream ended before message_stop")
@@ -86,8 +89,10 @@ class AnthropicChunks(_EventStream):
         model: str,
         include_usage: bool,
         secrets: tuple[str, ...] = (),
+        memory: EventMemory | None = None,
     ) -> None:
         self._upstream = upstream
+        self._memory = memory
         self._provider = provider
         self._model = model
         self._include_usage = include_usage
@@ -213,9 +218,14 @@ class MessageStream(_EventStream):
     (`pieces`; providers/splice.py)."""
 
     def __init__(
-        self, upstream: UpstreamStream, provider: str, secrets: tuple[str, ...] = ()
+        self,
+        upstream: UpstreamStream,
+        provider: str,
+        secrets: tuple[str, ...] = (),
+        memory: EventMemory | None = None,
     ) -> None:
         self._upstream = upstream
+        self._memory = memory
         self._provider = provider
         self._secrets = secrets
         self._usage: dict[str, Any] = {}
@@ -223,7 +233,9 @@ class MessageStream(_EventStream):
         self._misses = 0
 
     def pieces(self, response_id: str, model: str) -> AsyncIterator[Sequence[Piece]]:
-        return chunk_batches(self, self._upstream, self._read_pieces, self._provider, self._ended)
+        return chunk_batches(
+            self, self._upstream, self._read_pieces, self._provider, self._ended, self._memory
+        )
 
     def _read_pieces(self, events: list[Event], batch: list[Piece]) -> bool:
         """Like `_read`, but a text delta that matches the last one parsed in every byte

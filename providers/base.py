@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from providers.errors import UnsupportedRequest
-from providers.transport import TakeMemory
+from providers.transport import EventMemory, TakeMemory
 
 __all__ = [
     "MAX_COUNT",
@@ -244,6 +244,7 @@ class Call:
     headers: Mapping[str, str] = NO_HEADERS  # client headers the provider may pass on
     trace: Mapping[str, str] = NO_HEADERS  # sent to every upstream: the trace context
     memory: TakeMemory | None = None  # a whole answer's bodies are charged to it
+    event_memory: EventMemory | None = None  # and a streamed event not yet whole
 
 
 @dataclass(slots=True)

@@ -22,7 +22,7 @@ _FOUR_BYTES = re.compile(rb"[\xf0-\xff]")  # a UTF-8 character past U+FFFF begin
 _NOT_MARKS = bytes(b for b in range(256) if b not in b'{[",:\\')
 
 
-def parsed_size(raw: bytes) -> int:
+def parsed_size(raw: bytes | bytearray) -> int:
     """An upper estimate of the memory `raw` takes once parsed, from its bytes alone: its
     text, at the width CPython stores its widest character in (any `\\u` escape counted
     as the widest), and what each object costs by the brackets, quotes and separators

@@ -32,7 +32,7 @@ from providers.errors import (
 from providers.http_provider import HttpProvider, endpoint_url
 from providers.splice import frame, plain_text
 from providers.sse import Event, chunk_batches
-from providers.transport import Transport, UpstreamStream
+from providers.transport import EventMemory, Transport, UpstreamStream
 
 __all__ = ["OpenAIProvider"]
 
@@ -108,7 +108,7 @@ class OpenAIProvider(HttpProvider):
                 hide_usage = True
         headers = self._with(self._headers, call)
         upstream = await self._open(self._url(call), headers, request_json(body))
-        return _OpenAIChunks(upstream, self.name, hide_usage, self._secrets)
+        return _OpenAIChunks(upstream, self.name, hide_usage, self._secrets, call.event_memory)
 
     async def binary(self, call: Call) -> BinaryReply:
         body = request_json({**call.body, "model": call.upstream_model})
@@ -136,9 +136,15 @@ def _usage(endpoint: Endpoint, data: dict[str, Any]) -> Usage | None:
 
 class _OpenAIChunks(ChunkStream):
     def __init__(
-        self, upstream: UpstreamStream, provider: str, hide_usage: bool, secrets: tuple[str, ...]
+        self,
+        upstream: UpstreamStream,
+        provider: str,
+        hide_usage: bool,
+        secrets: tuple[str, ...],
+        memory: EventMemory | None = None,
     ) -> None:
         self._secrets = secrets
+        self._memory = memory
         self._upstream = upstream
         self._provider = provider
         self._hide_usage = hide_usage
@@ -150,11 +156,15 @@ class _OpenAIChunks(ChunkStream):
         self._misses = 0  # chunks parsed that could not be a template
 
     def batches(self) -> AsyncIterator[list[Chunk]]:
-        return chunk_batches(self, self._upstream, self._read, self._provider, self._ended)
+        return chunk_batches(
+            self, self._upstream, self._read, self._provider, self._ended, self._memory
+        )
 
     def pieces(self, response_id: str, model: str) -> AsyncIterator[Sequence[Piece]]:
         self._served = (json_text(response_id), json_text(model))
-        return chunk_batches(self, self._upstream, self._read_pieces, self._provider, self._ended)
+        return chunk_batches(
+            self, self._upstream, self._read_pieces, self._provider, self._ended, self._memory
+        )
 
     def _ended(self) -> None:
         if self.finish_reason is None:

@@ -8,10 +8,12 @@ from typing import Any, Generic, NoReturn, TypeVar
 
 from providers.base import ChunkStream
 from providers.errors import InvalidResponse, ProviderError, ResponseTooLarge, TransportError
-from providers.transport import UpstreamStream
+from providers.json_memory import parsed_size
+from providers.transport import EventMemory, UpstreamStream
 
 __all__ = [
     "MAX_EVENT_BYTES",
+    "UNCHARGED_EVENT_BYTES",
     "ChunkBatches",
     "Event",
     "EventSplitter",
@@ -26,6 +28,10 @@ T = TypeVar("T")
 # that never ends its event would otherwise grow the buffer without end. Generous: a
 # streamed partial image (base64 PNG) is a few MB.
 MAX_EVENT_BYTES = 32 * 1024 * 1024
+# What an event not yet whole may hold before it is charged to the worker's memory for
+# bodies (`EventMemory`): a stream's events are mostly under 1 KiB, and under this they
+# cost no call at all.
+UNCHARGED_EVENT_BYTES = 64 * 1024
 
 
 class EventSplitter:
@@ -35,14 +41,21 @@ class EventSplitter:
     searched for an event's end, and what is consumed is cut once per read (an 8 MB
     event in 16 KiB reads took 2.5 s when the buffer was rebuilt and searched anew on
     every read). A read that holds whole events and nothing else, the common case,
-    is cut without being copied into the buffer at all."""
+    is cut without being copied into the buffer at all.
 
-    __slots__ = ("_buffer", "_cr", "_searched")
+    With `memory`, an event held open past UNCHARGED_EVENT_BYTES is charged to it, raw
+    and parsed, as it grows (each read estimated once; the read that ends it too, before
+    it is parsed), and given back once cut. An event that comes whole in one read (at
+    most a socket read: 256 KiB) is not held, and not charged."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_buffer", "_charged", "_cr", "_memory", "_searched")
+
+    def __init__(self, memory: EventMemory | None = None) -> None:
         self._buffer = bytearray()
         self._searched = 0  # the buffer holds no event end before here
         self._cr = False  # the previous read ended in "\r": its "\n" may come next
+        self._memory = memory
+        self._charged = 0  # what `memory` was last told the buffer takes
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events `chunk` completes (maybe none)."""
@@ -67,6 +80,8 @@ class EventSplitter:
                 start = end + 2
             return batch
         buffer += chunk
+        if self._memory is not None and (self._charged or len(buffer) > UNCHARGED_EVENT_BYTES):
+            self._grown(chunk)
         start = 0
         while (end := buffer.find(b"\n\n", max(start, self._searched))) >= 0:
             event = _parse(bytes(buffer[start:end]))
@@ -76,6 +91,8 @@ class EventSplitter:
         if start:
             del buffer[:start]
         self._searched = max(0, len(buffer) - 1)  # an end may straddle this read and the next
+        if start and self._charged:
+            self._cut()
         if len(buffer) > MAX_EVENT_BYTES:
             if batch:  # the events before it first; the next call raises
                 return batch
@@ -91,20 +108,49 @@ class EventSplitter:
             buffer += b"\r"
         if buffer.strip():
             event = _parse(bytes(buffer))
-            self._buffer = bytearray()
+            self._release()
             if event is not None:
                 return [event]
         return []
 
-    def _too_large(self) -> NoReturn:
+    def _grown(self, chunk: bytes) -> None:
+        """Tell `memory` what the buffer takes now that `chunk` is in it, before any event
+        is cut from it: estimated from `chunk` alone once the buffer is charged."""
+        if self._charged:
+            size = self._charged + len(chunk) + parsed_size(chunk)
+        else:
+            size = len(self._buffer) + parsed_size(self._buffer)
+        assert self._memory is not None
+        self._memory(size)  # NoMemory: the stream fails, and the request gives it back
+        self._charged = size
+
+    def _cut(self) -> None:
+        """Tell `memory` what is left once events were cut (at most a read's bytes)."""
+        buffer = self._buffer
+        size = len(buffer) + parsed_size(buffer) if len(buffer) > UNCHARGED_EVENT_BYTES else 0
+        if size != self._charged:
+            assert self._memory is not None
+            self._memory(size)
+            self._charged = size
+
+    def _release(self) -> None:
+        """Empty the buffer, and give back what it was charged."""
         self._buffer = bytearray()
+        if self._charged and self._memory is not None:
+            self._charged = 0
+            self._memory(0)
+
+    def _too_large(self) -> NoReturn:
+        self._release()
         raise InvalidResponse(f"upstream sent a stream event larger than {MAX_EVENT_BYTES} bytes")
 
 
-async def iter_event_batches(chunks: AsyncIterator[bytes]) -> AsyncIterator[list[Event]]:
+async def iter_event_batches(
+    chunks: AsyncIterator[bytes], memory: EventMemory | None = None
+) -> AsyncIterator[list[Event]]:
     """Yield the events each network read completes, together (never an empty list):
     the gateway then writes them to its client at once instead of one write each."""
-    splitter = EventSplitter()
+    splitter = EventSplitter(memory)
     async for chunk in chunks:
         batch = splitter.feed(chunk)
         if batch:
@@ -120,12 +166,14 @@ def chunk_batches(
     read: Callable[[list[Event], list[T]], bool],
     provider: str,
     ended: Callable[[], None],
+    memory: EventMemory | None = None,
 ) -> ChunkBatches[T]:
     """A provider's `batches()`: `read` turns each read's events into chunks and says
     whether the stream properly ended; at the upstream's end before that, `ended()`
     says what that means (raises, or accepts it). A failure of the network is
-    `provider`'s."""
-    return ChunkBatches(stream, upstream, read, provider, ended)
+    `provider`'s. An event not yet whole is charged to `memory` (the call's
+    `event_memory`) once it is large."""
+    return ChunkBatches(stream, upstream, read, provider, ended, memory)
 
 
 # What a relay's sink returns: None, or what to await before it can take more.
@@ -155,13 +203,14 @@ class ChunkBatches(Generic[T]):
         read: Callable[[list[Event], list[T]], bool],
         provider: str,
         ended: Callable[[], None],
+        memory: EventMemory | None = None,
     ) -> None:
         self._stream = stream
         self._upstream = upstream
         self._read = read
         self._provider = provider
         self._ended = ended
-        self._splitter = EventSplitter()
+        self._splitter = EventSplitter(memory)
         self._pull: AsyncIterator[bytes] | None = None
         self._error: BaseException | None = None  # raised after the batch before it
         self._state = _OPEN

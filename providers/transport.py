@@ -25,6 +25,7 @@ from providers.errors import ResponseTooLarge
 __all__ = [
     "IDLE_TIMEOUT",
     "MAX_BODY",
+    "EventMemory",
     "TakeMemory",
     "Timeout",
     "Transport",
@@ -52,6 +53,12 @@ IDLE_TIMEOUT = 30.0
 # take gigabytes. Charged as it arrives, not once whole: an answer that cannot fit is
 # dropped before it holds the room the others need to finish.
 TakeMemory = Callable[[bytes], None]
+# What a stream's event not yet whole is charged to, the same budget: told what the
+# event holds now, raw and parsed (estimated), whenever that changes past a stream's own
+# small allowance, and 0 once it is cut (providers/sse.py's EventSplitter). A streamed
+# image's partial frames, or a Responses stream's last event, are MBs each: held by
+# thousands of streams at once, they too took gigabytes. Raises NoMemory as TakeMemory.
+EventMemory = Callable[[int], None]
 
 
 @dataclass(frozen=True, slots=True)

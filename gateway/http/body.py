@@ -8,7 +8,8 @@ one: a body is held for its request's whole life (a stream's: minutes), and pars
 JSON can take many times its bytes (a 10 MiB array of `{}` is 250 MB of dicts), so a
 client with a key and `max_body_bytes` alone could have a worker hold gigabytes with a
 few dozen requests. The whole answers read for them count too (`Held.take_answer`), piece
-by piece as they arrive: a client shapes those as well (`n`, images, embeddings).
+by piece as they arrive: a client shapes those as well (`n`, images, embeddings); and a
+stream's event while it is read, once it is large (`Held.hold_event`: streamed images).
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ class BodyBudget:
     (`providers.json_memory.parsed_size`, an upper estimate): `server.max_body_memory`.
     A request takes its share as its body arrives and before it is parsed, and gives it
     back when its answer ends; one that does not fit now is refused (503, retry), one
-    that could never fit is too large (413). A whole answer (not a stream's, whose
-    pieces are passed on as they come) takes its share, raw and parsed, piece by piece
-    as it arrives; one that does not fit is dropped (503, retry)."""
+    that could never fit is too large (413). A whole answer takes its share, raw and
+    parsed, piece by piece as it arrives; one that does not fit is dropped (503, retry).
+    A stream's pieces pass on as they come, but a large event is held until it is whole:
+    it takes its share as it grows, and gives it back once cut."""
 
     __slots__ = ("answers_refused", "held", "limit", "log", "refused")
 
@@ -65,11 +67,12 @@ class BodyBudget:
 class Held:
     """One request's share of a BodyBudget."""
 
-    __slots__ = ("_budget", "size")
+    __slots__ = ("_budget", "event", "size")
 
     def __init__(self, budget: BodyBudget) -> None:
         self._budget = budget
-        self.size = 0
+        self.size = 0  # all it holds: its body, its answer, and `event`
+        self.event = 0  # what its stream's event not yet whole holds
 
     def take(self, size: int) -> None:
         """`size` bytes more for this request, or MemoryBusy / RequestTooLarge."""
@@ -93,7 +96,21 @@ class Held:
         """What a piece of this request's answer takes, raw and parsed (estimated), as it
         arrives (`providers.transport.TakeMemory`); or NoMemory: the answer is dropped. An
         answer that could never fit is the upstream's ResponseTooLarge."""
-        size = len(piece) + parsed_size(piece)
+        self._answer(len(piece) + parsed_size(piece))
+
+    def hold_event(self, size: int) -> None:
+        """What this request's stream holds now of an event not yet whole, raw and parsed
+        (`providers.transport.EventMemory`): more than before is taken as a piece of an
+        answer is, less is given back."""
+        more = size - self.event
+        if more > 0:
+            self._answer(more)
+        else:
+            self._budget.held += more
+            self.size += more
+        self.event = size
+
+    def _answer(self, size: int) -> None:
         budget = self._budget
         if self.size + size > budget.limit:
             # Could never fit: the upstream's answer is too large, as one past
@@ -117,7 +134,7 @@ class Held:
 
     def release(self) -> None:
         self._budget.held -= self.size
-        self.size = 0
+        self.size = self.event = 0
 
 
 async def read_bytes(request: Request | Inbound, limit: int, held: Held | None = None) -> bytes:

@@ -101,7 +101,12 @@ def messages_routes(gateway: Backend) -> list[Route]:
             parent = headers.get("traceparent") if gateway.traced else None
             if body.get("stream") is True:
                 job = StreamJob(
-                    *args, owner=owner, headers=passed, traceparent=parent, tolerance=tolerance
+                    *args,
+                    owner=owner,
+                    headers=passed,
+                    traceparent=parent,
+                    tolerance=tolerance,
+                    event_memory=held.hold_event,
                 )
                 writer = body_writer(scope)
                 early = heartbeats.early(writer, lambda: early_lines(job, limits))

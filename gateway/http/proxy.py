@@ -224,7 +224,12 @@ def proxy_routes(gateway: Backend) -> list[Route]:
                     return await _audio(audio, limits)(scope, receive, send)
                 if streamable and body.get("stream") is True:
                     job = StreamJob(
-                        *args, conversation_id, owner=owner, traceparent=parent, tolerance=tolerance
+                        *args,
+                        conversation_id,
+                        owner=owner,
+                        traceparent=parent,
+                        tolerance=tolerance,
+                        event_memory=held.hold_event,
                     )
                     writer = body_writer(scope)
                     early = heartbeats.early(writer, lambda: early_lines(job, limits))

@@ -64,7 +64,7 @@ from providers.errors import (
     ProviderError,
     stopped,
 )
-from providers.transport import TakeMemory
+from providers.transport import EventMemory, TakeMemory
 
 __all__ = [
     "Assigner",
@@ -132,8 +132,10 @@ class Job(ABC, Generic[R, P]):
     # (the x-gatewise-quality-tolerance header, else the route's quality_tolerance).
     tolerance: float | None = None
     # What a whole answer's bodies are charged to as they are read (the worker's bound on
-    # the bodies it holds); a stream's pieces are not held, and not charged.
+    # the bodies it holds); a stream's pieces pass on as they come, but an event of one
+    # not yet whole is charged to `event_memory` once it is large.
     memory: TakeMemory | None = None
+    event_memory: EventMemory | None = None
     ctype: ConversationType = field(init=False)
     response_id: str = field(init=False)
     stream: bool = field(init=False)
@@ -441,7 +443,7 @@ class Dispatcher:
             number += 1
             call = Call(
                 job.endpoint, job.body, model.upstream, job.stream, job.resource_id, job.headers,
-                memory=job.memory,
+                memory=job.memory, event_memory=job.event_memory,
             )  # fmt: skip
             if self._traces is not None:
                 call.trace = self._traces.attempt(job, model, number)

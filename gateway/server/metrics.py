@@ -100,8 +100,8 @@ COUNTERS: dict[str, tuple[str, str, tuple[str, ...]]] = {
     ),
     "answer_refusals": (
         "gatewise_answer_body_refusals",
-        "Answers dropped, their clients told to retry (503), because the bodies a worker "
-        "holds reached server.max_body_memory.",
+        "Answers (or streams, at a large event) dropped, their clients told to retry, "
+        "because the bodies a worker holds reached server.max_body_memory.",
         (),
     ),
 }

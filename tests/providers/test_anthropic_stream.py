@@ -11,7 +11,7 @@ import pytest
 import respx
 
 from providers.anthropic import AnthropicProvider
-from providers.base import Usage
+from providers.base import Call, Endpoint, Usage
 from providers.errors import ProviderError, UpstreamConnectionError
 from tests.providers.anthropic_helpers import MODEL, URL, chat, error_body, make_provider, sent
 
@@ -292,3 +292,42 @@ async def test_a_network_failure_mid_stream_is_the_transports_class(provider):
             await stream.aclose()
     assert info.value.message == "claude: stream broke: upstream connection failed: ReadError"
     assert len(seen) == 1  # the role chunk arrived before the failure
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["chat", "messages"])
+async def test_a_large_event_is_charged_to_the_calls_event_memory_until_cut(
+    provider, native: bool
+) -> None:
+    big = {
+        "type": "content_block_delta",
+        "index": 0,
+        "delta": {"type": "text_delta", "text": "x" * 200_000},
+    }
+    payload = TEXT_STREAM.replace(
+        b"event: ping\ndata: " + orjson.dumps({"type": "ping"}),
+        b"event: content_block_delta\ndata: " + orjson.dumps(big),
+    )
+    assert payload != TEXT_STREAM
+    told: list[int] = []
+
+    async def reads() -> AsyncIterator[bytes]:  # as the network cuts it
+        for i in range(0, len(payload), 16_384):
+            yield payload[i : i + 16_384]
+
+    endpoint = Endpoint.MESSAGES if native else Endpoint.CHAT
+    body = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 9, "stream": True}
+    call = Call(endpoint, body, MODEL, stream=True, event_memory=told.append)
+    with respx.mock:
+        respx.post(URL).mock(
+            side_effect=lambda request: httpx.Response(
+                200, content=reads(), headers={"content-type": "text/event-stream"}
+            )
+        )
+        stream = await provider.stream(call)
+        try:
+            texts = [c async for c in stream]
+        finally:
+            await stream.aclose()
+    assert len(texts) > 3
+    assert max(told) > 200_000  # raw and parsed, as it grew
+    assert told[-1] == 0

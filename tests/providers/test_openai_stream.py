@@ -249,3 +249,40 @@ async def test_a_network_failure_mid_stream_is_the_transports_class(provider, mo
     await stream.aclose()
     assert info.value.message == "up: stream broke: upstream timed out"
     assert len(seen) == 1
+
+
+# -- an event not yet whole counts in the worker's memory for bodies -----------------------
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "path"),
+    [
+        (Endpoint.CHAT, "/chat/completions"),
+        (Endpoint.RESPONSES, "/responses"),
+        (Endpoint.MESSAGES, "/chat/completions"),  # an Anthropic client's, via chat
+    ],
+)
+async def test_a_large_event_is_charged_to_the_calls_event_memory_until_cut(
+    provider, mock, endpoint: Endpoint, path: str
+) -> None:
+    """A streamed image's partial frame, a Responses stream's last event: the call's
+    `event_memory` is told what the event holds as it grows, and 0 once it is cut."""
+    big = "x" * 200_000
+    if endpoint is Endpoint.RESPONSES:
+        events = sse(
+            ("response.output_text.delta", {"type": "response.output_text.delta", "delta": big}),
+            ("response.completed", {"type": "response.completed", "response": {}}),
+            done=False,
+        )
+        body: dict = {"input": "hi", "stream": True}
+    else:
+        events = sse(chunk(big), chunk(None, "stop"))
+        body = {**CHAT, "stream": True}
+        if endpoint is Endpoint.MESSAGES:
+            body = {"messages": [{"role": "user", "content": "hi"}], "max_tokens": 9}
+    stream_route(mock, events, path)
+    told: list[int] = []
+    stream = await provider.stream(call(body, endpoint, stream=True, event_memory=told.append))
+    await drain(stream)
+    assert max(told) > 200_000  # raw and parsed, as it grew
+    assert told[-1] == 0

@@ -9,10 +9,17 @@ from collections.abc import AsyncIterator, Awaitable, Iterable
 import pytest
 
 from providers.base import Chunk, ChunkStream
-from providers.errors import InvalidResponse, UpstreamConnectionError
+from providers.errors import InvalidResponse, NoMemory, UpstreamConnectionError
 from providers.http1.connection import NativeStream
 from providers.http1.pool import NativeTransport
-from providers.sse import ChunkBatches, chunk_batches, iter_event_batches
+from providers.json_memory import parsed_size
+from providers.sse import (
+    UNCHARGED_EVENT_BYTES,
+    ChunkBatches,
+    EventSplitter,
+    chunk_batches,
+    iter_event_batches,
+)
 from providers.transport import Timeout, UpstreamStream
 from tests.providers.http1.native_helpers import Server, chunked, serving, until
 
@@ -148,6 +155,74 @@ async def test_each_read_gives_the_events_it_completes_and_no_empty_batches() ->
         [(None, b'{"n":2}')],
         [(None, b"[DONE]")],
     ]
+
+
+# -- an event not yet whole, charged to the request's memory (EventMemory) ---------------
+
+
+def _big_event(size: int) -> bytes:
+    """One event of about `size` bytes, as a streamed image's partial frame is."""
+    return b'data: {"type":"image_generation.partial_image","b64_json":"' + b"A" * size + b'"}'
+
+
+def test_a_large_event_is_charged_as_it_grows_and_given_back_once_cut() -> None:
+    told: list[int] = []
+    splitter = EventSplitter(told.append)
+    event = _big_event(300_000)
+    reads = [event[i : i + 16_384] for i in range(0, len(event), 16_384)]
+    for read in reads:
+        assert splitter.feed(read) == []
+    # Nothing while it was small; then, read by read, what it holds, raw and parsed.
+    assert told and told == sorted(told)
+    assert told[-1] == len(event) + parsed_size(event)
+    first = next(i for i in range(len(reads)) if sum(map(len, reads[: i + 1])) > 65_536)
+    assert len(told) == len(reads) - first
+    assert splitter.feed(b"\n\ndata: {}\n\n") == [(None, event[6:]), (None, b"{}")]
+    assert told[-1] == 0  # cut: given back
+
+
+def test_small_events_never_call_the_memory() -> None:
+    told: list[int] = []
+    splitter = EventSplitter(told.append)
+    for i in range(1000):
+        splitter.feed(b'data: {"n":%d}\n\ndata: {"n' % i)
+        splitter.feed(b'":1}\n\n')
+    small = b"data: " + b"x" * (UNCHARGED_EVENT_BYTES - 8)  # with its blank line: all it may
+    assert splitter.feed(small) == [] and splitter.feed(b"\n\n") == [(None, small[6:])]
+    assert told == []
+
+
+def test_an_event_cut_after_a_large_one_is_charged_for_what_is_left() -> None:
+    told: list[int] = []
+    splitter = EventSplitter(told.append)
+    splitter.feed(_big_event(100_000))
+    rest = b"data: " + b"B" * 70_000  # the next event begins in the same read
+    assert len(splitter.feed(b"\n\n" + rest)) == 1
+    assert told[-1] == len(rest) + parsed_size(rest)
+    assert splitter.end() == [(None, rest[6:])]  # the stream ended without a blank line
+    assert told[-1] == 0
+
+
+def test_an_event_with_no_room_fails_the_stream_with_the_memory_error() -> None:
+    def full(size: int) -> None:
+        if size > 200_000:
+            raise NoMemory("no room", status=503, retry_after=1.0)
+
+    splitter = EventSplitter(full)
+    with pytest.raises(NoMemory):
+        for i in range(40):
+            splitter.feed(b"data: " + b"C" * 10_000 if i == 0 else b"C" * 10_000)
+
+
+def test_an_event_past_the_limit_gives_back_what_it_was_charged() -> None:
+    told: list[int] = []
+    splitter = EventSplitter(told.append)
+    splitter.feed(b"data: " + b"D" * 100_000)
+    assert told[-1] > 0
+    with pytest.raises(InvalidResponse):
+        for _ in range(400):
+            splitter.feed(b"D" * (128 * 1024))
+    assert told[-1] == 0
 
 
 # -- ChunkBatches: pulled, and pushed from the socket's callback (relay) -------------------

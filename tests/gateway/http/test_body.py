@@ -396,6 +396,30 @@ def test_an_answer_takes_from_the_same_budget_and_is_dropped_when_it_does_not_fi
     assert budget.held == 500
 
 
+def test_a_streams_open_event_takes_what_it_holds_now_and_gives_back_the_rest() -> None:
+    """A stream's event not yet whole (providers.transport.EventMemory) is told as what
+    it holds now: growth is taken as an answer's piece is, and a cut gives it back."""
+    budget = BodyBudget(10_000)
+    other, held = budget.hold(), budget.hold()
+    other.take(4_000)
+    held.take(1_000)  # the request's body
+    held.hold_event(3_000)
+    held.hold_event(5_000)
+    assert (budget.held, held.size, held.event) == (10_000, 6_000, 5_000)
+    with pytest.raises(NoMemory):
+        held.hold_event(5_001)
+    assert (budget.held, budget.answers_refused) == (10_000, 1)
+    held.hold_event(0)  # cut
+    assert (budget.held, held.size, held.event) == (5_000, 1_000, 0)
+    with pytest.raises(ResponseTooLarge):  # alone more than all bodies may take
+        held.hold_event(9_001)
+    held.hold_event(2_000)
+    held.release()
+    assert (budget.held, held.event) == (4_000, 0)
+    held.hold_event(0)  # the stream's last word after its request ended: nothing more
+    assert budget.held == 4_000
+
+
 @pytest.mark.parametrize("pieces", [1, 3])
 async def test_read_json_takes_the_bytes_and_the_parsed_size_from_the_budget(pieces: int) -> None:
     raw = orjson.dumps({"model": "m", "messages": [{"role": "user", "content": "hi"}]})

@@ -183,3 +183,62 @@ def test_an_answer_with_no_room_beside_the_bodies_held_is_dropped_and_told_to_re
     [line] = [line for line in lines if line.get("cause") == "answer_memory"]
     assert line["level"] == "warning"
     assert "sk-upstream-secret" not in gw.logs()
+
+
+FRAME = "x" * 600_000  # one stream event of 600 KB (a streamed image's partial frame): ~1.2 MB
+
+
+def test_a_streams_large_event_with_no_room_is_dropped_before_the_stream_begins_or_midway(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    """A stream's events pass on as they come, but an event is held until it is whole:
+    a large one counts with the bodies while it is. With no room before the stream
+    began, the client is told to retry as for a whole answer, and no other model is
+    asked; midway, the stream ends with the error. Given back once cut."""
+    gate = threading.Event()
+    alpha = upstream.behave("alpha-up", hold=gate)
+    upstream.behave("beta-up", content=FRAME)  # the first event is the large one
+    upstream.behave("gamma-up", content=FRAME)
+    upstream.behave("delta-up", content="hi " + FRAME)  # after a small one
+    cfg = config(upstream)
+    cfg["models"].append({"name": "delta", "provider": "up", "upstream_model": "delta-up"})
+    cfg["routes"].append({"name": "frames", "models": ["beta", "gamma"]})
+    gw = start_gateway(cfg)
+
+    def asked_for_frames() -> list[str]:
+        return [m for m in upstream.models_called() if m in ("beta-up", "gamma-up")]
+
+    with sdk(gw) as client, claude(gw) as anthropic_client, ThreadPoolExecutor(1) as pool:
+        first = pool.submit(client.chat.completions.create, model="alpha", messages=said(1_000_000))
+        assert alpha.held.wait(10)  # ~2 MB of the 3 MB held until it ends
+
+        with pytest.raises(openai.InternalServerError) as dropped:
+            client.chat.completions.create(model="frames", messages=HI, stream=True)
+        assert dropped.value.status_code == 503
+        assert dropped.value.response.headers["retry-after"] == "1"
+        assert dropped.value.code == "gateway_overloaded"
+        assert len(asked_for_frames()) == 1  # answered once, and no other model asked
+
+        with pytest.raises(anthropic.InternalServerError) as told:
+            anthropic_client.messages.create(
+                model="frames", max_tokens=16, messages=HI, stream=True
+            )
+        assert told.value.status_code == 503
+        assert told.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+        assert len(asked_for_frames()) == 2
+
+        text = ""
+        with pytest.raises(openai.APIError) as midway:
+            for chunk in client.chat.completions.create(model="delta", messages=HI, stream=True):
+                text += chunk.choices[0].delta.content or ""
+        assert text == "hi"  # what came before it reached the client
+        assert "retry shortly" in midway.value.message
+        assert total(metrics(gw), DROPPED) == 3
+
+        gate.set()
+        assert first.result(timeout=30).model == "alpha"
+        within(10, lambda: total(metrics(gw), HELD) == 0)  # every share given back
+        stream = client.chat.completions.create(model="frames", messages=HI, stream=True)
+        assert "".join(c.choices[0].delta.content or "" for c in stream) == FRAME
+        within(10, lambda: total(metrics(gw), HELD) == 0)
+    assert "sk-upstream-secret" not in gw.logs()
