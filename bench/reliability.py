@@ -32,7 +32,7 @@ slowest time, and the worker's peak RSS. `--max-body-memory 0`: the default (1 G
 a huge value stands for no bound.
 
     python bench/reliability.py answers [--clients 24] [--answer-mib 64] [--trickle 10]
-        [--max-body-memory BYTES] [--json PATH]
+        [--max-body-memory BYTES] [--stream] [--json PATH]
 
 `answers` (whole upstream answers held in memory, the same `server.max_body_memory`):
 one worker whose model `m1` is an OpenAI-shaped upstream on loopback (a thread of this
@@ -41,7 +41,10 @@ script) that answers every embeddings request with `--answer-mib` MiB of embeddi
 so that every answer is under way at once; `--clients` connections ask for one each at
 once, while a kept-alive client sends a short chat (the built-in mock) every 0.2 s. It
 reports the answers (200 whole, or 503 dropped), the short chats, and the worker's peak
-RSS.
+RSS. With `--stream`, the clients ask for chat streams instead, each of one content
+event of `--answer-mib` MiB (a streamed image's partial frame): a stream is held, and
+charged, while its event is not yet whole; "200 cut" counts streams that ended midway
+with the error event.
 
 It prints a table row per measurement, with the command, for bench/README.md's
 Reliability table, and writes the numbers to --json.
@@ -403,10 +406,29 @@ def embeddings(mib: int) -> bytes:
     return f'{{"object":"list","data":[{items}],"model":"m1-up",{usage}}}'.encode()
 
 
+def frame_stream(mib: int) -> bytes:
+    """A chat stream whose one content event is `mib` MiB of text, as a streamed
+    image's partial frame (base64) is: a role chunk, the frame, a finish chunk, [DONE]."""
+    chunk = (
+        '{"id":"c","object":"chat.completion.chunk","created":1,"model":"m1-up",'
+        '"choices":[{"index":0,"delta":%s,"finish_reason":%s}]}'
+    )
+    frame = '{"content":"%s"}' % ("A" * (mib * 1024 * 1024))
+    events = [
+        chunk % ('{"role":"assistant","content":""}', "null"),
+        chunk % (frame, "null"),
+        chunk % ("{}", '"stop"'),
+        "[DONE]",
+    ]
+    return b"".join(b"data: " + event.encode() + b"\n\n" for event in events)
+
+
 @contextlib.contextmanager
-def trickling_upstream(body: bytes, seconds: float, pieces: int = 50) -> Iterator[int]:
+def trickling_upstream(
+    body: bytes, seconds: float, pieces: int = 50, media: bytes = b"application/json"
+) -> Iterator[int]:
     """An HTTP/1.1 upstream on a loopback port (yielded) in a thread of its own: every
-    request is answered with `body`, in `pieces` spread over `seconds`."""
+    request is answered with `body` (of type `media`), in `pieces` spread over `seconds`."""
     loop = asyncio.new_event_loop()
     view = memoryview(body)
     step = -(-len(body) // pieces)
@@ -416,8 +438,8 @@ def trickling_upstream(body: bytes, seconds: float, pieces: int = 50) -> Iterato
             while True:
                 await read_request(reader)
                 writer.write(
-                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
-                    b"content-length: %d\r\n\r\n" % len(body)
+                    b"HTTP/1.1 200 OK\r\ncontent-type: %s\r\ncontent-length: %d\r\n\r\n"
+                    % (media, len(body))
                 )
                 for start in range(0, len(body), step):
                     writer.write(view[start : start + step])
@@ -454,11 +476,17 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
     server: dict[str, Any] = {}
     if args.max_body_memory:
         server["max_body_memory"] = args.max_body_memory
-    body = embeddings(args.answer_mib)
-    ask_for = b'{"model":"m1","input":"hi"}'
+    if args.stream:
+        body, media, path = frame_stream(args.answer_mib), b"text/event-stream", b"chat/completions"
+        ask_for = b'{"model":"m1","stream":true,"messages":[{"role":"user","content":"hi"}]}'
+        kinds = ["text-to-text"]
+    else:
+        body, media, path = embeddings(args.answer_mib), b"application/json", b"embeddings"
+        ask_for = b'{"model":"m1","input":"hi"}'
+        kinds = ["embedding"]
     request = (
-        b"POST /v1/embeddings HTTP/1.1\r\nHost: bench\r\nconnection: close\r\n"
-        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % len(ask_for)
+        b"POST /v1/%s HTTP/1.1\r\nHost: bench\r\nconnection: close\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n" % (path, len(ask_for))
     ) + ask_for
     results: list[tuple[int, int, float]] = []
     lock = threading.Lock()
@@ -473,7 +501,7 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
 
     with (
         tempfile.TemporaryDirectory() as tmp,
-        trickling_upstream(body, args.trickle) as upstream,
+        trickling_upstream(body, args.trickle, media=media) as upstream,
     ):
         config = {
             "server": server,
@@ -482,7 +510,7 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
                 {"name": "sim", "type": "mock"},
             ],
             "models": [
-                {"name": "m1", "provider": "up", "conversation_types": ["embedding"]},
+                {"name": "m1", "provider": "up", "conversation_types": kinds},
                 {"name": "fast", "provider": "sim"},
             ],
             "storage": {"url": f"sqlite:///{Path(tmp) / 'bench.db'}"},
@@ -491,13 +519,21 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
             threads = [threading.Thread(target=client, args=(port,)) for _ in range(args.clients)]
             smalls = beside_short_chats(port, threads)
             rss = peak_rss_mib(proc.pid)
-    whole = [r for r in results if r[0] == 200]
+    # A stream cut midway (its error event) is a 200 short of its frame's text.
+    frame = args.answer_mib * 1024 * 1024 if args.stream else 0
+    whole = [r for r in results if r[0] == 200 and r[1] >= frame]
     return {
         "server": server,
         "clients": args.clients,
         "answer_bytes": len(body),
+        "stream": args.stream,
         "trickle_s": args.trickle,
-        "statuses": dict(Counter(str(status) for status, _, _ in results)),
+        "statuses": dict(
+            Counter(
+                "200 cut" if status == 200 and size < frame else str(status)
+                for status, size, _ in results
+            )
+        ),
         "whole_answers_mib": round(sum(size for _, size, _ in whole) / 2**20, 1),
         "slowest_answer_s": round(max(t for _, _, t in results), 2),
         "short_chats": dict(Counter(str(status) for status, _ in smalls)),
@@ -533,9 +569,10 @@ def _chat_head(length: int) -> bytes:
 
 def rows(result: dict[str, Any], command: str) -> list[str]:
     if "statuses" in result:  # answers
+        kind = "streams, each one event of" if result.get("stream") else "embeddings answers of"
         what = (
-            f"{result['clients']} x {result['answer_bytes'] / 2**20:.0f} MiB embeddings "
-            f"answers at once, over {result['trickle_s']:g} s"
+            f"{result['clients']} {kind} {result['answer_bytes'] / 2**20:.0f} MiB at once, "
+            f"over {result['trickle_s']:g} s"
         )
         return [_held_row(result, what, result["statuses"], command)]
     if "answers" in result:  # bodies
@@ -608,6 +645,7 @@ def main() -> int:
     a.add_argument("--answer-mib", type=int, default=64)
     a.add_argument("--trickle", type=float, default=10, help="s each answer takes to arrive")
     a.add_argument("--max-body-memory", type=int, default=0, help="0: the default (1 GiB)")
+    a.add_argument("--stream", action="store_true", help="chat streams of one large event")
     a.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
