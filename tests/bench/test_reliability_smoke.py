@@ -70,3 +70,20 @@ def test_the_answers_benchmark_measures_large_answers_held_at_once(tmp_path: Pat
     assert set(measured["statuses"]) <= {"200", "503"} and measured["statuses"].get("503", 0) >= 1
     assert sum(measured["statuses"].values()) == 3
     assert set(measured["short_chats"]) == {"200"} and measured["peak_rss_mib"] > 0
+
+
+def test_the_answers_benchmark_measures_streams_of_one_large_event(tmp_path: Path) -> None:
+    out = tmp_path / "frames.json"
+    # A 1 MiB event is charged ~2 MiB while it is held: 3 MB holds one at a time.
+    cmd = [sys.executable, str(ROOT / "bench" / "reliability.py"), "answers", "--stream",
+           "--clients", "3", "--answer-mib", "1", "--trickle", "1",
+           "--max-body-memory", "3000000", "--json", str(out)]  # fmt: skip
+    result = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.count("| `python bench/reliability.py answers --stream") == 1
+    assert "streams, each one event of 1 MiB" in result.stdout
+    measured = json.loads(out.read_text())["answers"]
+    statuses = measured["statuses"]
+    assert set(statuses) <= {"200", "200 cut"} and statuses.get("200 cut", 0) >= 1
+    assert sum(statuses.values()) == 3
+    assert set(measured["short_chats"]) == {"200"}

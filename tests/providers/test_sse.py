@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Iterable
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from providers.base import Chunk, ChunkStream
 from providers.errors import InvalidResponse, NoMemory, UpstreamConnectionError
@@ -223,6 +225,39 @@ def test_an_event_past_the_limit_gives_back_what_it_was_charged() -> None:
         for _ in range(400):
             splitter.feed(b"D" * (128 * 1024))
     assert told[-1] == 0
+
+
+@settings(derandomize=True, max_examples=60, deadline=None, database=None)
+@given(
+    sizes=st.lists(st.sampled_from([0, 10, 60_000, 65_530, 70_000, 200_000]), max_size=6),
+    cuts=st.lists(st.integers(1, 90_000), min_size=1, max_size=12),
+    crlf=st.booleans(),
+    ends_open=st.booleans(),
+)
+def test_whatever_the_cuts_the_events_are_the_same_and_every_charge_is_given_back(
+    sizes: list[int], cuts: list[int], crlf: bool, ends_open: bool
+) -> None:
+    """Events of every size around the allowance, cut anywhere: charging changes no
+    event, never goes below 0, and ends at 0 once the stream has."""
+    stream = b"".join(b"data: " + b"E" * size + b"\n\n" for size in sizes)
+    if ends_open:
+        stream += b"data: tail"
+    if crlf:
+        stream = stream.replace(b"\n", b"\r\n")
+    reads, at = [], 0
+    while at < len(stream):
+        step = cuts[len(reads) % len(cuts)]
+        reads.append(stream[at : at + step])
+        at += step
+    told: list[int] = []
+    plain, charged = EventSplitter(), EventSplitter(told.append)
+    expected = [e for read in reads for e in plain.feed(read)] + plain.end()
+    got = [e for read in reads for e in charged.feed(read)] + charged.end()
+    assert got == expected
+    assert all(size >= 0 for size in told)
+    assert not told or told[-1] == 0
+    if 200_000 in sizes:
+        assert told  # an event larger than any two reads was held, and charged
 
 
 # -- ChunkBatches: pulled, and pushed from the socket's callback (relay) -------------------
