@@ -45,10 +45,13 @@ class EventSplitter:
 
     With `memory`, an event held open past UNCHARGED_EVENT_BYTES is charged to it, raw
     and parsed, as it grows (each read estimated once; the read that ends it too, before
-    it is parsed), and given back once cut. An event that comes whole in one read (at
-    most a socket read: 256 KiB) is not held, and not charged."""
+    it is parsed). It is given back at the next read (or the end), not as soon as it is
+    cut: its copy is on its way to the client meanwhile, and a stream reads on only once
+    the client's buffer has room (`ChunkBatches`), so a client that takes a large event
+    slowly holds its share until it has. An event that comes whole in one read (at most
+    a socket read: 256 KiB) is not held, and not charged."""
 
-    __slots__ = ("_buffer", "_charged", "_cr", "_memory", "_searched")
+    __slots__ = ("_buffer", "_charged", "_cr", "_cut", "_memory", "_searched")
 
     def __init__(self, memory: EventMemory | None = None) -> None:
         self._buffer = bytearray()
@@ -56,9 +59,12 @@ class EventSplitter:
         self._cr = False  # the previous read ended in "\r": its "\n" may come next
         self._memory = memory
         self._charged = 0  # what `memory` was last told the buffer takes
+        self._cut = False  # events were cut since: give back what they took at the next read
 
     def feed(self, chunk: bytes) -> list[Event]:
         """The events `chunk` completes (maybe none)."""
+        if self._cut:
+            self._given_back()
         if len(self._buffer) > MAX_EVENT_BYTES:
             self._too_large()
         if self._cr:
@@ -92,7 +98,7 @@ class EventSplitter:
             del buffer[:start]
         self._searched = max(0, len(buffer) - 1)  # an end may straddle this read and the next
         if start and self._charged:
-            self._cut()
+            self._cut = True
         if len(buffer) > MAX_EVENT_BYTES:
             if batch:  # the events before it first; the next call raises
                 return batch
@@ -106,12 +112,9 @@ class EventSplitter:
             self._too_large()
         if self._cr:
             buffer += b"\r"
-        if buffer.strip():
-            event = _parse(bytes(buffer))
-            self._release()
-            if event is not None:
-                return [event]
-        return []
+        event = _parse(bytes(buffer)) if buffer.strip() else None
+        self._release()
+        return [] if event is None else [event]
 
     def _grown(self, chunk: bytes) -> None:
         """Tell `memory` what the buffer takes now that `chunk` is in it, before any event
@@ -121,13 +124,24 @@ class EventSplitter:
         else:
             size = len(self._buffer) + parsed_size(self._buffer)
         assert self._memory is not None
-        self._memory(size)  # NoMemory: the stream fails, and the request gives it back
+        try:
+            self._memory(size)  # NoMemory: the stream fails, and the request gives it back
+        except BaseException:
+            # Emptied before it propagates: the error's traceback keeps this frame, and
+            # with it the buffer, for as long as anything holds the error (a cycle, freed
+            # only by the collector's rare oldest-generation pass).
+            self._buffer = bytearray()
+            self._cut = False
+            raise
         self._charged = size
 
-    def _cut(self) -> None:
-        """Tell `memory` what is left once events were cut (at most a read's bytes)."""
+    def _given_back(self) -> None:
+        """Tell `memory` what is left of the buffer since events were cut from it (at most
+        a read's bytes; never more than it was told before)."""
+        self._cut = False
         buffer = self._buffer
         size = len(buffer) + parsed_size(buffer) if len(buffer) > UNCHARGED_EVENT_BYTES else 0
+        size = min(size, self._charged)
         if size != self._charged:
             assert self._memory is not None
             self._memory(size)
@@ -136,6 +150,7 @@ class EventSplitter:
     def _release(self) -> None:
         """Empty the buffer, and give back what it was charged."""
         self._buffer = bytearray()
+        self._cut = False
         if self._charged and self._memory is not None:
             self._charged = 0
             self._memory(0)

@@ -295,9 +295,7 @@ async def test_a_network_failure_mid_stream_is_the_transports_class(provider):
 
 
 @pytest.mark.parametrize("native", [False, True], ids=["chat", "messages"])
-async def test_a_large_event_is_charged_to_the_calls_event_memory_until_cut(
-    provider, native: bool
-) -> None:
+async def test_a_large_event_is_charged_to_the_calls_event_memory(provider, native: bool) -> None:
     big = {
         "type": "content_block_delta",
         "index": 0,
@@ -329,5 +327,6 @@ async def test_a_large_event_is_charged_to_the_calls_event_memory_until_cut(
         finally:
             await stream.aclose()
     assert len(texts) > 3
-    assert max(told) > 200_000  # raw and parsed, as it grew
-    assert told[-1] == 0
+    # Raw and parsed, as it grew; given back at the next read, or with the request's
+    # share when the stream ends.
+    assert max(told) > 200_000

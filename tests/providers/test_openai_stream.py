@@ -262,7 +262,7 @@ async def test_a_network_failure_mid_stream_is_the_transports_class(provider, mo
         (Endpoint.MESSAGES, "/chat/completions"),  # an Anthropic client's, via chat
     ],
 )
-async def test_a_large_event_is_charged_to_the_calls_event_memory_until_cut(
+async def test_a_large_event_is_charged_to_the_calls_event_memory(
     provider, mock, endpoint: Endpoint, path: str
 ) -> None:
     """A streamed image's partial frame, a Responses stream's last event: the call's
@@ -284,5 +284,6 @@ async def test_a_large_event_is_charged_to_the_calls_event_memory_until_cut(
     told: list[int] = []
     stream = await provider.stream(call(body, endpoint, stream=True, event_memory=told.append))
     await drain(stream)
-    assert max(told) > 200_000  # raw and parsed, as it grew
-    assert told[-1] == 0
+    # Raw and parsed, as it grew; given back at the next read, or with the request's
+    # share when the stream ends.
+    assert max(told) > 200_000

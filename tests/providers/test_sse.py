@@ -167,7 +167,9 @@ def _big_event(size: int) -> bytes:
     return b'data: {"type":"image_generation.partial_image","b64_json":"' + b"A" * size + b'"}'
 
 
-def test_a_large_event_is_charged_as_it_grows_and_given_back_once_cut() -> None:
+def test_a_large_event_is_charged_as_it_grows_and_given_back_at_the_next_read() -> None:
+    """Given back at the next read, not as it is cut: its copy is on its way to the
+    client until then (a stream reads on only once the client's buffer has room)."""
     told: list[int] = []
     splitter = EventSplitter(told.append)
     event = _big_event(300_000)
@@ -179,8 +181,11 @@ def test_a_large_event_is_charged_as_it_grows_and_given_back_once_cut() -> None:
     assert told[-1] == len(event) + parsed_size(event)
     first = next(i for i in range(len(reads)) if sum(map(len, reads[: i + 1])) > 65_536)
     assert len(told) == len(reads) - first
-    assert splitter.feed(b"\n\ndata: {}\n\n") == [(None, event[6:]), (None, b"{}")]
-    assert told[-1] == 0  # cut: given back
+    ending = b"\n\ndata: {}\n\n"
+    assert splitter.feed(ending) == [(None, event[6:]), (None, b"{}")]
+    assert told[-1] == len(event + ending) + parsed_size(event) + parsed_size(ending)  # held
+    assert splitter.feed(b'data: {"n":1}\n\n') == [(None, b'{"n":1}')]
+    assert told[-1] == 0  # the next read: given back
 
 
 def test_small_events_never_call_the_memory() -> None:
@@ -200,8 +205,9 @@ def test_an_event_cut_after_a_large_one_is_charged_for_what_is_left() -> None:
     splitter.feed(_big_event(100_000))
     rest = b"data: " + b"B" * 70_000  # the next event begins in the same read
     assert len(splitter.feed(b"\n\n" + rest)) == 1
-    assert told[-1] == len(rest) + parsed_size(rest)
-    assert splitter.end() == [(None, rest[6:])]  # the stream ended without a blank line
+    assert splitter.feed(b"B") == []
+    assert told[-2:] == [len(rest) + parsed_size(rest), len(rest) + 1 + parsed_size(rest + b"B")]
+    assert splitter.end() == [(None, rest[6:] + b"B")]  # the stream ended without a blank line
     assert told[-1] == 0
 
 
@@ -211,9 +217,12 @@ def test_an_event_with_no_room_fails_the_stream_with_the_memory_error() -> None:
             raise NoMemory("no room", status=503, retry_after=1.0)
 
     splitter = EventSplitter(full)
-    with pytest.raises(NoMemory):
+    with pytest.raises(NoMemory) as refused:
         for i in range(40):
             splitter.feed(b"data: " + b"C" * 10_000 if i == 0 else b"C" * 10_000)
+    # Emptied before the error left: its traceback keeps the splitter alive, not the event.
+    assert refused.value.__traceback__ is not None
+    assert splitter.end() == []
 
 
 def test_an_event_past_the_limit_gives_back_what_it_was_charged() -> None:
@@ -366,6 +375,37 @@ async def test_relay_stops_reading_while_the_sink_cannot_take_more() -> None:
         await relay
     await transport.aclose()
     assert got == BATCHES
+
+
+async def test_a_large_event_stays_charged_while_the_client_has_not_taken_it() -> None:
+    """Its copy waits in the client's buffer until the sink's wait is done; the stream
+    reads on only then, and the next read gives the event's share back."""
+    big = b'data: {"n":"' + b"L" * 300_000 + b'"}\n\n'
+    reads = [b'data: {"n":0}\n\n', big[:100_000], big[100_000:], b"data: [DONE]\n\n"]
+    gates = {3: asyncio.Event()}
+    transport = NativeTransport(Timeout(total=5, connect=5))
+    slow: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    told: list[int] = []
+    got: list[list[Event]] = []
+
+    def sink(batch: list[Event]) -> asyncio.Future[None] | None:
+        got.append(batch)
+        return slow if len(got) == 2 else None  # the large one fills the client's buffer
+
+    async with serving(_scripted(reads, gates)) as srv:
+        upstream = await transport.stream("POST", srv.url(), {}, b"{}")
+        batches = chunk_batches(_Answer(), upstream, _until_done, "up", _never_ends, told.append)
+        relay = asyncio.ensure_future(batches.relay(sink))
+        await until(lambda: len(got) == 2)
+        gates[3].set()  # the next read is there, but not read while the client is slow
+        for _ in range(20):
+            await asyncio.sleep(0)
+        assert told[-1] > 2 * 300_000  # raw and parsed, still held
+        slow.set_result(None)
+        await relay
+    await transport.aclose()
+    assert told[-1] == 0
+    assert [len(e[1]) for batch in got for e in batch] == [7, 300_008]
 
 
 async def test_relay_raises_what_broke_the_stream_after_the_batches_before_it() -> None:
