@@ -56,7 +56,7 @@ from gateway.http.proxy import (
     stream_failure,
     tolerance_of,
 )
-from gateway.http.streaming import BodyWriter, body_writer, event_stream
+from gateway.http.streaming import BodyWriter, body_writer, event_stream, once_sent
 from gateway.routing.dispatch import Exchange, ReplyJob, Streaming, StreamJob
 from providers.base import NO_HEADERS, Call, ChunkStream, Endpoint, Piece, RawChunk, Reply
 from providers.errors import ProviderError, RateLimited
@@ -138,7 +138,7 @@ def messages_routes(gateway: Backend) -> list[Route]:
         else:
             await _reply(exchange, send, limits)
         finally:
-            held.release()
+            once_sent(scope, held.release)  # once the client took the answer
             if flying and tenant is not None:
                 quota.leave(tenant.name)
 

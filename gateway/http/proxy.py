@@ -51,6 +51,7 @@ from gateway.http.streaming import (
     body_writer,
     event_stream,
     event_stream_lines,
+    once_sent,
 )
 from gateway.routing.catalog import Catalog
 from gateway.routing.dispatch import (
@@ -261,7 +262,7 @@ def proxy_routes(gateway: Backend) -> list[Route]:
             else:
                 await _reply(exchange, send, videos, limits)
             finally:
-                held.release()
+                once_sent(scope, held.release)  # once the client took the answer
                 if flying and tenant is not None:
                     quota.leave(tenant.name)
 

@@ -26,6 +26,7 @@ from providers import STOPPING
 
 __all__ = [
     "BODY", "BodyWriter", "StreamingResponse", "body_writer", "event_stream", "event_stream_lines",
+    "once_sent",
 ]  # fmt: skip
 
 BODY = "gatewise.body"  # scope["extensions"][BODY]["writer"]: a BodyWriter
@@ -44,6 +45,24 @@ class BodyWriter(Protocol):
         """Write a 200 streamed answer's head, of these header lines, now and without
         `send` (the answer not begun yet: gateway/http/heartbeat.py); False if it cannot
         (a head is out already, or the connection cannot take it)."""
+
+    def when_sent(self, then: Callable[[], None]) -> None:
+        """Call `then` once what was written has left the server's buffer for the client
+        (or the connection is gone); at once if it has."""
+
+
+def once_sent(scope: Scope, then: Callable[[], None]) -> None:
+    """Call `then` once the answer written on this request's connection has left the
+    server for the client, or the client is gone (bounded by `server.send_timeout`).
+    An ASGI `send` returns before the last write drains: a large answer to a client that
+    reads slowly waits in the server's buffer, and what holds memory for it (the request's
+    share of `max_body_memory`) must not be given back until it has left. Under a server
+    that offers no BodyWriter, at once."""
+    writer = body_writer(scope)
+    if writer is None:
+        then()
+    else:
+        writer.when_sent(then)
 
 
 def body_writer(scope: Scope) -> BodyWriter | None:

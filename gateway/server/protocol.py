@@ -415,6 +415,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     _stop_timer: asyncio.TimerHandle | None = None  # the shutdown deadline of its answer
     _stopping = False  # past it: a handler that arms hears it at once
     _send_timer: asyncio.TimerHandle | None = None  # while the client's buffer is full
+    _when_sent: list[Callable[[], None]] | None = None  # `when_sent`'s, until it drains
     _lost = False
     # The cycle whose answer is under way (`_start_asgi_task`). Not always `cycle`: uvicorn
     # sets `cycle` to a pipelined request's as soon as its head is read.
@@ -477,6 +478,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             self._stop_timer = None
         self._lost = True
         super().connection_lost(exc)
+        self._sent()  # nothing more leaves: what waited for it holds nothing now
         gone = self._gone
         if gone is not None:
             self._gone = None
@@ -538,6 +540,24 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         cycle.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
         flow = cycle.flow
         return flow.drain() if flow.write_paused else None
+
+    def when_sent(self, then: Callable[[], None]) -> None:
+        """A BodyWriter's: call `then` once what was written has left the worker's buffer
+        (the client took all but the low-water mark of it) or the connection is gone; at
+        once if it has."""
+        if self._lost or not self.flow.write_paused:
+            then()
+            return
+        if self._when_sent is None:
+            self._when_sent = []
+        self._when_sent.append(then)
+
+    def _sent(self) -> None:
+        waiting = self._when_sent
+        if waiting is not None:
+            self._when_sent = None
+            for then in waiting:
+                then()
 
     def start_body(self, lines: bytes) -> bool:
         """A BodyWriter's: a 200 chunked head of these header lines, written outside the
@@ -705,6 +725,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             self._send_timer.cancel()
             self._send_timer = None
         super().resume_writing()
+        self._sent()
 
     def _send_timed_out(self) -> None:
         """A client that takes nothing of its answer: dropped, as if it had left (its

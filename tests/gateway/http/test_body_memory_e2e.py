@@ -8,6 +8,7 @@ times more."""
 
 from __future__ import annotations
 
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -242,3 +243,77 @@ def test_a_streams_large_event_with_no_room_is_dropped_before_the_stream_begins_
         assert "".join(c.choices[0].delta.content or "" for c in stream) == FRAME
         within(10, lambda: total(metrics(gw), HELD) == 0)
     assert "sk-upstream-secret" not in gw.logs()
+
+
+HUGE = "word " * 1_600_000  # an 8 MB answer: ~16 MB held, raw and parsed
+
+
+def slow_reader(gw: GatewayProcess, api: str) -> socket.socket:
+    """A client that asks `beta` for HUGE and takes little of it at a time (until it
+    reads): most of the answer waits in the worker's buffer."""
+    path, body = (
+        (b"/v1/chat/completions", orjson.dumps({"model": "beta", "messages": HI}))
+        if api == "openai"
+        else (b"/v1/messages", orjson.dumps({"model": "beta", "max_tokens": 16, "messages": HI}))
+    )
+    slow = socket.socket()
+    slow.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    slow.connect(("127.0.0.1", gw.port))
+    slow.sendall(
+        b"POST %s HTTP/1.1\r\nhost: gw\r\nauthorization: Bearer test-key\r\n"
+        b"content-type: application/json\r\ncontent-length: %d\r\n\r\n%s" % (path, len(body), body)
+    )
+    # Answered and recorded: the worker wrote it all, and the client read none of it.
+    within(10, lambda: total(metrics(gw), "gatewise_requests_total", model="beta") == 1)
+    return slow
+
+
+@pytest.mark.parametrize("api", ["openai", "anthropic"])
+def test_an_answer_a_client_has_not_taken_keeps_its_share_until_it_has(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess], api: str
+) -> None:
+    """The server's last write returns before it drains: an 8 MB answer to a client that
+    does not read waits in the worker's buffer. Its share of max_body_memory is held
+    until the client has taken it, so that slow readers cannot make a worker hold
+    answers beyond the bound."""
+    upstream.behave("beta-up", content=HUGE)
+    cfg = config(upstream)
+    cfg["server"]["max_body_memory"] = 24_000_000  # room for one such answer
+    gw = start_gateway(cfg)
+    with slow_reader(gw, api) as slow, sdk(gw) as client:
+        assert total(metrics(gw), HELD) > 8_000_000
+        with pytest.raises(openai.InternalServerError) as dropped:
+            client.chat.completions.create(model="beta", messages=HI)
+        assert dropped.value.status_code == 503  # no room beside the answer not taken
+        said = orjson.loads(read_answer(slow))  # the client takes it now, all of it
+        text = said["choices"][0]["message"] if api == "openai" else said["content"][0]
+        assert text["content" if api == "openai" else "text"] == HUGE
+        within(10, lambda: total(metrics(gw), HELD) == 0)
+        again = client.chat.completions.create(model="beta", messages=HI)
+        assert again.choices[0].message.content == HUGE
+
+
+def test_an_answer_not_taken_gives_its_share_back_when_its_client_leaves(
+    upstream: FakeUpstream, start_gateway: Callable[..., GatewayProcess]
+) -> None:
+    upstream.behave("beta-up", content=HUGE)
+    cfg = config(upstream)
+    cfg["server"]["max_body_memory"] = 24_000_000
+    gw = start_gateway(cfg)
+    slow = slow_reader(gw, "openai")
+    assert total(metrics(gw), HELD) > 8_000_000
+    slow.close()  # never read: the connection goes, and the buffer with it
+    within(10, lambda: total(metrics(gw), HELD) == 0)
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """The body of an HTTP answer with a Content-Length, read to its end."""
+    data = bytearray()
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(1 << 16)
+    head, _, body = bytes(data).partition(b"\r\n\r\n")
+    length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+    rest = bytearray(body)
+    while len(rest) < length:
+        rest += sock.recv(1 << 20)
+    return bytes(rest)
