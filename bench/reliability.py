@@ -32,7 +32,7 @@ slowest time, and the worker's peak RSS. `--max-body-memory 0`: the default (1 G
 a huge value stands for no bound.
 
     python bench/reliability.py answers [--clients 24] [--answer-mib 64] [--trickle 10]
-        [--max-body-memory BYTES] [--stream] [--json PATH]
+        [--max-body-memory BYTES] [--stream] [--idle S] [--spread S] [--json PATH]
 
 `answers` (whole upstream answers held in memory, the same `server.max_body_memory`):
 one worker whose model `m1` is an OpenAI-shaped upstream on loopback (a thread of this
@@ -44,7 +44,10 @@ reports the answers (200 whole, or 503 dropped), the short chats, and the worker
 RSS. With `--stream`, the clients ask for chat streams instead, each of one content
 event of `--answer-mib` MiB (a streamed image's partial frame): a stream is held, and
 charged, while its event is not yet whole; "200 cut" counts streams that ended midway
-with the error event.
+with the error event. With `--idle S`, every client reads nothing for S seconds (a 4 KiB
+receive buffer), as a slow or hostile reader: what it has not taken waits in the
+worker's buffer. With `--spread S`, the clients start one after another over S seconds
+instead of at once.
 
 It prints a table row per measurement, with the command, for bench/README.md's
 Reliability table, and writes the numbers to --json.
@@ -458,12 +461,19 @@ def trickling_upstream(
         thread.join(10)
 
 
-def fetch_whole(port: int, request: bytes, timeout: float) -> tuple[int, int]:
+def fetch_whole(port: int, request: bytes, timeout: float, idle: float = 0) -> tuple[int, int]:
     """`request` (which asks the server to close) on a new connection, its answer read
-    to the end: (status, bytes of the answer); (0, bytes) if cut before its head."""
+    to the end: (status, bytes of the answer); (0, bytes) if cut before its head. With
+    `idle`, the client reads nothing for that many seconds first (a small receive
+    buffer: what it does not take waits in the server's)."""
     data = bytearray()
-    with contextlib.suppress(OSError), connect(port, timeout=timeout) as sock:
+    with contextlib.suppress(OSError), socket.socket() as sock:
+        sock.settimeout(timeout)
+        if idle:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
         sock.sendall(request)
+        time.sleep(idle)
         while chunk := sock.recv(1 << 20):
             data += chunk
     head, _, rest = bytes(data[:4096]).partition(b"\r\n\r\n")
@@ -492,10 +502,11 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
     lock = threading.Lock()
     start = threading.Barrier(args.clients)
 
-    def client(port: int) -> None:
+    def client(port: int, i: int) -> None:
         start.wait()
+        time.sleep(i * args.spread / args.clients)  # all at once, or one after another
         began = time.perf_counter()
-        status, size = fetch_whole(port, request, args.trickle + 120)
+        status, size = fetch_whole(port, request, args.trickle + args.idle + 120, args.idle)
         with lock:
             results.append((status, size, time.perf_counter() - began))
 
@@ -516,7 +527,7 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
             "storage": {"url": f"sqlite:///{Path(tmp) / 'bench.db'}"},
         }
         with serve_gateway(config, Path(tmp), log_level=None) as (port, proc):
-            threads = [threading.Thread(target=client, args=(port,)) for _ in range(args.clients)]
+            threads = [threading.Thread(target=client, args=(port, i)) for i in range(args.clients)]
             smalls = beside_short_chats(port, threads)
             rss = peak_rss_mib(proc.pid)
     # A stream cut midway (its error event) is a 200 short of its frame's text.
@@ -528,6 +539,8 @@ def answers(args: argparse.Namespace) -> dict[str, Any]:
         "answer_bytes": len(body),
         "stream": args.stream,
         "trickle_s": args.trickle,
+        "idle_s": args.idle,
+        "spread_s": args.spread,
         "statuses": dict(
             Counter(
                 "200 cut" if status == 200 and size < frame else str(status)
@@ -574,6 +587,10 @@ def rows(result: dict[str, Any], command: str) -> list[str]:
             f"{result['clients']} {kind} {result['answer_bytes'] / 2**20:.0f} MiB at once, "
             f"over {result['trickle_s']:g} s"
         )
+        if result.get("spread_s"):
+            what = what.replace(" at once,", f" one after another over {result['spread_s']:g} s,")
+        if result.get("idle_s"):
+            what += f", each read after {result['idle_s']:g} s"
         return [_held_row(result, what, result["statuses"], command)]
     if "answers" in result:  # bodies
         what = f"{result['clients']} x {result['body_mib']} MiB of `[{{}},...]` at once"
@@ -646,6 +663,8 @@ def main() -> int:
     a.add_argument("--trickle", type=float, default=10, help="s each answer takes to arrive")
     a.add_argument("--max-body-memory", type=int, default=0, help="0: the default (1 GiB)")
     a.add_argument("--stream", action="store_true", help="chat streams of one large event")
+    a.add_argument("--idle", type=float, default=0, help="s each client reads nothing first")
+    a.add_argument("--spread", type=float, default=0, help="s over which the clients start")
     a.add_argument("--json", type=Path, default=None)
     args = p.parse_args()
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
