@@ -343,9 +343,13 @@ def proxy_routes(gateway: Backend) -> list[Route]:
 
 def stream_failure(exchange: Exchange[Any], exc: Exception) -> ProviderError:
     """What broke a stream after its first byte, as the upstream's error (a bug in
-    reading it counts as the upstream's server error: its stream is what failed)."""
+    reading it counts as the upstream's server error: its stream is what failed).
+
+    Without its traceback: the stream's handler keeps the error, and the traceback keeps
+    the handler's frame (and the stream's buffers, in the reader's frames) in a cycle
+    that only the collector's rare full pass frees."""
     if isinstance(exc, ProviderError):
-        return exc
+        return exc.with_traceback(None)
     return UpstreamServerError(f"{exchange.provider}: the stream failed ({type(exc).__name__})")
 
 
