@@ -59,7 +59,7 @@ from gateway.http.proxy import (
 from gateway.http.streaming import BodyWriter, body_writer, event_stream, once_sent
 from gateway.routing.dispatch import Exchange, ReplyJob, Streaming, StreamJob
 from providers.base import NO_HEADERS, Call, ChunkStream, Endpoint, Piece, RawChunk, Reply
-from providers.errors import ProviderError, RateLimited
+from providers.errors import NoMemory, ProviderError, RateLimited
 from providers.sse import ChunkBatches
 
 __all__ = ["messages_routes"]
@@ -272,7 +272,9 @@ async def _sse(
         error = stream_failure(exchange, exc)
         closed = True
         await exchange.fail(error)  # a bench it began is stored before the client hears
-        kind = "overloaded_error" if isinstance(error, RateLimited) else "api_error"
+        # Told to retry: the upstream's rate, or no room for the answer in this worker.
+        retry = isinstance(error, RateLimited | NoMemory)
+        kind = "overloaded_error" if retry else "api_error"
         yield _error_event(error.message, kind)
     finally:
         heartbeats.discard(beat)

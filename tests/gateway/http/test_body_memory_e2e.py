@@ -234,7 +234,17 @@ def test_a_streams_large_event_with_no_room_is_dropped_before_the_stream_begins_
                 text += chunk.choices[0].delta.content or ""
         assert text == "hi"  # what came before it reached the client
         assert "retry shortly" in midway.value.message
-        assert total(metrics(gw), DROPPED) == 3
+        heard = ""
+        with (
+            pytest.raises(anthropic.APIStatusError) as overloaded,
+            anthropic_client.messages.stream(model="delta", max_tokens=16, messages=HI) as events,
+        ):
+            for piece in events.text_stream:
+                heard += piece
+        assert heard == "hi"
+        # An error event a client retries on, as Anthropic's own when overloaded.
+        assert overloaded.value.body["error"]["type"] == "overloaded_error"  # type: ignore[index]
+        assert total(metrics(gw), DROPPED) == 4
 
         gate.set()
         assert first.result(timeout=30).model == "alpha"
