@@ -52,6 +52,25 @@ def claude(gw: GatewayProcess) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gw.url, api_key="test-key", max_retries=0)
 
 
+def told_to_retry(error: openai.APIStatusError) -> None:
+    """A refusal for want of room, in the OpenAI API's shape: retry shortly."""
+    assert error.status_code == 503
+    assert error.response.headers["retry-after"] == "1"
+    assert error.code == "gateway_overloaded"
+    assert "retry shortly" in error.message
+
+
+def a_pair(
+    upstream: FakeUpstream, cfg: dict[str, Any], route: str, content: str
+) -> Callable[[], list[str]]:
+    """A route `route` of beta and gamma, both answering `content`: what was asked of
+    either, so far."""
+    upstream.behave("beta-up", content=content)
+    upstream.behave("gamma-up", content=content)
+    cfg["routes"].append({"name": route, "models": ["beta", "gamma"]})
+    return lambda: [m for m in upstream.models_called() if m in ("beta-up", "gamma-up")]
+
+
 def metrics(gw: GatewayProcess) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
     answer = httpx.get(gw.url + "/metrics", timeout=10)  # no admin token: loopback reads it
     assert answer.status_code == 200, answer.text
@@ -71,9 +90,7 @@ def test_a_body_with_no_room_beside_those_held_is_told_to_retry_in_its_apis_shap
 
         with pytest.raises(openai.InternalServerError) as refused:
             client.chat.completions.create(model="beta", messages=said(600_000))
-        assert refused.value.status_code == 503
-        assert refused.value.response.headers["retry-after"] == "1"
-        assert refused.value.code == "gateway_overloaded"
+        told_to_retry(refused.value)
         assert "retry shortly" in refused.value.message
 
         with pytest.raises(anthropic.InternalServerError) as told:
@@ -145,14 +162,9 @@ def test_an_answer_with_no_room_beside_the_bodies_held_is_dropped_and_told_to_re
     need the same room), and the client is told to retry in its API's shape."""
     gate = threading.Event()
     alpha = upstream.behave("alpha-up", hold=gate)
-    upstream.behave("beta-up", content=BIG)
-    upstream.behave("gamma-up", content=BIG)
     cfg = config(upstream)
-    cfg["routes"].append({"name": "big", "models": ["beta", "gamma"]})
+    asked_for_big = a_pair(upstream, cfg, "big", BIG)
     gw = start_gateway(cfg)
-
-    def asked_for_big() -> list[str]:
-        return [m for m in upstream.models_called() if m in ("beta-up", "gamma-up")]
 
     with sdk(gw) as client, claude(gw) as anthropic_client, ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.chat.completions.create, model="alpha", messages=said(1_000_000))
@@ -160,9 +172,7 @@ def test_an_answer_with_no_room_beside_the_bodies_held_is_dropped_and_told_to_re
 
         with pytest.raises(openai.InternalServerError) as dropped:
             client.chat.completions.create(model="big", messages=HI)
-        assert dropped.value.status_code == 503
-        assert dropped.value.response.headers["retry-after"] == "1"
-        assert dropped.value.code == "gateway_overloaded"
+        told_to_retry(dropped.value)
         assert "retry shortly" in dropped.value.message
         assert len(asked_for_big()) == 1  # answered once, and no other model asked
 
@@ -198,16 +208,11 @@ def test_a_streams_large_event_with_no_room_is_dropped_before_the_stream_begins_
     asked; midway, the stream ends with the error. Given back once cut."""
     gate = threading.Event()
     alpha = upstream.behave("alpha-up", hold=gate)
-    upstream.behave("beta-up", content=FRAME)  # the first event is the large one
-    upstream.behave("gamma-up", content=FRAME)
     upstream.behave("delta-up", content="hi " + FRAME)  # after a small one
     cfg = config(upstream)
     cfg["models"].append({"name": "delta", "provider": "up", "upstream_model": "delta-up"})
-    cfg["routes"].append({"name": "frames", "models": ["beta", "gamma"]})
+    asked_for_frames = a_pair(upstream, cfg, "frames", FRAME)  # the first event is large
     gw = start_gateway(cfg)
-
-    def asked_for_frames() -> list[str]:
-        return [m for m in upstream.models_called() if m in ("beta-up", "gamma-up")]
 
     with sdk(gw) as client, claude(gw) as anthropic_client, ThreadPoolExecutor(1) as pool:
         first = pool.submit(client.chat.completions.create, model="alpha", messages=said(1_000_000))
@@ -215,9 +220,7 @@ def test_a_streams_large_event_with_no_room_is_dropped_before_the_stream_begins_
 
         with pytest.raises(openai.InternalServerError) as dropped:
             client.chat.completions.create(model="frames", messages=HI, stream=True)
-        assert dropped.value.status_code == 503
-        assert dropped.value.response.headers["retry-after"] == "1"
-        assert dropped.value.code == "gateway_overloaded"
+        told_to_retry(dropped.value)
         assert len(asked_for_frames()) == 1  # answered once, and no other model asked
 
         with pytest.raises(anthropic.InternalServerError) as told:
