@@ -91,7 +91,6 @@ def test_a_body_with_no_room_beside_those_held_is_told_to_retry_in_its_apis_shap
         with pytest.raises(openai.InternalServerError) as refused:
             client.chat.completions.create(model="beta", messages=said(600_000))
         told_to_retry(refused.value)
-        assert "retry shortly" in refused.value.message
 
         with pytest.raises(anthropic.InternalServerError) as told:
             anthropic_client.messages.create(model="beta", max_tokens=16, messages=said(600_000))
@@ -173,7 +172,6 @@ def test_an_answer_with_no_room_beside_the_bodies_held_is_dropped_and_told_to_re
         with pytest.raises(openai.InternalServerError) as dropped:
             client.chat.completions.create(model="big", messages=HI)
         told_to_retry(dropped.value)
-        assert "retry shortly" in dropped.value.message
         assert len(asked_for_big()) == 1  # answered once, and no other model asked
 
         with pytest.raises(anthropic.InternalServerError) as told:
