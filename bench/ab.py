@@ -9,7 +9,8 @@ Here both targets are pinned to the same CPU and served by two wrk runs (c=50 ea
 the load CPU) at the same time, so whatever else the machine does falls on both alike.
 Each target's CPU time per request (from /proc, its whole process tree) is the measure:
 it does not depend on how the scheduler shares the CPU between them. Every round starts
-both afresh, alternating which starts first; the report gives per round and the median
+both afresh, alternating which starts, is loaded and is sampled first (always `a` first
+leaned 1.5-3 % against it); the report gives per round and the median
 of B's CPU per request over A's, with a 95 % interval over rounds (scipy's t interval on
 the log ratios), and the throughput ratio for reference.
 
@@ -83,16 +84,18 @@ def one_round(bench: Bench, a: str, b: str, rnd: int, args: argparse.Namespace) 
             child, port, key, _, _ = bench.launch(name, rnd)
             assert child is not None
             started[name] = (child, port, key)
-        targets = [(name, started[name][1], started[name][2]) for name in (a, b)]
+        # Everything in the round's order, which alternates: an A/A run leaned 1.5-3 %
+        # against whichever target always came first (bench/README.md, Two at once).
+        targets = [(name, started[name][1], started[name][2]) for name in order]
         asyncio.run(_load(bench, targets, args.warmup))
-        before = {name: started[name][0].cpu_ticks() for name in (a, b)}
+        before = {name: started[name][0].cpu_ticks() for name in order}
         runs = asyncio.run(_load(bench, targets, args.duration))
-        after = {name: started[name][0].cpu_ticks() for name in (a, b)}
+        after = {name: started[name][0].cpu_ticks() for name in order}
     finally:
         for child, _, _ in started.values():
             child.stop()
     out: dict = {"round": rnd, "first": order[0]}
-    for name, run in zip((a, b), runs, strict=True):
+    for name, run in zip(order, runs, strict=True):
         ticks = after[name] - before[name]
         out[name] = {
             "rps": run["rps"],
