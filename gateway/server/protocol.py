@@ -477,6 +477,13 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             self._stop_timer.cancel()
             self._stop_timer = None
         self._lost = True
+        answering = self._answering
+        if answering is not None and not answering.response_complete:
+            # uvicorn marks only its newest cycle, a pipelined request's once its head is
+            # read: the answer under way ahead of it would end without a response and
+            # uvicorn would log an error and write a 500 to the closed transport.
+            answering.disconnected = True
+            answering.message_event.set()
         super().connection_lost(exc)
         self._sent()  # nothing more leaves: what waited for it holds nothing now
         gone = self._gone

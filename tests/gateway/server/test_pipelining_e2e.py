@@ -9,6 +9,7 @@ starts with it, not while the answer ahead of it (which holds its reading) goes 
 from __future__ import annotations
 
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,3 +89,33 @@ def test_a_pipelined_requests_body_deadline_starts_with_it(
     stream, _, refused = data.partition(b"0\r\n\r\n")
     assert stream.rstrip().endswith(b"data: [DONE]")  # whole, before the refusal
     assert refused.startswith(b"HTTP/1.1 408")
+
+
+def test_a_client_that_leaves_with_requests_pipelined_ends_them_quietly(
+    gw: GatewayProcess, upstream: FakeUpstream
+) -> None:
+    """uvicorn marks only its newest cycle as disconnected, a pipelined request's: the
+    answer under way ahead of it ended without a response, and uvicorn logged an error
+    and wrote a 500 to the closed transport (a traceback for each such client)."""
+    gate = threading.Event()
+    alpha = upstream.behave("alpha-up", hold=gate)
+    body = b'{"model":"alpha","messages":[{"role":"user","content":"hi"}]}'
+    request = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer test-key\r\n"
+        b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    ) + body
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(request + HEALTHZ)  # the second's head is read while the first waits
+        assert alpha.held.wait(10)
+    # Gone: the attempt is told as the client's leaving, and nothing else is said.
+    deadline = time.monotonic() + 10
+    while '"error_class":"client_gone"' not in gw.logs():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    gate.set()
+    with socket.create_connection(("127.0.0.1", gw.port), timeout=10) as sock:
+        sock.sendall(HEALTHZ)  # the worker goes on
+        assert read_until(sock, b"", b'{"status":"ok"}').startswith(b"HTTP/1.1 200 OK")
+    logs = gw.logs()
+    assert "ASGI callable returned without starting response" not in logs
+    assert "Traceback" not in logs
