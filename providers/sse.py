@@ -80,7 +80,7 @@ class EventSplitter:
             # Whole events only: cut them straight from the read.
             start = 0
             while (end := chunk.find(b"\n\n", start)) >= 0:
-                event = _parse(chunk[start:end])
+                event = _event(chunk, chunk, start, end)
                 if event is not None:
                     batch.append(event)
                 start = end + 2
@@ -89,17 +89,11 @@ class EventSplitter:
         if self._memory is not None and (self._charged or len(buffer) > UNCHARGED_EVENT_BYTES):
             self._grown(chunk)
         start = 0
-        # One copy an event, out of a view (released before the buffer is cut): a slice of
-        # the buffer, then bytes of it, then its data past "data: " took three, and an
-        # 8 MiB event twice its size above itself as it was cut.
-        with memoryview(buffer) as view:
+        with memoryview(buffer) as view:  # released before the buffer is cut
             while (end := buffer.find(b"\n\n", max(start, self._searched))) >= 0:
-                if buffer.startswith(b"data: ", start) and buffer.find(b"\n", start, end) < 0:
-                    batch.append((None, bytes(view[start + 6 : end])))  # the common framing
-                else:
-                    event = _parse(bytes(view[start:end]))
-                    if event is not None:
-                        batch.append(event)
+                event = _event(buffer, view, start, end)
+                if event is not None:
+                    batch.append(event)
                 start = end + 2
         if start:
             del buffer[:start]
@@ -393,9 +387,16 @@ def _nowhere(batch: list[Any]) -> None:
 _OPEN, _EOF, _DONE = "open", "eof", "done"  # ChunkBatches' states: reading, at the end, over
 
 
+def _event(data: bytes | bytearray, view: bytes | memoryview, start: int, end: int) -> Event | None:
+    """The event in `data[start:end]`, copied once out of `view` (the bytes themselves,
+    or a view of the buffer): a slice, bytes of it, then its data past "data: " took
+    three copies, and an 8 MiB event twice its size above itself as it was cut."""
+    if data.startswith(b"data: ", start) and data.find(b"\n", start, end) < 0:
+        return None, bytes(view[start + 6 : end])  # the common framing
+    return _parse(bytes(view[start:end]))
+
+
 def _parse(block: bytes) -> Event | None:
-    if block.startswith(b"data: ") and b"\n" not in block:  # the common framing
-        return None, block[6:]
     name: str | None = None
     data: list[bytes] = []
     for line in block.split(b"\n"):
