@@ -26,7 +26,7 @@ from gateway.http.pairwise import pairwise_routes
 from gateway.http.proxy import Backend, fast_handlers, proxy_routes
 from gateway.http.request_id import stamped
 
-__all__ = ["create_http_app"]
+__all__ = ["create_http_app", "readiness"]
 
 log = logging.getLogger("gatewise")
 
@@ -87,20 +87,8 @@ def create_http_app(
         return Response(b'{"status":"ok"}', media_type="application/json")
 
     async def readyz(request: Request) -> Response:
-        disabled = [
-            {"provider": p.name, "missing_env": list(p.missing_env)}
-            for p in config.providers
-            if not p.enabled
-        ]
-        body = {
-            "status": "ready" if gateway.ready else "starting",
-            "models": sorted(gateway.catalog.enabled),
-            "disabled_providers": disabled,
-            # Degraded storage keeps the gateway ready: traffic does not need the store.
-            "storage": gateway.storage(),
-        }
-        status = 200 if gateway.ready else 503
-        return Response(orjson.dumps(body), status, media_type="application/json")
+        status, body = readiness(gateway)
+        return Response(body, status, media_type="application/json")
 
     proxy = proxy_routes(gateway) + messages_routes(gateway) + pairwise_routes(gateway)
     keys = gateway.keys
@@ -133,6 +121,23 @@ def create_http_app(
         lifespan=lifespan,
         exception_handlers={HTTPException: http_error, Exception: _internal_error},
     )
+
+
+def readiness(gateway: Backend) -> tuple[int, bytes]:
+    """/readyz's status and body: 503 while starting; storage's state beside it."""
+    disabled = [
+        {"provider": p.name, "missing_env": list(p.missing_env)}
+        for p in gateway.config.providers
+        if not p.enabled
+    ]
+    body = {
+        "status": "ready" if gateway.ready else "starting",
+        "models": sorted(gateway.catalog.enabled),
+        "disabled_providers": disabled,
+        # Degraded storage keeps the gateway ready: traffic does not need the store.
+        "storage": gateway.storage(),
+    }
+    return (200 if gateway.ready else 503), orjson.dumps(body)
 
 
 async def _no_app(scope: Scope, receive: Receive, send: Send) -> None:

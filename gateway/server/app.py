@@ -11,8 +11,10 @@ import contextlib
 import logging
 import os
 import random
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from typing import Any
 
 from starlette.applications import Starlette
@@ -21,7 +23,7 @@ from admin_ui import DIRECT_ONLY, create_admin_app
 from gateway.core.config import Config, config_path, load_config
 from gateway.core.keys import KeyRing
 from gateway.core.logs import EventLog, SummaryLog, configure_logging
-from gateway.http.app import create_http_app
+from gateway.http.app import create_http_app, readiness
 from gateway.http.body import BodyBudget
 from gateway.routing.blacklist import Blacklist
 from gateway.routing.catalog import Catalog, build_provider
@@ -41,13 +43,15 @@ from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.server.gctune import tune
 from gateway.server.metrics import METRICS_DIR_ENV, METRICS_STATE, Metrics
+from gateway.server.probes import PROBE_SPARE, Probes
+from gateway.server.protocol import InboundLimits
 from gateway.server.tracing import tracing_from_env
 from gateway.server.workers import WORKERS_ENV
 from gateway.storage import StoreError, create_store
 from gateway.storage.writer import StoreWriter
 from providers.base import Provider
 
-__all__ = ["Gateway", "app_factory", "create_app"]
+__all__ = ["Gateway", "WorkerApp", "app_factory", "create_app"]
 
 log = logging.getLogger("gatewise")
 
@@ -311,16 +315,35 @@ class Gateway:
 
 
 def create_app(
-    config: Config, clock: Callable[[], float] = time.time, workers: int = 1
+    config: Config,
+    clock: Callable[[], float] = time.time,
+    workers: int = 1,
+    probe: socket.socket | None = None,
 ) -> Starlette:
+    """The gateway's ASGI app; with `probe`, a listening socket, the probe port is served
+    from the app's start to its stop (gateway/server/probes.py)."""
     gateway = Gateway(config, clock, workers)
+
+    def ready() -> tuple[int, bytes]:
+        inbound = gateway.metrics.inbound  # the server's, from its first connection on
+        if inbound is not None and inbound.draining:
+            return 503, b'{"status":"stopping"}'
+        return readiness(gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
         await gateway.start()
+        state = {METRICS_STATE: gateway.metrics}  # for the server protocol (Inbound.serve)
+        probes = None
+        if probe is not None:
+            limits = replace(InboundLimits.of(config.server, 0), max_connections=PROBE_SPARE)
+            probes = Probes(probe, app, ready, limits, idle_timeout=config.server.idle_timeout)
+            probes.start(state)
         try:
-            yield {METRICS_STATE: gateway.metrics}  # for the server protocol (Inbound.serve)
+            yield state
         finally:
+            if probes is not None:
+                await probes.stop()
             await gateway.stop()
 
     admin = create_admin_app(gateway, config.server.admin_token, config.server.metrics_token)
@@ -329,9 +352,22 @@ def create_app(
     return app
 
 
-def app_factory() -> Starlette:
+def app_factory(probe: socket.socket | None = None) -> Starlette:
     """Entry point for `uvicorn --factory` and worker processes: config from the env."""
     configure_logging(os.environ.get("GATEWISE_LOG_LEVEL", "info"))
-    app = create_app(load_config(config_path()), workers=int(os.environ.get(WORKERS_ENV, "1")))
+    workers = int(os.environ.get(WORKERS_ENV, "1"))
+    app = create_app(load_config(config_path()), workers=workers, probe=probe)
     tune()
     return app
+
+
+class WorkerApp:
+    """`app_factory` with the probe port's listener, as uvicorn's factory for worker
+    processes: pickled to each (the socket duplicated into it, as uvicorn's own are),
+    so that every worker serves the probe port from its own thread."""
+
+    def __init__(self, probe: socket.socket) -> None:
+        self.probe = probe
+
+    def __call__(self) -> Starlette:
+        return app_factory(self.probe)

@@ -200,7 +200,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
     os.environ["GATEWISE_LOG_LEVEL"] = level
     open_files, _ = raise_open_file_limit()  # before workers are forked: they inherit it
     # Each worker process unpickles its own Inbound: the limits are per worker.
-    inbound = Inbound(InboundLimits.of(config.server, open_files), probe_port=args.probe_port or 0)
+    inbound = Inbound(InboundLimits.of(config.server, open_files))
     options = dict(
         host=args.host,
         port=args.port,
@@ -249,7 +249,9 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
         # The workers' counts, summed at each scrape; this run's alone, gone after it.
         with tempfile.TemporaryDirectory(prefix="gatewise-metrics-") as directory:
             os.environ[METRICS_DIR_ENV] = directory
-            return run_workers(options, args.workers, args.probe_port)
+            from gateway.server.app import WorkerApp
+
+            return run_workers(options, args.workers, args.probe_port, WorkerApp)
     from gateway.server.app import create_app
     from gateway.server.gctune import tune
 
@@ -262,22 +264,23 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
                 host, port = self.servers[0].sockets[0].getsockname()[:2]
                 announce(host, port, probe_port=args.probe_port)
 
-    app = create_app(config)
-    tune()
-    server = Server(uvicorn.Config(app, **options))
     # Several listening sockets, as each worker of many has (why: gateway/server/workers.py).
     listeners = None
+    probe = None
     if reuse_port_supported():
         try:
-            listeners = reserve_all(args.host, args.port, args.probe_port)
+            listeners, probe = reserve_all(args.host, args.port, args.probe_port)
         except OSError as exc:
             where = listening(args.host, args.port, args.probe_port)
             logger.error("cannot listen on %s: %s", where, exc)
             return STARTUP_FAILURE
+    app = create_app(config, probe=probe)
+    tune()
+    server = Server(uvicorn.Config(app, **options))
     try:
         server.run(sockets=listeners)
     finally:
-        for sock in listeners or ():
+        for sock in [*(listeners or ()), *([probe] if probe is not None else [])]:
             sock.close()
     return 0 if server.started else STARTUP_FAILURE
 

@@ -158,6 +158,8 @@ GAUGES: dict[str, tuple[str, str, str]] = {
 class InboundState(Protocol):
     """What this process's server holds and has refused (`server.protocol.Inbound`)."""
 
+    draining: bool  # it has begun to shut down
+
     def totals(self) -> dict[str, int]:
         """Inbound limits tripped, by cause."""
 

@@ -23,11 +23,8 @@ silent connection was held forever, and a 128 MiB header took seconds of CPU. He
   is closed;
 - idle kept-alive connections are uvicorn's (`timeout_keep_alive` = `idle_timeout`).
 
-The probe port (`gatewise serve --probe-port`): a listener of its own that answers only
-`PROBE_PATHS` (anything else gets 404 and is closed). A probe there never queues behind
-the clients' connections in the kernel's accept queue, and past `max_connections` it is
-still answered, up to `PROBE_SPARE` probes at once: a worker busy with the streams it
-holds is alive, and a probe that timed out would have it restarted, every stream cut.
+The probe port (`gatewise serve --probe-port`) is served by this protocol too, from a
+thread of its own, with an `Inbound` of its own (gateway/server/probes.py).
 
 Every limit tripped is logged once per cause with counts (`SummaryLog`), never once per
 connection. A refused connection is half-closed and what the client still sends is read
@@ -92,7 +89,6 @@ from gateway.server.metrics import METRICS_STATE
 
 __all__ = [
     "END_GRACE",
-    "PROBE_PATHS",
     "RESERVED_FILES",
     "Inbound",
     "InboundLimits",
@@ -107,10 +103,6 @@ LINGER_BYTES = 256 * 1024  # and how much of it
 # Seconds from `shutdown_timeout` to uvicorn's cancelling of what is still running: for
 # the answers ended at the deadline to be written and recorded.
 END_GRACE = 5.0
-# What the probe port answers, and how many of its connections may be open past
-# `max_connections` (within RESERVED_FILES).
-PROBE_PATHS = frozenset({b"/healthz", b"/readyz", b"/metrics"})
-PROBE_SPARE = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,13 +165,17 @@ def _with_request_id(answer: bytes) -> bytes:
 class Inbound:
     """The limits and what one worker process keeps about them: the log of limits
     tripped and how many refused connections linger. Pickled (for worker processes) as
-    its limits alone, so every process starts with its own state."""
+    its limits alone, so every process starts with its own state. The probe port's
+    (`collects` False) only limits its connections: the clients' port's collects the
+    garbage and is what the metrics count."""
 
     def __init__(
-        self, limits: InboundLimits, trips: SummaryLog | None = None, probe_port: int = 0
+        self, limits: InboundLimits, trips: SummaryLog | None = None, collects: bool = True
     ) -> None:
         self.limits = limits
-        self.probe_port = probe_port  # 0: none
+        self.collects = collects
+        self.serving = False  # from the first connection on (`serve`)
+        self.draining = False  # the server has begun to shut down (`JoinedWritesProtocol.shutdown`)
         self.trips = trips or SummaryLog(
             logging.getLogger("gatewise.inbound"), "inbound_limit", "connections closed"
         )
@@ -209,12 +205,6 @@ class Inbound:
             "Request Header Fields Too Large",
             f"The request has more than {limits.max_headers:,} headers.",
             "request_header_fields_too_large",
-        )
-        self.not_a_probe = _answer(
-            404,
-            "Not Found",
-            "The probe port answers only GET /healthz, /readyz and /metrics.",
-            "not_found",
         )
         self.header_timeout = _answer(
             408,
@@ -247,15 +237,7 @@ class Inbound:
         )
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return Inbound, (self.limits, None, self.probe_port)
-
-    def spare_for_probe(self, transport: asyncio.BaseTransport, open_now: int) -> bool:
-        """Past `max_connections`: a connection to the probe port is still taken, while
-        at most PROBE_SPARE more are open."""
-        if not self.probe_port or open_now >= self.limits.max_connections + PROBE_SPARE:
-            return False
-        local = transport.get_extra_info("sockname")
-        return isinstance(local, tuple) and local[1] == self.probe_port
+        return Inbound, (self.limits, None, self.collects)
 
     def stopping(self) -> None:
         """The shutdown deadline passed for the first of this worker's answers under way:
@@ -283,6 +265,9 @@ class Inbound:
         `connections` (the server's open ones). The app's metrics live in the lifespan's
         state, and learn of this here, since uvicorn builds the app and the protocol apart."""
         self.connections = connections
+        self.serving = True
+        if not self.collects:
+            return
         self.collector.start(loop, connections)
         metrics = app_state.get(METRICS_STATE)
         if metrics is not None:
@@ -298,10 +283,6 @@ class Inbound:
 
 class _TooManyHeaders(Exception):
     """Raised in a parser callback to stop parsing; httptools re-raises it as context."""
-
-
-class _NotAProbe(Exception):
-    """Raised, as _TooManyHeaders, for a request on the probe port to another path."""
 
 
 class _HeadHoldingTransport:
@@ -421,7 +402,6 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     # sets `cycle` to a pipelined request's as soon as its head is read.
     _answering: RequestResponseCycle | None = None
     _pipelined = 0  # requests read while an answer was under way, not started yet
-    _probe = False  # on the probe port: PROBE_PATHS only
 
     def __init__(
         self,
@@ -440,13 +420,10 @@ class JoinedWritesProtocol(HttpToolsProtocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         inbound = self.inbound
-        open_now = len(self.connections)
-        if open_now >= self.limits.max_connections and not inbound.spare_for_probe(
-            transport, open_now
-        ):
+        if len(self.connections) >= self.limits.max_connections:
             self._refuse_connection(transport)
             return
-        if not inbound.collector.running:  # the worker's first connection
+        if not inbound.serving:  # the worker's first connection
             inbound.serve(self.loop, self.connections, self.app_state)
         # Offered in each request's scope: this protocol as its DisconnectWatch and its
         # BodyWriter. One per connection, not per request.
@@ -455,8 +432,6 @@ class JoinedWritesProtocol(HttpToolsProtocol):
             BODY: {"writer": self},
         }
         super().connection_made(_HeadHoldingTransport(transport, self.loop))  # type: ignore[arg-type]
-        if inbound.probe_port and self.server is not None:
-            self._probe = self.server[1] == inbound.probe_port
         self._head_timer = self.loop.call_later(self.limits.header_timeout, self._head_timed_out)
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -504,6 +479,7 @@ class JoinedWritesProtocol(HttpToolsProtocol):
     def shutdown(self) -> None:
         """uvicorn's (close if idle, else after this answer), and a deadline for the
         answer under way: past it, its handler is told to end it (`_stop`)."""
+        self.inbound.draining = True
         super().shutdown()
         if not self.transport.is_closing() and self._stop_timer is None:
             self._stop_timer = self.loop.call_later(self.limits.shutdown_timeout, self._stop)
@@ -641,9 +617,6 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         )
 
     def _parse_error(self, exc: httptools.HttpParserError) -> None:
-        if isinstance(exc.__context__, _NotAProbe):
-            self._refuse("not_a_probe", "a request on the probe port", self.inbound.not_a_probe)
-            return
         if isinstance(exc.__context__, _TooManyHeaders):
             self._refuse(
                 "too_many_headers",
@@ -670,8 +643,6 @@ class JoinedWritesProtocol(HttpToolsProtocol):
         if timer is not None:
             timer.cancel()
             self._head_timer = None
-        if self._probe and self.url.partition(b"?")[0] not in PROBE_PATHS:
-            raise _NotAProbe
         self._reading_head = False
         self._head_bytes = 0
         ahead = self.cycle

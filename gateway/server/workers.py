@@ -27,6 +27,7 @@ import socket
 import struct
 import sys
 import weakref
+from collections.abc import Callable
 from typing import Any
 
 logger = logging.getLogger("uvicorn.error")
@@ -124,19 +125,21 @@ def listening(host: str, port: int, probe_port: int | None = None) -> str:
     return where if probe_port is None else f"{where} and probe port {probe_port}"
 
 
-def reserve_all(host: str, port: int, probe_port: int | None = None) -> list[socket.socket]:
-    """The port's LISTENERS, then the probe port's one listener if asked for (a probe
-    arrives now and then: one is accepted per turn of the loop, more than enough)."""
+def reserve_all(
+    host: str, port: int, probe_port: int | None = None
+) -> tuple[list[socket.socket], socket.socket | None]:
+    """The port's LISTENERS, and the probe port's one listener if asked for (served by a
+    thread of each worker's own: gateway/server/probes.py)."""
     sockets = reserve_listeners(host, port)
     if probe_port is None:
-        return sockets
+        return sockets, None
     try:
-        sockets.extend(reserve_listeners(host, probe_port, 1))
+        [probe] = reserve_listeners(host, probe_port, 1)
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
-    return sockets
+    return sockets, probe
 
 
 def accept_queue() -> int:
@@ -162,8 +165,14 @@ def accept_queue() -> int:
     return waiting
 
 
-def run_workers(options: dict[str, Any], workers: int, probe_port: int | None = None) -> int:
-    """Serve `gateway.server.app:app_factory` in `workers` processes; returns the exit code."""
+def run_workers(
+    options: dict[str, Any],
+    workers: int,
+    probe_port: int | None = None,
+    worker_app: Callable[[socket.socket], Any] | None = None,
+) -> int:
+    """Serve `gateway.server.app:app_factory` in `workers` processes, or with a probe
+    port `worker_app(listener)` (gateway.server.app.WorkerApp); returns the exit code."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
@@ -172,18 +181,20 @@ def run_workers(options: dict[str, Any], workers: int, probe_port: int | None = 
     if not reuse_port_supported():
         uvicorn.run(target, factory=True, workers=workers, **options)
         return 0
-    config = uvicorn.Config(target, factory=True, workers=workers, **options)
+    host, port = options["host"], options["port"]
     try:
-        sockets = reserve_all(config.host, config.port, probe_port)
+        sockets, probe = reserve_all(host, port, probe_port)
     except OSError as exc:
-        where = listening(config.host, config.port, probe_port)
-        logger.error("cannot listen on %s: %s", where, exc)
+        logger.error("cannot listen on %s: %s", listening(host, port, probe_port), exc)
         return STARTUP_FAILURE
+    # With a probe port, the factory carries its listener: pickled to each worker with it.
+    app: Any = target if probe is None or worker_app is None else worker_app(probe)
+    config = uvicorn.Config(app, factory=True, workers=workers, **options)
     host, port = sockets[0].getsockname()[:2]
     announce(host, port, workers, probe_port)
     try:
         Multiprocess(config, sockets=sockets).run()
     finally:
-        for sock in sockets:
+        for sock in [*sockets, *([probe] if probe is not None else [])]:
             sock.close()
     return 0

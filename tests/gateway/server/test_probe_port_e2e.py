@@ -4,17 +4,21 @@ answered when the clients' port is full."""
 
 from __future__ import annotations
 
+import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from gateway.server.protocol import PROBE_SPARE
+from gateway.server.probes import PROBE_SPARE
 from gateway.server.workers import STARTUP_FAILURE
+from tests.conftest import upstream_config
 from tests.gateway.server.test_cli import SHIPPED, run
 from tests.gateway.server.test_inbound_limits_e2e import (
     HEALTHZ,
@@ -26,7 +30,7 @@ from tests.gateway.server.test_inbound_limits_e2e import (
     wait_until_accepted,
 )
 from tests.support.gateway import GatewayProcess
-from tests.support.upstream import free_port
+from tests.support.upstream import FakeUpstream, free_port
 
 HI = [{"role": "user", "content": "hi"}]
 
@@ -121,3 +125,42 @@ def test_a_probe_port_that_is_not_a_port_of_its_own_is_refused(tmp_path: Path, p
     done = run("serve", *serve, "--probe-port", port if probe == "same" else probe, cwd=tmp_path)
     assert done.returncode == 2
     assert "--probe-port must be a port of its own" in done.stderr
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_while_a_worker_drains_its_probes_say_stopping_and_alive_until_it_is_gone(
+    upstream: FakeUpstream, tmp_path: Path, workers: int
+) -> None:
+    hold = threading.Event()  # the upstream answers once the test lets it
+    held = upstream.behave("alpha-up", content="drained whole", hold=hold).held
+    config = upstream_config(upstream, selection={"exploration_rate": 0})
+    config["server"]["shutdown_timeout"] = 60
+    port = free_port()
+    args = ["--probe-port", str(port), "--workers", str(workers)]
+    gw = GatewayProcess(config, tmp_path, args=args).start()
+    probes = f"http://127.0.0.1:{port}"
+    client = openai.OpenAI(base_url=gw.url + "/v1", api_key="test-key", max_retries=0)
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            answer = pool.submit(client.chat.completions.create, model="alpha", messages=HI)
+            assert held.wait(10)
+            assert httpx.get(probes + "/readyz").json()["status"] == "ready"
+            assert gw.proc is not None
+            gw.proc.send_signal(signal.SIGTERM)
+
+            deadline = time.monotonic() + 10
+            while (ready := httpx.get(probes + "/readyz")).status_code == 200:
+                assert time.monotonic() < deadline, "readiness never said the worker stops"
+            assert ready.status_code == 503 and ready.json() == {"status": "stopping"}
+            health = httpx.get(probes + "/healthz")
+            assert health.status_code == 200 and health.json() == {"status": "ok"}
+
+            hold.set()  # the answer under way ends whole, and then the worker goes
+            assert answer.result(10).choices[0].message.content == "drained whole"
+        gw.proc.wait(20)  # gone (by the signal uvicorn raises again once it has stopped)
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(probes + "/healthz")
+    finally:
+        hold.set()
+        gw.stop()
+    assert "Traceback" not in gw.logs()
