@@ -242,6 +242,12 @@ class Probes:
             message = f"The worker did not render its metrics within {self._scrape_timeout:g} s."
             await _send(scope, send, 503, _unavailable(message))
             return
+        except Exception:  # what the worker's app raised, after its 500 if it sent one
+            log.exception("the probe port's scrape failed")
+            if not messages:
+                body = orjson.dumps(error_body("Internal server error.", "server_error", None))
+                await _send(scope, send, 500, body)
+                return
         for sent in messages:
             await send(sent)
 

@@ -155,6 +155,37 @@ def test_a_scrape_the_worker_cannot_render_in_time_gets_503(listener: socket.soc
     asyncio.run(worker())
 
 
+class FailingApp:
+    """A worker app that fails a scrape, after its 500 (as Starlette's error middleware
+    does) or before anything."""
+
+    def __init__(self, answers_first: bool) -> None:
+        self.answers_first = answers_first
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.answers_first:
+            await send({"type": "http.response.start", "status": 500, "headers": []})
+            await send({"type": "http.response.body", "body": b"Internal Server Error"})
+        raise RuntimeError("the registry broke")
+
+
+@pytest.mark.parametrize("answers_first", [True, False])
+def test_a_scrape_the_workers_app_fails_gets_500_and_the_port_serves_on(
+    listener: socket.socket, answers_first: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = probes(listener, app=FailingApp(answers_first))
+
+    async def worker() -> None:
+        server.start()
+        scraped = await asyncio.to_thread(get, listener, "/metrics")
+        assert scraped.status_code == 500
+        assert get(listener, "/healthz").status_code == 200
+        await server.stop()
+
+    asyncio.run(worker())
+    assert "the probe port's scrape failed" in caplog.text
+
+
 def test_only_probes_are_answered_and_only_to_get(listener: socket.socket) -> None:
     server = probes(listener)
 
