@@ -18,8 +18,8 @@ ones are made) the young generation grows without a collection until it holds ev
 stream begun since the last one: the passes grew with the streams held (7 ms, then
 40-60 ms). So here, while a worker holds many connections (more than 1 % of its
 `max_connections`), young collections run on a clock (`Collector` in
-gateway/server/collector.py: every 0.1 s, the two young generations, so a pass walks
-what was made in the last 0.1 s, a few milliseconds at a thousand new streams a
+gateway/server/collector.py: every 0.05 s, the two young generations, so a pass walks
+what was made in the last 0.05 s, a few milliseconds at a thousand new streams a
 second), the thresholds remain only as a net for a burst or a late tick, and
 the full collection never runs by itself: `Collector` runs it when the worker is quiet
 (few connections open, so the pause is short) and, as a bound on the memory a cycle
