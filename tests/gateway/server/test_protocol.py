@@ -19,6 +19,7 @@ import pytest
 from gateway.core.config import ConfigError, parse_config
 from gateway.core.headers import RenderedHeaders, render_headers
 from gateway.server.protocol import (
+    LARGE_WRITE,
     Inbound,
     InboundLimits,
     JoinedWritesProtocol,
@@ -35,10 +36,16 @@ TCP_INFO_DATA_SEGS_IN = 152  # offset of tcpi_data_segs_in in Linux's struct tcp
 class RecordingTransport:
     def __init__(self) -> None:
         self.writes: list[bytes] = []
+        self.lines: list[tuple[bytes, ...]] = []
         self.closed = False
 
     def write(self, data: bytes) -> None:
         self.writes.append(data)
+
+    def writelines(self, pieces: tuple[bytes, ...]) -> None:
+        """One send of several pieces (uvloop: one writev): kept as they were given."""
+        self.lines.append(pieces)
+        self.writes.append(b"".join(pieces))
 
     def close(self) -> None:
         self.closed = True
@@ -67,6 +74,25 @@ async def test_the_head_and_the_body_go_out_in_one_write() -> None:
     assert real.writes == [HEAD + b"{}"]
     await asyncio.sleep(0)
     assert real.writes == [HEAD + b"{}"]  # the scheduled flush finds nothing left
+
+
+async def test_a_large_body_goes_out_with_its_head_in_one_send_without_a_copy() -> None:
+    transport, real = holding()
+    body = b"x" * LARGE_WRITE
+    transport.write(HEAD)
+    transport.write(body)
+    assert real.lines == [(HEAD, body)] and real.lines[0][1] is body
+    transport.writelines((b"10000\r\n", body, b"\r\n"))  # no head held: as they are
+    assert real.lines[1] == (b"10000\r\n", body, b"\r\n") and real.lines[1][1] is body
+
+
+async def test_pieces_written_together_follow_a_held_head() -> None:
+    transport, real = holding()
+    transport.write(HEAD)
+    transport.writelines((b"3\r\n", b"abc", b"\r\n"))
+    assert real.lines == [(HEAD, b"3\r\n", b"abc", b"\r\n")]
+    await asyncio.sleep(0)
+    assert real.writes == [HEAD + b"3\r\nabc\r\n"]  # the scheduled flush finds nothing left
 
 
 async def test_a_head_alone_leaves_by_the_end_of_the_loop_iteration() -> None:
@@ -524,7 +550,9 @@ async def test_a_rendered_head_is_what_uvicorn_writes_for_the_same_headers(
 _EVENTS = (b"data: 1\n\n", b"data: 2\n\n", b"data: 3\n\n")
 
 
-async def _streamed(wire: Wire, direct: bool) -> tuple[JoinedWritesProtocol, WireTransport]:
+async def _streamed(
+    wire: Wire, direct: bool, events: tuple[bytes, ...] = _EVENTS
+) -> tuple[JoinedWritesProtocol, WireTransport]:
     """A POST answered with a chunked body: the first piece sent, the rest written by
     `write_body` (direct) or sent as uvicorn is sent them."""
     protocol, transport = wire.connect()
@@ -532,8 +560,8 @@ async def _streamed(wire: Wire, direct: bool) -> tuple[JoinedWritesProtocol, Wir
     cycle = protocol.cycle
     headers = [(b"content-type", b"text/event-stream")]
     await cycle.send({"type": "http.response.start", "status": 200, "headers": headers})
-    await cycle.send({"type": "http.response.body", "body": _EVENTS[0], "more_body": True})
-    for event in _EVENTS[1:]:
+    await cycle.send({"type": "http.response.body", "body": events[0], "more_body": True})
+    for event in events[1:]:
         if direct:
             assert protocol.write_body(event) is None
         else:
@@ -550,6 +578,14 @@ async def test_write_body_puts_on_the_wire_what_uvicorns_send_would() -> None:
     wire_bytes = b"".join(by_writer.writes)
     assert wire_bytes == b"".join(by_send.writes)
     assert wire_bytes.endswith(b"9\r\ndata: 2\n\n\r\n9\r\ndata: 3\n\n\r\n0\r\n\r\n")
+
+
+async def test_a_large_piece_is_framed_beside_itself_as_uvicorns_send_frames_it() -> None:
+    large = b"data: " + b"x" * LARGE_WRITE + b"\n\n"
+    _, by_writer = await _streamed(Wire(), True, (*_EVENTS[:2], large))
+    _, by_send = await _streamed(Wire(), False, (*_EVENTS[:2], large))
+    assert b"".join(by_writer.writes) == b"".join(by_send.writes)
+    assert [piece for pieces in by_writer.lines for piece in pieces if piece is large] == [large]
 
 
 async def test_write_body_hands_back_the_wait_while_the_client_is_slow_to_read() -> None:
