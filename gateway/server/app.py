@@ -43,7 +43,7 @@ from gateway.routing.selection import Selector
 from gateway.routing.tracker import Tracker
 from gateway.server.gctune import tune
 from gateway.server.metrics import METRICS_DIR_ENV, METRICS_STATE, Metrics
-from gateway.server.probes import PROBE_SPARE, Probes
+from gateway.server.probes import PROBE_SPARE, STOPPING, Probes
 from gateway.server.protocol import InboundLimits
 from gateway.server.tracing import tracing_from_env
 from gateway.server.workers import WORKERS_ENV
@@ -324,11 +324,12 @@ def create_app(
     from the app's start to its stop (gateway/server/probes.py)."""
     gateway = Gateway(config, clock, workers)
 
-    def ready() -> tuple[int, bytes]:
+    def stopping() -> bool:
         inbound = gateway.metrics.inbound  # the server's, from its first connection on
-        if inbound is not None and inbound.draining:
-            return 503, b'{"status":"stopping"}'
-        return readiness(gateway)
+        return inbound is not None and inbound.draining
+
+    def ready() -> tuple[int, bytes]:
+        return (503, STOPPING) if stopping() else readiness(gateway)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
@@ -337,7 +338,8 @@ def create_app(
         probes = None
         if probe is not None:
             limits = replace(InboundLimits.of(config.server, 0), max_connections=PROBE_SPARE)
-            probes = Probes(probe, app, ready, limits, idle_timeout=config.server.idle_timeout)
+            idle = config.server.idle_timeout
+            probes = Probes(probe, app, ready, limits, stopping=stopping, idle_timeout=idle)
             probes.start(state)
         try:
             yield state

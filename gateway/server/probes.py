@@ -16,7 +16,8 @@ last beat:
 - /healthz: 200 while the beats come; 503 "stalled" once none came for STALLED_AFTER
   seconds: a loop that is stuck, not one that is busy;
 - /readyz: the worker's /readyz as of its last beat (503 while starting), 503 "stopping"
-  once the server has begun to shut down, and 503 "stalled" as above;
+  as soon as the server has begun to shut down (read at each probe), and 503 "stalled"
+  as above;
 - /metrics: the worker's own /metrics, its token checked there, rendered on the worker's
   loop: a scrape may wait its turn (up to SCRAPE_TIMEOUT), a probe does not;
 - any other path: 404.
@@ -54,6 +55,7 @@ __all__ = [
     "PROBE_SPARE",
     "SCRAPE_TIMEOUT",
     "STALLED_AFTER",
+    "STOPPING",
     "Probes",
     "Readiness",
 ]
@@ -75,6 +77,7 @@ Readiness = Callable[[], tuple[int, bytes]]
 _JSON = [(b"content-type", b"application/json")]
 _OK = b'{"status":"ok"}'
 _STARTING = (-math.inf, 503, b'{"status":"starting"}')
+STOPPING = b'{"status":"stopping"}'
 
 
 class Probes:
@@ -88,6 +91,7 @@ class Probes:
         readiness: Readiness,
         limits: InboundLimits,
         *,
+        stopping: Callable[[], bool] = lambda: False,
         idle_timeout: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
         stalled_after: float = STALLED_AFTER,
@@ -96,6 +100,8 @@ class Probes:
         self._listener = listener
         self._app = app  # the worker's, for /metrics
         self._readiness = readiness
+        # Read by the thread at each /readyz: a flag's value, nothing the loop changes midway.
+        self._stopping = stopping
         self._inbound = Inbound(limits, collects=False)
         self._idle_timeout = idle_timeout
         self._clock = clock
@@ -212,6 +218,8 @@ class Probes:
             body = orjson.dumps({"status": "stalled", "silent_seconds": round(silent, 1)})
         elif path == "/healthz":
             status, body = 200, _OK
+        elif self._stopping():
+            status, body = 503, STOPPING
         await _send(scope, send, status, body)
 
     async def _scrape(self, scope: Scope, send: Send) -> None:

@@ -124,6 +124,30 @@ def test_a_loop_that_stops_beating_is_reported_stalled_and_recovers_when_it_beat
     asyncio.run(worker())
 
 
+def test_readiness_says_stopping_at_once_when_the_server_begins_to_shut_down(
+    listener: socket.socket,
+) -> None:
+    draining = [False]
+    server = Probes(
+        listener,
+        WorkerApp(),
+        lambda: READY,
+        InboundLimits(max_connections=PROBE_SPARE, header_timeout=5),
+        stopping=lambda: draining[0],
+    )
+
+    async def worker() -> None:
+        server.start()  # the blocking requests below keep the loop from beating again
+        assert get(listener, "/readyz").status_code == 200
+        draining[0] = True
+        stopping = get(listener, "/readyz")
+        assert stopping.status_code == 503 and stopping.json() == {"status": "stopping"}
+        assert get(listener, "/healthz").status_code == 200  # draining is alive
+        await server.stop()
+
+    asyncio.run(worker())
+
+
 def test_metrics_are_rendered_by_the_workers_app_on_its_loop(listener: socket.socket) -> None:
     app = WorkerApp()
     server = probes(listener, app=app)
