@@ -251,7 +251,7 @@ def _serve(config: Config, path: str, args: argparse.Namespace) -> int:
             os.environ[METRICS_DIR_ENV] = directory
             from gateway.server.app import WorkerApp
 
-            return run_workers(options, args.workers, args.probe_port, WorkerApp)
+            return run_workers(options, args.workers, WorkerApp, args.probe_port)
     from gateway.server.app import create_app
     from gateway.server.gctune import tune
 

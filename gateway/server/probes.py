@@ -32,7 +32,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import socket
 import threading
 import time
@@ -76,7 +75,7 @@ Readiness = Callable[[], tuple[int, bytes]]
 
 _JSON = [(b"content-type", b"application/json")]
 _OK = b'{"status":"ok"}'
-_STARTING = (-math.inf, 503, b'{"status":"starting"}')
+_STARTING = b'{"status":"starting"}'
 STOPPING = b'{"status":"stopping"}'
 
 
@@ -108,8 +107,8 @@ class Probes:
         self._stalled_after = stalled_after
         self._scrape_timeout = scrape_timeout
         # (when, readiness status, readiness body): replaced whole by each beat, so that
-        # the thread reads one beat, never half of two.
-        self._beat: tuple[float, int, bytes] = _STARTING
+        # the thread reads one beat, never half of two. `start` beats before the thread runs.
+        self._beat: tuple[float, int, bytes] = (clock(), 503, _STARTING)
         self._main: asyncio.AbstractEventLoop | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._thread: threading.Thread | None = None
@@ -213,7 +212,7 @@ class Probes:
             return
         at, status, body = self._beat
         silent = self._clock() - at
-        if at != -math.inf and silent > self._stalled_after:
+        if silent > self._stalled_after:
             status = 503
             body = orjson.dumps({"status": "stalled", "silent_seconds": round(silent, 1)})
         elif path == "/healthz":

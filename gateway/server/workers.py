@@ -168,8 +168,8 @@ def accept_queue() -> int:
 def run_workers(
     options: dict[str, Any],
     workers: int,
+    worker_app: Callable[[socket.socket], Any],
     probe_port: int | None = None,
-    worker_app: Callable[[socket.socket], Any] | None = None,
 ) -> int:
     """Serve `gateway.server.app:app_factory` in `workers` processes, or with a probe
     port `worker_app(listener)` (gateway.server.app.WorkerApp); returns the exit code."""
@@ -188,7 +188,7 @@ def run_workers(
         logger.error("cannot listen on %s: %s", listening(host, port, probe_port), exc)
         return STARTUP_FAILURE
     # With a probe port, the factory carries its listener: pickled to each worker with it.
-    app: Any = target if probe is None or worker_app is None else worker_app(probe)
+    app: Any = target if probe is None else worker_app(probe)
     config = uvicorn.Config(app, factory=True, workers=workers, **options)
     host, port = sockets[0].getsockname()[:2]
     announce(host, port, workers, probe_port)
