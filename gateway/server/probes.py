@@ -44,8 +44,8 @@ import uvloop
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from uvicorn.server import ServerState
 
-from gateway.core.ids import request_id_from
 from gateway.http.errors import error_body
+from gateway.http.request_id import request_id_of
 from gateway.server.protocol import Inbound, InboundLimits, JoinedWritesProtocol
 
 __all__ = [
@@ -276,12 +276,10 @@ async def _send(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     """A JSON answer, with the request id every answer of the gateway has."""
-    asked = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
-    request_id = request_id_from(asked.decode("latin-1") if asked is not None else None)
     lines = [
         *_JSON,
         (b"content-length", str(len(body)).encode()),
-        (b"x-request-id", request_id.encode()),
+        (b"x-request-id", request_id_of(scope).encode()),
         *(headers or []),
     ]
     await send({"type": "http.response.start", "status": status, "headers": lines})

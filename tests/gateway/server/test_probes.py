@@ -50,12 +50,14 @@ def probes(
     clock: Callable[[], float] = time.monotonic,
     app: Any = None,
     scrape_timeout: float = 10.0,
+    stopping: Callable[[], bool] = lambda: False,
 ) -> Probes:
     return Probes(
         listener,
         app or WorkerApp(),
         readiness,
         InboundLimits(max_connections=PROBE_SPARE, header_timeout=5),
+        stopping=stopping,
         clock=clock,
         scrape_timeout=scrape_timeout,
     )
@@ -128,13 +130,7 @@ def test_readiness_says_stopping_at_once_when_the_server_begins_to_shut_down(
     listener: socket.socket,
 ) -> None:
     draining = [False]
-    server = Probes(
-        listener,
-        WorkerApp(),
-        lambda: READY,
-        InboundLimits(max_connections=PROBE_SPARE, header_timeout=5),
-        stopping=lambda: draining[0],
-    )
+    server = probes(listener, stopping=lambda: draining[0])
 
     async def worker() -> None:
         server.start()  # the blocking requests below keep the loop from beating again
